@@ -1,0 +1,2 @@
+//! Model architectures in tch, mirroring diffusers/transformers module names so that
+//! state-dict keys map one to one.

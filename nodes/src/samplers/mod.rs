@@ -1,0 +1,1 @@
+//! Samplers behind one trait, and sigma schedules.

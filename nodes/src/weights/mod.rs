@@ -1,0 +1,1 @@
+//! Weight loading: memory-mapped safetensors, checkpoint key maps (LDM <-> diffusers).

@@ -1,0 +1,2 @@
+//! weft command-line interface.
+fn main() {}
