@@ -8,7 +8,10 @@ fn torch_lib_dir() -> Option<String> {
         return Some(dir);
     }
     let out = Command::new("python3")
-        .args(["-c", "import os,torch;print(os.path.join(os.path.dirname(torch.__file__),'lib'))"])
+        .args([
+            "-c",
+            "import os,torch;print(os.path.join(os.path.dirname(torch.__file__),'lib'))",
+        ])
         .output()
         .ok()?;
     out.status

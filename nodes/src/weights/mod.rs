@@ -1,1 +1,4 @@
 //! Weight loading: memory-mapped safetensors, checkpoint key maps (LDM <-> diffusers).
+
+pub mod safetensors;
+pub use self::safetensors::{read_safetensors, Weights};
