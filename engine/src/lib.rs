@@ -1,2 +1,31 @@
 //! weft-engine: typed values, node declarations and registry, workflow files, validation,
 //! planning, the cached executor and its events. It knows no concrete node and no model.
+
+pub mod cache;
+pub mod cancel;
+pub mod diagnostic;
+pub mod events;
+pub mod executor;
+pub mod node;
+pub mod plan;
+pub mod registry;
+pub mod schema;
+pub mod validate;
+pub mod value;
+pub mod worker;
+pub mod workflow;
+pub mod yaml;
+
+pub use cancel::CancelToken;
+pub use diagnostic::Diagnostic;
+pub use events::{Event, RunStatus};
+pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
+pub use node::{
+    ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    OutputSpec,
+};
+pub use plan::{CacheKey, Plan};
+pub use registry::Registry;
+pub use validate::validate;
+pub use value::{Constant, Value, ValueType};
+pub use workflow::{InputValue, Link, NodeEntry, Workflow};

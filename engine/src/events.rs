@@ -1,0 +1,71 @@
+//! Events of a run: one node's news each, so traffic grows with the nodes that run.
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::diagnostic::Diagnostic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunQueued {
+        run: u64,
+    },
+    RunStarted {
+        run: u64,
+        /// Nodes the outputs need.
+        planned: usize,
+    },
+    Invalid {
+        run: u64,
+        errors: Vec<Diagnostic>,
+    },
+    NodeCached {
+        run: u64,
+        node: String,
+    },
+    NodeStarted {
+        run: u64,
+        node: String,
+        #[serde(rename = "type")]
+        type_name: String,
+    },
+    Progress {
+        run: u64,
+        node: String,
+        step: u32,
+        total: u32,
+    },
+    Output {
+        run: u64,
+        node: String,
+        path: PathBuf,
+    },
+    NodeFinished {
+        run: u64,
+        node: String,
+        micros: u64,
+    },
+    Error {
+        run: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        message: String,
+    },
+    RunFinished {
+        run: u64,
+        status: RunStatus,
+        ran: usize,
+        cached: usize,
+        micros: u64,
+    },
+}

@@ -1,0 +1,382 @@
+//! The executor: validates, plans, then runs each planned node unless its cache key hits,
+//! emitting one event per piece of news. A node that fails or panics fails the run with its
+//! id; the executor (and the process) go on. Lives on the device worker thread.
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tch::Device;
+
+use crate::cache::{Cache, CacheStats};
+use crate::cancel::CancelToken;
+use crate::diagnostic::Diagnostic;
+use crate::events::{Event, RunStatus};
+use crate::node::{Inputs, NodeContext, NodeError};
+use crate::plan::{plan, CacheKey, Plan, PlannedInput};
+use crate::registry::Registry;
+use crate::validate::validate;
+use crate::value::Value;
+use crate::workflow::Workflow;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub device: Device,
+    pub cache_budget: u64,
+    pub output_dir: PathBuf,
+    pub models_dir: PathBuf,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            cache_budget: 4 << 30,
+            output_dir: PathBuf::from("out"),
+            models_dir: PathBuf::from("models"),
+        }
+    }
+}
+
+/// What happened to one planned node.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub type_name: &'static str,
+    pub cached: bool,
+    pub micros: u64,
+    #[serde(skip)]
+    pub key: CacheKey,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run: u64,
+    pub status: RunStatus,
+    pub nodes: Vec<NodeReport>,
+    pub errors: Vec<Diagnostic>,
+    pub outputs: Vec<PathBuf>,
+    pub micros: u64,
+}
+
+impl RunReport {
+    pub fn ran(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.cached).count()
+    }
+    pub fn cached(&self) -> usize {
+        self.nodes.iter().filter(|n| n.cached).count()
+    }
+    pub fn ran_ids(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.cached)
+            .map(|n| n.id.as_str())
+            .collect()
+    }
+}
+
+pub struct RunRequest<'a> {
+    pub workflow: &'a Workflow,
+    pub target: Option<&'a str>,
+    pub run: Option<u64>,
+}
+
+impl<'a> RunRequest<'a> {
+    pub fn new(workflow: &'a Workflow) -> Self {
+        Self {
+            workflow,
+            target: None,
+            run: None,
+        }
+    }
+}
+
+struct HashedFile {
+    modified: Option<SystemTime>,
+    len: u64,
+    hash: [u8; 32],
+}
+
+pub struct Executor {
+    registry: Arc<Registry>,
+    cache: Cache,
+    config: ExecutorConfig,
+    file_hashes: HashMap<PathBuf, HashedFile>,
+    next_run: u64,
+}
+
+impl Executor {
+    pub fn new(registry: Arc<Registry>, config: ExecutorConfig) -> Self {
+        Self {
+            registry,
+            cache: Cache::new(config.cache_budget),
+            config,
+            file_hashes: HashMap::new(),
+            next_run: 1,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    pub fn set_cache_budget(&mut self, bytes: u64) {
+        self.config.cache_budget = bytes;
+        self.cache.set_budget(bytes);
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Cached outputs of a node key (for tests and previews).
+    pub fn cached(&mut self, key: &CacheKey) -> Option<Rc<Vec<Value>>> {
+        self.cache.get(key)
+    }
+
+    /// Validates and plans without running (used by `validate` and for keys).
+    pub fn plan(
+        &mut self,
+        workflow: &Workflow,
+        target: Option<&str>,
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        let errors = validate(workflow, &self.registry, target);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let file_hashes = &mut self.file_hashes;
+        plan(
+            workflow,
+            &self.registry,
+            target,
+            &self.config.models_dir,
+            &mut |path: &Path| hash_file(file_hashes, path),
+        )
+    }
+
+    pub fn run(
+        &mut self,
+        request: RunRequest,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> RunReport {
+        let started = Instant::now();
+        let run = request.run.unwrap_or(self.next_run);
+        self.next_run = self.next_run.max(run) + 1;
+        let mut report = RunReport {
+            run,
+            status: RunStatus::Succeeded,
+            nodes: Vec::new(),
+            errors: Vec::new(),
+            outputs: Vec::new(),
+            micros: 0,
+        };
+        let plan = match self.plan(request.workflow, request.target) {
+            Ok(p) => p,
+            Err(errors) => {
+                on_event(&Event::Invalid {
+                    run,
+                    errors: errors.clone(),
+                });
+                report.status = RunStatus::Invalid;
+                report.errors = errors;
+                report.micros = started.elapsed().as_micros() as u64;
+                on_event(&Event::RunFinished {
+                    run,
+                    status: report.status,
+                    ran: 0,
+                    cached: 0,
+                    micros: report.micros,
+                });
+                return report;
+            }
+        };
+        on_event(&Event::RunStarted {
+            run,
+            planned: plan.steps.len(),
+        });
+        report.nodes.reserve(plan.steps.len());
+        let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            let registered = self.registry.by_index(step.type_index);
+            let spec = &registered.spec;
+            if let Some(outputs) = self.cache.get(&step.key) {
+                on_event(&Event::NodeCached {
+                    run,
+                    node: step.id.clone(),
+                });
+                report.nodes.push(NodeReport {
+                    id: step.id.clone(),
+                    type_name: spec.type_name,
+                    cached: true,
+                    micros: 0,
+                    key: step.key,
+                });
+                slots.push(Some(outputs));
+                continue;
+            }
+            if cancel.is_cancelled() {
+                report.status = RunStatus::Cancelled;
+                break;
+            }
+            let values = step
+                .inputs
+                .iter()
+                .zip(&spec.inputs)
+                .map(|(planned, input)| match planned {
+                    PlannedInput::Constant(c) => Some(Value::from_constant(c, input.ty)),
+                    PlannedInput::Link { step, output } => {
+                        slots[*step].as_ref().and_then(|o| o.get(*output).cloned())
+                    }
+                    PlannedInput::Absent => None,
+                })
+                .collect();
+            let inputs = Inputs::new(&spec.inputs, values);
+            on_event(&Event::NodeStarted {
+                run,
+                node: step.id.clone(),
+                type_name: spec.type_name.to_string(),
+            });
+            let node_started = Instant::now();
+            let mut written = Vec::new();
+            let result = {
+                let id = step.id.as_str();
+                let mut on_progress = |p: crate::node::Progress| {
+                    on_event(&Event::Progress {
+                        run,
+                        node: id.to_string(),
+                        step: p.step,
+                        total: p.total,
+                    })
+                };
+                let mut on_output = |path: PathBuf| written.push(path);
+                let mut ctx = NodeContext {
+                    node_id: id,
+                    device: self.config.device,
+                    output_dir: &self.config.output_dir,
+                    models_dir: &self.config.models_dir,
+                    workflow: request.workflow,
+                    cancel,
+                    on_progress: &mut on_progress,
+                    on_output: &mut on_output,
+                };
+                catch_unwind(AssertUnwindSafe(|| {
+                    let _guard = tch::no_grad_guard();
+                    registered.node.run(&inputs, &mut ctx)
+                }))
+            };
+            let elapsed = node_started.elapsed();
+            for path in written {
+                on_event(&Event::Output {
+                    run,
+                    node: step.id.clone(),
+                    path: path.clone(),
+                });
+                report.outputs.push(path);
+            }
+            let outcome = match result {
+                Ok(Ok(outputs)) if outputs.len() == spec.outputs.len() => Ok(outputs),
+                Ok(Ok(outputs)) => Err(format!(
+                    "node returned {} outputs, its type declares {}",
+                    outputs.len(),
+                    spec.outputs.len()
+                )),
+                Ok(Err(NodeError::Cancelled)) => {
+                    report.status = RunStatus::Cancelled;
+                    break;
+                }
+                Ok(Err(NodeError::Failed(message))) => Err(message),
+                Err(panic) => Err(format!("node panicked: {}", panic_message(&panic))),
+            };
+            match outcome {
+                Ok(outputs) => {
+                    let micros = elapsed.as_micros() as u64;
+                    on_event(&Event::NodeFinished {
+                        run,
+                        node: step.id.clone(),
+                        micros,
+                    });
+                    let outputs = Rc::new(outputs);
+                    self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
+                    slots.push(Some(outputs));
+                    report.nodes.push(NodeReport {
+                        id: step.id.clone(),
+                        type_name: spec.type_name,
+                        cached: false,
+                        micros,
+                        key: step.key,
+                    });
+                }
+                Err(message) => {
+                    let pos = request.workflow.nodes.get(&step.id).and_then(|n| n.pos);
+                    let message = format!("{} failed: {message}", spec.type_name);
+                    on_event(&Event::Error {
+                        run,
+                        node: Some(step.id.clone()),
+                        message: message.clone(),
+                    });
+                    report
+                        .errors
+                        .push(Diagnostic::at_opt(pos, message).node(&step.id));
+                    report.status = RunStatus::Failed;
+                    break;
+                }
+            }
+        }
+        if report.status == RunStatus::Cancelled {
+            on_event(&Event::Error {
+                run,
+                node: None,
+                message: "run cancelled".into(),
+            });
+        }
+        report.micros = started.elapsed().as_micros() as u64;
+        on_event(&Event::RunFinished {
+            run,
+            status: report.status,
+            ran: report.ran(),
+            cached: report.cached(),
+            micros: report.micros,
+        });
+        report
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// blake3 of a file's content, remembered while its size and modification time stay the same.
+fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> Result<[u8; 32], String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let modified = meta.modified().ok();
+    if let Some(h) = known.get(path) {
+        if h.len == meta.len() && h.modified == modified && modified.is_some() {
+            return Ok(h.hash);
+        }
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path).map_err(|e| e.to_string())?;
+    let hash = *hasher.finalize().as_bytes();
+    known.insert(
+        path.to_path_buf(),
+        HashedFile {
+            modified,
+            len: meta.len(),
+            hash,
+        },
+    );
+    Ok(hash)
+}

@@ -1,0 +1,130 @@
+//! The JSON Schema of the workflow file, generated from the node declarations, so an editor
+//! completes node types and each type's inputs, defaults, ranges and choices.
+use schemars::Schema;
+use serde_json::{json, Map, Value as Json};
+
+use crate::node::InputSpec;
+use crate::registry::Registry;
+use crate::value::{Constant, ValueType};
+
+pub const LINK_PATTERN: &str = r"^\$[A-Za-z0-9_-]+\.[A-Za-z0-9_]+$";
+
+pub fn workflow_schema(registry: &Registry) -> Schema {
+    let mut defs = Map::new();
+    defs.insert(
+        "link".into(),
+        json!({"type": "string", "pattern": LINK_PATTERN, "description": "a link to another node's output: $node.output"}),
+    );
+    let mut branches = Vec::new();
+    let type_names: Vec<&str> = registry.type_names().collect();
+    for registered in registry.iter() {
+        let spec = &registered.spec;
+        let mut properties = Map::new();
+        properties.insert(
+            "type".into(),
+            json!({"const": spec.type_name, "description": spec.doc}),
+        );
+        let mut required = vec![json!("type")];
+        for input in &spec.inputs {
+            properties.insert(input.name.into(), input_schema(input));
+            if input.is_required() {
+                required.push(json!(input.name));
+            }
+        }
+        let def_name = format!("node.{}", spec.type_name);
+        defs.insert(
+            def_name.clone(),
+            json!({
+                "type": "object",
+                "title": spec.type_name,
+                "description": format!("{} ({})", spec.doc, spec.category),
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            }),
+        );
+        branches.push(json!({
+            "if": {"properties": {"type": {"const": spec.type_name}}, "required": ["type"]},
+            "then": {"$ref": format!("#/$defs/{def_name}")},
+        }));
+    }
+    let node = json!({
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": type_names, "description": "the node type; `weft nodes` lists them"}},
+        "allOf": branches,
+    });
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://weft.invalid/schema/workflow.json",
+        "title": "weft workflow",
+        "description": "A weft workflow: nodes by id, each with a type and named inputs; links are $node.output",
+        "type": "object",
+        "required": ["weft", "nodes"],
+        "additionalProperties": false,
+        "properties": {
+            "weft": {"const": 1, "description": "format version"},
+            "nodes": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+                "additionalProperties": node,
+            },
+            "layout": {
+                "type": "object",
+                "description": "editor positions, one line per node",
+                "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            },
+        },
+        "$defs": defs,
+    });
+    Schema::try_from(schema).expect("the workflow schema is a JSON object")
+}
+
+fn constant_json(c: &Constant) -> Json {
+    serde_json::to_value(c).unwrap_or(Json::Null)
+}
+
+fn input_schema(input: &InputSpec) -> Json {
+    let link = json!({"$ref": "#/$defs/link"});
+    let mut value = Map::new();
+    match input.ty {
+        ValueType::Int | ValueType::Seed => {
+            value.insert("type".into(), json!("integer"));
+        }
+        ValueType::Float => {
+            value.insert("type".into(), json!("number"));
+        }
+        ValueType::Bool => {
+            value.insert("type".into(), json!("boolean"));
+        }
+        ValueType::String => {
+            value.insert("type".into(), json!("string"));
+        }
+        ValueType::Enum => {
+            value.insert("enum".into(), json!(input.choices));
+        }
+        _ => {
+            return json!({"allOf": [link], "description": format!("{} (link a {} output)", input.doc, input.ty)});
+        }
+    }
+    if let Some(min) = input.min {
+        value.insert("minimum".into(), json!(min));
+    }
+    if let Some(max) = input.max {
+        value.insert("maximum".into(), json!(max));
+    }
+    if input.ty == ValueType::Seed {
+        value.insert("minimum".into(), json!(0));
+    }
+    if let Some(step) = input.step {
+        value.insert("multipleOf".into(), json!(step));
+    }
+    if input.ty == ValueType::String && !input.choices.is_empty() {
+        value.insert("enum".into(), json!(input.choices));
+    }
+    let mut schema = json!({"anyOf": [Json::Object(value), link], "description": format!("{} ({})", input.doc, input.ty)});
+    if let Some(default) = &input.default {
+        schema["default"] = constant_json(default);
+    }
+    schema
+}

@@ -1,0 +1,339 @@
+//! Validation of a workflow against the registry: every error at once, each located, with a
+//! hint. Nothing runs while any error remains. All graph walks here are iterative.
+use std::collections::HashMap;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diagnostic::{closest, Diagnostic};
+use crate::node::{InputSpec, NodeSpec};
+use crate::registry::Registry;
+use crate::value::{Constant, ValueType};
+use crate::workflow::{InputValue, Workflow};
+
+/// Checks `wf`; an empty result means it can be planned and run. `target`, when given, is the
+/// node the user asked for (then the workflow needs no output node).
+pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let type_names: Vec<&str> = registry.type_names().collect();
+
+    for (id, node) in &wf.nodes {
+        let Some(registered) = registry.get(&node.type_name) else {
+            let mut d = Diagnostic::at_opt(
+                node.type_pos.or(node.pos),
+                format!("unknown node type '{}'", node.type_name),
+            )
+            .node(id);
+            d.hint = Some(match closest(&node.type_name, type_names.iter().copied()) {
+                Some(s) => format!("did you mean '{s}'?"),
+                None => "`weft nodes` lists the node types".into(),
+            });
+            errors.push(d);
+            continue;
+        };
+        let spec = &registered.spec;
+        for (name, entry) in &node.inputs {
+            let Some((_, input)) = spec.input(name) else {
+                let mut d = Diagnostic::at_opt(
+                    entry.pos,
+                    format!("{} has no input '{name}'", spec.type_name),
+                )
+                .node(id)
+                .input(name);
+                d.hint = Some(match closest(name, spec.inputs.iter().map(|i| i.name)) {
+                    Some(s) => format!("did you mean '{s}'?"),
+                    None => format!("its inputs are: {}", input_names(spec)),
+                });
+                errors.push(d);
+                continue;
+            };
+            match &entry.value {
+                InputValue::Constant(c) => {
+                    if let Err(d) = check_constant(input, c) {
+                        errors.push(d.at_pos(entry.pos).node(id).input(name));
+                    }
+                }
+                InputValue::Link(link) => {
+                    let Some(source) = wf.nodes.get(&link.node) else {
+                        let mut d = Diagnostic::at_opt(
+                            entry.pos,
+                            format!("link to unknown node '{}'", link.node),
+                        )
+                        .node(id)
+                        .input(name);
+                        d.hint = closest(&link.node, wf.nodes.keys().map(String::as_str))
+                            .map(|s| format!("did you mean '${s}.{}'?", link.output));
+                        errors.push(d);
+                        continue;
+                    };
+                    // Links into nodes of unknown type are reported at that node.
+                    let Some(source_spec) = registry.get(&source.type_name).map(|r| &r.spec) else {
+                        continue;
+                    };
+                    let Some((_, output)) = source_spec.output(&link.output) else {
+                        errors.push(
+                            Diagnostic::at_opt(
+                                entry.pos,
+                                format!(
+                                    "node '{}' ({}) has no output '{}'",
+                                    link.node, source_spec.type_name, link.output
+                                ),
+                            )
+                            .node(id)
+                            .input(name)
+                            .hint(format!(
+                                "its outputs are: {}",
+                                source_spec
+                                    .outputs
+                                    .iter()
+                                    .map(|o| format!("{} ({})", o.name, o.ty))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        );
+                        continue;
+                    };
+                    if !input.ty.accepts(output.ty) {
+                        errors.push(
+                            Diagnostic::at_opt(
+                                entry.pos,
+                                format!(
+                                    "type mismatch: expected {}, found {} (from ${}.{})",
+                                    input.ty, output.ty, link.node, link.output
+                                ),
+                            )
+                            .node(id)
+                            .input(name)
+                            .hint(format!("link an output of type {}", input.ty)),
+                        );
+                    }
+                }
+            }
+        }
+        for input in &spec.inputs {
+            if input.is_required() && !node.inputs.contains_key(input.name) {
+                let how = if input.ty.accepts_constant() {
+                    "give it a value"
+                } else {
+                    "link it to an output of that type, e.g. $node.output"
+                };
+                errors.push(
+                    Diagnostic::at_opt(
+                        node.pos,
+                        format!("missing input '{}' ({})", input.name, input.ty),
+                    )
+                    .node(id)
+                    .input(input.name)
+                    .hint(format!("{how}: {}", input.doc)),
+                );
+            }
+        }
+    }
+
+    errors.extend(find_cycles(wf));
+
+    match target {
+        Some(t) if !wf.nodes.contains_key(t) => {
+            let mut d = Diagnostic::new(format!("target node '{t}' is not in the workflow"));
+            d.hint = closest(t, wf.nodes.keys().map(String::as_str))
+                .map(|s| format!("did you mean '{s}'?"));
+            errors.push(d);
+        }
+        Some(_) => {}
+        None => {
+            let has_output = wf.nodes.values().any(|n| {
+                registry
+                    .get(&n.type_name)
+                    .is_some_and(|r| r.spec.output_node)
+            });
+            let all_types_known = wf
+                .nodes
+                .values()
+                .all(|n| registry.get(&n.type_name).is_some());
+            if !has_output && all_types_known {
+                let outputs: Vec<&str> = registry
+                    .iter()
+                    .filter(|r| r.spec.output_node)
+                    .map(|r| r.spec.type_name)
+                    .collect();
+                errors.push(
+                    Diagnostic::at_opt(
+                        wf.nodes_pos,
+                        "the workflow has no output node, so nothing would run",
+                    )
+                    .hint(format!(
+                        "add one of: {} (or run with --target NODE)",
+                        outputs.join(", ")
+                    )),
+                );
+            }
+        }
+    }
+    errors
+}
+
+trait AtPos {
+    fn at_pos(self, pos: Option<crate::yaml::Pos>) -> Self;
+}
+impl AtPos for Diagnostic {
+    fn at_pos(mut self, pos: Option<crate::yaml::Pos>) -> Self {
+        if self.pos.is_none() {
+            self.pos = pos;
+        }
+        self
+    }
+}
+
+fn input_names(spec: &NodeSpec) -> String {
+    if spec.inputs.is_empty() {
+        return "(none)".into();
+    }
+    spec.inputs
+        .iter()
+        .map(|i| i.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a constant against its declaration: type, range, choices.
+pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic> {
+    if !input.ty.accepts_constant() {
+        return Err(Diagnostic::new(format!(
+            "expected a link to a {} output, found the constant {c}",
+            input.ty
+        ))
+        .hint("write $node.output to link an output of that type"));
+    }
+    let type_ok = match input.ty {
+        ValueType::Int | ValueType::Seed => matches!(c, Constant::Int(_)),
+        ValueType::Float => matches!(c, Constant::Int(_) | Constant::Float(_)),
+        ValueType::Bool => matches!(c, Constant::Bool(_)),
+        ValueType::String | ValueType::Enum => matches!(c, Constant::String(_)),
+        _ => false,
+    };
+    if !type_ok {
+        let hint = match (input.ty, c) {
+            (ValueType::String | ValueType::Enum, _) => format!("quote it: \"{c}\""),
+            (ValueType::Int | ValueType::Seed, Constant::Float(_)) => {
+                "use a whole number".to_string()
+            }
+            _ => format!("{}", input.doc),
+        };
+        return Err(Diagnostic::new(format!(
+            "expected {}, found {} {c}",
+            input.ty,
+            c.kind_name()
+        ))
+        .hint(hint));
+    }
+    if let Some(x) = c.as_f64() {
+        if x.is_nan() {
+            return Err(Diagnostic::new("value is NaN").hint("give a number"));
+        }
+        if input.ty == ValueType::Seed && x < 0.0 {
+            return Err(Diagnostic::new(format!(
+                "seed must be 0 or more, found {c}"
+            )));
+        }
+        let below = input.min.is_some_and(|m| x < m);
+        let above = input.max.is_some_and(|m| x > m);
+        if below || above {
+            let range = match (input.min, input.max) {
+                (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+                (Some(lo), None) => format!("at least {lo}"),
+                (None, Some(hi)) => format!("at most {hi}"),
+                (None, None) => unreachable!(),
+            };
+            return Err(
+                Diagnostic::new(format!("value {c} is out of range: must be {range}"))
+                    .hint(input.doc),
+            );
+        }
+    }
+    if let Constant::String(s) = c {
+        if !input.choices.is_empty() && !input.choices.contains(&s.as_str()) {
+            let mut d =
+                Diagnostic::new(format!("'{s}' is not one of: {}", input.choices.join(", ")));
+            d.hint =
+                closest(s, input.choices.iter().copied()).map(|m| format!("did you mean '{m}'?"));
+            return Err(d);
+        }
+    }
+    Ok(())
+}
+
+/// Every cycle among the links, named node by node (`a -> b -> a`), one diagnostic each.
+fn find_cycles(wf: &Workflow) -> Vec<Diagnostic> {
+    let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(wf.nodes.len(), wf.nodes.len());
+    for i in 0..wf.nodes.len() {
+        graph.add_node(i);
+    }
+    let mut has_self_loop = vec![false; wf.nodes.len()];
+    for (to, (_, node)) in wf.nodes.iter().enumerate() {
+        for entry in node.inputs.values() {
+            if let InputValue::Link(l) = &entry.value {
+                if let Some(from) = wf.nodes.get_index_of(&l.node) {
+                    if from == to {
+                        has_self_loop[to] = true;
+                    }
+                    graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for scc in petgraph::algo::kosaraju_scc(&graph) {
+        if scc.len() == 1 && !has_self_loop[scc[0].index()] {
+            continue;
+        }
+        let cycle = cycle_within(&graph, &scc);
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| {
+                wf.nodes
+                    .get_index(i)
+                    .map(|(k, _)| k.as_str())
+                    .unwrap_or("?")
+            })
+            .collect();
+        let first = names[0];
+        let (_, node) = wf.nodes.get_index(cycle[0]).expect("index from the graph");
+        let mut path = names.join(" -> ");
+        path.push_str(" -> ");
+        path.push_str(first);
+        let message = if cycle.len() == 1 {
+            format!("node links to itself: {path}")
+        } else {
+            format!("cycle: {path}")
+        };
+        errors.push(
+            Diagnostic::at_opt(node.pos, message)
+                .node(first)
+                .hint("a workflow is a DAG: remove one of these links"),
+        );
+    }
+    errors
+}
+
+/// One cycle through the strongly connected component `scc`, walking edges that stay inside it.
+fn cycle_within(graph: &DiGraph<usize, ()>, scc: &[NodeIndex]) -> Vec<usize> {
+    let inside: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+    let start = *scc
+        .iter()
+        .min_by_key(|n| n.index())
+        .expect("non-empty component");
+    let mut seen_at: HashMap<NodeIndex, usize> = HashMap::new();
+    let mut path = Vec::new();
+    let mut current = start;
+    loop {
+        if let Some(&at) = seen_at.get(&current) {
+            return path[at..].iter().map(|n: &NodeIndex| n.index()).collect();
+        }
+        seen_at.insert(current, path.len());
+        path.push(current);
+        current = graph
+            .neighbors(current)
+            .filter(|n| inside.contains(n))
+            .min_by_key(|n| n.index())
+            .expect("every node of a cycle has a successor inside it");
+    }
+}

@@ -1,0 +1,118 @@
+//! The device worker: one thread per device owns the executor, its cache and the models (tch
+//! state is per thread and tensors are not `Sync`). Callers, async or not, send jobs over a
+//! channel and receive events and the report back; nothing blocks while holding a lock.
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::cancel::CancelToken;
+use crate::events::Event;
+use crate::executor::{Executor, ExecutorConfig, RunReport, RunRequest};
+use crate::registry::Registry;
+use crate::workflow::Workflow;
+
+/// A run to perform.
+pub struct Job {
+    pub workflow: Workflow,
+    pub target: Option<String>,
+    pub run: Option<u64>,
+    pub cancel: CancelToken,
+    /// Events as they happen; a closed receiver is ignored.
+    pub events: Box<dyn FnMut(&Event) + Send>,
+    /// The report when the run ends.
+    pub done: Box<dyn FnOnce(RunReport) + Send>,
+}
+
+enum Message {
+    Run(Box<Job>),
+    SetBudget(u64),
+    Stop,
+}
+
+pub struct DeviceWorker {
+    sender: mpsc::Sender<Message>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeviceWorker {
+    /// Starts the worker thread; `init` runs on it first (seed settings, thread counts).
+    pub fn start(registry: Arc<Registry>, config: ExecutorConfig) -> Self {
+        let (sender, receiver) = mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
+            .name(format!("weft-device-{:?}", config.device))
+            .spawn(move || {
+                let mut executor = Executor::new(registry, config);
+                while let Ok(message) = receiver.recv() {
+                    match message {
+                        Message::Run(job) => {
+                            let Job {
+                                workflow,
+                                target,
+                                run,
+                                cancel,
+                                mut events,
+                                done,
+                            } = *job;
+                            let request = RunRequest {
+                                workflow: &workflow,
+                                target: target.as_deref(),
+                                run,
+                            };
+                            let report = executor.run(request, &cancel, &mut *events);
+                            done(report);
+                        }
+                        Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
+                        Message::Stop => break,
+                    }
+                }
+            })
+            .expect("spawning the device worker thread");
+        Self {
+            sender,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a job; false if the worker has stopped.
+    pub fn submit(&self, job: Job) -> bool {
+        self.sender.send(Message::Run(Box::new(job))).is_ok()
+    }
+
+    /// Runs a workflow and waits for its report, forwarding events to `on_event`.
+    pub fn run_blocking(
+        &self,
+        workflow: Workflow,
+        target: Option<String>,
+        cancel: CancelToken,
+        on_event: impl FnMut(&Event) + Send + 'static,
+    ) -> Option<RunReport> {
+        let (tx, rx) = mpsc::channel();
+        let job = Job {
+            workflow,
+            target,
+            run: None,
+            cancel,
+            events: Box::new(on_event),
+            done: Box::new(move |report| {
+                let _ = tx.send(report);
+            }),
+        };
+        if !self.submit(job) {
+            return None;
+        }
+        rx.recv().ok()
+    }
+
+    pub fn set_cache_budget(&self, bytes: u64) {
+        let _ = self.sender.send(Message::SetBudget(bytes));
+    }
+}
+
+impl Drop for DeviceWorker {
+    fn drop(&mut self) {
+        let _ = self.sender.send(Message::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
