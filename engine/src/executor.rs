@@ -58,6 +58,8 @@ pub struct RunReport {
     pub nodes: Vec<NodeReport>,
     pub errors: Vec<Diagnostic>,
     pub outputs: Vec<PathBuf>,
+    /// What each output node produced, described in a line (`ShowInt` -> "42").
+    pub results: Vec<(String, String)>,
     pub micros: u64,
 }
 
@@ -175,6 +177,7 @@ impl Executor {
             nodes: Vec::new(),
             errors: Vec::new(),
             outputs: Vec::new(),
+            results: Vec::new(),
             micros: 0,
         };
         let plan = match self.plan(request.workflow, request.target) {
@@ -302,6 +305,9 @@ impl Executor {
                         node: step.id.clone(),
                         micros,
                     });
+                    if spec.output_node {
+                        report.results.push((step.id.clone(), describe_first(&outputs)));
+                    }
                     let outputs = Rc::new(outputs);
                     self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
                     slots.push(Some(outputs));
@@ -346,6 +352,10 @@ impl Executor {
         });
         report
     }
+}
+
+fn describe_first(outputs: &[Value]) -> String {
+    outputs.first().map(Value::describe).unwrap_or_default()
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

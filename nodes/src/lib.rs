@@ -1,8 +1,33 @@
 //! weft-nodes: every concrete node type and the models behind them.
 
 pub mod error;
+pub mod image;
+pub mod latent;
 pub mod models;
+pub mod noise;
+pub mod primitives;
 pub mod samplers;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+
+use weft_engine::Registry;
+
+/// A registry with every node type weft ships.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(primitives::IntConstant)
+        .register(primitives::AddInt)
+        .register(primitives::MathFloat)
+        .register(primitives::ConcatText)
+        .register(primitives::ShowInt)
+        .register(primitives::ShowText)
+        .register(latent::EmptyLatent)
+        .register(latent::RandomNoise)
+        .register(latent::LatentUpscale)
+        .register(image::LatentPreview)
+        .register(image::LoadImage)
+        .register(image::ImageScale)
+        .register(image::SaveImage);
+    r
+}

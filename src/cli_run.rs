@@ -1,0 +1,190 @@
+//! `weft run`: one run on the device worker with progress bars (or JSON events), ending with a
+//! line per node: ran or cached, and its time.
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::Device;
+use weft_engine::worker::DeviceWorker;
+use weft_engine::{CancelToken, Event, ExecutorConfig, RunReport, RunStatus, Workflow};
+
+use crate::RunOptions;
+
+pub fn parse_device(spec: Option<&str>) -> Result<Device> {
+    match spec {
+        None | Some("auto") => Ok(Device::cuda_if_available()),
+        Some("cpu") => Ok(Device::Cpu),
+        Some(s) if s == "cuda" || s.starts_with("cuda:") => {
+            let index: usize = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse().with_context(|| format!("--device {s}: expected cuda:N"))?,
+            };
+            let count = tch::Cuda::device_count() as usize;
+            if count == 0 {
+                bail!("--device {s}: no CUDA device is available here; use --device cpu");
+            }
+            if index >= count {
+                bail!("--device {s}: only {count} CUDA device(s) (cuda:0..cuda:{})", count - 1);
+            }
+            Ok(Device::Cuda(index))
+        }
+        Some(other) => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+    }
+}
+
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.trim().parse().with_context(|| format!("cache budget '{text}': expected e.g. 512MB or 8GiB"))?;
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("cache budget '{text}': unknown unit '{other}'"),
+    };
+    if number < 0.0 || !number.is_finite() {
+        bail!("cache budget '{text}' must be a positive size");
+    }
+    Ok((number * scale) as u64)
+}
+
+pub fn start_worker(options: &RunOptions) -> Result<DeviceWorker> {
+    let config = ExecutorConfig {
+        device: parse_device(options.device.as_deref())?,
+        cache_budget: parse_bytes(&options.cache_budget)?,
+        output_dir: options.output.clone(),
+        models_dir: options.models.clone(),
+    };
+    Ok(DeviceWorker::start(Arc::new(weft_nodes::registry()), config))
+}
+
+/// Runs one workflow on the worker, showing progress; returns the report.
+pub fn execute(worker: &DeviceWorker, workflow: Workflow, options: &RunOptions, cancel: CancelToken) -> Result<RunReport> {
+    let json = options.json;
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} nodes {msg}")
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let events_bar = bar.clone();
+    let on_event = move |event: &Event| {
+        if json {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+            return;
+        }
+        match event {
+            Event::RunStarted { planned, .. } => events_bar.set_length(*planned as u64),
+            Event::NodeStarted { node, .. } => events_bar.set_message(node.clone()),
+            Event::Progress { node, step, total, .. } => events_bar.set_message(format!("{node} {step}/{total}")),
+            Event::NodeCached { .. } | Event::NodeFinished { .. } => events_bar.inc(1),
+            _ => {}
+        }
+    };
+    let report = worker
+        .run_blocking(workflow, options.target.clone(), cancel, on_event)
+        .context("the device worker stopped")?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+fn format_micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2} s", us as f64 / 1e6)
+    } else if us >= 1_000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// Most nodes listed one by one at the end of a run; larger graphs get a summary.
+const LISTED_NODES: usize = 500;
+
+pub fn print_report(file: &Path, report: &RunReport) {
+    if report.status == RunStatus::Invalid {
+        crate::print_diagnostics(file, &report.errors);
+        return;
+    }
+    let width = report.nodes.iter().take(LISTED_NODES).map(|n| n.id.len()).max().unwrap_or(0);
+    for n in report.nodes.iter().take(LISTED_NODES) {
+        let what = if n.cached { "cached".to_string() } else { format!("ran    {:>9}", format_micros(n.micros)) };
+        println!("  {:<width$}  {:<16} {what}", n.id, n.type_name);
+    }
+    if report.nodes.len() > LISTED_NODES {
+        println!("  ... and {} more nodes", report.nodes.len() - LISTED_NODES);
+    }
+    for (node, result) in &report.results {
+        println!("{node}: {result}");
+    }
+    for path in &report.outputs {
+        println!("wrote {}", path.display());
+    }
+    for e in &report.errors {
+        eprintln!("{}", e.render(&file.display().to_string()));
+    }
+    let status = match report.status {
+        RunStatus::Succeeded => "done",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Cancelled => "cancelled",
+        RunStatus::Invalid => "invalid",
+    };
+    println!(
+        "{status}: {} ran, {} cached, {} in {}",
+        report.ran(),
+        report.cached(),
+        report.nodes.len(),
+        format_micros(report.micros)
+    );
+}
+
+pub fn exit_code(report: &RunReport) -> ExitCode {
+    match report.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Invalid => ExitCode::from(2),
+        RunStatus::Cancelled => ExitCode::from(130),
+    }
+}
+
+pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
+    let workflow = match crate::load_workflow(file, &options.sets)? {
+        Ok(w) => w,
+        Err(errors) => {
+            if options.json {
+                println!("{}", serde_json::to_string(&Event::Invalid { run: 0, errors: errors.clone() })?);
+            }
+            crate::print_diagnostics(file, &errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let worker = start_worker(options)?;
+    let cancel = CancelToken::new();
+    let handler_token = cancel.clone();
+    // First Ctrl-C cancels between nodes (and inside long nodes); a second one exits at once.
+    let _ = ctrlc::set_handler(move || {
+        if handler_token.is_cancelled() {
+            std::process::exit(130);
+        }
+        eprintln!("\ncancelling (Ctrl-C again to quit now)");
+        handler_token.cancel();
+    });
+    let report = execute(&worker, workflow, options, cancel)?;
+    if !options.json {
+        print_report(file, &report);
+    } else if report.status == RunStatus::Invalid {
+        crate::print_diagnostics(file, &report.errors);
+    }
+    Ok(exit_code(&report))
+}

@@ -1,0 +1,88 @@
+//! `weft watch`: hot reload. Watches the file's folder (so editors that save by writing a new
+//! file and renaming it over the old one are seen), debounces, re-validates and re-runs on the
+//! same worker, so only changed nodes and their descendants execute. A broken save prints its
+//! errors and keeps the last good graph and the cache.
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use weft_engine::CancelToken;
+
+use crate::cli_run::{execute, print_report, start_worker};
+use crate::RunOptions;
+
+enum Wake {
+    Changed,
+    Quit,
+}
+
+pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
+    let file = std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let dir = file.parent().context("the file has no folder")?.to_path_buf();
+    let name = file.file_name().context("not a file name")?.to_owned();
+    let worker = start_worker(options)?;
+
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let quit_tx = tx.clone();
+    ctrlc::set_handler(move || {
+        let _ = quit_tx.send(Wake::Quit);
+    })
+    .context("installing the Ctrl-C handler")?;
+    let watched_name = name.clone();
+    let mut debouncer = new_debouncer(Duration::from_millis(120), None, move |result: notify_debouncer_full::DebounceEventResult| {
+        if let Ok(events) = result {
+            let touches_file = events
+                .iter()
+                .flat_map(|e| e.paths.iter())
+                .any(|p| p.file_name() == Some(watched_name.as_os_str()));
+            if touches_file {
+                let _ = tx.send(Wake::Changed);
+            }
+        }
+    })
+    .context("starting the file watcher")?;
+    debouncer
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+
+    eprintln!("watching {} (Ctrl-C to stop)", file.display());
+    let mut last_good = None;
+    let mut wake = Wake::Changed;
+    loop {
+        if let Wake::Quit = wake {
+            eprintln!("stopped watching");
+            return Ok(ExitCode::SUCCESS);
+        }
+        match std::fs::metadata(&file) {
+            Err(_) => eprintln!("{} is gone; waiting for it to come back", file.display()),
+            Ok(_) => match crate::load_workflow(&file, &options.sets) {
+                Err(e) => eprintln!("error: {e:#}"),
+                Ok(Err(errors)) => {
+                    crate::print_diagnostics(&file, &errors);
+                    if last_good.is_some() {
+                        eprintln!("keeping the last good graph and its cache; fix the file and save again");
+                    }
+                }
+                Ok(Ok(workflow)) => {
+                    let report = execute(&worker, workflow.clone(), options, CancelToken::new())?;
+                    print_report(&file, &report);
+                    if report.status != weft_engine::RunStatus::Invalid {
+                        last_good = Some(workflow);
+                    }
+                }
+            },
+        }
+        eprintln!("waiting for changes to {}", name.to_string_lossy());
+        wake = rx.recv().unwrap_or(Wake::Quit);
+        // Coalesce a burst of saves into one run.
+        while let Ok(next) = rx.try_recv() {
+            if let Wake::Quit = next {
+                wake = Wake::Quit;
+            }
+        }
+    }
+}
