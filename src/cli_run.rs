@@ -20,14 +20,19 @@ pub fn parse_device(spec: Option<&str>) -> Result<Device> {
         Some(s) if s == "cuda" || s.starts_with("cuda:") => {
             let index: usize = match s.strip_prefix("cuda:") {
                 None => 0,
-                Some(n) => n.parse().with_context(|| format!("--device {s}: expected cuda:N"))?,
+                Some(n) => n
+                    .parse()
+                    .with_context(|| format!("--device {s}: expected cuda:N"))?,
             };
             let count = tch::Cuda::device_count() as usize;
             if count == 0 {
                 bail!("--device {s}: no CUDA device is available here; use --device cpu");
             }
             if index >= count {
-                bail!("--device {s}: only {count} CUDA device(s) (cuda:0..cuda:{})", count - 1);
+                bail!(
+                    "--device {s}: only {count} CUDA device(s) (cuda:0..cuda:{})",
+                    count - 1
+                );
             }
             Ok(Device::Cuda(index))
         }
@@ -39,7 +44,10 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number.trim().parse().with_context(|| format!("cache budget '{text}': expected e.g. 512MB or 8GiB"))?;
+    let number: f64 = number
+        .trim()
+        .parse()
+        .with_context(|| format!("cache budget '{text}': expected e.g. 512MB or 8GiB"))?;
     let scale: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -63,13 +71,25 @@ pub fn start_worker(options: &RunOptions) -> Result<DeviceWorker> {
         output_dir: options.output.clone(),
         models_dir: options.models.clone(),
     };
-    Ok(DeviceWorker::start(Arc::new(weft_nodes::registry()), config))
+    Ok(DeviceWorker::start(
+        Arc::new(weft_nodes::registry()),
+        config,
+    ))
 }
 
 /// Runs one workflow on the worker, showing progress; returns the report.
-pub fn execute(worker: &DeviceWorker, workflow: Workflow, options: &RunOptions, cancel: CancelToken) -> Result<RunReport> {
+pub fn execute(
+    worker: &DeviceWorker,
+    workflow: Workflow,
+    options: &RunOptions,
+    cancel: CancelToken,
+) -> Result<RunReport> {
     let json = options.json;
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} nodes {msg}")
             .expect("valid progress template")
@@ -87,7 +107,9 @@ pub fn execute(worker: &DeviceWorker, workflow: Workflow, options: &RunOptions, 
         match event {
             Event::RunStarted { planned, .. } => events_bar.set_length(*planned as u64),
             Event::NodeStarted { node, .. } => events_bar.set_message(node.clone()),
-            Event::Progress { node, step, total, .. } => events_bar.set_message(format!("{node} {step}/{total}")),
+            Event::Progress {
+                node, step, total, ..
+            } => events_bar.set_message(format!("{node} {step}/{total}")),
             Event::NodeCached { .. } | Event::NodeFinished { .. } => events_bar.inc(1),
             _ => {}
         }
@@ -117,9 +139,19 @@ pub fn print_report(file: &Path, report: &RunReport) {
         crate::print_diagnostics(file, &report.errors);
         return;
     }
-    let width = report.nodes.iter().take(LISTED_NODES).map(|n| n.id.len()).max().unwrap_or(0);
+    let width = report
+        .nodes
+        .iter()
+        .take(LISTED_NODES)
+        .map(|n| n.id.len())
+        .max()
+        .unwrap_or(0);
     for n in report.nodes.iter().take(LISTED_NODES) {
-        let what = if n.cached { "cached".to_string() } else { format!("ran    {:>9}", format_micros(n.micros)) };
+        let what = if n.cached {
+            "cached".to_string()
+        } else {
+            format!("ran    {:>9}", format_micros(n.micros))
+        };
         println!("  {:<width$}  {:<16} {what}", n.id, n.type_name);
     }
     if report.nodes.len() > LISTED_NODES {
@@ -163,7 +195,13 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         Ok(w) => w,
         Err(errors) => {
             if options.json {
-                println!("{}", serde_json::to_string(&Event::Invalid { run: 0, errors: errors.clone() })?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&Event::Invalid {
+                        run: 0,
+                        errors: errors.clone()
+                    })?
+                );
             }
             crate::print_diagnostics(file, &errors);
             return Ok(ExitCode::from(2));

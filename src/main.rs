@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use weft_engine::{Constant, Diagnostic, InputValue, Workflow};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Node-graph workflow engine for diffusion image generation")]
+#[command(
+    name = "weft",
+    version,
+    about = "Node-graph workflow engine for diffusion image generation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +32,19 @@ enum Command {
     Validate {
         file: PathBuf,
         /// Print the errors as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a run would execute, in order, with each node's cache key.
+    Plan {
+        file: PathBuf,
+        /// Override an input: --set node.input=value.
+        #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+        sets: Vec<String>,
+        /// Plan only what this node needs.
+        #[arg(long)]
+        target: Option<String>,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -97,11 +114,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { file, options } => cli_run::run_once(&file, &options),
         Command::Validate { file, json } => validate(&file, json),
         Command::Watch { file, options } => watch::watch(&file, &options),
+        Command::Plan {
+            file,
+            sets,
+            target,
+            json,
+        } => show_plan(&file, &sets, target.as_deref(), json),
         Command::Schema { output } => {
             let schema = weft_engine::schema::workflow_schema(&weft_nodes::registry());
             let text = serde_json::to_string_pretty(&schema)? + "\n";
             match output {
-                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -114,7 +138,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Reads a workflow file and applies --set overrides; located errors on failure.
-pub fn load_workflow(file: &std::path::Path, sets: &[String]) -> Result<Result<Workflow, Vec<Diagnostic>>> {
+pub fn load_workflow(
+    file: &std::path::Path,
+    sets: &[String],
+) -> Result<Result<Workflow, Vec<Diagnostic>>> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut workflow = match Workflow::parse(&bytes) {
         Ok(w) => w,
@@ -142,7 +169,8 @@ fn apply_set(workflow: &mut Workflow, set: &str) -> Result<()> {
     };
     // The value is read exactly as the file would read it.
     let one = format!("weft: 1\nnodes:\n  n:\n    type: T\n    v: {value}\n");
-    let parsed = Workflow::parse_str(&one).map_err(|e| anyhow::anyhow!("--set {set}: {}", e[0].message))?;
+    let parsed =
+        Workflow::parse_str(&one).map_err(|e| anyhow::anyhow!("--set {set}: {}", e[0].message))?;
     let entry = parsed.nodes["n"].inputs["v"].clone();
     let entry = weft_engine::workflow::InputEntry { pos: None, ..entry };
     if let InputValue::Constant(Constant::String(s)) = &entry.value {
@@ -159,7 +187,11 @@ pub fn print_diagnostics(file: &std::path::Path, errors: &[Diagnostic]) {
     for e in errors {
         eprintln!("{}", e.render(&name));
     }
-    eprintln!("{} error{} in {name}; nothing was run", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{} error{} in {name}; nothing was run",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
 }
 
 fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
@@ -175,7 +207,49 @@ fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     } else {
         print_diagnostics(file, &errors);
     }
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn show_plan(
+    file: &std::path::Path,
+    sets: &[String],
+    target: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let workflow = match load_workflow(file, sets)? {
+        Ok(w) => w,
+        Err(errors) => {
+            print_diagnostics(file, &errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let registry = std::sync::Arc::new(weft_nodes::registry());
+    let mut executor =
+        weft_engine::Executor::new(registry.clone(), weft_engine::ExecutorConfig::default());
+    let plan = match executor.plan(&workflow, target) {
+        Ok(p) => p,
+        Err(errors) => {
+            print_diagnostics(file, &errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for step in &plan.steps {
+        let type_name = registry.by_index(step.type_index).spec.type_name;
+        let key: String = step.key.0.iter().map(|b| format!("{b:02x}")).collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"node": step.id, "type": type_name, "key": key})
+            );
+        } else {
+            println!("{}  {}  {}", &key[..16], step.id, type_name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_nodes(json: bool) -> Result<()> {
@@ -219,8 +293,17 @@ fn list_nodes(json: bool) -> Result<()> {
             if i.optional {
                 extra.push("optional".into());
             }
-            let extra = if extra.is_empty() { String::new() } else { format!(" [{}]", extra.join(", ")) };
-            println!("    in  {:<12} {:<14} {}{extra}", i.name, i.ty.name(), i.doc);
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", extra.join(", "))
+            };
+            println!(
+                "    in  {:<12} {:<14} {}{extra}",
+                i.name,
+                i.ty.name(),
+                i.doc
+            );
         }
         for o in &s.outputs {
             println!("    out {:<12} {:<14} {}", o.name, o.ty.name(), o.doc);

@@ -21,8 +21,12 @@ enum Wake {
 }
 
 pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
-    let file = std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
-    let dir = file.parent().context("the file has no folder")?.to_path_buf();
+    let file =
+        std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let dir = file
+        .parent()
+        .context("the file has no folder")?
+        .to_path_buf();
     let name = file.file_name().context("not a file name")?.to_owned();
     let worker = start_worker(options)?;
 
@@ -33,17 +37,21 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
     })
     .context("installing the Ctrl-C handler")?;
     let watched_name = name.clone();
-    let mut debouncer = new_debouncer(Duration::from_millis(120), None, move |result: notify_debouncer_full::DebounceEventResult| {
-        if let Ok(events) = result {
-            let touches_file = events
-                .iter()
-                .flat_map(|e| e.paths.iter())
-                .any(|p| p.file_name() == Some(watched_name.as_os_str()));
-            if touches_file {
-                let _ = tx.send(Wake::Changed);
+    let mut debouncer = new_debouncer(
+        Duration::from_millis(120),
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            if let Ok(events) = result {
+                let touches_file = events
+                    .iter()
+                    .flat_map(|e| e.paths.iter())
+                    .any(|p| p.file_name() == Some(watched_name.as_os_str()));
+                if touches_file {
+                    let _ = tx.send(Wake::Changed);
+                }
             }
-        }
-    })
+        },
+    )
     .context("starting the file watcher")?;
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)

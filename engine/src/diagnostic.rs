@@ -59,7 +59,27 @@ impl Diagnostic {
             Some(p) => format!("{file}:{p}"),
             None => file.to_string(),
         };
-        format!("{location}: {self}")
+        format!("{location}: {}", Body(self))
+    }
+}
+
+/// The diagnostic without its position.
+struct Body<'a>(&'a Diagnostic);
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        f.write_str("error: ")?;
+        match (&d.node, &d.input) {
+            (Some(n), Some(i)) => write!(f, "node '{n}', input '{i}': ")?,
+            (Some(n), None) => write!(f, "node '{n}': ")?,
+            _ => {}
+        }
+        f.write_str(&d.message)?;
+        if let Some(h) = &d.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -68,23 +88,16 @@ impl fmt::Display for Diagnostic {
         if let Some(p) = self.pos {
             write!(f, "{p}: ")?;
         }
-        f.write_str("error: ")?;
-        match (&self.node, &self.input) {
-            (Some(n), Some(i)) => write!(f, "node '{n}', input '{i}': ")?,
-            (Some(n), None) => write!(f, "node '{n}': ")?,
-            _ => {}
-        }
-        f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
-        }
-        Ok(())
+        write!(f, "{}", Body(self))
     }
 }
 
 /// The candidate closest to `word` by edit distance (case-insensitive), if it is close enough
 /// to be a plausible misspelling.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.chars().count() < 3 {
+        return None;
+    }
     let lower = word.to_lowercase();
     let limit = (word.chars().count() / 3).clamp(1, 4);
     candidates

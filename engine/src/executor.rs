@@ -306,7 +306,9 @@ impl Executor {
                         micros,
                     });
                     if spec.output_node {
-                        report.results.push((step.id.clone(), describe_first(&outputs)));
+                        report
+                            .results
+                            .push((step.id.clone(), describe_first(&outputs)));
                     }
                     let outputs = Rc::new(outputs);
                     self.cache.insert(step.key, Rc::clone(&outputs), elapsed);

@@ -3,6 +3,7 @@
 //! (no "billion laughs"), duplicate keys and multiple documents, so any input gives a located
 //! error quickly and nothing can panic or hang.
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
@@ -75,6 +76,8 @@ pub const MAX_BYTES: usize = 8 * 1024 * 1024;
 enum Frame {
     Map {
         entries: Vec<(YamlKey, Yaml)>,
+        /// Key -> position of its entry, for the duplicate check (a 100k-node file has 100k keys).
+        seen: HashMap<String, Pos>,
         pending_key: Option<YamlKey>,
         pos: Pos,
     },
@@ -201,6 +204,7 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
                 stack.push(if matches!(event, Event::MappingStart(..)) {
                     Frame::Map {
                         entries: Vec::new(),
+                        seen: HashMap::new(),
                         pending_key: None,
                         pos,
                     }
@@ -227,6 +231,7 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
             Some(Frame::Seq { items, .. }) => items.push(value),
             Some(Frame::Map {
                 entries,
+                seen,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -241,13 +246,14 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
                             hint: None,
                         });
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == text) {
+                    if let Some(first) = seen.get(&text) {
                         return Err(YamlError {
                             pos,
-                            message: format!("duplicate key '{text}' (first at {})", first.pos),
+                            message: format!("duplicate key '{text}' (first at {first})"),
                             hint: Some("each key may appear once; remove or rename one".into()),
                         });
                     }
+                    seen.insert(text.clone(), pos);
                     *pending_key = Some(YamlKey { text, pos });
                 }
                 Some(key) => entries.push((key, value)),

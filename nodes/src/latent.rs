@@ -1,6 +1,9 @@
 //! Latent nodes: empty latents, seeded noise, latent upscaling.
 use tch::{Kind, Tensor};
-use weft_engine::{InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T};
+use weft_engine::{
+    InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out,
+    Value, ValueType as T,
+};
 
 /// Latent channels of the SD VAE; a latent pixel covers 8x8 image pixels.
 pub const LATENT_CHANNELS: i64 = 4;
@@ -8,16 +11,30 @@ pub const LATENT_SCALE: i64 = 8;
 
 fn size_inputs() -> Vec<In> {
     vec![
-        In::new("width", T::Int, "image width in pixels (a multiple of 8)").default(512).range(8.0, 8192.0).step(8.0),
-        In::new("height", T::Int, "image height in pixels (a multiple of 8)").default(512).range(8.0, 8192.0).step(8.0),
-        In::new("batch", T::Int, "images per batch").default(1).range(1.0, 64.0),
+        In::new("width", T::Int, "image width in pixels (a multiple of 8)")
+            .default(512)
+            .range(8.0, 8192.0)
+            .step(8.0),
+        In::new("height", T::Int, "image height in pixels (a multiple of 8)")
+            .default(512)
+            .range(8.0, 8192.0)
+            .step(8.0),
+        In::new("batch", T::Int, "images per batch")
+            .default(1)
+            .range(1.0, 64.0),
     ]
 }
 
 fn latent_shape(inputs: &Inputs) -> NodeResult<[i64; 4]> {
-    let (w, h, b) = (inputs.int("width")?, inputs.int("height")?, inputs.int("batch")?);
+    let (w, h, b) = (
+        inputs.int("width")?,
+        inputs.int("height")?,
+        inputs.int("batch")?,
+    );
     if w % LATENT_SCALE != 0 || h % LATENT_SCALE != 0 {
-        return Err(NodeError::msg(format!("width and height must be multiples of 8, got {w}x{h}")));
+        return Err(NodeError::msg(format!(
+            "width and height must be multiples of 8, got {w}x{h}"
+        )));
     }
     Ok([b, LATENT_CHANNELS, h / LATENT_SCALE, w / LATENT_SCALE])
 }
@@ -32,13 +49,20 @@ impl Node for EmptyLatent {
             doc: "a latent of zeros for the given image size",
             version: 1,
             inputs: size_inputs(),
-            outputs: vec![Out::new("latent", T::Latent, "zeros, [batch, 4, height/8, width/8]")],
+            outputs: vec![Out::new(
+                "latent",
+                T::Latent,
+                "zeros, [batch, 4, height/8, width/8]",
+            )],
             output_node: false,
         }
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let shape = latent_shape(inputs)?;
-        Ok(vec![Value::Tensor(T::Latent, Tensor::f_zeros(shape, (Kind::Float, ctx.device))?)])
+        Ok(vec![Value::Tensor(
+            T::Latent,
+            Tensor::f_zeros(shape, (Kind::Float, ctx.device))?,
+        )])
     }
 }
 
@@ -55,7 +79,11 @@ impl Node for RandomNoise {
             doc: "seeded standard normal noise in latent shape",
             version: 1,
             inputs,
-            outputs: vec![Out::new("latent", T::Latent, "noise, [batch, 4, height/8, width/8]")],
+            outputs: vec![Out::new(
+                "latent",
+                T::Latent,
+                "noise, [batch, 4, height/8, width/8]",
+            )],
             output_node: false,
         }
     }
@@ -92,8 +120,12 @@ impl Node for LatentUpscale {
             version: 1,
             inputs: vec![
                 In::new("latent", T::Latent, "the latent to resize"),
-                In::new("scale", T::Float, "scale factor").default(2.0).range(0.125, 8.0),
-                In::new("method", T::Enum, "interpolation").choices(&UPSCALE_METHODS).default("nearest-exact"),
+                In::new("scale", T::Float, "scale factor")
+                    .default(2.0)
+                    .range(0.125, 8.0),
+                In::new("method", T::Enum, "interpolation")
+                    .choices(&UPSCALE_METHODS)
+                    .default("nearest-exact"),
             ],
             outputs: vec![Out::new("latent", T::Latent, "the resized latent")],
             output_node: false,
@@ -103,11 +135,16 @@ impl Node for LatentUpscale {
         let latent = inputs.tensor("latent")?;
         let size = latent.size();
         if size.len() != 4 {
-            return Err(NodeError::msg(format!("latent must be [batch, channels, height, width], got {size:?}")));
+            return Err(NodeError::msg(format!(
+                "latent must be [batch, channels, height, width], got {size:?}"
+            )));
         }
         let scale = inputs.float("scale")?;
         let h = ((size[2] as f64 * scale).round() as i64).max(1);
         let w = ((size[3] as f64 * scale).round() as i64).max(1);
-        Ok(vec![Value::Tensor(T::Latent, resize(latent, h, w, inputs.string("method")?)?)])
+        Ok(vec![Value::Tensor(
+            T::Latent,
+            resize(latent, h, w, inputs.string("method")?)?,
+        )])
     }
 }

@@ -1,5 +1,8 @@
 //! Value nodes: constants, integer and float arithmetic, text, and a value display output.
-use weft_engine::{InputSpec as In, Inputs, Node, NodeContext, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T};
+use weft_engine::{
+    InputSpec as In, Inputs, Node, NodeContext, NodeResult, NodeSpec, OutputSpec as Out, Value,
+    ValueType as T,
+};
 
 /// An integer constant, for sharing one value (a seed, a size) between nodes.
 pub struct IntConstant;
@@ -29,13 +32,18 @@ impl Node for AddInt {
             category: "values",
             doc: "a + b for integers",
             version: 1,
-            inputs: vec![In::new("a", T::Int, "left operand").default(0), In::new("b", T::Int, "right operand").default(0)],
+            inputs: vec![
+                In::new("a", T::Int, "left operand").default(0),
+                In::new("b", T::Int, "right operand").default(0),
+            ],
             outputs: vec![Out::new("sum", T::Int, "a + b")],
             output_node: false,
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        Ok(vec![Value::Int(inputs.int("a")?.wrapping_add(inputs.int("b")?))])
+        Ok(vec![Value::Int(
+            inputs.int("a")?.wrapping_add(inputs.int("b")?),
+        )])
     }
 }
 
@@ -51,7 +59,9 @@ impl Node for MathFloat {
             inputs: vec![
                 In::new("a", T::Float, "left operand").default(0.0),
                 In::new("b", T::Float, "right operand").default(0.0),
-                In::new("op", T::Enum, "the operation").choices(&["add", "subtract", "multiply", "divide", "min", "max"]).default("add"),
+                In::new("op", T::Enum, "the operation")
+                    .choices(&["add", "subtract", "multiply", "divide", "min", "max"])
+                    .default("add"),
             ],
             outputs: vec![Out::new("result", T::Float, "the result")],
             output_node: false,
@@ -63,7 +73,11 @@ impl Node for MathFloat {
             "add" => a + b,
             "subtract" => a - b,
             "multiply" => a * b,
-            "divide" if b == 0.0 => return Err(weft_engine::NodeError::msg("division by zero (input 'b' is 0)")),
+            "divide" if b == 0.0 => {
+                return Err(weft_engine::NodeError::msg(
+                    "division by zero (input 'b' is 0)",
+                ))
+            }
             "divide" => a / b,
             "min" => a.min(b),
             "max" => a.max(b),
@@ -92,7 +106,12 @@ impl Node for ConcatText {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        Ok(vec![Value::String(format!("{}{}{}", inputs.string("a")?, inputs.string("separator")?, inputs.string("b")?))])
+        Ok(vec![Value::String(format!(
+            "{}{}{}",
+            inputs.string("a")?,
+            inputs.string("separator")?,
+            inputs.string("b")?
+        ))])
     }
 }
 

@@ -1,0 +1,205 @@
+//! The `weft` binary as a user meets it: run, validate, plan (cache keys across processes),
+//! schema freshness, --set, and the PNG that carries its workflow.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn weft(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("weft runs")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn cache_keys_are_equal_across_processes_and_change_with_inputs() {
+    let file = repo().join("workflows/noise-preview.yaml");
+    let file = file.to_str().unwrap();
+    let a = weft(&["plan", file, "--json"], &repo());
+    let b = weft(&["plan", file, "--json"], &repo());
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(text(&a.stdout), text(&b.stdout));
+    assert_eq!(text(&a.stdout).lines().count(), 4);
+    let changed = weft(
+        &["plan", file, "--json", "--set", "upscale.scale=3.0"],
+        &repo(),
+    );
+    let (a, c) = (text(&a.stdout), text(&changed.stdout));
+    let differing: Vec<(&str, &str)> = a.lines().zip(c.lines()).filter(|(x, y)| x != y).collect();
+    assert_eq!(
+        differing.len(),
+        3,
+        "upscale, preview and save change; noise keeps its key"
+    );
+    assert_eq!(a.lines().next(), c.lines().next());
+}
+
+#[test]
+fn run_saves_a_png_that_carries_its_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = repo().join("workflows/noise-preview.yaml");
+    let out = weft(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--output",
+            "images",
+            "--set",
+            "noise.seed=7",
+        ],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("done: 4 ran, 0 cached"), "{stdout}");
+    for node in ["noise", "upscale", "preview", "save"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(node) && l.contains("ran")),
+            "{stdout}"
+        );
+    }
+    let png = dir.path().join("images/noise-preview_00001.png");
+    assert!(
+        stdout.contains("wrote images/noise-preview_00001.png"),
+        "{stdout}"
+    );
+    let embedded = weft_nodes::image::workflow_from_png(&png)
+        .unwrap()
+        .expect("workflow chunk");
+    let workflow = weft_engine::Workflow::parse_str(&embedded).expect("embedded workflow parses");
+    assert_eq!(
+        workflow.nodes["noise"].inputs["seed"].value,
+        weft_engine::InputValue::Constant(7i64.into()),
+        "the PNG carries the workflow as run, overrides included"
+    );
+    // The embedded workflow runs as is.
+    std::fs::write(dir.path().join("again.json"), embedded).unwrap();
+    let again = weft(&["run", "again.json", "--output", "images"], dir.path());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(dir.path().join("images/noise-preview_00002.png").exists());
+}
+
+#[test]
+fn validate_lists_located_errors_and_exits_non_zero() {
+    let file = repo().join("tests/corpus/broken/many_errors.yaml");
+    let out = weft(&["validate", file.to_str().unwrap()], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("many_errors.yaml:4:11: error: node 'a': unknown node type 'Innt'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: did you mean 'Int'?"), "{stderr}");
+    assert!(stderr.contains("node 'b', input 'c'"), "{stderr}");
+    assert!(stderr.contains("link to unknown node 'zz'"), "{stderr}");
+    assert!(stderr.contains("missing input 'image'"), "{stderr}");
+    assert!(stderr.contains("out of range"), "{stderr}");
+    assert!(stderr.contains("nothing was run"), "{stderr}");
+    let run = weft(&["run", file.to_str().unwrap()], &repo());
+    assert_eq!(run.status.code(), Some(2));
+}
+
+#[test]
+fn every_example_workflow_validates() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(repo().join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = weft(&["validate", path.to_str().unwrap()], &repo());
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                text(&out.stderr)
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 1);
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let out = weft(&["schema"], &repo());
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(repo().join("workflows/schema.json")).unwrap();
+    assert!(
+        text(&out.stdout) == committed,
+        "workflows/schema.json is stale: run `target/release/weft schema -o workflows/schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    let sampler = &schema["$defs"]["node.LatentUpscale"]["properties"];
+    assert_eq!(sampler["method"]["default"], "nearest-exact");
+    assert!(
+        sampler["method"]["anyOf"][0]["enum"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 4
+    );
+}
+
+#[test]
+fn set_reports_unknown_nodes_and_bad_syntax() {
+    let file = repo().join("workflows/noise-preview.yaml");
+    let out = weft(
+        &["run", file.to_str().unwrap(), "--set", "nosie.seed=1"],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("did you mean 'noise'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = weft(&["run", file.to_str().unwrap(), "--set", "seed"], &repo());
+    assert!(text(&out.stderr).contains("expected NODE.INPUT=VALUE"));
+    let out = weft(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--device",
+            "cuda:9",
+            "--output",
+            "/nonexistent-never",
+        ],
+        &repo(),
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn json_events_are_one_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = repo().join("workflows/noise-preview.yaml");
+    let out = weft(
+        &["run", file.to_str().unwrap(), "--json", "--output", "o"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "node_finished")
+            .count(),
+        4
+    );
+    assert_eq!(events.iter().filter(|e| e["event"] == "output").count(), 1);
+}

@@ -1,0 +1,350 @@
+//! The executor on real (small) nodes: caching across runs, partial re-execution, failures,
+//! panics, cancellation, targets, the cache budget, and a 100,000-node chain.
+use std::sync::Arc;
+
+use weft_engine::{
+    CancelToken, Event, Executor, ExecutorConfig, InputSpec, Inputs, Node, NodeContext, NodeEntry,
+    NodeError, NodeResult, NodeSpec, OutputSpec, Registry, RunRequest, RunStatus, Value, ValueType,
+    Workflow,
+};
+
+fn executor_with(registry: Registry, out: &std::path::Path) -> Executor {
+    Executor::new(
+        Arc::new(registry),
+        ExecutorConfig {
+            output_dir: out.to_path_buf(),
+            ..ExecutorConfig::default()
+        },
+    )
+}
+
+fn run(executor: &mut Executor, wf: &Workflow) -> (weft_engine::RunReport, Vec<Event>) {
+    let mut events = Vec::new();
+    let report = executor.run(
+        RunRequest::new(wf),
+        &CancelToken::new(),
+        &mut |e: &Event| events.push(e.clone()),
+    );
+    (report, events)
+}
+
+fn started(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeStarted { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// noise -> upscale -> preview -> save, plus an independent int branch.
+fn image_workflow(seed: i64, prefix: &str) -> Workflow {
+    let mut wf = Workflow::new();
+    wf.add(
+        "noise",
+        NodeEntry::new("RandomNoise")
+            .with("seed", seed)
+            .with("width", 32i64)
+            .with("height", 32i64),
+    )
+    .add(
+        "upscale",
+        NodeEntry::new("LatentUpscale")
+            .link("latent", "noise", "latent")
+            .with("scale", 2.0),
+    )
+    .add(
+        "preview",
+        NodeEntry::new("LatentPreview").link("latent", "upscale", "latent"),
+    )
+    .add(
+        "save",
+        NodeEntry::new("SaveImage")
+            .link("image", "preview", "image")
+            .with("prefix", prefix),
+    )
+    .add("two", NodeEntry::new("Int").with("value", 2i64))
+    .add(
+        "sum",
+        NodeEntry::new("AddInt")
+            .link("a", "two", "value")
+            .with("b", 40i64),
+    )
+    .add(
+        "show",
+        NodeEntry::new("ShowInt").link("value", "sum", "sum"),
+    );
+    wf
+}
+
+#[test]
+fn second_run_executes_nothing_and_a_changed_constant_reruns_only_its_descendants() {
+    let out = tempfile::tempdir().unwrap();
+    let mut ex = executor_with(weft_nodes::registry(), out.path());
+    let wf = image_workflow(1, "first");
+    let (first, events) = run(&mut ex, &wf);
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.errors);
+    assert_eq!(started(&events).len(), 7);
+    let result = |id: &str| {
+        first
+            .results
+            .iter()
+            .find(|(n, _)| n == id)
+            .map(|(_, r)| r.clone())
+    };
+    assert_eq!(result("show").as_deref(), Some("42"));
+    assert!(result("save").unwrap().starts_with("image [1, 3, 64, 64]"));
+
+    let (second, events) = run(&mut ex, &wf);
+    assert_eq!(second.status, RunStatus::Succeeded);
+    assert!(
+        started(&events).is_empty(),
+        "second run started {:?}",
+        started(&events)
+    );
+    assert_eq!(second.cached(), 7);
+
+    let wf = image_workflow(1, "renamed");
+    let (_, events) = run(&mut ex, &wf);
+    assert_eq!(started(&events), ["save"], "only the save prefix changed");
+
+    let wf = image_workflow(2, "renamed");
+    let (_, events) = run(&mut ex, &wf);
+    assert_eq!(
+        started(&events),
+        ["noise", "upscale", "preview", "save"],
+        "the seed changed: noise and its descendants"
+    );
+
+    let mut wf = image_workflow(2, "renamed");
+    wf.nodes.get_mut("sum").unwrap().inputs.shift_remove("b");
+    let mut wf2 = wf.clone();
+    let (_, events) = run(&mut ex, &wf);
+    assert_eq!(started(&events), ["sum", "show"]);
+    // Writing an input's default explicitly is the same node: no re-run.
+    wf2.nodes.get_mut("sum").unwrap().inputs.insert(
+        "b".into(),
+        weft_engine::workflow::InputEntry {
+            value: weft_engine::InputValue::Constant(0i64.into()),
+            pos: None,
+        },
+    );
+    let (_, events) = run(&mut ex, &wf2);
+    assert!(started(&events).is_empty());
+}
+
+#[test]
+fn target_runs_only_what_the_target_needs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut ex = executor_with(weft_nodes::registry(), out.path());
+    let wf = image_workflow(1, "t");
+    let mut events = Vec::new();
+    let report = ex.run(
+        RunRequest {
+            workflow: &wf,
+            target: Some("upscale"),
+            run: None,
+        },
+        &CancelToken::new(),
+        &mut |e: &Event| events.push(e.clone()),
+    );
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(started(&events), ["noise", "upscale"]);
+}
+
+struct Explode {
+    panic: bool,
+}
+impl Node for Explode {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: if self.panic { "Panic" } else { "Fail" },
+            category: "test",
+            doc: "fails on purpose",
+            version: 1,
+            inputs: vec![InputSpec::new("value", ValueType::Int, "passed through").default(0)],
+            outputs: vec![OutputSpec::new("value", ValueType::Int, "never produced")],
+            output_node: true,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let v = inputs.int("value")?;
+        if self.panic {
+            panic!("boom at {v}");
+        }
+        Err(NodeError::msg(format!("refusing {v}")))
+    }
+}
+
+#[test]
+fn a_failing_or_panicking_node_fails_its_run_with_its_id_and_the_executor_goes_on() {
+    let out = tempfile::tempdir().unwrap();
+    let mut registry = weft_nodes::registry();
+    registry
+        .register(Explode { panic: true })
+        .register(Explode { panic: false });
+    let mut ex = executor_with(registry, out.path());
+    for (kind, message) in [
+        ("Panic", "node panicked: boom at 7"),
+        ("Fail", "refusing 7"),
+    ] {
+        let mut wf = Workflow::new();
+        wf.add("seven", NodeEntry::new("Int").with("value", 7i64))
+            .add("bad", NodeEntry::new(kind).link("value", "seven", "value"));
+        let (report, events) = run(&mut ex, &wf);
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.errors[0].node.as_deref(), Some("bad"));
+        assert!(
+            report.errors[0].message.contains(message),
+            "{}",
+            report.errors[0].message
+        );
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Error { node: Some(n), .. } if n == "bad")));
+    }
+    let (report, _) = run(&mut ex, &image_workflow(3, "after"));
+    assert_eq!(
+        report.status,
+        RunStatus::Succeeded,
+        "the executor still works after failures"
+    );
+}
+
+struct SlowSteps;
+impl Node for SlowSteps {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "SlowSteps",
+            category: "test",
+            doc: "a long node that checks for cancellation between steps",
+            version: 1,
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("value", ValueType::Int, "steps done")],
+            output_node: true,
+        }
+    }
+    fn run(&self, _inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        for step in 1..=1000 {
+            ctx.check_cancelled()?;
+            ctx.progress(step, 1000);
+            if step == 3 {
+                // Whoever holds the token (a UI, Ctrl-C) cancels while the node runs.
+                ctx.cancel_token().cancel();
+            }
+        }
+        Ok(vec![Value::Int(1000)])
+    }
+}
+
+#[test]
+fn cancellation_stops_a_long_node_between_steps() {
+    let out = tempfile::tempdir().unwrap();
+    let mut registry = weft_nodes::registry();
+    registry.register(SlowSteps);
+    let mut ex = executor_with(registry, out.path());
+    let mut wf = Workflow::new();
+    wf.add("slow", NodeEntry::new("SlowSteps"));
+    let mut progress = 0;
+    let report = ex.run(
+        RunRequest::new(&wf),
+        &CancelToken::new(),
+        &mut |e: &Event| {
+            if matches!(e, Event::Progress { .. }) {
+                progress += 1;
+            }
+        },
+    );
+    assert_eq!(report.status, RunStatus::Cancelled);
+    assert_eq!(progress, 3);
+}
+
+#[test]
+fn the_cache_budget_is_respected() {
+    let out = tempfile::tempdir().unwrap();
+    let mut ex = executor_with(weft_nodes::registry(), out.path());
+    ex.set_cache_budget(64 * 1024);
+    for seed in 0..5 {
+        let (report, _) = run(&mut ex, &image_workflow(seed, "b"));
+        assert_eq!(report.status, RunStatus::Succeeded);
+        assert!(
+            ex.cache_stats().bytes <= 64 * 1024,
+            "{:?}",
+            ex.cache_stats()
+        );
+    }
+    assert!(ex.cache_stats().evictions > 0);
+}
+
+fn chain(n: usize) -> Workflow {
+    let mut wf = Workflow::new();
+    wf.add("n0", NodeEntry::new("Int").with("value", 0i64));
+    for i in 1..n {
+        wf.add(
+            &format!("n{i}"),
+            NodeEntry::new("AddInt")
+                .link("a", &format!("n{}", i - 1), "sum")
+                .with("b", 1i64),
+        );
+    }
+    // n0 is an Int (output `value`): relink the first adder.
+    if n > 1 {
+        *wf.nodes.get_mut("n1").unwrap() = NodeEntry::new("AddInt")
+            .link("a", "n0", "value")
+            .with("b", 1i64);
+    }
+    wf.add(
+        "show",
+        NodeEntry::new("ShowInt").link(
+            "value",
+            &format!("n{}", n - 1),
+            if n > 1 { "sum" } else { "value" },
+        ),
+    );
+    wf
+}
+
+#[test]
+fn a_100k_node_chain_validates_plans_and_runs_with_events_proportional_to_nodes() {
+    // Run on a thread with a small stack: nothing may recurse per node.
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let n = 100_000;
+            let wf = chain(n);
+            // And through the text form, as a user's file would come.
+            let wf = Workflow::parse_str(&wf.to_yaml()).expect("chain parses");
+            let out = tempfile::tempdir().unwrap();
+            let mut ex = executor_with(weft_nodes::registry(), out.path());
+            let (report, events) = run(&mut ex, &wf);
+            assert_eq!(
+                report.status,
+                RunStatus::Succeeded,
+                "{:?}",
+                report.errors.first()
+            );
+            assert_eq!(
+                report.results,
+                vec![("show".to_string(), (n - 1).to_string())]
+            );
+            // run_started + started/finished per node + run_finished.
+            assert_eq!(events.len(), 2 * (n + 1) + 2);
+            let (again, events) = run(&mut ex, &wf);
+            assert_eq!(again.cached(), n + 1);
+            assert_eq!(events.len(), (n + 1) + 2);
+            // The last node changed: exactly it and the show node run.
+            let mut changed = wf.clone();
+            let last = format!("n{}", n - 1);
+            *changed.nodes.get_mut(&last).unwrap() = NodeEntry::new("AddInt")
+                .link("a", &format!("n{}", n - 2), "sum")
+                .with("b", 2i64);
+            let (report, events) = run(&mut ex, &changed);
+            assert_eq!(report.ran_ids(), [last.as_str(), "show"]);
+            assert_eq!(report.results[0].1, n.to_string());
+            assert_eq!(events.len(), (n - 1) + 2 * 2 + 2);
+        })
+        .unwrap()
+        .join()
+        .expect("no stack overflow, no panic");
+}
