@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod models;
+pub mod noise;
 pub mod samplers;
 pub mod weights;
 
