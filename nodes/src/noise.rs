@@ -24,7 +24,9 @@ pub static GLOBAL_RNG: Mutex<()> = Mutex::new(());
 pub fn initial_noise(seed: u64, shape: &[i64], device: Device, kind: Kind) -> Result<Tensor> {
     let noise = {
         // A poisoned lock only means another draw panicked; the generator is reseeded anyway.
-        let _guard = GLOBAL_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = GLOBAL_RNG
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // libtorch takes the seed as uint64; tch passes it as i64: same bits.
         tch::manual_seed(seed as i64);
         Tensor::f_randn(shape, (Kind::Float, Device::Cpu))

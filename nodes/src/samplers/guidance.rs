@@ -4,7 +4,7 @@
 //! `DiscreteVDDPMDenoiser` and ComfyUI's `model_sampling.EPS` / `V_PREDICTION`.
 use tch::{Kind, Tensor};
 
-use super::{DiscreteSchedule, Denoiser};
+use super::{Denoiser, DiscreteSchedule};
 use crate::error::{ModelError, Result, TchContext};
 
 /// What the model predicts (diffusers' `prediction_type`).
@@ -69,7 +69,10 @@ impl<'a> GuidedDenoiser<'a> {
         if !cfg.is_finite() {
             return Err(ModelError::Other(format!("cfg must be finite, got {cfg}")));
         }
-        for (what, cond) in [("positive", Some(&positive)), ("negative", negative.as_ref())] {
+        for (what, cond) in [
+            ("positive", Some(&positive)),
+            ("negative", negative.as_ref()),
+        ] {
             if let Some(cond) = cond {
                 if cond.dim() != 3 {
                     return Err(ModelError::Shape {
@@ -153,9 +156,8 @@ impl<'a> GuidedDenoiser<'a> {
             _ => return self.call_model(&sample, t, &positive),
         };
         if negative.size()[1..] == positive.size()[1..] {
-            let both = Tensor::f_cat(&[&negative, &positive], 0).context(|| {
-                "concatenating negative and positive conditioning".to_string()
-            })?;
+            let both = Tensor::f_cat(&[&negative, &positive], 0)
+                .context(|| "concatenating negative and positive conditioning".to_string())?;
             let out = self.call_model(&Tensor::cat(&[&sample, &sample], 0), t, &both)?;
             let halves = out.chunk(2, 0);
             Ok(&halves[0] + (&halves[1] - &halves[0]) * self.cfg)
@@ -200,9 +202,15 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let positive = Tensor::ones([1, 3, 8], opts);
         let negative = Tensor::zeros([1, 3, 8], opts);
-        let denoiser =
-            GuidedDenoiser::new(&model, &schedule, Prediction::Epsilon, positive, Some(negative), 3.0)
-                .unwrap();
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive,
+            Some(negative),
+            3.0,
+        )
+        .unwrap();
         let x = Tensor::zeros([2, 4, 2, 2], opts);
         let denoised = denoiser.denoise(&x, 2.0).unwrap();
         // eps = 0 + 3 * (1 - 0) = 3; x0 = x - sigma * eps = -6.
@@ -224,7 +232,9 @@ mod tests {
             1.0,
         )
         .unwrap();
-        assert!(denoiser.denoise(&Tensor::zeros([2, 4, 2, 2], opts), 1.0).is_err());
+        assert!(denoiser
+            .denoise(&Tensor::zeros([2, 4, 2, 2], opts), 1.0)
+            .is_err());
         assert!(GuidedDenoiser::new(
             &model,
             &schedule,

@@ -192,7 +192,8 @@ pub fn sample(
     settings: &SampleSettings,
     hooks: &mut Hooks<'_>,
 ) -> Result<Tensor> {
-    let sigmas = schedule.sigmas_for_denoise(settings.schedule, settings.steps, settings.denoise)?;
+    let sigmas =
+        schedule.sigmas_for_denoise(settings.schedule, settings.steps, settings.denoise)?;
     if sigmas.len() < 2 {
         return Ok(latent.copy());
     }
@@ -307,7 +308,7 @@ mod tests {
             on_step: Some(&mut on_step),
             cancelled: None,
         };
-        sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap();
+        let _ = sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap();
         assert_eq!(seen, vec![(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]);
 
         let calls = Cell::new(0);
@@ -351,16 +352,20 @@ mod tests {
                 first = Some(e.denoised.shallow_clone());
             }
         };
+        // x0 = x: the first denoiser input is what img2img started from.
         let identity = |x: &Tensor, _s: f64| -> Result<Tensor> { Ok(x.copy()) };
         let mut hooks = Hooks {
             on_step: Some(&mut on_step),
             cancelled: None,
         };
-        sample(&identity, &schedule, &latent, &settings, &mut hooks).unwrap();
-        // The first sigma of a 16-step normal schedule's last 5 is small: the start stays close.
-        let start = first.unwrap();
-        let drift = (start - 1.0).abs().mean(Kind::Float).double_value(&[]);
-        assert!(drift < 1.0, "{drift}");
+        let _ = sample(&identity, &schedule, &latent, &settings, &mut hooks).unwrap();
+        // 4 steps at denoise 0.25: the tail of a 16-step schedule, noise added at its sigma.
+        let sigma0 = schedule.sigmas(ScheduleKind::Normal, 16).unwrap()[12];
+        let noise =
+            crate::noise::initial_noise(3, &[1, 4, 4, 4], Device::Cpu, Kind::Float).unwrap();
+        let expected = &latent + noise * sigma0;
+        let err = (first.unwrap() - expected).abs().max().double_value(&[]);
+        assert!(err < 1e-6, "{err}");
     }
 
     #[test]
@@ -369,17 +374,35 @@ mod tests {
         let mut noise = FixedNoise(Vec::new());
         let euler = SamplerKind::Euler.sampler();
         assert!(euler
-            .sample(&point_mass, x.copy(), &[1.0, 2.0, 0.0], &mut noise, &mut Hooks::default())
+            .sample(
+                &point_mass,
+                x.copy(),
+                &[1.0, 2.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
             .is_err());
         let wrong = |_x: &Tensor, _s: f64| -> Result<Tensor> {
             Ok(Tensor::zeros([3], (Kind::Float, Device::Cpu)))
         };
         assert!(euler
-            .sample(&wrong, x.copy(), &[1.0, 0.0], &mut noise, &mut Hooks::default())
+            .sample(
+                &wrong,
+                x.copy(),
+                &[1.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
             .is_err());
         let ancestral = SamplerKind::EulerAncestral.sampler();
         assert!(ancestral
-            .sample(&point_mass, x, &[2.0, 1.0, 0.0], &mut noise, &mut Hooks::default())
+            .sample(
+                &point_mass,
+                x,
+                &[2.0, 1.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
             .is_err());
         assert!(SamplerKind::from_name("dpmpp_3m").is_err());
     }

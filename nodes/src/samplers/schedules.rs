@@ -308,7 +308,11 @@ mod tests {
     fn sd_training_sigmas_span_the_known_range() {
         let s = sd();
         assert!((s.sigma_min() - 0.029168).abs() < 1e-5, "{}", s.sigma_min());
-        assert!((s.sigma_max() - 14.614642).abs() < 1e-5, "{}", s.sigma_max());
+        assert!(
+            (s.sigma_max() - 14.614642).abs() < 1e-5,
+            "{}",
+            s.sigma_max()
+        );
     }
 
     #[test]
@@ -342,7 +346,10 @@ mod tests {
         let s = sd();
         let sigmas = s.sigmas(ScheduleKind::Simple, 4).unwrap();
         let train = s.train_sigmas();
-        assert_eq!(sigmas, vec![train[999], train[749], train[499], train[249], 0.0]);
+        assert_eq!(
+            sigmas,
+            vec![train[999], train[749], train[499], train[249], 0.0]
+        );
     }
 
     #[test]
@@ -375,8 +382,14 @@ mod tests {
         }
         assert_eq!(s.sigma_to_timestep(0.0), 0.0);
         assert_eq!(s.sigma_to_timestep(1e6), 999.0);
-        assert_eq!(s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.4)), 41.0);
-        assert_eq!(s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.6)), 42.0);
+        assert_eq!(
+            s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.4)),
+            41.0
+        );
+        assert_eq!(
+            s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.6)),
+            42.0
+        );
     }
 
     #[test]
@@ -400,7 +413,9 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(s.sigmas_for_denoise(ScheduleKind::Normal, 10, 1.5).is_err());
-        assert!(s.sigmas_for_denoise(ScheduleKind::Normal, 10, f64::NAN).is_err());
+        assert!(s
+            .sigmas_for_denoise(ScheduleKind::Normal, 10, f64::NAN)
+            .is_err());
     }
 
     #[test]
