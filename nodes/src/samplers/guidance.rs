@@ -219,6 +219,73 @@ mod tests {
     }
 
     #[test]
+    fn cfg_one_runs_once_and_unequal_token_counts_run_twice() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let calls = RefCell::new(Vec::new());
+        let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
+            calls.borrow_mut().push((sample.size()[0], ctx.size()[1]));
+            assert_eq!(t.double_value(&[0]), 500.0);
+            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+        };
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::zeros([1, 4, 2, 2], opts);
+        let sigma = schedule.timestep_to_sigma(500.0);
+        let positive = Tensor::ones([1, 3, 8], opts);
+        let negative = Tensor::zeros([1, 5, 8], opts);
+        let once = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive.copy(),
+            Some(negative.copy()),
+            1.0,
+        )
+        .unwrap();
+        let _ = once.denoise(&x, sigma).unwrap();
+        assert_eq!(calls.borrow().as_slice(), &[(1, 3)]);
+        calls.borrow_mut().clear();
+        let twice = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive,
+            Some(negative),
+            2.0,
+        )
+        .unwrap();
+        let denoised = twice.denoise(&x, sigma).unwrap();
+        assert_eq!(calls.borrow().as_slice(), &[(1, 5), (1, 3)]);
+        // eps = 0 + 2 * (1 - 0) = 2.
+        assert!((denoised + 2.0 * sigma).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn v_prediction_of_the_true_v_recovers_x0() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let opts = (Kind::Float, Device::Cpu);
+        let x0 = Tensor::full([1, 1, 2, 2], 0.7, opts);
+        let eps = Tensor::full([1, 1, 2, 2], -0.4, opts);
+        let sigma = 3.0_f64;
+        let x = &x0 + &eps * sigma;
+        // In variance-preserving terms: alpha = 1 / sqrt(1 + sigma^2), sigma_vp = sigma * alpha.
+        let alpha = 1.0 / (1.0 + sigma * sigma).sqrt();
+        let v = &eps * alpha - &x0 * (sigma * alpha);
+        let model = move |_s: &Tensor, _t: &Tensor, _c: &Tensor| -> Result<Tensor> { Ok(v.copy()) };
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::V,
+            Tensor::zeros([1, 1, 4], opts),
+            None,
+            5.0,
+        )
+        .unwrap();
+        let denoised = denoiser.denoise(&x, sigma).unwrap();
+        assert!((denoised - x0).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
     fn mismatched_conditioning_batch_is_an_error() {
         let schedule = DiscreteSchedule::stable_diffusion();
         let model = |s: &Tensor, _t: &Tensor, _c: &Tensor| -> Result<Tensor> { Ok(s.zeros_like()) };

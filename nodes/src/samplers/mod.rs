@@ -197,6 +197,8 @@ pub fn sample(
     if sigmas.len() < 2 {
         return Ok(latent.copy());
     }
+    // Nothing here needs gradients; the guard also covers models that do not set it themselves.
+    let _no_grad = tch::no_grad_guard();
     let noise = crate::noise::initial_noise(
         settings.seed,
         &latent.size(),
