@@ -6,6 +6,12 @@
 //! the cumulative alpha `a` of training step `t`. Every schedule ends with sigma 0 appended.
 use crate::error::{ModelError, Result};
 
+/// Most sampling steps a run may ask for (ComfyUI's KSampler limit).
+pub const MAX_STEPS: usize = 10_000;
+
+/// Longest schedule computed, including the longer one img2img takes its tail from.
+pub const MAX_SCHEDULE_STEPS: usize = 1_000_000;
+
 /// How the training betas grow from `beta_start` to `beta_end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BetaSchedule {
@@ -177,6 +183,12 @@ impl DiscreteSchedule {
         if steps == 0 {
             return Err(ModelError::Other("a schedule needs at least 1 step".into()));
         }
+        if steps > MAX_SCHEDULE_STEPS {
+            return Err(ModelError::Other(format!(
+                "a schedule of {steps} steps is too long (at most {MAX_SCHEDULE_STEPS}; \
+                 a very small denoise asks for steps / denoise)"
+            )));
+        }
         let (sigma_min, sigma_max) = (self.sigma_min(), self.sigma_max());
         let mut sigmas: Vec<f64> = match kind {
             ScheduleKind::Normal | ScheduleKind::SgmUniform => {
@@ -246,6 +258,11 @@ impl DiscreteSchedule {
         if !(0.0..=1.0).contains(&denoise) {
             return Err(ModelError::Other(format!(
                 "denoise must be in [0, 1], got {denoise}"
+            )));
+        }
+        if steps > MAX_STEPS {
+            return Err(ModelError::Other(format!(
+                "{steps} steps is too many (at most {MAX_STEPS})"
             )));
         }
         if denoise > 0.9999 {
