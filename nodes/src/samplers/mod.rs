@@ -5,6 +5,37 @@
 //! prediction type and classifier-free guidance stay behind the denoiser ([`GuidedDenoiser`]).
 //! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`]
 //! indexed by step, seeded per sampling run ([`crate::noise::SeededNoise`]): no global RNG stream.
+//!
+//! A KSampler-style run (txt2img when `latent` is zeros):
+//!
+//! ```no_run
+//! use tch::{Device, Kind, Tensor};
+//! use weft_nodes::samplers::{self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction};
+//! use weft_nodes::samplers::{SampleSettings, SamplerKind, ScheduleKind};
+//!
+//! # fn main() -> weft_nodes::Result<()> {
+//! // Any `Fn(sample, timesteps, context) -> Result<Tensor>` is a model (e.g. a UNet's forward).
+//! let unet = |sample: &Tensor, _t: &Tensor, _context: &Tensor| Ok(sample.zeros_like());
+//! let schedule = DiscreteSchedule::stable_diffusion();
+//! let positive = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
+//! let negative = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
+//! let denoiser =
+//!     GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, positive, Some(negative), 7.5)?;
+//! let settings = SampleSettings {
+//!     seed: 42,
+//!     steps: 20,
+//!     sampler: SamplerKind::from_name("dpmpp_2m")?,
+//!     schedule: ScheduleKind::from_name("karras")?,
+//!     denoise: 1.0,
+//! };
+//! let latent = Tensor::zeros([1, 4, 64, 64], (Kind::Float, Device::Cpu));
+//! let mut progress = |e: &samplers::StepEvent<'_>| println!("{}/{}", e.step, e.total);
+//! let stop = || false;
+//! let mut hooks = Hooks { on_step: Some(&mut progress), cancelled: Some(&stop) };
+//! let _latent = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?;
+//! # Ok(())
+//! # }
+//! ```
 pub mod dpm_solver;
 pub mod euler;
 pub mod guidance;
