@@ -90,7 +90,7 @@ impl Node for RandomNoise {
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let shape = latent_shape(inputs)?;
         let seed = inputs.int("seed")? as u64;
-        let noise = crate::noise::seeded_noise(seed, &shape, Kind::Float, ctx.device)?;
+        let noise = crate::noise::initial_noise(seed, &shape, ctx.device, Kind::Float)?;
         Ok(vec![Value::Tensor(T::Latent, noise)])
     }
 }

@@ -1,1 +1,442 @@
 //! Samplers behind one trait, and sigma schedules.
+//!
+//! Samplers follow k-diffusion (Karras et al. 2022): they step `x = x0 + sigma * eps` through a
+//! list of sigmas, asking a [`Denoiser`] for the denoised prediction x0 at each. The model, its
+//! prediction type and classifier-free guidance stay behind the denoiser ([`GuidedDenoiser`]).
+//! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`]
+//! indexed by step, seeded per sampling run ([`crate::noise::SeededNoise`]): no global RNG stream.
+//!
+//! A KSampler-style run (txt2img when `latent` is zeros):
+//!
+//! ```no_run
+//! use tch::{Device, Kind, Tensor};
+//! use weft_nodes::samplers::{self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction};
+//! use weft_nodes::samplers::{SampleSettings, SamplerKind, ScheduleKind};
+//!
+//! # fn main() -> weft_nodes::Result<()> {
+//! // Any `Fn(sample, timesteps, context) -> Result<Tensor>` is a model (e.g. a UNet's forward).
+//! let unet = |sample: &Tensor, _t: &Tensor, _context: &Tensor| Ok(sample.zeros_like());
+//! let schedule = DiscreteSchedule::stable_diffusion();
+//! let positive = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
+//! let negative = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
+//! let denoiser =
+//!     GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, positive, Some(negative), 7.5)?;
+//! let settings = SampleSettings {
+//!     seed: 42,
+//!     steps: 20,
+//!     sampler: SamplerKind::from_name("dpmpp_2m")?,
+//!     schedule: ScheduleKind::from_name("karras")?,
+//!     denoise: 1.0,
+//! };
+//! let latent = Tensor::zeros([1, 4, 64, 64], (Kind::Float, Device::Cpu));
+//! let mut progress = |e: &samplers::StepEvent<'_>| println!("{}/{}", e.step, e.total);
+//! let stop = || false;
+//! let mut hooks = Hooks { on_step: Some(&mut progress), cancelled: Some(&stop) };
+//! let _latent = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?;
+//! # Ok(())
+//! # }
+//! ```
+pub mod dpm_solver;
+pub mod euler;
+pub mod guidance;
+pub mod heun;
+pub mod lcm;
+pub mod schedules;
+
+use tch::Tensor;
+
+use crate::error::{ModelError, Result};
+
+pub use guidance::{GuidedDenoiser, NoisePredictor, Prediction};
+pub use schedules::{BetaSchedule, DiscreteSchedule, ScheduleKind};
+
+/// Message of the error a sampler returns when its cancellation check says stop.
+pub const CANCELLED: &str = "cancelled";
+
+/// The denoised prediction x0 of a noisy latent `x` at noise level `sigma` (k-diffusion space).
+pub trait Denoiser {
+    fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor>;
+}
+
+impl<F> Denoiser for F
+where
+    F: Fn(&Tensor, f64) -> Result<Tensor>,
+{
+    fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        self(x, sigma)
+    }
+}
+
+/// Standard normal noise for the stochastic part of sampler step `step`.
+pub trait NoiseSource {
+    /// Noise with the shape, device and kind of `like`.
+    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor>;
+}
+
+/// Noise given in advance, one tensor per step (tests and reproductions of other tools' runs).
+pub struct FixedNoise(pub Vec<Tensor>);
+
+impl NoiseSource for FixedNoise {
+    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor> {
+        let noise = self.0.get(step).ok_or_else(|| {
+            ModelError::Other(format!(
+                "fixed noise: no noise for step {step} ({} given)",
+                self.0.len()
+            ))
+        })?;
+        if noise.size() != like.size() {
+            return Err(ModelError::Shape {
+                context: format!("fixed noise for step {step}"),
+                message: format!("shape {:?}, latent {:?}", noise.size(), like.size()),
+            });
+        }
+        Ok(noise.to_device(like.device()).to_kind(like.kind()))
+    }
+}
+
+/// What a sampler reports after each of its steps.
+pub struct StepEvent<'a> {
+    /// Steps done, 1-based.
+    pub step: usize,
+    /// Steps in this run.
+    pub total: usize,
+    /// The latent after this step.
+    pub x: &'a Tensor,
+    /// The denoised prediction this step used (for previews).
+    pub denoised: &'a Tensor,
+}
+
+/// Progress reporting and cancellation for a sampling run.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called after every step.
+    pub on_step: Option<&'a mut dyn FnMut(&StepEvent<'_>)>,
+    /// Checked before every step; returning true stops sampling with the error [`CANCELLED`].
+    pub cancelled: Option<&'a dyn Fn() -> bool>,
+}
+
+impl Hooks<'_> {
+    fn check_cancelled(&self) -> Result<()> {
+        match self.cancelled {
+            Some(cancelled) if cancelled() => Err(ModelError::Other(CANCELLED.into())),
+            _ => Ok(()),
+        }
+    }
+
+    fn step_done(&mut self, step: usize, total: usize, x: &Tensor, denoised: &Tensor) {
+        if let Some(on_step) = self.on_step.as_mut() {
+            on_step(&StepEvent {
+                step: step + 1,
+                total,
+                x,
+                denoised,
+            });
+        }
+    }
+}
+
+/// A sampler: integrates from `sigmas[0]` down to `sigmas[last]` (normally 0).
+pub trait Sampler {
+    fn name(&self) -> &'static str;
+
+    /// Runs `sigmas.len() - 1` steps from the noisy latent `x` (already at `sigmas[0]`).
+    fn sample(
+        &self,
+        denoiser: &dyn Denoiser,
+        x: Tensor,
+        sigmas: &[f64],
+        noise: &mut dyn NoiseSource,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor>;
+}
+
+/// The samplers by name (ComfyUI's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    Euler,
+    EulerAncestral,
+    Heun,
+    Ddim,
+    DpmPp2m,
+    DpmPp2mSde,
+    Lcm,
+}
+
+impl SamplerKind {
+    pub const NAMES: [&'static str; 7] = [
+        "euler",
+        "euler_ancestral",
+        "heun",
+        "ddim",
+        "dpmpp_2m",
+        "dpmpp_2m_sde",
+        "lcm",
+    ];
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "euler" => Ok(Self::Euler),
+            "euler_ancestral" => Ok(Self::EulerAncestral),
+            "heun" => Ok(Self::Heun),
+            "ddim" => Ok(Self::Ddim),
+            "dpmpp_2m" => Ok(Self::DpmPp2m),
+            "dpmpp_2m_sde" => Ok(Self::DpmPp2mSde),
+            "lcm" => Ok(Self::Lcm),
+            other => Err(ModelError::Other(format!(
+                "unknown sampler {other:?} (expected one of {})",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn sampler(self) -> Box<dyn Sampler> {
+        match self {
+            Self::Euler => Box::new(euler::Euler),
+            Self::EulerAncestral => Box::new(euler::EulerAncestral),
+            Self::Heun => Box::new(heun::Heun),
+            Self::Ddim => Box::new(euler::Ddim),
+            Self::DpmPp2m => Box::new(dpm_solver::DpmPp2m),
+            Self::DpmPp2mSde => Box::new(dpm_solver::DpmPp2mSde),
+            Self::Lcm => Box::new(lcm::Lcm),
+        }
+    }
+}
+
+/// The settings of a KSampler-style run.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSettings {
+    pub seed: u64,
+    pub steps: usize,
+    pub sampler: SamplerKind,
+    pub schedule: ScheduleKind,
+    /// img2img strength in [0, 1]; 1 samples from pure noise.
+    pub denoise: f64,
+}
+
+/// ComfyUI's `common_ksampler`: schedule (tail of a longer one when `denoise` < 1), initial
+/// noise from `seed` ([`crate::noise::initial_noise`]) added to `latent` at the first sigma,
+/// then the sampler with step noise from the same seed. `latent` is zeros for txt2img.
+pub fn sample(
+    denoiser: &dyn Denoiser,
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    settings: &SampleSettings,
+    hooks: &mut Hooks<'_>,
+) -> Result<Tensor> {
+    let sigmas =
+        schedule.sigmas_for_denoise(settings.schedule, settings.steps, settings.denoise)?;
+    if sigmas.len() < 2 {
+        return Ok(latent.copy());
+    }
+    // Nothing here needs gradients; the guard also covers models that do not set it themselves.
+    let _no_grad = tch::no_grad_guard();
+    let noise = crate::noise::initial_noise(
+        settings.seed,
+        &latent.size(),
+        latent.device(),
+        latent.kind(),
+    )?;
+    let x = noise_latent(schedule, latent, &noise, sigmas[0]);
+    let mut step_noise = crate::noise::SeededNoise::new(settings.seed);
+    settings
+        .sampler
+        .sampler()
+        .sample(denoiser, x, &sigmas, &mut step_noise, hooks)
+}
+
+/// The latent at `sigma`: `latent + noise * sigma`, or `* sqrt(1 + sigma^2)` when `sigma` is the
+/// schedule's maximum (ComfyUI's `EPS.noise_scaling`).
+pub fn noise_latent(
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    noise: &Tensor,
+    sigma: f64,
+) -> Tensor {
+    let scale = if schedule.is_max_denoise(sigma) {
+        (1.0 + sigma * sigma).sqrt()
+    } else {
+        sigma
+    };
+    latent + noise * scale
+}
+
+/// Runs the denoiser and checks that it kept the latent's shape, so the sampler's arithmetic
+/// cannot panic on a misbehaving model.
+fn denoise_checked(denoiser: &dyn Denoiser, x: &Tensor, sigma: f64) -> Result<Tensor> {
+    let denoised = denoiser.denoise(x, sigma)?;
+    if denoised.size() != x.size() {
+        return Err(ModelError::Shape {
+            context: format!("denoiser at sigma {sigma}"),
+            message: format!(
+                "returned shape {:?} for a latent of shape {:?}",
+                denoised.size(),
+                x.size()
+            ),
+        });
+    }
+    Ok(denoised.to_kind(x.kind()))
+}
+
+fn check_sigmas(name: &str, sigmas: &[f64]) -> Result<()> {
+    let bad = sigmas.iter().any(|s| !s.is_finite() || *s < 0.0)
+        || sigmas.windows(2).any(|w| w[1] >= w[0]);
+    if bad {
+        return Err(ModelError::Other(format!(
+            "{name}: sigmas must be finite, >= 0 and strictly descending, got {sigmas:?}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use tch::{Device, Kind};
+
+    /// Denoiser of a point mass at 0.5: every sampler must end at 0.5 deterministically.
+    fn point_mass(x: &Tensor, _sigma: f64) -> Result<Tensor> {
+        Ok(x.zeros_like() + 0.5)
+    }
+
+    #[test]
+    fn every_sampler_lands_on_the_data_of_a_point_mass() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let latent = Tensor::zeros([1, 4, 4, 4], (Kind::Float, Device::Cpu));
+        for name in SamplerKind::NAMES {
+            let settings = SampleSettings {
+                seed: 7,
+                steps: 6,
+                sampler: SamplerKind::from_name(name).unwrap(),
+                schedule: ScheduleKind::Karras,
+                denoise: 1.0,
+            };
+            let out = sample(
+                &point_mass,
+                &schedule,
+                &latent,
+                &settings,
+                &mut Hooks::default(),
+            )
+            .unwrap();
+            let err = (out - 0.5).abs().max().double_value(&[]);
+            assert!(err < 1e-5, "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn progress_is_reported_per_step_and_cancellation_stops() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let latent = Tensor::zeros([1, 4, 4, 4], (Kind::Float, Device::Cpu));
+        let settings = SampleSettings {
+            seed: 1,
+            steps: 5,
+            sampler: SamplerKind::Heun,
+            schedule: ScheduleKind::Normal,
+            denoise: 1.0,
+        };
+        let mut seen = Vec::new();
+        let mut on_step = |e: &StepEvent<'_>| seen.push((e.step, e.total));
+        let mut hooks = Hooks {
+            on_step: Some(&mut on_step),
+            cancelled: None,
+        };
+        let _ = sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap();
+        assert_eq!(seen, vec![(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]);
+
+        let calls = Cell::new(0);
+        let cancel_after_two = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 2
+        };
+        let mut hooks = Hooks {
+            on_step: None,
+            cancelled: Some(&cancel_after_two),
+        };
+        let err = sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap_err();
+        assert_eq!(err.to_string(), CANCELLED);
+    }
+
+    #[test]
+    fn zero_denoise_returns_the_latent_and_img2img_starts_near_it() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let latent = Tensor::ones([1, 4, 4, 4], (Kind::Float, Device::Cpu));
+        let mut settings = SampleSettings {
+            seed: 3,
+            steps: 4,
+            sampler: SamplerKind::Euler,
+            schedule: ScheduleKind::Normal,
+            denoise: 0.0,
+        };
+        let out = sample(
+            &point_mass,
+            &schedule,
+            &latent,
+            &settings,
+            &mut Hooks::default(),
+        )
+        .unwrap();
+        assert_eq!(out.sum(Kind::Float).double_value(&[]), 64.0);
+
+        settings.denoise = 0.25;
+        let mut first = None;
+        let mut on_step = |e: &StepEvent<'_>| {
+            if first.is_none() {
+                first = Some(e.denoised.shallow_clone());
+            }
+        };
+        // x0 = x: the first denoiser input is what img2img started from.
+        let identity = |x: &Tensor, _s: f64| -> Result<Tensor> { Ok(x.copy()) };
+        let mut hooks = Hooks {
+            on_step: Some(&mut on_step),
+            cancelled: None,
+        };
+        let _ = sample(&identity, &schedule, &latent, &settings, &mut hooks).unwrap();
+        // 4 steps at denoise 0.25: the tail of a 16-step schedule, noise added at its sigma.
+        let sigma0 = schedule.sigmas(ScheduleKind::Normal, 16).unwrap()[12];
+        let noise =
+            crate::noise::initial_noise(3, &[1, 4, 4, 4], Device::Cpu, Kind::Float).unwrap();
+        let expected = &latent + noise * sigma0;
+        let err = (first.unwrap() - expected).abs().max().double_value(&[]);
+        assert!(err < 1e-6, "{err}");
+    }
+
+    #[test]
+    fn bad_sigmas_and_misshapen_denoisers_are_errors_not_panics() {
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let mut noise = FixedNoise(Vec::new());
+        let euler = SamplerKind::Euler.sampler();
+        assert!(euler
+            .sample(
+                &point_mass,
+                x.copy(),
+                &[1.0, 2.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
+            .is_err());
+        let wrong = |_x: &Tensor, _s: f64| -> Result<Tensor> {
+            Ok(Tensor::zeros([3], (Kind::Float, Device::Cpu)))
+        };
+        assert!(euler
+            .sample(
+                &wrong,
+                x.copy(),
+                &[1.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
+            .is_err());
+        let ancestral = SamplerKind::EulerAncestral.sampler();
+        assert!(ancestral
+            .sample(
+                &point_mass,
+                x,
+                &[2.0, 1.0, 0.0],
+                &mut noise,
+                &mut Hooks::default()
+            )
+            .is_err());
+        assert!(SamplerKind::from_name("dpmpp_3m").is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! A noise-prediction model (epsilon or v, SD 1.x/2.x) as a k-diffusion denoiser with
+//! classifier-free guidance (Ho & Salimans 2022): `uncond + cfg * (cond - uncond)`, both halves
+//! in one batched model call. Scalings follow k-diffusion's `DiscreteEpsDDPMDenoiser` /
+//! `DiscreteVDDPMDenoiser` and ComfyUI's `model_sampling.EPS` / `V_PREDICTION`.
+use tch::{Kind, Tensor};
+
+use super::{Denoiser, DiscreteSchedule};
+use crate::error::{ModelError, Result, TchContext};
+
+/// What the model predicts (diffusers' `prediction_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// The noise (SD 1.x, SD 2.x base).
+    Epsilon,
+    /// v = alpha * eps - sigma_vp * x0 (SD 2.x 768-v; Salimans & Ho 2022).
+    V,
+}
+
+impl Prediction {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "epsilon" | "eps" => Ok(Self::Epsilon),
+            "v_prediction" | "v" => Ok(Self::V),
+            other => Err(ModelError::Other(format!(
+                "unknown prediction type {other:?} (expected \"epsilon\" or \"v_prediction\")"
+            ))),
+        }
+    }
+}
+
+/// A diffusion model called the diffusers way: `model(sample, timesteps, encoder_hidden_states)`
+/// with `sample` [B, C, H, W] already scaled by c_in, `timesteps` [B] (float) and context
+/// [B, L, D]; returns the prediction of `sample`'s shape.
+pub trait NoisePredictor {
+    fn predict(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor>;
+}
+
+impl<F> NoisePredictor for F
+where
+    F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+{
+    fn predict(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        self(sample, timesteps, context)
+    }
+}
+
+/// A [`NoisePredictor`] with its noise schedule, prediction type and the two conditionings.
+pub struct GuidedDenoiser<'a> {
+    model: &'a dyn NoisePredictor,
+    schedule: &'a DiscreteSchedule,
+    prediction: Prediction,
+    positive: Tensor,
+    negative: Option<Tensor>,
+    cfg: f64,
+    quantize_timesteps: bool,
+}
+
+impl<'a> GuidedDenoiser<'a> {
+    /// `positive`/`negative` are [1 or B, L, D]; without `negative`, or with `cfg` == 1, the
+    /// model runs once on `positive` only. Timesteps are quantized to training steps (ComfyUI).
+    pub fn new(
+        model: &'a dyn NoisePredictor,
+        schedule: &'a DiscreteSchedule,
+        prediction: Prediction,
+        positive: Tensor,
+        negative: Option<Tensor>,
+        cfg: f64,
+    ) -> Result<Self> {
+        if !cfg.is_finite() {
+            return Err(ModelError::Other(format!("cfg must be finite, got {cfg}")));
+        }
+        for (what, cond) in [
+            ("positive", Some(&positive)),
+            ("negative", negative.as_ref()),
+        ] {
+            if let Some(cond) = cond {
+                if cond.dim() != 3 {
+                    return Err(ModelError::Shape {
+                        context: format!("{what} conditioning"),
+                        message: format!("expected [batch, tokens, dim], got {:?}", cond.size()),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            model,
+            schedule,
+            prediction,
+            positive,
+            negative,
+            cfg,
+            quantize_timesteps: true,
+        })
+    }
+
+    /// Whether the model sees the nearest training step (true, ComfyUI) or the fractional
+    /// timestep of each sigma (false, k-diffusion's default and diffusers' Euler/Heun).
+    pub fn with_quantized_timesteps(mut self, quantize: bool) -> Self {
+        self.quantize_timesteps = quantize;
+        self
+    }
+
+    fn timestep(&self, sigma: f64) -> f64 {
+        if self.quantize_timesteps {
+            self.schedule.sigma_to_timestep_quantized(sigma)
+        } else {
+            self.schedule.sigma_to_timestep(sigma)
+        }
+    }
+
+    /// The conditioning repeated to the latent batch.
+    fn batched(cond: &Tensor, like: &Tensor, what: &str) -> Result<Tensor> {
+        let batch = like.size()[0];
+        let cond = cond.to_device(like.device());
+        match cond.size()[0] {
+            b if b == batch => Ok(cond),
+            1 => Ok(cond.expand([batch, -1, -1], false)),
+            b => Err(ModelError::Shape {
+                context: format!("{what} conditioning"),
+                message: format!("batch {b} does not fit a latent batch of {batch}"),
+            }),
+        }
+    }
+
+    fn call_model(&self, sample: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        let batch = sample.size()[0];
+        let timesteps = Tensor::full([batch], timestep, (Kind::Float, sample.device()));
+        let out = self.model.predict(sample, &timesteps, context)?;
+        if out.size() != sample.size() {
+            return Err(ModelError::Shape {
+                context: "model prediction".into(),
+                message: format!(
+                    "shape {:?} for a sample of shape {:?}",
+                    out.size(),
+                    sample.size()
+                ),
+            });
+        }
+        Ok(out.to_kind(sample.kind()))
+    }
+
+    /// The guided model output (eps or v) for `x` at `sigma`.
+    fn guided_output(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let size = x.size();
+        if size.len() != 4 {
+            return Err(ModelError::Shape {
+                context: "latent".into(),
+                message: format!("expected [batch, channels, height, width], got {size:?}"),
+            });
+        }
+        let sample = x * (1.0 / (sigma * sigma + 1.0).sqrt());
+        let t = self.timestep(sigma);
+        let positive = Self::batched(&self.positive, x, "positive")?;
+        let negative = match &self.negative {
+            Some(negative) if self.cfg != 1.0 => Self::batched(negative, x, "negative")?,
+            _ => return self.call_model(&sample, t, &positive),
+        };
+        if negative.size()[1..] == positive.size()[1..] {
+            let both = Tensor::f_cat(&[&negative, &positive], 0)
+                .context(|| "concatenating negative and positive conditioning".to_string())?;
+            let out = self.call_model(&Tensor::cat(&[&sample, &sample], 0), t, &both)?;
+            let halves = out.chunk(2, 0);
+            Ok(&halves[0] + (&halves[1] - &halves[0]) * self.cfg)
+        } else {
+            // Token counts differ: two calls instead of padding one conditioning.
+            let uncond = self.call_model(&sample, t, &negative)?;
+            let cond = self.call_model(&sample, t, &positive)?;
+            Ok(&uncond + (&cond - &uncond) * self.cfg)
+        }
+    }
+}
+
+impl Denoiser for GuidedDenoiser<'_> {
+    fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let out = self.guided_output(x, sigma)?;
+        Ok(match self.prediction {
+            Prediction::Epsilon => x - out * sigma,
+            Prediction::V => {
+                let denom = sigma * sigma + 1.0;
+                x * (1.0 / denom) - out * (sigma / denom.sqrt())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tch::Device;
+
+    #[test]
+    fn guidance_batches_both_conditionings_in_one_call() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let batches = RefCell::new(Vec::new());
+        // eps = mean of the context, so cfg mixing is visible directly.
+        let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
+            batches.borrow_mut().push((sample.size()[0], t.size()));
+            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+        };
+        let opts = (Kind::Float, Device::Cpu);
+        let positive = Tensor::ones([1, 3, 8], opts);
+        let negative = Tensor::zeros([1, 3, 8], opts);
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive,
+            Some(negative),
+            3.0,
+        )
+        .unwrap();
+        let x = Tensor::zeros([2, 4, 2, 2], opts);
+        let denoised = denoiser.denoise(&x, 2.0).unwrap();
+        // eps = 0 + 3 * (1 - 0) = 3; x0 = x - sigma * eps = -6.
+        assert!((denoised + 6.0).abs().max().double_value(&[]) < 1e-6);
+        assert_eq!(batches.borrow().as_slice(), &[(4, vec![4])]);
+    }
+
+    #[test]
+    fn cfg_one_runs_once_and_unequal_token_counts_run_twice() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let calls = RefCell::new(Vec::new());
+        let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
+            calls.borrow_mut().push((sample.size()[0], ctx.size()[1]));
+            assert_eq!(t.double_value(&[0]), 500.0);
+            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+        };
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::zeros([1, 4, 2, 2], opts);
+        let sigma = schedule.timestep_to_sigma(500.0);
+        let positive = Tensor::ones([1, 3, 8], opts);
+        let negative = Tensor::zeros([1, 5, 8], opts);
+        let once = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive.copy(),
+            Some(negative.copy()),
+            1.0,
+        )
+        .unwrap();
+        let _ = once.denoise(&x, sigma).unwrap();
+        assert_eq!(calls.borrow().as_slice(), &[(1, 3)]);
+        calls.borrow_mut().clear();
+        let twice = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            positive,
+            Some(negative),
+            2.0,
+        )
+        .unwrap();
+        let denoised = twice.denoise(&x, sigma).unwrap();
+        assert_eq!(calls.borrow().as_slice(), &[(1, 5), (1, 3)]);
+        // eps = 0 + 2 * (1 - 0) = 2.
+        assert!((denoised + 2.0 * sigma).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn v_prediction_of_the_true_v_recovers_x0() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let opts = (Kind::Float, Device::Cpu);
+        let x0 = Tensor::full([1, 1, 2, 2], 0.7, opts);
+        let eps = Tensor::full([1, 1, 2, 2], -0.4, opts);
+        let sigma = 3.0_f64;
+        let x = &x0 + &eps * sigma;
+        // In variance-preserving terms: alpha = 1 / sqrt(1 + sigma^2), sigma_vp = sigma * alpha.
+        let alpha = 1.0 / (1.0 + sigma * sigma).sqrt();
+        let v = &eps * alpha - &x0 * (sigma * alpha);
+        let model = move |_s: &Tensor, _t: &Tensor, _c: &Tensor| -> Result<Tensor> { Ok(v.copy()) };
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::V,
+            Tensor::zeros([1, 1, 4], opts),
+            None,
+            5.0,
+        )
+        .unwrap();
+        let denoised = denoiser.denoise(&x, sigma).unwrap();
+        assert!((denoised - x0).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn mismatched_conditioning_batch_is_an_error() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let model = |s: &Tensor, _t: &Tensor, _c: &Tensor| -> Result<Tensor> { Ok(s.zeros_like()) };
+        let opts = (Kind::Float, Device::Cpu);
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            Tensor::ones([3, 3, 8], opts),
+            None,
+            1.0,
+        )
+        .unwrap();
+        assert!(denoiser
+            .denoise(&Tensor::zeros([2, 4, 2, 2], opts), 1.0)
+            .is_err());
+        assert!(GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::V,
+            Tensor::ones([3, 8], opts),
+            None,
+            1.0
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,461 @@
+//! Sigma schedules of a discrete DDPM noise schedule (SD's scaled_linear betas), as ComfyUI's
+//! `comfy/samplers.py` and k-diffusion's `sampling.py` define them (Karras et al. 2022, "Elucidating
+//! the Design Space of Diffusion-Based Generative Models", for the karras schedule).
+//!
+//! Sigmas live in k-diffusion space: `x = x0 + sigma * eps`, with `sigma = sqrt((1 - a) / a)` for
+//! the cumulative alpha `a` of training step `t`. Every schedule ends with sigma 0 appended.
+use crate::error::{ModelError, Result};
+
+/// Most sampling steps a run may ask for (ComfyUI's KSampler limit).
+pub const MAX_STEPS: usize = 10_000;
+
+/// Longest schedule computed, including the longer one img2img takes its tail from.
+pub const MAX_SCHEDULE_STEPS: usize = 1_000_000;
+
+/// How the training betas grow from `beta_start` to `beta_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BetaSchedule {
+    /// Linear in sqrt(beta) (diffusers "scaled_linear", LDM/ComfyUI "linear"): SD 1.x/2.x.
+    ScaledLinear,
+    /// Linear in beta (diffusers "linear", the original DDPM).
+    Linear,
+}
+
+impl BetaSchedule {
+    /// Parses diffusers' `beta_schedule` names.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "scaled_linear" => Ok(Self::ScaledLinear),
+            "linear" => Ok(Self::Linear),
+            other => Err(ModelError::Other(format!(
+                "unknown beta schedule {other:?} (expected \"scaled_linear\" or \"linear\")"
+            ))),
+        }
+    }
+}
+
+/// The sigma schedules a sampler can run on (ComfyUI's scheduler names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// Timesteps evenly spaced from the last to the first training step.
+    Normal,
+    /// Karras et al. (2022) rho=7 spacing between sigma_max and sigma_min.
+    Karras,
+    /// Evenly spaced in log sigma.
+    Exponential,
+    /// `steps + 1` evenly spaced timesteps with the last dropped (SGM/SDXL style).
+    SgmUniform,
+    /// Every `train_steps / steps`-th training sigma from the top.
+    Simple,
+    /// DDIM's "leading" spacing with offset 1: timesteps 1, 1 + k, 1 + 2k, ... for
+    /// k = train_steps / steps.
+    DdimUniform,
+}
+
+impl ScheduleKind {
+    pub const NAMES: [&'static str; 6] = [
+        "normal",
+        "karras",
+        "exponential",
+        "sgm_uniform",
+        "simple",
+        "ddim_uniform",
+    ];
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "normal" => Ok(Self::Normal),
+            "karras" => Ok(Self::Karras),
+            "exponential" => Ok(Self::Exponential),
+            "sgm_uniform" => Ok(Self::SgmUniform),
+            "simple" => Ok(Self::Simple),
+            "ddim_uniform" => Ok(Self::DdimUniform),
+            other => Err(ModelError::Other(format!(
+                "unknown schedule {other:?} (expected one of {})",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Karras => "karras",
+            Self::Exponential => "exponential",
+            Self::SgmUniform => "sgm_uniform",
+            Self::Simple => "simple",
+            Self::DdimUniform => "ddim_uniform",
+        }
+    }
+}
+
+/// The training noise levels of a discrete-time model, one sigma per training step (ascending),
+/// with conversions between sigma and a (fractional) timestep.
+#[derive(Clone, Debug)]
+pub struct DiscreteSchedule {
+    sigmas: Vec<f64>,
+    log_sigmas: Vec<f64>,
+}
+
+impl DiscreteSchedule {
+    /// Computed in f64 (as ComfyUI's `make_beta_schedule` does) and kept in f64.
+    pub fn new(
+        beta_schedule: BetaSchedule,
+        beta_start: f64,
+        beta_end: f64,
+        train_steps: usize,
+    ) -> Result<Self> {
+        let valid = |b: f64| b.is_finite() && b > 0.0 && b < 1.0;
+        if train_steps < 2 || !valid(beta_start) || !valid(beta_end) {
+            return Err(ModelError::Other(format!(
+                "invalid noise schedule: beta_start {beta_start}, beta_end {beta_end}, \
+                 {train_steps} training steps"
+            )));
+        }
+        let betas: Vec<f64> = match beta_schedule {
+            BetaSchedule::ScaledLinear => linspace(beta_start.sqrt(), beta_end.sqrt(), train_steps)
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
+            BetaSchedule::Linear => linspace(beta_start, beta_end, train_steps),
+        };
+        let mut alpha_cumprod = 1.0;
+        let sigmas: Vec<f64> = betas
+            .iter()
+            .map(|beta| {
+                alpha_cumprod *= 1.0 - beta;
+                ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt()
+            })
+            .collect();
+        let log_sigmas = sigmas.iter().map(|s| s.ln()).collect();
+        Ok(Self { sigmas, log_sigmas })
+    }
+
+    /// Stable Diffusion 1.x/2.x: scaled_linear betas 0.00085..0.012 over 1000 steps.
+    pub fn stable_diffusion() -> Self {
+        Self::new(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000)
+            .expect("the SD noise schedule constants are valid")
+    }
+
+    /// One sigma per training step, ascending with the timestep.
+    pub fn train_sigmas(&self) -> &[f64] {
+        &self.sigmas
+    }
+
+    pub fn sigma_min(&self) -> f64 {
+        self.sigmas[0]
+    }
+
+    pub fn sigma_max(&self) -> f64 {
+        self.sigmas[self.sigmas.len() - 1]
+    }
+
+    /// Fractional timestep of `sigma` by linear interpolation in log sigma (k-diffusion's
+    /// `sigma_to_t`, diffusers' `_sigma_to_t`); clamped to [0, train_steps - 1].
+    pub fn sigma_to_timestep(&self, sigma: f64) -> f64 {
+        let log_sigma = sigma.max(1e-10).ln();
+        let n = self.log_sigmas.len();
+        // Index of the last training log sigma <= log_sigma, kept one below the end.
+        let below = self.log_sigmas.partition_point(|&l| l <= log_sigma);
+        let low = below.saturating_sub(1).min(n - 2);
+        let (low_log, high_log) = (self.log_sigmas[low], self.log_sigmas[low + 1]);
+        let w = ((low_log - log_sigma) / (low_log - high_log)).clamp(0.0, 1.0);
+        low as f64 + w
+    }
+
+    /// The training step nearest to `sigma` in log sigma (ComfyUI's `timestep`, k-diffusion's
+    /// `quantize=True`), as real UNets were trained on integer timesteps.
+    pub fn sigma_to_timestep_quantized(&self, sigma: f64) -> f64 {
+        self.sigma_to_timestep(sigma).round()
+    }
+
+    /// Sigma at a fractional timestep, interpolating log sigma (ComfyUI's `sigma`).
+    pub fn timestep_to_sigma(&self, timestep: f64) -> f64 {
+        let t = timestep.clamp(0.0, (self.sigmas.len() - 1) as f64);
+        let low = t.floor() as usize;
+        let high = t.ceil() as usize;
+        let w = t - low as f64;
+        ((1.0 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
+    }
+
+    /// `steps + 1` sigmas, descending, the last one 0.
+    pub fn sigmas(&self, kind: ScheduleKind, steps: usize) -> Result<Vec<f64>> {
+        if steps == 0 {
+            return Err(ModelError::Other("a schedule needs at least 1 step".into()));
+        }
+        if steps > MAX_SCHEDULE_STEPS {
+            return Err(ModelError::Other(format!(
+                "a schedule of {steps} steps is too long (at most {MAX_SCHEDULE_STEPS}; \
+                 a very small denoise asks for steps / denoise)"
+            )));
+        }
+        let (sigma_min, sigma_max) = (self.sigma_min(), self.sigma_max());
+        let mut sigmas: Vec<f64> = match kind {
+            ScheduleKind::Normal | ScheduleKind::SgmUniform => {
+                let start = self.sigma_to_timestep(sigma_max);
+                let end = self.sigma_to_timestep(sigma_min);
+                let timesteps = if kind == ScheduleKind::SgmUniform {
+                    let mut t = linspace(start, end, steps + 1);
+                    t.pop();
+                    t
+                } else {
+                    linspace(start, end, steps)
+                };
+                timesteps
+                    .into_iter()
+                    .map(|t| self.timestep_to_sigma(t))
+                    .collect()
+            }
+            ScheduleKind::Karras => {
+                const RHO: f64 = 7.0;
+                let min_inv_rho = sigma_min.powf(1.0 / RHO);
+                let max_inv_rho = sigma_max.powf(1.0 / RHO);
+                linspace(0.0, 1.0, steps)
+                    .into_iter()
+                    .map(|ramp| (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)).powf(RHO))
+                    .collect()
+            }
+            ScheduleKind::Exponential => linspace(sigma_max.ln(), sigma_min.ln(), steps)
+                .into_iter()
+                .map(f64::exp)
+                .collect(),
+            ScheduleKind::Simple => {
+                let stride = self.sigmas.len() as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| self.sigmas[self.sigmas.len() - 1 - (i as f64 * stride) as usize])
+                    .collect()
+            }
+            ScheduleKind::DdimUniform => {
+                // Exactly `steps` timesteps (ComfyUI's loop can yield a few more when `steps`
+                // does not divide the training steps).
+                let train_steps = self.sigmas.len();
+                if steps >= train_steps {
+                    return Err(ModelError::Other(format!(
+                        "ddim_uniform supports at most {} steps, got {steps}",
+                        train_steps - 1
+                    )));
+                }
+                let stride = train_steps / steps;
+                (0..steps)
+                    .rev()
+                    .map(|i| self.sigmas[1 + i * stride])
+                    .collect()
+            }
+        };
+        sigmas.push(0.0);
+        Ok(sigmas)
+    }
+
+    /// The schedule for img2img with strength `denoise` (ComfyUI's `KSampler.set_steps`): the
+    /// last `steps + 1` sigmas of a `floor(steps / denoise)`-step schedule. `denoise` >= 0.9999
+    /// is the full schedule; 0 gives no sigmas (the latent is returned unchanged).
+    pub fn sigmas_for_denoise(
+        &self,
+        kind: ScheduleKind,
+        steps: usize,
+        denoise: f64,
+    ) -> Result<Vec<f64>> {
+        if !(0.0..=1.0).contains(&denoise) {
+            return Err(ModelError::Other(format!(
+                "denoise must be in [0, 1], got {denoise}"
+            )));
+        }
+        if steps > MAX_STEPS {
+            return Err(ModelError::Other(format!(
+                "{steps} steps is too many (at most {MAX_STEPS})"
+            )));
+        }
+        if denoise > 0.9999 {
+            return self.sigmas(kind, steps);
+        }
+        if denoise <= 0.0 {
+            return Ok(Vec::new());
+        }
+        let total_steps = (steps as f64 / denoise) as usize;
+        let full = self.sigmas(kind, total_steps)?;
+        Ok(full[full.len() - (steps + 1)..].to_vec())
+    }
+
+    /// Whether `first_sigma` starts from (or above) pure noise, in which case the initial noise
+    /// is scaled by sqrt(1 + sigma^2) rather than sigma (ComfyUI's `max_denoise`).
+    pub fn is_max_denoise(&self, first_sigma: f64) -> bool {
+        let max = self.sigma_max();
+        first_sigma > max || (first_sigma - max).abs() <= 1e-5 * first_sigma.abs().max(max.abs())
+    }
+}
+
+/// `n` evenly spaced values from `start` to `end` inclusive (numpy/torch `linspace`).
+pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![start],
+        _ => {
+            let step = (end - start) / (n - 1) as f64;
+            (0..n)
+                .map(|i| {
+                    // Anchor the second half on `end` so the last value is exact (as torch does).
+                    if i < n / 2 {
+                        start + step * i as f64
+                    } else {
+                        end - step * (n - 1 - i) as f64
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd() -> DiscreteSchedule {
+        DiscreteSchedule::stable_diffusion()
+    }
+
+    fn assert_descending_to_zero(sigmas: &[f64], steps: usize, what: &str) {
+        assert_eq!(sigmas.len(), steps + 1, "{what}: length");
+        assert_eq!(*sigmas.last().unwrap(), 0.0, "{what}: last sigma");
+        for pair in sigmas.windows(2) {
+            assert!(pair[0] > pair[1], "{what}: not descending: {sigmas:?}");
+        }
+    }
+
+    #[test]
+    fn sd_training_sigmas_span_the_known_range() {
+        let s = sd();
+        assert!((s.sigma_min() - 0.029168).abs() < 1e-5, "{}", s.sigma_min());
+        assert!(
+            (s.sigma_max() - 14.614642).abs() < 1e-5,
+            "{}",
+            s.sigma_max()
+        );
+    }
+
+    #[test]
+    fn every_schedule_descends_to_zero_with_steps_plus_one_sigmas() {
+        let s = sd();
+        for name in ScheduleKind::NAMES {
+            let kind = ScheduleKind::from_name(name).unwrap();
+            for steps in [1, 2, 7, 10, 25, 999] {
+                let sigmas = s.sigmas(kind, steps).unwrap();
+                assert_descending_to_zero(&sigmas, steps, &format!("{name} x{steps}"));
+            }
+        }
+    }
+
+    #[test]
+    fn karras_and_exponential_start_at_sigma_max_and_end_at_sigma_min() {
+        let s = sd();
+        for kind in [
+            ScheduleKind::Karras,
+            ScheduleKind::Exponential,
+            ScheduleKind::Normal,
+        ] {
+            let sigmas = s.sigmas(kind, 20).unwrap();
+            assert!((sigmas[0] - s.sigma_max()).abs() < 1e-9, "{kind:?}");
+            assert!((sigmas[19] - s.sigma_min()).abs() < 1e-9, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn simple_takes_training_sigmas_from_the_top() {
+        let s = sd();
+        let sigmas = s.sigmas(ScheduleKind::Simple, 4).unwrap();
+        let train = s.train_sigmas();
+        assert_eq!(
+            sigmas,
+            vec![train[999], train[749], train[499], train[249], 0.0]
+        );
+    }
+
+    #[test]
+    fn ddim_uniform_uses_leading_timesteps_with_offset_one() {
+        let s = sd();
+        let sigmas = s.sigmas(ScheduleKind::DdimUniform, 10).unwrap();
+        let train = s.train_sigmas();
+        let expected: Vec<f64> = (0..10)
+            .rev()
+            .map(|i| train[1 + 100 * i])
+            .chain([0.0])
+            .collect();
+        assert_eq!(sigmas, expected);
+    }
+
+    #[test]
+    fn sgm_uniform_drops_the_last_of_steps_plus_one_timesteps() {
+        let s = sd();
+        let sigmas = s.sigmas(ScheduleKind::SgmUniform, 10).unwrap();
+        assert!((sigmas[0] - s.sigma_max()).abs() < 1e-9);
+        assert!((sigmas[9] - s.timestep_to_sigma(99.9)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sigma_and_timestep_round_trip() {
+        let s = sd();
+        for t in [0.0, 0.5, 1.0, 123.25, 500.0, 998.7, 999.0] {
+            let back = s.sigma_to_timestep(s.timestep_to_sigma(t));
+            assert!((back - t).abs() < 1e-6, "{t} -> {back}");
+        }
+        assert_eq!(s.sigma_to_timestep(0.0), 0.0);
+        assert_eq!(s.sigma_to_timestep(1e6), 999.0);
+        assert_eq!(
+            s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.4)),
+            41.0
+        );
+        assert_eq!(
+            s.sigma_to_timestep_quantized(s.timestep_to_sigma(41.6)),
+            42.0
+        );
+    }
+
+    #[test]
+    fn img2img_keeps_the_tail_of_a_longer_schedule() {
+        let s = sd();
+        let full = s.sigmas(ScheduleKind::Normal, 20).unwrap();
+        let half = s.sigmas_for_denoise(ScheduleKind::Normal, 10, 0.5).unwrap();
+        assert_eq!(half, full[10..].to_vec());
+        // floor(10 / 0.3) = 33 steps, keep the last 11 sigmas.
+        let tail = s.sigmas_for_denoise(ScheduleKind::Karras, 10, 0.3).unwrap();
+        let long = s.sigmas(ScheduleKind::Karras, 33).unwrap();
+        assert_eq!(tail, long[23..].to_vec());
+        assert!(!s.is_max_denoise(tail[0]));
+        assert!(s.is_max_denoise(full[0]));
+        assert_eq!(
+            s.sigmas_for_denoise(ScheduleKind::Normal, 10, 1.0).unwrap(),
+            s.sigmas(ScheduleKind::Normal, 10).unwrap()
+        );
+        assert!(s
+            .sigmas_for_denoise(ScheduleKind::Normal, 10, 0.0)
+            .unwrap()
+            .is_empty());
+        assert!(s.sigmas_for_denoise(ScheduleKind::Normal, 10, 1.5).is_err());
+        assert!(s
+            .sigmas_for_denoise(ScheduleKind::Normal, 10, f64::NAN)
+            .is_err());
+    }
+
+    #[test]
+    fn linear_betas_are_accepted_and_differ() {
+        let linear = DiscreteSchedule::new(
+            BetaSchedule::from_name("linear").unwrap(),
+            0.00085,
+            0.012,
+            1000,
+        )
+        .unwrap();
+        assert!(linear.sigma_max() > sd().sigma_max());
+        assert!(BetaSchedule::from_name("cosine").is_err());
+        assert!(DiscreteSchedule::new(BetaSchedule::Linear, 0.0, 0.012, 1000).is_err());
+        assert!(ScheduleKind::from_name("bogus").is_err());
+        assert!(sd().sigmas(ScheduleKind::Normal, 0).is_err());
+        assert!(sd().sigmas(ScheduleKind::DdimUniform, 1000).is_err());
+    }
+
+    #[test]
+    fn linspace_matches_numpy_endpoints() {
+        assert_eq!(linspace(999.0, 0.0, 10)[9], 0.0);
+        assert_eq!(linspace(999.0, 0.0, 10)[1], 888.0);
+        assert_eq!(linspace(2.0, 5.0, 1), vec![2.0]);
+    }
+}
