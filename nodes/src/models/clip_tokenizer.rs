@@ -112,8 +112,12 @@ impl ClipTokenizer {
             ));
         }
         let byte_to_char = bytes_to_unicode();
-        let mut decoder: Vec<String> = byte_to_char.iter().map(|c| c.to_string()).collect();
-        decoder.extend(byte_to_char.iter().map(|c| format!("{c}{END_OF_WORD}")));
+        // The reference lists byte characters in its table's insertion order: bytes that map
+        // to themselves first, then the remapped ones (both ascending), i.e. by character.
+        let mut byte_chars: Vec<char> = byte_to_char.to_vec();
+        byte_chars.sort_unstable();
+        let mut decoder: Vec<String> = byte_chars.iter().map(|c| c.to_string()).collect();
+        decoder.extend(byte_chars.iter().map(|c| format!("{c}{END_OF_WORD}")));
         let mut pairs = Vec::with_capacity(MERGE_COUNT);
         for (n, line) in merge_lines.iter().enumerate() {
             let mut parts = line.split(' ');
