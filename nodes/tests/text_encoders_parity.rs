@@ -41,7 +41,10 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     let err = max_abs(got, want);
     println!("{what}: max abs error {err:.3e}");
-    assert!(err <= TOLERANCE, "{what}: max abs error {err:.3e} > {TOLERANCE:e}");
+    assert!(
+        err <= TOLERANCE,
+        "{what}: max abs error {err:.3e} > {TOLERANCE:e}"
+    );
 }
 
 #[test]
@@ -52,24 +55,46 @@ fn clip_tokenizer_matches_transformers_on_50_prompts() {
     let cases = fixture["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 50);
     let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
     let mut failures = Vec::new();
     for case in cases {
         let text = case["text"].as_str().unwrap();
         let checks = [
-            ("with special", tok.encode_with_special(text), ids(&case["ids"])),
+            (
+                "with special",
+                tok.encode_with_special(text),
+                ids(&case["ids"]),
+            ),
             ("raw", tok.encode(text), ids(&case["raw_ids"])),
-            ("padded 77", tok.encode_padded(text, 77, EOS_TOKEN_ID), ids(&case["padded77"])),
+            (
+                "padded 77",
+                tok.encode_padded(text, 77, EOS_TOKEN_ID),
+                ids(&case["padded77"]),
+            ),
         ];
         for (kind, got, want) in checks {
             if got != want {
-                failures.push(format!("{text:?} ({kind}):\n  got  {got:?}\n  want {want:?}"));
+                failures.push(format!(
+                    "{text:?} ({kind}):\n  got  {got:?}\n  want {want:?}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
-    assert_eq!(tok.decode(&tok.encode("A photo of a CAT!")), "a photo of a cat !");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        tok.decode(&tok.encode("A photo of a CAT!")),
+        "a photo of a cat !"
+    );
 }
 
 fn tiny_clip_config(meta: &serde_json::Value) -> ClipTextConfig {
@@ -98,10 +123,22 @@ fn check_tiny_clip(name: &str) {
     let model = ClipTextModel::new(&weights, "text_model", config).unwrap();
     let ids = &data["input_ids"];
 
-    assert_close(&format!("{name} last_hidden_state"), &model.forward(ids).unwrap(), &data["ref.last_hidden_state"]);
+    assert_close(
+        &format!("{name} last_hidden_state"),
+        &model.forward(ids).unwrap(),
+        &data["ref.last_hidden_state"],
+    );
     let out = model.forward_with(ids, ClipLayer::Skip(1), false).unwrap();
-    assert_close(&format!("{name} penultimate"), &out.hidden_state, &data["ref.penultimate_hidden_state"]);
-    assert_close(&format!("{name} pooled"), &out.pooled, &data["ref.pooler_output"]);
+    assert_close(
+        &format!("{name} penultimate"),
+        &out.hidden_state,
+        &data["ref.penultimate_hidden_state"],
+    );
+    assert_close(
+        &format!("{name} pooled"),
+        &out.pooled,
+        &data["ref.pooler_output"],
+    );
     let normed = model.forward_with(ids, ClipLayer::Skip(1), true).unwrap();
     assert_close(
         &format!("{name} penultimate + final norm"),
@@ -114,7 +151,11 @@ fn check_tiny_clip(name: &str) {
     let window_weights = &data["weighted.weights"];
     let windows: Vec<WeightedWindow> = (0..2)
         .map(|k| WeightedWindow {
-            ids: Vec::<i64>::try_from(window_ids.get(k)).unwrap().into_iter().map(|i| i as u32).collect(),
+            ids: Vec::<i64>::try_from(window_ids.get(k))
+                .unwrap()
+                .into_iter()
+                .map(|i| i as u32)
+                .collect(),
             weights: Vec::<f32>::try_from(window_weights.get(k)).unwrap(),
         })
         .collect();
@@ -126,7 +167,11 @@ fn check_tiny_clip(name: &str) {
     };
     let (z, pooled) = encode_weighted(&model, &windows, ClipLayer::Last, true, &special).unwrap();
     assert_close(&format!("{name} weighted"), &z, &data["ref.weighted"]);
-    assert_close(&format!("{name} weighted pooled"), &pooled, &data["ref.weighted_pooled"]);
+    assert_close(
+        &format!("{name} weighted pooled"),
+        &pooled,
+        &data["ref.weighted_pooled"],
+    );
 }
 
 #[test]
@@ -163,9 +208,17 @@ fn tiny_bert_matches_transformers() {
     let model = BertModel::new(&weights, "", config).unwrap();
     let mask = &data["attention_mask"];
     let hidden = model.forward(&data["input_ids"], Some(mask)).unwrap();
-    assert_close("tiny BERT last_hidden_state", &hidden, &data["ref.last_hidden_state"]);
+    assert_close(
+        "tiny BERT last_hidden_state",
+        &hidden,
+        &data["ref.last_hidden_state"],
+    );
     let pooled = mean_pool_normalized(&hidden, Some(mask)).unwrap();
-    assert_close("tiny BERT sentence embedding", &pooled, &data["ref.sentence_embedding"]);
+    assert_close(
+        "tiny BERT sentence embedding",
+        &pooled,
+        &data["ref.sentence_embedding"],
+    );
 }
 
 #[test]
@@ -181,7 +234,12 @@ fn minilm_real_weights_match_transformers() {
     }
     let minilm = MiniLm::load(&dir, Device::Cpu).unwrap();
     let fixture = json("minilm_sentences.json");
-    let reference = read_safetensors(&fixtures().join("minilm_reference.safetensors"), Device::Cpu, None).unwrap();
+    let reference = read_safetensors(
+        &fixtures().join("minilm_reference.safetensors"),
+        Device::Cpu,
+        None,
+    )
+    .unwrap();
     let sentences = fixture["sentences"].as_array().unwrap();
     let mut worst = 1.0f64;
     for (i, s) in sentences.iter().enumerate() {
@@ -192,7 +250,11 @@ fn minilm_real_weights_match_transformers() {
             .iter()
             .map(|x| x.as_u64().unwrap() as u32)
             .collect();
-        assert_eq!(minilm.token_ids(text).unwrap(), want_ids, "token ids of {text:?}");
+        assert_eq!(
+            minilm.token_ids(text).unwrap(),
+            want_ids,
+            "token ids of {text:?}"
+        );
         let got = minilm.sentence_embedding(text).unwrap();
         let want = reference["sentence_embeddings"].get(i as i64);
         let cosine = Tensor::cosine_similarity(&got, &want, 0, 1e-8).double_value(&[]);
@@ -200,8 +262,15 @@ fn minilm_real_weights_match_transformers() {
         assert!(cosine >= 0.9999, "{text:?}: cosine {cosine}");
         assert!((got.norm().double_value(&[]) - 1.0).abs() < 1e-5);
     }
-    println!("MiniLM: {} sentences, worst cosine {worst:.7}", sentences.len());
+    println!(
+        "MiniLM: {} sentences, worst cosine {worst:.7}",
+        sentences.len()
+    );
     let tokens = minilm.embed_tokens(sentences[0].as_str().unwrap()).unwrap();
-    assert_close("MiniLM token embeddings", &tokens.squeeze_dim(0), &reference["first_token_embeddings"]);
+    assert_close(
+        "MiniLM token embeddings",
+        &tokens.squeeze_dim(0),
+        &reference["first_token_embeddings"],
+    );
     assert_eq!(tokens.kind(), Kind::Float);
 }

@@ -75,7 +75,12 @@ impl BertLayer {
             key: Linear::new(w, &p("attention.self.key"), d, d),
             value: Linear::new(w, &p("attention.self.value"), d, d),
             attention_output: Linear::new(w, &p("attention.output.dense"), d, d),
-            attention_norm: LayerNorm::new(w, &p("attention.output.LayerNorm"), d, c.layer_norm_eps),
+            attention_norm: LayerNorm::new(
+                w,
+                &p("attention.output.LayerNorm"),
+                d,
+                c.layer_norm_eps,
+            ),
             intermediate: Linear::new(w, &p("intermediate.dense"), d, c.intermediate_size),
             output: Linear::new(w, &p("output.dense"), c.intermediate_size, d),
             output_norm: LayerNorm::new(w, &p("output.LayerNorm"), d, c.layer_norm_eps),
@@ -116,11 +121,18 @@ impl BertModel {
     pub fn new(weights: &Weights, prefix: &str, config: BertConfig) -> Result<Self> {
         let d = config.hidden_size;
         let emb = join(prefix, "embeddings");
-        for unused in ["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"] {
+        for unused in [
+            "embeddings.position_ids",
+            "pooler.dense.weight",
+            "pooler.dense.bias",
+        ] {
             let _ = weights.get_optional(&join(prefix, unused));
         }
         let model = Self {
-            word_embeddings: weights.get(&join(&emb, "word_embeddings.weight"), &[config.vocab_size, d]),
+            word_embeddings: weights.get(
+                &join(&emb, "word_embeddings.weight"),
+                &[config.vocab_size, d],
+            ),
             position_embeddings: weights.get(
                 &join(&emb, "position_embeddings.weight"),
                 &[config.max_position_embeddings, d],
@@ -129,9 +141,20 @@ impl BertModel {
                 &join(&emb, "token_type_embeddings.weight"),
                 &[config.type_vocab_size, d],
             ),
-            embeddings_norm: LayerNorm::new(weights, &join(&emb, "LayerNorm"), d, config.layer_norm_eps),
+            embeddings_norm: LayerNorm::new(
+                weights,
+                &join(&emb, "LayerNorm"),
+                d,
+                config.layer_norm_eps,
+            ),
             layers: (0..config.num_hidden_layers)
-                .map(|i| BertLayer::new(weights, &join(prefix, &format!("encoder.layer.{i}")), &config))
+                .map(|i| {
+                    BertLayer::new(
+                        weights,
+                        &join(prefix, &format!("encoder.layer.{i}")),
+                        &config,
+                    )
+                })
                 .collect(),
             config,
         };
@@ -196,8 +219,14 @@ impl BertModel {
         .and_then(|m| m.f_view([batch, 1, 1, seq]))
         .context(|| "BERT attention mask".into())?;
         let emb_ctx = || "BERT embeddings".to_string();
-        let positions = self.position_embeddings.f_narrow(0, 0, seq).context(emb_ctx)?;
-        let token_type = self.token_type_embeddings.f_narrow(0, 0, 1).context(emb_ctx)?;
+        let positions = self
+            .position_embeddings
+            .f_narrow(0, 0, seq)
+            .context(emb_ctx)?;
+        let token_type = self
+            .token_type_embeddings
+            .f_narrow(0, 0, 1)
+            .context(emb_ctx)?;
         let x = Tensor::f_embedding(&self.word_embeddings, &ids, -1, false, false)
             .and_then(|t| t.f_add(&positions))
             .and_then(|t| t.f_add(&token_type))
@@ -216,7 +245,9 @@ pub fn mean_pool_normalized(hidden: &Tensor, attention_mask: Option<&Tensor>) ->
     let ctx = || "mean pooling".to_string();
     let (batch, seq, _) = hidden.size3().context(ctx)?;
     let mask = match attention_mask {
-        Some(m) => m.f_to_device(hidden.device()).and_then(|m| m.f_to_kind(hidden.kind())),
+        Some(m) => m
+            .f_to_device(hidden.device())
+            .and_then(|m| m.f_to_kind(hidden.kind())),
         None => Tensor::f_ones([batch, seq], (hidden.kind(), hidden.device())),
     }
     .and_then(|m| m.f_unsqueeze(-1))
@@ -249,7 +280,8 @@ pub struct MiniLm {
 
 impl MiniLm {
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
-        let weights = Weights::from_safetensors(&dir.join("model.safetensors"), device, Some(Kind::Float))?;
+        let weights =
+            Weights::from_safetensors(&dir.join("model.safetensors"), device, Some(Kind::Float))?;
         let model = BertModel::new(&weights, "", BertConfig::all_minilm_l6_v2())?;
         let tokenizer_path = dir.join("tokenizer.json");
         let format_err = |message: String| ModelError::Format {

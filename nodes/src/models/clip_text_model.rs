@@ -60,8 +60,14 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
-            .context(|| format!("{}: layer norm", self.name))
+        x.f_layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+        .context(|| format!("{}: layer norm", self.name))
     }
 }
 
@@ -195,8 +201,18 @@ impl EncoderLayer {
             v_proj: Linear::new(weights, &join(&attn, "v_proj"), d, d),
             out_proj: Linear::new(weights, &join(&attn, "out_proj"), d, d),
             layer_norm2: LayerNorm::new(weights, &join(prefix, "layer_norm2"), d, eps),
-            fc1: Linear::new(weights, &join(prefix, "mlp.fc1"), d, config.intermediate_size),
-            fc2: Linear::new(weights, &join(prefix, "mlp.fc2"), config.intermediate_size, d),
+            fc1: Linear::new(
+                weights,
+                &join(prefix, "mlp.fc1"),
+                d,
+                config.intermediate_size,
+            ),
+            fc2: Linear::new(
+                weights,
+                &join(prefix, "mlp.fc2"),
+                config.intermediate_size,
+                d,
+            ),
             heads: config.num_attention_heads,
             activation: config.hidden_act,
         }
@@ -211,9 +227,13 @@ impl EncoderLayer {
             self.heads,
             AttentionMask::Causal,
         )?;
-        let x = x.f_add(&self.out_proj.forward(&attended)?).context(|| "residual".into())?;
+        let x = x
+            .f_add(&self.out_proj.forward(&attended)?)
+            .context(|| "residual".into())?;
         let h = self.layer_norm2.forward(&x)?;
-        let h = self.fc2.forward(&self.activation.apply(&self.fc1.forward(&h)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.activation.apply(&self.fc1.forward(&h)?)?)?;
         x.f_add(&h).context(|| "residual".into())
     }
 }
@@ -239,11 +259,15 @@ pub(crate) fn attention(
             .and_then(|t| t.f_transpose(1, 2))
     };
     let ctx = || "attention".to_string();
-    let (q, k, v) = (split(q).context(ctx)?, split(k).context(ctx)?, split(v).context(ctx)?);
+    let (q, k, v) = (
+        split(q).context(ctx)?,
+        split(k).context(ctx)?,
+        split(v).context(ctx)?,
+    );
     let out = match mask {
-        AttentionMask::Causal => {
-            Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)
-        }
+        AttentionMask::Causal => Tensor::f_scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, true, None, false,
+        ),
         AttentionMask::Keys(m) => {
             Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false)
         }
@@ -272,13 +296,22 @@ impl ClipTextModel {
         // A buffer some exports carry; the model computes positions itself.
         let _ = weights.get_optional(&join(&emb, "position_ids"));
         let model = Self {
-            token_embedding: weights.get(&join(&emb, "token_embedding.weight"), &[config.vocab_size, d]),
+            token_embedding: weights.get(
+                &join(&emb, "token_embedding.weight"),
+                &[config.vocab_size, d],
+            ),
             position_embedding: weights.get(
                 &join(&emb, "position_embedding.weight"),
                 &[config.max_position_embeddings, d],
             ),
             layers: (0..config.num_hidden_layers)
-                .map(|i| EncoderLayer::new(weights, &join(prefix, &format!("encoder.layers.{i}")), &config))
+                .map(|i| {
+                    EncoderLayer::new(
+                        weights,
+                        &join(prefix, &format!("encoder.layers.{i}")),
+                        &config,
+                    )
+                })
                 .collect(),
             final_layer_norm: LayerNorm::new(
                 weights,
@@ -302,7 +335,9 @@ impl ClipTextModel {
 
     /// `last_hidden_state` `[batch, seq, hidden]` of token ids `[batch, seq]` (or `[seq]`).
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_with(input_ids, ClipLayer::Last, true)?.hidden_state)
+        Ok(self
+            .forward_with(input_ids, ClipLayer::Last, true)?
+            .hidden_state)
     }
 
     /// The hidden state of `layer` and the pooled output. For `ClipLayer::Skip`,

@@ -31,7 +31,8 @@ const MERGE_COUNT: usize = 49152 - 256 - 2;
 
 /// Words the byte-level BPE splits text into; the special-token alternatives come first so a
 /// lowercased `<|STARTOFTEXT|>` stays one word, as in the reference.
-const WORD_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+";
+const WORD_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+";
 
 pub struct ClipTokenizer {
     encoder: HashMap<String, u32>,
@@ -57,8 +58,9 @@ impl std::fmt::Debug for ClipTokenizer {
 /// without whitespace or control characters: printable Latin-1 bytes map to themselves, the
 /// others to 256, 257, ... in byte order.
 fn bytes_to_unicode() -> [char; 256] {
-    let keeps_itself =
-        |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let keeps_itself = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut table = ['\0'; 256];
     let mut next_free = 256u32;
     for b in 0..256u32 {
@@ -122,7 +124,10 @@ impl ClipTokenizer {
         for (n, line) in merge_lines.iter().enumerate() {
             let mut parts = line.split(' ');
             let (Some(left), Some(right), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(format!("merge line {}: expected two symbols: {line:?}", n + 2));
+                return Err(format!(
+                    "merge line {}: expected two symbols: {line:?}",
+                    n + 2
+                ));
             };
             pairs.push((left, right));
             decoder.push(format!("{left}{right}"));
@@ -137,10 +142,9 @@ impl ClipTokenizer {
         let mut merges = HashMap::with_capacity(MERGE_COUNT);
         for (rank, (left, right)) in pairs.iter().enumerate() {
             let id = |s: &str| {
-                encoder
-                    .get(s)
-                    .copied()
-                    .ok_or_else(|| format!("merge {left} {right}: symbol {s:?} is not in the vocabulary"))
+                encoder.get(s).copied().ok_or_else(|| {
+                    format!("merge {left} {right}: symbol {s:?} is not in the vocabulary")
+                })
             };
             let merged = id(&format!("{left}{right}"))?;
             merges.insert((id(left)?, id(right)?), (rank as u32, merged));
@@ -210,11 +214,7 @@ impl ClipTokenizer {
     /// the single-window layout of diffusers pipelines (SD1 pads with eos, SD2's OpenCLIP with 0).
     pub fn encode_padded(&self, text: &str, length: usize, pad_id: u32) -> Vec<u32> {
         let mut ids = vec![BOS_TOKEN_ID];
-        ids.extend(
-            self.encode(text)
-                .into_iter()
-                .take(length.saturating_sub(2)),
-        );
+        ids.extend(self.encode(text).into_iter().take(length.saturating_sub(2)));
         ids.push(EOS_TOKEN_ID);
         ids.truncate(length);
         ids.resize(length, pad_id);
@@ -260,7 +260,10 @@ impl ClipTokenizer {
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(word).cloned()) {
             return hit;
         }
-        let chars: Vec<char> = word.bytes().map(|b| self.byte_to_char[b as usize]).collect();
+        let chars: Vec<char> = word
+            .bytes()
+            .map(|b| self.byte_to_char[b as usize])
+            .collect();
         let mut symbols: Vec<u32> = chars
             .iter()
             .enumerate()

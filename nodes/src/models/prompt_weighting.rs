@@ -187,7 +187,13 @@ impl WeightedWindow {
 pub fn weighted_tokens(tokenizer: &ClipTokenizer, text: &str) -> Vec<Vec<(u32, f32)>> {
     parse_weighted(text)
         .into_iter()
-        .map(|(segment, w)| tokenizer.encode(&segment).into_iter().map(|id| (id, w)).collect())
+        .map(|(segment, w)| {
+            tokenizer
+                .encode(&segment)
+                .into_iter()
+                .map(|id| (id, w))
+                .collect()
+        })
         .filter(|group: &Vec<(u32, f32)>| !group.is_empty())
         .collect()
 }
@@ -236,9 +242,14 @@ pub fn encode_weighted(
 ) -> Result<(Tensor, Tensor)> {
     let ctx = || "weighted prompt encoding".to_string();
     if windows.is_empty() {
-        return Err(ModelError::Other("weighted prompt encoding: no windows".into()));
+        return Err(ModelError::Other(
+            "weighted prompt encoding: no windows".into(),
+        ));
     }
-    if let Some(bad) = windows.iter().find(|w| w.ids.len() != CONTEXT_LENGTH || w.weights.len() != CONTEXT_LENGTH) {
+    if let Some(bad) = windows
+        .iter()
+        .find(|w| w.ids.len() != CONTEXT_LENGTH || w.weights.len() != CONTEXT_LENGTH)
+    {
         return Err(ModelError::Shape {
             context: ctx(),
             message: format!(
@@ -249,7 +260,10 @@ pub fn encode_weighted(
         });
     }
     let weighted = windows.iter().any(WeightedWindow::has_weights);
-    let mut ids: Vec<i64> = windows.iter().flat_map(|w| w.ids.iter().map(|&i| i as i64)).collect();
+    let mut ids: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w.ids.iter().map(|&i| i as i64))
+        .collect();
     if weighted {
         let empty = special.empty_window();
         ids.extend(empty.ids.iter().map(|&i| i as i64));
@@ -267,7 +281,10 @@ pub fn encode_weighted(
     if weighted {
         let _guard = tch::no_grad_guard();
         let z_empty = out.hidden_state.f_narrow(0, n, 1).context(ctx)?;
-        let w: Vec<f32> = windows.iter().flat_map(|w| w.weights.iter().copied()).collect();
+        let w: Vec<f32> = windows
+            .iter()
+            .flat_map(|w| w.weights.iter().copied())
+            .collect();
         let w = Tensor::from_slice(&w)
             .f_view([n, CONTEXT_LENGTH as i64, 1])
             .and_then(|t| t.f_to_device(device))
@@ -312,7 +329,13 @@ mod tests {
     fn parentheses_and_brackets_scale_by_1_1() {
         approx(
             &parse_weighted("a (red) [blue] circle"),
-            &[("a ", 1.0), ("red", 1.1), (" ", 1.0), ("blue", 1.0 / 1.1), (" circle", 1.0)],
+            &[
+                ("a ", 1.0),
+                ("red", 1.1),
+                (" ", 1.0),
+                ("blue", 1.0 / 1.1),
+                (" circle", 1.0),
+            ],
         );
     }
 
@@ -321,14 +344,20 @@ mod tests {
         approx(&parse_weighted("((red))"), &[("red", 1.21)]);
         approx(&parse_weighted("[[red]]"), &[("red", 1.0 / 1.21)]);
         approx(&parse_weighted("([red])"), &[("red", 1.0)]);
-        approx(&parse_weighted("(a (b) c)"), &[("a ", 1.1), ("b", 1.21), (" c", 1.1)]);
+        approx(
+            &parse_weighted("(a (b) c)"),
+            &[("a ", 1.1), ("b", 1.21), (" c", 1.1)],
+        );
     }
 
     #[test]
     fn explicit_weight_replaces_the_enclosing_one() {
         approx(&parse_weighted("(red:1.5)"), &[("red", 1.5)]);
         approx(&parse_weighted("((red:0.5))"), &[("red", 0.5)]);
-        approx(&parse_weighted("(a (b:2) c:0.5)"), &[("a ", 0.5), ("b", 2.0), (" c", 0.5)]);
+        approx(
+            &parse_weighted("(a (b:2) c:0.5)"),
+            &[("a ", 0.5), ("b", 2.0), (" c", 0.5)],
+        );
         approx(&parse_weighted("( red : 1.25 )"), &[(" red ", 1.25)]);
     }
 
@@ -341,7 +370,10 @@ mod tests {
 
     #[test]
     fn escaped_and_unmatched_brackets_are_literal() {
-        approx(&parse_weighted(r"\(not weighted\)"), &[("(not weighted)", 1.0)]);
+        approx(
+            &parse_weighted(r"\(not weighted\)"),
+            &[("(not weighted)", 1.0)],
+        );
         approx(&parse_weighted(r"(a \(b\))"), &[("a (b)", 1.1)]);
         approx(&parse_weighted(r"\[x\]"), &[("[x]", 1.0)]);
         approx(&parse_weighted("a (b"), &[("a (b", 1.0)]);
