@@ -274,3 +274,73 @@ fn minilm_real_weights_match_transformers() {
     );
     assert_eq!(tokens.kind(), Kind::Float);
 }
+
+#[test]
+fn bad_weights_and_inputs_are_errors_not_panics() {
+    let (weights, _) = load("clip_tiny_quick_gelu.safetensors", "text_model.");
+    // Built for a wider model: every tensor is mis-shaped, reported together.
+    let wide = ClipTextConfig {
+        hidden_size: 64,
+        ..ClipTextConfig::tiny()
+    };
+    let err = ClipTextModel::new(&weights, "text_model", wide)
+        .err()
+        .expect("mis-shaped weights");
+    let message = err.to_string();
+    assert!(
+        message.contains("mis-shaped tensor text_model.embeddings.token_embedding.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("text_model.final_layer_norm.bias"),
+        "{message}"
+    );
+
+    let (weights, _) = load("clip_tiny_quick_gelu.safetensors", "text_model.");
+    let message = ClipTextModel::new(&weights, "wrong_prefix", ClipTextConfig::tiny())
+        .err()
+        .expect("wrong prefix")
+        .to_string();
+    assert!(
+        message.contains("missing tensor wrong_prefix.embeddings.token_embedding.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unexpected tensor text_model."),
+        "{message}"
+    );
+
+    let (weights, _) = load("clip_tiny_quick_gelu.safetensors", "text_model.");
+    let model = ClipTextModel::new(&weights, "text_model", ClipTextConfig::tiny()).unwrap();
+    let out_of_vocab = Tensor::from_slice(&[998i64, 49407, 999]).unsqueeze(0);
+    assert!(model.forward(&out_of_vocab).is_err());
+    assert!(model
+        .forward(&Tensor::zeros([1, 78], (Kind::Int64, Device::Cpu)))
+        .is_err());
+    assert!(model
+        .forward(&Tensor::zeros([1, 2, 3], (Kind::Int64, Device::Cpu)))
+        .is_err());
+    assert!(model
+        .forward_with(
+            &Tensor::zeros([1, 5], (Kind::Int64, Device::Cpu)),
+            ClipLayer::Skip(3),
+            true
+        )
+        .is_err());
+    let bad_window = WeightedWindow {
+        ids: vec![998, 999],
+        weights: vec![1.0, 1.0],
+    };
+    assert!(encode_weighted(
+        &model,
+        &[bad_window],
+        ClipLayer::Last,
+        true,
+        &SpecialTokens::SD1
+    )
+    .is_err());
+    assert!(encode_weighted(&model, &[], ClipLayer::Last, true, &SpecialTokens::SD1).is_err());
+
+    assert!(ClipTokenizer::from_file(Path::new("/nonexistent/bpe.txt.gz")).is_err());
+    assert!(MiniLm::load(Path::new("/nonexistent/minilm"), Device::Cpu).is_err());
+}

@@ -11,10 +11,11 @@
 //! split. Windows are encoded separately and concatenated along the sequence. Weights use
 //! ComfyUI's rule `z = (z - z_empty) * w + z_empty`, with `z_empty` the encoding of the empty
 //! prompt at the same position (A1111's mean-restoring rule is not used).
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::clip_text_model::{ClipLayer, ClipTextModel};
 use super::clip_tokenizer::{ClipTokenizer, BOS_TOKEN_ID, CONTEXT_LENGTH, EOS_TOKEN_ID};
+use crate::error::{ModelError, Result, TchContext};
 
 /// Start, end and padding ids of a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,6 @@ impl SpecialTokens {
         WeightedWindow::start(self).close(self)
     }
 }
-use crate::error::{ModelError, Result, TchContext};
 
 /// Weight factor of one pair of `()` (and the divisor of `[]`).
 const EMPHASIS: f32 = 1.1;
@@ -302,9 +302,22 @@ pub fn encode_weighted(
     let hidden = z.size()[2];
     let z = z
         .f_reshape([1, n * CONTEXT_LENGTH as i64, hidden])
-        .and_then(|t| t.f_to_kind(Kind::Float))
         .context(ctx)?;
     Ok((z, pooled))
+}
+
+/// Prompt text to UNet conditioning in one call: [`tokenize_weighted`] then
+/// [`encode_weighted`]. Returns `[1, 77 * windows, hidden]` and the pooled output `[1, hidden]`.
+pub fn encode_prompt(
+    model: &ClipTextModel,
+    tokenizer: &ClipTokenizer,
+    text: &str,
+    special: &SpecialTokens,
+    layer: ClipLayer,
+    normalize_skipped: bool,
+) -> Result<(Tensor, Tensor)> {
+    let windows = tokenize_weighted(tokenizer, text, special);
+    encode_weighted(model, &windows, layer, normalize_skipped, special)
 }
 
 #[cfg(test)]
