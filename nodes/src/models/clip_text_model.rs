@@ -126,7 +126,8 @@ impl ClipTextConfig {
 
     /// SD 2.x: OpenCLIP ViT-H/14 text tower as diffusers' `stabilityai/stable-diffusion-2-1`
     /// `text_encoder` holds it: 23 of the 24 layers (SD 2 conditions on the penultimate
-    /// layer, so the last was dropped), GELU.
+    /// layer, so the last was dropped), GELU. Use with [`ClipLayer::Last`]; this equals
+    /// ComfyUI's 24-layer model at layer -2 with the final LayerNorm applied.
     pub fn open_clip_vit_h14_sd2() -> Self {
         Self {
             vocab_size: 49408,
@@ -141,7 +142,16 @@ impl ClipTextConfig {
         }
     }
 
-    /// A few-thousand-parameter config for tests (the parity fixtures use it).
+    /// The full 24-layer OpenCLIP ViT-H/14 text tower (single-file SD 2.x checkpoints keep
+    /// the last layer): use with `ClipLayer::Skip(1)` and `normalize_skipped = true` for SD 2.x.
+    pub fn open_clip_vit_h14() -> Self {
+        Self {
+            num_hidden_layers: 24,
+            ..Self::open_clip_vit_h14_sd2()
+        }
+    }
+
+    /// A tiny config (about 50k parameters) for tests; the parity fixtures use it.
     pub fn tiny() -> Self {
         Self {
             vocab_size: 1000,
