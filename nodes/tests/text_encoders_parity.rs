@@ -9,7 +9,9 @@ use tch::{Device, Kind, Tensor};
 use weft_nodes::models::bert::{mean_pool_normalized, BertConfig, BertModel, MiniLm};
 use weft_nodes::models::clip_text_model::{Activation, ClipLayer, ClipTextConfig, ClipTextModel};
 use weft_nodes::models::clip_tokenizer::{ClipTokenizer, EOS_TOKEN_ID};
-use weft_nodes::models::prompt_weighting::{encode_weighted, SpecialTokens, WeightedWindow};
+use weft_nodes::models::prompt_weighting::{
+    encode_weighted, tokenize_weighted, SpecialTokens, WeightedWindow,
+};
 use weft_nodes::weights::{read_safetensors, Weights};
 
 const TOLERANCE: f64 = 1e-4;
@@ -94,6 +96,43 @@ fn clip_tokenizer_matches_transformers_on_50_prompts() {
     assert_eq!(
         tok.decode(&tok.encode("A photo of a CAT!")),
         "a photo of a cat !"
+    );
+}
+
+#[test]
+fn weighted_prompt_windows_match_comfyui() {
+    let tok = ClipTokenizer::from_file(&fixtures().join("bpe_simple_vocab_16e6.txt.gz")).unwrap();
+    let fixture = json("clip_weighted_tokens.json");
+    let mut failures = Vec::new();
+    for case in fixture["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let pad = case["pad"].as_u64().unwrap() as u32;
+        let special = if pad == 0 {
+            SpecialTokens::SD2
+        } else {
+            SpecialTokens::SD1
+        };
+        let got = tokenize_weighted(&tok, text, &special);
+        let want_ids: Vec<Vec<u32>> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let want_weights: Vec<Vec<f32>> = serde_json::from_value(case["weights"].clone()).unwrap();
+        let got_ids: Vec<Vec<u32>> = got.iter().map(|w| w.ids.clone()).collect();
+        let weights_match = got.len() == want_weights.len()
+            && got.iter().zip(&want_weights).all(|(g, w)| {
+                g.weights.len() == w.len()
+                    && g.weights.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-5)
+            });
+        if got_ids != want_ids || !weights_match {
+            failures.push(format!(
+                "{text:?} (pad {pad}):\n  got  {got_ids:?}\n  want {want_ids:?}\n  got weights  {:?}\n  want weights {want_weights:?}",
+                got.iter().map(|w| &w.weights).collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
 

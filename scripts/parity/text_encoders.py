@@ -135,6 +135,118 @@ def clip_tokens():
         cases.append({"text": p, "ids": with_special, "raw_ids": raw, "padded77": padded})
     (FIX / "clip_tokens.json").write_text(json.dumps({"tokenizer": "transformers.CLIPTokenizer", "cases": cases}, ensure_ascii=False, indent=0))
     print(f"clip_tokens.json: {len(cases)} prompts")
+    clip_weighted_tokens(tok)
+
+
+WEIGHTED_PROMPTS = [
+    "",
+    "a red circle",
+    "a (red) circle",
+    "a ((red)) circle on a (blue:1.3) background",
+    "(masterpiece:1.2), (best quality), ((detailed)), 1girl",
+    "(outer (inner:0.5) text:1.4)",
+    "\\(escaped\\) (weighted \\(inner\\):0.9)",
+    "(a:b) (:1.5) (time: 12:30)",
+    "(Mixed CASE:1.1)word(glued)word",
+    " ".join(["cat"] * 74) + " (red blue green:1.2) dog",
+    " ".join(["cat"] * 70) + " (a fairly long weighted segment of many tokens here:1.3) end",
+    " ".join(f"word{i}" for i in range(60)) + ", (" + ", ".join(f"tag{i}" for i in range(30)) + ":0.8)",
+    "portrait of an astronaut, (highly detailed:1.2), digital painting, artstation, concept art, "
+    "smooth, sharp focus, illustration, (art by greg rutkowski:0.9) and alphonse mucha, 8k, "
+    "trending, (volumetric lighting), octane render, unreal engine, cinematic, dramatic lighting, "
+    "golden hour, bokeh, depth of field, wide angle, 35mm, film grain, ((sharp))",
+    "emoji (🐱🚀:1.5) 日本語 (東京タワー)",
+]
+
+
+def comfy_token_weights(text, weight):
+    """ComfyUI's prompt weighting (comfy/sd1_clip.py token_weights/parse_parentheses), written
+    out again here as the test oracle: top-level (...) groups scale by 1.1 or take an explicit
+    weight after the last colon."""
+    parts, item, depth = [], "", 0
+    for ch in text:
+        if ch == "(":
+            if depth == 0:
+                if item:
+                    parts.append(item)
+                item = "("
+            else:
+                item += ch
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                parts.append(item + ")")
+                item = ""
+            else:
+                item += ch
+        else:
+            item += ch
+    if item:
+        parts.append(item)
+    out = []
+    for part in parts:
+        if len(part) >= 2 and part[0] == "(" and part[-1] == ")":
+            inner = part[1:-1]
+            w = weight * 1.1
+            colon = inner.rfind(":")
+            if colon > 0:
+                try:
+                    w = float(inner[colon + 1 :])
+                    inner = inner[:colon]
+                except ValueError:
+                    pass
+            out += comfy_token_weights(inner, w)
+        else:
+            out.append((part, weight))
+    return out
+
+
+def comfy_windows(tok, text, pad):
+    """ComfyUI's SDTokenizer.tokenize_with_weights (no embeddings): each weighted segment is
+    tokenized whole; groups of >= 8 tokens may split across 77-token windows, smaller ones move
+    to the next window."""
+    text = text.replace("\\)", "\0\1").replace("\\(", "\0\2")
+    groups = []
+    for segment, w in comfy_token_weights(text, 1.0):
+        segment = segment.replace("\0\1", ")").replace("\0\2", "(")
+        if segment == "":
+            continue
+        groups.append([(t, w) for t in tok(segment)["input_ids"][1:-1]])
+    bos, eos = 49406, 49407
+    windows, batch = [], [(bos, 1.0)]
+    windows.append(batch)
+    for group in groups:
+        large = len(group) >= 8
+        while group:
+            if len(group) + len(batch) > 76:
+                room = 77 - len(batch) - 1
+                if large:
+                    batch.extend(group[:room])
+                    batch.append((eos, 1.0))
+                    group = group[room:]
+                else:
+                    batch.append((eos, 1.0))
+                    batch.extend([(pad, 1.0)] * room)
+                batch = [(bos, 1.0)]
+                windows.append(batch)
+            else:
+                batch.extend(group)
+                group = []
+    batch.append((eos, 1.0))
+    batch.extend([(pad, 1.0)] * (77 - len(batch)))
+    return windows
+
+
+def clip_weighted_tokens(tok):
+    cases = []
+    for text in WEIGHTED_PROMPTS:
+        for pad in (49407, 0):
+            windows = comfy_windows(tok, text, pad)
+            assert all(len(w) == 77 for w in windows)
+            cases.append({"text": text, "pad": pad, "ids": [[t for t, _ in w] for w in windows], "weights": [[w for _, w in win] for win in windows]})
+    (FIX / "clip_weighted_tokens.json").write_text(json.dumps({"reference": "ComfyUI SDTokenizer.tokenize_with_weights", "cases": cases}, ensure_ascii=False))
+    print(f"clip_weighted_tokens.json: {len(cases)} cases")
 
 
 def clip_tiny(name, hidden_act, eos_token_id, bos_token_id, pad_id, seed):
