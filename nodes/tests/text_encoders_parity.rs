@@ -97,6 +97,13 @@ fn clip_tokenizer_matches_transformers_on_50_prompts() {
         tok.decode(&tok.encode("A photo of a CAT!")),
         "a photo of a cat !"
     );
+
+    // One enormous word must not take quadratic time.
+    let start = std::time::Instant::now();
+    let huge = "ab".repeat(100_000);
+    let ids = tok.encode(&huge);
+    assert_eq!(tok.decode(&ids), huge);
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! The vocabulary is built from the merges file `bpe_simple_vocab_16e6.txt.gz` exactly as the
 //! reference does: 256 byte characters, the same with `</w>`, one token per merge, then the two
 //! special tokens.
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
@@ -39,7 +40,9 @@ pub struct ClipTokenizer {
     decoder: Vec<String>,
     /// (left id, right id) -> (merge rank, merged id)
     merges: HashMap<(u32, u32), (u32, u32)>,
-    byte_to_char: [char; 256],
+    /// Vocabulary id of each byte's character, inside a word and at its end (`</w>`).
+    byte_ids: [u32; 256],
+    byte_end_ids: [u32; 256],
     char_to_byte: HashMap<char, u8>,
     word_regex: Regex,
     whitespace_regex: Regex,
@@ -154,11 +157,18 @@ impl ClipTokenizer {
             .enumerate()
             .map(|(b, &c)| (c, b as u8))
             .collect();
+        let mut byte_ids = [0u32; 256];
+        let mut byte_end_ids = [0u32; 256];
+        for (b, c) in byte_to_char.iter().enumerate() {
+            byte_ids[b] = encoder[&c.to_string()];
+            byte_end_ids[b] = encoder[&format!("{c}{END_OF_WORD}")];
+        }
         Ok(Self {
             encoder,
             decoder,
             merges,
-            byte_to_char,
+            byte_ids,
+            byte_end_ids,
             char_to_byte,
             word_regex: Regex::new(WORD_PATTERN).expect("static regex"),
             whitespace_regex: Regex::new(r"\s+").expect("static regex"),
@@ -256,43 +266,73 @@ impl ClipTokenizer {
         }
     }
 
+    /// Applies merges lowest rank first, leftmost on ties, until none applies (what both
+    /// OpenAI's loop and tokenizers' BPE compute), in O(n log n): symbols form a linked list
+    /// and candidate pairs wait in a heap; entries made stale by a merge are skipped.
+    fn merge_symbols(&self, mut ids: Vec<u32>) -> Vec<u32> {
+        let n = ids.len();
+        if n < 2 {
+            return ids;
+        }
+        const NONE: usize = usize::MAX;
+        let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { NONE } else { i - 1 }).collect();
+        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
+        let mut alive = vec![true; n];
+        let mut heap = BinaryHeap::new();
+        let candidate = |left: usize, right: usize, ids: &[u32]| {
+            self.merges
+                .get(&(ids[left], ids[right]))
+                .map(|&(rank, merged)| Reverse((rank, left, right, ids[left], ids[right], merged)))
+        };
+        heap.extend((0..n - 1).filter_map(|i| candidate(i, i + 1, &ids)));
+        while let Some(Reverse((_, left, right, left_id, right_id, merged))) = heap.pop() {
+            let current = alive[left]
+                && alive[right]
+                && next[left] == right
+                && ids[left] == left_id
+                && ids[right] == right_id;
+            if !current {
+                continue;
+            }
+            ids[left] = merged;
+            alive[right] = false;
+            let after = next[right];
+            next[left] = after;
+            if after != NONE {
+                prev[after] = left;
+                heap.extend(candidate(left, after, &ids));
+            }
+            if prev[left] != NONE {
+                heap.extend(candidate(prev[left], left, &ids));
+            }
+        }
+        // The first symbol is never merged away (merges keep the left one).
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at != NONE {
+            out.push(ids[at]);
+            at = next[at];
+        }
+        out
+    }
+
     fn bpe_word(&self, word: &str) -> Vec<u32> {
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(word).cloned()) {
             return hit;
         }
-        let chars: Vec<char> = word
-            .bytes()
-            .map(|b| self.byte_to_char[b as usize])
-            .collect();
-        let mut symbols: Vec<u32> = chars
+        let bytes = word.as_bytes();
+        let symbols: Vec<u32> = bytes
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let token = if i + 1 == chars.len() {
-                    format!("{c}{END_OF_WORD}")
+            .map(|(i, &b)| {
+                if i + 1 == bytes.len() {
+                    self.byte_end_ids[b as usize]
                 } else {
-                    c.to_string()
-                };
-                self.encoder[&token]
+                    self.byte_ids[b as usize]
+                }
             })
             .collect();
-        // Merge the lowest-ranked adjacent pair (leftmost on ties) until none is mergeable.
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(at, pair)| {
-                    self.merges
-                        .get(&(pair[0], pair[1]))
-                        .map(|&(rank, merged)| (rank, at, merged))
-                })
-                .min_by_key(|&(rank, at, _)| (rank, at));
-            let Some((_, at, merged)) = best else {
-                break;
-            };
-            symbols[at] = merged;
-            symbols.remove(at + 1);
-        }
+        let symbols = self.merge_symbols(symbols);
         if let Ok(mut cache) = self.cache.lock() {
             // Prompts are short; a cap keeps a long-running server from growing without bound.
             if cache.len() > 50_000 {
