@@ -180,6 +180,11 @@ impl ClipTokenizer {
         self.decoder.len()
     }
 
+    /// Id of a vocabulary entry written as the vocabulary does (`"cat</w>"`, `"<|endoftext|>"`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.encoder.get(token).copied()
+    }
+
     pub fn bos_token_id(&self) -> u32 {
         BOS_TOKEN_ID
     }
@@ -356,6 +361,18 @@ mod tests {
         assert_eq!(table[b'a' as usize], 'a');
         assert_eq!(table[b' ' as usize], '\u{120}');
         assert!(table.iter().all(|c| !c.is_whitespace() && !c.is_control()));
+    }
+
+    #[test]
+    fn special_and_word_tokens_have_the_reference_ids() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/text_encoders/bpe_simple_vocab_16e6.txt.gz");
+        let tok = ClipTokenizer::from_file(&path).unwrap();
+        assert_eq!(tok.token_id("<|startoftext|>"), Some(BOS_TOKEN_ID));
+        assert_eq!(tok.token_id("<|endoftext|>"), Some(EOS_TOKEN_ID));
+        assert_eq!(tok.token_id("a</w>"), Some(320));
+        assert_eq!(tok.token_id("!"), Some(0));
+        assert_eq!(tok.encode("a cat"), [320, 2368]);
     }
 
     #[test]
