@@ -312,6 +312,14 @@ fn minilm_real_weights_match_transformers() {
         "MiniLM: {} sentences, worst cosine {worst:.7}",
         sentences.len()
     );
+    // Batched (padded, masked) equals one at a time.
+    let texts: Vec<&str> = sentences.iter().map(|s| s.as_str().unwrap()).collect();
+    let batched = minilm.sentence_embeddings(&texts).unwrap();
+    assert_close(
+        "MiniLM batched sentence embeddings",
+        &batched,
+        &reference["sentence_embeddings"],
+    );
     let tokens = minilm.embed_tokens(sentences[0].as_str().unwrap()).unwrap();
     assert_close(
         "MiniLM token embeddings",

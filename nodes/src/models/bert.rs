@@ -331,6 +331,42 @@ impl MiniLm {
         self.model.forward(&ids, None)
     }
 
+    /// Token embeddings of several texts, right-padded to the longest: `[batch, tokens, 384]`
+    /// and the attention mask `[batch, tokens]` (int64, 1 = token, 0 = padding).
+    pub fn embed_tokens_batch(&self, texts: &[&str]) -> Result<(Tensor, Tensor)> {
+        if texts.is_empty() {
+            return Err(ModelError::Other("MiniLM: no texts to embed".into()));
+        }
+        let ids = texts
+            .iter()
+            .map(|t| self.token_ids(t))
+            .collect::<Result<Vec<_>>>()?;
+        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let mut flat_ids = Vec::with_capacity(ids.len() * longest);
+        let mut flat_mask = Vec::with_capacity(ids.len() * longest);
+        for row in &ids {
+            flat_ids.extend(row.iter().map(|&i| i64::from(i)));
+            flat_ids.extend(std::iter::repeat_n(0i64, longest - row.len()));
+            flat_mask.extend(std::iter::repeat_n(1i64, row.len()));
+            flat_mask.extend(std::iter::repeat_n(0i64, longest - row.len()));
+        }
+        let shape = [ids.len() as i64, longest as i64];
+        let ctx = || "MiniLM batch".to_string();
+        let ids = Tensor::from_slice(&flat_ids).f_view(shape).context(ctx)?;
+        let mask = Tensor::from_slice(&flat_mask)
+            .f_view(shape)
+            .and_then(|m| m.f_to_device(self.model.device()))
+            .context(ctx)?;
+        let hidden = self.model.forward(&ids, Some(&mask))?;
+        Ok((hidden, mask))
+    }
+
+    /// Mean-pooled, L2-normalised sentence embeddings `[batch, 384]`.
+    pub fn sentence_embeddings(&self, texts: &[&str]) -> Result<Tensor> {
+        let (hidden, mask) = self.embed_tokens_batch(texts)?;
+        mean_pool_normalized(&hidden, Some(&mask))
+    }
+
     /// Mean-pooled, L2-normalised sentence embedding `[384]`.
     pub fn sentence_embedding(&self, text: &str) -> Result<Tensor> {
         let hidden = self.embed_tokens(text)?;
