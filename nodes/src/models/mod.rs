@@ -1,2 +1,7 @@
 //! Model architectures in tch, mirroring diffusers/transformers module names so that
 //! state-dict keys map one to one.
+
+pub mod bert;
+pub mod clip_text_model;
+pub mod clip_tokenizer;
+pub mod prompt_weighting;

@@ -1,0 +1,464 @@
+//! CLIP text transformer (Radford et al. 2021) mirroring transformers' `CLIPTextModel`:
+//! token + learned position embeddings, pre-norm causal self-attention layers, final LayerNorm,
+//! pooled output at the end-of-text token. Tensor names as in diffusers' `text_encoder`
+//! (`text_model.embeddings.token_embedding.weight`, ...). Presets: SD 1.x (OpenAI ViT-L/14)
+//! and SD 2.x (OpenCLIP ViT-H/14 with its last layer dropped, as diffusers ships it).
+use tch::{Kind, Tensor};
+
+use crate::error::{ModelError, Result, TchContext};
+use crate::weights::Weights;
+
+/// `prefix.name`, or `name` alone when the prefix is empty.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `y = x W^T + b` with transformers' `nn.Linear` names (`weight`, `bias`).
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+    name: String,
+}
+
+impl Linear {
+    pub(crate) fn new(weights: &Weights, prefix: &str, in_dim: i64, out_dim: i64) -> Self {
+        Self {
+            weight: weights.get(&join(prefix, "weight"), &[out_dim, in_dim]),
+            bias: weights.get(&join(prefix, "bias"), &[out_dim]),
+            name: prefix.to_string(),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.f_linear(&self.weight, Some(&self.bias))
+            .context(|| format!("{}: linear", self.name))
+    }
+}
+
+/// LayerNorm over the last dimension, `nn.LayerNorm` names.
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    dim: i64,
+    name: String,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(weights: &Weights, prefix: &str, dim: i64, eps: f64) -> Self {
+        Self {
+            weight: weights.get(&join(prefix, "weight"), &[dim]),
+            bias: weights.get(&join(prefix, "bias"), &[dim]),
+            eps,
+            dim,
+            name: prefix.to_string(),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.f_layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+        .context(|| format!("{}: layer norm", self.name))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`: OpenAI CLIP (SD 1.x).
+    QuickGelu,
+    /// Exact (erf) GELU: OpenCLIP (SD 2.x), BERT.
+    Gelu,
+}
+
+impl Activation {
+    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::QuickGelu => x
+                .f_mul_scalar(1.702)
+                .and_then(|s| s.f_sigmoid())
+                .and_then(|s| x.f_mul(&s))
+                .context(|| "quick_gelu".to_string()),
+            Activation::Gelu => x.f_gelu("none").context(|| "gelu".to_string()),
+        }
+    }
+}
+
+/// `CLIPTextConfig` fields the model uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipTextConfig {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: i64,
+    pub max_position_embeddings: i64,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+    /// Where the pooled output is read. transformers keeps a legacy rule: configs with
+    /// `eos_token_id == 2` (written before transformers PR #24773) pool at the argmax id.
+    pub eos_token_id: i64,
+}
+
+impl ClipTextConfig {
+    /// SD 1.x: OpenAI CLIP ViT-L/14 text tower (`openai/clip-vit-large-patch14`).
+    pub fn clip_vit_l14() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 77,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+        }
+    }
+
+    /// SD 2.x: OpenCLIP ViT-H/14 text tower as diffusers' `stabilityai/stable-diffusion-2-1`
+    /// `text_encoder` holds it: 23 of the 24 layers (SD 2 conditions on the penultimate
+    /// layer, so the last was dropped), GELU. Use with [`ClipLayer::Last`]; this equals
+    /// ComfyUI's 24-layer model at layer -2 with the final LayerNorm applied.
+    pub fn open_clip_vit_h14_sd2() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 23,
+            num_attention_heads: 16,
+            max_position_embeddings: 77,
+            hidden_act: Activation::Gelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+        }
+    }
+
+    /// The full 24-layer OpenCLIP ViT-H/14 text tower (single-file SD 2.x checkpoints keep
+    /// the last layer): use with `ClipLayer::Skip(1)` and `normalize_skipped = true` for SD 2.x.
+    pub fn open_clip_vit_h14() -> Self {
+        Self {
+            num_hidden_layers: 24,
+            ..Self::open_clip_vit_h14_sd2()
+        }
+    }
+
+    /// A tiny config (about 50k parameters) for tests; the parity fixtures use it.
+    pub fn tiny() -> Self {
+        Self {
+            vocab_size: 1000,
+            hidden_size: 32,
+            intermediate_size: 37,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            max_position_embeddings: 77,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 999,
+        }
+    }
+}
+
+/// Which hidden state the encoder hands to the UNet ("CLIP skip").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipLayer {
+    /// `last_hidden_state` (after the final LayerNorm): SD 1.x default.
+    Last,
+    /// Output of the last-but-`n` layer: `Skip(1)` is the penultimate layer (ComfyUI
+    /// `CLIPSetLastLayer -2`, A1111 "clip skip 2").
+    Skip(usize),
+}
+
+/// What [`ClipTextModel::forward_with`] returns.
+pub struct ClipTextOutput {
+    /// `[batch, seq, hidden]`, the layer asked for.
+    pub hidden_state: Tensor,
+    /// `[batch, hidden]`: final-LayerNorm output at the end-of-text token (always from the
+    /// last layer, as transformers and ComfyUI compute it).
+    pub pooled: Tensor,
+}
+
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: i64,
+    activation: Activation,
+}
+
+impl EncoderLayer {
+    fn new(weights: &Weights, prefix: &str, config: &ClipTextConfig) -> Self {
+        let d = config.hidden_size;
+        let attn = join(prefix, "self_attn");
+        let eps = config.layer_norm_eps;
+        Self {
+            layer_norm1: LayerNorm::new(weights, &join(prefix, "layer_norm1"), d, eps),
+            q_proj: Linear::new(weights, &join(&attn, "q_proj"), d, d),
+            k_proj: Linear::new(weights, &join(&attn, "k_proj"), d, d),
+            v_proj: Linear::new(weights, &join(&attn, "v_proj"), d, d),
+            out_proj: Linear::new(weights, &join(&attn, "out_proj"), d, d),
+            layer_norm2: LayerNorm::new(weights, &join(prefix, "layer_norm2"), d, eps),
+            fc1: Linear::new(
+                weights,
+                &join(prefix, "mlp.fc1"),
+                d,
+                config.intermediate_size,
+            ),
+            fc2: Linear::new(
+                weights,
+                &join(prefix, "mlp.fc2"),
+                config.intermediate_size,
+                d,
+            ),
+            heads: config.num_attention_heads,
+            activation: config.hidden_act,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.layer_norm1.forward(x)?;
+        let attended = attention(
+            &self.q_proj.forward(&h)?,
+            &self.k_proj.forward(&h)?,
+            &self.v_proj.forward(&h)?,
+            self.heads,
+            AttentionMask::Causal,
+        )?;
+        let x = x
+            .f_add(&self.out_proj.forward(&attended)?)
+            .context(|| "residual".into())?;
+        let h = self.layer_norm2.forward(&x)?;
+        let h = self
+            .fc2
+            .forward(&self.activation.apply(&self.fc1.forward(&h)?)?)?;
+        x.f_add(&h).context(|| "residual".into())
+    }
+}
+
+pub(crate) enum AttentionMask<'a> {
+    /// Each position sees itself and earlier positions (CLIP).
+    Causal,
+    /// `[batch, 1, 1, keys]` booleans, true where a key may be attended (BERT padding).
+    Keys(&'a Tensor),
+}
+
+/// Multi-head scaled dot-product attention over `[batch, seq, hidden]` projections.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    mask: AttentionMask<'_>,
+) -> Result<Tensor> {
+    let (batch, seq, hidden) = q.size3().context(|| "attention input".into())?;
+    let split = |t: &Tensor| {
+        t.f_view([batch, -1, heads, hidden / heads])
+            .and_then(|t| t.f_transpose(1, 2))
+    };
+    let ctx = || "attention".to_string();
+    let (q, k, v) = (
+        split(q).context(ctx)?,
+        split(k).context(ctx)?,
+        split(v).context(ctx)?,
+    );
+    let out = match mask {
+        AttentionMask::Causal => Tensor::f_scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, true, None, false,
+        ),
+        AttentionMask::Keys(m) => {
+            Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false)
+        }
+    }
+    .context(ctx)?;
+    out.f_transpose(1, 2)
+        .and_then(|t| t.f_reshape([batch, seq, hidden]))
+        .context(ctx)
+}
+
+pub struct ClipTextModel {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+    config: ClipTextConfig,
+}
+
+impl ClipTextModel {
+    /// Builds the model from `weights` under `prefix` (`"text_model"` for diffusers'
+    /// `text_encoder/model.safetensors`); reports every missing, mis-shaped or unexpected
+    /// tensor at once, so `weights` must hold this model only (split combined checkpoints first).
+    pub fn new(weights: &Weights, prefix: &str, config: ClipTextConfig) -> Result<Self> {
+        let d = config.hidden_size;
+        let emb = join(prefix, "embeddings");
+        // A buffer some exports carry; the model computes positions itself.
+        let _ = weights.get_optional(&join(&emb, "position_ids"));
+        let model = Self {
+            token_embedding: weights.get(
+                &join(&emb, "token_embedding.weight"),
+                &[config.vocab_size, d],
+            ),
+            position_embedding: weights.get(
+                &join(&emb, "position_embedding.weight"),
+                &[config.max_position_embeddings, d],
+            ),
+            layers: (0..config.num_hidden_layers)
+                .map(|i| {
+                    EncoderLayer::new(
+                        weights,
+                        &join(prefix, &format!("encoder.layers.{i}")),
+                        &config,
+                    )
+                })
+                .collect(),
+            final_layer_norm: LayerNorm::new(
+                weights,
+                &join(prefix, "final_layer_norm"),
+                d,
+                config.layer_norm_eps,
+            ),
+            config,
+        };
+        weights.finish("CLIPTextModel")?;
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.token_embedding.device()
+    }
+
+    /// `last_hidden_state` `[batch, seq, hidden]` of token ids `[batch, seq]` (or `[seq]`).
+    pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .forward_with(input_ids, ClipLayer::Last, true)?
+            .hidden_state)
+    }
+
+    /// The hidden state of `layer` and the pooled output. For `ClipLayer::Skip`,
+    /// `normalize_skipped` applies the final LayerNorm to it (ComfyUI does for SD 1.x,
+    /// `layer_norm_hidden_state=True`; transformers' `hidden_states[-2]` is raw).
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        layer: ClipLayer,
+        normalize_skipped: bool,
+    ) -> Result<ClipTextOutput> {
+        let _guard = tch::no_grad_guard();
+        let ids = self.check_ids(input_ids)?;
+        let (_, seq) = ids.size2().context(|| "CLIP input ids".into())?;
+        let positions = self
+            .position_embedding
+            .f_narrow(0, 0, seq)
+            .context(|| "CLIP position embedding".into())?;
+        let mut x = Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)
+            .and_then(|t| t.f_add(&positions))
+            .context(|| "CLIP embeddings".into())?;
+        let wanted = match layer {
+            ClipLayer::Last => None,
+            ClipLayer::Skip(n) => {
+                if n >= self.layers.len() {
+                    return Err(ModelError::Shape {
+                        context: "CLIP layer".into(),
+                        message: format!(
+                            "cannot skip {n} of the model's {} layers",
+                            self.layers.len()
+                        ),
+                    });
+                }
+                Some(self.layers.len() - 1 - n)
+            }
+        };
+        let mut chosen = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if Some(i) == wanted {
+                chosen = Some(x.shallow_clone());
+            }
+        }
+        let last = self.final_layer_norm.forward(&x)?;
+        let pooled = self.pool(&last, &ids)?;
+        let hidden_state = match chosen {
+            None => last,
+            Some(h) if normalize_skipped => self.final_layer_norm.forward(&h)?,
+            Some(h) => h,
+        };
+        Ok(ClipTextOutput {
+            hidden_state,
+            pooled,
+        })
+    }
+
+    fn pool(&self, last: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let ctx = || "CLIP pooled output".to_string();
+        let position = if self.config.eos_token_id == 2 {
+            ids.f_argmax(-1, false)
+        } else {
+            // First end-of-text token (SD 1.x pads with it, so not the last one).
+            ids.f_eq(self.config.eos_token_id)
+                .and_then(|m| m.f_to_kind(Kind::Int))
+                .and_then(|m| m.f_argmax(-1, false))
+        }
+        .context(ctx)?;
+        let rows = Tensor::f_arange(last.size()[0], (Kind::Int64, last.device())).context(ctx)?;
+        last.f_index(&[Some(rows), Some(position)]).context(ctx)
+    }
+
+    /// `[batch, seq]` int64 ids on the model's device, each in the vocabulary.
+    fn check_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let ctx = || "CLIP input ids".to_string();
+        let ids = match input_ids.dim() {
+            1 => input_ids.f_unsqueeze(0).context(ctx)?,
+            2 => input_ids.shallow_clone(),
+            n => {
+                return Err(ModelError::Shape {
+                    context: ctx(),
+                    message: format!("expected [batch, seq] ids, got {n} dimensions"),
+                })
+            }
+        };
+        let size = ids.size();
+        if size[1] == 0 || size[1] > self.config.max_position_embeddings {
+            return Err(ModelError::Shape {
+                context: ctx(),
+                message: format!(
+                    "sequence length {} is not in 1..={}",
+                    size[1], self.config.max_position_embeddings
+                ),
+            });
+        }
+        let ids = ids
+            .f_to_kind(Kind::Int64)
+            .and_then(|t| t.f_to_device(self.token_embedding.device()))
+            .context(ctx)?;
+        let (min, max) = (
+            ids.f_min().context(ctx)?.int64_value(&[]),
+            ids.f_max().context(ctx)?.int64_value(&[]),
+        );
+        if min < 0 || max >= self.config.vocab_size {
+            return Err(ModelError::Shape {
+                context: ctx(),
+                message: format!(
+                    "token id range {min}..={max} is outside the vocabulary (0..{})",
+                    self.config.vocab_size
+                ),
+            });
+        }
+        Ok(ids)
+    }
+}
