@@ -216,7 +216,7 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             (ValueType::Int | ValueType::Seed, Constant::Float(_)) => {
                 "use a whole number".to_string()
             }
-            _ => format!("{}", input.doc),
+            _ => input.doc.to_string(),
         };
         return Err(Diagnostic::new(format!(
             "expected {}, found {} {c}",

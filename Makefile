@@ -1,0 +1,14 @@
+# The two commands of the README. Both do all set-up first (idempotent, quick when done).
+.PHONY: demo test setup bench
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	@scripts/test.sh
+
+bench: setup
+	@bash -c 'source scripts/env.sh && cargo bench --bench engine_overhead'
