@@ -1,2 +1,8 @@
 //! Model architectures in tch, mirroring diffusers/transformers module names so that
 //! state-dict keys map one to one.
+
+pub mod esrgan_slim;
+pub mod open_nsfw;
+pub mod rrdbnet;
+pub mod srvgg_compact;
+pub mod tiled;
