@@ -13,6 +13,7 @@ outputs=(
   models/converted/realesrgan/realesr-animevideov3.safetensors
   models/converted/esrgan-slim/esrgan-slim-x2.safetensors
   models/converted/esrgan-slim/esrgan-slim-x4.safetensors
+  models/converted/esrgan-slim/samples/result-x4.png
   models/converted/open_nsfw/open_nsfw.safetensors
 )
 all_there=1

@@ -7,6 +7,8 @@ Writes, under models/converted/esrgan-slim/ (skipping what exists):
       [out, in, kh, kw] and `<layer>.bias`
   esrgan-slim-x2.json, esrgan-slim-x4.json   the Keras layer topology, for reference
   LICENSE                                    the package's MIT licence
+  samples/fixture.png, samples/result-x{2,4}.png   the package's own example input and the
+      outputs its TF.js model gives for it (weft's tests compare against them)
 
 The package is fetched with `npm pack` (the npm registry), never installed. TF.js keeps a
 weightsManifest in model.json: groups of binary shards, concatenated, holding each weight in
@@ -71,7 +73,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     todo = [s for s in SCALES if not os.path.exists(os.path.join(args.out, f"esrgan-slim-x{s}.safetensors"))]
     licence = os.path.join(args.out, "LICENSE")
-    if not todo and os.path.exists(licence):
+    samples = os.path.join(args.out, "samples")
+    if not todo and os.path.exists(licence) and os.path.isdir(samples):
         return
     with tempfile.TemporaryDirectory() as tmp:
         package_dir = args.package_dir
@@ -92,6 +95,12 @@ def main():
                 json.dump(model["modelTopology"], f, indent=1)
             print(f"esrgan_slim: wrote {target} ({len(state)} tensors)")
         shutil.copyfile(os.path.join(package_dir, "LICENSE"), licence)
+        os.makedirs(samples, exist_ok=True)
+        assets = os.path.join(package_dir, "assets")
+        shutil.copyfile(os.path.join(assets, "fixture.png"), os.path.join(samples, "fixture.png"))
+        for scale in SCALES:
+            shutil.copyfile(os.path.join(assets, "samples", f"{scale}x", "result.png"),
+                            os.path.join(samples, f"result-x{scale}.png"))
 
 
 if __name__ == "__main__":
