@@ -5,18 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weft_engine::{CancelToken, Executor, ExecutorConfig, NodeEntry, Registry, RunRequest, RunStatus, Workflow};
+use weft_engine::{
+    CancelToken, Executor, ExecutorConfig, NodeEntry, Registry, RunRequest, RunStatus, Workflow,
+};
 
 /// n0 (Int) -> n1 .. n{n-1} (AddInt) -> show (ShowInt): n + 1 nodes.
 fn chain(n: usize) -> Workflow {
     let mut wf = Workflow::new();
     wf.add("n0", NodeEntry::new("Int").with("value", 0i64));
     for i in 1..n {
-        let (from, output) = if i == 1 { ("n0".to_string(), "value") } else { (format!("n{}", i - 1), "sum") };
-        wf.add(&format!("n{i}"), NodeEntry::new("AddInt").link("a", &from, output).with("b", 1i64));
+        let (from, output) = if i == 1 {
+            ("n0".to_string(), "value")
+        } else {
+            (format!("n{}", i - 1), "sum")
+        };
+        wf.add(
+            &format!("n{i}"),
+            NodeEntry::new("AddInt")
+                .link("a", &from, output)
+                .with("b", 1i64),
+        );
     }
     let last_output = if n > 1 { "sum" } else { "value" };
-    wf.add("show", NodeEntry::new("ShowInt").link("value", &format!("n{}", n - 1), last_output));
+    wf.add(
+        "show",
+        NodeEntry::new("ShowInt").link("value", &format!("n{}", n - 1), last_output),
+    );
     wf
 }
 
@@ -52,24 +66,34 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             toggle += 1;
             let mut wf = wf100.clone();
-            *wf.nodes.get_mut("n99").unwrap() = NodeEntry::new("AddInt").link("a", "n98", "sum").with("b", toggle);
+            *wf.nodes.get_mut("n99").unwrap() = NodeEntry::new("AddInt")
+                .link("a", "n98", "sum")
+                .with("b", toggle);
             run(&mut ex, &wf)
         })
     });
 
     let mut group = c.benchmark_group("cold run chain");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for n in [1_000usize, 10_000, 100_000] {
         let wf = chain(n);
         group.throughput(Throughput::Elements(n as u64 + 1));
         group.bench_with_input(BenchmarkId::from_parameter(n), &wf, |b, wf| {
-            b.iter_batched(|| executor(&registry), |mut ex| run(&mut ex, wf), criterion::BatchSize::LargeInput)
+            b.iter_batched(
+                || executor(&registry),
+                |mut ex| run(&mut ex, wf),
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("parse+validate+plan chain");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for n in [1_000usize, 10_000, 100_000] {
         let text = chain(n).to_yaml();
         group.throughput(Throughput::Elements(n as u64 + 1));

@@ -190,6 +190,29 @@ pub fn exit_code(report: &RunReport) -> ExitCode {
     }
 }
 
+/// The events a run that never started would have sent (`--json` consumers see every outcome
+/// as `invalid` then `run_finished`).
+pub fn print_invalid_events(errors: &[weft_engine::Diagnostic]) {
+    let events = [
+        Event::Invalid {
+            run: 0,
+            errors: errors.to_vec(),
+        },
+        Event::RunFinished {
+            run: 0,
+            status: RunStatus::Invalid,
+            ran: 0,
+            cached: 0,
+            micros: 0,
+        },
+    ];
+    for event in events {
+        if let Ok(line) = serde_json::to_string(&event) {
+            println!("{line}");
+        }
+    }
+}
+
 pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
     let workflow = match crate::load_workflow(file, &options.sets)? {
         Ok(w) => w,

@@ -59,17 +59,26 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
 
     eprintln!("watching {} (Ctrl-C to stop)", file.display());
     let mut last_good = None;
+    let mut last_seen: Option<Vec<u8>> = None;
     let mut wake = Wake::Changed;
     loop {
         if let Wake::Quit = wake {
             eprintln!("stopped watching");
             return Ok(ExitCode::SUCCESS);
         }
-        match std::fs::metadata(&file) {
-            Err(_) => eprintln!("{} is gone; waiting for it to come back", file.display()),
-            Ok(_) => match crate::load_workflow(&file, &options.sets) {
+        let content = std::fs::read(&file).ok();
+        // A save that leaves the bytes as they were (touch, a second event) needs no run.
+        let unchanged = content.is_some() && content == last_seen;
+        last_seen.clone_from(&content);
+        match content {
+            _ if unchanged => {}
+            None => eprintln!("{} is gone; waiting for it to come back", file.display()),
+            Some(_) => match crate::load_workflow(&file, &options.sets) {
                 Err(e) => eprintln!("error: {e:#}"),
                 Ok(Err(errors)) => {
+                    if options.json {
+                        crate::cli_run::print_invalid_events(&errors);
+                    }
                     crate::print_diagnostics(&file, &errors);
                     if last_good.is_some() {
                         eprintln!("keeping the last good graph and its cache; fix the file and save again");
@@ -80,11 +89,15 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                     print_report(&file, &report);
                     if report.status != weft_engine::RunStatus::Invalid {
                         last_good = Some(workflow);
+                    } else if last_good.is_some() {
+                        eprintln!("keeping the last good graph and its cache; fix the file and save again");
                     }
                 }
             },
         }
-        eprintln!("waiting for changes to {}", name.to_string_lossy());
+        if !unchanged {
+            eprintln!("waiting for changes to {}", name.to_string_lossy());
+        }
         wake = rx.recv().unwrap_or(Wake::Quit);
         // Coalesce a burst of saves into one run.
         while let Ok(next) = rx.try_recv() {

@@ -4,9 +4,9 @@
 pub mod bert;
 pub mod clip_text_model;
 pub mod clip_tokenizer;
-pub mod prompt_weighting;
 pub mod esrgan_slim;
 pub mod open_nsfw;
+pub mod prompt_weighting;
 pub mod rrdbnet;
 pub mod srvgg_compact;
 pub mod tiled;
