@@ -10,6 +10,7 @@ use weft_nodes::models::unet_2d_condition::{PredictionType, UNet2DConditionModel
 use weft_nodes::weights::checkpoint::{
     load_diffusers_folder, load_single_file, LoadOptions, SdVersion, StableDiffusionCheckpoint,
 };
+use weft_nodes::weights::ldm_keymap::{map_ldm_key, LdmLayout, Mapped};
 use weft_nodes::weights::{read_safetensors, Weights};
 
 fn fixtures() -> PathBuf {
@@ -49,7 +50,9 @@ fn tiny_options(variant: &str) -> LoadOptions {
 
 fn check_unet(variant: &str, unet: &UNet2DConditionModel, io: &HashMap<String, Tensor>) {
     let t = |k: &str| &io[&format!("{variant}.unet.{k}")];
-    let out = unet.forward(t("sample"), t("timestep"), t("context")).unwrap();
+    let out = unet
+        .forward(t("sample"), t("timestep"), t("context"))
+        .unwrap();
     let err = max_abs_diff(&out, t("out"));
     println!("{variant} UNet max abs error {err:.3e}");
     assert!(err <= 1e-4, "{variant} UNet: max abs error {err}");
@@ -105,7 +108,8 @@ fn unet_and_vae_match_diffusers_from_diffusers_folder() {
             Some(Kind::Float),
         )
         .unwrap();
-        let vae = AutoencoderKL::new(&vae_w, "", tiny_options(variant).vae_config.unwrap()).unwrap();
+        let vae =
+            AutoencoderKL::new(&vae_w, "", tiny_options(variant).vae_config.unwrap()).unwrap();
         check_vae(variant, &vae, &io);
     }
 }
@@ -117,7 +121,10 @@ fn assert_same_text_encoder(a: &StableDiffusionCheckpoint, b: &StableDiffusionCh
     names_b.sort();
     assert_eq!(names_a, names_b);
     for name in names_a {
-        let (x, y) = (&a.text_encoder_weights[&name], &b.text_encoder_weights[&name]);
+        let (x, y) = (
+            &a.text_encoder_weights[&name],
+            &b.text_encoder_weights[&name],
+        );
         assert_eq!(x.size(), y.size(), "{name}");
         assert_eq!(max_abs_diff(x, y), 0.0, "{name}");
     }
@@ -144,8 +151,14 @@ fn single_file_and_diffusers_folder_load_the_same_models() {
         check_unet(variant, &folder.unet, &io);
         check_vae(variant, &folder.vae, &io);
         let t = |k: &str| &io[&format!("{variant}.unet.{k}")];
-        let a = folder.unet.forward(t("sample"), t("timestep"), t("context")).unwrap();
-        let b = single.unet.forward(t("sample"), t("timestep"), t("context")).unwrap();
+        let a = folder
+            .unet
+            .forward(t("sample"), t("timestep"), t("context"))
+            .unwrap();
+        let b = single
+            .unet
+            .forward(t("sample"), t("timestep"), t("context"))
+            .unwrap();
         assert_eq!(max_abs_diff(&a, &b), 0.0, "{variant}: layouts differ");
         assert_same_text_encoder(&folder, &single);
     }
@@ -155,7 +168,10 @@ fn single_file_and_diffusers_folder_load_the_same_models() {
 fn folder_config_json_picks_the_prediction_type() {
     let opts = LoadOptions::default();
     let sd2 = load_diffusers_folder(&fixtures().join("sd2"), &opts).unwrap();
-    assert_eq!(sd2.unet.config().prediction_type, PredictionType::VPrediction);
+    assert_eq!(
+        sd2.unet.config().prediction_type,
+        PredictionType::VPrediction
+    );
     assert_eq!(sd2.unet.config(), &UNetConfig::tiny_sd2());
     let sd1 = load_diffusers_folder(&fixtures().join("sd1"), &opts).unwrap();
     assert_eq!(sd1.unet.config().prediction_type, PredictionType::Epsilon);
@@ -212,12 +228,18 @@ fn tiled_vae_is_close_to_untiled_on_a_smooth_image() {
     let tiled = vae.encode_tiled(&image, tiles).unwrap();
     let scale = full.mean.abs().max().double_value(&[]);
     let err = max_abs_diff(&full.mean, &tiled.mean);
-    let mean_err = (&full.mean - &tiled.mean).abs().mean(Kind::Float).double_value(&[]);
+    let mean_err = (&full.mean - &tiled.mean)
+        .abs()
+        .mean(Kind::Float)
+        .double_value(&[]);
     println!("tiled encode: max abs error {err:.3e}, mean {mean_err:.3e} (max |mean| {scale:.3})");
     // Each tile's GroupNorm statistics and mid-block attention see only that tile, so tiling
     // is not exact; on this random-weight VAE diffusers' own tiled encode is off by 1.03 max,
     // 0.068 mean on the same input (tile 64, its default 25% overlap).
-    assert!(mean_err <= 0.08 * scale, "tiled encode mean error {mean_err}");
+    assert!(
+        mean_err <= 0.08 * scale,
+        "tiled encode mean error {mean_err}"
+    );
     assert!(err <= scale, "tiled encode max error {err}");
 
     let latents = full.mean;
@@ -226,9 +248,15 @@ fn tiled_vae_is_close_to_untiled_on_a_smooth_image() {
     assert_eq!(decoded.size(), decoded_tiled.size());
     let scale = decoded.abs().max().double_value(&[]);
     let err = max_abs_diff(&decoded, &decoded_tiled);
-    let mean_err = (&decoded - &decoded_tiled).abs().mean(Kind::Float).double_value(&[]);
+    let mean_err = (&decoded - &decoded_tiled)
+        .abs()
+        .mean(Kind::Float)
+        .double_value(&[]);
     println!("tiled decode: max abs error {err:.3e}, mean {mean_err:.3e} (max |x| {scale:.3})");
-    assert!(mean_err <= 0.08 * scale, "tiled decode mean error {mean_err}");
+    assert!(
+        mean_err <= 0.08 * scale,
+        "tiled decode mean error {mean_err}"
+    );
     assert!(err <= scale, "tiled decode max error {err}");
 }
 
@@ -241,7 +269,9 @@ fn sampling_the_latent_distribution_uses_the_given_noise() {
     let noise = Tensor::ones(dist.mean.size(), (Kind::Float, Device::Cpu));
     let expected = &dist.mean + (&dist.logvar * 0.5).exp();
     assert!(max_abs_diff(&dist.sample(&noise).unwrap(), &expected) < 1e-6);
-    assert!(dist.sample(&Tensor::zeros([1], (Kind::Float, Device::Cpu))).is_err());
+    assert!(dist
+        .sample(&Tensor::zeros([1], (Kind::Float, Device::Cpu)))
+        .is_err());
 }
 
 #[test]
@@ -256,16 +286,36 @@ fn bad_inputs_are_errors_not_panics() {
     let f = (Kind::Float, Device::Cpu);
     let ctx = Tensor::zeros([2, 7, 16], f);
     let t = Tensor::from_slice(&[1.0f32, 2.0]);
-    assert!(unet.forward(&Tensor::zeros([2, 3, 8, 8], f), &t, &ctx).is_err());
-    assert!(unet.forward(&Tensor::zeros([2, 4, 8], f), &t, &ctx).is_err());
-    assert!(unet.forward(&Tensor::zeros([2, 4, 8, 8], f), &Tensor::zeros([3], f), &ctx).is_err());
     assert!(unet
-        .forward(&Tensor::zeros([2, 4, 8, 8], f), &t, &Tensor::zeros([2, 7, 8], f))
+        .forward(&Tensor::zeros([2, 3, 8, 8], f), &t, &ctx)
         .is_err());
     assert!(unet
-        .forward(&Tensor::zeros([2, 4, 8, 8], f), &t, &Tensor::zeros([3, 7, 16], f))
+        .forward(&Tensor::zeros([2, 4, 8], f), &t, &ctx)
         .is_err());
-    assert!(unet.forward(&Tensor::zeros([2, 4, 8, 8], f), &t, &ctx).is_ok());
+    assert!(unet
+        .forward(
+            &Tensor::zeros([2, 4, 8, 8], f),
+            &Tensor::zeros([3], f),
+            &ctx
+        )
+        .is_err());
+    assert!(unet
+        .forward(
+            &Tensor::zeros([2, 4, 8, 8], f),
+            &t,
+            &Tensor::zeros([2, 7, 8], f)
+        )
+        .is_err());
+    assert!(unet
+        .forward(
+            &Tensor::zeros([2, 4, 8, 8], f),
+            &t,
+            &Tensor::zeros([3, 7, 16], f)
+        )
+        .is_err());
+    assert!(unet
+        .forward(&Tensor::zeros([2, 4, 8, 8], f), &t, &ctx)
+        .is_ok());
     let vae = tiny_vae();
     assert!(vae.encode(&Tensor::zeros([1, 3, 15, 16], f)).is_err());
     assert!(vae.decode(&Tensor::zeros([1, 3, 8, 8], f)).is_err());
@@ -278,4 +328,54 @@ fn bad_inputs_are_errors_not_panics() {
             }
         )
         .is_err());
+}
+
+/// The key maps on the real layouts: every tensor name of the full-size SD 1.5 and 2.1 UNets
+/// and the SD VAE in LDM form (checked against diffusers' converter by the fixture script)
+/// must map to its diffusers name, and the presets must accept the result, shapes included.
+/// The tensors are allocated but never touched, so this costs no real memory.
+#[test]
+fn ldm_key_map_covers_full_size_sd15_sd21_and_vae_layouts() {
+    let text = std::fs::read_to_string(fixtures().join("full_size_names.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let layout = LdmLayout {
+        unet_layers_per_block: 2,
+        vae_blocks: 4,
+        open_clip_layers_kept: 23,
+    };
+    for model in ["sd15_unet", "sd21_unet", "sd_vae"] {
+        let mut tensors = HashMap::new();
+        for entry in json[model].as_array().unwrap() {
+            let ldm = entry[0].as_str().unwrap();
+            let expected = entry[1].as_str().unwrap();
+            let mut shape: Vec<i64> = entry[2]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_i64().unwrap())
+                .collect();
+            let name = match map_ldm_key(ldm, &layout) {
+                Some((_, Mapped::Rename(n))) => n,
+                Some((_, Mapped::ConvToLinear(n))) => {
+                    shape.truncate(2);
+                    n
+                }
+                other => panic!("{ldm}: {other:?}"),
+            };
+            assert_eq!(name, expected, "{ldm}");
+            tensors.insert(
+                name,
+                Tensor::empty(shape.as_slice(), (Kind::Half, Device::Cpu)),
+            );
+        }
+        let w = Weights::new(model, tensors);
+        let built = match model {
+            "sd15_unet" => UNet2DConditionModel::new(&w, "", UNetConfig::sd15()).map(|_| ()),
+            "sd21_unet" => UNet2DConditionModel::new(&w, "", UNetConfig::sd21()).map(|_| ()),
+            _ => AutoencoderKL::new(&w, "", VaeConfig::sd()).map(|_| ()),
+        };
+        if let Err(e) = built {
+            panic!("{model}: {e}");
+        }
+    }
 }

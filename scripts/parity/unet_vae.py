@@ -204,7 +204,58 @@ def save_component(folder, name, model, weights_file, config, prefix=""):
 
 
 def unet_config_json(unet):
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items()}
+    # `_use_default_values` is a set dumped in arbitrary order: leave it out so reruns match.
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in dict(unet.config).items()
+        if k != "_use_default_values"
+    }
+
+
+def write_full_size_names():
+    """Names and shapes of the full-size SD 1.5 / 2.1 UNets and the SD VAE in both layouts (no
+    weights), checked here against diffusers' own LDM converter, so the Rust key maps are
+    tested on the real checkpoint layouts."""
+    from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
+
+    sd2 = dict(attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024, use_linear_projection=True)
+    out = {}
+    sd1 = dict(cross_attention_dim=768)  # diffusers defaults to 1280
+    for name, cfg in [("sd15_unet", sd1), ("sd21_unet", sd2), ("sd_vae", None)]:
+        with torch.device("meta"):
+            if cfg is None:
+                model = AutoencoderKL(
+                    block_out_channels=(128, 256, 512, 512),
+                    down_block_types=("DownEncoderBlock2D",) * 4,
+                    up_block_types=("UpDecoderBlock2D",) * 4,
+                    layers_per_block=2,
+                )
+            else:
+                model = UNet2DConditionModel(**cfg)
+        sd = model.state_dict()
+        # Stand-in tensors carrying each name, so the official converter's result can be
+        # checked name by name.
+        tagged = {k: torch.full((1,), float(i)) for i, k in enumerate(sd)}
+        if cfg is None:
+            ldm = vae_to_ldm(tagged, 4)
+            back = convert_ldm_vae_checkpoint(dict(ldm), {})
+            ldm_shapes = vae_to_ldm({k: torch.empty(v.shape, device="meta") for k, v in sd.items()}, 4)
+        else:
+            ldm = unet_to_ldm(tagged, 2, [True, True, True, False])
+            back = convert_ldm_unet_checkpoint(
+                dict(ldm), dict(layers_per_block=2, class_embed_type=None, addition_embed_type=None)
+            )
+            ldm_shapes = {k: sd[d].shape for k, d in zip(ldm, sd)}
+        assert set(back) == set(sd) and all(torch.equal(back[k].flatten()[:1], tagged[k]) for k in sd), name
+        diffusers_of = {}
+        for ldm_name, t in ldm.items():
+            diffusers_of[ldm_name] = list(sd)[int(t.flatten()[0].item())]
+        out[name] = [[k, diffusers_of[k], list(ldm_shapes[k].shape if hasattr(ldm_shapes[k], "shape") else ldm_shapes[k])] for k in ldm]
+    with open(os.path.join(ROOT, "full_size_names.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
 
 
 def main():
@@ -327,6 +378,7 @@ def main():
         print(name, "unet out std", out.std().item(), "decoded std", decoded.std().item())
 
     save_file({k: t.contiguous().float() for k, t in io.items()}, os.path.join(ROOT, "io.safetensors"))
+    write_full_size_names()
     total = 0
     for dirpath, _, files in os.walk(ROOT):
         for f in files:

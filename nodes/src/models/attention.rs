@@ -46,7 +46,13 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+        x.f_layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -184,7 +190,15 @@ impl BasicTransformerBlock {
             norm1: LayerNorm::new(w, &p("norm1"), dim, 1e-5),
             attn1: Attention::new(w, &p("attn1"), dim, None, heads, head_dim, upcast),
             norm2: LayerNorm::new(w, &p("norm2"), dim, 1e-5),
-            attn2: Attention::new(w, &p("attn2"), dim, Some(context_dim), heads, head_dim, upcast),
+            attn2: Attention::new(
+                w,
+                &p("attn2"),
+                dim,
+                Some(context_dim),
+                heads,
+                head_dim,
+                upcast,
+            ),
             norm3: LayerNorm::new(w, &p("norm3"), dim, 1e-5),
             ff: FeedForward::new(w, &p("ff"), dim),
         }
@@ -192,7 +206,11 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> TchResult<Tensor> {
         let x = x.f_add(&self.attn1.forward(&self.norm1.forward(x)?, None)?)?;
-        let x = x.f_add(&self.attn2.forward(&self.norm2.forward(&x)?, Some(context))?)?;
+        let x = x.f_add(
+            &self
+                .attn2
+                .forward(&self.norm2.forward(&x)?, Some(context))?,
+        )?;
         x.f_add(&self.ff.forward(&self.norm3.forward(&x)?)?)
     }
 }

@@ -71,7 +71,11 @@ impl VaeConfig {
                 }
             }
         }
-        for key in ["use_quant_conv", "use_post_quant_conv", "mid_block_add_attention"] {
+        for key in [
+            "use_quant_conv",
+            "use_post_quant_conv",
+            "mid_block_add_attention",
+        ] {
             if json.get(key).and_then(Value::as_bool) == Some(false) {
                 return Err(format!("{key} = false is unsupported"));
             }
@@ -125,8 +129,13 @@ impl LatentDistribution {
         }
         let go = || -> TchResult<Tensor> {
             let std = self.logvar.f_mul_scalar(0.5)?.f_exp()?;
-            self.mean
-                .f_add(&std.f_mul(&noise.f_to_kind(self.mean.kind())?.f_to_device(self.mean.device())?)?)
+            self.mean.f_add(
+                &std.f_mul(
+                    &noise
+                        .f_to_kind(self.mean.kind())?
+                        .f_to_device(self.mean.device())?,
+                )?,
+            )
         };
         go().context(|| "LatentDistribution::sample".into())
     }
@@ -175,7 +184,9 @@ impl AutoencoderKL {
         let c = &config;
         if c.block_out_channels.is_empty()
             || c.layers_per_block == 0
-            || c.block_out_channels.iter().any(|&ch| ch % c.norm_num_groups != 0)
+            || c.block_out_channels
+                .iter()
+                .any(|&ch| ch % c.norm_num_groups != 0)
         {
             return Err(ModelError::Other(format!("invalid VAE config: {c:?}")));
         }
@@ -278,7 +289,8 @@ impl AutoencoderKL {
     }
 
     fn decode_raw(&self, latents: &Tensor) -> TchResult<Tensor> {
-        self.decoder.forward(&self.post_quant_conv.forward(latents)?)
+        self.decoder
+            .forward(&self.post_quant_conv.forward(latents)?)
     }
 
     fn tile_in_latents(&self, tiles: TileOptions) -> Result<(i64, i64)> {
@@ -307,9 +319,15 @@ impl AutoencoderKL {
             .context(|| "AutoencoderKL::decode_tiled".into())?;
         let f = self.config.downscale_factor();
         tch::no_grad(|| {
-            blend_tiles(&latents, tile, overlap, 1, f, self.config.out_channels, |t| {
-                self.decode_raw(t)
-            })
+            blend_tiles(
+                &latents,
+                tile,
+                overlap,
+                1,
+                f,
+                self.config.out_channels,
+                |t| self.decode_raw(t),
+            )
         })
         .context(|| format!("AutoencoderKL::decode_tiled {:?}", latents.size()))
     }
@@ -324,9 +342,15 @@ impl AutoencoderKL {
             .f_to_kind(self.kind)
             .context(|| "AutoencoderKL::encode_tiled".into())?;
         let moments = tch::no_grad(|| {
-            blend_tiles(&image, tile, overlap, f, 1, 2 * self.config.latent_channels, |t| {
-                self.encode_moments(t)
-            })
+            blend_tiles(
+                &image,
+                tile,
+                overlap,
+                f,
+                1,
+                2 * self.config.latent_channels,
+                |t| self.encode_moments(t),
+            )
         })
         .context(|| format!("AutoencoderKL::encode_tiled {:?}", image.size()))?;
         Self::distribution(&moments)
@@ -391,9 +415,16 @@ fn blend_tiles(
         return op(input);
     }
     let opts = (input.kind(), input.device());
-    let out = Tensor::f_zeros([b, out_channels, grid_h * out_per_grid, grid_w * out_per_grid], opts)?;
-    let weight_sum =
-        Tensor::f_zeros([1, 1, grid_h * out_per_grid, grid_w * out_per_grid], opts)?;
+    let out = Tensor::f_zeros(
+        [
+            b,
+            out_channels,
+            grid_h * out_per_grid,
+            grid_w * out_per_grid,
+        ],
+        opts,
+    )?;
+    let weight_sum = Tensor::f_zeros([1, 1, grid_h * out_per_grid, grid_w * out_per_grid], opts)?;
     let ramp = overlap * out_per_grid;
     for &y in &ys {
         for &x in &xs {
@@ -406,16 +437,24 @@ fn blend_tiles(
             let (oh, ow) = (th * out_per_grid, tw * out_per_grid);
             let wy = edge_ramp(oh, ramp, y > 0, y + th < grid_h);
             let wx = edge_ramp(ow, ramp, x > 0, x + tw < grid_w);
-            let wy = Tensor::from_slice(&wy).f_to_device(opts.1)?.f_to_kind(opts.0)?;
-            let wx = Tensor::from_slice(&wx).f_to_device(opts.1)?.f_to_kind(opts.0)?;
-            let weight = wy.f_unsqueeze(1)?.f_mul(&wx.f_unsqueeze(0)?)?.f_reshape([1, 1, oh, ow])?;
-            let mut out_view = out
-                .f_narrow(2, y * out_per_grid, oh)?
-                .f_narrow(3, x * out_per_grid, ow)?;
+            let wy = Tensor::from_slice(&wy)
+                .f_to_device(opts.1)?
+                .f_to_kind(opts.0)?;
+            let wx = Tensor::from_slice(&wx)
+                .f_to_device(opts.1)?
+                .f_to_kind(opts.0)?;
+            let weight = wy
+                .f_unsqueeze(1)?
+                .f_mul(&wx.f_unsqueeze(0)?)?
+                .f_reshape([1, 1, oh, ow])?;
+            let mut out_view =
+                out.f_narrow(2, y * out_per_grid, oh)?
+                    .f_narrow(3, x * out_per_grid, ow)?;
             let _ = out_view.f_add_(&decoded.f_mul(&weight)?)?;
-            let mut weight_view = weight_sum
-                .f_narrow(2, y * out_per_grid, oh)?
-                .f_narrow(3, x * out_per_grid, ow)?;
+            let mut weight_view =
+                weight_sum
+                    .f_narrow(2, y * out_per_grid, oh)?
+                    .f_narrow(3, x * out_per_grid, ow)?;
             let _ = weight_view.f_add_(&weight)?;
         }
     }
@@ -439,7 +478,8 @@ mod tests {
     fn blending_reproduces_a_local_op_exactly() {
         // Nearest 4x upsampling is local, so tiles must blend back to the untiled result.
         let x = Tensor::randn([1, 2, 23, 37], (Kind::Float, tch::Device::Cpu));
-        let up = |t: &Tensor| t.f_upsample_nearest2d([t.size()[2] * 4, t.size()[3] * 4], None, None);
+        let up =
+            |t: &Tensor| t.f_upsample_nearest2d([t.size()[2] * 4, t.size()[3] * 4], None, None);
         let full = up(&x).unwrap();
         let tiled = blend_tiles(&x, 8, 3, 1, 4, 2, up).unwrap();
         let err = (full - tiled).abs().max().double_value(&[]);

@@ -118,14 +118,37 @@ impl ResnetBlock2D {
     ) -> Self {
         Self {
             norm1: GroupNorm::new(w, &join(prefix, "norm1"), groups, in_channels, eps),
-            conv1: Conv2d::new(w, &join(prefix, "conv1"), in_channels, out_channels, 3, 1, 1),
-            time_emb_proj: temb_channels.map(|t| {
-                Linear::new(w, &join(prefix, "time_emb_proj"), t, out_channels, true)
-            }),
+            conv1: Conv2d::new(
+                w,
+                &join(prefix, "conv1"),
+                in_channels,
+                out_channels,
+                3,
+                1,
+                1,
+            ),
+            time_emb_proj: temb_channels
+                .map(|t| Linear::new(w, &join(prefix, "time_emb_proj"), t, out_channels, true)),
             norm2: GroupNorm::new(w, &join(prefix, "norm2"), groups, out_channels, eps),
-            conv2: Conv2d::new(w, &join(prefix, "conv2"), out_channels, out_channels, 3, 1, 1),
+            conv2: Conv2d::new(
+                w,
+                &join(prefix, "conv2"),
+                out_channels,
+                out_channels,
+                3,
+                1,
+                1,
+            ),
             conv_shortcut: (in_channels != out_channels).then(|| {
-                Conv2d::new(w, &join(prefix, "conv_shortcut"), in_channels, out_channels, 1, 1, 0)
+                Conv2d::new(
+                    w,
+                    &join(prefix, "conv_shortcut"),
+                    in_channels,
+                    out_channels,
+                    1,
+                    1,
+                    0,
+                )
             }),
         }
     }
@@ -133,7 +156,10 @@ impl ResnetBlock2D {
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> TchResult<Tensor> {
         let mut h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&temb.f_silu()?)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
+            let t = proj
+                .forward(&temb.f_silu()?)?
+                .f_unsqueeze(-1)?
+                .f_unsqueeze(-1)?;
             h = h.f_add(&t)?;
         }
         let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;

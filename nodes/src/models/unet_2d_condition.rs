@@ -190,7 +190,10 @@ impl UNetConfig {
                 Value::Number(x) => Ok(vec![x.as_i64().ok_or("heads: not an integer")?; n]),
                 Value::Array(a) if a.len() == n => a
                     .iter()
-                    .map(|x| x.as_i64().ok_or_else(|| "heads: not an integer".to_string()))
+                    .map(|x| {
+                        x.as_i64()
+                            .ok_or_else(|| "heads: not an integer".to_string())
+                    })
                     .collect(),
                 _ => Err(format!("attention heads: expected a number or {n} numbers")),
             }
@@ -224,7 +227,10 @@ impl UNetConfig {
             use_linear_projection: boolean("use_linear_projection").unwrap_or(false),
             upcast_attention: boolean("upcast_attention").unwrap_or(false),
             flip_sin_to_cos: boolean("flip_sin_to_cos").unwrap_or(true),
-            freq_shift: json.get("freq_shift").and_then(Value::as_f64).unwrap_or(0.0),
+            freq_shift: json
+                .get("freq_shift")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
             sample_size: int("sample_size").unwrap_or(sd15.sample_size),
             prediction_type: PredictionType::Epsilon,
         })
@@ -237,8 +243,7 @@ impl UNetConfig {
     fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         let bad = |m: String| Err(ModelError::Other(format!("invalid UNet config: {m}")));
-        if n == 0 || self.cross_attention_blocks.len() != n || self.num_attention_heads.len() != n
-        {
+        if n == 0 || self.cross_attention_blocks.len() != n || self.num_attention_heads.len() != n {
             return bad(format!(
                 "{} block_out_channels, {} cross_attention_blocks, {} head counts",
                 n,
@@ -246,7 +251,11 @@ impl UNetConfig {
                 self.num_attention_heads.len()
             ));
         }
-        for (&c, &h) in self.block_out_channels.iter().zip(&self.num_attention_heads) {
+        for (&c, &h) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.num_attention_heads)
+        {
             if h <= 0 || c % h != 0 || c % self.norm_num_groups != 0 {
                 return bad(format!(
                     "{c} channels do not split into {h} heads / {} groups",
@@ -299,7 +308,8 @@ impl UNet2DConditionModel {
             use_linear_projection: config.use_linear_projection,
             upcast_attention: config.upcast_attention,
         };
-        let heads_of = |i: usize| config.cross_attention_blocks[i].then_some(config.num_attention_heads[i]);
+        let heads_of =
+            |i: usize| config.cross_attention_blocks[i].then_some(config.num_attention_heads[i]);
 
         let conv_in = Conv2d::new(w, &p("conv_in"), config.in_channels, boc[0], 3, 1, 1);
         let time_embedding =
@@ -428,8 +438,7 @@ impl UNet2DConditionModel {
             return err(format!("timestep must be a scalar or [{b}], got {t:?}"));
         }
         let e = context.size();
-        if e.len() != 3 || (e[0] != b && e[0] != 1) || e[2] != c.cross_attention_dim || e[1] == 0
-        {
+        if e.len() != 3 || (e[0] != b && e[0] != 1) || e[2] != c.cross_attention_dim || e[1] == 0 {
             return err(format!(
                 "encoder_hidden_states must be [{b}, T, {}], got {e:?}",
                 c.cross_attention_dim
@@ -482,12 +491,10 @@ impl UNet2DConditionModel {
         h = self.mid_block.forward(&h, &temb, &context)?;
         for block in &self.up_blocks {
             let remaining = skips.len().saturating_sub(block.num_layers());
-            let upsample_size = remaining
-                .checked_sub(1)
-                .map(|i| {
-                    let s = skips[i].size();
-                    [s[2], s[3]]
-                });
+            let upsample_size = remaining.checked_sub(1).map(|i| {
+                let s = skips[i].size();
+                [s[2], s[3]]
+            });
             h = block.forward(&h, &mut skips, &temb, &context, upsample_size)?;
         }
         let h = self.conv_norm_out.forward(&h)?.f_silu()?;

@@ -61,7 +61,8 @@ impl Encoder {
             h = block.forward(&h)?;
         }
         h = self.mid_block.forward(&h)?;
-        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.f_silu()?)
+        self.conv_out
+            .forward(&self.conv_norm_out.forward(&h)?.f_silu()?)
     }
 }
 
@@ -116,6 +117,7 @@ impl Decoder {
         for block in &self.up_blocks {
             h = block.forward(&h)?;
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.f_silu()?)
+        self.conv_out
+            .forward(&self.conv_norm_out.forward(&h)?.f_silu()?)
     }
 }

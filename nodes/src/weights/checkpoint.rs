@@ -202,9 +202,16 @@ impl MappedFile {
 /// Tells SD 1.x from 2.x by a single file's tensor names and shapes: the cross-attention key
 /// width (768 CLIP-L vs 1024 OpenCLIP-H) and whether the transformers project in with a
 /// 1x1 conv (1.x) or a linear layer (2.x); and rejects other architectures by name.
-pub fn detect_version(shapes: &BTreeMap<String, Vec<usize>>) -> std::result::Result<SdVersion, String> {
-    if shapes.keys().any(|k| k.starts_with("conditioner.embedders.")) {
-        return Err("an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported".into());
+pub fn detect_version(
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> std::result::Result<SdVersion, String> {
+    if shapes
+        .keys()
+        .any(|k| k.starts_with("conditioner.embedders."))
+    {
+        return Err(
+            "an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported".into(),
+        );
     }
     if !shapes.keys().any(|k| k.starts_with(UNET_PREFIX)) {
         let examples: Vec<&str> = shapes.keys().take(3).map(String::as_str).collect();
@@ -215,13 +222,17 @@ pub fn detect_version(shapes: &BTreeMap<String, Vec<usize>>) -> std::result::Res
         ));
     }
     if shapes.contains_key(&format!("{UNET_PREFIX}label_emb.0.0.weight")) {
-        return Err("a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported".into());
+        return Err(
+            "a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported".into(),
+        );
     }
     let proj_in = shapes
         .get(&format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"))
         .ok_or("no cross-attention transformer at input_blocks.1.1: not an SD 1.x / 2.x UNet")?;
     let key_width = shapes
-        .get(&format!("{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"))
+        .get(&format!(
+            "{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+        ))
         .and_then(|s| s.get(1).copied());
     let linear = proj_in.len() == 2;
     let open_clip = shapes.keys().any(|k| k.starts_with(OPEN_CLIP_PREFIX));
@@ -251,7 +262,9 @@ fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) ->
         dim("text_model.embeddings.token_embedding.weight", 1),
     );
     let layers = (0..)
-        .take_while(|i| weights.contains_key(&format!("text_model.encoder.layers.{i}.layer_norm1.weight")))
+        .take_while(|i| {
+            weights.contains_key(&format!("text_model.encoder.layers.{i}.layer_norm1.weight"))
+        })
         .count();
     json!({
         "vocab_size": vocab,
@@ -362,7 +375,10 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
     let mut take = |c: Component, what: &str| {
         let map = parts.remove(&c).unwrap_or_default();
         if map.is_empty() {
-            Err(checkpoint_error(path, format!("no {what} tensors in this checkpoint")))
+            Err(checkpoint_error(
+                path,
+                format!("no {what} tensors in this checkpoint"),
+            ))
         } else {
             Ok(map)
         }
@@ -414,7 +430,10 @@ fn weights_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
 
 /// Loads a diffusers folder: `unet/`, `vae/`, `text_encoder/` (each `config.json` + weights)
 /// and, when present, `scheduler/scheduler_config.json` for the prediction type.
-pub fn load_diffusers_folder(dir: &Path, options: &LoadOptions) -> Result<StableDiffusionCheckpoint> {
+pub fn load_diffusers_folder(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<StableDiffusionCheckpoint> {
     let unet_dir = dir.join("unet");
     let mut unet_config = match &options.unet_config {
         Some(c) => c.clone(),
@@ -428,7 +447,10 @@ pub fn load_diffusers_folder(dir: &Path, options: &LoadOptions) -> Result<Stable
     if let Some(p) = options.prediction_type {
         unet_config.prediction_type = p;
     } else if scheduler.is_file() && options.unet_config.is_none() {
-        if let Some(s) = read_json(&scheduler)?.get("prediction_type").and_then(Value::as_str) {
+        if let Some(s) = read_json(&scheduler)?
+            .get("prediction_type")
+            .and_then(Value::as_str)
+        {
             unet_config.prediction_type = PredictionType::parse(s).ok_or_else(|| {
                 checkpoint_error(&scheduler, format!("unsupported prediction_type {s:?}"))
             })?;
@@ -466,15 +488,16 @@ pub fn load_diffusers_folder(dir: &Path, options: &LoadOptions) -> Result<Stable
     let te_dir = dir.join("text_encoder");
     let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
     // Files saved by transformers 5 drop the `text_model.` level; SD's own files keep it.
-    let text_encoder_weights = MappedFile::open(&te_path)?.read(options.device, options.kind, |n| {
-        if n.ends_with("position_ids") {
-            None
-        } else if n.starts_with("text_model.") || n.starts_with("text_projection") {
-            Some(n.to_string())
-        } else {
-            Some(format!("text_model.{n}"))
-        }
-    })?;
+    let text_encoder_weights =
+        MappedFile::open(&te_path)?.read(options.device, options.kind, |n| {
+            if n.ends_with("position_ids") {
+                None
+            } else if n.starts_with("text_model.") || n.starts_with("text_projection") {
+                Some(n.to_string())
+            } else {
+                Some(format!("text_model.{n}"))
+            }
+        })?;
     let te_config_path = te_dir.join("config.json");
     let text_encoder_config = if te_config_path.is_file() {
         read_json(&te_config_path)?
@@ -496,9 +519,19 @@ mod tests {
 
     fn sd_shapes(context: usize, linear: bool) -> BTreeMap<String, Vec<usize>> {
         let mut m = BTreeMap::new();
-        m.insert(format!("{UNET_PREFIX}input_blocks.0.0.weight"), vec![320, 4, 3, 3]);
-        let proj = if linear { vec![320, 320] } else { vec![320, 320, 1, 1] };
-        m.insert(format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"), proj);
+        m.insert(
+            format!("{UNET_PREFIX}input_blocks.0.0.weight"),
+            vec![320, 4, 3, 3],
+        );
+        let proj = if linear {
+            vec![320, 320]
+        } else {
+            vec![320, 320, 1, 1]
+        };
+        m.insert(
+            format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"),
+            proj,
+        );
         m.insert(
             format!("{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
             vec![320, context],
@@ -517,10 +550,18 @@ mod tests {
     #[test]
     fn rejects_other_architectures_by_name() {
         let mut sdxl = sd_shapes(2048, true);
-        sdxl.insert("conditioner.embedders.0.transformer.text_model.x".into(), vec![1]);
+        sdxl.insert(
+            "conditioner.embedders.0.transformer.text_model.x".into(),
+            vec![1],
+        );
         assert!(detect_version(&sdxl).unwrap_err().contains("SDXL"));
         let mut other = BTreeMap::new();
-        other.insert("vision_model.embeddings.patch_embedding.weight".to_string(), vec![1]);
-        assert!(detect_version(&other).unwrap_err().contains("model.diffusion_model"));
+        other.insert(
+            "vision_model.embeddings.patch_embedding.weight".to_string(),
+            vec![1],
+        );
+        assert!(detect_version(&other)
+            .unwrap_err()
+            .contains("model.diffusion_model"));
     }
 }

@@ -286,10 +286,7 @@ pub fn open_clip_key(ldm: &str, layers_kept: usize) -> Option<Mapped> {
         return Some(Mapped::Drop);
     }
     let layer = format!("text_model.encoder.layers.{i}");
-    if let Some(leaf) = rest
-        .strip_prefix("attn.in_proj_")
-        .and_then(weight_or_bias)
-    {
+    if let Some(leaf) = rest.strip_prefix("attn.in_proj_").and_then(weight_or_bias) {
         return Some(Mapped::SplitQkv(
             ["q", "k", "v"].map(|p| format!("{layer}.self_attn.{p}_proj.{leaf}")),
         ));
@@ -317,8 +314,14 @@ mod tests {
 
     #[test]
     fn unet_top_level_names() {
-        assert_eq!(unet("time_embed.0.weight").unwrap(), "time_embedding.linear_1.weight");
-        assert_eq!(unet("time_embed.2.bias").unwrap(), "time_embedding.linear_2.bias");
+        assert_eq!(
+            unet("time_embed.0.weight").unwrap(),
+            "time_embedding.linear_1.weight"
+        );
+        assert_eq!(
+            unet("time_embed.2.bias").unwrap(),
+            "time_embedding.linear_2.bias"
+        );
         assert_eq!(unet("input_blocks.0.0.weight").unwrap(), "conv_in.weight");
         assert_eq!(unet("out.0.weight").unwrap(), "conv_norm_out.weight");
         assert_eq!(unet("out.2.bias").unwrap(), "conv_out.bias");
@@ -396,9 +399,15 @@ mod tests {
     #[test]
     fn vae_names_and_reshapes() {
         let r = |s: &str| Some(Mapped::Rename(s.to_string()));
-        assert_eq!(vae_key("encoder.norm_out.weight", 4), r("encoder.conv_norm_out.weight"));
+        assert_eq!(
+            vae_key("encoder.norm_out.weight", 4),
+            r("encoder.conv_norm_out.weight")
+        );
         assert_eq!(vae_key("quant_conv.bias", 4), r("quant_conv.bias"));
-        assert_eq!(vae_key("post_quant_conv.weight", 4), r("post_quant_conv.weight"));
+        assert_eq!(
+            vae_key("post_quant_conv.weight", 4),
+            r("post_quant_conv.weight")
+        );
         assert_eq!(
             vae_key("encoder.down.1.block.0.nin_shortcut.weight", 4),
             r("encoder.down_blocks.1.resnets.0.conv_shortcut.weight")
@@ -448,9 +457,14 @@ mod tests {
         );
         assert_eq!(
             clip_l_key("embeddings.token_embedding.weight"),
-            Some(Mapped::Rename("text_model.embeddings.token_embedding.weight".into()))
+            Some(Mapped::Rename(
+                "text_model.embeddings.token_embedding.weight".into()
+            ))
         );
-        assert_eq!(clip_l_key("text_model.embeddings.position_ids"), Some(Mapped::Drop));
+        assert_eq!(
+            clip_l_key("text_model.embeddings.position_ids"),
+            Some(Mapped::Drop)
+        );
         assert_eq!(clip_l_key("text_model.bogus.weight"), None);
     }
 
@@ -458,7 +472,9 @@ mod tests {
     fn open_clip_names() {
         assert_eq!(
             open_clip_key("positional_embedding", 23),
-            Some(Mapped::Rename("text_model.embeddings.position_embedding.weight".into()))
+            Some(Mapped::Rename(
+                "text_model.embeddings.position_embedding.weight".into()
+            ))
         );
         assert_eq!(
             open_clip_key("transformer.resblocks.0.attn.in_proj_weight", 23),
@@ -470,7 +486,9 @@ mod tests {
         );
         assert_eq!(
             open_clip_key("transformer.resblocks.22.mlp.c_fc.bias", 23),
-            Some(Mapped::Rename("text_model.encoder.layers.22.mlp.fc1.bias".into()))
+            Some(Mapped::Rename(
+                "text_model.encoder.layers.22.mlp.fc1.bias".into()
+            ))
         );
         assert_eq!(
             open_clip_key("transformer.resblocks.5.ln_2.weight", 23),
@@ -498,10 +516,16 @@ mod tests {
         );
         assert_eq!(
             map_ldm_key("first_stage_model.decoder.conv_in.bias", &layout),
-            Some((Component::Vae, Mapped::Rename("decoder.conv_in.bias".into())))
+            Some((
+                Component::Vae,
+                Mapped::Rename("decoder.conv_in.bias".into())
+            ))
         );
         assert_eq!(
-            map_ldm_key("cond_stage_model.transformer.text_model.final_layer_norm.bias", &layout),
+            map_ldm_key(
+                "cond_stage_model.transformer.text_model.final_layer_norm.bias",
+                &layout
+            ),
             Some((
                 Component::TextEncoder,
                 Mapped::Rename("text_model.final_layer_norm.bias".into())
