@@ -379,3 +379,34 @@ fn ldm_key_map_covers_full_size_sd15_sd21_and_vae_layouts() {
         }
     }
 }
+
+/// Loading straight to a reduced precision: the models run in it, inputs are cast, and the
+/// results stay near the fp32 reference (the weights are fp16-exact, so fp16 loses little).
+#[test]
+fn loads_and_runs_in_half_and_bfloat16() {
+    let io = io();
+    for (kind, tolerance) in [(Kind::Half, 1e-2), (Kind::BFloat16, 6e-2)] {
+        let opts = LoadOptions {
+            kind,
+            ..tiny_options("sd1")
+        };
+        let sd = load_single_file(&fixtures().join("sd1.safetensors"), &opts).unwrap();
+        assert_eq!(sd.unet.kind(), kind);
+        assert_eq!(sd.vae.kind(), kind);
+        assert!(sd.text_encoder_weights.values().all(|t| t.kind() == kind));
+        let t = |k: &str| &io[&format!("sd1.unet.{k}")];
+        let out = sd
+            .unet
+            .forward(t("sample"), t("timestep"), t("context"))
+            .unwrap();
+        assert_eq!(out.kind(), kind);
+        let err = max_abs_diff(&out, t("out"));
+        let decoded = sd.vae.decode(&io["sd1.vae.latents"]).unwrap();
+        let err_vae = max_abs_diff(&decoded, &io["sd1.vae.decoded"]);
+        println!("{kind:?}: UNet max abs error {err:.3e}, VAE decode {err_vae:.3e}");
+        assert!(
+            err <= tolerance && err_vae <= tolerance,
+            "{kind:?}: {err} / {err_vae}"
+        );
+    }
+}

@@ -56,25 +56,11 @@ impl LayerNorm {
     }
 }
 
-/// Softmax attention over `[B, heads, N, d]` tensors. With `upcast`, half-precision inputs are
-/// attended in fp32 (SD 2.x sets `upcast_attention` because its fp16 logits overflow).
-fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) -> TchResult<Tensor> {
-    let kind = q.kind();
-    if upcast && matches!(kind, Kind::Half | Kind::BFloat16) {
-        let out = Tensor::f_scaled_dot_product_attention::<Tensor>(
-            &q.f_to_kind(Kind::Float)?,
-            &k.f_to_kind(Kind::Float)?,
-            &v.f_to_kind(Kind::Float)?,
-            None,
-            0.0,
-            false,
-            None,
-            false,
-        )?;
-        out.f_to_kind(kind)
-    } else {
-        Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, false)
-    }
+/// Softmax attention over `[B, heads, N, d]` tensors. Like diffusers' `AttnProcessor2_0`, no
+/// explicit fp32 upcast even where the config asks for `upcast_attention` (SD 2.1): the fused
+/// kernels accumulate the softmax in fp32 already, and an upcast would rule out flash attention.
+fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
+    Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, false)
 }
 
 /// diffusers `Attention` as used in `BasicTransformerBlock`: bias-free q/k/v projections,
@@ -85,7 +71,6 @@ pub struct Attention {
     to_v: Linear,
     to_out: Linear,
     heads: i64,
-    upcast: bool,
 }
 
 impl Attention {
@@ -97,7 +82,6 @@ impl Attention {
         context_dim: Option<i64>,
         heads: i64,
         head_dim: i64,
-        upcast: bool,
     ) -> Self {
         let inner = heads * head_dim;
         let context_dim = context_dim.unwrap_or(query_dim);
@@ -107,7 +91,6 @@ impl Attention {
             to_v: Linear::new(w, &join(prefix, "to_v"), context_dim, inner, false),
             to_out: Linear::new(w, &join(prefix, "to_out.0"), inner, query_dim, true),
             heads,
-            upcast,
         }
     }
 
@@ -121,7 +104,6 @@ impl Attention {
             &split_heads(&q, self.heads)?,
             &split_heads(&k, self.heads)?,
             &split_heads(&v, self.heads)?,
-            self.upcast,
         )?;
         self.to_out.forward(&merge_heads(&out)?)
     }
@@ -183,22 +165,13 @@ impl BasicTransformerBlock {
         heads: i64,
         head_dim: i64,
         context_dim: i64,
-        upcast: bool,
     ) -> Self {
         let p = |n: &str| join(prefix, n);
         Self {
             norm1: LayerNorm::new(w, &p("norm1"), dim, 1e-5),
-            attn1: Attention::new(w, &p("attn1"), dim, None, heads, head_dim, upcast),
+            attn1: Attention::new(w, &p("attn1"), dim, None, heads, head_dim),
             norm2: LayerNorm::new(w, &p("norm2"), dim, 1e-5),
-            attn2: Attention::new(
-                w,
-                &p("attn2"),
-                dim,
-                Some(context_dim),
-                heads,
-                head_dim,
-                upcast,
-            ),
+            attn2: Attention::new(w, &p("attn2"), dim, Some(context_dim), heads, head_dim),
             norm3: LayerNorm::new(w, &p("norm3"), dim, 1e-5),
             ff: FeedForward::new(w, &p("ff"), dim),
         }
@@ -240,7 +213,6 @@ pub struct TransformerShape {
     pub groups: i64,
     pub layers: usize,
     pub use_linear_projection: bool,
-    pub upcast_attention: bool,
 }
 
 impl Transformer2DModel {
@@ -265,7 +237,6 @@ impl Transformer2DModel {
                         s.heads,
                         c / s.heads,
                         s.context_dim,
-                        s.upcast_attention,
                     )
                 })
                 .collect(),
@@ -330,7 +301,7 @@ impl SpatialSelfAttention {
         let q = one_head(self.to_q.forward(&tokens)?)?;
         let k = one_head(self.to_k.forward(&tokens)?)?;
         let v = one_head(self.to_v.forward(&tokens)?)?;
-        let attended = sdpa(&q, &k, &v, false)?.f_squeeze_dim(1)?;
+        let attended = sdpa(&q, &k, &v)?.f_squeeze_dim(1)?;
         let out = self
             .to_out
             .forward(&attended)?

@@ -18,7 +18,6 @@ pub struct UNetBlockShape {
     pub context_dim: i64,
     pub transformer_layers: usize,
     pub use_linear_projection: bool,
-    pub upcast_attention: bool,
 }
 
 impl UNetBlockShape {
@@ -30,7 +29,6 @@ impl UNetBlockShape {
             groups: self.groups,
             layers: self.transformer_layers,
             use_linear_projection: self.use_linear_projection,
-            upcast_attention: self.upcast_attention,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct UNetConfig {
     pub norm_num_groups: i64,
     pub norm_eps: f64,
     pub use_linear_projection: bool,
+    /// Read from configs for completeness; like diffusers' SDPA attention path, the model
+    /// does not act on it (fused attention kernels keep the softmax in fp32).
     pub upcast_attention: bool,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f64,
@@ -306,7 +308,6 @@ impl UNet2DConditionModel {
             context_dim: config.cross_attention_dim,
             transformer_layers: config.transformer_layers_per_block,
             use_linear_projection: config.use_linear_projection,
-            upcast_attention: config.upcast_attention,
         };
         let heads_of =
             |i: usize| config.cross_attention_blocks[i].then_some(config.num_attention_heads[i]);

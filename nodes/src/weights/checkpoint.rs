@@ -275,6 +275,9 @@ fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) ->
         "max_position_embeddings": dim("text_model.embeddings.position_embedding.weight", 0),
         "hidden_act": match version { SdVersion::V1 => "quick_gelu", SdVersion::V2 => "gelu" },
         "layer_norm_eps": 1e-5,
+        // Both generations use the CLIP BPE tokenizer (<|startoftext|>, <|endoftext|>).
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
     })
 }
 
