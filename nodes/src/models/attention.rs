@@ -3,7 +3,7 @@
 //! self or cross, via `scaled_dot_product_attention`), `FeedForward` (GEGLU, Shazeer 2020),
 //! `BasicTransformerBlock`, `Transformer2DModel` (the LDM "SpatialTransformer", Rombach et
 //! al. 2022) and the single-head group-norm self-attention of the VAE mid block.
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::models::resnet::{join, Conv2d, GroupNorm, TchResult};
 use crate::weights::Weights;
