@@ -71,6 +71,14 @@ impl VaeConfig {
                 }
             }
         }
+        if let Some(act) = json.get("act_fn").and_then(Value::as_str) {
+            if act != "silu" {
+                return Err(format!("unsupported act_fn {act:?}"));
+            }
+        }
+        if json.get("shift_factor").is_some_and(|v| !v.is_null()) {
+            return Err("shift_factor is set: not an SD 1.x/2.x VAE".into());
+        }
         for key in [
             "use_quant_conv",
             "use_post_quant_conv",
@@ -464,6 +472,22 @@ fn blend_tiles(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_sd_vae_config_parses_to_the_preset() {
+        // `runwayml/stable-diffusion-v1-5` `vae/config.json` (no scaling_factor: the default).
+        let json: Value = serde_json::from_str(
+            r#"{"_class_name": "AutoencoderKL", "_diffusers_version": "0.6.0", "act_fn": "silu",
+            "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+            "out_channels": 3, "sample_size": 512,
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#,
+        )
+        .unwrap();
+        assert_eq!(VaeConfig::from_diffusers_json(&json), Ok(VaeConfig::sd()));
+        assert_eq!(VaeConfig::sd().downscale_factor(), 8);
+    }
 
     #[test]
     fn tiles_cover_the_axis_and_stay_whole() {

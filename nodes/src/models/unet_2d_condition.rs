@@ -2,7 +2,7 @@
 //! Resolution Image Synthesis with Latent Diffusion Models"), mirroring diffusers
 //! `UNet2DConditionModel` so that its state-dict keys load one to one. Configs follow
 //! `runwayml/stable-diffusion-v1-5` and `stabilityai/stable-diffusion-2-1` `unet/config.json`.
-use serde_json::Value;
+use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
@@ -98,6 +98,16 @@ impl UNetConfig {
             sample_size: 96,
             prediction_type: PredictionType::VPrediction,
             ..Self::sd15()
+        }
+    }
+
+    /// Stable Diffusion 2.x 512 "base" models (`stabilityai/stable-diffusion-2-1-base`):
+    /// the 2.1 architecture, epsilon prediction.
+    pub fn sd21_base() -> Self {
+        Self {
+            sample_size: 64,
+            prediction_type: PredictionType::Epsilon,
+            ..Self::sd21()
         }
     }
 
@@ -209,10 +219,49 @@ impl UNetConfig {
             Some(Value::Number(x)) => x.as_u64().unwrap_or(1) as usize,
             Some(_) => return Err("per-block transformer_layers_per_block unsupported".into()),
         };
-        for key in ["class_embed_type", "addition_embed_type", "encoder_hid_dim"] {
+        for key in [
+            "class_embed_type",
+            "addition_embed_type",
+            "encoder_hid_dim",
+            "num_class_embeds",
+            "time_cond_proj_dim",
+            "time_embedding_dim",
+            "timestep_post_act",
+            "time_embedding_act_fn",
+            "cross_attention_norm",
+            "encoder_hid_dim_type",
+        ] {
             if json.get(key).is_some_and(|v| !v.is_null()) {
                 return Err(format!("{key} is set: not an SD 1.x/2.x UNet"));
             }
+        }
+        // Options this implementation does not vary: present with another value, the model
+        // would silently compute something else, so refuse.
+        let fixed = [
+            ("act_fn", json!("silu")),
+            ("center_input_sample", json!(false)),
+            ("downsample_padding", json!(1)),
+            ("mid_block_scale_factor", json!(1)),
+            ("dual_cross_attention", json!(false)),
+            ("resnet_time_scale_shift", json!("default")),
+            ("time_embedding_type", json!("positional")),
+            ("conv_in_kernel", json!(3)),
+            ("conv_out_kernel", json!(3)),
+            ("attention_type", json!("default")),
+        ];
+        for (key, expected) in fixed {
+            if let Some(v) = json.get(key) {
+                let same =
+                    v == &expected || (v.as_f64().is_some() && v.as_f64() == expected.as_f64());
+                if !same {
+                    return Err(format!("unsupported {key} = {v} (only {expected})"));
+                }
+            }
+        }
+        match json.get("only_cross_attention") {
+            None | Some(Value::Bool(false)) => {}
+            Some(Value::Array(a)) if a.iter().all(|v| v == &json!(false)) => {}
+            Some(v) => return Err(format!("unsupported only_cross_attention = {v}")),
         }
         let sd15 = Self::sd15();
         Ok(Self {
@@ -500,5 +549,80 @@ impl UNet2DConditionModel {
         }
         let h = self.conv_norm_out.forward(&h)?.f_silu()?;
         self.conv_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOWN: &str = r#"["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]"#;
+    const UP: &str =
+        r#"["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]"#;
+
+    /// `runwayml/stable-diffusion-v1-5` `unet/config.json`.
+    fn sd15_json() -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0",
+            "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+            "center_input_sample": false, "cross_attention_dim": 768, "down_block_types": {DOWN},
+            "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+            "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+            "norm_num_groups": 32, "out_channels": 4, "sample_size": 64, "up_block_types": {UP}}}"#
+        ))
+        .unwrap()
+    }
+
+    /// `stabilityai/stable-diffusion-2-1` `unet/config.json`.
+    fn sd21_json() -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.10.0.dev0",
+            "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20],
+            "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+            "cross_attention_dim": 1024, "down_block_types": {DOWN}, "downsample_padding": 1,
+            "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0,
+            "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05, "norm_num_groups": 32, "num_class_embeds": null,
+            "only_cross_attention": false, "out_channels": 4, "sample_size": 96,
+            "up_block_types": {UP}, "use_linear_projection": true, "upcast_attention": true}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn real_sd_configs_parse_to_the_presets() {
+        assert_eq!(
+            UNetConfig::from_diffusers_json(&sd15_json()),
+            Ok(UNetConfig::sd15())
+        );
+        let mut sd21 = UNetConfig::from_diffusers_json(&sd21_json()).unwrap();
+        assert_eq!(sd21.prediction_type, PredictionType::Epsilon); // scheduler config's job
+        sd21.prediction_type = PredictionType::VPrediction;
+        assert_eq!(sd21, UNetConfig::sd21());
+    }
+
+    #[test]
+    fn configs_this_model_cannot_honour_are_refused() {
+        for (key, value) in [
+            ("act_fn", json!("gelu")),
+            ("resnet_time_scale_shift", json!("scale_shift")),
+            ("class_embed_type", json!("timestep")),
+            ("addition_embed_type", json!("text_time")),
+            ("only_cross_attention", json!(true)),
+            ("mid_block_type", json!("UNetMidBlock2DSimpleCrossAttn")),
+        ] {
+            let mut j = sd15_json();
+            j[key] = value;
+            let e = UNetConfig::from_diffusers_json(&j).unwrap_err();
+            assert!(e.contains(key) || e.contains("mid_block"), "{key}: {e}");
+        }
+        let mut j = sd15_json();
+        j["up_block_types"] = json!([
+            "UpBlock2D",
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D"
+        ]);
+        assert!(UNetConfig::from_diffusers_json(&j).is_err());
     }
 }
