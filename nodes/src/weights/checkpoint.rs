@@ -431,14 +431,19 @@ fn weights_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
         })
 }
 
-/// Loads a diffusers folder: `unet/`, `vae/`, `text_encoder/` (each `config.json` + weights)
-/// and, when present, `scheduler/scheduler_config.json` for the prediction type.
-pub fn load_diffusers_folder(
-    dir: &Path,
-    options: &LoadOptions,
-) -> Result<StableDiffusionCheckpoint> {
-    let unet_dir = dir.join("unet");
-    let mut unet_config = match &options.unet_config {
+const MODEL_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+
+fn read_all(path: &Path, options: &LoadOptions) -> Result<HashMap<String, Tensor>> {
+    MappedFile::open(path)?.read(options.device, options.kind, |n| Some(n.to_string()))
+}
+
+/// Loads a diffusers `unet/` folder (`config.json` unless `options.unet_config` is given, and
+/// the weights). The prediction type is `options.prediction_type`, else the config's.
+pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2DConditionModel> {
+    let mut config = match &options.unet_config {
         Some(c) => c.clone(),
         None => {
             let path = unet_dir.join("config.json");
@@ -446,37 +451,17 @@ pub fn load_diffusers_folder(
                 .map_err(|m| checkpoint_error(&path, m))?
         }
     };
-    let scheduler = dir.join("scheduler/scheduler_config.json");
     if let Some(p) = options.prediction_type {
-        unet_config.prediction_type = p;
-    } else if scheduler.is_file() && options.unet_config.is_none() {
-        if let Some(s) = read_json(&scheduler)?
-            .get("prediction_type")
-            .and_then(Value::as_str)
-        {
-            unet_config.prediction_type = PredictionType::parse(s).ok_or_else(|| {
-                checkpoint_error(&scheduler, format!("unsupported prediction_type {s:?}"))
-            })?;
-        }
+        config.prediction_type = p;
     }
-    let version = if unet_config.use_linear_projection || unet_config.cross_attention_dim == 1024 {
-        SdVersion::V2
-    } else {
-        SdVersion::V1
-    };
-    let model_files = [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ];
-    let read_all = |path: &Path| {
-        MappedFile::open(path)?.read(options.device, options.kind, |n| Some(n.to_string()))
-    };
-    let unet_path = weights_file(&unet_dir, &model_files)?;
-    let unet_weights = Weights::new(unet_path.display().to_string(), read_all(&unet_path)?);
-    let unet = UNet2DConditionModel::new(&unet_weights, "", unet_config)?;
+    let path = weights_file(unet_dir, &MODEL_FILES)?;
+    let weights = Weights::new(path.display().to_string(), read_all(&path, options)?);
+    UNet2DConditionModel::new(&weights, "", config)
+}
 
-    let vae_dir = dir.join("vae");
-    let vae_config = match &options.vae_config {
+/// Loads a diffusers `vae/` folder (`config.json` unless `options.vae_config` is given).
+pub fn load_vae_folder(vae_dir: &Path, options: &LoadOptions) -> Result<AutoencoderKL> {
+    let config = match &options.vae_config {
         Some(c) => c.clone(),
         None => {
             let path = vae_dir.join("config.json");
@@ -484,9 +469,37 @@ pub fn load_diffusers_folder(
                 .map_err(|m| checkpoint_error(&path, m))?
         }
     };
-    let vae_path = weights_file(&vae_dir, &model_files)?;
-    let vae_weights = Weights::new(vae_path.display().to_string(), read_all(&vae_path)?);
-    let vae = AutoencoderKL::new(&vae_weights, "", vae_config)?;
+    let path = weights_file(vae_dir, &MODEL_FILES)?;
+    let weights = Weights::new(path.display().to_string(), read_all(&path, options)?);
+    AutoencoderKL::new(&weights, "", config)
+}
+
+/// Loads a diffusers folder: `unet/`, `vae/`, `text_encoder/` (each `config.json` + weights)
+/// and, when present, `scheduler/scheduler_config.json` for the prediction type.
+pub fn load_diffusers_folder(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<StableDiffusionCheckpoint> {
+    let mut options = options.clone();
+    let scheduler = dir.join("scheduler/scheduler_config.json");
+    if options.prediction_type.is_none() && options.unet_config.is_none() && scheduler.is_file() {
+        if let Some(s) = read_json(&scheduler)?
+            .get("prediction_type")
+            .and_then(Value::as_str)
+        {
+            options.prediction_type = Some(PredictionType::parse(s).ok_or_else(|| {
+                checkpoint_error(&scheduler, format!("unsupported prediction_type {s:?}"))
+            })?);
+        }
+    }
+    let unet = load_unet_folder(&dir.join("unet"), &options)?;
+    let vae = load_vae_folder(&dir.join("vae"), &options)?;
+    let version =
+        if unet.config().use_linear_projection || unet.config().cross_attention_dim == 1024 {
+            SdVersion::V2
+        } else {
+            SdVersion::V1
+        };
 
     let te_dir = dir.join("text_encoder");
     let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
