@@ -63,6 +63,13 @@ fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
     Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, false)
 }
 
+fn not_4d(x: &Tensor) -> tch::TchError {
+    tch::TchError::Shape(format!(
+        "expected a [B, C, H, W] feature map, got {:?}",
+        x.size()
+    ))
+}
+
 /// diffusers `Attention` as used in `BasicTransformerBlock`: bias-free q/k/v projections,
 /// `to_out.0` with bias; keys and values come from `context` for cross-attention.
 pub struct Attention {
@@ -246,7 +253,7 @@ impl Transformer2DModel {
 
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> TchResult<Tensor> {
         let [b, c, h, wd] = x.size()[..] else {
-            unreachable!("callers pass [B, C, H, W]")
+            return Err(not_4d(x));
         };
         let normed = self.norm.forward(x)?;
         let to_tokens = |t: &Tensor| t.f_permute([0, 2, 3, 1])?.f_reshape([b, h * wd, c]);
@@ -290,7 +297,7 @@ impl SpatialSelfAttention {
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
         let [b, c, h, wd] = x.size()[..] else {
-            unreachable!("callers pass [B, C, H, W]")
+            return Err(not_4d(x));
         };
         let tokens = self
             .group_norm
