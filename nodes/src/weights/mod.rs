@@ -2,3 +2,5 @@
 
 pub mod safetensors;
 pub use self::safetensors::{read_safetensors, Weights};
+pub mod checkpoint;
+pub mod ldm_keymap;

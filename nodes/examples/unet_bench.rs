@@ -1,0 +1,186 @@
+//! Times one UNet denoising step (and one VAE decode) of Stable Diffusion with random weights:
+//! by default the SD 1.5 config in fp16 on CUDA, batch 2 (classifier-free guidance), 64x64
+//! latent (512x512 image), 77x768 text context: the shape of
+//! /work/shared/bench/sd15_pytorch_baseline.py, so the figures compare one to one.
+//!
+//! ```text
+//! cargo run --release -p weft-nodes --example unet_bench -- [--tiny] [--sd21] [--cpu]
+//!     [--fp32|--bf16] [--batch N] [--latent N] [--steps N] [--warmup N] [--no-vae]
+//! ```
+//! `--tiny` uses the tiny test configs (CPU-friendly). Weights are random (zero biases, unit
+//! norms, fan-in-scaled normals), so activations stay finite in fp16.
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+use weft_nodes::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
+use weft_nodes::models::unet_2d_condition::{UNet2DConditionModel, UNetConfig};
+use weft_nodes::weights::Weights;
+use weft_nodes::ModelError;
+
+/// Example binaries are not linked with `--no-as-needed -ltorch_cuda` (only the `weft`
+/// binary is), so load libtorch_cuda by hand to let its CUDA hooks register.
+fn load_torch_cuda() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let name = c"libtorch_cuda.so";
+    // SAFETY: dlopen with a valid C string; the handle is deliberately kept for the whole
+    // process so the library's registrations stay valid.
+    unsafe {
+        libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+    }
+}
+
+/// Every tensor a model built from `build` asks for, as random values on `device` / `kind`.
+/// Found by building once from an empty weight set and reading the "missing tensor" report.
+fn random_weights(
+    build: impl Fn(&Weights) -> Result<(), ModelError>,
+    device: Device,
+    kind: Kind,
+) -> HashMap<String, Tensor> {
+    let probe = Weights::new("probe", HashMap::new());
+    build(&probe).expect("config is valid");
+    let problems = match probe.finish("probe") {
+        Err(ModelError::Weights { problems, .. }) => problems,
+        _ => Vec::new(),
+    };
+    let mut out = HashMap::new();
+    for p in problems {
+        let Some(rest) = p.trim().strip_prefix("missing tensor ") else {
+            continue;
+        };
+        let (name, shape) = rest.split_once(' ').expect("name [shape]");
+        let shape: Vec<i64> = shape
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(", ")
+            .map(|d| d.parse().expect("dimension"))
+            .collect();
+        let opts = (Kind::Float, device);
+        let t = if name.ends_with(".bias") {
+            Tensor::zeros(&shape, opts)
+        } else if shape.len() == 1 {
+            Tensor::ones(&shape, opts) // norm scales
+        } else {
+            let fan_in: i64 = shape[1..].iter().product();
+            Tensor::randn(&shape, opts) / (fan_in as f64).sqrt()
+        };
+        out.insert(name.to_string(), t.to_kind(kind));
+    }
+    out
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs `f` `warmup` times, then `steps` times, and returns the mean milliseconds per call.
+fn time_ms(device: Device, warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    sync(device);
+    let start = Instant::now();
+    for _ in 0..steps {
+        f();
+    }
+    sync(device);
+    start.elapsed().as_secs_f64() * 1000.0 / steps as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let value = |flag: &str, default: i64| -> i64 {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let tiny = has("--tiny");
+    load_torch_cuda();
+    let device = if has("--cpu") {
+        Device::Cpu
+    } else {
+        Device::cuda_if_available()
+    };
+    let kind = if has("--fp32") || (device == Device::Cpu && !has("--bf16")) {
+        Kind::Float
+    } else if has("--bf16") {
+        Kind::BFloat16
+    } else {
+        Kind::Half
+    };
+    if let Device::Cuda(_) = device {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let (unet_config, vae_config) = match (tiny, has("--sd21")) {
+        (true, false) => (UNetConfig::tiny_sd1(), VaeConfig::tiny()),
+        (true, true) => (UNetConfig::tiny_sd2(), VaeConfig::tiny()),
+        (false, false) => (UNetConfig::sd15(), VaeConfig::sd()),
+        (false, true) => (UNetConfig::sd21(), VaeConfig::sd()),
+    };
+    let batch = value("--batch", 2);
+    let latent = value("--latent", if tiny { 16 } else { 64 });
+    let steps = value("--steps", if tiny { 10 } else { 20 }) as usize;
+    let warmup = value("--warmup", 3) as usize;
+    println!(
+        "device {device:?}, {kind:?}, {} UNet, batch {batch}, latent {latent}x{latent}, context 77x{}",
+        if tiny { "tiny" } else { "full" },
+        unet_config.cross_attention_dim
+    );
+
+    let start = Instant::now();
+    let tensors = random_weights(
+        |w| UNet2DConditionModel::build(w, "", unet_config.clone()).map(|_| ()),
+        device,
+        kind,
+    );
+    let params: i64 = tensors.values().map(|t| t.numel() as i64).sum();
+    let unet = UNet2DConditionModel::new(&Weights::new("random", tensors), "", unet_config.clone())
+        .expect("random weights fit");
+    println!(
+        "UNet: {:.1} M parameters, built in {:.2} s",
+        params as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+
+    let sample = Tensor::randn([batch, 4, latent, latent], (kind, device));
+    let context = Tensor::randn([batch, 77, unet_config.cross_attention_dim], (kind, device));
+    let timestep = Tensor::from_slice(&vec![500f32; batch as usize]).to_device(device);
+    let mut out = None;
+    let ms = time_ms(device, warmup, steps, || {
+        out = Some(
+            unet.forward(&sample, &timestep, &context)
+                .expect("UNet step"),
+        );
+    });
+    let out = out.expect("ran");
+    let finite = out.isfinite().all().int64_value(&[]) == 1;
+    println!(
+        "UNet step: {ms:.2} ms (mean of {steps}; output {:?}, finite: {finite})",
+        out.size()
+    );
+
+    if !has("--no-vae") {
+        let tensors = random_weights(
+            |w| AutoencoderKL::build(w, "", vae_config.clone()).map(|_| ()),
+            device,
+            kind,
+        );
+        let vae = AutoencoderKL::new(&Weights::new("random", tensors), "", vae_config)
+            .expect("random weights fit");
+        let latents = Tensor::randn([1, 4, latent, latent], (kind, device));
+        let mut image = None;
+        let ms = time_ms(device, 1, steps.min(5), || {
+            image = Some(vae.decode(&latents).expect("VAE decode"));
+        });
+        println!(
+            "VAE decode: {ms:.2} ms (batch 1, image {:?})",
+            image.expect("ran").size()
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! ResNet building blocks shared by the SD UNet and VAE, mirroring diffusers `models/resnet.py`
+//! (`ResnetBlock2D`, `Downsample2D`, `Upsample2D`) after Ho et al. 2020 (DDPM) and
+//! Rombach et al. 2022 (LDM); also the plain conv / group-norm layers they are made of.
+use tch::{TchError, Tensor};
+
+use crate::models::attention::Linear;
+use crate::weights::Weights;
+
+/// Result of the inner forward passes; the public model entry points add context.
+pub type TchResult<T> = std::result::Result<T, TchError>;
+
+/// `prefix.name`, or `name` alone at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding.
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    ) -> Self {
+        Self {
+            weight: w.get(
+                &join(prefix, "weight"),
+                &[out_channels, in_channels, kernel, kernel],
+            ),
+            bias: w.get(&join(prefix, "bias"), &[out_channels]),
+            stride,
+            padding,
+        }
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.weight.device()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [self.stride, self.stride],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// `torch.nn.GroupNorm` with affine parameters.
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: i64,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(w: &Weights, prefix: &str, groups: i64, channels: i64, eps: f64) -> Self {
+        Self {
+            weight: w.get(&join(prefix, "weight"), &[channels]),
+            bias: w.get(&join(prefix, "bias"), &[channels]),
+            groups,
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// diffusers `ResnetBlock2D` (time-scale-shift "default"): GroupNorm, SiLU, conv, plus the
+/// projected time embedding, GroupNorm, SiLU, conv, and a 1x1 conv shortcut when the
+/// channel count changes. Output scale factor 1 (as in SD).
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock2D {
+    /// `temb_channels` is `None` for the VAE, which has no time embedding.
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        temb_channels: Option<i64>,
+        groups: i64,
+        eps: f64,
+    ) -> Self {
+        Self {
+            norm1: GroupNorm::new(w, &join(prefix, "norm1"), groups, in_channels, eps),
+            conv1: Conv2d::new(
+                w,
+                &join(prefix, "conv1"),
+                in_channels,
+                out_channels,
+                3,
+                1,
+                1,
+            ),
+            time_emb_proj: temb_channels
+                .map(|t| Linear::new(w, &join(prefix, "time_emb_proj"), t, out_channels, true)),
+            norm2: GroupNorm::new(w, &join(prefix, "norm2"), groups, out_channels, eps),
+            conv2: Conv2d::new(
+                w,
+                &join(prefix, "conv2"),
+                out_channels,
+                out_channels,
+                3,
+                1,
+                1,
+            ),
+            conv_shortcut: (in_channels != out_channels).then(|| {
+                Conv2d::new(
+                    w,
+                    &join(prefix, "conv_shortcut"),
+                    in_channels,
+                    out_channels,
+                    1,
+                    1,
+                    0,
+                )
+            }),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> TchResult<Tensor> {
+        let mut h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t = proj
+                .forward(&temb.f_silu()?)?
+                .f_unsqueeze(-1)?
+                .f_unsqueeze(-1)?;
+            h = h.f_add(&t)?;
+        }
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x)?,
+            None => x.shallow_clone(),
+        };
+        shortcut.f_add(&h)
+    }
+}
+
+/// diffusers `Downsample2D` with a 3x3 stride-2 conv. The UNet pads by 1 on every side; the
+/// VAE encoder (padding 0 in its config) pads only right and bottom, as the LDM code does.
+pub struct Downsample2D {
+    conv: Conv2d,
+    pad_right_bottom: bool,
+}
+
+impl Downsample2D {
+    pub fn new(w: &Weights, prefix: &str, channels: i64, pad_right_bottom: bool) -> Self {
+        let padding = if pad_right_bottom { 0 } else { 1 };
+        Self {
+            conv: Conv2d::new(w, &join(prefix, "conv"), channels, channels, 3, 2, padding),
+            pad_right_bottom,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        if self.pad_right_bottom {
+            self.conv.forward(&x.f_constant_pad_nd([0, 1, 0, 1])?)
+        } else {
+            self.conv.forward(x)
+        }
+    }
+}
+
+/// diffusers `Upsample2D`: nearest-neighbour upsampling, then a 3x3 conv. The UNet passes the
+/// size of the skip connection it is about to meet, so odd sizes round-trip.
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn new(w: &Weights, prefix: &str, channels: i64) -> Self {
+        Self {
+            conv: Conv2d::new(w, &join(prefix, "conv"), channels, channels, 3, 1, 1),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, output_size: Option<[i64; 2]>) -> TchResult<Tensor> {
+        let size = x.size();
+        let output_size = output_size.unwrap_or([size[2] * 2, size[3] * 2]);
+        let up = x.f_upsample_nearest2d(output_size, None, None)?;
+        self.conv.forward(&up)
+    }
+}

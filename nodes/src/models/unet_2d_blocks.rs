@@ -1,0 +1,378 @@
+//! The down, mid and up blocks of the SD UNet and VAE, mirroring diffusers
+//! `models/unets/unet_2d_blocks.py`: `CrossAttnDownBlock2D` / `DownBlock2D`,
+//! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D` (Rombach et al. 2022), and the
+//! VAE's `DownEncoderBlock2D`, `UNetMidBlock2D`, `UpDecoderBlock2D`.
+use tch::Tensor;
+
+use crate::models::attention::{SpatialSelfAttention, Transformer2DModel, TransformerShape};
+use crate::models::resnet::{join, Downsample2D, ResnetBlock2D, TchResult, Upsample2D};
+use crate::weights::Weights;
+
+/// What every UNet block shares: resnet norm groups and eps, time-embedding width, and the
+/// transformer settings (channels and heads are per block).
+#[derive(Debug, Clone, Copy)]
+pub struct UNetBlockShape {
+    pub groups: i64,
+    pub eps: f64,
+    pub temb_channels: i64,
+    pub context_dim: i64,
+    pub transformer_layers: usize,
+    pub use_linear_projection: bool,
+}
+
+impl UNetBlockShape {
+    fn transformer(&self, channels: i64, heads: i64) -> TransformerShape {
+        TransformerShape {
+            channels,
+            heads,
+            context_dim: self.context_dim,
+            groups: self.groups,
+            layers: self.transformer_layers,
+            use_linear_projection: self.use_linear_projection,
+        }
+    }
+}
+
+/// `CrossAttnDownBlock2D` (with `heads`) or `DownBlock2D` (without): resnets, each followed
+/// by a transformer if cross-attending, then an optional stride-2 downsampler.
+pub struct UNetDownBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+    downsampler: Option<Downsample2D>,
+}
+
+impl UNetDownBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        layers: usize,
+        heads: Option<i64>,
+        add_downsample: bool,
+        s: &UNetBlockShape,
+    ) -> Self {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for i in 0..layers {
+            let cin = if i == 0 { in_channels } else { out_channels };
+            resnets.push(ResnetBlock2D::new(
+                w,
+                &join(prefix, &format!("resnets.{i}")),
+                cin,
+                out_channels,
+                Some(s.temb_channels),
+                s.groups,
+                s.eps,
+            ));
+            if let Some(heads) = heads {
+                attentions.push(Transformer2DModel::new(
+                    w,
+                    &join(prefix, &format!("attentions.{i}")),
+                    s.transformer(out_channels, heads),
+                ));
+            }
+        }
+        Self {
+            resnets,
+            attentions,
+            downsampler: add_downsample.then(|| {
+                Downsample2D::new(w, &join(prefix, "downsamplers.0"), out_channels, false)
+            }),
+        }
+    }
+
+    /// Returns the block output and the skip connections it leaves for the up path.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> TchResult<(Tensor, Vec<Tensor>)> {
+        let mut h = x.shallow_clone();
+        let mut skips = Vec::new();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            h = resnet.forward(&h, Some(temb))?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(&h, context)?;
+            }
+            skips.push(h.shallow_clone());
+        }
+        if let Some(down) = &self.downsampler {
+            h = down.forward(&h)?;
+            skips.push(h.shallow_clone());
+        }
+        Ok((h, skips))
+    }
+}
+
+/// `UNetMidBlock2DCrossAttn`: resnet, then (transformer, resnet).
+pub struct UNetMidBlock2DCrossAttn {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+}
+
+impl UNetMidBlock2DCrossAttn {
+    pub fn new(w: &Weights, prefix: &str, channels: i64, heads: i64, s: &UNetBlockShape) -> Self {
+        let resnet = |i: usize| {
+            ResnetBlock2D::new(
+                w,
+                &join(prefix, &format!("resnets.{i}")),
+                channels,
+                channels,
+                Some(s.temb_channels),
+                s.groups,
+                s.eps,
+            )
+        };
+        Self {
+            resnets: vec![resnet(0), resnet(1)],
+            attentions: vec![Transformer2DModel::new(
+                w,
+                &join(prefix, "attentions.0"),
+                s.transformer(channels, heads),
+            )],
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> TchResult<Tensor> {
+        let mut h = self.resnets[0].forward(x, Some(temb))?;
+        for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
+            h = attn.forward(&h, context)?;
+            h = resnet.forward(&h, Some(temb))?;
+        }
+        Ok(h)
+    }
+}
+
+/// `CrossAttnUpBlock2D` (with `heads`) or `UpBlock2D` (without): each resnet takes the
+/// previous output concatenated with one skip connection; then an optional upsampler.
+pub struct UNetUpBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+    upsampler: Option<Upsample2D>,
+}
+
+impl UNetUpBlock {
+    /// `skip_in_channels`: channels of the down block below (its last skip); `prev_channels`:
+    /// channels arriving from the previous up block.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        skip_in_channels: i64,
+        prev_channels: i64,
+        out_channels: i64,
+        layers: usize,
+        heads: Option<i64>,
+        add_upsample: bool,
+        s: &UNetBlockShape,
+    ) -> Self {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for i in 0..layers {
+            let skip = if i == layers - 1 {
+                skip_in_channels
+            } else {
+                out_channels
+            };
+            let cin = if i == 0 { prev_channels } else { out_channels };
+            resnets.push(ResnetBlock2D::new(
+                w,
+                &join(prefix, &format!("resnets.{i}")),
+                cin + skip,
+                out_channels,
+                Some(s.temb_channels),
+                s.groups,
+                s.eps,
+            ));
+            if let Some(heads) = heads {
+                attentions.push(Transformer2DModel::new(
+                    w,
+                    &join(prefix, &format!("attentions.{i}")),
+                    s.transformer(out_channels, heads),
+                ));
+            }
+        }
+        Self {
+            resnets,
+            attentions,
+            upsampler: add_upsample
+                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out_channels)),
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.resnets.len()
+    }
+
+    /// Consumes `num_layers()` skips from the end of `skips`; `upsample_size` is the spatial
+    /// size of the skip the next block will meet.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        context: &Tensor,
+        upsample_size: Option<[i64; 2]>,
+    ) -> TchResult<Tensor> {
+        let mut h = x.shallow_clone();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            let skip = skips.pop().ok_or_else(|| {
+                tch::TchError::Shape("UNet up block: ran out of skip connections".into())
+            })?;
+            h = Tensor::f_cat(&[h, skip], 1)?;
+            h = resnet.forward(&h, Some(temb))?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(&h, context)?;
+            }
+        }
+        match &self.upsampler {
+            Some(up) => up.forward(&h, upsample_size),
+            None => Ok(h),
+        }
+    }
+}
+
+/// VAE `DownEncoderBlock2D`: resnets without time embedding, then the asymmetric-padded
+/// downsampler (all but the last block).
+pub struct DownEncoderBlock2D {
+    resnets: Vec<ResnetBlock2D>,
+    downsampler: Option<Downsample2D>,
+}
+
+impl DownEncoderBlock2D {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        layers: usize,
+        add_downsample: bool,
+        groups: i64,
+        eps: f64,
+    ) -> Self {
+        Self {
+            resnets: (0..layers)
+                .map(|i| {
+                    let cin = if i == 0 { in_channels } else { out_channels };
+                    ResnetBlock2D::new(
+                        w,
+                        &join(prefix, &format!("resnets.{i}")),
+                        cin,
+                        out_channels,
+                        None,
+                        groups,
+                        eps,
+                    )
+                })
+                .collect(),
+            downsampler: add_downsample
+                .then(|| Downsample2D::new(w, &join(prefix, "downsamplers.0"), out_channels, true)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        let mut h = x.shallow_clone();
+        for resnet in &self.resnets {
+            h = resnet.forward(&h, None)?;
+        }
+        match &self.downsampler {
+            Some(down) => down.forward(&h),
+            None => Ok(h),
+        }
+    }
+}
+
+/// VAE `UpDecoderBlock2D`: resnets without time embedding, then a 2x upsampler (all but the
+/// last block).
+pub struct UpDecoderBlock2D {
+    resnets: Vec<ResnetBlock2D>,
+    upsampler: Option<Upsample2D>,
+}
+
+impl UpDecoderBlock2D {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        layers: usize,
+        add_upsample: bool,
+        groups: i64,
+        eps: f64,
+    ) -> Self {
+        Self {
+            resnets: (0..layers)
+                .map(|i| {
+                    let cin = if i == 0 { in_channels } else { out_channels };
+                    ResnetBlock2D::new(
+                        w,
+                        &join(prefix, &format!("resnets.{i}")),
+                        cin,
+                        out_channels,
+                        None,
+                        groups,
+                        eps,
+                    )
+                })
+                .collect(),
+            upsampler: add_upsample
+                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out_channels)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        let mut h = x.shallow_clone();
+        for resnet in &self.resnets {
+            h = resnet.forward(&h, None)?;
+        }
+        match &self.upsampler {
+            Some(up) => up.forward(&h, None),
+            None => Ok(h),
+        }
+    }
+}
+
+/// VAE `UNetMidBlock2D`: resnet, single-head spatial self-attention, resnet.
+pub struct UNetMidBlock2D {
+    resnet_0: ResnetBlock2D,
+    attention: SpatialSelfAttention,
+    resnet_1: ResnetBlock2D,
+}
+
+impl UNetMidBlock2D {
+    pub fn new(w: &Weights, prefix: &str, channels: i64, groups: i64, eps: f64) -> Self {
+        let resnet = |i: usize| {
+            ResnetBlock2D::new(
+                w,
+                &join(prefix, &format!("resnets.{i}")),
+                channels,
+                channels,
+                None,
+                groups,
+                eps,
+            )
+        };
+        Self {
+            resnet_0: resnet(0),
+            attention: SpatialSelfAttention::new(
+                w,
+                &join(prefix, "attentions.0"),
+                channels,
+                groups,
+                eps,
+            ),
+            resnet_1: resnet(1),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        let h = self.resnet_0.forward(x, None)?;
+        let h = self.attention.forward(&h)?;
+        self.resnet_1.forward(&h, None)
+    }
+}

@@ -1,0 +1,628 @@
+//! The conditional denoising UNet of Stable Diffusion 1.x / 2.x (Rombach et al. 2022, "High-
+//! Resolution Image Synthesis with Latent Diffusion Models"), mirroring diffusers
+//! `UNet2DConditionModel` so that its state-dict keys load one to one. Configs follow
+//! `runwayml/stable-diffusion-v1-5` and `stabilityai/stable-diffusion-2-1` `unet/config.json`.
+use serde_json::{json, Value};
+use tch::{Kind, Tensor};
+
+use crate::error::{ModelError, Result, TchContext};
+use crate::models::embeddings::{timestep_sinusoids, TimestepEmbedding};
+use crate::models::resnet::{Conv2d, GroupNorm, TchResult};
+use crate::models::unet_2d_blocks::{
+    UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
+};
+use crate::weights::Weights;
+
+/// What the UNet's output means, i.e. what the sampler must convert it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    /// The noise added (SD 1.x, SD 2.x "base" 512 models).
+    Epsilon,
+    /// `v = alpha_t * eps - sigma_t * x0` (Salimans & Ho 2022; SD 2.x 768 models).
+    VPrediction,
+}
+
+impl PredictionType {
+    /// diffusers' scheduler-config spelling (`"epsilon"`, `"v_prediction"`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "epsilon" => Some(Self::Epsilon),
+            "v_prediction" => Some(Self::VPrediction),
+            _ => None,
+        }
+    }
+}
+
+/// A UNet configuration (the subset of diffusers' `UNet2DConditionModel` config that SD 1.x
+/// and 2.x use).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetConfig {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub block_out_channels: Vec<i64>,
+    /// Per down block: does it cross-attend (`CrossAttnDownBlock2D`) or not (`DownBlock2D`)?
+    /// The up blocks mirror it (`CrossAttnUpBlock2D` / `UpBlock2D` in reverse order).
+    pub cross_attention_blocks: Vec<bool>,
+    pub layers_per_block: usize,
+    /// Attention heads per down block (reversed for the up blocks; the last one for the mid
+    /// block). diffusers' config calls this `attention_head_dim`, a historic misnomer: for
+    /// SD it is the number of heads (`num_attention_heads` overrides it when set).
+    pub num_attention_heads: Vec<i64>,
+    pub cross_attention_dim: i64,
+    pub transformer_layers_per_block: usize,
+    pub norm_num_groups: i64,
+    pub norm_eps: f64,
+    pub use_linear_projection: bool,
+    /// Read from configs for completeness; like diffusers' SDPA attention path, the model
+    /// does not act on it (fused attention kernels keep the softmax in fp32).
+    pub upcast_attention: bool,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    /// The latent size the model was trained at (64 for 512-pixel images).
+    pub sample_size: i64,
+    pub prediction_type: PredictionType,
+}
+
+impl UNetConfig {
+    /// Stable Diffusion 1.x (`runwayml/stable-diffusion-v1-5`).
+    pub fn sd15() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            cross_attention_blocks: vec![true, true, true, false],
+            layers_per_block: 2,
+            num_attention_heads: vec![8; 4],
+            cross_attention_dim: 768,
+            transformer_layers_per_block: 1,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            use_linear_projection: false,
+            upcast_attention: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            sample_size: 64,
+            prediction_type: PredictionType::Epsilon,
+        }
+    }
+
+    /// Stable Diffusion 2.1 768-v (`stabilityai/stable-diffusion-2-1`): 64-dim heads, linear
+    /// transformer projections, OpenCLIP-H context, v-prediction. For the 512 "base" models
+    /// set `sample_size = 64` and `prediction_type = Epsilon`.
+    pub fn sd21() -> Self {
+        Self {
+            num_attention_heads: vec![5, 10, 20, 20],
+            cross_attention_dim: 1024,
+            use_linear_projection: true,
+            upcast_attention: true,
+            sample_size: 96,
+            prediction_type: PredictionType::VPrediction,
+            ..Self::sd15()
+        }
+    }
+
+    /// Stable Diffusion 2.x 512 "base" models (`stabilityai/stable-diffusion-2-1-base`):
+    /// the 2.1 architecture, epsilon prediction.
+    pub fn sd21_base() -> Self {
+        Self {
+            sample_size: 64,
+            prediction_type: PredictionType::Epsilon,
+            ..Self::sd21()
+        }
+    }
+
+    /// A tiny SD1-like config for tests and CPU benchmarks (matches the parity fixtures).
+    pub fn tiny_sd1() -> Self {
+        Self {
+            block_out_channels: vec![16, 32],
+            cross_attention_blocks: vec![true, false],
+            layers_per_block: 1,
+            num_attention_heads: vec![4, 4],
+            cross_attention_dim: 16,
+            norm_num_groups: 8,
+            sample_size: 16,
+            ..Self::sd15()
+        }
+    }
+
+    /// A tiny SD2-like config (linear projections, heads per block) matching the fixtures.
+    pub fn tiny_sd2() -> Self {
+        Self {
+            block_out_channels: vec![8, 16, 16],
+            cross_attention_blocks: vec![true, true, false],
+            layers_per_block: 2,
+            num_attention_heads: vec![2, 4, 4],
+            cross_attention_dim: 12,
+            norm_num_groups: 4,
+            use_linear_projection: true,
+            upcast_attention: true,
+            sample_size: 16,
+            prediction_type: PredictionType::VPrediction,
+            ..Self::sd15()
+        }
+    }
+
+    /// Reads a diffusers `unet/config.json`. `prediction_type` is not part of it (it lives in
+    /// `scheduler/scheduler_config.json`); it is left at epsilon for the caller to set.
+    pub fn from_diffusers_json(json: &Value) -> std::result::Result<Self, String> {
+        let int = |k: &str| json.get(k).and_then(Value::as_i64);
+        let boolean = |k: &str| json.get(k).and_then(Value::as_bool);
+        let block_out_channels: Vec<i64> = json
+            .get("block_out_channels")
+            .and_then(Value::as_array)
+            .ok_or("missing block_out_channels")?
+            .iter()
+            .map(|v| v.as_i64().ok_or("block_out_channels: not an integer"))
+            .collect::<std::result::Result<_, _>>()?;
+        let n = block_out_channels.len();
+        if n == 0 {
+            return Err("block_out_channels is empty".into());
+        }
+        let down_types: Vec<String> = match json.get("down_block_types") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect(),
+            _ => return Err("missing down_block_types".into()),
+        };
+        if down_types.len() != n {
+            return Err(format!(
+                "{} down_block_types for {n} block_out_channels",
+                down_types.len()
+            ));
+        }
+        let mut cross_attention_blocks = Vec::new();
+        for t in &down_types {
+            match t.as_str() {
+                "CrossAttnDownBlock2D" => cross_attention_blocks.push(true),
+                "DownBlock2D" => cross_attention_blocks.push(false),
+                other => return Err(format!("unsupported down block type {other:?}")),
+            }
+        }
+        if let Some(Value::Array(up)) = json.get("up_block_types") {
+            let expected: Vec<&str> = cross_attention_blocks
+                .iter()
+                .rev()
+                .map(|&c| if c { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
+                .collect();
+            let found: Vec<&str> = up.iter().map(|v| v.as_str().unwrap_or_default()).collect();
+            if found != expected {
+                return Err(format!(
+                    "up_block_types {found:?} do not mirror the down blocks (expected {expected:?})"
+                ));
+            }
+        }
+        if let Some(mid) = json.get("mid_block_type").and_then(Value::as_str) {
+            if mid != "UNetMidBlock2DCrossAttn" {
+                return Err(format!("unsupported mid_block_type {mid:?}"));
+            }
+        }
+        let per_block = |v: &Value| -> std::result::Result<Vec<i64>, String> {
+            match v {
+                Value::Number(x) => Ok(vec![x.as_i64().ok_or("heads: not an integer")?; n]),
+                Value::Array(a) if a.len() == n => a
+                    .iter()
+                    .map(|x| {
+                        x.as_i64()
+                            .ok_or_else(|| "heads: not an integer".to_string())
+                    })
+                    .collect(),
+                _ => Err(format!("attention heads: expected a number or {n} numbers")),
+            }
+        };
+        let heads = match json.get("num_attention_heads") {
+            Some(v) if !v.is_null() => per_block(v)?,
+            _ => per_block(json.get("attention_head_dim").unwrap_or(&Value::from(8)))?,
+        };
+        let transformer_layers_per_block = match json.get("transformer_layers_per_block") {
+            None | Some(Value::Null) => 1,
+            Some(Value::Number(x)) => x.as_u64().unwrap_or(1) as usize,
+            Some(_) => return Err("per-block transformer_layers_per_block unsupported".into()),
+        };
+        for key in [
+            "class_embed_type",
+            "addition_embed_type",
+            "encoder_hid_dim",
+            "num_class_embeds",
+            "time_cond_proj_dim",
+            "time_embedding_dim",
+            "timestep_post_act",
+            "time_embedding_act_fn",
+            "cross_attention_norm",
+            "encoder_hid_dim_type",
+        ] {
+            if json.get(key).is_some_and(|v| !v.is_null()) {
+                return Err(format!("{key} is set: not an SD 1.x/2.x UNet"));
+            }
+        }
+        // Options this implementation does not vary: present with another value, the model
+        // would silently compute something else, so refuse.
+        let fixed = [
+            ("act_fn", json!("silu")),
+            ("center_input_sample", json!(false)),
+            ("downsample_padding", json!(1)),
+            ("mid_block_scale_factor", json!(1)),
+            ("dual_cross_attention", json!(false)),
+            ("resnet_time_scale_shift", json!("default")),
+            ("time_embedding_type", json!("positional")),
+            ("conv_in_kernel", json!(3)),
+            ("conv_out_kernel", json!(3)),
+            ("attention_type", json!("default")),
+        ];
+        for (key, expected) in fixed {
+            if let Some(v) = json.get(key) {
+                let same =
+                    v == &expected || (v.as_f64().is_some() && v.as_f64() == expected.as_f64());
+                if !same {
+                    return Err(format!("unsupported {key} = {v} (only {expected})"));
+                }
+            }
+        }
+        match json.get("only_cross_attention") {
+            None | Some(Value::Bool(false)) => {}
+            Some(Value::Array(a)) if a.iter().all(|v| v == &json!(false)) => {}
+            Some(v) => return Err(format!("unsupported only_cross_attention = {v}")),
+        }
+        let sd15 = Self::sd15();
+        Ok(Self {
+            in_channels: int("in_channels").unwrap_or(4),
+            out_channels: int("out_channels").unwrap_or(4),
+            block_out_channels,
+            cross_attention_blocks,
+            layers_per_block: int("layers_per_block").unwrap_or(2) as usize,
+            num_attention_heads: heads,
+            cross_attention_dim: int("cross_attention_dim").ok_or("missing cross_attention_dim")?,
+            transformer_layers_per_block,
+            norm_num_groups: int("norm_num_groups").unwrap_or(32),
+            norm_eps: json.get("norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
+            use_linear_projection: boolean("use_linear_projection").unwrap_or(false),
+            upcast_attention: boolean("upcast_attention").unwrap_or(false),
+            flip_sin_to_cos: boolean("flip_sin_to_cos").unwrap_or(true),
+            freq_shift: json
+                .get("freq_shift")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            sample_size: int("sample_size").unwrap_or(sd15.sample_size),
+            prediction_type: PredictionType::Epsilon,
+        })
+    }
+
+    fn time_embed_dim(&self) -> i64 {
+        self.block_out_channels[0] * 4
+    }
+
+    fn check(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        let bad = |m: String| Err(ModelError::Other(format!("invalid UNet config: {m}")));
+        if n == 0 || self.cross_attention_blocks.len() != n || self.num_attention_heads.len() != n {
+            return bad(format!(
+                "{} block_out_channels, {} cross_attention_blocks, {} head counts",
+                n,
+                self.cross_attention_blocks.len(),
+                self.num_attention_heads.len()
+            ));
+        }
+        for (&c, &h) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.num_attention_heads)
+        {
+            if h <= 0 || c % h != 0 || c % self.norm_num_groups != 0 {
+                return bad(format!(
+                    "{c} channels do not split into {h} heads / {} groups",
+                    self.norm_num_groups
+                ));
+            }
+        }
+        if self.layers_per_block == 0 {
+            return bad("layers_per_block is 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Stable Diffusion's conditional UNet.
+pub struct UNet2DConditionModel {
+    config: UNetConfig,
+    conv_in: Conv2d,
+    time_embedding: TimestepEmbedding,
+    down_blocks: Vec<UNetDownBlock>,
+    mid_block: UNetMidBlock2DCrossAttn,
+    up_blocks: Vec<UNetUpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    kind: Kind,
+}
+
+impl UNet2DConditionModel {
+    /// Builds the model from diffusers-named weights under `prefix` (`""` for a diffusers
+    /// `unet/` file). Reports every missing, unexpected or mis-shaped tensor at once.
+    pub fn new(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
+        let model = Self::build(w, prefix, config)?;
+        w.finish("UNet2DConditionModel")?;
+        Ok(model)
+    }
+
+    /// As `new`, without the check for unexpected tensors (for a weight set holding more
+    /// than the UNet).
+    pub fn build(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
+        config.check()?;
+        let p = |n: &str| crate::models::resnet::join(prefix, n);
+        let boc = &config.block_out_channels;
+        let n = boc.len();
+        let shape = UNetBlockShape {
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            temb_channels: config.time_embed_dim(),
+            context_dim: config.cross_attention_dim,
+            transformer_layers: config.transformer_layers_per_block,
+            use_linear_projection: config.use_linear_projection,
+        };
+        let heads_of =
+            |i: usize| config.cross_attention_blocks[i].then_some(config.num_attention_heads[i]);
+
+        let conv_in = Conv2d::new(w, &p("conv_in"), config.in_channels, boc[0], 3, 1, 1);
+        let time_embedding =
+            TimestepEmbedding::new(w, &p("time_embedding"), boc[0], config.time_embed_dim());
+        let down_blocks = (0..n)
+            .map(|i| {
+                UNetDownBlock::new(
+                    w,
+                    &p(&format!("down_blocks.{i}")),
+                    if i == 0 { boc[0] } else { boc[i - 1] },
+                    boc[i],
+                    config.layers_per_block,
+                    heads_of(i),
+                    i + 1 < n,
+                    &shape,
+                )
+            })
+            .collect();
+        let mid_block = UNetMidBlock2DCrossAttn::new(
+            w,
+            &p("mid_block"),
+            boc[n - 1],
+            config.num_attention_heads[n - 1],
+            &shape,
+        );
+        let up_blocks = (0..n)
+            .map(|i| {
+                let block = n - 1 - i; // the down block this up block mirrors
+                UNetUpBlock::new(
+                    w,
+                    &p(&format!("up_blocks.{i}")),
+                    boc[block.saturating_sub(1)],
+                    if i == 0 { boc[n - 1] } else { boc[block + 1] },
+                    boc[block],
+                    config.layers_per_block + 1,
+                    heads_of(block),
+                    i + 1 < n,
+                    &shape,
+                )
+            })
+            .collect();
+        let conv_norm_out = GroupNorm::new(
+            w,
+            &p("conv_norm_out"),
+            config.norm_num_groups,
+            boc[0],
+            config.norm_eps,
+        );
+        let conv_out = Conv2d::new(w, &p("conv_out"), boc[0], config.out_channels, 3, 1, 1);
+        let kind = w
+            .get_optional(&p("conv_in.weight"))
+            .map(|t| t.kind())
+            .unwrap_or(Kind::Float);
+        Ok(Self {
+            config,
+            conv_in,
+            time_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+            kind,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// The dtype of the weights; inputs are cast to it and the output has it.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Predicts noise (or v, per `config().prediction_type`) for `sample` `[B, in, H, W]` at
+    /// `timestep` (a scalar or `[B]` tensor) given `encoder_hidden_states` `[B, T, D]` (or
+    /// `[1, T, D]`, broadcast). Any H, W >= 1 work; multiples of 2^(blocks-1) avoid rounding.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        let batch = self.check_inputs(sample, timestep, encoder_hidden_states)?;
+        tch::no_grad(|| self.forward_unchecked(sample, timestep, encoder_hidden_states, batch))
+            .context(|| {
+                format!(
+                    "UNet2DConditionModel forward (sample {:?}, context {:?})",
+                    sample.size(),
+                    encoder_hidden_states.size()
+                )
+            })
+    }
+
+    /// `forward` with a plain-number timestep.
+    pub fn forward_t(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        let t = Tensor::from(timestep).to_device(sample.device());
+        self.forward(sample, &t, encoder_hidden_states)
+    }
+
+    fn check_inputs(&self, sample: &Tensor, timestep: &Tensor, context: &Tensor) -> Result<i64> {
+        let c = &self.config;
+        let err = |message: String| {
+            Err(ModelError::Shape {
+                context: "UNet2DConditionModel input".into(),
+                message,
+            })
+        };
+        let s = sample.size();
+        if s.len() != 4 || s[1] != c.in_channels || s[0] == 0 || s[2] == 0 || s[3] == 0 {
+            return err(format!(
+                "sample must be [B, {}, H, W] with B, H, W >= 1, got {s:?}",
+                c.in_channels
+            ));
+        }
+        let b = s[0];
+        let t = timestep.size();
+        let t_numel: i64 = t.iter().product();
+        if t.len() > 1 || (t_numel != 1 && t_numel != b) {
+            return err(format!("timestep must be a scalar or [{b}], got {t:?}"));
+        }
+        let e = context.size();
+        if e.len() != 3 || (e[0] != b && e[0] != 1) || e[2] != c.cross_attention_dim || e[1] == 0 {
+            return err(format!(
+                "encoder_hidden_states must be [{b}, T, {}], got {e:?}",
+                c.cross_attention_dim
+            ));
+        }
+        if sample.device() != context.device() || sample.device() != self.conv_out.device() {
+            return err(format!(
+                "sample on {:?}, context on {:?}, model on {:?}",
+                sample.device(),
+                context.device(),
+                self.conv_out.device()
+            ));
+        }
+        Ok(b)
+    }
+
+    fn forward_unchecked(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        context: &Tensor,
+        batch: i64,
+    ) -> TchResult<Tensor> {
+        let c = &self.config;
+        let sample = sample.f_to_kind(self.kind)?;
+        let mut context = context.f_to_kind(self.kind)?;
+        if context.size()[0] != batch {
+            context = context.f_expand([batch, -1, -1], false)?;
+        }
+        let timesteps = timestep
+            .f_reshape([-1])?
+            .f_to_device(sample.device())?
+            .f_expand([batch], false)?;
+        let t_emb = timestep_sinusoids(
+            &timesteps,
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+            c.freq_shift,
+        )?
+        .f_to_kind(self.kind)?;
+        let temb = self.time_embedding.forward(&t_emb)?;
+
+        let mut h = self.conv_in.forward(&sample)?;
+        let mut skips = vec![h.shallow_clone()];
+        for block in &self.down_blocks {
+            let (out, block_skips) = block.forward(&h, &temb, &context)?;
+            h = out;
+            skips.extend(block_skips);
+        }
+        h = self.mid_block.forward(&h, &temb, &context)?;
+        for block in &self.up_blocks {
+            let remaining = skips.len().saturating_sub(block.num_layers());
+            let upsample_size = remaining.checked_sub(1).map(|i| {
+                let s = skips[i].size();
+                [s[2], s[3]]
+            });
+            h = block.forward(&h, &mut skips, &temb, &context, upsample_size)?;
+        }
+        let h = self.conv_norm_out.forward(&h)?.f_silu()?;
+        self.conv_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOWN: &str = r#"["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]"#;
+    const UP: &str =
+        r#"["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]"#;
+
+    /// `runwayml/stable-diffusion-v1-5` `unet/config.json`.
+    fn sd15_json() -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0",
+            "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+            "center_input_sample": false, "cross_attention_dim": 768, "down_block_types": {DOWN},
+            "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+            "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+            "norm_num_groups": 32, "out_channels": 4, "sample_size": 64, "up_block_types": {UP}}}"#
+        ))
+        .unwrap()
+    }
+
+    /// `stabilityai/stable-diffusion-2-1` `unet/config.json`.
+    fn sd21_json() -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.10.0.dev0",
+            "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20],
+            "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+            "cross_attention_dim": 1024, "down_block_types": {DOWN}, "downsample_padding": 1,
+            "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0,
+            "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05, "norm_num_groups": 32, "num_class_embeds": null,
+            "only_cross_attention": false, "out_channels": 4, "sample_size": 96,
+            "up_block_types": {UP}, "use_linear_projection": true, "upcast_attention": true}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn real_sd_configs_parse_to_the_presets() {
+        assert_eq!(
+            UNetConfig::from_diffusers_json(&sd15_json()),
+            Ok(UNetConfig::sd15())
+        );
+        let mut sd21 = UNetConfig::from_diffusers_json(&sd21_json()).unwrap();
+        assert_eq!(sd21.prediction_type, PredictionType::Epsilon); // scheduler config's job
+        sd21.prediction_type = PredictionType::VPrediction;
+        assert_eq!(sd21, UNetConfig::sd21());
+    }
+
+    #[test]
+    fn configs_this_model_cannot_honour_are_refused() {
+        for (key, value) in [
+            ("act_fn", json!("gelu")),
+            ("resnet_time_scale_shift", json!("scale_shift")),
+            ("class_embed_type", json!("timestep")),
+            ("addition_embed_type", json!("text_time")),
+            ("only_cross_attention", json!(true)),
+            ("mid_block_type", json!("UNetMidBlock2DSimpleCrossAttn")),
+        ] {
+            let mut j = sd15_json();
+            j[key] = value;
+            let e = UNetConfig::from_diffusers_json(&j).unwrap_err();
+            assert!(e.contains(key) || e.contains("mid_block"), "{key}: {e}");
+        }
+        let mut j = sd15_json();
+        j["up_block_types"] = json!([
+            "UpBlock2D",
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D"
+        ]);
+        assert!(UNetConfig::from_diffusers_json(&j).is_err());
+    }
+}

@@ -1,0 +1,583 @@
+//! Loading Stable Diffusion 1.x / 2.x models: a diffusers folder (`unet/`, `vae/`,
+//! `text_encoder/`, each with `config.json` and safetensors weights) or an original LDM
+//! single-file `.safetensors` checkpoint, renamed to diffusers names by
+//! [`crate::weights::ldm_keymap`]. Tensors are copied once from the memory-mapped file straight
+//! to the chosen device and dtype; unused ones (EMA copies, ...) are never copied.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
+use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNetConfig};
+use crate::weights::ldm_keymap::{
+    map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX,
+};
+use crate::weights::Weights;
+
+/// Which Stable Diffusion generation a checkpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdVersion {
+    /// SD 1.x: CLIP ViT-L/14 text encoder (768-wide context), conv transformer projections.
+    V1,
+    /// SD 2.x: OpenCLIP ViT-H/14 text encoder (1024-wide context), linear projections.
+    V2,
+}
+
+/// How to load. Configs left `None` come from the folder's `config.json` files, or, for a
+/// single file, from the SD 1.5 / 2.1 presets picked by the detected version.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Float, Half or BFloat16: every floating-point tensor is converted to it.
+    pub kind: Kind,
+    pub unet_config: Option<UNetConfig>,
+    pub vae_config: Option<VaeConfig>,
+    /// Overrides the prediction type (a single SD 2.x file defaults to v-prediction, the
+    /// 768-v models; set `Epsilon` for the 512 "base" ones).
+    pub prediction_type: Option<PredictionType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            kind: Kind::Float,
+            unet_config: None,
+            vae_config: None,
+            prediction_type: None,
+        }
+    }
+}
+
+/// A loaded Stable Diffusion model. The text encoder is handed over as tensors under
+/// transformers `CLIPTextModel` names (`text_model.embeddings.token_embedding.weight`, ...)
+/// with a transformers-style `CLIPTextConfig` JSON, for the CLIP module to build from.
+pub struct StableDiffusionCheckpoint {
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub text_encoder_weights: HashMap<String, Tensor>,
+    pub text_encoder_config: Value,
+    pub version: SdVersion,
+}
+
+/// Loads a diffusers folder or a single `.safetensors` file, whichever `path` is.
+pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<StableDiffusionCheckpoint> {
+    if path.is_dir() {
+        load_diffusers_folder(path, options)
+    } else {
+        load_single_file(path, options)
+    }
+}
+
+fn format_error(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        format: "safetensors",
+        message: message.into(),
+    }
+}
+
+fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::Other(format!("{}: {message}", path.display()))
+}
+
+/// A memory-mapped safetensors file, checked up front for the usual wrong files.
+struct MappedFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: read-only map; a file changed underneath gives wrong values, never UB in
+        // the safe code that reads it as bytes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if map.starts_with(b"PK\x03\x04") || map.starts_with(&[0x80]) {
+            return Err(format_error(
+                path,
+                "this is a PyTorch pickle checkpoint (.ckpt / .pt), which weft does not read \
+                 (pickles can run code); convert it to .safetensors first",
+            ));
+        }
+        if map.len() < 8 {
+            return Err(format_error(path, format!("only {} bytes long", map.len())));
+        }
+        let this = Self {
+            path: path.to_path_buf(),
+            map,
+        };
+        this.parse()?;
+        Ok(this)
+    }
+
+    fn parse(&self) -> Result<safetensors::SafeTensors<'_>> {
+        safetensors::SafeTensors::deserialize(&self.map).map_err(|e| {
+            let hint = match e {
+                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+                    " (the file looks truncated: an interrupted download?)"
+                }
+                safetensors::SafeTensorError::HeaderTooLarge
+                | safetensors::SafeTensorError::InvalidHeader(_)
+                | safetensors::SafeTensorError::InvalidHeaderLength
+                | safetensors::SafeTensorError::InvalidHeaderDeserialization(_)
+                | safetensors::SafeTensorError::HeaderTooSmall => {
+                    " (is it a safetensors file at all?)"
+                }
+                _ => "",
+            };
+            format_error(&self.path, format!("{e}{hint}"))
+        })
+    }
+
+    fn shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
+        Ok(self
+            .parse()?
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect())
+    }
+
+    /// Copies the tensors `select` names (giving each its new name) to `device` / `kind`.
+    fn read(
+        &self,
+        device: Device,
+        kind: Kind,
+        mut select: impl FnMut(&str) -> Option<String>,
+    ) -> Result<HashMap<String, Tensor>> {
+        let st = self.parse()?;
+        let mut out = HashMap::new();
+        for (name, view) in st.tensors() {
+            let Some(new_name) = select(&name) else {
+                continue;
+            };
+            let file_kind = match view.dtype() {
+                safetensors::Dtype::F32 => Kind::Float,
+                safetensors::Dtype::F16 => Kind::Half,
+                safetensors::Dtype::BF16 => Kind::BFloat16,
+                safetensors::Dtype::F64 => Kind::Double,
+                safetensors::Dtype::I64 => Kind::Int64,
+                safetensors::Dtype::I32 => Kind::Int,
+                safetensors::Dtype::U8 => Kind::Uint8,
+                safetensors::Dtype::BOOL => Kind::Bool,
+                other => {
+                    return Err(format_error(
+                        &self.path,
+                        format!("tensor {name}: unsupported dtype {other:?}"),
+                    ))
+                }
+            };
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let context = || format!("{}: tensor {name}", self.path.display());
+            let t = Tensor::f_from_data_size(view.data(), &shape, file_kind)
+                .and_then(|t| t.f_to_device(device))
+                .map_err(|source| ModelError::Tch {
+                    context: context(),
+                    source,
+                })?;
+            let t = if t.is_floating_point() && file_kind != kind {
+                t.f_to_kind(kind).map_err(|source| ModelError::Tch {
+                    context: context(),
+                    source,
+                })?
+            } else {
+                t
+            };
+            out.insert(new_name, t);
+        }
+        Ok(out)
+    }
+}
+
+/// Tells SD 1.x from 2.x by a single file's tensor names and shapes: the cross-attention key
+/// width (768 CLIP-L vs 1024 OpenCLIP-H) and whether the transformers project in with a
+/// 1x1 conv (1.x) or a linear layer (2.x); and rejects other architectures by name.
+pub fn detect_version(
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> std::result::Result<SdVersion, String> {
+    if shapes
+        .keys()
+        .any(|k| k.starts_with("conditioner.embedders."))
+    {
+        return Err(
+            "an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported".into(),
+        );
+    }
+    if !shapes.keys().any(|k| k.starts_with(UNET_PREFIX)) {
+        let examples: Vec<&str> = shapes.keys().take(3).map(String::as_str).collect();
+        return Err(format!(
+            "no UNet tensors (model.diffusion_model.*): not a Stable Diffusion checkpoint \
+             (its {} tensors are named like {examples:?})",
+            shapes.len()
+        ));
+    }
+    if shapes.contains_key(&format!("{UNET_PREFIX}label_emb.0.0.weight")) {
+        return Err(
+            "a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported".into(),
+        );
+    }
+    let proj_in = shapes
+        .get(&format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"))
+        .ok_or("no cross-attention transformer at input_blocks.1.1: not an SD 1.x / 2.x UNet")?;
+    let key_width = shapes
+        .get(&format!(
+            "{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+        ))
+        .and_then(|s| s.get(1).copied());
+    let linear = proj_in.len() == 2;
+    let open_clip = shapes.keys().any(|k| k.starts_with(OPEN_CLIP_PREFIX));
+    Ok(match (key_width, linear) {
+        (Some(768), false) => SdVersion::V1,
+        (Some(1024), true) => SdVersion::V2,
+        // Small custom configs: the projection and text-encoder layout still tell.
+        _ if linear || open_clip => SdVersion::V2,
+        _ => SdVersion::V1,
+    })
+}
+
+fn preset(version: SdVersion) -> UNetConfig {
+    match version {
+        SdVersion::V1 => UNetConfig::sd15(),
+        SdVersion::V2 => UNetConfig::sd21(),
+    }
+}
+
+/// A transformers `CLIPTextConfig` for a single file's text encoder, from its tensor shapes.
+/// Heads are taken as width / 64 (true of CLIP-L and OpenCLIP-H); the activation is CLIP's
+/// quick-GELU for SD 1.x and exact GELU for OpenCLIP.
+fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) -> Value {
+    let dim = |name: &str, i: usize| weights.get(name).map(|t| t.size()[i]).unwrap_or(0);
+    let (vocab, hidden) = (
+        dim("text_model.embeddings.token_embedding.weight", 0),
+        dim("text_model.embeddings.token_embedding.weight", 1),
+    );
+    let layers = (0..)
+        .take_while(|i| {
+            weights.contains_key(&format!("text_model.encoder.layers.{i}.layer_norm1.weight"))
+        })
+        .count();
+    json!({
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": dim("text_model.encoder.layers.0.mlp.fc1.weight", 0),
+        "num_hidden_layers": layers,
+        "num_attention_heads": (hidden / 64).max(1),
+        "max_position_embeddings": dim("text_model.embeddings.position_embedding.weight", 0),
+        "hidden_act": match version { SdVersion::V1 => "quick_gelu", SdVersion::V2 => "gelu" },
+        "layer_norm_eps": 1e-5,
+        // Both generations use the CLIP BPE tokenizer (<|startoftext|>, <|endoftext|>).
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+    })
+}
+
+/// Loads an original LDM single-file `.safetensors` checkpoint (SD 1.x or 2.x).
+pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiffusionCheckpoint> {
+    let file = MappedFile::open(path)?;
+    let shapes = file.shapes()?;
+    let version = detect_version(&shapes).map_err(|m| checkpoint_error(path, m))?;
+
+    let mut unet_config = options.unet_config.clone().unwrap_or_else(|| {
+        let mut c = preset(version);
+        // Inpainting models take 9 input channels (latent, mask, masked-image latent).
+        if let Some(s) = shapes.get(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
+            c.in_channels = s.get(1).map(|&d| d as i64).unwrap_or(c.in_channels);
+        }
+        c
+    });
+    if let Some(p) = options.prediction_type {
+        unet_config.prediction_type = p;
+    }
+    let vae_config = options.vae_config.clone().unwrap_or_else(VaeConfig::sd);
+    let resblocks = shapes
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(OPEN_CLIP_PREFIX)?
+                .strip_prefix("transformer.resblocks.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map(|m| m + 1)
+        .unwrap_or(0);
+    let layout = LdmLayout {
+        unet_layers_per_block: unet_config.layers_per_block,
+        vae_blocks: vae_config.block_out_channels.len(),
+        open_clip_layers_kept: resblocks.saturating_sub(1),
+    };
+
+    // Which tensors to copy, and where each goes; names the map does not understand are kept
+    // under their checkpoint name so the model's weight check reports them as unexpected.
+    let mut plan: HashMap<String, (Component, Mapped)> = HashMap::new();
+    for name in shapes.keys() {
+        let (component, mapped) = match map_ldm_key(name, &layout) {
+            Some(m) => m,
+            None => {
+                let component = if name.starts_with(UNET_PREFIX) {
+                    Component::Unet
+                } else if name.starts_with(crate::weights::ldm_keymap::VAE_PREFIX) {
+                    Component::Vae
+                } else {
+                    Component::TextEncoder
+                };
+                (component, Mapped::Rename(name.clone()))
+            }
+        };
+        if mapped != Mapped::Drop {
+            plan.insert(name.clone(), (component, mapped));
+        }
+    }
+    let tensors = file.read(options.device, options.kind, |name| {
+        plan.contains_key(name).then(|| name.to_string())
+    })?;
+
+    let mut parts: HashMap<Component, HashMap<String, Tensor>> = HashMap::new();
+    for (name, tensor) in tensors {
+        let (component, mapped) = &plan[&name];
+        let part = parts.entry(*component).or_default();
+        match mapped {
+            Mapped::Rename(new) => {
+                part.insert(new.clone(), tensor);
+            }
+            Mapped::ConvToLinear(new) => {
+                let s = tensor.size();
+                let t = if s.len() == 4 && s[2] == 1 && s[3] == 1 {
+                    tensor.reshape([s[0], s[1]])
+                } else {
+                    tensor
+                };
+                part.insert(new.clone(), t);
+            }
+            Mapped::SplitQkv(names) => {
+                let s = tensor.size();
+                if s.is_empty() || s[0] % 3 != 0 {
+                    return Err(checkpoint_error(
+                        path,
+                        format!("tensor {name} {s:?}: a fused q/k/v projection needs a multiple of 3 rows"),
+                    ));
+                }
+                for (new, chunk) in names.iter().zip(tensor.chunk(3, 0)) {
+                    part.insert(new.clone(), chunk.contiguous());
+                }
+            }
+            Mapped::Drop => {}
+        }
+    }
+    let mut take = |c: Component, what: &str| {
+        let map = parts.remove(&c).unwrap_or_default();
+        if map.is_empty() {
+            Err(checkpoint_error(
+                path,
+                format!("no {what} tensors in this checkpoint"),
+            ))
+        } else {
+            Ok(map)
+        }
+    };
+    let unet_tensors = take(Component::Unet, "UNet (model.diffusion_model.*)")?;
+    let vae_tensors = take(Component::Vae, "VAE (first_stage_model.*)")?;
+    let text_encoder_weights = take(
+        Component::TextEncoder,
+        "text encoder (cond_stage_model.transformer.* / cond_stage_model.model.*)",
+    )?;
+
+    let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
+    let unet = UNet2DConditionModel::new(&unet_weights, "", unet_config)?;
+    let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
+    let vae = AutoencoderKL::new(&vae_weights, "", vae_config)?;
+    let text_encoder_config = text_encoder_config(&text_encoder_weights, version);
+    Ok(StableDiffusionCheckpoint {
+        unet,
+        vae,
+        text_encoder_weights,
+        text_encoder_config,
+        version,
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        format: "JSON",
+        message: e.to_string(),
+    })
+}
+
+/// The first of `names` present in `dir` (diffusers also ships `*.fp16.safetensors` variants).
+fn weights_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::Io {
+            path: dir.join(names[0]),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no weights file"),
+        })
+}
+
+const MODEL_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+
+fn read_all(path: &Path, options: &LoadOptions) -> Result<HashMap<String, Tensor>> {
+    MappedFile::open(path)?.read(options.device, options.kind, |n| Some(n.to_string()))
+}
+
+/// Loads a diffusers `unet/` folder (`config.json` unless `options.unet_config` is given, and
+/// the weights). The prediction type is `options.prediction_type`, else the config's.
+pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2DConditionModel> {
+    let mut config = match &options.unet_config {
+        Some(c) => c.clone(),
+        None => {
+            let path = unet_dir.join("config.json");
+            UNetConfig::from_diffusers_json(&read_json(&path)?)
+                .map_err(|m| checkpoint_error(&path, m))?
+        }
+    };
+    if let Some(p) = options.prediction_type {
+        config.prediction_type = p;
+    }
+    let path = weights_file(unet_dir, &MODEL_FILES)?;
+    let weights = Weights::new(path.display().to_string(), read_all(&path, options)?);
+    UNet2DConditionModel::new(&weights, "", config)
+}
+
+/// Loads a diffusers `vae/` folder (`config.json` unless `options.vae_config` is given).
+pub fn load_vae_folder(vae_dir: &Path, options: &LoadOptions) -> Result<AutoencoderKL> {
+    let config = match &options.vae_config {
+        Some(c) => c.clone(),
+        None => {
+            let path = vae_dir.join("config.json");
+            VaeConfig::from_diffusers_json(&read_json(&path)?)
+                .map_err(|m| checkpoint_error(&path, m))?
+        }
+    };
+    let path = weights_file(vae_dir, &MODEL_FILES)?;
+    let weights = Weights::new(path.display().to_string(), read_all(&path, options)?);
+    AutoencoderKL::new(&weights, "", config)
+}
+
+/// Loads a diffusers folder: `unet/`, `vae/`, `text_encoder/` (each `config.json` + weights)
+/// and, when present, `scheduler/scheduler_config.json` for the prediction type.
+pub fn load_diffusers_folder(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<StableDiffusionCheckpoint> {
+    let mut options = options.clone();
+    let scheduler = dir.join("scheduler/scheduler_config.json");
+    if options.prediction_type.is_none() && options.unet_config.is_none() && scheduler.is_file() {
+        if let Some(s) = read_json(&scheduler)?
+            .get("prediction_type")
+            .and_then(Value::as_str)
+        {
+            options.prediction_type = Some(PredictionType::parse(s).ok_or_else(|| {
+                checkpoint_error(&scheduler, format!("unsupported prediction_type {s:?}"))
+            })?);
+        }
+    }
+    let unet = load_unet_folder(&dir.join("unet"), &options)?;
+    let vae = load_vae_folder(&dir.join("vae"), &options)?;
+    let version =
+        if unet.config().use_linear_projection || unet.config().cross_attention_dim == 1024 {
+            SdVersion::V2
+        } else {
+            SdVersion::V1
+        };
+
+    let te_dir = dir.join("text_encoder");
+    let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
+    // Files saved by transformers 5 drop the `text_model.` level; SD's own files keep it.
+    let text_encoder_weights =
+        MappedFile::open(&te_path)?.read(options.device, options.kind, |n| {
+            if n.ends_with("position_ids") {
+                None
+            } else if n.starts_with("text_model.") || n.starts_with("text_projection") {
+                Some(n.to_string())
+            } else {
+                Some(format!("text_model.{n}"))
+            }
+        })?;
+    let te_config_path = te_dir.join("config.json");
+    let text_encoder_config = if te_config_path.is_file() {
+        read_json(&te_config_path)?
+    } else {
+        text_encoder_config(&text_encoder_weights, version)
+    };
+    Ok(StableDiffusionCheckpoint {
+        unet,
+        vae,
+        text_encoder_weights,
+        text_encoder_config,
+        version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd_shapes(context: usize, linear: bool) -> BTreeMap<String, Vec<usize>> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            format!("{UNET_PREFIX}input_blocks.0.0.weight"),
+            vec![320, 4, 3, 3],
+        );
+        let proj = if linear {
+            vec![320, 320]
+        } else {
+            vec![320, 320, 1, 1]
+        };
+        m.insert(
+            format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"),
+            proj,
+        );
+        m.insert(
+            format!("{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
+            vec![320, context],
+        );
+        m
+    }
+
+    #[test]
+    fn tells_sd1_from_sd2_by_tensor_shapes() {
+        assert_eq!(detect_version(&sd_shapes(768, false)), Ok(SdVersion::V1));
+        assert_eq!(detect_version(&sd_shapes(1024, true)), Ok(SdVersion::V2));
+        assert_eq!(detect_version(&sd_shapes(16, false)), Ok(SdVersion::V1));
+        assert_eq!(detect_version(&sd_shapes(12, true)), Ok(SdVersion::V2));
+    }
+
+    #[test]
+    fn rejects_other_architectures_by_name() {
+        let mut sdxl = sd_shapes(2048, true);
+        sdxl.insert(
+            "conditioner.embedders.0.transformer.text_model.x".into(),
+            vec![1],
+        );
+        assert!(detect_version(&sdxl).unwrap_err().contains("SDXL"));
+        let mut other = BTreeMap::new();
+        other.insert(
+            "vision_model.embeddings.patch_embedding.weight".to_string(),
+            vec![1],
+        );
+        assert!(detect_version(&other)
+            .unwrap_err()
+            .contains("model.diffusion_model"));
+    }
+}
