@@ -1,12 +1,15 @@
 //! weft-nodes: every concrete node type and the models behind them.
 
+pub mod diffusion;
 pub mod error;
 pub mod image;
 pub mod latent;
 pub mod models;
 pub mod noise;
 pub mod primitives;
+pub mod safety;
 pub mod samplers;
+pub mod upscale;
 pub mod weights;
 
 pub use error::{ModelError, Result};
@@ -28,6 +31,15 @@ pub fn registry() -> Registry {
         .register(image::LatentPreview)
         .register(image::LoadImage)
         .register(image::ImageScale)
-        .register(image::SaveImage);
+        .register(image::SaveImage)
+        .register(diffusion::LoadCheckpoint)
+        .register(diffusion::PromptEncode)
+        .register(diffusion::Sampler)
+        .register(diffusion::VaeDecode)
+        .register(diffusion::VaeEncode)
+        .register(upscale::LoadUpscaleModel)
+        .register(upscale::UpscaleImage)
+        .register(safety::LoadSafetyModel)
+        .register(safety::SafetyFilter);
     r
 }
