@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --quiet -- -D warnings
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast

@@ -2,7 +2,10 @@
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
-use weft_engine::{ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T};
+use weft_engine::{
+    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    OutputSpec as Out, Value, ValueType as T,
+};
 
 use crate::models::autoencoder_kl::{AutoencoderKL, TileOptions};
 use crate::models::bert::MiniLm;
@@ -10,8 +13,13 @@ use crate::models::clip_text_model::{Activation, ClipLayer, ClipTextConfig, Clip
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::{encode_prompt, SpecialTokens};
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel};
-use crate::samplers::{self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction, SampleSettings, SamplerKind, ScheduleKind};
-use crate::weights::checkpoint::{load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion};
+use crate::samplers::{
+    self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction, SampleSettings, SamplerKind,
+    ScheduleKind,
+};
+use crate::weights::checkpoint::{
+    load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
+};
 use crate::weights::Weights;
 
 /// Where set-up puts converted text-encoder assets, relative to the models folder.
@@ -26,12 +34,12 @@ pub struct DiffusionModel {
 /// A loaded text encoder with its tokenizer (the "text_encoder" socket).
 pub enum TextEncoder {
     Clip {
-        model: ClipTextModel,
-        tokenizer: ClipTokenizer,
+        model: Box<ClipTextModel>,
+        tokenizer: Box<ClipTokenizer>,
         special: SpecialTokens,
     },
     /// all-MiniLM-L6-v2 token embeddings: the conditioning of the embedded tiny-shapes model.
-    MiniLm(MiniLm),
+    MiniLm(Box<MiniLm>),
 }
 
 /// A loaded VAE (the "vae" socket).
@@ -73,10 +81,16 @@ fn model_files(path: &Path) -> Vec<PathBuf> {
     }
     let mut files = Vec::new();
     for sub in ["", "unet", "vae", "text_encoder", "scheduler"] {
-        let Ok(entries) = std::fs::read_dir(path.join(sub)) else { continue };
+        let Ok(entries) = std::fs::read_dir(path.join(sub)) else {
+            continue;
+        };
         let mut found: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors" || e == "json"))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| e == "safetensors" || e == "json")
+            })
             .collect();
         found.sort();
         files.extend(found);
@@ -85,16 +99,28 @@ fn model_files(path: &Path) -> Vec<PathBuf> {
 }
 
 fn file_bytes(files: &[PathBuf]) -> u64 {
-    files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn clip_config_from_json(json: &serde_json::Value) -> NodeResult<ClipTextConfig> {
     let base = ClipTextConfig::clip_vit_l14();
     let int = |k: &str, d: i64| json.get(k).and_then(serde_json::Value::as_i64).unwrap_or(d);
-    let hidden_act = match json.get("hidden_act").and_then(serde_json::Value::as_str).unwrap_or("quick_gelu") {
+    let hidden_act = match json
+        .get("hidden_act")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("quick_gelu")
+    {
         "quick_gelu" => Activation::QuickGelu,
         "gelu" => Activation::Gelu,
-        other => return Err(NodeError::msg(format!("text encoder: unsupported activation '{other}'"))),
+        other => {
+            return Err(NodeError::msg(format!(
+                "text encoder: unsupported activation '{other}'"
+            )))
+        }
     };
     Ok(ClipTextConfig {
         vocab_size: int("vocab_size", base.vocab_size),
@@ -104,7 +130,10 @@ fn clip_config_from_json(json: &serde_json::Value) -> NodeResult<ClipTextConfig>
         num_attention_heads: int("num_attention_heads", base.num_attention_heads),
         max_position_embeddings: int("max_position_embeddings", base.max_position_embeddings),
         hidden_act,
-        layer_norm_eps: json.get("layer_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(base.layer_norm_eps),
+        layer_norm_eps: json
+            .get("layer_norm_eps")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(base.layer_norm_eps),
         eos_token_id: int("eos_token_id", base.eos_token_id),
     })
 }
@@ -134,13 +163,18 @@ impl Node for LoadCheckpoint {
         }
     }
 
-    fn input_files(&self, constants: &ConstantInputs, models_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    fn input_files(
+        &self,
+        constants: &ConstantInputs,
+        models_dir: &Path,
+    ) -> Result<Vec<PathBuf>, String> {
         let name = constants.string("name").unwrap_or_default();
         Ok(model_files(&resolve_model(name, models_dir)?))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = resolve_model(inputs.string("name")?, ctx.models_dir).map_err(NodeError::Failed)?;
+        let path =
+            resolve_model(inputs.string("name")?, ctx.models_dir).map_err(NodeError::Failed)?;
         let kind = precision(inputs.string("precision")?, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,
@@ -161,20 +195,38 @@ impl Node for LoadCheckpoint {
                     minilm_dir.display()
                 )));
             }
-            (unet, vae, TextEncoder::MiniLm(MiniLm::load(&minilm_dir, ctx.device)?))
+            (
+                unet,
+                vae,
+                TextEncoder::MiniLm(Box::new(MiniLm::load(&minilm_dir, ctx.device)?)),
+            )
         } else {
             let checkpoint = load_checkpoint(&path, &options)?;
             let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
-            let weights = Weights::new(format!("{} (text encoder)", path.display()), checkpoint.text_encoder_weights);
+            let weights = Weights::new(
+                format!("{} (text encoder)", path.display()),
+                checkpoint.text_encoder_weights,
+            );
             let model = ClipTextModel::new(&weights, "text_model", config)?;
             let vocab = ctx.models_dir.join(CLIP_VOCAB);
-            let tokenizer = ClipTokenizer::from_file(&vocab)
-                .map_err(|e| NodeError::msg(format!("CLIP vocabulary: {e}; run the set-up (make setup) to fetch it")))?;
+            let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
+                NodeError::msg(format!(
+                    "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
+                ))
+            })?;
             let special = match checkpoint.version {
                 SdVersion::V1 => SpecialTokens::SD1,
                 SdVersion::V2 => SpecialTokens::SD2,
             };
-            (checkpoint.unet, checkpoint.vae, TextEncoder::Clip { model, tokenizer, special })
+            (
+                checkpoint.unet,
+                checkpoint.vae,
+                TextEncoder::Clip {
+                    model: Box::new(model),
+                    tokenizer: Box::new(tokenizer),
+                    special,
+                },
+            )
         };
         Ok(vec![
             Value::object(T::Model, DiffusionModel { unet }, bytes),
@@ -194,10 +246,18 @@ impl Node for PromptEncode {
             doc: "encodes a prompt for the sampler; CLIP encoders accept (word:1.2) weights",
             version: 1,
             inputs: vec![
-                In::new("encoder", T::TextEncoder, "the text encoder of the checkpoint"),
+                In::new(
+                    "encoder",
+                    T::TextEncoder,
+                    "the text encoder of the checkpoint",
+                ),
                 In::new("text", T::String, "the prompt").default(""),
             ],
-            outputs: vec![Out::new("conditioning", T::Conditioning, "token embeddings [1, tokens, dim]")],
+            outputs: vec![Out::new(
+                "conditioning",
+                T::Conditioning,
+                "token embeddings [1, tokens, dim]",
+            )],
             output_node: false,
         }
     }
@@ -205,10 +265,17 @@ impl Node for PromptEncode {
         let encoder = inputs.object::<TextEncoder>("encoder")?;
         let text = inputs.string("text")?;
         let conditioning = match &*encoder {
-            TextEncoder::Clip { model, tokenizer, special } => encode_prompt(model, tokenizer, text, special, ClipLayer::Last, true)?.0,
+            TextEncoder::Clip {
+                model,
+                tokenizer,
+                special,
+            } => encode_prompt(model, tokenizer, text, special, ClipLayer::Last, true)?.0,
             TextEncoder::MiniLm(minilm) => minilm.embed_tokens(text)?,
         };
-        Ok(vec![Value::Tensor(T::Conditioning, conditioning.f_to_kind(Kind::Float)?)])
+        Ok(vec![Value::Tensor(
+            T::Conditioning,
+            conditioning.f_to_kind(Kind::Float)?,
+        )])
     }
 }
 
@@ -219,19 +286,38 @@ impl Node for Sampler {
         NodeSpec {
             type_name: "Sampler",
             category: "sampling",
-            doc: "denoises a latent with the UNet, guided by the prompts (classifier-free guidance)",
+            doc:
+                "denoises a latent with the UNet, guided by the prompts (classifier-free guidance)",
             version: 1,
             inputs: vec![
                 In::new("model", T::Model, "the UNet"),
                 In::new("positive", T::Conditioning, "what the image should show"),
                 In::new("negative", T::Conditioning, "what it should not show").optional(),
-                In::new("latent", T::Latent, "the start: an empty latent (txt2img) or an encoded image (img2img)"),
+                In::new(
+                    "latent",
+                    T::Latent,
+                    "the start: an empty latent (txt2img) or an encoded image (img2img)",
+                ),
                 In::new("seed", T::Seed, "noise seed (same meaning as ComfyUI's)").default(0),
-                In::new("steps", T::Int, "sampling steps").default(20).range(1.0, 10000.0),
-                In::new("cfg", T::Float, "guidance scale").default(7.0).range(0.0, 100.0),
-                In::new("sampler", T::Enum, "sampling method").choices(&SamplerKind::NAMES).default("euler"),
-                In::new("schedule", T::Enum, "sigma schedule").choices(&ScheduleKind::NAMES).default("normal"),
-                In::new("denoise", T::Float, "how much to change the latent (1 = from pure noise)").default(1.0).range(0.0, 1.0),
+                In::new("steps", T::Int, "sampling steps")
+                    .default(20)
+                    .range(1.0, 10000.0),
+                In::new("cfg", T::Float, "guidance scale")
+                    .default(7.0)
+                    .range(0.0, 100.0),
+                In::new("sampler", T::Enum, "sampling method")
+                    .choices(&SamplerKind::NAMES)
+                    .default("euler"),
+                In::new("schedule", T::Enum, "sigma schedule")
+                    .choices(&ScheduleKind::NAMES)
+                    .default("normal"),
+                In::new(
+                    "denoise",
+                    T::Float,
+                    "how much to change the latent (1 = from pure noise)",
+                )
+                .default(1.0)
+                .range(0.0, 1.0),
             ],
             outputs: vec![Out::new("latent", T::Latent, "the denoised latent")],
             output_node: false,
@@ -240,7 +326,10 @@ impl Node for Sampler {
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let model = inputs.object::<DiffusionModel>("model")?;
         let unet = &model.unet;
-        let latent = inputs.tensor("latent")?.f_to_device(ctx.device)?.f_to_kind(Kind::Float)?;
+        let latent = inputs
+            .tensor("latent")?
+            .f_to_device(ctx.device)?
+            .f_to_kind(Kind::Float)?;
         let expected_channels = unet.config().in_channels;
         if latent.dim() != 4 || latent.size()[1] != expected_channels {
             return Err(NodeError::msg(format!(
@@ -249,14 +338,25 @@ impl Node for Sampler {
             )));
         }
         let positive = inputs.tensor("positive")?.f_to_device(ctx.device)?;
-        let negative = inputs.optional_tensor("negative")?.map(|t| t.to_device(ctx.device));
+        let negative = inputs
+            .optional_tensor("negative")?
+            .map(|t| t.to_device(ctx.device));
         let prediction = match unet.config().prediction_type {
             PredictionType::Epsilon => Prediction::Epsilon,
             PredictionType::VPrediction => Prediction::V,
         };
         let schedule = DiscreteSchedule::stable_diffusion();
-        let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| unet.forward(sample, timesteps, context);
-        let denoiser = GuidedDenoiser::new(&predictor, &schedule, prediction, positive, negative, inputs.float("cfg")?)?;
+        let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| {
+            unet.forward(sample, timesteps, context)
+        };
+        let denoiser = GuidedDenoiser::new(
+            &predictor,
+            &schedule,
+            prediction,
+            positive,
+            negative,
+            inputs.float("cfg")?,
+        )?;
         let settings = SampleSettings {
             seed: inputs.int("seed")? as u64,
             steps: inputs.int("steps")? as usize,
@@ -268,7 +368,8 @@ impl Node for Sampler {
         let cancelled = move || cancel.is_cancelled();
         let mut steps_done: Vec<(u32, u32)> = Vec::new();
         let result = {
-            let mut on_step = |e: &samplers::StepEvent<'_>| steps_done.push((e.step as u32, e.total as u32));
+            let mut on_step =
+                |e: &samplers::StepEvent<'_>| steps_done.push((e.step as u32, e.total as u32));
             let mut hooks = Hooks {
                 on_step: Some(&mut on_step),
                 cancelled: Some(&cancelled),
@@ -325,7 +426,11 @@ impl Node for VaeDecode {
         } else {
             vae.decode(&scaled)?
         };
-        let image = decoded.f_to_kind(Kind::Float)?.f_add_scalar(1.0)?.f_div_scalar(2.0)?.f_clamp(0.0, 1.0)?;
+        let image = decoded
+            .f_to_kind(Kind::Float)?
+            .f_add_scalar(1.0)?
+            .f_div_scalar(2.0)?
+            .f_clamp(0.0, 1.0)?;
         Ok(vec![Value::Tensor(T::Image, image)])
     }
 }
@@ -339,8 +444,15 @@ impl Node for VaeEncode {
             category: "latent",
             doc: "encodes an image into a latent with the VAE (for img2img)",
             version: 1,
-            inputs: vec![In::new("vae", T::Vae, "the VAE"), In::new("image", T::Image, "RGB in [0, 1]; sides a multiple of 8")],
-            outputs: vec![Out::new("latent", T::Latent, "the latent (mean of the posterior, scaled)")],
+            inputs: vec![
+                In::new("vae", T::Vae, "the VAE"),
+                In::new("image", T::Image, "RGB in [0, 1]; sides a multiple of 8"),
+            ],
+            outputs: vec![Out::new(
+                "latent",
+                T::Latent,
+                "the latent (mean of the posterior, scaled)",
+            )],
             output_node: false,
         }
     }
@@ -356,7 +468,14 @@ impl Node for VaeEncode {
                 size[3], size[2]
             )));
         }
-        let latent = vae.encode(&image.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?)?.mode();
-        Ok(vec![Value::Tensor(T::Latent, latent.f_mul_scalar(vae.config().scaling_factor)?.f_to_kind(Kind::Float)?)])
+        let latent = vae
+            .encode(&image.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?)?
+            .mode();
+        Ok(vec![Value::Tensor(
+            T::Latent,
+            latent
+                .f_mul_scalar(vae.config().scaling_factor)?
+                .f_to_kind(Kind::Float)?,
+        )])
     }
 }

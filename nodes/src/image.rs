@@ -100,12 +100,11 @@ impl Node for SaveImage {
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::msg(format!("cannot create {}: {e}", dir.display())))?;
         let workflow_json = ctx.workflow.to_json().to_string();
-        let mut counter = next_counter(&dir, &stem);
-        for i in 0..batch {
+        let first = next_counter(&dir, &stem);
+        for (i, counter) in (0..batch).zip(first..) {
             ctx.check_cancelled()?;
             let (w, h, rgb) = to_rgb8(image, i)?;
             let path = dir.join(format!("{stem}_{counter:05}.png"));
-            counter += 1;
             write_png(&path, w, h, &rgb, &workflow_json)?;
             ctx.output_file(path);
         }

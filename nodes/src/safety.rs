@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
-use weft_engine::{ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T};
+use weft_engine::{
+    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    OutputSpec as Out, Value, ValueType as T,
+};
 
 use crate::models::open_nsfw::OpenNsfw;
 
@@ -14,7 +17,10 @@ fn weights(models_dir: &Path) -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{} is missing; run the set-up (make setup) to convert open_nsfw", path.display()))
+        Err(format!(
+            "{} is missing; run the set-up (make setup) to convert open_nsfw",
+            path.display()
+        ))
     }
 }
 
@@ -31,13 +37,21 @@ impl Node for LoadSafetyModel {
             output_node: false,
         }
     }
-    fn input_files(&self, _constants: &ConstantInputs, models_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    fn input_files(
+        &self,
+        _constants: &ConstantInputs,
+        models_dir: &Path,
+    ) -> Result<Vec<PathBuf>, String> {
         Ok(vec![weights(models_dir)?])
     }
     fn run(&self, _inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let path = weights(ctx.models_dir).map_err(NodeError::Failed)?;
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok(vec![Value::object(T::SafetyModel, OpenNsfw::load(&path, ctx.device)?, bytes)])
+        Ok(vec![Value::object(
+            T::SafetyModel,
+            OpenNsfw::load(&path, ctx.device)?,
+            bytes,
+        )])
     }
 }
 
@@ -52,7 +66,13 @@ impl Node for SafetyFilter {
             inputs: vec![
                 In::new("safety_model", T::SafetyModel, "the classifier"),
                 In::new("image", T::Image, "the images to check"),
-                In::new("threshold", T::Float, "P(unsafe) at or above which an image is blacked out").default(0.8).range(0.0, 1.0),
+                In::new(
+                    "threshold",
+                    T::Float,
+                    "P(unsafe) at or above which an image is blacked out",
+                )
+                .default(0.8)
+                .range(0.0, 1.0),
             ],
             outputs: vec![
                 Out::new("image", T::Image, "the images, unsafe ones black"),
@@ -73,8 +93,15 @@ impl Node for SafetyFilter {
             let one = image.f_get(i)?;
             let score = model.classify(&one)?;
             highest = highest.max(score);
-            kept.push(if score >= threshold { one.f_zeros_like()? } else { one });
+            kept.push(if score >= threshold {
+                one.f_zeros_like()?
+            } else {
+                one
+            });
         }
-        Ok(vec![Value::Tensor(T::Image, Tensor::f_stack(&kept, 0)?), Value::Float(highest)])
+        Ok(vec![
+            Value::Tensor(T::Image, Tensor::f_stack(&kept, 0)?),
+            Value::Float(highest),
+        ])
     }
 }

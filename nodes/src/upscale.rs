@@ -1,14 +1,22 @@
 //! Upscaling nodes: Real-ESRGAN (x4plus, animevideov3) and ESRGAN-slim, tiled so any size fits.
 use std::path::{Path, PathBuf};
 
-use weft_engine::{ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T};
+use weft_engine::{
+    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    OutputSpec as Out, Value, ValueType as T,
+};
 
 use crate::models::esrgan_slim::{EsrganSlim, EsrganSlimConfig};
 use crate::models::rrdbnet::{RrdbNet, RrdbNetConfig};
 use crate::models::srvgg_compact::{SrVggNetCompact, SrVggNetCompactConfig};
 use crate::models::tiled::{upscale_tiled, ImageToImage, TileConfig};
 
-pub const UPSCALERS: [&str; 4] = ["realesr-animevideov3", "realesrgan-x4plus", "esrgan-slim-x2", "esrgan-slim-x4"];
+pub const UPSCALERS: [&str; 4] = [
+    "realesr-animevideov3",
+    "realesrgan-x4plus",
+    "esrgan-slim-x2",
+    "esrgan-slim-x4",
+];
 
 fn weights_path(name: &str, models_dir: &Path) -> Result<PathBuf, String> {
     let relative = match name {
@@ -22,7 +30,10 @@ fn weights_path(name: &str, models_dir: &Path) -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{} is missing; run the set-up (make setup) to convert the upscalers", path.display()))
+        Err(format!(
+            "{} is missing; run the set-up (make setup) to convert the upscalers",
+            path.display()
+        ))
     }
 }
 
@@ -37,25 +48,56 @@ impl Node for LoadUpscaleModel {
             category: "loaders",
             doc: "loads an image upscaler converted at set-up (Real-ESRGAN, ESRGAN-slim)",
             version: 1,
-            inputs: vec![In::new("name", T::Enum, "which upscaler; animevideov3 is fast on CPU, x4plus is best").choices(&UPSCALERS).default("realesr-animevideov3")],
+            inputs: vec![In::new(
+                "name",
+                T::Enum,
+                "which upscaler; animevideov3 is fast on CPU, x4plus is best",
+            )
+            .choices(&UPSCALERS)
+            .default("realesr-animevideov3")],
             outputs: vec![Out::new("upscale_model", T::UpscaleModel, "the upscaler")],
             output_node: false,
         }
     }
-    fn input_files(&self, constants: &ConstantInputs, models_dir: &Path) -> Result<Vec<PathBuf>, String> {
-        Ok(vec![weights_path(constants.string("name").unwrap_or_default(), models_dir)?])
+    fn input_files(
+        &self,
+        constants: &ConstantInputs,
+        models_dir: &Path,
+    ) -> Result<Vec<PathBuf>, String> {
+        Ok(vec![weights_path(
+            constants.string("name").unwrap_or_default(),
+            models_dir,
+        )?])
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let name = inputs.string("name")?;
         let path = weights_path(name, ctx.models_dir).map_err(NodeError::Failed)?;
         let model: Box<dyn ImageToImage> = match name {
-            "realesr-animevideov3" => Box::new(SrVggNetCompact::load(&path, SrVggNetCompactConfig::animevideov3(), ctx.device)?),
-            "realesrgan-x4plus" => Box::new(RrdbNet::load(&path, RrdbNetConfig::x4plus(), ctx.device)?),
-            "esrgan-slim-x2" => Box::new(EsrganSlim::load(&path, EsrganSlimConfig::slim(2), ctx.device)?),
-            _ => Box::new(EsrganSlim::load(&path, EsrganSlimConfig::slim(4), ctx.device)?),
+            "realesr-animevideov3" => Box::new(SrVggNetCompact::load(
+                &path,
+                SrVggNetCompactConfig::animevideov3(),
+                ctx.device,
+            )?),
+            "realesrgan-x4plus" => {
+                Box::new(RrdbNet::load(&path, RrdbNetConfig::x4plus(), ctx.device)?)
+            }
+            "esrgan-slim-x2" => Box::new(EsrganSlim::load(
+                &path,
+                EsrganSlimConfig::slim(2),
+                ctx.device,
+            )?),
+            _ => Box::new(EsrganSlim::load(
+                &path,
+                EsrganSlimConfig::slim(4),
+                ctx.device,
+            )?),
         };
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok(vec![Value::object(T::UpscaleModel, UpscaleModel(model), bytes)])
+        Ok(vec![Value::object(
+            T::UpscaleModel,
+            UpscaleModel(model),
+            bytes,
+        )])
     }
 }
 
@@ -70,8 +112,12 @@ impl Node for UpscaleImage {
             inputs: vec![
                 In::new("upscale_model", T::UpscaleModel, "the upscaler"),
                 In::new("image", T::Image, "the images"),
-                In::new("tile", T::Int, "tile side in input pixels").default(256).range(16.0, 4096.0),
-                In::new("overlap", T::Int, "context around each tile in pixels").default(16).range(0.0, 256.0),
+                In::new("tile", T::Int, "tile side in input pixels")
+                    .default(256)
+                    .range(16.0, 4096.0),
+                In::new("overlap", T::Int, "context around each tile in pixels")
+                    .default(16)
+                    .range(0.0, 256.0),
             ],
             outputs: vec![Out::new("image", T::Image, "the upscaled images")],
             output_node: false,
@@ -85,6 +131,9 @@ impl Node for UpscaleImage {
             tile: inputs.int("tile")?,
             overlap: inputs.int("overlap")?,
         };
-        Ok(vec![Value::Tensor(T::Image, upscale_tiled(model.0.as_ref(), &image, tiles)?)])
+        Ok(vec![Value::Tensor(
+            T::Image,
+            upscale_tiled(model.0.as_ref(), &image, tiles)?,
+        )])
     }
 }
