@@ -32,7 +32,13 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
 
     let (tx, rx) = mpsc::channel::<Wake>();
     let quit_tx = tx.clone();
+    // Ctrl-C also cancels the run in flight, so a long sampler does not hold the exit up.
+    let current_run = std::sync::Arc::new(std::sync::Mutex::new(CancelToken::new()));
+    let handler_run = current_run.clone();
     ctrlc::set_handler(move || {
+        if let Ok(token) = handler_run.lock() {
+            token.cancel();
+        }
         let _ = quit_tx.send(Wake::Quit);
     })
     .context("installing the Ctrl-C handler")?;
@@ -85,7 +91,11 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                     }
                 }
                 Ok(Ok(workflow)) => {
-                    let report = execute(&worker, workflow.clone(), options, CancelToken::new())?;
+                    let cancel = CancelToken::new();
+                    if let Ok(mut slot) = current_run.lock() {
+                        *slot = cancel.clone();
+                    }
+                    let report = execute(&worker, workflow.clone(), options, cancel)?;
                     print_report(&file, &report);
                     if report.status != weft_engine::RunStatus::Invalid {
                         last_good = Some(workflow);
