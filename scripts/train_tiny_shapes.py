@@ -7,7 +7,8 @@ pooling, no padding). The data is made on the fly: one coloured shape on a plain
 captioned from templates, so the model and its training set are both reproducible from this
 file and a seed.
 
-Stages (all by default): `vae` trains the autoencoder, `unet` trains the denoiser on latents
+Stages (all by default): `vae` trains the autoencoder on crops, `vae_whole` fine-tunes it on
+whole images, `unet` trains the denoiser on latents
 of the trained autoencoder, `export` writes fp16 diffusers folders to --out, `sample` draws
 PNGs for a few prompts, `fixture` writes the Rust test reference. Intermediate fp32 states go
 to --work so a stage can be rerun alone.
@@ -272,24 +273,33 @@ def log_every(step, total, start, **losses):
     print(f"step {step:5d}/{total} {figures} ({time.time() - start:.0f} s)", flush=True)
 
 
-def train_vae(args, images):
-    torch.manual_seed(args.seed)
+def train_vae(args, images, vae=None, whole=False):
+    """Phase 1 (`whole` False) trains from scratch on random crops; phase 2 fine-tunes `vae`
+    on whole images at a lower rate."""
+    torch.manual_seed(args.seed + (10 if whole else 0))
     device = args.device
-    vae = build_vae().to(device).train()
+    if vae is None:
+        vae = build_vae()
+    vae = vae.to(device).train()
     print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
-    optimiser = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3,
-                                                   total_steps=args.vae_steps, pct_start=0.05)
-    generator = torch.Generator().manual_seed(args.seed)
+    steps = args.vae_whole_steps if whole else args.vae_steps
+    batch = args.vae_whole_batch if whole else args.vae_batch
+    lr = 3e-4 if whole else 1e-3
+    crop = IMAGE_SIZE if whole else args.vae_crop
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr,
+                                                   total_steps=steps, pct_start=0.05)
+    generator = torch.Generator().manual_seed(args.seed + (10 if whole else 0))
     start = time.time()
-    for step in range(1, args.vae_steps + 1):
-        index = torch.randint(len(images), (args.vae_batch,), generator=generator)
-        # Random 32x32 crops (multiples of 8, so latent pixels stay aligned): the VAE is
-        # convolutional, and crops cost a quarter of whole images on a CPU.
-        top, left = (8 * torch.randint(0, (IMAGE_SIZE - args.vae_crop) // 8 + 1, (2,),
+    for step in range(1, steps + 1):
+        index = torch.randint(len(images), (batch,), generator=generator)
+        # Phase 1 trains on random 32x32 crops (at multiples of 8, so latent pixels stay
+        # aligned): the VAE is convolutional, and crops cost a quarter of whole images on a
+        # CPU. Phase 2 then sees whole images, as the mid-block attention will at inference.
+        top, left = (8 * torch.randint(0, (IMAGE_SIZE - crop) // 8 + 1, (2,),
                                           generator=generator)).tolist()
-        crop = images[index.numpy(), top:top + args.vae_crop, left:left + args.vae_crop]
-        x = to_model_range(np.ascontiguousarray(crop)).to(device)
+        pixels = images[index.numpy(), top:top + crop, left:left + crop]
+        x = to_model_range(np.ascontiguousarray(pixels)).to(device)
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         # L1 keeps edges sharper than L2 alone; the KL term is tiny (as in SD) and only keeps
@@ -302,8 +312,8 @@ def train_vae(args, images):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimiser.step()
         schedule.step()
-        if step % 50 == 0 or step == args.vae_steps:
-            log_every(step, args.vae_steps, start, recon=recon.item(), kl=kl.item())
+        if step % 50 == 0 or step == steps:
+            log_every(step, steps, start, recon=recon.item(), kl=kl.item())
     print(f"VAE trained in {time.time() - start:.0f} s")
     return vae.eval()
 
@@ -523,7 +533,7 @@ def write_fixture(args, encoder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default="vae,unet,export,sample,fixture")
+    parser.add_argument("--stages", default="vae,vae_whole,unet,export,sample,fixture")
     parser.add_argument("--device", default="cpu")
     # One thread: on a shared 2-core machine, OpenMP's barriers made 2 threads 10x slower.
     parser.add_argument("--threads", type=int, default=1)
@@ -532,8 +542,10 @@ def main():
     parser.add_argument("--vae-steps", type=int, default=2000)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=32)
+    parser.add_argument("--vae-whole-steps", type=int, default=700)
+    parser.add_argument("--vae-whole-batch", type=int, default=8)
     parser.add_argument("--kl-weight", type=float, default=1e-5)
-    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--unet-steps", type=int, default=3600)
     parser.add_argument("--unet-batch", type=int, default=48)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
@@ -556,12 +568,18 @@ def main():
     encoder = MiniLmEncoder(args.minilm, args.device)
 
     vae = unet = None
-    if stages & {"vae", "unet"}:
+    if stages & {"vae", "vae_whole", "unet"}:
         start = time.time()
         specs, images = make_pool(args.pool, args.seed)
         print(f"rendered {len(images)} images in {time.time() - start:.0f} s")
     if "vae" in stages:
         vae = round_to_fp16(train_vae(args, images))
+        torch.save(vae.state_dict(), work / "vae_crops.pt")
+    if "vae_whole" in stages:
+        if vae is None:
+            vae = build_vae()
+            vae.load_state_dict(torch.load(work / "vae_crops.pt"))
+        vae = round_to_fp16(train_vae(args, images, vae, whole=True)).eval()
         torch.save(vae.state_dict(), work / "vae.pt")
     elif stages & {"unet", "export"}:
         vae = build_vae().to(args.device).eval()
