@@ -70,6 +70,7 @@ pub fn start_worker(options: &RunOptions) -> Result<DeviceWorker> {
         cache_budget: parse_bytes(&options.cache_budget)?,
         output_dir: options.output.clone(),
         models_dir: options.models.clone(),
+        cpu_threads: options.threads,
     };
     Ok(DeviceWorker::start(
         Arc::new(weft_nodes::registry()),

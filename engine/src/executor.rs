@@ -27,6 +27,8 @@ pub struct ExecutorConfig {
     pub cache_budget: u64,
     pub output_dir: PathBuf,
     pub models_dir: PathBuf,
+    /// Intra-op CPU threads for libtorch; `None` keeps its default.
+    pub cpu_threads: Option<i32>,
 }
 
 impl Default for ExecutorConfig {
@@ -36,6 +38,7 @@ impl Default for ExecutorConfig {
             cache_budget: 4 << 30,
             output_dir: PathBuf::from("out"),
             models_dir: PathBuf::from("models"),
+            cpu_threads: None,
         }
     }
 }

@@ -35,12 +35,15 @@ pub struct DeviceWorker {
 }
 
 impl DeviceWorker {
-    /// Starts the worker thread; `init` runs on it first (seed settings, thread counts).
+    /// Starts the worker thread, which owns an executor built from `config`.
     pub fn start(registry: Arc<Registry>, config: ExecutorConfig) -> Self {
         let (sender, receiver) = mpsc::channel::<Message>();
         let thread = std::thread::Builder::new()
             .name(format!("weft-device-{:?}", config.device))
             .spawn(move || {
+                if let Some(threads) = config.cpu_threads {
+                    tch::set_num_threads(threads.max(1));
+                }
                 let mut executor = Executor::new(registry, config);
                 while let Ok(message) = receiver.recv() {
                     match message {

@@ -1,0 +1,106 @@
+//! The whole path on the embedded tiny-shapes model: a prompt a person types gives an image
+//! that matches it (shape colour and background colour), through the CLI, on CPU.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn minilm_ready() -> bool {
+    let ready = repo()
+        .join("models/converted/minilm/model.safetensors")
+        .exists();
+    if !ready {
+        eprintln!("SKIPPED: models/converted/minilm is missing; run scripts/setup.sh");
+    }
+    ready
+}
+
+/// Mean RGB of the centre quarter and of the border ring of the first image of a PNG.
+fn centre_and_border(png: &Path) -> ([f64; 3], [f64; 3]) {
+    let img = image::open(png).expect("a PNG").to_rgb8();
+    let (w, h) = img.dimensions();
+    let (mut centre, mut border) = ([0.0; 3], [0.0; 3]);
+    let (mut nc, mut nb) = (0.0, 0.0);
+    for (x, y, p) in img.enumerate_pixels() {
+        let in_centre = x >= w * 3 / 8 && x < w * 5 / 8 && y >= h * 3 / 8 && y < h * 5 / 8;
+        let on_border = x < w / 8 || x >= w * 7 / 8 || y < h / 8 || y >= h * 7 / 8;
+        for c in 0..3 {
+            let v = p[c] as f64 / 255.0;
+            if in_centre {
+                centre[c] += v;
+            }
+            if on_border {
+                border[c] += v;
+            }
+        }
+        nc += f64::from(u8::from(in_centre));
+        nb += f64::from(u8::from(on_border));
+    }
+    (centre.map(|v| v / nc), border.map(|v| v / nb))
+}
+
+fn txt2img(dir: &Path, prompt: &str, seed: u64) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(repo())
+        .args([
+            "run",
+            "workflows/txt2img.yaml",
+            "--device",
+            "cpu",
+            "--output",
+        ])
+        .arg(dir)
+        .args([
+            "--set",
+            &format!("positive.text={prompt}"),
+            "--set",
+            &format!("sample.seed={seed}"),
+        ])
+        .output()
+        .expect("weft runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("wrote "))
+        .expect("a 'wrote' line");
+    PathBuf::from(line.trim_start_matches("wrote "))
+}
+
+#[test]
+fn a_typed_prompt_gives_an_image_that_matches_it() {
+    if !minilm_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // [R, G, B] channels: the shape's colour should win in the centre, the background's on the border.
+    for (prompt, shape_channel, background_channel) in [
+        (
+            "a large red circle in the centre on a blue background",
+            0,
+            2,
+        ),
+        (
+            "a large blue square in the centre on a red background",
+            2,
+            0,
+        ),
+    ] {
+        let png = txt2img(dir.path(), prompt, 7);
+        let (centre, border) = centre_and_border(&png);
+        assert!(
+            border[background_channel] > border[shape_channel] + 0.2,
+            "{prompt}: border {border:?} should be mostly channel {background_channel}"
+        );
+        assert!(
+            centre[shape_channel] > border[shape_channel] + 0.2,
+            "{prompt}: centre {centre:?} vs border {border:?}: channel {shape_channel} should rise in the centre"
+        );
+    }
+}
