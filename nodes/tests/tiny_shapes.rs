@@ -119,9 +119,15 @@ fn txt2img_draws_the_prompt() {
     let negative = minilm.embed_tokens("").unwrap();
     let model = |x: &Tensor, t: &Tensor, c: &Tensor| unet.forward(x, t, c);
     let schedule = DiscreteSchedule::stable_diffusion();
-    let denoiser =
-        GuidedDenoiser::new(&model, &schedule, Prediction::Epsilon, positive, Some(negative), 7.0)
-            .unwrap();
+    let denoiser = GuidedDenoiser::new(
+        &model,
+        &schedule,
+        Prediction::Epsilon,
+        positive,
+        Some(negative),
+        7.0,
+    )
+    .unwrap();
     let settings = SampleSettings {
         seed: 42,
         steps: 20,
@@ -130,7 +136,14 @@ fn txt2img_draws_the_prompt() {
         denoise: 1.0,
     };
     let latent = Tensor::zeros([1, 4, 8, 8], (Kind::Float, Device::Cpu));
-    let latent = sample(&denoiser, &schedule, &latent, &settings, &mut Hooks::default()).unwrap();
+    let latent = sample(
+        &denoiser,
+        &schedule,
+        &latent,
+        &settings,
+        &mut Hooks::default(),
+    )
+    .unwrap();
     let image = vae
         .decode(&(latent / vae.config().scaling_factor))
         .unwrap()
