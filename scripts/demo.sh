@@ -2,5 +2,5 @@
 # The main job: run the default workflow and say where its image is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-workflow=${1:-workflows/noise-preview.yaml}
+workflow=${1:-workflows/txt2img.yaml}
 ./target/release/weft run "$workflow" --output out
