@@ -15,7 +15,7 @@ use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNe
 use crate::weights::ldm_keymap::{
     map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX,
 };
-use crate::weights::Weights;
+use crate::weights::{MappedFile, Weights};
 
 /// Which Stable Diffusion generation a checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,131 +72,8 @@ pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<StableDiffu
     }
 }
 
-fn format_error(path: &Path, message: impl Into<String>) -> ModelError {
-    ModelError::Format {
-        path: path.to_path_buf(),
-        format: "safetensors",
-        message: message.into(),
-    }
-}
-
 fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
     ModelError::Other(format!("{}: {message}", path.display()))
-}
-
-/// A memory-mapped safetensors file, checked up front for the usual wrong files.
-struct MappedFile {
-    path: PathBuf,
-    map: memmap2::Mmap,
-}
-
-impl MappedFile {
-    fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY: read-only map; a file changed underneath gives wrong values, never UB in
-        // the safe code that reads it as bytes.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if map.starts_with(b"PK\x03\x04") || map.starts_with(&[0x80]) {
-            return Err(format_error(
-                path,
-                "this is a PyTorch pickle checkpoint (.ckpt / .pt), which weft does not read \
-                 (pickles can run code); convert it to .safetensors first",
-            ));
-        }
-        if map.len() < 8 {
-            return Err(format_error(path, format!("only {} bytes long", map.len())));
-        }
-        let this = Self {
-            path: path.to_path_buf(),
-            map,
-        };
-        this.parse()?;
-        Ok(this)
-    }
-
-    fn parse(&self) -> Result<safetensors::SafeTensors<'_>> {
-        safetensors::SafeTensors::deserialize(&self.map).map_err(|e| {
-            let hint = match e {
-                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
-                    " (the file looks truncated: an interrupted download?)"
-                }
-                safetensors::SafeTensorError::HeaderTooLarge
-                | safetensors::SafeTensorError::InvalidHeader(_)
-                | safetensors::SafeTensorError::InvalidHeaderLength
-                | safetensors::SafeTensorError::InvalidHeaderDeserialization(_)
-                | safetensors::SafeTensorError::HeaderTooSmall => {
-                    " (is it a safetensors file at all?)"
-                }
-                _ => "",
-            };
-            format_error(&self.path, format!("{e}{hint}"))
-        })
-    }
-
-    fn shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
-        Ok(self
-            .parse()?
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.shape().to_vec()))
-            .collect())
-    }
-
-    /// Copies the tensors `select` names (giving each its new name) to `device` / `kind`.
-    fn read(
-        &self,
-        device: Device,
-        kind: Kind,
-        mut select: impl FnMut(&str) -> Option<String>,
-    ) -> Result<HashMap<String, Tensor>> {
-        let st = self.parse()?;
-        let mut out = HashMap::new();
-        for (name, view) in st.tensors() {
-            let Some(new_name) = select(&name) else {
-                continue;
-            };
-            let file_kind = match view.dtype() {
-                safetensors::Dtype::F32 => Kind::Float,
-                safetensors::Dtype::F16 => Kind::Half,
-                safetensors::Dtype::BF16 => Kind::BFloat16,
-                safetensors::Dtype::F64 => Kind::Double,
-                safetensors::Dtype::I64 => Kind::Int64,
-                safetensors::Dtype::I32 => Kind::Int,
-                safetensors::Dtype::U8 => Kind::Uint8,
-                safetensors::Dtype::BOOL => Kind::Bool,
-                other => {
-                    return Err(format_error(
-                        &self.path,
-                        format!("tensor {name}: unsupported dtype {other:?}"),
-                    ))
-                }
-            };
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let context = || format!("{}: tensor {name}", self.path.display());
-            let t = Tensor::f_from_data_size(view.data(), &shape, file_kind)
-                .and_then(|t| t.f_to_device(device))
-                .map_err(|source| ModelError::Tch {
-                    context: context(),
-                    source,
-                })?;
-            let t = if t.is_floating_point() && file_kind != kind {
-                t.f_to_kind(kind).map_err(|source| ModelError::Tch {
-                    context: context(),
-                    source,
-                })?
-            } else {
-                t
-            };
-            out.insert(new_name, t);
-        }
-        Ok(out)
-    }
 }
 
 /// Tells SD 1.x from 2.x by a single file's tensor names and shapes: the cross-attention key
@@ -339,7 +216,7 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
             plan.insert(name.clone(), (component, mapped));
         }
     }
-    let tensors = file.read(options.device, options.kind, |name| {
+    let tensors = file.read(options.device, Some(options.kind), |name| {
         plan.contains_key(name).then(|| name.to_string())
     })?;
 
@@ -437,7 +314,7 @@ const MODEL_FILES: [&str; 2] = [
 ];
 
 fn read_all(path: &Path, options: &LoadOptions) -> Result<HashMap<String, Tensor>> {
-    MappedFile::open(path)?.read(options.device, options.kind, |n| Some(n.to_string()))
+    MappedFile::open(path)?.read(options.device, Some(options.kind), |n| Some(n.to_string()))
 }
 
 /// Loads a diffusers `unet/` folder (`config.json` unless `options.unet_config` is given, and
@@ -505,7 +382,7 @@ pub fn load_diffusers_folder(
     let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
     // Files saved by transformers 5 drop the `text_model.` level; SD's own files keep it.
     let text_encoder_weights =
-        MappedFile::open(&te_path)?.read(options.device, options.kind, |n| {
+        MappedFile::open(&te_path)?.read(options.device, Some(options.kind), |n| {
             if n.ends_with("position_ids") {
                 None
             } else if n.starts_with("text_model.") || n.starts_with("text_projection") {

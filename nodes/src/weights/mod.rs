@@ -1,6 +1,6 @@
 //! Weight loading: memory-mapped safetensors, checkpoint key maps (LDM <-> diffusers).
 
 pub mod safetensors;
-pub use self::safetensors::{read_safetensors, Weights};
+pub use self::safetensors::{read_safetensors, MappedFile, Weights};
 pub mod checkpoint;
 pub mod ldm_keymap;

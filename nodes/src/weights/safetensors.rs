@@ -1,77 +1,146 @@
 //! Memory-mapped safetensors reading into a [`Weights`] set that checks names and shapes and
 //! reports every missing, unexpected and mis-shaped tensor at once.
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, Result};
 
+fn format_error(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        format: "safetensors",
+        message: message.into(),
+    }
+}
+
+/// A memory-mapped safetensors file, checked up front for the usual wrong files.
+pub struct MappedFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: read-only map; a file changed underneath gives wrong values, never UB in
+        // the safe code that reads it as bytes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if map.starts_with(b"PK\x03\x04") || map.starts_with(&[0x80]) {
+            return Err(format_error(
+                path,
+                "this is a PyTorch pickle checkpoint (.ckpt / .pt), which weft does not read \
+                 (pickles can run code); convert it to .safetensors first",
+            ));
+        }
+        if map.len() < 8 {
+            return Err(format_error(path, format!("only {} bytes long", map.len())));
+        }
+        let this = Self {
+            path: path.to_path_buf(),
+            map,
+        };
+        this.parse()?;
+        Ok(this)
+    }
+
+    pub fn parse(&self) -> Result<safetensors::SafeTensors<'_>> {
+        safetensors::SafeTensors::deserialize(&self.map).map_err(|e| {
+            let hint = match e {
+                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+                    " (the file looks truncated: an interrupted download?)"
+                }
+                safetensors::SafeTensorError::HeaderTooLarge
+                | safetensors::SafeTensorError::InvalidHeader(_)
+                | safetensors::SafeTensorError::InvalidHeaderLength
+                | safetensors::SafeTensorError::InvalidHeaderDeserialization(_)
+                | safetensors::SafeTensorError::HeaderTooSmall => {
+                    " (is it a safetensors file at all?)"
+                }
+                _ => "",
+            };
+            format_error(&self.path, format!("{e}{hint}"))
+        })
+    }
+
+    pub fn shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
+        Ok(self
+            .parse()?
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect())
+    }
+
+    /// Copies the tensors `select` names (giving each its new name) to `device`, floating-point
+    /// ones converted to `kind` when given.
+    pub fn read(
+        &self,
+        device: Device,
+        kind: Option<Kind>,
+        mut select: impl FnMut(&str) -> Option<String>,
+    ) -> Result<HashMap<String, Tensor>> {
+        let st = self.parse()?;
+        let mut out = HashMap::new();
+        for (name, view) in st.tensors() {
+            let Some(new_name) = select(&name) else {
+                continue;
+            };
+            let file_kind = match view.dtype() {
+                safetensors::Dtype::F32 => Kind::Float,
+                safetensors::Dtype::F16 => Kind::Half,
+                safetensors::Dtype::BF16 => Kind::BFloat16,
+                safetensors::Dtype::F64 => Kind::Double,
+                safetensors::Dtype::I64 => Kind::Int64,
+                safetensors::Dtype::I32 => Kind::Int,
+                safetensors::Dtype::U8 => Kind::Uint8,
+                safetensors::Dtype::BOOL => Kind::Bool,
+                other => {
+                    return Err(format_error(
+                        &self.path,
+                        format!("tensor {name}: unsupported dtype {other:?}"),
+                    ))
+                }
+            };
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let context = || format!("{}: tensor {name}", self.path.display());
+            let t = Tensor::f_from_data_size(view.data(), &shape, file_kind)
+                .and_then(|t| t.f_to_device(device))
+                .map_err(|source| ModelError::Tch {
+                    context: context(),
+                    source,
+                })?;
+            let t = match kind {
+                Some(kind) if t.is_floating_point() && file_kind != kind => {
+                    t.f_to_kind(kind).map_err(|source| ModelError::Tch {
+                        context: context(),
+                        source,
+                    })?
+                }
+                _ => t,
+            };
+            out.insert(new_name, t);
+        }
+        Ok(out)
+    }
+}
+
 /// Reads every tensor of a safetensors file (memory-mapped; each tensor is copied once, to
-/// its destination device and kind).
+/// its destination device, floating-point ones converted to `kind` when given).
 pub fn read_safetensors(
     path: &Path,
     device: Device,
     kind: Option<Kind>,
 ) -> Result<HashMap<String, Tensor>> {
-    let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // SAFETY: the map is read-only and dropped before returning; a file changed underneath
-    // gives wrong values, not undefined behaviour in safe code that reads it as bytes.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| ModelError::Format {
-        path: path.to_path_buf(),
-        format: "safetensors",
-        message: e.to_string(),
-    })?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let file_kind = match view.dtype() {
-            safetensors::Dtype::F32 => Kind::Float,
-            safetensors::Dtype::F16 => Kind::Half,
-            safetensors::Dtype::BF16 => Kind::BFloat16,
-            safetensors::Dtype::F64 => Kind::Double,
-            safetensors::Dtype::I64 => Kind::Int64,
-            safetensors::Dtype::I32 => Kind::Int,
-            safetensors::Dtype::I16 => Kind::Int16,
-            safetensors::Dtype::I8 => Kind::Int8,
-            safetensors::Dtype::U8 => Kind::Uint8,
-            safetensors::Dtype::BOOL => Kind::Bool,
-            other => {
-                return Err(ModelError::Format {
-                    path: path.to_path_buf(),
-                    format: "safetensors",
-                    message: format!("tensor {name}: unsupported dtype {other:?}"),
-                })
-            }
-        };
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, file_kind).map_err(|source| {
-            ModelError::Tch {
-                context: format!("{}: tensor {name}", path.display()),
-                source,
-            }
-        })?;
-        let target_kind = match kind {
-            Some(k)
-                if matches!(
-                    file_kind,
-                    Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-                ) =>
-            {
-                k
-            }
-            _ => file_kind,
-        };
-        out.insert(name, t.to_device(device).to_kind(target_kind));
-    }
-    Ok(out)
+    MappedFile::open(path)?.read(device, kind, |name| Some(name.to_string()))
 }
 
 /// A named set of weights a model is built from. `get` checks each tensor's shape and, rather
