@@ -9,13 +9,7 @@ use crate::error::{ModelError, Result, TchContext};
 use crate::weights::Weights;
 
 /// `prefix.name`, or `name` alone when the prefix is empty.
-pub(crate) fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
-}
+pub(crate) use super::resnet::join;
 
 /// `y = x W^T + b` with transformers' `nn.Linear` names (`weight`, `bias`).
 pub(crate) struct Linear {

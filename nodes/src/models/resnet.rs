@@ -18,7 +18,9 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding.
+/// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding (shared by the UNet, the
+/// VAE, the upscalers and open_nsfw).
+#[derive(Debug)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
@@ -48,8 +50,23 @@ impl Conv2d {
         }
     }
 
+    /// Stride 1, padding `kernel / 2` ("same" size for odd kernels).
+    pub fn same(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+    ) -> Self {
+        Self::new(w, prefix, in_channels, out_channels, kernel, 1, kernel / 2)
+    }
+
     pub fn device(&self) -> tch::Device {
         self.weight.device()
+    }
+
+    pub fn kind(&self) -> tch::Kind {
+        self.weight.kind()
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {

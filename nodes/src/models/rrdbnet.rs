@@ -13,62 +13,7 @@ use crate::weights::Weights;
 const RESIDUAL_SCALE: f64 = 0.2;
 const LEAKY_SLOPE: f64 = 0.2;
 
-/// A 2-d convolution with bias and "same" padding for odd kernels, the only kind the
-/// upscalers and open_nsfw use.
-#[derive(Debug)]
-pub(crate) struct Conv2d {
-    weight: Tensor,
-    bias: Tensor,
-    stride: i64,
-    padding: i64,
-}
-
-impl Conv2d {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        w: &Weights,
-        prefix: &str,
-        in_channels: i64,
-        out_channels: i64,
-        kernel: i64,
-        stride: i64,
-        padding: i64,
-    ) -> Self {
-        Self {
-            weight: w.get(
-                &format!("{prefix}.weight"),
-                &[out_channels, in_channels, kernel, kernel],
-            ),
-            bias: w.get(&format!("{prefix}.bias"), &[out_channels]),
-            stride,
-            padding,
-        }
-    }
-
-    /// Stride 1, padding `kernel / 2`.
-    pub(crate) fn same(w: &Weights, prefix: &str, in_ch: i64, out_ch: i64, kernel: i64) -> Self {
-        Self::new(w, prefix, in_ch, out_ch, kernel, 1, kernel / 2)
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        x.f_conv2d(
-            &self.weight,
-            Some(&self.bias),
-            [self.stride, self.stride],
-            [self.padding, self.padding],
-            [1, 1],
-            1,
-        )
-    }
-
-    pub(crate) fn kind(&self) -> Kind {
-        self.weight.kind()
-    }
-
-    pub(crate) fn device(&self) -> Device {
-        self.weight.device()
-    }
-}
+pub(crate) use super::resnet::Conv2d;
 
 /// Leaky ReLU with slope 0.2; `max(x, 0.2 x)` equals it exactly for a slope below one
 /// (tch's `leaky_relu` has no slope argument).
