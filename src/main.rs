@@ -102,7 +102,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    ensure_passive_openmp();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -111,27 +110,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// OpenMP's default busy-waiting turns into seconds per step when another process holds a
-/// core (measured on 2 cores: 53 s instead of 0.5 s for a 20-step 64x64 run). libgomp reads
-/// OMP_WAIT_POLICY when it is loaded, before `main`, so the process re-executes itself once
-/// with the variable set; a user's own setting is kept.
-fn ensure_passive_openmp() {
-    use std::os::unix::process::CommandExt;
-    let runs_tensors = matches!(std::env::args().nth(1).as_deref(), Some("run" | "watch"));
-    if !runs_tensors || std::env::var_os("OMP_WAIT_POLICY").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .exec();
-    // Only reached when exec failed: carry on with the default policy.
-    eprintln!("note: could not re-execute with OMP_WAIT_POLICY=PASSIVE ({error}); continuing");
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
