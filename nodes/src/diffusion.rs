@@ -228,6 +228,8 @@ impl Node for LoadCheckpoint {
                 },
             )
         };
+        // The cache counts a node's outputs together, so the whole checkpoint's size is carried
+        // by the first output and the others count zero.
         Ok(vec![
             Value::object(T::Model, DiffusionModel { unet }, bytes),
             Value::object(T::Vae, Vae { vae }, 0),
