@@ -104,3 +104,52 @@ fn a_typed_prompt_gives_an_image_that_matches_it() {
         );
     }
 }
+
+#[test]
+fn the_sampler_reports_each_step_while_it_runs() {
+    if !minilm_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(repo())
+        .args([
+            "run",
+            "workflows/txt2img.yaml",
+            "--device",
+            "cpu",
+            "--json",
+            "--set",
+            "sample.steps=7",
+            "--output",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("weft runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let position = |kind: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == kind && e["node"] == "sample")
+            .unwrap()
+    };
+    let (started, finished) = (position("node_started"), position("node_finished"));
+    let steps: Vec<u64> = events[started..finished]
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=7).collect::<Vec<u64>>(),
+        "one progress event per step, inside the node"
+    );
+}

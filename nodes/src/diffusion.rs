@@ -368,19 +368,13 @@ impl Node for Sampler {
         };
         let cancel = ctx.cancel_token().clone();
         let cancelled = move || cancel.is_cancelled();
-        let mut steps_done: Vec<(u32, u32)> = Vec::new();
-        let result = {
-            let mut on_step =
-                |e: &samplers::StepEvent<'_>| steps_done.push((e.step as u32, e.total as u32));
-            let mut hooks = Hooks {
-                on_step: Some(&mut on_step),
-                cancelled: Some(&cancelled),
-            };
-            samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)
+        // Progress goes out as each step ends, so a UI can show it live.
+        let mut on_step = |e: &samplers::StepEvent<'_>| ctx.progress(e.step as u32, e.total as u32);
+        let mut hooks = Hooks {
+            on_step: Some(&mut on_step),
+            cancelled: Some(&cancelled),
         };
-        for (step, total) in steps_done {
-            ctx.progress(step, total);
-        }
+        let result = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks);
         match result {
             Ok(latent) => Ok(vec![Value::Tensor(T::Latent, latent)]),
             Err(e) if e.to_string() == samplers::CANCELLED => Err(NodeError::Cancelled),
