@@ -15,6 +15,21 @@ use weft_engine::CancelToken;
 use crate::cli_run::{execute, print_report, start_worker};
 use crate::RunOptions;
 
+/// The file's bytes once two reads a moment apart agree: an editor that truncates and then
+/// writes in place can wake us between the two, and an empty file is not what was saved.
+fn read_settled(file: &Path) -> Option<Vec<u8>> {
+    let mut previous = std::fs::read(file).ok();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(25));
+        let current = std::fs::read(file).ok();
+        if current == previous {
+            return current;
+        }
+        previous = current;
+    }
+    previous
+}
+
 enum Wake {
     Changed,
     Quit,
@@ -64,7 +79,8 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         .with_context(|| format!("watching {}", dir.display()))?;
 
     eprintln!("watching {} (Ctrl-C to stop)", file.display());
-    let mut last_good = None;
+    // The cache lives in the worker, so a broken save loses nothing; this only shapes the message.
+    let mut had_good_run = false;
     let mut last_seen: Option<Vec<u8>> = None;
     let mut wake = Wake::Changed;
     loop {
@@ -72,7 +88,7 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
             eprintln!("stopped watching");
             return Ok(ExitCode::SUCCESS);
         }
-        let content = std::fs::read(&file).ok();
+        let content = read_settled(&file);
         // A save that leaves the bytes as they were (touch, a second event) needs no run.
         let unchanged = content.is_some() && content == last_seen;
         last_seen.clone_from(&content);
@@ -86,7 +102,7 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                         crate::cli_run::print_invalid_events(&errors);
                     }
                     crate::print_diagnostics(&file, &errors);
-                    if last_good.is_some() {
+                    if had_good_run {
                         eprintln!("keeping the last good graph and its cache; fix the file and save again");
                     }
                 }
@@ -95,11 +111,11 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                     if let Ok(mut slot) = current_run.lock() {
                         *slot = cancel.clone();
                     }
-                    let report = execute(&worker, workflow.clone(), options, cancel)?;
+                    let report = execute(&worker, workflow, options, cancel)?;
                     print_report(&file, &report);
                     if report.status != weft_engine::RunStatus::Invalid {
-                        last_good = Some(workflow);
-                    } else if last_good.is_some() {
+                        had_good_run = true;
+                    } else if had_good_run {
                         eprintln!("keeping the last good graph and its cache; fix the file and save again");
                     }
                 }
