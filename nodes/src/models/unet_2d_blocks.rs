@@ -235,6 +235,40 @@ impl UNetUpBlock {
     }
 }
 
+/// The resnets of a VAE block: no time embedding, the first one changing the width.
+fn plain_resnets(
+    w: &Weights,
+    prefix: &str,
+    in_channels: i64,
+    out_channels: i64,
+    layers: usize,
+    groups: i64,
+    eps: f64,
+) -> Vec<ResnetBlock2D> {
+    (0..layers)
+        .map(|i| {
+            let cin = if i == 0 { in_channels } else { out_channels };
+            ResnetBlock2D::new(
+                w,
+                &join(prefix, &format!("resnets.{i}")),
+                cin,
+                out_channels,
+                None,
+                groups,
+                eps,
+            )
+        })
+        .collect()
+}
+
+fn run_plain_resnets(resnets: &[ResnetBlock2D], x: &Tensor) -> TchResult<Tensor> {
+    let mut h = x.shallow_clone();
+    for resnet in resnets {
+        h = resnet.forward(&h, None)?;
+    }
+    Ok(h)
+}
+
 /// VAE `DownEncoderBlock2D`: resnets without time embedding, then the asymmetric-padded
 /// downsampler (all but the last block).
 pub struct DownEncoderBlock2D {
@@ -255,30 +289,14 @@ impl DownEncoderBlock2D {
         eps: f64,
     ) -> Self {
         Self {
-            resnets: (0..layers)
-                .map(|i| {
-                    let cin = if i == 0 { in_channels } else { out_channels };
-                    ResnetBlock2D::new(
-                        w,
-                        &join(prefix, &format!("resnets.{i}")),
-                        cin,
-                        out_channels,
-                        None,
-                        groups,
-                        eps,
-                    )
-                })
-                .collect(),
+            resnets: plain_resnets(w, prefix, in_channels, out_channels, layers, groups, eps),
             downsampler: add_downsample
                 .then(|| Downsample2D::new(w, &join(prefix, "downsamplers.0"), out_channels, true)),
         }
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        let mut h = x.shallow_clone();
-        for resnet in &self.resnets {
-            h = resnet.forward(&h, None)?;
-        }
+        let h = run_plain_resnets(&self.resnets, x)?;
         match &self.downsampler {
             Some(down) => down.forward(&h),
             None => Ok(h),
@@ -306,30 +324,14 @@ impl UpDecoderBlock2D {
         eps: f64,
     ) -> Self {
         Self {
-            resnets: (0..layers)
-                .map(|i| {
-                    let cin = if i == 0 { in_channels } else { out_channels };
-                    ResnetBlock2D::new(
-                        w,
-                        &join(prefix, &format!("resnets.{i}")),
-                        cin,
-                        out_channels,
-                        None,
-                        groups,
-                        eps,
-                    )
-                })
-                .collect(),
+            resnets: plain_resnets(w, prefix, in_channels, out_channels, layers, groups, eps),
             upsampler: add_upsample
                 .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out_channels)),
         }
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        let mut h = x.shallow_clone();
-        for resnet in &self.resnets {
-            h = resnet.forward(&h, None)?;
-        }
+        let h = run_plain_resnets(&self.resnets, x)?;
         match &self.upsampler {
             Some(up) => up.forward(&h, None),
             None => Ok(h),
