@@ -428,8 +428,8 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// blake3 of a file's content, remembered while its size and modification time stay the same.
-fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> Result<[u8; 32], String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> std::io::Result<[u8; 32]> {
+    let meta = std::fs::metadata(path)?;
     let modified = meta.modified().ok();
     if let Some(h) = known.get(path) {
         if h.len == meta.len() && h.modified == modified && modified.is_some() {
@@ -437,7 +437,7 @@ fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> Result<[u
         }
     }
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(|e| e.to_string())?;
+    hasher.update_mmap(path)?;
     let hash = *hasher.finalize().as_bytes();
     known.insert(
         path.to_path_buf(),

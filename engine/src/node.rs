@@ -319,7 +319,7 @@ pub trait Node: Send + Sync + 'static {
         &self,
         _constants: &ConstantInputs,
         _models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         Ok(Vec::new())
     }
 }

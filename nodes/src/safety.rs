@@ -4,24 +4,17 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeResult, NodeSpec,
     OutputSpec as Out, Value, ValueType as T,
 };
 
+use crate::model_files::{converted_file, MissingConverted};
 use crate::models::open_nsfw::OpenNsfw;
 
 const OPEN_NSFW: &str = "converted/open_nsfw/open_nsfw.safetensors";
 
-fn weights(models_dir: &Path) -> Result<PathBuf, String> {
-    let path = models_dir.join(OPEN_NSFW);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing; run the set-up (make setup) to convert open_nsfw",
-            path.display()
-        ))
-    }
+fn weights(models_dir: &Path) -> Result<PathBuf, MissingConverted> {
+    converted_file(models_dir, OPEN_NSFW, "open_nsfw")
 }
 
 pub struct LoadSafetyModel;
@@ -41,11 +34,11 @@ impl Node for LoadSafetyModel {
         &self,
         _constants: &ConstantInputs,
         models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         Ok(vec![weights(models_dir)?])
     }
     fn run(&self, _inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = weights(ctx.models_dir).map_err(NodeError::Failed)?;
+        let path = weights(ctx.models_dir)?;
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(vec![Value::object(
             T::SafetyModel,
