@@ -60,6 +60,8 @@ pub struct ComfyNode {
     pub class: String,
     pub inputs: Vec<(String, ComfyValue)>,
     pub pos: Option<[f64; 2]>,
+    /// The title a user gave the node (API `_meta.title`, UI `title`).
+    pub title: Option<String>,
 }
 
 impl ComfyNode {
@@ -128,6 +130,11 @@ fn read_api(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Ve
             class: class.to_string(),
             inputs,
             pos: None,
+            title: node
+                .get("_meta")
+                .and_then(|m| m.get("title"))
+                .and_then(Json::as_str)
+                .map(str::to_string),
         });
     }
     if issues.is_empty() {
@@ -365,6 +372,7 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             class,
             inputs,
             pos: ui_pos(n.get("pos")),
+            title: n.get("title").and_then(Json::as_str).map(str::to_string),
         });
     }
     if issues.is_empty() {
@@ -584,14 +592,24 @@ impl NodeCx<'_> {
     }
 }
 
-/// The weft id of a ComfyUI node: its own id when that is a readable name, else
-/// `<role>_<id>` (ComfyUI's ids are numbers: `3` becomes `ksampler_3`).
-fn weft_id(id: &str, role: &str, taken: &HashSet<String>) -> String {
-    let readable = id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+fn readable(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let base = if readable {
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The weft id of a ComfyUI node: a title the user gave it when that is a name (not the
+/// type's own name), else its id when that is a name, else `<role>_<id>` (ComfyUI's ids are
+/// numbers: `3` becomes `ksampler_3`).
+fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>) -> String {
+    if let Some(title) = &node.title {
+        if readable(title) && title != ty.class && title != ty.display && !taken.contains(title) {
+            return title.clone();
+        }
+    }
+    let id = node.id.as_str();
+    let base = if readable(id) {
         id.to_string()
     } else {
         let cleaned: String = id
@@ -680,14 +698,14 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
         let Some(ty) = comfy_type(&n.class) else {
             continue;
         };
-        let id = weft_id(&n.id, role(ty, uses.get(n.id.as_str())), &taken);
+        let id = weft_id(n, ty, role(ty, uses.get(n.id.as_str())), &taken);
         taken.insert(id.clone());
         id_list.push((n.id.clone(), id.clone()));
         ids.insert(&n.id, id);
     }
 
     let mut converted = Vec::new();
-    for n in nodes {
+    for n in dependency_order(nodes) {
         let Some(ty) = comfy_type(&n.class) else {
             continue;
         };
@@ -774,6 +792,62 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
     } else {
         Err(issues)
     }
+}
+
+/// The nodes with every node after the nodes it links to (ties by numeric id, then file
+/// order), so the YAML reads from loader to save. Kahn's algorithm: iterative, linear.
+fn dependency_order(nodes: &[ComfyNode]) -> Vec<&ComfyNode> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let key = |i: usize| (nodes[i].id.parse::<u64>().unwrap_or(u64::MAX), i);
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut sources: Vec<usize> = n
+            .inputs
+            .iter()
+            .filter_map(|(_, v)| match v {
+                ComfyValue::Link { node, .. } => index.get(node.as_str()).copied(),
+                ComfyValue::Value(_) => None,
+            })
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        waiting[i] = sources.len();
+        for s in sources {
+            feeds[s].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = (0..nodes.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(|i| Reverse(key(i)))
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    let mut placed = vec![false; nodes.len()];
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(&nodes[i]);
+        placed[i] = true;
+        for &next in &feeds[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(Reverse(key(next)));
+            }
+        }
+    }
+    // Nodes on a cycle keep their file order; the validator names the cycle.
+    order.extend(
+        nodes
+            .iter()
+            .zip(&placed)
+            .filter(|(_, p)| !**p)
+            .map(|(n, _)| n),
+    );
+    order
 }
 
 fn map_model(name: &str, options: &ImportOptions) -> Option<String> {
@@ -949,40 +1023,40 @@ fn ksampler_advanced(cx: &mut NodeCx) {
     }
     cx.seed("noise_seed");
     let steps = cx.int("steps");
-    cx.put_float("cfg", "cfg");
-    cx.sampler_name("sampler_name");
-    cx.scheduler_name("scheduler");
     let start = cx.int("start_at_step");
     let end = cx.int("end_at_step");
     let _ = cx.string("return_with_leftover_noise");
-    let (Some(steps), Some(start), Some(end)) = (steps, start, end) else {
-        return;
-    };
-    if end < steps {
-        cx.issue(Some("end_at_step"), format!("stopping at step {end} of {steps} has no weft equivalent: weft's Sampler runs its schedule to the end"))
-            .hint = Some(format!("set end_at_step to {steps} or more (10000 is ComfyUI's default)"));
-        return;
+    // weft's order: seed, steps, cfg, sampler, schedule, denoise.
+    let mut denoise = None;
+    if let (Some(steps), Some(start), Some(end)) = (steps, start, end) {
+        if end < steps {
+            cx.issue(Some("end_at_step"), format!("stopping at step {end} of {steps} has no weft equivalent: weft's Sampler runs its schedule to the end"))
+                .hint = Some(format!("set end_at_step to {steps} or more (10000 is ComfyUI's default)"));
+        } else if start >= steps {
+            cx.issue(
+                Some("start_at_step"),
+                format!("starting at step {start} of {steps} leaves no step to run"),
+            );
+        } else if start <= 0 {
+            cx.put("steps", steps);
+            denoise = Some(1.0);
+        } else {
+            let remaining = steps - start;
+            let d = denoise_for(steps, remaining);
+            cx.put("steps", remaining);
+            denoise = Some(d);
+            cx.note(
+                Some("start_at_step"),
+                format!("starting at step {start} of {steps} becomes {remaining} steps at denoise {d}: the same sigmas"),
+            );
+        }
     }
-    if start >= steps {
-        cx.issue(
-            Some("start_at_step"),
-            format!("starting at step {start} of {steps} leaves no step to run"),
-        );
-        return;
+    cx.put_float("cfg", "cfg");
+    cx.sampler_name("sampler_name");
+    cx.scheduler_name("scheduler");
+    if let Some(d) = denoise {
+        cx.put("denoise", d);
     }
-    if start <= 0 {
-        cx.put("steps", steps);
-        cx.put("denoise", 1.0);
-        return;
-    }
-    let remaining = steps - start;
-    let denoise = denoise_for(steps, remaining);
-    cx.put("steps", remaining);
-    cx.put("denoise", denoise);
-    cx.note(
-        Some("start_at_step"),
-        format!("starting at step {start} of {steps} becomes {remaining} steps at denoise {denoise}: the same sigmas"),
-    );
 }
 
 /// The shortest decimal `d` with `floor(remaining / d) == total` (how ComfyUI and weft size the
