@@ -213,7 +213,7 @@ pub fn export(
                 ("VAEDecodeTiled", "temporal_size") => Some(json!(64)),
                 ("VAEDecodeTiled", "temporal_overlap") => Some(json!(8)),
                 _ => weft_input(class, input.name)
-                    .and_then(|w| constant(w))
+                    .and_then(&constant)
                     .map(|c| constant_json(&c)),
             };
             match value {

@@ -1066,9 +1066,11 @@ pub fn denoise_for(total: i64, remaining: i64) -> f64 {
     let fits = |d: f64| d > 0.0 && d <= 0.9999 && (remaining as f64 / d) as i64 == total;
     for digits in 1..=17 {
         let scale = 10f64.powi(digits);
+        let down = (exact * scale).floor();
         for d in [
             (exact * scale).round() / scale,
-            (exact * scale).floor() / scale,
+            down / scale,
+            (down - 1.0) / scale,
             (exact * scale).ceil() / scale,
         ] {
             if fits(d) {
@@ -1076,7 +1078,12 @@ pub fn denoise_for(total: i64, remaining: i64) -> f64 {
             }
         }
     }
-    exact
+    // Not reached for steps up to 10000 (the test checks a range); step down one ulp at a time.
+    let mut d = exact;
+    while !fits(d) && d > 0.0 {
+        d = f64::from_bits(d.to_bits() - 1);
+    }
+    d
 }
 
 /// LatentUpscale and ImageScale resize to a size; weft's nodes scale by a factor. When the
@@ -1186,4 +1193,90 @@ fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i6
         h = ((h / unit) as f64 * scale).round() as i64 * unit;
     }
     Some((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn denoise_for_gives_the_schedule_comfyui_runs_for_start_at_step() {
+        for total in 1..=150i64 {
+            for start in 1..total {
+                let remaining = total - start;
+                let d = denoise_for(total, remaining);
+                assert_eq!(
+                    (remaining as f64 / d) as i64,
+                    total,
+                    "start {start} of {total}: denoise {d}"
+                );
+                assert!(d > 0.0 && d <= 0.9999);
+            }
+        }
+        assert_eq!(denoise_for(10, 6), 0.6);
+        assert_eq!(denoise_for(20, 15), 0.75);
+    }
+
+    #[test]
+    fn numeric_ids_get_roles_and_names_are_kept() {
+        let root = json!({
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                  "model": ["ckpt", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["9:2", 0]}},
+            "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["ckpt", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "b", "clip": ["ckpt", 1]}},
+            "9:2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "10": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["ckpt", 2]}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let ids: Vec<&str> = imported.workflow.nodes.keys().map(String::as_str).collect();
+        // Dependencies first; among ready nodes, numeric ids in order, then the rest.
+        assert_eq!(
+            ids,
+            [
+                "ckpt",
+                "positive_6",
+                "negative_7",
+                "latent_9_2",
+                "ksampler_3",
+                "decode_11",
+                "preview_10"
+            ]
+        );
+        let wf = &imported.workflow;
+        assert_eq!(
+            wf.nodes["ckpt"].inputs["name"].value,
+            InputValue::Constant(Constant::String("checkpoints/sd15.safetensors".into()))
+        );
+        assert_eq!(wf.nodes["preview_10"].type_name, "SaveImage");
+        assert_eq!(imported.notes.len(), 1, "{:?}", imported.notes);
+    }
+
+    #[test]
+    fn ui_widgets_skip_the_seed_control_value_and_follow_converted_inputs() {
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "KSamplerAdvanced", "mode": 0, "pos": [10, 20],
+                 "inputs": [{"name": "model", "type": "MODEL", "link": null}],
+                 "widgets_values": ["enable", 77, "increment", 12, 6.5, "heun", "karras", 3, 10000, "disable"]},
+                {"id": 2, "type": "EmptyLatentImage", "mode": 0, "pos": {"0": 1.5, "1": 2}, "widgets_values": [64, 128, 2]}
+            ],
+            "links": []
+        });
+        let (nodes, format) = read(&root).unwrap();
+        assert_eq!(format, Format::Ui);
+        let k = &nodes[0];
+        assert_eq!(k.get("noise_seed"), Some(&ComfyValue::Value(json!(77))));
+        assert_eq!(k.get("steps"), Some(&ComfyValue::Value(json!(12))));
+        assert_eq!(k.get("start_at_step"), Some(&ComfyValue::Value(json!(3))));
+        assert_eq!(
+            k.get("return_with_leftover_noise"),
+            Some(&ComfyValue::Value(json!("disable")))
+        );
+        assert_eq!(k.pos, Some([10.0, 20.0]));
+        assert_eq!(nodes[1].pos, Some([1.5, 2.0]));
+        assert_eq!(nodes[1].get("height"), Some(&ComfyValue::Value(json!(128))));
+    }
 }
