@@ -460,3 +460,36 @@ fn nodes_comfy_prints_object_info() {
     assert_eq!(info["KSampler"]["input"]["required"]["model"][0], "MODEL");
     assert_eq!(info["VAEDecode"]["output"][0], "IMAGE");
 }
+
+#[test]
+fn values_weft_refuses_are_located_in_the_yaml_and_name_the_comfyui_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wf: Json = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/comfy/05_hires_fix.json")).unwrap(),
+    )
+    .unwrap();
+    wf["10"]["inputs"]["scale_by"] = serde_json::json!(0.05);
+    let file = dir.path().join("small_scale.json");
+    std::fs::write(&file, wf.to_string()).unwrap();
+    let yaml = dir.path().join("small_scale.yaml");
+    let o = weft(&[
+        "import",
+        file.to_str().unwrap(),
+        "-o",
+        yaml.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("small_scale.yaml:")
+            && line.contains("node 'latent_upscale_10', input 'scale'")
+            && line.ends_with("(ComfyUI node 10)"),
+        "{err}"
+    );
+    // The file is written, so it can be fixed.
+    assert!(yaml.exists());
+}

@@ -99,7 +99,11 @@ pub fn import_command(
             .and_then(|n| comfy_id.get(n))
             .map(|c| format!(" (ComfyUI node {c})"))
             .unwrap_or_default();
-        eprintln!("{}{from}", e.render(&shown.display().to_string()));
+        let rendered = e.render(&shown.display().to_string());
+        match rendered.split_once('\n') {
+            Some((first, rest)) => eprintln!("{first}{from}\n{rest}"),
+            None => eprintln!("{rendered}{from}"),
+        }
     }
     eprintln!(
         "imported {} node{} from {} ({}){}",
