@@ -214,9 +214,34 @@ fn imported_workflows_run_on_the_embedded_model() {
             .filter_map(|l| l.strip_prefix("wrote "))
             .collect();
         assert_eq!(written.len(), images, "{name}: {stdout}");
-        for png in written {
+        for png in &written {
             let img = image::open(png).unwrap();
             assert_eq!((img.width(), img.height()), (side, side), "{name}: {png}");
+        }
+        if name == "12_ui_txt2img" {
+            // The same settings written by hand in weft give the same pixels.
+            let native_dir = dir.path().join("native");
+            let o = weft(&[
+                "run",
+                "workflows/txt2img.yaml",
+                "--device",
+                "cpu",
+                "--output",
+                native_dir.to_str().unwrap(),
+                "--set",
+                "positive.text=a blue triangle on a yellow background",
+                "--set",
+                "sample.steps=6",
+            ]);
+            let stdout = text(&o.stdout);
+            assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+            let native = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("wrote "))
+                .unwrap();
+            let a = image::open(written[0]).unwrap().to_rgb8();
+            let b = image::open(native).unwrap().to_rgb8();
+            assert!(a == b, "imported and native txt2img differ");
         }
     }
 }
