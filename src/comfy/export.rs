@@ -238,6 +238,14 @@ pub fn export(
                 }
             }
         }
+        if node.type_name == "LoadImage" {
+            let dir = format!("{}/", inputs_dir.trim_end_matches('/'));
+            if let Some(Constant::String(p)) = constant("path") {
+                if !p.starts_with(&dir) {
+                    notes.push(at(format!("'{p}' is not under {dir}: ComfyUI looks for images in its input folder")).input("path"));
+                }
+            }
+        }
         if node.type_name == "UpscaleImage" {
             for name in ["tile", "overlap"] {
                 if node.inputs.contains_key(name) {

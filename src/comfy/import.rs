@@ -79,9 +79,40 @@ pub enum ComfyValue {
 /// Converts a ComfyUI workflow (either form) to a weft workflow.
 pub fn import(root: &Json, options: &ImportOptions) -> Result<Imported, Vec<Issue>> {
     let (nodes, format) = read(root)?;
+    let nodes = inline_value_nodes(nodes);
     let mut imported = convert(&nodes, options)?;
     imported.format = format;
     Ok(imported)
+}
+
+/// ComfyUI's primitive value nodes (PrimitiveInt, ...: real nodes, unlike the UI's
+/// PrimitiveNode): their value is written into the inputs they feed, and they are dropped.
+fn inline_value_nodes(nodes: Vec<ComfyNode>) -> Vec<ComfyNode> {
+    let values: HashMap<String, Json> = nodes
+        .iter()
+        .filter(|n| super::VALUE_TYPES.contains(&n.class.as_str()))
+        .filter_map(|n| match n.get("value") {
+            Some(ComfyValue::Value(v)) => Some((n.id.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    if values.is_empty() {
+        return nodes;
+    }
+    nodes
+        .into_iter()
+        .filter(|n| !values.contains_key(&n.id))
+        .map(|mut n| {
+            for (_, v) in &mut n.inputs {
+                if let ComfyValue::Link { node, slot: 0 } = v {
+                    if let Some(value) = values.get(node.as_str()) {
+                        *v = ComfyValue::Value(value.clone());
+                    }
+                }
+            }
+            n
+        })
+        .collect()
 }
 
 /// Reads either form into API-format nodes.
@@ -337,6 +368,16 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
                         .node(&id, &class)
                         .input(&name),
                 ),
+            }
+        }
+        if super::VALUE_TYPES.contains(&class.as_str()) {
+            let value = match n.get("widgets_values") {
+                Some(Json::Array(values)) => values.first().cloned(),
+                Some(Json::Object(map)) => map.get("value").cloned(),
+                _ => None,
+            };
+            if let Some(v) = value {
+                inputs.push(("value".into(), ComfyValue::Value(v)));
             }
         }
         if let Some(ty) = comfy_type(&class) {
@@ -1278,5 +1319,58 @@ mod tests {
         assert_eq!(k.pos, Some([10.0, 20.0]));
         assert_eq!(nodes[1].pos, Some([1.5, 2.0]));
         assert_eq!(nodes[1].get("height"), Some(&ComfyValue::Value(json!(128))));
+    }
+
+    #[test]
+    fn value_nodes_and_bypassed_nodes_resolve_like_comfyui() {
+        // API: a PrimitiveInt feeding a seed is written in place.
+        let root = json!({
+            "1": {"class_type": "PrimitiveInt", "inputs": {"value": 1234}},
+            "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-shapes"}},
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["3", 1]}},
+            "5": {"class_type": "KSampler", "inputs": {"seed": ["1", 0], "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                  "model": ["3", 0], "positive": ["4", 0], "negative": ["4", 0], "latent_image": ["2", 0]}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        assert_eq!(wf.nodes.len(), 4);
+        assert_eq!(
+            wf.nodes["ksampler_5"].inputs["seed"].value,
+            InputValue::Constant(Constant::Int(1234))
+        );
+        // A name without a checkpoint extension is weft's own and kept.
+        assert_eq!(
+            wf.nodes["checkpoint_3"].inputs["name"].value,
+            InputValue::Constant(Constant::String("tiny-shapes".into()))
+        );
+
+        // UI: a bypassed LatentUpscaleBy passes its LATENT input on.
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "EmptyLatentImage", "mode": 0, "widgets_values": [64, 64, 1],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}]},
+                {"id": 2, "type": "LatentUpscaleBy", "mode": 4, "widgets_values": ["nearest-exact", 2],
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 1}],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}]},
+                {"id": 3, "type": "VAEDecode", "mode": 0,
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 2}, {"name": "vae", "type": "VAE", "link": null}]}
+            ],
+            "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"]]
+        });
+        let (nodes, _) = read(&root).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            nodes[1].get("samples"),
+            Some(&ComfyValue::Link {
+                node: "1".into(),
+                slot: 0
+            })
+        );
+        // The VAE input is missing: a located error.
+        let errors = convert(&nodes, &ImportOptions::default()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].node.as_deref(), Some("3"));
+        assert_eq!(errors[0].input.as_deref(), Some("vae"));
     }
 }

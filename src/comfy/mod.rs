@@ -478,6 +478,15 @@ pub fn comfy_default(class: &str, input: &str) -> Option<serde_json::Value> {
 /// UI-only node types: resolved (PrimitiveNode, Reroute) or skipped (notes) by the importer.
 pub const VIRTUAL_TYPES: [&str; 4] = ["PrimitiveNode", "Reroute", "Note", "MarkdownNote"];
 
+/// ComfyUI's value nodes (comfy_extras/nodes_primitive.py): written in place like PrimitiveNode.
+pub const VALUE_TYPES: [&str; 5] = [
+    "PrimitiveInt",
+    "PrimitiveFloat",
+    "PrimitiveString",
+    "PrimitiveStringMultiline",
+    "PrimitiveBoolean",
+];
+
 pub fn comfy_type(class: &str) -> Option<&'static ComfyType> {
     TYPES.iter().find(|t| t.class == class)
 }
@@ -486,6 +495,7 @@ pub fn comfy_type(class: &str) -> Option<&'static ComfyType> {
 pub fn supported_list() -> String {
     let mut names: Vec<&str> = TYPES.iter().map(|t| t.class).collect();
     names.extend(["PrimitiveNode", "Reroute"]);
+    names.extend(VALUE_TYPES);
     names.join(", ")
 }
 
