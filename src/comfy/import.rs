@@ -1200,8 +1200,11 @@ fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i6
     // Scale factors met on the way up, applied in reverse once the base size is found.
     let mut scales: Vec<(f64, i64)> = Vec::new();
     let mut current = start.to_string();
+    let mut hops = 0;
     let base = loop {
-        if scales.len() > nodes.len() {
+        // A cycle (the validator reports it) has no size.
+        hops += 1;
+        if hops > nodes.len() {
             return None;
         }
         let n = nodes.get(current.as_str())?;
