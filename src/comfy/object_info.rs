@@ -93,6 +93,9 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                     }
                     if let Some(step) = spec.step {
                         options.insert("step".into(), number(step, spec.ty));
+                    } else if matches!(spec.ty, ValueType::Float) {
+                        // ComfyUI's frontend rounds a float widget to its step (0.5 when none).
+                        options.insert("step".into(), json!(0.01));
                     }
                     if matches!(spec.ty, ValueType::String) && input.name == "text" {
                         options.insert("multiline".into(), json!(true));
@@ -186,6 +189,7 @@ mod tests {
         assert_eq!(req["steps"][1]["max"], 10000);
         assert_eq!(req["cfg"][0], "FLOAT");
         assert_eq!(req["cfg"][1]["default"], 8.0);
+        assert_eq!(req["cfg"][1]["step"], 0.01);
         let samplers: Vec<&str> = req["sampler_name"][0]
             .as_array()
             .unwrap()
