@@ -94,7 +94,7 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                     if let Some(step) = spec.step {
                         options.insert("step".into(), number(step, spec.ty));
                     } else if matches!(spec.ty, ValueType::Float) {
-                        // ComfyUI's frontend rounds a float widget to its step (0.5 when none).
+                        // ComfyUI's frontend rounds a float widget to its step; give a fine one.
                         options.insert("step".into(), json!(0.01));
                     }
                     if matches!(spec.ty, ValueType::String) && input.name == "text" {
