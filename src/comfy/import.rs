@@ -511,7 +511,13 @@ impl NodeCx<'_> {
                 None
             }
             None => match super::comfy_default(&self.node.class, name) {
-                Some(default) => Some(default),
+                Some(default) => {
+                    self.note(
+                        Some(name),
+                        format!("left out: ComfyUI's default {default} is used"),
+                    );
+                    Some(default)
+                }
                 None => {
                     self.issue(Some(name), "missing input");
                     None
@@ -758,6 +764,15 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
             out: Vec::new(),
         };
         convert_node(&mut cx, options, &by_id);
+        for (name, _) in &n.inputs {
+            // "upload" is LoadImage's button; ComfyUI ignores unknown inputs too.
+            if name != "upload" && !ty.inputs.iter().any(|i| i.name == name) {
+                cx.note(
+                    Some(name),
+                    format!("{} has no input '{name}'; it is ignored", ty.class),
+                );
+            }
+        }
         let out = cx.out;
         converted.push((n, ty, out));
     }
