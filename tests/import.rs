@@ -518,3 +518,50 @@ fn values_weft_refuses_are_located_in_the_yaml_and_name_the_comfyui_node() {
     // The file is written, so it can be fixed.
     assert!(yaml.exists());
 }
+
+/// A PNG as ComfyUI saves it: tEXt chunks "prompt" (API format) and "workflow" (UI format).
+fn comfy_png(path: &Path, prompt: Option<&str>, workflow: Option<&str>) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 1, 1);
+    encoder.set_color(png::ColorType::Rgb);
+    if let Some(p) = prompt {
+        encoder.add_text_chunk("prompt".into(), p.into()).unwrap();
+    }
+    if let Some(w) = workflow {
+        encoder.add_text_chunk("workflow".into(), w.into()).unwrap();
+    }
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&[0, 0, 0]).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn a_comfyui_png_imports_its_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |name: &str| std::fs::read_to_string(repo().join("tests/comfy").join(name)).unwrap();
+    // Both chunks: the UI workflow is taken (it has the positions).
+    let png = dir.path().join("ComfyUI_00001_.png");
+    comfy_png(
+        &png,
+        Some(&read("12_ui_txt2img.api.json")),
+        Some(&read("12_ui_txt2img.json")),
+    );
+    let wf = read_workflow(&import(&png, dir.path(), &[]));
+    assert_eq!(wf.layout["ksampler_3"], [863.0, 186.0]);
+    // Only the prompt: the API workflow.
+    let png = dir.path().join("prompt_only.png");
+    comfy_png(&png, Some(&read("01_txt2img_default.json")), None);
+    let wf = read_workflow(&import(&png, dir.path(), &[]));
+    assert_eq!(wf.nodes.len(), 7);
+    assert!(wf.layout.is_empty());
+    // Neither: a clear error.
+    let png = dir.path().join("plain.png");
+    comfy_png(&png, None, None);
+    let o = weft(&["import", png.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("no ComfyUI workflow in this PNG"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -52,6 +52,47 @@ pub fn imported_yaml(workflow: &Workflow, source: &Path, format: &str) -> String
     format!("{first}\n# Imported from {name} (ComfyUI {format}) by `weft import`.\n{rest}")
 }
 
+/// The workflows a ComfyUI PNG carries in its text chunks: `workflow` (UI format, with
+/// positions) first, then `prompt` (API format, what ran).
+pub fn png_workflows(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .with_context(|| format!("{}: not a PNG", path.display()))?;
+    let info = reader.info();
+    let mut texts: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &info.compressed_latin1_text {
+        if let Ok(t) = c.get_text() {
+            texts.push((c.keyword.clone(), t));
+        }
+    }
+    for c in &info.utf8_text {
+        if let Ok(t) = c.get_text() {
+            texts.push((c.keyword.clone(), t));
+        }
+    }
+    let mut found = Vec::new();
+    for key in ["workflow", "prompt"] {
+        if let Some((_, text)) = texts.iter().find(|(k, _)| k == key) {
+            if let Ok(json) = serde_json::from_str(text) {
+                found.push(json);
+            }
+        }
+    }
+    if found.is_empty() {
+        bail!(
+            "{}: no ComfyUI workflow in this PNG (no \"workflow\" or \"prompt\" text chunk)",
+            path.display()
+        );
+    }
+    Ok(found)
+}
+
 pub fn import_command(
     file: &Path,
     output: Option<&Path>,
@@ -59,18 +100,33 @@ pub fn import_command(
     inputs_dir: &str,
 ) -> Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let root: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", file.display()))?;
     let options = ImportOptions {
         models: parse_models(models)?,
         inputs_dir: inputs_dir.to_string(),
     };
-    let imported = match import(&root, &options) {
-        Ok(i) => i,
-        Err(issues) => {
-            print_issues(file, "written", &issues);
-            return Ok(ExitCode::from(2));
+    // A ComfyUI PNG: its UI workflow, else the API prompt that made it.
+    let candidates = if bytes.starts_with(b"\x89PNG") {
+        png_workflows(file)?
+    } else {
+        vec![serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not JSON", file.display()))?]
+    };
+    let mut first_issues = None;
+    let mut imported = None;
+    for root in &candidates {
+        match import(root, &options) {
+            Ok(i) => {
+                imported = Some(i);
+                break;
+            }
+            Err(issues) => {
+                first_issues.get_or_insert(issues);
+            }
         }
+    }
+    let Some(imported) = imported else {
+        print_issues(file, "written", &first_issues.unwrap_or_default());
+        return Ok(ExitCode::from(2));
     };
     print_notes(&imported.notes);
     let yaml = imported_yaml(&imported.workflow, file, imported.format.name());
