@@ -71,7 +71,7 @@ enum Command {
         #[arg(long)]
         comfy: bool,
     },
-    /// Convert a ComfyUI workflow (API or UI format JSON) into a weft workflow (docs/comfyui.md).
+    /// Convert a ComfyUI workflow (API or UI format JSON, or a PNG ComfyUI saved) into a weft workflow (docs/comfyui.md).
     Import {
         file: PathBuf,
         /// Write the YAML here instead of standard output.
