@@ -301,6 +301,7 @@ impl Executor {
         });
         let node_started = Instant::now();
         let mut written = Vec::new();
+        let mut notices = Vec::new();
         let result = {
             let id = step.id.as_str();
             let mut on_progress = |p: crate::node::Progress| {
@@ -321,6 +322,7 @@ impl Executor {
                 cancel: context.cancel,
                 on_progress: &mut on_progress,
                 on_output: &mut on_output,
+                notices: &mut notices,
             };
             catch_unwind(AssertUnwindSafe(|| {
                 let _guard = tch::no_grad_guard();
@@ -328,6 +330,13 @@ impl Executor {
             }))
         };
         let elapsed = node_started.elapsed();
+        for message in notices {
+            on_event(&Event::Notice {
+                run,
+                node: step.id.clone(),
+                message,
+            });
+        }
         for path in written {
             on_event(&Event::Output {
                 run,

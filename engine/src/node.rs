@@ -285,6 +285,7 @@ pub struct NodeContext<'a> {
     pub(crate) cancel: &'a CancelToken,
     pub(crate) on_progress: &'a mut dyn FnMut(Progress),
     pub(crate) on_output: &'a mut dyn FnMut(PathBuf),
+    pub(crate) notices: &'a mut Vec<String>,
 }
 
 impl NodeContext<'_> {
@@ -305,6 +306,12 @@ impl NodeContext<'_> {
     /// Report a file this node wrote (an image), so the CLI and the browser can show it.
     pub fn output_file(&mut self, path: PathBuf) {
         (self.on_output)(path);
+    }
+
+    /// Something the user should know about this node's result that is not a failure (an
+    /// image flagged unsafe, say): sent as a `notice` event when the node ends.
+    pub fn notice(&mut self, message: impl Into<String>) {
+        self.notices.push(message.into());
     }
 }
 
