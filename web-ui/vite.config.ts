@@ -1,0 +1,18 @@
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+// `npm run dev` proxies the API to a running `weft serve` (default 127.0.0.1:8188).
+const server = process.env.WEFT_SERVER ?? 'http://127.0.0.1:8188';
+
+export default defineConfig({
+  plugins: [react()],
+  base: './',
+  build: { outDir: 'dist', sourcemap: false, chunkSizeWarningLimit: 800 },
+  server: {
+    proxy: {
+      '/api': { target: server, changeOrigin: true },
+      '/ws': { target: server.replace(/^http/, 'ws'), ws: true, changeOrigin: true },
+    },
+  },
+  test: { include: ['src/**/*.test.ts'], environment: 'node' },
+});
