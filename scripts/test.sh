@@ -6,3 +6,5 @@ source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo test --release --workspace --no-fail-fast
+(cd web-ui && npx vitest run --reporter=dot)
+scripts/test-ui.sh

@@ -228,7 +228,7 @@ function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: C
     const opts = decl.choices.includes(v) || v === '' ? decl.choices : [v, ...decl.choices];
     return (
       <select className="nodrag w" value={v} onChange={(e) => set(e.target.value)} aria-label={decl.name}>
-        {v === '' && <option value="">—</option>}
+        {v === '' && <option value="">{decl.default !== undefined ? `${decl.default} (default)` : '—'}</option>}
         {opts.map((c) => (
           <option key={c} value={c}>
             {c}
@@ -255,7 +255,12 @@ function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: C
             title="random seed"
             onClick={() => set(Math.floor(Math.random() * Math.min(decl.max ?? 2 ** 32 - 1, 2 ** 32 - 1)))}
           >
-            🎲
+            <svg width="12" height="12" viewBox="0 0 12 12" aria-hidden="true">
+              <rect x="0.75" y="0.75" width="10.5" height="10.5" rx="2" fill="none" stroke="currentColor" strokeWidth="1.2" />
+              <circle cx="3.5" cy="3.5" r="1" fill="currentColor" />
+              <circle cx="6" cy="6" r="1" fill="currentColor" />
+              <circle cx="8.5" cy="8.5" r="1" fill="currentColor" />
+            </svg>
           </button>
         )}
       </span>
@@ -268,19 +273,40 @@ function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: C
         value={value === undefined ? '' : String(value)}
         onChange={set}
         label={decl.name}
+        placeholder={decl.default !== undefined ? String(decl.default) : ''}
       />
     );
   }
-  return <TextField value={value === undefined ? '' : String(value)} onChange={set} label={decl.name} />;
+  return (
+    <TextField
+      value={value === undefined ? '' : String(value)}
+      onChange={set}
+      label={decl.name}
+      placeholder={decl.default !== undefined ? String(decl.default) : ''}
+    />
+  );
 }
 
-function TextField({ value, onChange, label, multiline }: { value: string; onChange: (v: string) => void; label: string; multiline?: boolean }) {
+function TextField({
+  value,
+  onChange,
+  label,
+  multiline,
+  placeholder,
+}: {
+  value: string;
+  onChange: (v: string) => void;
+  label: string;
+  multiline?: boolean;
+  placeholder?: string;
+}) {
   const [text, setText] = useState(value);
   useEffect(() => setText(value), [value]);
   const props = {
     className: `nodrag nowheel w ${multiline ? 'w-text' : ''}`,
     value: text,
     'aria-label': label,
+    placeholder,
     spellCheck: false,
     onChange: (e: { target: { value: string } }) => {
       setText(e.target.value);
@@ -300,6 +326,7 @@ function NumberField({ value, decl, onChange }: { value: Constant | undefined; d
       className="nodrag nowheel w"
       aria-label={decl.name}
       value={text}
+      placeholder={decl.default !== undefined ? String(decl.default) : ''}
       min={decl.min}
       max={decl.max}
       step={decl.step ?? decl.multiple_of ?? (isInt ? 1 : 0.1)}

@@ -78,6 +78,21 @@ export interface RunDetail {
   error?: { node?: string; message: string };
 }
 
+const CONSTANT_TYPES = new Set(['int', 'float', 'string', 'bool', 'seed', 'enum']);
+
+/** Absent fields may come as null; a link-only flag is derived when missing. */
+function normalise(t: NodeType): NodeType {
+  const clean = <T extends object>(o: T): T =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null)) as T;
+  return {
+    ...t,
+    inputs: t.inputs.map((i) => {
+      const c = clean(i);
+      return { ...c, link_only: c.link_only ?? !CONSTANT_TYPES.has(c.type), optional: !!c.optional };
+    }),
+  };
+}
+
 export class ApiError extends Error {
   constructor(
     public status: number,
@@ -123,7 +138,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 }
 
 export const api = {
-  nodes: () => call<{ nodes: NodeType[] }>('GET', '/api/nodes').then((r) => r.nodes),
+  nodes: () => call<{ nodes: NodeType[] }>('GET', '/api/nodes').then((r) => r.nodes.map(normalise)),
   workflows: () => call<{ workflows: WorkflowEntry[] }>('GET', '/api/workflows').then((r) => r.workflows),
   workflow: (name: string) => call<WorkflowFile>('GET', `/api/workflows/${encodeURIComponent(name)}`),
   save: (name: string, workflow: WorkflowDoc, revision: string) =>

@@ -6,3 +6,8 @@ createRoot(document.getElementById('root')!).render(
     <App />
   </>,
 );
+
+// For the browser tests and for poking at the editor from the console.
+import { useEditor } from './store';
+import { useRunStore } from './runstore';
+Object.assign(window, { __weft: useEditor, __weftRun: useRunStore });
