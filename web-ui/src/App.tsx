@@ -25,6 +25,14 @@ import { pngWorkflowText } from './png';
 import { accepts, typeColour } from './types';
 
 const nodeTypes = { weft: WeftNode };
+
+/** Fits the view once the nodes are drawn; with no nodes it does nothing (React Flow would fit the first node added later). */
+function fitSoon(rf: { fitView: (o: { padding: number; maxZoom: number }) => unknown; setViewport: (v: { x: number; y: number; zoom: number }) => unknown }) {
+  requestAnimationFrame(() => {
+    if (useEditor.getState().nodes.length > 0) rf.fitView({ padding: 0.15, maxZoom: 1 });
+    else rf.setViewport({ x: 0, y: 0, zoom: 1 });
+  });
+}
 const proOptions = { hideAttribution: true };
 const defaultEdgeOptions = { type: 'default' };
 
@@ -64,7 +72,7 @@ function Editor() {
       const first = fromHash || (list.find((w) => w.name === 'txt2img') ?? list[0])?.name;
       if (first) await ed.load(first);
       setReady(true);
-      requestAnimationFrame(() => rf.fitView({ padding: 0.15, maxZoom: 1 }));
+      fitSoon(rf);
       connect();
     })();
     const onHash = () => {
@@ -89,7 +97,7 @@ function Editor() {
       if (ed.dirty && !confirm(`Discard unsaved edits to ${ed.name}?`)) return;
       useRunStore.setState({ nodes: {}, diagnostics: {} });
       await ed.load(name);
-      requestAnimationFrame(() => rf.fitView({ padding: 0.15, maxZoom: 1 }));
+      fitSoon(rf);
     },
     [rf],
   );
@@ -262,7 +270,7 @@ function Editor() {
       ed.checkpoint();
       ed.loadDoc(doc, true);
       ed.say(`loaded the workflow from ${f.name}; save to write it to ${ed.name ?? 'a file'}.yaml`);
-      requestAnimationFrame(() => rf.fitView({ padding: 0.15, maxZoom: 1 }));
+      fitSoon(rf);
     },
     [rf],
   );
