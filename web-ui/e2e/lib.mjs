@@ -10,8 +10,11 @@ export const SHOTS = process.env.WEFT_SHOTS ?? new URL('../screenshots/', import
 mkdirSync(SHOTS, { recursive: true });
 
 export async function launch() {
-  const browser = await chromium.launch({
+  // A fresh profile each time (playwright passes it as --user-data-dir).
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'weft-chromium-')), {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1600, height: 1000 },
     args: [
       '--headless',
       '--no-sandbox',
@@ -21,11 +24,10 @@ export async function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      `--user-data-dir=${mkdtempSync(join(tmpdir(), 'weft-chromium-'))}`,
     ],
   });
-  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
-  const page = await context.newPage();
+  const browser = { close: () => context.close() };
+  const page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => {
     if (m.type() === 'error') console.error('console:', m.text());
@@ -34,6 +36,11 @@ export async function launch() {
 }
 
 export async function open(page, name) {
+  // A fresh page load each time (a hash change alone would keep the last test's state).
+  if (page.url().startsWith('http')) {
+    await page.evaluate(() => window.__weft?.setState({ dirty: false }));
+    await page.goto('about:blank');
+  }
   await page.goto(`${BASE}/#/${name}`);
   await page.waitForFunction((n) => window.__weft?.getState().name === n && window.__weft.getState().types.length > 0, name);
   await page.waitForTimeout(100);
@@ -47,7 +54,10 @@ export const handle = (id, name, kind) =>
 export async function drag(page, from, to) {
   const a = await page.locator(from).boundingBox();
   const b = await page.locator(to).boundingBox();
-  if (!a || !b) throw new Error(`no handle ${!a ? from : to}`);
+  if (!a || !b) {
+    await shot(page, 'failed-drag');
+    throw new Error(`no handle ${!a ? from : to}`);
+  }
   await page.mouse.move(a.x + a.width / 2, a.y + a.height / 2);
   await page.mouse.down();
   await page.mouse.move((a.x + b.x) / 2, (a.y + b.y) / 2, { steps: 5 });

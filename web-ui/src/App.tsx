@@ -490,7 +490,7 @@ function Broken() {
 function DiagText({ d }: { d: Diagnostic }) {
   return (
     <>
-      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column} </span>}
+      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column ?? d.pos.col} </span>}
       {d.node && <b>{d.node}{d.input ? `.${d.input}` : ''}: </b>}
       {d.message}
       {d.hint && <div className="hint">{d.hint}</div>}

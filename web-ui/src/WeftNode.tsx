@@ -153,7 +153,7 @@ function Images({ run }: { run?: NodeRunState }) {
 function DiagLine({ d }: { d: Diagnostic }) {
   return (
     <div className="wn-diag" data-testid="diagnostic">
-      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column} </span>}
+      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column ?? d.pos.col} </span>}
       {d.message}
       {d.hint && <div className="hint">{d.hint}</div>}
     </div>

@@ -35,7 +35,7 @@ export interface NodeType {
 export interface Diagnostic {
   node?: string;
   input?: string;
-  pos?: { line: number; column: number };
+  pos?: { line: number; column?: number; col?: number };
   message: string;
   hint?: string;
 }

@@ -13,16 +13,20 @@ const seenOutput = new Set<string>();
 
 export function connect(): void {
   let backoff = 250;
+  let opened = false;
   const open = () => {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(withToken(`${proto}//${location.host}/ws`));
     ws.onopen = () => {
       backoff = 250;
       useRunStore.setState({ connected: true });
-      // Re-read what may have changed while disconnected.
-      const { name, dirty } = useEditor.getState();
-      if (name && !dirty) void useEditor.getState().load(name);
-      void useEditor.getState().refreshList();
+      if (opened) {
+        // Re-read what may have changed while disconnected.
+        const { name, dirty } = useEditor.getState();
+        if (name && !dirty) void useEditor.getState().load(name);
+        void useEditor.getState().refreshList();
+      }
+      opened = true;
     };
     ws.onmessage = (m) => {
       try {
@@ -108,6 +112,7 @@ function handle(ev: Ev): void {
       rs.patch(node!, { state: 'running', why: ev.why as string[] | undefined, step: undefined, total: undefined, preview: undefined, error: undefined });
       break;
     case 'progress':
+      document.title = `${Math.round(((ev.step as number) / (ev.total as number)) * 100)}% · ${useEditor.getState().name ?? 'weft'}`;
       rs.patch(node!, {
         step: ev.step as number,
         total: ev.total as number,
@@ -140,6 +145,7 @@ function handle(ev: Ev): void {
         nodes[id] = st.state === 'queued' || st.state === 'running' ? { images: st.images, state: 'idle' } : st;
       }
       const secs = ((ev.micros as number) / 1e6).toFixed(2);
+      document.title = `${useEditor.getState().name ?? 'weft'} · weft`;
       useRunStore.setState({
         status,
         nodes,

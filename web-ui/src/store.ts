@@ -34,6 +34,8 @@ export interface EditorState {
   future: Snapshot[];
   lastEditKey: string | null;
   lastEditAt: number;
+  /** Bumped by every edit (to tell whether the canvas changed while a read was in flight). */
+  edits: number;
   message: { text: string; kind: 'info' | 'error' } | null;
   saving: boolean;
 
@@ -92,6 +94,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   future: [],
   lastEditKey: null,
   lastEditAt: 0,
+  edits: 0,
   message: null,
   saving: false,
 
@@ -125,8 +128,14 @@ export const useEditor = create<EditorState>()((set, get) => ({
 
   load: async (name) => {
     try {
+      const before = get().edits;
       const f = await api.workflow(name);
       const switching = get().name !== name;
+      if (!switching && get().edits !== before) {
+        // Edited while the file was being read: never drop those edits; a different file is a conflict.
+        if (f.revision !== get().revision) set({ conflict: { revision: f.revision } });
+        return;
+      }
       if (switching) set({ past: [], future: [] });
       set({ name, revision: f.revision });
       if (f.workflow) {
@@ -208,7 +217,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     const s = get();
     const now = Date.now();
     if (key && key === s.lastEditKey && now - s.lastEditAt < 1500) {
-      set({ lastEditAt: now });
+      set({ lastEditAt: now, edits: s.edits + 1 });
       return;
     }
     set({
@@ -216,6 +225,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       future: [],
       lastEditKey: key ?? null,
       lastEditAt: now,
+      edits: s.edits + 1,
     });
   },
 
@@ -229,6 +239,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       nodes: prev.nodes,
       edges: prev.edges,
       dirty: true,
+      edits: s.edits + 1,
       lastEditKey: null,
     });
   },
@@ -243,6 +254,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       nodes: next.nodes,
       edges: next.edges,
       dirty: true,
+      edits: s.edits + 1,
       lastEditKey: null,
     });
   },
@@ -259,7 +271,10 @@ export const useEditor = create<EditorState>()((set, get) => ({
       const ids = new Set(nodes.map((n) => n.id));
       patch.edges = get().edges.filter((e) => ids.has(e.source) && ids.has(e.target));
     }
-    if (edits || moved) patch.dirty = true;
+    if (edits || moved) {
+      patch.dirty = true;
+      patch.edits = get().edits + 1;
+    }
     set(patch);
   },
 

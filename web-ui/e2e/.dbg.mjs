@@ -1,0 +1,10 @@
+import { launch, open, node } from './lib.mjs';
+const { browser, page } = await launch();
+page.on('console', (m) => console.log('console', m.type(), m.text().slice(0, 200)));
+await open(page, 'txt2img');
+await page.evaluate(() => { window.__log = []; window.__weft.subscribe((s, p) => { if (s.dirty !== p.dirty) window.__log.push('dirty ' + s.dirty + ' ' + new Error().stack.split('\n').slice(2,6).join(' | ')); }); });
+await page.locator(`${node('sample')} [data-input="cfg"] input`).fill('6.25');
+await page.waitForTimeout(500);
+console.log(await page.evaluate(() => window.__log));
+console.log(await page.evaluate(() => JSON.stringify(window.__weft.getState().nodes.find(n => n.id==='sample').data.values)));
+await browser.close();
