@@ -18,6 +18,21 @@ after(async () => {
   await browser?.close();
 });
 
+/** Clicks Queue and waits for that run (not the last one) to finish. */
+async function queueAndWait(expect = 'succeeded') {
+  const before = await page.evaluate(() => window.__weftRun.getState().run);
+  await page.locator('[data-testid="queue"]').click();
+  await page.waitForFunction(
+    (b) => {
+      const s = window.__weftRun.getState();
+      return s.run !== b && s.run != null && !['queued', 'running'].includes(s.status);
+    },
+    before,
+    { timeout: 90_000 },
+  );
+  assert.equal(await page.evaluate(() => window.__weftRun.getState().status), expect);
+}
+
 const state = (id) => page.evaluate((i) => window.__weftRun.getState().nodes[i]?.state ?? null, id);
 
 test('build the txt2img graph from an empty canvas with the palette', async () => {
@@ -105,8 +120,7 @@ test('set the prompt, queue: per-node progress and the result image on the save 
 
 test('change only the seed: checkpoint and prompt nodes come from the cache', async () => {
   await page.locator(`${node('sample')} [data-input="seed"] input`).fill('7');
-  await page.locator('[data-testid="queue"]').click();
-  await page.waitForFunction(() => window.__weftRun.getState().status === 'succeeded', null, { timeout: 60_000 });
+  await queueAndWait();
   for (const id of ['model', 'positive', 'negative', 'latent']) assert.equal(await state(id), 'cached', id);
   for (const id of ['sample', 'decode', 'save']) assert.equal(await state(id), 'done', id);
   assert.equal(await page.locator(`${node('model')} .st-cached`).count(), 1);

@@ -48,6 +48,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
       <header className="wn-head">
         <span className="wn-id" title={decl?.doc}>{id}</span>
         <span className="wn-kind">{kind}</span>
+        <Badge run={run} />
         <button
           className="wn-run nodrag"
           title="Run to here: run only what this node needs"
@@ -95,28 +96,38 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
 
 export const WeftNode = memo(WeftNodeView);
 
+/** The state badge in the header: queued, running i/n, cached, done with its time, failed. */
+function Badge({ run }: { run?: NodeRunState }) {
+  if (!run || run.state === 'idle') return null;
+  const text =
+    run.state === 'running'
+      ? `running${run.total ? ` ${run.step}/${run.total}` : ''}`
+      : run.state === 'done'
+        ? `done ${fmtMicros(run.micros)}`
+        : run.state;
+  return (
+    <span className={`st st-${run.state}`} data-testid="node-status">
+      {text}
+    </span>
+  );
+}
+
+/** Under the header: the step bar, why the node ran, a run error. */
 function Status({ run }: { run?: NodeRunState }) {
   if (!run || run.state === 'idle') return null;
   const pct = run.total ? Math.round(((run.step ?? 0) / run.total) * 100) : 0;
+  const why = run.why && run.why.length > 0 && run.state !== 'cached' ? run.why : null;
+  if (!(run.state === 'running' && run.total) && !why && !run.error) return null;
   return (
-    <div className="wn-status" data-testid="node-status">
-      {run.state === 'queued' && <span className="st st-queued">queued</span>}
-      {run.state === 'running' && (
-        <>
-          <span className="st st-running">running{run.total ? ` ${run.step}/${run.total}` : ''}</span>
-          {run.total ? (
-            <div className="bar">
-              <div style={{ width: `${pct}%` }} />
-            </div>
-          ) : null}
-        </>
-      )}
-      {run.state === 'cached' && <span className="st st-cached">cached</span>}
-      {run.state === 'done' && <span className="st st-done">done {fmtMicros(run.micros)}</span>}
-      {run.state === 'failed' && <span className="st st-failed">failed</span>}
-      {run.why && run.why.length > 0 && run.state !== 'cached' && (
+    <div className="wn-status">
+      {run.state === 'running' && run.total ? (
+        <div className="bar">
+          <div style={{ width: `${pct}%` }} />
+        </div>
+      ) : null}
+      {why && (
         <div className="wn-why" title="why this node ran instead of coming from the cache">
-          {run.why.join(' · ')}
+          {why.join(' · ')}
         </div>
       )}
       {run.error && <div className="wn-diag">{run.error}</div>}
@@ -313,7 +324,7 @@ function TextField({
       onChange(e.target.value);
     },
   };
-  return multiline ? <textarea rows={3} {...props} /> : <input type="text" {...props} />;
+  return multiline ? <textarea rows={2} {...props} /> : <input type="text" {...props} />;
 }
 
 function NumberField({ value, decl, onChange }: { value: Constant | undefined; decl: InputDecl; onChange: (v: number) => void }) {
