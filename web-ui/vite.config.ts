@@ -7,7 +7,7 @@ const server = process.env.WEFT_SERVER ?? 'http://127.0.0.1:8188';
 export default defineConfig({
   plugins: [react()],
   base: './',
-  build: { outDir: 'dist', sourcemap: false, chunkSizeWarningLimit: 800 },
+  build: { outDir: 'dist', sourcemap: process.env.WEFT_SOURCEMAP === "1", chunkSizeWarningLimit: 800 },
   server: {
     proxy: {
       '/api': { target: server, changeOrigin: true },

@@ -83,52 +83,68 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   // Cold: a fresh page load of the editor with the big file.
   const t0 = Date.now();
   await page.goto(`${BASE}/#/big300`);
-  await page.waitForFunction(() => window.__weft?.getState().nodes.length === 300);
-  await page.waitForFunction(() => document.querySelectorAll('.react-flow__node').length > 0 && document.querySelector('.react-flow__node')?.style.visibility !== 'hidden');
+  await page.waitForFunction(() => window.__weft?.getState().nodes.length === 300 && window.__weftFitted > 0);
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   const cold = Date.now() - t0;
 
-  // Warm: from another workflow, open it from the file menu (what a person does).
+  // Warm: from another workflow, open it (what a person does from the file menu).
   await open(page, 'txt2img');
   const warm = await page.evaluate(async () => {
     const t = performance.now();
+    window.__weftFitted = 0;
     location.hash = '#/big300';
+    // Until the view is fitted and the frame after it is painted.
     await new Promise((res) => {
       const check = () => {
         const n = window.__weft.getState().nodes.length;
         const dom = document.querySelectorAll('.react-flow__node').length;
-        if (n === 300 && dom > 0) requestAnimationFrame(() => res(null));
+        if (n === 300 && dom > 0 && window.__weftFitted > t) requestAnimationFrame(() => requestAnimationFrame(() => res(null)));
         else requestAnimationFrame(check);
       };
       check();
     });
-    return performance.now() - t;
+    const end = performance.now();
+    const o = window.__weftOpen;
+    return { total: end - t, server: o.fetched - o.t0, draw: end - o.fetched };
   });
   await page.waitForTimeout(500);
-  const visibleZoom1 = await page.locator('.react-flow__node').count();
-  const fitted = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
-  const p1 = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '09-big300');
-
-  // Zoomed out until every node is on screen: the worst case for rendering.
-  await page.evaluate(() => document.querySelector('.react-flow__controls-fitview')?.click());
+  const visibleOpened = await page.locator('.react-flow__node').count();
+  const pOpened = await fps(page, 3000, () => pan(page, 3000));
+  await shot(page, '09-big300-opened');
+  // Fitted: all 300 nodes on screen, the worst case for drawing.
   await page.locator('[data-testid="canvas"]').focus();
   await page.keyboard.press('.');
   await page.waitForTimeout(500);
   const visibleAll = await page.locator('.react-flow__node').count();
-  const p2 = await fps(page, 3000, () => pan(page, 3000));
+  const fitted = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
+  const pAll = await fps(page, 3000, () => pan(page, 3000));
   await shot(page, '10-big300-all');
+
+  // Zoomed in to about 1:1 where people work: only the visible nodes are in the page.
+  await page.mouse.move(800, 500);
+  for (let i = 0; i < 12; i++) await page.mouse.wheel(0, -300);
+  await page.waitForTimeout(500);
+  const zoomed = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
+  const visibleZoomed = await page.locator('.react-flow__node').count();
+  const pZoomed = await fps(page, 3000, () => pan(page, 3000));
+  await shot(page, '11-big300-zoomed');
 
   const idle = await fps(page, 1000, () => page.waitForTimeout(1000));
   const figures = {
-    open_cold_page_ms: cold,
-    open_in_app_ms: Math.round(warm),
-    pan_fps_first_view: Number(p1.fps.toFixed(1)),
-    nodes_in_dom_first_view: visibleZoom1,
-    first_view_transform: fitted,
-    pan_fps_all_300_visible: Number(p2.fps.toFixed(1)),
-    nodes_in_dom_all_visible: visibleAll,
+    open_cold_page_load_ms: cold,
+    open_in_app_total_ms: Math.round(warm.total),
+    open_in_app_server_answer_ms: Math.round(warm.server),
+    open_in_app_draw_ms: Math.round(warm.draw),
+    nodes_in_page_as_opened: visibleOpened,
+    pan_fps_as_opened: Number(pOpened.fps.toFixed(1)),
+    pan_fps_all_300_on_screen: Number(pAll.fps.toFixed(1)),
+    nodes_in_page_all_on_screen: visibleAll,
+    viewport_all: fitted,
+    pan_fps_zoomed_in: Number(pZoomed.fps.toFixed(1)),
+    nodes_in_page_zoomed_in: visibleZoomed,
+    viewport_zoomed: zoomed,
     idle_fps: Number(idle.fps.toFixed(1)),
   };
   console.log('FIGURES ' + JSON.stringify(figures));
-  assert.ok(warm < 1000, `opened in ${warm} ms`);
+  assert.ok(warm.total < 1000, `opened in ${warm.total} ms`);
 });

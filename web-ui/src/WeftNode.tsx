@@ -1,6 +1,6 @@
 // The one node component: drawn from the node type's declaration, so a type added in Rust needs no UI change.
 import { memo, useCallback, useEffect, useState } from 'react';
-import { Handle, Position, type NodeProps } from '@xyflow/react';
+import { Handle, Position, useStore, type NodeProps, type ReactFlowState } from '@xyflow/react';
 import { api, withToken, type Constant, type Diagnostic, type InputDecl, type NodeType } from './api';
 import type { GEdge, GNode, WeftData } from './graph';
 import { useEditor } from './store';
@@ -27,7 +27,15 @@ function linkedOf(edges: GEdge[], node: string): string {
   return idx.get(node) ?? '';
 }
 
+/** Zoomed far out, nodes draw plain text instead of form fields (same size, a fraction of the DOM). */
+const farSelector = (s: ReactFlowState) => s.transform[2] < 0.45;
+
 function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
+  // React Flow draws every node once to measure it, even off screen: that first pass is drawn
+  // light (same size, no form fields), so opening a big graph costs little; the nodes left on
+  // screen then get their fields.
+  const measured = useStore(useCallback((s: ReactFlowState) => !!s.nodeLookup.get(id)?.internals.handleBounds, [id]));
+  const far = useStore(farSelector) || !measured;
   const { kind, values } = data as WeftData;
   const decl = useEditor(useCallback((s) => s.catalogue.get(kind), [kind]));
   const linkedKey = useEditor(useCallback((s) => linkedOf(s.edges, id), [id]));
@@ -81,6 +89,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
               nodeType={decl}
               value={values[i.name]}
               link={linked.get(i.name)}
+              far={far}
               diags={diags.filter((d) => d.input === i.name)}
             />
           ))}
@@ -181,11 +190,13 @@ interface RowProps {
   nodeType: NodeType;
   value: Constant | undefined;
   link?: string;
+  far: boolean;
   diags: Diagnostic[];
 }
 
-const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, diags }: RowProps) {
+const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, far, diags }: RowProps) {
   const acc = ACCEPTS[decl.type] ?? `t-${decl.type}`;
+  const block = !link && ((decl.type === 'string' && TEXTY.test(decl.name)) || isImageFile(decl, nodeType));
   return (
     <div className="wn-in" data-input={decl.name} data-invalid={diags.length > 0 || undefined}>
       <div className="wn-row" title={`${decl.type}${decl.optional ? ', optional' : ''}: ${decl.doc}`}>
@@ -210,14 +221,18 @@ const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, dia
           <span className="wn-type" style={{ color: typeColour(decl.type) }}>
             {decl.type}
           </span>
-        ) : isImageFile(decl, nodeType) ? null : TEXTY.test(decl.name) && decl.type === 'string' ? null : (
+        ) : block ? null : far ? (
+          <span className="w-far">{value === undefined ? '' : String(value)}</span>
+        ) : (
           <Widget node={node} decl={decl} value={value} />
         )}
       </div>
-      {!link && decl.type === 'string' && TEXTY.test(decl.name) && !isImageFile(decl, nodeType) && (
+      {block && far && <div className="w-far-block">{value === undefined ? '' : String(value)}</div>}
+      {block && !far && (isImageFile(decl, nodeType) ? (
+        <ImageUpload node={node} decl={decl} value={value} />
+      ) : (
         <Widget node={node} decl={decl} value={value} />
-      )}
-      {!link && isImageFile(decl, nodeType) && <ImageUpload node={node} decl={decl} value={value} />}
+      ))}
       {diags.map((d, k) => (
         <DiagLine key={k} d={d} />
       ))}

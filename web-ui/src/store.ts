@@ -129,7 +129,10 @@ export const useEditor = create<EditorState>()((set, get) => ({
   load: async (name) => {
     try {
       const before = get().edits;
+      const t0 = performance.now();
       const f = await api.workflow(name);
+      // For the browser tests' figures: how long the server's answer took, apart from drawing it.
+      (window as unknown as { __weftOpen?: object }).__weftOpen = { name, t0, fetched: performance.now() };
       const switching = get().name !== name;
       if (!switching && get().edits !== before) {
         // Edited while the file was being read: never drop those edits; a different file is a conflict.
