@@ -136,6 +136,11 @@ impl Executor {
         self.cache.set_budget(bytes);
     }
 
+    /// Changes where output nodes write; returns the previous folder.
+    pub fn set_output_dir(&mut self, dir: PathBuf) -> PathBuf {
+        std::mem::replace(&mut self.config.output_dir, dir)
+    }
+
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
