@@ -16,7 +16,7 @@ scripts/build-ui.sh
 tmp=$(mktemp -d /tmp/weft-ui-test.XXXXXX)
 cp -r workflows "$tmp/workflows"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-target/release/weft serve --listen "127.0.0.1:$port" --workflows "$tmp/workflows" --data "$tmp/data" \
+target/release/weft serve --listen 127.0.0.1 --port "$port" --workflows "$tmp/workflows" --data "$tmp/data" \
   >"$tmp/serve.log" 2>&1 &
 pid=$!
 cleanup() {

@@ -11,7 +11,7 @@ export function History({ onClose }: { onClose: () => void }) {
     let live = true;
     (async () => {
       try {
-        const list = await api.runs(30);
+        const list = await api.runs(20);
         const full = await Promise.all(
           list.map((r) => (r.outputs ? Promise.resolve(r) : api.runDetail(r.id).catch(() => r))),
         );

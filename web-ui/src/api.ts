@@ -1,5 +1,7 @@
 // The HTTP side of docs/api.md: types and thin fetch wrappers.
 
+import { toJsonText } from './graph';
+
 export type Constant = string | number | boolean;
 
 export interface InputDecl {
@@ -122,7 +124,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   const res = await fetch(path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined ? undefined : toJsonText(body),
   });
   const text = await res.text();
   let json: Record<string, unknown> = {};

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { deflateSync } from 'node:zlib';
 import type { NodeType, WorkflowDoc } from './api';
-import { docToGraph, freshId, graphToDoc, linkProblem, searchNodes } from './graph';
+import { docToGraph, freshId, graphToDoc, linkProblem, searchNodes, toJsonText } from './graph';
 import { pngWorkflowText } from './png';
 
 const doc: WorkflowDoc = {
@@ -48,6 +48,14 @@ describe('graph', () => {
     expect(back.nodes).toEqual(doc.nodes);
     expect(back.layout!.model).toEqual([0, 0]);
     expect(back.layout!.latent).toBeDefined();
+  });
+
+  it('keeps the input order of the file and writes whole floats as floats', () => {
+    const d: WorkflowDoc = { weft: 1, nodes: { s: { type: 'Sampler', model: '$m.unet', cfg: 5, seed: 1 }, m: { type: 'LoadCheckpoint' } } };
+    const { nodes, edges } = docToGraph(d);
+    const back = graphToDoc(nodes, edges, (_k, i) => i === 'cfg');
+    expect(Object.keys(back.nodes.s)).toEqual(['type', 'model', 'cfg', 'seed']);
+    expect(toJsonText(back.nodes.s)).toBe('{"type":"Sampler","model":"$m.unet","cfg":5.0,"seed":1}');
   });
 
   it('refuses a link between incompatible types and a cycle', () => {

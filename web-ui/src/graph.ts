@@ -8,6 +8,21 @@ export interface WeftData extends Record<string, unknown> {
   kind: string;
   /** Constant inputs by name. A linked input keeps its last constant here so unlinking restores it. */
   values: Record<string, Constant>;
+  /** Input names in the order the file has them (a save keeps the order, so the diff stays small). */
+  order?: string[];
+}
+
+/** A whole number in a float input: sent as `5.0` so the file keeps `cfg: 5.0` (JSON.stringify would write 5). */
+export class WholeFloat {
+  constructor(public value: number) {}
+  toJSON() {
+    return `\u0001float:${this.value}\u0001`;
+  }
+}
+
+/** JSON text of a document, with whole floats written as floats. */
+export function toJsonText(body: unknown): string {
+  return JSON.stringify(body).replace(/"\\u0001float:(-?\d+)\\u0001"/g, '$1.0');
 }
 
 export type GNode = Node<WeftData, 'weft'>;
@@ -57,26 +72,34 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
       id,
       type: 'weft',
       position: at ? { x: at[0], y: at[1] } : { x: (i % 6) * 320, y: Math.floor(i / 6) * 260 },
-      data: { kind: String(raw.type ?? ''), values },
+      data: { kind: String(raw.type ?? ''), values, order: Object.keys(raw).filter((k) => k !== 'type') },
     });
   });
   return { nodes, edges };
 }
 
-export function graphToDoc(nodes: GNode[], edges: GEdge[]): WorkflowDoc {
+export function graphToDoc(
+  nodes: GNode[],
+  edges: GEdge[],
+  isFloat: (kind: string, input: string) => boolean = () => false,
+): WorkflowDoc {
   const linked = new Map<string, GEdge>();
   for (const e of edges) linked.set(edgeId(e.target, e.targetHandle), e);
   const out: WorkflowDoc = { weft: 1, nodes: {}, layout: {} };
   for (const n of nodes) {
     const entry: Record<string, Constant> = { type: n.data.kind };
-    const names = new Set(Object.keys(n.data.values));
+    const names = new Set(n.data.order ?? []);
+    for (const k of Object.keys(n.data.values)) names.add(k);
     for (const e of edges) if (e.target === n.id) names.add(e.targetHandle);
     for (const name of names) {
       const e = linked.get(edgeId(n.id, name));
       if (e) entry[name] = `$${e.source}.${e.sourceHandle}`;
       else {
         const v = n.data.values[name];
-        entry[name] = typeof v === 'string' ? escapeDollar(v) : v;
+        if (v === undefined) continue;
+        if (typeof v === 'number' && Number.isInteger(v) && isFloat(n.data.kind, name))
+          entry[name] = new WholeFloat(v) as unknown as Constant;
+        else entry[name] = typeof v === 'string' ? escapeDollar(v) : v;
       }
     }
     out.nodes[n.id] = entry;

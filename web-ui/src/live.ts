@@ -52,7 +52,8 @@ export async function queueRun(target?: string): Promise<void> {
   const fresh: Record<string, NodeRunState> = {};
   for (const n of ed.nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
   try {
-    const { id } = await api.run(doc, target);
+    // The saved file by name when the canvas is the file (the history then names it), else the canvas.
+    const { id } = await api.run(ed.name && !ed.dirty && !ed.broken ? ed.name : doc, target);
     mine.add(id);
     useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
     for (const ev of early.get(id) ?? []) handle(ev);

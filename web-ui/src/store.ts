@@ -102,7 +102,10 @@ export const useEditor = create<EditorState>()((set, get) => ({
 
   say: (text, kind = 'info') => set({ message: { text, kind } }),
 
-  doc: () => graphToDoc(get().nodes, get().edges),
+  doc: () => {
+    const cat = get().catalogue;
+    return graphToDoc(get().nodes, get().edges, (kind, input) => cat.get(kind)?.inputs.find((i) => i.name === input)?.type === 'float');
+  },
 
   loadDoc: (doc, dirty) => {
     const { nodes, edges } = docToGraph(doc);
@@ -321,7 +324,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       id,
       type: 'weft',
       position: at,
-      data: { kind, values: defaultValues(t) },
+      data: { kind, values: defaultValues(t), order: t.inputs.map((i) => i.name) },
       selected: true,
     };
     const nodes = [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), node];
@@ -380,7 +383,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
         id,
         type: 'weft',
         position: { x: n.position.x + dx, y: n.position.y + dy },
-        data: { kind: n.data.kind, values: { ...n.data.values } },
+        data: { kind: n.data.kind, values: { ...n.data.values }, order: n.data.order },
         selected: true,
       };
     });
