@@ -10,8 +10,9 @@ export default defineConfig({
   build: { outDir: 'dist', sourcemap: process.env.WEFT_SOURCEMAP === "1", chunkSizeWarningLimit: 800 },
   server: {
     proxy: {
-      '/api': { target: server, changeOrigin: true },
-      '/ws': { target: server.replace(/^http/, 'ws'), ws: true, changeOrigin: true },
+      // weft serve checks Host and Origin: the proxy speaks as the server's own origin.
+      '/api': { target: server, changeOrigin: true, headers: { origin: server } },
+      '/ws': { target: server.replace(/^http/, 'ws'), ws: true, changeOrigin: true, headers: { origin: server } },
     },
   },
   test: { include: ['src/**/*.test.ts'], environment: 'node' },
