@@ -33,7 +33,7 @@ done
 
 cd web-ui
 status=0
-WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" WEFT_DOCS_SHOT_DIR="$root/web-ui/screenshots" \
+WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
   node --test --test-concurrency=1 e2e/editor.test.mjs e2e/perf.test.mjs || status=$?
 if [ $status != 0 ]; then
   echo "test-ui: failed; server log:"; tail -40 "$tmp/serve.log"

@@ -114,7 +114,6 @@ test('set the prompt, queue: per-node progress and the result image on the save 
   await page.locator('[data-testid="history-toggle"]').click();
   await page.waitForSelector('[data-testid="history"] .h-imgs img');
   await shot(page, '03-finished-run');
-  await page.screenshot({ path: join(process.env.WEFT_DOCS_SHOT_DIR ?? '/tmp', 'editor.png') });
   await page.locator('[data-testid="history-toggle"]').click();
 });
 
@@ -127,6 +126,13 @@ test('change only the seed: checkpoint and prompt nodes come from the cache', as
   const why = await page.evaluate(() => window.__weftRun.getState().nodes.sample.why ?? []);
   console.log('sample why:', why);
   await shot(page, '04-cached-after-seed');
+  // The README's picture: the whole graph after that run, at a modest size.
+  await page.setViewportSize({ width: 1280, height: 760 });
+  await page.locator('[data-testid="canvas"]').focus();
+  await page.keyboard.press('.');
+  await page.waitForTimeout(300);
+  await shot(page, 'editor');
+  await page.setViewportSize({ width: 1600, height: 1000 });
 });
 
 test('an invalid value shows its error on that node and input', async () => {

@@ -61,8 +61,10 @@ export async function drag(page, from, to) {
   await page.mouse.move(a.x + a.width / 2, a.y + a.height / 2);
   await page.mouse.down();
   await page.mouse.move((a.x + b.x) / 2, (a.y + b.y) / 2, { steps: 5 });
-  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 5 });
+  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 8 });
+  await page.waitForTimeout(60);
   await page.mouse.up();
+  await page.waitForTimeout(30);
 }
 
 export async function edges(page) {
