@@ -8,9 +8,13 @@ root=$(pwd)
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "test-ui: installing Debian's chromium"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null; else sudo apt-get install -y -q chromium >/dev/null; fi
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q chromium >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
 scripts/build-ui.sh
+if [ web-ui/dist/index.html -nt target/release/weft ]; then
+  echo "test-ui: web-ui/dist is newer than target/release/weft (which embeds it): run make setup or cargo build --release" >&2
+fi
 (cd web-ui && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
 
 tmp=$(mktemp -d /tmp/weft-ui-test.XXXXXX)
