@@ -52,6 +52,8 @@ export const handle = (id, name, kind) =>
 
 /** Drags a link from one handle to another with the mouse, as a person would. */
 export async function drag(page, from, to) {
+  // Diagnostics arriving from the server change node heights: let them land first.
+  await page.waitForFunction(() => window.__weftValidating === 0);
   const a = await page.locator(from).boundingBox();
   const b = await page.locator(to).boundingBox();
   if (!a || !b) {

@@ -591,24 +591,38 @@ function NameDialog() {
 }
 
 // Validation while editing: the server's diagnostics on nodes and inputs before anything runs.
+// Messages change node heights, so they are not applied while a link is being dragged.
 let lastValidated = '';
 let timer: ReturnType<typeof setTimeout> | null = null;
-useEditor.subscribe((s, prev) => {
-  if (s.edges === prev.edges && s.nodes === prev.nodes) return;
-  if (s.broken) return;
+const pending = (n: number) => ((window as unknown as { __weftValidating: number }).__weftValidating = n);
+pending(0);
+let generation = 0;
+function validateSoon(delay: number) {
   if (timer) clearTimeout(timer);
+  pending(1);
+  const mine = ++generation;
   timer = setTimeout(async () => {
+    if (document.querySelector('.react-flow__connectionline')) return validateSoon(150);
     const doc = useEditor.getState().doc();
     delete doc.layout;
     const key = JSON.stringify(doc);
-    if (key === lastValidated) return;
-    lastValidated = key;
+    if (key === lastValidated) return void (mine === generation && pending(0));
     try {
       const r = await api.validate(doc);
+      lastValidated = key;
+      if (document.querySelector('.react-flow__connectionline')) {
+        lastValidated = '';
+        return validateSoon(150);
+      }
       useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics) });
     } catch {
       /* the server is away; the next edit tries again */
-      lastValidated = '';
     }
-  }, 300);
+    if (mine === generation) pending(0);
+  }, delay);
+}
+useEditor.subscribe((s, prev) => {
+  if (s.edges === prev.edges && s.nodes === prev.nodes) return;
+  if (s.broken) return;
+  validateSoon(300);
 });
