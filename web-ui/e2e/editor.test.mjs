@@ -245,3 +245,62 @@ test('drop a weft PNG: its workflow is back', async () => {
   assert.equal((await edges(page)).length, 9);
   await shot(page, '08-png-dropped');
 });
+
+test('editing: delete, undo, redo, copy and paste', async () => {
+  await open(page, 'txt2img');
+  const count = () => page.evaluate(() => [window.__weft.getState().nodes.length, window.__weft.getState().edges.length]);
+  assert.deepEqual(await count(), [7, 9]);
+  await page.locator(`${node('latent')} .wn-head`).click();
+  await page.keyboard.press('Delete');
+  assert.deepEqual(await count(), [6, 8]);
+  await page.keyboard.press('Control+z');
+  assert.deepEqual(await count(), [7, 9]);
+  await page.keyboard.press('Control+y');
+  assert.deepEqual(await count(), [6, 8]);
+  await page.keyboard.press('Control+Shift+z');
+  assert.deepEqual(await count(), [6, 8]);
+  await page.keyboard.press('Control+z');
+  assert.deepEqual(await count(), [7, 9]);
+  // Copy two linked nodes: the copy keeps the link between them, not the ones from outside.
+  await page.locator(`${node('sample')} .wn-head`).click();
+  await page.locator(`${node('decode')} .wn-head`).click({ modifiers: ['Control'] });
+  await page.keyboard.press('Control+c');
+  await page.mouse.move(700, 850);
+  await page.keyboard.press('Control+v');
+  assert.deepEqual(await count(), [9, 10]);
+  const pasted = await page.evaluate(() => window.__weft.getState().nodes.filter((n) => n.selected).map((n) => n.id).sort());
+  assert.deepEqual(pasted, ['sampler', 'vae_decode']);
+  assert.ok((await edges(page)).includes('sampler.latent>vae_decode.latent'));
+  await shot(page, '09-pasted');
+  await page.keyboard.press('Control+z');
+  assert.deepEqual(await count(), [7, 9]);
+});
+
+test('run to here runs only what the node needs; cancel stops a run', async () => {
+  await open(page, 'txt2img');
+  const before = await page.evaluate(() => window.__weftRun.getState().run);
+  await page.locator(`${node('decode')} .wn-run`).click();
+  await page.waitForFunction((b) => { const s = window.__weftRun.getState(); return s.run !== b && s.status === 'succeeded'; }, before, { timeout: 90_000 });
+  assert.ok(['done', 'cached'].includes(await state('decode')));
+  assert.equal(await state('save'), 'idle');
+
+  await page.locator(`${node('sample')} [data-input="steps"] input`).fill('2000');
+  const b2 = await page.evaluate(() => window.__weftRun.getState().run);
+  await page.locator('[data-testid="queue"]').click();
+  await page.waitForFunction((b) => { const s = window.__weftRun.getState(); return s.run !== b && (s.nodes.sample?.step ?? 0) >= 1; }, b2, { timeout: 90_000 });
+  await page.locator('[data-testid="cancel"]').click();
+  await page.waitForFunction(() => window.__weftRun.getState().status === 'cancelled', null, { timeout: 30_000 });
+  assert.equal(await state('sample'), 'cancelled');
+  await shot(page, '10-cancelled');
+});
+
+test('image upload: the LoadImage path widget uploads and previews', async () => {
+  await open(page, 'img2img');
+  const png = readFileSync(join(WORKFLOWS, 'inputs', 'yellow-star.png'));
+  await page.locator(`${node('input')} input[type="file"]`).setInputFiles({ name: 'star.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction(() => /upload-/.test(String(window.__weft.getState().nodes.find((n) => n.id === 'input').data.values.path)));
+  const img = page.locator(`${node('input')} .w-upload img`);
+  await img.waitFor();
+  assert.ok(await img.evaluate(async (i) => { await i.decode(); return i.naturalWidth > 0; }));
+  await shot(page, '11-upload');
+});

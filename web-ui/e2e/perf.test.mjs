@@ -110,7 +110,7 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   await page.waitForTimeout(500);
   const visibleOpened = await page.locator('.react-flow__node').count();
   const pOpened = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '09-big300-opened');
+  await shot(page, '12-big300-opened');
   // Fitted: all 300 nodes on screen, the worst case for drawing.
   await page.locator('[data-testid="canvas"]').focus();
   await page.keyboard.press('.');
@@ -118,7 +118,7 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   const visibleAll = await page.locator('.react-flow__node').count();
   const fitted = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
   const pAll = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '10-big300-all');
+  await shot(page, '13-big300-all');
 
   // Zoomed in to about 1:1 where people work: only the visible nodes are in the page.
   await page.mouse.move(800, 500);
@@ -127,7 +127,7 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   const zoomed = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
   const visibleZoomed = await page.locator('.react-flow__node').count();
   const pZoomed = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '11-big300-zoomed');
+  await shot(page, '14-big300-zoomed');
 
   const idle = await fps(page, 1000, () => page.waitForTimeout(1000));
   const figures = {

@@ -274,6 +274,7 @@ function Editor() {
         doc = YAML.parse(text);
       }
       ed.checkpoint();
+      useRunStore.setState({ diagnostics: {}, nodes: {} });
       ed.loadDoc(doc, true);
       ed.say(`loaded the workflow from ${f.name}; save to write it to ${ed.name ?? 'a file'}.yaml`);
       fitSoon(rf);

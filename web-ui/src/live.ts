@@ -143,7 +143,8 @@ function handle(ev: Ev): void {
       // Nodes the plan did not need lose their "queued" mark.
       const nodes: Record<string, NodeRunState> = {};
       for (const [id, st] of Object.entries(useRunStore.getState().nodes)) {
-        nodes[id] = st.state === 'queued' || st.state === 'running' ? { images: st.images, state: 'idle' } : st;
+        if (st.state === 'running') nodes[id] = { images: st.images, state: status === 'cancelled' ? 'cancelled' : 'idle' };
+        else nodes[id] = st.state === 'queued' ? { images: st.images, state: 'idle' } : st;
       }
       const secs = ((ev.micros as number) / 1e6).toFixed(2);
       document.title = `${useEditor.getState().name ?? 'weft'} · weft`;

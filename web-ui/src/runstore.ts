@@ -3,7 +3,7 @@ import { create } from 'zustand';
 import type { Diagnostic } from './api';
 
 export type NodeRunState = {
-  state: 'idle' | 'queued' | 'running' | 'cached' | 'done' | 'failed';
+  state: 'idle' | 'queued' | 'running' | 'cached' | 'done' | 'failed' | 'cancelled';
   step?: number;
   total?: number;
   micros?: number;
