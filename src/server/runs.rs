@@ -89,10 +89,47 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
             }
         },
     );
-    match planned {
+    let mut errors = match planned {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
+    };
+    // A model name may be a path; wherever it resolves must be inside the folders too (a
+    // folder that merely exists outside lists no model files above, so check it here).
+    for (id, node) in &workflow.nodes {
+        let Some(registered) = state.registry.get(&node.type_name) else {
+            continue;
+        };
+        if registered.spec.category != "loaders" {
+            continue;
+        }
+        for (name, entry) in &node.inputs {
+            let is_model_name = registered
+                .spec
+                .input(name)
+                .is_some_and(|(_, i)| i.ty == weft_engine::ValueType::String);
+            let weft_engine::InputValue::Constant(weft_engine::Constant::String(text)) =
+                &entry.value
+            else {
+                continue;
+            };
+            if !is_model_name {
+                continue;
+            }
+            let inside = weft_nodes::diffusion::resolve_model(text, &state.roots.models)
+                .is_ok_and(|p| state.roots.readable_by_runs(&p));
+            if !inside {
+                errors.push(
+                    Diagnostic::at_opt(
+                        entry.pos,
+                        format!("'{text}' is not a model in the models folder"),
+                    )
+                    .node(id)
+                    .input(name),
+                );
+            }
+        }
     }
+    errors
 }
 
 pub async fn create(
