@@ -105,6 +105,9 @@ struct Progress {
     why: HashMap<String, Json>,
     outputs: Vec<Json>,
     error: Option<Json>,
+    /// `run_finished` waits until the run's record is written, so a client that reads the
+    /// run on that event sees it finished.
+    finished_message: Option<Arc<str>>,
 }
 
 fn execute(
@@ -131,16 +134,19 @@ fn execute(
     if let Some(m) = queue_message(store, queue) {
         hub.send(m);
     }
-    let finished = match Workflow::parse(run.workflow.as_bytes()) {
-        Err(errors) => Finished {
-            status: "invalid",
-            at: now_ms(),
-            nodes: json!({}),
-            outputs: json!([]),
-            error: Some(
-                json!({"message": "the stored workflow does not parse", "diagnostics": errors}),
-            ),
-        },
+    let (finished, message) = match Workflow::parse(run.workflow.as_bytes()) {
+        Err(errors) => (
+            Finished {
+                status: "invalid",
+                at: now_ms(),
+                nodes: json!({}),
+                outputs: json!([]),
+                error: Some(
+                    json!({"message": "the stored workflow does not parse", "diagnostics": errors}),
+                ),
+            },
+            None,
+        ),
         Ok(workflow) => run_on_worker(worker, hub, workflow, &run, cancel, outputs_root),
     };
     if let Err(e) = store.finish(id, &finished) {
@@ -149,6 +155,11 @@ fn execute(
     if let Ok(mut slot) = queue.running.lock() {
         *slot = None;
     }
+    hub.send(message.unwrap_or_else(|| {
+        json!({"event": "run_finished", "run": id, "status": finished.status, "ran": 0, "cached": 0, "micros": 0})
+            .to_string()
+            .into()
+    }));
     if let Some(m) = queue_message(store, queue) {
         hub.send(m);
     }
@@ -161,7 +172,7 @@ fn run_on_worker(
     run: &RunRecord,
     cancel: CancelToken,
     outputs_root: &std::path::Path,
-) -> Finished {
+) -> (Finished, Option<Arc<str>>) {
     let id = run.id;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let (done_tx, done_rx) = mpsc::channel();
@@ -180,17 +191,24 @@ fn run_on_worker(
             if let Ok(mut p) = events_progress.lock() {
                 record(&mut p, event, &mut message, id);
             }
-            let _ = events_hub.send(message.to_string().into());
+            let text: Arc<str> = message.to_string().into();
+            if matches!(event, Event::RunFinished { .. }) {
+                if let Ok(mut p) = events_progress.lock() {
+                    p.finished_message = Some(text);
+                    return;
+                }
+            }
+            let _ = events_hub.send(text);
         }),
         done: Box::new(move |report| {
             let _ = done_tx.send(report);
         }),
     };
     if !worker.submit(job) {
-        return failed("the device worker stopped");
+        return (failed("the device worker stopped"), None);
     }
     let Ok(report) = done_rx.recv() else {
-        return failed("the device worker stopped during the run");
+        return (failed("the device worker stopped during the run"), None);
     };
     let mut p = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
     let status = match report.status {
@@ -203,13 +221,15 @@ fn run_on_worker(
         p.error =
             Some(json!({"message": "the workflow is not valid", "diagnostics": report.errors}));
     }
-    Finished {
+    let message = p.finished_message.take();
+    let finished = Finished {
         status,
         at: now_ms(),
         nodes: Json::Object(p.nodes),
         outputs: Json::Array(p.outputs),
         error: p.error,
-    }
+    };
+    (finished, message)
 }
 
 fn failed(message: &str) -> Finished {
