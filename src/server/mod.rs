@@ -72,7 +72,7 @@ impl Config {
             body_limit: 4 << 20,
             upload_limit: 32 << 20,
             max_pixels: 40_000_000,
-            client_buffer: 16_384,
+            client_buffer: 65_536,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! worker (one run at a time, all sharing the worker's cache), forwards its events to the
 //! WebSocket hub as they happen and records the outcome. Handlers only enqueue and wake it.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use weft_engine::worker::{DeviceWorker, Job};
@@ -20,9 +22,20 @@ pub const QUEUE_LISTED: usize = 100;
 pub struct Queue {
     wake: Mutex<mpsc::Sender<()>>,
     running: Mutex<Option<(u64, CancelToken)>>,
+    /// Set when the queue changed; a `queue` message goes out at most every
+    /// `QUEUE_MESSAGE_EVERY` (a burst of 1,000 enqueues is one message, not 1,000).
+    changed: AtomicBool,
 }
 
+/// The most often a `queue` message is sent.
+pub const QUEUE_MESSAGE_EVERY: Duration = Duration::from_millis(50);
+
 impl Queue {
+    /// Notes that the queue changed (a `queue` message follows shortly).
+    pub fn changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
     /// Wakes the scheduler (after an enqueue).
     pub fn wake(&self) {
         if let Ok(tx) = self.wake.lock() {
@@ -73,7 +86,20 @@ pub fn start(
     let queue = Arc::new(Queue {
         wake: Mutex::new(tx),
         running: Mutex::new(None),
+        changed: AtomicBool::new(false),
     });
+    let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
+    std::thread::Builder::new()
+        .name("weft-queue-notify".into())
+        .spawn(move || loop {
+            std::thread::sleep(QUEUE_MESSAGE_EVERY);
+            if notify_queue.changed.swap(false, Ordering::Relaxed) {
+                if let Some(m) = queue_message(&*notify_store, &notify_queue) {
+                    notify_hub.send(m);
+                }
+            }
+        })
+        .expect("spawning the queue notifier thread");
     let shared = queue.clone();
     std::thread::Builder::new()
         .name("weft-scheduler".into())
@@ -131,9 +157,7 @@ fn execute(
     if let Ok(mut slot) = queue.running.lock() {
         *slot = Some((id, cancel.clone()));
     }
-    if let Some(m) = queue_message(store, queue) {
-        hub.send(m);
-    }
+    queue.changed();
     let (finished, message) = match Workflow::parse(run.workflow.as_bytes()) {
         Err(errors) => (
             Finished {
@@ -160,9 +184,7 @@ fn execute(
             .to_string()
             .into()
     }));
-    if let Some(m) = queue_message(store, queue) {
-        hub.send(m);
-    }
+    queue.changed();
 }
 
 fn run_on_worker(

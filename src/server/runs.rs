@@ -12,7 +12,6 @@ use serde_json::{json, Value as Json_};
 use weft_engine::{Diagnostic, Workflow};
 
 use super::error::{ApiError, ApiResult};
-use super::queue::queue_message;
 use super::store::RunRecord;
 use super::workflows::{self, JsonBody};
 use super::{now_ms, AppState};
@@ -163,9 +162,7 @@ pub async fn create(
     state
         .hub
         .send(json!({"event": "run_queued", "run": id}).to_string().into());
-    if let Some(m) = queue_message(&*state.store, &state.queue) {
-        state.hub.send(m);
-    }
+    state.queue.changed();
     state.queue.wake();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
@@ -233,9 +230,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         .cancel_queued(id, now_ms())
         .map_err(|e| ApiError::internal("cancelling a run", e))?
     {
-        if let Some(m) = queue_message(&*state.store, &state.queue) {
-            state.hub.send(m);
-        }
+        state.queue.changed();
         return Ok(Json(json!({"id": id, "status": "cancelled"})).into_response());
     }
     let run = find(&state, id)?;
@@ -263,9 +258,7 @@ pub async fn delete(
         .delete_queued(id)
         .map_err(|e| ApiError::internal("deleting a run", e))?
     {
-        if let Some(m) = queue_message(&*state.store, &state.queue) {
-            state.hub.send(m);
-        }
+        state.queue.changed();
         return Ok(StatusCode::NO_CONTENT);
     }
     let run = find(&state, id)?;

@@ -194,13 +194,19 @@ impl Ws {
 
     /// The next JSON message, or None when `timeout` passes first.
     pub fn next(&mut self, timeout: Duration) -> Option<Value> {
+        self.next_text(timeout)
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The next text frame as it came, or None when `timeout` passes first.
+    pub fn next_text(&mut self, timeout: Duration) -> Option<String> {
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = self.socket.get_ref() {
             s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
                 .unwrap();
         }
         loop {
             match self.socket.read() {
-                Ok(tungstenite::Message::Text(text)) => return serde_json::from_str(&text).ok(),
+                Ok(tungstenite::Message::Text(text)) => return Some(text.to_string()),
                 Ok(tungstenite::Message::Close(frame)) => {
                     panic!("the server closed the socket: {frame:?}")
                 }
