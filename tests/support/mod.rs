@@ -42,9 +42,11 @@ impl ServerProcess {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = log
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("weft serve did not start: {seen:#?}"));
+            let Ok(line) = log.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weft serve did not start: {seen:#?}");
+            };
             if line.len() == 48 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
                 token = Some(line.clone());
             }
