@@ -46,6 +46,7 @@ fn ids(events: &[Value], kind: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs models/converted from set-up; `make test` runs it"]
 fn txt2img_over_http_and_ws_then_a_new_seed_reuses_the_loaded_model_and_prompts() {
     let dir = project();
     let server = start(dir.path(), &[]);
@@ -101,7 +102,18 @@ fn txt2img_over_http_and_ws_then_a_new_seed_reuses_the_loaded_model_and_prompts(
         );
     }
     assert_eq!(ids(&events, "node_started"), ["sample", "decode", "save"]);
+    // Why the sampler re-ran comes through from the engine, as `weft run --why` prints it.
+    let started = events
+        .iter()
+        .find(|e| e["event"] == "node_started" && e["node"] == "sample")
+        .unwrap();
+    let why = started["why"].to_string();
+    assert!(why.contains("seed"), "{started}");
     let run = http.get(&format!("/api/runs/{id2}")).json();
+    assert!(
+        run["nodes"]["sample"]["why"].to_string().contains("seed"),
+        "{run}"
+    );
     assert_eq!(run["nodes"]["model"]["state"], "cached");
     assert_eq!(run["nodes"]["sample"]["state"], "ran");
     let second_png = http.get(run["outputs"][0]["url"].as_str().unwrap());
@@ -184,6 +196,7 @@ fn hot_reload_pushes_in_place_and_rename_saves_and_broken_saves_within_a_second(
 }
 
 #[test]
+#[ignore = "needs models/converted from set-up; `make test` runs it"]
 fn sigkill_with_one_run_going_and_two_queued_then_restart_finishes_them_in_order() {
     let dir = project();
     let mut server = start(dir.path(), &[]);

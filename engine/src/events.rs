@@ -38,6 +38,10 @@ pub enum Event {
         node: String,
         #[serde(rename = "type")]
         type_name: String,
+        /// Why it was not taken from the cache: which inputs or upstream nodes changed since
+        /// the last run that planned it, or "first run".
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        why: Vec<String>,
     },
     Progress {
         run: u64,

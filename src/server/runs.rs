@@ -114,7 +114,7 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
             if !is_model_name {
                 continue;
             }
-            let inside = weft_nodes::diffusion::resolve_model(text, &state.roots.models)
+            let inside = weft_nodes::model_files::resolve_model(text, &state.roots.models)
                 .is_ok_and(|p| state.roots.readable_by_runs(&p));
             if !inside {
                 errors.push(
