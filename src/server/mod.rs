@@ -58,6 +58,8 @@ pub struct Config {
     pub max_pixels: u64,
     /// Messages a WebSocket client may fall behind before it is dropped.
     pub client_buffer: usize,
+    /// A `progress` event carries a preview image every this many steps (0: never).
+    pub preview_every: u32,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             upload_limit: 32 << 20,
             max_pixels: 40_000_000,
             client_buffer: 65_536,
+            preview_every: 4,
         }
     }
 }
@@ -133,6 +136,7 @@ impl Server {
             ..executor
         };
         let worker = DeviceWorker::start(registry.clone(), executor);
+        worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
         let watcher = watcher::Watcher::start(&roots.workflows, registry.clone(), hub.clone())
