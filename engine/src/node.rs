@@ -312,7 +312,7 @@ impl NodeContext<'_> {
     }
     /// Whether whoever watches wants a preview with this step's progress.
     pub fn wants_preview(&self, step: u32) -> bool {
-        self.preview_every > 0 && step % self.preview_every == 0
+        self.preview_every > 0 && step.is_multiple_of(self.preview_every)
     }
     /// Progress with a preview (see `wants_preview`).
     pub fn progress_with_preview(&mut self, step: u32, total: u32, preview: Option<String>) {

@@ -149,7 +149,9 @@ fn execute(
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => {
+            // The store is failing (disk full, locked): do not spin on the same run.
             eprintln!("weft serve: {e}");
+            std::thread::sleep(Duration::from_secs(1));
             return;
         }
     }
