@@ -645,7 +645,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     // The uploaded name is what LoadImage reads: a run using it is accepted.
     let doc = json!({"weft": 1, "nodes": {
         "load": {"type": "LoadImage", "path": name},
-        "save": {"type": "SaveImage", "image": "$load.image", "prefix": "up"}}});
+        "save": {"type": "SaveImage", "image": "$load.image", "prefix": "sub/up"}}});
     let (status, queued) = f
         .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
         .await;
@@ -654,7 +654,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     assert_eq!(run["status"], "succeeded", "{run}");
     let url = run["outputs"][0]["url"].as_str().unwrap().to_string();
     assert!(
-        url.starts_with(&format!("/api/outputs/{}/up_", run["id"])),
+        url.starts_with(&format!("/api/outputs/{}/sub/up_", run["id"])),
         "{url}"
     );
     let request = Request::get(&url)

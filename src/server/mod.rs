@@ -185,7 +185,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/{id}", get(runs::get).delete(runs::delete))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
-        .route("/api/outputs/{run}/{file}", get(files::output))
+        .route("/api/outputs/{run}/{*file}", get(files::output))
         .route("/api/uploads/{name}", get(files::upload_get))
         .route("/api/{*rest}", axum::routing::any(files::api_not_found))
         .layer(DefaultBodyLimit::max(state.config.body_limit));

@@ -202,18 +202,19 @@ fn run_on_worker(
     let (done_tx, done_rx) = mpsc::channel();
     let events_progress = progress.clone();
     let events_hub = hub.sender();
+    let run_dir = outputs_root.join(id.to_string());
     let job = Job {
         workflow,
         target: run.target.clone(),
         run: Some(id),
-        output_dir: Some(outputs_root.join(id.to_string())),
+        output_dir: Some(run_dir.clone()),
         cancel,
         events: Box::new(move |event: &Event| {
             let Ok(mut message) = serde_json::to_value(event) else {
                 return;
             };
             if let Ok(mut p) = events_progress.lock() {
-                record(&mut p, event, &mut message, id);
+                record(&mut p, event, &mut message, id, &run_dir);
             }
             let text: Arc<str> = message.to_string().into();
             if matches!(event, Event::RunFinished { .. }) {
@@ -268,7 +269,13 @@ fn failed(message: &str) -> Finished {
 
 /// Folds one event into the run's record and rewrites what a client must not see (server
 /// paths become the output's URL).
-fn record(p: &mut Progress, event: &Event, message: &mut Json, run: u64) {
+fn record(
+    p: &mut Progress,
+    event: &Event,
+    message: &mut Json,
+    run: u64,
+    run_dir: &std::path::Path,
+) {
     match event {
         Event::NodeCached { node, .. } => {
             p.nodes.insert(node.clone(), json!({"state": "cached"}));
@@ -299,9 +306,13 @@ fn record(p: &mut Progress, event: &Event, message: &mut Json, run: u64) {
             p.error = Some(json!({"message": "the workflow is not valid", "diagnostics": errors}));
         }
         Event::Output { node, path, .. } => {
+            // Relative to the run's folder (a SaveImage prefix may name a sub-folder).
             let file = path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
+                .strip_prefix(run_dir)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(str::to_string)
+                .or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()))
                 .unwrap_or_default();
             let url = format!("/api/outputs/{run}/{file}");
             p.outputs.push(json!({"node": node, "url": url}));
