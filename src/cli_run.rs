@@ -135,10 +135,25 @@ fn format_micros(us: u64) -> String {
 /// Most nodes listed one by one at the end of a run; larger graphs get a summary.
 const LISTED_NODES: usize = 500;
 
-pub fn print_report(file: &Path, report: &RunReport) {
+/// The human summary of a run, on standard output (or standard error, where standard output
+/// carries JSON events and must hold nothing else).
+pub fn print_report(file: &Path, report: &RunReport, to_stderr: bool, why: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let out: &mut dyn std::io::Write = if to_stderr { &mut stderr } else { &mut stdout };
+    // A closed pipe is not worth failing the run over.
+    let _ = write_report(out, file, report, why);
+}
+
+fn write_report(
+    out: &mut dyn std::io::Write,
+    file: &Path,
+    report: &RunReport,
+    why: bool,
+) -> std::io::Result<()> {
     if report.status == RunStatus::Invalid {
         crate::print_diagnostics(file, &report.errors);
-        return;
+        return Ok(());
     }
     let width = report
         .nodes
@@ -150,19 +165,29 @@ pub fn print_report(file: &Path, report: &RunReport) {
     for n in report.nodes.iter().take(LISTED_NODES) {
         let what = if n.cached {
             "cached".to_string()
+        } else if why && !n.why.is_empty() {
+            format!(
+                "ran    {:>9}  ({})",
+                format_micros(n.micros),
+                n.why.join(", ")
+            )
         } else {
             format!("ran    {:>9}", format_micros(n.micros))
         };
-        println!("  {:<width$}  {:<16} {what}", n.id, n.type_name);
+        writeln!(out, "  {:<width$}  {:<16} {what}", n.id, n.type_name)?;
     }
     if report.nodes.len() > LISTED_NODES {
-        println!("  ... and {} more nodes", report.nodes.len() - LISTED_NODES);
+        writeln!(
+            out,
+            "  ... and {} more nodes",
+            report.nodes.len() - LISTED_NODES
+        )?;
     }
     for (node, result) in &report.results {
-        println!("{node}: {result}");
+        writeln!(out, "{node}: {result}")?;
     }
     for path in &report.outputs {
-        println!("wrote {}", path.display());
+        writeln!(out, "wrote {}", path.display())?;
     }
     for e in &report.errors {
         eprintln!("{}", e.render(&file.display().to_string()));
@@ -173,13 +198,14 @@ pub fn print_report(file: &Path, report: &RunReport) {
         RunStatus::Cancelled => "cancelled",
         RunStatus::Invalid => "invalid",
     };
-    println!(
+    writeln!(
+        out,
         "{status}: {} ran, {} cached, {} in {}",
         report.ran(),
         report.cached(),
         report.nodes.len(),
         format_micros(report.micros)
-    );
+    )
 }
 
 pub fn exit_code(report: &RunReport) -> ExitCode {
@@ -244,7 +270,7 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
     });
     let report = execute(&worker, workflow, options, cancel)?;
     if !options.json {
-        print_report(file, &report);
+        print_report(file, &report, false, options.why);
     } else if report.status == RunStatus::Invalid {
         crate::print_diagnostics(file, &report.errors);
     }

@@ -1,13 +1,14 @@
 //! weft command-line interface: run, validate, watch (hot reload), schema, nodes.
 mod cli_run;
+mod overrides;
 mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use weft_engine::{Constant, Diagnostic, InputValue, Workflow};
+use weft_engine::{Diagnostic, Workflow};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,9 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Folder of model files whose names the schema suggests for model inputs.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
     },
     /// Serve the HTTP + WebSocket API (and the browser editor) on 127.0.0.1:8188.
     Serve(weft::server::ServeArgs),
@@ -67,6 +71,9 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Folder of model files whose names model inputs list as choices.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
     },
 }
 
@@ -84,6 +91,10 @@ pub struct RunOptions {
     /// Print the events as JSON lines instead of progress bars.
     #[arg(long)]
     pub json: bool,
+    /// Say for each node that ran why it was not taken from the cache (which inputs or
+    /// upstream nodes changed since the last run; useful with `watch`).
+    #[arg(long)]
+    pub why: bool,
     /// Byte budget of the output cache, e.g. 512MB, 8GiB.
     #[arg(long, default_value = "4GiB")]
     pub cache_budget: String,
@@ -125,8 +136,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             target,
             json,
         } => show_plan(&file, &sets, target.as_deref(), json),
-        Command::Schema { output } => {
-            let schema = weft_engine::schema::workflow_schema(&weft_nodes::registry());
+        Command::Schema { output, models } => {
+            let schema =
+                weft_engine::schema::workflow_schema(&weft_nodes::registry(), Some(&models));
             let text = serde_json::to_string_pretty(&schema)? + "\n";
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -145,8 +157,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             weft::server::run(args, executor)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nodes { json } => {
-            list_nodes(json)?;
+        Command::Nodes { json, models } => {
+            list_nodes(json, &models)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -162,39 +174,13 @@ pub fn load_workflow(
         Ok(w) => w,
         Err(errors) => return Ok(Err(errors)),
     };
-    for set in sets {
-        apply_set(&mut workflow, set)?;
-    }
-    Ok(Ok(workflow))
-}
-
-fn apply_set(workflow: &mut Workflow, set: &str) -> Result<()> {
-    let Some((path, value)) = set.split_once('=') else {
-        bail!("--set {set}: expected NODE.INPUT=VALUE");
-    };
-    let Some((node_id, input)) = path.split_once('.') else {
-        bail!("--set {set}: expected NODE.INPUT=VALUE");
-    };
-    let Some(node) = workflow.nodes.get_mut(node_id) else {
-        let known: Vec<&str> = workflow.nodes.keys().map(String::as_str).collect();
-        let hint = weft_engine::diagnostic::closest(node_id, known.iter().copied())
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_default();
-        bail!("--set {set}: no node '{node_id}' in the workflow{hint}");
-    };
-    // The value is read exactly as the file would read it.
-    let one = format!("weft: 1\nnodes:\n  n:\n    type: T\n    v: {value}\n");
-    let parsed =
-        Workflow::parse_str(&one).map_err(|e| anyhow::anyhow!("--set {set}: {}", e[0].message))?;
-    let entry = parsed.nodes["n"].inputs["v"].clone();
-    let entry = weft_engine::workflow::InputEntry { pos: None, ..entry };
-    if let InputValue::Constant(Constant::String(s)) = &entry.value {
-        if s.is_empty() && !value.is_empty() {
-            bail!("--set {set}: could not read the value");
+    if !sets.is_empty() {
+        let registry = weft_nodes::registry();
+        for set in sets {
+            overrides::apply_set(&mut workflow, &registry, set)?;
         }
     }
-    node.inputs.insert(input.to_string(), entry);
-    Ok(())
+    Ok(Ok(workflow))
 }
 
 pub fn print_diagnostics(file: &std::path::Path, errors: &[Diagnostic]) {
@@ -267,25 +253,11 @@ fn show_plan(
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_nodes(json: bool) -> Result<()> {
+fn list_nodes(json: bool, models: &std::path::Path) -> Result<()> {
     let registry = weft_nodes::registry();
     if json {
-        let list: Vec<serde_json::Value> = registry
-            .iter()
-            .map(|r| {
-                let s = &r.spec;
-                serde_json::json!({
-                    "type": s.type_name, "category": s.category, "doc": s.doc, "version": s.version,
-                    "output_node": s.output_node,
-                    "inputs": s.inputs.iter().map(|i| serde_json::json!({
-                        "name": i.name, "type": i.ty, "doc": i.doc, "default": i.default,
-                        "min": i.min, "max": i.max, "step": i.step, "choices": i.choices, "optional": i.optional,
-                    })).collect::<Vec<_>>(),
-                    "outputs": s.outputs.iter().map(|o| serde_json::json!({"name": o.name, "type": o.ty, "doc": o.doc})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        let catalogue = weft_engine::catalogue::node_catalogue(&registry, Some(models));
+        println!("{}", serde_json::to_string_pretty(&catalogue["nodes"])?);
         return Ok(());
     }
     for r in registry.iter() {

@@ -112,7 +112,7 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                         *slot = cancel.clone();
                     }
                     let report = execute(&worker, workflow, options, cancel)?;
-                    print_report(&file, &report);
+                    print_report(&file, &report, options.json, options.why);
                     if report.status != weft_engine::RunStatus::Invalid {
                         had_good_run = true;
                     } else if had_good_run {

@@ -66,7 +66,7 @@ fn binary_garbage_is_located() {
             (state >> 24) as u8
         })
         .collect();
-    check("garbage.bin", &bytes, "error");
+    check("garbage.bin", &bytes, "1:1: error: file is not UTF-8 text");
     check(
         "invalid_utf8.yaml",
         b"weft: 1\nnodes:\n  a:\n    type: \xc3\x28Int\n",

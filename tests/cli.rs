@@ -138,6 +138,11 @@ fn committed_schema_is_fresh() {
         "workflows/schema.json is stale: run `target/release/weft schema -o workflows/schema.json`"
     );
     let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    // Model names are suggested from the models folder; sides of images must be multiples of 8.
+    let checkpoint = &schema["$defs"]["node.LoadCheckpoint"]["properties"]["name"];
+    assert_eq!(checkpoint["examples"], serde_json::json!(["tiny-shapes"]));
+    let latent = &schema["$defs"]["node.EmptyLatent"]["properties"]["width"];
+    assert_eq!(latent["anyOf"][0]["multipleOf"], 8);
     let sampler = &schema["$defs"]["node.LatentUpscale"]["properties"];
     assert_eq!(sampler["method"]["default"], "nearest-exact");
     assert!(
@@ -176,6 +181,57 @@ fn set_reports_unknown_nodes_and_bad_syntax() {
         &repo(),
     );
     assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--device cuda:9") && stderr.contains("CUDA device"),
+        "{stderr}"
+    );
+}
+
+/// The keys `weft plan --json` gives txt2img's nodes with these overrides.
+fn txt2img_keys(sets: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let file = repo().join("workflows/txt2img.yaml");
+    let mut args = vec!["plan", file.to_str().unwrap(), "--json"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let out = weft(&args, &repo());
+    assert!(out.status.success(), "{sets:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["node"].as_str().unwrap().to_string(),
+                v["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn set_accepts_empty_text_and_takes_text_verbatim() {
+    let empty = txt2img_keys(&["positive.text="]);
+    let tricky = txt2img_keys(&["positive.text=a: \"red\" # circle, 漢字\nsecond line"]);
+    let literal_dollar = txt2img_keys(&["positive.text=$$5 circle"]);
+    let plain = txt2img_keys(&[]);
+    assert_ne!(empty["positive"], plain["positive"]);
+    assert_ne!(tricky["positive"], empty["positive"]);
+    assert_ne!(literal_dollar["positive"], plain["positive"]);
+    assert_eq!(empty["model"], plain["model"]);
+    // A number for a text input stays text; a word for a number is refused with the reason.
+    txt2img_keys(&["positive.text=42"]);
+    let file = repo().join("workflows/txt2img.yaml");
+    let out = weft(
+        &["plan", file.to_str().unwrap(), "--set", "sample.steps=many"],
+        &repo(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a whole number"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -202,4 +258,59 @@ fn json_events_are_one_per_line() {
         4
     );
     assert_eq!(events.iter().filter(|e| e["event"] == "output").count(), 1);
+}
+
+#[test]
+fn nodes_json_lists_models_found_and_declared_multiples() {
+    let out = weft(&["nodes", "--json"], &repo());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nodes: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let input = |node: &str, name: &str| -> serde_json::Value {
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == node)
+            .unwrap_or_else(|| panic!("no node {node}"));
+        node["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no input {name}"))
+            .clone()
+    };
+    assert_eq!(
+        input("LoadCheckpoint", "name")["choices"],
+        serde_json::json!(["tiny-shapes"])
+    );
+    assert_eq!(input("EmptyLatent", "width")["multiple_of"], 8);
+    assert_eq!(input("Sampler", "latent")["link_only"], true);
+}
+
+#[test]
+fn unknown_model_name_lists_what_the_models_folder_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    let workflow = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
+    std::fs::write(&file, workflow.replace("name: tiny-shapes", "name: sd15")).unwrap();
+    let models = repo().join("models");
+    let out = weft(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    // Found while planning (the loader hashes its files), so nothing ran: exit code 2.
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("model 'sd15' not found")
+            && all.contains("models found under")
+            && all.contains("tiny-shapes"),
+        "{all}"
+    );
 }

@@ -134,6 +134,38 @@ fn second_run_executes_nothing_and_a_changed_constant_reruns_only_its_descendant
     assert!(started(&events).is_empty());
 }
 
+/// Each started node with why it ran.
+fn started_why(events: &[Event]) -> Vec<(String, Vec<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeStarted { node, why, .. } => Some((node.clone(), why.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_rerun_node_says_which_input_or_upstream_node_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut executor = executor_with(weft_nodes::registry(), dir.path());
+    let (_, events) = run(&mut executor, &image_workflow(1, "a"));
+    assert!(started_why(&events)
+        .iter()
+        .all(|(_, why)| why == &["first run"]));
+    let (_, events) = run(&mut executor, &image_workflow(2, "a"));
+    let why: std::collections::HashMap<String, Vec<String>> =
+        started_why(&events).into_iter().collect();
+    assert_eq!(why["noise"], ["input 'seed' changed"]);
+    assert_eq!(why["upscale"], ["upstream 'noise' changed"]);
+    assert_eq!(why["preview"], ["upstream 'upscale' changed"]);
+    assert_eq!(why["save"], ["upstream 'preview' changed"]);
+    assert!(!why.contains_key("sum"), "the int branch stays cached");
+    // Back to a value whose results are still cached: nothing re-runs.
+    let (_, events) = run(&mut executor, &image_workflow(1, "a"));
+    assert!(started_why(&events).is_empty());
+}
+
 #[test]
 fn target_runs_only_what_the_target_needs() {
     let out = tempfile::tempdir().unwrap();

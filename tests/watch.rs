@@ -24,6 +24,9 @@ nodes:
     value: $c.sum
 ";
 
+/// Marks a stdout line that is not a JSON object.
+const NOT_JSON: &str = "NOT JSON on stdout: ";
+
 struct Watcher {
     child: Child,
     lines: Receiver<String>,
@@ -43,8 +46,13 @@ impl Watcher {
         let stderr = child.stderr.take().unwrap();
         let tx2 = tx.clone();
         std::thread::spawn(move || {
+            // `--json` promises one JSON object per stdout line; anything else is a defect.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+                let checked = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) if v.is_object() => line,
+                    _ => format!("{NOT_JSON}{line}"),
+                };
+                let _ = tx.send(checked);
             }
         });
         std::thread::spawn(move || {
@@ -64,6 +72,10 @@ impl Watcher {
                 .lines
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("no run within 30 s; saw:\n{}", seen.join("\n")));
+            assert!(
+                !line.starts_with(NOT_JSON),
+                "weft watch --json wrote a non-JSON line to stdout: {line}"
+            );
             let done = line.contains("\"run_finished\"");
             seen.push(line);
             if done {

@@ -16,3 +16,16 @@ impl CancelToken {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// The error a long computation returns when its cancellation check says stop. Libraries
+/// wrap it (as a variant or a source); `NodeError::from` finds it anywhere in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}

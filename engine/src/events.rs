@@ -38,12 +38,19 @@ pub enum Event {
         node: String,
         #[serde(rename = "type")]
         type_name: String,
+        /// Why it was not taken from the cache: which inputs or upstream nodes changed since
+        /// the last run that planned it, or "first run".
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        why: Vec<String>,
     },
     Progress {
         run: u64,
         node: String,
         step: u32,
         total: u32,
+        /// `data:image/png;base64,...` every few steps when the executor is asked for previews.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
     },
     Output {
         run: u64,

@@ -15,7 +15,7 @@ use crate::cancel::CancelToken;
 use crate::diagnostic::Diagnostic;
 use crate::events::{Event, RunStatus};
 use crate::node::{Inputs, NodeContext, NodeError};
-use crate::plan::{plan, CacheKey, Plan, PlannedInput};
+use crate::plan::{plan, why_not_cached, CacheKey, KeyParts, Plan, PlannedInput, Step};
 use crate::registry::Registry;
 use crate::validate::validate;
 use crate::value::Value;
@@ -52,6 +52,9 @@ pub struct NodeReport {
     pub micros: u64,
     #[serde(skip)]
     pub key: CacheKey,
+    /// Why it ran instead of coming from the cache (empty when cached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -67,6 +70,17 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    fn new(run: u64) -> Self {
+        Self {
+            run,
+            status: RunStatus::Succeeded,
+            nodes: Vec::new(),
+            errors: Vec::new(),
+            outputs: Vec::new(),
+            results: Vec::new(),
+            micros: 0,
+        }
+    }
     pub fn ran(&self) -> usize {
         self.nodes.iter().filter(|n| !n.cached).count()
     }
@@ -109,7 +123,10 @@ pub struct Executor {
     cache: Cache,
     config: ExecutorConfig,
     file_hashes: HashMap<PathBuf, HashedFile>,
+    /// Each node id's key parts in the last run that planned it (for "why did it re-run").
+    last_parts: HashMap<String, KeyParts>,
     next_run: u64,
+    preview_every: u32,
 }
 
 impl Executor {
@@ -119,7 +136,9 @@ impl Executor {
             cache: Cache::new(config.cache_budget),
             config,
             file_hashes: HashMap::new(),
+            last_parts: HashMap::new(),
             next_run: 1,
+            preview_every: 0,
         }
     }
 
@@ -134,6 +153,11 @@ impl Executor {
     pub fn set_cache_budget(&mut self, bytes: u64) {
         self.config.cache_budget = bytes;
         self.cache.set_budget(bytes);
+    }
+
+    /// Asks long nodes for a preview with their progress every `steps` steps (0: never).
+    pub fn set_preview_every(&mut self, steps: u32) {
+        self.preview_every = steps;
     }
 
     /// Changes where output nodes write; returns the previous folder.
@@ -179,15 +203,7 @@ impl Executor {
         let started = Instant::now();
         let run = request.run.unwrap_or(self.next_run);
         self.next_run = self.next_run.max(run) + 1;
-        let mut report = RunReport {
-            run,
-            status: RunStatus::Succeeded,
-            nodes: Vec::new(),
-            errors: Vec::new(),
-            outputs: Vec::new(),
-            results: Vec::new(),
-            micros: 0,
-        };
+        let mut report = RunReport::new(run);
         let plan = match self.plan(request.workflow, request.target) {
             Ok(p) => p,
             Err(errors) => {
@@ -197,15 +213,7 @@ impl Executor {
                 });
                 report.status = RunStatus::Invalid;
                 report.errors = errors;
-                report.micros = started.elapsed().as_micros() as u64;
-                on_event(&Event::RunFinished {
-                    run,
-                    status: report.status,
-                    ran: 0,
-                    cached: 0,
-                    micros: report.micros,
-                });
-                return report;
+                return finish(report, started, on_event);
             }
         };
         on_event(&Event::RunStarted {
@@ -214,10 +222,11 @@ impl Executor {
         });
         report.nodes.reserve(plan.steps.len());
         let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
+        let registry = Arc::clone(&self.registry);
         for step in &plan.steps {
-            let registered = self.registry.by_index(step.type_index);
-            let spec = &registered.spec;
+            let spec = &registry.by_index(step.type_index).spec;
             if let Some(outputs) = self.cache.get(&step.key) {
+                self.remember_parts(step);
                 on_event(&Event::NodeCached {
                     run,
                     node: step.id.clone(),
@@ -228,6 +237,7 @@ impl Executor {
                     cached: true,
                     micros: 0,
                     key: step.key,
+                    why: Vec::new(),
                 });
                 slots.push(Some(outputs));
                 continue;
@@ -236,113 +246,16 @@ impl Executor {
                 report.status = RunStatus::Cancelled;
                 break;
             }
-            let values = step
-                .inputs
-                .iter()
-                .zip(&spec.inputs)
-                .map(|(planned, input)| match planned {
-                    PlannedInput::Constant(c) => Some(Value::from_constant(c, input.ty)),
-                    PlannedInput::Link { step, output } => {
-                        slots[*step].as_ref().and_then(|o| o.get(*output).cloned())
-                    }
-                    PlannedInput::Absent => None,
-                })
-                .collect();
-            let inputs = Inputs::new(&spec.inputs, values);
-            on_event(&Event::NodeStarted {
+            let why = why_not_cached(step, &plan, &spec.inputs, self.last_parts.get(&step.id));
+            self.remember_parts(step);
+            let context = StepContext {
                 run,
-                node: step.id.clone(),
-                type_name: spec.type_name.to_string(),
-            });
-            let node_started = Instant::now();
-            let mut written = Vec::new();
-            let result = {
-                let id = step.id.as_str();
-                let mut on_progress = |p: crate::node::Progress| {
-                    on_event(&Event::Progress {
-                        run,
-                        node: id.to_string(),
-                        step: p.step,
-                        total: p.total,
-                    })
-                };
-                let mut on_output = |path: PathBuf| written.push(path);
-                let mut ctx = NodeContext {
-                    node_id: id,
-                    device: self.config.device,
-                    output_dir: &self.config.output_dir,
-                    models_dir: &self.config.models_dir,
-                    workflow: request.workflow,
-                    cancel,
-                    on_progress: &mut on_progress,
-                    on_output: &mut on_output,
-                };
-                catch_unwind(AssertUnwindSafe(|| {
-                    let _guard = tch::no_grad_guard();
-                    registered.node.run(&inputs, &mut ctx)
-                }))
+                workflow: request.workflow,
+                cancel,
             };
-            let elapsed = node_started.elapsed();
-            for path in written {
-                on_event(&Event::Output {
-                    run,
-                    node: step.id.clone(),
-                    path: path.clone(),
-                });
-                report.outputs.push(path);
-            }
-            let outcome = match result {
-                Ok(Ok(outputs)) if outputs.len() == spec.outputs.len() => Ok(outputs),
-                Ok(Ok(outputs)) => Err(format!(
-                    "node returned {} outputs, its type declares {}",
-                    outputs.len(),
-                    spec.outputs.len()
-                )),
-                Ok(Err(NodeError::Cancelled)) => {
-                    report.status = RunStatus::Cancelled;
-                    break;
-                }
-                Ok(Err(NodeError::Failed(message))) => Err(message),
-                Err(panic) => Err(format!("node panicked: {}", panic_message(&panic))),
-            };
-            match outcome {
-                Ok(outputs) => {
-                    let micros = elapsed.as_micros() as u64;
-                    on_event(&Event::NodeFinished {
-                        run,
-                        node: step.id.clone(),
-                        micros,
-                    });
-                    if spec.output_node {
-                        report
-                            .results
-                            .push((step.id.clone(), describe_first(&outputs)));
-                    }
-                    let outputs = Rc::new(outputs);
-                    self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
-                    slots.push(Some(outputs));
-                    report.nodes.push(NodeReport {
-                        id: step.id.clone(),
-                        type_name: spec.type_name,
-                        cached: false,
-                        micros,
-                        key: step.key,
-                    });
-                }
-                Err(message) => {
-                    let pos = request.workflow.nodes.get(&step.id).and_then(|n| n.pos);
-                    let message = format!("{} failed: {message}", spec.type_name);
-                    on_event(&Event::Error {
-                        run,
-                        node: Some(step.id.clone()),
-                        message: message.clone(),
-                    });
-                    report
-                        .errors
-                        .push(Diagnostic::at_opt(pos, message).node(&step.id));
-                    report.status = RunStatus::Failed;
-                    break;
-                }
+            match self.execute_step(step, &slots, &context, why, &mut report, on_event) {
+                Some(outputs) => slots.push(Some(outputs)),
+                None => break,
             }
         }
         if report.status == RunStatus::Cancelled {
@@ -352,16 +265,166 @@ impl Executor {
                 message: "run cancelled".into(),
             });
         }
-        report.micros = started.elapsed().as_micros() as u64;
-        on_event(&Event::RunFinished {
-            run,
-            status: report.status,
-            ran: report.ran(),
-            cached: report.cached(),
-            micros: report.micros,
-        });
-        report
+        finish(report, started, on_event)
     }
+
+    /// Keeps a node's key parts, so its next miss can say what changed since this run.
+    fn remember_parts(&mut self, step: &Step) {
+        match self.last_parts.get_mut(&step.id) {
+            Some(parts) => parts.clone_from(&step.parts),
+            None => {
+                self.last_parts.insert(step.id.clone(), step.parts.clone());
+            }
+        }
+    }
+
+    /// Runs one node that missed the cache: its events, its report line, the cache insert.
+    /// `None` when the run must stop (the node failed, panicked or was cancelled).
+    fn execute_step(
+        &mut self,
+        step: &Step,
+        slots: &[Option<Rc<Vec<Value>>>],
+        context: &StepContext,
+        why: Vec<String>,
+        report: &mut RunReport,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Option<Rc<Vec<Value>>> {
+        let run = context.run;
+        let registered = self.registry.by_index(step.type_index);
+        let spec = &registered.spec;
+        let values = step
+            .inputs
+            .iter()
+            .zip(&spec.inputs)
+            .map(|(planned, input)| match planned {
+                PlannedInput::Constant(c) => Some(Value::from_constant(c, input.ty)),
+                PlannedInput::Link { step, output } => {
+                    slots[*step].as_ref().and_then(|o| o.get(*output).cloned())
+                }
+                PlannedInput::Absent => None,
+            })
+            .collect();
+        let inputs = Inputs::new(&spec.inputs, values);
+        on_event(&Event::NodeStarted {
+            run,
+            node: step.id.clone(),
+            type_name: spec.type_name.to_string(),
+            why: why.clone(),
+        });
+        let node_started = Instant::now();
+        let mut written = Vec::new();
+        let result = {
+            let id = step.id.as_str();
+            let mut on_progress = |p: crate::node::Progress| {
+                on_event(&Event::Progress {
+                    run,
+                    node: id.to_string(),
+                    step: p.step,
+                    total: p.total,
+                    preview: p.preview,
+                })
+            };
+            let mut on_output = |path: PathBuf| written.push(path);
+            let mut ctx = NodeContext {
+                node_id: id,
+                device: self.config.device,
+                output_dir: &self.config.output_dir,
+                models_dir: &self.config.models_dir,
+                workflow: context.workflow,
+                cancel: context.cancel,
+                on_progress: &mut on_progress,
+                on_output: &mut on_output,
+                preview_every: self.preview_every,
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                let _guard = tch::no_grad_guard();
+                registered.node.run(&inputs, &mut ctx)
+            }))
+        };
+        let elapsed = node_started.elapsed();
+        for path in written {
+            on_event(&Event::Output {
+                run,
+                node: step.id.clone(),
+                path: path.clone(),
+            });
+            report.outputs.push(path);
+        }
+        let outcome = match result {
+            Ok(Ok(outputs)) if outputs.len() == spec.outputs.len() => Ok(outputs),
+            Ok(Ok(outputs)) => Err(format!(
+                "node returned {} outputs, its type declares {}",
+                outputs.len(),
+                spec.outputs.len()
+            )),
+            Ok(Err(NodeError::Cancelled)) => {
+                report.status = RunStatus::Cancelled;
+                return None;
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(format!("node panicked: {}", panic_message(&panic))),
+        };
+        match outcome {
+            Ok(outputs) => {
+                let micros = elapsed.as_micros() as u64;
+                on_event(&Event::NodeFinished {
+                    run,
+                    node: step.id.clone(),
+                    micros,
+                });
+                if spec.output_node {
+                    report
+                        .results
+                        .push((step.id.clone(), describe_first(&outputs)));
+                }
+                let outputs = Rc::new(outputs);
+                self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
+                report.nodes.push(NodeReport {
+                    id: step.id.clone(),
+                    type_name: spec.type_name,
+                    cached: false,
+                    micros,
+                    key: step.key,
+                    why,
+                });
+                Some(outputs)
+            }
+            Err(message) => {
+                let pos = context.workflow.nodes.get(&step.id).and_then(|n| n.pos);
+                let message = format!("{} failed: {message}", spec.type_name);
+                on_event(&Event::Error {
+                    run,
+                    node: Some(step.id.clone()),
+                    message: message.clone(),
+                });
+                report
+                    .errors
+                    .push(Diagnostic::at_opt(pos, message).node(&step.id));
+                report.status = RunStatus::Failed;
+                None
+            }
+        }
+    }
+}
+
+/// What every node of one run shares.
+struct StepContext<'a> {
+    run: u64,
+    workflow: &'a Workflow,
+    cancel: &'a CancelToken,
+}
+
+/// Stamps the run's time on its report and sends `run_finished`.
+fn finish(mut report: RunReport, started: Instant, on_event: &mut dyn FnMut(&Event)) -> RunReport {
+    report.micros = started.elapsed().as_micros() as u64;
+    on_event(&Event::RunFinished {
+        run: report.run,
+        status: report.status,
+        ran: report.ran(),
+        cached: report.cached(),
+        micros: report.micros,
+    });
+    report
 }
 
 fn describe_first(outputs: &[Value]) -> String {

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod cancel;
+pub mod catalogue;
 pub mod diagnostic;
 pub mod events;
 pub mod executor;
@@ -16,7 +17,7 @@ pub mod worker;
 pub mod workflow;
 pub mod yaml;
 
-pub use cancel::CancelToken;
+pub use cancel::{CancelToken, Cancelled};
 pub use diagnostic::Diagnostic;
 pub use events::{Event, RunStatus};
 pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};

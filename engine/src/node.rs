@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use tch::{Device, Tensor};
 
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelToken, Cancelled};
 use crate::value::{Constant, Value, ValueType};
 
 /// One input socket or widget of a node type.
@@ -19,7 +19,13 @@ pub struct InputSpec {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub step: Option<f64>,
+    /// An integer input must be a multiple of this (image sides of 8, say); checked by
+    /// validation before anything runs.
+    pub multiple_of: Option<i64>,
     pub choices: Vec<&'static str>,
+    /// The choices are names found on disk when asked (the models in the models folder): the
+    /// registry's lister for this source gives them; any other string is still accepted.
+    pub listed_from: Option<&'static str>,
     /// May be left out with no default; the node then sees no value.
     pub optional: bool,
 }
@@ -34,7 +40,9 @@ impl InputSpec {
             min: None,
             max: None,
             step: None,
+            multiple_of: None,
             choices: Vec::new(),
+            listed_from: None,
             optional: false,
         }
     }
@@ -55,8 +63,19 @@ impl InputSpec {
         self.step = Some(step);
         self
     }
+    /// The value must be a multiple of `n` (also the editor's step).
+    pub fn multiple_of(mut self, n: i64) -> Self {
+        self.multiple_of = Some(n);
+        self.step = Some(n as f64);
+        self
+    }
     pub fn choices(mut self, choices: &[&'static str]) -> Self {
         self.choices = choices.to_vec();
+        self
+    }
+    /// Suggest the names the registry's lister finds for `source` (see `Registry::listed_choices`).
+    pub fn listed_from(mut self, source: &'static str) -> Self {
+        self.listed_from = Some(source);
         self
     }
     pub fn optional(mut self) -> Self {
@@ -108,10 +127,13 @@ impl NodeSpec {
     }
 }
 
-/// A node failure. `From` any error type, like `anyhow`, so nodes can use `?`.
+/// A node failure. `From` any error type, like `anyhow`, so nodes can use `?`; the error's
+/// chain of causes is kept, and a [`Cancelled`] anywhere in it makes the failure a cancellation.
 #[derive(Debug)]
 pub enum NodeError {
     Failed(String),
+    /// A library's typed error, with its causes.
+    Source(Box<dyn std::error::Error + Send + Sync + 'static>),
     Cancelled,
 }
 
@@ -121,19 +143,16 @@ impl NodeError {
     }
 }
 
-impl<E: std::error::Error> From<E> for NodeError {
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for NodeError {
     fn from(e: E) -> Self {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
+        let mut link: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = link {
+            if error.is::<Cancelled>() {
+                return NodeError::Cancelled;
             }
-            source = s.source();
+            link = error.source();
         }
-        NodeError::Failed(message)
+        NodeError::Source(Box::new(e))
     }
 }
 
@@ -141,6 +160,20 @@ impl std::fmt::Display for NodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeError::Failed(m) => f.write_str(m),
+            NodeError::Source(error) => {
+                // Each cause once: many errors already repeat their source in their message.
+                let mut message = error.to_string();
+                let mut source = error.source();
+                while let Some(s) = source {
+                    let text = s.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                    source = s.source();
+                }
+                f.write_str(&message)
+            }
             NodeError::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -239,6 +272,8 @@ impl<'a> Inputs<'a> {
 pub struct Progress {
     pub step: u32,
     pub total: u32,
+    /// A small picture of the work so far (a `data:image/png;base64,` URL), when asked for.
+    pub preview: Option<String>,
 }
 
 /// What a running node may use besides its inputs.
@@ -252,6 +287,8 @@ pub struct NodeContext<'a> {
     pub(crate) cancel: &'a CancelToken,
     pub(crate) on_progress: &'a mut dyn FnMut(Progress),
     pub(crate) on_output: &'a mut dyn FnMut(PathBuf),
+    /// Previews are wanted every this many steps (0: never).
+    pub(crate) preview_every: u32,
 }
 
 impl NodeContext<'_> {
@@ -267,7 +304,23 @@ impl NodeContext<'_> {
         self.cancel
     }
     pub fn progress(&mut self, step: u32, total: u32) {
-        (self.on_progress)(Progress { step, total });
+        (self.on_progress)(Progress {
+            step,
+            total,
+            preview: None,
+        });
+    }
+    /// Whether whoever watches wants a preview with this step's progress.
+    pub fn wants_preview(&self, step: u32) -> bool {
+        self.preview_every > 0 && step.is_multiple_of(self.preview_every)
+    }
+    /// Progress with a preview (see `wants_preview`).
+    pub fn progress_with_preview(&mut self, step: u32, total: u32, preview: Option<String>) {
+        (self.on_progress)(Progress {
+            step,
+            total,
+            preview,
+        });
     }
     /// Report a file this node wrote (an image), so the CLI and the browser can show it.
     pub fn output_file(&mut self, path: PathBuf) {
@@ -307,5 +360,36 @@ impl ConstantInputs<'_> {
             Constant::String(s) => Some(s),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod node_error_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(Cancelled);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("sampling stopped")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn cancelled_anywhere_in_the_error_chain_is_a_cancellation_not_a_failure() {
+        assert!(matches!(NodeError::from(Cancelled), NodeError::Cancelled));
+        assert!(matches!(
+            NodeError::from(Wrapper(Cancelled)),
+            NodeError::Cancelled
+        ));
+        let io = std::io::Error::other("disk on fire");
+        let failure = NodeError::from(io);
+        assert!(matches!(failure, NodeError::Source(_)));
+        assert_eq!(failure.to_string(), "disk on fire");
     }
 }

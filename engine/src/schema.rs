@@ -1,5 +1,7 @@
 //! The JSON Schema of the workflow file, generated from the node declarations, so an editor
 //! completes node types and each type's inputs, defaults, ranges and choices.
+use std::path::Path;
+
 use schemars::Schema;
 use serde_json::{json, Map, Value as Json};
 
@@ -9,7 +11,8 @@ use crate::value::{Constant, ValueType};
 
 pub const LINK_PATTERN: &str = r"^\$[A-Za-z0-9_-]+\.[A-Za-z0-9_]+$";
 
-pub fn workflow_schema(registry: &Registry) -> Schema {
+/// The schema; with `models_dir`, inputs that name models suggest those found there.
+pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema {
     let mut defs = Map::new();
     defs.insert(
         "link".into(),
@@ -26,7 +29,12 @@ pub fn workflow_schema(registry: &Registry) -> Schema {
         );
         let mut required = vec![json!("type")];
         for input in &spec.inputs {
-            properties.insert(input.name.into(), input_schema(input));
+            let mut schema = input_schema(input);
+            if let (Some(dir), Some(_)) = (models_dir, input.listed_from) {
+                // Suggestions, not an enum: a path to a model elsewhere is valid too.
+                schema["examples"] = json!(registry.listed_choices(input, dir));
+            }
+            properties.insert(input.name.into(), schema);
             if input.is_required() {
                 required.push(json!(input.name));
             }
@@ -116,8 +124,8 @@ fn input_schema(input: &InputSpec) -> Json {
     if input.ty == ValueType::Seed {
         value.insert("minimum".into(), json!(0));
     }
-    if let Some(step) = input.step {
-        value.insert("multipleOf".into(), json!(step));
+    if let Some(n) = input.multiple_of {
+        value.insert("multipleOf".into(), json!(n));
     }
     if input.ty == ValueType::String && !input.choices.is_empty() {
         value.insert("enum".into(), json!(input.choices));

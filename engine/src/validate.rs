@@ -249,6 +249,15 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             );
         }
     }
+    if let (Some(n), Constant::Int(x)) = (input.multiple_of, c) {
+        if n > 0 && x % n != 0 {
+            let below = x - x.rem_euclid(n);
+            return Err(
+                Diagnostic::new(format!("value {x} is not a multiple of {n}"))
+                    .hint(format!("use {below} or {}", below + n)),
+            );
+        }
+    }
     if let Constant::String(s) = c {
         if !input.choices.is_empty() && !input.choices.contains(&s.as_str()) {
             let mut d =

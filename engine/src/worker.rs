@@ -29,6 +29,7 @@ pub struct Job {
 enum Message {
     Run(Box<Job>),
     SetBudget(u64),
+    SetPreviewEvery(u32),
     Stop,
 }
 
@@ -73,6 +74,7 @@ impl DeviceWorker {
                             done(report);
                         }
                         Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
+                        Message::SetPreviewEvery(steps) => executor.set_preview_every(steps),
                         Message::Stop => break,
                     }
                 }
@@ -113,6 +115,11 @@ impl DeviceWorker {
             return None;
         }
         rx.recv().ok()
+    }
+
+    /// Long nodes send a preview with their progress every `steps` steps (0: never, the default).
+    pub fn set_preview_every(&self, steps: u32) {
+        let _ = self.sender.send(Message::SetPreviewEvery(steps));
     }
 
     pub fn set_cache_budget(&self, bytes: u64) {

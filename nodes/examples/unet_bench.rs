@@ -9,14 +9,13 @@
 //! ```
 //! `--tiny` uses the tiny test configs (CPU-friendly). Weights are random (zero biases, unit
 //! norms, fan-in-scaled normals), so activations stay finite in fp16.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use weft_nodes::models::unet_2d_condition::{UNet2DConditionModel, UNetConfig};
 use weft_nodes::weights::Weights;
-use weft_nodes::ModelError;
 
 /// Example binaries are not linked with `--no-as-needed -ltorch_cuda` (only the `weft`
 /// binary is), so load libtorch_cuda by hand to let its CUDA hooks register.
@@ -32,30 +31,14 @@ fn load_torch_cuda() {
     }
 }
 
-/// Every tensor a model built from `build` asks for, as random values on `device` / `kind`.
-/// Found by building once from an empty weight set and reading the "missing tensor" report.
+/// Random values for every tensor in `shapes` (a model's `weight_shapes`), on `device` / `kind`.
 fn random_weights(
-    build: impl Fn(&Weights) -> Result<(), ModelError>,
+    shapes: BTreeMap<String, Vec<i64>>,
     device: Device,
     kind: Kind,
 ) -> HashMap<String, Tensor> {
-    let probe = Weights::new("probe", HashMap::new());
-    build(&probe).expect("config is valid");
-    let problems = match probe.finish("probe") {
-        Err(ModelError::Weights { problems, .. }) => problems,
-        _ => Vec::new(),
-    };
     let mut out = HashMap::new();
-    for p in problems {
-        let Some(rest) = p.trim().strip_prefix("missing tensor ") else {
-            continue;
-        };
-        let (name, shape) = rest.split_once(' ').expect("name [shape]");
-        let shape: Vec<i64> = shape
-            .trim_matches(|c| c == '[' || c == ']')
-            .split(", ")
-            .map(|d| d.parse().expect("dimension"))
-            .collect();
+    for (name, shape) in shapes {
         let opts = (Kind::Float, device);
         let t = if name.ends_with(".bias") {
             Tensor::zeros(&shape, opts)
@@ -65,7 +48,7 @@ fn random_weights(
             let fan_in: i64 = shape[1..].iter().product();
             Tensor::randn(&shape, opts) / (fan_in as f64).sqrt()
         };
-        out.insert(name.to_string(), t.to_kind(kind));
+        out.insert(name, t.to_kind(kind));
     }
     out
 }
@@ -135,7 +118,7 @@ fn main() {
 
     let start = Instant::now();
     let tensors = random_weights(
-        |w| UNet2DConditionModel::build(w, "", unet_config.clone()).map(|_| ()),
+        UNet2DConditionModel::weight_shapes(unet_config.clone()).expect("valid config"),
         device,
         kind,
     );
@@ -167,7 +150,7 @@ fn main() {
 
     if !has("--no-vae") {
         let tensors = random_weights(
-            |w| AutoencoderKL::build(w, "", vae_config.clone()).map(|_| ()),
+            AutoencoderKL::weight_shapes(vae_config.clone()).expect("valid config"),
             device,
             kind,
         );

@@ -7,6 +7,7 @@ use weft_engine::{
     OutputSpec as Out, Value, ValueType as T,
 };
 
+use crate::model_files::{file_bytes, model_files, resolve_model, CHECKPOINTS};
 use crate::models::autoencoder_kl::{AutoencoderKL, TileOptions};
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::{Activation, ClipLayer, ClipTextConfig, ClipTextModel};
@@ -47,23 +48,6 @@ pub struct Vae {
     pub vae: AutoencoderKL,
 }
 
-/// Resolves a model name: an existing path as given, else a file or folder under `models_dir`.
-pub fn resolve_model(name: &str, models_dir: &Path) -> Result<PathBuf, String> {
-    let direct = PathBuf::from(name);
-    if direct.exists() {
-        return Ok(direct);
-    }
-    let under = models_dir.join(name);
-    if under.exists() {
-        return Ok(under);
-    }
-    Err(format!(
-        "model '{name}' not found (looked for {} and {}); put a checkpoint (.safetensors) or a diffusers folder there",
-        direct.display(),
-        under.display()
-    ))
-}
-
 fn precision(name: &str, device: Device) -> NodeResult<Kind> {
     Ok(match name {
         "auto" if device.is_cuda() => Kind::Half,
@@ -75,37 +59,6 @@ fn precision(name: &str, device: Device) -> NodeResult<Kind> {
 }
 
 /// Weight and config files under a diffusers folder, or the single file itself.
-fn model_files(path: &Path) -> Vec<PathBuf> {
-    if !path.is_dir() {
-        return vec![path.to_path_buf()];
-    }
-    let mut files = Vec::new();
-    for sub in ["", "unet", "vae", "text_encoder", "scheduler"] {
-        let Ok(entries) = std::fs::read_dir(path.join(sub)) else {
-            continue;
-        };
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .is_some_and(|e| e == "safetensors" || e == "json")
-            })
-            .collect();
-        found.sort();
-        files.extend(found);
-    }
-    files
-}
-
-fn file_bytes(files: &[PathBuf]) -> u64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 fn clip_config_from_json(json: &serde_json::Value) -> NodeResult<ClipTextConfig> {
     let base = ClipTextConfig::clip_vit_l14();
     let int = |k: &str, d: i64| json.get(k).and_then(serde_json::Value::as_i64).unwrap_or(d);
@@ -149,7 +102,7 @@ impl Node for LoadCheckpoint {
             doc: "loads a Stable Diffusion checkpoint (.safetensors or diffusers folder) from the models folder",
             version: 1,
             inputs: vec![
-                In::new("name", T::String, "file or folder under models/ (or a path)").default("tiny-shapes"),
+                In::new("name", T::String, "file or folder under models/ (or a path)").default("tiny-shapes").listed_from(CHECKPOINTS),
                 In::new("precision", T::Enum, "weight precision; auto is fp16 on GPU, fp32 on CPU")
                     .choices(&["auto", "fp32", "fp16", "bf16"])
                     .default("auto"),
@@ -169,12 +122,14 @@ impl Node for LoadCheckpoint {
         models_dir: &Path,
     ) -> Result<Vec<PathBuf>, String> {
         let name = constants.string("name").unwrap_or_default();
-        Ok(model_files(&resolve_model(name, models_dir)?))
+        Ok(model_files(
+            &resolve_model(name, models_dir).map_err(|e| e.to_string())?,
+        ))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path =
-            resolve_model(inputs.string("name")?, ctx.models_dir).map_err(NodeError::Failed)?;
+        let path = resolve_model(inputs.string("name")?, ctx.models_dir)
+            .map_err(|e| NodeError::Failed(e.to_string()))?;
         let kind = precision(inputs.string("precision")?, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,
@@ -369,17 +324,23 @@ impl Node for Sampler {
         let cancel = ctx.cancel_token().clone();
         let cancelled = move || cancel.is_cancelled();
         // Progress goes out as each step ends, so a UI can show it live.
-        let mut on_step = |e: &samplers::StepEvent<'_>| ctx.progress(e.step as u32, e.total as u32);
+        // Every few steps (when asked) a preview of the denoised prediction rides along.
+        let mut on_step = |e: &samplers::StepEvent<'_>| {
+            let step = e.step as u32;
+            let preview = ctx
+                .wants_preview(step)
+                .then(|| crate::image::latent_preview_png(e.denoised).ok())
+                .flatten();
+            ctx.progress_with_preview(step, e.total as u32, preview)
+        };
         let mut hooks = Hooks {
             on_step: Some(&mut on_step),
             cancelled: Some(&cancelled),
         };
-        let result = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks);
-        match result {
-            Ok(latent) => Ok(vec![Value::Tensor(T::Latent, latent)]),
-            Err(e) if e.to_string() == samplers::CANCELLED => Err(NodeError::Cancelled),
-            Err(e) => Err(e.into()),
-        }
+        // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
+        // NodeError::Cancelled (found in the error's chain), not a failure.
+        let latent = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?;
+        Ok(vec![Value::Tensor(T::Latent, latent)])
     }
 }
 
@@ -402,7 +363,7 @@ impl Node for VaeDecode {
             inputs: vec![
                 In::new("vae", T::Vae, "the VAE"),
                 In::new("latent", T::Latent, "the latent to decode"),
-                In::new("tile", T::Int, "tile side in pixels for large images; 0 decodes whole images up to 1024 px, tiled above").default(0).range(0.0, 4096.0).step(8.0),
+                In::new("tile", T::Int, "tile side in pixels for large images; 0 decodes whole images up to 1024 px, tiled above").default(0).range(0.0, 4096.0).multiple_of(8),
             ],
             outputs: vec![Out::new("image", T::Image, "RGB in [0, 1]")],
             output_node: false,

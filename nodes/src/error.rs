@@ -29,6 +29,9 @@ pub enum ModelError {
         #[source]
         source: tch::TchError,
     },
+    /// The run was cancelled while this computation was going on.
+    #[error("cancelled")]
+    Cancelled(#[from] weft_engine::Cancelled),
     #[error("{0}")]
     Other(String),
 }

@@ -14,11 +14,11 @@ fn size_inputs() -> Vec<In> {
         In::new("width", T::Int, "image width in pixels (a multiple of 8)")
             .default(512)
             .range(8.0, 8192.0)
-            .step(8.0),
+            .multiple_of(8),
         In::new("height", T::Int, "image height in pixels (a multiple of 8)")
             .default(512)
             .range(8.0, 8192.0)
-            .step(8.0),
+            .multiple_of(8),
         In::new("batch", T::Int, "images per batch")
             .default(1)
             .range(1.0, 64.0),

@@ -4,6 +4,7 @@ pub mod diffusion;
 pub mod error;
 pub mod image;
 pub mod latent;
+pub mod model_files;
 pub mod models;
 pub mod noise;
 pub mod primitives;
@@ -41,5 +42,9 @@ pub fn registry() -> Registry {
         .register(upscale::UpscaleImage)
         .register(safety::LoadSafetyModel)
         .register(safety::SafetyFilter);
+    r.set_choice_lister(|source, models_dir| match source {
+        model_files::CHECKPOINTS => model_files::find_checkpoints(models_dir),
+        _ => Vec::new(),
+    });
     r
 }

@@ -13,8 +13,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{Result, TchContext};
-use crate::samplers::NoiseSource;
+use crate::error::{ModelError, Result, TchContext};
 
 /// Guards libtorch's global CPU generator between seeding and drawing.
 pub static GLOBAL_RNG: Mutex<()> = Mutex::new(());
@@ -69,6 +68,33 @@ impl NoiseSource for SeededNoise {
             like.device(),
             like.kind(),
         )
+    }
+}
+
+/// Standard normal noise for the stochastic part of sampler step `step`.
+pub trait NoiseSource {
+    /// Noise with the shape, device and kind of `like`.
+    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor>;
+}
+
+/// Noise given in advance, one tensor per step (tests and reproductions of other tools' runs).
+pub struct FixedNoise(pub Vec<Tensor>);
+
+impl NoiseSource for FixedNoise {
+    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor> {
+        let noise = self.0.get(step).ok_or_else(|| {
+            ModelError::Other(format!(
+                "fixed noise: no noise for step {step} ({} given)",
+                self.0.len()
+            ))
+        })?;
+        if noise.size() != like.size() {
+            return Err(ModelError::Shape {
+                context: format!("fixed noise for step {step}"),
+                message: format!("shape {:?}, latent {:?}", noise.size(), like.size()),
+            });
+        }
+        Ok(noise.to_device(like.device()).to_kind(like.kind()))
     }
 }
 

@@ -8,10 +8,7 @@ use weft_nodes::models::autoencoder_kl::VaeConfig;
 use weft_nodes::models::unet_2d_condition::UNetConfig;
 use weft_nodes::weights::checkpoint::{load_checkpoint, load_single_file, LoadOptions};
 use weft_nodes::weights::read_safetensors;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_vae")
-}
+use weft_test_support::fixtures;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weft-checkpoint-errors-{}", std::process::id()));
@@ -36,7 +33,7 @@ fn error_of(path: &Path, options: &LoadOptions) -> String {
 
 #[test]
 fn truncated_file_says_truncated() {
-    let bytes = std::fs::read(fixtures().join("sd1.safetensors")).unwrap();
+    let bytes = std::fs::read(fixtures("unet_vae").join("sd1.safetensors")).unwrap();
     let path = scratch("truncated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let e = error_of(&path, &tiny_sd1());
@@ -110,7 +107,7 @@ fn wrong_config_lists_missing_unexpected_and_misshaped_tensors() {
         vae_config: Some(VaeConfig::tiny()),
         ..LoadOptions::default()
     };
-    let e = match load_single_file(&fixtures().join("sd1.safetensors"), &options) {
+    let e = match load_single_file(&fixtures("unet_vae").join("sd1.safetensors"), &options) {
         Ok(_) => panic!("loaded with the wrong config"),
         Err(e) => e.to_string(),
     };
@@ -123,8 +120,12 @@ fn wrong_config_lists_missing_unexpected_and_misshaped_tensors() {
 
 #[test]
 fn edited_checkpoint_names_each_bad_tensor() {
-    let mut tensors =
-        read_safetensors(&fixtures().join("sd1.safetensors"), Device::Cpu, None).unwrap();
+    let mut tensors = read_safetensors(
+        &fixtures("unet_vae").join("sd1.safetensors"),
+        Device::Cpu,
+        None,
+    )
+    .unwrap();
     let _ = tensors
         .remove("model.diffusion_model.out.2.bias")
         .expect("fixture has conv_out bias");
@@ -162,7 +163,7 @@ fn diffusers_folder_with_a_part_missing_names_the_file() {
     let dir = scratch("folder");
     for part in ["unet", "text_encoder", "scheduler"] {
         std::fs::create_dir_all(dir.join(part)).unwrap();
-        for entry in std::fs::read_dir(fixtures().join("sd1").join(part)).unwrap() {
+        for entry in std::fs::read_dir(fixtures("unet_vae").join("sd1").join(part)).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), dir.join(part).join(entry.file_name())).unwrap();
         }

@@ -1,7 +1,7 @@
 //! Parity of weft's text encoders with transformers, on fixtures written by
 //! scripts/parity/text_encoders.py: CLIP tokenizer ids (exact), tiny random-weight
 //! CLIPTextModel and BertModel (max abs error <= 1e-4), ComfyUI-style weighted prompts, and
-//! all-MiniLM-L6-v2 with its real weights (cosine >= 0.9999; skipped before set-up).
+//! all-MiniLM-L6-v2 with its real weights (cosine >= 0.9999; ignored by a plain `cargo test` before set-up).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -13,22 +13,19 @@ use weft_nodes::models::prompt_weighting::{
     encode_weighted, tokenize_weighted, SpecialTokens, WeightedWindow,
 };
 use weft_nodes::weights::{read_safetensors, Weights};
+use weft_test_support::{converted_asset, fixtures};
 
 const TOLERANCE: f64 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text_encoders")
-}
-
 fn json(name: &str) -> serde_json::Value {
-    let path = fixtures().join(name);
+    let path = fixtures("text_encoders").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
 /// Fixture tensors split into model weights (under `prefix`) and everything else.
 fn load(name: &str, prefix: &str) -> (Weights, HashMap<String, Tensor>) {
-    let path = fixtures().join(name);
+    let path = fixtures("text_encoders").join(name);
     let all = read_safetensors(&path, Device::Cpu, None).unwrap();
     let (model, rest): (HashMap<_, _>, HashMap<_, _>) =
         all.into_iter().partition(|(k, _)| k.starts_with(prefix));
@@ -51,7 +48,9 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
 
 #[test]
 fn clip_tokenizer_matches_transformers_on_50_prompts() {
-    let tok = ClipTokenizer::from_file(&fixtures().join("bpe_simple_vocab_16e6.txt.gz")).unwrap();
+    let tok =
+        ClipTokenizer::from_file(&fixtures("text_encoders").join("bpe_simple_vocab_16e6.txt.gz"))
+            .unwrap();
     assert_eq!(tok.vocab_size(), 49408);
     let fixture = json("clip_tokens.json");
     let cases = fixture["cases"].as_array().unwrap();
@@ -108,7 +107,9 @@ fn clip_tokenizer_matches_transformers_on_50_prompts() {
 
 #[test]
 fn weighted_prompt_windows_match_comfyui() {
-    let tok = ClipTokenizer::from_file(&fixtures().join("bpe_simple_vocab_16e6.txt.gz")).unwrap();
+    let tok =
+        ClipTokenizer::from_file(&fixtures("text_encoders").join("bpe_simple_vocab_16e6.txt.gz"))
+            .unwrap();
     let fixture = json("clip_weighted_tokens.json");
     let mut failures = Vec::new();
     for case in fixture["cases"].as_array().unwrap() {
@@ -245,7 +246,7 @@ fn tiny_bert_matches_transformers() {
         layer_norm_eps: meta["layer_norm_eps"].as_f64().unwrap(),
     };
     assert_eq!(config, BertConfig::tiny());
-    let path = fixtures().join("bert_tiny.safetensors");
+    let path = fixtures("text_encoders").join("bert_tiny.safetensors");
     let all = read_safetensors(&path, Device::Cpu, None).unwrap();
     let (model_tensors, data): (HashMap<_, _>, HashMap<_, _>) = all
         .into_iter()
@@ -268,20 +269,14 @@ fn tiny_bert_matches_transformers() {
 }
 
 #[test]
+#[ignore = "needs models/converted from set-up; `make test` runs it"]
 fn minilm_real_weights_match_transformers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/converted/minilm");
-    if !dir.join("model.safetensors").exists() || !dir.join("tokenizer.json").exists() {
-        println!(
-            "SKIPPED minilm_real_weights_match_transformers: {} has no model.safetensors/tokenizer.json; \
-             run scripts/setup.sh (or .venv/bin/python scripts/convert/minilm.py)",
-            dir.display()
-        );
-        return;
-    }
+    let dir = converted_asset("minilm");
+    converted_asset("minilm/tokenizer.json");
     let minilm = MiniLm::load(&dir, Device::Cpu).unwrap();
     let fixture = json("minilm_sentences.json");
     let reference = read_safetensors(
-        &fixtures().join("minilm_reference.safetensors"),
+        &fixtures("text_encoders").join("minilm_reference.safetensors"),
         Device::Cpu,
         None,
     )

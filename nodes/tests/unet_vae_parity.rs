@@ -2,7 +2,6 @@
 //! scripts/parity/unet_vae.py), in both the diffusers folder layout and the original LDM
 //! single-file layout; and tiled VAE encode / decode against the untiled result.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::autoencoder_kl::{AutoencoderKL, TileOptions, VaeConfig};
@@ -12,21 +11,15 @@ use weft_nodes::weights::checkpoint::{
 };
 use weft_nodes::weights::ldm_keymap::{map_ldm_key, LdmLayout, Mapped};
 use weft_nodes::weights::{read_safetensors, Weights};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_vae")
-}
+use weft_test_support::{fixtures, max_abs_diff};
 
 fn io() -> HashMap<String, Tensor> {
-    read_safetensors(&fixtures().join("io.safetensors"), Device::Cpu, None).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    read_safetensors(
+        &fixtures("unet_vae").join("io.safetensors"),
+        Device::Cpu,
+        None,
+    )
+    .unwrap()
 }
 
 fn tiny_options(variant: &str) -> LoadOptions {
@@ -82,7 +75,7 @@ fn check_vae(variant: &str, vae: &AutoencoderKL, io: &HashMap<String, Tensor>) {
 fn unet_and_vae_match_diffusers_from_diffusers_folder() {
     let io = io();
     for variant in ["sd1", "sd2"] {
-        let dir = fixtures().join(variant);
+        let dir = fixtures("unet_vae").join(variant);
         let unet_w = Weights::from_safetensors(
             &dir.join("unet/diffusion_pytorch_model.safetensors"),
             Device::Cpu,
@@ -139,9 +132,12 @@ fn single_file_and_diffusers_folder_load_the_same_models() {
             kind: Kind::Float,
             ..tiny_options(variant)
         };
-        let folder = load_diffusers_folder(&fixtures().join(variant), &opts).unwrap();
-        let single =
-            load_single_file(&fixtures().join(format!("{variant}.safetensors")), &opts).unwrap();
+        let folder = load_diffusers_folder(&fixtures("unet_vae").join(variant), &opts).unwrap();
+        let single = load_single_file(
+            &fixtures("unet_vae").join(format!("{variant}.safetensors")),
+            &opts,
+        )
+        .unwrap();
         assert_eq!(single.version, version);
         assert_eq!(folder.version, version);
         assert_eq!(folder.unet.config(), single.unet.config());
@@ -167,20 +163,20 @@ fn single_file_and_diffusers_folder_load_the_same_models() {
 #[test]
 fn folder_config_json_picks_the_prediction_type() {
     let opts = LoadOptions::default();
-    let sd2 = load_diffusers_folder(&fixtures().join("sd2"), &opts).unwrap();
+    let sd2 = load_diffusers_folder(&fixtures("unet_vae").join("sd2"), &opts).unwrap();
     assert_eq!(
         sd2.unet.config().prediction_type,
         PredictionType::VPrediction
     );
     assert_eq!(sd2.unet.config(), &UNetConfig::tiny_sd2());
-    let sd1 = load_diffusers_folder(&fixtures().join("sd1"), &opts).unwrap();
+    let sd1 = load_diffusers_folder(&fixtures("unet_vae").join("sd1"), &opts).unwrap();
     assert_eq!(sd1.unet.config().prediction_type, PredictionType::Epsilon);
     assert_eq!(sd1.vae.config(), &VaeConfig::tiny());
 }
 
 fn tiny_vae() -> AutoencoderKL {
     let w = Weights::from_safetensors(
-        &fixtures().join("sd1/vae/diffusion_pytorch_model.safetensors"),
+        &fixtures("unet_vae").join("sd1/vae/diffusion_pytorch_model.safetensors"),
         Device::Cpu,
         Some(Kind::Float),
     )
@@ -277,7 +273,7 @@ fn sampling_the_latent_distribution_uses_the_given_noise() {
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     let w = Weights::from_safetensors(
-        &fixtures().join("sd1/unet/diffusion_pytorch_model.safetensors"),
+        &fixtures("unet_vae").join("sd1/unet/diffusion_pytorch_model.safetensors"),
         Device::Cpu,
         Some(Kind::Float),
     )
@@ -336,7 +332,7 @@ fn bad_inputs_are_errors_not_panics() {
 /// The tensors are allocated but never touched, so this costs no real memory.
 #[test]
 fn ldm_key_map_covers_full_size_sd15_sd21_and_vae_layouts() {
-    let text = std::fs::read_to_string(fixtures().join("full_size_names.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures("unet_vae").join("full_size_names.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let layout = LdmLayout {
         unet_layers_per_block: 2,
@@ -390,7 +386,7 @@ fn loads_and_runs_in_half_and_bfloat16() {
             kind,
             ..tiny_options("sd1")
         };
-        let sd = load_single_file(&fixtures().join("sd1.safetensors"), &opts).unwrap();
+        let sd = load_single_file(&fixtures("unet_vae").join("sd1.safetensors"), &opts).unwrap();
         assert_eq!(sd.unet.kind(), kind);
         assert_eq!(sd.vae.kind(), kind);
         assert!(sd.text_encoder_weights.values().all(|t| t.kind() == kind));

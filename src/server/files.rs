@@ -74,11 +74,28 @@ pub async fn output(
     let run: u64 = run
         .parse()
         .map_err(|_| ApiError::BadRequest("a run id is a positive integer".into()))?;
-    check_name(&file, "output file")?;
-    // A run's folder, then the file in it; both resolved with symlinks followed.
-    let dir = state.roots.outputs.join(run.to_string());
-    let path = existing_under(&dir, &file, "output")?;
-    serve_file(&path, &file)
+    // A SaveImage prefix may name a sub-folder (a/b): each part is a plain name.
+    let mut path = state.roots.outputs.join(run.to_string());
+    let run_dir = path.clone();
+    for part in file.split('/') {
+        check_name(part, "output file")?;
+        path.push(part);
+    }
+    // Resolved with symlinks followed, it must still be in the run's folder.
+    let real = match path.canonicalize() {
+        Ok(real) if real.is_file() => real,
+        Ok(_) => return Err(ApiError::NotFound(format!("no output '{file}'"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound(format!("no output '{file}'")))
+        }
+        Err(e) => return Err(ApiError::internal("resolving an output", e)),
+    };
+    if !real.starts_with(&run_dir) {
+        return Err(ApiError::Forbidden(
+            "that output points outside its run's folder".into(),
+        ));
+    }
+    serve_file(&real, &file)
 }
 
 pub async fn upload_get(

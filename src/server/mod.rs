@@ -58,6 +58,8 @@ pub struct Config {
     pub max_pixels: u64,
     /// Messages a WebSocket client may fall behind before it is dropped.
     pub client_buffer: usize,
+    /// A `progress` event carries a preview image every this many steps (0: never).
+    pub preview_every: u32,
 }
 
 impl Config {
@@ -72,7 +74,8 @@ impl Config {
             body_limit: 4 << 20,
             upload_limit: 32 << 20,
             max_pixels: 40_000_000,
-            client_buffer: 16_384,
+            client_buffer: 65_536,
+            preview_every: 4,
         }
     }
 }
@@ -133,6 +136,7 @@ impl Server {
             ..executor
         };
         let worker = DeviceWorker::start(registry.clone(), executor);
+        worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
         let watcher = watcher::Watcher::start(&roots.workflows, registry.clone(), hub.clone())
@@ -181,7 +185,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/{id}", get(runs::get).delete(runs::delete))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
-        .route("/api/outputs/{run}/{file}", get(files::output))
+        .route("/api/outputs/{run}/{*file}", get(files::output))
         .route("/api/uploads/{name}", get(files::upload_get))
         .route("/api/{*rest}", axum::routing::any(files::api_not_found))
         .layer(DefaultBodyLimit::max(state.config.body_limit));

@@ -6,46 +6,9 @@ use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value as Json};
-use weft_engine::node::InputSpec;
-use weft_engine::ValueType;
+use serde_json::json;
 
 use super::AppState;
-
-/// Files a checkpoint loader can name: diffusers folders (with model_index.json) and
-/// single-file checkpoints, at the top of the models folder or one level down.
-fn checkpoint_choices(models: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut visit = |dir: &Path, prefix: &str| -> Vec<(std::path::PathBuf, String)> {
-        let mut subdirs = Vec::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return subdirs;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            let shown = format!("{prefix}{name}");
-            if path.is_dir() {
-                if path.join("model_index.json").is_file() {
-                    found.push(shown);
-                } else {
-                    subdirs.push((path, format!("{shown}/")));
-                }
-            } else if name.ends_with(".safetensors") || name.ends_with(".ckpt") {
-                found.push(shown);
-            }
-        }
-        subdirs
-    };
-    for (dir, prefix) in visit(models, "") {
-        visit(&dir, &prefix);
-    }
-    found.sort();
-    found
-}
 
 /// Images a LoadImage node can name: the files of the inputs folder, as that node reads them.
 fn image_choices(inputs: &Path, shown_as: &Path) -> Vec<String> {
@@ -66,68 +29,26 @@ fn image_choices(inputs: &Path, shown_as: &Path) -> Vec<String> {
     found
 }
 
-fn input_json(input: &InputSpec, choices: Option<&[String]>) -> Json {
-    let mut o = json!({
-        "name": input.name,
-        "type": input.ty,
-        "doc": input.doc,
-        "optional": input.optional,
-        "link_only": !input.ty.accepts_constant(),
-    });
-    if let Some(d) = &input.default {
-        o["default"] = json!(d);
-    }
-    if let Some(v) = input.min {
-        o["min"] = json!(v);
-    }
-    if let Some(v) = input.max {
-        o["max"] = json!(v);
-    }
-    if let Some(v) = input.step {
-        o["step"] = json!(v);
-    }
-    match choices {
-        Some(list) => o["choices"] = json!(list),
-        None if !input.choices.is_empty() => o["choices"] = json!(input.choices),
-        None => {}
-    }
-    o
-}
-
-/// The catalogue as JSON text (so the ETag is the hash of exactly what is sent).
+/// The catalogue as JSON text (so the ETag is the hash of exactly what is sent): the
+/// engine's catalogue (as `weft nodes --json` prints it, model names listed from the models
+/// folder now), with LoadImage's path offering the images in the inputs folder.
 pub fn catalogue(state: &AppState) -> String {
-    let checkpoints = checkpoint_choices(&state.roots.models);
+    let mut catalogue =
+        weft_engine::catalogue::node_catalogue(&state.registry, Some(&state.roots.models));
     let images = image_choices(&state.roots.inputs, &state.inputs_ref);
-    let nodes: Vec<Json> = state
-        .registry
-        .iter()
-        .map(|r| {
-            let s = &r.spec;
-            let inputs: Vec<Json> = s
-                .inputs
-                .iter()
-                .map(|i| {
-                    let free_text = i.ty == ValueType::String && i.choices.is_empty();
-                    let choices = match (s.category, s.type_name, i.name) {
-                        ("loaders", _, "name") if free_text => Some(checkpoints.as_slice()),
-                        (_, "LoadImage", "path") if free_text => Some(images.as_slice()),
-                        _ => None,
-                    };
-                    input_json(i, choices)
-                })
-                .collect();
-            json!({
-                "type": s.type_name,
-                "category": s.category,
-                "doc": s.doc,
-                "version": s.version,
-                "inputs": inputs,
-                "outputs": s.outputs.iter().map(|o| json!({"name": o.name, "type": o.ty, "doc": o.doc})).collect::<Vec<_>>(),
-                "output_node": s.output_node,
-            })
-        })
-        .collect();
-    json!({ "nodes": nodes }).to_string()
+    if let Some(nodes) = catalogue["nodes"].as_array_mut() {
+        for node in nodes.iter_mut().filter(|n| n["type"] == "LoadImage") {
+            if let Some(inputs) = node["inputs"].as_array_mut() {
+                for input in inputs.iter_mut().filter(|i| i["name"] == "path") {
+                    if input.get("choices").is_none() {
+                        input["choices"] = json!(images);
+                        input["choices_from"] = json!("inputs");
+                    }
+                }
+            }
+        }
+    }
+    catalogue.to_string()
 }
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {

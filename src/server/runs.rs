@@ -12,7 +12,6 @@ use serde_json::{json, Value as Json_};
 use weft_engine::{Diagnostic, Workflow};
 
 use super::error::{ApiError, ApiResult};
-use super::queue::queue_message;
 use super::store::RunRecord;
 use super::workflows::{self, JsonBody};
 use super::{now_ms, AppState};
@@ -89,10 +88,47 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
             }
         },
     );
-    match planned {
+    let mut errors = match planned {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
+    };
+    // A model name may be a path; wherever it resolves must be inside the folders too (a
+    // folder that merely exists outside lists no model files above, so check it here).
+    for (id, node) in &workflow.nodes {
+        let Some(registered) = state.registry.get(&node.type_name) else {
+            continue;
+        };
+        if registered.spec.category != "loaders" {
+            continue;
+        }
+        for (name, entry) in &node.inputs {
+            let is_model_name = registered
+                .spec
+                .input(name)
+                .is_some_and(|(_, i)| i.ty == weft_engine::ValueType::String);
+            let weft_engine::InputValue::Constant(weft_engine::Constant::String(text)) =
+                &entry.value
+            else {
+                continue;
+            };
+            if !is_model_name {
+                continue;
+            }
+            let inside = weft_nodes::model_files::resolve_model(text, &state.roots.models)
+                .is_ok_and(|p| state.roots.readable_by_runs(&p));
+            if !inside {
+                errors.push(
+                    Diagnostic::at_opt(
+                        entry.pos,
+                        format!("'{text}' is not a model in the models folder"),
+                    )
+                    .node(id)
+                    .input(name),
+                );
+            }
+        }
     }
+    errors
 }
 
 pub async fn create(
@@ -126,9 +162,7 @@ pub async fn create(
     state
         .hub
         .send(json!({"event": "run_queued", "run": id}).to_string().into());
-    if let Some(m) = queue_message(&*state.store, &state.queue) {
-        state.hub.send(m);
-    }
+    state.queue.changed();
     state.queue.wake();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
@@ -196,9 +230,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         .cancel_queued(id, now_ms())
         .map_err(|e| ApiError::internal("cancelling a run", e))?
     {
-        if let Some(m) = queue_message(&*state.store, &state.queue) {
-            state.hub.send(m);
-        }
+        state.queue.changed();
         return Ok(Json(json!({"id": id, "status": "cancelled"})).into_response());
     }
     let run = find(&state, id)?;
@@ -226,9 +258,7 @@ pub async fn delete(
         .delete_queued(id)
         .map_err(|e| ApiError::internal("deleting a run", e))?
     {
-        if let Some(m) = queue_message(&*state.store, &state.queue) {
-            state.hub.send(m);
-        }
+        state.queue.changed();
         return Ok(StatusCode::NO_CONTENT);
     }
     let run = find(&state, id)?;

@@ -267,9 +267,11 @@ pub async fn validate(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ValidateBody>,
 ) -> ApiResult<Json<Json_>> {
-    let diagnostics = match from_doc(&body.workflow) {
-        Ok(w) => check(&state, &w),
-        Err(d) => d,
+    // Located in the canonical YAML, as a save would write it.
+    let diagnostics = match canonical(&state, &body.workflow) {
+        Ok((_, diagnostics)) => diagnostics,
+        Err(ApiError::InvalidWorkflow(_, diagnostics)) => diagnostics,
+        Err(e) => return Err(e),
     };
     Ok(Json(
         json!({"valid": diagnostics.is_empty(), "diagnostics": diagnostics}),

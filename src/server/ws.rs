@@ -3,6 +3,7 @@
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::SinkExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::queue::queue_message;
@@ -25,7 +26,20 @@ async fn client(state: AppState, mut socket: WebSocket) {
         tokio::select! {
             message = messages.recv() => match message {
                 Ok(text) => {
-                    if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                    // Whatever else is already waiting goes out in the same write.
+                    let mut batch = vec![text];
+                    while batch.len() < 256 {
+                        match messages.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    for text in batch {
+                        if socket.feed(Message::Text(text.as_ref().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if socket.flush().await.is_err() {
                         return;
                     }
                 }

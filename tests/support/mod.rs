@@ -42,16 +42,23 @@ impl ServerProcess {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = log
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("weft serve did not start: {seen:#?}"));
+            let Ok(line) = log.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weft serve did not start: {seen:#?}");
+            };
             if line.len() == 48 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
                 token = Some(line.clone());
             }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let addr = rest.split('/').next().unwrap();
                 let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-                return Self { child, port, token, log };
+                return Self {
+                    child,
+                    port,
+                    token,
+                    log,
+                };
             }
             seen.push(line);
         }
@@ -70,7 +77,8 @@ impl ServerProcess {
 
     /// Resident memory now and at its peak, in KiB (from /proc).
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -115,7 +123,9 @@ impl Http {
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let auth = self
             .token
@@ -130,11 +140,17 @@ impl Http {
         stream.write_all(request.as_bytes()).unwrap();
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).unwrap();
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
         let head = String::from_utf8_lossy(&raw[..split]).to_string();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let mut body = raw[split + 4..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             body = dechunk(&body);
         }
         Reply { status, body }
@@ -152,7 +168,8 @@ impl Http {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -169,7 +186,8 @@ pub struct Ws {
 impl Ws {
     pub fn connect(port: u16, token: Option<&str>) -> Self {
         let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
-        let (socket, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws{query}")).expect("ws connect");
+        let (socket, _) =
+            tungstenite::connect(format!("ws://127.0.0.1:{port}/ws{query}")).expect("ws connect");
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_ref() {
             s.set_nodelay(true).unwrap();
         }
@@ -178,16 +196,28 @@ impl Ws {
 
     /// The next JSON message, or None when `timeout` passes first.
     pub fn next(&mut self, timeout: Duration) -> Option<Value> {
+        self.next_text(timeout)
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The next text frame as it came, or None when `timeout` passes first.
+    pub fn next_text(&mut self, timeout: Duration) -> Option<String> {
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = self.socket.get_ref() {
-            s.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
+            s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                .unwrap();
         }
         loop {
             match self.socket.read() {
-                Ok(tungstenite::Message::Text(text)) => return serde_json::from_str(&text).ok(),
-                Ok(tungstenite::Message::Close(frame)) => panic!("the server closed the socket: {frame:?}"),
+                Ok(tungstenite::Message::Text(text)) => return Some(text.to_string()),
+                Ok(tungstenite::Message::Close(frame)) => {
+                    panic!("the server closed the socket: {frame:?}")
+                }
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
                 {
                     return None
                 }
@@ -203,7 +233,11 @@ impl Ws {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("timed out; saw {} messages, the last: {:#?}", seen.len(), seen.iter().rev().take(5).collect::<Vec<_>>());
+                panic!(
+                    "timed out; saw {} messages, the last: {:#?}",
+                    seen.len(),
+                    seen.iter().rev().take(5).collect::<Vec<_>>()
+                );
             }
             if let Some(m) = self.next(left) {
                 let done = stop(&m);
@@ -233,9 +267,18 @@ pub fn repo() -> PathBuf {
 pub fn chain_yaml(n: usize) -> String {
     let mut s = String::from("weft: 1\nnodes:\n  n0:\n    type: Int\n    value: 0\n");
     for i in 1..n - 1 {
-        let from = if i == 1 { "$n0.value".to_string() } else { format!("$n{}.sum", i - 1) };
-        s.push_str(&format!("  n{i}:\n    type: AddInt\n    a: {from}\n    b: 1\n"));
+        let from = if i == 1 {
+            "$n0.value".to_string()
+        } else {
+            format!("$n{}.sum", i - 1)
+        };
+        s.push_str(&format!(
+            "  n{i}:\n    type: AddInt\n    a: {from}\n    b: 1\n"
+        ));
     }
-    s.push_str(&format!("  show:\n    type: ShowInt\n    value: $n{}.sum\n", n - 2));
+    s.push_str(&format!(
+        "  show:\n    type: ShowInt\n    value: $n{}.sum\n",
+        n - 2
+    ));
     s
 }

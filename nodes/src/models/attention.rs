@@ -5,56 +5,8 @@
 //! al. 2022) and the single-head group-norm self-attention of the VAE mid block.
 use tch::Tensor;
 
-use crate::models::resnet::{join, Conv2d, GroupNorm, TchResult};
+use crate::models::layers::{join, Conv2d, GroupNorm, LayerNorm, Linear, TchResult};
 use crate::weights::Weights;
-
-/// `torch.nn.Linear`.
-pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    pub fn new(w: &Weights, prefix: &str, in_dim: i64, out_dim: i64, bias: bool) -> Self {
-        Self {
-            weight: w.get(&join(prefix, "weight"), &[out_dim, in_dim]),
-            bias: bias.then(|| w.get(&join(prefix, "bias"), &[out_dim])),
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_linear(&self.weight, self.bias.as_ref())
-    }
-}
-
-/// `torch.nn.LayerNorm` over the last dimension, with affine parameters.
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    dim: i64,
-    eps: f64,
-}
-
-impl LayerNorm {
-    pub fn new(w: &Weights, prefix: &str, dim: i64, eps: f64) -> Self {
-        Self {
-            weight: w.get(&join(prefix, "weight"), &[dim]),
-            bias: w.get(&join(prefix, "bias"), &[dim]),
-            dim,
-            eps,
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_layer_norm(
-            [self.dim],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
-    }
-}
 
 /// Softmax attention over `[B, heads, N, d]` tensors. Like diffusers' `AttnProcessor2_0`, no
 /// explicit fp32 upcast even where the config asks for `upcast_attention` (SD 2.1): the fused

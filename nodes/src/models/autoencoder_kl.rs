@@ -7,7 +7,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
-use crate::models::resnet::{join, Conv2d, TchResult};
+use crate::models::layers::{join, Conv2d, TchResult};
 use crate::models::vae::{Decoder, Encoder};
 use crate::weights::Weights;
 
@@ -187,8 +187,19 @@ impl AutoencoderKL {
         Ok(model)
     }
 
-    /// As `new`, without the check for unexpected tensors.
-    pub fn build(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
+    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
+    /// checkpoint must hold, or what a benchmark fills with random weights.
+    pub fn weight_shapes(
+        config: VaeConfig,
+    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
+        let probe = Weights::new("probe", std::collections::HashMap::new());
+        Self::build(&probe, "", config)?;
+        Ok(probe.requested())
+    }
+
+    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
+    /// a missing tensor can never become silent zeros.
+    fn build(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
         let c = &config;
         if c.block_out_channels.is_empty()
             || c.layers_per_block == 0

@@ -7,7 +7,8 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::clip_text_model::{attention, join, Activation, AttentionMask, LayerNorm, Linear};
+use super::clip_text_model::{attention, Activation, AttentionMask, LayerNorm, Linear};
+use super::layers::join;
 use crate::error::{ModelError, Result, TchContext};
 use crate::weights::Weights;
 

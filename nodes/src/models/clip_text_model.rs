@@ -9,7 +9,7 @@ use crate::error::{ModelError, Result, TchContext};
 use crate::weights::Weights;
 
 /// `prefix.name`, or `name` alone when the prefix is empty.
-pub(crate) use super::resnet::join;
+use super::layers::join;
 
 /// `y = x W^T + b` with transformers' `nn.Linear` names (`weight`, `bias`).
 pub(crate) struct Linear {

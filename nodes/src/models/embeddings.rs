@@ -3,8 +3,7 @@
 //! two-layer `TimestepEmbedding` MLP.
 use tch::{Kind, Tensor};
 
-use crate::models::attention::Linear;
-use crate::models::resnet::{join, TchResult};
+use crate::models::layers::{join, Linear, TchResult};
 use crate::weights::Weights;
 
 /// diffusers `get_timestep_embedding`: `[B]` timesteps -> `[B, dim]` sinusoids with

@@ -8,6 +8,7 @@ pub mod clip_text_model;
 pub mod clip_tokenizer;
 pub mod embeddings;
 pub mod esrgan_slim;
+pub mod layers;
 pub mod open_nsfw;
 pub mod prompt_weighting;
 pub mod resnet;

@@ -8,7 +8,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
-use crate::models::rrdbnet::Conv2d;
+use crate::models::layers::Conv2d;
 use crate::models::tiled::read_image;
 use crate::weights::Weights;
 

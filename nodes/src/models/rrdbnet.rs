@@ -13,7 +13,7 @@ use crate::weights::Weights;
 const RESIDUAL_SCALE: f64 = 0.2;
 const LEAKY_SLOPE: f64 = 0.2;
 
-pub(crate) use super::resnet::Conv2d;
+use super::layers::Conv2d;
 
 /// Leaky ReLU with slope 0.2; `max(x, 0.2 x)` equals it exactly for a slope below one
 /// (tch's `leaky_relu` has no slope argument).

@@ -6,7 +6,8 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TchContext};
-use crate::models::rrdbnet::{upsample_nearest, Conv2d};
+use crate::models::layers::Conv2d;
+use crate::models::rrdbnet::upsample_nearest;
 use crate::models::tiled::{check_image_batch, ImageToImage};
 use crate::weights::Weights;
 

@@ -5,7 +5,8 @@
 use tch::Tensor;
 
 use crate::models::attention::{SpatialSelfAttention, Transformer2DModel, TransformerShape};
-use crate::models::resnet::{join, Downsample2D, ResnetBlock2D, TchResult, Upsample2D};
+use crate::models::layers::{join, TchResult};
+use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights::Weights;
 
 /// What every UNet block shares: resnet norm groups and eps, time-embedding width, and the

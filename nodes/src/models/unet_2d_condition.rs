@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
 use crate::models::embeddings::{timestep_sinusoids, TimestepEmbedding};
-use crate::models::resnet::{Conv2d, GroupNorm, TchResult};
+use crate::models::layers::{Conv2d, GroupNorm, TchResult};
 use crate::models::unet_2d_blocks::{
     UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
 };
@@ -343,11 +343,21 @@ impl UNet2DConditionModel {
         Ok(model)
     }
 
-    /// As `new`, without the check for unexpected tensors (for a weight set holding more
-    /// than the UNet).
-    pub fn build(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
+    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
+    /// checkpoint must hold, or what a benchmark fills with random weights.
+    pub fn weight_shapes(
+        config: UNetConfig,
+    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
+        let probe = Weights::new("probe", std::collections::HashMap::new());
+        Self::build(&probe, "", config)?;
+        Ok(probe.requested())
+    }
+
+    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
+    /// a missing tensor can never become silent zeros.
+    fn build(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
         config.check()?;
-        let p = |n: &str| crate::models::resnet::join(prefix, n);
+        let p = |n: &str| crate::models::layers::join(prefix, n);
         let boc = &config.block_out_channels;
         let n = boc.len();
         let shape = UNetBlockShape {

@@ -3,7 +3,7 @@
 //! (`Encoder`, `Decoder`).
 use tch::Tensor;
 
-use crate::models::resnet::{join, Conv2d, GroupNorm, TchResult};
+use crate::models::layers::{join, Conv2d, GroupNorm, TchResult};
 use crate::models::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 use crate::weights::Weights;
 

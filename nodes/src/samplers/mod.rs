@@ -47,11 +47,9 @@ use tch::Tensor;
 
 use crate::error::{ModelError, Result};
 
+pub use crate::noise::{FixedNoise, NoiseSource};
 pub use guidance::{GuidedDenoiser, NoisePredictor, Prediction};
 pub use schedules::{BetaSchedule, DiscreteSchedule, ScheduleKind};
-
-/// Message of the error a sampler returns when its cancellation check says stop.
-pub const CANCELLED: &str = "cancelled";
 
 /// The denoised prediction x0 of a noisy latent `x` at noise level `sigma` (k-diffusion space).
 pub trait Denoiser {
@@ -64,33 +62,6 @@ where
 {
     fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         self(x, sigma)
-    }
-}
-
-/// Standard normal noise for the stochastic part of sampler step `step`.
-pub trait NoiseSource {
-    /// Noise with the shape, device and kind of `like`.
-    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor>;
-}
-
-/// Noise given in advance, one tensor per step (tests and reproductions of other tools' runs).
-pub struct FixedNoise(pub Vec<Tensor>);
-
-impl NoiseSource for FixedNoise {
-    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor> {
-        let noise = self.0.get(step).ok_or_else(|| {
-            ModelError::Other(format!(
-                "fixed noise: no noise for step {step} ({} given)",
-                self.0.len()
-            ))
-        })?;
-        if noise.size() != like.size() {
-            return Err(ModelError::Shape {
-                context: format!("fixed noise for step {step}"),
-                message: format!("shape {:?}, latent {:?}", noise.size(), like.size()),
-            });
-        }
-        Ok(noise.to_device(like.device()).to_kind(like.kind()))
     }
 }
 
@@ -111,14 +82,14 @@ pub struct StepEvent<'a> {
 pub struct Hooks<'a> {
     /// Called after every step.
     pub on_step: Option<&'a mut dyn FnMut(&StepEvent<'_>)>,
-    /// Checked before every step; returning true stops sampling with the error [`CANCELLED`].
+    /// Checked before every step; returning true stops sampling with [`ModelError::Cancelled`].
     pub cancelled: Option<&'a dyn Fn() -> bool>,
 }
 
 impl Hooks<'_> {
     fn check_cancelled(&self) -> Result<()> {
         match self.cancelled {
-            Some(cancelled) if cancelled() => Err(ModelError::Other(CANCELLED.into())),
+            Some(cancelled) if cancelled() => Err(ModelError::Cancelled(weft_engine::Cancelled)),
             _ => Ok(()),
         }
     }
@@ -354,7 +325,7 @@ mod tests {
             cancelled: Some(&cancel_after_two),
         };
         let err = sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap_err();
-        assert_eq!(err.to_string(), CANCELLED);
+        assert!(matches!(err, ModelError::Cancelled(_)), "{err}");
     }
 
     #[test]

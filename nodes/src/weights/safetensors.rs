@@ -16,6 +16,45 @@ fn format_error(path: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
+/// What a weights file is, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// A little-endian u64 header length that fits the file, followed by `{`.
+    Safetensors,
+    /// A zip archive (`PK\x03\x04`): what `torch.save` writes since PyTorch 1.6.
+    PickleZip,
+    /// A bare pickle: protocol opcode `0x80` and a protocol byte 2..=5.
+    Pickle,
+    /// Fewer than 8 bytes.
+    TooShort,
+    Unknown,
+}
+
+/// Tells safetensors from pickles. A safetensors header length may well start with the byte
+/// 0x80 (one file in 256), so the safetensors test comes first and a pickle is only assumed
+/// when the file is not a plausible safetensors file.
+pub fn sniff_format(bytes: &[u8]) -> FileFormat {
+    if bytes.len() >= 9 {
+        let mut length = [0u8; 8];
+        length.copy_from_slice(&bytes[..8]);
+        let header_len = u64::from_le_bytes(length);
+        let fits = header_len >= 2 && header_len <= (bytes.len() - 8) as u64;
+        if fits && bytes[8] == b'{' {
+            return FileFormat::Safetensors;
+        }
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return FileFormat::PickleZip;
+    }
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return FileFormat::Pickle;
+    }
+    if bytes.len() < 8 {
+        return FileFormat::TooShort;
+    }
+    FileFormat::Unknown
+}
+
 /// A memory-mapped safetensors file, checked up front for the usual wrong files.
 pub struct MappedFile {
     path: PathBuf,
@@ -34,15 +73,20 @@ impl MappedFile {
             path: path.to_path_buf(),
             source,
         })?;
-        if map.starts_with(b"PK\x03\x04") || map.starts_with(&[0x80]) {
-            return Err(format_error(
-                path,
-                "this is a PyTorch pickle checkpoint (.ckpt / .pt), which weft does not read \
-                 (pickles can run code); convert it to .safetensors first",
-            ));
-        }
-        if map.len() < 8 {
-            return Err(format_error(path, format!("only {} bytes long", map.len())));
+        match sniff_format(&map) {
+            FileFormat::Safetensors => {}
+            FileFormat::PickleZip | FileFormat::Pickle => {
+                return Err(format_error(
+                    path,
+                    "this is a PyTorch pickle checkpoint (.ckpt / .pt), which weft does not read \
+                     (pickles can run code); convert it to .safetensors first",
+                ))
+            }
+            FileFormat::TooShort => {
+                return Err(format_error(path, format!("only {} bytes long", map.len())))
+            }
+            // Let the safetensors parser say what is wrong with the header.
+            FileFormat::Unknown => {}
         }
         let this = Self {
             path: path.to_path_buf(),
@@ -150,6 +194,8 @@ pub struct Weights {
     source_name: String,
     tensors: HashMap<String, Tensor>,
     used: RefCell<BTreeSet<String>>,
+    /// Every name `get` asked for, with the shape it wanted.
+    requested: RefCell<BTreeMap<String, Vec<i64>>>,
     problems: RefCell<Vec<String>>,
 }
 
@@ -159,6 +205,7 @@ impl Weights {
             source_name: source_name.into(),
             tensors,
             used: RefCell::new(BTreeSet::new()),
+            requested: RefCell::new(BTreeMap::new()),
             problems: RefCell::new(Vec::new()),
         }
     }
@@ -181,6 +228,9 @@ impl Weights {
     /// The tensor `name`, which must have `shape`.
     pub fn get(&self, name: &str, shape: &[i64]) -> Tensor {
         self.used.borrow_mut().insert(name.to_string());
+        self.requested
+            .borrow_mut()
+            .insert(name.to_string(), shape.to_vec());
         match self.tensors.get(name) {
             Some(t) if t.size() == shape => t.shallow_clone(),
             Some(t) => {
@@ -213,6 +263,11 @@ impl Weights {
             .unwrap_or(Device::Cpu)
     }
 
+    /// The names and shapes a model asked for so far (what a model of a config is made of).
+    pub fn requested(&self) -> BTreeMap<String, Vec<i64>> {
+        self.requested.borrow().clone()
+    }
+
     /// Every problem seen by `get`, and every tensor no `get` asked for, as one error.
     pub fn finish(&self, model: &str) -> Result<()> {
         let used = self.used.borrow();
@@ -238,5 +293,69 @@ impl Weights {
                 problems,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file holding one f32 tensor `w` = [1, 2], its header padded with spaces
+    /// to `header_len` bytes.
+    fn safetensors_bytes(header_len: usize) -> Vec<u8> {
+        let json = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        assert!(json.len() <= header_len);
+        let mut header = json.as_bytes().to_vec();
+        header.resize(header_len, b' ');
+        let mut bytes = (header_len as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&1f32.to_le_bytes());
+        bytes.extend_from_slice(&2f32.to_le_bytes());
+        bytes
+    }
+
+    fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-sniff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle() {
+        // 0x80 = 128 and 0x180 = 384: both lengths put 0x80 in the file's first byte.
+        for header_len in [0x80, 0x180] {
+            let bytes = safetensors_bytes(header_len);
+            assert_eq!(bytes[0], 0x80);
+            assert_eq!(sniff_format(&bytes), FileFormat::Safetensors);
+            let path = write_temp(&format!("h{header_len}.safetensors"), &bytes);
+            let tensors = read_safetensors(&path, Device::Cpu, None).unwrap();
+            let w: Vec<f32> = Vec::try_from(&tensors["w"]).unwrap();
+            assert_eq!(w, vec![1.0, 2.0]);
+        }
+    }
+
+    #[test]
+    fn pickle_starting_with_0x80_is_refused_as_a_pickle() {
+        // What `pickle.dumps({}, protocol=2..5)` begins with: PROTO n, then opcodes.
+        for protocol in 2u8..=5 {
+            let bytes = [0x80, protocol, b'}', b'q', 0, b'.', 0, 0, 0, 0, 0];
+            assert_eq!(sniff_format(&bytes), FileFormat::Pickle);
+            let path = write_temp(&format!("p{protocol}.ckpt"), &bytes);
+            let err = MappedFile::open(&path)
+                .err()
+                .expect("a pickle must be refused");
+            assert!(err.to_string().contains("pickle"), "{err}");
+        }
+        assert_eq!(sniff_format(b"PK\x03\x04archive"), FileFormat::PickleZip);
+    }
+
+    #[test]
+    fn header_length_past_the_end_of_the_file_is_not_safetensors() {
+        let mut bytes = safetensors_bytes(0x80);
+        bytes.truncate(40);
+        assert_ne!(sniff_format(&bytes), FileFormat::Safetensors);
+        assert_eq!(sniff_format(&[1, 2, 3]), FileFormat::TooShort);
     }
 }

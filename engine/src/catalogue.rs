@@ -1,0 +1,76 @@
+//! The node catalogue as JSON: every node type with its inputs (type, default, range, step,
+//! multiple, choices, doc, optional, link-only) and outputs, straight from the declarations.
+//! `weft nodes --json` prints it and `weft serve` answers `/api/nodes` with it.
+use std::path::Path;
+
+use serde_json::{json, Value as Json};
+
+use crate::node::InputSpec;
+use crate::registry::Registry;
+
+/// The catalogue; with `models_dir`, inputs that name models list those found there.
+pub fn node_catalogue(registry: &Registry, models_dir: Option<&Path>) -> Json {
+    let nodes: Vec<Json> = registry
+        .iter()
+        .map(|registered| {
+            let spec = &registered.spec;
+            let inputs: Vec<Json> = spec
+                .inputs
+                .iter()
+                .map(|input| input_json(registry, input, models_dir))
+                .collect();
+            let outputs: Vec<Json> = spec
+                .outputs
+                .iter()
+                .map(|o| json!({"name": o.name, "type": o.ty, "doc": o.doc}))
+                .collect();
+            json!({
+                "type": spec.type_name,
+                "category": spec.category,
+                "doc": spec.doc,
+                "version": spec.version,
+                "output_node": spec.output_node,
+                "inputs": inputs,
+                "outputs": outputs,
+            })
+        })
+        .collect();
+    json!({ "nodes": nodes })
+}
+
+fn input_json(registry: &Registry, input: &InputSpec, models_dir: Option<&Path>) -> Json {
+    let mut value = json!({
+        "name": input.name,
+        "type": input.ty,
+        "doc": input.doc,
+        "optional": input.optional,
+        "link_only": !input.ty.accepts_constant(),
+    });
+    let mut set = |key: &str, v: Json| {
+        value[key] = v;
+    };
+    if let Some(default) = &input.default {
+        set("default", json!(default));
+    }
+    if let Some(min) = input.min {
+        set("min", json!(min));
+    }
+    if let Some(max) = input.max {
+        set("max", json!(max));
+    }
+    if let Some(step) = input.step {
+        set("step", json!(step));
+    }
+    if let Some(n) = input.multiple_of {
+        set("multiple_of", json!(n));
+    }
+    match (input.listed_from, models_dir) {
+        (Some(source), Some(dir)) => {
+            set("choices", json!(registry.listed_choices(input, dir)));
+            set("choices_from", json!(source));
+        }
+        _ if !input.choices.is_empty() => set("choices", json!(input.choices)),
+        _ => {}
+    }
+    value
+}

@@ -1,0 +1,229 @@
+//! The workflow file: `weft: 1`, `nodes:` (id -> type + named inputs), `layout:` (editor
+//! positions). A link is a string `$node.output`; a literal string that starts with `$` is
+//! written `$$...`. JSON is read by the same reader (it is YAML), so the CLI, the browser and
+//! PNG metadata share one format. Every node and input keeps its line:column. The data model
+//! is here; `read` builds it from the located YAML tree, `write` gives its canonical YAML and
+//! JSON forms.
+use indexmap::IndexMap;
+
+use crate::diagnostic::Diagnostic;
+use crate::value::Constant;
+use crate::yaml::{self, Pos};
+
+mod read;
+mod write;
+
+pub const FORMAT_VERSION: i64 = 1;
+
+/// A link to another node's output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Link {
+    pub node: String,
+    pub output: String,
+}
+
+impl Link {
+    /// The link written `node.output` (after its `$`), when both names are well formed: a
+    /// node id, and an output name of letters, digits and `_`.
+    pub fn parse(after_dollar: &str) -> Option<Link> {
+        let (node, output) = after_dollar.split_once('.')?;
+        let output_ok =
+            !output.is_empty() && output.chars().all(|c| c.is_alphanumeric() || c == '_');
+        (is_valid_id(node) && output_ok).then(|| Link {
+            node: node.to_string(),
+            output: output.to_string(),
+        })
+    }
+}
+
+/// A node id: letters, digits, `_` and `-`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputValue {
+    Constant(Constant),
+    Link(Link),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputEntry {
+    pub value: InputValue,
+    /// Where the value stands in the source (line:column); `None` for workflows built in code.
+    pub pos: Option<Pos>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeEntry {
+    pub type_name: String,
+    pub inputs: IndexMap<String, InputEntry>,
+    pub pos: Option<Pos>,
+    pub type_pos: Option<Pos>,
+}
+
+impl NodeEntry {
+    pub fn new(type_name: impl Into<String>) -> Self {
+        Self {
+            type_name: type_name.into(),
+            inputs: IndexMap::new(),
+            pos: None,
+            type_pos: None,
+        }
+    }
+
+    /// Builder: sets a constant input.
+    pub fn with(mut self, name: &str, value: impl Into<Constant>) -> Self {
+        self.inputs.insert(
+            name.to_string(),
+            InputEntry {
+                value: InputValue::Constant(value.into()),
+                pos: None,
+            },
+        );
+        self
+    }
+
+    /// Builder: links an input to `node.output`.
+    pub fn link(mut self, name: &str, node: &str, output: &str) -> Self {
+        self.inputs.insert(
+            name.to_string(),
+            InputEntry {
+                value: InputValue::Link(Link {
+                    node: node.to_string(),
+                    output: output.to_string(),
+                }),
+                pos: None,
+            },
+        );
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Workflow {
+    pub version: i64,
+    pub nodes: IndexMap<String, NodeEntry>,
+    pub layout: IndexMap<String, [f64; 2]>,
+    pub version_pos: Option<Pos>,
+    pub nodes_pos: Option<Pos>,
+}
+
+impl Workflow {
+    pub fn new() -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            ..Self::default()
+        }
+    }
+
+    pub fn add(&mut self, id: &str, node: NodeEntry) -> &mut Self {
+        self.nodes.insert(id.to_string(), node);
+        self
+    }
+
+    /// Reads a workflow from YAML or JSON bytes. Structural problems are all reported at once;
+    /// semantic checks (types, links, cycles) are `validate`'s.
+    pub fn parse(bytes: &[u8]) -> Result<Workflow, Vec<Diagnostic>> {
+        let root = match yaml::parse_bytes(bytes) {
+            Ok(Some(root)) => root,
+            Ok(None) => {
+                return Err(vec![Diagnostic::at(Pos::START, "the file is empty")
+                    .hint("a workflow starts with `weft: 1` and a `nodes:` mapping; see workflows/txt2img.yaml")])
+            }
+            Err(e) => {
+                let mut d = Diagnostic::at(e.pos, e.message);
+                d.hint = e.hint;
+                return Err(vec![d]);
+            }
+        };
+        read::from_tree(root)
+    }
+
+    pub fn parse_str(text: &str) -> Result<Workflow, Vec<Diagnostic>> {
+        Self::parse(text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "# yaml-language-server: $schema=schema.json
+weft: 1
+nodes:
+  noise:
+    type: RandomNoise
+    seed: 42
+    width: 64
+    strength: 0.5
+    label: \"007\"
+    note: \"$$5 off\"
+    flag: true
+  up:
+    type: LatentUpscale
+    latent: $noise.latent
+    method: nearest-exact
+layout:
+  noise: [0, 0]
+  up: [320, 0.5]
+";
+
+    #[test]
+    fn round_trip_keeps_ids_order_and_values() {
+        let wf = Workflow::parse_str(SAMPLE).unwrap();
+        assert_eq!(wf.nodes.keys().collect::<Vec<_>>(), ["noise", "up"]);
+        let noise = &wf.nodes["noise"];
+        assert_eq!(
+            noise.inputs["seed"].value,
+            InputValue::Constant(Constant::Int(42))
+        );
+        assert_eq!(
+            noise.inputs["strength"].value,
+            InputValue::Constant(Constant::Float(0.5))
+        );
+        assert_eq!(
+            noise.inputs["label"].value,
+            InputValue::Constant(Constant::String("007".into()))
+        );
+        assert_eq!(
+            noise.inputs["note"].value,
+            InputValue::Constant(Constant::String("$5 off".into()))
+        );
+        assert_eq!(
+            wf.nodes["up"].inputs["latent"].value,
+            InputValue::Link(Link {
+                node: "noise".into(),
+                output: "latent".into()
+            })
+        );
+        assert_eq!(noise.inputs["seed"].pos, Some(Pos { line: 6, col: 11 }));
+        let written = wf.to_yaml();
+        assert_eq!(written, SAMPLE);
+        let again = Workflow::parse_str(&written).unwrap();
+        assert_eq!(again.to_yaml(), written);
+        let from_json = Workflow::parse_str(&wf.to_json().to_string()).unwrap();
+        assert_eq!(from_json.to_yaml(), written);
+    }
+
+    #[test]
+    fn structural_errors_are_all_reported() {
+        let errs = Workflow::parse_str(
+            "weft: 1\nnodes:\n  a: 3\n  b:\n    seed: 1\n  c:\n    type: X\n    v: [1]\nextra: 1\n",
+        )
+        .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{lines:#?}");
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("3:6") && l.contains("mapping")));
+        assert!(lines.iter().any(|l| l.contains("no `type:`")));
+        assert!(lines.iter().any(|l| l.contains("8:8")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("unknown top-level key 'extra'")));
+    }
+}

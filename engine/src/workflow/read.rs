@@ -1,0 +1,266 @@
+//! Reading a workflow from the located YAML tree: structure, node ids, inputs (constants,
+//! `$node.output` links, `$$` escapes) and the layout section, every problem located.
+use indexmap::IndexMap;
+
+use super::{is_valid_id, InputEntry, InputValue, Link, NodeEntry, Workflow, FORMAT_VERSION};
+use crate::diagnostic::Diagnostic;
+use crate::value::Constant;
+use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
+
+const TOP_LEVEL_KEYS: [&str; 3] = ["weft", "nodes", "layout"];
+
+pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
+    let Yaml::Map { entries, pos } = root else {
+        return Err(vec![Diagnostic::at(
+            root.pos(),
+            format!("expected a mapping at the top, found {}", root.kind_name()),
+        )
+        .hint("a workflow starts with `weft: 1` and a `nodes:` mapping")]);
+    };
+    let mut errors = Vec::new();
+    let mut wf = Workflow::default();
+    let mut saw_version = false;
+    let mut saw_nodes = false;
+    for (key, value) in entries {
+        match key.text.as_str() {
+            "weft" => {
+                saw_version = true;
+                wf.version_pos = Some(value.pos());
+                match &value {
+                    Yaml::Scalar {
+                        text,
+                        quoted: false,
+                        ..
+                    } => match type_plain_scalar(text) {
+                        PlainScalar::Int(v) => wf.version = v,
+                        _ => errors.push(
+                            Diagnostic::at(
+                                value.pos(),
+                                format!("format version must be a number, found '{text}'"),
+                            )
+                            .hint("write `weft: 1`"),
+                        ),
+                    },
+                    _ => errors.push(
+                        Diagnostic::at(value.pos(), "format version must be a number")
+                            .hint("write `weft: 1`"),
+                    ),
+                }
+            }
+            "nodes" => {
+                saw_nodes = true;
+                wf.nodes_pos = Some(key.pos);
+                match value {
+                    Yaml::Map { entries, .. } => {
+                        for (id, node) in entries {
+                            if let Some(entry) = read_node(&id.text, id.pos, node, &mut errors) {
+                                wf.nodes.insert(id.text, entry);
+                            }
+                        }
+                    }
+                    Yaml::Scalar {
+                        ref text,
+                        quoted: false,
+                        ..
+                    } if matches!(type_plain_scalar(text), PlainScalar::Null) => {}
+                    other => errors.push(Diagnostic::at(
+                        other.pos(),
+                        format!(
+                            "`nodes` must be a mapping of node id to node, found {}",
+                            other.kind_name()
+                        ),
+                    )),
+                }
+            }
+            "layout" => read_layout(value, &mut wf, &mut errors),
+            other => {
+                let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
+                d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout"),
+                    None => "the top-level keys are weft, nodes, layout; node inputs belong inside their node".into(),
+                });
+                errors.push(d);
+            }
+        }
+    }
+    if !saw_version {
+        errors.push(
+            Diagnostic::at(pos, "missing format version").hint("add `weft: 1` as the first line"),
+        );
+    } else if wf.version != FORMAT_VERSION && errors.is_empty() {
+        errors.push(
+            Diagnostic::at(
+                wf.version_pos.unwrap_or(pos),
+                format!("unsupported format version {}", wf.version),
+            )
+            .hint(format!("this weft reads format version {FORMAT_VERSION}")),
+        );
+    }
+    if !saw_nodes {
+        errors.push(
+            Diagnostic::at(pos, "missing `nodes:` mapping")
+                .hint("list the nodes under `nodes:`, each with a `type:`"),
+        );
+    }
+    if errors.is_empty() {
+        Ok(wf)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) -> Option<NodeEntry> {
+    let Yaml::Map { entries, .. } = node else {
+        errors.push(
+            Diagnostic::at(
+                node.pos(),
+                format!(
+                    "node must be a mapping with a `type:`, found {}",
+                    node.kind_name()
+                ),
+            )
+            .node(id)
+            .hint("indent the node's `type:` and inputs under its id"),
+        );
+        return None;
+    };
+    if !is_valid_id(id) {
+        errors.push(
+            Diagnostic::at(id_pos, format!("invalid node id '{id}'"))
+                .node(id)
+                .hint("node ids use letters, digits, '_' and '-' (they appear in links as $id.output)"),
+        );
+    }
+    let mut entry = NodeEntry {
+        type_name: String::new(),
+        inputs: IndexMap::new(),
+        pos: Some(id_pos),
+        type_pos: None,
+    };
+    let mut ok = true;
+    for (key, value) in entries {
+        if key.text == "type" {
+            match value {
+                Yaml::Scalar { text, pos, .. } => {
+                    entry.type_name = text;
+                    entry.type_pos = Some(pos);
+                }
+                other => {
+                    errors.push(
+                        Diagnostic::at(other.pos(), "`type` must be a node type name").node(id),
+                    );
+                    ok = false;
+                }
+            }
+            continue;
+        }
+        match read_input_value(&value) {
+            Ok(v) => {
+                entry.inputs.insert(
+                    key.text,
+                    InputEntry {
+                        value: v,
+                        pos: Some(value.pos()),
+                    },
+                );
+            }
+            Err(d) => {
+                errors.push(d.node(id).input(&key.text));
+                ok = false;
+            }
+        }
+    }
+    if entry.type_pos.is_none() && ok {
+        errors.push(
+            Diagnostic::at(id_pos, "node has no `type:`")
+                .node(id)
+                .hint("add `type: NodeType`; `weft nodes` lists the types"),
+        );
+        return None;
+    }
+    ok.then_some(entry)
+}
+
+fn read_input_value(value: &Yaml) -> Result<InputValue, Diagnostic> {
+    let Yaml::Scalar { text, quoted, pos } = value else {
+        return Err(Diagnostic::at(
+            value.pos(),
+            format!(
+                "an input value must be a single value or a $link, found {}",
+                value.kind_name()
+            ),
+        )
+        .hint("write `input: 42`, `input: some text` or `input: $node.output`"));
+    };
+    if let Some(rest) = text.strip_prefix('$') {
+        if rest.starts_with('$') {
+            return Ok(InputValue::Constant(Constant::String(rest.to_string())));
+        }
+        return match Link::parse(rest) {
+            Some(link) => Ok(InputValue::Link(link)),
+            None => Err(
+                Diagnostic::at(*pos, format!("malformed link '{text}'")).hint(
+                    "a link is written $node.output (letters, digits, _ and -), e.g. $model.unet; write $$ for a literal '$'",
+                ),
+            ),
+        };
+    }
+    if *quoted {
+        return Ok(InputValue::Constant(Constant::String(text.clone())));
+    }
+    Ok(InputValue::Constant(match type_plain_scalar(text) {
+        PlainScalar::Null => {
+            return Err(Diagnostic::at(*pos, "empty value").hint(
+                "give a value, or remove the line to use the default; write \"\" for empty text",
+            ))
+        }
+        PlainScalar::Bool(b) => Constant::Bool(b),
+        PlainScalar::Int(i) => Constant::Int(i),
+        PlainScalar::Float(f) => Constant::Float(f),
+        PlainScalar::String(s) => Constant::String(s.into_owned()),
+    }))
+}
+
+fn read_layout(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
+    let Yaml::Map { entries, .. } = value else {
+        if !matches!(&value, Yaml::Scalar { text, quoted: false, .. } if text.is_empty()) {
+            errors.push(Diagnostic::at(
+                value.pos(),
+                "`layout` must map node ids to [x, y]",
+            ));
+        }
+        return;
+    };
+    for (key, v) in entries {
+        let point = match &v {
+            Yaml::Seq { items, .. } if items.len() == 2 => {
+                let nums: Vec<f64> = items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Yaml::Scalar {
+                            text,
+                            quoted: false,
+                            ..
+                        } => match type_plain_scalar(text) {
+                            PlainScalar::Int(i) => Some(i as f64),
+                            PlainScalar::Float(f) if f.is_finite() => Some(f),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                (nums.len() == 2).then(|| [nums[0], nums[1]])
+            }
+            _ => None,
+        };
+        match point {
+            Some(p) => {
+                wf.layout.insert(key.text, p);
+            }
+            None => errors.push(
+                Diagnostic::at(v.pos(), format!("layout of '{}' must be [x, y]", key.text))
+                    .node(&key.text),
+            ),
+        }
+    }
+}

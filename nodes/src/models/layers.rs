@@ -1,0 +1,157 @@
+//! The plain layers every model here is built from, mirroring `torch.nn`: `Linear`,
+//! `LayerNorm`, `Conv2d`, `GroupNorm`, and `join` for state-dict key prefixes.
+use tch::{TchError, Tensor};
+
+use crate::weights::Weights;
+
+/// Result of the inner forward passes; the public model entry points add context.
+pub type TchResult<T> = std::result::Result<T, TchError>;
+
+/// `prefix.name`, or `name` alone at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding (shared by the UNet, the
+/// VAE, the upscalers and open_nsfw).
+#[derive(Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    ) -> Self {
+        Self {
+            weight: w.get(
+                &join(prefix, "weight"),
+                &[out_channels, in_channels, kernel, kernel],
+            ),
+            bias: w.get(&join(prefix, "bias"), &[out_channels]),
+            stride,
+            padding,
+        }
+    }
+
+    /// Stride 1, padding `kernel / 2` ("same" size for odd kernels).
+    pub fn same(
+        w: &Weights,
+        prefix: &str,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+    ) -> Self {
+        Self::new(w, prefix, in_channels, out_channels, kernel, 1, kernel / 2)
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.weight.device()
+    }
+
+    pub fn kind(&self) -> tch::Kind {
+        self.weight.kind()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [self.stride, self.stride],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// `torch.nn.GroupNorm` with affine parameters.
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: i64,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(w: &Weights, prefix: &str, groups: i64, channels: i64, eps: f64) -> Self {
+        Self {
+            weight: w.get(&join(prefix, "weight"), &[channels]),
+            bias: w.get(&join(prefix, "bias"), &[channels]),
+            groups,
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// `torch.nn.Linear`.
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(w: &Weights, prefix: &str, in_dim: i64, out_dim: i64, bias: bool) -> Self {
+        Self {
+            weight: w.get(&join(prefix, "weight"), &[out_dim, in_dim]),
+            bias: bias.then(|| w.get(&join(prefix, "bias"), &[out_dim])),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension, with affine parameters.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    dim: i64,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(w: &Weights, prefix: &str, dim: i64, eps: f64) -> Self {
+        Self {
+            weight: w.get(&join(prefix, "weight"), &[dim]),
+            bias: w.get(&join(prefix, "bias"), &[dim]),
+            dim,
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        x.f_layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
