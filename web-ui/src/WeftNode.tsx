@@ -383,7 +383,7 @@ function ImageUpload({ node, decl, value }: { node: string; decl: InputDecl; val
   const src = name ? withToken(`/api/uploads/${encodeURIComponent(name.split('/').pop()!)}`) : '';
   return (
     <div className="w-upload nodrag">
-      <TextField value={name} onChange={(v) => useEditor.getState().setValue(node, decl.name, v)} label={decl.name} />
+      <Widget node={node} decl={decl} value={value} />
       <label className="btn small">
         {busy ? 'uploading…' : 'upload'}
         <input type="file" accept="image/png,image/jpeg" hidden onChange={(e) => void onFile(e.target.files?.[0])} />
