@@ -94,6 +94,7 @@ test('set the prompt, queue: per-node progress and the result image on the save 
     () => {
       const s = window.__weftRun.getState().nodes.sample;
       if (s?.state === 'running' && s.total) window.__sawStep = Math.max(window.__sawStep ?? 0, s.step ?? 0);
+      if (s?.preview && document.querySelector('[data-testid="node-sample"] img.wn-preview')) window.__sawPreview = true;
       return window.__sawStep > 0 && document.querySelector('[data-testid="node-sample"] .bar');
     },
     null,
@@ -102,6 +103,16 @@ test('set the prompt, queue: per-node progress and the result image on the save 
   await page.locator('[data-testid="queue"]').click();
   await seen;
   await shot(page, '02-running');
+  // Step previews (the server asks for one every few steps) are drawn on the sampler while it runs.
+  await page
+    .waitForFunction(() => {
+      const s = window.__weftRun.getState().nodes.sample;
+      if (s?.preview && document.querySelector('[data-testid="node-sample"] img.wn-preview')) window.__sawPreview = true;
+      return window.__sawPreview || s?.state !== 'running';
+    }, null, { polling: 'raf', timeout: 60_000 })
+    .catch(() => {});
+  if (await page.evaluate(() => window.__sawPreview)) await shot(page, '02b-step-preview');
+  console.log('step preview seen on the sampler:', await page.evaluate(() => !!window.__sawPreview));
   await page.waitForSelector(`${node('save')} img.wn-result`, { timeout: 60_000 });
   await page.waitForFunction(() => window.__weftRun.getState().status === 'succeeded', null, { timeout: 60_000 });
   const w = await page.locator(`${node('save')} img.wn-result`).first().evaluate(async (img) => {
