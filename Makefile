@@ -1,5 +1,5 @@
 # The two commands of the README. Both do all set-up first (idempotent, quick when done).
-.PHONY: demo test setup bench
+.PHONY: demo test setup bench serve
 
 setup:
 	@scripts/setup.sh
@@ -12,3 +12,6 @@ test: setup
 
 bench: setup
 	@bash -c 'source scripts/env.sh && cargo bench --bench engine_overhead'
+
+serve: setup
+	@target/release/weft serve

@@ -69,6 +69,8 @@ enum Command {
         #[arg(long, default_value = "workflows/lib")]
         library: PathBuf,
     },
+    /// Serve the HTTP + WebSocket API (and the browser editor) on 127.0.0.1:8188.
+    Serve(weft::server::ServeArgs),
     /// List the node types with their inputs and outputs.
     Nodes {
         /// Print as JSON.
@@ -185,6 +187,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            let executor = weft_engine::ExecutorConfig {
+                device: cli_run::parse_device(args.device.as_deref())?,
+                cache_budget: cli_run::parse_bytes(&args.cache_budget)?,
+                cpu_threads: args.threads,
+                ..weft_engine::ExecutorConfig::default()
+            };
+            weft::server::run(args, executor)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Nodes { comfy: true, .. } => {

@@ -48,6 +48,9 @@ pub enum Event {
         node: String,
         step: u32,
         total: u32,
+        /// `data:image/png;base64,...` every few steps when the executor is asked for previews.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
     },
     Output {
         run: u64,

@@ -127,6 +127,7 @@ pub struct Executor {
     /// Each node id's key parts in the last run that planned it (for "why did it re-run").
     last_parts: HashMap<String, KeyParts>,
     next_run: u64,
+    preview_every: u32,
 }
 
 impl Executor {
@@ -138,6 +139,7 @@ impl Executor {
             file_hashes: HashMap::new(),
             last_parts: HashMap::new(),
             next_run: 1,
+            preview_every: 0,
         }
     }
 
@@ -152,6 +154,16 @@ impl Executor {
     pub fn set_cache_budget(&mut self, bytes: u64) {
         self.config.cache_budget = bytes;
         self.cache.set_budget(bytes);
+    }
+
+    /// Asks long nodes for a preview with their progress every `steps` steps (0: never).
+    pub fn set_preview_every(&mut self, steps: u32) {
+        self.preview_every = steps;
+    }
+
+    /// Changes where output nodes write; returns the previous folder.
+    pub fn set_output_dir(&mut self, dir: PathBuf) -> PathBuf {
+        std::mem::replace(&mut self.config.output_dir, dir)
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -316,6 +328,7 @@ impl Executor {
                     node: id.to_string(),
                     step: p.step,
                     total: p.total,
+                    preview: p.preview,
                 })
             };
             let mut on_output = |path: PathBuf| written.push(path);
@@ -329,6 +342,7 @@ impl Executor {
                 on_progress: &mut on_progress,
                 on_output: &mut on_output,
                 notices: &mut notices,
+                preview_every: self.preview_every,
             };
             catch_unwind(AssertUnwindSafe(|| {
                 let _guard = tch::no_grad_guard();

@@ -272,6 +272,8 @@ impl<'a> Inputs<'a> {
 pub struct Progress {
     pub step: u32,
     pub total: u32,
+    /// A small picture of the work so far (a `data:image/png;base64,` URL), when asked for.
+    pub preview: Option<String>,
 }
 
 /// What a running node may use besides its inputs.
@@ -286,6 +288,8 @@ pub struct NodeContext<'a> {
     pub(crate) on_progress: &'a mut dyn FnMut(Progress),
     pub(crate) on_output: &'a mut dyn FnMut(PathBuf),
     pub(crate) notices: &'a mut Vec<String>,
+    /// Previews are wanted every this many steps (0: never).
+    pub(crate) preview_every: u32,
 }
 
 impl NodeContext<'_> {
@@ -301,7 +305,23 @@ impl NodeContext<'_> {
         self.cancel
     }
     pub fn progress(&mut self, step: u32, total: u32) {
-        (self.on_progress)(Progress { step, total });
+        (self.on_progress)(Progress {
+            step,
+            total,
+            preview: None,
+        });
+    }
+    /// Whether whoever watches wants a preview with this step's progress.
+    pub fn wants_preview(&self, step: u32) -> bool {
+        self.preview_every > 0 && step.is_multiple_of(self.preview_every)
+    }
+    /// Progress with a preview (see `wants_preview`).
+    pub fn progress_with_preview(&mut self, step: u32, total: u32, preview: Option<String>) {
+        (self.on_progress)(Progress {
+            step,
+            total,
+            preview,
+        });
     }
     /// Report a file this node wrote (an image), so the CLI and the browser can show it.
     pub fn output_file(&mut self, path: PathBuf) {

@@ -16,6 +16,9 @@ pub struct Job {
     pub workflow: Workflow,
     pub target: Option<String>,
     pub run: Option<u64>,
+    /// Where this run's output nodes write (the server gives each run its own folder);
+    /// `None` keeps the worker's configured folder.
+    pub output_dir: Option<std::path::PathBuf>,
     pub cancel: CancelToken,
     /// Events as they happen; a closed receiver is ignored.
     pub events: Box<dyn FnMut(&Event) + Send>,
@@ -26,6 +29,7 @@ pub struct Job {
 enum Message {
     Run(Box<Job>),
     SetBudget(u64),
+    SetPreviewEvery(u32),
     Stop,
 }
 
@@ -52,19 +56,25 @@ impl DeviceWorker {
                                 workflow,
                                 target,
                                 run,
+                                output_dir,
                                 cancel,
                                 mut events,
                                 done,
                             } = *job;
+                            let previous_dir = output_dir.map(|dir| executor.set_output_dir(dir));
                             let request = RunRequest {
                                 workflow: &workflow,
                                 target: target.as_deref(),
                                 run,
                             };
                             let report = executor.run(request, &cancel, &mut *events);
+                            if let Some(dir) = previous_dir {
+                                executor.set_output_dir(dir);
+                            }
                             done(report);
                         }
                         Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
+                        Message::SetPreviewEvery(steps) => executor.set_preview_every(steps),
                         Message::Stop => break,
                     }
                 }
@@ -94,6 +104,7 @@ impl DeviceWorker {
             workflow,
             target,
             run: None,
+            output_dir: None,
             cancel,
             events: Box::new(on_event),
             done: Box::new(move |report| {
@@ -104,6 +115,11 @@ impl DeviceWorker {
             return None;
         }
         rx.recv().ok()
+    }
+
+    /// Long nodes send a preview with their progress every `steps` steps (0: never, the default).
+    pub fn set_preview_every(&self, steps: u32) {
+        let _ = self.sender.send(Message::SetPreviewEvery(steps));
     }
 
     pub fn set_cache_budget(&self, bytes: u64) {

@@ -327,7 +327,15 @@ impl Node for Sampler {
         let cancel = ctx.cancel_token().clone();
         let cancelled = move || cancel.is_cancelled();
         // Progress goes out as each step ends, so a UI can show it live.
-        let mut on_step = |e: &samplers::StepEvent<'_>| ctx.progress(e.step as u32, e.total as u32);
+        // Every few steps (when asked) a preview of the denoised prediction rides along.
+        let mut on_step = |e: &samplers::StepEvent<'_>| {
+            let step = e.step as u32;
+            let preview = ctx
+                .wants_preview(step)
+                .then(|| crate::image::latent_preview_png(e.denoised).ok())
+                .flatten();
+            ctx.progress_with_preview(step, e.total as u32, preview)
+        };
         let mut hooks = Hooks {
             on_step: Some(&mut on_step),
             cancelled: Some(&cancelled),

@@ -274,22 +274,58 @@ impl Node for LatentPreview {
                 "input 'latent' must be [batch, 4, height, width], got {size:?}"
             )));
         }
-        // Each RGB channel mixes the latent channels; weights chosen by the project for contrast.
-        let mix = Tensor::from_slice(&[
-            0.45f32, 0.25, 0.25, 0.05, 0.15, 0.45, 0.15, 0.25, 0.10, 0.15, 0.45, 0.30,
-        ])
-        .f_reshape([3, 4])?
-        .f_to_device(latent.device())?;
-        let rgb = Tensor::f_einsum(
-            "oc,bchw->bohw",
-            &[mix, latent.f_to_kind(Kind::Float)?],
-            None::<&[i64]>,
-        )?;
-        let rgb = rgb
-            .f_mul_scalar(0.25)?
-            .f_add_scalar(0.5)?
-            .f_clamp(0.0, 1.0)?;
+        let rgb = latent_rgb(latent)?;
         let rgb = rgb.f_upsample_nearest2d([size[2] * 8, size[3] * 8], None, None)?;
         Ok(vec![Value::Tensor(T::Image, rgb)])
     }
+}
+
+/// A latent [batch, 4, h, w] as RGB [batch, 3, h, w] in [0, 1]: each RGB channel a fixed mix
+/// of the latent channels (weights chosen by the project for contrast).
+fn latent_rgb(latent: &Tensor) -> NodeResult<Tensor> {
+    let mix = Tensor::from_slice(&[
+        0.45f32, 0.25, 0.25, 0.05, 0.15, 0.45, 0.15, 0.25, 0.10, 0.15, 0.45, 0.30,
+    ])
+    .f_reshape([3, 4])?
+    .f_to_device(latent.device())?;
+    let rgb = Tensor::f_einsum(
+        "oc,bchw->bohw",
+        &[mix, latent.f_to_kind(Kind::Float)?],
+        None::<&[i64]>,
+    )?;
+    Ok(rgb
+        .f_mul_scalar(0.25)?
+        .f_add_scalar(0.5)?
+        .f_clamp(0.0, 1.0)?)
+}
+
+/// The first latent of a batch as a small PNG `data:` URL (LatentPreview's mapping, enlarged
+/// to about 128 pixels at most), for progress previews.
+pub fn latent_preview_png(latent: &Tensor) -> NodeResult<String> {
+    use base64::Engine as _;
+    let size = latent.size();
+    if size.len() != 4 || size[1] != 4 {
+        return Err(NodeError::msg(format!(
+            "a preview needs a latent [batch, 4, height, width], got {size:?}"
+        )));
+    }
+    let first = latent.f_narrow(0, 0, 1)?;
+    let rgb = latent_rgb(&first)?;
+    let scale = (128 / size[2].max(size[3]).max(1)).clamp(1, 8);
+    let rgb = rgb.f_upsample_nearest2d([size[2] * scale, size[3] * scale], None, None)?;
+    let (w, h, pixels) = to_rgb8(&rgb, 0)?;
+    let mut png_bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png_bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let fail = |e: png::EncodingError| NodeError::msg(format!("preview: {e}"));
+        let mut writer = encoder.write_header().map_err(fail)?;
+        writer.write_image_data(&pixels).map_err(fail)?;
+        writer.finish().map_err(fail)?;
+    }
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png_bytes)
+    ))
 }

@@ -1,0 +1,366 @@
+//! `weft serve`: an axum app over the device worker. Handlers never touch tensors; they read and
+//! write the workflows folder, the run store and the upload/output folders, enqueue runs and
+//! wake the scheduler, whose thread feeds the device worker and fans its events out to `/ws`.
+//! The contract is docs/api.md.
+pub mod error;
+mod files;
+mod guard;
+pub mod hub;
+mod nodes;
+pub mod paths;
+pub mod queue;
+mod runs;
+pub mod store;
+mod ui;
+mod watcher;
+mod workflows;
+mod ws;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use weft_engine::worker::DeviceWorker;
+use weft_engine::{ExecutorConfig, Registry};
+
+use self::hub::Hub;
+use self::paths::Roots;
+use self::queue::Queue;
+use self::store::{RunStore, SqliteStore};
+
+/// Milliseconds since the Unix epoch (the API's time format).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Everything the server is configured with; `Config::new` gives the safe defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workflows_dir: PathBuf,
+    pub inputs_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+    /// Required on every route and on /ws when set.
+    pub token: Option<String>,
+    /// Host header values accepted (`host:port`), and so the origins `http://<host>`.
+    pub allowed_hosts: Vec<String>,
+    /// Largest JSON body, in bytes.
+    pub body_limit: usize,
+    /// Largest upload, in bytes.
+    pub upload_limit: usize,
+    /// Largest decoded upload, in pixels (width x height).
+    pub max_pixels: u64,
+    /// Messages a WebSocket client may fall behind before it is dropped.
+    pub client_buffer: usize,
+    /// A `progress` event carries a preview image every this many steps (0: never).
+    pub preview_every: u32,
+}
+
+impl Config {
+    pub fn new(workflows_dir: PathBuf, data_dir: PathBuf, models_dir: PathBuf) -> Self {
+        Self {
+            inputs_dir: workflows_dir.join("inputs"),
+            workflows_dir,
+            data_dir,
+            models_dir,
+            token: None,
+            allowed_hosts: loopback_hosts(8188),
+            body_limit: 4 << 20,
+            upload_limit: 32 << 20,
+            max_pixels: 40_000_000,
+            client_buffer: 65_536,
+            preview_every: 4,
+        }
+    }
+}
+
+/// `localhost`, `127.0.0.1` and `[::1]` with the port.
+pub fn loopback_hosts(port: u16) -> Vec<String> {
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect()
+}
+
+/// The shared state of every handler.
+pub struct Server {
+    pub config: Config,
+    pub roots: Roots,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn RunStore>,
+    pub hub: Arc<Hub>,
+    pub queue: Arc<Queue>,
+    /// How the LoadImage node names a file in the inputs folder (relative to the working folder
+    /// when the inputs folder is under it).
+    pub inputs_ref: PathBuf,
+    /// Serialises workflow file writes (revision check + rename as one step).
+    pub write_lock: Mutex<()>,
+    _watcher: Option<watcher::Watcher>,
+}
+
+pub type AppState = Arc<Server>;
+
+impl Server {
+    /// Opens the store (marking runs a dead process left running as interrupted), starts the
+    /// device worker, the scheduler and the workflows-folder watcher.
+    pub fn start(config: Config, executor: ExecutorConfig) -> Result<AppState> {
+        let outputs = config.data_dir.join("outputs");
+        let roots = Roots::new(
+            &config.workflows_dir,
+            &config.inputs_dir,
+            &outputs,
+            &config.models_dir,
+        )
+        .context("creating the server's folders")?;
+        let store: Arc<dyn RunStore> = Arc::new(
+            SqliteStore::open(&config.data_dir.join("runs.sqlite")).map_err(anyhow::Error::msg)?,
+        );
+        let interrupted = store
+            .interrupt_running(now_ms())
+            .map_err(anyhow::Error::msg)?;
+        if !interrupted.is_empty() {
+            eprintln!(
+                "weft serve: marked interrupted (the server stopped during them): {interrupted:?}"
+            );
+        }
+        let registry = Arc::new(weft_nodes::registry());
+        let executor = ExecutorConfig {
+            output_dir: roots.outputs.clone(),
+            models_dir: roots.models.clone(),
+            ..executor
+        };
+        let worker = DeviceWorker::start(registry.clone(), executor);
+        worker.set_preview_every(config.preview_every);
+        let hub = Arc::new(Hub::new(config.client_buffer));
+        let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
+        let watcher = watcher::Watcher::start(&roots.workflows, registry.clone(), hub.clone())
+            .map_err(|e| eprintln!("weft serve: not watching the workflows folder: {e}"))
+            .ok();
+        let cwd = std::env::current_dir()
+            .and_then(|d| d.canonicalize())
+            .unwrap_or_default();
+        let inputs_ref = roots
+            .inputs
+            .strip_prefix(&cwd)
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| roots.inputs.clone());
+        // Runs queued before a restart go on, in order.
+        queue.wake();
+        Ok(Arc::new(Server {
+            config,
+            roots,
+            registry,
+            store,
+            hub,
+            queue,
+            inputs_ref,
+            write_lock: Mutex::new(()),
+            _watcher: watcher,
+        }))
+    }
+}
+
+/// The whole HTTP surface; tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/nodes", get(nodes::list))
+        .route(
+            "/api/workflows",
+            get(workflows::list).post(workflows::create),
+        )
+        .route(
+            "/api/workflows/{name}",
+            get(workflows::get)
+                .put(workflows::put)
+                .delete(workflows::delete),
+        )
+        .route("/api/workflows/{name}/rename", post(workflows::rename))
+        .route("/api/validate", post(workflows::validate))
+        .route("/api/runs", get(runs::list).post(runs::create))
+        .route("/api/runs/{id}", get(runs::get).delete(runs::delete))
+        .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/outputs/{run}/{*file}", get(files::output))
+        .route("/api/uploads/{name}", get(files::upload_get))
+        .route("/api/{*rest}", axum::routing::any(files::api_not_found))
+        .layer(DefaultBodyLimit::max(state.config.body_limit));
+    let uploads = Router::new()
+        .route("/api/uploads", post(files::upload))
+        .layer(DefaultBodyLimit::max(state.config.upload_limit));
+    Router::new()
+        .merge(api)
+        .merge(uploads)
+        .route("/ws", get(ws::upgrade))
+        .fallback(get(ui::asset))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .with_state(state)
+}
+
+/// `weft serve` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback requires a token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// Port (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8188)]
+    pub port: u16,
+    /// The workflows folder (the source of truth; watched for changes).
+    #[arg(long, default_value = "workflows")]
+    pub workflows: PathBuf,
+    /// Uploaded images for LoadImage (default: <workflows>/inputs).
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// The run database and the outputs (one folder per run).
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Folder of model files.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Read the access token from this file (else WEFT_TOKEN, else one is generated when
+    /// listening beyond loopback).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Another Host name clients use to reach this server (e.g. the machine's name).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// cpu, cuda or cuda:N (default: cuda when available, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Byte budget of the output cache, e.g. 512MB, 8GiB.
+    #[arg(long, default_value = "4GiB")]
+    pub cache_budget: String,
+    /// CPU threads for tensor work.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+fn random_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn token_from(args: &ServeArgs) -> Result<Option<String>> {
+    if let Some(file) = &args.token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        let token = text.trim().to_string();
+        if token.len() < 16 {
+            bail!(
+                "the token in {} is shorter than 16 characters",
+                file.display()
+            );
+        }
+        return Ok(Some(token));
+    }
+    if let Ok(token) = std::env::var("WEFT_TOKEN") {
+        let token = token.trim().to_string();
+        if token.len() < 16 {
+            bail!("WEFT_TOKEN is shorter than 16 characters");
+        }
+        return Ok(Some(token));
+    }
+    Ok(None)
+}
+
+/// Runs the server until Ctrl-C or SIGTERM (device and cache budget parsed by the CLI).
+pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
+    let mut token = token_from(&args)?;
+    if !args.listen.is_loopback() && token.is_none() {
+        let generated = random_token()?;
+        eprintln!(
+            "weft serve: listening beyond loopback needs a token; generated one (pass it as \
+             'Authorization: Bearer <token>' or ?token=):\n{generated}"
+        );
+        token = Some(generated);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weft-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.listen, args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.listen, args.port))?;
+        let local = listener.local_addr()?;
+        let mut config = Config::new(
+            args.workflows.clone(),
+            args.data.clone(),
+            args.models.clone(),
+        );
+        if let Some(inputs) = &args.inputs {
+            config.inputs_dir = inputs.clone();
+        }
+        config.token = token;
+        config.allowed_hosts = loopback_hosts(local.port());
+        let own = match local.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]:{}", local.port()),
+            ip => format!("{ip}:{}", local.port()),
+        };
+        if local.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+            config.allowed_hosts.push(own);
+        }
+        for host in &args.allow_hosts {
+            config
+                .allowed_hosts
+                .push(format!("{host}:{}", local.port()));
+        }
+        let state = Server::start(config, executor)?;
+        let shown = if local.ip().is_unspecified() || local.ip().is_loopback() {
+            format!("127.0.0.1:{}", local.port())
+        } else {
+            local.to_string()
+        };
+        eprintln!(
+            "weft serve: listening on http://{shown}/ (workflows {}, data {})",
+            state.roots.workflows.display(),
+            args.data.display()
+        );
+        let app = app(state);
+        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+        // Open WebSockets would hold a graceful shutdown up: give connections a moment.
+        let deadline = async {
+            shutdown_signal().await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        };
+        tokio::select! {
+            served = serving => served.context("serving")?,
+            _ = deadline => {}
+        }
+        eprintln!("weft serve: stopped (queued runs go on at the next start)");
+        anyhow::Ok(())
+    })?;
+    // Open WebSockets and the device worker do not hold the exit up.
+    std::process::exit(0);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

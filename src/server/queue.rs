@@ -1,0 +1,324 @@
+//! The scheduler: one thread takes the oldest queued run from the store, hands it to the device
+//! worker (one run at a time, all sharing the worker's cache), forwards its events to the
+//! WebSocket hub as they happen and records the outcome. Handlers only enqueue and wake it.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use weft_engine::worker::{DeviceWorker, Job};
+use weft_engine::{CancelToken, Event, RunStatus, Workflow};
+
+use super::hub::Hub;
+use super::now_ms;
+use super::store::{Finished, RunRecord, RunStore};
+
+/// How many queued ids a `queue` message lists (the count is always given in full).
+pub const QUEUE_LISTED: usize = 100;
+
+/// Shared between handlers and the scheduler thread.
+pub struct Queue {
+    wake: Mutex<mpsc::Sender<()>>,
+    running: Mutex<Option<(u64, CancelToken)>>,
+    /// Set when the queue changed; a `queue` message goes out at most every
+    /// `QUEUE_MESSAGE_EVERY` (a burst of 1,000 enqueues is one message, not 1,000).
+    changed: AtomicBool,
+}
+
+/// The most often a `queue` message is sent.
+pub const QUEUE_MESSAGE_EVERY: Duration = Duration::from_millis(50);
+
+impl Queue {
+    /// Notes that the queue changed (a `queue` message follows shortly).
+    pub fn changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes the scheduler (after an enqueue).
+    pub fn wake(&self) {
+        if let Ok(tx) = self.wake.lock() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn running(&self) -> Option<u64> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|(id, _)| *id))
+    }
+
+    /// Cancels the run in flight if it is `id`; true if it was.
+    pub fn cancel_running(&self, id: u64) -> bool {
+        match self.running.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some((running, token)) if *running == id => {
+                    token.cancel();
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+/// The `queue` message: what runs now and what waits.
+pub fn queue_message(store: &dyn RunStore, queue: &Queue) -> Option<Arc<str>> {
+    let (ids, total) = store.queued(QUEUE_LISTED).ok()?;
+    Some(
+        json!({"event": "queue", "running": queue.running(), "queued": ids, "queued_total": total})
+            .to_string()
+            .into(),
+    )
+}
+
+/// Starts the scheduler thread; it lives as long as the process.
+pub fn start(
+    store: Arc<dyn RunStore>,
+    hub: Arc<Hub>,
+    worker: DeviceWorker,
+    outputs_root: std::path::PathBuf,
+) -> Arc<Queue> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let queue = Arc::new(Queue {
+        wake: Mutex::new(tx),
+        running: Mutex::new(None),
+        changed: AtomicBool::new(false),
+    });
+    let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
+    std::thread::Builder::new()
+        .name("weft-queue-notify".into())
+        .spawn(move || loop {
+            std::thread::sleep(QUEUE_MESSAGE_EVERY);
+            if notify_queue.changed.swap(false, Ordering::Relaxed) {
+                if let Some(m) = queue_message(&*notify_store, &notify_queue) {
+                    notify_hub.send(m);
+                }
+            }
+        })
+        .expect("spawning the queue notifier thread");
+    let shared = queue.clone();
+    std::thread::Builder::new()
+        .name("weft-scheduler".into())
+        .spawn(move || loop {
+            let next = match store.next_queued() {
+                Ok(next) => next,
+                Err(e) => {
+                    eprintln!("weft serve: {e}");
+                    None
+                }
+            };
+            match next {
+                Some(run) => execute(&*store, &hub, &worker, &shared, &outputs_root, run),
+                None => {
+                    if rx.recv().is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawning the scheduler thread");
+    queue
+}
+
+/// What the events of a run said about its nodes, kept for its record.
+#[derive(Default)]
+struct Progress {
+    nodes: serde_json::Map<String, Json>,
+    why: HashMap<String, Json>,
+    outputs: Vec<Json>,
+    error: Option<Json>,
+    /// `run_finished` waits until the run's record is written, so a client that reads the
+    /// run on that event sees it finished.
+    finished_message: Option<Arc<str>>,
+}
+
+fn execute(
+    store: &dyn RunStore,
+    hub: &Hub,
+    worker: &DeviceWorker,
+    queue: &Queue,
+    outputs_root: &std::path::Path,
+    run: RunRecord,
+) {
+    let id = run.id;
+    match store.start(id, now_ms()) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            // The store is failing (disk full, locked): do not spin on the same run.
+            eprintln!("weft serve: {e}");
+            std::thread::sleep(Duration::from_secs(1));
+            return;
+        }
+    }
+    let cancel = CancelToken::new();
+    if let Ok(mut slot) = queue.running.lock() {
+        *slot = Some((id, cancel.clone()));
+    }
+    queue.changed();
+    let (finished, message) = match Workflow::parse(run.workflow.as_bytes()) {
+        Err(errors) => (
+            Finished {
+                status: "invalid",
+                at: now_ms(),
+                nodes: json!({}),
+                outputs: json!([]),
+                error: Some(
+                    json!({"message": "the stored workflow does not parse", "diagnostics": errors}),
+                ),
+            },
+            None,
+        ),
+        Ok(workflow) => run_on_worker(worker, hub, workflow, &run, cancel, outputs_root),
+    };
+    if let Err(e) = store.finish(id, &finished) {
+        eprintln!("weft serve: {e}");
+    }
+    if let Ok(mut slot) = queue.running.lock() {
+        *slot = None;
+    }
+    hub.send(message.unwrap_or_else(|| {
+        json!({"event": "run_finished", "run": id, "status": finished.status, "ran": 0, "cached": 0, "micros": 0})
+            .to_string()
+            .into()
+    }));
+    queue.changed();
+}
+
+fn run_on_worker(
+    worker: &DeviceWorker,
+    hub: &Hub,
+    workflow: Workflow,
+    run: &RunRecord,
+    cancel: CancelToken,
+    outputs_root: &std::path::Path,
+) -> (Finished, Option<Arc<str>>) {
+    let id = run.id;
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let (done_tx, done_rx) = mpsc::channel();
+    let events_progress = progress.clone();
+    let events_hub = hub.sender();
+    let run_dir = outputs_root.join(id.to_string());
+    let job = Job {
+        workflow,
+        target: run.target.clone(),
+        run: Some(id),
+        output_dir: Some(run_dir.clone()),
+        cancel,
+        events: Box::new(move |event: &Event| {
+            let Ok(mut message) = serde_json::to_value(event) else {
+                return;
+            };
+            if let Ok(mut p) = events_progress.lock() {
+                record(&mut p, event, &mut message, id, &run_dir);
+            }
+            let text: Arc<str> = message.to_string().into();
+            if matches!(event, Event::RunFinished { .. }) {
+                if let Ok(mut p) = events_progress.lock() {
+                    p.finished_message = Some(text);
+                    return;
+                }
+            }
+            let _ = events_hub.send(text);
+        }),
+        done: Box::new(move |report| {
+            let _ = done_tx.send(report);
+        }),
+    };
+    if !worker.submit(job) {
+        return (failed("the device worker stopped"), None);
+    }
+    let Ok(report) = done_rx.recv() else {
+        return (failed("the device worker stopped during the run"), None);
+    };
+    let mut p = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
+    let status = match report.status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+        RunStatus::Invalid => "invalid",
+    };
+    if report.status == RunStatus::Invalid && p.error.is_none() {
+        p.error =
+            Some(json!({"message": "the workflow is not valid", "diagnostics": report.errors}));
+    }
+    let message = p.finished_message.take();
+    let finished = Finished {
+        status,
+        at: now_ms(),
+        nodes: Json::Object(p.nodes),
+        outputs: Json::Array(p.outputs),
+        error: p.error,
+    };
+    (finished, message)
+}
+
+fn failed(message: &str) -> Finished {
+    Finished {
+        status: "failed",
+        at: now_ms(),
+        nodes: json!({}),
+        outputs: json!([]),
+        error: Some(json!({"message": message})),
+    }
+}
+
+/// Folds one event into the run's record and rewrites what a client must not see (server
+/// paths become the output's URL).
+fn record(
+    p: &mut Progress,
+    event: &Event,
+    message: &mut Json,
+    run: u64,
+    run_dir: &std::path::Path,
+) {
+    match event {
+        Event::NodeCached { node, .. } => {
+            p.nodes.insert(node.clone(), json!({"state": "cached"}));
+        }
+        Event::NodeStarted { node, .. } => {
+            if let Some(why) = message.get("why") {
+                p.why.insert(node.clone(), why.clone());
+            }
+        }
+        Event::NodeFinished { node, micros, .. } => {
+            let mut entry = json!({"state": "ran", "micros": micros});
+            if let Some(why) = p.why.remove(node) {
+                entry["why"] = why;
+            }
+            p.nodes.insert(node.clone(), entry);
+        }
+        Event::Error {
+            node,
+            message: text,
+            ..
+        } => {
+            if let Some(node) = node {
+                p.nodes.insert(node.clone(), json!({"state": "failed"}));
+            }
+            p.error = Some(json!({"node": node, "message": text}));
+        }
+        Event::Invalid { errors, .. } => {
+            p.error = Some(json!({"message": "the workflow is not valid", "diagnostics": errors}));
+        }
+        Event::Output { node, path, .. } => {
+            // Relative to the run's folder (a SaveImage prefix may name a sub-folder).
+            let file = path
+                .strip_prefix(run_dir)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(str::to_string)
+                .or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            let url = format!("/api/outputs/{run}/{file}");
+            p.outputs.push(json!({"node": node, "url": url}));
+            message["path"] = json!(format!("{run}/{file}"));
+            message["url"] = json!(url);
+        }
+        _ => {}
+    }
+}

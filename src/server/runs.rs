@@ -1,0 +1,283 @@
+//! Runs: enqueue (a workflow name or an inline document, with overrides and a target), list
+//! (newest first, paged), detail, cancel, delete a queued one. Everything a run may read is
+//! checked here, before it is queued: it must validate and every file it names must resolve
+//! into the models, inputs, workflows or outputs folder.
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+use weft_engine::{Diagnostic, Workflow};
+
+use super::error::{ApiError, ApiResult};
+use super::store::RunRecord;
+use super::workflows::{self, JsonBody};
+use super::{now_ms, AppState};
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    workflow: Json_,
+    #[serde(default)]
+    set: IndexMap<String, Json_>,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// Applies `"node.input": value` overrides; a value is read exactly as in a document
+/// (`"$node.output"` is a link).
+fn apply_sets(
+    workflow: &mut Workflow,
+    sets: &IndexMap<String, Json_>,
+) -> Result<(), Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    for (path, value) in sets {
+        let Some((node_id, input)) = path.split_once('.') else {
+            errors.push(Diagnostic::new(format!(
+                "set '{path}': expected \"node.input\""
+            )));
+            continue;
+        };
+        let Some(node) = workflow.nodes.get_mut(node_id) else {
+            errors.push(
+                Diagnostic::new(format!("set '{path}': no node '{node_id}' in the workflow"))
+                    .node(node_id),
+            );
+            continue;
+        };
+        let one = json!({"weft": 1, "nodes": {"n": {"type": "T", "v": value}}});
+        match workflows::from_doc(&one) {
+            Ok(parsed) => {
+                if let Some(entry) = parsed.nodes["n"].inputs.get("v") {
+                    let entry = weft_engine::workflow::InputEntry {
+                        pos: None,
+                        ..entry.clone()
+                    };
+                    node.inputs.insert(input.to_string(), entry);
+                }
+            }
+            Err(mut e) => {
+                for d in &mut e {
+                    d.pos = None;
+                    d.message = format!("set '{path}': {}", d.message);
+                }
+                errors.extend(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
+fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
+    let planned = weft_engine::plan::plan(
+        workflow,
+        &state.registry,
+        target,
+        &state.roots.models,
+        &mut |path: &std::path::Path| {
+            if state.roots.readable_by_runs(path) {
+                Ok([0; 32])
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "not found in the models, inputs or workflows folders",
+                ))
+            }
+        },
+    );
+    let mut errors = match planned {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    };
+    // A model name may be a path; wherever it resolves must be inside the folders too (a
+    // folder that merely exists outside lists no model files above, so check it here).
+    for (id, node) in &workflow.nodes {
+        let Some(registered) = state.registry.get(&node.type_name) else {
+            continue;
+        };
+        if registered.spec.category != "loaders" {
+            continue;
+        }
+        for (name, entry) in &node.inputs {
+            let is_model_name = registered
+                .spec
+                .input(name)
+                .is_some_and(|(_, i)| i.ty == weft_engine::ValueType::String);
+            let weft_engine::InputValue::Constant(weft_engine::Constant::String(text)) =
+                &entry.value
+            else {
+                continue;
+            };
+            if !is_model_name {
+                continue;
+            }
+            let inside = weft_nodes::model_files::resolve_model(text, &state.roots.models)
+                .is_ok_and(|p| state.roots.readable_by_runs(&p));
+            if !inside {
+                errors.push(
+                    Diagnostic::at_opt(
+                        entry.pos,
+                        format!("'{text}' is not a model in the models folder"),
+                    )
+                    .node(id)
+                    .input(name),
+                );
+            }
+        }
+    }
+    errors
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<Response> {
+    let (name, parsed) = match &body.workflow {
+        Json_::String(name) => {
+            let (_, bytes) = workflows::read(&state, name)?;
+            (Some(name.clone()), Workflow::parse(&bytes))
+        }
+        doc => (None, workflows::from_doc(doc)),
+    };
+    let invalid =
+        |d| ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d);
+    let mut workflow = parsed.map_err(invalid)?;
+    apply_sets(&mut workflow, &body.set).map_err(invalid)?;
+    // Subgraphs are inlined before queueing: the stored run needs no library to re-run.
+    let library = workflows::library(&state);
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir: &state.roots.workflows,
+        library: &library,
+    };
+    let workflow =
+        weft_engine::subgraph::expanded(workflow, &state.registry, &paths).map_err(invalid)?;
+    let target = body.target.as_deref();
+    let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
+    if diagnostics.is_empty() {
+        diagnostics = check_files(&state, &workflow, target);
+    }
+    if !diagnostics.is_empty() {
+        return Err(invalid(diagnostics));
+    }
+    let text = workflow.to_json().to_string();
+    let id = state
+        .store
+        .enqueue(name.as_deref(), &text, target, now_ms())
+        .map_err(|e| ApiError::internal("queueing a run", e))?;
+    state
+        .hub
+        .send(json!({"event": "run_queued", "run": id}).to_string().into());
+    state.queue.changed();
+    state.queue.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+}
+
+fn summary(r: &RunRecord) -> Json_ {
+    serde_json::to_value(r).unwrap_or_default()
+}
+
+fn detail(r: &RunRecord) -> Json_ {
+    let mut v = summary(r);
+    v["nodes"] = r.nodes.clone();
+    v["outputs"] = r.outputs.clone();
+    v
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Json_>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let runs = state
+        .store
+        .list(q.before, limit)
+        .map_err(|e| ApiError::internal("listing runs", e))?;
+    Ok(Json(
+        json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()}),
+    ))
+}
+
+fn run_id(text: &str) -> ApiResult<u64> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest("a run id is a positive integer".into()))
+}
+
+fn find(state: &AppState, id: u64) -> ApiResult<RunRecord> {
+    state
+        .store
+        .get(id)
+        .map_err(|e| ApiError::internal("reading a run", e))?
+        .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let id = run_id(&id)?;
+    Ok(Json(detail(&find(&state, id)?)))
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = run_id(&id)?;
+    if state.queue.cancel_running(id) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "cancelling"})),
+        )
+            .into_response());
+    }
+    if state
+        .store
+        .cancel_queued(id, now_ms())
+        .map_err(|e| ApiError::internal("cancelling a run", e))?
+    {
+        state.queue.changed();
+        return Ok(Json(json!({"id": id, "status": "cancelled"})).into_response());
+    }
+    let run = find(&state, id)?;
+    // It may have started between the two checks.
+    if run.status == "running" && state.queue.cancel_running(id) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "cancelling"})),
+        )
+            .into_response());
+    }
+    Err(ApiError::Conflict(
+        format!("run {id} is {}", run.status),
+        None,
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = run_id(&id)?;
+    if state
+        .store
+        .delete_queued(id)
+        .map_err(|e| ApiError::internal("deleting a run", e))?
+    {
+        state.queue.changed();
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let run = find(&state, id)?;
+    Err(ApiError::Conflict(
+        format!(
+            "run {id} is {}; only queued runs can be deleted",
+            run.status
+        ),
+        None,
+    ))
+}

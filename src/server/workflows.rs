@@ -1,0 +1,289 @@
+//! The workflows folder over HTTP: list, get, put (revision-checked, atomic, canonical YAML),
+//! create, rename, delete, and validation of a posted workflow. The files stay the source of
+//! truth; the watcher tells clients when they change on disk.
+use std::path::PathBuf;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+use weft_engine::{Diagnostic, Workflow};
+
+use super::error::{ApiError, ApiResult};
+use super::paths::{check_name, existing_under, write_atomic, write_new};
+use super::AppState;
+
+pub const EXTENSION: &str = "yaml";
+
+/// blake3 hex of the file bytes.
+pub fn revision(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Reads a request body as JSON into `T`, with our error shapes (413 for too large, 400 for
+/// malformed JSON or a wrong shape).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the request body is too large".into())
+                } else {
+                    ApiError::BadRequest("the request body could not be read".into())
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+    }
+}
+
+/// A workflow document (JSON) read by the workflow reader: structural errors come back as
+/// diagnostics.
+pub fn from_doc(doc: &Json_) -> Result<Workflow, Vec<Diagnostic>> {
+    if !doc.is_object() {
+        return Err(vec![Diagnostic::new(
+            "a workflow is an object {\"weft\": 1, \"nodes\": {...}}",
+        )]);
+    }
+    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
+    Workflow::parse_str(&text)
+}
+
+/// Validation diagnostics of a parsed workflow.
+pub fn check(state: &AppState, workflow: &Workflow) -> Vec<Diagnostic> {
+    let library = library(state);
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir: &state.roots.workflows,
+        library: &library,
+    };
+    weft_engine::subgraph::validate_with_subgraphs(workflow, &state.registry, &paths, None)
+}
+
+/// Where named subgraph types are found: `lib/` in the workflows folder.
+pub fn library(state: &AppState) -> [PathBuf; 1] {
+    [state.roots.workflows.join("lib")]
+}
+
+/// The file of a workflow name (which may not exist yet), refusing anything but a plain name.
+fn file_of(state: &AppState, name: &str) -> ApiResult<PathBuf> {
+    check_name(name, "workflow name")?;
+    Ok(state.roots.workflows.join(format!("{name}.{EXTENSION}")))
+}
+
+/// Reads an existing workflow file, refusing one that resolves outside the folder.
+pub fn read(state: &AppState, name: &str) -> ApiResult<(PathBuf, Vec<u8>)> {
+    check_name(name, "workflow name")?;
+    let path = existing_under(
+        &state.roots.workflows,
+        &format!("{name}.{EXTENSION}"),
+        "workflow",
+    )?;
+    let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("reading a workflow", e))?;
+    Ok((path, bytes))
+}
+
+/// Parse + validate diagnostics of file bytes, and the workflow when it parses.
+fn inspect(state: &AppState, bytes: &[u8]) -> (Option<Workflow>, Vec<Diagnostic>) {
+    match Workflow::parse(bytes) {
+        Ok(w) => {
+            let d = check(state, &w);
+            (Some(w), d)
+        }
+        Err(d) => (None, d),
+    }
+}
+
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
+    let entries = std::fs::read_dir(&state.roots.workflows)
+        .map_err(|e| ApiError::internal("listing workflows", e))?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let stem = file.strip_suffix(&format!(".{EXTENSION}"))?.to_string();
+            check_name(&stem, "").ok().map(|_| stem)
+        })
+        .collect();
+    names.sort();
+    let workflows: Vec<Json_> = names
+        .into_iter()
+        .filter_map(|name| {
+            let (_, bytes) = read(&state, &name).ok()?;
+            let (_, diagnostics) = inspect(&state, &bytes);
+            Some(json!({"name": name, "revision": revision(&bytes), "valid": diagnostics.is_empty()}))
+        })
+        .collect();
+    Ok(Json(json!({ "workflows": workflows })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    let (_, bytes) = read(&state, &name)?;
+    let (workflow, diagnostics) = inspect(&state, &bytes);
+    Ok(Json(json!({
+        "name": name,
+        "revision": revision(&bytes),
+        "workflow": workflow.map(|w| w.to_json()),
+        "text": String::from_utf8_lossy(&bytes),
+        "diagnostics": diagnostics,
+    })))
+}
+
+/// The canonical YAML of a posted document and its diagnostics located in that YAML (what the
+/// file will hold), or the structural errors that keep it from being written at all.
+fn canonical(state: &AppState, doc: &Json_) -> ApiResult<(String, Vec<Diagnostic>)> {
+    let workflow = from_doc(doc)
+        .map_err(|d| ApiError::InvalidWorkflow("the workflow does not parse".into(), d))?;
+    let yaml = workflow.to_yaml();
+    let diagnostics = match Workflow::parse_str(&yaml) {
+        Ok(reread) => check(state, &reread),
+        Err(d) => d,
+    };
+    Ok((yaml, diagnostics))
+}
+
+#[derive(Deserialize)]
+pub struct PutBody {
+    workflow: Json_,
+    revision: String,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PutBody>,
+) -> ApiResult<Json<Json_>> {
+    let (yaml, diagnostics) = canonical(&state, &body.workflow)?;
+    let _writing = state
+        .write_lock
+        .lock()
+        .map_err(|_| ApiError::internal("write lock", "poisoned"))?;
+    let (path, current) = read(&state, &name)?;
+    let current_revision = revision(&current);
+    if current_revision != body.revision {
+        return Err(ApiError::Conflict(
+            "the workflow changed since that revision; reload it and apply the edit again".into(),
+            Some(current_revision),
+        ));
+    }
+    write_atomic(&path, yaml.as_bytes())
+        .map_err(|e| ApiError::internal("writing a workflow", e))?;
+    Ok(Json(json!({
+        "name": name,
+        "revision": revision(yaml.as_bytes()),
+        "diagnostics": diagnostics,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    name: String,
+    workflow: Json_,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<Response> {
+    let path = file_of(&state, &body.name)?;
+    let (yaml, diagnostics) = canonical(&state, &body.workflow)?;
+    match write_new(&path, yaml.as_bytes()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ApiError::Conflict(
+                format!("a workflow named '{}' exists", body.name),
+                None,
+            ))
+        }
+        Err(e) => return Err(ApiError::internal("creating a workflow", e)),
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": body.name,
+            "revision": revision(yaml.as_bytes()),
+            "diagnostics": diagnostics,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RenameBody {
+    to: String,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<RenameBody>,
+) -> ApiResult<Json<Json_>> {
+    let target = file_of(&state, &body.to)?;
+    let _writing = state
+        .write_lock
+        .lock()
+        .map_err(|_| ApiError::internal("write lock", "poisoned"))?;
+    let (source, bytes) = read(&state, &name)?;
+    // Link then unlink: never replaces an existing workflow.
+    match std::fs::hard_link(&source, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ApiError::Conflict(
+                format!("a workflow named '{}' exists", body.to),
+                None,
+            ))
+        }
+        Err(e) => return Err(ApiError::internal("renaming a workflow", e)),
+    }
+    std::fs::remove_file(&source).map_err(|e| ApiError::internal("renaming a workflow", e))?;
+    Ok(Json(json!({"name": body.to, "revision": revision(&bytes)})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let _writing = state
+        .write_lock
+        .lock()
+        .map_err(|_| ApiError::internal("write lock", "poisoned"))?;
+    check_name(&name, "workflow name")?;
+    // The link itself goes (even one pointing elsewhere); what it points to is never touched.
+    let path = state.roots.workflows.join(format!("{name}.{EXTENSION}"));
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => std::fs::remove_file(&path)
+            .map(|_| StatusCode::NO_CONTENT)
+            .map_err(|e| ApiError::internal("deleting a workflow", e)),
+        Err(_) => Err(ApiError::NotFound(format!("no workflow '{name}'"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ValidateBody {
+    workflow: Json_,
+}
+
+pub async fn validate(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ValidateBody>,
+) -> ApiResult<Json<Json_>> {
+    // Located in the canonical YAML, as a save would write it.
+    let diagnostics = match canonical(&state, &body.workflow) {
+        Ok((_, diagnostics)) => diagnostics,
+        Err(ApiError::InvalidWorkflow(_, diagnostics)) => diagnostics,
+        Err(e) => return Err(e),
+    };
+    Ok(Json(
+        json!({"valid": diagnostics.is_empty(), "diagnostics": diagnostics}),
+    ))
+}

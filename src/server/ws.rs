@@ -1,0 +1,64 @@
+//! `/ws`: every message of the hub, as text frames. The first frame is the current `queue`.
+//! A client that falls behind the hub's ring is sent a close frame and dropped.
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::SinkExt;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::queue::queue_message;
+use super::AppState;
+
+/// The guard middleware has already checked Origin, Host and token for the upgrade request.
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(64 << 10)
+        .on_upgrade(move |socket| client(state, socket))
+}
+
+async fn client(state: AppState, mut socket: WebSocket) {
+    let mut messages = state.hub.subscribe();
+    if let Some(m) = queue_message(&*state.store, &state.queue) {
+        if socket.send(Message::Text(m.as_ref().into())).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(text) => {
+                    // Whatever else is already waiting goes out in the same write.
+                    let mut batch = vec![text];
+                    while batch.len() < 256 {
+                        match messages.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    for text in batch {
+                        if socket.feed(Message::Text(text.as_ref().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if socket.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: format!("too slow: {missed} messages behind; reconnect and re-read state").into(),
+                        })))
+                        .await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                // Clients have nothing to say yet; pings are answered by axum.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,777 @@
+//! Every route of `weft serve` through `app(...)` with tower's `oneshot` (no socket), good and
+//! bad cases: traversal in every file-naming parameter, oversize bodies, non-images and
+//! decompression bombs, malformed JSON, located diagnostics, stale writes, tokens, origins.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use weft::server::{app, AppState, Config, Server};
+
+const HOST: &str = "127.0.0.1:8188";
+
+const CHAIN: &str = "weft: 1
+nodes:
+  a:
+    type: Int
+    value: 1
+  b:
+    type: AddInt
+    a: $a.value
+    b: 10
+  show:
+    type: ShowInt
+    value: $b.sum
+layout:
+  a: [0, 0]
+  b: [200, 0]
+";
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    state: AppState,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let workflows = dir.path().join("workflows");
+        std::fs::create_dir_all(&workflows).unwrap();
+        std::fs::write(workflows.join("chain.yaml"), CHAIN).unwrap();
+        let mut config = Config::new(workflows, dir.path().join("data"), models_dir());
+        config.upload_limit = 1 << 20;
+        config.body_limit = 256 << 10;
+        adjust(&mut config);
+        let executor = weft_engine::ExecutorConfig {
+            device: tch::Device::Cpu,
+            ..Default::default()
+        };
+        let state = Server::start(config, executor).unwrap();
+        Self { dir, state }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        (status, body, headers)
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, HOST);
+        let body = match body {
+            Some(v) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let (status, bytes, _) = self.send(request.body(body).unwrap()).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn wait_run(&self, id: u64) -> Value {
+        for _ in 0..400 {
+            let (_, run) = self
+                .call(Method::GET, &format!("/api/runs/{id}"), None)
+                .await;
+            if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "body: {body}");
+    assert_eq!(body["error"], code, "body: {body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+/// A PNG header declaring `w` x `h` pixels with a tiny (bogus) image data chunk.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn small_png() -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn node_catalogue_has_declarations_model_choices_and_an_etag() {
+    let f = Fixture::new();
+    let request = || Request::get("/api/nodes").header(header::HOST, HOST);
+    let (status, body, headers) = f.send(request().body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let nodes = body["nodes"].as_array().unwrap();
+    let find = |t: &str| nodes.iter().find(|n| n["type"] == t).unwrap().clone();
+    let sampler = find("Sampler");
+    assert_eq!(sampler["category"], "sampling");
+    let steps = sampler["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "steps")
+        .unwrap();
+    assert_eq!(steps["type"], "int");
+    assert!(
+        steps["min"].is_number() && steps["default"].is_number(),
+        "{steps}"
+    );
+    let model = sampler["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "model")
+        .unwrap();
+    assert_eq!(model["link_only"], true);
+    let checkpoint = find("LoadCheckpoint");
+    let name = &checkpoint["inputs"][0];
+    assert!(
+        name["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "tiny-shapes"),
+        "{name}"
+    );
+    assert_eq!(find("SaveImage")["output_node"], true);
+
+    let etag = headers
+        .get(header::ETAG)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, _, _) = f
+        .send(
+            request()
+                .header(header::IF_NONE_MATCH, &etag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn workflows_list_get_put_create_rename_delete() {
+    let f = Fixture::new();
+    let (status, list) = f.call(Method::GET, "/api/workflows", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["workflows"][0]["name"], "chain");
+    assert_eq!(list["workflows"][0]["valid"], true);
+
+    let (status, got) = f.call(Method::GET, "/api/workflows/chain", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["workflow"]["nodes"]["b"]["a"], "$a.value");
+    assert_eq!(got["text"], CHAIN);
+    let revision = got["revision"].as_str().unwrap().to_string();
+    assert_eq!(
+        revision,
+        blake3::hash(CHAIN.as_bytes()).to_hex().to_string()
+    );
+
+    let mut doc = got["workflow"].clone();
+    doc["nodes"]["b"]["b"] = json!(20);
+    doc["layout"]["show"] = json!([400, 0]);
+    let (status, put) = f
+        .call(
+            Method::PUT,
+            "/api/workflows/chain",
+            Some(json!({"workflow": doc, "revision": revision})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    let written = std::fs::read_to_string(f.path("workflows/chain.yaml")).unwrap();
+    assert!(written.contains("    b: 20\n"), "{written}");
+    assert!(
+        written.contains("layout:\n  a: [0, 0]\n  b: [200, 0]\n  show: [400, 0]\n"),
+        "{written}"
+    );
+    assert_eq!(
+        put["revision"],
+        blake3::hash(written.as_bytes()).to_hex().to_string()
+    );
+
+    // The same edit from the old revision conflicts and names the current one.
+    let (status, stale) = f
+        .call(
+            Method::PUT,
+            "/api/workflows/chain",
+            Some(json!({"workflow": doc, "revision": revision})),
+        )
+        .await;
+    assert_error(status, &stale, StatusCode::CONFLICT, "conflict");
+    assert_eq!(stale["revision"], put["revision"]);
+
+    // An invalid but parseable workflow is saved, with its diagnostics.
+    let mut broken = doc.clone();
+    broken["nodes"]["b"]["type"] = json!("AddIntt");
+    let (status, saved) = f
+        .call(
+            Method::PUT,
+            "/api/workflows/chain",
+            Some(json!({"workflow": broken, "revision": put["revision"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(saved["diagnostics"][0]["node"], "b");
+
+    let (status, created) = f
+        .call(
+            Method::POST,
+            "/api/workflows",
+            Some(json!({"name": "copy", "workflow": doc})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, again) = f
+        .call(
+            Method::POST,
+            "/api/workflows",
+            Some(json!({"name": "copy", "workflow": doc})),
+        )
+        .await;
+    assert_error(status, &again, StatusCode::CONFLICT, "conflict");
+
+    let (status, renamed) = f
+        .call(
+            Method::POST,
+            "/api/workflows/copy/rename",
+            Some(json!({"to": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    let (status, _) = f.call(Method::GET, "/api/workflows/copy", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, clash) = f
+        .call(
+            Method::POST,
+            "/api/workflows/renamed/rename",
+            Some(json!({"to": "chain"})),
+        )
+        .await;
+    assert_error(status, &clash, StatusCode::CONFLICT, "conflict");
+    let (status, _) = f.call(Method::DELETE, "/api/workflows/renamed", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!f.path("workflows/renamed.yaml").exists());
+    let (status, gone) = f.call(Method::DELETE, "/api/workflows/renamed", None).await;
+    assert_error(status, &gone, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn unknown_node_type_comes_back_located_from_validate_and_runs() {
+    let f = Fixture::new();
+    let doc = json!({"weft": 1, "nodes": {"a": {"type": "Intt", "value": 1}, "show": {"type": "ShowInt", "value": "$a.value"}}});
+    let (status, v) = f
+        .call(
+            Method::POST,
+            "/api/validate",
+            Some(json!({"workflow": doc})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["node"], "a");
+    assert!(
+        d["pos"]["line"].as_u64().unwrap() > 1 && d["pos"]["col"].as_u64().unwrap() > 0,
+        "{d}"
+    );
+    assert!(d["hint"].as_str().unwrap_or("").contains("Int"), "{d}");
+
+    let (status, run) = f
+        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+        .await;
+    assert_error(status, &run, StatusCode::BAD_REQUEST, "invalid_workflow");
+    assert_eq!(run["diagnostics"][0]["node"], "a");
+    let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        0,
+        "nothing was queued"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_and_wrong_shapes_are_bad_requests() {
+    let f = Fixture::new();
+    for uri in ["/api/runs", "/api/validate", "/api/workflows"] {
+        let request = Request::post(uri)
+            .header(header::HOST, HOST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{\"workflow\": "))
+            .unwrap();
+        let (status, body, _) = f.send(request).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let (status, body) = f
+        .call(Method::POST, "/api/validate", Some(json!({"workflow": 3})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["valid"], false);
+    let (status, body) = f.call(Method::GET, "/api/runs/abc", None).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = f.call(Method::GET, "/api/nope", None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn oversize_bodies_are_refused() {
+    let f = Fixture::new();
+    let big = json!({"workflow": {"weft": 1, "nodes": {}}, "pad": "x".repeat(300 << 10)});
+    let (status, body) = f.call(Method::POST, "/api/validate", Some(big)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let request = Request::post("/api/uploads")
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(Body::from(vec![0u8; 2 << 20]))
+        .unwrap();
+    let (status, body, _) = f.send(request).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+}
+
+#[tokio::test]
+async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
+    let f = Fixture::new();
+    let (status, queued) = f
+        .call(
+            Method::POST,
+            "/api/runs",
+            Some(json!({"workflow": "chain", "set": {"a.value": 5}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let id = queued["id"].as_u64().unwrap();
+    let run = f.wait_run(id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["workflow_name"], "chain");
+    assert_eq!(run["nodes"]["b"]["state"], "ran");
+    assert!(run["nodes"]["b"]["micros"].is_number());
+    assert!(run["queued_at"].as_i64().unwrap() <= run["finished_at"].as_i64().unwrap());
+
+    // The same again is all cached on the shared worker.
+    let (_, again) = f
+        .call(
+            Method::POST,
+            "/api/runs",
+            Some(json!({"workflow": "chain", "set": {"a.value": 5}})),
+        )
+        .await;
+    let run2 = f.wait_run(again["id"].as_u64().unwrap()).await;
+    assert_eq!(run2["nodes"]["show"]["state"], "cached", "{run2}");
+
+    let (_, list) = f.call(Method::GET, "/api/runs?limit=1", None).await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(list["runs"][0]["id"], run2["id"]);
+    let (_, page) = f
+        .call(
+            Method::GET,
+            &format!("/api/runs?before={}", run2["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(page["runs"][0]["id"], id);
+
+    let (status, body) = f
+        .call(Method::DELETE, &format!("/api/runs/{id}"), None)
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = f
+        .call(Method::POST, &format!("/api/runs/{id}/cancel"), None)
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = f.call(Method::GET, "/api/runs/999", None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = f
+        .call(
+            Method::POST,
+            "/api/runs",
+            Some(json!({"workflow": "chain", "set": {"zz.value": 1}})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
+}
+
+#[tokio::test]
+async fn a_run_may_not_read_files_outside_the_servers_folders() {
+    let f = Fixture::new();
+    let outside = f.path("outside.png");
+    std::fs::write(&outside, small_png()).unwrap();
+    std::os::unix::fs::symlink(&outside, f.path("workflows/inputs/link.png")).unwrap();
+    let inputs = f.state.inputs_ref.clone();
+    for path in [
+        outside.to_string_lossy().into_owned(),
+        "/etc/passwd".to_string(),
+        inputs
+            .join("../../outside.png")
+            .to_string_lossy()
+            .into_owned(),
+        inputs.join("link.png").to_string_lossy().into_owned(),
+    ] {
+        let doc = json!({"weft": 1, "nodes": {
+            "load": {"type": "LoadImage", "path": path},
+            "save": {"type": "SaveImage", "image": "$load.image"}}});
+        let (status, body) = f
+            .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
+        assert_eq!(body["diagnostics"][0]["node"], "load", "{path}: {body}");
+    }
+    let doc = json!({"weft": 1, "nodes": {
+        "model": {"type": "LoadCheckpoint", "name": "../../../etc"},
+        "latent": {"type": "EmptyLatent", "width": 64, "height": 64},
+        "decode": {"type": "VaeDecode", "vae": "$model.vae", "latent": "$latent.latent"},
+        "save": {"type": "SaveImage", "image": "$decode.image"}}});
+    let (status, body) = f
+        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
+}
+
+#[tokio::test]
+async fn traversal_in_every_file_naming_parameter_is_refused() {
+    let f = Fixture::new();
+    // Targets that exist outside the folders, so a bug would show as a 200.
+    std::fs::write(f.path("secret.yaml"), CHAIN).unwrap();
+    std::fs::write(f.path("secret.png"), small_png()).unwrap();
+    std::fs::create_dir_all(f.path("data/outputs/7")).unwrap();
+    std::os::unix::fs::symlink(f.path("secret.yaml"), f.path("workflows/evil.yaml")).unwrap();
+    std::os::unix::fs::symlink(f.path("secret.png"), f.path("workflows/inputs/evil.png")).unwrap();
+    std::os::unix::fs::symlink(f.path("secret.png"), f.path("data/outputs/7/evil.png")).unwrap();
+    std::os::unix::fs::symlink(f.path("."), f.path("data/outputs/8")).unwrap();
+    let secret = f.path("secret.png").to_string_lossy().replace('/', "%2F");
+    let cases: Vec<(Method, String)> = vec![
+        (Method::GET, "/api/workflows/..%2Fsecret".into()),
+        (Method::GET, "/api/workflows/%2e%2e%2fsecret".into()),
+        (
+            Method::GET,
+            format!(
+                "/api/workflows/{}",
+                f.path("secret").to_string_lossy().replace('/', "%2F")
+            ),
+        ),
+        (Method::GET, "/api/workflows/evil".into()),
+        (Method::DELETE, "/api/workflows/..%2Fsecret".into()),
+        (Method::GET, "/api/uploads/..%2F..%2Fsecret.png".into()),
+        (Method::GET, format!("/api/uploads/{secret}")),
+        (Method::GET, "/api/uploads/evil.png".into()),
+        (
+            Method::GET,
+            "/api/outputs/7/..%2F..%2F..%2Fsecret.png".into(),
+        ),
+        (Method::GET, "/api/outputs/..%2F..%2F/secret.png".into()),
+        (Method::GET, format!("/api/outputs/7/{secret}")),
+        (Method::GET, "/api/outputs/7/evil.png".into()),
+        (Method::GET, "/api/outputs/8/secret.png".into()),
+        (Method::GET, "/api/workflows/../../secret".into()),
+    ];
+    for (method, uri) in cases {
+        let (status, body) = f.call(method.clone(), &uri, None).await;
+        assert!(
+            matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            ),
+            "{method} {uri}: {status} {body}"
+        );
+        assert!(body["error"].is_string(), "{method} {uri}: {body}");
+    }
+    for (uri, body) in [
+        (
+            "/api/workflows",
+            json!({"name": "../escape", "workflow": {"weft": 1, "nodes": {}}}),
+        ),
+        ("/api/workflows/chain/rename", json!({"to": "../../escape"})),
+        ("/api/workflows/chain/rename", json!({"to": "/tmp/escape"})),
+    ] {
+        let (status, reply) = f.call(Method::POST, uri, Some(body)).await;
+        assert_error(status, &reply, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    assert!(!f.path("escape.yaml").exists());
+    assert!(f.path("secret.yaml").exists() && f.path("workflows/chain.yaml").exists());
+}
+
+#[tokio::test]
+async fn uploads_sniff_the_format_and_refuse_bombs() {
+    let f = Fixture::new();
+    let raw = |bytes: Vec<u8>, ty: &str| {
+        Request::post("/api/uploads")
+            .header(header::HOST, HOST)
+            .header(header::CONTENT_TYPE, ty)
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    let (status, body, _) = f
+        .send(raw(b"<svg>not an image</svg>".to_vec(), "image/png"))
+        .await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    let bomb = png_declaring(100_000, 100_000);
+    assert!(bomb.len() < 100);
+    let (status, body, _) = f.send(raw(bomb, "image/png")).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    let (status, body, _) = f.send(raw(png_declaring(16, 16), "image/png")).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+
+    let png = small_png();
+    let (status, body, _) = f.send(raw(png.clone(), "application/octet-stream")).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let file = body["file"].as_str().unwrap().to_string();
+    let name = body["name"].as_str().unwrap();
+    assert!(name.ends_with(&file) && file.ends_with(".png"));
+
+    // The multipart form gives the same stored file.
+    let boundary = "weftboundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"../../x.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend(&png);
+    form.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, body, _) = f
+        .send(raw(
+            form,
+            &format!("multipart/form-data; boundary={boundary}"),
+        ))
+        .await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["file"], file.as_str());
+
+    let request = Request::get(format!("/api/uploads/{file}"))
+        .header(header::HOST, HOST)
+        .body(Body::empty())
+        .unwrap();
+    let (status, bytes, headers) = f.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/png");
+    assert_eq!(bytes, png);
+
+    // The uploaded name is what LoadImage reads: a run using it is accepted.
+    let doc = json!({"weft": 1, "nodes": {
+        "load": {"type": "LoadImage", "path": name},
+        "save": {"type": "SaveImage", "image": "$load.image", "prefix": "sub/up"}}});
+    let (status, queued) = f
+        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let url = run["outputs"][0]["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("/api/outputs/{}/sub/up_", run["id"])),
+        "{url}"
+    );
+    let request = Request::get(&url)
+        .header(header::HOST, HOST)
+        .body(Body::empty())
+        .unwrap();
+    let (status, bytes, _) = f.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes.starts_with(b"\x89PNG"));
+}
+
+#[tokio::test]
+async fn cross_origin_and_rebound_hosts_are_refused() {
+    let f = Fixture::new();
+    let post = |origin: Option<&str>, host: &str| {
+        let mut r = Request::post("/api/runs")
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "text/plain");
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        r.body(Body::from(json!({"workflow": "chain"}).to_string()))
+            .unwrap()
+    };
+    for (origin, host) in [
+        (Some("http://evil.example"), HOST),
+        (Some("null"), HOST),
+        (Some("http://127.0.0.1:9999"), HOST),
+        (Some("https://127.0.0.1:8188"), HOST),
+        (None, "evil.example:8188"),
+        (Some("http://evil.example:8188"), "evil.example:8188"),
+    ] {
+        let (status, body, _) = f.send(post(origin, host)).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        0,
+        "nothing was queued"
+    );
+    let (status, _, _) = f
+        .send(post(Some("http://localhost:8188"), "localhost:8188"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The WebSocket upgrade is refused from another origin before any upgrade happens.
+    let upgrade = Request::get("/ws")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "http://evil.example")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body, _) = f.send(upgrade).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_and_the_websocket_need_it() {
+    let token = "0123456789abcdef0123";
+    let f = Fixture::with(|c| c.token = Some(token.to_string()));
+    let get = |uri: &str, auth: Option<&str>| {
+        let mut r = Request::get(uri).header(header::HOST, HOST);
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for uri in [
+        "/api/nodes",
+        "/api/workflows",
+        "/api/runs",
+        "/ws",
+        "/",
+        "/api/outputs/1/a.png",
+    ] {
+        for auth in [None, Some("Bearer wrong-token-wrong-token"), Some(token)] {
+            let (status, body, _) = f.send(get(uri, auth)).await;
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    let (status, _, _) = f
+        .send(get("/api/nodes", Some(&format!("Bearer {token}"))))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = f
+        .send(get(&format!("/api/workflows?token={token}"), None))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_root_serves_a_page() {
+    let f = Fixture::new();
+    let (status, body, headers) = f
+        .send(
+            Request::get("/")
+                .header(header::HOST, HOST)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&body).contains("<html"));
+}
+
+#[allow(dead_code)]
+fn _state_is_shared(state: &AppState) -> Arc<weft::server::Server> {
+    state.clone()
+}
