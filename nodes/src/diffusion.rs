@@ -15,13 +15,13 @@ use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::{encode_prompt, SpecialTokens};
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel};
 use crate::samplers::{
-    self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction, SampleSettings, SamplerKind,
-    ScheduleKind,
+    self, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction, SampleSettings,
+    SamplerKind, ScheduleKind,
 };
 use crate::weights::checkpoint::{
     load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
 };
-use crate::weights::Weights;
+use crate::weights::{WeightedModel, Weights};
 
 /// Where set-up puts converted text-encoder assets, relative to the models folder.
 pub const MINILM_DIR: &str = "converted/minilm";
@@ -307,9 +307,11 @@ impl Node for Sampler {
             &predictor,
             &schedule,
             prediction,
-            positive,
-            negative,
-            inputs.float("cfg")?,
+            Guidance {
+                positive,
+                negative,
+                cfg: inputs.float("cfg")?,
+            },
         )?;
         let settings = SampleSettings {
             seed: inputs.int("seed")? as u64,

@@ -8,8 +8,8 @@ use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
 use crate::models::layers::{join, Conv2d, TchResult};
-use crate::models::vae::{Decoder, Encoder};
-use crate::weights::Weights;
+use crate::models::vae::{Decoder, Encoder, StackShape};
+use crate::weights::{Checked, WeightedModel, Weights};
 
 /// An `AutoencoderKL` configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,28 +178,11 @@ pub struct AutoencoderKL {
     kind: Kind,
 }
 
-impl AutoencoderKL {
-    /// Builds the model from diffusers-named weights under `prefix` (`""` for a diffusers
-    /// `vae/` file). Reports every missing, unexpected or mis-shaped tensor at once.
-    pub fn new(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
-        let model = Self::build(w, prefix, config)?;
-        w.finish("AutoencoderKL")?;
-        Ok(model)
-    }
+impl WeightedModel for AutoencoderKL {
+    type Config = VaeConfig;
+    const NAME: &'static str = "AutoencoderKL";
 
-    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
-    /// checkpoint must hold, or what a benchmark fills with random weights.
-    pub fn weight_shapes(
-        config: VaeConfig,
-    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
-        let probe = Weights::new("probe", std::collections::HashMap::new());
-        Self::build(&probe, "", config)?;
-        Ok(probe.requested())
-    }
-
-    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
-    /// a missing tensor can never become silent zeros.
-    fn build(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
+    fn build(w: &Weights, prefix: &str, config: VaeConfig, _: Checked) -> Result<Self> {
         let c = &config;
         if c.block_out_channels.is_empty()
             || c.layers_per_block == 0
@@ -211,24 +194,14 @@ impl AutoencoderKL {
         }
         let p = |n: &str| join(prefix, n);
         let l = c.latent_channels;
-        let encoder = Encoder::new(
-            w,
-            &p("encoder"),
-            c.in_channels,
-            l,
-            &c.block_out_channels,
-            c.layers_per_block,
-            c.norm_num_groups,
-        );
-        let decoder = Decoder::new(
-            w,
-            &p("decoder"),
-            l,
-            c.out_channels,
-            &c.block_out_channels,
-            c.layers_per_block,
-            c.norm_num_groups,
-        );
+        let shape = StackShape {
+            latent_channels: l,
+            block_out_channels: &c.block_out_channels,
+            layers_per_block: c.layers_per_block,
+            groups: c.norm_num_groups,
+        };
+        let encoder = Encoder::new(w, &p("encoder"), c.in_channels, &shape);
+        let decoder = Decoder::new(w, &p("decoder"), c.out_channels, &shape);
         let quant_conv = Conv2d::new(w, &p("quant_conv"), 2 * l, 2 * l, 1, 1, 0);
         let post_quant_conv = Conv2d::new(w, &p("post_quant_conv"), l, l, 1, 1, 0);
         let kind = w
@@ -244,7 +217,9 @@ impl AutoencoderKL {
             kind,
         })
     }
+}
 
+impl AutoencoderKL {
     pub fn config(&self) -> &VaeConfig {
         &self.config
     }

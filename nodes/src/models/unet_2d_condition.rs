@@ -9,9 +9,9 @@ use crate::error::{ModelError, Result, TchContext};
 use crate::models::embeddings::{timestep_sinusoids, TimestepEmbedding};
 use crate::models::layers::{Conv2d, GroupNorm, TchResult};
 use crate::models::unet_2d_blocks::{
-    UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
+    BlockLayout, UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
 };
-use crate::weights::Weights;
+use crate::weights::{Checked, WeightedModel, Weights};
 
 /// What the UNet's output means, i.e. what the sampler must convert it from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,28 +334,11 @@ pub struct UNet2DConditionModel {
     kind: Kind,
 }
 
-impl UNet2DConditionModel {
-    /// Builds the model from diffusers-named weights under `prefix` (`""` for a diffusers
-    /// `unet/` file). Reports every missing, unexpected or mis-shaped tensor at once.
-    pub fn new(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
-        let model = Self::build(w, prefix, config)?;
-        w.finish("UNet2DConditionModel")?;
-        Ok(model)
-    }
+impl WeightedModel for UNet2DConditionModel {
+    type Config = UNetConfig;
+    const NAME: &'static str = "UNet2DConditionModel";
 
-    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
-    /// checkpoint must hold, or what a benchmark fills with random weights.
-    pub fn weight_shapes(
-        config: UNetConfig,
-    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
-        let probe = Weights::new("probe", std::collections::HashMap::new());
-        Self::build(&probe, "", config)?;
-        Ok(probe.requested())
-    }
-
-    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
-    /// a missing tensor can never become silent zeros.
-    fn build(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
+    fn build(w: &Weights, prefix: &str, config: UNetConfig, _: Checked) -> Result<Self> {
         config.check()?;
         let p = |n: &str| crate::models::layers::join(prefix, n);
         let boc = &config.block_out_channels;
@@ -376,16 +359,14 @@ impl UNet2DConditionModel {
             TimestepEmbedding::new(w, &p("time_embedding"), boc[0], config.time_embed_dim());
         let down_blocks = (0..n)
             .map(|i| {
-                UNetDownBlock::new(
-                    w,
-                    &p(&format!("down_blocks.{i}")),
-                    if i == 0 { boc[0] } else { boc[i - 1] },
-                    boc[i],
-                    config.layers_per_block,
-                    heads_of(i),
-                    i + 1 < n,
-                    &shape,
-                )
+                let layout = BlockLayout {
+                    in_channels: if i == 0 { boc[0] } else { boc[i - 1] },
+                    out_channels: boc[i],
+                    layers: config.layers_per_block,
+                    resample: i + 1 < n,
+                };
+                let name = p(&format!("down_blocks.{i}"));
+                UNetDownBlock::new(w, &name, layout, heads_of(i), &shape)
             })
             .collect();
         let mid_block = UNetMidBlock2DCrossAttn::new(
@@ -398,17 +379,15 @@ impl UNet2DConditionModel {
         let up_blocks = (0..n)
             .map(|i| {
                 let block = n - 1 - i; // the down block this up block mirrors
-                UNetUpBlock::new(
-                    w,
-                    &p(&format!("up_blocks.{i}")),
-                    boc[block.saturating_sub(1)],
-                    if i == 0 { boc[n - 1] } else { boc[block + 1] },
-                    boc[block],
-                    config.layers_per_block + 1,
-                    heads_of(block),
-                    i + 1 < n,
-                    &shape,
-                )
+                let layout = BlockLayout {
+                    in_channels: if i == 0 { boc[n - 1] } else { boc[block + 1] },
+                    out_channels: boc[block],
+                    layers: config.layers_per_block + 1,
+                    resample: i + 1 < n,
+                };
+                let skip_in = boc[block.saturating_sub(1)];
+                let name = p(&format!("up_blocks.{i}"));
+                UNetUpBlock::new(w, &name, layout, skip_in, heads_of(block), &shape)
             })
             .collect();
         let conv_norm_out = GroupNorm::new(
@@ -435,7 +414,9 @@ impl UNet2DConditionModel {
             kind,
         })
     }
+}
 
+impl UNet2DConditionModel {
     pub fn config(&self) -> &UNetConfig {
         &self.config
     }

@@ -10,7 +10,9 @@
 //!
 //! ```no_run
 //! use tch::{Device, Kind, Tensor};
-//! use weft_nodes::samplers::{self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction};
+//! use weft_nodes::samplers::{
+//!     self, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction,
+//! };
 //! use weft_nodes::samplers::{SampleSettings, SamplerKind, ScheduleKind};
 //!
 //! # fn main() -> weft_nodes::Result<()> {
@@ -19,8 +21,8 @@
 //! let schedule = DiscreteSchedule::stable_diffusion();
 //! let positive = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
 //! let negative = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
-//! let denoiser =
-//!     GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, positive, Some(negative), 7.5)?;
+//! let guidance = Guidance { positive, negative: Some(negative), cfg: 7.5 };
+//! let denoiser = GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, guidance)?;
 //! let settings = SampleSettings {
 //!     seed: 42,
 //!     steps: 20,
@@ -48,7 +50,7 @@ use tch::Tensor;
 use crate::error::{ModelError, Result};
 
 pub use crate::noise::{FixedNoise, NoiseSource};
-pub use guidance::{GuidedDenoiser, NoisePredictor, Prediction};
+pub use guidance::{Guidance, GuidedDenoiser, NoisePredictor, Prediction};
 pub use schedules::{BetaSchedule, DiscreteSchedule, ScheduleKind};
 
 /// The denoised prediction x0 of a noisy latent `x` at noise level `sigma` (k-diffusion space).

@@ -15,7 +15,7 @@ use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNe
 use crate::weights::ldm_keymap::{
     map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX,
 };
-use crate::weights::{MappedFile, Weights};
+use crate::weights::{MappedFile, WeightedModel, Weights};
 
 /// Which Stable Diffusion generation a checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
