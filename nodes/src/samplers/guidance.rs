@@ -201,15 +201,27 @@ mod tests {
     use std::cell::RefCell;
     use tch::Device;
 
+    /// A prediction equal to the mean of the context, so cfg mixing is visible directly.
+    fn context_mean(sample: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+        Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+    }
+
+    fn guidance(positive: &Tensor, negative: Option<&Tensor>, cfg: f64) -> Guidance {
+        Guidance {
+            positive: positive.copy(),
+            negative: negative.map(Tensor::copy),
+            cfg,
+        }
+    }
+
     #[test]
     fn guidance_batches_both_conditionings_in_one_call() {
         let schedule = DiscreteSchedule::stable_diffusion();
         let batches = RefCell::new(Vec::new());
-        // eps = mean of the context, so cfg mixing is visible directly.
         let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
             batches.borrow_mut().push((sample.size()[0], t.size()));
-            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
-            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+            context_mean(sample, ctx)
         };
         let opts = (Kind::Float, Device::Cpu);
         let positive = Tensor::ones([1, 3, 8], opts);
@@ -218,11 +230,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            Guidance {
-                positive,
-                negative: Some(negative),
-                cfg: 3.0,
-            },
+            guidance(&positive, Some(&negative), 3.0),
         )
         .unwrap();
         let x = Tensor::zeros([2, 4, 2, 2], opts);
@@ -239,8 +247,7 @@ mod tests {
         let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
             calls.borrow_mut().push((sample.size()[0], ctx.size()[1]));
             assert_eq!(t.double_value(&[0]), 500.0);
-            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
-            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+            context_mean(sample, ctx)
         };
         let opts = (Kind::Float, Device::Cpu);
         let x = Tensor::zeros([1, 4, 2, 2], opts);
@@ -251,11 +258,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            Guidance {
-                positive: positive.copy(),
-                negative: Some(negative.copy()),
-                cfg: 1.0,
-            },
+            guidance(&positive, Some(&negative), 1.0),
         )
         .unwrap();
         let _ = once.denoise(&x, sigma).unwrap();
@@ -265,11 +268,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            Guidance {
-                positive,
-                negative: Some(negative),
-                cfg: 2.0,
-            },
+            guidance(&positive, Some(&negative), 2.0),
         )
         .unwrap();
         let denoised = twice.denoise(&x, sigma).unwrap();
@@ -294,11 +293,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::V,
-            Guidance {
-                positive: Tensor::zeros([1, 1, 4], opts),
-                negative: None,
-                cfg: 5.0,
-            },
+            guidance(&Tensor::zeros([1, 1, 4], opts), None, 5.0),
         )
         .unwrap();
         let denoised = denoiser.denoise(&x, sigma).unwrap();
@@ -314,11 +309,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            Guidance {
-                positive: Tensor::ones([3, 3, 8], opts),
-                negative: None,
-                cfg: 1.0,
-            },
+            guidance(&Tensor::ones([3, 3, 8], opts), None, 1.0),
         )
         .unwrap();
         assert!(denoiser
@@ -328,11 +319,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::V,
-            Guidance {
-                positive: Tensor::ones([3, 8], opts),
-                negative: None,
-                cfg: 1.0,
-            },
+            guidance(&Tensor::ones([3, 8], opts), None, 1.0)
         )
         .is_err());
     }
