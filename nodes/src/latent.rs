@@ -1,4 +1,4 @@
-//! Latent nodes: empty latents, seeded noise, latent upscaling.
+//! Latent nodes: empty latents, seeded noise, latent upscaling, and a cheap RGB preview.
 use tch::{Kind, Tensor};
 use weft_engine::{
     InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out,
@@ -146,5 +146,52 @@ impl Node for LatentUpscale {
             T::Latent,
             resize(latent, h, w, inputs.string("method")?)?,
         )])
+    }
+}
+
+/// Maps latents to RGB without the VAE: a fixed linear mix of the four latent channels, then
+/// a nearest x8 enlargement. A fast look at a latent, not a decode.
+pub struct LatentPreview;
+impl Node for LatentPreview {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "LatentPreview",
+            category: "latent",
+            doc: "a rough RGB view of a latent without the VAE (fast, approximate)",
+            version: 1,
+            inputs: vec![In::new("latent", T::Latent, "the latent to view")],
+            outputs: vec![Out::new(
+                "image",
+                T::Image,
+                "an RGB image 8x the latent size",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let latent = inputs.tensor("latent")?;
+        let size = latent.size();
+        if size.len() != 4 || size[1] != 4 {
+            return Err(NodeError::msg(format!(
+                "input 'latent' must be [batch, 4, height, width], got {size:?}"
+            )));
+        }
+        // Each RGB channel mixes the latent channels; weights chosen by the project for contrast.
+        let mix = Tensor::from_slice(&[
+            0.45f32, 0.25, 0.25, 0.05, 0.15, 0.45, 0.15, 0.25, 0.10, 0.15, 0.45, 0.30,
+        ])
+        .f_reshape([3, 4])?
+        .f_to_device(latent.device())?;
+        let rgb = Tensor::f_einsum(
+            "oc,bchw->bohw",
+            &[mix, latent.f_to_kind(Kind::Float)?],
+            None::<&[i64]>,
+        )?;
+        let rgb = rgb
+            .f_mul_scalar(0.25)?
+            .f_add_scalar(0.5)?
+            .f_clamp(0.0, 1.0)?;
+        let rgb = rgb.f_upsample_nearest2d([size[2] * 8, size[3] * 8], None, None)?;
+        Ok(vec![Value::Tensor(T::Image, rgb)])
     }
 }
