@@ -7,7 +7,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::clip_text_model::{attention, Activation, AttentionMask};
+use super::clip_text_model::{attention, checked_ids, Activation, AttentionMask};
 use super::layers::{embedding_table, join, LayerNorm, Linear};
 use crate::error::{ModelError, Result, TchContext};
 use crate::weights::{Checked, WeightedModel, Weights};
@@ -184,33 +184,9 @@ impl BertModel {
             context: ctx(),
             message: format!("expected [batch, seq] ids, got {:?}", input_ids.size()),
         })?;
-        if seq == 0 || seq > self.config.max_position_embeddings {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "sequence length {seq} is not in 1..={}",
-                    self.config.max_position_embeddings
-                ),
-            });
-        }
         let device = self.device();
-        let ids = input_ids
-            .f_to_kind(Kind::Int64)
-            .and_then(|t| t.f_to_device(device))
-            .context(ctx)?;
-        let (min, max) = (
-            ids.f_min().context(ctx)?.int64_value(&[]),
-            ids.f_max().context(ctx)?.int64_value(&[]),
-        );
-        if min < 0 || max >= self.config.vocab_size {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "token id range {min}..={max} is outside the vocabulary (0..{})",
-                    self.config.vocab_size
-                ),
-            });
-        }
+        let limits = (self.config.vocab_size, self.config.max_position_embeddings);
+        let ids = checked_ids(input_ids, device, limits, "BERT input")?;
         let key_mask = match attention_mask {
             Some(m) if m.size() != [batch, seq] => {
                 return Err(ModelError::Shape {

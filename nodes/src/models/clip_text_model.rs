@@ -196,6 +196,42 @@ impl EncoderLayer {
     }
 }
 
+/// Token ids `[batch, seq]` as int64 on `device`, checked against the model's `(vocabulary
+/// size, position count)`: a sequence length in 1..=positions and every id in the vocabulary.
+/// `what` names the input in errors.
+pub(crate) fn checked_ids(
+    ids: &Tensor,
+    device: tch::Device,
+    (vocab_size, max_positions): (i64, i64),
+    what: &str,
+) -> Result<Tensor> {
+    let ctx = || what.to_string();
+    let seq = ids.size()[1];
+    if seq == 0 || seq > max_positions {
+        return Err(ModelError::Shape {
+            context: ctx(),
+            message: format!("sequence length {seq} is not in 1..={max_positions}"),
+        });
+    }
+    let ids = ids
+        .f_to_kind(Kind::Int64)
+        .and_then(|t| t.f_to_device(device))
+        .context(ctx)?;
+    let (min, max) = (
+        ids.f_min().context(ctx)?.int64_value(&[]),
+        ids.f_max().context(ctx)?.int64_value(&[]),
+    );
+    if min < 0 || max >= vocab_size {
+        return Err(ModelError::Shape {
+            context: ctx(),
+            message: format!(
+                "token id range {min}..={max} is outside the vocabulary (0..{vocab_size})"
+            ),
+        });
+    }
+    Ok(ids)
+}
+
 pub(crate) enum AttentionMask<'a> {
     /// Each position sees itself and earlier positions (CLIP).
     Causal,
@@ -381,33 +417,13 @@ impl ClipTextModel {
                 })
             }
         };
-        let size = ids.size();
-        if size[1] == 0 || size[1] > self.config.max_position_embeddings {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "sequence length {} is not in 1..={}",
-                    size[1], self.config.max_position_embeddings
-                ),
-            });
-        }
-        let ids = ids
-            .f_to_kind(Kind::Int64)
-            .and_then(|t| t.f_to_device(self.token_embedding.device()))
-            .context(ctx)?;
-        let (min, max) = (
-            ids.f_min().context(ctx)?.int64_value(&[]),
-            ids.f_max().context(ctx)?.int64_value(&[]),
-        );
-        if min < 0 || max >= self.config.vocab_size {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "token id range {min}..={max} is outside the vocabulary (0..{})",
-                    self.config.vocab_size
-                ),
-            });
-        }
-        Ok(ids)
+        let c = &self.config;
+        let limits = (c.vocab_size, c.max_position_embeddings);
+        checked_ids(
+            &ids,
+            self.token_embedding.device(),
+            limits,
+            "CLIP input ids",
+        )
     }
 }
