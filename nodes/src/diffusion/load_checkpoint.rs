@@ -8,10 +8,12 @@ use weft_engine::{
 };
 
 use crate::model_files::{file_bytes, model_files, resolve_model, CHECKPOINTS};
+use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::SpecialTokens;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::weights::checkpoint::{
     load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
 };
@@ -69,49 +71,9 @@ impl Node for LoadCheckpoint {
         let files = model_files(&path);
         let bytes = file_bytes(&files);
         let (unet, vae, encoder) = if path.is_dir() && !path.join("text_encoder").exists() {
-            // The embedded model: UNet and VAE in diffusers layout, MiniLM from set-up.
-            let unet = load_unet_folder(&path.join("unet"), &options)?;
-            let vae = load_vae_folder(&path.join("vae"), &options)?;
-            let minilm_dir = ctx.models_dir.join(MINILM_DIR);
-            if !minilm_dir.join("model.safetensors").exists() {
-                return Err(NodeError::msg(format!(
-                    "{} needs the MiniLM text encoder at {}; run the set-up (make setup) to convert it",
-                    path.display(),
-                    minilm_dir.display()
-                )));
-            }
-            (
-                unet,
-                vae,
-                TextEncoder::MiniLm(Box::new(MiniLm::load(&minilm_dir, ctx.device)?)),
-            )
+            load_embedded(&path, &options, ctx.models_dir)?
         } else {
-            let checkpoint = load_checkpoint(&path, &options)?;
-            let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
-            let weights = Weights::new(
-                format!("{} (text encoder)", path.display()),
-                checkpoint.text_encoder_weights,
-            );
-            let model = ClipTextModel::new(&weights, "text_model", config)?;
-            let vocab = ctx.models_dir.join(CLIP_VOCAB);
-            let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
-                NodeError::msg(format!(
-                    "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
-                ))
-            })?;
-            let special = match checkpoint.version {
-                SdVersion::V1 => SpecialTokens::SD1,
-                SdVersion::V2 => SpecialTokens::SD2,
-            };
-            (
-                checkpoint.unet,
-                checkpoint.vae,
-                TextEncoder::Clip {
-                    model: Box::new(model),
-                    tokenizer: Box::new(tokenizer),
-                    special,
-                },
-            )
+            load_with_clip(&path, &options, ctx.models_dir)?
         };
         // The cache counts a node's outputs together, so the whole checkpoint's size is carried
         // by the first output and the others count zero.
@@ -121,4 +83,51 @@ impl Node for LoadCheckpoint {
             Value::object(T::TextEncoder, encoder, 0),
         ])
     }
+}
+
+/// The parts of a loaded model: UNet, VAE, text encoder.
+type Parts = (UNet2DConditionModel, AutoencoderKL, TextEncoder);
+
+/// The embedded model: UNet and VAE in diffusers layout, MiniLM from set-up.
+fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+    let unet = load_unet_folder(&path.join("unet"), options)?;
+    let vae = load_vae_folder(&path.join("vae"), options)?;
+    let minilm_dir = models_dir.join(MINILM_DIR);
+    if !minilm_dir.join("model.safetensors").exists() {
+        return Err(NodeError::msg(format!(
+            "{} needs the MiniLM text encoder at {}; run the set-up (make setup) to convert it",
+            path.display(),
+            minilm_dir.display()
+        )));
+    }
+    let minilm = MiniLm::load(&minilm_dir, options.device)?;
+    Ok((unet, vae, TextEncoder::MiniLm(Box::new(minilm))))
+}
+
+/// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
+/// the CLIP vocabulary from set-up.
+fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+    let checkpoint = load_checkpoint(path, options)?;
+    let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
+    let weights = Weights::new(
+        format!("{} (text encoder)", path.display()),
+        checkpoint.text_encoder_weights,
+    );
+    let model = ClipTextModel::new(&weights, "text_model", config)?;
+    let vocab = models_dir.join(CLIP_VOCAB);
+    let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
+        NodeError::msg(format!(
+            "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
+        ))
+    })?;
+    let special = match checkpoint.version {
+        SdVersion::V1 => SpecialTokens::SD1,
+        SdVersion::V2 => SpecialTokens::SD2,
+    };
+    let encoder = TextEncoder::Clip {
+        model: Box::new(model),
+        tokenizer: Box::new(tokenizer),
+        special,
+    };
+    Ok((checkpoint.unet, checkpoint.vae, encoder))
 }
