@@ -38,31 +38,31 @@ fn centre_and_border(png: &Path) -> ([f64; 3], [f64; 3]) {
     (centre.map(|v| v / nc), border.map(|v| v / nb))
 }
 
-fn txt2img(dir: &Path, prompt: &str, seed: u64) -> PathBuf {
+/// `weft run workflows/txt2img.yaml` on the CPU writing to `dir`, with `extra` arguments
+/// (`--set`, `--json`); fails the test unless it succeeds.
+fn run_txt2img(dir: &Path, extra: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
         .current_dir(repo())
-        .args([
-            "run",
-            "workflows/txt2img.yaml",
-            "--device",
-            "cpu",
-            "--output",
-        ])
+        .args(["run", "workflows/txt2img.yaml", "--device", "cpu"])
+        .args(extra)
+        .arg("--output")
         .arg(dir)
-        .args([
-            "--set",
-            &format!("positive.text={prompt}"),
-            "--set",
-            &format!("sample.seed={seed}"),
-        ])
         .output()
         .expect("weft runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+fn txt2img(dir: &Path, prompt: &str, seed: u64) -> PathBuf {
+    let positive = format!("positive.text={prompt}");
+    let seed = format!("sample.seed={seed}");
+    let out = run_txt2img(dir, &["--set", &positive, "--set", &seed]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
         .find(|l| l.starts_with("wrote "))
@@ -106,26 +106,7 @@ fn a_typed_prompt_gives_an_image_that_matches_it() {
 fn the_sampler_reports_each_step_while_it_runs() {
     require_minilm();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(repo())
-        .args([
-            "run",
-            "workflows/txt2img.yaml",
-            "--device",
-            "cpu",
-            "--json",
-            "--set",
-            "sample.steps=7",
-            "--output",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("weft runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_txt2img(dir.path(), &["--json", "--set", "sample.steps=7"]);
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))

@@ -8,167 +8,181 @@ use crate::diagnostic::{closest, Diagnostic};
 use crate::node::{InputSpec, NodeSpec};
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
-use crate::workflow::{InputValue, Workflow};
+use crate::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
 
 /// Checks `wf`; an empty result means it can be planned and run. `target`, when given, is the
 /// node the user asked for (then the workflow needs no output node).
 pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
-    let type_names: Vec<&str> = registry.type_names().collect();
-
     for (id, node) in &wf.nodes {
-        let Some(registered) = registry.get(&node.type_name) else {
-            let mut d = Diagnostic::at_opt(
-                node.type_pos.or(node.pos),
-                format!("unknown node type '{}'", node.type_name),
-            )
-            .node(id);
-            d.hint = Some(match closest(&node.type_name, type_names.iter().copied()) {
-                Some(s) => format!("did you mean '{s}'?"),
-                None => "`weft nodes` lists the node types".into(),
-            });
-            errors.push(d);
-            continue;
-        };
-        let spec = &registered.spec;
-        for (name, entry) in &node.inputs {
-            let Some((_, input)) = spec.input(name) else {
-                let mut d = Diagnostic::at_opt(
-                    entry.pos,
-                    format!("{} has no input '{name}'", spec.type_name),
-                )
-                .node(id)
-                .input(name);
-                d.hint = Some(match closest(name, spec.inputs.iter().map(|i| i.name)) {
-                    Some(s) => format!("did you mean '{s}'?"),
-                    None => format!("its inputs are: {}", input_names(spec)),
-                });
+        let spec = match node_spec(id, node, registry) {
+            Ok(spec) => spec,
+            Err(d) => {
                 errors.push(d);
                 continue;
-            };
-            match &entry.value {
-                InputValue::Constant(c) => {
-                    if let Err(d) = check_constant(input, c) {
-                        errors.push(d.at_pos(entry.pos).node(id).input(name));
-                    }
-                }
-                InputValue::Link(link) => {
-                    let Some(source) = wf.nodes.get(&link.node) else {
-                        let mut d = Diagnostic::at_opt(
-                            entry.pos,
-                            format!("link to unknown node '{}'", link.node),
-                        )
-                        .node(id)
-                        .input(name);
-                        d.hint = closest(&link.node, wf.nodes.keys().map(String::as_str))
-                            .map(|s| format!("did you mean '${s}.{}'?", link.output));
-                        errors.push(d);
-                        continue;
-                    };
-                    // Links into nodes of unknown type are reported at that node.
-                    let Some(source_spec) = registry.get(&source.type_name).map(|r| &r.spec) else {
-                        continue;
-                    };
-                    let Some((_, output)) = source_spec.output(&link.output) else {
-                        errors.push(
-                            Diagnostic::at_opt(
-                                entry.pos,
-                                format!(
-                                    "node '{}' ({}) has no output '{}'",
-                                    link.node, source_spec.type_name, link.output
-                                ),
-                            )
-                            .node(id)
-                            .input(name)
-                            .hint(format!(
-                                "its outputs are: {}",
-                                source_spec
-                                    .outputs
-                                    .iter()
-                                    .map(|o| format!("{} ({})", o.name, o.ty))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )),
-                        );
-                        continue;
-                    };
-                    if !input.ty.accepts(output.ty) {
-                        errors.push(
-                            Diagnostic::at_opt(
-                                entry.pos,
-                                format!(
-                                    "type mismatch: expected {}, found {} (from ${}.{})",
-                                    input.ty, output.ty, link.node, link.output
-                                ),
-                            )
-                            .node(id)
-                            .input(name)
-                            .hint(format!("link an output of type {}", input.ty)),
-                        );
-                    }
-                }
             }
+        };
+        for (name, entry) in &node.inputs {
+            errors.extend(check_input(wf, registry, id, spec, name, entry));
         }
-        for input in &spec.inputs {
-            if input.is_required() && !node.inputs.contains_key(input.name) {
-                let how = if input.ty.accepts_constant() {
-                    "give it a value"
-                } else {
-                    "link it to an output of that type, e.g. $node.output"
-                };
-                errors.push(
-                    Diagnostic::at_opt(
-                        node.pos,
-                        format!("missing input '{}' ({})", input.name, input.ty),
-                    )
-                    .node(id)
-                    .input(input.name)
-                    .hint(format!("{how}: {}", input.doc)),
-                );
-            }
-        }
+        errors.extend(missing_inputs(id, node, spec));
     }
-
     errors.extend(find_cycles(wf));
-
-    match target {
-        Some(t) if !wf.nodes.contains_key(t) => {
-            let mut d = Diagnostic::new(format!("target node '{t}' is not in the workflow"));
-            d.hint = closest(t, wf.nodes.keys().map(String::as_str))
-                .map(|s| format!("did you mean '{s}'?"));
-            errors.push(d);
-        }
-        Some(_) => {}
-        None => {
-            let has_output = wf.nodes.values().any(|n| {
-                registry
-                    .get(&n.type_name)
-                    .is_some_and(|r| r.spec.output_node)
-            });
-            let all_types_known = wf
-                .nodes
-                .values()
-                .all(|n| registry.get(&n.type_name).is_some());
-            if !has_output && all_types_known {
-                let outputs: Vec<&str> = registry
-                    .iter()
-                    .filter(|r| r.spec.output_node)
-                    .map(|r| r.spec.type_name)
-                    .collect();
-                errors.push(
-                    Diagnostic::at_opt(
-                        wf.nodes_pos,
-                        "the workflow has no output node, so nothing would run",
-                    )
-                    .hint(format!(
-                        "add one of: {} (or run with --target NODE)",
-                        outputs.join(", ")
-                    )),
-                );
-            }
-        }
-    }
+    errors.extend(check_target(wf, registry, target));
     errors
+}
+
+/// The spec of `node`'s type, or the error that it is unknown (with the closest name).
+fn node_spec<'r>(
+    id: &str,
+    node: &NodeEntry,
+    registry: &'r Registry,
+) -> Result<&'r NodeSpec, Diagnostic> {
+    if let Some(registered) = registry.get(&node.type_name) {
+        return Ok(&registered.spec);
+    }
+    let mut d = Diagnostic::at_opt(
+        node.type_pos.or(node.pos),
+        format!("unknown node type '{}'", node.type_name),
+    )
+    .node(id);
+    d.hint = Some(match closest(&node.type_name, registry.type_names()) {
+        Some(s) => format!("did you mean '{s}'?"),
+        None => "`weft nodes` lists the node types".into(),
+    });
+    Err(d)
+}
+
+/// The error of input `name` of node `id`, if any: an input the type does not have, a
+/// constant its declaration refuses, or a link that does not fit.
+fn check_input(
+    wf: &Workflow,
+    registry: &Registry,
+    id: &str,
+    spec: &NodeSpec,
+    name: &str,
+    entry: &InputEntry,
+) -> Option<Diagnostic> {
+    let Some((_, input)) = spec.input(name) else {
+        let mut d = Diagnostic::at_opt(
+            entry.pos,
+            format!("{} has no input '{name}'", spec.type_name),
+        )
+        .node(id)
+        .input(name);
+        d.hint = Some(match closest(name, spec.inputs.iter().map(|i| i.name)) {
+            Some(s) => format!("did you mean '{s}'?"),
+            None => format!("its inputs are: {}", input_names(spec)),
+        });
+        return Some(d);
+    };
+    let error = match &entry.value {
+        InputValue::Constant(c) => check_constant(input, c).err(),
+        InputValue::Link(link) => check_link(wf, registry, input, link),
+    };
+    error.map(|d| d.at_pos(entry.pos).node(id).input(name))
+}
+
+/// The error of a link into `input`, if any: an unknown node, an output that node does not
+/// have, or an output of another type. Links from nodes of unknown type are reported at
+/// that node.
+fn check_link(
+    wf: &Workflow,
+    registry: &Registry,
+    input: &InputSpec,
+    link: &Link,
+) -> Option<Diagnostic> {
+    let Some(source) = wf.nodes.get(&link.node) else {
+        let mut d = Diagnostic::new(format!("link to unknown node '{}'", link.node));
+        d.hint = closest(&link.node, wf.nodes.keys().map(String::as_str))
+            .map(|s| format!("did you mean '${s}.{}'?", link.output));
+        return Some(d);
+    };
+    let source_spec = &registry.get(&source.type_name)?.spec;
+    let Some((_, output)) = source_spec.output(&link.output) else {
+        let outputs: Vec<String> = source_spec
+            .outputs
+            .iter()
+            .map(|o| format!("{} ({})", o.name, o.ty))
+            .collect();
+        return Some(
+            Diagnostic::new(format!(
+                "node '{}' ({}) has no output '{}'",
+                link.node, source_spec.type_name, link.output
+            ))
+            .hint(format!("its outputs are: {}", outputs.join(", "))),
+        );
+    };
+    (!input.ty.accepts(output.ty)).then(|| {
+        Diagnostic::new(format!(
+            "type mismatch: expected {}, found {} (from ${}.{})",
+            input.ty, output.ty, link.node, link.output
+        ))
+        .hint(format!("link an output of type {}", input.ty))
+    })
+}
+
+/// An error per required input of `spec` that `node` does not give.
+fn missing_inputs<'a>(
+    id: &'a str,
+    node: &'a NodeEntry,
+    spec: &'a NodeSpec,
+) -> impl Iterator<Item = Diagnostic> + 'a {
+    spec.inputs
+        .iter()
+        .filter(|input| input.is_required() && !node.inputs.contains_key(input.name))
+        .map(move |input| {
+            let how = if input.ty.accepts_constant() {
+                "give it a value"
+            } else {
+                "link it to an output of that type, e.g. $node.output"
+            };
+            Diagnostic::at_opt(
+                node.pos,
+                format!("missing input '{}' ({})", input.name, input.ty),
+            )
+            .node(id)
+            .input(input.name)
+            .hint(format!("{how}: {}", input.doc))
+        })
+}
+
+/// The error of the run's end: a `target` that is not in the workflow, or, without one, a
+/// workflow with no output node (only said when every node type is known).
+fn check_target(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Option<Diagnostic> {
+    if let Some(t) = target {
+        if wf.nodes.contains_key(t) {
+            return None;
+        }
+        let mut d = Diagnostic::new(format!("target node '{t}' is not in the workflow"));
+        d.hint =
+            closest(t, wf.nodes.keys().map(String::as_str)).map(|s| format!("did you mean '{s}'?"));
+        return Some(d);
+    }
+    let spec_of = |n: &NodeEntry| registry.get(&n.type_name).map(|r| &r.spec);
+    let has_output = wf
+        .nodes
+        .values()
+        .any(|n| spec_of(n).is_some_and(|s| s.output_node));
+    let all_types_known = wf.nodes.values().all(|n| spec_of(n).is_some());
+    if has_output || !all_types_known {
+        return None;
+    }
+    let outputs: Vec<&str> = registry
+        .iter()
+        .filter(|r| r.spec.output_node)
+        .map(|r| r.spec.type_name)
+        .collect();
+    Some(
+        Diagnostic::at_opt(
+            wf.nodes_pos,
+            "the workflow has no output node, so nothing would run",
+        )
+        .hint(format!(
+            "add one of: {} (or run with --target NODE)",
+            outputs.join(", ")
+        )),
+    )
 }
 
 trait AtPos {

@@ -151,49 +151,79 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
         });
     }
     let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut root: Option<Yaml> = None;
-    let mut documents = 0;
-
+    let mut tree = TreeBuilder::default();
     while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|e| {
-            if is_scanner_depth_limit(&e) {
-                return YamlError {
-                    pos: pos_of(e.marker()),
-                    message: format!("nesting deeper than {MAX_DEPTH} levels"),
-                    hint: Some("workflow files nest three levels: nodes, node, inputs".into()),
-                };
-            }
-            YamlError {
-                pos: pos_of(e.marker()),
-                message: format!("YAML syntax error: {}", e.info()),
-                hint: Some("check indentation (spaces, not tabs) and that every `key: value` is on its own line".into()),
-            }
-        })?;
-        let pos = pos_of(&span.start);
-        let complete: Option<Yaml> = match event {
+        let (event, span) = next.map_err(|e| scan_error(&e))?;
+        if let Some(value) = tree.event(event, pos_of(&span.start))? {
+            tree.attach(value)?;
+        }
+    }
+    Ok(tree.root)
+}
+
+/// A parser error, located; deep flow nesting gets the same message as deep block nesting.
+fn scan_error(e: &saphyr_parser::ScanError) -> YamlError {
+    let pos = pos_of(e.marker());
+    if is_scanner_depth_limit(e) {
+        return too_deep(pos);
+    }
+    YamlError {
+        pos,
+        message: format!("YAML syntax error: {}", e.info()),
+        hint: Some(
+            "check indentation (spaces, not tabs) and that every `key: value` is on its own line"
+                .into(),
+        ),
+    }
+}
+
+fn too_deep(pos: Pos) -> YamlError {
+    YamlError {
+        pos,
+        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+        hint: Some("workflow files nest three levels: nodes, node, inputs".into()),
+    }
+}
+
+fn refused(pos: Pos, message: &str, hint: &str) -> YamlError {
+    YamlError {
+        pos,
+        message: message.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+/// The tree under construction: the open maps and lists, innermost last.
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    root: Option<Yaml>,
+    documents: usize,
+}
+
+impl TreeBuilder {
+    /// Takes one parser event at `pos`; returns the value it completes, if any (a scalar, or
+    /// a map or list it closes).
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<Option<Yaml>, YamlError> {
+        Ok(match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
             Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
-                    return Err(YamlError {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(refused(
                         pos,
-                        message: "more than one YAML document in the file".into(),
-                        hint: Some(
-                            "a workflow file holds one document; remove the extra `---`".into(),
-                        ),
-                    });
+                        "more than one YAML document in the file",
+                        "a workflow file holds one document; remove the extra `---`",
+                    ));
                 }
                 None
             }
             Event::Alias(_) => {
-                return Err(YamlError {
+                return Err(refused(
                     pos,
-                    message: "YAML aliases (*name) are not allowed in workflow files".into(),
-                    hint: Some(
-                        "write the value out; links between nodes are written $node.output".into(),
-                    ),
-                })
+                    "YAML aliases (*name) are not allowed in workflow files",
+                    "write the value out; links between nodes are written $node.output",
+                ))
             }
             Event::Scalar(text, style, _, _) => Some(Yaml::Scalar {
                 text: text.into_owned(),
@@ -201,40 +231,41 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
                 pos,
             }),
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(YamlError {
-                        pos,
-                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
-                        hint: Some("workflow files nest three levels: nodes, node, inputs".into()),
-                    });
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(pos));
                 }
-                stack.push(if matches!(event, Event::MappingStart(..)) {
-                    Frame::Map {
-                        entries: Vec::new(),
-                        seen: HashMap::new(),
-                        pending_key: None,
-                        pos,
-                    }
-                } else {
-                    Frame::Seq {
-                        items: Vec::new(),
-                        pos,
-                    }
-                });
+                self.stack
+                    .push(if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map {
+                            entries: Vec::new(),
+                            seen: HashMap::new(),
+                            pending_key: None,
+                            pos,
+                        }
+                    } else {
+                        Frame::Seq {
+                            items: Vec::new(),
+                            pos,
+                        }
+                    });
                 None
             }
-            Event::MappingEnd => match stack.pop() {
+            Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Map { entries, pos, .. }) => Some(Yaml::Map { entries, pos }),
                 _ => return Err(internal(pos)),
             },
-            Event::SequenceEnd => match stack.pop() {
+            Event::SequenceEnd => match self.stack.pop() {
                 Some(Frame::Seq { items, pos }) => Some(Yaml::Seq { items, pos }),
                 _ => return Err(internal(pos)),
             },
-        };
-        let Some(value) = complete else { continue };
-        match stack.last_mut() {
-            None => root = Some(value),
+        })
+    }
+
+    /// Puts a completed value where it belongs: the root, the open list, or the open map (as
+    /// its next key, which must be a scalar seen once, or as the pending key's value).
+    fn attach(&mut self, value: Yaml) -> Result<(), YamlError> {
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
             Some(Frame::Map {
                 entries,
@@ -242,32 +273,35 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
                 pending_key,
                 ..
             }) => match pending_key.take() {
-                None => {
-                    let Yaml::Scalar { text, pos, .. } = value else {
-                        return Err(YamlError {
-                            pos: value.pos(),
-                            message: format!(
-                                "a mapping key must be a plain name, found {}",
-                                value.kind_name()
-                            ),
-                            hint: None,
-                        });
-                    };
-                    if let Some(first) = seen.get(&text) {
-                        return Err(YamlError {
-                            pos,
-                            message: format!("duplicate key '{text}' (first at {first})"),
-                            hint: Some("each key may appear once; remove or rename one".into()),
-                        });
-                    }
-                    seen.insert(text.clone(), pos);
-                    *pending_key = Some(YamlKey { text, pos });
-                }
+                None => *pending_key = Some(new_key(value, seen)?),
                 Some(key) => entries.push((key, value)),
             },
         }
+        Ok(())
     }
-    Ok(root)
+}
+
+/// `value` as a mapping key: a scalar not already in `seen` (where it is then recorded).
+fn new_key(value: Yaml, seen: &mut HashMap<String, Pos>) -> Result<YamlKey, YamlError> {
+    let Yaml::Scalar { text, pos, .. } = value else {
+        return Err(YamlError {
+            pos: value.pos(),
+            message: format!(
+                "a mapping key must be a plain name, found {}",
+                value.kind_name()
+            ),
+            hint: None,
+        });
+    };
+    if let Some(first) = seen.get(&text) {
+        return Err(refused(
+            pos,
+            &format!("duplicate key '{text}' (first at {first})"),
+            "each key may appear once; remove or rename one",
+        ));
+    }
+    seen.insert(text.clone(), pos);
+    Ok(YamlKey { text, pos })
 }
 
 fn internal(pos: Pos) -> YamlError {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use weft_nodes::models::unet_2d_condition::{UNet2DConditionModel, UNetConfig};
-use weft_nodes::weights::Weights;
+use weft_nodes::weights::{WeightedModel, Weights};
 
 /// Example binaries are not linked with `--no-as-needed -ltorch_cuda` (only the `weft`
 /// binary is), so load libtorch_cuda by hand to let its CUDA hooks register.

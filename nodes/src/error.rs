@@ -21,6 +21,20 @@ pub enum ModelError {
         model: String,
         problems: Vec<String>,
     },
+    /// A diffusers `config.json` weft cannot build a model from.
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    /// A single-file checkpoint that is not an SD 1.x / 2.x one, or is damaged.
+    #[error("{path}: {source}")]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: CheckpointError,
+    },
     #[error("{context}: {message}")]
     Shape { context: String, message: String },
     #[error("{context}: {source}")]
@@ -34,6 +48,56 @@ pub enum ModelError {
     Cancelled(#[from] weft_engine::Cancelled),
     #[error("{0}")]
     Other(String),
+}
+
+/// Why a diffusers `config.json` does not describe a model weft can build.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing {key}")]
+    Missing { key: &'static str },
+    /// Present but of the wrong type or shape.
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    /// A value this implementation does not compute (`expected`: the one it does, if one).
+    #[error("unsupported {key} = {found}{}", only(expected))]
+    Unsupported {
+        key: &'static str,
+        found: String,
+        expected: Option<String>,
+    },
+    /// A key only other architectures set.
+    #[error("{key} is set: not an SD 1.x/2.x {model}")]
+    OtherArchitecture {
+        key: &'static str,
+        model: &'static str,
+    },
+}
+
+fn only(expected: &Option<String>) -> String {
+    expected
+        .as_ref()
+        .map(|e| format!(" (only {e})"))
+        .unwrap_or_default()
+}
+
+/// Why a single-file checkpoint cannot be loaded as SD 1.x / 2.x.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported")]
+    Sdxl,
+    #[error(
+        "no UNet tensors (model.diffusion_model.*): not a Stable Diffusion checkpoint \
+         (its {count} tensors are named like {examples:?})"
+    )]
+    NoUnet { count: usize, examples: Vec<String> },
+    #[error("a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported")]
+    ClassConditioned,
+    #[error("no cross-attention transformer at input_blocks.1.1: not an SD 1.x / 2.x UNet")]
+    NoCrossAttention,
+    #[error("tensor {name} {shape:?}: a fused q/k/v projection needs a multiple of 3 rows")]
+    FusedQkv { name: String, shape: Vec<i64> },
+    #[error("no {what} tensors in this checkpoint")]
+    MissingComponent { what: &'static str },
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,4 +1,4 @@
-//! Latent nodes: empty latents, seeded noise, latent upscaling.
+//! Latent nodes: empty latents, seeded noise, latent upscaling, and a cheap RGB preview.
 use tch::{Kind, Tensor};
 use weft_engine::{
     InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out,
@@ -147,4 +147,87 @@ impl Node for LatentUpscale {
             resize(latent, h, w, inputs.string("method")?)?,
         )])
     }
+}
+
+/// Maps latents to RGB without the VAE: a fixed linear mix of the four latent channels, then
+/// a nearest x8 enlargement. A fast look at a latent, not a decode.
+pub struct LatentPreview;
+impl Node for LatentPreview {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "LatentPreview",
+            category: "latent",
+            doc: "a rough RGB view of a latent without the VAE (fast, approximate)",
+            version: 1,
+            inputs: vec![In::new("latent", T::Latent, "the latent to view")],
+            outputs: vec![Out::new(
+                "image",
+                T::Image,
+                "an RGB image 8x the latent size",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let latent = inputs.tensor("latent")?;
+        let size = latent.size();
+        if size.len() != 4 || size[1] != 4 {
+            return Err(NodeError::msg(format!(
+                "input 'latent' must be [batch, 4, height, width], got {size:?}"
+            )));
+        }
+        let rgb = latent_rgb(latent)?;
+        let rgb = rgb.f_upsample_nearest2d([size[2] * 8, size[3] * 8], None, None)?;
+        Ok(vec![Value::Tensor(T::Image, rgb)])
+    }
+}
+
+/// A latent [batch, 4, h, w] as RGB [batch, 3, h, w] in [0, 1]: each RGB channel a fixed mix
+/// of the latent channels (weights chosen by the project for contrast).
+fn latent_rgb(latent: &Tensor) -> NodeResult<Tensor> {
+    let mix = Tensor::from_slice(&[
+        0.45f32, 0.25, 0.25, 0.05, 0.15, 0.45, 0.15, 0.25, 0.10, 0.15, 0.45, 0.30,
+    ])
+    .f_reshape([3, 4])?
+    .f_to_device(latent.device())?;
+    let rgb = Tensor::f_einsum(
+        "oc,bchw->bohw",
+        &[mix, latent.f_to_kind(Kind::Float)?],
+        None::<&[i64]>,
+    )?;
+    Ok(rgb
+        .f_mul_scalar(0.25)?
+        .f_add_scalar(0.5)?
+        .f_clamp(0.0, 1.0)?)
+}
+
+/// The first latent of a batch as a small PNG `data:` URL (LatentPreview's mapping, enlarged
+/// to about 128 pixels at most), for progress previews.
+pub fn latent_preview_png(latent: &Tensor) -> NodeResult<String> {
+    use base64::Engine as _;
+    let size = latent.size();
+    if size.len() != 4 || size[1] != 4 {
+        return Err(NodeError::msg(format!(
+            "a preview needs a latent [batch, 4, height, width], got {size:?}"
+        )));
+    }
+    let first = latent.f_narrow(0, 0, 1)?;
+    let rgb = latent_rgb(&first)?;
+    let scale = (128 / size[2].max(size[3]).max(1)).clamp(1, 8);
+    let rgb = rgb.f_upsample_nearest2d([size[2] * scale, size[3] * scale], None, None)?;
+    let (w, h, pixels) = crate::image::to_rgb8(&rgb, 0)?;
+    let mut png_bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png_bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let fail = |e: png::EncodingError| NodeError::msg(format!("preview: {e}"));
+        let mut writer = encoder.write_header().map_err(fail)?;
+        writer.write_image_data(&pixels).map_err(fail)?;
+        writer.finish().map_err(fail)?;
+    }
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png_bytes)
+    ))
 }

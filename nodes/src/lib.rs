@@ -30,7 +30,7 @@ pub fn registry() -> Registry {
         .register(latent::EmptyLatent)
         .register(latent::RandomNoise)
         .register(latent::LatentUpscale)
-        .register(image::LatentPreview)
+        .register(latent::LatentPreview)
         .register(image::LoadImage)
         .register(image::ImageScale)
         .register(image::SaveImage)

@@ -8,8 +8,8 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use weft_nodes::noise::{initial_noise, SeededNoise};
 use weft_nodes::samplers::{
-    DiscreteSchedule, FixedNoise, GuidedDenoiser, Hooks, NoiseSource, Prediction, SamplerKind,
-    ScheduleKind, StepEvent,
+    DiscreteSchedule, FixedNoise, Guidance, GuidedDenoiser, Hooks, NoiseSource, Prediction,
+    SamplerKind, ScheduleKind, StepEvent,
 };
 use weft_nodes::weights::read_safetensors;
 use weft_nodes::Result;
@@ -84,9 +84,11 @@ fn run_case(fx: &Fixture, name: &str, case: &Value, noise: &mut dyn NoiseSource)
         &model,
         &schedule,
         prediction,
-        fx.tensor("cond").shallow_clone(),
-        Some(fx.tensor("uncond").shallow_clone()),
-        cfg,
+        Guidance {
+            positive: fx.tensor("cond").shallow_clone(),
+            negative: Some(fx.tensor("uncond").shallow_clone()),
+            cfg,
+        },
     )
     .unwrap()
     .with_quantized_timesteps(case["quantized"].as_bool().unwrap());

@@ -12,7 +12,7 @@ use weft_nodes::models::clip_tokenizer::{ClipTokenizer, EOS_TOKEN_ID};
 use weft_nodes::models::prompt_weighting::{
     encode_weighted, tokenize_weighted, SpecialTokens, WeightedWindow,
 };
-use weft_nodes::weights::{read_safetensors, Weights};
+use weft_nodes::weights::{read_safetensors, WeightedModel, Weights};
 use weft_test_support::{converted_asset, fixtures};
 
 const TOLERANCE: f64 = 1e-4;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::bert::MiniLm;
 use weft_nodes::samplers::{
-    sample, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction, SampleSettings, SamplerKind,
-    ScheduleKind,
+    sample, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction, SampleSettings,
+    SamplerKind, ScheduleKind,
 };
 use weft_nodes::weights::checkpoint::{load_unet_folder, load_vae_folder, LoadOptions};
 use weft_nodes::weights::read_safetensors;
@@ -106,9 +106,11 @@ fn txt2img_draws_the_prompt() {
         &model,
         &schedule,
         Prediction::Epsilon,
-        positive,
-        Some(negative),
-        7.0,
+        Guidance {
+            positive,
+            negative: Some(negative),
+            cfg: 7.0,
+        },
     )
     .unwrap();
     let settings = SampleSettings {

@@ -10,7 +10,7 @@ use weft_nodes::weights::checkpoint::{
     load_diffusers_folder, load_single_file, LoadOptions, SdVersion, StableDiffusionCheckpoint,
 };
 use weft_nodes::weights::ldm_keymap::{map_ldm_key, LdmLayout, Mapped};
-use weft_nodes::weights::{read_safetensors, Weights};
+use weft_nodes::weights::{read_safetensors, WeightedModel, Weights};
 use weft_test_support::{fixtures, max_abs_diff};
 
 fn io() -> HashMap<String, Tensor> {

@@ -3,13 +3,14 @@
 //! state-dict keys load one to one; config after `runwayml/stable-diffusion-v1-5`
 //! `vae/config.json`. Adds tiled encode / decode, blending overlapping tiles, for images too
 //! large to process in one go.
-use serde_json::Value;
+use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
+use crate::models::config_json::{self, ConfigResult};
 use crate::models::layers::{join, Conv2d, TchResult};
-use crate::models::vae::{Decoder, Encoder};
-use crate::weights::Weights;
+use crate::models::vae::{Decoder, Encoder, StackShape};
+use crate::weights::{Checked, WeightedModel, Weights};
 
 /// An `AutoencoderKL` configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,43 +50,28 @@ impl VaeConfig {
     }
 
     /// Reads a diffusers `vae/config.json`.
-    pub fn from_diffusers_json(json: &Value) -> std::result::Result<Self, String> {
+    pub fn from_diffusers_json(json: &Value) -> ConfigResult<Self> {
         let int = |k: &str| json.get(k).and_then(Value::as_i64);
-        let block_out_channels: Vec<i64> = json
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .ok_or("missing block_out_channels")?
-            .iter()
-            .map(|v| v.as_i64().ok_or("block_out_channels: not an integer"))
-            .collect::<std::result::Result<_, _>>()?;
-        if block_out_channels.is_empty() {
-            return Err("block_out_channels is empty".into());
-        }
+        let block_out_channels = config_json::block_out_channels(json)?;
         for (key, want) in [
             ("down_block_types", "DownEncoderBlock2D"),
             ("up_block_types", "UpDecoderBlock2D"),
         ] {
             if let Some(Value::Array(a)) = json.get(key) {
-                if a.iter().any(|v| v.as_str() != Some(want)) {
-                    return Err(format!("{key}: only {want} is supported"));
+                if let Some(other) = a.iter().find(|v| v.as_str() != Some(want)) {
+                    return Err(config_json::unsupported(key, other, Some(&json!(want))));
                 }
             }
         }
-        if let Some(act) = json.get("act_fn").and_then(Value::as_str) {
-            if act != "silu" {
-                return Err(format!("unsupported act_fn {act:?}"));
-            }
-        }
-        if json.get("shift_factor").is_some_and(|v| !v.is_null()) {
-            return Err("shift_factor is set: not an SD 1.x/2.x VAE".into());
-        }
+        config_json::require_values(json, &[("act_fn", json!("silu"))])?;
+        config_json::refuse_set(json, &["shift_factor"], "VAE")?;
         for key in [
             "use_quant_conv",
             "use_post_quant_conv",
             "mid_block_add_attention",
         ] {
-            if json.get(key).and_then(Value::as_bool) == Some(false) {
-                return Err(format!("{key} = false is unsupported"));
+            if let Some(found @ Value::Bool(false)) = json.get(key) {
+                return Err(config_json::unsupported(key, found, Some(&json!(true))));
             }
         }
         let sd = Self::sd();
@@ -178,28 +164,11 @@ pub struct AutoencoderKL {
     kind: Kind,
 }
 
-impl AutoencoderKL {
-    /// Builds the model from diffusers-named weights under `prefix` (`""` for a diffusers
-    /// `vae/` file). Reports every missing, unexpected or mis-shaped tensor at once.
-    pub fn new(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
-        let model = Self::build(w, prefix, config)?;
-        w.finish("AutoencoderKL")?;
-        Ok(model)
-    }
+impl WeightedModel for AutoencoderKL {
+    type Config = VaeConfig;
+    const NAME: &'static str = "AutoencoderKL";
 
-    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
-    /// checkpoint must hold, or what a benchmark fills with random weights.
-    pub fn weight_shapes(
-        config: VaeConfig,
-    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
-        let probe = Weights::new("probe", std::collections::HashMap::new());
-        Self::build(&probe, "", config)?;
-        Ok(probe.requested())
-    }
-
-    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
-    /// a missing tensor can never become silent zeros.
-    fn build(w: &Weights, prefix: &str, config: VaeConfig) -> Result<Self> {
+    fn build(w: &Weights, prefix: &str, config: VaeConfig, _: Checked) -> Result<Self> {
         let c = &config;
         if c.block_out_channels.is_empty()
             || c.layers_per_block == 0
@@ -211,24 +180,14 @@ impl AutoencoderKL {
         }
         let p = |n: &str| join(prefix, n);
         let l = c.latent_channels;
-        let encoder = Encoder::new(
-            w,
-            &p("encoder"),
-            c.in_channels,
-            l,
-            &c.block_out_channels,
-            c.layers_per_block,
-            c.norm_num_groups,
-        );
-        let decoder = Decoder::new(
-            w,
-            &p("decoder"),
-            l,
-            c.out_channels,
-            &c.block_out_channels,
-            c.layers_per_block,
-            c.norm_num_groups,
-        );
+        let shape = StackShape {
+            latent_channels: l,
+            block_out_channels: &c.block_out_channels,
+            layers_per_block: c.layers_per_block,
+            groups: c.norm_num_groups,
+        };
+        let encoder = Encoder::new(w, &p("encoder"), c.in_channels, &shape);
+        let decoder = Decoder::new(w, &p("decoder"), c.out_channels, &shape);
         let quant_conv = Conv2d::new(w, &p("quant_conv"), 2 * l, 2 * l, 1, 1, 0);
         let post_quant_conv = Conv2d::new(w, &p("post_quant_conv"), l, l, 1, 1, 0);
         let kind = w
@@ -244,7 +203,9 @@ impl AutoencoderKL {
             kind,
         })
     }
+}
 
+impl AutoencoderKL {
     pub fn config(&self) -> &VaeConfig {
         &self.config
     }

@@ -7,10 +7,10 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::clip_text_model::{attention, Activation, AttentionMask, LayerNorm, Linear};
-use super::layers::join;
+use super::clip_text_model::{attention, checked_ids, Activation, AttentionMask};
+use super::layers::{embedding_table, join, LayerNorm, Linear};
 use crate::error::{ModelError, Result, TchContext};
-use crate::weights::Weights;
+use crate::weights::{Checked, WeightedModel, Weights};
 
 /// `BertConfig` fields the model uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +65,8 @@ struct BertLayer {
     output: Linear,
     output_norm: LayerNorm,
     heads: i64,
+    /// The layer's weight prefix, the context of its errors.
+    name: String,
 }
 
 impl BertLayer {
@@ -72,38 +74,45 @@ impl BertLayer {
         let d = c.hidden_size;
         let p = |name: &str| join(prefix, name);
         Self {
-            query: Linear::new(w, &p("attention.self.query"), d, d),
-            key: Linear::new(w, &p("attention.self.key"), d, d),
-            value: Linear::new(w, &p("attention.self.value"), d, d),
-            attention_output: Linear::new(w, &p("attention.output.dense"), d, d),
+            query: Linear::new(w, &p("attention.self.query"), d, d, true),
+            key: Linear::new(w, &p("attention.self.key"), d, d, true),
+            value: Linear::new(w, &p("attention.self.value"), d, d, true),
+            attention_output: Linear::new(w, &p("attention.output.dense"), d, d, true),
             attention_norm: LayerNorm::new(
                 w,
                 &p("attention.output.LayerNorm"),
                 d,
                 c.layer_norm_eps,
             ),
-            intermediate: Linear::new(w, &p("intermediate.dense"), d, c.intermediate_size),
-            output: Linear::new(w, &p("output.dense"), c.intermediate_size, d),
+            intermediate: Linear::new(w, &p("intermediate.dense"), d, c.intermediate_size, true),
+            output: Linear::new(w, &p("output.dense"), c.intermediate_size, d, true),
             output_norm: LayerNorm::new(w, &p("output.LayerNorm"), d, c.layer_norm_eps),
             heads: c.num_attention_heads,
+            name: prefix.to_string(),
         }
     }
 
     fn forward(&self, x: &Tensor, key_mask: &Tensor) -> Result<Tensor> {
+        let ctx = || self.name.clone();
         let attended = attention(
-            &self.query.forward(x)?,
-            &self.key.forward(x)?,
-            &self.value.forward(x)?,
+            &self.query.forward(x).context(ctx)?,
+            &self.key.forward(x).context(ctx)?,
+            &self.value.forward(x).context(ctx)?,
             self.heads,
             AttentionMask::Keys(key_mask),
         )?;
-        let residual = |a: &Tensor, b: &Tensor| a.f_add(b).context(|| "BERT residual".into());
         let x = self
-            .attention_norm
-            .forward(&residual(x, &self.attention_output.forward(&attended)?)?)?;
-        let h = Activation::Gelu.apply(&self.intermediate.forward(&x)?)?;
-        self.output_norm
-            .forward(&residual(&x, &self.output.forward(&h)?)?)
+            .attention_output
+            .forward(&attended)
+            .and_then(|a| x.f_add(&a))
+            .and_then(|h| self.attention_norm.forward(&h))
+            .context(|| format!("{}: attention residual", self.name))?;
+        let h = Activation::Gelu.apply(&self.intermediate.forward(&x).context(ctx)?)?;
+        self.output
+            .forward(&h)
+            .and_then(|h| x.f_add(&h))
+            .and_then(|h| self.output_norm.forward(&h))
+            .context(|| format!("{}: output residual", self.name))
     }
 }
 
@@ -116,12 +125,16 @@ pub struct BertModel {
     config: BertConfig,
 }
 
-impl BertModel {
+impl WeightedModel for BertModel {
+    type Config = BertConfig;
+    const NAME: &'static str = "BertModel";
+
     /// Builds the encoder from `weights` under `prefix` (`""` for sentence-transformers files,
     /// `"bert"` for some task checkpoints). The pooler, if present, is accepted and unused.
-    pub fn new(weights: &Weights, prefix: &str, config: BertConfig) -> Result<Self> {
+    fn build(weights: &Weights, prefix: &str, config: BertConfig, _: Checked) -> Result<Self> {
         let d = config.hidden_size;
         let emb = join(prefix, "embeddings");
+        let table = |name: &str, rows| embedding_table(weights, &join(&emb, name), rows, d);
         for unused in [
             "embeddings.position_ids",
             "pooler.dense.weight",
@@ -129,19 +142,10 @@ impl BertModel {
         ] {
             let _ = weights.get_optional(&join(prefix, unused));
         }
-        let model = Self {
-            word_embeddings: weights.get(
-                &join(&emb, "word_embeddings.weight"),
-                &[config.vocab_size, d],
-            ),
-            position_embeddings: weights.get(
-                &join(&emb, "position_embeddings.weight"),
-                &[config.max_position_embeddings, d],
-            ),
-            token_type_embeddings: weights.get(
-                &join(&emb, "token_type_embeddings.weight"),
-                &[config.type_vocab_size, d],
-            ),
+        Ok(Self {
+            word_embeddings: table("word_embeddings", config.vocab_size),
+            position_embeddings: table("position_embeddings", config.max_position_embeddings),
+            token_type_embeddings: table("token_type_embeddings", config.type_vocab_size),
             embeddings_norm: LayerNorm::new(
                 weights,
                 &join(&emb, "LayerNorm"),
@@ -158,11 +162,11 @@ impl BertModel {
                 })
                 .collect(),
             config,
-        };
-        weights.finish("BertModel")?;
-        Ok(model)
+        })
     }
+}
 
+impl BertModel {
     pub fn config(&self) -> &BertConfig {
         &self.config
     }
@@ -180,33 +184,9 @@ impl BertModel {
             context: ctx(),
             message: format!("expected [batch, seq] ids, got {:?}", input_ids.size()),
         })?;
-        if seq == 0 || seq > self.config.max_position_embeddings {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "sequence length {seq} is not in 1..={}",
-                    self.config.max_position_embeddings
-                ),
-            });
-        }
         let device = self.device();
-        let ids = input_ids
-            .f_to_kind(Kind::Int64)
-            .and_then(|t| t.f_to_device(device))
-            .context(ctx)?;
-        let (min, max) = (
-            ids.f_min().context(ctx)?.int64_value(&[]),
-            ids.f_max().context(ctx)?.int64_value(&[]),
-        );
-        if min < 0 || max >= self.config.vocab_size {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "token id range {min}..={max} is outside the vocabulary (0..{})",
-                    self.config.vocab_size
-                ),
-            });
-        }
+        let limits = (self.config.vocab_size, self.config.max_position_embeddings);
+        let ids = checked_ids(input_ids, device, limits, "BERT input")?;
         let key_mask = match attention_mask {
             Some(m) if m.size() != [batch, seq] => {
                 return Err(ModelError::Shape {
@@ -232,7 +212,7 @@ impl BertModel {
             .and_then(|t| t.f_add(&positions))
             .and_then(|t| t.f_add(&token_type))
             .context(emb_ctx)?;
-        let mut x = self.embeddings_norm.forward(&x)?;
+        let mut x = self.embeddings_norm.forward(&x).context(emb_ctx)?;
         for layer in &self.layers {
             x = layer.forward(&x, &key_mask)?;
         }

@@ -6,64 +6,9 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
-use crate::weights::Weights;
+use crate::weights::{Checked, WeightedModel, Weights};
 
-/// `prefix.name`, or `name` alone when the prefix is empty.
-use super::layers::join;
-
-/// `y = x W^T + b` with transformers' `nn.Linear` names (`weight`, `bias`).
-pub(crate) struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-    name: String,
-}
-
-impl Linear {
-    pub(crate) fn new(weights: &Weights, prefix: &str, in_dim: i64, out_dim: i64) -> Self {
-        Self {
-            weight: weights.get(&join(prefix, "weight"), &[out_dim, in_dim]),
-            bias: weights.get(&join(prefix, "bias"), &[out_dim]),
-            name: prefix.to_string(),
-        }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_linear(&self.weight, Some(&self.bias))
-            .context(|| format!("{}: linear", self.name))
-    }
-}
-
-/// LayerNorm over the last dimension, `nn.LayerNorm` names.
-pub(crate) struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-    dim: i64,
-    name: String,
-}
-
-impl LayerNorm {
-    pub(crate) fn new(weights: &Weights, prefix: &str, dim: i64, eps: f64) -> Self {
-        Self {
-            weight: weights.get(&join(prefix, "weight"), &[dim]),
-            bias: weights.get(&join(prefix, "bias"), &[dim]),
-            eps,
-            dim,
-            name: prefix.to_string(),
-        }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_layer_norm(
-            [self.dim],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
-        .context(|| format!("{}: layer norm", self.name))
-    }
-}
+use super::layers::{embedding_table, join, LayerNorm, Linear};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -191,6 +136,8 @@ struct EncoderLayer {
     fc2: Linear,
     heads: i64,
     activation: Activation,
+    /// The layer's weight prefix, the context of its errors.
+    name: String,
 }
 
 impl EncoderLayer {
@@ -200,46 +147,89 @@ impl EncoderLayer {
         let eps = config.layer_norm_eps;
         Self {
             layer_norm1: LayerNorm::new(weights, &join(prefix, "layer_norm1"), d, eps),
-            q_proj: Linear::new(weights, &join(&attn, "q_proj"), d, d),
-            k_proj: Linear::new(weights, &join(&attn, "k_proj"), d, d),
-            v_proj: Linear::new(weights, &join(&attn, "v_proj"), d, d),
-            out_proj: Linear::new(weights, &join(&attn, "out_proj"), d, d),
+            q_proj: Linear::new(weights, &join(&attn, "q_proj"), d, d, true),
+            k_proj: Linear::new(weights, &join(&attn, "k_proj"), d, d, true),
+            v_proj: Linear::new(weights, &join(&attn, "v_proj"), d, d, true),
+            out_proj: Linear::new(weights, &join(&attn, "out_proj"), d, d, true),
             layer_norm2: LayerNorm::new(weights, &join(prefix, "layer_norm2"), d, eps),
             fc1: Linear::new(
                 weights,
                 &join(prefix, "mlp.fc1"),
                 d,
                 config.intermediate_size,
+                true,
             ),
             fc2: Linear::new(
                 weights,
                 &join(prefix, "mlp.fc2"),
                 config.intermediate_size,
                 d,
+                true,
             ),
             heads: config.num_attention_heads,
             activation: config.hidden_act,
+            name: prefix.to_string(),
         }
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.layer_norm1.forward(x)?;
+        let ctx = || self.name.clone();
+        let h = self.layer_norm1.forward(x).context(ctx)?;
         let attended = attention(
-            &self.q_proj.forward(&h)?,
-            &self.k_proj.forward(&h)?,
-            &self.v_proj.forward(&h)?,
+            &self.q_proj.forward(&h).context(ctx)?,
+            &self.k_proj.forward(&h).context(ctx)?,
+            &self.v_proj.forward(&h).context(ctx)?,
             self.heads,
             AttentionMask::Causal,
         )?;
-        let x = x
-            .f_add(&self.out_proj.forward(&attended)?)
-            .context(|| "residual".into())?;
-        let h = self.layer_norm2.forward(&x)?;
-        let h = self
-            .fc2
-            .forward(&self.activation.apply(&self.fc1.forward(&h)?)?)?;
-        x.f_add(&h).context(|| "residual".into())
+        let x = self
+            .out_proj
+            .forward(&attended)
+            .and_then(|a| x.f_add(&a))
+            .context(|| format!("{}: attention residual", self.name))?;
+        let h = self.layer_norm2.forward(&x).context(ctx)?;
+        let h = self.activation.apply(&self.fc1.forward(&h).context(ctx)?)?;
+        self.fc2
+            .forward(&h)
+            .and_then(|h| x.f_add(&h))
+            .context(|| format!("{}: mlp residual", self.name))
     }
+}
+
+/// Token ids `[batch, seq]` as int64 on `device`, checked against the model's `(vocabulary
+/// size, position count)`: a sequence length in 1..=positions and every id in the vocabulary.
+/// `what` names the input in errors.
+pub(crate) fn checked_ids(
+    ids: &Tensor,
+    device: tch::Device,
+    (vocab_size, max_positions): (i64, i64),
+    what: &str,
+) -> Result<Tensor> {
+    let ctx = || what.to_string();
+    let seq = ids.size()[1];
+    if seq == 0 || seq > max_positions {
+        return Err(ModelError::Shape {
+            context: ctx(),
+            message: format!("sequence length {seq} is not in 1..={max_positions}"),
+        });
+    }
+    let ids = ids
+        .f_to_kind(Kind::Int64)
+        .and_then(|t| t.f_to_device(device))
+        .context(ctx)?;
+    let (min, max) = (
+        ids.f_min().context(ctx)?.int64_value(&[]),
+        ids.f_max().context(ctx)?.int64_value(&[]),
+    );
+    if min < 0 || max >= vocab_size {
+        return Err(ModelError::Shape {
+            context: ctx(),
+            message: format!(
+                "token id range {min}..={max} is outside the vocabulary (0..{vocab_size})"
+            ),
+        });
+    }
+    Ok(ids)
 }
 
 pub(crate) enum AttentionMask<'a> {
@@ -290,24 +280,22 @@ pub struct ClipTextModel {
     config: ClipTextConfig,
 }
 
-impl ClipTextModel {
+impl WeightedModel for ClipTextModel {
+    type Config = ClipTextConfig;
+    const NAME: &'static str = "CLIPTextModel";
+
     /// Builds the model from `weights` under `prefix` (`"text_model"` for diffusers'
     /// `text_encoder/model.safetensors`); reports every missing, mis-shaped or unexpected
     /// tensor at once, so `weights` must hold this model only (split combined checkpoints first).
-    pub fn new(weights: &Weights, prefix: &str, config: ClipTextConfig) -> Result<Self> {
+    fn build(weights: &Weights, prefix: &str, config: ClipTextConfig, _: Checked) -> Result<Self> {
         let d = config.hidden_size;
         let emb = join(prefix, "embeddings");
+        let table = |name: &str, rows| embedding_table(weights, &join(&emb, name), rows, d);
         // A buffer some exports carry; the model computes positions itself.
         let _ = weights.get_optional(&join(&emb, "position_ids"));
-        let model = Self {
-            token_embedding: weights.get(
-                &join(&emb, "token_embedding.weight"),
-                &[config.vocab_size, d],
-            ),
-            position_embedding: weights.get(
-                &join(&emb, "position_embedding.weight"),
-                &[config.max_position_embeddings, d],
-            ),
+        Ok(Self {
+            token_embedding: table("token_embedding", config.vocab_size),
+            position_embedding: table("position_embedding", config.max_position_embeddings),
             layers: (0..config.num_hidden_layers)
                 .map(|i| {
                     EncoderLayer::new(
@@ -324,11 +312,11 @@ impl ClipTextModel {
                 config.layer_norm_eps,
             ),
             config,
-        };
-        weights.finish("CLIPTextModel")?;
-        Ok(model)
+        })
     }
+}
 
+impl ClipTextModel {
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
     }
@@ -385,11 +373,14 @@ impl ClipTextModel {
                 chosen = Some(x.shallow_clone());
             }
         }
-        let last = self.final_layer_norm.forward(&x)?;
+        let final_norm = || "CLIP final_layer_norm".to_string();
+        let last = self.final_layer_norm.forward(&x).context(final_norm)?;
         let pooled = self.pool(&last, &ids)?;
         let hidden_state = match chosen {
             None => last,
-            Some(h) if normalize_skipped => self.final_layer_norm.forward(&h)?,
+            Some(h) if normalize_skipped => {
+                self.final_layer_norm.forward(&h).context(final_norm)?
+            }
             Some(h) => h,
         };
         Ok(ClipTextOutput {
@@ -426,33 +417,13 @@ impl ClipTextModel {
                 })
             }
         };
-        let size = ids.size();
-        if size[1] == 0 || size[1] > self.config.max_position_embeddings {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "sequence length {} is not in 1..={}",
-                    size[1], self.config.max_position_embeddings
-                ),
-            });
-        }
-        let ids = ids
-            .f_to_kind(Kind::Int64)
-            .and_then(|t| t.f_to_device(self.token_embedding.device()))
-            .context(ctx)?;
-        let (min, max) = (
-            ids.f_min().context(ctx)?.int64_value(&[]),
-            ids.f_max().context(ctx)?.int64_value(&[]),
-        );
-        if min < 0 || max >= self.config.vocab_size {
-            return Err(ModelError::Shape {
-                context: ctx(),
-                message: format!(
-                    "token id range {min}..={max} is outside the vocabulary (0..{})",
-                    self.config.vocab_size
-                ),
-            });
-        }
-        Ok(ids)
+        let c = &self.config;
+        let limits = (c.vocab_size, c.max_position_embeddings);
+        checked_ids(
+            &ids,
+            self.token_embedding.device(),
+            limits,
+            "CLIP input ids",
+        )
     }
 }

@@ -1,5 +1,5 @@
 //! The plain layers every model here is built from, mirroring `torch.nn`: `Linear`,
-//! `LayerNorm`, `Conv2d`, `GroupNorm`, and `join` for state-dict key prefixes.
+//! `LayerNorm`, `Conv2d`, `GroupNorm`, embedding tables, and `join` for state-dict key prefixes.
 use tch::{TchError, Tensor};
 
 use crate::weights::Weights;
@@ -14,6 +14,11 @@ pub fn join(prefix: &str, name: &str) -> String {
     } else {
         format!("{prefix}.{name}")
     }
+}
+
+/// The `[rows, dim]` table of a `torch.nn.Embedding` under `prefix`.
+pub fn embedding_table(w: &Weights, prefix: &str, rows: i64, dim: i64) -> Tensor {
+    w.get(&join(prefix, "weight"), &[rows, dim])
 }
 
 /// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding (shared by the UNet, the

@@ -6,6 +6,7 @@ pub mod autoencoder_kl;
 pub mod bert;
 pub mod clip_text_model;
 pub mod clip_tokenizer;
+pub mod config_json;
 pub mod embeddings;
 pub mod esrgan_slim;
 pub mod layers;

@@ -34,52 +34,117 @@ impl UNetBlockShape {
     }
 }
 
-/// `CrossAttnDownBlock2D` (with `heads`) or `DownBlock2D` (without): resnets, each followed
-/// by a transformer if cross-attending, then an optional stride-2 downsampler.
-pub struct UNetDownBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Transformer2DModel>,
-    downsampler: Option<Downsample2D>,
+/// The layout of one block on a down or up path: how many resnets, the channels entering
+/// and leaving it, and whether it ends in a 2x down/upsampler (all but the last block).
+#[derive(Debug, Clone, Copy)]
+pub struct BlockLayout {
+    /// Channels entering the block (for a UNet up block: from the previous up block).
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub layers: usize,
+    pub resample: bool,
 }
 
-impl UNetDownBlock {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+/// Resnet `i` of a block under `prefix` (`temb_channels` `None` in the VAE).
+fn resnet_at(
+    w: &Weights,
+    prefix: &str,
+    i: usize,
+    (in_channels, out_channels): (i64, i64),
+    temb_channels: Option<i64>,
+    (groups, eps): (i64, f64),
+) -> ResnetBlock2D {
+    ResnetBlock2D::new(
+        w,
+        &join(prefix, &format!("resnets.{i}")),
+        in_channels,
+        out_channels,
+        temb_channels,
+        groups,
+        eps,
+    )
+}
+
+/// The body of `CrossAttnDownBlock2D` / `CrossAttnUpBlock2D` (and their plain variants):
+/// time-conditioned resnets, each followed by a transformer when the block cross-attends.
+struct CrossAttnLayers {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+}
+
+impl CrossAttnLayers {
+    /// `resnet_in(i)`: the channels entering resnet `i`.
+    fn new(
         w: &Weights,
         prefix: &str,
-        in_channels: i64,
-        out_channels: i64,
-        layers: usize,
+        layout: &BlockLayout,
         heads: Option<i64>,
-        add_downsample: bool,
         s: &UNetBlockShape,
+        resnet_in: impl Fn(usize) -> i64,
     ) -> Self {
+        let out = layout.out_channels;
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
-        for i in 0..layers {
-            let cin = if i == 0 { in_channels } else { out_channels };
-            resnets.push(ResnetBlock2D::new(
+        for i in 0..layout.layers {
+            let channels = (resnet_in(i), out);
+            let norm = (s.groups, s.eps);
+            resnets.push(resnet_at(
                 w,
-                &join(prefix, &format!("resnets.{i}")),
-                cin,
-                out_channels,
+                prefix,
+                i,
+                channels,
                 Some(s.temb_channels),
-                s.groups,
-                s.eps,
+                norm,
             ));
             if let Some(heads) = heads {
-                attentions.push(Transformer2DModel::new(
-                    w,
-                    &join(prefix, &format!("attentions.{i}")),
-                    s.transformer(out_channels, heads),
-                ));
+                let name = join(prefix, &format!("attentions.{i}"));
+                attentions.push(Transformer2DModel::new(w, &name, s.transformer(out, heads)));
             }
         }
         Self {
             resnets,
             attentions,
-            downsampler: add_downsample.then(|| {
-                Downsample2D::new(w, &join(prefix, "downsamplers.0"), out_channels, false)
+        }
+    }
+
+    /// Resnet `i`, then its transformer if there is one.
+    fn step(&self, i: usize, h: &Tensor, temb: &Tensor, context: &Tensor) -> TchResult<Tensor> {
+        let h = self.resnets[i].forward(h, Some(temb))?;
+        match self.attentions.get(i) {
+            Some(attn) => attn.forward(&h, context),
+            None => Ok(h),
+        }
+    }
+}
+
+/// `CrossAttnDownBlock2D` (with `heads`) or `DownBlock2D` (without): resnets, each followed
+/// by a transformer if cross-attending, then an optional stride-2 downsampler.
+pub struct UNetDownBlock {
+    layers: CrossAttnLayers,
+    downsampler: Option<Downsample2D>,
+}
+
+impl UNetDownBlock {
+    pub fn new(
+        w: &Weights,
+        prefix: &str,
+        layout: BlockLayout,
+        heads: Option<i64>,
+        s: &UNetBlockShape,
+    ) -> Self {
+        let resnet_in = |i| match i {
+            0 => layout.in_channels,
+            _ => layout.out_channels,
+        };
+        Self {
+            layers: CrossAttnLayers::new(w, prefix, &layout, heads, s, resnet_in),
+            downsampler: layout.resample.then(|| {
+                Downsample2D::new(
+                    w,
+                    &join(prefix, "downsamplers.0"),
+                    layout.out_channels,
+                    false,
+                )
             }),
         }
     }
@@ -93,11 +158,8 @@ impl UNetDownBlock {
     ) -> TchResult<(Tensor, Vec<Tensor>)> {
         let mut h = x.shallow_clone();
         let mut skips = Vec::new();
-        for (i, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.forward(&h, Some(temb))?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(&h, context)?;
-            }
+        for i in 0..self.layers.resnets.len() {
+            h = self.layers.step(i, &h, temb, context)?;
             skips.push(h.shallow_clone());
         }
         if let Some(down) = &self.downsampler {
@@ -116,15 +178,15 @@ pub struct UNetMidBlock2DCrossAttn {
 
 impl UNetMidBlock2DCrossAttn {
     pub fn new(w: &Weights, prefix: &str, channels: i64, heads: i64, s: &UNetBlockShape) -> Self {
-        let resnet = |i: usize| {
-            ResnetBlock2D::new(
+        let resnet = |i| {
+            let norm = (s.groups, s.eps);
+            resnet_at(
                 w,
-                &join(prefix, &format!("resnets.{i}")),
-                channels,
-                channels,
+                prefix,
+                i,
+                (channels, channels),
                 Some(s.temb_channels),
-                s.groups,
-                s.eps,
+                norm,
             )
         };
         Self {
@@ -150,62 +212,41 @@ impl UNetMidBlock2DCrossAttn {
 /// `CrossAttnUpBlock2D` (with `heads`) or `UpBlock2D` (without): each resnet takes the
 /// previous output concatenated with one skip connection; then an optional upsampler.
 pub struct UNetUpBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Transformer2DModel>,
+    layers: CrossAttnLayers,
     upsampler: Option<Upsample2D>,
 }
 
 impl UNetUpBlock {
-    /// `skip_in_channels`: channels of the down block below (its last skip); `prev_channels`:
-    /// channels arriving from the previous up block.
-    #[allow(clippy::too_many_arguments)]
+    /// `skip_in_channels`: channels of the down block below (its last skip);
+    /// `layout.in_channels`: channels arriving from the previous up block.
     pub fn new(
         w: &Weights,
         prefix: &str,
+        layout: BlockLayout,
         skip_in_channels: i64,
-        prev_channels: i64,
-        out_channels: i64,
-        layers: usize,
         heads: Option<i64>,
-        add_upsample: bool,
         s: &UNetBlockShape,
     ) -> Self {
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        for i in 0..layers {
-            let skip = if i == layers - 1 {
+        let out = layout.out_channels;
+        let resnet_in = |i| {
+            let skip = if i == layout.layers - 1 {
                 skip_in_channels
             } else {
-                out_channels
+                out
             };
-            let cin = if i == 0 { prev_channels } else { out_channels };
-            resnets.push(ResnetBlock2D::new(
-                w,
-                &join(prefix, &format!("resnets.{i}")),
-                cin + skip,
-                out_channels,
-                Some(s.temb_channels),
-                s.groups,
-                s.eps,
-            ));
-            if let Some(heads) = heads {
-                attentions.push(Transformer2DModel::new(
-                    w,
-                    &join(prefix, &format!("attentions.{i}")),
-                    s.transformer(out_channels, heads),
-                ));
-            }
-        }
+            let previous = if i == 0 { layout.in_channels } else { out };
+            previous + skip
+        };
         Self {
-            resnets,
-            attentions,
-            upsampler: add_upsample
-                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out_channels)),
+            layers: CrossAttnLayers::new(w, prefix, &layout, heads, s, resnet_in),
+            upsampler: layout
+                .resample
+                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out)),
         }
     }
 
     pub fn num_layers(&self) -> usize {
-        self.resnets.len()
+        self.layers.resnets.len()
     }
 
     /// Consumes `num_layers()` skips from the end of `skips`; `upsample_size` is the spatial
@@ -219,15 +260,12 @@ impl UNetUpBlock {
         upsample_size: Option<[i64; 2]>,
     ) -> TchResult<Tensor> {
         let mut h = x.shallow_clone();
-        for (i, resnet) in self.resnets.iter().enumerate() {
+        for i in 0..self.num_layers() {
             let skip = skips.pop().ok_or_else(|| {
                 tch::TchError::Shape("UNet up block: ran out of skip connections".into())
             })?;
             h = Tensor::f_cat(&[h, skip], 1)?;
-            h = resnet.forward(&h, Some(temb))?;
-            if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(&h, context)?;
-            }
+            h = self.layers.step(i, &h, temb, context)?;
         }
         match &self.upsampler {
             Some(up) => up.forward(&h, upsample_size),
@@ -240,24 +278,17 @@ impl UNetUpBlock {
 fn plain_resnets(
     w: &Weights,
     prefix: &str,
-    in_channels: i64,
-    out_channels: i64,
-    layers: usize,
-    groups: i64,
-    eps: f64,
+    layout: &BlockLayout,
+    norm: (i64, f64),
 ) -> Vec<ResnetBlock2D> {
-    (0..layers)
+    (0..layout.layers)
         .map(|i| {
-            let cin = if i == 0 { in_channels } else { out_channels };
-            ResnetBlock2D::new(
-                w,
-                &join(prefix, &format!("resnets.{i}")),
-                cin,
-                out_channels,
-                None,
-                groups,
-                eps,
-            )
+            let cin = if i == 0 {
+                layout.in_channels
+            } else {
+                layout.out_channels
+            };
+            resnet_at(w, prefix, i, (cin, layout.out_channels), None, norm)
         })
         .collect()
 }
@@ -278,21 +309,14 @@ pub struct DownEncoderBlock2D {
 }
 
 impl DownEncoderBlock2D {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        w: &Weights,
-        prefix: &str,
-        in_channels: i64,
-        out_channels: i64,
-        layers: usize,
-        add_downsample: bool,
-        groups: i64,
-        eps: f64,
-    ) -> Self {
+    /// `norm`: the resnets' GroupNorm groups and eps.
+    pub fn new(w: &Weights, prefix: &str, layout: BlockLayout, norm: (i64, f64)) -> Self {
+        let out = layout.out_channels;
         Self {
-            resnets: plain_resnets(w, prefix, in_channels, out_channels, layers, groups, eps),
-            downsampler: add_downsample
-                .then(|| Downsample2D::new(w, &join(prefix, "downsamplers.0"), out_channels, true)),
+            resnets: plain_resnets(w, prefix, &layout, norm),
+            downsampler: layout
+                .resample
+                .then(|| Downsample2D::new(w, &join(prefix, "downsamplers.0"), out, true)),
         }
     }
 
@@ -313,21 +337,14 @@ pub struct UpDecoderBlock2D {
 }
 
 impl UpDecoderBlock2D {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        w: &Weights,
-        prefix: &str,
-        in_channels: i64,
-        out_channels: i64,
-        layers: usize,
-        add_upsample: bool,
-        groups: i64,
-        eps: f64,
-    ) -> Self {
+    /// `norm`: the resnets' GroupNorm groups and eps.
+    pub fn new(w: &Weights, prefix: &str, layout: BlockLayout, norm: (i64, f64)) -> Self {
+        let out = layout.out_channels;
         Self {
-            resnets: plain_resnets(w, prefix, in_channels, out_channels, layers, groups, eps),
-            upsampler: add_upsample
-                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out_channels)),
+            resnets: plain_resnets(w, prefix, &layout, norm),
+            upsampler: layout
+                .resample
+                .then(|| Upsample2D::new(w, &join(prefix, "upsamplers.0"), out)),
         }
     }
 
@@ -349,17 +366,7 @@ pub struct UNetMidBlock2D {
 
 impl UNetMidBlock2D {
     pub fn new(w: &Weights, prefix: &str, channels: i64, groups: i64, eps: f64) -> Self {
-        let resnet = |i: usize| {
-            ResnetBlock2D::new(
-                w,
-                &join(prefix, &format!("resnets.{i}")),
-                channels,
-                channels,
-                None,
-                groups,
-                eps,
-            )
-        };
+        let resnet = |i| resnet_at(w, prefix, i, (channels, channels), None, (groups, eps));
         Self {
             resnet_0: resnet(0),
             attention: SpatialSelfAttention::new(

@@ -6,12 +6,13 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
+use crate::models::config_json::{self, ConfigError, ConfigResult};
 use crate::models::embeddings::{timestep_sinusoids, TimestepEmbedding};
 use crate::models::layers::{Conv2d, GroupNorm, TchResult};
 use crate::models::unet_2d_blocks::{
-    UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
+    BlockLayout, UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
 };
-use crate::weights::Weights;
+use crate::weights::{Checked, WeightedModel, Weights};
 
 /// What the UNet's output means, i.e. what the sampler must convert it from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,145 +145,35 @@ impl UNetConfig {
 
     /// Reads a diffusers `unet/config.json`. `prediction_type` is not part of it (it lives in
     /// `scheduler/scheduler_config.json`); it is left at epsilon for the caller to set.
-    pub fn from_diffusers_json(json: &Value) -> std::result::Result<Self, String> {
-        let int = |k: &str| json.get(k).and_then(Value::as_i64);
-        let boolean = |k: &str| json.get(k).and_then(Value::as_bool);
-        let block_out_channels: Vec<i64> = json
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .ok_or("missing block_out_channels")?
-            .iter()
-            .map(|v| v.as_i64().ok_or("block_out_channels: not an integer"))
-            .collect::<std::result::Result<_, _>>()?;
+    pub fn from_diffusers_json(json: &Value) -> ConfigResult<Self> {
+        let block_out_channels = config_json::block_out_channels(json)?;
         let n = block_out_channels.len();
-        if n == 0 {
-            return Err("block_out_channels is empty".into());
-        }
-        let down_types: Vec<String> = match json.get("down_block_types") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect(),
-            _ => return Err("missing down_block_types".into()),
-        };
-        if down_types.len() != n {
-            return Err(format!(
-                "{} down_block_types for {n} block_out_channels",
-                down_types.len()
-            ));
-        }
-        let mut cross_attention_blocks = Vec::new();
-        for t in &down_types {
-            match t.as_str() {
-                "CrossAttnDownBlock2D" => cross_attention_blocks.push(true),
-                "DownBlock2D" => cross_attention_blocks.push(false),
-                other => return Err(format!("unsupported down block type {other:?}")),
-            }
-        }
-        if let Some(Value::Array(up)) = json.get("up_block_types") {
-            let expected: Vec<&str> = cross_attention_blocks
-                .iter()
-                .rev()
-                .map(|&c| if c { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
-                .collect();
-            let found: Vec<&str> = up.iter().map(|v| v.as_str().unwrap_or_default()).collect();
-            if found != expected {
-                return Err(format!(
-                    "up_block_types {found:?} do not mirror the down blocks (expected {expected:?})"
-                ));
-            }
-        }
-        if let Some(mid) = json.get("mid_block_type").and_then(Value::as_str) {
-            if mid != "UNetMidBlock2DCrossAttn" {
-                return Err(format!("unsupported mid_block_type {mid:?}"));
-            }
-        }
-        let per_block = |v: &Value| -> std::result::Result<Vec<i64>, String> {
-            match v {
-                Value::Number(x) => Ok(vec![x.as_i64().ok_or("heads: not an integer")?; n]),
-                Value::Array(a) if a.len() == n => a
-                    .iter()
-                    .map(|x| {
-                        x.as_i64()
-                            .ok_or_else(|| "heads: not an integer".to_string())
-                    })
-                    .collect(),
-                _ => Err(format!("attention heads: expected a number or {n} numbers")),
-            }
-        };
-        let heads = match json.get("num_attention_heads") {
-            Some(v) if !v.is_null() => per_block(v)?,
-            _ => per_block(json.get("attention_head_dim").unwrap_or(&Value::from(8)))?,
-        };
-        let transformer_layers_per_block = match json.get("transformer_layers_per_block") {
-            None | Some(Value::Null) => 1,
-            Some(Value::Number(x)) => x.as_u64().unwrap_or(1) as usize,
-            Some(_) => return Err("per-block transformer_layers_per_block unsupported".into()),
-        };
-        for key in [
-            "class_embed_type",
-            "addition_embed_type",
-            "encoder_hid_dim",
-            "num_class_embeds",
-            "time_cond_proj_dim",
-            "time_embedding_dim",
-            "timestep_post_act",
-            "time_embedding_act_fn",
-            "cross_attention_norm",
-            "encoder_hid_dim_type",
-        ] {
-            if json.get(key).is_some_and(|v| !v.is_null()) {
-                return Err(format!("{key} is set: not an SD 1.x/2.x UNet"));
-            }
-        }
-        // Options this implementation does not vary: present with another value, the model
-        // would silently compute something else, so refuse.
-        let fixed = [
-            ("act_fn", json!("silu")),
-            ("center_input_sample", json!(false)),
-            ("downsample_padding", json!(1)),
-            ("mid_block_scale_factor", json!(1)),
-            ("dual_cross_attention", json!(false)),
-            ("resnet_time_scale_shift", json!("default")),
-            ("time_embedding_type", json!("positional")),
-            ("conv_in_kernel", json!(3)),
-            ("conv_out_kernel", json!(3)),
-            ("attention_type", json!("default")),
-        ];
-        for (key, expected) in fixed {
-            if let Some(v) = json.get(key) {
-                let same =
-                    v == &expected || (v.as_f64().is_some() && v.as_f64() == expected.as_f64());
-                if !same {
-                    return Err(format!("unsupported {key} = {v} (only {expected})"));
-                }
-            }
-        }
-        match json.get("only_cross_attention") {
-            None | Some(Value::Bool(false)) => {}
-            Some(Value::Array(a)) if a.iter().all(|v| v == &json!(false)) => {}
-            Some(v) => return Err(format!("unsupported only_cross_attention = {v}")),
-        }
-        let sd15 = Self::sd15();
+        let cross_attention_blocks = cross_attention_blocks(json, n)?;
+        check_mid_block(json)?;
+        let num_attention_heads = heads_per_block(json, n)?;
+        let transformer_layers_per_block = transformer_layers(json)?;
+        refuse_unsupported(json)?;
+        let int = |k: &str| json.get(k).and_then(Value::as_i64);
+        let float = |k: &str| json.get(k).and_then(Value::as_f64);
+        let boolean = |k: &str| json.get(k).and_then(Value::as_bool);
         Ok(Self {
             in_channels: int("in_channels").unwrap_or(4),
             out_channels: int("out_channels").unwrap_or(4),
             block_out_channels,
             cross_attention_blocks,
             layers_per_block: int("layers_per_block").unwrap_or(2) as usize,
-            num_attention_heads: heads,
-            cross_attention_dim: int("cross_attention_dim").ok_or("missing cross_attention_dim")?,
+            num_attention_heads,
+            cross_attention_dim: int("cross_attention_dim").ok_or(ConfigError::Missing {
+                key: "cross_attention_dim",
+            })?,
             transformer_layers_per_block,
             norm_num_groups: int("norm_num_groups").unwrap_or(32),
-            norm_eps: json.get("norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
+            norm_eps: float("norm_eps").unwrap_or(1e-5),
             use_linear_projection: boolean("use_linear_projection").unwrap_or(false),
             upcast_attention: boolean("upcast_attention").unwrap_or(false),
             flip_sin_to_cos: boolean("flip_sin_to_cos").unwrap_or(true),
-            freq_shift: json
-                .get("freq_shift")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-            sample_size: int("sample_size").unwrap_or(sd15.sample_size),
+            freq_shift: float("freq_shift").unwrap_or(0.0),
+            sample_size: int("sample_size").unwrap_or(Self::sd15().sample_size),
             prediction_type: PredictionType::Epsilon,
         })
     }
@@ -321,6 +212,147 @@ impl UNetConfig {
     }
 }
 
+/// Which blocks cross-attend, from `down_block_types` (one per block); `up_block_types`, if
+/// given, must mirror them.
+fn cross_attention_blocks(json: &Value, n: usize) -> ConfigResult<Vec<bool>> {
+    let names = |key: &'static str| -> Option<Vec<&str>> {
+        let list = json.get(key)?.as_array()?;
+        Some(
+            list.iter()
+                .map(|v| v.as_str().unwrap_or_default())
+                .collect(),
+        )
+    };
+    let down = names("down_block_types").ok_or(ConfigError::Missing {
+        key: "down_block_types",
+    })?;
+    if down.len() != n {
+        return Err(ConfigError::Invalid {
+            key: "down_block_types",
+            message: format!("{} of them for {n} block_out_channels", down.len()),
+        });
+    }
+    let cross = down
+        .iter()
+        .map(|t| match *t {
+            "CrossAttnDownBlock2D" => Ok(true),
+            "DownBlock2D" => Ok(false),
+            other => Err(config_json::unsupported(
+                "down_block_types",
+                &json!(other),
+                None,
+            )),
+        })
+        .collect::<ConfigResult<Vec<bool>>>()?;
+    if let Some(found) = names("up_block_types") {
+        let expected: Vec<&str> = cross
+            .iter()
+            .rev()
+            .map(|&c| if c { "CrossAttnUpBlock2D" } else { "UpBlock2D" })
+            .collect();
+        if found != expected {
+            return Err(ConfigError::Invalid {
+                key: "up_block_types",
+                message: format!("{found:?} do not mirror the down blocks (expected {expected:?})"),
+            });
+        }
+    }
+    Ok(cross)
+}
+
+fn check_mid_block(json: &Value) -> ConfigResult<()> {
+    match json.get("mid_block_type") {
+        Some(mid) if mid.as_str() != Some("UNetMidBlock2DCrossAttn") => {
+            Err(config_json::unsupported(
+                "mid_block_type",
+                mid,
+                Some(&json!("UNetMidBlock2DCrossAttn")),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Attention heads per block: `num_attention_heads`, else (diffusers' historical misnomer)
+/// `attention_head_dim`, else 8; one number for all blocks or one per block.
+fn heads_per_block(json: &Value, n: usize) -> ConfigResult<Vec<i64>> {
+    let (key, value) = match json.get("num_attention_heads") {
+        Some(v) if !v.is_null() => ("num_attention_heads", v.clone()),
+        _ => (
+            "attention_head_dim",
+            json.get("attention_head_dim").cloned().unwrap_or(json!(8)),
+        ),
+    };
+    let invalid = || ConfigError::Invalid {
+        key,
+        message: format!("expected an integer or {n} integers"),
+    };
+    match value {
+        Value::Number(x) => Ok(vec![x.as_i64().ok_or_else(invalid)?; n]),
+        Value::Array(a) if a.len() == n => {
+            a.iter().map(|x| x.as_i64().ok_or_else(invalid)).collect()
+        }
+        _ => Err(invalid()),
+    }
+}
+
+fn transformer_layers(json: &Value) -> ConfigResult<usize> {
+    match json.get("transformer_layers_per_block") {
+        None | Some(Value::Null) => Ok(1),
+        Some(Value::Number(x)) => Ok(x.as_u64().unwrap_or(1) as usize),
+        Some(v) => Err(ConfigError::Unsupported {
+            key: "transformer_layers_per_block",
+            found: v.to_string(),
+            expected: Some("one number for all blocks".into()),
+        }),
+    }
+}
+
+/// Refuses keys only other architectures set, and options this implementation does not
+/// vary: present with another value, the model would silently compute something else.
+fn refuse_unsupported(json: &Value) -> ConfigResult<()> {
+    config_json::refuse_set(
+        json,
+        &[
+            "class_embed_type",
+            "addition_embed_type",
+            "encoder_hid_dim",
+            "num_class_embeds",
+            "time_cond_proj_dim",
+            "time_embedding_dim",
+            "timestep_post_act",
+            "time_embedding_act_fn",
+            "cross_attention_norm",
+            "encoder_hid_dim_type",
+        ],
+        "UNet",
+    )?;
+    config_json::require_values(
+        json,
+        &[
+            ("act_fn", json!("silu")),
+            ("center_input_sample", json!(false)),
+            ("downsample_padding", json!(1)),
+            ("mid_block_scale_factor", json!(1)),
+            ("dual_cross_attention", json!(false)),
+            ("resnet_time_scale_shift", json!("default")),
+            ("time_embedding_type", json!("positional")),
+            ("conv_in_kernel", json!(3)),
+            ("conv_out_kernel", json!(3)),
+            ("attention_type", json!("default")),
+        ],
+    )?;
+    match json.get("only_cross_attention") {
+        None | Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Array(a)) if a.iter().all(|v| v == &json!(false)) => Ok(()),
+        Some(v) => Err(config_json::unsupported(
+            "only_cross_attention",
+            v,
+            Some(&json!(false)),
+        )),
+    }
+}
+
 /// Stable Diffusion's conditional UNet.
 pub struct UNet2DConditionModel {
     config: UNetConfig,
@@ -334,28 +366,11 @@ pub struct UNet2DConditionModel {
     kind: Kind,
 }
 
-impl UNet2DConditionModel {
-    /// Builds the model from diffusers-named weights under `prefix` (`""` for a diffusers
-    /// `unet/` file). Reports every missing, unexpected or mis-shaped tensor at once.
-    pub fn new(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
-        let model = Self::build(w, prefix, config)?;
-        w.finish("UNet2DConditionModel")?;
-        Ok(model)
-    }
+impl WeightedModel for UNet2DConditionModel {
+    type Config = UNetConfig;
+    const NAME: &'static str = "UNet2DConditionModel";
 
-    /// The tensors (diffusers names, shapes) a model of `config` is made of: what a
-    /// checkpoint must hold, or what a benchmark fills with random weights.
-    pub fn weight_shapes(
-        config: UNetConfig,
-    ) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
-        let probe = Weights::new("probe", std::collections::HashMap::new());
-        Self::build(&probe, "", config)?;
-        Ok(probe.requested())
-    }
-
-    /// Builds the modules; callers check the weight set with `finish` (see `new`), so that
-    /// a missing tensor can never become silent zeros.
-    fn build(w: &Weights, prefix: &str, config: UNetConfig) -> Result<Self> {
+    fn build(w: &Weights, prefix: &str, config: UNetConfig, _: Checked) -> Result<Self> {
         config.check()?;
         let p = |n: &str| crate::models::layers::join(prefix, n);
         let boc = &config.block_out_channels;
@@ -376,16 +391,14 @@ impl UNet2DConditionModel {
             TimestepEmbedding::new(w, &p("time_embedding"), boc[0], config.time_embed_dim());
         let down_blocks = (0..n)
             .map(|i| {
-                UNetDownBlock::new(
-                    w,
-                    &p(&format!("down_blocks.{i}")),
-                    if i == 0 { boc[0] } else { boc[i - 1] },
-                    boc[i],
-                    config.layers_per_block,
-                    heads_of(i),
-                    i + 1 < n,
-                    &shape,
-                )
+                let layout = BlockLayout {
+                    in_channels: if i == 0 { boc[0] } else { boc[i - 1] },
+                    out_channels: boc[i],
+                    layers: config.layers_per_block,
+                    resample: i + 1 < n,
+                };
+                let name = p(&format!("down_blocks.{i}"));
+                UNetDownBlock::new(w, &name, layout, heads_of(i), &shape)
             })
             .collect();
         let mid_block = UNetMidBlock2DCrossAttn::new(
@@ -398,17 +411,15 @@ impl UNet2DConditionModel {
         let up_blocks = (0..n)
             .map(|i| {
                 let block = n - 1 - i; // the down block this up block mirrors
-                UNetUpBlock::new(
-                    w,
-                    &p(&format!("up_blocks.{i}")),
-                    boc[block.saturating_sub(1)],
-                    if i == 0 { boc[n - 1] } else { boc[block + 1] },
-                    boc[block],
-                    config.layers_per_block + 1,
-                    heads_of(block),
-                    i + 1 < n,
-                    &shape,
-                )
+                let layout = BlockLayout {
+                    in_channels: if i == 0 { boc[n - 1] } else { boc[block + 1] },
+                    out_channels: boc[block],
+                    layers: config.layers_per_block + 1,
+                    resample: i + 1 < n,
+                };
+                let skip_in = boc[block.saturating_sub(1)];
+                let name = p(&format!("up_blocks.{i}"));
+                UNetUpBlock::new(w, &name, layout, skip_in, heads_of(block), &shape)
             })
             .collect();
         let conv_norm_out = GroupNorm::new(
@@ -435,7 +446,9 @@ impl UNet2DConditionModel {
             kind,
         })
     }
+}
 
+impl UNet2DConditionModel {
     pub fn config(&self) -> &UNetConfig {
         &self.config
     }
@@ -623,8 +636,8 @@ mod tests {
         ] {
             let mut j = sd15_json();
             j[key] = value;
-            let e = UNetConfig::from_diffusers_json(&j).unwrap_err();
-            assert!(e.contains(key) || e.contains("mid_block"), "{key}: {e}");
+            let e = UNetConfig::from_diffusers_json(&j).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
         }
         let mut j = sd15_json();
         j["up_block_types"] = json!([
@@ -633,6 +646,20 @@ mod tests {
             "CrossAttnUpBlock2D",
             "CrossAttnUpBlock2D"
         ]);
-        assert!(UNetConfig::from_diffusers_json(&j).is_err());
+        assert!(matches!(
+            UNetConfig::from_diffusers_json(&j),
+            Err(ConfigError::Invalid {
+                key: "up_block_types",
+                ..
+            })
+        ));
+        let mut j = sd15_json();
+        j.as_object_mut().unwrap().remove("cross_attention_dim");
+        assert_eq!(
+            UNetConfig::from_diffusers_json(&j),
+            Err(ConfigError::Missing {
+                key: "cross_attention_dim"
+            })
+        );
     }
 }

@@ -4,11 +4,23 @@
 use tch::Tensor;
 
 use crate::models::layers::{join, Conv2d, GroupNorm, TchResult};
-use crate::models::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
+use crate::models::unet_2d_blocks::{
+    BlockLayout, DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D,
+};
 use crate::weights::Weights;
 
 /// The VAE uses eps 1e-6 in every norm.
 const VAE_EPS: f64 = 1e-6;
+
+/// What the encoder and decoder stacks share: latent channels, the blocks' widths (from the
+/// image side), resnets per block and norm groups.
+#[derive(Debug, Clone, Copy)]
+pub struct StackShape<'a> {
+    pub latent_channels: i64,
+    pub block_out_channels: &'a [i64],
+    pub layers_per_block: usize,
+    pub groups: i64,
+}
 
 /// diffusers `Encoder` with `double_z`: image `[B, in, H, W]` -> `[B, 2*latent, H/f, W/f]`
 /// (mean and log-variance stacked on channels).
@@ -21,37 +33,35 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn new(
-        w: &Weights,
-        prefix: &str,
-        in_channels: i64,
-        latent_channels: i64,
-        block_out_channels: &[i64],
-        layers_per_block: usize,
-        groups: i64,
-    ) -> Self {
+    /// `in_channels`: the image's channels.
+    pub fn new(w: &Weights, prefix: &str, in_channels: i64, shape: &StackShape) -> Self {
         let p = |n: &str| join(prefix, n);
-        let boc = block_out_channels;
-        let n = boc.len();
+        let boc = shape.block_out_channels;
+        let (n, groups, norm) = (boc.len(), shape.groups, (shape.groups, VAE_EPS));
         Self {
             conv_in: Conv2d::new(w, &p("conv_in"), in_channels, boc[0], 3, 1, 1),
             down_blocks: (0..n)
                 .map(|i| {
-                    DownEncoderBlock2D::new(
-                        w,
-                        &p(&format!("down_blocks.{i}")),
-                        if i == 0 { boc[0] } else { boc[i - 1] },
-                        boc[i],
-                        layers_per_block,
-                        i + 1 < n,
-                        groups,
-                        VAE_EPS,
-                    )
+                    let layout = BlockLayout {
+                        in_channels: if i == 0 { boc[0] } else { boc[i - 1] },
+                        out_channels: boc[i],
+                        layers: shape.layers_per_block,
+                        resample: i + 1 < n,
+                    };
+                    DownEncoderBlock2D::new(w, &p(&format!("down_blocks.{i}")), layout, norm)
                 })
                 .collect(),
             mid_block: UNetMidBlock2D::new(w, &p("mid_block"), boc[n - 1], groups, VAE_EPS),
             conv_norm_out: GroupNorm::new(w, &p("conv_norm_out"), groups, boc[n - 1], VAE_EPS),
-            conv_out: Conv2d::new(w, &p("conv_out"), boc[n - 1], 2 * latent_channels, 3, 1, 1),
+            conv_out: Conv2d::new(
+                w,
+                &p("conv_out"),
+                boc[n - 1],
+                2 * shape.latent_channels,
+                3,
+                1,
+                1,
+            ),
         }
     }
 
@@ -76,34 +86,24 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(
-        w: &Weights,
-        prefix: &str,
-        latent_channels: i64,
-        out_channels: i64,
-        block_out_channels: &[i64],
-        layers_per_block: usize,
-        groups: i64,
-    ) -> Self {
+    /// `out_channels`: the image's channels.
+    pub fn new(w: &Weights, prefix: &str, out_channels: i64, shape: &StackShape) -> Self {
         let p = |n: &str| join(prefix, n);
-        let boc = block_out_channels;
-        let n = boc.len();
+        let boc = shape.block_out_channels;
+        let (n, groups, norm) = (boc.len(), shape.groups, (shape.groups, VAE_EPS));
         Self {
-            conv_in: Conv2d::new(w, &p("conv_in"), latent_channels, boc[n - 1], 3, 1, 1),
+            conv_in: Conv2d::new(w, &p("conv_in"), shape.latent_channels, boc[n - 1], 3, 1, 1),
             mid_block: UNetMidBlock2D::new(w, &p("mid_block"), boc[n - 1], groups, VAE_EPS),
             up_blocks: (0..n)
                 .map(|i| {
                     let block = n - 1 - i;
-                    UpDecoderBlock2D::new(
-                        w,
-                        &p(&format!("up_blocks.{i}")),
-                        boc[(block + 1).min(n - 1)],
-                        boc[block],
-                        layers_per_block + 1,
-                        i + 1 < n,
-                        groups,
-                        VAE_EPS,
-                    )
+                    let layout = BlockLayout {
+                        in_channels: boc[(block + 1).min(n - 1)],
+                        out_channels: boc[block],
+                        layers: shape.layers_per_block + 1,
+                        resample: i + 1 < n,
+                    };
+                    UpDecoderBlock2D::new(w, &p(&format!("up_blocks.{i}")), layout, norm)
                 })
                 .collect(),
             conv_norm_out: GroupNorm::new(w, &p("conv_norm_out"), groups, boc[0], VAE_EPS),

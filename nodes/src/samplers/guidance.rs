@@ -44,33 +44,42 @@ where
     }
 }
 
-/// A [`NoisePredictor`] with its noise schedule, prediction type and the two conditionings.
+/// What classifier-free guidance mixes: `positive`/`negative` are [1 or B, L, D]; without
+/// `negative`, or with `cfg` == 1, the model runs once on `positive` only.
+pub struct Guidance {
+    pub positive: Tensor,
+    pub negative: Option<Tensor>,
+    pub cfg: f64,
+}
+
+/// A [`NoisePredictor`] with its noise schedule, prediction type and guidance.
 pub struct GuidedDenoiser<'a> {
     model: &'a dyn NoisePredictor,
     schedule: &'a DiscreteSchedule,
     prediction: Prediction,
-    positive: Tensor,
-    negative: Option<Tensor>,
-    cfg: f64,
+    guidance: Guidance,
     quantize_timesteps: bool,
 }
 
 impl<'a> GuidedDenoiser<'a> {
-    /// `positive`/`negative` are [1 or B, L, D]; without `negative`, or with `cfg` == 1, the
-    /// model runs once on `positive` only. Timesteps are quantized to training steps (ComfyUI).
+    /// Checks the guidance's shapes and scale. Timesteps are quantized to training steps
+    /// (ComfyUI).
     pub fn new(
         model: &'a dyn NoisePredictor,
         schedule: &'a DiscreteSchedule,
         prediction: Prediction,
-        positive: Tensor,
-        negative: Option<Tensor>,
-        cfg: f64,
+        guidance: Guidance,
     ) -> Result<Self> {
+        let Guidance {
+            positive,
+            negative,
+            cfg,
+        } = &guidance;
         if !cfg.is_finite() {
             return Err(ModelError::Other(format!("cfg must be finite, got {cfg}")));
         }
         for (what, cond) in [
-            ("positive", Some(&positive)),
+            ("positive", Some(positive)),
             ("negative", negative.as_ref()),
         ] {
             if let Some(cond) = cond {
@@ -86,9 +95,7 @@ impl<'a> GuidedDenoiser<'a> {
             model,
             schedule,
             prediction,
-            positive,
-            negative,
-            cfg,
+            guidance,
             quantize_timesteps: true,
         })
     }
@@ -150,9 +157,14 @@ impl<'a> GuidedDenoiser<'a> {
         }
         let sample = x * (1.0 / (sigma * sigma + 1.0).sqrt());
         let t = self.timestep(sigma);
-        let positive = Self::batched(&self.positive, x, "positive")?;
-        let negative = match &self.negative {
-            Some(negative) if self.cfg != 1.0 => Self::batched(negative, x, "negative")?,
+        let Guidance {
+            positive,
+            negative,
+            cfg,
+        } = &self.guidance;
+        let positive = Self::batched(positive, x, "positive")?;
+        let negative = match negative {
+            Some(negative) if *cfg != 1.0 => Self::batched(negative, x, "negative")?,
             _ => return self.call_model(&sample, t, &positive),
         };
         if negative.size()[1..] == positive.size()[1..] {
@@ -160,12 +172,12 @@ impl<'a> GuidedDenoiser<'a> {
                 .context(|| "concatenating negative and positive conditioning".to_string())?;
             let out = self.call_model(&Tensor::cat(&[&sample, &sample], 0), t, &both)?;
             let halves = out.chunk(2, 0);
-            Ok(&halves[0] + (&halves[1] - &halves[0]) * self.cfg)
+            Ok(&halves[0] + (&halves[1] - &halves[0]) * *cfg)
         } else {
             // Token counts differ: two calls instead of padding one conditioning.
             let uncond = self.call_model(&sample, t, &negative)?;
             let cond = self.call_model(&sample, t, &positive)?;
-            Ok(&uncond + (&cond - &uncond) * self.cfg)
+            Ok(&uncond + (&cond - &uncond) * *cfg)
         }
     }
 }
@@ -189,15 +201,27 @@ mod tests {
     use std::cell::RefCell;
     use tch::Device;
 
+    /// A prediction equal to the mean of the context, so cfg mixing is visible directly.
+    fn context_mean(sample: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+        Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+    }
+
+    fn guidance(positive: &Tensor, negative: Option<&Tensor>, cfg: f64) -> Guidance {
+        Guidance {
+            positive: positive.copy(),
+            negative: negative.map(Tensor::copy),
+            cfg,
+        }
+    }
+
     #[test]
     fn guidance_batches_both_conditionings_in_one_call() {
         let schedule = DiscreteSchedule::stable_diffusion();
         let batches = RefCell::new(Vec::new());
-        // eps = mean of the context, so cfg mixing is visible directly.
         let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
             batches.borrow_mut().push((sample.size()[0], t.size()));
-            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
-            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+            context_mean(sample, ctx)
         };
         let opts = (Kind::Float, Device::Cpu);
         let positive = Tensor::ones([1, 3, 8], opts);
@@ -206,9 +230,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            positive,
-            Some(negative),
-            3.0,
+            guidance(&positive, Some(&negative), 3.0),
         )
         .unwrap();
         let x = Tensor::zeros([2, 4, 2, 2], opts);
@@ -225,8 +247,7 @@ mod tests {
         let model = |sample: &Tensor, t: &Tensor, ctx: &Tensor| -> Result<Tensor> {
             calls.borrow_mut().push((sample.size()[0], ctx.size()[1]));
             assert_eq!(t.double_value(&[0]), 500.0);
-            let mean = ctx.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
-            Ok(sample.zeros_like() + mean.view([-1, 1, 1, 1]))
+            context_mean(sample, ctx)
         };
         let opts = (Kind::Float, Device::Cpu);
         let x = Tensor::zeros([1, 4, 2, 2], opts);
@@ -237,9 +258,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            positive.copy(),
-            Some(negative.copy()),
-            1.0,
+            guidance(&positive, Some(&negative), 1.0),
         )
         .unwrap();
         let _ = once.denoise(&x, sigma).unwrap();
@@ -249,9 +268,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            positive,
-            Some(negative),
-            2.0,
+            guidance(&positive, Some(&negative), 2.0),
         )
         .unwrap();
         let denoised = twice.denoise(&x, sigma).unwrap();
@@ -276,9 +293,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::V,
-            Tensor::zeros([1, 1, 4], opts),
-            None,
-            5.0,
+            guidance(&Tensor::zeros([1, 1, 4], opts), None, 5.0),
         )
         .unwrap();
         let denoised = denoiser.denoise(&x, sigma).unwrap();
@@ -294,9 +309,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::Epsilon,
-            Tensor::ones([3, 3, 8], opts),
-            None,
-            1.0,
+            guidance(&Tensor::ones([3, 3, 8], opts), None, 1.0),
         )
         .unwrap();
         assert!(denoiser
@@ -306,9 +319,7 @@ mod tests {
             &model,
             &schedule,
             Prediction::V,
-            Tensor::ones([3, 8], opts),
-            None,
-            1.0
+            guidance(&Tensor::ones([3, 8], opts), None, 1.0)
         )
         .is_err());
     }

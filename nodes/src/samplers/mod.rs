@@ -10,7 +10,9 @@
 //!
 //! ```no_run
 //! use tch::{Device, Kind, Tensor};
-//! use weft_nodes::samplers::{self, DiscreteSchedule, GuidedDenoiser, Hooks, Prediction};
+//! use weft_nodes::samplers::{
+//!     self, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction,
+//! };
 //! use weft_nodes::samplers::{SampleSettings, SamplerKind, ScheduleKind};
 //!
 //! # fn main() -> weft_nodes::Result<()> {
@@ -19,8 +21,8 @@
 //! let schedule = DiscreteSchedule::stable_diffusion();
 //! let positive = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
 //! let negative = Tensor::zeros([1, 77, 768], (Kind::Float, Device::Cpu));
-//! let denoiser =
-//!     GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, positive, Some(negative), 7.5)?;
+//! let guidance = Guidance { positive, negative: Some(negative), cfg: 7.5 };
+//! let denoiser = GuidedDenoiser::new(&unet, &schedule, Prediction::Epsilon, guidance)?;
 //! let settings = SampleSettings {
 //!     seed: 42,
 //!     steps: 20,
@@ -48,7 +50,7 @@ use tch::Tensor;
 use crate::error::{ModelError, Result};
 
 pub use crate::noise::{FixedNoise, NoiseSource};
-pub use guidance::{GuidedDenoiser, NoisePredictor, Prediction};
+pub use guidance::{Guidance, GuidedDenoiser, NoisePredictor, Prediction};
 pub use schedules::{BetaSchedule, DiscreteSchedule, ScheduleKind};
 
 /// The denoised prediction x0 of a noisy latent `x` at noise level `sigma` (k-diffusion space).
@@ -184,6 +186,19 @@ pub struct SampleSettings {
     pub denoise: f64,
 }
 
+impl Default for SampleSettings {
+    /// ComfyUI's KSampler defaults: seed 0, 20 steps, Euler, normal schedule, full denoise.
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            steps: 20,
+            sampler: SamplerKind::Euler,
+            schedule: ScheduleKind::Normal,
+            denoise: 1.0,
+        }
+    }
+}
+
 /// ComfyUI's `common_ksampler`: schedule (tail of a longer one when `denoise` < 1), initial
 /// noise from `seed` ([`crate::noise::initial_noise`]) added to `latent` at the first sigma,
 /// then the sampler with step noise from the same seed. `latent` is zeros for txt2img.
@@ -295,9 +310,34 @@ mod tests {
         Ok(x.zeros_like() + 0.5)
     }
 
+    /// `sample` of the point mass on the SD schedule, without hooks.
+    fn sample_point_mass(latent: &Tensor, settings: &SampleSettings) -> Tensor {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        sample(
+            &point_mass,
+            &schedule,
+            latent,
+            settings,
+            &mut Hooks::default(),
+        )
+        .unwrap()
+    }
+
+    /// `sampler` over `sigmas` from `x` with `denoiser`: whether it refuses (errors, no panic).
+    fn refuses(sampler: SamplerKind, denoiser: &dyn Denoiser, x: &Tensor, sigmas: &[f64]) -> bool {
+        let mut noise = FixedNoise(Vec::new());
+        let run = sampler.sampler().sample(
+            denoiser,
+            x.copy(),
+            sigmas,
+            &mut noise,
+            &mut Hooks::default(),
+        );
+        run.is_err()
+    }
+
     #[test]
     fn every_sampler_lands_on_the_data_of_a_point_mass() {
-        let schedule = DiscreteSchedule::stable_diffusion();
         let latent = Tensor::zeros([1, 4, 4, 4], (Kind::Float, Device::Cpu));
         for name in SamplerKind::NAMES {
             let settings = SampleSettings {
@@ -305,16 +345,9 @@ mod tests {
                 steps: 6,
                 sampler: SamplerKind::from_name(name).unwrap(),
                 schedule: ScheduleKind::Karras,
-                denoise: 1.0,
+                ..SampleSettings::default()
             };
-            let out = sample(
-                &point_mass,
-                &schedule,
-                &latent,
-                &settings,
-                &mut Hooks::default(),
-            )
-            .unwrap();
+            let out = sample_point_mass(&latent, &settings);
             let err = (out - 0.5).abs().max().double_value(&[]);
             assert!(err < 1e-5, "{name}: {err}");
         }
@@ -328,8 +361,7 @@ mod tests {
             seed: 1,
             steps: 5,
             sampler: SamplerKind::Heun,
-            schedule: ScheduleKind::Normal,
-            denoise: 1.0,
+            ..SampleSettings::default()
         };
         let mut seen = Vec::new();
         let mut on_step = |e: &StepEvent<'_>| seen.push((e.step, e.total));
@@ -360,18 +392,10 @@ mod tests {
         let mut settings = SampleSettings {
             seed: 3,
             steps: 4,
-            sampler: SamplerKind::Euler,
-            schedule: ScheduleKind::Normal,
             denoise: 0.0,
+            ..SampleSettings::default()
         };
-        let out = sample(
-            &point_mass,
-            &schedule,
-            &latent,
-            &settings,
-            &mut Hooks::default(),
-        )
-        .unwrap();
+        let out = sample_point_mass(&latent, &settings);
         assert_eq!(out.sum(Kind::Float).double_value(&[]), 64.0);
 
         settings.denoise = 0.25;
@@ -400,39 +424,22 @@ mod tests {
     #[test]
     fn bad_sigmas_and_misshapen_denoisers_are_errors_not_panics() {
         let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));
-        let mut noise = FixedNoise(Vec::new());
-        let euler = SamplerKind::Euler.sampler();
-        assert!(euler
-            .sample(
-                &point_mass,
-                x.copy(),
-                &[1.0, 2.0, 0.0],
-                &mut noise,
-                &mut Hooks::default()
-            )
-            .is_err());
+        assert!(refuses(
+            SamplerKind::Euler,
+            &point_mass,
+            &x,
+            &[1.0, 2.0, 0.0]
+        ));
         let wrong = |_x: &Tensor, _s: f64| -> Result<Tensor> {
             Ok(Tensor::zeros([3], (Kind::Float, Device::Cpu)))
         };
-        assert!(euler
-            .sample(
-                &wrong,
-                x.copy(),
-                &[1.0, 0.0],
-                &mut noise,
-                &mut Hooks::default()
-            )
-            .is_err());
-        let ancestral = SamplerKind::EulerAncestral.sampler();
-        assert!(ancestral
-            .sample(
-                &point_mass,
-                x,
-                &[2.0, 1.0, 0.0],
-                &mut noise,
-                &mut Hooks::default()
-            )
-            .is_err());
+        assert!(refuses(SamplerKind::Euler, &wrong, &x, &[1.0, 0.0]));
+        assert!(refuses(
+            SamplerKind::EulerAncestral,
+            &point_mass,
+            &x,
+            &[2.0, 1.0, 0.0]
+        ));
         assert!(SamplerKind::from_name("dpmpp_3m").is_err());
     }
 }

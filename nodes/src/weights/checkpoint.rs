@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{ModelError, Result};
+use crate::error::{CheckpointError, ModelError, Result};
 use crate::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
+use crate::models::config_json::unsupported;
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNetConfig};
 use crate::weights::ldm_keymap::{
-    map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX,
+    map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX,
 };
-use crate::weights::{MappedFile, Weights};
+use crate::weights::{MappedFile, WeightedModel, Weights};
 
 /// Which Stable Diffusion generation a checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,40 +73,30 @@ pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<StableDiffu
     }
 }
 
-fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
-    ModelError::Other(format!("{}: {message}", path.display()))
-}
-
 /// Tells SD 1.x from 2.x by a single file's tensor names and shapes: the cross-attention key
 /// width (768 CLIP-L vs 1024 OpenCLIP-H) and whether the transformers project in with a
 /// 1x1 conv (1.x) or a linear layer (2.x); and rejects other architectures by name.
 pub fn detect_version(
     shapes: &BTreeMap<String, Vec<usize>>,
-) -> std::result::Result<SdVersion, String> {
+) -> std::result::Result<SdVersion, CheckpointError> {
     if shapes
         .keys()
         .any(|k| k.starts_with("conditioner.embedders."))
     {
-        return Err(
-            "an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported".into(),
-        );
+        return Err(CheckpointError::Sdxl);
     }
     if !shapes.keys().any(|k| k.starts_with(UNET_PREFIX)) {
-        let examples: Vec<&str> = shapes.keys().take(3).map(String::as_str).collect();
-        return Err(format!(
-            "no UNet tensors (model.diffusion_model.*): not a Stable Diffusion checkpoint \
-             (its {} tensors are named like {examples:?})",
-            shapes.len()
-        ));
+        return Err(CheckpointError::NoUnet {
+            count: shapes.len(),
+            examples: shapes.keys().take(3).cloned().collect(),
+        });
     }
     if shapes.contains_key(&format!("{UNET_PREFIX}label_emb.0.0.weight")) {
-        return Err(
-            "a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported".into(),
-        );
+        return Err(CheckpointError::ClassConditioned);
     }
     let proj_in = shapes
         .get(&format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"))
-        .ok_or("no cross-attention transformer at input_blocks.1.1: not an SD 1.x / 2.x UNet")?;
+        .ok_or(CheckpointError::NoCrossAttention)?;
     let key_width = shapes
         .get(&format!(
             "{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
@@ -160,23 +151,74 @@ fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) ->
 
 /// Loads an original LDM single-file `.safetensors` checkpoint (SD 1.x or 2.x).
 pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiffusionCheckpoint> {
+    let not_sd = |source| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = MappedFile::open(path)?;
     let shapes = file.shapes()?;
-    let version = detect_version(&shapes).map_err(|m| checkpoint_error(path, m))?;
+    let version = detect_version(&shapes).map_err(not_sd)?;
+    let unet_config = single_file_unet_config(&shapes, version, options);
+    let vae_config = options.vae_config.clone().unwrap_or_else(VaeConfig::sd);
+    let layout = LdmLayout {
+        unet_layers_per_block: unet_config.layers_per_block,
+        vae_blocks: vae_config.block_out_channels.len(),
+        open_clip_layers_kept: open_clip_resblocks(&shapes).saturating_sub(1),
+    };
+    let plan = copy_plan(&shapes, &layout);
+    let tensors = file.read(options.device, Some(options.kind), |name| {
+        plan.contains_key(name).then(|| name.to_string())
+    })?;
+    let mut parts = split_components(tensors, &plan).map_err(not_sd)?;
+    let mut take = |component, what| {
+        let part = parts.remove(&component).unwrap_or_default();
+        if part.is_empty() {
+            Err(not_sd(CheckpointError::MissingComponent { what }))
+        } else {
+            Ok(part)
+        }
+    };
+    let unet_tensors = take(Component::Unet, "UNet (model.diffusion_model.*)")?;
+    let vae_tensors = take(Component::Vae, "VAE (first_stage_model.*)")?;
+    let text_encoder_weights = take(
+        Component::TextEncoder,
+        "text encoder (cond_stage_model.transformer.* / cond_stage_model.model.*)",
+    )?;
+    let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
+    let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
+    Ok(assemble(
+        UNet2DConditionModel::new(&unet_weights, "", unet_config)?,
+        AutoencoderKL::new(&vae_weights, "", vae_config)?,
+        text_encoder_weights,
+        None,
+        version,
+    ))
+}
 
-    let mut unet_config = options.unet_config.clone().unwrap_or_else(|| {
+/// `options.unet_config`, else the version's preset with the file's input channels
+/// (inpainting models take 9: latent, mask, masked-image latent); the prediction type is
+/// `options.prediction_type` if set.
+fn single_file_unet_config(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    version: SdVersion,
+    options: &LoadOptions,
+) -> UNetConfig {
+    let mut config = options.unet_config.clone().unwrap_or_else(|| {
         let mut c = preset(version);
-        // Inpainting models take 9 input channels (latent, mask, masked-image latent).
         if let Some(s) = shapes.get(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
             c.in_channels = s.get(1).map(|&d| d as i64).unwrap_or(c.in_channels);
         }
         c
     });
     if let Some(p) = options.prediction_type {
-        unet_config.prediction_type = p;
+        config.prediction_type = p;
     }
-    let vae_config = options.vae_config.clone().unwrap_or_else(VaeConfig::sd);
-    let resblocks = shapes
+    config
+}
+
+/// How many OpenCLIP transformer blocks (`transformer.resblocks.N`) a file holds; 0 for CLIP.
+fn open_clip_resblocks(shapes: &BTreeMap<String, Vec<usize>>) -> usize {
+    shapes
         .keys()
         .filter_map(|k| {
             k.strip_prefix(OPEN_CLIP_PREFIX)?
@@ -188,38 +230,39 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
         })
         .max()
         .map(|m| m + 1)
-        .unwrap_or(0);
-    let layout = LdmLayout {
-        unet_layers_per_block: unet_config.layers_per_block,
-        vae_blocks: vae_config.block_out_channels.len(),
-        open_clip_layers_kept: resblocks.saturating_sub(1),
-    };
+        .unwrap_or(0)
+}
 
-    // Which tensors to copy, and where each goes; names the map does not understand are kept
-    // under their checkpoint name so the model's weight check reports them as unexpected.
-    let mut plan: HashMap<String, (Component, Mapped)> = HashMap::new();
+/// Which tensors to copy, and where each goes; names the map does not understand are kept
+/// under their checkpoint name so the model's weight check reports them as unexpected.
+fn copy_plan(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    layout: &LdmLayout,
+) -> HashMap<String, (Component, Mapped)> {
+    let mut plan = HashMap::new();
     for name in shapes.keys() {
-        let (component, mapped) = match map_ldm_key(name, &layout) {
-            Some(m) => m,
-            None => {
-                let component = if name.starts_with(UNET_PREFIX) {
-                    Component::Unet
-                } else if name.starts_with(crate::weights::ldm_keymap::VAE_PREFIX) {
-                    Component::Vae
-                } else {
-                    Component::TextEncoder
-                };
-                (component, Mapped::Rename(name.clone()))
-            }
-        };
+        let (component, mapped) = map_ldm_key(name, layout).unwrap_or_else(|| {
+            let component = if name.starts_with(UNET_PREFIX) {
+                Component::Unet
+            } else if name.starts_with(VAE_PREFIX) {
+                Component::Vae
+            } else {
+                Component::TextEncoder
+            };
+            (component, Mapped::Rename(name.clone()))
+        });
         if mapped != Mapped::Drop {
             plan.insert(name.clone(), (component, mapped));
         }
     }
-    let tensors = file.read(options.device, Some(options.kind), |name| {
-        plan.contains_key(name).then(|| name.to_string())
-    })?;
+    plan
+}
 
+/// The copied tensors under their diffusers names, per component, following `plan`.
+fn split_components(
+    tensors: HashMap<String, Tensor>,
+    plan: &HashMap<String, (Component, Mapped)>,
+) -> std::result::Result<HashMap<Component, HashMap<String, Tensor>>, CheckpointError> {
     let mut parts: HashMap<Component, HashMap<String, Tensor>> = HashMap::new();
     for (name, tensor) in tensors {
         let (component, mapped) = &plan[&name];
@@ -238,12 +281,9 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
                 part.insert(new.clone(), t);
             }
             Mapped::SplitQkv(names) => {
-                let s = tensor.size();
-                if s.is_empty() || s[0] % 3 != 0 {
-                    return Err(checkpoint_error(
-                        path,
-                        format!("tensor {name} {s:?}: a fused q/k/v projection needs a multiple of 3 rows"),
-                    ));
+                let shape = tensor.size();
+                if shape.is_empty() || shape[0] % 3 != 0 {
+                    return Err(CheckpointError::FusedQkv { name, shape });
                 }
                 for (new, chunk) in names.iter().zip(tensor.chunk(3, 0)) {
                     part.insert(new.clone(), chunk.contiguous());
@@ -252,36 +292,26 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
             Mapped::Drop => {}
         }
     }
-    let mut take = |c: Component, what: &str| {
-        let map = parts.remove(&c).unwrap_or_default();
-        if map.is_empty() {
-            Err(checkpoint_error(
-                path,
-                format!("no {what} tensors in this checkpoint"),
-            ))
-        } else {
-            Ok(map)
-        }
-    };
-    let unet_tensors = take(Component::Unet, "UNet (model.diffusion_model.*)")?;
-    let vae_tensors = take(Component::Vae, "VAE (first_stage_model.*)")?;
-    let text_encoder_weights = take(
-        Component::TextEncoder,
-        "text encoder (cond_stage_model.transformer.* / cond_stage_model.model.*)",
-    )?;
+    Ok(parts)
+}
 
-    let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
-    let unet = UNet2DConditionModel::new(&unet_weights, "", unet_config)?;
-    let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
-    let vae = AutoencoderKL::new(&vae_weights, "", vae_config)?;
-    let text_encoder_config = text_encoder_config(&text_encoder_weights, version);
-    Ok(StableDiffusionCheckpoint {
+/// A checkpoint of its loaded parts; the text encoder's config is `text_encoder_config` where
+/// the source has one, else derived from its tensors.
+fn assemble(
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder_weights: HashMap<String, Tensor>,
+    text_encoder_config: Option<Value>,
+    version: SdVersion,
+) -> StableDiffusionCheckpoint {
+    StableDiffusionCheckpoint {
+        text_encoder_config: text_encoder_config
+            .unwrap_or_else(|| self::text_encoder_config(&text_encoder_weights, version)),
         unet,
         vae,
         text_encoder_weights,
-        text_encoder_config,
         version,
-    })
+    }
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -325,7 +355,7 @@ pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2D
         None => {
             let path = unet_dir.join("config.json");
             UNetConfig::from_diffusers_json(&read_json(&path)?)
-                .map_err(|m| checkpoint_error(&path, m))?
+                .map_err(|source| ModelError::Config { path, source })?
         }
     };
     if let Some(p) = options.prediction_type {
@@ -343,7 +373,7 @@ pub fn load_vae_folder(vae_dir: &Path, options: &LoadOptions) -> Result<Autoenco
         None => {
             let path = vae_dir.join("config.json");
             VaeConfig::from_diffusers_json(&read_json(&path)?)
-                .map_err(|m| checkpoint_error(&path, m))?
+                .map_err(|source| ModelError::Config { path, source })?
         }
     };
     let path = weights_file(vae_dir, &MODEL_FILES)?;
@@ -364,9 +394,11 @@ pub fn load_diffusers_folder(
             .get("prediction_type")
             .and_then(Value::as_str)
         {
-            options.prediction_type = Some(PredictionType::parse(s).ok_or_else(|| {
-                checkpoint_error(&scheduler, format!("unsupported prediction_type {s:?}"))
-            })?);
+            options.prediction_type =
+                Some(PredictionType::parse(s).ok_or_else(|| ModelError::Config {
+                    path: scheduler.clone(),
+                    source: unsupported("prediction_type", &json!(s), None),
+                })?);
         }
     }
     let unet = load_unet_folder(&dir.join("unet"), &options)?;
@@ -392,18 +424,17 @@ pub fn load_diffusers_folder(
             }
         })?;
     let te_config_path = te_dir.join("config.json");
-    let text_encoder_config = if te_config_path.is_file() {
-        read_json(&te_config_path)?
-    } else {
-        text_encoder_config(&text_encoder_weights, version)
-    };
-    Ok(StableDiffusionCheckpoint {
+    let text_encoder_config = te_config_path
+        .is_file()
+        .then(|| read_json(&te_config_path))
+        .transpose()?;
+    Ok(assemble(
         unet,
         vae,
         text_encoder_weights,
         text_encoder_config,
         version,
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -447,14 +478,15 @@ mod tests {
             "conditioner.embedders.0.transformer.text_model.x".into(),
             vec![1],
         );
-        assert!(detect_version(&sdxl).unwrap_err().contains("SDXL"));
+        assert_eq!(detect_version(&sdxl), Err(CheckpointError::Sdxl));
         let mut other = BTreeMap::new();
         other.insert(
             "vision_model.embeddings.patch_embedding.weight".to_string(),
             vec![1],
         );
-        assert!(detect_version(&other)
-            .unwrap_err()
-            .contains("model.diffusion_model"));
+        assert!(matches!(
+            detect_version(&other),
+            Err(CheckpointError::NoUnet { count: 1, .. })
+        ));
     }
 }

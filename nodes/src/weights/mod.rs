@@ -3,4 +3,6 @@
 pub mod safetensors;
 pub use self::safetensors::{read_safetensors, MappedFile, Weights};
 pub mod checkpoint;
+pub mod model;
+pub use self::model::{Checked, WeightedModel};
 pub mod ldm_keymap;

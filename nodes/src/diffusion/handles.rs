@@ -1,0 +1,30 @@
+//! The model handles the diffusion nodes pass between them (the values of the "model",
+//! "text_encoder" and "vae" sockets).
+
+use crate::models::autoencoder_kl::AutoencoderKL;
+use crate::models::bert::MiniLm;
+use crate::models::clip_text_model::ClipTextModel;
+use crate::models::clip_tokenizer::ClipTokenizer;
+use crate::models::prompt_weighting::SpecialTokens;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+
+/// A loaded UNet (the "model" socket).
+pub struct DiffusionModel {
+    pub unet: UNet2DConditionModel,
+}
+
+/// A loaded text encoder with its tokenizer (the "text_encoder" socket).
+pub enum TextEncoder {
+    Clip {
+        model: Box<ClipTextModel>,
+        tokenizer: Box<ClipTokenizer>,
+        special: SpecialTokens,
+    },
+    /// all-MiniLM-L6-v2 token embeddings: the conditioning of the embedded tiny-shapes model.
+    MiniLm(Box<MiniLm>),
+}
+
+/// A loaded VAE (the "vae" socket).
+pub struct Vae {
+    pub vae: AutoencoderKL,
+}

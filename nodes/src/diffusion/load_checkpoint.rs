@@ -1,0 +1,133 @@
+//! The `LoadCheckpoint` node: a Stable Diffusion checkpoint, or the embedded tiny-shapes
+//! model, as UNet, VAE and text encoder.
+use std::path::{Path, PathBuf};
+
+use weft_engine::{
+    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    OutputSpec as Out, Value, ValueType as T,
+};
+
+use crate::model_files::{file_bytes, model_files, resolve_model, CHECKPOINTS};
+use crate::models::autoencoder_kl::AutoencoderKL;
+use crate::models::bert::MiniLm;
+use crate::models::clip_text_model::ClipTextModel;
+use crate::models::clip_tokenizer::ClipTokenizer;
+use crate::models::prompt_weighting::SpecialTokens;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::weights::checkpoint::{
+    load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
+};
+use crate::weights::{WeightedModel, Weights};
+
+use super::configs::{clip_config_from_json, precision};
+use super::handles::{DiffusionModel, TextEncoder, Vae};
+
+/// Where set-up puts converted text-encoder assets, relative to the models folder.
+pub const MINILM_DIR: &str = "converted/minilm";
+pub const CLIP_VOCAB: &str = "converted/clip/bpe_simple_vocab_16e6.txt.gz";
+
+/// Loads a Stable Diffusion checkpoint (single .safetensors file or diffusers folder), or the
+/// embedded tiny-shapes model (a diffusers folder whose text encoder is MiniLM).
+pub struct LoadCheckpoint;
+impl Node for LoadCheckpoint {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "LoadCheckpoint",
+            category: "loaders",
+            doc: "loads a Stable Diffusion checkpoint (.safetensors or diffusers folder) from the models folder",
+            version: 1,
+            inputs: vec![
+                In::new("name", T::String, "file or folder under models/ (or a path)").default("tiny-shapes").listed_from(CHECKPOINTS),
+                In::new("precision", T::Enum, "weight precision; auto is fp16 on GPU, fp32 on CPU")
+                    .choices(&["auto", "fp32", "fp16", "bf16"])
+                    .default("auto"),
+            ],
+            outputs: vec![
+                Out::new("unet", T::Model, "the denoising UNet"),
+                Out::new("vae", T::Vae, "the image autoencoder"),
+                Out::new("text_encoder", T::TextEncoder, "the prompt encoder"),
+            ],
+            output_node: false,
+        }
+    }
+
+    fn input_files(
+        &self,
+        constants: &ConstantInputs,
+        models_dir: &Path,
+    ) -> NodeResult<Vec<PathBuf>> {
+        let name = constants.string("name").unwrap_or_default();
+        Ok(model_files(&resolve_model(name, models_dir)?))
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let path = resolve_model(inputs.string("name")?, ctx.models_dir)?;
+        let kind = precision(inputs.string("precision")?, ctx.device)?;
+        let options = LoadOptions {
+            device: ctx.device,
+            kind,
+            ..LoadOptions::default()
+        };
+        let files = model_files(&path);
+        let bytes = file_bytes(&files);
+        let (unet, vae, encoder) = if path.is_dir() && !path.join("text_encoder").exists() {
+            load_embedded(&path, &options, ctx.models_dir)?
+        } else {
+            load_with_clip(&path, &options, ctx.models_dir)?
+        };
+        // The cache counts a node's outputs together, so the whole checkpoint's size is carried
+        // by the first output and the others count zero.
+        Ok(vec![
+            Value::object(T::Model, DiffusionModel { unet }, bytes),
+            Value::object(T::Vae, Vae { vae }, 0),
+            Value::object(T::TextEncoder, encoder, 0),
+        ])
+    }
+}
+
+/// The parts of a loaded model: UNet, VAE, text encoder.
+type Parts = (UNet2DConditionModel, AutoencoderKL, TextEncoder);
+
+/// The embedded model: UNet and VAE in diffusers layout, MiniLM from set-up.
+fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+    let unet = load_unet_folder(&path.join("unet"), options)?;
+    let vae = load_vae_folder(&path.join("vae"), options)?;
+    let minilm_dir = models_dir.join(MINILM_DIR);
+    if !minilm_dir.join("model.safetensors").exists() {
+        return Err(NodeError::msg(format!(
+            "{} needs the MiniLM text encoder at {}; run the set-up (make setup) to convert it",
+            path.display(),
+            minilm_dir.display()
+        )));
+    }
+    let minilm = MiniLm::load(&minilm_dir, options.device)?;
+    Ok((unet, vae, TextEncoder::MiniLm(Box::new(minilm))))
+}
+
+/// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
+/// the CLIP vocabulary from set-up.
+fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+    let checkpoint = load_checkpoint(path, options)?;
+    let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
+    let weights = Weights::new(
+        format!("{} (text encoder)", path.display()),
+        checkpoint.text_encoder_weights,
+    );
+    let model = ClipTextModel::new(&weights, "text_model", config)?;
+    let vocab = models_dir.join(CLIP_VOCAB);
+    let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
+        NodeError::msg(format!(
+            "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
+        ))
+    })?;
+    let special = match checkpoint.version {
+        SdVersion::V1 => SpecialTokens::SD1,
+        SdVersion::V2 => SpecialTokens::SD2,
+    };
+    let encoder = TextEncoder::Clip {
+        model: Box::new(model),
+        tokenizer: Box::new(tokenizer),
+        special,
+    };
+    Ok((checkpoint.unet, checkpoint.vae, encoder))
+}

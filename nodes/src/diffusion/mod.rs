@@ -1,0 +1,15 @@
+//! Stable Diffusion nodes: load a checkpoint, encode a prompt, sample, VAE decode/encode; the
+//! model handles they pass between them; and the settings they read.
+
+mod configs;
+mod handles;
+mod load_checkpoint;
+mod prompt;
+mod sample;
+mod vae;
+
+pub use handles::{DiffusionModel, TextEncoder, Vae};
+pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
+pub use prompt::PromptEncode;
+pub use sample::Sampler;
+pub use vae::{VaeDecode, VaeEncode};

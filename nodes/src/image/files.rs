@@ -1,0 +1,78 @@
+//! Image files: decoding PNG / JPEG to tensors, writing PNGs that carry their workflow,
+//! reading the workflow back, and the next free file number.
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+use weft_engine::{NodeError, NodeResult};
+
+/// The PNG text keyword under which a saved image carries the workflow that made it (JSON).
+pub const WORKFLOW_PNG_KEY: &str = "weft-workflow";
+
+/// Decodes an image file to a [1, 3, H, W] tensor in [0, 1].
+pub fn load_image(path: &Path) -> NodeResult<Tensor> {
+    let img = image::open(path)
+        .map_err(|e| NodeError::msg(format!("{}: not a readable image ({e})", path.display())))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let t = Tensor::f_from_data_size(img.as_raw(), &[h as i64, w as i64, 3], Kind::Uint8)?;
+    Ok(t.f_permute([2, 0, 1])?
+        .f_unsqueeze(0)?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(255.0)?)
+}
+
+pub(super) fn next_counter(dir: &Path, stem: &str) -> u32 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 1;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name
+                .strip_prefix(stem)?
+                .strip_prefix('_')?
+                .strip_suffix(".png")?;
+            rest.parse::<u32>().ok()
+        })
+        .max()
+        .map_or(1, |m| m + 1)
+}
+
+pub(super) fn write_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    workflow_json: &str,
+) -> NodeResult<()> {
+    let fail =
+        |e: &dyn std::fmt::Display| NodeError::msg(format!("writing {}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(|e| fail(&e))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .add_itxt_chunk(WORKFLOW_PNG_KEY.to_string(), workflow_json.to_string())
+        .map_err(|e| fail(&e))?;
+    let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+    writer.write_image_data(rgb).map_err(|e| fail(&e))?;
+    writer.finish().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Reads the workflow JSON a weft PNG carries, if any.
+pub fn workflow_from_png(path: &Path) -> Result<Option<String>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let decoder = png::Decoder::new(std::io::BufReader::new(file));
+    let reader = decoder
+        .read_info()
+        .map_err(|e| format!("{}: not a PNG ({e})", path.display()))?;
+    let info = reader.info();
+    for chunk in &info.utf8_text {
+        if chunk.keyword == WORKFLOW_PNG_KEY {
+            return chunk.get_text().map(Some).map_err(|e| e.to_string());
+        }
+    }
+    Ok(None)
+}
