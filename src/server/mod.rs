@@ -101,6 +101,8 @@ pub struct Server {
     pub inputs_ref: PathBuf,
     /// Serialises workflow file writes (revision check + rename as one step).
     pub write_lock: Mutex<()>,
+    /// Parsed named workflows by file bytes (see runs::parse_named).
+    pub parsed: Mutex<std::collections::HashMap<String, (Vec<u8>, weft_engine::Workflow)>>,
     _watcher: Option<watcher::Watcher>,
 }
 
@@ -161,6 +163,7 @@ impl Server {
             queue,
             inputs_ref,
             write_lock: Mutex::new(()),
+            parsed: Mutex::new(std::collections::HashMap::new()),
             _watcher: watcher,
         }))
     }
