@@ -120,16 +120,13 @@ impl Node for LoadCheckpoint {
         &self,
         constants: &ConstantInputs,
         models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         let name = constants.string("name").unwrap_or_default();
-        Ok(model_files(
-            &resolve_model(name, models_dir).map_err(|e| e.to_string())?,
-        ))
+        Ok(model_files(&resolve_model(name, models_dir)?))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = resolve_model(inputs.string("name")?, ctx.models_dir)
-            .map_err(|e| NodeError::Failed(e.to_string()))?;
+        let path = resolve_model(inputs.string("name")?, ctx.models_dir)?;
         let kind = precision(inputs.string("precision")?, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,
@@ -255,7 +252,13 @@ impl Node for Sampler {
                     T::Latent,
                     "the start: an empty latent (txt2img) or an encoded image (img2img)",
                 ),
-                In::new("seed", T::Seed, "noise seed (same meaning as ComfyUI's)").default(0),
+                In::new("seed", T::Seed, "noise seed (same meaning as ComfyUI's); with a noise input, it seeds only the step noise of ancestral and SDE samplers").default(0),
+                In::new(
+                    "noise",
+                    T::Latent,
+                    "initial noise from a RandomNoise node (its seed gives the same noise as this node's seed would); shared noise makes samplers comparable",
+                )
+                .optional(),
                 In::new("steps", T::Int, "sampling steps")
                     .default(20)
                     .range(1.0, 10000.0),
@@ -339,7 +342,12 @@ impl Node for Sampler {
         };
         // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
         // NodeError::Cancelled (found in the error's chain), not a failure.
-        let latent = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?;
+        let latent = match inputs.optional_tensor("noise")? {
+            Some(noise) => samplers::sample_from_noise(
+                &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
+            )?,
+            None => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
+        };
         Ok(vec![Value::Tensor(T::Latent, latent)])
     }
 }

@@ -74,7 +74,7 @@ fn apply_sets(
 }
 
 /// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
-fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
+pub(super) fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
     let planned = weft_engine::plan::plan(
         workflow,
         &state.registry,
@@ -84,7 +84,10 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
             if state.roots.readable_by_runs(path) {
                 Ok([0; 32])
             } else {
-                Err("not found in the models, inputs or workflows folders".to_string())
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not found in the models, inputs or workflows folders",
+                ))
             }
         },
     );
