@@ -74,7 +74,11 @@ fn apply_sets(
 }
 
 /// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
-pub(super) fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
+pub(super) fn check_files(
+    state: &AppState,
+    workflow: &Workflow,
+    target: Option<&str>,
+) -> Vec<Diagnostic> {
     let planned = weft_engine::plan::plan(
         workflow,
         &state.registry,
