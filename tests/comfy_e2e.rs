@@ -221,12 +221,8 @@ fn comfyuis_websockets_api_example_gets_its_png_from_weft_serve() {
         .expect("executed");
     assert_eq!(executed["data"]["node"], "9");
     assert_eq!(executed["data"]["output"]["images"][0]["type"], "output");
-    // Binary preview frames: event 1, PNG (2), then a PNG.
-    assert!(!previews.is_empty(), "previews every few steps");
-    for p in &previews {
-        assert_eq!(&p[..8], &[0, 0, 0, 1, 0, 0, 0, 2]);
-        assert!(p[8..].starts_with(b"\x89PNG\r\n\x1a\n"));
-    }
+    // ComfyUI sends no latent previews unless asked (its default --preview-method is none).
+    assert!(previews.is_empty());
 
     // get_history, then get_image for each image of each output node.
     let (status, history) = urlopen(port, "GET", &format!("/history/{prompt_id}"), None);
@@ -250,6 +246,22 @@ fn comfyuis_websockets_api_example_gets_its_png_from_weft_serve() {
         }
     }
     assert_eq!(images, 1);
+
+    // A prompt that asks for previews (extra_data.preview_method) gets binary frames: event
+    // 1 (PREVIEW_IMAGE), image type 2 (PNG), then a PNG.
+    let mut asking = prompt();
+    asking["3"]["inputs"]["seed"] = json!(6);
+    let p =
+        json!({"prompt": asking, "client_id": client_id, "extra_data": {"preview_method": "auto"}});
+    let (status, body) = urlopen(port, "POST", "/prompt", Some(p.to_string().as_bytes()));
+    assert_eq!(status, 200);
+    let id: Value = serde_json::from_slice(&body).unwrap();
+    let (_, previews) = until_done(&mut ws, id["prompt_id"].as_str().unwrap());
+    assert_eq!(previews.len(), 5, "a preview every 4 of 20 steps");
+    for p in &previews {
+        assert_eq!(&p[..8], &[0, 0, 0, 1, 0, 0, 0, 2]);
+        assert!(p[8..].starts_with(b"\x89PNG\r\n\x1a\n"));
+    }
 
     // Fully cached reruns of the same prompt: POST /prompt -> execution_success on loopback.
     let mut times = Vec::new();

@@ -66,6 +66,16 @@ impl Prompt {
             .and_then(Json_::as_str)
     }
 
+    /// ComfyUI sends latent previews only when asked: started with `--preview-method`, or
+    /// per prompt with `extra_data.preview_method`. weft has no such start option, so the
+    /// prompt asks (auto, latent2rgb, taesd).
+    fn wants_previews(&self) -> bool {
+        matches!(
+            self.extra_data["preview_method"].as_str(),
+            Some("auto" | "latent2rgb" | "taesd")
+        )
+    }
+
     /// ComfyUI's queue item: `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
     fn queue_item(&self) -> Json_ {
         json!([
@@ -1523,6 +1533,7 @@ impl Comfy {
                 );
                 if let Some(png) = event["preview"]
                     .as_str()
+                    .filter(|_| l.prompt.wants_previews())
                     .and_then(|p| p.strip_prefix("data:image/png;base64,"))
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                 {
