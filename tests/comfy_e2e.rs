@@ -306,3 +306,57 @@ fn comfyuis_websockets_api_example_gets_its_png_from_weft_serve() {
         "a cached SaveImage answers with the file it saved"
     );
 }
+
+#[test]
+#[ignore = "needs models/converted from set-up; `make test` runs it"]
+fn interrupt_stops_the_running_prompt_with_execution_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let port = server.port;
+    let client_id = "interrupting-client";
+    let (mut ws, _) =
+        tungstenite::connect(format!("ws://127.0.0.1:{port}/ws?clientId={client_id}")).unwrap();
+    let mut long = prompt();
+    long["3"]["inputs"]["steps"] = json!(500);
+    let prompt_id = queue_prompt(port, &long, client_id)["prompt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut kinds = Vec::new();
+    let mut interrupted = None;
+    loop {
+        let Frame::Text(m) = recv(&mut ws) else {
+            continue;
+        };
+        if m["data"]["prompt_id"] != prompt_id.as_str() {
+            continue;
+        }
+        let kind = m["type"].as_str().unwrap().to_string();
+        if kind == "progress" && !kinds.contains(&kind) {
+            let (status, _) = urlopen(port, "POST", "/interrupt", Some(b"{}"));
+            assert_eq!(status, 200);
+        }
+        if kind == "execution_interrupted" {
+            interrupted = Some(m.clone());
+        }
+        kinds.push(kind);
+        if m["type"] == "executing" && m["data"]["node"].is_null() {
+            break;
+        }
+    }
+    let interrupted = interrupted.unwrap_or_else(|| panic!("no execution_interrupted: {kinds:?}"));
+    assert_eq!(interrupted["data"]["node_id"], "3", "{interrupted}");
+    assert_eq!(interrupted["data"]["node_type"], "KSampler");
+    assert!(
+        !kinds.contains(&"execution_success".to_string()),
+        "{kinds:?}"
+    );
+    let steps = kinds.iter().filter(|k| *k == "progress").count();
+    assert!(steps < 500, "stopped early ({steps} steps)");
+    let (_, history) = urlopen(port, "GET", &format!("/history/{prompt_id}"), None);
+    let history: Value = serde_json::from_slice(&history).unwrap();
+    let status = &history[&prompt_id]["status"];
+    assert_eq!(status["status_str"], "error", "{history}");
+    assert_eq!(status["completed"], false);
+    assert_eq!(status["messages"][2][0], "execution_interrupted");
+}
