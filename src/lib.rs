@@ -1,3 +1,5 @@
 //! The `weft` package's library target: the HTTP + WebSocket server behind `weft serve`, kept
-//! here so integration tests can drive its router in process (`server::app`).
+//! here so integration tests can drive its router in process (`server::app`), and the ComfyUI
+//! conversions it shares with the command line (`comfy`).
+pub mod comfy;
 pub mod server;

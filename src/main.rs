@@ -1,7 +1,7 @@
 //! weft command-line interface: run, validate, watch (hot reload), schema, nodes, and the
 //! ComfyUI conversions (import, export-comfy).
 mod cli_run;
-mod comfy;
+mod comfy_cli;
 mod overrides;
 mod watch;
 
@@ -200,9 +200,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Nodes { comfy: true, .. } => {
-            let info = comfy::object_info::object_info(
+            let info = weft::comfy::object_info::object_info(
                 &weft_nodes::registry(),
-                &comfy::object_info::FileLists::default(),
+                &weft::comfy::object_info::FileLists::default(),
             );
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)
@@ -221,12 +221,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             output,
             models,
             inputs,
-        } => comfy::cli::import_command(&file, output.as_deref(), &models, &inputs),
+        } => comfy_cli::import_command(&file, output.as_deref(), &models, &inputs),
         Command::ExportComfy {
             file,
             output,
             inputs,
-        } => comfy::cli::export_command(&file, output.as_deref(), &inputs),
+        } => comfy_cli::export_command(&file, output.as_deref(), &inputs),
     }
 }
 

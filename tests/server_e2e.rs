@@ -332,6 +332,21 @@ fn beyond_loopback_a_generated_token_is_printed_and_required() {
     assert!(refused.is_err(), "/ws without the token");
     let mut ws = server.ws();
     assert_eq!(ws.next(Duration::from_secs(5)).unwrap()["event"], "queue");
+    // With the token but from another site's page: refused before the upgrade.
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{}/ws?token={token}", server.port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tungstenite::connect(request) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!(
+            "a cross-origin upgrade was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 #[test]

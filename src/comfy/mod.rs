@@ -1,8 +1,9 @@
 //! ComfyUI workflows in weft: the table of ComfyUI node types weft maps (`TYPES`), `import`
 //! (API and UI JSON to a weft workflow), `export` (a weft workflow to API JSON) and
-//! `object_info` (weft's registry described in ComfyUI's `GET /object_info` shape).
+//! `object_info` (weft's registry described in ComfyUI's `GET /object_info` shape); the
+//! command-line side is in the binary (src/comfy_cli.rs), ComfyUI's HTTP API in
+//! `server::comfy_api`.
 //! docs/comfyui.md says what maps one to one and what does not.
-pub mod cli;
 pub mod export;
 pub mod import;
 pub mod object_info;

@@ -1,7 +1,8 @@
 //! `weft serve`: an axum app over the device worker. Handlers never touch tensors; they read and
 //! write the workflows folder, the run store and the upload/output folders, enqueue runs and
 //! wake the scheduler, whose thread feeds the device worker and fans its events out to `/ws`.
-//! The contract is docs/api.md.
+//! The contract is docs/api.md; ComfyUI's API beside it is `comfy_api` (docs/comfyui.md).
+pub mod comfy_api;
 pub mod error;
 mod files;
 mod guard;
@@ -60,6 +61,9 @@ pub struct Config {
     pub client_buffer: usize,
     /// A `progress` event carries a preview image every this many steps (0: never).
     pub preview_every: u32,
+    /// ComfyUI checkpoint names -> weft model names for `POST /prompt` (`*`: every name the
+    /// models folder lacks).
+    pub comfy_models: Vec<(String, String)>,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             max_pixels: 40_000_000,
             client_buffer: 65_536,
             preview_every: 4,
+            comfy_models: Vec::new(),
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct Server {
     pub inputs_ref: PathBuf,
     /// Serialises workflow file writes (revision check + rename as one step).
     pub write_lock: Mutex<()>,
+    /// Parsed named workflows by file bytes (see runs::parse_named).
+    pub parsed: Mutex<std::collections::HashMap<String, (Vec<u8>, weft_engine::Workflow)>>,
+    /// ComfyUI's API: its prompts and its WebSocket clients.
+    pub comfy: Arc<comfy_api::Comfy>,
     _watcher: Option<watcher::Watcher>,
 }
 
@@ -135,10 +144,25 @@ impl Server {
             models_dir: roots.models.clone(),
             ..executor
         };
+        let device = match executor.device {
+            tch::Device::Cuda(i) => format!("cuda:{i}"),
+            tch::Device::Cpu => "cpu".to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
         let worker = DeviceWorker::start(registry.clone(), executor);
         worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
+        let comfy = comfy_api::Comfy::start(
+            &config.data_dir,
+            config.comfy_models.clone(),
+            device,
+            config.client_buffer,
+            store.clone(),
+            &hub,
+            queue.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let watcher = watcher::Watcher::start(&roots.workflows, registry.clone(), hub.clone())
             .map_err(|e| eprintln!("weft serve: not watching the workflows folder: {e}"))
             .ok();
@@ -161,6 +185,8 @@ impl Server {
             queue,
             inputs_ref,
             write_lock: Mutex::new(()),
+            parsed: Mutex::new(std::collections::HashMap::new()),
+            comfy,
             _watcher: watcher,
         }))
     }
@@ -195,6 +221,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(uploads)
+        .merge(comfy_routes(&state))
         .route("/ws", get(ws::upgrade))
         .fallback(get(ui::asset))
         .layer(axum::middleware::from_fn_with_state(
@@ -202,6 +229,42 @@ pub fn app(state: AppState) -> Router {
             guard::guard,
         ))
         .with_state(state)
+}
+
+/// ComfyUI's routes (comfy_api), at `/x` and `/api/x` as ComfyUI serves them.
+fn comfy_routes(state: &AppState) -> Router<AppState> {
+    use comfy_api as c;
+    let mut router = Router::new();
+    for prefix in ["", "/api"] {
+        router = router
+            .route(
+                &format!("{prefix}/prompt"),
+                get(c::get_prompt).post(c::post_prompt),
+            )
+            .route(&format!("{prefix}/object_info"), get(c::get_object_info))
+            .route(
+                &format!("{prefix}/object_info/{{class}}"),
+                get(c::get_object_info_one),
+            )
+            .route(&format!("{prefix}/history"), get(c::history))
+            .route(
+                &format!("{prefix}/history/{{prompt_id}}"),
+                get(c::history_one),
+            )
+            .route(&format!("{prefix}/view"), get(c::view))
+            .route(
+                &format!("{prefix}/queue"),
+                get(c::get_queue).post(c::post_queue),
+            )
+            .route(&format!("{prefix}/interrupt"), post(c::post_interrupt))
+            .route(&format!("{prefix}/system_stats"), get(c::system_stats));
+    }
+    let router = router.layer(DefaultBodyLimit::max(state.config.body_limit));
+    let mut uploads = Router::new();
+    for prefix in ["", "/api"] {
+        uploads = uploads.route(&format!("{prefix}/upload/image"), post(c::upload_image));
+    }
+    router.merge(uploads.layer(DefaultBodyLimit::max(state.config.upload_limit)))
 }
 
 /// `weft serve` options.
@@ -241,6 +304,24 @@ pub struct ServeArgs {
     /// CPU threads for tensor work.
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Map a ComfyUI checkpoint name to a weft model for ComfyUI's `POST /prompt`
+    /// (repeatable), e.g. v1-5-pruned-emaonly.ckpt=tiny-shapes; `*=tiny-shapes` maps every
+    /// name the models folder lacks.
+    #[arg(long = "comfy-model", value_name = "COMFYUI_NAME=WEFT_NAME")]
+    pub comfy_models: Vec<String>,
+}
+
+/// `COMFYUI_NAME=WEFT_NAME` pairs.
+pub fn parse_comfy_models(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((comfy, weft)) if !comfy.is_empty() && !weft.is_empty() => {
+                Ok((comfy.to_string(), weft.to_string()))
+            }
+            _ => bail!("--comfy-model {p}: expected COMFYUI_NAME=WEFT_NAME, e.g. v1-5-pruned-emaonly.ckpt=tiny-shapes"),
+        })
+        .collect()
 }
 
 fn random_token() -> Result<String> {
@@ -305,6 +386,7 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
             config.inputs_dir = inputs.clone();
         }
         config.token = token;
+        config.comfy_models = parse_comfy_models(&args.comfy_models)?;
         config.allowed_hosts = loopback_hosts(local.port());
         let own = match local.ip() {
             IpAddr::V6(ip) => format!("[{ip}]:{}", local.port()),

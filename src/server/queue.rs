@@ -25,12 +25,36 @@ pub struct Queue {
     /// Set when the queue changed; a `queue` message goes out at most every
     /// `QUEUE_MESSAGE_EVERY` (a burst of 1,000 enqueues is one message, not 1,000).
     changed: AtomicBool,
+    /// Workflows handed over already parsed by the handler that queued them (a run read back
+    /// from the store after a restart is parsed again).
+    pending: Mutex<HashMap<u64, Workflow>>,
 }
+
+/// How many parsed workflows wait in memory at most; beyond, runs are parsed from the store.
+const PENDING_KEPT: usize = 256;
 
 /// The most often a `queue` message is sent.
 pub const QUEUE_MESSAGE_EVERY: Duration = Duration::from_millis(50);
 
 impl Queue {
+    /// Gives the scheduler the parsed workflow of run `id`, saving it a parse.
+    pub fn hand_over(&self, id: u64, workflow: Workflow) {
+        if let Ok(mut pending) = self.pending.lock() {
+            if pending.len() < PENDING_KEPT {
+                pending.insert(id, workflow);
+            }
+        }
+    }
+
+    /// Drops what was handed over for a run that will not run (deleted, cancelled).
+    pub fn forget(&self, id: u64) {
+        let _ = self.take_pending(id);
+    }
+
+    fn take_pending(&self, id: u64) -> Option<Workflow> {
+        self.pending.lock().ok()?.remove(&id)
+    }
+
     /// Notes that the queue changed (a `queue` message follows shortly).
     pub fn changed(&self) {
         self.changed.store(true, Ordering::Relaxed);
@@ -87,6 +111,7 @@ pub fn start(
         wake: Mutex::new(tx),
         running: Mutex::new(None),
         changed: AtomicBool::new(false),
+        pending: Mutex::new(HashMap::new()),
     });
     let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
     std::thread::Builder::new()
@@ -160,7 +185,11 @@ fn execute(
         *slot = Some((id, cancel.clone()));
     }
     queue.changed();
-    let (finished, message) = match Workflow::parse(run.workflow.as_bytes()) {
+    let parsed = match queue.take_pending(id) {
+        Some(workflow) => Ok(workflow),
+        None => Workflow::parse(run.workflow.as_bytes()),
+    };
+    let (finished, message) = match parsed {
         Err(errors) => (
             Finished {
                 status: "invalid",

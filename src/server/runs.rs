@@ -74,7 +74,11 @@ fn apply_sets(
 }
 
 /// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
-fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
+pub(super) fn check_files(
+    state: &AppState,
+    workflow: &Workflow,
+    target: Option<&str>,
+) -> Vec<Diagnostic> {
     let planned = weft_engine::plan::plan(
         workflow,
         &state.registry,
@@ -134,6 +138,26 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
     errors
 }
 
+/// A named workflow's parse, reused while the file's bytes stay the same (reruns of one file
+/// are the common case and parsing is most of a cached run's cost on the server).
+fn parse_named(state: &AppState, name: &str, bytes: Vec<u8>) -> Result<Workflow, Vec<Diagnostic>> {
+    if let Ok(cache) = state.parsed.lock() {
+        if let Some((known, workflow)) = cache.get(name) {
+            if *known == bytes {
+                return Ok(workflow.clone());
+            }
+        }
+    }
+    let workflow = Workflow::parse(&bytes)?;
+    if let Ok(mut cache) = state.parsed.lock() {
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(name.to_string(), (bytes, workflow.clone()));
+    }
+    Ok(workflow)
+}
+
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateBody>,
@@ -141,7 +165,7 @@ pub async fn create(
     let (name, parsed) = match &body.workflow {
         Json_::String(name) => {
             let (_, bytes) = workflows::read(&state, name)?;
-            (Some(name.clone()), Workflow::parse(&bytes))
+            (Some(name.clone()), parse_named(&state, name, bytes))
         }
         doc => (None, workflows::from_doc(doc)),
     };
@@ -173,6 +197,7 @@ pub async fn create(
     state
         .hub
         .send(json!({"event": "run_queued", "run": id}).to_string().into());
+    state.queue.hand_over(id, workflow);
     state.queue.changed();
     state.queue.wake();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
@@ -241,6 +266,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         .cancel_queued(id, now_ms())
         .map_err(|e| ApiError::internal("cancelling a run", e))?
     {
+        state.queue.forget(id);
         state.queue.changed();
         return Ok(Json(json!({"id": id, "status": "cancelled"})).into_response());
     }
@@ -269,6 +295,7 @@ pub async fn delete(
         .delete_queued(id)
         .map_err(|e| ApiError::internal("deleting a run", e))?
     {
+        state.queue.forget(id);
         state.queue.changed();
         return Ok(StatusCode::NO_CONTENT);
     }

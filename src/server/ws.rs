@@ -1,7 +1,7 @@
 //! `/ws`: every message of the hub, as text frames. The first frame is the current `queue`.
 //! A client that falls behind the hub's ring is sent a close frame and dropped.
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use futures_util::SinkExt;
 use tokio::sync::broadcast::error::RecvError;
@@ -10,7 +10,15 @@ use super::queue::queue_message;
 use super::AppState;
 
 /// The guard middleware has already checked Origin, Host and token for the upgrade request.
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// With `?clientId=` the socket speaks ComfyUI's protocol instead (comfy_api).
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(client_id) = query.get("clientId") {
+        return super::comfy_api::ws_upgrade(state, ws, client_id.clone());
+    }
     ws.max_message_size(64 << 10)
         .on_upgrade(move |socket| client(state, socket))
 }

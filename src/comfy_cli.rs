@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use weft_engine::Workflow;
 
-use super::export::export;
-use super::import::{import, ImportOptions};
-use super::Issue;
+use weft::comfy::export::export;
+use weft::comfy::import::{import, ImportOptions};
+use weft::comfy::Issue;
 
 fn print_issues(file: &Path, what: &str, issues: &[Issue]) {
     for issue in issues {
