@@ -1,5 +1,7 @@
-//! weft command-line interface: run, validate, watch (hot reload), schema, nodes.
+//! weft command-line interface: run, validate, watch (hot reload), schema, nodes, and the
+//! ComfyUI conversions (import, export-comfy).
 mod cli_run;
+mod comfy;
 mod overrides;
 mod watch;
 
@@ -74,6 +76,32 @@ enum Command {
         /// Folder of model files whose names model inputs list as choices.
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Print the ComfyUI node types weft imports, as ComfyUI's GET /object_info describes them.
+        #[arg(long)]
+        comfy: bool,
+    },
+    /// Convert a ComfyUI workflow (API or UI format JSON, or a PNG ComfyUI saved) into a weft workflow (docs/comfyui.md).
+    Import {
+        file: PathBuf,
+        /// Write the YAML here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Use a weft model for a ComfyUI model file: --model v1-5-pruned-emaonly.safetensors=tiny-shapes.
+        #[arg(long = "model", value_name = "COMFYUI_NAME=WEFT_NAME")]
+        models: Vec<String>,
+        /// The folder ComfyUI's LoadImage names are relative to (ComfyUI's input/).
+        #[arg(long, default_value = "input")]
+        inputs: String,
+    },
+    /// Convert a weft workflow into ComfyUI's API format (JSON), for the node types ComfyUI has.
+    ExportComfy {
+        file: PathBuf,
+        /// Write the JSON here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The folder LoadImage paths are made relative to (ComfyUI's input/).
+        #[arg(long, default_value = "input")]
+        inputs: String,
     },
 }
 
@@ -157,10 +185,29 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             weft::server::run(args, executor)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nodes { json, models } => {
+        Command::Nodes { comfy: true, .. } => {
+            let info = comfy::object_info::object_info(
+                &weft_nodes::registry(),
+                &comfy::object_info::FileLists::default(),
+            );
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Nodes { json, models, .. } => {
             list_nodes(json, &models)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import {
+            file,
+            output,
+            models,
+            inputs,
+        } => comfy::cli::import_command(&file, output.as_deref(), &models, &inputs),
+        Command::ExportComfy {
+            file,
+            output,
+            inputs,
+        } => comfy::cli::export_command(&file, output.as_deref(), &inputs),
     }
 }
 

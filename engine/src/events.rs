@@ -57,6 +57,12 @@ pub enum Event {
         node: String,
         path: PathBuf,
     },
+    /// A node's news that is not a failure (e.g. an image the safety filter flagged).
+    Notice {
+        run: u64,
+        node: String,
+        message: String,
+    },
     NodeFinished {
         run: u64,
         node: String,

@@ -313,6 +313,7 @@ impl Executor {
         });
         let node_started = Instant::now();
         let mut written = Vec::new();
+        let mut notices = Vec::new();
         let result = {
             let id = step.id.as_str();
             let mut on_progress = |p: crate::node::Progress| {
@@ -335,6 +336,7 @@ impl Executor {
                 on_progress: &mut on_progress,
                 on_output: &mut on_output,
                 preview_every: self.preview_every,
+                notices: &mut notices,
             };
             catch_unwind(AssertUnwindSafe(|| {
                 let _guard = tch::no_grad_guard();
@@ -342,6 +344,13 @@ impl Executor {
             }))
         };
         let elapsed = node_started.elapsed();
+        for message in notices {
+            on_event(&Event::Notice {
+                run,
+                node: step.id.clone(),
+                message,
+            });
+        }
         for path in written {
             on_event(&Event::Output {
                 run,
@@ -442,8 +451,8 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// blake3 of a file's content, remembered while its size and modification time stay the same.
-fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> Result<[u8; 32], String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> std::io::Result<[u8; 32]> {
+    let meta = std::fs::metadata(path)?;
     let modified = meta.modified().ok();
     if let Some(h) = known.get(path) {
         if h.len == meta.len() && h.modified == modified && modified.is_some() {
@@ -451,7 +460,7 @@ fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> Result<[u
         }
     }
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(|e| e.to_string())?;
+    hasher.update_mmap(path)?;
     let hash = *hasher.finalize().as_bytes();
     known.insert(
         path.to_path_buf(),

@@ -289,6 +289,7 @@ pub struct NodeContext<'a> {
     pub(crate) on_output: &'a mut dyn FnMut(PathBuf),
     /// Previews are wanted every this many steps (0: never).
     pub(crate) preview_every: u32,
+    pub(crate) notices: &'a mut Vec<String>,
 }
 
 impl NodeContext<'_> {
@@ -326,6 +327,12 @@ impl NodeContext<'_> {
     pub fn output_file(&mut self, path: PathBuf) {
         (self.on_output)(path);
     }
+
+    /// Something the user should know about this node's result that is not a failure (an
+    /// image flagged unsafe, say): sent as a `notice` event when the node ends.
+    pub fn notice(&mut self, message: impl Into<String>) {
+        self.notices.push(message.into());
+    }
 }
 
 /// A node type. Implementations are stateless; state lives in values and the cache.
@@ -339,7 +346,7 @@ pub trait Node: Send + Sync + 'static {
         &self,
         _constants: &ConstantInputs,
         _models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         Ok(Vec::new())
     }
 }

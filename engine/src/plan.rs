@@ -77,7 +77,7 @@ impl Plan {
 }
 
 /// Hashes a file's content (the executor supplies one that remembers unchanged files).
-pub type FileHasher<'a> = dyn FnMut(&Path) -> Result<[u8; 32], String> + 'a;
+pub type FileHasher<'a> = dyn FnMut(&Path) -> std::io::Result<[u8; 32]> + 'a;
 
 /// Plans a workflow that `validate` accepted: the nodes needed, in order, with their keys.
 pub fn plan(
@@ -310,7 +310,11 @@ fn file_part(
             .collect(),
     };
     let mut hasher = blake3::Hasher::new();
-    for file in registered.node.input_files(&constants, models_dir)? {
+    let files = registered
+        .node
+        .input_files(&constants, models_dir)
+        .map_err(|e| e.to_string())?;
+    for file in files {
         let hash = hash_file(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         hasher.update(&hash);
     }

@@ -71,6 +71,13 @@ pub struct YamlError {
 }
 
 pub const MAX_DEPTH: usize = 32;
+
+/// Deep flow nesting (`[[[[...`) reaches saphyr's scanner limit before our own depth count
+/// sees the events. saphyr-parser 0.3 gives its scan errors no kind, only a message, so this
+/// is the one place that reads it; `scanner_depth_limit_is_recognised` pins the wording.
+fn is_scanner_depth_limit(error: &saphyr_parser::ScanError) -> bool {
+    error.info() == "recursion limit exceeded"
+}
 pub const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 enum Frame {
@@ -150,7 +157,7 @@ pub fn parse_str(text: &str) -> Result<Option<Yaml>, YamlError> {
 
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| {
-            if e.info().contains("recursion limit") {
+            if is_scanner_depth_limit(&e) {
                 return YamlError {
                     pos: pos_of(e.marker()),
                     message: format!("nesting deeper than {MAX_DEPTH} levels"),
@@ -343,6 +350,18 @@ mod tests {
         let err = parse_str(text).unwrap_err();
         assert!(err.message.contains("aliases"), "{err:?}");
         assert_eq!(err.pos.line, 2);
+    }
+
+    #[test]
+    fn scanner_depth_limit_is_recognised() {
+        // If saphyr rewords its error, this fails instead of deep input silently becoming a
+        // generic "YAML syntax error".
+        let text = "[".repeat(100_000);
+        let mut parser = saphyr_parser::Parser::new_from_str(&text);
+        let error = std::iter::from_fn(|| parser.next_event())
+            .find_map(Result::err)
+            .expect("the scanner refuses 100,000 open brackets");
+        assert!(is_scanner_depth_limit(&error), "{}", error.info());
     }
 
     #[test]

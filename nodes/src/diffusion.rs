@@ -120,16 +120,13 @@ impl Node for LoadCheckpoint {
         &self,
         constants: &ConstantInputs,
         models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         let name = constants.string("name").unwrap_or_default();
-        Ok(model_files(
-            &resolve_model(name, models_dir).map_err(|e| e.to_string())?,
-        ))
+        Ok(model_files(&resolve_model(name, models_dir)?))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = resolve_model(inputs.string("name")?, ctx.models_dir)
-            .map_err(|e| NodeError::Failed(e.to_string()))?;
+        let path = resolve_model(inputs.string("name")?, ctx.models_dir)?;
         let kind = precision(inputs.string("precision")?, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,

@@ -201,7 +201,7 @@ impl Node for LoadImage {
         &self,
         constants: &ConstantInputs,
         _models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         Ok(constants
             .string("path")
             .map(PathBuf::from)

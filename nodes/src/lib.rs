@@ -8,6 +8,7 @@ pub mod model_files;
 pub mod models;
 pub mod noise;
 pub mod primitives;
+pub mod prompt_filter;
 pub mod safety;
 pub mod samplers;
 pub mod upscale;
@@ -41,7 +42,8 @@ pub fn registry() -> Registry {
         .register(upscale::LoadUpscaleModel)
         .register(upscale::UpscaleImage)
         .register(safety::LoadSafetyModel)
-        .register(safety::SafetyFilter);
+        .register(safety::SafetyFilter)
+        .register(prompt_filter::PromptFilter);
     r.set_choice_lister(|source, models_dir| match source {
         model_files::CHECKPOINTS => model_files::find_checkpoints(models_dir),
         _ => Vec::new(),

@@ -40,6 +40,28 @@ fn found_sentence(found: &[String], models_dir: &Path) -> String {
     }
 }
 
+/// A weights file that set-up converts is not there.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is missing; run the set-up (make setup) to convert {what}", path.display())]
+pub struct MissingConverted {
+    pub path: PathBuf,
+    pub what: &'static str,
+}
+
+/// `models_dir/relative`, which set-up converts (`what` names it in the error).
+pub fn converted_file(
+    models_dir: &Path,
+    relative: &str,
+    what: &'static str,
+) -> Result<PathBuf, MissingConverted> {
+    let path = models_dir.join(relative);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(MissingConverted { path, what })
+    }
+}
+
 /// Resolves a model name: an existing path as given, else a file or folder under `models_dir`.
 pub fn resolve_model(name: &str, models_dir: &Path) -> Result<PathBuf, ModelNotFound> {
     let direct = PathBuf::from(name);

@@ -6,6 +6,7 @@ use weft_engine::{
     OutputSpec as Out, Value, ValueType as T,
 };
 
+use crate::model_files::converted_file;
 use crate::models::esrgan_slim::{EsrganSlim, EsrganSlimConfig};
 use crate::models::rrdbnet::{RrdbNet, RrdbNetConfig};
 use crate::models::srvgg_compact::{SrVggNetCompact, SrVggNetCompactConfig};
@@ -18,23 +19,15 @@ pub const UPSCALERS: [&str; 4] = [
     "esrgan-slim-x4",
 ];
 
-fn weights_path(name: &str, models_dir: &Path) -> Result<PathBuf, String> {
+fn weights_path(name: &str, models_dir: &Path) -> NodeResult<PathBuf> {
     let relative = match name {
         "realesr-animevideov3" => "converted/realesrgan/realesr-animevideov3.safetensors",
         "realesrgan-x4plus" => "converted/realesrgan/realesrgan-x4plus.safetensors",
         "esrgan-slim-x2" => "converted/esrgan-slim/esrgan-slim-x2.safetensors",
         "esrgan-slim-x4" => "converted/esrgan-slim/esrgan-slim-x4.safetensors",
-        other => return Err(format!("unknown upscaler '{other}'")),
+        other => return Err(NodeError::msg(format!("unknown upscaler '{other}'"))),
     };
-    let path = models_dir.join(relative);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing; run the set-up (make setup) to convert the upscalers",
-            path.display()
-        ))
-    }
+    Ok(converted_file(models_dir, relative, "the upscalers")?)
 }
 
 /// The upscale_model socket's value.
@@ -63,7 +56,7 @@ impl Node for LoadUpscaleModel {
         &self,
         constants: &ConstantInputs,
         models_dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> NodeResult<Vec<PathBuf>> {
         Ok(vec![weights_path(
             constants.string("name").unwrap_or_default(),
             models_dir,
@@ -71,7 +64,7 @@ impl Node for LoadUpscaleModel {
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let name = inputs.string("name")?;
-        let path = weights_path(name, ctx.models_dir).map_err(NodeError::Failed)?;
+        let path = weights_path(name, ctx.models_dir)?;
         let model: Box<dyn ImageToImage> = match name {
             "realesr-animevideov3" => Box::new(SrVggNetCompact::load(
                 &path,

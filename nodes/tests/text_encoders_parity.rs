@@ -3,7 +3,7 @@
 //! CLIPTextModel and BertModel (max abs error <= 1e-4), ComfyUI-style weighted prompts, and
 //! all-MiniLM-L6-v2 with its real weights (cosine >= 0.9999; ignored by a plain `cargo test` before set-up).
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::bert::{mean_pool_normalized, BertConfig, BertModel, MiniLm};

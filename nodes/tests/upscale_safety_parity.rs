@@ -3,7 +3,7 @@
 //! real weights need `scripts/convert_models.sh` to have run; without it they print why and
 //! pass.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::esrgan_slim::{EsrganSlim, EsrganSlimConfig};

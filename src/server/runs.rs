@@ -84,7 +84,10 @@ fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> V
             if state.roots.readable_by_runs(path) {
                 Ok([0; 32])
             } else {
-                Err("not found in the models, inputs or workflows folders".to_string())
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "not found in the models, inputs or workflows folders",
+                ))
             }
         },
     );

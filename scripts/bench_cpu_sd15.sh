@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# CPU figures of an SD1.5-sized checkpoint (random fp16 weights, 2.1 GB): txt2img 64x64,
+# euler / normal, 10 steps, cfg 7, fp32, a fresh process per run: peak resident memory (GNU
+# time), checkpoint load and sampler time (weft's events). Compare with shared/ANCHORS.md.
+#   scripts/bench_cpu_sd15.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+runs=${1:-3}
+dir=${WEFT_BENCH_DIR:-/tmp/weft-bench-sd15}
+mkdir -p "$dir"
+if [ ! -f "$dir/sd15.safetensors" ]; then
+  cargo run --release --quiet --example write_sd15_checkpoint -- "$dir/sd15.safetensors"
+fi
+cat > "$dir/txt2img.yaml" <<YAML
+weft: 1
+nodes:
+  model: {type: LoadCheckpoint, name: "$dir/sd15.safetensors", precision: fp32}
+  positive: {type: PromptEncode, encoder: \$model.text_encoder, text: a red circle}
+  negative: {type: PromptEncode, encoder: \$model.text_encoder, text: ""}
+  latent: {type: EmptyLatent, width: 64, height: 64}
+  sample: {type: Sampler, model: \$model.unet, positive: \$positive.conditioning, negative: \$negative.conditioning, latent: \$latent.latent, seed: 1, steps: 10, cfg: 7.0, sampler: euler, schedule: normal}
+  decode: {type: VaeDecode, vae: \$model.vae, latent: \$sample.latent}
+  save: {type: SaveImage, image: \$decode.image, prefix: sd15}
+YAML
+printf '%-5s %12s %10s %10s %10s\n' run peak_GiB load_s sampler_s total_s
+for i in $(seq "$runs"); do
+  /usr/bin/time -f '%M' -o "$dir/rss" target/release/weft run "$dir/txt2img.yaml" --device cpu \
+    --output "$dir/out" --json > "$dir/events.jsonl"
+  python3 - "$dir" "$i" <<'PY'
+import json, sys
+d, run = sys.argv[1], sys.argv[2]
+micros = {}
+total = 0
+for line in open(f"{d}/events.jsonl"):
+    e = json.loads(line)
+    if e["event"] == "node_finished":
+        micros[e["node"]] = e["micros"]
+    if e["event"] == "run_finished":
+        total = e["micros"]
+peak = int(open(f"{d}/rss").read().split()[-1]) * 1024 / 2**30
+print(f"{run:<5} {peak:12.2f} {micros['model']/1e6:10.2f} {micros['sample']/1e6:10.2f} {total/1e6:10.2f}")
+PY
+done

@@ -1,0 +1,1394 @@
+//! ComfyUI workflow JSON, API format (`{"3": {"class_type": ..., "inputs": ...}}`) or UI format
+//! (`nodes`, `links`, `widgets_values`), to a weft workflow. All problems are reported at once,
+//! each located by ComfyUI node id and input; unknown class types come in one error.
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value as Json;
+use weft_engine::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
+use weft_engine::Constant;
+use weft_nodes::samplers::{SamplerKind, ScheduleKind};
+
+use super::{comfy_type, supported_list, ComfyType, Issue, CHECKPOINT_DIR, UPSCALER_FILES};
+
+/// Which of ComfyUI's two JSON forms a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Api,
+    Ui,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Api => "API format",
+            Format::Ui => "UI format",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// ComfyUI model file name -> weft model name (checkpoints and upscale models).
+    pub models: Vec<(String, String)>,
+    /// The folder LoadImage names are relative to (ComfyUI's `input/`).
+    pub inputs_dir: String,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            models: Vec::new(),
+            inputs_dir: "input".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Imported {
+    pub workflow: Workflow,
+    pub format: Format,
+    /// What was approximated or changed on the way (weft has no exact equivalent).
+    pub notes: Vec<Issue>,
+    /// ComfyUI node id -> weft node id.
+    pub ids: Vec<(String, String)>,
+}
+
+/// A node as ComfyUI's API format has it (the UI format is brought to this first).
+#[derive(Debug, Clone)]
+pub struct ComfyNode {
+    pub id: String,
+    pub class: String,
+    pub inputs: Vec<(String, ComfyValue)>,
+    pub pos: Option<[f64; 2]>,
+    /// The title a user gave the node (API `_meta.title`, UI `title`).
+    pub title: Option<String>,
+}
+
+impl ComfyNode {
+    fn get(&self, name: &str) -> Option<&ComfyValue> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComfyValue {
+    Link { node: String, slot: usize },
+    Value(Json),
+}
+
+/// Converts a ComfyUI workflow (either form) to a weft workflow.
+pub fn import(root: &Json, options: &ImportOptions) -> Result<Imported, Vec<Issue>> {
+    let (nodes, format) = read(root)?;
+    let nodes = inline_value_nodes(nodes);
+    let mut imported = convert(&nodes, options)?;
+    imported.format = format;
+    Ok(imported)
+}
+
+/// ComfyUI's primitive value nodes (PrimitiveInt, ...: real nodes, unlike the UI's
+/// PrimitiveNode): their value is written into the inputs they feed, and they are dropped.
+fn inline_value_nodes(nodes: Vec<ComfyNode>) -> Vec<ComfyNode> {
+    let values: HashMap<String, Json> = nodes
+        .iter()
+        .filter(|n| super::VALUE_TYPES.contains(&n.class.as_str()))
+        .filter_map(|n| match n.get("value") {
+            Some(ComfyValue::Value(v)) => Some((n.id.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    if values.is_empty() {
+        return nodes;
+    }
+    nodes
+        .into_iter()
+        .filter(|n| !values.contains_key(&n.id))
+        .map(|mut n| {
+            for (_, v) in &mut n.inputs {
+                if let ComfyValue::Link { node, slot: 0 } = v {
+                    if let Some(value) = values.get(node.as_str()) {
+                        *v = ComfyValue::Value(value.clone());
+                    }
+                }
+            }
+            n
+        })
+        .collect()
+}
+
+/// Reads either form into API-format nodes.
+pub fn read(root: &Json) -> Result<(Vec<ComfyNode>, Format), Vec<Issue>> {
+    let Some(object) = root.as_object() else {
+        return Err(vec![Issue::new(
+            "expected a JSON object: a ComfyUI workflow (API or UI format)",
+        )]);
+    };
+    if object.get("nodes").is_some_and(Json::is_array) {
+        return read_ui(object).map(|n| (n, Format::Ui));
+    }
+    // The body of POST /prompt carries the API-format workflow under "prompt".
+    let api = match object.get("prompt") {
+        Some(Json::Object(p)) if !object.contains_key("class_type") => p,
+        _ => object,
+    };
+    read_api(api).map(|n| (n, Format::Api))
+}
+
+fn read_api(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let mut nodes = Vec::new();
+    for (id, node) in object {
+        let class = node.get("class_type").and_then(Json::as_str);
+        let Some(class) = class else {
+            issues.push(
+                Issue::new("not a ComfyUI node: it has no \"class_type\"")
+                    .node(id, "?")
+                    .hint("an API-format workflow maps node ids to {\"class_type\": ..., \"inputs\": {...}}; a UI-format one has \"nodes\" and \"links\""),
+            );
+            continue;
+        };
+        let mut inputs = Vec::new();
+        match node.get("inputs") {
+            None | Some(Json::Null) => {}
+            Some(Json::Object(map)) => {
+                for (name, value) in map {
+                    inputs.push((name.clone(), api_value(value)));
+                }
+            }
+            Some(_) => issues.push(Issue::new("\"inputs\" must be an object").node(id, class)),
+        }
+        nodes.push(ComfyNode {
+            id: id.clone(),
+            class: class.to_string(),
+            inputs,
+            pos: None,
+            title: node
+                .get("_meta")
+                .and_then(|m| m.get("title"))
+                .and_then(Json::as_str)
+                .map(str::to_string),
+        });
+    }
+    if issues.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(issues)
+    }
+}
+
+/// ComfyUI's own rule: a two-element list [node id, output index] is a link.
+fn api_value(value: &Json) -> ComfyValue {
+    if let Some([node, slot]) = value.as_array().map(Vec::as_slice) {
+        let node = match node {
+            Json::String(s) => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let (Some(node), Some(slot)) = (node, slot.as_u64()) {
+            return ComfyValue::Link {
+                node,
+                slot: slot as usize,
+            };
+        }
+    }
+    ComfyValue::Value(value.clone())
+}
+
+/// LiteGraph node modes: 0 always, 2 never (muted), 4 bypassed.
+const MODE_MUTED: i64 = 2;
+const MODE_BYPASSED: i64 = 4;
+const SEED_CONTROLS: [&str; 4] = ["fixed", "increment", "decrement", "randomize"];
+
+fn ui_id(value: Option<&Json>) -> Option<String> {
+    match value? {
+        Json::Number(n) => Some(n.to_string()),
+        Json::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+struct UiLink {
+    from: String,
+    slot: usize,
+}
+
+fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let empty = Vec::new();
+    let list = object["nodes"].as_array().unwrap_or(&empty);
+    // Links: [id, from_node, from_slot, to_node, to_slot, type] (schema 0.4) or objects
+    // {id, origin_id, origin_slot, ...} (schema 1).
+    let mut links: HashMap<String, UiLink> = HashMap::new();
+    for link in object
+        .get("links")
+        .and_then(Json::as_array)
+        .unwrap_or(&empty)
+    {
+        let (id, from, slot) = match link {
+            Json::Array(a) => (ui_id(a.first()), ui_id(a.get(1)), a.get(2)),
+            Json::Object(o) => (
+                ui_id(o.get("id")),
+                ui_id(o.get("origin_id")),
+                o.get("origin_slot"),
+            ),
+            _ => (None, None, None),
+        };
+        match (id, from, slot.and_then(Json::as_u64)) {
+            (Some(id), Some(from), Some(slot)) => {
+                links.insert(
+                    id,
+                    UiLink {
+                        from,
+                        slot: slot as usize,
+                    },
+                );
+            }
+            _ => issues.push(Issue::new(format!("malformed link {link}"))),
+        }
+    }
+    let by_id: HashMap<String, &Json> = list
+        .iter()
+        .filter_map(|n| ui_id(n.get("id")).map(|id| (id, n)))
+        .collect();
+    let class_of = |n: &Json| {
+        n.get("type")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mode_of = |n: &Json| n.get("mode").and_then(Json::as_i64).unwrap_or(0);
+
+    // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value.
+    let resolve = |link_id: &str| -> Result<ComfyValue, String> {
+        let mut link_id = link_id.to_string();
+        for _ in 0..=by_id.len() {
+            let Some(link) = links.get(&link_id) else {
+                return Err(format!("link {link_id} is not in the links list"));
+            };
+            let Some(source) = by_id.get(&link.from) else {
+                return Err(format!(
+                    "link {link_id} comes from node {}, which is not in the workflow",
+                    link.from
+                ));
+            };
+            let class = class_of(source);
+            let mode = mode_of(source);
+            if class == "PrimitiveNode" {
+                let value = source
+                    .get("widgets_values")
+                    .and_then(|w| w.get(0))
+                    .cloned()
+                    .ok_or_else(|| format!("primitive node {} has no value", link.from))?;
+                return Ok(ComfyValue::Value(value));
+            }
+            if mode == MODE_MUTED {
+                return Err(format!(
+                    "it comes from node {} ({class}), which is muted",
+                    link.from
+                ));
+            }
+            let inputs = source
+                .get("inputs")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let next = if class == "Reroute" {
+                inputs.first().and_then(|i| ui_id(i.get("link")))
+            } else if mode == MODE_BYPASSED {
+                // As ComfyUI's frontend: the input at the same index if its type matches, else
+                // the first input of the output's type.
+                let out_ty = source
+                    .get("outputs")
+                    .and_then(|o| o.get(link.slot))
+                    .and_then(|o| o.get("type"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("");
+                let same_type = |i: &Json| i.get("type").and_then(Json::as_str) == Some(out_ty);
+                let pick = inputs
+                    .get(link.slot)
+                    .filter(|i| same_type(i))
+                    .or_else(|| inputs.iter().find(|i| same_type(i)));
+                match pick.and_then(|i| ui_id(i.get("link"))) {
+                    Some(l) => Some(l),
+                    None => {
+                        return Err(format!(
+                            "it comes from node {} ({class}), which is bypassed and has no {out_ty} input to pass on",
+                            link.from
+                        ))
+                    }
+                }
+            } else {
+                return Ok(ComfyValue::Link {
+                    node: link.from.clone(),
+                    slot: link.slot,
+                });
+            };
+            match next {
+                Some(l) => link_id = l,
+                None => return Err(format!("reroute node {} has no input", link.from)),
+            }
+        }
+        Err("the link goes round in a loop of reroutes".into())
+    };
+
+    let mut ordered: Vec<&Json> = list.iter().collect();
+    ordered.sort_by_key(|n| {
+        (
+            n.get("order").and_then(Json::as_i64).unwrap_or(i64::MAX),
+            n.get("id").and_then(Json::as_i64).unwrap_or(i64::MAX),
+        )
+    });
+    let mut nodes = Vec::new();
+    for n in ordered {
+        let Some(id) = ui_id(n.get("id")) else {
+            issues.push(Issue::new(format!("a node without an id: {n}")));
+            continue;
+        };
+        let class = class_of(n);
+        if super::VIRTUAL_TYPES.contains(&class.as_str())
+            || matches!(mode_of(n), MODE_MUTED | MODE_BYPASSED)
+        {
+            continue;
+        }
+        let mut inputs: Vec<(String, ComfyValue)> = Vec::new();
+        for input in n.get("inputs").and_then(Json::as_array).unwrap_or(&empty) {
+            let name = input
+                .get("widget")
+                .and_then(|w| w.get("name"))
+                .or_else(|| input.get("name"))
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(link) = ui_id(input.get("link")) else {
+                continue;
+            };
+            match resolve(&link) {
+                Ok(v) => inputs.push((name, v)),
+                Err(e) => issues.push(
+                    Issue::new(format!("dangling link: {e}"))
+                        .node(&id, &class)
+                        .input(&name),
+                ),
+            }
+        }
+        if super::VALUE_TYPES.contains(&class.as_str()) {
+            let value = match n.get("widgets_values") {
+                Some(Json::Array(values)) => values.first().cloned(),
+                Some(Json::Object(map)) => map.get("value").cloned(),
+                _ => None,
+            };
+            if let Some(v) = value {
+                inputs.push(("value".into(), ComfyValue::Value(v)));
+            }
+        }
+        if let Some(ty) = comfy_type(&class) {
+            let widgets = n.get("widgets_values");
+            let mut cursor = 0;
+            for input in ty.inputs.iter().filter(|i| i.widget.is_some()) {
+                let value = match widgets {
+                    Some(Json::Array(values)) => {
+                        let v = values.get(cursor).cloned();
+                        cursor += 1;
+                        if input.seed
+                            && values
+                                .get(cursor)
+                                .and_then(Json::as_str)
+                                .is_some_and(|s| SEED_CONTROLS.contains(&s))
+                        {
+                            cursor += 1;
+                        }
+                        v
+                    }
+                    Some(Json::Object(map)) => map.get(input.name).cloned(),
+                    _ => None,
+                };
+                if let Some(v) = value {
+                    if !inputs.iter().any(|(name, _)| name == input.name) {
+                        inputs.push((input.name.to_string(), ComfyValue::Value(v)));
+                    }
+                }
+            }
+        }
+        nodes.push(ComfyNode {
+            id,
+            class,
+            inputs,
+            pos: ui_pos(n.get("pos")),
+            title: n.get("title").and_then(Json::as_str).map(str::to_string),
+        });
+    }
+    if issues.is_empty() {
+        Ok(nodes)
+    } else {
+        Err(issues)
+    }
+}
+
+/// `[x, y]`, or `{"0": x, "1": y}` as older LiteGraph wrote its Float32Arrays.
+fn ui_pos(pos: Option<&Json>) -> Option<[f64; 2]> {
+    let pos = pos?;
+    let x = pos.get(0).or_else(|| pos.get("0"))?.as_f64()?;
+    let y = pos.get(1).or_else(|| pos.get("1"))?.as_f64()?;
+    Some([x, y])
+}
+
+/// A weft input under construction: a constant, or a link still in ComfyUI terms.
+enum Pending {
+    Const(Constant),
+    Link {
+        node: String,
+        slot: usize,
+        expected: &'static str,
+        comfy: String,
+    },
+}
+
+struct NodeCx<'a> {
+    node: &'a ComfyNode,
+    ty: &'static ComfyType,
+    issues: &'a mut Vec<Issue>,
+    notes: &'a mut Vec<Issue>,
+    out: Vec<(String, Pending)>,
+}
+
+impl NodeCx<'_> {
+    fn issue(&mut self, input: Option<&str>, message: impl Into<String>) -> &mut Issue {
+        let mut i = Issue::new(message).node(&self.node.id, &self.node.class);
+        i.input = input.map(str::to_string);
+        self.issues.push(i);
+        self.issues.last_mut().expect("just pushed")
+    }
+
+    fn note(&mut self, input: Option<&str>, message: impl Into<String>) {
+        let mut i = Issue::new(message).node(&self.node.id, &self.node.class);
+        i.input = input.map(str::to_string);
+        self.notes.push(i);
+    }
+
+    fn socket_type(&self, name: &str) -> &'static str {
+        self.ty
+            .inputs
+            .iter()
+            .find(|i| i.name == name)
+            .map_or("?", |i| i.ty)
+    }
+
+    /// A socket input: must be a link.
+    fn link(&mut self, comfy: &str, weft: &str) {
+        let expected = self.socket_type(comfy);
+        match self.node.get(comfy).cloned() {
+            Some(ComfyValue::Link { node, slot }) => self.out.push((
+                weft.to_string(),
+                Pending::Link {
+                    node,
+                    slot,
+                    expected,
+                    comfy: comfy.to_string(),
+                },
+            )),
+            Some(ComfyValue::Value(v)) => {
+                self.issue(
+                    Some(comfy),
+                    format!("expected a link to a {expected} output, found the value {v}"),
+                );
+            }
+            None => {
+                self.issue(
+                    Some(comfy),
+                    format!("missing input: it needs a link to a {expected} output"),
+                );
+            }
+        }
+    }
+
+    /// A widget value, or ComfyUI's default when left out; `None` (after an error) when it
+    /// is missing without a default, or linked.
+    fn value(&mut self, name: &str) -> Option<Json> {
+        match self.node.get(name).cloned() {
+            Some(ComfyValue::Value(v)) => Some(v),
+            Some(ComfyValue::Link { node, slot }) => {
+                self.issue(Some(name), format!("is linked to output {slot} of node {node}; weft imports this ComfyUI widget as a value"))
+                    .hint = Some("set the value on the node (PrimitiveNode values are taken over)".into());
+                None
+            }
+            None => match super::comfy_default(&self.node.class, name) {
+                Some(default) => {
+                    self.note(
+                        Some(name),
+                        format!("left out: ComfyUI's default {default} is used"),
+                    );
+                    Some(default)
+                }
+                None => {
+                    self.issue(Some(name), "missing input");
+                    None
+                }
+            },
+        }
+    }
+
+    fn int(&mut self, name: &str) -> Option<i64> {
+        let v = self.value(name)?;
+        let int = v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+        if int.is_none() {
+            let message = if v.as_u64().is_some() {
+                format!("{v} is above weft's largest integer ({})", i64::MAX)
+            } else {
+                format!("expected a whole number, found {v}")
+            };
+            self.issue(Some(name), message);
+        }
+        int
+    }
+
+    fn float(&mut self, name: &str) -> Option<f64> {
+        let v = self.value(name)?;
+        let f = v.as_f64();
+        if f.is_none() {
+            self.issue(Some(name), format!("expected a number, found {v}"));
+        }
+        f
+    }
+
+    fn string(&mut self, name: &str) -> Option<String> {
+        let v = self.value(name)?;
+        match v {
+            Json::String(s) => Some(s),
+            other => {
+                self.issue(Some(name), format!("expected text, found {other}"));
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, weft: &str, value: impl Into<Constant>) {
+        self.out
+            .push((weft.to_string(), Pending::Const(value.into())));
+    }
+
+    fn put_int(&mut self, comfy: &str, weft: &str) -> Option<i64> {
+        let v = self.int(comfy)?;
+        self.put(weft, v);
+        Some(v)
+    }
+
+    fn put_float(&mut self, comfy: &str, weft: &str) -> Option<f64> {
+        let v = self.float(comfy)?;
+        self.put(weft, v);
+        Some(v)
+    }
+
+    fn sampler_name(&mut self, comfy: &str) {
+        let Some(name) = self.string(comfy) else {
+            return;
+        };
+        let weft = if SamplerKind::NAMES.contains(&name.as_str()) {
+            Some(name.clone())
+        } else {
+            name.strip_suffix("_gpu")
+                .filter(|base| SamplerKind::NAMES.contains(base))
+                .map(str::to_string)
+        };
+        match weft {
+            Some(w) => {
+                if w != name {
+                    self.note(Some(comfy), format!("sampler '{name}' becomes '{w}': the same method; weft draws its step noise on the CPU on every device"));
+                }
+                self.put("sampler", w.as_str());
+            }
+            None => {
+                self.issue(Some(comfy), format!("sampler '{name}' is not in weft"))
+                    .hint = Some(format!("weft has {}", SamplerKind::NAMES.join(", ")));
+            }
+        }
+    }
+
+    fn scheduler_name(&mut self, comfy: &str) {
+        let Some(name) = self.string(comfy) else {
+            return;
+        };
+        if ScheduleKind::NAMES.contains(&name.as_str()) {
+            self.put("schedule", name.as_str());
+        } else {
+            self.issue(Some(comfy), format!("scheduler '{name}' is not in weft"))
+                .hint = Some(format!("weft has {}", ScheduleKind::NAMES.join(", ")));
+        }
+    }
+
+    fn resize_method(&mut self, comfy: &str) {
+        let Some(name) = self.string(comfy) else {
+            return;
+        };
+        if weft_nodes::latent::UPSCALE_METHODS.contains(&name.as_str()) {
+            self.put("method", name.as_str());
+        } else {
+            self.issue(
+                Some(comfy),
+                format!("upscale method '{name}' is not in weft"),
+            )
+            .hint = Some(format!(
+                "weft has {}",
+                weft_nodes::latent::UPSCALE_METHODS.join(", ")
+            ));
+        }
+    }
+
+    fn seed(&mut self, comfy: &str) {
+        self.put_int(comfy, "seed");
+    }
+}
+
+fn readable(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The weft id of a ComfyUI node: a title the user gave it when that is a name (not the
+/// type's own name), else its id when that is a name, else `<role>_<id>` (ComfyUI's ids are
+/// numbers: `3` becomes `ksampler_3`).
+fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>) -> String {
+    if let Some(title) = &node.title {
+        if readable(title) && title != ty.class && title != ty.display && !taken.contains(title) {
+            return title.clone();
+        }
+    }
+    let id = node.id.as_str();
+    let base = if readable(id) {
+        id.to_string()
+    } else {
+        let cleaned: String = id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("{role}_{cleaned}")
+    };
+    let mut candidate = base.clone();
+    let mut n = 2;
+    while taken.contains(&candidate) {
+        candidate = format!("{base}_{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// The role of a node for its id; prompts are named by what they feed (positive, negative).
+fn role(ty: &ComfyType, uses: Option<&HashSet<&str>>) -> &'static str {
+    if ty.class != "CLIPTextEncode" {
+        return ty.role;
+    }
+    let feeds = |name| uses.is_some_and(|u| u.contains(name));
+    match (feeds("positive"), feeds("negative")) {
+        (true, false) => "positive",
+        (false, true) => "negative",
+        _ => ty.role,
+    }
+}
+
+/// Converts API-format nodes to a weft workflow.
+pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let mut notes = Vec::new();
+
+    // Every unknown class type in one error.
+    let mut unknown: Vec<(&str, Vec<&str>)> = Vec::new();
+    for n in nodes.iter().filter(|n| comfy_type(&n.class).is_none()) {
+        match unknown.iter_mut().find(|(c, _)| *c == n.class) {
+            Some((_, ids)) => ids.push(&n.id),
+            None => unknown.push((&n.class, vec![&n.id])),
+        }
+    }
+    if !unknown.is_empty() {
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|(class, ids)| {
+                let s = if ids.len() == 1 { "" } else { "s" };
+                format!("{class} (node{s} {})", ids.join(", "))
+            })
+            .collect();
+        issues.push(
+            Issue::new(format!(
+                "{} ComfyUI node type{} that weft does not import: {}",
+                unknown.len(),
+                if unknown.len() == 1 { "" } else { "s" },
+                listed.join(", ")
+            ))
+            .hint(format!("weft imports {}", supported_list())),
+        );
+    }
+    let unknown_ids: HashSet<&str> = unknown
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+
+    let mut by_id: HashMap<&str, &ComfyNode> = HashMap::new();
+    for n in nodes {
+        if by_id.insert(&n.id, n).is_some() {
+            issues.push(Issue::new(format!("node id {} is used twice", n.id)));
+        }
+    }
+    // Which inputs each node feeds (to name prompts positive/negative).
+    let mut uses: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for n in nodes {
+        for (name, value) in &n.inputs {
+            if let ComfyValue::Link { node, .. } = value {
+                uses.entry(node.as_str()).or_default().insert(name.as_str());
+            }
+        }
+    }
+    let mut taken = HashSet::new();
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    let mut id_list = Vec::new();
+    for n in nodes {
+        let Some(ty) = comfy_type(&n.class) else {
+            continue;
+        };
+        let id = weft_id(n, ty, role(ty, uses.get(n.id.as_str())), &taken);
+        taken.insert(id.clone());
+        id_list.push((n.id.clone(), id.clone()));
+        ids.insert(&n.id, id);
+    }
+
+    let mut converted = Vec::new();
+    for n in dependency_order(nodes) {
+        let Some(ty) = comfy_type(&n.class) else {
+            continue;
+        };
+        let mut cx = NodeCx {
+            node: n,
+            ty,
+            issues: &mut issues,
+            notes: &mut notes,
+            out: Vec::new(),
+        };
+        convert_node(&mut cx, options, &by_id);
+        for (name, _) in &n.inputs {
+            // "upload" is LoadImage's button; ComfyUI ignores unknown inputs too.
+            if name != "upload" && !ty.inputs.iter().any(|i| i.name == name) {
+                cx.note(
+                    Some(name),
+                    format!("{} has no input '{name}'; it is ignored", ty.class),
+                );
+            }
+        }
+        let out = cx.out;
+        converted.push((n, ty, out));
+    }
+
+    let mut wf = Workflow::new();
+    for (n, ty, inputs) in converted {
+        let mut entry = NodeEntry::new(ty.weft);
+        for (name, pending) in inputs {
+            let value = match pending {
+                Pending::Const(c) => InputValue::Constant(c),
+                Pending::Link {
+                    node,
+                    slot,
+                    expected,
+                    comfy,
+                } => {
+                    if unknown_ids.contains(node.as_str()) {
+                        continue;
+                    }
+                    let at =
+                        |message: String| Issue::new(message).node(&n.id, &n.class).input(&comfy);
+                    let Some(source) = by_id.get(node.as_str()) else {
+                        issues.push(at(format!(
+                            "dangling link: it links to node {node}, which is not in the workflow"
+                        )));
+                        continue;
+                    };
+                    let source_ty = comfy_type(&source.class).expect("known type");
+                    let Some(output) = source_ty.outputs.get(slot) else {
+                        issues.push(at(format!(
+                            "dangling link: it links to output {slot} of node {node} ({}), which has {} output{}",
+                            source.class,
+                            source_ty.outputs.len(),
+                            if source_ty.outputs.len() == 1 { "" } else { "s" }
+                        )));
+                        continue;
+                    };
+                    if output.ty != expected {
+                        issues.push(at(format!(
+                            "expects {expected}, but output {slot} of node {node} ({}) is {}",
+                            source.class, output.ty
+                        )));
+                        continue;
+                    }
+                    let Some(weft_output) = output.weft else {
+                        issues.push(at(format!(
+                            "links to the {} output of node {node} ({}); weft's {} has no such output",
+                            output.ty, source.class, source_ty.weft
+                        )));
+                        continue;
+                    };
+                    InputValue::Link(Link {
+                        node: ids[node.as_str()].clone(),
+                        output: weft_output.to_string(),
+                    })
+                }
+            };
+            entry.inputs.insert(name, InputEntry { value, pos: None });
+        }
+        let id = &ids[n.id.as_str()];
+        if let Some(pos) = n.pos {
+            wf.layout.insert(id.clone(), pos);
+        }
+        wf.add(id, entry);
+    }
+    if issues.is_empty() {
+        Ok(Imported {
+            workflow: wf,
+            format: Format::Api,
+            notes,
+            ids: id_list,
+        })
+    } else {
+        Err(issues)
+    }
+}
+
+/// The nodes with every node after the nodes it links to (ties by numeric id, then file
+/// order), so the YAML reads from loader to save. Kahn's algorithm: iterative, linear.
+fn dependency_order(nodes: &[ComfyNode]) -> Vec<&ComfyNode> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let key = |i: usize| (nodes[i].id.parse::<u64>().unwrap_or(u64::MAX), i);
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut sources: Vec<usize> = n
+            .inputs
+            .iter()
+            .filter_map(|(_, v)| match v {
+                ComfyValue::Link { node, .. } => index.get(node.as_str()).copied(),
+                ComfyValue::Value(_) => None,
+            })
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        waiting[i] = sources.len();
+        for s in sources {
+            feeds[s].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = (0..nodes.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(|i| Reverse(key(i)))
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    let mut placed = vec![false; nodes.len()];
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(&nodes[i]);
+        placed[i] = true;
+        for &next in &feeds[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(Reverse(key(next)));
+            }
+        }
+    }
+    // Nodes on a cycle keep their file order; the validator names the cycle.
+    order.extend(
+        nodes
+            .iter()
+            .zip(&placed)
+            .filter(|(_, p)| !**p)
+            .map(|(n, _)| n),
+    );
+    order
+}
+
+fn map_model(name: &str, options: &ImportOptions) -> Option<String> {
+    options
+        .models
+        .iter()
+        .find(|(comfy, _)| comfy == name)
+        .map(|(_, weft)| weft.clone())
+}
+
+/// File extensions ComfyUI lists as checkpoints.
+const CHECKPOINT_EXTENSIONS: [&str; 6] = [".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"];
+
+fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, &ComfyNode>) {
+    match cx.ty.class {
+        "CheckpointLoaderSimple" => {
+            let Some(name) = cx.string("ckpt_name") else {
+                return;
+            };
+            // ComfyUI names are relative to models/checkpoints; names without a checkpoint
+            // extension are weft's own (a diffusers folder such as tiny-shapes).
+            let weft = map_model(&name, options).unwrap_or_else(|| {
+                if CHECKPOINT_EXTENSIONS.iter().any(|e| name.ends_with(e)) {
+                    format!("{CHECKPOINT_DIR}{name}")
+                } else {
+                    name.clone()
+                }
+            });
+            cx.put("name", weft.as_str());
+        }
+        "CLIPTextEncode" => {
+            cx.link("clip", "encoder");
+            if let Some(text) = cx.string("text") {
+                cx.put("text", text.as_str());
+            }
+        }
+        "EmptyLatentImage" => {
+            cx.put_int("width", "width");
+            cx.put_int("height", "height");
+            cx.put_int("batch_size", "batch");
+        }
+        "KSampler" => {
+            sampler_links(cx);
+            cx.seed("seed");
+            cx.put_int("steps", "steps");
+            cx.put_float("cfg", "cfg");
+            cx.sampler_name("sampler_name");
+            cx.scheduler_name("scheduler");
+            cx.put_float("denoise", "denoise");
+        }
+        "KSamplerAdvanced" => ksampler_advanced(cx),
+        "VAEDecode" => {
+            cx.link("vae", "vae");
+            cx.link("samples", "latent");
+        }
+        "VAEDecodeTiled" => {
+            cx.link("vae", "vae");
+            cx.link("samples", "latent");
+            if let Some(tile) = cx.put_int("tile_size", "tile") {
+                // weft's VaeDecode overlaps tiles by tile/8 (64 px at the default 512).
+                let weft_overlap = (tile / 8).max(8) / 8 * 8;
+                if let Some(overlap) = cx.int("overlap") {
+                    if overlap != weft_overlap {
+                        cx.note(Some("overlap"), format!("weft overlaps {tile} px tiles by {weft_overlap} px, not {overlap}: seams blend slightly differently"));
+                    }
+                }
+            }
+        }
+        "VAEEncode" => {
+            cx.link("vae", "vae");
+            cx.link("pixels", "image");
+        }
+        "LoadImage" => {
+            let Some(name) = cx.string("image") else {
+                return;
+            };
+            let name = name.strip_suffix(" [input]").unwrap_or(&name).to_string();
+            if name.ends_with(" [output]") || name.ends_with(" [temp]") {
+                cx.issue(
+                    Some("image"),
+                    format!("'{name}' names a file in ComfyUI's output or temp folder"),
+                )
+                .hint = Some("copy the file into the inputs folder and name it there".into());
+                return;
+            }
+            let dir = options.inputs_dir.trim_end_matches('/');
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            cx.put("path", path.as_str());
+        }
+        "SaveImage" => {
+            cx.link("images", "image");
+            if let Some(prefix) = cx.string("filename_prefix") {
+                if prefix.contains('%') {
+                    cx.note(Some("filename_prefix"), format!("weft does not expand ComfyUI's %...% patterns: '{prefix}' is used as written"));
+                }
+                cx.put("prefix", prefix.as_str());
+            }
+        }
+        "PreviewImage" => {
+            cx.link("images", "image");
+            cx.put("prefix", "preview");
+            cx.note(
+                None,
+                "weft has no preview-only node: the image is saved with the prefix 'preview'",
+            );
+        }
+        "LatentUpscaleBy" => {
+            cx.link("samples", "latent");
+            cx.put_float("scale_by", "scale");
+            cx.resize_method("upscale_method");
+        }
+        "ImageScaleBy" => {
+            cx.link("image", "image");
+            cx.put_float("scale_by", "scale");
+            cx.resize_method("upscale_method");
+        }
+        "LatentUpscale" | "ImageScale" => scale_to_size(cx, nodes),
+        "UpscaleModelLoader" => {
+            let Some(name) = cx.string("model_name") else {
+                return;
+            };
+            let weft = map_model(&name, options)
+                .or_else(|| {
+                    UPSCALER_FILES
+                        .iter()
+                        .find(|(file, _)| file.eq_ignore_ascii_case(&name))
+                        .map(|(_, w)| w.to_string())
+                })
+                .or_else(|| {
+                    weft_nodes::upscale::UPSCALERS
+                        .contains(&name.as_str())
+                        .then(|| name.clone())
+                });
+            match weft {
+                Some(w) => cx.put("name", w.as_str()),
+                None => {
+                    cx.issue(Some("model_name"), format!("weft has no upscale model '{name}'"))
+                        .hint = Some(format!(
+                        "weft has {} (ComfyUI files {}); map yours with --model '{name}=<weft name>'",
+                        weft_nodes::upscale::UPSCALERS.join(", "),
+                        UPSCALER_FILES.map(|(f, _)| f).join(", ")
+                    ));
+                }
+            }
+        }
+        "ImageUpscaleWithModel" => {
+            cx.link("upscale_model", "upscale_model");
+            cx.link("image", "image");
+        }
+        other => unreachable!("{other} is in TYPES but has no conversion"),
+    }
+}
+
+fn sampler_links(cx: &mut NodeCx) {
+    cx.link("model", "model");
+    cx.link("positive", "positive");
+    cx.link("negative", "negative");
+    cx.link("latent_image", "latent");
+}
+
+/// KSamplerAdvanced is weft's Sampler when it adds noise and runs to the end of its schedule;
+/// starting at step s of n is img2img: the last n - s steps of an n-step schedule.
+fn ksampler_advanced(cx: &mut NodeCx) {
+    sampler_links(cx);
+    let add_noise = cx.string("add_noise");
+    if add_noise.as_deref() == Some("disable") {
+        cx.issue(Some("add_noise"), "weft's Sampler always adds the seed's noise; 'disable' (a second pass over a latent that still holds noise) has no weft equivalent")
+            .hint = Some("run the whole schedule in one sampler, or use denoise < 1 on a clean latent".into());
+    }
+    cx.seed("noise_seed");
+    let steps = cx.int("steps");
+    let start = cx.int("start_at_step");
+    let end = cx.int("end_at_step");
+    let _ = cx.string("return_with_leftover_noise");
+    // weft's order: seed, steps, cfg, sampler, schedule, denoise.
+    let mut denoise = None;
+    if let (Some(steps), Some(start), Some(end)) = (steps, start, end) {
+        if end < steps {
+            cx.issue(Some("end_at_step"), format!("stopping at step {end} of {steps} has no weft equivalent: weft's Sampler runs its schedule to the end"))
+                .hint = Some(format!("set end_at_step to {steps} or more (10000 is ComfyUI's default)"));
+        } else if start >= steps {
+            cx.issue(
+                Some("start_at_step"),
+                format!("starting at step {start} of {steps} leaves no step to run"),
+            );
+        } else if start <= 0 {
+            cx.put("steps", steps);
+            denoise = Some(1.0);
+        } else {
+            let remaining = steps - start;
+            let d = denoise_for(steps, remaining);
+            cx.put("steps", remaining);
+            denoise = Some(d);
+            cx.note(
+                Some("start_at_step"),
+                format!("starting at step {start} of {steps} becomes {remaining} steps at denoise {d}: the same sigmas"),
+            );
+        }
+    }
+    cx.put_float("cfg", "cfg");
+    cx.sampler_name("sampler_name");
+    cx.scheduler_name("scheduler");
+    if let Some(d) = denoise {
+        cx.put("denoise", d);
+    }
+}
+
+/// The shortest decimal `d` with `floor(remaining / d) == total` (how ComfyUI and weft size the
+/// schedule of a partial denoise), so the Sampler runs exactly the last `remaining` steps.
+pub fn denoise_for(total: i64, remaining: i64) -> f64 {
+    let exact = remaining as f64 / total as f64;
+    let fits = |d: f64| d > 0.0 && d <= 0.9999 && (remaining as f64 / d) as i64 == total;
+    for digits in 1..=17 {
+        let scale = 10f64.powi(digits);
+        let down = (exact * scale).floor();
+        for d in [
+            (exact * scale).round() / scale,
+            down / scale,
+            (down - 1.0) / scale,
+            (exact * scale).ceil() / scale,
+        ] {
+            if fits(d) {
+                return d;
+            }
+        }
+    }
+    // Not reached for steps up to 10000 (the test checks a range); step down one ulp at a time.
+    let mut d = exact;
+    while !fits(d) && d > 0.0 {
+        d = f64::from_bits(d.to_bits() - 1);
+    }
+    d
+}
+
+/// LatentUpscale and ImageScale resize to a size; weft's nodes scale by a factor. When the
+/// input's size is known from the graph and the factor is the same on both sides, it maps.
+fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
+    let latent = cx.ty.class == "LatentUpscale";
+    let (source, weft_in) = if latent {
+        ("samples", "latent")
+    } else {
+        ("image", "image")
+    };
+    cx.link(source, weft_in);
+    let width = cx.int("width");
+    let height = cx.int("height");
+    let crop = cx.string("crop");
+    let (Some(width), Some(height), Some(_crop)) = (width, height, crop) else {
+        return;
+    };
+    let by = if latent {
+        "LatentUpscaleBy (Upscale Latent By)"
+    } else {
+        "ImageScaleBy (Upscale Image By)"
+    };
+    let input_size = match cx.node.get(source) {
+        Some(ComfyValue::Link { node, .. }) => known_size(nodes, node),
+        _ => None,
+    };
+    let Some((w0, h0)) = input_size else {
+        cx.issue(Some("width"), format!("weft scales by a factor, and the size of this node's input is not known from the workflow, so {width}x{height} cannot become one"))
+            .hint = Some(format!("use {by} instead"));
+        return;
+    };
+    if width == 0 || height == 0 {
+        cx.issue(
+            Some(if width == 0 { "width" } else { "height" }),
+            "a side of 0 (keep the aspect ratio) is not supported",
+        )
+        .hint = Some(format!("give both sides, or use {by}"));
+        return;
+    }
+    let scale = width as f64 / w0 as f64;
+    // What weft's node makes of that factor (latents are 1/8 of the pixel size).
+    let unit = if latent { 8 } else { 1 };
+    let made = |side: i64| ((side / unit) as f64 * scale).round() as i64;
+    if made(w0) != width / unit || made(h0) != height / unit {
+        cx.issue(Some("width"), format!("{width}x{height} is not the {w0}x{h0} input scaled by one factor; weft's node keeps the aspect ratio"))
+            .hint = Some(format!("use {by}"));
+        return;
+    }
+    cx.put("scale", scale);
+    cx.resize_method("upscale_method");
+    cx.note(
+        None,
+        format!("{width}x{height} becomes scale {scale} (the input is {w0}x{h0})"),
+    );
+}
+
+/// The pixel size of a node's output when the graph fixes it (an empty latent, and what is
+/// derived from it by samplers, decoders and resizes). Walks upstream iteratively.
+fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i64)> {
+    let int = |n: &ComfyNode, name: &str| match n.get(name) {
+        Some(ComfyValue::Value(v)) => v.as_i64(),
+        _ => None,
+    };
+    let float = |n: &ComfyNode, name: &str| match n.get(name) {
+        Some(ComfyValue::Value(v)) => v.as_f64(),
+        _ => None,
+    };
+    let upstream = |n: &ComfyNode, name: &str| match n.get(name) {
+        Some(ComfyValue::Link { node, .. }) => Some(node.clone()),
+        _ => None,
+    };
+    // Scale factors met on the way up, applied in reverse once the base size is found.
+    let mut scales: Vec<(f64, i64)> = Vec::new();
+    let mut current = start.to_string();
+    let mut hops = 0;
+    let base = loop {
+        // A cycle (the validator reports it) has no size.
+        hops += 1;
+        if hops > nodes.len() {
+            return None;
+        }
+        let n = nodes.get(current.as_str())?;
+        current = match n.class.as_str() {
+            "EmptyLatentImage" => break (int(n, "width")?, int(n, "height")?),
+            "LatentUpscale" | "ImageScale" => {
+                let (w, h) = (int(n, "width")?, int(n, "height")?);
+                if w == 0 || h == 0 {
+                    return None;
+                }
+                break (w, h);
+            }
+            "KSampler" | "KSamplerAdvanced" => upstream(n, "latent_image")?,
+            "VAEDecode" | "VAEDecodeTiled" => upstream(n, "samples")?,
+            "VAEEncode" => upstream(n, "pixels")?,
+            "LatentUpscaleBy" => {
+                scales.push((float(n, "scale_by")?, 8));
+                upstream(n, "samples")?
+            }
+            "ImageScaleBy" => {
+                scales.push((float(n, "scale_by")?, 1));
+                upstream(n, "image")?
+            }
+            _ => return None,
+        };
+    };
+    let (mut w, mut h) = base;
+    for (scale, unit) in scales.into_iter().rev() {
+        w = ((w / unit) as f64 * scale).round() as i64 * unit;
+        h = ((h / unit) as f64 * scale).round() as i64 * unit;
+    }
+    Some((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn denoise_for_gives_the_schedule_comfyui_runs_for_start_at_step() {
+        for total in 1..=150i64 {
+            for start in 1..total {
+                let remaining = total - start;
+                let d = denoise_for(total, remaining);
+                assert_eq!(
+                    (remaining as f64 / d) as i64,
+                    total,
+                    "start {start} of {total}: denoise {d}"
+                );
+                assert!(d > 0.0 && d <= 0.9999);
+            }
+        }
+        assert_eq!(denoise_for(10, 6), 0.6);
+        assert_eq!(denoise_for(20, 15), 0.75);
+    }
+
+    #[test]
+    fn numeric_ids_get_roles_and_names_are_kept() {
+        let root = json!({
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                  "model": ["ckpt", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["9:2", 0]}},
+            "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["ckpt", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "b", "clip": ["ckpt", 1]}},
+            "9:2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "10": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["ckpt", 2]}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let ids: Vec<&str> = imported.workflow.nodes.keys().map(String::as_str).collect();
+        // Dependencies first; among ready nodes, numeric ids in order, then the rest.
+        assert_eq!(
+            ids,
+            [
+                "ckpt",
+                "positive_6",
+                "negative_7",
+                "latent_9_2",
+                "ksampler_3",
+                "decode_11",
+                "preview_10"
+            ]
+        );
+        let wf = &imported.workflow;
+        assert_eq!(
+            wf.nodes["ckpt"].inputs["name"].value,
+            InputValue::Constant(Constant::String("checkpoints/sd15.safetensors".into()))
+        );
+        assert_eq!(wf.nodes["preview_10"].type_name, "SaveImage");
+        assert_eq!(imported.notes.len(), 1, "{:?}", imported.notes);
+    }
+
+    #[test]
+    fn ui_widgets_skip_the_seed_control_value_and_follow_converted_inputs() {
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "KSamplerAdvanced", "mode": 0, "pos": [10, 20],
+                 "inputs": [{"name": "model", "type": "MODEL", "link": null}],
+                 "widgets_values": ["enable", 77, "increment", 12, 6.5, "heun", "karras", 3, 10000, "disable"]},
+                {"id": 2, "type": "EmptyLatentImage", "mode": 0, "pos": {"0": 1.5, "1": 2}, "widgets_values": [64, 128, 2]}
+            ],
+            "links": []
+        });
+        let (nodes, format) = read(&root).unwrap();
+        assert_eq!(format, Format::Ui);
+        let k = &nodes[0];
+        assert_eq!(k.get("noise_seed"), Some(&ComfyValue::Value(json!(77))));
+        assert_eq!(k.get("steps"), Some(&ComfyValue::Value(json!(12))));
+        assert_eq!(k.get("start_at_step"), Some(&ComfyValue::Value(json!(3))));
+        assert_eq!(
+            k.get("return_with_leftover_noise"),
+            Some(&ComfyValue::Value(json!("disable")))
+        );
+        assert_eq!(k.pos, Some([10.0, 20.0]));
+        assert_eq!(nodes[1].pos, Some([1.5, 2.0]));
+        assert_eq!(nodes[1].get("height"), Some(&ComfyValue::Value(json!(128))));
+    }
+
+    #[test]
+    fn value_nodes_and_bypassed_nodes_resolve_like_comfyui() {
+        // API: a PrimitiveInt feeding a seed is written in place.
+        let root = json!({
+            "1": {"class_type": "PrimitiveInt", "inputs": {"value": 1234}},
+            "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-shapes"}},
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["3", 1]}},
+            "5": {"class_type": "KSampler", "inputs": {"seed": ["1", 0], "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                  "model": ["3", 0], "positive": ["4", 0], "negative": ["4", 0], "latent_image": ["2", 0]}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        assert_eq!(wf.nodes.len(), 4);
+        assert_eq!(
+            wf.nodes["ksampler_5"].inputs["seed"].value,
+            InputValue::Constant(Constant::Int(1234))
+        );
+        // A name without a checkpoint extension is weft's own and kept.
+        assert_eq!(
+            wf.nodes["checkpoint_3"].inputs["name"].value,
+            InputValue::Constant(Constant::String("tiny-shapes".into()))
+        );
+
+        // UI: a bypassed LatentUpscaleBy passes its LATENT input on.
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "EmptyLatentImage", "mode": 0, "widgets_values": [64, 64, 1],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}]},
+                {"id": 2, "type": "LatentUpscaleBy", "mode": 4, "widgets_values": ["nearest-exact", 2],
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 1}],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}]},
+                {"id": 3, "type": "VAEDecode", "mode": 0,
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 2}, {"name": "vae", "type": "VAE", "link": null}]}
+            ],
+            "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"]]
+        });
+        let (nodes, _) = read(&root).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            nodes[1].get("samples"),
+            Some(&ComfyValue::Link {
+                node: "1".into(),
+                slot: 0
+            })
+        );
+        // The VAE input is missing: a located error.
+        let errors = convert(&nodes, &ImportOptions::default()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].node.as_deref(), Some("3"));
+        assert_eq!(errors[0].input.as_deref(), Some("vae"));
+    }
+}

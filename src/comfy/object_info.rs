@@ -1,0 +1,249 @@
+//! weft's registry described in the shape of ComfyUI's `GET /object_info`, for the ComfyUI
+//! node types weft imports: each input as `["INT", {"default": 0, "min": 0, ...}]`, a combo as
+//! `[["euler", ...]]`, a socket as `["MODEL"]`. Ranges and choices are weft's (what weft
+//! accepts), defaults ComfyUI's (what `weft import` fills in when a workflow leaves one out).
+use serde_json::{json, Map, Value as Json};
+use weft_engine::{Constant, Registry, ValueType};
+
+use super::{comfy_default, ComfyType, FileKind, Input, Widget, TYPES};
+
+/// The file names a server offers for ComfyUI's file choices (ckpt_name, image, model_name).
+#[derive(Debug, Clone, Default)]
+pub struct FileLists {
+    pub checkpoints: Vec<String>,
+    pub images: Vec<String>,
+    pub upscale_models: Vec<String>,
+}
+
+/// Every mapped type, keyed by ComfyUI class name.
+pub fn object_info(registry: &Registry, files: &FileLists) -> Json {
+    let mut all = Map::new();
+    for ty in TYPES {
+        all.insert(ty.class.into(), describe(ty, registry, files));
+    }
+    Json::Object(all)
+}
+
+/// One type (`GET /object_info/{class}` answers `{class: this}`).
+pub fn describe(ty: &ComfyType, registry: &Registry, files: &FileLists) -> Json {
+    let mut required = Map::new();
+    for input in ty.inputs {
+        required.insert(
+            input.name.into(),
+            describe_input(ty, input, registry, files),
+        );
+    }
+    let outputs: Vec<&str> = ty.outputs.iter().map(|o| o.ty).collect();
+    let description = registry.get(ty.weft).map_or("", |r| r.spec.doc).to_string();
+    json!({
+        "input": {"required": required},
+        "input_order": {"required": ty.inputs.iter().map(|i| i.name).collect::<Vec<_>>()},
+        "output": outputs,
+        "output_is_list": vec![false; outputs.len()],
+        "output_name": outputs,
+        "name": ty.class,
+        "display_name": ty.display,
+        "description": description,
+        "python_module": "nodes",
+        "category": ty.category,
+        "output_node": ty.output_node,
+    })
+}
+
+fn number(x: f64, ty: ValueType) -> Json {
+    if matches!(ty, ValueType::Float) {
+        json!(x)
+    } else {
+        json!(x as i64)
+    }
+}
+
+fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &FileLists) -> Json {
+    let Some(widget) = input.widget else {
+        return json!([input.ty]);
+    };
+    let mut options = Map::new();
+    if let Some(d) = comfy_default(ty.class, input.name) {
+        options.insert("default".into(), d);
+    }
+    let described = match widget {
+        Widget::Weft(name) => {
+            let spec = registry
+                .get(ty.weft)
+                .and_then(|r| r.spec.input(name).map(|(_, i)| i.clone()));
+            match spec {
+                Some(spec) if !spec.choices.is_empty() => {
+                    options.remove("default");
+                    if !spec.doc.is_empty() {
+                        options.insert("tooltip".into(), json!(spec.doc));
+                    }
+                    return json!([spec.choices, options]);
+                }
+                Some(spec) => {
+                    if let Some(min) = spec.min {
+                        options.insert("min".into(), number(min, spec.ty));
+                    } else if matches!(spec.ty, ValueType::Seed) {
+                        options.insert("min".into(), json!(0));
+                    }
+                    if let Some(max) = spec.max {
+                        options.insert("max".into(), number(max, spec.ty));
+                    } else if matches!(spec.ty, ValueType::Seed) {
+                        // weft's seeds are 64-bit signed: the largest is below ComfyUI's 2^64 - 1.
+                        options.insert("max".into(), json!(i64::MAX));
+                    }
+                    if let Some(step) = spec.step {
+                        options.insert("step".into(), number(step, spec.ty));
+                    } else if matches!(spec.ty, ValueType::Float) {
+                        // ComfyUI's frontend rounds a float widget to its step; give a fine one.
+                        options.insert("step".into(), json!(0.01));
+                    }
+                    if matches!(spec.ty, ValueType::String) && input.name == "text" {
+                        options.insert("multiline".into(), json!(true));
+                        options.insert("dynamicPrompts".into(), json!(true));
+                    }
+                    if !options.contains_key("default") {
+                        if let Some(d) = &spec.default {
+                            options.insert("default".into(), constant(d));
+                        }
+                    }
+                    if !spec.doc.is_empty() {
+                        options.insert("tooltip".into(), json!(spec.doc));
+                    }
+                    input.ty
+                }
+                None => input.ty,
+            }
+        }
+        Widget::Int { min, max, step } => {
+            options.insert("min".into(), json!(min));
+            options.insert("max".into(), json!(max));
+            options.insert("step".into(), json!(step));
+            "INT"
+        }
+        Widget::Combo(choices) => {
+            options.remove("default");
+            return if options.is_empty() {
+                json!([choices])
+            } else {
+                json!([choices, options])
+            };
+        }
+        Widget::Files(kind) => {
+            let list = match kind {
+                FileKind::Checkpoints => &files.checkpoints,
+                FileKind::Images => &files.images,
+                FileKind::UpscaleModels => &files.upscale_models,
+            };
+            options.remove("default");
+            if kind == FileKind::Images {
+                options.insert("image_upload".into(), json!(true));
+            }
+            return if options.is_empty() {
+                json!([list])
+            } else {
+                json!([list, options])
+            };
+        }
+    };
+    if input.seed {
+        options.insert("control_after_generate".into(), json!(true));
+    }
+    json!([described, options])
+}
+
+fn constant(c: &Constant) -> Json {
+    match c {
+        Constant::Bool(b) => json!(b),
+        Constant::Int(i) => json!(i),
+        Constant::Float(f) => json!(f),
+        Constant::String(s) => json!(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_info_describes_every_mapped_type_in_comfyuis_shape() {
+        let registry = weft_nodes::registry();
+        let files = FileLists {
+            checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+            images: vec!["example.png".into()],
+            upscale_models: vec!["RealESRGAN_x4plus.pth".into()],
+        };
+        let info = object_info(&registry, &files);
+        assert_eq!(info.as_object().unwrap().len(), TYPES.len());
+
+        let ks = &info["KSampler"];
+        assert_eq!(ks["name"], "KSampler");
+        assert_eq!(ks["output"], json!(["LATENT"]));
+        assert_eq!(ks["category"], "sampling");
+        let req = &ks["input"]["required"];
+        assert_eq!(req["model"], json!(["MODEL"]));
+        assert_eq!(req["seed"][0], "INT");
+        assert_eq!(req["seed"][1]["default"], 0);
+        assert_eq!(req["seed"][1]["min"], 0);
+        assert_eq!(req["seed"][1]["control_after_generate"], true);
+        assert_eq!(req["steps"][1]["min"], 1);
+        assert_eq!(req["steps"][1]["max"], 10000);
+        assert_eq!(req["cfg"][0], "FLOAT");
+        assert_eq!(req["cfg"][1]["default"], 8.0);
+        assert_eq!(req["cfg"][1]["step"], 0.01);
+        let samplers: Vec<&str> = req["sampler_name"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(samplers, weft_nodes::samplers::SamplerKind::NAMES);
+        assert!(req["scheduler"][0]
+            .as_array()
+            .unwrap()
+            .contains(&json!("karras")));
+        assert_eq!(
+            ks["input_order"]["required"],
+            json!([
+                "model",
+                "seed",
+                "steps",
+                "cfg",
+                "sampler_name",
+                "scheduler",
+                "positive",
+                "negative",
+                "latent_image",
+                "denoise"
+            ])
+        );
+
+        let ckpt = &info["CheckpointLoaderSimple"];
+        assert_eq!(
+            ckpt["input"]["required"]["ckpt_name"][0],
+            json!(["v1-5-pruned-emaonly.safetensors"])
+        );
+        assert_eq!(ckpt["output"], json!(["MODEL", "CLIP", "VAE"]));
+        assert_eq!(
+            info["LoadImage"]["input"]["required"]["image"][1]["image_upload"],
+            true
+        );
+        assert_eq!(info["SaveImage"]["output_node"], true);
+        assert_eq!(
+            info["SaveImage"]["input"]["required"]["filename_prefix"][1]["default"],
+            "ComfyUI"
+        );
+        assert_eq!(
+            info["EmptyLatentImage"]["input"]["required"]["width"][1]["step"],
+            8
+        );
+        assert_eq!(
+            info["CLIPTextEncode"]["input"]["required"]["text"][1]["multiline"],
+            true
+        );
+        // Only what weft accepts is offered.
+        assert_eq!(
+            info["KSamplerAdvanced"]["input"]["required"]["add_noise"],
+            json!([["enable"]])
+        );
+    }
+}
