@@ -65,6 +65,9 @@ enum Command {
         /// Folder of model files whose names the schema suggests for model inputs.
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Folder of subgraph files listed as node types (NAME.yaml is type NAME).
+        #[arg(long, default_value = "workflows/lib")]
+        library: PathBuf,
     },
     /// Serve the HTTP + WebSocket API (and the browser editor) on 127.0.0.1:8188.
     Serve(weft::server::ServeArgs),
@@ -76,6 +79,9 @@ enum Command {
         /// Folder of model files whose names model inputs list as choices.
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Folder of subgraph files listed as node types (NAME.yaml is type NAME).
+        #[arg(long, default_value = "workflows/lib")]
+        library: PathBuf,
         /// Print the ComfyUI node types weft imports, as ComfyUI's GET /object_info describes them.
         #[arg(long)]
         comfy: bool,
@@ -164,9 +170,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             target,
             json,
         } => show_plan(&file, &sets, target.as_deref(), json),
-        Command::Schema { output, models } => {
-            let schema =
-                weft_engine::schema::workflow_schema(&weft_nodes::registry(), Some(&models));
+        Command::Schema {
+            output,
+            models,
+            library,
+        } => {
+            let subgraphs = weft_engine::subgraph::library_interfaces(&[library]);
+            let schema = weft_engine::schema::workflow_schema_with_subgraphs(
+                &weft_nodes::registry(),
+                Some(&models),
+                &subgraphs,
+            );
             let text = serde_json::to_string_pretty(&schema)? + "\n";
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -193,8 +207,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nodes { json, models, .. } => {
-            list_nodes(json, &models)?;
+        Command::Nodes {
+            json,
+            models,
+            library,
+            ..
+        } => {
+            list_nodes(json, &models, &library)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import {
@@ -221,13 +240,22 @@ pub fn load_workflow(
         Ok(w) => w,
         Err(errors) => return Ok(Err(errors)),
     };
-    if !sets.is_empty() {
-        let registry = weft_nodes::registry();
-        for set in sets {
-            overrides::apply_set(&mut workflow, &registry, set)?;
-        }
+    let registry = weft_nodes::registry();
+    for set in sets {
+        overrides::apply_set(&mut workflow, &registry, set)?;
     }
-    Ok(Ok(workflow))
+    // Subgraph nodes are inlined here, so everything after sees plain nodes.
+    let base_dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let library = [base_dir.join("lib")];
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir,
+        library: &library,
+    };
+    match weft_engine::subgraph::expand_subgraphs(&workflow, &registry, &paths) {
+        Ok(Some(expanded)) => Ok(Ok(expanded)),
+        Ok(None) => Ok(Ok(workflow)),
+        Err(errors) => Ok(Err(errors)),
+    }
 }
 
 pub fn print_diagnostics(file: &std::path::Path, errors: &[Diagnostic]) {
@@ -246,7 +274,11 @@ fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     let registry = weft_nodes::registry();
     let errors = match load_workflow(file, &[])? {
         Err(errors) => errors,
-        Ok(workflow) => weft_engine::validate(&workflow, &registry, None),
+        Ok(workflow) => {
+            let mut errors = weft_engine::validate(&workflow, &registry, None);
+            weft_engine::subgraph::attribute_files(&workflow, &mut errors);
+            errors
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&errors)?);
@@ -300,11 +332,16 @@ fn show_plan(
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_nodes(json: bool, models: &std::path::Path) -> Result<()> {
+fn list_nodes(json: bool, models: &std::path::Path, library: &std::path::Path) -> Result<()> {
     let registry = weft_nodes::registry();
     if json {
         let catalogue = weft_engine::catalogue::node_catalogue(&registry, Some(models));
-        println!("{}", serde_json::to_string_pretty(&catalogue["nodes"])?);
+        let mut nodes = catalogue["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.extend(weft_engine::catalogue::subgraph_catalogue(
+            &registry,
+            &[library.to_path_buf()],
+        ));
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(());
     }
     for r in registry.iter() {
@@ -341,6 +378,34 @@ fn list_nodes(json: bool, models: &std::path::Path) -> Result<()> {
         }
         for o in &s.outputs {
             println!("    out {:<12} {:<14} {}", o.name, o.ty.name(), o.doc);
+        }
+    }
+    // Library subgraphs read like the other types, from the same catalogue entries.
+    for entry in weft_engine::catalogue::subgraph_catalogue(&registry, &[library.to_path_buf()]) {
+        println!(
+            "{} (subgraph)\n  {}",
+            entry["type"].as_str().unwrap_or("?"),
+            entry["doc"].as_str().unwrap_or("")
+        );
+        for i in entry["inputs"].as_array().into_iter().flatten() {
+            let default = match &i["default"] {
+                serde_json::Value::Null => String::new(),
+                d => format!(" [default {d}]"),
+            };
+            println!(
+                "    in  {:<12} {:<14} {}{default}",
+                i["name"].as_str().unwrap_or("?"),
+                i["type"].as_str().unwrap_or("?"),
+                i["doc"].as_str().unwrap_or("")
+            );
+        }
+        for o in entry["outputs"].as_array().into_iter().flatten() {
+            println!(
+                "    out {:<12} {:<14} {}",
+                o["name"].as_str().unwrap_or("?"),
+                o["type"].as_str().unwrap_or("?"),
+                o["doc"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(())

@@ -74,3 +74,63 @@ fn input_json(registry: &Registry, input: &InputSpec, models_dir: Option<&Path>)
     }
     value
 }
+
+/// Library subgraphs in the catalogue's node shape (category "subgraph"); an output's type is
+/// the type of the inner output it comes from.
+pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -> Vec<Json> {
+    crate::subgraph::library_types(library)
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let workflow = crate::workflow::Workflow::parse(&std::fs::read(&path).ok()?).ok()?;
+            let interface = workflow.interface.as_ref()?;
+            let inputs: Vec<Json> = interface
+                .inputs
+                .iter()
+                .map(|(input, e)| {
+                    let mut v = json!({
+                        "name": input, "type": e.ty, "doc": e.doc,
+                        "optional": e.optional || e.default.is_some(),
+                        "link_only": !e.ty.accepts_constant(),
+                    });
+                    if let Some(d) = &e.default {
+                        v["default"] = json!(d);
+                    }
+                    if let Some(min) = e.min {
+                        v["min"] = json!(min);
+                    }
+                    if let Some(max) = e.max {
+                        v["max"] = json!(max);
+                    }
+                    if !e.choices.is_empty() {
+                        v["choices"] = json!(e.choices);
+                    }
+                    v
+                })
+                .collect();
+            let outputs: Vec<Json> = interface
+                .outputs
+                .iter()
+                .map(|(output, e)| {
+                    let ty = workflow
+                        .nodes
+                        .get(&e.from.node)
+                        .and_then(|n| registry.get(&n.type_name))
+                        .and_then(|r| r.spec.output(&e.from.output))
+                        .map(|(_, o)| json!(o.ty))
+                        .unwrap_or(Json::Null);
+                    json!({"name": output, "type": ty, "doc": e.doc})
+                })
+                .collect();
+            Some(json!({
+                "type": name,
+                "category": "subgraph",
+                "doc": format!("subgraph {}", path.display()),
+                "version": 1,
+                "output_node": false,
+                "subgraph": path.display().to_string(),
+                "inputs": inputs,
+                "outputs": outputs,
+            }))
+        })
+        .collect()
+}

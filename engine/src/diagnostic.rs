@@ -13,6 +13,9 @@ pub struct Diagnostic {
     pub input: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pos: Option<Pos>,
+    /// The file `pos` is in, when it is not the workflow's own (a subgraph's file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<str>>,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -24,6 +27,7 @@ impl Diagnostic {
             node: None,
             input: None,
             pos: None,
+            file: None,
             message: message.into(),
             hint: None,
         }
@@ -55,6 +59,7 @@ impl Diagnostic {
 
     /// `file:line:col: error: ...` with the hint on its own line.
     pub fn render(&self, file: &str) -> String {
+        let file = self.file.as_deref().unwrap_or(file);
         let location = match self.pos {
             Some(p) => format!("{file}:{p}"),
             None => file.to_string(),

@@ -17,6 +17,7 @@ use crate::events::{Event, RunStatus};
 use crate::node::{Inputs, NodeContext, NodeError};
 use crate::plan::{plan, why_not_cached, CacheKey, KeyParts, Plan, PlannedInput, Step};
 use crate::registry::Registry;
+use crate::subgraph::attribute_files;
 use crate::validate::validate;
 use crate::value::Value;
 use crate::workflow::Workflow;
@@ -180,8 +181,9 @@ impl Executor {
         workflow: &Workflow,
         target: Option<&str>,
     ) -> Result<Plan, Vec<Diagnostic>> {
-        let errors = validate(workflow, &self.registry, target);
+        let mut errors = validate(workflow, &self.registry, target);
         if !errors.is_empty() {
+            attribute_files(workflow, &mut errors);
             return Err(errors);
         }
         let file_hashes = &mut self.file_hashes;
@@ -192,6 +194,10 @@ impl Executor {
             &self.config.models_dir,
             &mut |path: &Path| hash_file(file_hashes, path),
         )
+        .map_err(|mut errors| {
+            attribute_files(workflow, &mut errors);
+            errors
+        })
     }
 
     pub fn run(

@@ -11,6 +11,7 @@ pub mod node;
 pub mod plan;
 pub mod registry;
 pub mod schema;
+pub mod subgraph;
 pub mod validate;
 pub mod value;
 pub mod worker;

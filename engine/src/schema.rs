@@ -8,18 +8,29 @@ use serde_json::{json, Map, Value as Json};
 use crate::node::InputSpec;
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
+use crate::workflow::Interface;
 
 pub const LINK_PATTERN: &str = r"^\$[A-Za-z0-9_-]+\.[A-Za-z0-9_]+$";
 
 /// The schema; with `models_dir`, inputs that name models suggest those found there.
 pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema {
+    workflow_schema_with_subgraphs(registry, models_dir, &[])
+}
+
+/// The schema, with library subgraphs (name, interface) listed as node types too.
+pub fn workflow_schema_with_subgraphs(
+    registry: &Registry,
+    models_dir: Option<&Path>,
+    subgraphs: &[(String, Interface)],
+) -> Schema {
     let mut defs = Map::new();
     defs.insert(
         "link".into(),
         json!({"type": "string", "pattern": LINK_PATTERN, "description": "a link to another node's output: $node.output"}),
     );
     let mut branches = Vec::new();
-    let type_names: Vec<&str> = registry.type_names().collect();
+    let mut type_names: Vec<&str> = registry.type_names().collect();
+    type_names.extend(subgraphs.iter().map(|(name, _)| name.as_str()));
     for registered in registry.iter() {
         let spec = &registered.spec;
         let mut properties = Map::new();
@@ -56,10 +67,21 @@ pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema
             "then": {"$ref": format!("#/$defs/{def_name}")},
         }));
     }
+    for (name, interface) in subgraphs {
+        let (def_name, def) = subgraph_def(name, interface);
+        defs.insert(def_name.clone(), def);
+        branches.push(json!({
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {"$ref": format!("#/$defs/{def_name}")},
+        }));
+    }
     let node = json!({
         "type": "object",
         "required": ["type"],
-        "properties": {"type": {"enum": type_names, "description": "the node type; `weft nodes` lists them"}},
+        "properties": {"type": {
+            "anyOf": [{"enum": type_names}, {"type": "string", "pattern": "\\.(yaml|yml|json)$"}],
+            "description": "the node type (`weft nodes` lists them), or a subgraph file: ./lib/x.yaml",
+        }},
         "allOf": branches,
     });
     let schema = json!({
@@ -77,6 +99,14 @@ pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema
                 "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
                 "additionalProperties": node,
             },
+            "inputs": {
+                "type": "object",
+                "description": "a subgraph's exposed inputs: name -> {type, default, doc, optional, min, max, choices}",
+            },
+            "outputs": {
+                "type": "object",
+                "description": "a subgraph's exposed outputs: name -> $node.output (or {from, doc})",
+            },
             "layout": {
                 "type": "object",
                 "description": "editor positions, one line per node",
@@ -86,6 +116,38 @@ pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema
         "$defs": defs,
     });
     Schema::try_from(schema).expect("the workflow schema is a JSON object")
+}
+
+/// A library subgraph as a node type: its exposed inputs as properties.
+fn subgraph_def(name: &str, interface: &Interface) -> (String, Json) {
+    let mut properties = Map::new();
+    properties.insert(
+        "type".into(),
+        json!({"const": name, "description": "a subgraph from the library folder"}),
+    );
+    let mut required = vec![json!("type")];
+    for (input_name, exposed) in &interface.inputs {
+        let mut spec = InputSpec::new("input", exposed.ty, "");
+        spec.min = exposed.min;
+        spec.max = exposed.max;
+        spec.default = exposed.default.clone();
+        let mut schema = input_schema(&spec);
+        schema["description"] = json!(format!("{} ({})", exposed.doc, exposed.ty));
+        properties.insert(input_name.clone(), schema);
+        if exposed.default.is_none() && !exposed.optional {
+            required.push(json!(input_name));
+        }
+    }
+    let def_name = format!("subgraph.{name}");
+    let def = json!({
+        "type": "object",
+        "title": name,
+        "description": format!("subgraph {name} (outputs: {})", interface.outputs.keys().cloned().collect::<Vec<_>>().join(", ")),
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    });
+    (def_name, def)
 }
 
 fn constant_json(c: &Constant) -> Json {

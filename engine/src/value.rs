@@ -68,6 +68,11 @@ impl ValueType {
         }
     }
 
+    /// The type named `name` (as `name()` writes it).
+    pub fn from_name(name: &str) -> Option<ValueType> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// Whether a workflow may give this input as a literal constant (else it must be a link).
     pub fn accepts_constant(self) -> bool {
         matches!(

@@ -252,7 +252,13 @@ impl Node for Sampler {
                     T::Latent,
                     "the start: an empty latent (txt2img) or an encoded image (img2img)",
                 ),
-                In::new("seed", T::Seed, "noise seed (same meaning as ComfyUI's)").default(0),
+                In::new("seed", T::Seed, "noise seed (same meaning as ComfyUI's); with a noise input, it seeds only the step noise of ancestral and SDE samplers").default(0),
+                In::new(
+                    "noise",
+                    T::Latent,
+                    "initial noise from a RandomNoise node (its seed gives the same noise as this node's seed would); shared noise makes samplers comparable",
+                )
+                .optional(),
                 In::new("steps", T::Int, "sampling steps")
                     .default(20)
                     .range(1.0, 10000.0),
@@ -336,7 +342,12 @@ impl Node for Sampler {
         };
         // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
         // NodeError::Cancelled (found in the error's chain), not a failure.
-        let latent = samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?;
+        let latent = match inputs.optional_tensor("noise")? {
+            Some(noise) => samplers::sample_from_noise(
+                &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
+            )?,
+            None => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
+        };
         Ok(vec![Value::Tensor(T::Latent, latent)])
     }
 }

@@ -60,6 +60,9 @@ pub struct InputEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeEntry {
     pub type_name: String,
+    /// The file this node was written in, when it is not the workflow's own file (a node of
+    /// a subgraph, inlined): diagnostics about it name that file.
+    pub file: Option<std::sync::Arc<str>>,
     pub inputs: IndexMap<String, InputEntry>,
     pub pos: Option<Pos>,
     pub type_pos: Option<Pos>,
@@ -69,6 +72,7 @@ impl NodeEntry {
     pub fn new(type_name: impl Into<String>) -> Self {
         Self {
             type_name: type_name.into(),
+            file: None,
             inputs: IndexMap::new(),
             pos: None,
             type_pos: None,
@@ -110,6 +114,40 @@ pub struct Workflow {
     pub layout: IndexMap<String, [f64; 2]>,
     pub version_pos: Option<Pos>,
     pub nodes_pos: Option<Pos>,
+    /// What the file exposes when used as a node in another workflow (a subgraph): its
+    /// `inputs:` and `outputs:` sections. Inside, `$inputs.NAME` stands for an exposed input.
+    pub interface: Option<Interface>,
+}
+
+/// The node id inner nodes use to reach a subgraph's exposed inputs: `$inputs.prompt`.
+pub const INPUTS_NODE: &str = "inputs";
+
+/// A subgraph's exposed inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Interface {
+    pub inputs: IndexMap<String, ExposedInput>,
+    pub outputs: IndexMap<String, ExposedOutput>,
+}
+
+/// One exposed input: declared like a node input (type, default, range, choices, doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposedInput {
+    pub ty: crate::value::ValueType,
+    pub default: Option<Constant>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub choices: Vec<String>,
+    pub doc: String,
+    pub optional: bool,
+    pub pos: Option<Pos>,
+}
+
+/// One exposed output: an inner node's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposedOutput {
+    pub from: Link,
+    pub doc: String,
+    pub pos: Option<Pos>,
 }
 
 impl Workflow {

@@ -2,12 +2,15 @@
 //! `$node.output` links, `$$` escapes) and the layout section, every problem located.
 use indexmap::IndexMap;
 
-use super::{is_valid_id, InputEntry, InputValue, Link, NodeEntry, Workflow, FORMAT_VERSION};
+use super::{
+    is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
+    FORMAT_VERSION,
+};
 use crate::diagnostic::Diagnostic;
-use crate::value::Constant;
+use crate::value::{Constant, ValueType};
 use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
 
-const TOP_LEVEL_KEYS: [&str; 3] = ["weft", "nodes", "layout"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["weft", "nodes", "layout", "inputs", "outputs"];
 
 pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
     let Yaml::Map { entries, pos } = root else {
@@ -73,11 +76,19 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
                 }
             }
             "layout" => read_layout(value, &mut wf, &mut errors),
+            "inputs" => {
+                let interface = wf.interface.get_or_insert_with(Default::default);
+                interface.inputs = read_exposed_inputs(value, &mut errors);
+            }
+            "outputs" => {
+                let interface = wf.interface.get_or_insert_with(Default::default);
+                interface.outputs = read_exposed_outputs(value, &mut errors);
+            }
             other => {
                 let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
                 d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout"),
-                    None => "the top-level keys are weft, nodes, layout; node inputs belong inside their node".into(),
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout (and inputs, outputs in a subgraph)"),
+                    None => "the top-level keys are weft, nodes, layout (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
                 });
                 errors.push(d);
             }
@@ -133,6 +144,7 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
     }
     let mut entry = NodeEntry {
         type_name: String::new(),
+        file: None,
         inputs: IndexMap::new(),
         pos: Some(id_pos),
         type_pos: None,
@@ -263,4 +275,196 @@ fn read_layout(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
             ),
         }
     }
+}
+
+/// `inputs:` of a subgraph: name -> {type, default, doc, optional, min, max, choices}.
+fn read_exposed_inputs(
+    value: Yaml,
+    errors: &mut Vec<Diagnostic>,
+) -> IndexMap<String, ExposedInput> {
+    let mut inputs = IndexMap::new();
+    let Yaml::Map { entries, .. } = value else {
+        errors.push(
+            Diagnostic::at(
+                value.pos(),
+                "`inputs` must map input names to their declarations",
+            )
+            .hint(
+                "e.g. `inputs: {prompt: {type: string, default: a red circle, doc: what to draw}}`",
+            ),
+        );
+        return inputs;
+    };
+    for (name, declaration) in entries {
+        let Yaml::Map {
+            entries: fields,
+            pos,
+        } = declaration
+        else {
+            errors.push(
+                Diagnostic::at(
+                    declaration.pos(),
+                    format!("input '{}' must be a mapping with a `type:`", name.text),
+                )
+                .input(&name.text),
+            );
+            continue;
+        };
+        let mut ty = None;
+        let mut input = ExposedInput {
+            ty: ValueType::String,
+            default: None,
+            min: None,
+            max: None,
+            choices: Vec::new(),
+            doc: String::new(),
+            optional: false,
+            pos: Some(name.pos),
+        };
+        for (key, field) in fields {
+            let scalar = match &field {
+                Yaml::Scalar { text, .. } => Some(text.clone()),
+                _ => None,
+            };
+            let number = scalar.as_deref().and_then(|t| match type_plain_scalar(t) {
+                PlainScalar::Int(i) => Some(i as f64),
+                PlainScalar::Float(f) => Some(f),
+                _ => None,
+            });
+            match (key.text.as_str(), &field) {
+                ("type", _) => match scalar.as_deref().and_then(ValueType::from_name) {
+                    Some(t) => ty = Some(t),
+                    None => errors.push(
+                        Diagnostic::at(
+                            field.pos(),
+                            format!(
+                                "unknown value type {}",
+                                scalar
+                                    .as_deref()
+                                    .map(|s| format!("'{s}'"))
+                                    .unwrap_or_else(|| field.kind_name().into())
+                            ),
+                        )
+                        .input(&name.text)
+                        .hint(format!(
+                            "one of: {}",
+                            ValueType::ALL.map(ValueType::name).join(", ")
+                        )),
+                    ),
+                },
+                ("default", _) => match read_input_value(&field) {
+                    Ok(InputValue::Constant(c)) => input.default = Some(c),
+                    Ok(InputValue::Link(_)) => errors.push(
+                        Diagnostic::at(field.pos(), "a default must be a constant, not a link")
+                            .input(&name.text),
+                    ),
+                    Err(d) => errors.push(d.input(&name.text)),
+                },
+                ("doc", _) => input.doc = scalar.unwrap_or_default(),
+                ("optional", _) => input.optional = scalar.as_deref() == Some("true"),
+                ("min", _) if number.is_some() => input.min = number,
+                ("max", _) if number.is_some() => input.max = number,
+                ("choices", Yaml::Seq { items, .. }) => {
+                    input.choices = items
+                        .iter()
+                        .filter_map(|i| match i {
+                            Yaml::Scalar { text, .. } => Some(text.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                }
+                (other, _) => errors.push(
+                    Diagnostic::at(
+                        key.pos,
+                        format!("unknown field '{other}' of input '{}'", name.text),
+                    )
+                    .input(&name.text)
+                    .hint("an input declares type, default, doc, optional, min, max, choices"),
+                ),
+            }
+        }
+        match ty {
+            Some(t) => input.ty = t,
+            None => {
+                errors.push(
+                    Diagnostic::at(pos, format!("input '{}' has no `type:`", name.text))
+                        .input(&name.text),
+                );
+                continue;
+            }
+        }
+        inputs.insert(name.text, input);
+    }
+    inputs
+}
+
+/// `outputs:` of a subgraph: name -> `$node.output`, or {from: $node.output, doc: ...}.
+fn read_exposed_outputs(
+    value: Yaml,
+    errors: &mut Vec<Diagnostic>,
+) -> IndexMap<String, ExposedOutput> {
+    let mut outputs = IndexMap::new();
+    let Yaml::Map { entries, .. } = value else {
+        errors.push(
+            Diagnostic::at(
+                value.pos(),
+                "`outputs` must map output names to $node.output links",
+            )
+            .hint("e.g. `outputs: {image: $decode.image}`"),
+        );
+        return outputs;
+    };
+    for (name, declaration) in entries {
+        let (link_value, doc) = match declaration {
+            Yaml::Map {
+                entries: fields,
+                pos,
+            } => {
+                let mut from = None;
+                let mut doc = String::new();
+                for (key, field) in fields {
+                    match (key.text.as_str(), &field) {
+                        ("from", _) => from = Some(field),
+                        ("doc", Yaml::Scalar { text, .. }) => doc = text.clone(),
+                        (other, _) => errors.push(
+                            Diagnostic::at(
+                                key.pos,
+                                format!("unknown field '{other}' of output '{}'", name.text),
+                            )
+                            .hint("an output declares from and doc"),
+                        ),
+                    }
+                }
+                match from {
+                    Some(f) => (f, doc),
+                    None => {
+                        errors.push(Diagnostic::at(
+                            pos,
+                            format!("output '{}' has no `from: $node.output`", name.text),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            other => (other, String::new()),
+        };
+        match read_input_value(&link_value) {
+            Ok(InputValue::Link(from)) => {
+                outputs.insert(
+                    name.text,
+                    ExposedOutput {
+                        from,
+                        doc,
+                        pos: Some(name.pos),
+                    },
+                );
+            }
+            Ok(InputValue::Constant(_)) => errors.push(Diagnostic::at(
+                link_value.pos(),
+                format!("output '{}' must be a link $node.output", name.text),
+            )),
+            Err(d) => errors.push(d),
+        }
+    }
+    outputs
 }

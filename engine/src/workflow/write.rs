@@ -1,6 +1,6 @@
 //! The canonical writers: YAML (one line an input, one layout line a node, so a change
 //! diffs as the lines it touches) and JSON with the same structure.
-use super::{InputValue, Workflow};
+use super::{ExposedInput, InputValue, Interface, Workflow};
 use crate::value::Constant;
 use crate::yaml::{type_plain_scalar, PlainScalar};
 
@@ -9,7 +9,11 @@ impl Workflow {
     pub fn to_yaml(&self) -> String {
         let mut out = String::new();
         out.push_str("# yaml-language-server: $schema=schema.json\n");
-        out.push_str(&format!("weft: {}\nnodes:\n", self.version));
+        out.push_str(&format!("weft: {}\n", self.version));
+        if let Some(interface) = &self.interface {
+            write_interface(&mut out, interface);
+        }
+        out.push_str("nodes:\n");
         for (id, node) in &self.nodes {
             out.push_str(&format!(
                 "  {}:\n    type: {}\n",
@@ -63,6 +67,11 @@ impl Workflow {
         let mut root = serde_json::Map::new();
         root.insert("weft".into(), self.version.into());
         root.insert("nodes".into(), nodes.into());
+        if let Some(interface) = &self.interface {
+            let (inputs, outputs) = interface_json(interface);
+            root.insert("inputs".into(), inputs);
+            root.insert("outputs".into(), outputs);
+        }
         if !self.layout.is_empty() {
             let layout: serde_json::Map<String, serde_json::Value> = self
                 .layout
@@ -137,4 +146,97 @@ fn yaml_value(v: &InputValue) -> String {
         InputValue::Constant(Constant::Float(f)) => format!("{f:?}"),
         InputValue::Constant(c) => c.to_string(),
     }
+}
+
+/// The fields of an exposed input, in declaration order, as (key, YAML scalar text).
+fn input_fields(input: &ExposedInput) -> Vec<(&'static str, String)> {
+    let mut fields = vec![("type", input.ty.name().to_string())];
+    if let Some(default) = &input.default {
+        fields.push((
+            "default",
+            yaml_value(&InputValue::Constant(default.clone())),
+        ));
+    }
+    if let Some(min) = input.min {
+        fields.push(("min", format!("{min:?}")));
+    }
+    if let Some(max) = input.max {
+        fields.push(("max", format!("{max:?}")));
+    }
+    if !input.choices.is_empty() {
+        let choices: Vec<String> = input.choices.iter().map(|c| yaml_string(c)).collect();
+        fields.push(("choices", format!("[{}]", choices.join(", "))));
+    }
+    if input.optional {
+        fields.push(("optional", "true".into()));
+    }
+    if !input.doc.is_empty() {
+        fields.push(("doc", yaml_string(&input.doc)));
+    }
+    fields
+}
+
+fn write_interface(out: &mut String, interface: &Interface) {
+    out.push_str("inputs:\n");
+    for (name, input) in &interface.inputs {
+        out.push_str(&format!("  {}:\n", yaml_key(name)));
+        for (key, value) in input_fields(input) {
+            out.push_str(&format!("    {key}: {value}\n"));
+        }
+    }
+    out.push_str("outputs:\n");
+    for (name, output) in &interface.outputs {
+        let link = format!("${}.{}", output.from.node, output.from.output);
+        if output.doc.is_empty() {
+            out.push_str(&format!("  {}: {link}\n", yaml_key(name)));
+        } else {
+            out.push_str(&format!(
+                "  {}:\n    from: {link}\n    doc: {}\n",
+                yaml_key(name),
+                yaml_string(&output.doc)
+            ));
+        }
+    }
+}
+
+fn interface_json(interface: &Interface) -> (serde_json::Value, serde_json::Value) {
+    let mut inputs = serde_json::Map::new();
+    for (name, input) in &interface.inputs {
+        let mut fields = serde_json::Map::new();
+        fields.insert("type".into(), input.ty.name().into());
+        if let Some(default) = &input.default {
+            let value = match default {
+                Constant::String(s) => escape_dollar(s).into(),
+                other => serde_json::to_value(other).unwrap_or_default(),
+            };
+            fields.insert("default".into(), value);
+        }
+        if let Some(min) = input.min {
+            fields.insert("min".into(), min.into());
+        }
+        if let Some(max) = input.max {
+            fields.insert("max".into(), max.into());
+        }
+        if !input.choices.is_empty() {
+            fields.insert("choices".into(), input.choices.clone().into());
+        }
+        if input.optional {
+            fields.insert("optional".into(), true.into());
+        }
+        if !input.doc.is_empty() {
+            fields.insert("doc".into(), input.doc.clone().into());
+        }
+        inputs.insert(name.clone(), fields.into());
+    }
+    let mut outputs = serde_json::Map::new();
+    for (name, output) in &interface.outputs {
+        let link = format!("${}.{}", output.from.node, output.from.output);
+        let value = if output.doc.is_empty() {
+            link.into()
+        } else {
+            serde_json::json!({"from": link, "doc": output.doc})
+        };
+        outputs.insert(name.clone(), value);
+    }
+    (inputs.into(), outputs.into())
 }

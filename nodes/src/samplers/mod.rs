@@ -194,6 +194,36 @@ pub fn sample(
     settings: &SampleSettings,
     hooks: &mut Hooks<'_>,
 ) -> Result<Tensor> {
+    let noise = crate::noise::initial_noise(
+        settings.seed,
+        &latent.size(),
+        latent.device(),
+        latent.kind(),
+    )?;
+    sample_from_noise(denoiser, schedule, latent, &noise, settings, hooks)
+}
+
+/// As [`sample`], with the initial noise given (a RandomNoise node's output, which two
+/// samplers may share) instead of drawn from `settings.seed`; it must have the latent's shape.
+/// The step noise of ancestral and SDE samplers still comes from `settings.seed`.
+pub fn sample_from_noise(
+    denoiser: &dyn Denoiser,
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    noise: &Tensor,
+    settings: &SampleSettings,
+    hooks: &mut Hooks<'_>,
+) -> Result<Tensor> {
+    if noise.size() != latent.size() {
+        return Err(ModelError::Shape {
+            context: "input 'noise'".into(),
+            message: format!(
+                "noise of shape {:?} for a latent of shape {:?}: give the noise node the latent's width, height and batch",
+                noise.size(),
+                latent.size()
+            ),
+        });
+    }
     let sigmas =
         schedule.sigmas_for_denoise(settings.schedule, settings.steps, settings.denoise)?;
     if sigmas.len() < 2 {
@@ -201,12 +231,7 @@ pub fn sample(
     }
     // Nothing here needs gradients; the guard also covers models that do not set it themselves.
     let _no_grad = tch::no_grad_guard();
-    let noise = crate::noise::initial_noise(
-        settings.seed,
-        &latent.size(),
-        latent.device(),
-        latent.kind(),
-    )?;
+    let noise = noise.to_device(latent.device()).to_kind(latent.kind());
     let x = noise_latent(schedule, latent, &noise, sigmas[0]);
     let mut step_noise = crate::noise::SeededNoise::new(settings.seed);
     settings
