@@ -165,10 +165,13 @@ pub async fn create(
         }
         doc => (None, workflows::from_doc(doc)),
     };
-    let invalid =
-        |d| ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d);
-    let mut workflow = parsed.map_err(invalid)?;
-    apply_sets(&mut workflow, &body.set).map_err(invalid)?;
+    let invalid = |d: Vec<Diagnostic>| {
+        ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d)
+    };
+    let mut workflow = parsed.map_err(&invalid)?;
+    apply_sets(&mut workflow, &body.set).map_err(&invalid)?;
+    let workflow =
+        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(invalid)?;
     let target = body.target.as_deref();
     let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
     if diagnostics.is_empty() {

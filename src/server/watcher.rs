@@ -76,7 +76,7 @@ impl Watcher {
                                 continue;
                             }
                             let diagnostics = match Workflow::parse(&bytes) {
-                                Ok(w) => weft_engine::validate(&w, &registry, None),
+                                Ok(w) => super::workflows::validate_expanded(&registry, &dir, &w),
                                 Err(d) => d,
                             };
                             if diagnostics.is_empty() {
