@@ -35,6 +35,9 @@ if [ -x scripts/convert_models.sh ]; then
   scripts/convert_models.sh
 fi
 
+# The browser editor: built before cargo so the release binary embeds web-ui/dist.
+scripts/build-ui.sh
+
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 if [ "${WEFT_SKIP_BUILD:-0}" != 1 ]; then

@@ -13,3 +13,6 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   skip=(--skip cuda_)
 fi
 cargo test --release --workspace --no-fail-fast -- --include-ignored "${skip[@]}"
+# The browser editor: unit tests, then Playwright on Debian's chromium against weft serve.
+(cd web-ui && npx vitest run --reporter=dot)
+scripts/test-ui.sh

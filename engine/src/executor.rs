@@ -341,8 +341,8 @@ impl Executor {
                 cancel: context.cancel,
                 on_progress: &mut on_progress,
                 on_output: &mut on_output,
-                preview_every: self.preview_every,
                 notices: &mut notices,
+                preview_every: self.preview_every,
             };
             catch_unwind(AssertUnwindSafe(|| {
                 let _guard = tch::no_grad_guard();

@@ -287,9 +287,9 @@ pub struct NodeContext<'a> {
     pub(crate) cancel: &'a CancelToken,
     pub(crate) on_progress: &'a mut dyn FnMut(Progress),
     pub(crate) on_output: &'a mut dyn FnMut(PathBuf),
+    pub(crate) notices: &'a mut Vec<String>,
     /// Previews are wanted every this many steps (0: never).
     pub(crate) preview_every: u32,
-    pub(crate) notices: &'a mut Vec<String>,
 }
 
 impl NodeContext<'_> {

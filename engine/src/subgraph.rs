@@ -512,3 +512,31 @@ pub fn library_interfaces(library: &[PathBuf]) -> Vec<(String, Interface)> {
         })
         .collect()
 }
+
+/// The workflow with its subgraphs inlined (a copy only when it has some), or the errors of
+/// the inlining.
+pub fn expanded(
+    workflow: Workflow,
+    registry: &Registry,
+    paths: &SubgraphPaths,
+) -> Result<Workflow, Vec<Diagnostic>> {
+    Ok(expand_subgraphs(&workflow, registry, paths)?.unwrap_or(workflow))
+}
+
+/// Validation of a workflow that may use subgraphs: inlining errors, or the validator's,
+/// each naming the file it is in.
+pub fn validate_with_subgraphs(
+    workflow: &Workflow,
+    registry: &Registry,
+    paths: &SubgraphPaths,
+    target: Option<&str>,
+) -> Vec<Diagnostic> {
+    let expanded = match expand_subgraphs(workflow, registry, paths) {
+        Err(errors) => return errors,
+        Ok(expanded) => expanded,
+    };
+    let workflow = expanded.as_ref().unwrap_or(workflow);
+    let mut errors = crate::validate::validate(workflow, registry, target);
+    attribute_files(workflow, &mut errors);
+    errors
+}

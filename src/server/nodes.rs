@@ -37,6 +37,11 @@ pub fn catalogue(state: &AppState) -> String {
         weft_engine::catalogue::node_catalogue(&state.registry, Some(&state.roots.models));
     let images = image_choices(&state.roots.inputs, &state.inputs_ref);
     if let Some(nodes) = catalogue["nodes"].as_array_mut() {
+        // Library subgraphs (workflows/lib/NAME.yaml) are node types like the others.
+        nodes.extend(weft_engine::catalogue::subgraph_catalogue(
+            &state.registry,
+            &super::workflows::library(state),
+        ));
         for node in nodes.iter_mut().filter(|n| n["type"] == "LoadImage") {
             if let Some(inputs) = node["inputs"].as_array_mut() {
                 for input in inputs.iter_mut().filter(|i| i["name"] == "path") {

@@ -172,6 +172,11 @@ fn check_subgraph_files(
     }
 }
 
+/// Where named subgraph types are found: `lib/` in the workflows folder.
+pub fn library(state: &AppState) -> [PathBuf; 1] {
+    [state.roots.workflows.join("lib")]
+}
+
 /// The file of a workflow name (which may not exist yet), refusing anything but a plain name.
 fn file_of(state: &AppState, name: &str) -> ApiResult<PathBuf> {
     check_name(name, "workflow name")?;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The browser tests: Debian's Chromium (installed with apt-get when missing; never a browser
+# download) drives the editor served by a real `target/release/weft serve` on a free port,
+# over a temporary copy of workflows/. Screenshots land in web-ui/screenshots/ (ignored by git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test-ui: installing Debian's chromium"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q chromium >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
+scripts/build-ui.sh
+if [ web-ui/dist/index.html -nt target/release/weft ]; then
+  echo "test-ui: web-ui/dist is newer than target/release/weft (which embeds it): run make setup or cargo build --release" >&2
+fi
+(cd web-ui && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
+
+tmp=$(mktemp -d /tmp/weft-ui-test.XXXXXX)
+cp -r workflows "$tmp/workflows"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+target/release/weft serve --listen 127.0.0.1 --port "$port" --workflows "$tmp/workflows" --data "$tmp/data" \
+  >"$tmp/serve.log" 2>&1 &
+pid=$!
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/api/nodes" >/dev/null && break
+  if ! kill -0 "$pid" 2>/dev/null; then cat "$tmp/serve.log"; exit 1; fi
+  sleep 0.1
+done
+
+cd web-ui
+status=0
+WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
+  node --test --test-concurrency=1 e2e/editor.test.mjs e2e/perf.test.mjs || status=$?
+if [ $status != 0 ]; then
+  echo "test-ui: failed; server log:"; tail -40 "$tmp/serve.log"
+fi
+exit $status

@@ -1,0 +1,629 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import {
+  Background,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  ReactFlowProvider,
+  useReactFlow,
+  type Connection,
+  type FinalConnectionState,
+  type IsValidConnection,
+  type OnConnectStartParams,
+} from '@xyflow/react';
+import '@xyflow/react/dist/base.css';
+import './app.css';
+import { api, type Diagnostic, type NodeType, type WorkflowDoc } from './api';
+import { linkProblem, type GEdge, type GNode } from './graph';
+import { useEditor, type PendingLink } from './store';
+import { useRunStore, groupDiagnostics } from './runstore';
+import { WeftNode, setAcceptClasses } from './WeftNode';
+import { Palette } from './Palette';
+import { History } from './History';
+import { cancelRun, connect, queueRun } from './live';
+import { pngWorkflowText } from './png';
+import { accepts, typeColour } from './types';
+
+const nodeTypes = { weft: WeftNode };
+
+/**
+ * Fits the view once the nodes are drawn, but never below half size: a big graph opens readable
+ * around its centre (and only the nodes on screen are drawn); `.` or the fit button shows it all.
+ * With no nodes it does nothing (React Flow would fit the first node added later).
+ */
+function fitSoon(rf: { fitView: (o: { padding: number; maxZoom: number; minZoom: number }) => unknown; setViewport: (v: { x: number; y: number; zoom: number }) => unknown }) {
+  requestAnimationFrame(() => {
+    if (useEditor.getState().nodes.length > 0) rf.fitView({ padding: 0.15, maxZoom: 1, minZoom: 0.5 });
+    else rf.setViewport({ x: 0, y: 0, zoom: 1 });
+    (window as unknown as { __weftFitted?: number }).__weftFitted = performance.now();
+  });
+}
+
+const proOptions = { hideAttribution: true };
+const defaultEdgeOptions = { type: 'default' };
+
+export function App() {
+  return (
+    <ReactFlowProvider>
+      <Editor />
+    </ReactFlowProvider>
+  );
+}
+
+function Editor() {
+  const nodes = useEditor((s) => s.nodes);
+  const edges = useEditor((s) => s.edges);
+  const types = useEditor((s) => s.types);
+  const onNodesChange = useEditor((s) => s.onNodesChange);
+  const onEdgesChange = useEditor((s) => s.onEdgesChange);
+  const rf = useReactFlow<GNode, GEdge>();
+  const wrap = useRef<HTMLDivElement>(null);
+  const mouse = useRef({ x: 200, y: 200 });
+  const [palette, setPalette] = useState<{ at: { x: number; y: number }; link?: PendingLink } | null>(null);
+  const [showHistory, setShowHistory] = useState(false);
+  const [ready, setReady] = useState(false);
+
+  // Catalogue, file list, the file named in the URL, the live connection.
+  useEffect(() => {
+    (async () => {
+      const ed = useEditor.getState();
+      try {
+        ed.setCatalogue(await api.nodes());
+      } catch (e) {
+        ed.say(`cannot read the node catalogue: ${(e as Error).message}`, 'error');
+      }
+      await ed.refreshList();
+      const fromHash = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
+      const list = useEditor.getState().workflows;
+      const first = fromHash || (list.find((w) => w.name === 'txt2img') ?? list[0])?.name;
+      if (first) await ed.load(first);
+      setReady(true);
+      fitSoon(rf);
+      connect();
+    })();
+    const onHash = () => {
+      const n = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
+      if (n && n !== useEditor.getState().name) void openFile(n);
+    };
+    window.addEventListener('hashchange', onHash);
+    const beforeUnload = (e: BeforeUnloadEvent) => {
+      if (useEditor.getState().dirty) e.preventDefault();
+    };
+    window.addEventListener('beforeunload', beforeUnload);
+    return () => {
+      window.removeEventListener('hashchange', onHash);
+      window.removeEventListener('beforeunload', beforeUnload);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
+
+  const openFile = useCallback(
+    async (name: string) => {
+      const ed = useEditor.getState();
+      if (ed.dirty && !confirm(`Discard unsaved edits to ${ed.name}?`)) return;
+      useRunStore.setState({ nodes: {}, diagnostics: {} });
+      await ed.load(name);
+      fitSoon(rf);
+    },
+    [rf],
+  );
+
+  // Handle classes for dimming incompatible sockets while a link is dragged.
+  const dragCss = useMemo(() => {
+    const all = new Set<string>();
+    for (const t of types) {
+      for (const i of t.inputs) all.add(i.type);
+      for (const o of t.outputs) all.add(o.type);
+    }
+    const acc: Record<string, string> = {};
+    const rules: string[] = [];
+    for (const x of all) {
+      const ok = [...all].filter((t) => accepts(x, t));
+      acc[x] = ok.map((t) => `acc-${t}`).join(' ');
+      rules.push(`.drag-in-${x} .h-out${ok.map((t) => `:not(.t-${t})`).join('')}{opacity:.15}`);
+      rules.push(`.drag-out-${x} .h-in:not(.acc-${x}){opacity:.15}`);
+    }
+    setAcceptClasses(acc);
+    return rules.join('\n');
+  }, [types]);
+
+  const handleType = useCallback((node: string, handle: string, kind: 'source' | 'target') => {
+    const s = useEditor.getState();
+    const n = s.nodes.find((x) => x.id === node);
+    const t = n && s.catalogue.get(n.data.kind);
+    return kind === 'source'
+      ? t?.outputs.find((o) => o.name === handle)?.type
+      : t?.inputs.find((i) => i.name === handle)?.type;
+  }, []);
+
+  const onConnectStart = useCallback(
+    (_: unknown, p: OnConnectStartParams) => {
+      if (!p.nodeId || !p.handleId || !p.handleType) return;
+      const t = handleType(p.nodeId, p.handleId, p.handleType);
+      if (t && wrap.current) wrap.current.dataset.drag = `${p.handleType === 'source' ? 'drag-out' : 'drag-in'}-${t}`;
+      if (wrap.current) wrap.current.className = `canvas ${wrap.current.dataset.drag ?? ''}`;
+    },
+    [handleType],
+  );
+
+  const onConnectEnd = useCallback(
+    (e: MouseEvent | TouchEvent, state: FinalConnectionState) => {
+      if (wrap.current) wrap.current.className = 'canvas';
+      if (state.isValid === false && state.fromHandle && state.toHandle) {
+        const s = useEditor.getState();
+        const from = state.fromHandle;
+        const to = state.toHandle;
+        const c =
+          from.type === 'source'
+            ? { source: from.nodeId, sourceHandle: from.id ?? null, target: to.nodeId, targetHandle: to.id ?? null }
+            : { source: to.nodeId, sourceHandle: to.id ?? null, target: from.nodeId, targetHandle: from.id ?? null };
+        const why = linkProblem(s.catalogue, new Map(s.nodes.map((n) => [n.id, n])), s.edges, c);
+        if (why) s.say(`link refused: ${why}`, 'error');
+        return;
+      }
+      if (state.isValid === null && !state.toNode && state.fromHandle?.id && state.fromNode) {
+        // Dropped on empty canvas: pick a node that fits, it lands here, wired.
+        const pt = 'changedTouches' in e ? e.changedTouches[0] : e;
+        const t = handleType(state.fromNode.id, state.fromHandle.id, state.fromHandle.type);
+        if (!t) return;
+        setPalette({
+          at: rf.screenToFlowPosition({ x: pt.clientX, y: pt.clientY }),
+          link: { node: state.fromNode.id, handle: state.fromHandle.id, from: state.fromHandle.type, type: t },
+        });
+      }
+    },
+    [handleType, rf],
+  );
+
+  const isValidConnection: IsValidConnection<GEdge> = useCallback((c) => {
+    const s = useEditor.getState();
+    const byId = new Map<string, GNode>();
+    for (const n of s.nodes) if (n.id === c.source || n.id === c.target) byId.set(n.id, n);
+    // The cycle check needs every edge; the node map needs only the two ends.
+    return linkProblem(s.catalogue, byId, s.edges, c) === null;
+  }, []);
+
+  const onConnect = useCallback((c: Connection) => useEditor.getState().connect(c), []);
+
+  const onNodeDragStart = useCallback(() => useEditor.getState().checkpoint(), []);
+
+  const openPalette = useCallback(() => {
+    const b = wrap.current?.getBoundingClientRect();
+    const p = mouse.current;
+    const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
+    const at = rf.screenToFlowPosition(inside ? p : { x: (b?.left ?? 0) + 300, y: (b?.top ?? 0) + 200 });
+    setPalette({ at });
+  }, [rf]);
+
+  const pick = useCallback(
+    (t: NodeType) => {
+      if (!palette) return;
+      useEditor.getState().addNode(t.type, palette.at, palette.link);
+      setPalette(null);
+      wrap.current?.focus();
+    },
+    [palette],
+  );
+
+  // Keys: act on the canvas, never while typing in a field (Ctrl+S and the run keys work anywhere).
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const el = e.target as HTMLElement;
+      const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
+      const ctrl = e.ctrlKey || e.metaKey;
+      const ed = useEditor.getState();
+      if (ctrl && e.key.toLowerCase() === 's') {
+        e.preventDefault();
+        void (e.shiftKey ? askName('Save as', ed.name ? `${ed.name}-copy` : 'untitled').then((n) => (n ? ed.saveAs(n) : false)) : ed.save());
+        return;
+      }
+      if (ctrl && e.key === 'Enter') {
+        e.preventDefault();
+        if (e.altKey) void cancelRun();
+        else void queueRun();
+        return;
+      }
+      if (typing || palette) return;
+      if (ctrl && !e.shiftKey && e.key.toLowerCase() === 'z') {
+        e.preventDefault();
+        ed.undo();
+      } else if (ctrl && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z'))) {
+        e.preventDefault();
+        ed.redo();
+      } else if (ctrl && e.key.toLowerCase() === 'c') {
+        ed.copy();
+      } else if (ctrl && e.key.toLowerCase() === 'v') {
+        const b = wrap.current?.getBoundingClientRect();
+        const p = mouse.current;
+        const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
+        ed.paste(inside ? rf.screenToFlowPosition(p) : undefined);
+      } else if (ctrl && e.key.toLowerCase() === 'a') {
+        e.preventDefault();
+        useEditor.setState({ nodes: ed.nodes.map((n) => ({ ...n, selected: true })) });
+      } else if (e.key === 'Delete' || e.key === 'Backspace') {
+        ed.deleteSelected();
+      } else if ((e.key === ' ' || e.key === 'Tab') && !ctrl) {
+        e.preventDefault();
+        openPalette();
+      } else if (e.key === '.') {
+        rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 });
+      } else if (e.key.toLowerCase() === 'q' && !ctrl) {
+        setShowHistory((v) => !v);
+      }
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [openPalette, palette, rf]);
+
+  const onDrop = useCallback(
+    async (e: React.DragEvent) => {
+      const f = e.dataTransfer.files?.[0];
+      if (!f) return;
+      e.preventDefault();
+      const ed = useEditor.getState();
+      const text = await pngWorkflowText(new Uint8Array(await f.arrayBuffer()));
+      if (!text) {
+        ed.say(`${f.name} carries no weft workflow`, 'error');
+        return;
+      }
+      let doc: WorkflowDoc;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        const YAML = await import('yaml');
+        doc = YAML.parse(text);
+      }
+      ed.checkpoint();
+      useRunStore.setState({ diagnostics: {}, nodes: {} });
+      ed.loadDoc(doc, true);
+      ed.say(`loaded the workflow from ${f.name}; save to write it to ${ed.name ?? 'a file'}.yaml`);
+      fitSoon(rf);
+    },
+    [rf],
+  );
+
+  return (
+    <div className="app">
+      <style>{dragCss}</style>
+      <Toolbar openFile={openFile} onAdd={openPalette} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} />
+      <ConflictBar />
+      <div className="main">
+        <div
+          ref={wrap}
+          className="canvas"
+          tabIndex={0}
+          onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
+          onDoubleClick={(e) => {
+            if ((e.target as HTMLElement).classList.contains('react-flow__pane')) {
+              mouse.current = { x: e.clientX, y: e.clientY };
+              openPalette();
+            }
+          }}
+          onDragOver={(e) => e.preventDefault()}
+          onDrop={(e) => void onDrop(e)}
+          data-testid="canvas"
+        >
+          <ReactFlow<GNode, GEdge>
+            nodes={nodes}
+            edges={edges}
+            nodeTypes={nodeTypes}
+            onNodesChange={onNodesChange}
+            onEdgesChange={onEdgesChange}
+            onConnect={onConnect}
+            onConnectStart={onConnectStart}
+            onConnectEnd={onConnectEnd}
+            isValidConnection={isValidConnection}
+            onNodeDragStart={onNodeDragStart}
+            onSelectionDragStart={onNodeDragStart}
+            deleteKeyCode={null}
+            selectionKeyCode="Shift"
+            multiSelectionKeyCode={['Meta', 'Control']}
+            zoomOnDoubleClick={false}
+            minZoom={0.05}
+            maxZoom={2}
+            onlyRenderVisibleElements
+            proOptions={proOptions}
+            defaultEdgeOptions={defaultEdgeOptions}
+            connectionRadius={24}
+            colorMode="dark"
+          >
+            <Background gap={24} size={1} color="#2a2d33" />
+            <Controls showInteractive={false} />
+            <MiniMap pannable zoomable nodeColor={miniColour} maskColor="rgba(10,12,15,0.7)" />
+          </ReactFlow>
+          {ready && nodes.length === 0 && !useEditor.getState().broken && (
+            <div className="empty-hint">
+              Double-click the canvas or press <kbd>Space</kbd> to add a node · drop a weft PNG to load its workflow
+            </div>
+          )}
+          <Broken />
+          <LooseDiagnostics />
+          <Toast />
+        </div>
+        {showHistory && <History onClose={() => setShowHistory(false)} />}
+      </div>
+      {palette && (
+        <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
+      )}
+      <NameDialog />
+    </div>
+  );
+}
+
+function miniColour(n: GNode): string {
+  const st = useRunStore.getState().nodes[n.id]?.state;
+  if (st === 'failed') return '#e05555';
+  if (st === 'running') return '#4fc3f7';
+  if (st === 'cached') return '#5c6bc0';
+  if (st === 'done') return '#66bb6a';
+  const out = useEditor.getState().catalogue.get(n.data.kind)?.outputs[0]?.type;
+  return out ? typeColour(out) : '#555';
+}
+
+function Toolbar({
+  openFile,
+  onAdd,
+  history,
+  toggleHistory,
+}: {
+  openFile: (n: string) => void;
+  onAdd: () => void;
+  history: boolean;
+  toggleHistory: () => void;
+}) {
+  const name = useEditor((s) => s.name);
+  const dirty = useEditor((s) => s.dirty);
+  const workflows = useEditor((s) => s.workflows);
+  const canUndo = useEditor((s) => s.past.length > 0);
+  const canRedo = useEditor((s) => s.future.length > 0);
+  const status = useRunStore((s) => s.status);
+  const summary = useRunStore((s) => s.summary);
+  const connected = useRunStore((s) => s.connected);
+  const queued = useRunStore((s) => s.queue.queued.length);
+  const busy = status === 'running' || status === 'queued';
+  const ed = useEditor.getState;
+  return (
+    <div className="toolbar">
+      <span className="logo">weft</span>
+      <select
+        className="file"
+        value={name ?? ''}
+        onChange={(e) => void openFile(e.target.value)}
+        aria-label="workflow"
+        data-testid="file-select"
+      >
+        {!name && <option value="">—</option>}
+        {workflows.map((w) => (
+          <option key={w.name} value={w.name}>
+            {w.name}.yaml{w.valid ? '' : ' ⚠'}
+          </option>
+        ))}
+      </select>
+      <span className="dirty" title={dirty ? 'unsaved edits' : 'saved'} data-testid="dirty">
+        {dirty ? '● unsaved' : ''}
+      </span>
+      <button className="btn" onClick={() => void askName('New workflow', 'untitled').then((n) => (n ? ed().create(n) : false))}>
+        New
+      </button>
+      <button className="btn" onClick={() => void ed().save()} title="Save (Ctrl+S)" data-testid="save">
+        Save
+      </button>
+      <button
+        className="btn"
+        onClick={() => void askName('Save as', name ? `${name}-copy` : 'untitled').then((n) => (n ? ed().saveAs(n) : false))}
+        title="Save as (Ctrl+Shift+S)"
+      >
+        Save as
+      </button>
+      <span className="sep" />
+      <button className="btn" disabled={!canUndo} onClick={() => ed().undo()} title="Undo (Ctrl+Z)">
+        ↶
+      </button>
+      <button className="btn" disabled={!canRedo} onClick={() => ed().redo()} title="Redo (Ctrl+Y, Ctrl+Shift+Z)">
+        ↷
+      </button>
+      <button className="btn" onClick={onAdd} title="Add a node (double-click, Space or Tab)" data-testid="add-node">
+        + Node
+      </button>
+      <span className="sep" />
+      <button className="btn primary" onClick={() => void queueRun()} title="Queue the workflow (Ctrl+Enter)" data-testid="queue">
+        ▶ Queue
+      </button>
+      <button className="btn" disabled={!busy} onClick={() => void cancelRun()} title="Cancel (Ctrl+Alt+Enter)" data-testid="cancel">
+        ■ Cancel
+      </button>
+      <span className="run-status" data-testid="run-status" data-status={status ?? ''}>
+        {busy ? `${status}…` : summary ?? ''}
+        {queued > 0 ? ` · ${queued} waiting` : ''}
+      </span>
+      <span className="grow" />
+      <button className={`btn${history ? ' on' : ''}`} onClick={toggleHistory} title="History of runs (Q)" data-testid="history-toggle">
+        History
+      </button>
+      <span className={`conn ${connected ? 'ok' : 'off'}`} title={connected ? 'connected to weft serve' : 'reconnecting…'} />
+    </div>
+  );
+}
+
+function ConflictBar() {
+  const conflict = useEditor((s) => s.conflict);
+  const name = useEditor((s) => s.name);
+  if (!conflict) return null;
+  return (
+    <div className="conflict" data-testid="conflict">
+      <b>{name}.yaml</b> changed on disk while you have unsaved edits.
+      <button className="btn" onClick={() => name && void useEditor.getState().load(name)}>
+        Reload from disk
+      </button>
+      <button
+        className="btn"
+        onClick={() => useEditor.setState({ revision: conflict.revision, conflict: null })}
+        title="keep the canvas; the next save overwrites the file"
+      >
+        Keep mine
+      </button>
+    </div>
+  );
+}
+
+function Broken() {
+  const broken = useEditor((s) => s.broken);
+  const name = useEditor((s) => s.name);
+  if (!broken) return null;
+  const bad = new Set(broken.diagnostics.map((d) => d.pos?.line).filter(Boolean));
+  return (
+    <div className="broken" data-testid="broken">
+      <h3>{name}.yaml does not read as a workflow</h3>
+      <p className="muted">Fix the file on disk; the canvas comes back as soon as it parses.</p>
+      <ul>
+        {broken.diagnostics.map((d, i) => (
+          <li key={i}>
+            <DiagText d={d} />
+          </li>
+        ))}
+      </ul>
+      <pre>
+        {broken.text.split('\n').map((l, i) => (
+          <div key={i} className={bad.has(i + 1) ? 'bad' : ''}>
+            <span className="ln">{i + 1}</span>
+            {l}
+          </div>
+        ))}
+      </pre>
+    </div>
+  );
+}
+
+function DiagText({ d }: { d: Diagnostic }) {
+  return (
+    <>
+      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column ?? d.pos.col} </span>}
+      {d.node && <b>{d.node}{d.input ? `.${d.input}` : ''}: </b>}
+      {d.message}
+      {d.hint && <div className="hint">{d.hint}</div>}
+    </>
+  );
+}
+
+function LooseDiagnostics() {
+  const diags = useRunStore((s) => s.diagnostics);
+  const ids = useEditor((s) => s.nodes.length);
+  const nodes = useEditor.getState().nodes;
+  const loose: Diagnostic[] = [...(diags[''] ?? [])];
+  const known = new Set(nodes.map((n) => n.id));
+  for (const [k, v] of Object.entries(diags)) if (k && !known.has(k)) loose.push(...v);
+  if (loose.length === 0 || ids < 0) return null;
+  return (
+    <div className="loose" data-testid="loose-diagnostics">
+      {loose.map((d, i) => (
+        <div key={i} className="wn-diag">
+          <DiagText d={d} />
+        </div>
+      ))}
+    </div>
+  );
+}
+
+function Toast() {
+  const message = useEditor((s) => s.message);
+  useEffect(() => {
+    if (!message) return;
+    const t = setTimeout(() => useEditor.setState({ message: null }), message.kind === 'error' ? 6000 : 2500);
+    return () => clearTimeout(t);
+  }, [message]);
+  if (!message) return null;
+  return (
+    <div className={`toast ${message.kind}`} data-testid="toast">
+      {message.text}
+    </div>
+  );
+}
+
+// A small name dialog (instead of window.prompt) for New and Save as.
+let resolveName: ((v: string | null) => void) | null = null;
+let setDialog: ((d: { title: string; value: string } | null) => void) | null = null;
+function askName(title: string, value: string): Promise<string | null> {
+  return new Promise((res) => {
+    resolveName = res;
+    setDialog?.({ title, value });
+  });
+}
+
+function NameDialog() {
+  const [d, setD] = useState<{ title: string; value: string } | null>(null);
+  setDialog = setD;
+  if (!d) return null;
+  const done = (v: string | null) => {
+    setD(null);
+    resolveName?.(v);
+    resolveName = null;
+  };
+  const ok = /^[A-Za-z0-9_.-]+$/.test(d.value);
+  return (
+    <div className="palette-back" onMouseDown={() => done(null)}>
+      <form
+        className="dialog"
+        onMouseDown={(e) => e.stopPropagation()}
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (ok) done(d.value);
+        }}
+      >
+        <b>{d.title}</b>
+        <input
+          autoFocus
+          value={d.value}
+          aria-label="workflow name"
+          onChange={(e) => setD({ ...d, value: e.target.value })}
+          onKeyDown={(e) => e.key === 'Escape' && done(null)}
+        />
+        <span className="muted">.yaml in the workflows folder{ok ? '' : ' — letters, digits, _ . - only'}</span>
+        <div>
+          <button className="btn primary" type="submit" disabled={!ok}>
+            OK
+          </button>
+          <button className="btn" type="button" onClick={() => done(null)}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </div>
+  );
+}
+
+// Validation while editing: the server's diagnostics on nodes and inputs before anything runs.
+// Messages change node heights, so they are not applied while a link is being dragged.
+let lastValidated = '';
+let timer: ReturnType<typeof setTimeout> | null = null;
+const pending = (n: number) => ((window as unknown as { __weftValidating: number }).__weftValidating = n);
+pending(0);
+let generation = 0;
+function validateSoon(delay: number) {
+  if (timer) clearTimeout(timer);
+  pending(1);
+  const mine = ++generation;
+  timer = setTimeout(async () => {
+    if (document.querySelector('.react-flow__connectionline')) return validateSoon(150);
+    const doc = useEditor.getState().doc();
+    delete doc.layout;
+    const key = JSON.stringify(doc);
+    if (key === lastValidated) return void (mine === generation && pending(0));
+    try {
+      const r = await api.validate(doc);
+      lastValidated = key;
+      if (document.querySelector('.react-flow__connectionline')) {
+        lastValidated = '';
+        return validateSoon(150);
+      }
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics) });
+    } catch {
+      /* the server is away; the next edit tries again */
+    }
+    if (mine === generation) pending(0);
+  }, delay);
+}
+useEditor.subscribe((s, prev) => {
+  if (s.edges === prev.edges && s.nodes === prev.nodes) return;
+  if (s.broken) return;
+  validateSoon(300);
+});

@@ -1,0 +1,174 @@
+// The HTTP side of docs/api.md: types and thin fetch wrappers.
+
+import { toJsonText } from './graph';
+
+export type Constant = string | number | boolean;
+
+export interface InputDecl {
+  name: string;
+  type: string;
+  doc: string;
+  default?: Constant;
+  min?: number;
+  max?: number;
+  step?: number;
+  multiple_of?: number;
+  choices?: string[];
+  optional: boolean;
+  link_only: boolean;
+}
+
+export interface OutputDecl {
+  name: string;
+  type: string;
+  doc: string;
+}
+
+export interface NodeType {
+  type: string;
+  category: string;
+  doc: string;
+  version: number;
+  inputs: InputDecl[];
+  outputs: OutputDecl[];
+  output_node: boolean;
+}
+
+export interface Diagnostic {
+  node?: string;
+  input?: string;
+  pos?: { line: number; column?: number; col?: number };
+  message: string;
+  hint?: string;
+}
+
+/** The workflow file's format as JSON. */
+export interface WorkflowDoc {
+  weft: number;
+  nodes: Record<string, Record<string, Constant>>;
+  layout?: Record<string, [number, number]>;
+}
+
+export interface WorkflowEntry {
+  name: string;
+  revision: string;
+  valid: boolean;
+}
+
+export interface WorkflowFile {
+  name: string;
+  revision: string;
+  workflow: WorkflowDoc | null;
+  text: string;
+  diagnostics: Diagnostic[];
+}
+
+export interface RunOutput {
+  node: string;
+  url: string;
+}
+
+export interface RunDetail {
+  id: number;
+  status: string;
+  workflow_name?: string;
+  queued_at?: string;
+  started_at?: string;
+  finished_at?: string;
+  nodes?: Record<string, { state: string; micros?: number; why?: string[] }>;
+  outputs?: RunOutput[];
+  error?: { node?: string; message: string };
+}
+
+const CONSTANT_TYPES = new Set(['int', 'float', 'string', 'bool', 'seed', 'enum']);
+
+/** Absent fields may come as null; a link-only flag is derived when missing. */
+function normalise(t: NodeType): NodeType {
+  const clean = <T extends object>(o: T): T =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null)) as T;
+  return {
+    ...t,
+    inputs: t.inputs.map((i) => {
+      const c = clean(i);
+      return { ...c, link_only: c.link_only ?? !CONSTANT_TYPES.has(c.type), optional: !!c.optional };
+    }),
+  };
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    public detail: string,
+    public body: Record<string, unknown>,
+  ) {
+    super(detail || code);
+  }
+  get diagnostics(): Diagnostic[] {
+    return (this.body.diagnostics as Diagnostic[]) ?? [];
+  }
+}
+
+/** Token from `?token=` in the page URL, for a server listening beyond loopback. */
+const token = new URLSearchParams(location.search).get('token');
+
+export function withToken(url: string): string {
+  if (!token) return url;
+  return url + (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : toJsonText(body),
+  });
+  const text = await res.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    json = { error: 'internal', detail: text.slice(0, 200) };
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, String(json.error ?? res.status), String(json.detail ?? ''), json);
+  }
+  return json as T;
+}
+
+export const api = {
+  nodes: () => call<{ nodes: NodeType[] }>('GET', '/api/nodes').then((r) => r.nodes.map(normalise)),
+  workflows: () => call<{ workflows: WorkflowEntry[] }>('GET', '/api/workflows').then((r) => r.workflows),
+  workflow: (name: string) => call<WorkflowFile>('GET', `/api/workflows/${encodeURIComponent(name)}`),
+  save: (name: string, workflow: WorkflowDoc, revision: string) =>
+    call<{ name: string; revision: string; diagnostics: Diagnostic[] }>(
+      'PUT',
+      `/api/workflows/${encodeURIComponent(name)}`,
+      { workflow, revision },
+    ),
+  create: (name: string, workflow: WorkflowDoc) =>
+    call<{ name: string; revision: string; diagnostics?: Diagnostic[] }>('POST', '/api/workflows', {
+      name,
+      workflow,
+    }),
+  validate: (workflow: WorkflowDoc) =>
+    call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', { workflow }),
+  run: (workflow: WorkflowDoc | string, target?: string) =>
+    call<{ id: number }>('POST', '/api/runs', target ? { workflow, target } : { workflow }),
+  runs: (limit = 30) => call<{ runs: RunDetail[] }>('GET', `/api/runs?limit=${limit}`).then((r) => r.runs),
+  runDetail: (id: number) => call<RunDetail>('GET', `/api/runs/${id}`),
+  cancel: (id: number) => call<unknown>('POST', `/api/runs/${id}/cancel`),
+  upload: async (file: File): Promise<string> => {
+    const form = new FormData();
+    form.append('image', file);
+    const headers: Record<string, string> = {};
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await fetch('/api/uploads', { method: 'POST', body: form, headers });
+    const json = await res.json().catch(() => ({}));
+    if (!res.ok) throw new ApiError(res.status, json.error ?? 'upload', json.detail ?? '', json);
+    return json.name as string;
+  },
+};

@@ -1,0 +1,117 @@
+import { describe, expect, it } from 'vitest';
+import { deflateSync } from 'node:zlib';
+import type { NodeType, WorkflowDoc } from './api';
+import { docToGraph, freshId, graphToDoc, linkProblem, searchNodes, toJsonText } from './graph';
+import { pngWorkflowText } from './png';
+
+const doc: WorkflowDoc = {
+  weft: 1,
+  nodes: {
+    model: { type: 'LoadCheckpoint', name: 'tiny-shapes' },
+    positive: { type: 'PromptEncode', encoder: '$model.text_encoder', text: '$$5 off' },
+    latent: { type: 'EmptyLatent', width: 64, height: 64 },
+  },
+  layout: { model: [0, 0], positive: [320, -120] },
+};
+
+const cat: NodeType[] = [
+  {
+    type: 'LoadCheckpoint', category: 'loaders', doc: 'Loads a checkpoint', version: 1, output_node: false,
+    inputs: [{ name: 'name', type: 'string', doc: '', optional: false, link_only: false }],
+    outputs: [
+      { name: 'unet', type: 'model', doc: '' },
+      { name: 'text_encoder', type: 'text_encoder', doc: '' },
+    ],
+  },
+  {
+    type: 'PromptEncode', category: 'conditioning', doc: 'Encodes a prompt', version: 1, output_node: false,
+    inputs: [
+      { name: 'encoder', type: 'text_encoder', doc: '', optional: false, link_only: true },
+      { name: 'text', type: 'string', doc: '', optional: false, link_only: false },
+    ],
+    outputs: [{ name: 'conditioning', type: 'conditioning', doc: '' }],
+  },
+  {
+    type: 'EmptyLatent', category: 'latent', doc: 'A blank latent image', version: 1, output_node: false,
+    inputs: [{ name: 'width', type: 'int', doc: '', optional: false, link_only: false }],
+    outputs: [{ name: 'latent', type: 'latent', doc: '' }],
+  },
+];
+
+describe('graph', () => {
+  it('round-trips a document, links, $$ literals and layout', () => {
+    const { nodes, edges } = docToGraph(doc);
+    expect(edges).toHaveLength(1);
+    expect(edges[0]).toMatchObject({ source: 'model', sourceHandle: 'text_encoder', target: 'positive', targetHandle: 'encoder' });
+    expect(nodes.find((n) => n.id === 'positive')!.data.values.text).toBe('$5 off');
+    const back = graphToDoc(nodes, edges);
+    expect(back.nodes).toEqual(doc.nodes);
+    expect(back.layout!.model).toEqual([0, 0]);
+    expect(back.layout!.latent).toBeDefined();
+  });
+
+  it('keeps the input order of the file and writes whole floats as floats', () => {
+    const d: WorkflowDoc = { weft: 1, nodes: { s: { type: 'Sampler', model: '$m.unet', cfg: 5, seed: 1 }, m: { type: 'LoadCheckpoint' } } };
+    const { nodes, edges } = docToGraph(d);
+    const back = graphToDoc(nodes, edges, (_k, i) => i === 'cfg');
+    expect(Object.keys(back.nodes.s)).toEqual(['type', 'model', 'cfg', 'seed']);
+    expect(toJsonText(back.nodes.s)).toBe('{"type":"Sampler","model":"$m.unet","cfg":5.0,"seed":1}');
+  });
+
+  it('refuses a link between incompatible types and a cycle', () => {
+    const { nodes, edges } = docToGraph(doc);
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    const catalogue = new Map(cat.map((t) => [t.type, t]));
+    const ok = { source: 'model', sourceHandle: 'text_encoder', target: 'positive', targetHandle: 'encoder' };
+    expect(linkProblem(catalogue, byId, edges, ok)).toBeNull();
+    const bad = { source: 'latent', sourceHandle: 'latent', target: 'positive', targetHandle: 'encoder' };
+    expect(linkProblem(catalogue, byId, edges, bad)).toMatch(/takes text_encoder, not latent/);
+    expect(linkProblem(catalogue, byId, edges, { ...ok, target: 'model', targetHandle: 'name' })).toMatch(/itself|takes/);
+  });
+
+  it('makes fresh ids and searches name and doc', () => {
+    expect(freshId('PromptEncode', () => false)).toBe('prompt_encode');
+    expect(freshId('PromptEncode', (id) => id === 'prompt_encode')).toBe('prompt_encode_2');
+    expect(searchNodes(cat, 'prompt')[0].type).toBe('PromptEncode');
+    expect(searchNodes(cat, 'blank latent')[0].type).toBe('EmptyLatent');
+    expect(searchNodes(cat, 'ckpt')[0].type).toBe('LoadCheckpoint');
+  });
+});
+
+function chunk(type: string, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + body.length);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, body.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(body, 8);
+  return out; // CRC left zero: the reader does not check it
+}
+
+function png(chunks: Uint8Array[]): Uint8Array {
+  const parts = [new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]), ...chunks, chunk('IEND', new Uint8Array())];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+describe('png', () => {
+  const text = JSON.stringify(doc);
+  const enc = new TextEncoder();
+  it('reads an uncompressed iTXt chunk', async () => {
+    const body = new Uint8Array([...enc.encode('weft-workflow'), 0, 0, 0, 0, 0, ...enc.encode(text)]);
+    expect(await pngWorkflowText(png([chunk('IHDR', new Uint8Array(13)), chunk('iTXt', body)]))).toBe(text);
+  });
+  it('reads a compressed iTXt chunk', async () => {
+    const body = new Uint8Array([...enc.encode('weft-workflow'), 0, 1, 0, 0, 0, ...deflateSync(enc.encode(text))]);
+    expect(await pngWorkflowText(png([chunk('iTXt', body)]))).toBe(text);
+  });
+  it('says null for other PNGs and non-PNGs', async () => {
+    const body = new Uint8Array([...enc.encode('Comment'), 0, ...enc.encode('hi')]);
+    expect(await pngWorkflowText(png([chunk('tEXt', body)]))).toBeNull();
+    expect(await pngWorkflowText(enc.encode('not a png at all'))).toBeNull();
+  });
+});

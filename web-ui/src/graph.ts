@@ -1,0 +1,197 @@
+// The workflow document <-> the canvas's nodes and edges. Pure functions, unit-tested.
+import type { Edge, Node } from '@xyflow/react';
+import type { Constant, NodeType, WorkflowDoc } from './api';
+import { accepts } from './types';
+
+export interface WeftData extends Record<string, unknown> {
+  /** The node type (e.g. "Sampler"). */
+  kind: string;
+  /** Constant inputs by name. A linked input keeps its last constant here so unlinking restores it. */
+  values: Record<string, Constant>;
+  /** Input names in the order the file has them (a save keeps the order, so the diff stays small). */
+  order?: string[];
+}
+
+/** A whole number in a float input: sent as `5.0` so the file keeps `cfg: 5.0` (JSON.stringify would write 5). */
+export class WholeFloat {
+  constructor(public value: number) {}
+  toJSON() {
+    return `\u0001float:${this.value}\u0001`;
+  }
+}
+
+/** JSON text of a document, with whole floats written as floats. */
+export function toJsonText(body: unknown): string {
+  return JSON.stringify(body).replace(/"\\u0001float:(-?\d+)\\u0001"/g, '$1.0');
+}
+
+export type GNode = Node<WeftData, 'weft'>;
+
+export type GEdge = Edge & { sourceHandle: string; targetHandle: string };
+
+export const edgeId = (target: string, input: string) => `${target}:${input}`;
+
+/** A literal string that starts with `$` is written `$$...` so it is not read as a link. */
+export function escapeDollar(s: string): string {
+  return s.startsWith('$') ? '$' + s : s;
+}
+
+export function parseLink(v: Constant): { node: string; output: string } | null {
+  if (typeof v !== 'string' || !v.startsWith('$') || v.startsWith('$$')) return null;
+  const dot = v.indexOf('.');
+  if (dot <= 1 || dot === v.length - 1) return null;
+  return { node: v.slice(1, dot), output: v.slice(dot + 1) };
+}
+
+export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] } {
+  const nodes: GNode[] = [];
+  const edges: GEdge[] = [];
+  const ids = Object.keys(doc.nodes ?? {});
+  ids.forEach((id, i) => {
+    const raw = doc.nodes[id] ?? {};
+    const values: Record<string, Constant> = {};
+    for (const [name, v] of Object.entries(raw)) {
+      if (name === 'type') continue;
+      const link = parseLink(v);
+      if (link) {
+        edges.push({
+          id: edgeId(id, name),
+          source: link.node,
+          sourceHandle: link.output,
+          target: id,
+          targetHandle: name,
+        });
+      } else if (typeof v === 'string' && v.startsWith('$$')) {
+        values[name] = v.slice(1);
+      } else {
+        values[name] = v;
+      }
+    }
+    const at = doc.layout?.[id];
+    nodes.push({
+      id,
+      type: 'weft',
+      position: at ? { x: at[0], y: at[1] } : { x: (i % 6) * 320, y: Math.floor(i / 6) * 260 },
+      data: { kind: String(raw.type ?? ''), values, order: Object.keys(raw).filter((k) => k !== 'type') },
+    });
+  });
+  return { nodes, edges };
+}
+
+export function graphToDoc(
+  nodes: GNode[],
+  edges: GEdge[],
+  isFloat: (kind: string, input: string) => boolean = () => false,
+): WorkflowDoc {
+  const linked = new Map<string, GEdge>();
+  for (const e of edges) linked.set(edgeId(e.target, e.targetHandle), e);
+  const out: WorkflowDoc = { weft: 1, nodes: {}, layout: {} };
+  for (const n of nodes) {
+    const entry: Record<string, Constant> = { type: n.data.kind };
+    const names = new Set(n.data.order ?? []);
+    for (const k of Object.keys(n.data.values)) names.add(k);
+    for (const e of edges) if (e.target === n.id) names.add(e.targetHandle);
+    for (const name of names) {
+      const e = linked.get(edgeId(n.id, name));
+      if (e) entry[name] = `$${e.source}.${e.sourceHandle}`;
+      else {
+        const v = n.data.values[name];
+        if (v === undefined) continue;
+        if (typeof v === 'number' && Number.isInteger(v) && isFloat(n.data.kind, name))
+          entry[name] = new WholeFloat(v) as unknown as Constant;
+        else entry[name] = typeof v === 'string' ? escapeDollar(v) : v;
+      }
+    }
+    out.nodes[n.id] = entry;
+    out.layout![n.id] = [Math.round(n.position.x), Math.round(n.position.y)];
+  }
+  return out;
+}
+
+/** A fresh node id from a type name: `PromptEncode` -> `prompt_encode`, then `prompt_encode_2`, ... */
+export function freshId(kind: string, taken: (id: string) => boolean): string {
+  const base =
+    kind
+      .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+      .replace(/[^A-Za-z0-9_-]/g, '_')
+      .toLowerCase() || 'node';
+  if (!taken(base)) return base;
+  for (let i = 2; ; i++) if (!taken(`${base}_${i}`)) return `${base}_${i}`;
+}
+
+/** The constant inputs a new node starts with: each input's default (the file keeps them explicit). */
+export function defaultValues(t: NodeType): Record<string, Constant> {
+  const values: Record<string, Constant> = {};
+  for (const i of t.inputs) {
+    if (i.link_only) continue;
+    if (i.default !== undefined) values[i.name] = i.default;
+    else if (i.choices && i.choices.length > 0 && !i.optional) values[i.name] = i.choices[0];
+    else if (!i.optional) {
+      if (i.type === 'string') values[i.name] = '';
+      else if (i.type === 'bool') values[i.name] = false;
+      else if (i.type === 'int' || i.type === 'seed' || i.type === 'float') values[i.name] = i.min ?? 0;
+    }
+  }
+  return values;
+}
+
+/** Why a link from `source.output` to `target.input` is refused, or null when it is fine. */
+export function linkProblem(
+  catalogue: Map<string, NodeType>,
+  nodes: Map<string, GNode>,
+  edges: GEdge[],
+  c: { source: string | null; sourceHandle?: string | null; target: string | null; targetHandle?: string | null },
+): string | null {
+  if (!c.source || !c.target || !c.sourceHandle || !c.targetHandle) return 'incomplete link';
+  if (c.source === c.target) return 'a node cannot feed itself';
+  const s = nodes.get(c.source);
+  const t = nodes.get(c.target);
+  if (!s || !t) return 'unknown node';
+  const out = catalogue.get(s.data.kind)?.outputs.find((o) => o.name === c.sourceHandle);
+  const inp = catalogue.get(t.data.kind)?.inputs.find((i) => i.name === c.targetHandle);
+  if (!out || !inp) return 'unknown socket';
+  if (!accepts(inp.type, out.type)) return `${inp.name} takes ${inp.type}, not ${out.type}`;
+  // A cycle: the target already reaches the source (ignoring the edge into this input, replaced).
+  const next = new Map<string, string[]>();
+  for (const e of edges) {
+    if (e.target === c.target && e.targetHandle === c.targetHandle) continue;
+    const list = next.get(e.source);
+    if (list) list.push(e.target);
+    else next.set(e.source, [e.target]);
+  }
+  const stack = [c.target];
+  const seen = new Set<string>();
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (n === c.source) return 'the link would make a cycle';
+    if (seen.has(n)) continue;
+    seen.add(n);
+    for (const m of next.get(n) ?? []) stack.push(m);
+  }
+  return null;
+}
+
+/** Subsequence-scored search over name, category and doc. */
+export function searchNodes(all: NodeType[], query: string): NodeType[] {
+  const q = query.trim().toLowerCase();
+  if (!q) return [...all].sort((a, b) => a.category.localeCompare(b.category) || a.type.localeCompare(b.type));
+  const scored: [number, NodeType][] = [];
+  for (const t of all) {
+    const name = t.type.toLowerCase();
+    let score = -1;
+    if (name === q) score = 100;
+    else if (name.startsWith(q)) score = 80;
+    else if (name.includes(q)) score = 60;
+    else if (isSubsequence(q, name)) score = 40;
+    else if (t.category.toLowerCase().includes(q)) score = 30;
+    else if (q.split(/\s+/).every((w) => t.doc.toLowerCase().includes(w))) score = 20;
+    if (score >= 0) scored.push([score, t]);
+  }
+  return scored.sort((a, b) => b[0] - a[0] || a[1].type.localeCompare(b[1].type)).map((s) => s[1]);
+}
+
+function isSubsequence(q: string, s: string): boolean {
+  let i = 0;
+  for (const c of s) if (c === q[i]) i++;
+  return i === q.length;
+}

@@ -1,0 +1,182 @@
+// The /ws connection: run events onto nodes, file changes onto the canvas.
+import { api, withToken, type Diagnostic } from './api';
+import { useEditor } from './store';
+import { groupDiagnostics, useRunStore, type NodeRunState } from './runstore';
+
+type Ev = Record<string, unknown> & { event: string; run?: number };
+
+/** Events of runs whose id the POST has not returned yet (a run can start before the 202 is read). */
+const early = new Map<number, Ev[]>();
+const mine = new Set<number>();
+const seenOutput = new Set<string>();
+
+
+export function connect(): void {
+  let backoff = 250;
+  let opened = false;
+  const open = () => {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(withToken(`${proto}//${location.host}/ws`));
+    ws.onopen = () => {
+      backoff = 250;
+      useRunStore.setState({ connected: true });
+      if (opened) {
+        // Re-read what may have changed while disconnected.
+        const { name, dirty } = useEditor.getState();
+        if (name && !dirty) void useEditor.getState().load(name);
+        void useEditor.getState().refreshList();
+      }
+      opened = true;
+    };
+    ws.onmessage = (m) => {
+      try {
+        handle(JSON.parse(String(m.data)) as Ev);
+      } catch (e) {
+        console.warn('bad event', e);
+      }
+    };
+    ws.onclose = () => {
+      useRunStore.setState({ connected: false });
+      setTimeout(open, backoff);
+      backoff = Math.min(backoff * 2, 4000);
+    };
+  };
+  open();
+}
+
+/** Starts a run of the canvas as it is (saved or not); `target` runs only what that node needs. */
+export async function queueRun(target?: string): Promise<void> {
+  const ed = useEditor.getState();
+  const doc = ed.doc();
+  const prev = useRunStore.getState().nodes;
+  const fresh: Record<string, NodeRunState> = {};
+  for (const n of ed.nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
+  try {
+    // The saved file by name when the canvas is the file (the history then names it), else the canvas.
+    const { id } = await api.run(ed.name && !ed.dirty && !ed.broken ? ed.name : doc, target);
+    mine.add(id);
+    useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
+    for (const ev of early.get(id) ?? []) handle(ev);
+    early.delete(id);
+  } catch (e) {
+    const err = e as { diagnostics?: Diagnostic[]; message: string };
+    const diags = err.diagnostics ?? [];
+    if (diags.length) {
+      useRunStore.setState({ diagnostics: groupDiagnostics(diags) });
+      ed.say(`nothing ran: ${diags.length} problem${diags.length > 1 ? 's' : ''} in the workflow (marked on the nodes)`, 'error');
+    } else ed.say(`cannot queue: ${err.message}`, 'error');
+  }
+}
+
+export async function cancelRun(): Promise<void> {
+  const { run, status } = useRunStore.getState();
+  if (run == null || (status !== 'running' && status !== 'queued')) return;
+  try {
+    await api.cancel(run);
+  } catch (e) {
+    useEditor.getState().say(`cancel failed: ${(e as Error).message}`, 'error');
+  }
+}
+
+function handle(ev: Ev): void {
+  switch (ev.event) {
+    case 'workflow_changed':
+    case 'workflow_invalid':
+    case 'workflow_deleted':
+      return fileEvent(ev);
+    case 'queue':
+      useRunStore.setState({ queue: { running: (ev.running as number) ?? null, queued: (ev.queued as number[]) ?? [] } });
+      return;
+  }
+  if (typeof ev.run !== 'number') return;
+  if (ev.event === 'run_finished') useRunStore.setState((s) => ({ historyTick: s.historyTick + 1 }));
+  if (!mine.has(ev.run)) {
+    const list = early.get(ev.run) ?? [];
+    list.push(ev);
+    early.set(ev.run, list);
+    if (early.size > 20) early.delete(early.keys().next().value!);
+    return;
+  }
+  const rs = useRunStore.getState();
+  if (ev.run !== rs.run) return;
+  const node = ev.node as string | undefined;
+  switch (ev.event) {
+    case 'run_queued':
+      break;
+    case 'run_started':
+      useRunStore.setState({ status: 'running' });
+      break;
+    case 'node_cached':
+      rs.patch(node!, { state: 'cached', why: undefined, error: undefined, micros: undefined });
+      break;
+    case 'node_started':
+      rs.patch(node!, { state: 'running', why: ev.why as string[] | undefined, step: undefined, total: undefined, preview: undefined, error: undefined });
+      break;
+    case 'progress':
+      document.title = `${Math.round(((ev.step as number) / (ev.total as number)) * 100)}% · ${useEditor.getState().name ?? 'weft'}`;
+      rs.patch(node!, {
+        step: ev.step as number,
+        total: ev.total as number,
+        ...(ev.preview ? { preview: ev.preview as string } : {}),
+      });
+      break;
+    case 'output': {
+      const key = `${ev.run}:${node}`;
+      const url = (ev.url as string) ?? '';
+      const prev = seenOutput.has(key) ? (rs.nodes[node!]?.images ?? []) : [];
+      seenOutput.add(key);
+      if (url) rs.patch(node!, { images: [...prev, url] });
+      break;
+    }
+    case 'node_finished':
+      rs.patch(node!, { state: 'done', micros: ev.micros as number, step: undefined, total: undefined });
+      break;
+    case 'error':
+      if (node) rs.patch(node, { state: 'failed', error: ev.message as string });
+      else useEditor.getState().say(String(ev.message), 'error');
+      break;
+    case 'invalid':
+      useRunStore.setState({ diagnostics: groupDiagnostics((ev.errors as Diagnostic[]) ?? []) });
+      break;
+    case 'run_finished': {
+      const status = ev.status as string;
+      // Nodes the plan did not need lose their "queued" mark.
+      const nodes: Record<string, NodeRunState> = {};
+      for (const [id, st] of Object.entries(useRunStore.getState().nodes)) {
+        if (st.state === 'running') nodes[id] = { images: st.images, state: status === 'cancelled' ? 'cancelled' : 'idle' };
+        else nodes[id] = st.state === 'queued' ? { images: st.images, state: 'idle' } : st;
+      }
+      const secs = ((ev.micros as number) / 1e6).toFixed(2);
+      document.title = `${useEditor.getState().name ?? 'weft'} · weft`;
+      useRunStore.setState({
+        status,
+        nodes,
+        summary: `${status} in ${secs} s · ${ev.ran} ran, ${ev.cached} cached`,
+      });
+      break;
+    }
+  }
+}
+
+let pending: ReturnType<typeof setTimeout> | null = null;
+
+function fileEvent(ev: Ev): void {
+  const ed = useEditor.getState();
+  void ed.refreshList();
+  if (ev.name !== ed.name) return;
+  if (ev.event === 'workflow_deleted') {
+    ed.say(`${ev.name}.yaml was deleted on disk; save to write it again`, 'error');
+    useEditor.setState({ dirty: true });
+    return;
+  }
+  const revision = ev.revision as string;
+  if (revision === ed.revision) return; // our own save
+  if (ed.saving) {
+    // The PUT's answer decides whether this is our own write; look again once it is in.
+    if (pending) clearTimeout(pending);
+    pending = setTimeout(() => fileEvent(ev), 100);
+    return;
+  }
+  if (ed.dirty) useEditor.setState({ conflict: { revision } });
+  else void ed.load(ed.name!);
+}

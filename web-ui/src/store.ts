@@ -1,0 +1,411 @@
+// The editor's graph, the open file and one undo history for every change.
+import { create } from 'zustand';
+import { applyEdgeChanges, applyNodeChanges, type EdgeChange, type NodeChange, type Connection } from '@xyflow/react';
+import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
+import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
+import { accepts, typeColour } from './types';
+import { groupDiagnostics, useRunStore } from './runstore';
+
+interface Snapshot {
+  nodes: GNode[];
+  edges: GEdge[];
+}
+
+interface Clipboard {
+  nodes: GNode[];
+  edges: GEdge[];
+}
+
+export interface EditorState {
+  catalogue: Map<string, NodeType>;
+  types: NodeType[];
+  nodes: GNode[];
+  edges: GEdge[];
+  /** Open file: name and the revision it was read or saved at. */
+  name: string | null;
+  revision: string | null;
+  dirty: boolean;
+  /** The file changed on disk while the canvas has unsaved edits. */
+  conflict: { revision: string } | null;
+  /** The file on disk does not parse: its located errors, shown instead of a stale graph. */
+  broken: { text: string; diagnostics: Diagnostic[] } | null;
+  workflows: WorkflowEntry[];
+  past: Snapshot[];
+  future: Snapshot[];
+  lastEditKey: string | null;
+  lastEditAt: number;
+  /** Bumped by every edit (to tell whether the canvas changed while a read was in flight). */
+  edits: number;
+  message: { text: string; kind: 'info' | 'error' } | null;
+  saving: boolean;
+
+  setCatalogue: (types: NodeType[]) => void;
+  load: (name: string, opts?: { keepView?: boolean }) => Promise<void>;
+  loadDoc: (doc: WorkflowDoc, dirty: boolean) => void;
+  refreshList: () => Promise<void>;
+  save: () => Promise<boolean>;
+  saveAs: (name: string) => Promise<boolean>;
+  create: (name: string) => Promise<boolean>;
+  doc: () => WorkflowDoc;
+  onNodesChange: (changes: NodeChange<GNode>[]) => void;
+  onEdgesChange: (changes: EdgeChange<GEdge>[]) => void;
+  connect: (c: Connection) => void;
+  addNode: (kind: string, at: { x: number; y: number }, link?: PendingLink) => string | null;
+  setValue: (node: string, input: string, value: Constant) => void;
+  unlink: (node: string, input: string) => void;
+  checkpoint: (key?: string) => void;
+  undo: () => void;
+  redo: () => void;
+  copy: () => void;
+  paste: (at?: { x: number; y: number }) => void;
+  deleteSelected: () => void;
+  say: (text: string, kind?: 'info' | 'error') => void;
+}
+
+/** A link dragged from a socket and dropped on empty canvas: the node picked next gets it. */
+export interface PendingLink {
+  node: string;
+  handle: string;
+  from: 'source' | 'target';
+  type: string;
+}
+
+let clipboard: Clipboard | null = null;
+const HISTORY = 200;
+
+function styled(e: GEdge, nodes: Map<string, GNode>, cat: Map<string, NodeType>): GEdge {
+  const s = nodes.get(e.source);
+  const t = s && cat.get(s.data.kind)?.outputs.find((o) => o.name === e.sourceHandle)?.type;
+  return t ? { ...e, style: { stroke: typeColour(t), strokeWidth: 2 } } : e;
+}
+
+export const useEditor = create<EditorState>()((set, get) => ({
+  catalogue: new Map(),
+  types: [],
+  nodes: [],
+  edges: [],
+  name: null,
+  revision: null,
+  dirty: false,
+  conflict: null,
+  broken: null,
+  workflows: [],
+  past: [],
+  future: [],
+  lastEditKey: null,
+  lastEditAt: 0,
+  edits: 0,
+  message: null,
+  saving: false,
+
+  setCatalogue: (types) => set({ types, catalogue: new Map(types.map((t) => [t.type, t])) }),
+
+  say: (text, kind = 'info') => set({ message: { text, kind } }),
+
+  doc: () => {
+    const cat = get().catalogue;
+    return graphToDoc(get().nodes, get().edges, (kind, input) => cat.get(kind)?.inputs.find((i) => i.name === input)?.type === 'float');
+  },
+
+  loadDoc: (doc, dirty) => {
+    const { nodes, edges } = docToGraph(doc);
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    const cat = get().catalogue;
+    // Keep each node's measured size and selection across an in-place reload, so nothing jumps.
+    const old = new Map(get().nodes.map((n) => [n.id, n]));
+    for (const n of nodes) {
+      const o = old.get(n.id);
+      if (o) {
+        n.measured = o.measured;
+        n.selected = o.selected;
+      }
+    }
+    set({
+      nodes,
+      edges: edges.map((e) => styled(e, byId, cat)),
+      dirty,
+      broken: null,
+      conflict: null,
+    });
+  },
+
+  load: async (name) => {
+    try {
+      const before = get().edits;
+      const t0 = performance.now();
+      const f = await api.workflow(name);
+      // For the browser tests' figures: how long the server's answer took, apart from drawing it.
+      (window as unknown as { __weftOpen?: object }).__weftOpen = { name, t0, fetched: performance.now() };
+      const switching = get().name !== name;
+      if (!switching && get().edits !== before) {
+        // Edited while the file was being read: never drop those edits; a different file is a conflict.
+        if (f.revision !== get().revision) set({ conflict: { revision: f.revision } });
+        return;
+      }
+      if (switching) set({ past: [], future: [] });
+      set({ name, revision: f.revision });
+      if (f.workflow) {
+        if (!switching) get().checkpoint();
+        get().loadDoc(f.workflow, false);
+        useRunStore.setState({ diagnostics: groupDiagnostics(f.diagnostics ?? []) });
+      } else {
+        set({ broken: { text: f.text, diagnostics: f.diagnostics ?? [] }, conflict: null, dirty: false });
+      }
+      if (location.hash !== `#/${name}`) history.replaceState(null, '', `#/${name}`);
+      document.title = `${name} · weft`;
+    } catch (e) {
+      get().say(`cannot open ${name}: ${(e as Error).message}`, 'error');
+    }
+  },
+
+  refreshList: async () => {
+    try {
+      set({ workflows: await api.workflows() });
+    } catch (e) {
+      get().say(`cannot list workflows: ${(e as Error).message}`, 'error');
+    }
+  },
+
+  save: async () => {
+    const { name, revision } = get();
+    if (!name) return false;
+    set({ saving: true });
+    try {
+      const r = await api.save(name, get().doc(), revision ?? '');
+      set({ revision: r.revision, dirty: false, conflict: null, saving: false });
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? []) });
+      get().say(`saved ${name}.yaml`);
+      void get().refreshList();
+      return true;
+    } catch (e) {
+      set({ saving: false });
+      if (e instanceof ApiError && e.status === 409) {
+        set({ conflict: { revision: String(e.body.revision ?? '') } });
+        get().say('the file changed on disk since it was opened: reload it or keep your version', 'error');
+      } else get().say(`save failed: ${(e as Error).message}`, 'error');
+      return false;
+    }
+  },
+
+  saveAs: async (name) => {
+    try {
+      const r = await api.create(name, get().doc());
+      set({ name, revision: r.revision, dirty: false, conflict: null });
+      history.replaceState(null, '', `#/${name}`);
+      document.title = `${name} · weft`;
+      get().say(`saved as ${name}.yaml`);
+      void get().refreshList();
+      return true;
+    } catch (e) {
+      get().say(`save as failed: ${(e as Error).message}`, 'error');
+      return false;
+    }
+  },
+
+  create: async (name) => {
+    try {
+      const doc: WorkflowDoc = { weft: 1, nodes: {} };
+      const r = await api.create(name, doc);
+      set({ name, revision: r.revision, past: [], future: [] });
+      get().loadDoc(doc, false);
+      history.replaceState(null, '', `#/${name}`);
+      document.title = `${name} · weft`;
+      useRunStore.setState({ diagnostics: {}, nodes: {} });
+      void get().refreshList();
+      return true;
+    } catch (e) {
+      get().say(`cannot create ${name}: ${(e as Error).message}`, 'error');
+      return false;
+    }
+  },
+
+  checkpoint: (key) => {
+    const s = get();
+    const now = Date.now();
+    if (key && key === s.lastEditKey && now - s.lastEditAt < 1500) {
+      set({ lastEditAt: now, edits: s.edits + 1 });
+      return;
+    }
+    set({
+      past: [...s.past.slice(-HISTORY + 1), { nodes: s.nodes, edges: s.edges }],
+      future: [],
+      lastEditKey: key ?? null,
+      lastEditAt: now,
+      edits: s.edits + 1,
+    });
+  },
+
+  undo: () => {
+    const s = get();
+    const prev = s.past[s.past.length - 1];
+    if (!prev) return;
+    set({
+      past: s.past.slice(0, -1),
+      future: [...s.future, { nodes: s.nodes, edges: s.edges }],
+      nodes: prev.nodes,
+      edges: prev.edges,
+      dirty: true,
+      edits: s.edits + 1,
+      lastEditKey: null,
+    });
+  },
+
+  redo: () => {
+    const s = get();
+    const next = s.future[s.future.length - 1];
+    if (!next) return;
+    set({
+      future: s.future.slice(0, -1),
+      past: [...s.past, { nodes: s.nodes, edges: s.edges }],
+      nodes: next.nodes,
+      edges: next.edges,
+      dirty: true,
+      edits: s.edits + 1,
+      lastEditKey: null,
+    });
+  },
+
+  onNodesChange: (changes) => {
+    let edits = false;
+    for (const c of changes) if (c.type === 'remove' || c.type === 'add') edits = true;
+    if (edits) get().checkpoint();
+    let moved = false;
+    for (const c of changes) if (c.type === 'position' && c.position) moved = true;
+    const nodes = applyNodeChanges(changes, get().nodes);
+    const patch: Partial<EditorState> = { nodes };
+    if (edits) {
+      const ids = new Set(nodes.map((n) => n.id));
+      patch.edges = get().edges.filter((e) => ids.has(e.source) && ids.has(e.target));
+    }
+    if (edits || moved) {
+      patch.dirty = true;
+      patch.edits = get().edits + 1;
+    }
+    set(patch);
+  },
+
+  onEdgesChange: (changes) => {
+    if (changes.some((c) => c.type === 'remove')) {
+      get().checkpoint();
+      set({ dirty: true });
+    }
+    set({ edges: applyEdgeChanges(changes, get().edges) });
+  },
+
+  connect: (c) => {
+    const s = get();
+    const byId = new Map(s.nodes.map((n) => [n.id, n]));
+    const problem = linkProblem(s.catalogue, byId, s.edges, c);
+    if (problem) {
+      s.say(problem, 'error');
+      return;
+    }
+    s.checkpoint();
+    const e: GEdge = {
+      id: edgeId(c.target, c.targetHandle!),
+      source: c.source,
+      sourceHandle: c.sourceHandle!,
+      target: c.target,
+      targetHandle: c.targetHandle!,
+    };
+    // One link per input: a new link replaces the old one.
+    const edges = s.edges.filter((x) => x.id !== e.id);
+    set({ edges: [...edges, styled(e, byId, s.catalogue)], dirty: true });
+  },
+
+  addNode: (kind, at, link) => {
+    const s = get();
+    const t = s.catalogue.get(kind);
+    if (!t) return null;
+    s.checkpoint();
+    const ids = new Set(s.nodes.map((n) => n.id));
+    const id = freshId(kind, (x) => ids.has(x));
+    const node: GNode = {
+      id,
+      type: 'weft',
+      position: at,
+      data: { kind, values: defaultValues(t), order: t.inputs.map((i) => i.name) },
+      selected: true,
+    };
+    const nodes = [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), node];
+    set({ nodes, dirty: true });
+    if (link) {
+      if (link.from === 'source') {
+        const inp = t.inputs.find((i) => accepts(i.type, link.type));
+        if (inp) get().connect({ source: link.node, sourceHandle: link.handle, target: id, targetHandle: inp.name });
+      } else {
+        const out = t.outputs.find((o) => accepts(link.type, o.type));
+        if (out) get().connect({ source: id, sourceHandle: out.name, target: link.node, targetHandle: link.handle });
+      }
+      set({ past: get().past.slice(0, -1) }); // the node and its link are one undo step
+    }
+    return id;
+  },
+
+  setValue: (node, input, value) => {
+    get().checkpoint(`${node}.${input}`);
+    set({
+      nodes: get().nodes.map((n) =>
+        n.id === node ? { ...n, data: { ...n.data, values: { ...n.data.values, [input]: value } } } : n,
+      ),
+      dirty: true,
+    });
+  },
+
+  unlink: (node, input) => {
+    get().checkpoint();
+    set({ edges: get().edges.filter((e) => e.id !== edgeId(node, input)), dirty: true });
+  },
+
+  copy: () => {
+    const s = get();
+    const nodes = s.nodes.filter((n) => n.selected);
+    const ids = new Set(nodes.map((n) => n.id));
+    clipboard = { nodes, edges: s.edges.filter((e) => ids.has(e.source) && ids.has(e.target)) };
+    if (nodes.length) s.say(`copied ${nodes.length} node${nodes.length > 1 ? 's' : ''}`);
+  },
+
+  paste: (at) => {
+    if (!clipboard || clipboard.nodes.length === 0) return;
+    const s = get();
+    s.checkpoint();
+    const taken = new Set(s.nodes.map((n) => n.id));
+    const rename = new Map<string, string>();
+    const minX = Math.min(...clipboard.nodes.map((n) => n.position.x));
+    const minY = Math.min(...clipboard.nodes.map((n) => n.position.y));
+    const dx = at ? at.x - minX : 40;
+    const dy = at ? at.y - minY : 40;
+    const fresh: GNode[] = clipboard.nodes.map((n) => {
+      const id = freshId(n.data.kind, (x) => taken.has(x));
+      taken.add(id);
+      rename.set(n.id, id);
+      return {
+        id,
+        type: 'weft',
+        position: { x: n.position.x + dx, y: n.position.y + dy },
+        data: { kind: n.data.kind, values: { ...n.data.values }, order: n.data.order },
+        selected: true,
+      };
+    });
+    const edges = clipboard.edges.map((e) => {
+      const target = rename.get(e.target)!;
+      return { ...e, id: edgeId(target, e.targetHandle), source: rename.get(e.source)!, target, selected: false };
+    });
+    // A second paste lands a step further, not on top of the first.
+    if (!at) clipboard = { ...clipboard, nodes: clipboard.nodes.map((n) => ({ ...n, position: { x: n.position.x + 40, y: n.position.y + 40 } })) };
+    set({
+      nodes: [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), ...fresh],
+      edges: [...s.edges, ...edges],
+      dirty: true,
+    });
+  },
+
+  deleteSelected: () => {
+    const s = get();
+    const gone = new Set(s.nodes.filter((n) => n.selected).map((n) => n.id));
+    const edgesLeft = s.edges.filter((e) => !e.selected && !gone.has(e.source) && !gone.has(e.target));
+    if (gone.size === 0 && edgesLeft.length === s.edges.length) return;
+    s.checkpoint();
+    set({ nodes: s.nodes.filter((n) => !gone.has(n.id)), edges: edgesLeft, dirty: true });
+  },
+}));
