@@ -775,3 +775,73 @@ async fn the_root_serves_a_page() {
 fn _state_is_shared(state: &AppState) -> Arc<weft::server::Server> {
     state.clone()
 }
+
+const ADD_TEN: &str = "weft: 1
+inputs:
+  x:
+    type: int
+    doc: the number
+outputs:
+  sum:
+    from: $add.sum
+    doc: x + 10
+nodes:
+  add:
+    type: AddInt
+    a: $inputs.x
+    b: 10
+";
+
+#[tokio::test]
+async fn subgraphs_expand_like_the_cli_and_may_not_include_files_outside_the_folder() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("workflows/lib")).unwrap();
+    std::fs::write(f.path("workflows/lib/AddTen.yaml"), ADD_TEN).unwrap();
+    let doc = json!({"weft": 1, "nodes": {
+        "a": {"type": "Int", "value": 5},
+        "ten": {"type": "AddTen", "x": "$a.value"},
+        "show": {"type": "ShowInt", "value": "$ten.sum"}}});
+    let (_, v) = f
+        .call(
+            Method::POST,
+            "/api/validate",
+            Some(json!({"workflow": doc})),
+        )
+        .await;
+    assert_eq!(v["valid"], true, "{v}");
+    let (status, queued) = f
+        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["nodes"]["ten__add"]["state"], "ran", "{run}");
+
+    // A file the client could write, including one from outside the folder.
+    std::fs::write(f.path("outside.yaml"), ADD_TEN).unwrap();
+    std::fs::write(
+        f.path("workflows/lib/Sneaky.yaml"),
+        ADD_TEN.replace("type: AddInt", "type: ../../outside.yaml"),
+    )
+    .unwrap();
+    for ty in [
+        "../outside.yaml",
+        "/etc/hosts.yaml",
+        "Sneaky",
+        "./missing.yaml",
+    ] {
+        let doc = json!({"weft": 1, "nodes": {
+            "a": {"type": "Int", "value": 5},
+            "s": {"type": ty, "x": "$a.value"},
+            "show": {"type": "ShowInt", "value": "$s.sum"}}});
+        let (status, body) = f
+            .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
+        let text = body.to_string();
+        assert!(
+            !text.contains(f.dir.path().to_str().unwrap()),
+            "a server path leaked: {text}"
+        );
+    }
+}

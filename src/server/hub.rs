@@ -7,12 +7,19 @@ use tokio::sync::broadcast;
 
 pub struct Hub {
     sender: broadcast::Sender<Arc<str>>,
+    /// Progress events with a preview image: a client that falls behind here skips previews
+    /// (they are superseded by the next one) instead of being dropped.
+    previews: broadcast::Sender<Arc<str>>,
 }
+
+/// Previews a client may fall behind before it skips some.
+pub const PREVIEWS_KEPT: usize = 16;
 
 impl Hub {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(16));
-        Self { sender }
+        let (previews, _) = broadcast::channel(PREVIEWS_KEPT);
+        Self { sender, previews }
     }
 
     pub fn send(&self, message: Arc<str>) {
@@ -26,5 +33,13 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.sender.subscribe()
+    }
+
+    pub fn preview_sender(&self) -> broadcast::Sender<Arc<str>> {
+        self.previews.clone()
+    }
+
+    pub fn subscribe_previews(&self) -> broadcast::Receiver<Arc<str>> {
+        self.previews.subscribe()
     }
 }

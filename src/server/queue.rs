@@ -231,6 +231,7 @@ fn run_on_worker(
     let (done_tx, done_rx) = mpsc::channel();
     let events_progress = progress.clone();
     let events_hub = hub.sender();
+    let events_previews = hub.preview_sender();
     let run_dir = outputs_root.join(id.to_string());
     let job = Job {
         workflow,
@@ -244,6 +245,17 @@ fn run_on_worker(
             };
             if let Ok(mut p) = events_progress.lock() {
                 record(&mut p, event, &mut message, id, &run_dir);
+            }
+            // Previews (kilobytes each) travel in their own small, lossy ring, so the main
+            // ring's memory stays that of small messages; the step's progress goes in both.
+            if let Event::Progress {
+                preview: Some(_), ..
+            } = event
+            {
+                let _ = events_previews.send(message.to_string().into());
+                if let Some(o) = message.as_object_mut() {
+                    o.remove("preview");
+                }
             }
             let text: Arc<str> = message.to_string().into();
             if matches!(event, Event::RunFinished { .. }) {

@@ -169,18 +169,13 @@ pub async fn create(
         }
         doc => (None, workflows::from_doc(doc)),
     };
-    let invalid =
-        |d| ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d);
-    let mut workflow = parsed.map_err(invalid)?;
-    apply_sets(&mut workflow, &body.set).map_err(invalid)?;
-    // Subgraphs are inlined before queueing: the stored run needs no library to re-run.
-    let library = workflows::library(&state);
-    let paths = weft_engine::subgraph::SubgraphPaths {
-        base_dir: &state.roots.workflows,
-        library: &library,
+    let invalid = |d: Vec<Diagnostic>| {
+        ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d)
     };
+    let mut workflow = parsed.map_err(&invalid)?;
+    apply_sets(&mut workflow, &body.set).map_err(&invalid)?;
     let workflow =
-        weft_engine::subgraph::expanded(workflow, &state.registry, &paths).map_err(invalid)?;
+        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(invalid)?;
     let target = body.target.as_deref();
     let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
     if diagnostics.is_empty() {

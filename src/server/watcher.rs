@@ -75,15 +75,8 @@ impl Watcher {
                             {
                                 continue;
                             }
-                            let library = [dir.join("lib")];
-                            let paths = weft_engine::subgraph::SubgraphPaths {
-                                base_dir: &dir,
-                                library: &library,
-                            };
                             let diagnostics = match Workflow::parse(&bytes) {
-                                Ok(w) => weft_engine::subgraph::validate_with_subgraphs(
-                                    &w, &registry, &paths, None,
-                                ),
+                                Ok(w) => super::workflows::validate_expanded(&registry, &dir, &w),
                                 Err(d) => d,
                             };
                             if diagnostics.is_empty() {

@@ -1,7 +1,8 @@
 //! The workflows folder over HTTP: list, get, put (revision-checked, atomic, canonical YAML),
 //! create, rename, delete, and validation of a posted workflow. The files stay the source of
 //! truth; the watcher tells clients when they change on disk.
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path as FsPath, PathBuf};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
-use weft_engine::{Diagnostic, Workflow};
+use weft_engine::{Diagnostic, Registry, Workflow};
 
 use super::error::{ApiError, ApiResult};
 use super::paths::{check_name, existing_under, write_atomic, write_new};
@@ -59,12 +60,116 @@ pub fn from_doc(doc: &Json_) -> Result<Workflow, Vec<Diagnostic>> {
 
 /// Validation diagnostics of a parsed workflow.
 pub fn check(state: &AppState, workflow: &Workflow) -> Vec<Diagnostic> {
-    let library = library(state);
+    validate_expanded(&state.registry, &state.roots.workflows, workflow)
+}
+
+/// Validation diagnostics after inlining subgraphs (what a run would see).
+pub fn validate_expanded(
+    registry: &Registry,
+    root: &FsPath,
+    workflow: &Workflow,
+) -> Vec<Diagnostic> {
+    match expand(registry, root, workflow) {
+        Ok(expanded) => {
+            let mut d = weft_engine::validate(&expanded, registry, None);
+            weft_engine::subgraph::attribute_files(&expanded, &mut d);
+            relative_files(root, &mut d);
+            d
+        }
+        Err(d) => d,
+    }
+}
+
+/// Subgraph files named in diagnostics, relative to the workflows folder (no server paths).
+fn relative_files(root: &FsPath, diagnostics: &mut [Diagnostic]) {
+    let prefix = format!("{}/", root.display());
+    for d in diagnostics {
+        if d.message.contains(&prefix) {
+            d.message = d.message.replace(&prefix, "");
+        }
+        if let Some(file) = &d.file {
+            if let Ok(relative) = FsPath::new(file.as_ref()).strip_prefix(root) {
+                d.file = Some(relative.to_string_lossy().into());
+            }
+        }
+    }
+}
+
+/// The workflow with its subgraph nodes inlined, as the CLI does: path types are relative
+/// to the workflows folder, library names are files in its `lib/`. Every subgraph file, at
+/// any depth, must be inside the workflows folder (a client can write workflow files, so a
+/// file it wrote could otherwise include one from anywhere).
+pub fn expand(
+    registry: &Registry,
+    root: &FsPath,
+    workflow: &Workflow,
+) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    check_subgraph_files(registry, root, workflow, root, 0, &mut seen, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let library = [root.join("lib")];
     let paths = weft_engine::subgraph::SubgraphPaths {
-        base_dir: &state.roots.workflows,
+        base_dir: root,
         library: &library,
     };
-    weft_engine::subgraph::validate_with_subgraphs(workflow, &state.registry, &paths, None)
+    match weft_engine::subgraph::expand_subgraphs(workflow, registry, &paths) {
+        Ok(Some(expanded)) => Ok(expanded),
+        Ok(None) => Ok(workflow.clone()),
+        Err(mut errors) => {
+            relative_files(root, &mut errors);
+            Err(errors)
+        }
+    }
+}
+
+fn check_subgraph_files(
+    registry: &Registry,
+    root: &FsPath,
+    workflow: &Workflow,
+    base_dir: &FsPath,
+    depth: usize,
+    seen: &mut HashSet<PathBuf>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let library = [root.join("lib")];
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir,
+        library: &library,
+    };
+    for (id, node) in &workflow.nodes {
+        let Some(file) = weft_engine::subgraph::subgraph_file(&node.type_name, registry, &paths)
+        else {
+            continue;
+        };
+        let Ok(real) = file.canonicalize() else {
+            // Missing: the expansion reports it.
+            continue;
+        };
+        if !real.starts_with(root) {
+            errors.push(
+                Diagnostic::at_opt(
+                    node.type_pos,
+                    format!(
+                        "subgraph '{}' is outside the workflows folder",
+                        node.type_name
+                    ),
+                )
+                .node(id),
+            );
+            continue;
+        }
+        if depth < 16 && seen.insert(real.clone()) {
+            let inner = std::fs::read(&real)
+                .ok()
+                .and_then(|b| Workflow::parse(&b).ok());
+            if let (Some(inner), Some(dir)) = (inner, real.parent()) {
+                check_subgraph_files(registry, root, &inner, dir, depth + 1, seen, errors);
+            }
+        }
+    }
 }
 
 /// Where named subgraph types are found: `lib/` in the workflows folder.

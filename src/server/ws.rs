@@ -25,6 +25,7 @@ pub async fn upgrade(
 
 async fn client(state: AppState, mut socket: WebSocket) {
     let mut messages = state.hub.subscribe();
+    let mut previews = state.hub.subscribe_previews();
     if let Some(m) = queue_message(&*state.store, &state.queue) {
         if socket.send(Message::Text(m.as_ref().into())).await.is_err() {
             return;
@@ -32,6 +33,17 @@ async fn client(state: AppState, mut socket: WebSocket) {
     }
     loop {
         tokio::select! {
+            // A preview is sent before whatever came after it on the main ring.
+            biased;
+            preview = previews.recv() => match preview {
+                Ok(text) => {
+                    if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
             message = messages.recv() => match message {
                 Ok(text) => {
                     // Whatever else is already waiting goes out in the same write.
