@@ -233,11 +233,17 @@ impl Comfy {
             executing: Mutex::new(None),
         });
         let events = hub.subscribe();
+        let previews = hub.subscribe_previews();
         let translator = comfy.clone();
         std::thread::Builder::new()
             .name("weft-comfy-ws".into())
             .spawn(move || translate_loop(translator, events, store, queue))
             .map_err(|e| format!("starting the ComfyUI translator: {e}"))?;
+        let previewer = comfy.clone();
+        std::thread::Builder::new()
+            .name("weft-comfy-previews".into())
+            .spawn(move || preview_loop(previewer, previews))
+            .map_err(|e| format!("starting the ComfyUI preview sender: {e}"))?;
         Ok(comfy)
     }
 
@@ -1423,6 +1429,43 @@ fn translate_loop(
     }
 }
 
+/// Step previews travel in the hub's own lossy ring (a slow reader skips some): each goes to
+/// the client of its prompt as ComfyUI's binary frame, when that prompt asked for previews.
+fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<str>>) {
+    loop {
+        let text = match previews.blocking_recv() {
+            Ok(t) => t,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let Ok(event) = serde_json::from_str::<Json_>(&text) else {
+            continue;
+        };
+        let Some(prompt) = event["run"]
+            .as_u64()
+            .and_then(|run| comfy.prompt_of_run(run))
+        else {
+            continue;
+        };
+        let png = event["preview"]
+            .as_str()
+            .filter(|_| prompt.wants_previews())
+            .and_then(|p| p.strip_prefix("data:image/png;base64,"))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        if let Some(png) = png {
+            // ComfyUI's binary frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG).
+            let mut frame = Vec::with_capacity(png.len() + 8);
+            frame.extend_from_slice(&1u32.to_be_bytes());
+            frame.extend_from_slice(&2u32.to_be_bytes());
+            frame.extend_from_slice(&png);
+            let _ = comfy.out.send(Arc::new(Outgoing {
+                to: prompt.client_id.clone(),
+                frame: Frame::Binary(frame.into()),
+            }));
+        }
+    }
+}
+
 fn ts() -> i64 {
     now_ms()
 }
@@ -1531,22 +1574,6 @@ impl Comfy {
                     "progress",
                     json!({"value": event["step"], "max": event["total"], "prompt_id": pid, "node": node}),
                 );
-                if let Some(png) = event["preview"]
-                    .as_str()
-                    .filter(|_| l.prompt.wants_previews())
-                    .and_then(|p| p.strip_prefix("data:image/png;base64,"))
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                {
-                    // ComfyUI's binary frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG).
-                    let mut frame = Vec::with_capacity(png.len() + 8);
-                    frame.extend_from_slice(&1u32.to_be_bytes());
-                    frame.extend_from_slice(&2u32.to_be_bytes());
-                    frame.extend_from_slice(&png);
-                    let _ = self.out.send(Arc::new(Outgoing {
-                        to: to.map(str::to_string),
-                        frame: Frame::Binary(frame.into()),
-                    }));
-                }
             }
             "output" => {
                 if let (Some(n), Some(path)) = (node, event["path"].as_str()) {
