@@ -11,7 +11,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::StatusCode;
@@ -26,7 +26,8 @@ use weft_engine::Diagnostic;
 
 use super::hub::Hub;
 use super::queue::Queue;
-use super::store::{RunRecord, RunStore};
+use super::store::{execute, RunRecord, RunStore};
+use super::ws::{client_left, close_too_slow};
 use super::{now_ms, AppState};
 use crate::comfy::import::{import, ImportOptions};
 use crate::comfy::object_info::{describe, object_info, FileLists};
@@ -726,20 +727,16 @@ fn submit(state: &AppState, prompt: &Map<String, Json_>, body: &Json_) -> Respon
         ids: imported.ids,
         outputs,
     };
+    let (prompt_text, extra_text) = (record.prompt.to_string(), record.extra_data.to_string());
+    let ids = serde_json::to_string(&record.ids).unwrap_or_default();
+    let outputs = serde_json::to_string(&record.outputs).unwrap_or_default();
     let stored = comfy.with_db(|c| {
-        c.prepare_cached(
+        execute(
+            c,
             "INSERT INTO comfy_prompts (run, prompt_id, client_id, prompt, extra_data, ids, outputs) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            run as i64,
-            record.prompt_id,
-            record.client_id,
-            record.prompt.to_string(),
-            record.extra_data.to_string(),
-            serde_json::to_string(&record.ids).unwrap_or_default(),
-            serde_json::to_string(&record.outputs).unwrap_or_default(),
-        ])
+            params![run as i64, record.prompt_id, record.client_id, prompt_text, extra_text, ids, outputs],
+        )
     });
     if let Err(e) = stored {
         let _ = state.store.delete_queued(run);
@@ -1371,20 +1368,13 @@ async fn ws_client(
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: format!("too slow: {missed} messages behind").into(),
-                        })))
-                        .await;
-                    return;
+                    return close_too_slow(&mut socket, missed, "").await;
                 }
                 Err(RecvError::Closed) => return,
             },
-            incoming = socket.recv() => match incoming {
-                // ComfyUI clients may announce feature flags; weft needs none of them.
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+            // ComfyUI clients may announce feature flags; weft needs none of them.
+            incoming = socket.recv() => if client_left(incoming) {
+                return;
             },
         }
     }

@@ -139,6 +139,28 @@ impl SqliteStore {
             .map_err(|_| "run store: lock poisoned".to_string())?;
         f(&conn).map_err(err)
     }
+
+    /// Moves queued run `id` on: `set` are the columns it sets, with `?2` standing for `at`.
+    /// False when the run is not (or no longer) queued.
+    fn update_queued(&self, set: &str, id: u64, at: i64) -> StoreResult<bool> {
+        self.with(|c| {
+            execute(
+                c,
+                &format!("UPDATE runs SET {set} WHERE id = ?1 AND status = 'queued'"),
+                params![id as i64, at],
+            )
+            .map(|n| n == 1)
+        })
+    }
+}
+
+/// Runs one statement from the connection's statement cache; the number of rows it changed.
+pub(super) fn execute(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
 }
 
 impl RunStore for SqliteStore {
@@ -206,50 +228,35 @@ impl RunStore for SqliteStore {
     }
 
     fn start(&self, id: u64, at: i64) -> StoreResult<bool> {
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE runs SET status = 'running', started_at = ?2 \
-                 WHERE id = ?1 AND status = 'queued'",
-            )?
-            .execute(params![id as i64, at])
-            .map(|n| n == 1)
-        })
+        self.update_queued("status = 'running', started_at = ?2", id, at)
     }
 
     fn finish(&self, id: u64, f: &Finished) -> StoreResult<()> {
+        let error = f.error.as_ref().map(|e| e.to_string());
+        let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
         self.with(|c| {
-            c.prepare_cached(
+            execute(
+                c,
                 "UPDATE runs SET status = ?2, finished_at = ?3, nodes = ?4, outputs = ?5, \
                  error = ?6 WHERE id = ?1",
-            )?
-            .execute(params![
-                id as i64,
-                f.status,
-                f.at,
-                f.nodes.to_string(),
-                f.outputs.to_string(),
-                f.error.as_ref().map(|e| e.to_string()),
-            ])
+                params![id as i64, f.status, f.at, nodes, outputs, error],
+            )
             .map(|_| ())
         })
     }
 
     fn cancel_queued(&self, id: u64, at: i64) -> StoreResult<bool> {
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE runs SET status = 'cancelled', finished_at = ?2 \
-                 WHERE id = ?1 AND status = 'queued'",
-            )?
-            .execute(params![id as i64, at])
-            .map(|n| n == 1)
-        })
+        self.update_queued("status = 'cancelled', finished_at = ?2", id, at)
     }
 
     fn delete_queued(&self, id: u64) -> StoreResult<bool> {
         self.with(|c| {
-            c.prepare_cached("DELETE FROM runs WHERE id = ?1 AND status = 'queued'")?
-                .execute(params![id as i64])
-                .map(|n| n == 1)
+            execute(
+                c,
+                "DELETE FROM runs WHERE id = ?1 AND status = 'queued'",
+                params![id as i64],
+            )
+            .map(|n| n == 1)
         })
     }
 

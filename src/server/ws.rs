@@ -64,21 +64,31 @@ async fn client(state: AppState, mut socket: WebSocket) {
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: format!("too slow: {missed} messages behind; reconnect and re-read state").into(),
-                        })))
-                        .await;
-                    return;
+                    return close_too_slow(&mut socket, missed, "; reconnect and re-read state").await;
                 }
                 Err(RecvError::Closed) => return,
             },
-            incoming = socket.recv() => match incoming {
-                // Clients have nothing to say yet; pings are answered by axum.
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+            // Clients have nothing to say yet; pings are answered by axum.
+            incoming = socket.recv() => if client_left(incoming) {
+                return;
             },
         }
     }
+}
+
+/// Tells a client that fell `missed` messages behind the hub why it is dropped: close code
+/// 1008 with the reason "too slow: N messages behind" and `advice` after it.
+pub(super) async fn close_too_slow(socket: &mut WebSocket, missed: u64, advice: &str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1008,
+            reason: format!("too slow: {missed} messages behind{advice}").into(),
+        })))
+        .await;
+}
+
+/// Whether what the client sent ends the connection: a close frame, an error or the end of
+/// the stream. Anything else a client says is ignored.
+pub(super) fn client_left(incoming: Option<Result<Message, axum::Error>>) -> bool {
+    matches!(incoming, Some(Ok(Message::Close(_))) | None | Some(Err(_)))
 }
