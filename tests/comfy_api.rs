@@ -1,20 +1,15 @@
 //! ComfyUI's API on `weft serve` through `app(...)` with tower's `oneshot`: each route in
 //! ComfyUI's shapes, good and bad cases (unknown class types and weft's diagnostics as
 //! `node_errors` keyed by ComfyUI node id, traversal in /view, the guard on these routes).
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
-use weft::server::{app, AppState, Config, Server};
+use weft::server::Config;
 
-const HOST: &str = "127.0.0.1:8188";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
+mod common;
+use common::{repo, Fixture, HOST};
 
 /// ComfyUI's default txt2img at 64x64, 4 steps, on tiny-shapes through `--comfy-model`.
 fn txt2img() -> Value {
@@ -26,57 +21,21 @@ fn txt2img() -> Value {
     p
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    state: AppState,
-}
-
 impl Fixture {
     fn new() -> Self {
         Self::with(|_| {})
     }
 
+    /// With tiny-shapes as ComfyUI's default checkpoint. JSON bodies go untyped, like
+    /// ComfyUI's example scripts (urllib).
     fn with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let workflows = dir.path().join("workflows");
-        std::fs::create_dir_all(&workflows).unwrap();
-        let mut config = Config::new(workflows, dir.path().join("data"), repo().join("models"));
-        config.upload_limit = 1 << 20;
-        config.comfy_models = vec![(
-            "v1-5-pruned-emaonly.safetensors".into(),
-            "tiny-shapes".into(),
-        )];
-        adjust(&mut config);
-        let executor = weft_engine::ExecutorConfig {
-            device: tch::Device::Cpu,
-            ..Default::default()
-        };
-        let state = Server::start(config, executor).unwrap();
-        Self { dir, state }
-    }
-
-    async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
-        let response = app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        (status, body)
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, HOST);
-        // Like ComfyUI's example scripts (urllib): no JSON content type.
-        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
-        let (status, bytes) = self.send(request.body(body).unwrap()).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        Fixture::start(None, |config| {
+            config.comfy_models = vec![(
+                "v1-5-pruned-emaonly.safetensors".into(),
+                "tiny-shapes".into(),
+            )];
+            adjust(config);
+        })
     }
 
     async fn history(&self, prompt_id: &str) -> Value {
@@ -126,11 +85,7 @@ async fn unknown_class_types_are_refused_with_node_errors_by_comfyui_id() {
     let mut p = txt2img();
     p["10"] = json!({"class_type": "LoraLoader", "inputs": {}, "_meta": {"title": "Load LoRA"}});
     let (status, body) = f
-        .call(
-            Method::POST,
-            "/prompt",
-            Some(json!({"prompt": p, "client_id": "c"})),
-        )
+        .post("/prompt", json!({"prompt": p, "client_id": "c"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "missing_node_type", "{body}");
@@ -154,9 +109,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     // A sampler weft lacks (an import error) ...
     let mut p = txt2img();
     p["3"]["inputs"]["sampler_name"] = json!("uni_pc");
-    let (status, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "prompt_outputs_failed_validation");
     let e = &body["node_errors"]["3"];
@@ -167,9 +120,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     // ... a value out of weft's range (a validator diagnostic on the weft node ksampler_3) ...
     let mut p = txt2img();
     p["3"]["inputs"]["steps"] = json!(0);
-    let (status, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let e = &body["node_errors"]["3"];
     assert_eq!(
@@ -179,9 +130,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     // ... a width weft refuses, on the latent node 5 ...
     let mut p = txt2img();
     p["5"]["inputs"]["width"] = json!(65);
-    let (_, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (_, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(
         body["node_errors"]["5"]["errors"][0]["extra_info"]["input_name"], "width",
         "{body}"
@@ -189,9 +138,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     // ... a checkpoint the models folder lacks ...
     let mut p = txt2img();
     p["4"]["inputs"]["ckpt_name"] = json!("missing.safetensors");
-    let (_, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (_, body) = f.post("/prompt", json!({"prompt": p})).await;
     let e = &body["node_errors"]["4"];
     assert_eq!(e["class_type"], "CheckpointLoaderSimple", "{body}");
     let errors = e["errors"].as_array().unwrap();
@@ -205,9 +152,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     // ... a missing link input.
     let mut p = txt2img();
     p["8"]["inputs"].as_object_mut().unwrap().remove("vae");
-    let (_, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (_, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(
         body["node_errors"]["8"]["errors"][0]["type"], "required_input_missing",
         "{body}"
@@ -221,20 +166,16 @@ async fn malformed_bodies_no_prompt_and_no_outputs() {
         .header(header::HOST, HOST)
         .body(Body::from("{not json"))
         .unwrap();
-    let (status, body) = f.send(request).await;
+    let (status, body, _) = f.send(request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["type"], "invalid_prompt");
-    let (status, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"client_id": "x"})))
-        .await;
+    let (status, body) = f.post("/prompt", json!({"client_id": "x"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["type"], "no_prompt");
     let mut p = txt2img();
     p.as_object_mut().unwrap().remove("9");
-    let (status, body) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": p})))
-        .await;
+    let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["type"], "prompt_no_outputs");
 }
@@ -270,9 +211,7 @@ async fn object_info_prompt_queue_interrupt_and_system_stats() {
     assert_eq!(q, json!({"queue_running": [], "queue_pending": []}));
     let (status, _) = f.call(Method::POST, "/interrupt", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = f
-        .call(Method::POST, "/queue", Some(json!({"clear": true})))
-        .await;
+    let (status, _) = f.post("/queue", json!({"clear": true})).await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, s) = f.call(Method::GET, "/system_stats", None).await;
@@ -304,7 +243,7 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
             .body(Body::from(body))
             .unwrap()
     };
-    let (status, reply) = f.send(request(&ty, body.clone())).await;
+    let (status, reply, _) = f.send(request(&ty, body.clone())).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -317,7 +256,7 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
         json!({"name": "cat.png", "subfolder": "", "type": "input"})
     );
     // The same bytes again: the same file. Other bytes under the name: a new name.
-    let (_, again) = f.send(request(&ty, body)).await;
+    let (_, again, _) = f.send(request(&ty, body)).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&again).unwrap()["name"],
         "cat.png"
@@ -330,17 +269,17 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
         )
         .unwrap();
     let (ty2, body2) = multipart(&[("image", Some("cat.png"), &other)]);
-    let (_, renamed) = f.send(request(&ty2, body2)).await;
+    let (_, renamed, _) = f.send(request(&ty2, body2)).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&renamed).unwrap()["name"],
         "cat_1.png"
     );
     // Not an image; a path as the file name.
     let (ty3, body3) = multipart(&[("image", Some("x.png"), b"hello")]);
-    let (status, _) = f.send(request(&ty3, body3)).await;
+    let (status, _, _) = f.send(request(&ty3, body3)).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (ty4, body4) = multipart(&[("image", Some("../x.png"), &png)]);
-    let (status, _) = f.send(request(&ty4, body4)).await;
+    let (status, _, _) = f.send(request(&ty4, body4)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let get = |uri: &str| {
@@ -349,12 +288,12 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
             .body(Body::empty())
             .unwrap()
     };
-    let (status, bytes) = f
+    let (status, bytes, _) = f
         .send(get("/view?filename=cat.png&subfolder=&type=input"))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, png);
-    let (status, bytes) = f.send(get("/view?filename=cat.png%20%5Binput%5D")).await;
+    let (status, bytes, _) = f.send(get("/view?filename=cat.png%20%5Binput%5D")).await;
     assert_eq!(
         (status, bytes.len()),
         (StatusCode::OK, png.len()),
@@ -370,7 +309,7 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
         "/view?filename=runs.sqlite&subfolder=..&type=output",
         "/view?filename=secret.png&type=models",
     ] {
-        let (status, _) = f.send(get(uri)).await;
+        let (status, _, _) = f.send(get(uri)).await;
         assert!(
             matches!(
                 status,
@@ -386,9 +325,9 @@ async fn upload_image_keeps_the_name_and_view_serves_it_but_no_traversal() {
         f.state.roots.outputs.join("link.png"),
     )
     .unwrap();
-    let (status, _) = f.send(get("/view?filename=link.png&type=output")).await;
+    let (status, _, _) = f.send(get("/view?filename=link.png&type=output")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = f.send(get("/view?filename=nothing.png")).await;
+    let (status, _, _) = f.send(get("/view?filename=nothing.png")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -397,9 +336,7 @@ async fn the_servers_guard_applies_to_the_comfyui_routes() {
     let f = Fixture::with(|c| c.token = Some("0123456789abcdef0123".into()));
     let (status, _) = f.call(Method::GET, "/object_info", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": txt2img()})))
-        .await;
+    let (status, _) = f.post("/prompt", json!({"prompt": txt2img()})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = f
         .call(Method::GET, "/object_info?token=0123456789abcdef0123", None)
@@ -411,13 +348,13 @@ async fn the_servers_guard_applies_to_the_comfyui_routes() {
         .header(header::ORIGIN, "http://evil.example")
         .body(Body::from(json!({"prompt": txt2img()}).to_string()))
         .unwrap();
-    let (status, _) = f.send(request).await;
+    let (status, _, _) = f.send(request).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let request = Request::get("/history")
         .header(header::HOST, "evil.example:8188")
         .body(Body::empty())
         .unwrap();
-    let (status, _) = f.send(request).await;
+    let (status, _, _) = f.send(request).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
@@ -426,10 +363,9 @@ async fn the_servers_guard_applies_to_the_comfyui_routes() {
 async fn a_prompt_runs_and_its_history_and_images_come_back_in_comfyuis_shape() {
     let f = Fixture::new();
     let (status, reply) = f
-        .call(
-            Method::POST,
+        .post(
             "/prompt",
-            Some(json!({"prompt": txt2img(), "client_id": "abc", "prompt_id": "my-prompt-1"})),
+            json!({"prompt": txt2img(), "client_id": "abc", "prompt_id": "my-prompt-1"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{reply}");
@@ -459,7 +395,7 @@ async fn a_prompt_runs_and_its_history_and_images_come_back_in_comfyuis_shape() 
         image["filename"].as_str().unwrap(),
         image["subfolder"].as_str().unwrap()
     );
-    let (status, png) = f
+    let (status, png, _) = f
         .send(
             Request::get(uri.as_str())
                 .header(header::HOST, HOST)
@@ -471,19 +407,16 @@ async fn a_prompt_runs_and_its_history_and_images_come_back_in_comfyuis_shape() 
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     // The same prompt id again is refused; the full history lists it.
     let (status, _) = f
-        .call(
-            Method::POST,
+        .post(
             "/prompt",
-            Some(json!({"prompt": txt2img(), "prompt_id": "my-prompt-1"})),
+            json!({"prompt": txt2img(), "prompt_id": "my-prompt-1"}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, all) = f.call(Method::GET, "/history?max_items=5", None).await;
     assert!(all.get("my-prompt-1").is_some());
     // A rerun is served from weft's cache: every node but the output listed as cached.
-    let (_, again) = f
-        .call(Method::POST, "/prompt", Some(json!({"prompt": txt2img()})))
-        .await;
+    let (_, again) = f.post("/prompt", json!({"prompt": txt2img()})).await;
     let h2 = f.history(again["prompt_id"].as_str().unwrap()).await;
     let cached = &h2["status"]["messages"][1][1]["nodes"];
     for id in ["3", "4", "5", "6", "7", "8"] {

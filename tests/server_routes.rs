@@ -1,96 +1,43 @@
 //! Every route of `weft serve` through `app(...)` with tower's `oneshot` (no socket), good and
 //! bad cases: traversal in every file-naming parameter, oversize bodies, non-images and
 //! decompression bombs, malformed JSON, located diagnostics, stale writes, tokens, origins.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
-use weft::server::{app, AppState, Config, Server};
+use weft::server::{AppState, Config};
 
-const HOST: &str = "127.0.0.1:8188";
-
-const CHAIN: &str = "weft: 1
-nodes:
-  a:
-    type: Int
-    value: 1
-  b:
-    type: AddInt
-    a: $a.value
-    b: 10
-  show:
-    type: ShowInt
-    value: $b.sum
-layout:
+/// workflows/chain.yaml: a -> b (adds 10) -> show, with a layout.
+fn chain() -> String {
+    weft_test_support::add_int_chain(&[10])
+        + "layout:
   a: [0, 0]
   b: [200, 0]
-";
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+"
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    state: AppState,
-}
+mod common;
+use common::{Fixture, HOST};
 
 impl Fixture {
     fn new() -> Self {
         Self::with(|_| {})
     }
 
+    /// With workflows/chain.yaml and a 256 KiB body limit; JSON bodies typed as JSON.
     fn with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let workflows = dir.path().join("workflows");
-        std::fs::create_dir_all(&workflows).unwrap();
-        std::fs::write(workflows.join("chain.yaml"), CHAIN).unwrap();
-        let mut config = Config::new(workflows, dir.path().join("data"), models_dir());
-        config.upload_limit = 1 << 20;
-        config.body_limit = 256 << 10;
-        adjust(&mut config);
-        let executor = weft_engine::ExecutorConfig {
-            device: tch::Device::Cpu,
-            ..Default::default()
-        };
-        let state = Server::start(config, executor).unwrap();
-        Self { dir, state }
+        Fixture::start(Some("application/json"), |config| {
+            std::fs::write(config.workflows_dir.join("chain.yaml"), chain()).unwrap();
+            config.body_limit = 256 << 10;
+            adjust(config);
+        })
     }
 
     fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
-    }
-
-    async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
-        let response = app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        (status, body, headers)
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, HOST);
-        let body = match body {
-            Some(v) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let (status, bytes, _) = self.send(request.body(body).unwrap()).await;
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
     }
 
     async fn wait_run(&self, id: u64) -> Value {
@@ -231,21 +178,20 @@ async fn workflows_list_get_put_create_rename_delete() {
     let (status, got) = f.call(Method::GET, "/api/workflows/chain", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["workflow"]["nodes"]["b"]["a"], "$a.value");
-    assert_eq!(got["text"], CHAIN);
+    assert_eq!(got["text"], chain());
     let revision = got["revision"].as_str().unwrap().to_string();
     assert_eq!(
         revision,
-        blake3::hash(CHAIN.as_bytes()).to_hex().to_string()
+        blake3::hash(chain().as_bytes()).to_hex().to_string()
     );
 
     let mut doc = got["workflow"].clone();
     doc["nodes"]["b"]["b"] = json!(20);
     doc["layout"]["show"] = json!([400, 0]);
     let (status, put) = f
-        .call(
-            Method::PUT,
+        .put(
             "/api/workflows/chain",
-            Some(json!({"workflow": doc, "revision": revision})),
+            json!({"workflow": doc, "revision": revision}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{put}");
@@ -262,10 +208,9 @@ async fn workflows_list_get_put_create_rename_delete() {
 
     // The same edit from the old revision conflicts and names the current one.
     let (status, stale) = f
-        .call(
-            Method::PUT,
+        .put(
             "/api/workflows/chain",
-            Some(json!({"workflow": doc, "revision": revision})),
+            json!({"workflow": doc, "revision": revision}),
         )
         .await;
     assert_error(status, &stale, StatusCode::CONFLICT, "conflict");
@@ -275,48 +220,31 @@ async fn workflows_list_get_put_create_rename_delete() {
     let mut broken = doc.clone();
     broken["nodes"]["b"]["type"] = json!("AddIntt");
     let (status, saved) = f
-        .call(
-            Method::PUT,
+        .put(
             "/api/workflows/chain",
-            Some(json!({"workflow": broken, "revision": put["revision"]})),
+            json!({"workflow": broken, "revision": put["revision"]}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(saved["diagnostics"][0]["node"], "b");
 
     let (status, created) = f
-        .call(
-            Method::POST,
-            "/api/workflows",
-            Some(json!({"name": "copy", "workflow": doc})),
-        )
+        .post("/api/workflows", json!({"name": "copy", "workflow": doc}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let (status, again) = f
-        .call(
-            Method::POST,
-            "/api/workflows",
-            Some(json!({"name": "copy", "workflow": doc})),
-        )
+        .post("/api/workflows", json!({"name": "copy", "workflow": doc}))
         .await;
     assert_error(status, &again, StatusCode::CONFLICT, "conflict");
 
     let (status, renamed) = f
-        .call(
-            Method::POST,
-            "/api/workflows/copy/rename",
-            Some(json!({"to": "renamed"})),
-        )
+        .post("/api/workflows/copy/rename", json!({"to": "renamed"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{renamed}");
     let (status, _) = f.call(Method::GET, "/api/workflows/copy", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, clash) = f
-        .call(
-            Method::POST,
-            "/api/workflows/renamed/rename",
-            Some(json!({"to": "chain"})),
-        )
+        .post("/api/workflows/renamed/rename", json!({"to": "chain"}))
         .await;
     assert_error(status, &clash, StatusCode::CONFLICT, "conflict");
     let (status, _) = f.call(Method::DELETE, "/api/workflows/renamed", None).await;
@@ -330,13 +258,7 @@ async fn workflows_list_get_put_create_rename_delete() {
 async fn unknown_node_type_comes_back_located_from_validate_and_runs() {
     let f = Fixture::new();
     let doc = json!({"weft": 1, "nodes": {"a": {"type": "Intt", "value": 1}, "show": {"type": "ShowInt", "value": "$a.value"}}});
-    let (status, v) = f
-        .call(
-            Method::POST,
-            "/api/validate",
-            Some(json!({"workflow": doc})),
-        )
-        .await;
+    let (status, v) = f.post("/api/validate", json!({"workflow": doc})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["valid"], false);
     let d = &v["diagnostics"][0];
@@ -347,9 +269,7 @@ async fn unknown_node_type_comes_back_located_from_validate_and_runs() {
     );
     assert!(d["hint"].as_str().unwrap_or("").contains("Int"), "{d}");
 
-    let (status, run) = f
-        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-        .await;
+    let (status, run) = f.post("/api/runs", json!({"workflow": doc})).await;
     assert_error(status, &run, StatusCode::BAD_REQUEST, "invalid_workflow");
     assert_eq!(run["diagnostics"][0]["node"], "a");
     let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
@@ -373,9 +293,7 @@ async fn malformed_json_and_wrong_shapes_are_bad_requests() {
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     }
-    let (status, body) = f
-        .call(Method::POST, "/api/validate", Some(json!({"workflow": 3})))
-        .await;
+    let (status, body) = f.post("/api/validate", json!({"workflow": 3})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["valid"], false);
     let (status, body) = f.call(Method::GET, "/api/runs/abc", None).await;
@@ -388,7 +306,7 @@ async fn malformed_json_and_wrong_shapes_are_bad_requests() {
 async fn oversize_bodies_are_refused() {
     let f = Fixture::new();
     let big = json!({"workflow": {"weft": 1, "nodes": {}}, "pad": "x".repeat(300 << 10)});
-    let (status, body) = f.call(Method::POST, "/api/validate", Some(big)).await;
+    let (status, body) = f.post("/api/validate", big).await;
     assert_error(
         status,
         &body,
@@ -414,10 +332,9 @@ async fn oversize_bodies_are_refused() {
 async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     let f = Fixture::new();
     let (status, queued) = f
-        .call(
-            Method::POST,
+        .post(
             "/api/runs",
-            Some(json!({"workflow": "chain", "set": {"a.value": 5}})),
+            json!({"workflow": "chain", "set": {"a.value": 5}}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
@@ -431,10 +348,9 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
 
     // The same again is all cached on the shared worker.
     let (_, again) = f
-        .call(
-            Method::POST,
+        .post(
             "/api/runs",
-            Some(json!({"workflow": "chain", "set": {"a.value": 5}})),
+            json!({"workflow": "chain", "set": {"a.value": 5}}),
         )
         .await;
     let run2 = f.wait_run(again["id"].as_u64().unwrap()).await;
@@ -463,10 +379,9 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     let (status, body) = f.call(Method::GET, "/api/runs/999", None).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = f
-        .call(
-            Method::POST,
+        .post(
             "/api/runs",
-            Some(json!({"workflow": "chain", "set": {"zz.value": 1}})),
+            json!({"workflow": "chain", "set": {"zz.value": 1}}),
         )
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
@@ -491,9 +406,7 @@ async fn a_run_may_not_read_files_outside_the_servers_folders() {
         let doc = json!({"weft": 1, "nodes": {
             "load": {"type": "LoadImage", "path": path},
             "save": {"type": "SaveImage", "image": "$load.image"}}});
-        let (status, body) = f
-            .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-            .await;
+        let (status, body) = f.post("/api/runs", json!({"workflow": doc})).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
         assert_eq!(body["diagnostics"][0]["node"], "load", "{path}: {body}");
     }
@@ -502,9 +415,7 @@ async fn a_run_may_not_read_files_outside_the_servers_folders() {
         "latent": {"type": "EmptyLatent", "width": 64, "height": 64},
         "decode": {"type": "VaeDecode", "vae": "$model.vae", "latent": "$latent.latent"},
         "save": {"type": "SaveImage", "image": "$decode.image"}}});
-    let (status, body) = f
-        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-        .await;
+    let (status, body) = f.post("/api/runs", json!({"workflow": doc})).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
 }
 
@@ -512,7 +423,7 @@ async fn a_run_may_not_read_files_outside_the_servers_folders() {
 async fn traversal_in_every_file_naming_parameter_is_refused() {
     let f = Fixture::new();
     // Targets that exist outside the folders, so a bug would show as a 200.
-    std::fs::write(f.path("secret.yaml"), CHAIN).unwrap();
+    std::fs::write(f.path("secret.yaml"), chain()).unwrap();
     std::fs::write(f.path("secret.png"), small_png()).unwrap();
     std::fs::create_dir_all(f.path("data/outputs/7")).unwrap();
     std::os::unix::fs::symlink(f.path("secret.yaml"), f.path("workflows/evil.yaml")).unwrap();
@@ -564,7 +475,7 @@ async fn traversal_in_every_file_naming_parameter_is_refused() {
         ("/api/workflows/chain/rename", json!({"to": "../../escape"})),
         ("/api/workflows/chain/rename", json!({"to": "/tmp/escape"})),
     ] {
-        let (status, reply) = f.call(Method::POST, uri, Some(body)).await;
+        let (status, reply) = f.post(uri, body).await;
         assert_error(status, &reply, StatusCode::BAD_REQUEST, "bad_request");
     }
     assert!(!f.path("escape.yaml").exists());
@@ -646,9 +557,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     let doc = json!({"weft": 1, "nodes": {
         "load": {"type": "LoadImage", "path": name},
         "save": {"type": "SaveImage", "image": "$load.image", "prefix": "sub/up"}}});
-    let (status, queued) = f
-        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-        .await;
+    let (status, queued) = f.post("/api/runs", json!({"workflow": doc})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -801,17 +710,9 @@ async fn subgraphs_expand_like_the_cli_and_may_not_include_files_outside_the_fol
         "a": {"type": "Int", "value": 5},
         "ten": {"type": "AddTen", "x": "$a.value"},
         "show": {"type": "ShowInt", "value": "$ten.sum"}}});
-    let (_, v) = f
-        .call(
-            Method::POST,
-            "/api/validate",
-            Some(json!({"workflow": doc})),
-        )
-        .await;
+    let (_, v) = f.post("/api/validate", json!({"workflow": doc})).await;
     assert_eq!(v["valid"], true, "{v}");
-    let (status, queued) = f
-        .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-        .await;
+    let (status, queued) = f.post("/api/runs", json!({"workflow": doc})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -834,9 +735,7 @@ async fn subgraphs_expand_like_the_cli_and_may_not_include_files_outside_the_fol
             "a": {"type": "Int", "value": 5},
             "s": {"type": ty, "x": "$a.value"},
             "show": {"type": "ShowInt", "value": "$s.sum"}}});
-        let (status, body) = f
-            .call(Method::POST, "/api/runs", Some(json!({"workflow": doc})))
-            .await;
+        let (status, body) = f.post("/api/runs", json!({"workflow": doc})).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
         let text = body.to_string();
         assert!(

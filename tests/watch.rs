@@ -6,23 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-const WORKFLOW: &str = "weft: 1
-nodes:
-  a:
-    type: Int
-    value: 1
-  b:
-    type: AddInt
-    a: $a.value
-    b: 10
-  c:
-    type: AddInt
-    a: $b.sum
-    b: 100
-  show:
-    type: ShowInt
-    value: $c.sum
-";
+/// a -> b (adds 10) -> c (adds 100) -> show.
+fn workflow() -> String {
+    weft_test_support::add_int_chain(&[10, 100])
+}
 
 /// Marks a stdout line that is not a JSON object.
 const NOT_JSON: &str = "NOT JSON on stdout: ";
@@ -105,20 +92,20 @@ fn started(lines: &[String]) -> Vec<String> {
 fn saving_reruns_only_changed_nodes_and_a_broken_save_keeps_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flow.yaml");
-    std::fs::write(&file, WORKFLOW).unwrap();
+    std::fs::write(&file, workflow()).unwrap();
     let watcher = Watcher::start(&file);
     assert_eq!(started(&watcher.next_run()), ["a", "b", "c", "show"]);
 
     // A later node changed: only it and what follows run.
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&file, WORKFLOW.replace("b: 100", "b: 200")).unwrap();
+    std::fs::write(&file, workflow().replace("b: 100", "b: 200")).unwrap();
     assert_eq!(started(&watcher.next_run()), ["c", "show"]);
 
     // A broken save: errors, nothing runs.
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(
         &file,
-        WORKFLOW.replace(
+        workflow().replace(
             "type: AddInt\n    a: $b.sum",
             "type: AddInnt\n    a: $b.sum",
         ),
@@ -135,7 +122,7 @@ fn saving_reruns_only_changed_nodes_and_a_broken_save_keeps_the_cache() {
     // everything is still cached from before the broken save.
     std::thread::sleep(Duration::from_millis(300));
     let temp = dir.path().join(".flow.yaml.swp");
-    std::fs::write(&temp, WORKFLOW.replace("b: 100", "b: 200")).unwrap();
+    std::fs::write(&temp, workflow().replace("b: 100", "b: 200")).unwrap();
     std::fs::rename(&temp, &file).unwrap();
     let fixed = watcher.next_run();
     assert!(started(&fixed).is_empty(), "{fixed:#?}");

@@ -12,6 +12,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Workflow text of a chain of trivial nodes: `a` (Int, value 1), then an AddInt for each of
+/// `adds` (named `b`, `c`, ...; each adds its number to the sum before) and `show` (ShowInt)
+/// of the last.
+pub fn add_int_chain(adds: &[i64]) -> String {
+    let mut text = String::from("weft: 1\nnodes:\n  a:\n    type: Int\n    value: 1\n");
+    let mut from = "$a.value".to_string();
+    for (i, add) in adds.iter().enumerate() {
+        let name = char::from(b'b' + i as u8);
+        text.push_str(&format!(
+            "  {name}:\n    type: AddInt\n    a: {from}\n    b: {add}\n"
+        ));
+        from = format!("${name}.sum");
+    }
+    text.push_str(&format!("  show:\n    type: ShowInt\n    value: {from}\n"));
+    text
+}
+
 /// A folder of committed parity fixtures: `nodes/tests/fixtures/<name>`.
 pub fn fixtures(name: &str) -> PathBuf {
     repo_root().join("nodes/tests/fixtures").join(name)
