@@ -14,14 +14,7 @@ use support::{chain_yaml, repo, ServerProcess};
 
 fn time_run(http: &support::Http, ws: &mut support::Ws, body: &Value) -> Duration {
     let started = Instant::now();
-    let reply = http.post("/api/runs", body);
-    assert_eq!(
-        reply.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let id = reply.json()["id"].as_u64().unwrap();
+    let id = http.queue_run(body);
     let events = ws.run(id, Duration::from_secs(30));
     let took = started.elapsed();
     assert_eq!(events.last().unwrap()["status"], "succeeded");

@@ -78,16 +78,7 @@ fn main() {
             let http = server.http();
             std::thread::spawn(move || {
                 for i in (t..runs).step_by(8) {
-                    let reply = http.post(
-                        "/api/runs",
-                        &json!({"workflow": "chain", "set": {"n0.value": i}}),
-                    );
-                    assert_eq!(
-                        reply.status,
-                        202,
-                        "{}",
-                        String::from_utf8_lossy(&reply.body)
-                    );
+                    http.queue_run(&json!({"workflow": "chain", "set": {"n0.value": i}}));
                 }
             })
         })

@@ -57,14 +57,7 @@ fn txt2img_over_http_and_ws_then_a_new_seed_reuses_the_loaded_model_and_prompts(
         .expect("a queue message on connect");
     assert_eq!(first["event"], "queue");
 
-    let reply = http.post("/api/runs", &json!({"workflow": "txt2img"}));
-    assert_eq!(
-        reply.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let id = reply.json()["id"].as_u64().unwrap();
+    let id = http.queue_run(&json!({"workflow": "txt2img"}));
     let events = ws.run(id, Duration::from_secs(120));
     let finished = events.last().unwrap();
     assert_eq!(finished["status"], "succeeded", "{events:#?}");
@@ -97,12 +90,7 @@ fn txt2img_over_http_and_ws_then_a_new_seed_reuses_the_loaded_model_and_prompts(
     assert!(png.body.starts_with(b"\x89PNG\r\n\x1a\n"));
     assert!(dir.path().join(format!("data/outputs/{id}")).is_dir());
 
-    let reply = http.post(
-        "/api/runs",
-        &json!({"workflow": "txt2img", "set": {"sample.seed": 7}}),
-    );
-    assert_eq!(reply.status, 202);
-    let id2 = reply.json()["id"].as_u64().unwrap();
+    let id2 = http.queue_run(&json!({"workflow": "txt2img", "set": {"sample.seed": 7}}));
     let events = ws.run(id2, Duration::from_secs(120));
     assert_eq!(events.last().unwrap()["status"], "succeeded");
     let cached = ids(&events, "node_cached");

@@ -163,6 +163,19 @@ impl Http {
     pub fn post(&self, path: &str, body: &Value) -> Reply {
         self.request("POST", path, Some(body))
     }
+
+    /// POST /api/runs, which must answer 202 (the reply's body in the panic if not); the
+    /// queued run's id.
+    pub fn queue_run(&self, body: &Value) -> u64 {
+        let reply = self.post("/api/runs", body);
+        assert_eq!(
+            reply.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["id"].as_u64().unwrap()
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
