@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use weft::server::Config;
 
 mod common;
-use common::{repo, Fixture, HOST};
+use common::{repo, small_png, Fixture, HOST};
 
 /// ComfyUI's default txt2img at 64x64, 4 steps, on tiny-shapes through `--comfy-model`.
 fn txt2img() -> Value {
@@ -69,14 +69,6 @@ fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     }
     body.extend(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn small_png() -> Vec<u8> {
-    let mut out = Vec::new();
-    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    out
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ fn chain() -> String {
 }
 
 mod common;
-use common::{Fixture, HOST};
+use common::{small_png, Fixture, HOST};
 
 impl Fixture {
     fn new() -> Self {
@@ -101,14 +101,6 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-fn small_png() -> Vec<u8> {
-    let mut out = Vec::new();
-    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    out
-}
-
 #[tokio::test]
 async fn node_catalogue_has_declarations_model_choices_and_an_etag() {
     let f = Fixture::new();
@@ -120,23 +112,22 @@ async fn node_catalogue_has_declarations_model_choices_and_an_etag() {
     let find = |t: &str| nodes.iter().find(|n| n["type"] == t).unwrap().clone();
     let sampler = find("Sampler");
     assert_eq!(sampler["category"], "sampling");
-    let steps = sampler["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "steps")
-        .unwrap();
+    let input = |name: &str| {
+        sampler["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let steps = input("steps");
     assert_eq!(steps["type"], "int");
     assert!(
         steps["min"].is_number() && steps["default"].is_number(),
         "{steps}"
     );
-    let model = sampler["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "model")
-        .unwrap();
+    let model = input("model");
     assert_eq!(model["link_only"], true);
     let checkpoint = find("LoadCheckpoint");
     let name = &checkpoint["inputs"][0];

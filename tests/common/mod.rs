@@ -16,6 +16,15 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// An 8x8 red PNG.
+pub fn small_png() -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub state: AppState,
