@@ -63,6 +63,12 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) 
     );
 }
 
+/// `assert_error` on a reply's bytes, which must be JSON.
+fn assert_error_json(status: StatusCode, bytes: &[u8], want: StatusCode, code: &str) {
+    let body: Value = serde_json::from_slice(bytes).unwrap();
+    assert_error(status, &body, want, code);
+}
+
 /// A PNG header declaring `w` x `h` pixels with a tiny (bogus) image data chunk.
 fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
@@ -281,8 +287,7 @@ async fn malformed_json_and_wrong_shapes_are_bad_requests() {
             .body(Body::from("{\"workflow\": "))
             .unwrap();
         let (status, body, _) = f.send(request).await;
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+        assert_error_json(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     }
     let (status, body) = f.post("/api/validate", json!({"workflow": 3})).await;
     assert_eq!(status, StatusCode::OK);
@@ -310,8 +315,7 @@ async fn oversize_bodies_are_refused() {
         .body(Body::from(vec![0u8; 2 << 20]))
         .unwrap();
     let (status, body, _) = f.send(request).await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_error(
+    assert_error_json(
         status,
         &body,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -486,8 +490,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     let (status, body, _) = f
         .send(raw(b"<svg>not an image</svg>".to_vec(), "image/png"))
         .await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_error(
+    assert_error_json(
         status,
         &body,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -497,8 +500,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     let bomb = png_declaring(100_000, 100_000);
     assert!(bomb.len() < 100);
     let (status, body, _) = f.send(raw(bomb, "image/png")).await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_error(
+    assert_error_json(
         status,
         &body,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -506,8 +508,7 @@ async fn uploads_sniff_the_format_and_refuse_bombs() {
     );
 
     let (status, body, _) = f.send(raw(png_declaring(16, 16), "image/png")).await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error_json(status, &body, StatusCode::BAD_REQUEST, "bad_request");
 
     let png = small_png();
     let (status, body, _) = f.send(raw(png.clone(), "application/octet-stream")).await;
@@ -588,8 +589,7 @@ async fn cross_origin_and_rebound_hosts_are_refused() {
         (Some("http://evil.example:8188"), "evil.example:8188"),
     ] {
         let (status, body, _) = f.send(post(origin, host)).await;
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        assert_error_json(status, &body, StatusCode::FORBIDDEN, "forbidden");
     }
     let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
     assert_eq!(
@@ -613,8 +613,7 @@ async fn cross_origin_and_rebound_hosts_are_refused() {
         .body(Body::empty())
         .unwrap();
     let (status, body, _) = f.send(upgrade).await;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_error_json(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }
 
 #[tokio::test]
@@ -638,8 +637,7 @@ async fn with_a_token_every_route_and_the_websocket_need_it() {
     ] {
         for auth in [None, Some("Bearer wrong-token-wrong-token"), Some(token)] {
             let (status, body, _) = f.send(get(uri, auth)).await;
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_error_json(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
         }
     }
     let (status, _, _) = f
