@@ -175,7 +175,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             models,
             library,
         } => {
-            let subgraphs = weft_engine::subgraph::library_interfaces(&[library]);
+            let subgraphs: Vec<_> = weft_engine::subgraph::library_subgraphs(&[library])
+                .into_iter()
+                .map(|s| (s.name, s.interface))
+                .collect();
             let schema = weft_engine::schema::workflow_schema_with_subgraphs(
                 &weft_nodes::registry(),
                 Some(&models),

@@ -78,11 +78,15 @@ fn input_json(registry: &Registry, input: &InputSpec, models_dir: Option<&Path>)
 /// Library subgraphs in the catalogue's node shape (category "subgraph"); an output's type is
 /// the type of the inner output it comes from.
 pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -> Vec<Json> {
-    crate::subgraph::library_types(library)
+    crate::subgraph::library_subgraphs(library)
         .into_iter()
-        .filter_map(|(name, path)| {
-            let workflow = crate::workflow::Workflow::parse(&std::fs::read(&path).ok()?).ok()?;
-            let interface = workflow.interface.as_ref()?;
+        .map(|subgraph| {
+            let crate::subgraph::LibrarySubgraph {
+                name,
+                path,
+                workflow,
+                interface,
+            } = subgraph;
             let inputs: Vec<Json> = interface
                 .inputs
                 .iter()
@@ -121,7 +125,7 @@ pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -
                     json!({"name": output, "type": ty, "doc": e.doc})
                 })
                 .collect();
-            Some(json!({
+            json!({
                 "type": name,
                 "category": "subgraph",
                 "doc": format!("subgraph {}", path.display()),
@@ -130,7 +134,7 @@ pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -
                 "subgraph": path.display().to_string(),
                 "inputs": inputs,
                 "outputs": outputs,
-            }))
+            })
         })
         .collect()
 }

@@ -368,6 +368,10 @@ impl ConstantInputs<'_> {
             _ => None,
         }
     }
+    /// The file a path input names, when it is given as a constant (for `input_files`).
+    pub fn file(&self, name: &str) -> Vec<PathBuf> {
+        self.string(name).map(PathBuf::from).into_iter().collect()
+    }
 }
 
 #[cfg(test)]

@@ -500,15 +500,28 @@ pub fn library_types(library: &[PathBuf]) -> Vec<(String, PathBuf)> {
     found
 }
 
-/// The library's subgraphs with their interfaces (files that do not read or declare none are
-/// left out; using them reports why).
-pub fn library_interfaces(library: &[PathBuf]) -> Vec<(String, Interface)> {
+/// A subgraph of a library folder: its node type name, its file, and its workflow.
+pub struct LibrarySubgraph {
+    pub name: String,
+    pub path: PathBuf,
+    pub workflow: Workflow,
+    pub interface: Interface,
+}
+
+/// The library's subgraphs, each read once (files that do not read or declare no interface
+/// are left out; using one reports why).
+pub fn library_subgraphs(library: &[PathBuf]) -> Vec<LibrarySubgraph> {
     library_types(library)
         .into_iter()
         .filter_map(|(name, path)| {
-            let bytes = std::fs::read(&path).ok()?;
-            let interface = Workflow::parse(&bytes).ok()?.interface?;
-            Some((name, interface))
+            let mut workflow = Workflow::parse(&std::fs::read(&path).ok()?).ok()?;
+            let interface = workflow.interface.take()?;
+            Some(LibrarySubgraph {
+                name,
+                path,
+                workflow,
+                interface,
+            })
         })
         .collect()
 }

@@ -36,11 +36,7 @@ impl Node for PromptFilter {
         constants: &ConstantInputs,
         _models_dir: &Path,
     ) -> NodeResult<Vec<PathBuf>> {
-        Ok(constants
-            .string("blocklist")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect())
+        Ok(constants.file("blocklist"))
     }
 
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {

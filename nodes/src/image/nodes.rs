@@ -103,11 +103,7 @@ impl Node for LoadImage {
         constants: &ConstantInputs,
         _models_dir: &Path,
     ) -> NodeResult<Vec<PathBuf>> {
-        Ok(constants
-            .string("path")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect())
+        Ok(constants.file("path"))
     }
 }
 
