@@ -20,6 +20,7 @@ rerun alone (e.g. `--stages export,sample,fixture`).
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -43,63 +44,144 @@ COLOURS = {
     "orange": (0.98, 0.55, 0.08),
     "purple": (0.55, 0.15, 0.70),
 }
-SHAPES = ["circle", "square", "triangle", "star"]
-SIZES = {"small": 9.0, "large": 20.0}  # "radius" in pixels
+SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]
+SIZES = {"small": 10.0, "large": 20.0}  # "radius" in pixels
 # Phrase -> unit offset of the shape's centre from the image centre (x right, y down).
 POSITIONS = {
-    "in the centre": (0, 0),
-    "in the center": (0, 0),
-    "on the left": (-1, 0),
-    "on the right": (1, 0),
-    "at the top": (0, -1),
-    "at the bottom": (0, 1),
-    "at the top left": (-1, -1),
-    "at the top right": (1, -1),
-    "at the bottom left": (-1, 1),
-    "at the bottom right": (1, 1),
+    "centre": (0, 0),
+    "left": (-1, 0),
+    "right": (1, 0),
+    "top": (0, -1),
+    "bottom": (0, 1),
+    "top left": (-1, -1),
+    "top right": (1, -1),
+    "bottom left": (-1, 1),
+    "bottom right": (1, 1),
 }
 # How far a shape of each size moves per unit offset: a large one has less room.
 POSITION_STEP = {"small": 17.0, "large": 9.0}
 SUPERSAMPLE = 4  # rendering at 4x and averaging gives anti-aliased edges
+
+# How captions name things: several words for each, so that the model learns what the text
+# encoder's embeddings have in common rather than one token. scripts/tiny_shapes_heldout.py
+# keeps other words and sentence forms back for the evaluation; `check_captions` makes sure
+# none of them slips in here.
+COLOUR_WORDS = {
+    "red": ["red", "scarlet", "cherry red"],
+    "green": ["green", "emerald", "grass green"],
+    "blue": ["blue", "cobalt", "royal blue"],
+    "yellow": ["yellow", "golden", "sunflower yellow"],
+    "white": ["white", "snow white", "pure white"],
+    "black": ["black", "jet black", "pitch black"],
+    "orange": ["orange", "tangerine", "bright orange"],
+    "purple": ["purple", "violet", "deep purple"],
+}
+SHAPE_WORDS = {
+    "circle": ["circle", "dot", "round shape"],
+    "square": ["square", "box", "square block"],
+    "triangle": ["triangle", "triangular shape", "three-sided shape"],
+    "star": ["star", "five-pointed star", "star shape"],
+    "ring": ["ring", "hoop", "circular outline"],
+    "cross": ["cross", "plus sign", "plus-shaped cross"],
+}
+SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big", "huge"]}
+POSITION_WORDS = {
+    "centre": ["in the centre", "in the center", "in the middle"],
+    "left": ["on the left", "to the left", "at the left side"],
+    "right": ["on the right", "to the right", "at the right side"],
+    "top": ["at the top", "near the top", "at the top edge"],
+    "bottom": ["at the bottom", "near the bottom", "at the bottom edge"],
+    "top left": ["at the top left", "in the top left corner", "in the upper left"],
+    "top right": ["at the top right", "in the top right corner", "in the upper right"],
+    "bottom left": ["at the bottom left", "in the bottom left corner", "in the lower left"],
+    "bottom right": ["at the bottom right", "in the bottom right corner", "in the lower right"],
+}
+BACKGROUND_FORMS = [
+    "{obj} on {a} {bg} background",
+    "{obj} against {a} {bg} backdrop",
+    "{obj} over {a} {bg} background",
+    "{a} {bg} background with {obj} on it",
+    "{obj} with {a} {bg} background behind it",
+    "{obj}, {bg} background",
+    "{bg} background, {obj}",
+    "{obj} in front of {a} {bg} backdrop",
+]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_shapes_heldout import UNSEEN_WORDS, held_out_combinations  # noqa: E402
+
+HELD_OUT = set(held_out_combinations())
 
 
 def article(word):
     return "an" if word[0] in "aeiou" else "a"
 
 
-def caption(spec, with_size, with_position):
-    """One caption for a spec; size and position are optional so that prompts that leave
-    them out are in-distribution (the model then picks any)."""
-    words = [spec["colour"], spec["shape"]]
-    if with_size:
-        words.insert(0, spec["size"])
-    text = f"{article(words[0])} {' '.join(words)}"
-    if with_position:
-        text += f" {spec['position']}"
-    return f"{text} on {article(spec['background'])} {spec['background']} background"
+def describe(spec, rng):
+    """One caption for a spec, drawn from the generator's forms: size and position are each
+    named half the time (the model then picks any), words and word order vary."""
+    colour = rng.choice(COLOUR_WORDS[spec["colour"]])
+    shape = rng.choice(SHAPE_WORDS[spec["shape"]])
+    size = rng.choice(SIZE_WORDS[spec["size"]]) if rng.random() < 0.5 else None
+    position = rng.choice(POSITION_WORDS[spec["position"]]) if rng.random() < 0.5 else None
+    form = rng.random()
+    if form < 0.7:
+        words = ([size] if size else []) + [colour, shape]
+        obj = " ".join(words)
+    elif form < 0.85:
+        obj = " ".join(([size] if size else []) + [shape, "in", colour])
+    else:
+        obj = " ".join(([size] if size else []) + [shape, "coloured", colour])
+    determiner = rng.random()
+    if determiner < 0.75:
+        obj = f"{article(obj)} {obj}"
+    elif determiner < 0.85:
+        obj = f"one {obj}"
+    elif determiner < 0.92:
+        obj = f"the {obj}"
+    if position:
+        obj = f"{obj} {position}"
+    background = rng.choice(COLOUR_WORDS[spec["background"]])
+    text = rng.choice(BACKGROUND_FORMS).format(obj=obj, a=article(background), bg=background)
+    if rng.random() < 0.2:
+        text = text[0].upper() + text[1:]
+    return text
 
 
-def all_captions():
-    """Every caption the templates can make (a finite set, so embeddings are precomputed)."""
-    captions = {""}
-    for shape in SHAPES:
-        for colour in COLOURS:
-            for background in COLOURS:
-                if background == colour:
-                    continue
-                for size in SIZES:
-                    for position in POSITIONS:
-                        spec = dict(shape=shape, colour=colour, background=background,
-                                    size=size, position=position)
-                        for with_size in (False, True):
-                            for with_position in (False, True):
-                                captions.add(caption(spec, with_size, with_position))
-    return sorted(captions)
+def check_captions(captions):
+    """No caption may hold a word the held-out evaluation keeps back."""
+    unseen = set(UNSEEN_WORDS)
+    for text in captions:
+        leaked = unseen & set(text.lower().replace(",", " ").replace(";", " ").split())
+        assert not leaked, f"caption {text!r} uses held-out words {sorted(leaked)}"
+
+
+def caption_bank(specs, seed, per_image):
+    """`per_image` captions for each pool image, drawn once so their embeddings can be
+    computed up front: (unique captions, "" first; [images, per_image] row indices)."""
+    rng = random.Random(seed + 5)
+    captions, rows, index = [""], [], {"": 0}
+    for spec in specs:
+        own = []
+        for _ in range(per_image):
+            text = describe(spec, rng)
+            if text not in index:
+                index[text] = len(captions)
+                captions.append(text)
+            own.append(index[text])
+        rows.append(own)
+    check_captions(captions)
+    return captions, torch.tensor(rows)
 
 
 def random_spec(rng):
-    colour, background = rng.sample(list(COLOURS), 2)
-    return dict(shape=rng.choice(SHAPES), colour=colour, background=background,
+    """A random spec whose (shape, colour, background) is not held out for evaluation."""
+    while True:
+        colour, background = rng.sample(list(COLOURS), 2)
+        shape = rng.choice(SHAPES)
+        if (shape, colour, background) not in HELD_OUT:
+            break
+    return dict(shape=shape, colour=colour, background=background,
                 size=rng.choice(list(SIZES)), position=rng.choice(list(POSITIONS)))
 
 
@@ -110,6 +192,14 @@ def shape_mask(shape, cx, cy, radius, rotation):
     x, y = np.meshgrid(coords - cx, coords - cy)
     if shape == "circle":
         inside = x * x + y * y <= radius * radius
+    elif shape == "ring":
+        distance2 = x * x + y * y
+        inside = (distance2 <= (1.1 * radius) ** 2) & (distance2 >= (0.6 * radius) ** 2)
+    elif shape == "cross":
+        c, s = np.cos(rotation), np.sin(rotation)
+        u, v = np.abs(c * x + s * y), np.abs(-s * x + c * y)
+        arm, reach = 0.34 * radius, 1.15 * radius
+        inside = ((u <= arm) & (v <= reach)) | ((v <= arm) & (u <= reach))
     else:
         if shape == "square":
             angles = np.pi / 4 + np.arange(4) * np.pi / 2
@@ -284,7 +374,7 @@ def train_vae(args, images, vae=None, whole=False):
     batch = args.vae_whole_batch if whole else args.vae_batch
     lr = 3e-4 if whole else 1e-3
     crop = IMAGE_SIZE if whole else args.vae_crop
-    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr,
                                                    total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(args.seed + (10 if whole else 0))
@@ -335,7 +425,7 @@ def alphas_cumprod():
     return torch.cumprod(1 - betas, 0).float()
 
 
-def train_unet(args, specs, means, stds, scaling_factor, captions, hidden, mask):
+def train_unet(args, specs, means, stds, scaling_factor, caption_rows, hidden, mask):
     torch.manual_seed(args.seed + 1)
     device = args.device
     unet = build_unet().to(device).train()
@@ -343,12 +433,15 @@ def train_unet(args, specs, means, stds, scaling_factor, captions, hidden, mask)
     ema = build_unet().to(device).eval()
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=args.unet_lr, weight_decay=1e-2)
+    # foreach: one fused update over all parameters instead of one Python step per tensor,
+    # which at this model size is most of a training step's time on a CPU.
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=args.unet_lr, weight_decay=1e-2,
+                                  foreach=True)
+    ema_params, unet_params = list(ema.parameters()), list(unet.parameters())
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.unet_lr,
                                                    total_steps=args.unet_steps, pct_start=0.03)
     abar = alphas_cumprod().to(device)
     snr = abar / (1 - abar)
-    caption_index = {c: i for i, c in enumerate(captions)}
     hidden, mask = hidden.to(device), mask.to(device)
     rng = random.Random(args.seed + 2)
     generator = torch.Generator().manual_seed(args.seed + 3)
@@ -356,13 +449,13 @@ def train_unet(args, specs, means, stds, scaling_factor, captions, hidden, mask)
     running = None
     for step in range(1, args.unet_steps + 1):
         index = torch.randint(len(specs), (args.unet_batch,), generator=generator)
-        texts = []
+        picks = []
         for i in index.tolist():
             if rng.random() < 0.1:
-                texts.append("")  # caption dropout, for classifier-free guidance
+                picks.append(0)  # the empty caption: dropout, for classifier-free guidance
             else:
-                texts.append(caption(specs[i], rng.random() < 0.5, rng.random() < 0.5))
-        rows = torch.tensor([caption_index[t] for t in texts], device=device)
+                picks.append(int(caption_rows[i, rng.randrange(caption_rows.shape[1])]))
+        rows = torch.tensor(picks, device=device)
         context, context_mask = hidden[rows], mask[rows]
         length = int(context_mask.sum(1).max())
         context, context_mask = context[:, :length], context_mask[:, :length]
@@ -392,8 +485,7 @@ def train_unet(args, specs, means, stds, scaling_factor, captions, hidden, mask)
         schedule.step()
         decay = min(args.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(ema_params, unet_params, 1 - decay)
         plain = per_sample.mean().item()
         running = plain if running is None else 0.98 * running + 0.02 * plain
         if step % 100 == 0 or step == args.unet_steps:
@@ -483,8 +575,8 @@ SAMPLE_PROMPTS = [
     "a yellow square on a black background",
     "a small green triangle at the top left on a white background",
     "a large purple star on an orange background",
-    "a white circle at the bottom right on a green background",
-    "a blue triangle on a yellow background",
+    "a white ring at the bottom right on a green background",
+    "a blue cross on a yellow background",
     "a small black square on the left on a red background",
     "an orange star in the center on a purple background",
 ]
@@ -536,14 +628,15 @@ def main():
     # One thread: on a shared 2-core machine, OpenMP's barriers made 2 threads 10x slower.
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pool", type=int, default=5000, help="rendered training images")
-    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--pool", type=int, default=6000, help="rendered training images")
+    parser.add_argument("--captions-per-image", type=int, default=3)
+    parser.add_argument("--vae-steps", type=int, default=1800)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=32)
-    parser.add_argument("--vae-whole-steps", type=int, default=700)
+    parser.add_argument("--vae-whole-steps", type=int, default=600)
     parser.add_argument("--vae-whole-batch", type=int, default=8)
     parser.add_argument("--kl-weight", type=float, default=1e-5)
-    parser.add_argument("--unet-steps", type=int, default=3600)
+    parser.add_argument("--unet-steps", type=int, default=6000)
     parser.add_argument("--unet-batch", type=int, default=48)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
@@ -592,11 +685,13 @@ def main():
     elif "export" in stages:
         scaling_factor = float((work / "scaling_factor.txt").read_text())
     if "unet" in stages:
-        captions = all_captions()
+        captions, caption_rows = caption_bank(specs, args.seed, args.captions_per_image)
         start = time.time()
         hidden, mask = encoder.embed(captions)
-        print(f"embedded {len(captions)} captions in {time.time() - start:.0f} s")
-        unet = train_unet(args, specs, means, stds, scaling_factor, captions, hidden, mask)
+        print(f"embedded {len(captions)} captions in {time.time() - start:.0f} s, e.g.:")
+        for text in captions[1:9]:
+            print(f"  {text}")
+        unet = train_unet(args, specs, means, stds, scaling_factor, caption_rows, hidden, mask)
         torch.save(unet.state_dict(), work / "unet_ema.pt")
     elif "export" in stages:
         unet = build_unet().to(args.device).eval()

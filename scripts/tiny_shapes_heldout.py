@@ -1,0 +1,102 @@
+"""The held-out evaluation set of tiny-shapes, fixed before the model was trained.
+
+Two parts, both judged by scripts/eval_tiny_shapes.py:
+
+- `combination_prompts`: 24 (shape, colour, background) combinations that the training set
+  never draws (train_tiny_shapes.py refuses them), worded the way the training captions are.
+  They test composition: every word is known, the combination is not.
+- `paraphrase_prompts`: the same 24 combinations, worded with words and sentence forms the
+  training captions never use (train_tiny_shapes.py asserts that none of `UNSEEN_WORDS` ever
+  appears in a caption). They test that the text encoder carries the meaning over.
+
+Nothing here may be changed to suit a trained model: the figures are only honest if this
+file is older than the weights it judges (see git log).
+"""
+
+SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]
+COLOURS = ["red", "green", "blue", "yellow", "white", "black", "orange", "purple"]
+
+
+def held_out_combinations():
+    """24 (shape, colour, background) triples: each shape 4 times, each colour 3 times as
+    the shape's and 3 times as the background's."""
+    triples = []
+    for i in range(24):
+        shape = SHAPES[i % 6]
+        colour = COLOURS[i % 8]
+        background = COLOURS[(i + 1 + 2 * (i // 8)) % 8]
+        triples.append((shape, colour, background))
+    assert len(set(triples)) == 24 and all(c != b for _, c, b in triples)
+    return triples
+
+
+# Words the training captions never contain (train_tiny_shapes.py checks every caption).
+UNSEEN_COLOUR_WORDS = {
+    "red": ["crimson", "ruby"],
+    "green": ["jade", "lime"],
+    "blue": ["navy", "azure"],
+    "yellow": ["lemon", "canary"],
+    "white": ["ivory", "milky"],
+    "black": ["ebony", "coal"],
+    "orange": ["amber", "pumpkin"],
+    "purple": ["lavender", "plum"],
+}
+UNSEEN_SHAPE_WORDS = {
+    "circle": ["disc", "orb"],
+    "square": ["tile", "cube"],
+    "triangle": ["wedge", "pyramid"],
+    "star": ["starburst", "pentagram"],
+    "ring": ["donut", "halo"],
+    "cross": ["crucifix", "cruciform"],
+}
+# Sentence forms the captions never use ({obj} is "a crimson disc", {bg} a colour word).
+UNSEEN_FORMS = [
+    "{obj} sitting on a {bg} field",
+    "a {bg} canvas showing {obj}",
+    "picture of {obj}; the backdrop colour is {bg}",
+    "{obj} resting upon {bg} paper",
+    "draw {obj} on {bg}",
+    "{bg} surface, {obj} in front",
+]
+UNSEEN_WORDS = sorted(
+    {w for words in UNSEEN_COLOUR_WORDS.values() for w in words}
+    | {w for words in UNSEEN_SHAPE_WORDS.values() for w in words}
+    | {"field", "canvas", "picture", "resting", "upon", "paper", "draw", "surface", "sitting",
+       "showing"}
+)
+
+
+def article(text):
+    return "an" if text[0] in "aeiou" else "a"
+
+
+def combination_prompts():
+    """(prompt, shape, colour, background) in the training captions' wording."""
+    forms = ["{a} {c} {s} on {ab} {b} background", "{a} {c} {s} against {ab} {b} backdrop",
+             "{ab} {b} background with {a} {c} {s} on it"]
+    prompts = []
+    for i, (shape, colour, background) in enumerate(held_out_combinations()):
+        text = forms[i % len(forms)].format(a=article(colour), c=colour, s=shape,
+                                            ab=article(background), b=background)
+        prompts.append((text, shape, colour, background))
+    return prompts
+
+
+def paraphrase_prompts():
+    """(prompt, shape, colour, background) in wording the captions never use: an unseen form,
+    and unseen words for the colour, the shape or both."""
+    prompts = []
+    for i, (shape, colour, background) in enumerate(held_out_combinations()):
+        colour_word = UNSEEN_COLOUR_WORDS[colour][i % 2] if i % 3 != 2 else colour
+        shape_word = UNSEEN_SHAPE_WORDS[shape][(i // 2) % 2] if i % 3 != 1 else shape
+        background_word = UNSEEN_COLOUR_WORDS[background][(i + 1) % 2]
+        obj = f"{article(colour_word)} {colour_word} {shape_word}"
+        text = UNSEEN_FORMS[i % len(UNSEEN_FORMS)].format(obj=obj, bg=background_word)
+        prompts.append((text, shape, colour, background))
+    return prompts
+
+
+SEEDS = [11, 12]
+
+# The fixed subset the Rust test renders and asserts (indices into either list).
+TEST_SUBSET = list(range(0, 24, 2))
