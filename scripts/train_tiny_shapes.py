@@ -3,17 +3,25 @@
 An SD-architecture latent diffusion model at toy scale: a diffusers AutoencoderKL (8 px per
 latent pixel, 4 latent channels) and a UNet2DConditionModel conditioned on the token
 embeddings of all-MiniLM-L6-v2 (frozen, 384-dim, `last_hidden_state` of [CLS] .. [SEP], no
-pooling, no padding). The data is rendered by this script at start-up (a seeded pool of
-images of one coloured shape on a plain background, captioned from templates as they are
-drawn), so the model and its training set are both reproducible from this file and a seed.
+pooling, no padding). The data is rendered by this script at start-up: a seeded pool of
+images of one coloured shape (six shapes, eight colours, two sizes, nine places) on a plain
+background, each with captions from a generator that varies the words (synonyms for colours,
+shapes, sizes and places), the sentence form ("on", "against", "over", "with a ... behind
+it", ...), articles and word order. The (shape, colour, background) combinations and the words
+and sentence forms that scripts/tiny_shapes_heldout.py keeps for the evaluation are never
+drawn or written here (`random_spec`, `check_captions`). So the model and its training set are
+both reproducible from this file and a seed.
 
 Stages (all by default): `vae` trains the autoencoder on crops, `vae_whole` fine-tunes it on
 whole images, `unet` trains the denoiser on latents of the trained autoencoder, `export`
 writes fp16 diffusers folders to --out, `sample` draws PNGs for a few prompts, `fixture`
 writes the Rust test reference. Intermediate fp32 states go to --work so a later stage can be
-rerun alone (e.g. `--stages export,sample,fixture`).
+rerun alone (e.g. `--stages export,sample,fixture`). scripts/eval_tiny_shapes.py judges the
+result through weft.
 
-    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, ~40 min on one core
+Needs, beyond set-up's venv: `pip install diffusers transformers tokenizers` (training only).
+
+    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, one thread, ~50 min
     .venv/bin/python scripts/train_tiny_shapes.py --device cuda   # untested
 """
 

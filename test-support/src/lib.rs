@@ -46,6 +46,18 @@ pub fn converted_asset(relative: &str) -> PathBuf {
     path
 }
 
+/// The Python of set-up's virtual environment (`.venv/bin/python`); panics, saying what to
+/// run, when set-up has not made it.
+pub fn setup_python() -> PathBuf {
+    let path = repo_root().join(".venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: it is made by set-up; run `make setup` (or scripts/setup.sh) first",
+        path.display()
+    );
+    path
+}
+
 /// The largest absolute difference between two tensors of the same shape, in f64.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");

@@ -1,0 +1,40 @@
+//! The embedded tiny-shapes model, judged through weft on prompts its training never used:
+//! scripts/eval_tiny_shapes.py renders the fixed subset of scripts/tiny_shapes_heldout.py with
+//! this build's `weft run`, checks its own judge on rendered ground truth, and fails when a
+//! rate is under issue 9's goals (colour of shape 90%, background 95%, shape 85%; paraphrases
+//! all three right 60%).
+use std::process::Command;
+
+use weft_test_support::{converted_asset, repo_root, setup_python};
+
+#[test]
+#[ignore = "needs set-up's venv and models/converted; `make test` runs it"]
+fn tiny_shapes_follows_held_out_prompts() {
+    converted_asset("minilm/model.safetensors");
+    let root = repo_root();
+    let output = Command::new(setup_python())
+        .arg(root.join("scripts/eval_tiny_shapes.py"))
+        .args(["--subset", "--check-judge", "150", "--assert", "--weft"])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .arg("--models")
+        .arg(root.join("models"))
+        .output()
+        .expect("run scripts/eval_tiny_shapes.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "held-out evaluation failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "judge on 150 rendered images",
+        "combinations (24 images)",
+        "paraphrases (24 images)",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "the evaluation printed no '{line}' line"
+        );
+    }
+}
