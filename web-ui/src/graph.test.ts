@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { deflateSync } from 'node:zlib';
 import type { NodeType, WorkflowDoc } from './api';
-import { docToGraph, freshId, graphToDoc, linkProblem, searchNodes, toJsonText } from './graph';
+import { canvasNode, docToGraph, freshId, graphToDoc, linkProblem, searchNodes, toJsonText } from './graph';
 import { pngWorkflowText } from './png';
 
 const doc: WorkflowDoc = {
@@ -113,5 +113,20 @@ describe('png', () => {
     const body = new Uint8Array([...enc.encode('Comment'), 0, ...enc.encode('hi')]);
     expect(await pngWorkflowText(png([chunk('tEXt', body)]))).toBeNull();
     expect(await pngWorkflowText(enc.encode('not a png at all'))).toBeNull();
+  });
+});
+
+describe('canvasNode', () => {
+  const onCanvas = new Set(['img2img', 'save', 'a__b_literal']);
+  it('keeps ids that are on the canvas', () => {
+    expect(canvasNode('save', onCanvas)).toBe('save');
+    expect(canvasNode('a__b_literal', onCanvas)).toBe('a__b_literal');
+  });
+  it('shows inner nodes of a subgraph on the subgraph node, nested too', () => {
+    expect(canvasNode('img2img__sample', onCanvas)).toBe('img2img');
+    expect(canvasNode('img2img__inner__decode', onCanvas)).toBe('img2img');
+  });
+  it('leaves unknown ids alone', () => {
+    expect(canvasNode('other__sample', onCanvas)).toBe('other__sample');
   });
 });

@@ -195,3 +195,15 @@ function isSubsequence(q: string, s: string): boolean {
   for (const c of s) if (c === q[i]) i++;
   return i === q.length;
 }
+
+/**
+ * The canvas node an engine node id belongs to. A subgraph node `img2img` runs as inner nodes
+ * named `img2img__sample` (nested: `a__b__c`), so their events show on the subgraph's node.
+ */
+export function canvasNode(id: string, onCanvas: Set<string>): string {
+  if (onCanvas.has(id)) return id;
+  for (let cut = id.indexOf('__'); cut > 0; cut = id.indexOf('__', cut + 2)) {
+    if (onCanvas.has(id.slice(0, cut))) return id.slice(0, cut);
+  }
+  return id;
+}

@@ -1,5 +1,6 @@
 // The /ws connection: run events onto nodes, file changes onto the canvas.
 import { api, withToken, type Diagnostic } from './api';
+import { canvasNode } from './graph';
 import { useEditor } from './store';
 import { groupDiagnostics, useRunStore, type NodeRunState } from './runstore';
 
@@ -99,7 +100,9 @@ function handle(ev: Ev): void {
   }
   const rs = useRunStore.getState();
   if (ev.run !== rs.run) return;
-  const node = ev.node as string | undefined;
+  const engineNode = ev.node as string | undefined;
+  const node = engineNode === undefined ? undefined : canvasNode(engineNode, new Set(useEditor.getState().nodes.map((n) => n.id)));
+  const inner = node !== engineNode;
   switch (ev.event) {
     case 'run_queued':
       break;
@@ -110,7 +113,15 @@ function handle(ev: Ev): void {
       rs.patch(node!, { state: 'cached', why: undefined, error: undefined, micros: undefined });
       break;
     case 'node_started':
-      rs.patch(node!, { state: 'running', why: ev.why as string[] | undefined, step: undefined, total: undefined, preview: undefined, error: undefined });
+      rs.patch(node!, {
+        state: 'running',
+        why: ev.why as string[] | undefined,
+        step: undefined,
+        total: undefined,
+        preview: undefined,
+        error: undefined,
+        ...(inner ? {} : { micros: undefined }),
+      });
       break;
     case 'progress':
       document.title = `${Math.round(((ev.step as number) / (ev.total as number)) * 100)}% · ${useEditor.getState().name ?? 'weft'}`;
@@ -129,7 +140,13 @@ function handle(ev: Ev): void {
       break;
     }
     case 'node_finished':
-      rs.patch(node!, { state: 'done', micros: ev.micros as number, step: undefined, total: undefined });
+      // A subgraph's node shows the time of all its inner nodes.
+      rs.patch(node!, {
+        state: 'done',
+        micros: (ev.micros as number) + (inner ? (rs.nodes[node!]?.micros ?? 0) : 0),
+        step: undefined,
+        total: undefined,
+      });
       break;
     case 'error':
       if (node) rs.patch(node, { state: 'failed', error: ev.message as string });
