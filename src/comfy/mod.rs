@@ -5,6 +5,7 @@
 //! `server::comfy_api`.
 //! docs/comfyui.md says what maps one to one and what does not.
 pub mod export;
+pub mod file;
 pub mod import;
 pub mod object_info;
 
