@@ -35,13 +35,10 @@ fn issue_json(issue: &Issue) -> Json_ {
     })
 }
 
-/// Positions for a workflow that has none (ComfyUI's API format keeps no layout): a column per
+/// Positions for a workflow without any (ComfyUI's API format keeps no layout): a column per
 /// link depth, loaders on the left, nodes one under the other in file order within a column,
 /// each taking the height of its `rows` (sockets and widgets).
 pub fn layered_layout(workflow: &mut Workflow, rows: impl Fn(&NodeEntry) -> usize) {
-    if !workflow.layout.is_empty() {
-        return;
-    }
     let mut depth: indexmap::IndexMap<&str, usize> =
         workflow.nodes.keys().map(|id| (id.as_str(), 0)).collect();
     // Longest path from a node without links; at most one pass per node (no cycles come from
@@ -78,6 +75,41 @@ pub fn layered_layout(workflow: &mut Workflow, rows: impl Fn(&NodeEntry) -> usiz
         next_y[column] += HEADER + ROW * rows(node) as f64;
     }
     workflow.layout.extend(placed);
+}
+
+/// The editor's node width and a gap after it, and a node's height without the gap.
+const WIDTH: f64 = 260.0 + 40.0;
+const BODY: f64 = 60.0;
+const BODY_ROW: f64 = 26.0;
+
+/// ComfyUI's positions spread apart horizontally where the editor's nodes, wider than many of
+/// ComfyUI's, would overlap a neighbour: every x is scaled by one factor (at most 2.5), so the
+/// picture keeps its shape. Nodes ComfyUI itself has nearly on top of each other stay so.
+pub fn spread_for_editor(workflow: &mut Workflow, rows: impl Fn(&NodeEntry) -> usize) {
+    let boxes: Vec<(f64, f64, f64)> = workflow
+        .layout
+        .iter()
+        .filter_map(|(id, [x, y])| {
+            let node = workflow.nodes.get(id)?;
+            Some((*x, *y, BODY + BODY_ROW * rows(node) as f64))
+        })
+        .collect();
+    let mut scale: f64 = 1.0;
+    for (i, &(ax, ay, ah)) in boxes.iter().enumerate() {
+        for &(bx, by, bh) in &boxes[i + 1..] {
+            let dx = (bx - ax).abs();
+            let side_by_side = ay < by + bh && by < ay + ah;
+            if side_by_side && (40.0..WIDTH).contains(&dx) {
+                scale = scale.max(WIDTH / dx);
+            }
+        }
+    }
+    let scale = scale.min(2.5);
+    if scale > 1.0 {
+        for [x, _] in workflow.layout.values_mut() {
+            *x = (*x * scale).round();
+        }
+    }
 }
 
 /// The file's bytes, with our error shapes for a body over the limit.
@@ -137,14 +169,19 @@ pub async fn import(State(state): State<AppState>, request: Request) -> ApiResul
             )))
         }
     };
-    layered_layout(&mut imported.workflow, |node| {
+    let rows = |node: &NodeEntry| {
         state
             .registry
             .get(&node.type_name)
             .map_or(node.inputs.len(), |r| {
                 r.spec.inputs.len() + r.spec.outputs.len()
             })
-    });
+    };
+    if imported.workflow.layout.is_empty() {
+        layered_layout(&mut imported.workflow, rows);
+    } else {
+        spread_for_editor(&mut imported.workflow, rows);
+    }
     let text = imported.workflow.to_yaml();
     // Located in the YAML a save would write, as GET /api/workflows/{name} locates them.
     let diagnostics = match Workflow::parse_str(&text) {
