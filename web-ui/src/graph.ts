@@ -195,3 +195,17 @@ function isSubsequence(q: string, s: string): boolean {
   for (const c of s) if (c === q[i]) i++;
   return i === q.length;
 }
+
+/**
+ * A workflow name for an imported file: its stem with characters a name may not have replaced
+ * by `-`, and `-2`, `-3`, ... when a workflow of that name exists (an import never replaces one).
+ */
+export function nameForImport(fileName: string, taken: (name: string) => boolean): string {
+  const stem = fileName.replace(/^.*[\\/]/, '').replace(/\.(json|png)$/i, '');
+  const base =
+    stem
+      .replace(/[^A-Za-z0-9_.-]+/g, '-')
+      .replace(/^[-.]+|[-.]+$/g, '') || 'imported';
+  if (!taken(base)) return base;
+  for (let i = 2; ; i++) if (!taken(`${base}-${i}`)) return `${base}-${i}`;
+}
