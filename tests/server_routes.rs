@@ -888,4 +888,13 @@ async fn import_refuses_garbage_plain_pngs_and_unknown_types_with_the_importers_
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
     );
+
+    // Another site's page may not use the importer either.
+    let request = Request::post("/api/import")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::from(comfy_fixture("01_txt2img_default.json")))
+        .unwrap();
+    let (status, body, _) = f.send(request).await;
+    assert_error_json(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }
