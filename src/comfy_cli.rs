@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use weft_engine::Workflow;
 
 use weft::comfy::export::export;
-use weft::comfy::import::{import, ImportOptions};
+use weft::comfy::file::{import_bytes, FileError};
+use weft::comfy::import::ImportOptions;
 use weft::comfy::Issue;
 
 fn print_issues(file: &Path, what: &str, issues: &[Issue]) {
@@ -52,47 +53,6 @@ pub fn imported_yaml(workflow: &Workflow, source: &Path, format: &str) -> String
     format!("{first}\n# Imported from {name} (ComfyUI {format}) by `weft import`.\n{rest}")
 }
 
-/// The workflows a ComfyUI PNG carries in its text chunks: `workflow` (UI format, with
-/// positions) first, then `prompt` (API format, what ran).
-pub fn png_workflows(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .with_context(|| format!("{}: not a PNG", path.display()))?;
-    let info = reader.info();
-    let mut texts: Vec<(String, String)> = info
-        .uncompressed_latin1_text
-        .iter()
-        .map(|c| (c.keyword.clone(), c.text.clone()))
-        .collect();
-    for c in &info.compressed_latin1_text {
-        if let Ok(t) = c.get_text() {
-            texts.push((c.keyword.clone(), t));
-        }
-    }
-    for c in &info.utf8_text {
-        if let Ok(t) = c.get_text() {
-            texts.push((c.keyword.clone(), t));
-        }
-    }
-    let mut found = Vec::new();
-    for key in ["workflow", "prompt"] {
-        if let Some((_, text)) = texts.iter().find(|(k, _)| k == key) {
-            if let Ok(json) = serde_json::from_str(text) {
-                found.push(json);
-            }
-        }
-    }
-    if found.is_empty() {
-        bail!(
-            "{}: no ComfyUI workflow in this PNG (no \"workflow\" or \"prompt\" text chunk)",
-            path.display()
-        );
-    }
-    Ok(found)
-}
-
 pub fn import_command(
     file: &Path,
     output: Option<&Path>,
@@ -105,28 +65,13 @@ pub fn import_command(
         inputs_dir: inputs_dir.to_string(),
     };
     // A ComfyUI PNG: its UI workflow, else the API prompt that made it.
-    let candidates = if bytes.starts_with(b"\x89PNG") {
-        png_workflows(file)?
-    } else {
-        vec![serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not JSON", file.display()))?]
-    };
-    let mut first_issues = None;
-    let mut imported = None;
-    for root in &candidates {
-        match import(root, &options) {
-            Ok(i) => {
-                imported = Some(i);
-                break;
-            }
-            Err(issues) => {
-                first_issues.get_or_insert(issues);
-            }
+    let imported = match import_bytes(&bytes, &options) {
+        Ok(i) => i,
+        Err(FileError::Issues(issues)) => {
+            print_issues(file, "written", &issues);
+            return Ok(ExitCode::from(2));
         }
-    }
-    let Some(imported) = imported else {
-        print_issues(file, "written", &first_issues.unwrap_or_default());
-        return Ok(ExitCode::from(2));
+        Err(e) => bail!("{}: {e}", file.display()),
     };
     print_notes(&imported.notes);
     let yaml = imported_yaml(&imported.workflow, file, imported.format.name());

@@ -733,3 +733,168 @@ async fn subgraphs_expand_like_the_cli_and_may_not_include_files_outside_the_fol
         );
     }
 }
+
+/// A PNG as ComfyUI saves it, with these tEXt chunks.
+fn png_with_text(chunks: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, 1, 1);
+    encoder.set_color(png::ColorType::Rgb);
+    for (keyword, text) in chunks {
+        encoder
+            .add_text_chunk(keyword.to_string(), text.to_string())
+            .unwrap();
+    }
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&[0, 0, 0]).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+async fn post_import(f: &Fixture, bytes: Vec<u8>, content_type: &str) -> (StatusCode, Value) {
+    let request = Request::post("/api/import")
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(bytes))
+        .unwrap();
+    let (status, body, _) = f.send(request).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn comfy_fixture(name: &str) -> String {
+    std::fs::read_to_string(common::repo().join("tests/comfy").join(name)).unwrap()
+}
+
+#[tokio::test]
+async fn import_converts_comfyui_api_and_ui_json_and_pngs() {
+    let f = Fixture::new();
+    // API format: no positions in the file, so a layout by link depth (loader left of the
+    // sampler, the sampler left of the save node); nothing is written to the folder.
+    let api = comfy_fixture("01_txt2img_default.json");
+    let (status, body) = post_import(&f, api.clone().into_bytes(), "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["format"], "API format");
+    let nodes = &body["workflow"]["nodes"];
+    assert_eq!(nodes.as_object().unwrap().len(), 7, "{body}");
+    assert_eq!(nodes["ksampler_3"]["type"], "Sampler");
+    assert_eq!(nodes["ksampler_3"]["latent"], "$latent_5.latent");
+    assert_eq!(
+        nodes["positive_6"]["text"],
+        "a red circle on a blue background"
+    );
+    assert_eq!(body["ids"]["3"], "ksampler_3");
+    let x = |id: &str| body["workflow"]["layout"][id][0].as_f64().unwrap();
+    assert!(x("checkpoint_4") < x("positive_6") && x("positive_6") < x("ksampler_3"));
+    assert!(x("ksampler_3") < x("decode_8") && x("decode_8") < x("save_9"));
+    let at = |id: &str| body["workflow"]["layout"][id].clone();
+    assert_ne!(at("positive_6"), at("negative_7"), "stacked nodes");
+    assert!(body["text"].as_str().unwrap().contains("type: Sampler"));
+    // Validated as GET validates a file (a model that is missing is a run's error, not this).
+    assert_eq!(body["diagnostics"], json!([]), "{body}");
+    let (_, list) = f.call(Method::GET, "/api/workflows", None).await;
+    assert_eq!(list["workflows"].as_array().unwrap().len(), 1, "{list}");
+
+    // UI format, sent with no content type: sniffed, positions kept.
+    let ui = comfy_fixture("12_ui_txt2img.json");
+    let (status, body) = post_import(&f, ui.clone().into_bytes(), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["format"], "UI format");
+    // ComfyUI's picture, spread sideways where the editor's wider nodes would overlap (its
+    // VAEDecode and SaveImage are 242 apart): y as ComfyUI has it, one x scale for all.
+    let at = |id: &str| body["workflow"]["layout"][id].clone();
+    assert_eq!(at("ksampler_3")[1], 186.0);
+    let x = |id: &str| at(id)[0].as_f64().unwrap();
+    assert!(
+        x("save_9") - x("decode_8") >= 300.0,
+        "{}",
+        body["workflow"]["layout"]
+    );
+    let scale = x("ksampler_3") / 863.0;
+    assert!(
+        (scale - x("decode_8") / 1209.0).abs() < 0.01 && scale < 2.5,
+        "{scale}"
+    );
+
+    // A ComfyUI PNG: the UI workflow when it has one, else the API prompt.
+    let both = png_with_text(&[("prompt", &api), ("workflow", &ui)]);
+    let (status, body) = post_import(&f, both, "image/png").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["format"], "UI format");
+    let prompt_only = png_with_text(&[("parameters", "x"), ("prompt", &api)]);
+    let (status, body) = post_import(&f, prompt_only, "image/png").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["format"], "API format");
+    assert_eq!(body["workflow"]["nodes"]["save_9"]["type"], "SaveImage");
+}
+
+#[tokio::test]
+async fn import_refuses_garbage_plain_pngs_and_unknown_types_with_the_importers_text() {
+    let f = Fixture::new();
+    let (status, body) = post_import(&f, b"<html>nope</html>".to_vec(), "text/html").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a ComfyUI workflow"),
+        "{body}"
+    );
+    let (status, body) = post_import(&f, Vec::new(), "application/json").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    // JSON, but not ComfyUI's.
+    let (status, body) = post_import(&f, b"[1, 2]".to_vec(), "application/json").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON object"),
+        "{body}"
+    );
+
+    // A plain image says so.
+    let (status, body) = post_import(&f, small_png(), "image/png").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no ComfyUI workflow in this PNG") && detail.contains("plain image"),
+        "{detail}"
+    );
+    // A truncated PNG is not a crash either.
+    let (status, body) = post_import(&f, small_png()[..24].to_vec(), "image/png").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+
+    // Every unknown class type in the importer's one error, its text kept.
+    let unknown = comfy_fixture("errors/unknown_types.json");
+    let (status, body) = post_import(&f, unknown.into_bytes(), "application/json").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "2 ComfyUI node types that weft does not import: LoraLoader (nodes 10, 12), \
+             CLIPSetLastLayer (node 11)"
+        ),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("hint: weft imports CheckpointLoaderSimple"),
+        "{detail}"
+    );
+
+    // Over the upload limit (1 MiB here): our error shape.
+    let (status, body) = post_import(&f, vec![b' '; 2 << 20], "application/json").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    // Another site's page may not use the importer either.
+    let request = Request::post("/api/import")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::from(comfy_fixture("01_txt2img_default.json")))
+        .unwrap();
+    let (status, body, _) = f.send(request).await;
+    assert_error_json(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}

@@ -1,10 +1,12 @@
 //! ComfyUI workflows in weft: the table of ComfyUI node types weft maps (`TYPES`), `import`
-//! (API and UI JSON to a weft workflow), `export` (a weft workflow to API JSON) and
+//! (API and UI JSON to a weft workflow), `file` (a file's bytes, JSON or a PNG ComfyUI saved,
+//! sniffed and imported), `export` (a weft workflow to API JSON) and
 //! `object_info` (weft's registry described in ComfyUI's `GET /object_info` shape); the
 //! command-line side is in the binary (src/comfy_cli.rs), ComfyUI's HTTP API in
 //! `server::comfy_api`.
 //! docs/comfyui.md says what maps one to one and what does not.
 pub mod export;
+pub mod file;
 pub mod import;
 pub mod object_info;
 

@@ -7,6 +7,7 @@ pub mod error;
 mod files;
 mod guard;
 pub mod hub;
+pub mod import;
 mod nodes;
 pub mod paths;
 pub mod queue;
@@ -217,6 +218,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit));
     let uploads = Router::new()
         .route("/api/uploads", post(files::upload))
+        .route("/api/import", post(import::import))
         .layer(DefaultBodyLimit::max(state.config.upload_limit));
     Router::new()
         .merge(api)

@@ -14,7 +14,7 @@ import {
 import '@xyflow/react/dist/base.css';
 import './app.css';
 import { api, type Diagnostic, type NodeType, type WorkflowDoc } from './api';
-import { linkProblem, type GEdge, type GNode } from './graph';
+import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { useEditor, type PendingLink } from './store';
 import { useRunStore, groupDiagnostics } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
@@ -37,6 +37,45 @@ function fitSoon(rf: { fitView: (o: { padding: number; maxZoom: number; minZoom:
     else rf.setViewport({ x: 0, y: 0, zoom: 1 });
     (window as unknown as { __weftFitted?: number }).__weftFitted = performance.now();
   });
+}
+
+/** Save; a new workflow with no file yet (an import) asks for its name first. */
+function saveOrAsk(): Promise<boolean> {
+  const ed = useEditor.getState();
+  if (ed.name) return ed.save();
+  return askName('Save the new workflow as', ed.suggest ?? 'untitled').then((n) => (n ? useEditor.getState().saveAs(n) : false));
+}
+
+function saveAsAsk(): Promise<boolean> {
+  const { name, suggest } = useEditor.getState();
+  return askName('Save as', name ? `${name}-copy` : suggest ?? 'untitled').then((n) => (n ? useEditor.getState().saveAs(n) : false));
+}
+
+const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+/**
+ * A ComfyUI file (API or UI JSON, or a PNG ComfyUI saved) converted by the server's importer,
+ * opened as a new unsaved workflow; Save asks for its name, suggesting one from the file name
+ * that no workflow has. The server's message, when it refuses the file, goes to the toast.
+ */
+async function importComfy(f: File, fit: () => void) {
+  const ed = useEditor.getState();
+  if (ed.dirty && !confirm(`Discard unsaved edits to ${ed.name ?? 'this workflow'}?`)) return;
+  let r;
+  try {
+    r = await api.importComfy(f);
+  } catch (e) {
+    ed.say(`cannot import ${f.name}: ${(e as Error).message}`, 'error');
+    return;
+  }
+  await ed.refreshList();
+  const taken = new Set(useEditor.getState().workflows.map((w) => w.name));
+  const suggest = nameForImport(f.name, (n) => taken.has(n));
+  useEditor.getState().openImported(r.workflow, r.diagnostics ?? [], suggest);
+  const count = Object.keys(r.workflow.nodes).length;
+  const notes = r.notes?.length ? `\n${r.notes.map((n) => n.text).join('\n')}` : '';
+  ed.say(`imported ${count} node${count === 1 ? '' : 's'} from ${f.name} (ComfyUI ${r.format}), not saved yet: Save asks for a name${notes}`);
+  fit();
 }
 
 const proOptions = { hideAttribution: true };
@@ -214,7 +253,7 @@ function Editor() {
       const ed = useEditor.getState();
       if (ctrl && e.key.toLowerCase() === 's') {
         e.preventDefault();
-        void (e.shiftKey ? askName('Save as', ed.name ? `${ed.name}-copy` : 'untitled').then((n) => (n ? ed.saveAs(n) : false)) : ed.save());
+        void (e.shiftKey ? saveAsAsk() : saveOrAsk());
         return;
       }
       if (ctrl && e.key === 'Enter') {
@@ -255,15 +294,23 @@ function Editor() {
     return () => window.removeEventListener('keydown', onKey);
   }, [openPalette, palette, rf]);
 
+  const fit = useCallback(() => fitSoon(rf), [rf]);
+
   const onDrop = useCallback(
     async (e: React.DragEvent) => {
       const f = e.dataTransfer.files?.[0];
       if (!f) return;
       e.preventDefault();
       const ed = useEditor.getState();
-      const text = await pngWorkflowText(new Uint8Array(await f.arrayBuffer()));
+      const bytes = new Uint8Array(await f.arrayBuffer());
+      const isPng = PNG_SIGNATURE.every((b, i) => bytes[i] === b);
+      // A weft PNG carries its own workflow; any other PNG and JSON go to the ComfyUI importer,
+      // which says when a PNG is a plain image.
+      const text = isPng ? await pngWorkflowText(bytes) : null;
       if (!text) {
-        ed.say(`${f.name} carries no weft workflow`, 'error');
+        const json = /\.json$/i.test(f.name) || f.type === 'application/json' || bytes.find((b) => b > 32) === 0x7b;
+        if (isPng || json) await importComfy(f, fit);
+        else ed.say(`${f.name}: drop a weft or ComfyUI PNG, or a ComfyUI workflow (.json)`, 'error');
         return;
       }
       let doc: WorkflowDoc;
@@ -279,13 +326,13 @@ function Editor() {
       ed.say(`loaded the workflow from ${f.name}; save to write it to ${ed.name ?? 'a file'}.yaml`);
       fitSoon(rf);
     },
-    [rf],
+    [rf, fit],
   );
 
   return (
     <div className="app">
       <style>{dragCss}</style>
-      <Toolbar openFile={openFile} onAdd={openPalette} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} />
+      <Toolbar openFile={openFile} onAdd={openPalette} onImport={(f) => void importComfy(f, fit)} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} />
       <ConflictBar />
       <div className="main">
         <div
@@ -333,7 +380,7 @@ function Editor() {
           </ReactFlow>
           {ready && nodes.length === 0 && !useEditor.getState().broken && (
             <div className="empty-hint">
-              Double-click the canvas or press <kbd>Space</kbd> to add a node · drop a weft PNG to load its workflow
+              Double-click the canvas or press <kbd>Space</kbd> to add a node · drop a weft PNG, or a ComfyUI PNG or JSON, to load its workflow
             </div>
           )}
           <Broken />
@@ -363,16 +410,20 @@ function miniColour(n: GNode): string {
 function Toolbar({
   openFile,
   onAdd,
+  onImport,
   history,
   toggleHistory,
 }: {
   openFile: (n: string) => void;
   onAdd: () => void;
+  onImport: (f: File) => void;
   history: boolean;
   toggleHistory: () => void;
 }) {
   const name = useEditor((s) => s.name);
+  const suggest = useEditor((s) => s.suggest);
   const dirty = useEditor((s) => s.dirty);
+  const picker = useRef<HTMLInputElement>(null);
   const workflows = useEditor((s) => s.workflows);
   const canUndo = useEditor((s) => s.past.length > 0);
   const canRedo = useEditor((s) => s.future.length > 0);
@@ -392,7 +443,7 @@ function Toolbar({
         aria-label="workflow"
         data-testid="file-select"
       >
-        {!name && <option value="">—</option>}
+        {!name && <option value="">{suggest ? `${suggest} (new, unsaved)` : '—'}</option>}
         {workflows.map((w) => (
           <option key={w.name} value={w.name}>
             {w.name}.yaml{w.valid ? '' : ' ⚠'}
@@ -405,16 +456,32 @@ function Toolbar({
       <button className="btn" onClick={() => void askName('New workflow', 'untitled').then((n) => (n ? ed().create(n) : false))}>
         New
       </button>
-      <button className="btn" onClick={() => void ed().save()} title="Save (Ctrl+S)" data-testid="save">
+      <button className="btn" onClick={() => void saveOrAsk()} title="Save (Ctrl+S)" data-testid="save">
         Save
+      </button>
+      <button className="btn" onClick={() => void saveAsAsk()} title="Save as (Ctrl+Shift+S)">
+        Save as
       </button>
       <button
         className="btn"
-        onClick={() => void askName('Save as', name ? `${name}-copy` : 'untitled').then((n) => (n ? ed().saveAs(n) : false))}
-        title="Save as (Ctrl+Shift+S)"
+        onClick={() => picker.current?.click()}
+        title="Open a ComfyUI workflow (.json, API or UI format) or a PNG ComfyUI saved, as a new workflow (or drop it on the canvas)"
+        data-testid="import-comfy"
       >
-        Save as
+        Import ComfyUI…
       </button>
+      <input
+        ref={picker}
+        type="file"
+        accept=".json,.png,application/json,image/png"
+        hidden
+        data-testid="import-comfy-file"
+        onChange={(e) => {
+          const f = e.target.files?.[0];
+          e.target.value = '';
+          if (f) onImport(f);
+        }}
+      />
       <span className="sep" />
       <button className="btn" disabled={!canUndo} onClick={() => ed().undo()} title="Undo (Ctrl+Z)">
         ↶
@@ -528,7 +595,9 @@ function Toast() {
   const message = useEditor((s) => s.message);
   useEffect(() => {
     if (!message) return;
-    const t = setTimeout(() => useEditor.setState({ message: null }), message.kind === 'error' ? 6000 : 2500);
+    // Long messages (an importer's list of problems) stay longer, up to 20 s.
+    const base = message.kind === 'error' ? 6000 : 2500;
+    const t = setTimeout(() => useEditor.setState({ message: null }), Math.min(20000, base + message.text.length * 25));
     return () => clearTimeout(t);
   }, [message]);
   if (!message) return null;

@@ -63,6 +63,15 @@ export interface WorkflowFile {
   diagnostics: Diagnostic[];
 }
 
+/** What POST /api/import answers: a converted ComfyUI file, not yet written anywhere. */
+export interface ImportedFile {
+  workflow: WorkflowDoc;
+  text: string;
+  diagnostics: Diagnostic[];
+  format: string;
+  notes: { text: string }[];
+}
+
 export interface RunOutput {
   node: string;
   url: string;
@@ -161,6 +170,21 @@ export const api = {
   runs: (limit = 30) => call<{ runs: RunDetail[] }>('GET', `/api/runs?limit=${limit}`).then((r) => r.runs),
   runDetail: (id: number) => call<RunDetail>('GET', `/api/runs/${id}`),
   cancel: (id: number) => call<unknown>('POST', `/api/runs/${id}/cancel`),
+  /** A ComfyUI file (JSON of either form, or a ComfyUI PNG) converted by the server's importer. */
+  importComfy: async (file: File): Promise<ImportedFile> => {
+    const headers: Record<string, string> = { 'content-type': file.type || 'application/octet-stream' };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await fetch('/api/import', { method: 'POST', body: await file.arrayBuffer(), headers });
+    const text = await res.text();
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = { error: 'internal', detail: text.slice(0, 200) };
+    }
+    if (!res.ok) throw new ApiError(res.status, String(json.error ?? res.status), String(json.detail ?? ''), json);
+    return json as unknown as ImportedFile;
+  },
   upload: async (file: File): Promise<string> => {
     const form = new FormData();
     form.append('image', file);

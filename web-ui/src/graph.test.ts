@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { deflateSync } from 'node:zlib';
 import type { NodeType, WorkflowDoc } from './api';
-import { canvasNode, docToGraph, freshId, graphToDoc, linkProblem, searchNodes, toJsonText } from './graph';
+import { canvasNode, docToGraph, freshId, graphToDoc, linkProblem, nameForImport, searchNodes, toJsonText } from './graph';
 import { pngWorkflowText } from './png';
 
 const doc: WorkflowDoc = {
@@ -128,5 +128,18 @@ describe('canvasNode', () => {
   });
   it('leaves unknown ids alone', () => {
     expect(canvasNode('other__sample', onCanvas)).toBe('other__sample');
+  });
+});
+
+describe('nameForImport', () => {
+  const none = () => false;
+  it('takes the file stem, with characters a name may not have replaced', () => {
+    expect(nameForImport('ComfyUI_00001_.png', none)).toBe('ComfyUI_00001_');
+    expect(nameForImport('my workflow (api).json', none)).toBe('my-workflow-api');
+    expect(nameForImport('.json', none)).toBe('imported');
+  });
+  it('never names an existing workflow', () => {
+    const taken = new Set(['txt2img', 'txt2img-2']);
+    expect(nameForImport('txt2img.json', (n) => taken.has(n))).toBe('txt2img-3');
   });
 });

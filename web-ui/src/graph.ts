@@ -207,3 +207,17 @@ export function canvasNode(id: string, onCanvas: Set<string>): string {
   }
   return id;
 }
+
+/**
+ * A workflow name for an imported file: its stem with characters a name may not have replaced
+ * by `-`, and `-2`, `-3`, ... when a workflow of that name exists (an import never replaces one).
+ */
+export function nameForImport(fileName: string, taken: (name: string) => boolean): string {
+  const stem = fileName.replace(/^.*[\\/]/, '').replace(/\.(json|png)$/i, '');
+  const base =
+    stem
+      .replace(/[^A-Za-z0-9_.-]+/g, '-')
+      .replace(/^[-.]+|[-.]+$/g, '') || 'imported';
+  if (!taken(base)) return base;
+  for (let i = 2; ; i++) if (!taken(`${base}-${i}`)) return `${base}-${i}`;
+}

@@ -21,8 +21,10 @@ export interface EditorState {
   types: NodeType[];
   nodes: GNode[];
   edges: GEdge[];
-  /** Open file: name and the revision it was read or saved at. */
+  /** Open file: name and the revision it was read or saved at (null: a new workflow not saved yet). */
   name: string | null;
+  /** For an imported workflow not saved yet: the name Save suggests (from the file's name). */
+  suggest: string | null;
   revision: string | null;
   dirty: boolean;
   /** The file changed on disk while the canvas has unsaved edits. */
@@ -42,6 +44,7 @@ export interface EditorState {
   setCatalogue: (types: NodeType[]) => void;
   load: (name: string, opts?: { keepView?: boolean }) => Promise<void>;
   loadDoc: (doc: WorkflowDoc, dirty: boolean) => void;
+  openImported: (doc: WorkflowDoc, diagnostics: Diagnostic[], suggest: string) => void;
   refreshList: () => Promise<void>;
   save: () => Promise<boolean>;
   saveAs: (name: string) => Promise<boolean>;
@@ -85,6 +88,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   nodes: [],
   edges: [],
   name: null,
+  suggest: null,
   revision: null,
   dirty: false,
   conflict: null,
@@ -129,6 +133,16 @@ export const useEditor = create<EditorState>()((set, get) => ({
     });
   },
 
+  openImported: (doc, diagnostics, suggest) => {
+    // A new workflow apart from the file that was open: its own (empty) history, no file yet.
+    set({ name: null, revision: null, suggest, past: [], future: [], nodes: [], edges: [] });
+    get().loadDoc(doc, true);
+    set({ edits: get().edits + 1 });
+    useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics) });
+    history.replaceState(null, '', location.pathname + location.search);
+    document.title = `${suggest} (unsaved) · weft`;
+  },
+
   load: async (name) => {
     try {
       const before = get().edits;
@@ -143,7 +157,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
         return;
       }
       if (switching) set({ past: [], future: [] });
-      set({ name, revision: f.revision });
+      set({ name, revision: f.revision, suggest: null });
       if (f.workflow) {
         if (!switching) get().checkpoint();
         get().loadDoc(f.workflow, false);
@@ -190,7 +204,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   saveAs: async (name) => {
     try {
       const r = await api.create(name, get().doc());
-      set({ name, revision: r.revision, dirty: false, conflict: null });
+      set({ name, revision: r.revision, dirty: false, conflict: null, suggest: null });
       history.replaceState(null, '', `#/${name}`);
       document.title = `${name} · weft`;
       get().say(`saved as ${name}.yaml`);
@@ -206,7 +220,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     try {
       const doc: WorkflowDoc = { weft: 1, nodes: {} };
       const r = await api.create(name, doc);
-      set({ name, revision: r.revision, past: [], future: [] });
+      set({ name, revision: r.revision, past: [], future: [], suggest: null });
       get().loadDoc(doc, false);
       history.replaceState(null, '', `#/${name}`);
       document.title = `${name} · weft`;
