@@ -58,11 +58,44 @@ UNSEEN_FORMS = [
     "draw {obj} on {bg}",
     "{bg} surface, {obj} in front",
 ]
+# A second paraphrase set, written on 2026-12-02 after the first training's result on the
+# first set was seen and before the second training (see models/tiny-shapes/README.md): new
+# words and forms, so that one set stays untouched by what was learnt from the other.
+UNSEEN_COLOUR_WORDS_2 = {
+    "red": ["cardinal", "garnet"],
+    "green": ["malachite", "clover"],
+    "blue": ["sapphire", "cerulean"],
+    "yellow": ["banana", "daffodil"],
+    "white": ["alabaster", "porcelain"],
+    "black": ["obsidian", "sable"],
+    "orange": ["apricot", "papaya"],
+    "purple": ["orchid", "aubergine"],
+}
+UNSEEN_SHAPE_WORDS_2 = {
+    "circle": ["spot", "bubble"],
+    "square": ["rectangle", "quadrilateral"],
+    "triangle": ["delta", "arrowhead"],
+    "star": ["pentacle", "starlike shape"],
+    "ring": ["doughnut", "annulus"],
+    "cross": ["greek cross", "intersection"],
+}
+UNSEEN_FORMS_2 = [
+    "{obj} floating in {bg} space",
+    "{bg} wallpaper with {obj} printed on it",
+    "photo: {obj} laid on a {bg} tablecloth",
+    "{obj} atop {bg} cardboard",
+    "imagine {obj} over {bg}",
+    "a {bg} poster featuring {obj}",
+]
 UNSEEN_WORDS = sorted(
     {w for words in UNSEEN_COLOUR_WORDS.values() for w in words}
     | {w for words in UNSEEN_SHAPE_WORDS.values() for w in words}
     | {"field", "canvas", "picture", "resting", "upon", "paper", "draw", "surface", "sitting",
        "showing"}
+    | {w for words in UNSEEN_COLOUR_WORDS_2.values() for w in words}
+    | {w for words in UNSEEN_SHAPE_WORDS_2.values() for w in words if " " not in w}
+    | {"starlike", "greek", "floating", "space", "wallpaper", "printed", "photo", "laid",
+       "tablecloth", "atop", "cardboard", "imagine", "poster", "featuring"}
 )
 
 
@@ -82,16 +115,19 @@ def combination_prompts():
     return prompts
 
 
-def paraphrase_prompts():
+def paraphrase_prompts(second=False):
     """(prompt, shape, colour, background) in wording the captions never use: an unseen form,
-    and unseen words for the colour, the shape or both."""
+    and unseen words for the colour, the shape or both (`second`: the second set's words)."""
+    colours = UNSEEN_COLOUR_WORDS_2 if second else UNSEEN_COLOUR_WORDS
+    shapes = UNSEEN_SHAPE_WORDS_2 if second else UNSEEN_SHAPE_WORDS
+    forms = UNSEEN_FORMS_2 if second else UNSEEN_FORMS
     prompts = []
     for i, (shape, colour, background) in enumerate(held_out_combinations()):
-        colour_word = UNSEEN_COLOUR_WORDS[colour][i % 2] if i % 3 != 2 else colour
-        shape_word = UNSEEN_SHAPE_WORDS[shape][(i // 2) % 2] if i % 3 != 1 else shape
-        background_word = UNSEEN_COLOUR_WORDS[background][(i + 1) % 2]
+        colour_word = colours[colour][i % 2] if i % 3 != 2 else colour
+        shape_word = shapes[shape][(i // 2) % 2] if i % 3 != 1 else shape
+        background_word = colours[background][(i + 1) % 2]
         obj = f"{article(colour_word)} {colour_word} {shape_word}"
-        text = UNSEEN_FORMS[i % len(UNSEEN_FORMS)].format(obj=obj, bg=background_word)
+        text = forms[i % len(forms)].format(obj=obj, bg=background_word)
         prompts.append((text, shape, colour, background))
     return prompts
 

@@ -75,34 +75,46 @@ SUPERSAMPLE = 4  # rendering at 4x and averaging gives anti-aliased edges
 # keeps other words and sentence forms back for the evaluation; `check_captions` makes sure
 # none of them slips in here.
 COLOUR_WORDS = {
-    "red": ["red", "scarlet", "cherry red"],
-    "green": ["green", "emerald", "grass green"],
-    "blue": ["blue", "cobalt", "royal blue"],
-    "yellow": ["yellow", "golden", "sunflower yellow"],
-    "white": ["white", "snow white", "pure white"],
-    "black": ["black", "jet black", "pitch black"],
-    "orange": ["orange", "tangerine", "bright orange"],
-    "purple": ["purple", "violet", "deep purple"],
+    "red": ["red", "scarlet", "cherry red", "blood red", "tomato red", "brick red", "rose red",
+            "vermilion"],
+    "green": ["green", "emerald", "grass green", "leaf green", "mint green", "kelly green",
+              "forest green", "bottle green"],
+    "blue": ["blue", "cobalt", "royal blue", "cornflower blue", "ultramarine", "electric blue",
+             "deep blue"],
+    "yellow": ["yellow", "golden", "sunflower yellow", "mustard", "butter yellow",
+               "bright yellow", "gold"],
+    "white": ["white", "snow white", "pure white", "chalk white", "pearl white", "bright white",
+              "off-white"],
+    "black": ["black", "jet black", "pitch black", "charcoal", "onyx", "midnight black",
+              "inky black"],
+    "orange": ["orange", "tangerine", "bright orange", "carrot orange", "burnt orange",
+               "marigold", "orange-coloured"],
+    "purple": ["purple", "violet", "deep purple", "amethyst", "grape purple", "royal purple"],
 }
 SHAPE_WORDS = {
-    "circle": ["circle", "dot", "round shape"],
-    "square": ["square", "box", "square block"],
-    "triangle": ["triangle", "triangular shape", "three-sided shape"],
-    "star": ["star", "five-pointed star", "star shape"],
-    "ring": ["ring", "hoop", "circular outline"],
-    "cross": ["cross", "plus sign", "plus-shaped cross"],
+    "circle": ["circle", "dot", "round shape", "round blob", "filled circle"],
+    "square": ["square", "box", "square block", "four-sided square", "filled square"],
+    "triangle": ["triangle", "triangular shape", "three-sided shape", "pointed triangle"],
+    "star": ["star", "five-pointed star", "star shape", "star icon"],
+    "ring": ["ring", "hoop", "circular outline", "hollow circle", "round frame"],
+    "cross": ["cross", "plus sign", "plus-shaped cross", "cross symbol"],
 }
-SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big", "huge"]}
+SIZE_WORDS = {"small": ["small", "little", "tiny", "smallish", "compact"],
+              "large": ["large", "big", "huge", "oversized", "massive"]}
 POSITION_WORDS = {
-    "centre": ["in the centre", "in the center", "in the middle"],
-    "left": ["on the left", "to the left", "at the left side"],
-    "right": ["on the right", "to the right", "at the right side"],
-    "top": ["at the top", "near the top", "at the top edge"],
-    "bottom": ["at the bottom", "near the bottom", "at the bottom edge"],
-    "top left": ["at the top left", "in the top left corner", "in the upper left"],
-    "top right": ["at the top right", "in the top right corner", "in the upper right"],
-    "bottom left": ["at the bottom left", "in the bottom left corner", "in the lower left"],
-    "bottom right": ["at the bottom right", "in the bottom right corner", "in the lower right"],
+    "centre": ["in the centre", "in the center", "in the middle", "centred", "dead centre"],
+    "left": ["on the left", "to the left", "at the left side", "on the left-hand side"],
+    "right": ["on the right", "to the right", "at the right side", "on the right-hand side"],
+    "top": ["at the top", "near the top", "at the top edge", "up high"],
+    "bottom": ["at the bottom", "near the bottom", "at the bottom edge", "down low"],
+    "top left": ["at the top left", "in the top left corner", "in the upper left",
+                 "top-left"],
+    "top right": ["at the top right", "in the top right corner", "in the upper right",
+                  "top-right"],
+    "bottom left": ["at the bottom left", "in the bottom left corner", "in the lower left",
+                    "bottom-left"],
+    "bottom right": ["at the bottom right", "in the bottom right corner", "in the lower right",
+                     "bottom-right"],
 }
 BACKGROUND_FORMS = [
     "{obj} on {a} {bg} background",
@@ -113,7 +125,18 @@ BACKGROUND_FORMS = [
     "{obj}, {bg} background",
     "{bg} background, {obj}",
     "{obj} in front of {a} {bg} backdrop",
+    "{obj} painted on {a} {bg} wall",
+    "{obj} on {bg}",
+    "{bg} backdrop and {obj}",
+    "{obj} set against {bg}",
+    "{a} {bg} scene containing {obj}",
+    "{obj} lying on {bg} ground",
 ]
+# Words people put around what they want; the model must learn to look past them.
+FILLER_BEFORE = ["an image of", "a simple graphic of", "clip art of", "a flat icon of",
+                 "minimal art:", "there is", "a rendering of", "just"]
+FILLER_AFTER = ["in flat colours", "simple", "vector style", "high quality", "plain and clean",
+                "nothing else", "no texture"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_shapes_heldout import UNSEEN_WORDS, held_out_combinations  # noqa: E402
@@ -151,6 +174,10 @@ def describe(spec, rng):
         obj = f"{obj} {position}"
     background = rng.choice(COLOUR_WORDS[spec["background"]])
     text = rng.choice(BACKGROUND_FORMS).format(obj=obj, a=article(background), bg=background)
+    if rng.random() < 0.15:
+        text = f"{rng.choice(FILLER_BEFORE)} {text}"
+    if rng.random() < 0.15:
+        text = f"{text}, {rng.choice(FILLER_AFTER)}"
     if rng.random() < 0.2:
         text = text[0].upper() + text[1:]
     return text
@@ -467,6 +494,12 @@ def train_unet(args, specs, means, stds, scaling_factor, caption_rows, hidden, m
         context, context_mask = hidden[rows], mask[rows]
         length = int(context_mask.sum(1).max())
         context, context_mask = context[:, :length], context_mask[:, :length]
+        # Token dropout: hide a tenth of the tokens after [CLS] from the cross-attention, so
+        # the model reads the meaning MiniLM spreads over several tokens instead of one token
+        # per word (which an unfamiliar word would not have).
+        keep = torch.rand(context_mask.shape, generator=generator) >= args.token_dropout
+        keep[:, 0] = True
+        context_mask = context_mask * keep.to(device)
 
         mean, std = means[index].to(device), stds[index].to(device)
         latents = (mean + std * torch.randn(mean.shape, generator=generator).to(device))
@@ -638,6 +671,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=6000, help="rendered training images")
     parser.add_argument("--captions-per-image", type=int, default=3)
+    parser.add_argument("--token-dropout", type=float, default=0.1)
     parser.add_argument("--vae-steps", type=int, default=1800)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=32)
@@ -710,6 +744,10 @@ def main():
         sample_grid(args, encoder)
     if "fixture" in stages:
         write_fixture(args, encoder)
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"CPU time of these stages: {(usage.ru_utime + usage.ru_stime) / 60:.1f} min "
+          f"(user {usage.ru_utime / 60:.1f}, system {usage.ru_stime / 60:.1f})")
 
 
 if __name__ == "__main__":
