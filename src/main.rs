@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow file and print what each node did.
+    /// Run a workflow file (YAML or JSON, or a PNG weft saved: it carries its workflow) and
+    /// print what each node did.
     Run {
         file: PathBuf,
         #[command(flatten)]
