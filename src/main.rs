@@ -263,12 +263,12 @@ fn workflow_bytes(file: &std::path::Path) -> Result<Vec<u8>> {
     }
 }
 
+/// A workflow read and expanded, or its located errors; and the subgraph files it includes.
+pub type Loaded = (Result<Workflow, Vec<Diagnostic>>, Vec<PathBuf>);
+
 /// [`load_workflow`], and the subgraph files it includes at any depth (what `watch` watches
 /// besides the file itself; named even when the expansion failed).
-pub fn load_workflow_with_files(
-    file: &std::path::Path,
-    sets: &[String],
-) -> Result<(Result<Workflow, Vec<Diagnostic>>, Vec<PathBuf>)> {
+pub fn load_workflow_with_files(file: &std::path::Path, sets: &[String]) -> Result<Loaded> {
     let bytes = workflow_bytes(file)?;
     let mut workflow = match Workflow::parse(&bytes) {
         Ok(w) => w,
