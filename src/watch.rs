@@ -63,13 +63,19 @@ impl Interest {
     }
 }
 
-/// The bytes of the workflow file and of each included file (`None`: unreadable), to tell a
-/// save that changed nothing from one that did.
+/// The bytes of the workflow file and of each included file (`None`: unreadable), then the
+/// names of the library folder's files (a new one can give a type the workflow names but had
+/// no file for), to tell a save that changed nothing from one that did.
 type Snapshot = Vec<Option<Vec<u8>>>;
 
 fn snapshot(file: &Path, includes: &[PathBuf]) -> Snapshot {
+    let library: Vec<u8> = weft_engine::subgraph::library_types(&crate::library_dirs(file))
+        .into_iter()
+        .flat_map(|(name, _)| name.into_bytes().into_iter().chain([b'\n']))
+        .collect();
     std::iter::once(read_settled(file))
         .chain(includes.iter().map(|p| read_settled(p)))
+        .chain([Some(library)])
         .collect()
 }
 

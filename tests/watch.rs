@@ -291,6 +291,15 @@ fn editing_an_included_subgraph_file_reruns_only_its_nodes_and_what_follows() {
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&inner_file, inner(300)).unwrap();
     watcher.no_run_within(Duration::from_millis(1200));
+
+    // A library type that does not exist yet: invalid; the file appearing in lib/ runs it.
+    std::fs::write(&file, including(false).replace("AddBy", "AddMore")).unwrap();
+    let broken = watcher.next_run();
+    assert!(broken.iter().any(|l| l.contains("AddMore")), "{broken:#?}");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("lib/AddMore.yaml"), add_by(30)).unwrap();
+    let run = watcher.next_run();
+    assert_eq!(started(&run), ["b__add", "show"], "{run:#?}");
 }
 
 #[test]
