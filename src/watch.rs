@@ -114,8 +114,10 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         move |result: notify_debouncer_full::DebounceEventResult| {
             if let Ok(events) = result {
                 let Ok(wanted) = wanted.lock() else { return };
+                // Reads are not changes (and the loop's own reads would wake it again).
                 let touches = events
                     .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                     .flat_map(|e| e.paths.iter())
                     .any(|p| wanted.wants(p));
                 if touches {

@@ -247,6 +247,25 @@ fn a_changed_subgraph_file_revalidates_and_announces_the_workflows_that_include_
         diagnostic["message"].as_str().unwrap().contains("AddIntt"),
         "{invalid}"
     );
+
+    // A workflow naming a library type before its file exists: invalid, then valid once the
+    // file appears in lib/.
+    std::fs::write(
+        workflows.join("later.yaml"),
+        uses.replace("AddBy", "AddLater"),
+    )
+    .unwrap();
+    ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "later" && m["event"] == "workflow_invalid"
+    });
+    std::fs::write(workflows.join("lib/AddLater.yaml"), add_by(5)).unwrap();
+    let seen = ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "later" && m["event"] == "workflow_changed"
+    });
+    assert_eq!(
+        seen.last().unwrap()["because"],
+        json!(["lib/AddLater.yaml"])
+    );
 }
 
 #[test]

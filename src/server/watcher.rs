@@ -84,9 +84,20 @@ fn includers(
         };
         let (_, files) =
             weft_engine::subgraph::expand_subgraphs_with_files(&workflow, registry, &paths);
-        let because: Vec<String> = files
+        // A library file that appeared (or went) under a type name the workflow uses but
+        // could not resolve is news for it too.
+        let library_dir = canonical_key(&library[0].join("x"));
+        let library_dir = library_dir.parent().unwrap_or(root);
+        let named: Vec<PathBuf> = workflow
+            .nodes
+            .values()
+            .map(|n| library_dir.join(format!("{}.yaml", n.type_name)))
+            .filter(|f| changed.contains(f))
+            .collect();
+        let mut because: Vec<String> = files
             .iter()
             .map(|f| canonical_key(f))
+            .chain(named)
             .filter(|f| changed.contains(f))
             .filter_map(|f| {
                 f.strip_prefix(root)
@@ -94,6 +105,8 @@ fn includers(
                     .map(|r| r.to_string_lossy().into_owned())
             })
             .collect();
+        because.sort();
+        because.dedup();
         if !because.is_empty() {
             found.push((name, bytes, because));
         }
@@ -134,8 +147,10 @@ impl Watcher {
             None,
             move |result: DebounceEventResult| {
                 let Ok(events) = result else { return };
+                // Reads are not changes (and this callback's own reads would wake it again).
                 let touched: BTreeSet<PathBuf> = events
                     .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                     .flat_map(|e| e.paths.iter())
                     .filter(|p| is_workflow_file(p))
                     .map(|p| canonical_key(p))
@@ -146,6 +161,7 @@ impl Watcher {
                     .filter(|p| p.parent() == Some(dir.as_path()))
                     .filter_map(|p| workflow_name(p))
                     .collect();
+                let mut sent = BTreeSet::new();
                 for name in &names {
                     let file = dir.join(format!("{name}.{EXTENSION}"));
                     let message = match read_settled(&file) {
@@ -166,6 +182,7 @@ impl Watcher {
                         }
                     };
                     hub.send(message.to_string().into());
+                    sent.insert(name.clone());
                 }
                 if touched.is_empty() {
                     return;
@@ -176,8 +193,8 @@ impl Watcher {
                     read_settled(path);
                 }
                 for (name, bytes, because) in includers(&registry, &dir, &touched) {
-                    if names.contains(&name) {
-                        // Announced above, from its own save, with these files read.
+                    if sent.contains(&name) {
+                        // Announced above, from its own save, with these files already read.
                         continue;
                     }
                     let mut message = announcement(&registry, &dir, &name, &bytes);
