@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow file and print what each node did.
+    /// Run a workflow file (YAML or JSON, or a PNG weft saved: it carries its workflow) and
+    /// print what each node did.
     Run {
         file: PathBuf,
         #[command(flatten)]
@@ -238,10 +239,40 @@ pub fn load_workflow(
     file: &std::path::Path,
     sets: &[String],
 ) -> Result<Result<Workflow, Vec<Diagnostic>>> {
+    Ok(load_workflow_with_files(file, sets)?.0)
+}
+
+/// The first bytes of every PNG file.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// The workflow text of a file: the file itself, or for a PNG the workflow a weft SaveImage
+/// embedded in it (subgraphs already inlined, so it runs without the files it came from).
+fn workflow_bytes(file: &std::path::Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !bytes.starts_with(PNG_SIGNATURE) {
+        return Ok(bytes);
+    }
+    match weft_nodes::image::workflow_from_png(file) {
+        Ok(Some(text)) => Ok(text.into_bytes()),
+        Ok(None) => anyhow::bail!(
+            "{} is a PNG without a weft workflow (no '{}' text chunk); weft runs the PNGs its SaveImage writes",
+            file.display(),
+            weft_nodes::image::WORKFLOW_PNG_KEY
+        ),
+        Err(e) => anyhow::bail!("{e}"),
+    }
+}
+
+/// A workflow read and expanded, or its located errors; and the subgraph files it includes.
+pub type Loaded = (Result<Workflow, Vec<Diagnostic>>, Vec<PathBuf>);
+
+/// [`load_workflow`], and the subgraph files it includes at any depth (what `watch` watches
+/// besides the file itself; named even when the expansion failed).
+pub fn load_workflow_with_files(file: &std::path::Path, sets: &[String]) -> Result<Loaded> {
+    let bytes = workflow_bytes(file)?;
     let mut workflow = match Workflow::parse(&bytes) {
         Ok(w) => w,
-        Err(errors) => return Ok(Err(errors)),
+        Err(errors) => return Ok((Err(errors), Vec::new())),
     };
     let registry = weft_nodes::registry();
     for set in sets {
@@ -249,16 +280,25 @@ pub fn load_workflow(
     }
     // Subgraph nodes are inlined here, so everything after sees plain nodes.
     let base_dir = file.parent().unwrap_or(std::path::Path::new("."));
-    let library = [base_dir.join("lib")];
+    let library = library_dirs(file);
     let paths = weft_engine::subgraph::SubgraphPaths {
         base_dir,
         library: &library,
     };
-    match weft_engine::subgraph::expand_subgraphs(&workflow, &registry, &paths) {
-        Ok(Some(expanded)) => Ok(Ok(expanded)),
-        Ok(None) => Ok(Ok(workflow)),
-        Err(errors) => Ok(Err(errors)),
-    }
+    let (expanded, files) =
+        weft_engine::subgraph::expand_subgraphs_with_files(&workflow, &registry, &paths);
+    let result = match expanded {
+        Ok(Some(expanded)) => Ok(expanded),
+        Ok(None) => Ok(workflow),
+        Err(errors) => Err(errors),
+    };
+    Ok((result, files))
+}
+
+/// The folders library subgraph types of a workflow file are looked up in: `lib/` beside it.
+pub fn library_dirs(file: &std::path::Path) -> [PathBuf; 1] {
+    let base_dir = file.parent().unwrap_or(std::path::Path::new("."));
+    [base_dir.join("lib")]
 }
 
 pub fn print_diagnostics(file: &std::path::Path, errors: &[Diagnostic]) {

@@ -2,9 +2,15 @@
 //! file and renaming it over the old one are seen), debounces, re-validates and re-runs on the
 //! same worker, so only changed nodes and their descendants execute. A broken save prints its
 //! errors and keeps the last good graph and the cache.
-use std::path::Path;
+//!
+//! The subgraph files the workflow includes, at any depth, are watched the same way (their
+//! folders), and so is the library folder (`lib/` beside the file); after each reload the set
+//! is taken again from the expansion, so an include added or removed by the save is followed.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -28,6 +34,49 @@ fn read_settled(file: &Path) -> Option<Vec<u8>> {
         previous = current;
     }
     previous
+}
+
+/// A path as the watcher reports it: its folder canonical (the watched folders are), its name
+/// as is; the path itself where the folder is gone.
+fn watch_key(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| path.to_path_buf(), |d| d.join(name)),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// What wakes the loop: the workflow file, the files it includes, and any YAML file in the
+/// library folders (a new one may be the type a broken save was missing).
+#[derive(Default)]
+struct Interest {
+    files: HashSet<PathBuf>,
+    library_dirs: HashSet<PathBuf>,
+}
+
+impl Interest {
+    fn wants(&self, path: &Path) -> bool {
+        self.files.contains(path)
+            || (path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && path.parent().is_some_and(|d| self.library_dirs.contains(d)))
+    }
+}
+
+/// The bytes of the workflow file and of each included file (`None`: unreadable), then the
+/// names of the library folder's files (a new one can give a type the workflow names but had
+/// no file for), to tell a save that changed nothing from one that did.
+type Snapshot = Vec<Option<Vec<u8>>>;
+
+fn snapshot(file: &Path, includes: &[PathBuf]) -> Snapshot {
+    let library: Vec<u8> = weft_engine::subgraph::library_types(&crate::library_dirs(file))
+        .into_iter()
+        .flat_map(|(name, _)| name.into_bytes().into_iter().chain([b'\n']))
+        .collect();
+    std::iter::once(read_settled(file))
+        .chain(includes.iter().map(|p| read_settled(p)))
+        .chain([Some(library)])
+        .collect()
 }
 
 enum Wake {
@@ -57,66 +106,112 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         let _ = quit_tx.send(Wake::Quit);
     })
     .context("installing the Ctrl-C handler")?;
-    let watched_name = name.clone();
+    let interest = Arc::new(Mutex::new(Interest::default()));
+    let wanted = interest.clone();
     let mut debouncer = new_debouncer(
         Duration::from_millis(120),
         None,
         move |result: notify_debouncer_full::DebounceEventResult| {
             if let Ok(events) = result {
-                let touches_file = events
+                let Ok(wanted) = wanted.lock() else { return };
+                // Reads are not changes (and the loop's own reads would wake it again).
+                let touches = events
                     .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                     .flat_map(|e| e.paths.iter())
-                    .any(|p| p.file_name() == Some(watched_name.as_os_str()));
-                if touches_file {
+                    .any(|p| wanted.wants(p));
+                if touches {
                     let _ = tx.send(Wake::Changed);
                 }
             }
         },
     )
     .context("starting the file watcher")?;
+    let dir = dir.canonicalize().unwrap_or(dir);
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
+    let mut watched_dirs: HashSet<PathBuf> = HashSet::from([dir.clone()]);
+    {
+        let mut interest = interest.lock().expect("the watcher does not panic");
+        interest.files.insert(dir.join(&name));
+        for library in crate::library_dirs(&file) {
+            if let Ok(library) = library.canonicalize() {
+                if watched_dirs.insert(library.clone()) {
+                    // A missing or unreadable library folder only means nothing is watched there.
+                    let _ = debouncer.watch(&library, RecursiveMode::NonRecursive);
+                }
+                interest.library_dirs.insert(library);
+            }
+        }
+    }
+    // The subgraph files the last load named (canonical where they exist).
+    let mut includes: Vec<PathBuf> = Vec::new();
+    let mut follow = |includes: &[PathBuf]| {
+        let mut interest = interest.lock().expect("the watcher does not panic");
+        interest.files.retain(|p| *p == dir.join(&name));
+        for include in includes {
+            let key = watch_key(include);
+            if let Some(parent) = key.parent() {
+                if watched_dirs.insert(parent.to_path_buf()) {
+                    // A folder that does not exist yet cannot be watched; its parent's own
+                    // include error says what is missing.
+                    let _ = debouncer.watch(parent, RecursiveMode::NonRecursive);
+                }
+            }
+            interest.files.insert(key);
+        }
+    };
 
     eprintln!("watching {} (Ctrl-C to stop)", file.display());
     // The cache lives in the worker, so a broken save loses nothing; this only shapes the message.
     let mut had_good_run = false;
-    let mut last_seen: Option<Vec<u8>> = None;
+    let mut last_seen: Option<Snapshot> = None;
     let mut wake = Wake::Changed;
     loop {
         if let Wake::Quit = wake {
             eprintln!("stopped watching");
             return Ok(ExitCode::SUCCESS);
         }
-        let content = read_settled(&file);
+        let seen = snapshot(&file, &includes);
         // A save that leaves the bytes as they were (touch, a second event) needs no run.
-        let unchanged = content.is_some() && content == last_seen;
-        last_seen.clone_from(&content);
-        match content {
+        let unchanged = seen[0].is_some() && Some(&seen) == last_seen.as_ref();
+        let present = seen[0].is_some();
+        last_seen = Some(seen);
+        match present {
             _ if unchanged => {}
-            None => eprintln!("{} is gone; waiting for it to come back", file.display()),
-            Some(_) => match crate::load_workflow(&file, &options.sets) {
+            false => eprintln!("{} is gone; waiting for it to come back", file.display()),
+            true => match crate::load_workflow_with_files(&file, &options.sets) {
                 Err(e) => eprintln!("error: {e:#}"),
-                Ok(Err(errors)) => {
-                    if options.json {
-                        crate::cli_run::print_invalid_events(&errors);
+                Ok((loaded, now_included)) => {
+                    if now_included != includes {
+                        includes = now_included;
+                        follow(&includes);
+                        last_seen = Some(snapshot(&file, &includes));
                     }
-                    crate::print_diagnostics(&file, &errors);
-                    if had_good_run {
-                        eprintln!("keeping the last good graph and its cache; fix the file and save again");
-                    }
-                }
-                Ok(Ok(workflow)) => {
-                    let cancel = CancelToken::new();
-                    if let Ok(mut slot) = current_run.lock() {
-                        *slot = cancel.clone();
-                    }
-                    let report = execute(&worker, workflow, options, cancel)?;
-                    print_report(&file, &report, options.json, options.why);
-                    if report.status != weft_engine::RunStatus::Invalid {
-                        had_good_run = true;
-                    } else if had_good_run {
-                        eprintln!("keeping the last good graph and its cache; fix the file and save again");
+                    match loaded {
+                        Err(errors) => {
+                            if options.json {
+                                crate::cli_run::print_invalid_events(&errors);
+                            }
+                            crate::print_diagnostics(&file, &errors);
+                            if had_good_run {
+                                eprintln!("keeping the last good graph and its cache; fix the file and save again");
+                            }
+                        }
+                        Ok(workflow) => {
+                            let cancel = CancelToken::new();
+                            if let Ok(mut slot) = current_run.lock() {
+                                *slot = cancel.clone();
+                            }
+                            let report = execute(&worker, workflow, options, cancel)?;
+                            print_report(&file, &report, options.json, options.why);
+                            if report.status != weft_engine::RunStatus::Invalid {
+                                had_good_run = true;
+                            } else if had_good_run {
+                                eprintln!("keeping the last good graph and its cache; fix the file and save again");
+                            }
+                        }
                     }
                 }
             },

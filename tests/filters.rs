@@ -1,6 +1,8 @@
 //! The safety nodes through the CLI: PromptFilter stops a blocked prompt before any sampling
 //! (and an unreadable blocklist before anything runs); SafetyFilter's actions black, blur,
-//! reject and flag, image by image (threshold 0 makes every image count as unsafe).
+//! reject and flag, image by image (threshold 0 makes every image count as unsafe), and at
+//! threshold 0.5 on an image the classifier scores high (made at test time from its own
+//! gradient) and one it scores low.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -201,4 +203,222 @@ fn safety_filter_actions_black_blur_reject_and_flag() {
         "{message}"
     );
     assert!(!started(&events).contains(&"save"));
+}
+
+/// Side of the test images: the classifier's resize target, so its preprocessing only crops.
+const SIDE: i64 = 256;
+
+/// An image [1, 3, SIDE, SIDE] in [0, 1] as 8-bit RGB, saved as a PNG.
+fn save_png(image: &tch::Tensor, path: &Path) {
+    let pixels = (image.squeeze_dim(0).permute([1, 2, 0]) * 255.0)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(tch::Kind::Uint8)
+        .contiguous()
+        .view([-1]);
+    let bytes = Vec::<u8>::try_from(&pixels).unwrap();
+    image::RgbImage::from_raw(SIDE as u32, SIDE as u32, bytes)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+/// An image open_nsfw scores at least 0.9, made from its own gradient: fixed-seed smooth noise,
+/// then signed gradient-ascent steps on log P(unsafe) of the centre crop the network sees,
+/// clamped to valid pixels, until the score through the classifier's full preprocessing (8-bit
+/// pixels, resize, crop, JPEG round trip, exactly as SafetyFilter scores) reaches 0.9.
+/// Returns the image and its score; nothing of it is committed.
+fn high_scoring_image(model: &weft_nodes::models::open_nsfw::OpenNsfw) -> (tch::Tensor, f64) {
+    use weft_nodes::models::open_nsfw::{CROP, MEAN_BGR};
+    const STEP: f64 = 3.0 / 255.0;
+    const MAX_STEPS: usize = 60;
+    tch::manual_seed(20);
+    let offset = (SIDE - CROP) / 2;
+    let mean = tch::Tensor::from_slice(&MEAN_BGR)
+        .to_kind(tch::Kind::Float)
+        .view([1, 3, 1, 1]);
+    let mut x = tch::Tensor::rand([1, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu))
+        .upsample_bicubic2d([SIDE, SIDE], false, None, None)
+        .clamp(0.0, 1.0);
+    let mut score = model.classify(&x).unwrap();
+    eprintln!("open_nsfw scores the starting noise {score:.3}");
+    let started = std::time::Instant::now();
+    for step in 0..MAX_STEPS {
+        if score >= 0.9 {
+            eprintln!(
+                "open_nsfw scores the gradient-made image {score:.3} after {step} steps ({:.1?})",
+                started.elapsed()
+            );
+            return (x, score);
+        }
+        let leaf = x.detach().set_requires_grad(true);
+        let crop = leaf.narrow(2, offset, CROP).narrow(3, offset, CROP);
+        let input = (crop * 255.0).flip([1]) - &mean;
+        let p_unsafe = model.forward_with_grad(&input).unwrap().select(1, 1);
+        p_unsafe
+            .clamp_min(1e-12)
+            .log()
+            .sum(tch::Kind::Float)
+            .backward();
+        let grad = leaf.grad();
+        x = tch::no_grad(|| (&x + grad.sign() * STEP).clamp(0.0, 1.0));
+        score = model.classify(&x).unwrap();
+    }
+    panic!("open_nsfw scored the image only {score:.3} after {MAX_STEPS} steps");
+}
+
+#[test]
+#[ignore = "needs models/converted from set-up; `make test` runs it"]
+fn safety_actions_on_images_the_classifier_scores_high_and_low() {
+    let weights = converted_asset("open_nsfw/open_nsfw.safetensors");
+    let model = weft_nodes::models::open_nsfw::OpenNsfw::load(&weights, tch::Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (high, _) = high_scoring_image(&model);
+    let high_png = dir.path().join("high.png");
+    save_png(&high, &high_png);
+    let high_score = model.classify_file(&high_png).unwrap();
+    let low_png = dir.path().join("low.png");
+    save_png(
+        &tch::Tensor::full(
+            [1, 3, SIDE, SIDE],
+            0.5,
+            (tch::Kind::Float, tch::Device::Cpu),
+        ),
+        &low_png,
+    );
+    let low_score = model.classify_file(&low_png).unwrap();
+    eprintln!("scores: high {high_score:.3}, low {low_score:.3}");
+    assert!(high_score >= 0.9 && low_score < 0.5);
+    let pixels = |png: &Path| image::open(png).unwrap().to_rgb8().into_raw();
+    let (high_pixels, low_pixels) = (pixels(&high_png), pixels(&low_png));
+
+    // LoadImage -> SafetyFilter (threshold 0.5) -> SaveImage, once per action in one workflow
+    // (`filter_ACTION`, `save_ACTION`), in a file named `name`.
+    let run = |name: &str, actions: &[&str], png: &Path| {
+        let mut text = format!(
+            "weft: 1\nnodes:\n  load:\n    type: LoadImage\n    path: {}\n  safety:\n    type: LoadSafetyModel\n",
+            serde_json::to_string(png.to_str().unwrap()).unwrap()
+        );
+        for action in actions {
+            text.push_str(&format!(
+                "  filter_{action}:
+    type: SafetyFilter
+    safety_model: $safety.safety_model
+    image: $load.image
+    threshold: 0.5
+    action: {action}
+  save_{action}:
+    type: SaveImage
+    image: $filter_{action}.image
+    prefix: {name}_{action}
+"
+            ));
+        }
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        weft_json(&path, dir.path())
+    };
+    let succeeded = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let saved = |events: &[serde_json::Value], node: &str| -> Vec<u8> {
+        let output = events
+            .iter()
+            .find(|e| e["event"] == "output" && e["node"] == node)
+            .unwrap_or_else(|| panic!("no output from {node}: {events:?}"));
+        image::open(output["path"].as_str().unwrap())
+            .unwrap()
+            .to_rgb8()
+            .into_raw()
+    };
+    let notices = |events: &[serde_json::Value]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "notice")
+            .map(|e| {
+                (
+                    e["node"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let all = ["black", "blur", "reject", "flag"];
+
+    // A low score passes every action untouched, and nothing is flagged.
+    let (out, events) = run("low", &all, &low_png);
+    succeeded(&out);
+    for action in all {
+        assert_eq!(
+            saved(&events, &format!("save_{action}")),
+            low_pixels,
+            "{action}: low passes unchanged"
+        );
+    }
+    assert!(notices(&events).is_empty(), "{events:?}");
+
+    // A high score: black blacks out, blur blurs, flag passes it on with a notice.
+    let (out, events) = run("high", &["black", "blur", "flag"], &high_png);
+    succeeded(&out);
+    assert!(
+        saved(&events, "save_black").iter().all(|&p| p == 0),
+        "blacked out"
+    );
+    let blurred = saved(&events, "save_blur");
+    assert_ne!(blurred, high_pixels);
+    let roughness = |p: &[u8]| -> f64 {
+        p.chunks(3)
+            .zip(p.chunks(3).skip(1))
+            .map(|(a, b)| a[0].abs_diff(b[0]) as f64)
+            .sum::<f64>()
+    };
+    assert!(
+        roughness(&blurred) < roughness(&high_pixels) / 2.0,
+        "blurred: {} vs {}",
+        roughness(&blurred),
+        roughness(&high_pixels)
+    );
+    assert_eq!(
+        saved(&events, "save_flag"),
+        high_pixels,
+        "flagged passes unchanged"
+    );
+    let flagged = notices(&events);
+    assert_eq!(flagged.len(), 1, "only the flag action tells: {flagged:?}");
+    assert_eq!(flagged[0].0, "filter_flag");
+    assert!(
+        flagged[0].1.contains("flagged") && flagged[0].1.contains(&format!("{high_score:.3}")),
+        "{flagged:?}"
+    );
+
+    // reject: the run fails, naming the node and the score; nothing is saved.
+    let (out, events) = run("reject", &["reject"], &high_png);
+    assert_eq!(out.status.code(), Some(1));
+    let error = events.iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(error["node"], "filter_reject");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("P(unsafe) = {high_score:.3}")) && message.contains("rejected"),
+        "{message}"
+    );
+    assert!(!started(&events).contains(&"save_reject"));
+    // What a person sees without --json: the node and the score, located in the file.
+    let human = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(repo_root())
+        .args(["run", dir.path().join("reject.yaml").to_str().unwrap()])
+        .args(["--device", "cpu", "--output"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(human.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert!(
+        stderr.contains("error: node 'filter_reject'")
+            && stderr.contains(&format!("P(unsafe) = {high_score:.3}")),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,7 @@
 //! `weft serve` as a process on a real loopback socket: txt2img over HTTP + /ws with the PNG
-//! fetched and a seed-only rerun served from the cache; hot reload pushed to clients; the
-//! queue surviving SIGKILL; a token required beyond loopback.
+//! fetched and a seed-only rerun served from the cache; hot reload pushed to clients, also
+//! when a subgraph file a workflow includes changes; the queue surviving SIGKILL; a token
+//! required beyond loopback.
 mod support;
 
 use std::path::Path;
@@ -192,6 +193,79 @@ fn hot_reload_pushes_in_place_and_rename_saves_and_broken_saves_within_a_second(
     assert!(took < Duration::from_secs(1));
     // Still serving.
     assert_eq!(server.http().get("/api/workflows").status, 200);
+}
+
+/// A library subgraph `lib/AddBy.yaml`: `x` plus `by` (default `by`).
+fn add_by(by: i64) -> String {
+    format!(
+        "weft: 1\ninputs:\n  x:\n    type: int\n  by:\n    type: int\n    default: {by}\n\
+         outputs:\n  sum:\n    from: $add.sum\n\
+         nodes:\n  add:\n    type: AddInt\n    a: $inputs.x\n    b: $inputs.by\n"
+    )
+}
+
+#[test]
+fn a_changed_subgraph_file_revalidates_and_announces_the_workflows_that_include_it() {
+    let dir = project();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir_all(workflows.join("lib")).unwrap();
+    let lib = workflows.join("lib/AddBy.yaml");
+    std::fs::write(&lib, add_by(10)).unwrap();
+    let uses = "weft: 1\nnodes:\n  a:\n    type: Int\n    value: 1\n  b:\n    type: AddBy\n    x: $a.value\n  show:\n    type: ShowInt\n    value: $b.sum\n";
+    std::fs::write(workflows.join("uses.yaml"), uses).unwrap();
+    let server = start(dir.path(), &[]);
+    let mut ws = server.ws();
+    ws.next(Duration::from_secs(5)).expect("queue on connect");
+    let rev = blake3::hash(uses.as_bytes()).to_hex().to_string();
+
+    let saved = Instant::now();
+    std::fs::write(&lib, add_by(20)).unwrap();
+    let seen = ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "uses" && m["event"] == "workflow_changed"
+    });
+    let took = saved.elapsed();
+    let changed = seen.last().unwrap();
+    assert!(took < Duration::from_secs(1), "pushed after {took:?}");
+    assert_eq!(changed["revision"], rev, "its own file is unchanged");
+    assert_eq!(changed["because"], json!(["lib/AddBy.yaml"]), "{changed}");
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m["name"] == "AddBy" || m["name"] == "chain"),
+        "a library file is not a workflow, and chain.yaml does not include it: {seen:?}"
+    );
+
+    // A broken subgraph file: the workflow that includes it is invalid, pointed into the file.
+    std::fs::write(&lib, add_by(20).replace("type: AddInt", "type: AddIntt")).unwrap();
+    let seen = ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "uses" && m["event"] == "workflow_invalid"
+    });
+    let invalid = seen.last().unwrap();
+    let diagnostic = &invalid["diagnostics"][0];
+    assert_eq!(diagnostic["file"], "lib/AddBy.yaml", "{invalid}");
+    assert!(
+        diagnostic["message"].as_str().unwrap().contains("AddIntt"),
+        "{invalid}"
+    );
+
+    // A workflow naming a library type before its file exists: invalid, then valid once the
+    // file appears in lib/.
+    std::fs::write(
+        workflows.join("later.yaml"),
+        uses.replace("AddBy", "AddLater"),
+    )
+    .unwrap();
+    ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "later" && m["event"] == "workflow_invalid"
+    });
+    std::fs::write(workflows.join("lib/AddLater.yaml"), add_by(5)).unwrap();
+    let seen = ws.until(Duration::from_secs(3), |m| {
+        m["name"] == "later" && m["event"] == "workflow_changed"
+    });
+    assert_eq!(
+        seen.last().unwrap()["because"],
+        json!(["lib/AddLater.yaml"])
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 
 use crate::diagnostic::{closest, Diagnostic};
 use crate::node::InputSpec;
@@ -72,12 +72,23 @@ pub fn expand_subgraphs(
     registry: &Registry,
     paths: &SubgraphPaths,
 ) -> Result<Option<Workflow>, Vec<Diagnostic>> {
+    expand_subgraphs_with_files(workflow, registry, paths).0
+}
+
+/// [`expand_subgraphs`], and every subgraph file the expansion named, at any depth, in the
+/// order first met and each once (also those it could not read, so that a watcher sees them
+/// appear): what a hot reload must watch besides the workflow file itself.
+pub fn expand_subgraphs_with_files(
+    workflow: &Workflow,
+    registry: &Registry,
+    paths: &SubgraphPaths,
+) -> (Result<Option<Workflow>, Vec<Diagnostic>>, Vec<PathBuf>) {
     let any = workflow
         .nodes
         .values()
         .any(|n| subgraph_file(&n.type_name, registry, paths).is_some());
     if !any {
-        return Ok(None);
+        return (Ok(None), Vec::new());
     }
     let mut expander = Expander {
         registry,
@@ -94,13 +105,15 @@ pub fn expand_subgraphs(
         subgraph_ids: HashMap::new(),
         stack: Vec::new(),
         errors: Vec::new(),
+        files: IndexSet::new(),
     };
     expander.expand_level(workflow, "", None, paths.base_dir, None);
     expander.resolve_redirects();
+    let files: Vec<PathBuf> = expander.files.into_iter().collect();
     if expander.errors.is_empty() {
-        Ok(Some(expander.out))
+        (Ok(Some(expander.out)), files)
     } else {
-        Err(expander.errors)
+        (Err(expander.errors), files)
     }
 }
 
@@ -140,6 +153,8 @@ struct Expander<'a> {
     /// Files being expanded, outermost first (for cycles).
     stack: Vec<PathBuf>,
     errors: Vec<Diagnostic>,
+    /// Every subgraph file named, canonical where it exists, each once.
+    files: IndexSet<PathBuf>,
 }
 
 impl Expander<'_> {
@@ -240,6 +255,7 @@ impl Expander<'_> {
             d
         };
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        self.files.insert(canonical.clone());
         if let Some(start) = self.stack.iter().position(|p| *p == canonical) {
             let chain: Vec<String> = self.stack[start..]
                 .iter()

@@ -133,3 +133,116 @@ pub fn children_peak_rss() -> u64 {
     };
     usage.ru_maxrss as u64 * 1024
 }
+
+/// Luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B) of packed 8-bit RGB pixels, in 0..=255.
+pub fn luma(rgb: &[u8]) -> Vec<f64> {
+    rgb.chunks_exact(3)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect()
+}
+
+/// Mean structural similarity (SSIM) of two grey images of `width` x `height` values in
+/// 0..=255, as Wang, Bovik, Sheikh & Simoncelli (2004) define it: an 11x11 Gaussian window of
+/// sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, averaged over the window positions that lie wholly
+/// inside the image (no padding). 1 for identical images; near 0 for unrelated ones.
+pub fn ssim(a: &[f64], b: &[f64], width: usize, height: usize) -> f64 {
+    const RADIUS: usize = 5;
+    const SIGMA: f64 = 1.5;
+    assert_eq!(a.len(), width * height, "image a is not {width}x{height}");
+    assert_eq!(b.len(), width * height, "image b is not {width}x{height}");
+    let size = 2 * RADIUS + 1;
+    assert!(
+        width >= size && height >= size,
+        "SSIM needs at least {size}x{size}"
+    );
+    let mut kernel: Vec<f64> = (0..size)
+        .map(|i| {
+            let d = i as f64 - RADIUS as f64;
+            (-d * d / (2.0 * SIGMA * SIGMA)).exp()
+        })
+        .collect();
+    let total: f64 = kernel.iter().sum();
+    kernel.iter_mut().for_each(|k| *k /= total);
+    // Separable Gaussian filter over the valid region: rows, then columns.
+    let filter = |x: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        let (ow, oh) = (width - size + 1, height - size + 1);
+        let mut rows = vec![0.0; ow * height];
+        for y in 0..height {
+            for ox in 0..ow {
+                rows[y * ow + ox] = (0..size).map(|k| kernel[k] * x(y * width + ox + k)).sum();
+            }
+        }
+        let mut out = vec![0.0; ow * oh];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                out[oy * ow + ox] = (0..size)
+                    .map(|k| kernel[k] * rows[(oy + k) * ow + ox])
+                    .sum();
+            }
+        }
+        out
+    };
+    let mu_a = filter(&|i| a[i]);
+    let mu_b = filter(&|i| b[i]);
+    let aa = filter(&|i| a[i] * a[i]);
+    let bb = filter(&|i| b[i] * b[i]);
+    let ab = filter(&|i| a[i] * b[i]);
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let n = mu_a.len() as f64;
+    (0..mu_a.len())
+        .map(|i| {
+            let (ma, mb) = (mu_a[i], mu_b[i]);
+            let var_a = aa[i] - ma * ma;
+            let var_b = bb[i] - mb * mb;
+            let cov = ab[i] - ma * mb;
+            ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (var_a + var_b + c2))
+        })
+        .sum::<f64>()
+        / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ssim;
+
+    /// A 32x32 test card: a gradient with a bright square.
+    fn card() -> Vec<f64> {
+        (0..32 * 32)
+            .map(|i| {
+                let (x, y) = (i % 32, i / 32);
+                let square = (8..20).contains(&x) && (10..24).contains(&y);
+                if square {
+                    230.0
+                } else {
+                    (x * 4 + y * 2) as f64
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ssim_is_one_for_the_same_image_and_falls_with_damage() {
+        let a = card();
+        assert!((ssim(&a, &a, 32, 32) - 1.0).abs() < 1e-12);
+        // A uniform brightness shift keeps the structure: still high.
+        let shifted: Vec<f64> = a.iter().map(|v| (v + 10.0).min(255.0)).collect();
+        let s_shift = ssim(&a, &shifted, 32, 32);
+        // Pseudo-random noise of +-60 destroys much of it.
+        let mut state = 12345u32;
+        let noisy: Vec<f64> = a
+            .iter()
+            .map(|v| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (v + f64::from(state >> 16 & 0x7f) - 64.0).clamp(0.0, 255.0)
+            })
+            .collect();
+        let s_noise = ssim(&a, &noisy, 32, 32);
+        // An unrelated image (flat grey) scores far lower.
+        let flat = vec![128.0; 32 * 32];
+        let s_flat = ssim(&a, &flat, 32, 32);
+        assert!(s_shift > 0.9, "{s_shift}");
+        assert!(s_noise < s_shift && s_noise < 0.7, "{s_noise}");
+        assert!(s_flat < 0.3, "{s_flat}");
+    }
+}

@@ -15,8 +15,8 @@ use crate::weights::Weights;
 /// Side the image is resized to, then the centre crop the network sees.
 const RESIZE: i64 = 256;
 pub const CROP: i64 = 224;
-/// Caffe's ImageNet mean, in BGR order.
-const MEAN_BGR: [f64; 3] = [104.0, 117.0, 123.0];
+/// Caffe's ImageNet mean, in BGR order, subtracted from 0..255 pixels.
+pub const MEAN_BGR: [f64; 3] = [104.0, 117.0, 123.0];
 /// (bottleneck width, output channels, blocks, stride of the first block) per stage.
 const STAGES: [(i64, i64, i64, i64); 4] = [
     (32, 128, 3, 1),
@@ -99,6 +99,21 @@ impl OpenNsfw {
     /// Class probabilities [N, 2] (safe, unsafe) of a preprocessed batch [N, 3, 224, 224]
     /// (BGR, 0..255 minus `MEAN_BGR`; see [`model_input`]).
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        let x = self.checked_input(input)?;
+        tch::no_grad(|| self.probabilities(&x)).context(|| "open_nsfw forward".to_string())
+    }
+
+    /// [`forward`](Self::forward) with autograd on: the gradient of the probabilities flows
+    /// back to `input` when it requires one (the weights never do). For attribution, and for
+    /// tests that need an image the classifier scores high.
+    pub fn forward_with_grad(&self, input: &Tensor) -> Result<Tensor> {
+        let x = self.checked_input(input)?;
+        self.probabilities(&x)
+            .context(|| "open_nsfw forward".to_string())
+    }
+
+    /// The input as fp32 on the model's device, once its shape is the network's.
+    fn checked_input(&self, input: &Tensor) -> Result<Tensor> {
         let size = input.size();
         if size.len() != 4
             || size[0] == 0
@@ -113,24 +128,24 @@ impl OpenNsfw {
                 ),
             });
         }
-        let x = input.to_device(self.device()).to_kind(Kind::Float);
-        tch::no_grad(|| -> Result<Tensor, tch::TchError> {
-            let x = self.conv_1.forward(&x)?.f_relu()?;
-            // TF's "same" max pool pads only the bottom and right edge.
-            let x = x.f_constant_pad_nd([0, 1, 0, 1])?;
-            let x = x.f_max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)?;
-            let mut x = x;
-            for block in &self.blocks {
-                x = block.forward(&x)?;
-            }
-            let pooled = x
-                .f_avg_pool2d([7, 7], [1, 1], [0, 0], false, true, None)?
-                .f_flatten(1, -1)?;
-            pooled
-                .f_linear(&self.fc_weight, Some(&self.fc_bias))?
-                .f_softmax(1, Kind::Float)
-        })
-        .context(|| "open_nsfw forward".to_string())
+        Ok(input.to_device(self.device()).to_kind(Kind::Float))
+    }
+
+    fn probabilities(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let x = self.conv_1.forward(x)?.f_relu()?;
+        // TF's "same" max pool pads only the bottom and right edge.
+        let x = x.f_constant_pad_nd([0, 1, 0, 1])?;
+        let x = x.f_max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)?;
+        let mut x = x;
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        let pooled = x
+            .f_avg_pool2d([7, 7], [1, 1], [0, 0], false, true, None)?
+            .f_flatten(1, -1)?;
+        pooled
+            .f_linear(&self.fc_weight, Some(&self.fc_bias))?
+            .f_softmax(1, Kind::Float)
     }
 
     /// P(unsafe) of one RGB image ([3, H, W] or [1, 3, H, W], values in [0, 1], any size),
