@@ -187,6 +187,16 @@ function fileEvent(ev: Ev): void {
     return;
   }
   const revision = ev.revision as string;
+  if (Array.isArray(ev.because)) {
+    // A subgraph file it includes changed, not the workflow: the subgraph types' inputs and
+    // the diagnostics may differ, the text does not.
+    void api.nodes().then((types) => useEditor.getState().setCatalogue(types), () => undefined);
+    if (ev.event === 'workflow_invalid') {
+      useRunStore.setState({ diagnostics: groupDiagnostics((ev.diagnostics as Diagnostic[]) ?? []) });
+    } else if (!ed.dirty) void ed.load(ed.name!);
+    ed.say(`${(ev.because as string[]).join(', ')} changed on disk`, 'info');
+    return;
+  }
   if (revision === ed.revision) return; // our own save
   if (ed.saving) {
     // The PUT's answer decides whether this is our own write; look again once it is in.
