@@ -21,7 +21,7 @@ result through weft.
 
 Needs, beyond set-up's venv: `pip install diffusers transformers tokenizers` (training only).
 
-    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, one thread, ~50 min
+    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, one thread, ~35 min
     .venv/bin/python scripts/train_tiny_shapes.py --device cuda   # untested
 """
 
