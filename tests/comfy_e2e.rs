@@ -210,6 +210,35 @@ fn comfyuis_websockets_api_example_gets_its_png_from_weft_serve() {
         assert!(p[8..].starts_with(b"\x89PNG\r\n\x1a\n"));
     }
 
+    // A changed positive prompt: `execution_cached` lists, up front, every node the cache
+    // serves, the negative prompt that runs after the positive one included.
+    let mut changed = prompt();
+    changed["6"]["inputs"]["text"] = json!("a green square");
+    let id = queue_prompt(port, &changed, &client_id)["prompt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (messages, _) = until_done(&mut ws, &id);
+    let ours: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["data"]["prompt_id"] == id.as_str())
+        .collect();
+    assert_eq!(ours[1]["type"], "execution_cached", "{ours:?}");
+    let mut cached: Vec<&str> = ours[1]["data"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    cached.sort();
+    assert_eq!(cached, ["4", "5", "7"]);
+    let ran: Vec<&str> = ours
+        .iter()
+        .filter(|m| m["type"] == "executing")
+        .filter_map(|m| m["data"]["node"].as_str())
+        .collect();
+    assert_eq!(ran, ["6", "3", "8", "9"]);
+
     // Fully cached reruns of the same prompt: POST /prompt -> execution_success on loopback.
     let mut times = Vec::new();
     for _ in 0..20 {
