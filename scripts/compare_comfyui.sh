@@ -4,7 +4,8 @@
 # written by examples/write_sd15_checkpoint.rs), runs the comparison, stops both.
 #   scripts/compare_comfyui.sh COMFYUI_DIR [COMFYUI_PYTHON] [-- compare_comfyui.py options]
 # COMFYUI_PYTHON defaults to COMFYUI_DIR's python on PATH. Needs `cargo build --release`.
-# Raw figures go to $WEFT_COMPARE_DIR (default /tmp/weft-compare).
+# Raw figures go to $WEFT_COMPARE_DIR (default /tmp/weft-compare). CPU threads: WEFT_THREADS
+# (weft's --threads) and COMFY_THREADS (OMP_NUM_THREADS for ComfyUI); default: libtorch's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -31,12 +32,16 @@ mkdir -p "$dir/workflows" "$dir/comfy-out"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-(cd "$comfy" && exec "$python" main.py --cpu --listen 127.0.0.1 --port "$comfy_port" \
+comfy_env=()
+[ -n "${COMFY_THREADS:-}" ] && comfy_env=(env "OMP_NUM_THREADS=$COMFY_THREADS")
+weft_args=()
+[ -n "${WEFT_THREADS:-}" ] && weft_args=(--threads "$WEFT_THREADS")
+(cd "$comfy" && exec "${comfy_env[@]}" "$python" main.py --cpu --listen 127.0.0.1 --port "$comfy_port" \
   --output-directory "$dir/comfy-out") > "$dir/comfyui.log" 2>&1 &
 pids+=($!)
 comfy_pid=$!
 target/release/weft serve --device cpu --port "$weft_port" --models "$dir/models" \
-  --workflows "$dir/workflows" --data "$dir/data" > "$dir/weft.log" 2>&1 &
+  --workflows "$dir/workflows" --data "$dir/data" "${weft_args[@]}" > "$dir/weft.log" 2>&1 &
 pids+=($!)
 weft_pid=$!
 for url in "http://127.0.0.1:$comfy_port" "http://127.0.0.1:$weft_port"; do
@@ -48,7 +53,8 @@ for url in "http://127.0.0.1:$comfy_port" "http://127.0.0.1:$weft_port"; do
 done
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 echo "$(date -u) ComfyUI $(git -C "$comfy" rev-parse HEAD 2>/dev/null || cat "$comfy/COMMIT" 2>/dev/null || echo '?')" \
-  "($(sed -n 's/__version__ = //p' "$comfy/comfyui_version.py")), weft $(git rev-parse --short HEAD), $(nproc) cores"
+  "($(sed -n 's/__version__ = //p' "$comfy/comfyui_version.py")), weft $(git rev-parse --short HEAD), $(nproc) cores," \
+  "threads: ComfyUI ${COMFY_THREADS:-default}, weft ${WEFT_THREADS:-default}"
 .venv/bin/python scripts/compare_comfyui.py --comfy-url "http://127.0.0.1:$comfy_port" \
   --weft-url "http://127.0.0.1:$weft_port" --comfy-pid "$comfy_pid" --weft-pid "$weft_pid" \
   --json "$dir/raw-$stamp.json" "$@"
