@@ -99,7 +99,7 @@ fn comfy_api_simplified_from_pypi_gets_a_64x64_png_from_weft_serve() {
     let server = start(dir.path());
     let out = dir.path().join("client-out");
     // The project venv set-up made (WEFT_PYTHON: another interpreter with the package).
-    let python = std::env::var_os("WEFT_PYTHON")
+    let python: std::path::PathBuf = std::env::var_os("WEFT_PYTHON")
         .map(Into::into)
         .unwrap_or_else(|| repo().join(".venv/bin/python"));
     let workflow = repo().join("tests/comfy/01_txt2img_default.json");
@@ -115,7 +115,9 @@ fn comfy_api_simplified_from_pypi_gets_a_64x64_png_from_weft_serve() {
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert!(
             run.status.success(),
-            "{stdout}{}",
+            "scripts/comfy_client_check.py failed with {} (set-up installs comfy-api-simplified \
+             into .venv; WEFT_PYTHON names another interpreter that has it):\n{stdout}{}",
+            python.display(),
             String::from_utf8_lossy(&run.stderr)
         );
         let summary: Value = serde_json::from_str(stdout.trim()).expect(&stdout);
