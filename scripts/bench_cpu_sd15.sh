@@ -2,7 +2,7 @@
 # CPU figures of an SD1.5-sized checkpoint (random fp16 weights, 2.1 GB): txt2img 64x64,
 # euler / normal, 10 steps, cfg 7, fp32, a fresh process per run: peak resident memory (GNU
 # time), checkpoint load and sampler time (weft's events). Compare with shared/ANCHORS.md.
-#   scripts/bench_cpu_sd15.sh [RUNS]
+#   scripts/bench_cpu_sd15.sh [RUNS]      (WEFT_THREADS=N: weft's --threads; default libtorch's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,9 +23,11 @@ nodes:
   decode: {type: VaeDecode, vae: \$model.vae, latent: \$sample.latent}
   save: {type: SaveImage, image: \$decode.image, prefix: sd15}
 YAML
+threads=()
+[ -n "${WEFT_THREADS:-}" ] && threads=(--threads "$WEFT_THREADS")
 printf '%-5s %12s %10s %10s %10s\n' run peak_GiB load_s sampler_s total_s
 for i in $(seq "$runs"); do
-  /usr/bin/time -f '%M' -o "$dir/rss" target/release/weft run "$dir/txt2img.yaml" --device cpu \
+  /usr/bin/time -f '%M' -o "$dir/rss" target/release/weft run "$dir/txt2img.yaml" --device cpu "${threads[@]}" \
     --output "$dir/out" --json > "$dir/events.jsonl"
   python3 - "$dir" "$i" <<'PY'
 import json, sys

@@ -19,7 +19,8 @@ if ! "$py" -c 'import torch,sys; sys.exit(0 if torch.__version__.split("+")[0]==
   "$py" -m pip install -q --disable-pip-version-check torch==2.11.0
 fi
 
-# Extra Python packages (model converters, parity fixtures); each list line is a pip spec.
+# Extra Python packages (model converters, parity fixtures, the ComfyUI client that
+# tests/comfy_clients.rs runs); each list line is a pip spec.
 if [ -f scripts/requirements-setup.txt ]; then
   stamp="$venv/.weft-requirements.sha"
   want=$(sha256sum scripts/requirements-setup.txt | cut -d' ' -f1)

@@ -7,13 +7,12 @@
 //! mapped with `--comfy-model`.
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use support::{repo, ServerProcess};
+use support::{repo, urlencode, urlopen, ServerProcess};
 
 /// The example's prompt_text.
 const PROMPT: &str = r#"{
@@ -37,58 +36,6 @@ fn prompt() -> Value {
     p["5"]["inputs"]["width"] = json!(64);
     p["5"]["inputs"]["height"] = json!(64);
     p
-}
-
-/// `urllib.request.urlopen`: one connection per request; a body goes with urllib's default
-/// content type.
-fn urlopen(port: u16, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Python-urllib/3.12\r\nConnection: close\r\n");
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    if let Some(b) = body {
-        stream.write_all(b).unwrap();
-    }
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut data = &body[..];
-        while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16)
-                .unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            out.extend(&data[end + 2..end + 2 + size]);
-            data = &data[end + 4 + size..];
-        }
-        body = out;
-    }
-    (status, body)
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
@@ -262,6 +209,35 @@ fn comfyuis_websockets_api_example_gets_its_png_from_weft_serve() {
         assert_eq!(&p[..8], &[0, 0, 0, 1, 0, 0, 0, 2]);
         assert!(p[8..].starts_with(b"\x89PNG\r\n\x1a\n"));
     }
+
+    // A changed positive prompt: `execution_cached` lists, up front, every node the cache
+    // serves, the negative prompt that runs after the positive one included.
+    let mut changed = prompt();
+    changed["6"]["inputs"]["text"] = json!("a green square");
+    let id = queue_prompt(port, &changed, &client_id)["prompt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (messages, _) = until_done(&mut ws, &id);
+    let ours: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["data"]["prompt_id"] == id.as_str())
+        .collect();
+    assert_eq!(ours[1]["type"], "execution_cached", "{ours:?}");
+    let mut cached: Vec<&str> = ours[1]["data"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    cached.sort();
+    assert_eq!(cached, ["4", "5", "7"]);
+    let ran: Vec<&str> = ours
+        .iter()
+        .filter(|m| m["type"] == "executing")
+        .filter_map(|m| m["data"]["node"].as_str())
+        .collect();
+    assert_eq!(ran, ["6", "3", "8", "9"]);
 
     // Fully cached reruns of the same prompt: POST /prompt -> execution_success on loopback.
     let mut times = Vec::new();

@@ -134,6 +134,38 @@ fn second_run_executes_nothing_and_a_changed_constant_reruns_only_its_descendant
     assert!(started(&events).is_empty());
 }
 
+#[test]
+fn every_cached_node_is_announced_before_the_first_node_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut ex = executor_with(weft_nodes::registry(), out.path());
+    run(&mut ex, &image_workflow(1, "first"));
+    // A new seed re-runs the image branch; the int branch is served from the cache.
+    let (report, events) = run(&mut ex, &image_workflow(2, "first"));
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    // In run order a cached node comes after one that runs, so announcing hits as they are
+    // reached would put it after a NodeStarted.
+    let order: Vec<bool> = report.nodes.iter().map(|n| n.cached).collect();
+    let first_ran = order.iter().position(|c| !c).unwrap();
+    assert!(order[first_ran..].contains(&true), "{order:?}");
+    let first_started = events
+        .iter()
+        .position(|e| matches!(e, Event::NodeStarted { .. }))
+        .unwrap();
+    let cached: Vec<(usize, &str)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::NodeCached { node, .. } => Some((i, node.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut names: Vec<&str> = cached.iter().map(|(_, n)| *n).collect();
+    names.sort();
+    assert_eq!(names, ["show", "sum", "two"]);
+    assert!(cached.iter().all(|(i, _)| *i < first_started), "{events:?}");
+    assert_eq!(started(&events), ["noise", "upscale", "preview", "save"]);
+}
+
 /// Each started node with why it ran.
 fn started_why(events: &[Event]) -> Vec<(String, Vec<String>)> {
     events

@@ -227,16 +227,35 @@ impl Executor {
             planned: plan.steps.len(),
         });
         report.nodes.reserve(plan.steps.len());
-        let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
-        let registry = Arc::clone(&self.registry);
+        // Every node the cache serves is announced before the first node runs (ComfyUI's
+        // `execution_cached` lists them all up front). The outputs are held from here on, so
+        // a node announced as cached stays cached even if running nodes evict its entry.
+        let mut hits: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
-            let spec = &registry.by_index(step.type_index).spec;
-            if let Some(outputs) = self.cache.get(&step.key) {
-                self.remember_parts(step);
+            let hit = self.cache.get(&step.key);
+            if hit.is_some() {
                 on_event(&Event::NodeCached {
                     run,
                     node: step.id.clone(),
                 });
+            }
+            hits.push(hit);
+        }
+        let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
+        let registry = Arc::clone(&self.registry);
+        for (step, hit) in plan.steps.iter().zip(hits) {
+            let spec = &registry.by_index(step.type_index).spec;
+            let announced = hit.is_some();
+            // A node whose key an earlier node of this run just computed (identical nodes)
+            // is a late hit, announced when it is reached.
+            if let Some(outputs) = hit.or_else(|| self.cache.get(&step.key)) {
+                self.remember_parts(step);
+                if !announced {
+                    on_event(&Event::NodeCached {
+                        run,
+                        node: step.id.clone(),
+                    });
+                }
                 report.nodes.push(NodeReport {
                     id: step.id.clone(),
                     type_name: spec.type_name,
