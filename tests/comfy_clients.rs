@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{repo, urlencode, urlopen, ServerProcess};
+use support::{repo, start_comfy_server, urlencode, urlopen, ServerProcess};
 
 /// basic_api_example.py's prompt_text (ComfyUI's default workflow), with the example's two
 /// edits (text, seed 5) and tiny-shapes' 64x64 size.
@@ -30,19 +30,7 @@ fn basic_example_prompt() -> Value {
 }
 
 fn start(dir: &Path) -> ServerProcess {
-    let models = repo().join("models").to_string_lossy().into_owned();
-    ServerProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_weft")),
-        dir,
-        &[
-            "--models",
-            &models,
-            "--threads",
-            "2",
-            "--comfy-model",
-            "*=tiny-shapes",
-        ],
-    )
+    start_comfy_server(Path::new(env!("CARGO_BIN_EXE_weft")), dir, "*=tiny-shapes")
 }
 
 /// Width and height from a PNG's IHDR, after checking the signature.

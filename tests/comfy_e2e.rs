@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use support::{repo, urlencode, urlopen, ServerProcess};
+use support::{start_comfy_server, urlencode, urlopen, ServerProcess};
 
 /// The example's prompt_text.
 const PROMPT: &str = r#"{
@@ -84,18 +84,10 @@ fn until_done(ws: &mut Socket, prompt_id: &str) -> (Vec<Value>, Vec<Vec<u8>>) {
 }
 
 fn start(dir: &Path) -> ServerProcess {
-    let models = repo().join("models").to_string_lossy().into_owned();
-    ServerProcess::start(
+    start_comfy_server(
         Path::new(env!("CARGO_BIN_EXE_weft")),
         dir,
-        &[
-            "--models",
-            &models,
-            "--threads",
-            "2",
-            "--comfy-model",
-            "v1-5-pruned-emaonly.ckpt=tiny-shapes",
-        ],
+        "v1-5-pruned-emaonly.ckpt=tiny-shapes",
     )
 }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use weft_test_support::{converted_asset, luma, repo_root, ssim};
+use weft_test_support::{converted_asset, copy_library, luma, repo_root, ssim};
 
 /// The colours tiny-shapes is trained on, as `scripts/train_tiny_shapes.py` draws them (RGB in 0..1).
 const PALETTE: [(&str, [f64; 3]); 8] = [
@@ -146,11 +146,7 @@ nodes:
 fn img2img_at_low_denoise_keeps_the_layout_and_at_full_denoise_follows_the_prompt() {
     converted_asset("minilm/model.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    for file in ["Txt2Img.yaml", "Img2Img.yaml"] {
-        std::fs::copy(repo_root().join("workflows/lib").join(file), lib.join(file)).unwrap();
-    }
+    copy_library(dir.path());
     let file = dir.path().join("repaint.yaml");
     std::fs::write(&file, workflow()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use weft_test_support::{converted_asset, repo_root};
+use weft_test_support::{converted_asset, copy_library, repo_root};
 
 fn weft_run(dir: &Path, file: &str, output: &str) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -28,11 +28,7 @@ fn weft_run(dir: &Path, file: &str, output: &str) -> Output {
 fn the_same_workflow_and_seed_give_the_same_png_and_the_png_reproduces_itself() {
     converted_asset("minilm/model.safetensors");
     let project = tempfile::tempdir().unwrap();
-    let lib = project.path().join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    for file in ["Txt2Img.yaml", "Img2Img.yaml"] {
-        std::fs::copy(repo_root().join("workflows/lib").join(file), lib.join(file)).unwrap();
-    }
+    copy_library(project.path());
     // The example, with fewer steps to stay quick.
     let example =
         std::fs::read_to_string(repo_root().join("workflows/txt2img-then-img2img.yaml")).unwrap();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use weft_test_support::repo_root;
+use weft_test_support::{copy_library, repo_root};
 
 fn weft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -41,12 +41,8 @@ fn keys(workflow: &Path) -> BTreeMap<String, String> {
 
 /// A workflow in `dir` (beside a copy of the library in `dir/lib`).
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let lib = dir.join("lib");
-    if !lib.exists() {
-        std::fs::create_dir_all(&lib).unwrap();
-        for file in ["Txt2Img.yaml", "Img2Img.yaml"] {
-            std::fs::copy(repo_root().join("workflows/lib").join(file), lib.join(file)).unwrap();
-        }
+    if !dir.join("lib").exists() {
+        copy_library(dir);
     }
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

@@ -46,6 +46,17 @@ pub fn converted_asset(relative: &str) -> PathBuf {
     path
 }
 
+/// Copies the project's library subgraphs (`workflows/lib/*.yaml`) into `project/lib`, as a
+/// workflow folder beside its library holds them.
+pub fn copy_library(project: &Path) {
+    let lib = project.join("lib");
+    std::fs::create_dir_all(&lib).expect("create lib/");
+    for file in ["Txt2Img.yaml", "Img2Img.yaml"] {
+        std::fs::copy(repo_root().join("workflows/lib").join(file), lib.join(file))
+            .unwrap_or_else(|e| panic!("copy workflows/lib/{file}: {e}"));
+    }
+}
+
 /// The Python of set-up's virtual environment (`.venv/bin/python`); panics, saying what to
 /// run, when set-up has not made it.
 pub fn setup_python() -> PathBuf {

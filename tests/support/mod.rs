@@ -347,3 +347,21 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// `weft serve` (the binary `bin`) on the repository's models in `dir` (two CPU threads), with
+/// ComfyUI checkpoint names mapped by `comfy_model` (`NAME=WEFT`, or `*=WEFT` for every name).
+pub fn start_comfy_server(bin: &Path, dir: &Path, comfy_model: &str) -> ServerProcess {
+    let models = repo().join("models").to_string_lossy().into_owned();
+    ServerProcess::start(
+        bin,
+        dir,
+        &[
+            "--models",
+            &models,
+            "--threads",
+            "2",
+            "--comfy-model",
+            comfy_model,
+        ],
+    )
+}
