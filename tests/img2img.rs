@@ -5,9 +5,8 @@
 //! subgraph in the same run. The images are judged, not compared with stored pixels, so the
 //! test holds for any tiny-shapes weights that follow prompts.
 use std::path::Path;
-use std::process::Command;
 
-use weft_test_support::{converted_asset, copy_library, luma, repo_root, ssim};
+use weft_test_support::{converted_asset, copy_library, luma, ssim, weft_run_ok};
 
 /// The colours tiny-shapes is trained on, as `scripts/train_tiny_shapes.py` draws them (RGB in 0..1).
 const PALETTE: [(&str, [f64; 3]); 8] = [
@@ -149,18 +148,11 @@ fn img2img_at_low_denoise_keeps_the_layout_and_at_full_denoise_follows_the_promp
     copy_library(dir.path());
     let file = dir.path().join("repaint.yaml");
     std::fs::write(&file, workflow()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(dir.path())
-        .args(["run", "repaint.yaml", "--device", "cpu", "--output", "out"])
-        .arg("--models")
-        .arg(repo_root().join("models"))
-        .output()
-        .expect("weft runs");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    weft_run_ok(
+        Path::new(env!("CARGO_BIN_EXE_weft")),
+        dir.path(),
+        "repaint.yaml",
+        "out",
     );
     let png = |prefix: &str| dir.path().join(format!("out/{prefix}_00001.png"));
     let (source, light, full) = (png("source"), png("light"), png("full"));

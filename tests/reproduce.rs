@@ -4,23 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use weft_test_support::{converted_asset, copy_library, repo_root};
+use weft_test_support::{converted_asset, copy_library, repo_root, weft_run_ok};
 
 fn weft_run(dir: &Path, file: &str, output: &str) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(dir)
-        .args(["run", file, "--device", "cpu", "--output", output])
-        .arg("--models")
-        .arg(repo_root().join("models"))
-        .output()
-        .expect("weft runs");
-    assert!(
-        out.status.success(),
-        "weft run {file}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    weft_run_ok(Path::new(env!("CARGO_BIN_EXE_weft")), dir, file, output)
 }
 
 #[test]

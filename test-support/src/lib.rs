@@ -57,6 +57,25 @@ pub fn copy_library(project: &Path) {
     }
 }
 
+/// `bin run FILE --device cpu --output OUTPUT --models <repo>/models` in `dir`; panics with
+/// weft's output unless it succeeds.
+pub fn weft_run_ok(bin: &Path, dir: &Path, file: &str, output: &str) -> std::process::Output {
+    let out = std::process::Command::new(bin)
+        .current_dir(dir)
+        .args(["run", file, "--device", "cpu", "--output", output])
+        .arg("--models")
+        .arg(repo_root().join("models"))
+        .output()
+        .expect("weft runs");
+    assert!(
+        out.status.success(),
+        "weft run {file}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The Python of set-up's virtual environment (`.venv/bin/python`); panics, saying what to
 /// run, when set-up has not made it.
 pub fn setup_python() -> PathBuf {
