@@ -236,7 +236,8 @@ def main():
     pick = held_out.TEST_SUBSET if args.subset else range(24)
     sets = {"combinations": [held_out.combination_prompts()[i] for i in pick],
             "paraphrases": [held_out.paraphrase_prompts()[i] for i in pick],
-            "paraphrases-2": [held_out.paraphrase_prompts(second=True)[i] for i in pick]}
+            "paraphrases-2": [held_out.paraphrase_prompts(2)[i] for i in pick],
+            "paraphrases-3": [held_out.paraphrase_prompts(3)[i] for i in pick]}
     items, owners = [], []
     for name, prompts in sets.items():
         for k, (prompt, *_truth) in enumerate(prompts):

@@ -87,6 +87,35 @@ UNSEEN_FORMS_2 = [
     "imagine {obj} over {bg}",
     "a {bg} poster featuring {obj}",
 ]
+# A third paraphrase set, written on 2026-12-02 at the start of the session that rebuilt the
+# text side (before any of its code or weights existed; see git log): nothing learnt from
+# sets 1 and 2 went into choosing these, and no training change may be judged on them first.
+UNSEEN_COLOUR_WORDS_3 = {
+    "red": ["raspberry", "carmine"],
+    "green": ["fern", "shamrock"],
+    "blue": ["denim", "ocean"],
+    "yellow": ["saffron", "primrose"],
+    "white": ["linen", "frost"],
+    "black": ["raven", "soot"],
+    "orange": ["mandarin", "clementine"],
+    "purple": ["mauve", "mulberry"],
+}
+UNSEEN_SHAPE_WORDS_3 = {
+    "circle": ["coin", "ball"],
+    "square": ["quadrangle", "tablet"],
+    "triangle": ["spike", "cone"],
+    "star": ["sparkle", "asterisk"],
+    "ring": ["loop", "bagel"],
+    "cross": ["crosshair", "crossmark"],
+}
+UNSEEN_FORMS_3 = [
+    "{obj} stamped onto {bg} card",
+    "{obj}, and behind it everything is {bg}",
+    "an illustration where {obj} sits over {bg} felt",
+    "{bg} fabric under {obj}",
+    "sketch {obj}; fill the rest with {bg}",
+    "my logo is {obj} on solid {bg}",
+]
 UNSEEN_WORDS = sorted(
     {w for words in UNSEEN_COLOUR_WORDS.values() for w in words}
     | {w for words in UNSEEN_SHAPE_WORDS.values() for w in words}
@@ -96,6 +125,10 @@ UNSEEN_WORDS = sorted(
     | {w for words in UNSEEN_SHAPE_WORDS_2.values() for w in words if " " not in w}
     | {"starlike", "greek", "floating", "space", "wallpaper", "printed", "photo", "laid",
        "tablecloth", "atop", "cardboard", "imagine", "poster", "featuring"}
+    | {w for words in UNSEEN_COLOUR_WORDS_3.values() for w in words}
+    | {w for words in UNSEEN_SHAPE_WORDS_3.values() for w in words}
+    | {"stamped", "onto", "card", "everything", "illustration", "sits", "felt", "fabric",
+       "under", "sketch", "fill", "rest", "logo", "solid"}
 )
 
 
@@ -115,12 +148,17 @@ def combination_prompts():
     return prompts
 
 
-def paraphrase_prompts(second=False):
+PARAPHRASE_SETS = {
+    1: (UNSEEN_COLOUR_WORDS, UNSEEN_SHAPE_WORDS, UNSEEN_FORMS),
+    2: (UNSEEN_COLOUR_WORDS_2, UNSEEN_SHAPE_WORDS_2, UNSEEN_FORMS_2),
+    3: (UNSEEN_COLOUR_WORDS_3, UNSEEN_SHAPE_WORDS_3, UNSEEN_FORMS_3),
+}
+
+
+def paraphrase_prompts(which=1):
     """(prompt, shape, colour, background) in wording the captions never use: an unseen form,
-    and unseen words for the colour, the shape or both (`second`: the second set's words)."""
-    colours = UNSEEN_COLOUR_WORDS_2 if second else UNSEEN_COLOUR_WORDS
-    shapes = UNSEEN_SHAPE_WORDS_2 if second else UNSEEN_SHAPE_WORDS
-    forms = UNSEEN_FORMS_2 if second else UNSEEN_FORMS
+    and unseen words for the colour, the shape or both (`which`: the set, 1, 2 or 3)."""
+    colours, shapes, forms = PARAPHRASE_SETS[which]
     prompts = []
     for i, (shape, colour, background) in enumerate(held_out_combinations()):
         colour_word = colours[colour][i % 2] if i % 3 != 2 else colour
