@@ -395,6 +395,50 @@ fn safety_actions_on_images_the_classifier_scores_high_and_low() {
         "{flagged:?}"
     );
 
+    // Per image in a batch: ImageBatch [high, low] through each action; only the high one is
+    // acted on, the low one passes untouched, and flag tells about the batch once.
+    let mut text = format!(
+        "weft: 1\nnodes:\n  high:\n    type: LoadImage\n    path: {}\n  low:\n    type: LoadImage\n    path: {}\n  batch:\n    type: ImageBatch\n    image1: $high.image\n    image2: $low.image\n  safety:\n    type: LoadSafetyModel\n",
+        serde_json::to_string(high_png.to_str().unwrap()).unwrap(),
+        serde_json::to_string(low_png.to_str().unwrap()).unwrap()
+    );
+    for action in ["black", "blur", "flag"] {
+        text.push_str(&format!(
+            "  filter_{action}:\n    type: SafetyFilter\n    safety_model: $safety.safety_model\n    image: $batch.image\n    threshold: 0.5\n    action: {action}\n  save_{action}:\n    type: SaveImage\n    image: $filter_{action}.image\n    prefix: batch_{action}\n"
+        ));
+    }
+    let batch_yaml = dir.path().join("batch.yaml");
+    std::fs::write(&batch_yaml, text).unwrap();
+    let (out, events) = weft_json(&batch_yaml, dir.path());
+    succeeded(&out);
+    let saved_batch = |node: &str| -> Vec<Vec<u8>> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "output" && e["node"] == node)
+            .map(|e| {
+                image::open(e["path"].as_str().unwrap())
+                    .unwrap()
+                    .to_rgb8()
+                    .into_raw()
+            })
+            .collect()
+    };
+    let black = saved_batch("save_black");
+    assert_eq!(black.len(), 2, "{events:?}");
+    assert!(black[0].iter().all(|&p| p == 0), "high blacked out");
+    assert_eq!(black[1], low_pixels, "low untouched beside it");
+    let blur = saved_batch("save_blur");
+    assert!(roughness(&blur[0]) < roughness(&high_pixels) / 2.0, "high blurred");
+    assert_eq!(blur[1], low_pixels, "low untouched beside it");
+    let flag = saved_batch("save_flag");
+    assert_eq!((&flag[0], &flag[1]), (&high_pixels, &low_pixels));
+    let told = notices(&events);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].1.contains("image 1 of 2") && told[0].1.contains("flagged"),
+        "{told:?}"
+    );
+
     // reject: the run fails, naming the node and the score; nothing is saved.
     let (out, events) = run("reject", &["reject"], &high_png);
     assert_eq!(out.status.code(), Some(1));

@@ -33,6 +33,7 @@ pub fn registry() -> Registry {
         .register(latent::LatentPreview)
         .register(image::LoadImage)
         .register(image::ImageScale)
+        .register(image::ImageBatch)
         .register(image::SaveImage)
         .register(diffusion::LoadCheckpoint)
         .register(diffusion::PromptEncode)

@@ -6,5 +6,5 @@ mod nodes;
 mod tensor;
 
 pub use files::{load_image, workflow_from_png, WORKFLOW_PNG_KEY};
-pub use nodes::{ImageScale, LoadImage, SaveImage};
+pub use nodes::{ImageBatch, ImageScale, LoadImage, SaveImage};
 pub use tensor::{check_image, to_rgb8};

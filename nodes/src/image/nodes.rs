@@ -1,10 +1,12 @@
-//! The image nodes: `SaveImage`, `LoadImage`, `ImageScale`.
+//! The image nodes: `SaveImage`, `LoadImage`, `ImageScale`, `ImageBatch`.
 use std::path::{Component, Path, PathBuf};
 
 use weft_engine::{
     ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
     OutputSpec as Out, Value, ValueType as T,
 };
+
+use tch::Tensor;
 
 use crate::latent::{resize, UPSCALE_METHODS};
 
@@ -141,5 +143,65 @@ impl Node for ImageScale {
             T::Image,
             resize(image, nh, nw, inputs.string("method")?)?.f_clamp(0.0, 1.0)?,
         )])
+    }
+}
+
+/// Stacks two image batches into one, so that one chain of nodes handles them together (as
+/// ComfyUI's ImageBatch does). The second is resized to the first's size when they differ.
+pub struct ImageBatch;
+impl Node for ImageBatch {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "ImageBatch",
+            category: "image",
+            doc: "stacks two image batches into one (the second is resized to the first's size if it differs)",
+            version: 1,
+            inputs: vec![
+                In::new("image1", T::Image, "the first images"),
+                In::new("image2", T::Image, "the images appended after them"),
+            ],
+            outputs: vec![Out::new(
+                "image",
+                T::Image,
+                "image1's images, then image2's",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let batch = stack_images(inputs.tensor("image1")?, inputs.tensor("image2")?)?;
+        Ok(vec![Value::Tensor(T::Image, batch)])
+    }
+}
+
+/// `first`'s images then `second`'s, `second` resized (bilinear) to `first`'s size.
+fn stack_images(first: &Tensor, second: &Tensor) -> NodeResult<Tensor> {
+    let (_, h, w) = check_image(first, "input 'image1'")?;
+    let (_, h2, w2) = check_image(second, "input 'image2'")?;
+    let second = if (h2, w2) == (h, w) {
+        second.shallow_clone()
+    } else {
+        resize(second, h, w, "bilinear")?.f_clamp(0.0, 1.0)?
+    };
+    let second = second.f_to_device(first.device())?;
+    Ok(Tensor::f_cat(&[first, &second], 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_batch_stacks_in_order_and_resizes_the_second() {
+        let options = (tch::Kind::Float, tch::Device::Cpu);
+        let first = Tensor::full([2, 3, 4, 6], 0.25, options);
+        let second = Tensor::ones([1, 3, 2, 3], options);
+        let batch = stack_images(&first, &second).unwrap();
+        assert_eq!(batch.size(), [3, 3, 4, 6]);
+        assert_eq!(batch.get(1).mean(tch::Kind::Float).double_value(&[]), 0.25);
+        assert_eq!(batch.get(2).mean(tch::Kind::Float).double_value(&[]), 1.0);
+        let not_an_image = Tensor::ones([3, 4, 6], options);
+        let error = stack_images(&first, &not_an_image).unwrap_err().to_string();
+        assert!(error.contains("image2"), "{error}");
     }
 }
