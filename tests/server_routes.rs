@@ -252,6 +252,67 @@ async fn workflows_list_get_put_create_rename_delete() {
 }
 
 #[tokio::test]
+async fn a_save_from_the_editor_keeps_the_files_comments() {
+    let f = Fixture::new();
+    let commented = "# Adds ten, then shows it. Owner: the poster team.
+weft: 1
+nodes:
+  a:
+    type: Int
+    value: 1   # the start value the reviewers asked for
+
+  # b: keep under 100, the poster counter has two digits
+  b:
+    type: AddInt
+    a: $a.value
+    b: 10
+  show:
+    type: ShowInt
+    value: $b.sum
+";
+    std::fs::write(f.path("workflows/chain.yaml"), commented).unwrap();
+    let (_, got) = f.call(Method::GET, "/api/workflows/chain", None).await;
+    let mut doc = got["workflow"].clone();
+    doc["nodes"]["b"]["b"] = json!(20);
+    doc["nodes"]["show"]["type"] = json!("ShowIntt");
+    let (status, put) = f
+        .put(
+            "/api/workflows/chain",
+            json!({"workflow": doc, "revision": got["revision"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    let written = std::fs::read_to_string(f.path("workflows/chain.yaml")).unwrap();
+    assert!(
+        written.contains("# Adds ten, then shows it. Owner: the poster team.\nweft: 1\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("    value: 1  # the start value the reviewers asked for\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains(
+            "\n\n  # b: keep under 100, the poster counter has two digits\n  b:\n    type: AddInt\n"
+        ),
+        "{written}"
+    );
+    assert!(written.contains("    b: 20\n"), "{written}");
+    assert_eq!(
+        put["revision"],
+        blake3::hash(written.as_bytes()).to_hex().to_string()
+    );
+    // Diagnostics point at the written file's lines, comments included.
+    let type_line = written
+        .lines()
+        .position(|l| l.contains("ShowIntt"))
+        .unwrap()
+        + 1;
+    assert_eq!(put["diagnostics"][0]["node"], "show", "{put}");
+    assert_eq!(put["diagnostics"][0]["pos"]["line"], type_line, "{put}");
+}
+
+#[tokio::test]
 async fn unknown_node_type_comes_back_located_from_validate_and_runs() {
     let f = Fixture::new();
     let doc = json!({"weft": 1, "nodes": {"a": {"type": "Intt", "value": 1}, "show": {"type": "ShowInt", "value": "$a.value"}}});

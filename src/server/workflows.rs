@@ -1,4 +1,5 @@
-//! The workflows folder over HTTP: list, get, put (revision-checked, atomic, canonical YAML),
+//! The workflows folder over HTTP: list, get, put (revision-checked, atomic, canonical YAML
+//! keeping the file's comments),
 //! create, rename, delete, and validation of a posted workflow. The files stay the source of
 //! truth; the watcher tells clients when they change on disk.
 use std::collections::HashSet;
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
+use weft_engine::workflow::carry_comments;
 use weft_engine::{Diagnostic, Registry, Workflow};
 
 use super::error::{ApiError, ApiResult};
@@ -250,11 +252,16 @@ fn canonical(state: &AppState, doc: &Json_) -> ApiResult<(String, Vec<Diagnostic
     let workflow = from_doc(doc)
         .map_err(|d| ApiError::InvalidWorkflow("the workflow does not parse".into(), d))?;
     let yaml = workflow.to_yaml();
-    let diagnostics = match Workflow::parse_str(&yaml) {
+    let diagnostics = diagnose(state, &yaml);
+    Ok((yaml, diagnostics))
+}
+
+/// The diagnostics of a workflow text, located in it.
+fn diagnose(state: &AppState, yaml: &str) -> Vec<Diagnostic> {
+    match Workflow::parse_str(yaml) {
         Ok(reread) => check(state, &reread),
         Err(d) => d,
-    };
-    Ok((yaml, diagnostics))
+    }
 }
 
 #[derive(Deserialize)]
@@ -281,11 +288,18 @@ pub async fn put(
             Some(current_revision),
         ));
     }
-    write_atomic(&path, yaml.as_bytes())
+    // What people wrote beside their nodes stays: the editor's document has no comments.
+    let text = carry_comments(&String::from_utf8_lossy(&current), &yaml);
+    let diagnostics = if text == yaml {
+        diagnostics
+    } else {
+        diagnose(&state, &text)
+    };
+    write_atomic(&path, text.as_bytes())
         .map_err(|e| ApiError::internal("writing a workflow", e))?;
     Ok(Json(json!({
         "name": name,
-        "revision": revision(yaml.as_bytes()),
+        "revision": revision(text.as_bytes()),
         "diagnostics": diagnostics,
     })))
 }

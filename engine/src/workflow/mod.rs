@@ -10,8 +10,11 @@ use crate::diagnostic::Diagnostic;
 use crate::value::Constant;
 use crate::yaml::{self, Pos};
 
+mod comments;
 mod read;
 mod write;
+
+pub use comments::carry_comments;
 
 pub const FORMAT_VERSION: i64 = 1;
 
