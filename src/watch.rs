@@ -58,6 +58,8 @@ struct Interest {
 impl Interest {
     fn wants(&self, path: &Path) -> bool {
         self.files.contains(path)
+            // The library folder itself appearing (its parent is watched): watch it from then.
+            || self.library_dirs.contains(path)
             || (path.extension().is_some_and(|e| e == "yaml" || e == "yml")
                 && path.parent().is_some_and(|d| self.library_dirs.contains(d)))
     }
@@ -132,23 +134,26 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
     let mut watched_dirs: HashSet<PathBuf> = HashSet::from([dir.clone()]);
-    {
-        let mut interest = interest.lock().expect("the watcher does not panic");
-        interest.files.insert(dir.join(&name));
-        for library in crate::library_dirs(&file) {
-            if let Ok(library) = library.canonicalize() {
-                if watched_dirs.insert(library.clone()) {
-                    // A missing or unreadable library folder only means nothing is watched there.
-                    let _ = debouncer.watch(&library, RecursiveMode::NonRecursive);
-                }
-                interest.library_dirs.insert(library);
-            }
-        }
-    }
+    interest
+        .lock()
+        .expect("the watcher does not panic")
+        .files
+        .insert(dir.join(&name));
+    let libraries: Vec<PathBuf> = crate::library_dirs(&dir.join(&name)).into();
     // The subgraph files the last load named (canonical where they exist).
     let mut includes: Vec<PathBuf> = Vec::new();
+    // Called before each load: watches the library folders that exist by now (one made after
+    // the watch started counts too) and the folders of the files the workflow includes.
     let mut follow = |includes: &[PathBuf]| {
         let mut interest = interest.lock().expect("the watcher does not panic");
+        for library in &libraries {
+            let key = library.canonicalize().unwrap_or_else(|_| library.clone());
+            if key.is_dir() && watched_dirs.insert(key.clone()) {
+                // An unreadable library folder only means nothing is watched there.
+                let _ = debouncer.watch(&key, RecursiveMode::NonRecursive);
+            }
+            interest.library_dirs.insert(key);
+        }
         interest.files.retain(|p| *p == dir.join(&name));
         for include in includes {
             let key = watch_key(include);
@@ -173,6 +178,7 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
             eprintln!("stopped watching");
             return Ok(ExitCode::SUCCESS);
         }
+        follow(&includes);
         let seen = snapshot(&file, &includes);
         // A save that leaves the bytes as they were (touch, a second event) needs no run.
         let unchanged = seen[0].is_some() && Some(&seen) == last_seen.as_ref();

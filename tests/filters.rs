@@ -428,7 +428,10 @@ fn safety_actions_on_images_the_classifier_scores_high_and_low() {
     assert!(black[0].iter().all(|&p| p == 0), "high blacked out");
     assert_eq!(black[1], low_pixels, "low untouched beside it");
     let blur = saved_batch("save_blur");
-    assert!(roughness(&blur[0]) < roughness(&high_pixels) / 2.0, "high blurred");
+    assert!(
+        roughness(&blur[0]) < roughness(&high_pixels) / 2.0,
+        "high blurred"
+    );
     assert_eq!(blur[1], low_pixels, "low untouched beside it");
     let flag = saved_batch("save_flag");
     assert_eq!((&flag[0], &flag[1]), (&high_pixels, &low_pixels));

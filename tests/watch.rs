@@ -303,6 +303,25 @@ fn editing_an_included_subgraph_file_reruns_only_its_nodes_and_what_follows() {
 }
 
 #[test]
+fn a_library_folder_made_after_the_watch_started_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, including(false)).unwrap();
+    let watcher = Watcher::start(&file);
+    let broken = watcher.next_run();
+    assert!(broken.iter().any(|l| l.contains("AddBy")), "{broken:#?}");
+    std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("lib/AddBy.yaml"), add_by(10)).unwrap();
+    let run = watcher.next_run();
+    assert_eq!(started(&run), ["a", "b__add", "show"], "{run:#?}");
+    // And edits inside it from then on.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("lib/AddBy.yaml"), add_by(20)).unwrap();
+    assert_eq!(started(&watcher.next_run()), ["b__add", "show"]);
+}
+
+#[test]
 #[ignore = "needs models/converted from set-up; `make test` runs it"]
 fn a_changed_sampler_default_in_txt2img_reruns_the_sampler_not_the_model_or_prompts() {
     converted_asset("minilm/model.safetensors");
