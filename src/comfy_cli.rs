@@ -63,6 +63,7 @@ pub fn import_command(
     let options = ImportOptions {
         models: parse_models(models)?,
         inputs_dir: inputs_dir.to_string(),
+        ..ImportOptions::default()
     };
     // A ComfyUI PNG: its UI workflow, else the API prompt that made it.
     let imported = match import_bytes(&bytes, &options) {

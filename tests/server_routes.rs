@@ -826,6 +826,32 @@ fn comfy_fixture(name: &str) -> String {
 }
 
 #[tokio::test]
+async fn import_maps_missing_checkpoints_by_the_comfy_model_star_rule() {
+    // `--comfy-model '*=tiny-shapes'`: a checkpoint the models folder does not have becomes
+    // tiny-shapes in the editor's import as in the ComfyUI API; one it has keeps its name.
+    let f = Fixture::with(|config| {
+        config.comfy_models = vec![("*".into(), "tiny-shapes".into())];
+        config.models_dir = config.workflows_dir.with_file_name("models");
+    });
+    let api = comfy_fixture("01_txt2img_default.json");
+    let (status, body) = post_import(&f, api.clone().into_bytes(), "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["workflow"]["nodes"]["checkpoint_4"]["name"], "tiny-shapes",
+        "{body}"
+    );
+    let present = f.path("models/checkpoints/v1-5-pruned-emaonly.safetensors");
+    std::fs::create_dir_all(present.parent().unwrap()).unwrap();
+    std::fs::write(&present, b"").unwrap();
+    let (_, body) = post_import(&f, api.into_bytes(), "application/json").await;
+    assert_eq!(
+        body["workflow"]["nodes"]["checkpoint_4"]["name"],
+        "checkpoints/v1-5-pruned-emaonly.safetensors",
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn import_converts_comfyui_api_and_ui_json_and_pngs() {
     let f = Fixture::new();
     // API format: no positions in the file, so a layout by link depth (loader left of the

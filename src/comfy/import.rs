@@ -30,6 +30,9 @@ impl Format {
 pub struct ImportOptions {
     /// ComfyUI model file name -> weft model name (checkpoints and upscale models).
     pub models: Vec<(String, String)>,
+    /// `--comfy-model '*=NAME'`: the weft model for a checkpoint that `models` does not name
+    /// and that is not in this models folder (as `checkpoints/FILE` or `FILE`).
+    pub missing_checkpoint: Option<(String, std::path::PathBuf)>,
     /// The folder LoadImage names are relative to (ComfyUI's `input/`).
     pub inputs_dir: String,
 }
@@ -38,6 +41,7 @@ impl Default for ImportOptions {
     fn default() -> Self {
         Self {
             models: Vec::new(),
+            missing_checkpoint: None,
             inputs_dir: "input".into(),
         }
     }
@@ -925,8 +929,13 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             };
             // ComfyUI names are relative to models/checkpoints; names without a checkpoint
             // extension are weft's own (a diffusers folder such as tiny-shapes).
+            let missing = options.missing_checkpoint.as_ref().filter(|(_, models)| {
+                !models.join(CHECKPOINT_DIR).join(&name).exists() && !models.join(&name).exists()
+            });
             let weft = map_model(&name, options).unwrap_or_else(|| {
-                if CHECKPOINT_EXTENSIONS.iter().any(|e| name.ends_with(e)) {
+                if let Some((fallback, _)) = missing {
+                    fallback.clone()
+                } else if CHECKPOINT_EXTENSIONS.iter().any(|e| name.ends_with(e)) {
                     format!("{CHECKPOINT_DIR}{name}")
                 } else {
                     name.clone()

@@ -655,6 +655,7 @@ fn submit(state: &AppState, prompt: &Map<String, Json_>, body: &Json_) -> Respon
     let options = ImportOptions {
         models: model_options(state, prompt),
         inputs_dir: state.inputs_ref.to_string_lossy().into_owned(),
+        ..ImportOptions::default()
     };
     let imported = match import(&Json_::Object(prompt.clone()), &options) {
         Ok(i) => i,

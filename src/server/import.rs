@@ -141,6 +141,12 @@ pub async fn import(State(state): State<AppState>, request: Request) -> ApiResul
             .filter(|(comfy, _)| comfy != "*")
             .cloned()
             .collect(),
+        missing_checkpoint: state
+            .config
+            .comfy_models
+            .iter()
+            .find(|(comfy, _)| comfy == "*")
+            .map(|(_, weft)| (weft.clone(), state.roots.models.clone())),
         inputs_dir: state.inputs_ref.to_string_lossy().into_owned(),
     };
     let imported = tokio::task::spawn_blocking(move || import_bytes(&bytes, &options))

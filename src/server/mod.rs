@@ -306,8 +306,8 @@ pub struct ServeArgs {
     /// CPU threads for tensor work.
     #[arg(long)]
     pub threads: Option<i32>,
-    /// Map a ComfyUI checkpoint name to a weft model for ComfyUI's `POST /prompt`
-    /// (repeatable), e.g. v1-5-pruned-emaonly.ckpt=tiny-shapes; `*=tiny-shapes` maps every
+    /// Map a ComfyUI checkpoint name to a weft model for ComfyUI's `POST /prompt` and the
+    /// editor's import (repeatable), e.g. v1-5-pruned-emaonly.ckpt=tiny-shapes; `*=tiny-shapes` maps every
     /// name the models folder lacks.
     #[arg(long = "comfy-model", value_name = "COMFYUI_NAME=WEFT_NAME")]
     pub comfy_models: Vec<String>,
