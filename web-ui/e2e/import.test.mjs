@@ -189,7 +189,12 @@ test('a plain PNG, garbage and unknown node types say why, and the canvas stays'
 });
 
 test('Import ComfyUI… in the toolbar picks a file', async () => {
-  await page.evaluate(() => window.__weft.setState({ dirty: false }));
+  // The last run's summary belongs to the workflow before: the import clears it.
+  await page.evaluate(() => {
+    window.__weft.setState({ dirty: false });
+    window.__weftRun.setState({ status: 'done', summary: 'done in 1.0 s · 3 ran, 0 cached' });
+  });
+  assert.match(await page.locator('[data-testid="run-status"]').innerText(), /3 ran/);
   await page.locator('[data-testid="import-comfy-file"]').setInputFiles({
     name: 'hires.json',
     mimeType: 'application/json',
@@ -199,4 +204,5 @@ test('Import ComfyUI… in the toolbar picks a file', async () => {
   const got = Object.values(await kinds());
   console.log('hires fix:', got.join(', '));
   assert.ok(got.filter((k) => k === 'Sampler').length >= 2, got.join(', '));
+  assert.equal(await page.locator('[data-testid="run-status"]').innerText(), '');
 });

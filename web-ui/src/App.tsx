@@ -16,7 +16,7 @@ import './app.css';
 import { api, type Diagnostic, type NodeType, type WorkflowDoc } from './api';
 import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { useEditor, type PendingLink } from './store';
-import { useRunStore, groupDiagnostics } from './runstore';
+import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
 import { Palette } from './Palette';
 import { History } from './History';
@@ -71,6 +71,7 @@ async function importComfy(f: File, fit: () => void) {
   await ed.refreshList();
   const taken = new Set(useEditor.getState().workflows.map((w) => w.name));
   const suggest = nameForImport(f.name, (n) => taken.has(n));
+  forgetShownRun();
   useEditor.getState().openImported(r.workflow, r.diagnostics ?? [], suggest);
   const count = Object.keys(r.workflow.nodes).length;
   const notes = r.notes?.length ? `\n${r.notes.map((n) => n.text).join('\n')}` : '';
@@ -140,7 +141,7 @@ function Editor() {
     async (name: string) => {
       const ed = useEditor.getState();
       if (ed.dirty && !confirm(`Discard unsaved edits to ${ed.name}?`)) return;
-      useRunStore.setState({ nodes: {}, diagnostics: {} });
+      forgetShownRun();
       await ed.load(name);
       fitSoon(rf);
     },
@@ -321,7 +322,7 @@ function Editor() {
         doc = YAML.parse(text);
       }
       ed.checkpoint();
-      useRunStore.setState({ diagnostics: {}, nodes: {} });
+      forgetShownRun();
       ed.loadDoc(doc, true);
       ed.say(`loaded the workflow from ${f.name}; save to write it to ${ed.name ?? 'a file'}.yaml`);
       fitSoon(rf);

@@ -41,6 +41,14 @@ export const useRunStore = create<RunStore>()((set) => ({
     set((s) => ({ nodes: { ...s.nodes, [node]: { ...(s.nodes[node] ?? { state: 'queued' }), ...p } } })),
 }));
 
+/**
+ * Another workflow is on the canvas: the last run's node states, diagnostics and summary
+ * belong to the one before. A run still in flight keeps its status (Cancel stays usable).
+ */
+export function forgetShownRun() {
+  useRunStore.setState({ nodes: {}, diagnostics: {}, summary: null });
+}
+
 export function groupDiagnostics(list: Diagnostic[]): Record<string, Diagnostic[]> {
   const out: Record<string, Diagnostic[]> = {};
   for (const d of list) (out[d.node ?? ''] ??= []).push(d);
