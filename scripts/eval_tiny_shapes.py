@@ -49,15 +49,16 @@ PARAPHRASE_GOAL = 0.60
 
 # In-distribution prompts that name a position, to see positions followed (not held out,
 # not asserted: the rates are about colours and shapes).
+PLACE_PHRASES = [("top left", "at the top left"), ("top right", "at the top right"),
+                 ("bottom left", "at the bottom left"), ("bottom right", "at the bottom right"),
+                 ("centre", "in the centre"), ("left", "on the left"), ("right", "on the right"),
+                 ("top", "at the top"), ("bottom", "at the bottom")]
 POSITION_PROMPTS = [
     (f"a large white square {phrase} on a black background", "square", "white", "black", place)
-    for place, phrase in [("top left", "at the top left"), ("top right", "at the top right"),
-                          ("bottom left", "at the bottom left"),
-                          ("bottom right", "at the bottom right"), ("centre", "in the centre")]
+    for place, phrase in PLACE_PHRASES
 ] + [
     (f"a small red circle {phrase} on a yellow background", "circle", "red", "yellow", place)
-    for place, phrase in [("left", "on the left"), ("right", "on the right"),
-                          ("top", "at the top"), ("bottom", "at the bottom")]
+    for place, phrase in PLACE_PHRASES
 ]
 
 
@@ -246,8 +247,9 @@ def main():
                 owners.append((name, k))
     if not args.subset:
         for k, (prompt, *_truth) in enumerate(POSITION_PROMPTS):
-            items.append((prompt, held_out.SEEDS[0]))
-            owners.append(("positions", k))
+            for seed in held_out.SEEDS:
+                items.append((prompt, seed))
+                owners.append(("positions", k))
 
     with tempfile.TemporaryDirectory() as folder:
         images = render_with_weft(args.weft, args.models, items, folder)
@@ -281,10 +283,11 @@ def main():
                   if owner == "positions"]
         hits = sum(v["position"] == truth[4] for v, truth in placed)
         print(f"positions ({len(placed)} images, in-distribution wording): {hits / len(placed):.1%}")
+        shown = {}
         for (owner, k), v, img in zip(owners, verdicts, images):
             if owner == "positions":
-                sheet_rows.append((POSITION_PROMPTS[k][0], [(img, v["position"] ==
-                                                             POSITION_PROMPTS[k][4])]))
+                shown.setdefault(k, []).append((img, v["position"] == POSITION_PROMPTS[k][4]))
+        sheet_rows += [(POSITION_PROMPTS[k][0], cells) for k, cells in shown.items()]
     if args.sheet:
         contact_sheet(args.sheet, sheet_rows)
     if shortfalls:
