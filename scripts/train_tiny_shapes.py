@@ -21,13 +21,17 @@ result through weft.
 
 Needs, beyond set-up's venv: `pip install diffusers transformers tokenizers` (training only).
 
-    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, one thread, ~35 min
+    .venv/bin/python scripts/train_tiny_shapes.py            # CPU, one thread, ~45 min
+    # the UNet alone on the committed VAE (what the vae stages make from seed 0), ~30 min:
+    .venv/bin/python scripts/train_tiny_shapes.py --stages unet,export,fixture \
+        --vae-from models/tiny-shapes/vae
     .venv/bin/python scripts/train_tiny_shapes.py --device cuda   # untested
 """
 
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -116,22 +120,35 @@ POSITION_WORDS = {
     "bottom right": ["at the bottom right", "in the bottom right corner", "in the lower right",
                      "bottom-right"],
 }
+# Sentence forms: {obj} is the described shape, {bg} a background colour phrase, {a} its
+# article, {noun} a word for the background drawn from BACKGROUND_NOUNS.
 BACKGROUND_FORMS = [
-    "{obj} on {a} {bg} background",
-    "{obj} against {a} {bg} backdrop",
-    "{obj} over {a} {bg} background",
-    "{a} {bg} background with {obj} on it",
-    "{obj} with {a} {bg} background behind it",
-    "{obj}, {bg} background",
-    "{bg} background, {obj}",
-    "{obj} in front of {a} {bg} backdrop",
+    "{obj} on {a} {bg} {noun}",
+    "{obj} against {a} {bg} {noun}",
+    "{obj} over {a} {bg} {noun}",
+    "{a} {bg} {noun} with {obj} on it",
+    "{obj} with {a} {bg} {noun} behind it",
+    "{obj}, {bg} {noun}",
+    "{bg} {noun}, {obj}",
+    "{obj} in front of {a} {bg} {noun}",
     "{obj} painted on {a} {bg} wall",
     "{obj} on {bg}",
-    "{bg} backdrop and {obj}",
+    "{bg} {noun} and {obj}",
     "{obj} set against {bg}",
     "{a} {bg} scene containing {obj}",
     "{obj} lying on {bg} ground",
+    "{obj} placed on {a} {bg} {noun}",
+    "{obj} drawn on {a} {bg} {noun}",
+    "{a} {bg} {noun} behind {obj}",
+    "{obj} surrounded by {bg}",
+    "{obj} with {bg} all around it",
+    "paint {obj} on {a} {bg} {noun}",
+    "{bg} all around {obj}",
+    "{obj} in the foreground, {bg} behind",
 ]
+BACKGROUND_NOUNS = ["background"] * 4 + ["backdrop"] * 2 + [
+    "wall", "board", "sheet", "page", "panel", "backing", "base", "floor", "screen", "setting",
+    "area", "ground"]
 # Words people put around what they want; the model must learn to look past them.
 FILLER_BEFORE = ["an image of", "a simple graphic of", "clip art of", "a flat icon of",
                  "minimal art:", "there is", "a rendering of", "just"]
@@ -148,39 +165,57 @@ def article(word):
     return "an" if word[0] in "aeiou" else "a"
 
 
+# How often a caption names the size and the place (otherwise the image has any): place is
+# named more often because it is the hardest thing for the model to learn from words.
+NAME_SIZE = 0.5
+NAME_POSITION = 0.7
+
+
 def describe(spec, rng):
-    """One caption for a spec, drawn from the generator's forms: size and position are each
-    named half the time (the model then picks any), words and word order vary."""
+    """One caption for a spec: size and position are named some of the time (NAME_SIZE,
+    NAME_POSITION; otherwise the model picks any), words and word order vary."""
     colour = rng.choice(COLOUR_WORDS[spec["colour"]])
     shape = rng.choice(SHAPE_WORDS[spec["shape"]])
-    size = rng.choice(SIZE_WORDS[spec["size"]]) if rng.random() < 0.5 else None
-    position = rng.choice(POSITION_WORDS[spec["position"]]) if rng.random() < 0.5 else None
+    size = rng.choice(SIZE_WORDS[spec["size"]]) if rng.random() < NAME_SIZE else None
+    position = (rng.choice(POSITION_WORDS[spec["position"]])
+                if rng.random() < NAME_POSITION else None)
     form = rng.random()
     if form < 0.7:
-        words = ([size] if size else []) + [colour, shape]
-        obj = " ".join(words)
+        obj = ([size] if size else []) + [colour, shape]
     elif form < 0.85:
-        obj = " ".join(([size] if size else []) + [shape, "in", colour])
+        obj = ([size] if size else []) + [shape, "in", colour]
     else:
-        obj = " ".join(([size] if size else []) + [shape, "coloured", colour])
+        obj = ([size] if size else []) + [shape, "coloured", colour]
     determiner = rng.random()
     if determiner < 0.75:
-        obj = f"{article(obj)} {obj}"
+        obj = [article(obj[0])] + obj
     elif determiner < 0.85:
-        obj = f"one {obj}"
+        obj = ["one"] + obj
     elif determiner < 0.92:
-        obj = f"the {obj}"
+        obj = ["the"] + obj
     if position:
-        obj = f"{obj} {position}"
+        obj = obj + [position]
     background = rng.choice(COLOUR_WORDS[spec["background"]])
-    text = rng.choice(BACKGROUND_FORMS).format(obj=obj, a=article(background), bg=background)
+    pieces = []
+    for part in re.split(r"(\{obj\}|\{a\}|\{bg\}|\{noun\})", rng.choice(BACKGROUND_FORMS)):
+        if part == "{obj}":
+            pieces += obj
+        elif part == "{a}":
+            pieces.append(article(background))
+        elif part == "{bg}":
+            pieces.append(background)
+        elif part == "{noun}":
+            pieces.append(rng.choice(BACKGROUND_NOUNS))
+        else:
+            pieces += part.split()
     if rng.random() < 0.15:
-        text = f"{rng.choice(FILLER_BEFORE)} {text}"
+        pieces = [rng.choice(FILLER_BEFORE)] + pieces
     if rng.random() < 0.15:
-        text = f"{text}, {rng.choice(FILLER_AFTER)}"
+        pieces = pieces + [",", rng.choice(FILLER_AFTER)]
     if rng.random() < 0.2:
-        text = text[0].upper() + text[1:]
-    return text
+        pieces[0] = pieces[0][0].upper() + pieces[0][1:]
+    # Words are joined by spaces, except that punctuation sticks to the word before it.
+    return "".join(p if i == 0 or p[0] in ",;:" else " " + p for i, p in enumerate(pieces))
 
 
 def check_captions(captions):
@@ -494,7 +529,7 @@ def train_unet(args, specs, means, stds, scaling_factor, caption_rows, hidden, m
         context, context_mask = hidden[rows], mask[rows]
         length = int(context_mask.sum(1).max())
         context, context_mask = context[:, :length], context_mask[:, :length]
-        # Token dropout: hide a tenth of the tokens after [CLS] from the cross-attention, so
+        # Token dropout: hide some tokens after [CLS] (--token-dropout) from the cross-attention, so
         # the model reads the meaning MiniLM spreads over several tokens instead of one token
         # per word (which an unfamiliar word would not have).
         keep = torch.rand(context_mask.shape, generator=generator) >= args.token_dropout
@@ -671,14 +706,17 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=6000, help="rendered training images")
     parser.add_argument("--captions-per-image", type=int, default=3)
-    parser.add_argument("--token-dropout", type=float, default=0.1)
+    parser.add_argument("--token-dropout", type=float, default=0.05)
+    parser.add_argument("--vae-from", default=None,
+                        help="an exported VAE folder to use instead of the vae stages' output "
+                             "(e.g. models/tiny-shapes/vae: what those stages make from seed 0)")
     parser.add_argument("--vae-steps", type=int, default=1800)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-crop", type=int, default=32)
     parser.add_argument("--vae-whole-steps", type=int, default=600)
     parser.add_argument("--vae-whole-batch", type=int, default=8)
     parser.add_argument("--kl-weight", type=float, default=1e-5)
-    parser.add_argument("--unet-steps", type=int, default=6000)
+    parser.add_argument("--unet-steps", type=int, default=8000)
     parser.add_argument("--unet-batch", type=int, default=48)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
@@ -714,6 +752,10 @@ def main():
             vae.load_state_dict(torch.load(work / "vae_crops.pt"))
         vae = round_to_fp16(train_vae(args, images, vae, whole=True)).eval()
         torch.save(vae.state_dict(), work / "vae.pt")
+    elif stages & {"unet", "export"} and args.vae_from:
+        from diffusers import AutoencoderKL
+        vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32,
+                                            local_files_only=True).to(args.device).eval()
     elif stages & {"unet", "export"}:
         vae = build_vae().to(args.device).eval()
         vae.load_state_dict(torch.load(work / "vae.pt"))
