@@ -170,6 +170,19 @@ def paraphrase_prompts(which=1):
     return prompts
 
 
+def form_prompts(which=1):
+    """The paraphrase set's sentence forms with the captions' own colour and shape words: tells
+    an unseen form from an unseen word. (A diagnostic added on 2026-12-02 after the third
+    training; not a goal.)"""
+    forms = PARAPHRASE_SETS[which][2]
+    prompts = []
+    for i, (shape, colour, background) in enumerate(held_out_combinations()):
+        obj = f"{article(colour)} {colour} {shape}"
+        prompts.append((forms[i % len(forms)].format(obj=obj, bg=background), shape, colour,
+                        background))
+    return prompts
+
+
 SEEDS = [11, 12]
 
 # A fixed half of the set, for a quick look (`eval_tiny_shapes.py --subset`); the Rust test
