@@ -148,7 +148,10 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         let mut interest = interest.lock().expect("the watcher does not panic");
         for library in &libraries {
             let key = library.canonicalize().unwrap_or_else(|_| library.clone());
-            if key.is_dir() && watched_dirs.insert(key.clone()) {
+            if !key.is_dir() {
+                // Gone (or not there yet): watched again when it is made (again).
+                watched_dirs.remove(&key);
+            } else if watched_dirs.insert(key.clone()) {
                 // An unreadable library folder only means nothing is watched there.
                 let _ = debouncer.watch(&key, RecursiveMode::NonRecursive);
             }
