@@ -34,6 +34,7 @@ fn class_for(node: &NodeEntry) -> Option<&'static str> {
         "ImageScale" => "ImageScaleBy",
         "LoadUpscaleModel" => "UpscaleModelLoader",
         "UpscaleImage" => "ImageUpscaleWithModel",
+        "ImageBatch" => "ImageBatch",
         _ => return None,
     })
 }
@@ -66,6 +67,8 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         (_, "scale_by") => "scale",
         (_, "upscale_model") => "upscale_model",
         (_, "tile_size") => "tile",
+        ("ImageBatch", "image1") => "image1",
+        ("ImageBatch", "image2") => "image2",
         _ => return None,
     })
 }
@@ -123,7 +126,7 @@ pub fn export(
                 "weft node types with no ComfyUI equivalent: {}",
                 unsupported.join(", ")
             ))
-            .hint("weft exports LoadCheckpoint, PromptEncode, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage (Int values are written in place)"),
+            .hint("weft exports LoadCheckpoint, PromptEncode, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
         );
     }
     let ids = comfy_ids(wf);

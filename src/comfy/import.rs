@@ -1015,6 +1015,10 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
                 cx.put("prefix", prefix.as_str());
             }
         }
+        "ImageBatch" => {
+            cx.link("image1", "image1");
+            cx.link("image2", "image2");
+        }
         "PreviewImage" => {
             cx.link("images", "image");
             cx.put("prefix", "preview");
@@ -1320,6 +1324,31 @@ mod tests {
         );
         assert_eq!(wf.nodes["preview_10"].type_name, "SaveImage");
         assert_eq!(imported.notes.len(), 1, "{:?}", imported.notes);
+    }
+
+    #[test]
+    fn image_batch_maps_one_to_one_and_exports_back() {
+        let root = json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
+            "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "both"}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        let batch = &wf.nodes["batch_3"];
+        assert_eq!(batch.type_name, "ImageBatch");
+        let link = |input: &str| match &batch.inputs[input].value {
+            InputValue::Link(l) => format!("{}.{}", l.node, l.output),
+            other => panic!("{input}: {other:?}"),
+        };
+        assert_eq!(link("image1"), "load_image_1.image");
+        assert_eq!(link("image2"), "load_image_2.image");
+        let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
+            .unwrap()
+            .json;
+        assert_eq!(exported["3"]["class_type"], "ImageBatch");
+        assert_eq!(exported["3"]["inputs"]["image2"], json!(["2", 0]));
     }
 
     #[test]

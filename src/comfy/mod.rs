@@ -436,6 +436,16 @@ pub static TYPES: &[ComfyType] = &[
         output_node: false,
     },
     ComfyType {
+        class: "ImageBatch",
+        display: "Batch Images",
+        category: "image",
+        weft: "ImageBatch",
+        role: "batch",
+        inputs: &[socket("image1", "IMAGE"), socket("image2", "IMAGE")],
+        outputs: &[out("IMAGE", "image")],
+        output_node: false,
+    },
+    ComfyType {
         class: "ImageUpscaleWithModel",
         display: "Upscale Image (using Model)",
         category: "image/upscaling",
