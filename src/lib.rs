@@ -1,5 +1,7 @@
 //! The `weft` package's library target: the HTTP + WebSocket server behind `weft serve`, kept
 //! here so integration tests can drive its router in process (`server::app`), and the ComfyUI
-//! conversions it shares with the command line (`comfy`).
+//! conversions it shares with the command line (`comfy`), and the file-watch helpers `weft
+//! watch` shares with it (`file_watch`).
 pub mod comfy;
+pub mod file_watch;
 pub mod server;

@@ -18,34 +18,10 @@ use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use weft_engine::CancelToken;
 
+use weft::file_watch::{read_settled, watch_key};
+
 use crate::cli_run::{execute, print_report, start_worker};
 use crate::RunOptions;
-
-/// The file's bytes once two reads a moment apart agree: an editor that truncates and then
-/// writes in place can wake us between the two, and an empty file is not what was saved.
-fn read_settled(file: &Path) -> Option<Vec<u8>> {
-    let mut previous = std::fs::read(file).ok();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(25));
-        let current = std::fs::read(file).ok();
-        if current == previous {
-            return current;
-        }
-        previous = current;
-    }
-    previous
-}
-
-/// A path as the watcher reports it: its folder canonical (the watched folders are), its name
-/// as is; the path itself where the folder is gone.
-fn watch_key(path: &Path) -> PathBuf {
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| path.to_path_buf(), |d| d.join(name)),
-        _ => path.to_path_buf(),
-    }
-}
 
 /// What wakes the loop: the workflow file, the files it includes, and any YAML file in the
 /// library folders (a new one may be the type a broken save was missing).

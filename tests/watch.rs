@@ -104,13 +104,18 @@ impl Drop for Watcher {
     }
 }
 
-fn started(lines: &[String]) -> Vec<String> {
+/// The nodes of the JSON events named `event`, in order.
+fn nodes_of(lines: &[String], event: &str) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "node_started")
+        .filter(|e| e["event"] == event)
         .map(|e| e["node"].as_str().unwrap().to_string())
         .collect()
+}
+
+fn started(lines: &[String]) -> Vec<String> {
+    nodes_of(lines, "node_started")
 }
 
 #[test]
@@ -158,12 +163,7 @@ fn saving_reruns_only_changed_nodes_and_a_broken_save_keeps_the_cache() {
 }
 
 fn cached(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "node_cached")
-        .map(|e| e["node"].as_str().unwrap().to_string())
-        .collect()
+    nodes_of(lines, "node_cached")
 }
 
 /// A library subgraph (`lib/AddBy.yaml`): `x` plus `by` (default `by`).

@@ -17,38 +17,14 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use serde_json::json;
 use weft_engine::{Registry, Workflow};
 
+use crate::file_watch::{read_settled, watch_key};
+
 use super::hub::Hub;
 use super::paths::check_name;
 use super::workflows::{revision, EXTENSION};
 
 pub struct Watcher {
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
-}
-
-/// The file's bytes once two reads a moment apart agree (an in-place save can be caught
-/// between its truncate and its write); `None` when it is gone.
-fn read_settled(file: &Path) -> Option<Vec<u8>> {
-    let mut previous = std::fs::read(file).ok();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(15));
-        let current = std::fs::read(file).ok();
-        if current == previous {
-            return current;
-        }
-        previous = current;
-    }
-    previous
-}
-
-/// A path as the (canonical) watched folder reports it, or as the expansion names an include:
-/// folder canonical, file name as is.
-fn canonical_key(path: &Path) -> PathBuf {
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| path.to_path_buf(), |d| d.join(name)),
-        _ => path.to_path_buf(),
-    }
 }
 
 fn is_workflow_file(path: &Path) -> bool {
@@ -86,7 +62,7 @@ fn includers(
             weft_engine::subgraph::expand_subgraphs_with_files(&workflow, registry, &paths);
         // A library file that appeared (or went) under a type name the workflow uses but
         // could not resolve is news for it too.
-        let library_dir = canonical_key(&library[0].join("x"));
+        let library_dir = watch_key(&library[0].join("x"));
         let library_dir = library_dir.parent().unwrap_or(root);
         let named: Vec<PathBuf> = workflow
             .nodes
@@ -96,7 +72,7 @@ fn includers(
             .collect();
         let mut because: Vec<String> = files
             .iter()
-            .map(|f| canonical_key(f))
+            .map(|f| watch_key(f))
             .chain(named)
             .filter(|f| changed.contains(f))
             .filter_map(|f| {
@@ -153,7 +129,7 @@ impl Watcher {
                     .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                     .flat_map(|e| e.paths.iter())
                     .filter(|p| is_workflow_file(p))
-                    .map(|p| canonical_key(p))
+                    .map(|p| watch_key(p))
                     .collect();
                 // Workflows: the files directly in the folder (a file in lib/ is a subgraph).
                 let names: BTreeSet<String> = touched

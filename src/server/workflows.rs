@@ -249,11 +249,17 @@ pub async fn get(
 /// The canonical YAML of a posted document and its diagnostics located in that YAML (what the
 /// file will hold), or the structural errors that keep it from being written at all.
 fn canonical(state: &AppState, doc: &Json_) -> ApiResult<(String, Vec<Diagnostic>)> {
-    let workflow = from_doc(doc)
-        .map_err(|d| ApiError::InvalidWorkflow("the workflow does not parse".into(), d))?;
-    let yaml = workflow.to_yaml();
+    let yaml = canonical_yaml(doc)?;
     let diagnostics = diagnose(state, &yaml);
     Ok((yaml, diagnostics))
+}
+
+/// The canonical YAML of a posted document, or the structural errors that keep it from being
+/// written at all.
+fn canonical_yaml(doc: &Json_) -> ApiResult<String> {
+    let workflow = from_doc(doc)
+        .map_err(|d| ApiError::InvalidWorkflow("the workflow does not parse".into(), d))?;
+    Ok(workflow.to_yaml())
 }
 
 /// The diagnostics of a workflow text, located in it.
@@ -275,8 +281,8 @@ pub async fn put(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PutBody>,
 ) -> ApiResult<Json<Json_>> {
-    let (yaml, diagnostics) = canonical(&state, &body.workflow)?;
-    let _writing = state
+    let yaml = canonical_yaml(&body.workflow)?;
+    let writing = state
         .write_lock
         .lock()
         .map_err(|_| ApiError::internal("write lock", "poisoned"))?;
@@ -290,13 +296,11 @@ pub async fn put(
     }
     // What people wrote beside their nodes stays: the editor's document has no comments.
     let text = carry_comments(&String::from_utf8_lossy(&current), &yaml);
-    let diagnostics = if text == yaml {
-        diagnostics
-    } else {
-        diagnose(&state, &text)
-    };
     write_atomic(&path, text.as_bytes())
         .map_err(|e| ApiError::internal("writing a workflow", e))?;
+    drop(writing);
+    // Located in the text as written (comments included), validated once, outside the lock.
+    let diagnostics = diagnose(&state, &text);
     Ok(Json(json!({
         "name": name,
         "revision": revision(text.as_bytes()),
