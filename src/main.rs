@@ -145,6 +145,7 @@ pub struct RunOptions {
 }
 
 fn main() -> ExitCode {
+    weft_engine::host_memory::keep_freed_memory_for_reuse();
     // Behave like other Unix tools when the reader of our output goes away (`weft nodes | head`).
     // SAFETY: setting a signal disposition to the default at start-up, before any thread exists.
     unsafe {

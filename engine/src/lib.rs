@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod diagnostic;
 pub mod events;
 pub mod executor;
+pub mod host_memory;
 pub mod node;
 pub mod plan;
 pub mod registry;

@@ -71,6 +71,7 @@ impl DeviceWorker {
                             if let Some(dir) = previous_dir {
                                 executor.set_output_dir(dir);
                             }
+                            crate::host_memory::release_free_memory();
                             done(report);
                         }
                         Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
