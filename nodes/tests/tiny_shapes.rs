@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
+use weft_nodes::models::attention::KeyValueMemo;
 use weft_nodes::models::bert::MiniLm;
 use weft_nodes::samplers::{
     sample, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction, SampleSettings,
@@ -66,6 +67,45 @@ fn unet_and_vae_match_diffusers() {
     let err = max_abs_diff(&decoded, &io["vae_decoded"]);
     println!("VAE decode max abs error {err:.3e}");
     assert!(err <= 1e-3, "VAE decode: max abs error {err}");
+}
+
+#[test]
+fn remembered_cross_attention_keys_and_values_give_the_same_prediction() {
+    let io = reference();
+    let unet = load_unet_folder(&model_dir().join("unet"), &LoadOptions::default()).unwrap();
+    let plain = unet
+        .forward(&io["sample"], &io["timestep"], &io["context"])
+        .unwrap();
+    let memo = KeyValueMemo::default();
+    let first = unet
+        .forward_with_memo(&io["sample"], &io["timestep"], &io["context"], Some(&memo))
+        .unwrap();
+    // The model's converted context, then each cross-attention's keys and values.
+    let remembered = memo.len();
+    assert!(remembered > 1, "{remembered} entries");
+    let noisier = &io["sample"] * 1.5;
+    let second = unet
+        .forward_with_memo(&noisier, &io["timestep"], &io["context"], Some(&memo))
+        .unwrap();
+    assert_eq!(
+        memo.len(),
+        remembered,
+        "the same context is not projected again"
+    );
+    assert!(first.equal(&plain), "remembering changed the prediction");
+    let second_plain = unet
+        .forward(&noisier, &io["timestep"], &io["context"])
+        .unwrap();
+    assert!(
+        second.equal(&second_plain),
+        "reused keys and values changed the prediction"
+    );
+    // Another context (a copy: same values, another tensor) is not taken for the first.
+    let other = io["context"].copy();
+    let _ = unet
+        .forward_with_memo(&io["sample"], &io["timestep"], &other, Some(&memo))
+        .unwrap();
+    assert_eq!(memo.len(), 2 * remembered);
 }
 
 #[test]

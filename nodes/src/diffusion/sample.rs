@@ -6,6 +6,7 @@ use weft_engine::{
     Value, ValueType as T,
 };
 
+use crate::models::attention::KeyValueMemo;
 use crate::models::unet_2d_condition::PredictionType;
 use crate::samplers::{
     self, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction, SampleSettings,
@@ -87,8 +88,11 @@ impl Node for Sampler {
             PredictionType::VPrediction => Prediction::V,
         };
         let schedule = DiscreteSchedule::stable_diffusion();
+        // Lives as long as this sampling: the conditioning's cross-attention keys and values are
+        // computed at the first step and reused by the others.
+        let memo = KeyValueMemo::default();
         let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| {
-            unet.forward(sample, timesteps, context)
+            unet.forward_with_memo(sample, timesteps, context, Some(&memo))
         };
         let denoiser = GuidedDenoiser::new(
             &predictor,

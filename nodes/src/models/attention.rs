@@ -3,6 +3,8 @@
 //! self or cross, via `scaled_dot_product_attention`), `FeedForward` (GEGLU, Shazeer 2020),
 //! `BasicTransformerBlock`, `Transformer2DModel` (the LDM "SpatialTransformer", Rombach et
 //! al. 2022) and the single-head group-norm self-attention of the VAE mid block.
+use std::cell::RefCell;
+
 use tch::Tensor;
 
 use crate::models::layers::{join, Conv2d, GroupNorm, LayerNorm, Linear, TchResult};
@@ -20,6 +22,83 @@ fn not_4d(x: &Tensor) -> tch::TchError {
         "expected a [B, C, H, W] feature map, got {:?}",
         x.size()
     ))
+}
+
+/// The text context a UNet's cross-attentions read, with an optional [`KeyValueMemo`].
+#[derive(Clone, Copy)]
+pub struct CrossContext<'a> {
+    pub tokens: &'a Tensor,
+    pub memo: Option<&'a KeyValueMemo>,
+}
+
+impl<'a> CrossContext<'a> {
+    /// The context without a memo: keys and values are computed at every call.
+    pub fn plain(tokens: &'a Tensor) -> Self {
+        Self { tokens, memo: None }
+    }
+}
+
+/// Cross-attention keys and values remembered while one sampler runs: the conditioning is
+/// the same tensor at every step, so each layer projects it once instead of once per step
+/// (for SD1.5, 16 layers and ~77 MB of fp32 weights per step). An entry is keyed by the layer
+/// and by the context tensor's identity (data pointer, shape, strides, dtype, device) and holds
+/// that tensor, so its memory cannot be reused by another tensor meanwhile. Whoever holds the
+/// memo promises not to change a context tensor in place while it lives; drop it when the
+/// sampler ends.
+#[derive(Default)]
+pub struct KeyValueMemo {
+    entries: RefCell<Vec<MemoEntry>>,
+}
+
+struct MemoEntry {
+    owner: usize,
+    context: Tensor,
+    remembered: Vec<Tensor>,
+}
+
+fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
+    a.data_ptr() == b.data_ptr()
+        && a.size() == b.size()
+        && a.stride() == b.stride()
+        && a.kind() == b.kind()
+        && a.device() == b.device()
+}
+
+impl KeyValueMemo {
+    /// What `owner` (a layer's or model's address) computes from `context`, computed by
+    /// `compute` the first time.
+    pub fn remember(
+        &self,
+        owner: usize,
+        context: &Tensor,
+        compute: impl FnOnce() -> TchResult<Vec<Tensor>>,
+    ) -> TchResult<Vec<Tensor>> {
+        let shallow = |ts: &[Tensor]| ts.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
+        if let Some(e) = self
+            .entries
+            .borrow()
+            .iter()
+            .find(|e| e.owner == owner && same_tensor(&e.context, context))
+        {
+            return Ok(shallow(&e.remembered));
+        }
+        let remembered = compute()?;
+        self.entries.borrow_mut().push(MemoEntry {
+            owner,
+            context: context.shallow_clone(),
+            remembered: shallow(&remembered),
+        });
+        Ok(remembered)
+    }
+
+    /// How many (layer, context) pairs are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// diffusers `Attention` as used in `BasicTransformerBlock`: bias-free q/k/v projections,
@@ -53,16 +132,36 @@ impl Attention {
         }
     }
 
-    /// `x`: `[B, N, query_dim]`; `context`: `[B, M, context_dim]` (self-attention if `None`).
-    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> TchResult<Tensor> {
-        let context = context.unwrap_or(x);
+    /// Self-attention over `x`: `[B, N, query_dim]`.
+    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        let k = self.to_k.forward(x)?;
+        let v = self.to_v.forward(x)?;
+        self.attend(x, &k, &v)
+    }
+
+    /// Cross-attention of `x` `[B, N, query_dim]` on `context.tokens` `[B, M, context_dim]`;
+    /// with a memo, the keys and values of a context already seen are reused.
+    pub fn forward_cross(&self, x: &Tensor, context: CrossContext<'_>) -> TchResult<Tensor> {
+        let project = || {
+            Ok(vec![
+                self.to_k.forward(context.tokens)?,
+                self.to_v.forward(context.tokens)?,
+            ])
+        };
+        let kv = match context.memo {
+            // The layer's address names it: layers live in the model, which outlives the memo.
+            Some(memo) => memo.remember(self as *const Self as usize, context.tokens, project)?,
+            None => project()?,
+        };
+        self.attend(x, &kv[0], &kv[1])
+    }
+
+    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
         let q = self.to_q.forward(x)?;
-        let k = self.to_k.forward(context)?;
-        let v = self.to_v.forward(context)?;
         let out = sdpa(
             &split_heads(&q, self.heads)?,
-            &split_heads(&k, self.heads)?,
-            &split_heads(&v, self.heads)?,
+            &split_heads(k, self.heads)?,
+            &split_heads(v, self.heads)?,
         )?;
         self.to_out.forward(&merge_heads(&out)?)
     }
@@ -136,12 +235,12 @@ impl BasicTransformerBlock {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> TchResult<Tensor> {
-        let x = x.f_add(&self.attn1.forward(&self.norm1.forward(x)?, None)?)?;
+    pub fn forward(&self, x: &Tensor, context: CrossContext<'_>) -> TchResult<Tensor> {
+        let x = x.f_add(&self.attn1.forward(&self.norm1.forward(x)?)?)?;
         let x = x.f_add(
             &self
                 .attn2
-                .forward(&self.norm2.forward(&x)?, Some(context))?,
+                .forward_cross(&self.norm2.forward(&x)?, context)?,
         )?;
         x.f_add(&self.ff.forward(&self.norm3.forward(&x)?)?)
     }
@@ -203,7 +302,7 @@ impl Transformer2DModel {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> TchResult<Tensor> {
+    pub fn forward(&self, x: &Tensor, context: CrossContext<'_>) -> TchResult<Tensor> {
         let [b, c, h, wd] = x.size()[..] else {
             return Err(not_4d(x));
         };

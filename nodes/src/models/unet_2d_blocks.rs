@@ -4,7 +4,9 @@
 //! VAE's `DownEncoderBlock2D`, `UNetMidBlock2D`, `UpDecoderBlock2D`.
 use tch::Tensor;
 
-use crate::models::attention::{SpatialSelfAttention, Transformer2DModel, TransformerShape};
+use crate::models::attention::{
+    CrossContext, SpatialSelfAttention, Transformer2DModel, TransformerShape,
+};
 use crate::models::layers::{join, TchResult};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights::Weights;
@@ -108,7 +110,13 @@ impl CrossAttnLayers {
     }
 
     /// Resnet `i`, then its transformer if there is one.
-    fn step(&self, i: usize, h: &Tensor, temb: &Tensor, context: &Tensor) -> TchResult<Tensor> {
+    fn step(
+        &self,
+        i: usize,
+        h: &Tensor,
+        temb: &Tensor,
+        context: CrossContext<'_>,
+    ) -> TchResult<Tensor> {
         let h = self.resnets[i].forward(h, Some(temb))?;
         match self.attentions.get(i) {
             Some(attn) => attn.forward(&h, context),
@@ -154,7 +162,7 @@ impl UNetDownBlock {
         &self,
         x: &Tensor,
         temb: &Tensor,
-        context: &Tensor,
+        context: CrossContext<'_>,
     ) -> TchResult<(Tensor, Vec<Tensor>)> {
         let mut h = x.shallow_clone();
         let mut skips = Vec::new();
@@ -199,7 +207,12 @@ impl UNetMidBlock2DCrossAttn {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> TchResult<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: CrossContext<'_>,
+    ) -> TchResult<Tensor> {
         let mut h = self.resnets[0].forward(x, Some(temb))?;
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
             h = attn.forward(&h, context)?;
@@ -256,7 +269,7 @@ impl UNetUpBlock {
         x: &Tensor,
         skips: &mut Vec<Tensor>,
         temb: &Tensor,
-        context: &Tensor,
+        context: CrossContext<'_>,
         upsample_size: Option<[i64; 2]>,
     ) -> TchResult<Tensor> {
         let mut h = x.shallow_clone();

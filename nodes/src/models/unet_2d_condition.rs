@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::error::{ModelError, Result, TchContext};
+use crate::models::attention::{CrossContext, KeyValueMemo};
 use crate::models::config_json::{self, ConfigError, ConfigResult};
 use crate::models::embeddings::{timestep_sinusoids, TimestepEmbedding};
 use crate::models::layers::{Conv2d, GroupNorm, TchResult};
@@ -467,15 +468,30 @@ impl UNet2DConditionModel {
         timestep: &Tensor,
         encoder_hidden_states: &Tensor,
     ) -> Result<Tensor> {
+        self.forward_with_memo(sample, timestep, encoder_hidden_states, None)
+    }
+
+    /// [`Self::forward`] remembering the context's cross-attention keys and values in `memo`
+    /// (see [`KeyValueMemo`]): a sampler calls this at every step with the same context tensor
+    /// and computes them once. The result equals `forward`'s exactly.
+    pub fn forward_with_memo(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        memo: Option<&KeyValueMemo>,
+    ) -> Result<Tensor> {
         let batch = self.check_inputs(sample, timestep, encoder_hidden_states)?;
-        tch::no_grad(|| self.forward_unchecked(sample, timestep, encoder_hidden_states, batch))
-            .context(|| {
-                format!(
-                    "UNet2DConditionModel forward (sample {:?}, context {:?})",
-                    sample.size(),
-                    encoder_hidden_states.size()
-                )
-            })
+        tch::no_grad(|| {
+            self.forward_unchecked(sample, timestep, encoder_hidden_states, memo, batch)
+        })
+        .context(|| {
+            format!(
+                "UNet2DConditionModel forward (sample {:?}, context {:?})",
+                sample.size(),
+                encoder_hidden_states.size()
+            )
+        })
     }
 
     /// `forward` with a plain-number timestep.
@@ -533,14 +549,29 @@ impl UNet2DConditionModel {
         sample: &Tensor,
         timestep: &Tensor,
         context: &Tensor,
+        memo: Option<&KeyValueMemo>,
         batch: i64,
     ) -> TchResult<Tensor> {
         let c = &self.config;
         let sample = sample.f_to_kind(self.kind)?;
-        let mut context = context.f_to_kind(self.kind)?;
-        if context.size()[0] != batch {
-            context = context.f_expand([batch, -1, -1], false)?;
+        let prepare = || {
+            let mut context = context.f_to_kind(self.kind)?;
+            if context.size()[0] != batch {
+                context = context.f_expand([batch, -1, -1], false)?;
+            }
+            Ok(vec![context])
+        };
+        // The converted context is remembered too: a fresh conversion at each step would be a
+        // new tensor, which the attention layers' memo could not recognise.
+        let context = match memo {
+            Some(memo) => memo.remember(self as *const Self as usize, context, prepare)?,
+            None => prepare()?,
         }
+        .remove(0);
+        let context = CrossContext {
+            tokens: &context,
+            memo,
+        };
         let timesteps = timestep
             .f_reshape([-1])?
             .f_to_device(sample.device())?
@@ -557,18 +588,18 @@ impl UNet2DConditionModel {
         let mut h = self.conv_in.forward(&sample)?;
         let mut skips = vec![h.shallow_clone()];
         for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(&h, &temb, &context)?;
+            let (out, block_skips) = block.forward(&h, &temb, context)?;
             h = out;
             skips.extend(block_skips);
         }
-        h = self.mid_block.forward(&h, &temb, &context)?;
+        h = self.mid_block.forward(&h, &temb, context)?;
         for block in &self.up_blocks {
             let remaining = skips.len().saturating_sub(block.num_layers());
             let upsample_size = remaining.checked_sub(1).map(|i| {
                 let s = skips[i].size();
                 [s[2], s[3]]
             });
-            h = block.forward(&h, &mut skips, &temb, &context, upsample_size)?;
+            h = block.forward(&h, &mut skips, &temb, context, upsample_size)?;
         }
         let h = self.conv_norm_out.forward(&h)?.f_silu()?;
         self.conv_out.forward(&h)

@@ -2,6 +2,8 @@
 //! classifier-free guidance (Ho & Salimans 2022): `uncond + cfg * (cond - uncond)`, both halves
 //! in one batched model call. Scalings follow k-diffusion's `DiscreteEpsDDPMDenoiser` /
 //! `DiscreteVDDPMDenoiser` and ComfyUI's `model_sampling.EPS` / `V_PREDICTION`.
+use std::cell::RefCell;
+
 use tch::{Kind, Tensor};
 
 use super::{Denoiser, DiscreteSchedule};
@@ -59,6 +61,9 @@ pub struct GuidedDenoiser<'a> {
     prediction: Prediction,
     guidance: Guidance,
     quantize_timesteps: bool,
+    /// Negative and positive conditioning concatenated for a latent batch, made once: the model
+    /// then sees the same context tensor at every step (and can reuse its projections).
+    both_conditionings: RefCell<Option<(i64, Tensor)>>,
 }
 
 impl<'a> GuidedDenoiser<'a> {
@@ -97,6 +102,7 @@ impl<'a> GuidedDenoiser<'a> {
             prediction,
             guidance,
             quantize_timesteps: true,
+            both_conditionings: RefCell::new(None),
         })
     }
 
@@ -168,8 +174,19 @@ impl<'a> GuidedDenoiser<'a> {
             _ => return self.call_model(&sample, t, &positive),
         };
         if negative.size()[1..] == positive.size()[1..] {
-            let both = Tensor::f_cat(&[&negative, &positive], 0)
-                .context(|| "concatenating negative and positive conditioning".to_string())?;
+            let batch = size[0];
+            let mut memo = self.both_conditionings.borrow_mut();
+            let both = match &*memo {
+                Some((b, both)) if *b == batch => both.shallow_clone(),
+                _ => {
+                    let both = Tensor::f_cat(&[&negative, &positive], 0).context(|| {
+                        "concatenating negative and positive conditioning".to_string()
+                    })?;
+                    *memo = Some((batch, both.shallow_clone()));
+                    both
+                }
+            };
+            drop(memo);
             let out = self.call_model(&Tensor::cat(&[&sample, &sample], 0), t, &both)?;
             let halves = out.chunk(2, 0);
             Ok(&halves[0] + (&halves[1] - &halves[0]) * *cfg)
@@ -198,7 +215,6 @@ impl Denoiser for GuidedDenoiser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use tch::Device;
 
     /// A prediction equal to the mean of the context, so cfg mixing is visible directly.
@@ -238,6 +254,40 @@ mod tests {
         // eps = 0 + 3 * (1 - 0) = 3; x0 = x - sigma * eps = -6.
         assert!((denoised + 6.0).abs().max().double_value(&[]) < 1e-6);
         assert_eq!(batches.borrow().as_slice(), &[(4, vec![4])]);
+    }
+
+    #[test]
+    fn every_step_sees_the_same_context_tensor() {
+        // The UNet's key/value memo recognises a context by identity, so the concatenated
+        // conditioning must be made once, not at each step.
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let contexts = RefCell::new(Vec::new());
+        let model = |sample: &Tensor, _: &Tensor, ctx: &Tensor| -> Result<Tensor> {
+            // Held, so that a fresh tensor could not reuse a freed one's address.
+            contexts.borrow_mut().push(ctx.shallow_clone());
+            context_mean(sample, ctx)
+        };
+        let opts = (Kind::Float, Device::Cpu);
+        let positive = Tensor::ones([1, 3, 8], opts);
+        let negative = Tensor::zeros([1, 3, 8], opts);
+        let denoiser = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            guidance(&positive, Some(&negative), 3.0),
+        )
+        .unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], opts);
+        for sigma in [3.0, 2.0, 1.0] {
+            let _ = denoiser.denoise(&x, sigma).unwrap();
+        }
+        let pointers: Vec<_> = contexts
+            .borrow()
+            .iter()
+            .map(|c| c.data_ptr() as usize)
+            .collect();
+        assert_eq!(pointers.len(), 3);
+        assert!(pointers.iter().all(|&p| p == pointers[0]), "{pointers:?}");
     }
 
     #[test]
