@@ -57,4 +57,4 @@ echo "$(date -u) ComfyUI $(git -C "$comfy" rev-parse HEAD 2>/dev/null || cat "$c
   "threads: ComfyUI ${COMFY_THREADS:-default}, weft ${WEFT_THREADS:-default}"
 .venv/bin/python scripts/compare_comfyui.py --comfy-url "http://127.0.0.1:$comfy_port" \
   --weft-url "http://127.0.0.1:$weft_port" --comfy-pid "$comfy_pid" --weft-pid "$weft_pid" \
-  --json "$dir/raw-$stamp.json" "$@"
+  --json "$dir/raw-$stamp.json" --ckpt-file "$ckpt" "$@"
