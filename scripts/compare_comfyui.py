@@ -300,6 +300,12 @@ def main():
     ap.add_argument("--chain", type=int, default=100, help="nodes in the trivial chain")
     ap.add_argument("--json", help="write every raw figure to this file")
     ap.add_argument(
+        "--weft-first",
+        action="store_true",
+        help="weft takes its cold run (and each turn) before ComfyUI: on this VM whichever "
+        "loads second may meet a different memory state, so run both orders",
+    )
+    ap.add_argument(
         "--ckpt-file",
         help="the checkpoint's path: read through before each server's cold run, so both load "
         "it from the page cache (this VM's kernel pages out file pages untouched for about a "
@@ -309,7 +315,7 @@ def main():
 
     comfy = Server("ComfyUI", args.comfy_url, args.comfy_pid)
     weft = Server("weft", args.weft_url, args.weft_pid)
-    both = (comfy, weft)
+    both = (weft, comfy) if args.weft_first else (comfy, weft)
     raw = {s.name: {} for s in both}
 
     def record(measure, server, value):
@@ -359,7 +365,7 @@ def main():
             record("chain_last", s, chain[s.name](args.repeat, k + 1))
 
     def fig(name, measure, get, unit="ms", scale=1e3):
-        vals = [median([get(r) for r in raw[s.name].get(measure, [])]) for s in both]
+        vals = [median([get(r) for r in raw[s.name].get(measure, [])]) for s in (comfy, weft)]
         return (name, vals, unit, scale)
 
     sd = {"3": "KSampler", "4": "CheckpointLoaderSimple", "8": "VAEDecode"}
@@ -388,7 +394,8 @@ def main():
         fig(f"chain {n}: POST reply (cached)", "chain_cached", lambda r: r["post_s"]),
         fig(f"chain {n}: WebSocket bytes (cold)", "chain_cold", lambda r: r["ws_bytes"], "B", 1),
     ]
-    print(f"medians of {args.repeat} (new seed: {args.seeds}); cold: one run each; chain: ComfyUI "
+    print(f"medians of {args.repeat} (new seed: {args.seeds}); cold: one run each, "
+          f"{' before '.join(s.name for s in both)}; chain: ComfyUI "
           f"POST /prompt + /ws, weft POST /api/runs + /ws")
     print(f"| measure | ComfyUI | weft | weft/ComfyUI |\n| --- | --- | --- | --- |")
     for name, (c, w), unit, scale in rows:
