@@ -1,5 +1,6 @@
 //! How the C allocator serves tensor memory on the host (glibc): freed tensor buffers stay in
-//! the heap for the next step instead of going back to the kernel, and go back once a run ends.
+//! the heap for the next step instead of going back to the kernel, and go back once the device
+//! worker is idle.
 //!
 //! Why: libtorch allocates every buffer over a few MB with `posix_memalign`, and glibc serves
 //! those from a fresh `mmap` and `munmap`s them on free (always above 32 MB). A UNet step on CPU
@@ -13,7 +14,8 @@
 /// the heap top on `free`, and one arena, so that the device worker thread's buffers come from
 /// the same heap as everyone's (a thread's own arena would still `mmap` anything over 64 MB).
 /// Call first thing in `main`, before any thread exists: the arena limit is read when a thread
-/// first allocates. Memory is returned by [`release_free_memory`] when a run ends.
+/// first allocates. The device worker returns memory with [`release_free_memory`] once it has
+/// been idle for a moment after a run.
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets glibc's allocator parameters; it is called before other threads
@@ -25,8 +27,8 @@ pub fn keep_freed_memory_for_reuse() {
     }
 }
 
-/// Gives the heap's free pages back to the kernel (`malloc_trim`): called after every run, so
-/// an idle server or watcher holds only what its cache and models hold.
+/// Gives the heap's free pages back to the kernel (`malloc_trim`), so an idle server or
+/// watcher holds only what its cache and models hold.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's free lists under its own locks.

@@ -33,6 +33,9 @@ enum Message {
     Stop,
 }
 
+/// How long the worker waits without a job before it returns free heap pages to the kernel.
+const IDLE_BEFORE_TRIM: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct DeviceWorker {
     sender: mpsc::Sender<Message>,
     thread: Option<JoinHandle<()>>,
@@ -49,7 +52,20 @@ impl DeviceWorker {
                     tch::set_num_threads(threads.max(1));
                 }
                 let mut executor = Executor::new(registry, config);
-                while let Ok(message) = receiver.recv() {
+                // Free heap pages go back to the kernel once the worker has been idle for a
+                // moment, not after every run: back-to-back runs reuse them without faulting.
+                let mut freed_since_trim = false;
+                loop {
+                    let message = match receiver.recv_timeout(IDLE_BEFORE_TRIM) {
+                        Ok(message) => message,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if std::mem::take(&mut freed_since_trim) {
+                                crate::host_memory::release_free_memory();
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     match message {
                         Message::Run(job) => {
                             let Job {
@@ -71,7 +87,7 @@ impl DeviceWorker {
                             if let Some(dir) = previous_dir {
                                 executor.set_output_dir(dir);
                             }
-                            crate::host_memory::release_free_memory();
+                            freed_since_trim = true;
                             done(report);
                         }
                         Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
