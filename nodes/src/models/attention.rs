@@ -31,13 +31,6 @@ pub struct CrossContext<'a> {
     pub memo: Option<&'a KeyValueMemo>,
 }
 
-impl<'a> CrossContext<'a> {
-    /// The context without a memo: keys and values are computed at every call.
-    pub fn plain(tokens: &'a Tensor) -> Self {
-        Self { tokens, memo: None }
-    }
-}
-
 /// Cross-attention keys and values remembered while one sampler runs: the conditioning is
 /// the same tensor at every step, so each layer projects it once instead of once per step
 /// (for SD1.5, 16 layers and ~77 MB of fp32 weights per step). An entry is keyed by the layer

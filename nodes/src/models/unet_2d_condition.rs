@@ -564,10 +564,16 @@ impl UNet2DConditionModel {
         // The converted context is remembered too: a fresh conversion at each step would be a
         // new tensor, which the attention layers' memo could not recognise.
         let context = match memo {
-            Some(memo) => memo.remember(self as *const Self as usize, context, prepare)?,
-            None => prepare()?,
-        }
-        .remove(0);
+            Some(memo) => {
+                let remembered = memo.remember(self as *const Self as usize, context, prepare)?;
+                // Prepared for another batch size: the same context with a different sample.
+                match remembered.into_iter().next() {
+                    Some(c) if c.size()[0] == batch => c,
+                    _ => prepare()?.remove(0),
+                }
+            }
+            None => prepare()?.remove(0),
+        };
         let context = CrossContext {
             tokens: &context,
             memo,
