@@ -132,6 +132,24 @@ fn format_micros(us: u64) -> String {
     }
 }
 
+fn format_bytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// On a CUDA device, what the cache accounts for beside what the device holds.
+fn device_memory_line(memory: &weft_engine::device_memory::MemoryReport) -> Option<String> {
+    let device = memory.device?;
+    Some(format!(
+        "memory: cache {} of {} ({} values); cuda allocated {} (peak {}), reserved {}",
+        format_bytes(memory.cache_bytes),
+        format_bytes(memory.cache_budget),
+        memory.cache_entries,
+        format_bytes(device.allocated),
+        format_bytes(device.allocated_peak),
+        format_bytes(device.reserved),
+    ))
+}
+
 /// Most nodes listed one by one at the end of a run; larger graphs get a summary.
 const LISTED_NODES: usize = 500;
 
@@ -191,6 +209,9 @@ fn write_report(
     }
     for e in &report.errors {
         eprintln!("{}", e.render(&file.display().to_string()));
+    }
+    if let Some(line) = report.memory.as_ref().and_then(device_memory_line) {
+        writeln!(out, "{line}")?;
     }
     let status = match report.status {
         RunStatus::Succeeded => "done",

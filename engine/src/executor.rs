@@ -36,7 +36,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             device: Device::Cpu,
-            cache_budget: 4 << 30,
+            cache_budget: 8 << 30,
             output_dir: PathBuf::from("out"),
             models_dir: PathBuf::from("models"),
             cpu_threads: None,
@@ -68,6 +68,9 @@ pub struct RunReport {
     /// What each output node produced, described in a line (`ShowInt` -> "42").
     pub results: Vec<(String, String)>,
     pub micros: u64,
+    /// What the cache and the device held when the run ended (set by the device worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::device_memory::MemoryReport>,
 }
 
 impl RunReport {
@@ -80,6 +83,7 @@ impl RunReport {
             outputs: Vec::new(),
             results: Vec::new(),
             micros: 0,
+            memory: None,
         }
     }
     pub fn ran(&self) -> usize {
@@ -164,6 +168,11 @@ impl Executor {
     /// Changes where output nodes write; returns the previous folder.
     pub fn set_output_dir(&mut self, dir: PathBuf) -> PathBuf {
         std::mem::replace(&mut self.config.output_dir, dir)
+    }
+
+    /// The device this executor runs nodes on.
+    pub fn device(&self) -> Device {
+        self.config.device
     }
 
     pub fn cache_stats(&self) -> CacheStats {

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cancel;
 pub mod catalogue;
+pub mod device_memory;
 pub mod diagnostic;
 pub mod events;
 pub mod executor;

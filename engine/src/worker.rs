@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::cancel::CancelToken;
+use crate::device_memory::MemoryReport;
 use crate::events::Event;
 use crate::executor::{Executor, ExecutorConfig, RunReport, RunRequest};
 use crate::registry::Registry;
@@ -83,7 +84,16 @@ impl DeviceWorker {
                                 target: target.as_deref(),
                                 run,
                             };
-                            let report = executor.run(request, &cancel, &mut *events);
+                            let device = executor.device();
+                            crate::device_memory::start_peaks(device);
+                            let mut report = executor.run(request, &cancel, &mut *events);
+                            let cache = executor.cache_stats();
+                            report.memory = Some(MemoryReport {
+                                cache_entries: cache.entries,
+                                cache_bytes: cache.bytes,
+                                cache_budget: cache.budget,
+                                device: crate::device_memory::device_memory(device),
+                            });
                             if let Some(dir) = previous_dir {
                                 executor.set_output_dir(dir);
                             }

@@ -1291,6 +1291,22 @@ pub async fn system_stats(State(state): State<AppState>) -> Json<Json_> {
         Some((k, i)) => (k, i.parse::<u32>().ok()),
         None => (device, None),
     };
+    // ComfyUI's vram fields: the driver's total and free, and torch's reserved memory with the
+    // part of it no tensor uses. Read now from the allocator; zeros on the CPU.
+    let cuda = match kind {
+        "cuda" => weft_engine::device_memory::device_memory(tch::Device::Cuda(
+            index.unwrap_or(0) as usize
+        )),
+        _ => None,
+    };
+    let (vram_total, vram_free, torch_total, torch_free) = cuda.map_or((0, 0, 0, 0), |m| {
+        (
+            m.total,
+            m.free,
+            m.reserved,
+            m.reserved.saturating_sub(m.allocated),
+        )
+    });
     let argv: Vec<String> = std::env::args().collect();
     Json(json!({
         "system": {
@@ -1307,11 +1323,16 @@ pub async fn system_stats(State(state): State<AppState>) -> Json<Json_> {
             "name": device,
             "type": kind,
             "index": index,
-            "vram_total": 0,
-            "vram_free": 0,
-            "torch_vram_total": 0,
-            "torch_vram_free": 0,
+            "vram_total": vram_total,
+            "vram_free": vram_free,
+            "torch_vram_total": torch_total,
+            "torch_vram_free": torch_free,
         }],
+        // weft's own: the cache's accounting and the device's figures when the last run ended.
+        "weft": {
+            "last_run_memory": state.queue.last_memory(),
+            "device_memory_now": cuda,
+        },
     }))
 }
 

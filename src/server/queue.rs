@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
+use weft_engine::device_memory::MemoryReport;
 use weft_engine::worker::{DeviceWorker, Job};
 use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
@@ -28,6 +29,8 @@ pub struct Queue {
     /// Workflows handed over already parsed by the handler that queued them (a run read back
     /// from the store after a restart is parsed again).
     pending: Mutex<HashMap<u64, Workflow>>,
+    /// The cache's and the device's memory when the last run ended (`/system_stats`).
+    last_memory: Mutex<Option<MemoryReport>>,
 }
 
 /// How many parsed workflows wait in memory at most; beyond, runs are parsed from the store.
@@ -44,6 +47,11 @@ impl Queue {
                 pending.insert(id, workflow);
             }
         }
+    }
+
+    /// The cache's and the device's memory when the last run ended.
+    pub fn last_memory(&self) -> Option<MemoryReport> {
+        *self.last_memory.lock().ok()?
     }
 
     /// Drops what was handed over for a run that will not run (deleted, cancelled).
@@ -112,6 +120,7 @@ pub fn start(
         running: Mutex::new(None),
         changed: AtomicBool::new(false),
         pending: Mutex::new(HashMap::new()),
+        last_memory: Mutex::new(None),
     });
     let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
     std::thread::Builder::new()
@@ -202,7 +211,14 @@ fn execute(
             },
             None,
         ),
-        Ok(workflow) => run_on_worker(worker, hub, workflow, &run, cancel, outputs_root),
+        Ok(workflow) => {
+            let (finished, message, memory) =
+                run_on_worker(worker, hub, workflow, &run, cancel, outputs_root);
+            if let (Some(memory), Ok(mut slot)) = (memory, queue.last_memory.lock()) {
+                *slot = Some(memory);
+            }
+            (finished, message)
+        }
     };
     if let Err(e) = store.finish(id, &finished) {
         eprintln!("weft serve: {e}");
@@ -225,7 +241,7 @@ fn run_on_worker(
     run: &RunRecord,
     cancel: CancelToken,
     outputs_root: &std::path::Path,
-) -> (Finished, Option<Arc<str>>) {
+) -> (Finished, Option<Arc<str>>, Option<MemoryReport>) {
     let id = run.id;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let (done_tx, done_rx) = mpsc::channel();
@@ -271,10 +287,14 @@ fn run_on_worker(
         }),
     };
     if !worker.submit(job) {
-        return (failed("the device worker stopped"), None);
+        return (failed("the device worker stopped"), None, None);
     }
     let Ok(report) = done_rx.recv() else {
-        return (failed("the device worker stopped during the run"), None);
+        return (
+            failed("the device worker stopped during the run"),
+            None,
+            None,
+        );
     };
     let mut p = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
     let status = match report.status {
@@ -295,7 +315,7 @@ fn run_on_worker(
         outputs: Json::Array(p.outputs),
         error: p.error,
     };
-    (finished, message)
+    (finished, message, report.memory)
 }
 
 fn failed(message: &str) -> Finished {
