@@ -131,7 +131,7 @@ pub struct RunOptions {
     #[arg(long)]
     pub why: bool,
     /// Byte budget of the output cache, e.g. 512MB, 8GiB.
-    #[arg(long, default_value = "4GiB")]
+    #[arg(long, default_value = "8GiB")]
     pub cache_budget: String,
     /// Folder for saved images.
     #[arg(long, default_value = "out")]

@@ -412,3 +412,59 @@ fn a_100k_node_chain_validates_plans_and_runs_with_events_proportional_to_nodes(
         .join()
         .expect("no stack overflow, no panic");
 }
+
+/// The cache's bytes for the embedded model at `precision` (LoadCheckpoint alone).
+fn cached_model_bytes(precision: &str) -> u64 {
+    let out = tempfile::tempdir().unwrap();
+    let mut ex = Executor::new(
+        Arc::new(weft_nodes::registry()),
+        ExecutorConfig {
+            output_dir: out.path().to_path_buf(),
+            models_dir: weft_test_support::repo_root().join("models"),
+            ..ExecutorConfig::default()
+        },
+    );
+    let mut wf = Workflow::new();
+    wf.add(
+        "model",
+        NodeEntry::new("LoadCheckpoint")
+            .with("name", "tiny-shapes")
+            .with("precision", precision),
+    );
+    let report = ex.run(
+        RunRequest {
+            workflow: &wf,
+            target: Some("model"),
+            run: None,
+        },
+        &CancelToken::new(),
+        &mut |_: &Event| {},
+    );
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+    ex.cache_stats().bytes
+}
+
+#[test]
+fn a_loaded_model_counts_its_weights_in_the_precision_it_was_loaded_in() {
+    let minilm = weft_test_support::converted_asset("minilm/model.safetensors");
+    let fp32 = cached_model_bytes("fp32");
+    let fp16 = cached_model_bytes("fp16");
+    // UNet and VAE halve in fp16; MiniLM (the text encoder) is fp32 in both.
+    let unet_and_vae_fp16 = fp32 - fp16;
+    let text_encoder = fp16 - unet_and_vae_fp16;
+    let file = |path: std::path::PathBuf| std::fs::metadata(path).unwrap().len() as f64;
+    let model = weft_test_support::repo_root().join("models/tiny-shapes");
+    // The files hold the same tensors (the UNet and VAE in fp16) plus small JSON headers.
+    let files_fp16 = file(model.join("unet/diffusion_pytorch_model.safetensors"))
+        + file(model.join("vae/diffusion_pytorch_model.safetensors"));
+    let close = |counted: u64, on_disk: f64| (counted as f64 - on_disk).abs() / on_disk < 0.02;
+    assert!(
+        close(unet_and_vae_fp16, files_fp16),
+        "UNet + VAE counted {unet_and_vae_fp16} bytes in fp16, the files hold {files_fp16}"
+    );
+    assert!(
+        close(text_encoder, file(minilm.clone())),
+        "MiniLM counted {text_encoder} bytes, its fp32 file holds {}",
+        file(minilm)
+    );
+}

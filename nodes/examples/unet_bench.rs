@@ -6,7 +6,11 @@
 //! ```text
 //! cargo run --release -p weft-nodes --example unet_bench -- [--tiny] [--sd21] [--cpu]
 //!     [--fp32|--bf16] [--batch N] [--latent N] [--steps N] [--warmup N] [--no-vae]
+//!     [--vae-latent N] [--graph]
 //! ```
+//! `--graph` (CUDA) also times the step replayed from a CUDA graph (the sampler's path: inputs
+//! copied in, output copied out) and prints how far it is from the eager output. The last line
+//! is the figures as JSON.
 //! `--tiny` uses the tiny test configs (CPU-friendly). Weights are random (zero biases, unit
 //! norms, fan-in-scaled normals), so activations stay finite in fp16.
 use std::collections::{BTreeMap, HashMap};
@@ -15,21 +19,8 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use weft_nodes::models::unet_2d_condition::{UNet2DConditionModel, UNetConfig};
+use weft_nodes::models::unet_cuda_graph::UNetGraphs;
 use weft_nodes::weights::{WeightedModel, Weights};
-
-/// Example binaries are not linked with `--no-as-needed -ltorch_cuda` (only the `weft`
-/// binary is), so load libtorch_cuda by hand to let its CUDA hooks register.
-fn load_torch_cuda() {
-    if tch::Cuda::is_available() {
-        return;
-    }
-    let name = c"libtorch_cuda.so";
-    // SAFETY: dlopen with a valid C string; the handle is deliberately kept for the whole
-    // process so the library's registrations stay valid.
-    unsafe {
-        libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
-    }
-}
 
 /// Random values for every tensor in `shapes` (a model's `weight_shapes`), on `device` / `kind`.
 fn random_weights(
@@ -84,7 +75,6 @@ fn main() {
             .unwrap_or(default)
     };
     let tiny = has("--tiny");
-    load_torch_cuda();
     let device = if has("--cpu") {
         Device::Cpu
     } else {
@@ -147,6 +137,50 @@ fn main() {
         "UNet step: {ms:.2} ms (mean of {steps}; output {:?}, finite: {finite})",
         out.size()
     );
+    let mut figures = vec![
+        ("unet_step_ms".to_string(), ms),
+        ("batch".to_string(), batch as f64),
+        ("latent".to_string(), latent as f64),
+    ];
+
+    if has("--graph") {
+        let graphs = UNetGraphs::default();
+        let mut replayed = None;
+        let graph_ms = time_ms(device, warmup, steps, || {
+            replayed = Some(
+                graphs
+                    .forward(&unet, &sample, &timestep, &context)
+                    .expect("CUDA graphs apply here (CUDA device, WEFT_CUDA_GRAPHS not 0)")
+                    .expect("graph replay"),
+            );
+        });
+        // New inputs through the same graph: it must follow them, not repeat the captured call.
+        let sample2 = Tensor::randn([batch, 4, latent, latent], (kind, device));
+        let context2 = Tensor::randn([batch, 77, unet_config.cross_attention_dim], (kind, device));
+        let eager2 = unet
+            .forward(&sample2, &timestep, &context2)
+            .expect("UNet step");
+        let graph2 = graphs
+            .forward(&unet, &sample2, &timestep, &context2)
+            .expect("graphs apply")
+            .expect("graph replay");
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a.to_kind(Kind::Float) - b.to_kind(Kind::Float))
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        let first_diff = diff(&replayed.expect("ran"), &out);
+        let second_diff = diff(&graph2, &eager2);
+        println!(
+            "UNet step, CUDA graph replay: {graph_ms:.2} ms ({:.2}x eager); largest difference \
+             from eager: {first_diff:e} (captured inputs), {second_diff:e} (new inputs); {} graph(s)",
+            graph_ms / ms,
+            graphs.captured()
+        );
+        figures.push(("graph_step_ms".into(), graph_ms));
+        figures.push(("graph_max_diff".into(), first_diff.max(second_diff)));
+    }
 
     if !has("--no-vae") {
         let tensors = random_weights(
@@ -156,7 +190,8 @@ fn main() {
         );
         let vae = AutoencoderKL::new(&Weights::new("random", tensors), "", vae_config)
             .expect("random weights fit");
-        let latents = Tensor::randn([1, 4, latent, latent], (kind, device));
+        let vae_latent = value("--vae-latent", latent);
+        let latents = Tensor::randn([1, 4, vae_latent, vae_latent], (kind, device));
         let mut image = None;
         let ms = time_ms(device, 1, steps.min(5), || {
             image = Some(vae.decode(&latents).expect("VAE decode"));
@@ -165,5 +200,11 @@ fn main() {
             "VAE decode: {ms:.2} ms (batch 1, image {:?})",
             image.expect("ran").size()
         );
+        figures.push((format!("vae_decode_ms_{}", vae_latent * 8), ms));
     }
+    let json: Vec<String> = figures
+        .iter()
+        .map(|(name, value)| format!("\"{name}\": {value}"))
+        .collect();
+    println!("{{{}}}", json.join(", "));
 }

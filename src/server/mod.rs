@@ -301,7 +301,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// Byte budget of the output cache, e.g. 512MB, 8GiB.
-    #[arg(long, default_value = "4GiB")]
+    #[arg(long, default_value = "8GiB")]
     pub cache_budget: String,
     /// CPU threads for tensor work.
     #[arg(long)]

@@ -7,10 +7,21 @@ use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::SpecialTokens;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::unet_cuda_graph::UNetGraphs;
 
-/// A loaded UNet (the "model" socket).
+/// A loaded UNet (the "model" socket), with the CUDA graphs of its calls made so far.
 pub struct DiffusionModel {
     pub unet: UNet2DConditionModel,
+    pub graphs: UNetGraphs,
+}
+
+impl DiffusionModel {
+    pub fn new(unet: UNet2DConditionModel) -> Self {
+        Self {
+            unet,
+            graphs: UNetGraphs::default(),
+        }
+    }
 }
 
 /// A loaded text encoder with its tokenizer (the "text_encoder" socket).

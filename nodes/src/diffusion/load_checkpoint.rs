@@ -7,7 +7,7 @@ use weft_engine::{
     OutputSpec as Out, Value, ValueType as T,
 };
 
-use crate::model_files::{file_bytes, model_files, resolve_model, CHECKPOINTS};
+use crate::model_files::{model_files, resolve_model, CHECKPOINTS};
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
@@ -17,7 +17,7 @@ use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::weights::checkpoint::{
     load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
 };
-use crate::weights::{WeightedModel, Weights};
+use crate::weights::{parameter_bytes, WeightedModel, Weights};
 
 use super::configs::{clip_config_from_json, precision};
 use super::handles::{DiffusionModel, TextEncoder, Vae};
@@ -68,25 +68,35 @@ impl Node for LoadCheckpoint {
             kind,
             ..LoadOptions::default()
         };
-        let files = model_files(&path);
-        let bytes = file_bytes(&files);
-        let (unet, vae, encoder) = if path.is_dir() && !path.join("text_encoder").exists() {
-            load_embedded(&path, &options, ctx.models_dir)?
-        } else {
-            load_with_clip(&path, &options, ctx.models_dir)?
-        };
-        // The cache counts a node's outputs together, so the whole checkpoint's size is carried
-        // by the first output and the others count zero.
+        let ((unet, vae, encoder), text_encoder_bytes) =
+            if path.is_dir() && !path.join("text_encoder").exists() {
+                load_embedded(&path, &options, ctx.models_dir)?
+            } else {
+                load_with_clip(&path, &options, ctx.models_dir)?
+            };
+        // The cache counts a node's outputs together, so the whole model's size is carried by
+        // the first output and the others count zero. It is the size of the weights as loaded
+        // (a fp16 file loaded in fp32 takes twice its size on the device).
+        let bytes = model_bytes(&unet, &vae) + text_encoder_bytes;
         Ok(vec![
-            Value::object(T::Model, DiffusionModel { unet }, bytes),
+            Value::object(T::Model, DiffusionModel::new(unet), bytes),
             Value::object(T::Vae, Vae { vae }, 0),
             Value::object(T::TextEncoder, encoder, 0),
         ])
     }
 }
 
-/// The parts of a loaded model: UNet, VAE, text encoder.
-type Parts = (UNet2DConditionModel, AutoencoderKL, TextEncoder);
+/// The parts of a loaded model: UNet, VAE, text encoder; and the text encoder's bytes.
+type Parts = ((UNet2DConditionModel, AutoencoderKL, TextEncoder), u64);
+
+/// Bytes of the UNet's and the VAE's weights in the precision they were loaded in.
+fn model_bytes(unet: &UNet2DConditionModel, vae: &AutoencoderKL) -> u64 {
+    let unet_bytes = UNet2DConditionModel::weight_shapes(unet.config().clone())
+        .map(|shapes| parameter_bytes(&shapes, unet.kind()));
+    let vae_bytes = AutoencoderKL::weight_shapes(vae.config().clone())
+        .map(|shapes| parameter_bytes(&shapes, vae.kind()));
+    unet_bytes.unwrap_or(0) + vae_bytes.unwrap_or(0)
+}
 
 /// The embedded model: UNet and VAE in diffusers layout, MiniLM from set-up.
 fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
@@ -101,7 +111,8 @@ fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeR
         )));
     }
     let minilm = MiniLm::load(&minilm_dir, options.device)?;
-    Ok((unet, vae, TextEncoder::MiniLm(Box::new(minilm))))
+    let bytes = minilm.parameter_bytes();
+    Ok(((unet, vae, TextEncoder::MiniLm(Box::new(minilm))), bytes))
 }
 
 /// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
@@ -109,6 +120,11 @@ fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeR
 fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
     let checkpoint = load_checkpoint(path, options)?;
     let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
+    let bytes = checkpoint
+        .text_encoder_weights
+        .values()
+        .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum();
     let weights = Weights::new(
         format!("{} (text encoder)", path.display()),
         checkpoint.text_encoder_weights,
@@ -129,5 +145,5 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> Node
         tokenizer: Box::new(tokenizer),
         special,
     };
-    Ok((checkpoint.unet, checkpoint.vae, encoder))
+    Ok(((checkpoint.unet, checkpoint.vae, encoder), bytes))
 }

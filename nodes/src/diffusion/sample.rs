@@ -91,8 +91,14 @@ impl Node for Sampler {
         // Lives as long as this sampling: the conditioning's cross-attention keys and values are
         // computed at the first step and reused by the others.
         let memo = KeyValueMemo::default();
-        let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| {
-            unet.forward_with_memo(sample, timesteps, context, Some(&memo))
+        // On CUDA the call is replayed from a graph kept with the model (captured at the first
+        // step of the first run of this shape); elsewhere, or if that fails, it runs eagerly.
+        let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| match model
+            .graphs
+            .forward(unet, sample, timesteps, context)
+        {
+            Some(replayed) => replayed,
+            None => unet.forward_with_memo(sample, timesteps, context, Some(&memo)),
         };
         let denoiser = GuidedDenoiser::new(
             &predictor,

@@ -10,7 +10,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use super::clip_text_model::{attention, checked_ids, Activation, AttentionMask};
 use super::layers::{embedding_table, join, LayerNorm, Linear};
 use crate::error::{ModelError, Result, TchContext};
-use crate::weights::{Checked, WeightedModel, Weights};
+use crate::weights::{parameter_bytes, Checked, WeightedModel, Weights};
 
 /// `BertConfig` fields the model uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +260,13 @@ pub struct MiniLm {
 }
 
 impl MiniLm {
+    /// Bytes of its weights as loaded (fp32 whatever the file's precision).
+    pub fn parameter_bytes(&self) -> u64 {
+        BertModel::weight_shapes(self.model.config().clone())
+            .map(|shapes| parameter_bytes(&shapes, Kind::Float))
+            .unwrap_or(0)
+    }
+
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let weights =
             Weights::from_safetensors(&dir.join("model.safetensors"), device, Some(Kind::Float))?;

@@ -18,4 +18,5 @@ pub mod srvgg_compact;
 pub mod tiled;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
+pub mod unet_cuda_graph;
 pub mod vae;

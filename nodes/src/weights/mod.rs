@@ -4,5 +4,5 @@ pub mod safetensors;
 pub use self::safetensors::{read_safetensors, MappedFile, Weights};
 pub mod checkpoint;
 pub mod model;
-pub use self::model::{Checked, WeightedModel};
+pub use self::model::{parameter_bytes, Checked, WeightedModel};
 pub mod ldm_keymap;

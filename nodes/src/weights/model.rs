@@ -34,3 +34,12 @@ pub trait WeightedModel: Sized {
         Ok(probe.requested())
     }
 }
+
+/// Bytes of the tensors `shapes` (a model's [`WeightedModel::weight_shapes`]) in `kind`.
+pub fn parameter_bytes(shapes: &BTreeMap<String, Vec<i64>>, kind: tch::Kind) -> u64 {
+    let elements: i64 = shapes
+        .values()
+        .map(|shape| shape.iter().product::<i64>())
+        .sum();
+    elements as u64 * kind.elt_size_in_bytes() as u64
+}

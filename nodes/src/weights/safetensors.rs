@@ -256,6 +256,13 @@ pub fn read_safetensors(
     MappedFile::open(path)?.read(device, kind, |name| Some(name.to_string()))
 }
 
+/// Zeros of `shape` for a tensor that is missing or mis-shaped, so construction can go on: one
+/// element expanded, so listing a model's tensors (`weight_shapes`) or reporting a file's
+/// problems takes no memory for them.
+fn stand_in(shape: &[i64], kind: Kind, device: Device) -> Tensor {
+    Tensor::zeros([] as [i64; 0], (kind, device)).expand(shape, false)
+}
+
 /// A named set of weights a model is built from. `get` checks each tensor's shape and, rather
 /// than failing at the first problem, records it and hands back zeros so construction can go on;
 /// `finish` then reports every problem at once, and unexpected tensors too.
@@ -307,13 +314,13 @@ impl Weights {
                     "  mis-shaped tensor {name}: expected {shape:?}, found {:?}",
                     t.size()
                 ));
-                Tensor::zeros(shape, (t.kind(), t.device()))
+                stand_in(shape, t.kind(), t.device())
             }
             None => {
                 self.problems
                     .borrow_mut()
                     .push(format!("  missing tensor {name} {shape:?}"));
-                Tensor::zeros(shape, (Kind::Float, self.device()))
+                stand_in(shape, Kind::Float, self.device())
             }
         }
     }
