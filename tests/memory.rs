@@ -10,9 +10,12 @@ use std::process::{Command, Stdio};
 use weft_test_support::{children_peak_rss, write_sd15_shaped_checkpoint};
 
 const GOAL: u64 = 4_700 * 1024 * 1024 * 1024 / 1000; // 4.7 GiB
-/// Page faults a steady sampler step may take: 16384 pages (64 MiB at 4 KiB). Before freed
-/// memory was kept, a step of this run faulted about as much memory as the UNet's weights.
+/// Page faults a steady sampler step may take, as the median of the steps after the first:
+/// 16384 pages (64 MiB at 4 KiB). Before freed memory was kept, every step of this run faulted
+/// about 464,000 pages (1.8 GB). One step may fault more when the heap grows once (seen:
+/// 21,985 pages in one run of ten), so a single step is allowed four times the median's bound.
 const FAULTS_PER_STEP: u64 = 16_384;
+const FAULTS_ONE_STEP: u64 = 4 * FAULTS_PER_STEP;
 
 /// Minor page faults of a running process so far (`/proc/PID/stat`, field 10).
 fn minor_faults(pid: u32) -> u64 {
@@ -91,9 +94,12 @@ nodes:
         gib(peak)
     );
     assert_eq!(per_step.len(), 3, "four progress events: {events:?}");
+    let mut sorted = per_step.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
     assert!(
-        per_step.iter().all(|&f| f < FAULTS_PER_STEP),
-        "sampler steps page-faulted {per_step:?} pages (at most {FAULTS_PER_STEP} each): freed \
-         tensor memory went back to the kernel between steps"
+        median < FAULTS_PER_STEP && sorted.iter().all(|&f| f < FAULTS_ONE_STEP),
+        "sampler steps page-faulted {per_step:?} pages (median at most {FAULTS_PER_STEP}, each \
+         at most {FAULTS_ONE_STEP}): freed tensor memory went back to the kernel between steps"
     );
 }

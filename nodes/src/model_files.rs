@@ -149,15 +149,6 @@ pub fn model_files(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Total size of `files` in bytes (what a loaded model will roughly weigh).
-pub fn file_bytes(files: &[PathBuf]) -> u64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
