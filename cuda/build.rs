@@ -3,23 +3,8 @@
 //! nvidia packages ship. Where either is missing (a CPU-only torch), nothing is compiled and
 //! the crate reports CUDA graphs and memory statistics as unavailable.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn torch_lib_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("WEFT_TORCH_LIB") {
-        return Some(PathBuf::from(dir));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os,torch;print(os.path.join(os.path.dirname(torch.__file__),'lib'))",
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
+include!("torch_lib.rs");
 
 /// A folder with the CUDA runtime's headers complete (cuda_runtime_api.h and the crt/ headers
 /// it includes, which PyPI's runtime wheels leave to the compiler's package): the copy triton,
@@ -44,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=WEFT_TORCH_LIB");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=torch_lib.rs");
     println!("cargo:rerun-if-changed=csrc/cuda_shim.cpp");
     let Some(lib) = torch_lib_dir() else {
         println!(

@@ -41,6 +41,14 @@ fn txt2img_output(out: &Path, device: &str, precision: &str) -> (PathBuf, String
     )
 }
 
+/// These tests are asked for only where a GPU is: libtorch must see it.
+fn require_cuda() {
+    assert!(
+        tch::Cuda::is_available(),
+        "no CUDA device is visible to libtorch"
+    );
+}
+
 fn pixels(png: &Path) -> Vec<u8> {
     image::open(png).expect("a PNG").to_rgb8().into_raw()
 }
@@ -48,10 +56,7 @@ fn pixels(png: &Path) -> Vec<u8> {
 #[test]
 #[ignore = "needs a CUDA device; `make test` runs it where nvidia-smi sees one"]
 fn cuda_txt2img_fp16_runs_the_whole_workflow() {
-    assert!(
-        tch::Cuda::is_available(),
-        "no CUDA device is visible to libtorch"
-    );
+    require_cuda();
     let dir = tempfile::tempdir().unwrap();
     let png = txt2img(dir.path(), "cuda", "fp16");
     let rgb = pixels(&png);
@@ -71,10 +76,7 @@ fn cuda_txt2img_fp16_runs_the_whole_workflow() {
 #[test]
 #[ignore = "needs a CUDA device; `make test` runs it where nvidia-smi sees one"]
 fn cuda_and_cpu_fp32_images_agree_within_two_levels() {
-    assert!(
-        tch::Cuda::is_available(),
-        "no CUDA device is visible to libtorch"
-    );
+    require_cuda();
     let dir = tempfile::tempdir().unwrap();
     let cpu = pixels(&txt2img(dir.path(), "cpu", "fp32"));
     let gpu = pixels(&txt2img(dir.path(), "cuda", "fp32"));
@@ -96,10 +98,7 @@ fn cuda_graph_replay_follows_new_inputs_like_the_eager_unet() {
     use weft_nodes::models::unet_cuda_graph::UNetGraphs;
     use weft_nodes::weights::{WeightedModel, Weights};
 
-    assert!(
-        tch::Cuda::is_available(),
-        "no CUDA device is visible to libtorch"
-    );
+    require_cuda();
     let device = Device::Cuda(0);
     let config = UNetConfig::tiny_sd1();
     tch::manual_seed(0);
@@ -133,10 +132,7 @@ fn cuda_graph_replay_follows_new_inputs_like_the_eager_unet() {
 #[test]
 #[ignore = "needs a CUDA device; `make test` runs it where nvidia-smi sees one"]
 fn cuda_run_reports_device_memory_that_the_cache_accounts_for() {
-    assert!(
-        tch::Cuda::is_available(),
-        "no CUDA device is visible to libtorch"
-    );
+    require_cuda();
     let dir = tempfile::tempdir().unwrap();
     let (_, stdout) = txt2img_output(dir.path(), "cuda", "fp16");
     // "memory: cache 95.3 MiB of 4096.0 MiB (7 values); cuda allocated 97.0 MiB (peak ...), ..."
