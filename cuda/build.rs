@@ -1,7 +1,8 @@
-//! Compiles csrc/cuda_shim.cpp against the torch that tch links (the venv's, found the same way
-//! as the root build.rs: WEFT_TORCH_LIB, else python3) and the CUDA runtime headers PyPI's
-//! nvidia packages ship. Where either is missing (a CPU-only torch), nothing is compiled and
-//! the crate reports CUDA graphs and memory statistics as unavailable.
+//! Compiles csrc/cuda_shim.cpp into a shared library against the torch that tch links (the
+//! venv's, found the same way as the root build.rs: WEFT_TORCH_LIB, else python3) and the CUDA
+//! runtime headers PyPI's packages ship; the crate embeds it and loads it, after libtorch_cuda,
+//! only when CUDA is wanted (a CPU run never maps the CUDA libraries). Where torch has no CUDA
+//! build or the headers are missing, nothing is compiled and CUDA stays unavailable.
 use std::path::{Path, PathBuf};
 
 include!("torch_lib.rs");
@@ -52,22 +53,33 @@ fn main() {
         );
         return;
     };
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file("csrc/cuda_shim.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .include(&cuda_include)
+    // cc knows the C++ compiler and its flags; the library is linked by hand since cc makes
+    // static archives only.
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let library = out.join("libweft_cuda_shim.so");
+    let status = compiler
+        .to_command()
+        .args(["-shared", "-fPIC", "-O2", "-std=c++17", "-w"])
         // PyPI's torch is built with the C++11 string ABI.
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .flag_if_supported("-Wno-unused-parameter")
-        .flag_if_supported("-Wno-deprecated-declarations")
-        .warnings(false)
-        .compile("weft_cuda_shim");
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    for name in ["torch_cuda", "c10_cuda", "torch_cpu", "c10"] {
-        println!("cargo:rustc-link-lib=dylib={name}");
-    }
+        .arg("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .arg("-I")
+        .arg(&include)
+        .arg("-I")
+        .arg(include.join("torch/csrc/api/include"))
+        .arg("-I")
+        .arg(&cuda_include)
+        .arg("csrc/cuda_shim.cpp")
+        .arg("-o")
+        .arg(&library)
+        .arg(format!("-L{}", lib.display()))
+        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+        .status()
+        .expect("running the C++ compiler");
+    assert!(status.success(), "compiling csrc/cuda_shim.cpp failed");
+    println!(
+        "cargo:rustc-env=WEFT_CUDA_SHIM_LIBRARY={}",
+        library.display()
+    );
     println!("cargo:rustc-cfg=weft_cuda_shim");
 }

@@ -13,9 +13,17 @@ use weft_engine::{CancelToken, Event, ExecutorConfig, RunReport, RunStatus, Work
 
 use crate::RunOptions;
 
+/// The device of `--device`. CUDA support (libtorch_cuda and its libraries, ~350 MB resident)
+/// is loaded only for `cuda`, or for `auto` on a machine with an NVIDIA driver.
 pub fn parse_device(spec: Option<&str>) -> Result<Device> {
     match spec {
-        None | Some("auto") => Ok(Device::cuda_if_available()),
+        None | Some("auto") => {
+            if weft_cuda::nvidia_driver_present() {
+                // Without CUDA support (a CPU-only torch, say), auto means the CPU.
+                let _ = weft_cuda::load();
+            }
+            Ok(Device::cuda_if_available())
+        }
         Some("cpu") => Ok(Device::Cpu),
         Some(s) if s == "cuda" || s.starts_with("cuda:") => {
             let index: usize = match s.strip_prefix("cuda:") {
@@ -24,6 +32,7 @@ pub fn parse_device(spec: Option<&str>) -> Result<Device> {
                     .parse()
                     .with_context(|| format!("--device {s}: expected cuda:N"))?,
             };
+            weft_cuda::load().with_context(|| format!("--device {s}"))?;
             let count = tch::Cuda::device_count() as usize;
             if count == 0 {
                 bail!("--device {s}: no CUDA device is available here; use --device cpu");

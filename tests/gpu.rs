@@ -41,8 +41,10 @@ fn txt2img_output(out: &Path, device: &str, precision: &str) -> (PathBuf, String
     )
 }
 
-/// These tests are asked for only where a GPU is: libtorch must see it.
+/// These tests are asked for only where a GPU is: libtorch must see it (once CUDA support is
+/// loaded, as `weft --device cuda` does).
 fn require_cuda() {
+    weft_cuda::load().expect("loading CUDA support");
     assert!(
         tch::Cuda::is_available(),
         "no CUDA device is visible to libtorch"

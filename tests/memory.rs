@@ -2,8 +2,9 @@
 //! 4.0 GiB of weights): a whole txt2img run must peak under 4.7 GiB resident (the mapped file's
 //! pages and the fp16 copies are released as each tensor is converted), and sampler steps after
 //! the first must reuse their buffers instead of page-faulting fresh memory (freed tensor
-//! memory stays in the heap during a run: `weft_engine::host_memory`). Alone in its binary: it
-//! reads the peak resident memory of the children this process waited for.
+//! memory stays in the heap during a run: `weft_engine::host_memory`), and a CPU run never maps
+//! the CUDA libraries (`weft_cuda::load`). Alone in its binary: it reads the peak resident
+//! memory of the children this process waited for.
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -67,10 +68,15 @@ nodes:
     let pid = child.id();
     let mut events = Vec::new();
     let mut faults_at_step = Vec::new();
+    let mut cuda_mapped = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line.contains(r#""event":"progress""#) {
             faults_at_step.push(minor_faults(pid));
+            if cuda_mapped.is_none() {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+                cuda_mapped = Some(maps.contains("libtorch_cuda"));
+            }
         }
         events.push(line);
     }
@@ -94,6 +100,11 @@ nodes:
         gib(peak)
     );
     assert_eq!(per_step.len(), 3, "four progress events: {events:?}");
+    assert_eq!(
+        cuda_mapped,
+        Some(false),
+        "a --device cpu run mapped libtorch_cuda (about 350 MB resident it does not need)"
+    );
     let mut sorted = per_step.clone();
     sorted.sort_unstable();
     let median = sorted[sorted.len() / 2];

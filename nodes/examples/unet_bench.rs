@@ -78,6 +78,10 @@ fn main() {
     let device = if has("--cpu") {
         Device::Cpu
     } else {
+        // libtorch finds CUDA only once libtorch_cuda is loaded, before any question about it.
+        if let Err(e) = weft_cuda::load() {
+            eprintln!("no CUDA support: {e}");
+        }
         Device::cuda_if_available()
     };
     let kind = if has("--fp32") || (device == Device::Cpu && !has("--bf16")) {

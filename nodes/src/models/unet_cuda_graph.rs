@@ -82,7 +82,7 @@ impl UNetGraphs {
         let Device::Cuda(device) = sample.device() else {
             return None;
         };
-        if !weft_cuda::built_with_shim() || !cuda_graphs_wanted() {
+        if !weft_cuda::loaded() || !cuda_graphs_wanted() {
             return None;
         }
         let batch = sample.size()[0];
