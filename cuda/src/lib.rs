@@ -27,8 +27,8 @@ impl fmt::Display for CudaError {
         match self {
             Self::NotBuilt => write!(
                 f,
-                "this weft was built without CUDA support in its torch (CUDA graphs and device \
-                 memory statistics are unavailable)"
+                "this weft was built against a torch without CUDA (no CUDA devices, graphs or \
+                 device memory statistics)"
             ),
             Self::NotLoaded => write!(f, "CUDA support is not loaded (a CPU run)"),
             Self::Load(why) => write!(f, "loading CUDA support: {why}"),
