@@ -3,9 +3,10 @@
 // Every entry point catches C++ exceptions and returns non-zero with a message kept per
 // thread (weft_cuda_last_error), so no exception crosses into Rust.
 //
-// Only out-of-line libtorch functions and the device-generic guards (c10::DeviceGuard,
-// c10::StreamGuard) are used: c10's inline CUDA guards call the CUDA runtime directly, and
-// linking the runtime here would need its folder on every binary's library path.
+// Built as a shared library that weft-cuda loads after libtorch_cuda. Only out-of-line libtorch
+// functions and the device-generic guards (c10::DeviceGuard, c10::StreamGuard) are used: c10's
+// inline CUDA guards call the CUDA runtime directly, which would make the runtime (a versioned
+// library in another wheel's folder) one more thing to link and find.
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/StreamGuard.h>
