@@ -1,5 +1,5 @@
 //! Writes an SD1.5-sized fp16 single-file checkpoint of small pseudo-random values (2.1 GB,
-//! the LDM layout of shared/bench/sd15_ldm_shapes.json) for measuring load time and memory:
+//! the LDM layout of test-support/data/sd15_ldm_shapes.json) for measuring load time and memory:
 //! `cargo run --release --example write_sd15_checkpoint -- OUT.safetensors`.
 fn main() {
     let Some(out) = std::env::args().nth(1) else {

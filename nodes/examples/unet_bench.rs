@@ -1,7 +1,8 @@
 //! Times one UNet denoising step (and one VAE decode) of Stable Diffusion with random weights:
 //! by default the SD 1.5 config in fp16 on CUDA, batch 2 (classifier-free guidance), 64x64
-//! latent (512x512 image), 77x768 text context: the shape of
-//! /work/shared/bench/sd15_pytorch_baseline.py, so the figures compare one to one.
+//! latent (512x512 image), 77x768 text context: the shape of the PyTorch baseline in the
+//! project's GPU notes (scripts/device/pytorch_sd15_reference.py measures it in the same call),
+//! so the figures compare one to one.
 //!
 //! ```text
 //! cargo run --release -p weft-nodes --example unet_bench -- [--tiny] [--sd21] [--cpu]

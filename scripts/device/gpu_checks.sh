@@ -7,7 +7,7 @@
 #             CUDA-graph replay vs eager, device memory vs the cache), and through `weft serve`
 #             1,000 runs with a new seed and prompt each (device memory flat, within the cache
 #             budget) and the run latency
-#   sd15      an SD1.5-shaped fp16 checkpoint written there (shared/bench's writer); the UNet
+#   sd15      an SD1.5-shaped fp16 checkpoint written there (examples/write_sd15_checkpoint); the UNet
 #             step (batch 2, 64x64, fp16) eager and replayed from a CUDA graph beside
 #             PyTorch's eager, channels_last and CUDA-graph figures; txt2img 512x512 and
 #             1024x1024, 20 steps, queued to PNG written through `weft serve`, beside
@@ -154,7 +154,8 @@ case "$call" in
     steps=$([ "$quick" = 1 ] && echo 3 || echo 30)
 
     if [ ! -f models/sd15.safetensors ]; then
-      check write-checkpoint python3 "$kit/bench/make_sd15_shaped_checkpoint.py" models/sd15.safetensors
+      unpack write_sd15_checkpoint /tmp/weft-write-sd15
+      check write-checkpoint /tmp/weft-write-sd15 models/sd15.safetensors
     fi
 
     if [ "$device" = cuda ]; then

@@ -5,7 +5,7 @@
 #   embedded  the weft binary and the gpu integration tests (xz), MiniLM in fp16 (the embedded
 #             model's text encoder; 88 MB in fp32 would not fit)
 #   sd15      the weft binary and the unet_bench example (xz), the upscaler and open_nsfw
-#             (fp16), the CLIP vocabulary, shared/bench's SD1.5-shaped checkpoint writer, and
+#             (fp16), the CLIP vocabulary, the SD1.5-shaped checkpoint writer (xz), and
 #             diffusers as wheels for the PyTorch reference
 # Pack both before the first call: the second call should follow the first within the
 # machine's 30 s warm time. Then, on the device: scripts/device/gpu_checks.sh CALL.
@@ -52,9 +52,11 @@ PY
   sd15)
     cargo build --release --quiet --bin weft
     cargo build --release --quiet -p weft-nodes --example unet_bench
+    cargo build --release --quiet --example write_sd15_checkpoint
     xz_into target/release/weft weft
     xz_into target/release/examples/unet_bench unet_bench
-    mkdir -p "$kit/converted/realesrgan" "$kit/converted/open_nsfw" "$kit/converted/clip" "$kit/bench" "$kit/whl"
+    xz_into target/release/examples/write_sd15_checkpoint write_sd15_checkpoint
+    mkdir -p "$kit/converted/realesrgan" "$kit/converted/open_nsfw" "$kit/converted/clip" "$kit/whl"
     cp models/converted/realesrgan/realesr-animevideov3.safetensors "$kit/converted/realesrgan/"
     "$py" - models/converted/open_nsfw/open_nsfw.safetensors "$kit/converted/open_nsfw/open_nsfw.safetensors" <<'PY'
 import sys
@@ -65,7 +67,6 @@ save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in te
           sys.argv[2], metadata={"format": "pt"})
 PY
     cp models/converted/clip/bpe_simple_vocab_16e6.txt.gz "$kit/converted/clip/"
-    cp ../shared/bench/make_sd15_shaped_checkpoint.py ../shared/bench/sd15_ldm_shapes.json "$kit/bench/"
     "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
       -d "$kit/whl" diffusers==0.42.1 importlib_metadata==10.2.0

@@ -12,6 +12,11 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A data file of the test-support crate (test-support/data/NAME).
+pub fn test_support_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
 /// Workflow text of a chain of trivial nodes: `a` (Int, value 1), then an AddInt for each of
 /// `adds` (named `b`, `c`, ...; each adds its number to the sum before) and `show` (ShowInt)
 /// of the last.
@@ -97,12 +102,14 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .double_value(&[])
 }
 
-/// The SD1.5 single-file layout (LDM tensor names and shapes) kept in the shared bench folder.
+/// The SD1.5 single-file layout: every LDM tensor name with its shape (1,130 tensors), a
+/// file of the repository (test-support/data/sd15_ldm_shapes.json) so a clone needs nothing
+/// beside it.
 pub fn sd15_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
-    let path = repo_root().join("../shared/bench/sd15_ldm_shapes.json");
+    let path = test_support_data("sd15_ldm_shapes.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the shared folder beside the repository)",
+            "{}: {e} (a tracked file of the repository: restore it with git checkout)",
             path.display()
         )
     });
@@ -110,8 +117,7 @@ pub fn sd15_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
 }
 
 /// Writes an SD1.5-sized fp16 single-file checkpoint (2.1 GB) of small pseudo-random values,
-/// as `shared/bench/make_sd15_shaped_checkpoint.py` does but in a few seconds and without
-/// Python: enough to measure loading time and memory, not to draw pictures.
+/// in a few seconds and without Python: enough to measure loading time and memory, not to draw pictures.
 pub fn write_sd15_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let shapes = sd15_ldm_shapes();
