@@ -50,11 +50,17 @@ pub fn parse_value(text: &str, declared: Option<ValueType>) -> Result<InputValue
     let constant =
         match declared {
             Some(ValueType::String | ValueType::Enum) => Constant::String(text.to_string()),
-            Some(ValueType::Int | ValueType::Seed) => {
-                Constant::Int(text.trim().parse().map_err(|_| {
-                    format!("'{text}' is not a whole number (this input takes an integer)")
-                })?)
-            }
+            Some(ValueType::Int) => Constant::Int(text.trim().parse().map_err(|_| {
+                format!("'{text}' is not a whole number (this input takes an integer)")
+            })?),
+            Some(ValueType::Seed) => match text.trim().parse::<i64>() {
+                Ok(seed) => Constant::Int(seed),
+                Err(_) => Constant::whole(text.trim().parse::<u64>().map_err(|_| {
+                    format!(
+                    "'{text}' is not a whole number from 0 to 2^64 - 1 (this input takes a seed)"
+                )
+                })?),
+            },
             Some(ValueType::Float) => {
                 let number: f64 = text
                     .trim()
@@ -152,6 +158,13 @@ mod tests {
             parse_value("42", Some(ValueType::Seed)).unwrap(),
             InputValue::Constant(Constant::Int(42))
         );
+        // Seeds take ComfyUI's whole u64 range; an int input does not.
+        assert_eq!(
+            parse_value("18446744073709551615", Some(ValueType::Seed)).unwrap(),
+            InputValue::Constant(Constant::UInt(u64::MAX))
+        );
+        assert!(parse_value("18446744073709551616", Some(ValueType::Seed)).is_err());
+        assert!(parse_value("9223372036854775808", Some(ValueType::Int)).is_err());
         assert_eq!(
             parse_value("7", Some(ValueType::Float)).unwrap(),
             InputValue::Constant(Constant::Float(7.0))

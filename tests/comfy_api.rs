@@ -418,3 +418,67 @@ async fn a_prompt_runs_and_its_history_and_images_come_back_in_comfyuis_shape() 
         );
     }
 }
+
+/// ComfyUI's seeds are u64: seeds at and above 2^63 run as themselves (none is clamped to
+/// 2^63 - 1 and served from its cache) with ComfyUI's noise, and every run lists its images in
+/// /history, a cached rerun too. torch's CPU generator (ComfyUI's noise) seeds its Mersenne
+/// Twister from the seed's low 32 bits, so seeds equal there draw the same noise in both.
+#[tokio::test]
+async fn seeds_above_i64_run_as_themselves_with_comfyuis_noise_and_list_their_images() {
+    let f = Fixture::new();
+    let mut images = Vec::new();
+    let seeds = [
+        12345,
+        (1u64 << 63) + 12345,
+        i64::MAX as u64,
+        u64::MAX,
+        u64::MAX,
+    ];
+    for seed in seeds {
+        let mut p = txt2img();
+        p["3"]["inputs"]["seed"] = json!(seed);
+        let (status, reply) = f.post("/prompt", json!({"prompt": p})).await;
+        assert_eq!(status, StatusCode::OK, "seed {seed}: {reply}");
+        let h = f.history(reply["prompt_id"].as_str().unwrap()).await;
+        assert_eq!(h["status"]["status_str"], "success", "seed {seed}: {h}");
+        let cached = h["status"]["messages"][1][1]["nodes"].clone();
+        let sampler_cached = cached.as_array().unwrap().contains(&json!("3"));
+        // Only the repeated last seed is a cache hit.
+        assert_eq!(sampler_cached, images.len() == 4, "seed {seed}: {h}");
+        let image = &h["outputs"]["9"]["images"][0];
+        assert_eq!(image["type"], "output", "seed {seed}: outputs missing: {h}");
+        let uri = format!(
+            "/view?filename={}&subfolder={}&type=output",
+            image["filename"].as_str().unwrap(),
+            image["subfolder"].as_str().unwrap()
+        );
+        let (status, png, _) = f
+            .send(
+                Request::get(uri.as_str())
+                    .header(header::HOST, HOST)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let pixels = image::load_from_memory(&png).unwrap().to_rgb8().into_raw();
+        images.push(pixels);
+    }
+    // As torch.manual_seed(seed); torch.randn(...) draws for these seeds (ComfyUI's noise).
+    assert!(
+        images[0] == images[1],
+        "2^63 + 12345 must draw 12345's noise"
+    );
+    assert!(
+        images[2] == images[3],
+        "2^64 - 1 must draw 2^63 - 1's noise"
+    );
+    assert!(
+        images[0] != images[2],
+        "12345 and 2^63 - 1 drew the same noise"
+    );
+    assert!(
+        images[3] == images[4],
+        "the cached rerun names another image"
+    );
+}

@@ -468,3 +468,60 @@ fn a_loaded_model_counts_its_weights_in_the_precision_it_was_loaded_in() {
         file(minilm)
     );
 }
+
+/// ComfyUI's seeds are u64: a seed above i64::MAX is read whole from YAML and JSON, written
+/// back as written, validated as a seed (an int input refuses it) and keyed apart from the
+/// seed with the same 64 bits read as signed, so it draws its own noise.
+#[test]
+fn a_seed_above_i64_is_taken_whole_and_keyed_as_its_own_seed() {
+    let yaml = |seed: &str| {
+        format!(
+            "weft: 1\nnodes:\n  noise:\n    type: RandomNoise\n    seed: {seed}\n    width: 16\n    height: 16\n  \
+             preview:\n    type: LatentPreview\n    latent: $noise.latent\n  save:\n    type: SaveImage\n    image: $preview.image\n"
+        )
+    };
+    let registry = weft_nodes::registry();
+    let top = Workflow::parse_str(&yaml("18446744073709551615")).unwrap();
+    assert!(weft_engine::validate(&top, &registry, None).is_empty());
+    assert!(top.to_yaml().contains("seed: 18446744073709551615"));
+    let json = top.to_json().to_string();
+    assert!(json.contains("18446744073709551615"), "{json}");
+    let from_json = Workflow::parse_str(&json).unwrap();
+    assert_eq!(
+        from_json.nodes["noise"].inputs["seed"].value,
+        top.nodes["noise"].inputs["seed"].value
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut executor = executor_with(registry, dir.path());
+    let (first, _) = run(
+        &mut executor,
+        &Workflow::parse_str(&yaml(&i64::MAX.to_string())).unwrap(),
+    );
+    assert_eq!(first.status, RunStatus::Succeeded);
+    for seed in ["18446744073709551615", "9223372036854788152"] {
+        let (report, events) = run(&mut executor, &Workflow::parse_str(&yaml(seed)).unwrap());
+        assert_eq!(
+            report.status,
+            RunStatus::Succeeded,
+            "{seed}: {:?}",
+            report.errors
+        );
+        assert!(
+            started(&events).contains(&"noise".to_string()),
+            "{seed} was served from another seed's cache"
+        );
+    }
+    // An int input refuses it with the reason.
+    let steps = "weft: 1\nnodes:\n  l:\n    type: EmptyLatent\n    width: 9223372036854775808\n  p:\n    type: LatentPreview\n    latent: $l.latent\n  s:\n    type: SaveImage\n    image: $p.image\n";
+    let errors = weft_engine::validate(
+        &Workflow::parse_str(steps).unwrap(),
+        &weft_nodes::registry(),
+        None,
+    );
+    assert!(
+        errors[0].message.contains("above the largest integer"),
+        "{}",
+        errors[0]
+    );
+}

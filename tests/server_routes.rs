@@ -985,3 +985,39 @@ async fn import_refuses_garbage_plain_pngs_and_unknown_types_with_the_importers_
     let (status, body, _) = f.send(request).await;
     assert_error_json(status, &body, StatusCode::FORBIDDEN, "forbidden");
 }
+
+#[tokio::test]
+async fn a_run_served_from_the_cache_still_lists_the_images_its_output_node_saved() {
+    let f = Fixture::new();
+    std::fs::write(f.path("workflows/inputs/red.png"), small_png()).unwrap();
+    let red = f.state.inputs_ref.join("red.png");
+    let doc = json!({"weft": 1, "nodes": {
+        "load": {"type": "LoadImage", "path": red},
+        "save": {"type": "SaveImage", "image": "$load.image", "prefix": "kept"}}});
+    let (status, first) = f.post("/api/runs", json!({"workflow": doc})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let first = f.wait_run(first["id"].as_u64().unwrap()).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let url = first["outputs"][0]["url"].as_str().unwrap().to_string();
+    // The same workflow again: every node is a cache hit, nothing is written ...
+    let (_, second) = f.post("/api/runs", json!({"workflow": doc})).await;
+    let second = f.wait_run(second["id"].as_u64().unwrap()).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(second["nodes"]["save"]["state"], "cached", "{second}");
+    // ... and the run still names the image its cached SaveImage saved, which is served.
+    assert_eq!(
+        second["outputs"],
+        json!([{"node": "save", "url": url}]),
+        "{second}"
+    );
+    let (status, png, _) = f
+        .send(
+            Request::get(url.as_str())
+                .header(header::HOST, HOST)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{url}");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+}

@@ -56,6 +56,9 @@ pub enum Event {
         run: u64,
         node: String,
         path: PathBuf,
+        /// Written by an earlier run whose result the cache served for this one.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     /// A node's news that is not a failure (e.g. an image the safety filter flagged).
     Notice {

@@ -130,6 +130,9 @@ pub struct Executor {
     file_hashes: HashMap<PathBuf, HashedFile>,
     /// Each node id's key parts in the last run that planned it (for "why did it re-run").
     last_parts: HashMap<String, KeyParts>,
+    /// The files each cached node wrote when it ran, so that a run the cache serves still
+    /// reports its outputs (a cached SaveImage names the images it saved before).
+    written_by_key: HashMap<CacheKey, Vec<PathBuf>>,
     next_run: u64,
     preview_every: u32,
 }
@@ -142,6 +145,7 @@ impl Executor {
             config,
             file_hashes: HashMap::new(),
             last_parts: HashMap::new(),
+            written_by_key: HashMap::new(),
             next_run: 1,
             preview_every: 0,
         }
@@ -265,6 +269,7 @@ impl Executor {
                         node: step.id.clone(),
                     });
                 }
+                self.announce_written(run, step, on_event);
                 report.nodes.push(NodeReport {
                     id: step.id.clone(),
                     type_name: spec.type_name,
@@ -385,13 +390,14 @@ impl Executor {
                 message,
             });
         }
-        for path in written {
+        for path in &written {
             on_event(&Event::Output {
                 run,
                 node: step.id.clone(),
                 path: path.clone(),
+                cached: false,
             });
-            report.outputs.push(path);
+            report.outputs.push(path.clone());
         }
         let outcome = match result {
             Ok(Ok(outputs)) if outputs.len() == spec.outputs.len() => Ok(outputs),
@@ -422,6 +428,7 @@ impl Executor {
                 }
                 let outputs = Rc::new(outputs);
                 self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
+                remember_written(&mut self.written_by_key, &self.cache, step.key, written);
                 report.nodes.push(NodeReport {
                     id: step.id.clone(),
                     type_name: spec.type_name,
@@ -449,6 +456,45 @@ impl Executor {
         }
     }
 }
+
+/// Keeps the files a node wrote under its key while its outputs may be cached. Entries whose
+/// values the cache has since evicted are dropped once the table grows large.
+fn remember_written(
+    table: &mut HashMap<CacheKey, Vec<PathBuf>>,
+    cache: &Cache,
+    key: CacheKey,
+    written: Vec<PathBuf>,
+) {
+    if written.is_empty() {
+        table.remove(&key);
+        return;
+    }
+    table.insert(key, written);
+    if table.len() > WRITTEN_TABLE_PRUNE_AT {
+        table.retain(|key, _| cache.contains(key));
+    }
+}
+
+impl Executor {
+    /// A cached node's files, announced as outputs of this run (marked `cached`; the
+    /// report's `outputs` lists only files this run wrote): those still on disk.
+    fn announce_written(&self, run: u64, step: &Step, on_event: &mut dyn FnMut(&Event)) {
+        let Some(files) = self.written_by_key.get(&step.key) else {
+            return;
+        };
+        for path in files.iter().filter(|p| p.is_file()) {
+            on_event(&Event::Output {
+                run,
+                node: step.id.clone(),
+                path: path.clone(),
+                cached: true,
+            });
+        }
+    }
+}
+
+/// Above this many nodes with files, the table of written files forgets evicted entries.
+const WRITTEN_TABLE_PRUNE_AT: usize = 4096;
 
 /// What every node of one run shares.
 struct StepContext<'a> {

@@ -185,6 +185,8 @@ fn input_schema(input: &InputSpec) -> Json {
     }
     if input.ty == ValueType::Seed {
         value.insert("minimum".into(), json!(0));
+        // ComfyUI's range: a seed is any 64-bit unsigned number.
+        value.entry("maximum").or_insert(json!(u64::MAX));
     }
     if let Some(n) = input.multiple_of {
         value.insert("multipleOf".into(), json!(n));

@@ -218,8 +218,9 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
         .hint("write $node.output to link an output of that type"));
     }
     let type_ok = match input.ty {
-        ValueType::Int | ValueType::Seed => matches!(c, Constant::Int(_)),
-        ValueType::Float => matches!(c, Constant::Int(_) | Constant::Float(_)),
+        ValueType::Int => matches!(c, Constant::Int(_)),
+        ValueType::Seed => matches!(c, Constant::Int(_) | Constant::UInt(_)),
+        ValueType::Float => matches!(c, Constant::Int(_) | Constant::UInt(_) | Constant::Float(_)),
         ValueType::Bool => matches!(c, Constant::Bool(_)),
         ValueType::String | ValueType::Enum => matches!(c, Constant::String(_)),
         _ => false,
@@ -229,6 +230,13 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             (ValueType::String | ValueType::Enum, _) => format!("quote it: \"{c}\""),
             (ValueType::Int | ValueType::Seed, Constant::Float(_)) => {
                 "use a whole number".to_string()
+            }
+            (ValueType::Int, Constant::UInt(_)) => {
+                return Err(Diagnostic::new(format!(
+                    "{c} is above the largest integer this input takes ({})",
+                    i64::MAX
+                ))
+                .hint("only a seed takes whole numbers up to 2^64 - 1"));
             }
             _ => input.doc.to_string(),
         };

@@ -112,15 +112,24 @@ impl fmt::Display for ValueType {
 pub enum Constant {
     Bool(bool),
     Int(i64),
+    /// A whole number above `i64::MAX`: only a seed takes one (ComfyUI's seeds range over
+    /// 0..=2^64-1). Below that, whole numbers are always `Int`, so each number has one form
+    /// (and one cache key).
+    UInt(u64),
     Float(f64),
     String(String),
 }
 
 impl Constant {
+    /// The one form of a non-negative whole number: `Int` up to `i64::MAX`, `UInt` above.
+    pub fn whole(v: u64) -> Self {
+        i64::try_from(v).map_or(Constant::UInt(v), Constant::Int)
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Constant::Bool(_) => "bool",
-            Constant::Int(_) => "int",
+            Constant::Int(_) | Constant::UInt(_) => "int",
             Constant::Float(_) => "float",
             Constant::String(_) => "string",
         }
@@ -129,6 +138,7 @@ impl Constant {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Constant::Int(i) => Some(*i as f64),
+            Constant::UInt(u) => Some(*u as f64),
             Constant::Float(f) => Some(*f),
             _ => None,
         }
@@ -143,6 +153,10 @@ impl Constant {
             Constant::Int(i) => {
                 hasher.update(&[2]);
                 hasher.update(&i.to_le_bytes());
+            }
+            Constant::UInt(u) => {
+                hasher.update(&[5]);
+                hasher.update(&u.to_le_bytes());
             }
             Constant::Float(f) => {
                 hasher.update(&[3]);
@@ -164,6 +178,7 @@ impl fmt::Display for Constant {
         match self {
             Constant::Bool(b) => write!(f, "{b}"),
             Constant::Int(i) => write!(f, "{i}"),
+            Constant::UInt(u) => write!(f, "{u}"),
             Constant::Float(x) => write!(f, "{x:?}"),
             Constant::String(s) => write!(f, "{s:?}"),
         }
@@ -213,6 +228,10 @@ impl Value {
         match (c, ty) {
             (Constant::Int(i), ValueType::Float) => Value::Float(*i as f64),
             (Constant::Int(i), _) => Value::Int(*i),
+            (Constant::UInt(u), ValueType::Float) => Value::Float(*u as f64),
+            // Only seeds take a UInt (validation refuses it elsewhere); a seed travels as the
+            // same 64 bits and is read back with `as u64`, as every seed reader does.
+            (Constant::UInt(u), _) => Value::Int(*u as i64),
             (Constant::Float(f), _) => Value::Float(*f),
             (Constant::Bool(b), _) => Value::Bool(*b),
             (Constant::String(s), _) => Value::String(s.clone()),

@@ -318,6 +318,9 @@ pub enum PlainScalar<'a> {
     Null,
     Bool(bool),
     Int(i64),
+    /// A whole number above `i64::MAX` (up to `u64::MAX`): only seeds take one (ComfyUI's
+    /// seeds are 64-bit unsigned).
+    UInt(u64),
     Float(f64),
     String(Cow<'a, str>),
 }
@@ -340,6 +343,9 @@ pub fn type_plain_scalar(text: &str) -> PlainScalar<'_> {
     if looks_numeric {
         if let Ok(i) = text.parse::<i64>() {
             return PlainScalar::Int(i);
+        }
+        if let Ok(u) = text.parse::<u64>() {
+            return PlainScalar::UInt(u);
         }
         if let Some(hex) = text.strip_prefix("0x") {
             if let Ok(i) = i64::from_str_radix(hex, 16) {
@@ -416,6 +422,14 @@ mod tests {
     fn plain_scalars_follow_the_core_schema() {
         assert_eq!(type_plain_scalar("42"), PlainScalar::Int(42));
         assert_eq!(type_plain_scalar("-7"), PlainScalar::Int(-7));
+        assert_eq!(
+            type_plain_scalar("18446744073709551615"),
+            PlainScalar::UInt(u64::MAX)
+        );
+        assert_eq!(
+            type_plain_scalar("9223372036854775808"),
+            PlainScalar::UInt(1 << 63)
+        );
         assert_eq!(type_plain_scalar("7.5"), PlainScalar::Float(7.5));
         assert_eq!(type_plain_scalar("1e3"), PlainScalar::Float(1000.0));
         assert_eq!(type_plain_scalar("true"), PlainScalar::Bool(true));

@@ -102,6 +102,7 @@ fn constant_json(c: &Constant) -> Json {
     match c {
         Constant::Bool(b) => json!(b),
         Constant::Int(i) => json!(i),
+        Constant::UInt(u) => json!(u),
         Constant::Float(f) => json!(f),
         Constant::String(s) => json!(s),
     }

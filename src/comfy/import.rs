@@ -532,9 +532,12 @@ impl NodeCx<'_> {
 
     fn int(&mut self, name: &str) -> Option<i64> {
         let v = self.value(name)?;
-        let int = v
-            .as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+        // A whole float in i64's range only: `as` would clamp a larger one to i64::MAX.
+        let int = v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && (-(2f64.powi(63))..2f64.powi(63)).contains(f))
+                .map(|f| f as i64)
+        });
         if int.is_none() {
             let message = if v.as_u64().is_some() {
                 format!("{v} is above weft's largest integer ({})", i64::MAX)
@@ -638,8 +641,28 @@ impl NodeCx<'_> {
         }
     }
 
+    /// ComfyUI's seeds are 64-bit unsigned: every one of them is taken as it is (the noise of
+    /// seed 2^64 - 1 is torch's for that seed), never clamped.
     fn seed(&mut self, comfy: &str) {
-        self.put_int(comfy, "seed");
+        let Some(v) = self.value(comfy) else {
+            return;
+        };
+        if let Some(seed) = v.as_u64() {
+            self.put("seed", Constant::whole(seed));
+        } else if let Some(negative) = v.as_i64() {
+            // Validation refuses it with weft's own words ("seed must be 0 or more").
+            self.put("seed", negative);
+        } else if let Some(whole) = v
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..2f64.powi(64)).contains(f))
+        {
+            self.put("seed", Constant::whole(whole as u64));
+        } else {
+            self.issue(
+                Some(comfy),
+                format!("expected a whole number from 0 to 2^64 - 1, found {v}"),
+            );
+        }
     }
 }
 
@@ -1288,6 +1311,42 @@ mod tests {
         }
         assert_eq!(denoise_for(10, 6), 0.6);
         assert_eq!(denoise_for(20, 15), 0.75);
+    }
+
+    #[test]
+    fn seeds_are_taken_whole_over_comfyuis_u64_range_and_never_clamped() {
+        let prompt = |seed: Json| {
+            json!({
+                "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                      "model": ["4", 0], "positive": ["6", 0], "negative": ["6", 0], "latent_image": ["5", 0]}},
+                "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+                "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+                "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["4", 1]}},
+                "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+                "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}}
+            })
+        };
+        let seed_of = |seed: Json| {
+            let imported = import(&prompt(seed), &ImportOptions::default()).unwrap();
+            imported.workflow.nodes["ksampler_3"].inputs["seed"]
+                .value
+                .clone()
+        };
+        for (seed, want) in [
+            (json!(7), Constant::Int(7)),
+            (json!(i64::MAX), Constant::Int(i64::MAX)),
+            (
+                json!((1u64 << 63) + 12345),
+                Constant::UInt((1u64 << 63) + 12345),
+            ),
+            (json!(u64::MAX), Constant::UInt(u64::MAX)),
+            (json!(12.0), Constant::Int(12)),
+        ] {
+            assert_eq!(seed_of(seed.clone()), InputValue::Constant(want), "{seed}");
+        }
+        // Not a seed: refused with the range, never clamped.
+        let refused = import(&prompt(json!(-1.5)), &ImportOptions::default()).unwrap_err();
+        assert!(refused[0].message.contains("2^64 - 1"), "{:?}", refused[0]);
     }
 
     #[test]

@@ -88,8 +88,8 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                     if let Some(max) = spec.max {
                         options.insert("max".into(), number(max, spec.ty));
                     } else if matches!(spec.ty, ValueType::Seed) {
-                        // weft's seeds are 64-bit signed: the largest is below ComfyUI's 2^64 - 1.
-                        options.insert("max".into(), json!(i64::MAX));
+                        // ComfyUI's seeds (and weft's) range over 64-bit unsigned numbers.
+                        options.insert("max".into(), json!(u64::MAX));
                     }
                     if let Some(step) = spec.step {
                         options.insert("step".into(), number(step, spec.ty));
@@ -155,6 +155,7 @@ fn constant(c: &Constant) -> Json {
     match c {
         Constant::Bool(b) => json!(b),
         Constant::Int(i) => json!(i),
+        Constant::UInt(u) => json!(u),
         Constant::Float(f) => json!(f),
         Constant::String(s) => json!(s),
     }

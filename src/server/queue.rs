@@ -367,17 +367,23 @@ fn record(
             p.error = Some(json!({"message": "the workflow is not valid", "diagnostics": errors}));
         }
         Event::Output { node, path, .. } => {
-            // Relative to the run's folder (a SaveImage prefix may name a sub-folder).
-            let file = path
-                .strip_prefix(run_dir)
+            // Relative to the outputs folder: the run's folder, or for a cached node the
+            // folder of the earlier run that wrote the file (a SaveImage prefix may name a
+            // sub-folder).
+            let outputs_root = run_dir.parent().unwrap_or(run_dir);
+            let relative = path
+                .strip_prefix(outputs_root)
                 .ok()
                 .and_then(|p| p.to_str())
                 .map(str::to_string)
-                .or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()))
+                .or_else(|| {
+                    path.file_name()
+                        .map(|f| format!("{run}/{}", f.to_string_lossy()))
+                })
                 .unwrap_or_default();
-            let url = format!("/api/outputs/{run}/{file}");
+            let url = format!("/api/outputs/{relative}");
             p.outputs.push(json!({"node": node, "url": url}));
-            message["path"] = json!(format!("{run}/{file}"));
+            message["path"] = json!(relative);
             message["url"] = json!(url);
         }
         _ => {}

@@ -228,6 +228,7 @@ fn read_input_value(value: &Yaml) -> Result<InputValue, Diagnostic> {
         }
         PlainScalar::Bool(b) => Constant::Bool(b),
         PlainScalar::Int(i) => Constant::Int(i),
+        PlainScalar::UInt(u) => Constant::UInt(u),
         PlainScalar::Float(f) => Constant::Float(f),
         PlainScalar::String(s) => Constant::String(s.into_owned()),
     }))
@@ -255,6 +256,7 @@ fn read_layout(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
                             ..
                         } => match type_plain_scalar(text) {
                             PlainScalar::Int(i) => Some(i as f64),
+                            PlainScalar::UInt(u) => Some(u as f64),
                             PlainScalar::Float(f) if f.is_finite() => Some(f),
                             _ => None,
                         },
@@ -328,6 +330,7 @@ fn read_exposed_inputs(
             };
             let number = scalar.as_deref().and_then(|t| match type_plain_scalar(t) {
                 PlainScalar::Int(i) => Some(i as f64),
+                PlainScalar::UInt(u) => Some(u as f64),
                 PlainScalar::Float(f) => Some(f),
                 _ => None,
             });
