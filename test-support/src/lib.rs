@@ -14,7 +14,9 @@ pub fn repo_root() -> PathBuf {
 
 /// A data file of the test-support crate (test-support/data/NAME).
 pub fn test_support_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
 }
 
 /// Workflow text of a chain of trivial nodes: `a` (Int, value 1), then an AddInt for each of
