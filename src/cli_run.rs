@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
+use weft_engine::disk_cache::DiskCacheConfig;
 use weft_engine::worker::DeviceWorker;
 use weft_engine::{CancelToken, Event, ExecutorConfig, RunReport, RunStatus, Workflow};
 
@@ -80,6 +81,10 @@ pub fn start_worker(options: &RunOptions) -> Result<DeviceWorker> {
         output_dir: options.output.clone(),
         models_dir: options.models.clone(),
         cpu_threads: options.threads,
+        disk_cache: Some(DiskCacheConfig {
+            dir: options.cache_dir.clone(),
+            budget: parse_bytes(&options.disk_cache)?,
+        }),
     };
     Ok(DeviceWorker::start(
         Arc::new(weft_nodes::registry()),
@@ -190,7 +195,9 @@ fn write_report(
         .max()
         .unwrap_or(0);
     for n in report.nodes.iter().take(LISTED_NODES) {
-        let what = if n.cached {
+        let what = if n.from_disk {
+            "cached (disk)".to_string()
+        } else if n.cached {
             "cached".to_string()
         } else if why && !n.why.is_empty() {
             format!(
@@ -215,6 +222,13 @@ fn write_report(
     }
     for path in &report.outputs {
         writeln!(out, "wrote {}", path.display())?;
+    }
+    for path in &report.kept {
+        writeln!(
+            out,
+            "kept {} (saved by an earlier run; nothing changed)",
+            path.display()
+        )?;
     }
     for e in &report.errors {
         eprintln!("{}", e.render(&file.display().to_string()));

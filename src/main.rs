@@ -70,6 +70,11 @@ enum Command {
         #[arg(long, default_value = "workflows/lib")]
         library: PathBuf,
     },
+    /// The disk tier of the cache: what it holds, or empty it.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Serve the HTTP + WebSocket API (and the browser editor) on 127.0.0.1:8188.
     Serve(weft::server::ServeArgs),
     /// List the node types with their inputs and outputs.
@@ -112,6 +117,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Entries and bytes in the disk cache.
+    Stats {
+        /// Folder of the disk cache (weft serve's is <data>/cache).
+        #[arg(long, default_value = "data/cache")]
+        cache_dir: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry of the disk cache.
+    Clear {
+        /// Folder of the disk cache (weft serve's is <data>/cache).
+        #[arg(long, default_value = "data/cache")]
+        cache_dir: PathBuf,
+    },
+}
+
 #[derive(Args, Clone)]
 pub struct RunOptions {
     /// Override an input: --set node.input=value (value as in YAML; $node.output links).
@@ -142,6 +166,13 @@ pub struct RunOptions {
     /// CPU threads for tensor work (default: libtorch's choice, one per core).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Keep costly results (conditioning, latents, images) on disk for later processes, up
+    /// to this size, e.g. 20GiB (0: off). Shared with other weft processes using --cache-dir.
+    #[arg(long, default_value = "0", value_name = "SIZE")]
+    pub disk_cache: String,
+    /// Folder of the disk cache (weft serve's is <data>/cache).
+    #[arg(long, default_value = "data/cache")]
+    pub cache_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -199,11 +230,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 device: cli_run::parse_device(args.device.as_deref())?,
                 cache_budget: cli_run::parse_bytes(&args.cache_budget)?,
                 cpu_threads: args.threads,
+                disk_cache: Some(weft_engine::disk_cache::DiskCacheConfig {
+                    dir: args.data.join("cache"),
+                    budget: cli_run::parse_bytes(&args.disk_cache)?,
+                }),
                 ..weft_engine::ExecutorConfig::default()
             };
             weft::server::run(args, executor)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cache { action } => cache_command(action),
         Command::Nodes { comfy: true, .. } => {
             let info = weft::comfy::object_info::object_info(
                 &weft_nodes::registry(),
@@ -453,4 +489,40 @@ fn list_nodes(json: bool, models: &std::path::Path, library: &std::path::Path) -
         }
     }
     Ok(())
+}
+
+/// `weft cache stats|clear`.
+fn cache_command(action: CacheAction) -> Result<ExitCode> {
+    use weft_engine::disk_cache::{DiskCache, DiskCacheConfig};
+    let open = |dir: PathBuf| DiskCache::new(DiskCacheConfig { dir, budget: 0 });
+    match action {
+        CacheAction::Stats { cache_dir, json } => {
+            let stats = open(cache_dir.clone()).count();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"dir": cache_dir, "entries": stats.entries, "bytes": stats.bytes})
+                );
+            } else {
+                println!(
+                    "{}: {} entries, {:.1} MiB",
+                    cache_dir.display(),
+                    stats.entries,
+                    stats.bytes as f64 / (1 << 20) as f64
+                );
+            }
+        }
+        CacheAction::Clear { cache_dir } => {
+            let removed = open(cache_dir.clone())
+                .clear()
+                .with_context(|| format!("clearing {}", cache_dir.display()))?;
+            println!(
+                "{}: removed {} entries ({:.1} MiB)",
+                cache_dir.display(),
+                removed.entries,
+                removed.bytes as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,9 @@ pub enum Event {
     NodeCached {
         run: u64,
         node: String,
+        /// Read from the disk tier of the cache (written by an earlier process).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        from_disk: bool,
     },
     NodeStarted {
         run: u64,

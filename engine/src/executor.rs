@@ -13,6 +13,7 @@ use tch::Device;
 use crate::cache::{Cache, CacheStats};
 use crate::cancel::CancelToken;
 use crate::diagnostic::Diagnostic;
+use crate::disk_cache::{DiskCache, DiskCacheConfig, DiskCacheStats, DiskRead};
 use crate::events::{Event, RunStatus};
 use crate::node::{Inputs, NodeContext, NodeError};
 use crate::plan::{plan, why_not_cached, CacheKey, KeyParts, Plan, PlannedInput, Step};
@@ -30,6 +31,8 @@ pub struct ExecutorConfig {
     pub models_dir: PathBuf,
     /// Intra-op CPU threads for libtorch; `None` keeps its default.
     pub cpu_threads: Option<i32>,
+    /// The disk tier of the cache; `None` (or a zero budget) keeps the cache in memory only.
+    pub disk_cache: Option<DiskCacheConfig>,
 }
 
 impl Default for ExecutorConfig {
@@ -40,6 +43,7 @@ impl Default for ExecutorConfig {
             output_dir: PathBuf::from("out"),
             models_dir: PathBuf::from("models"),
             cpu_threads: None,
+            disk_cache: None,
         }
     }
 }
@@ -50,6 +54,9 @@ pub struct NodeReport {
     pub id: String,
     pub type_name: &'static str,
     pub cached: bool,
+    /// Served by the disk tier of the cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_disk: bool,
     pub micros: u64,
     #[serde(skip)]
     pub key: CacheKey,
@@ -65,6 +72,9 @@ pub struct RunReport {
     pub nodes: Vec<NodeReport>,
     pub errors: Vec<Diagnostic>,
     pub outputs: Vec<PathBuf>,
+    /// Files cached output nodes wrote in earlier runs, which stand for this run's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<PathBuf>,
     /// What each output node produced, described in a line (`ShowInt` -> "42").
     pub results: Vec<(String, String)>,
     pub micros: u64,
@@ -81,6 +91,7 @@ impl RunReport {
             nodes: Vec::new(),
             errors: Vec::new(),
             outputs: Vec::new(),
+            kept: Vec::new(),
             results: Vec::new(),
             micros: 0,
             memory: None,
@@ -133,12 +144,15 @@ pub struct Executor {
     /// The files each cached node wrote when it ran, so that a run the cache serves still
     /// reports its outputs (a cached SaveImage names the images it saved before).
     written_by_key: HashMap<CacheKey, Vec<PathBuf>>,
+    /// The disk tier, asked on a memory miss.
+    disk: Option<DiskCache>,
     next_run: u64,
     preview_every: u32,
 }
 
 impl Executor {
     pub fn new(registry: Arc<Registry>, config: ExecutorConfig) -> Self {
+        let disk = disk_tier(&config);
         Self {
             registry,
             cache: Cache::new(config.cache_budget),
@@ -146,6 +160,7 @@ impl Executor {
             file_hashes: HashMap::new(),
             last_parts: HashMap::new(),
             written_by_key: HashMap::new(),
+            disk,
             next_run: 1,
             preview_every: 0,
         }
@@ -181,6 +196,11 @@ impl Executor {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Entries and bytes of the disk tier, when it is on.
+    pub fn disk_cache_stats(&self) -> Option<DiskCacheStats> {
+        self.disk.as_ref().map(DiskCache::count)
     }
 
     /// Cached outputs of a node key (for tests and previews).
@@ -235,29 +255,53 @@ impl Executor {
                 return finish(report, started, on_event);
             }
         };
-        on_event(&Event::RunStarted {
-            run,
-            planned: plan.steps.len(),
-        });
-        report.nodes.reserve(plan.steps.len());
+        let registry = Arc::clone(&self.registry);
+        let served = self.serve_from_caches(&plan, run, on_event);
+        let planned = served.iter().filter(|s| !matches!(s, Serve::Skip)).count();
+        on_event(&Event::RunStarted { run, planned });
+        report.nodes.reserve(planned);
         // Every node the cache serves is announced before the first node runs (ComfyUI's
         // `execution_cached` lists them all up front). The outputs are held from here on, so
         // a node announced as cached stays cached even if running nodes evict its entry.
-        let mut hits: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
-            let hit = self.cache.get(&step.key);
-            if hit.is_some() {
-                on_event(&Event::NodeCached {
-                    run,
-                    node: step.id.clone(),
-                });
-            }
-            hits.push(hit);
+        for (step, serve) in plan.steps.iter().zip(&served) {
+            let from_disk = match serve {
+                Serve::Hit { from_disk, .. } => *from_disk,
+                Serve::OnDisk => true,
+                Serve::Run | Serve::Skip => continue,
+            };
+            on_event(&Event::NodeCached {
+                run,
+                node: step.id.clone(),
+                from_disk,
+            });
         }
         let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
-        let registry = Arc::clone(&self.registry);
-        for (step, hit) in plan.steps.iter().zip(hits) {
+        for (step, serve) in plan.steps.iter().zip(served) {
             let spec = &registry.by_index(step.type_index).spec;
+            let (hit, from_disk) = match serve {
+                Serve::Hit { outputs, from_disk } => (Some(outputs), from_disk),
+                Serve::Run => (None, false),
+                Serve::OnDisk => {
+                    // Kept on disk and consumed only by cached nodes: not loaded.
+                    self.remember_parts(step);
+                    report.nodes.push(NodeReport {
+                        id: step.id.clone(),
+                        type_name: spec.type_name,
+                        cached: true,
+                        from_disk: true,
+                        micros: 0,
+                        key: step.key,
+                        why: Vec::new(),
+                    });
+                    slots.push(None);
+                    continue;
+                }
+                Serve::Skip => {
+                    // Consumed only by cached nodes and cached nowhere: not run.
+                    slots.push(None);
+                    continue;
+                }
+            };
             let announced = hit.is_some();
             // A node whose key an earlier node of this run just computed (identical nodes)
             // is a late hit, announced when it is reached.
@@ -267,13 +311,15 @@ impl Executor {
                     on_event(&Event::NodeCached {
                         run,
                         node: step.id.clone(),
+                        from_disk: false,
                     });
                 }
-                self.announce_written(run, step, on_event);
+                self.announce_written(run, step, &mut report, on_event);
                 report.nodes.push(NodeReport {
                     id: step.id.clone(),
                     type_name: spec.type_name,
                     cached: true,
+                    from_disk,
                     micros: 0,
                     key: step.key,
                     why: Vec::new(),
@@ -426,6 +472,22 @@ impl Executor {
                         .results
                         .push((step.id.clone(), describe_first(&outputs)));
                 }
+                if let Some(disk) = self.disk.as_mut() {
+                    let worth_keeping =
+                        elapsed >= DISK_MIN_COST || spec.output_node || !written.is_empty();
+                    if worth_keeping && DiskCache::can_store(&outputs) {
+                        if let Err(e) = disk.write(&step.key, &outputs, &written, elapsed) {
+                            on_event(&Event::Notice {
+                                run,
+                                node: step.id.clone(),
+                                message: format!(
+                                    "could not keep the result in the disk cache ({}): {e}",
+                                    disk.config().dir.display()
+                                ),
+                            });
+                        }
+                    }
+                }
                 let outputs = Rc::new(outputs);
                 self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
                 remember_written(&mut self.written_by_key, &self.cache, step.key, written);
@@ -433,6 +495,7 @@ impl Executor {
                     id: step.id.clone(),
                     type_name: spec.type_name,
                     cached: false,
+                    from_disk: false,
                     micros,
                     key: step.key,
                     why,
@@ -475,10 +538,137 @@ fn remember_written(
     }
 }
 
+fn disk_tier(config: &ExecutorConfig) -> Option<DiskCache> {
+    config
+        .disk_cache
+        .clone()
+        .filter(|d| d.budget > 0)
+        .map(DiskCache::new)
+}
+
+/// How a planned step is served in a run.
+enum Serve {
+    /// From the memory tier, or from the disk tier (loaded into memory).
+    Hit {
+        outputs: Rc<Vec<Value>>,
+        from_disk: bool,
+    },
+    /// Kept on disk, consumed only by cached nodes: announced as cached, not loaded.
+    OnDisk,
+    /// Needed and cached nowhere.
+    Run,
+    /// Consumed only by cached nodes and cached nowhere: neither run nor announced.
+    Skip,
+}
+
+/// Nodes quicker than this are not written to the disk tier (unless they are outputs or wrote
+/// files): reading them back would cost about as much as running them.
+const DISK_MIN_COST: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Executor {
-    /// A cached node's files, announced as outputs of this run (marked `cached`; the
-    /// report's `outputs` lists only files this run wrote): those still on disk.
-    fn announce_written(&self, run: u64, step: &Step, on_event: &mut dyn FnMut(&Event)) {
+    /// How each step of the plan is served, decided from the outputs back: an output node (or
+    /// a node nothing in the plan consumes) is needed; a needed node that the memory or the
+    /// disk tier serves needs nothing upstream of it, so a full hit on disk loads no model.
+    /// Memory hits are served (and announced) whether needed or not; a disk entry is loaded
+    /// only when needed. A disk entry that cannot be read is reported (a notice) and the node
+    /// runs.
+    fn serve_from_caches(
+        &mut self,
+        plan: &Plan,
+        run: u64,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Vec<Serve> {
+        let n = plan.steps.len();
+        let mut consumed = vec![false; n];
+        for step in &plan.steps {
+            for input in &step.inputs {
+                if let PlannedInput::Link { step, .. } = input {
+                    consumed[*step] = true;
+                }
+            }
+        }
+        let mut needed = vec![false; n];
+        let mut served: Vec<Serve> = Vec::with_capacity(n);
+        for i in (0..n).rev() {
+            let step = &plan.steps[i];
+            let output_node = self.registry.by_index(step.type_index).spec.output_node;
+            needed[i] |= output_node || !consumed[i];
+            let serve = if let Some(outputs) = self.cache.get(&step.key) {
+                Serve::Hit {
+                    outputs,
+                    from_disk: false,
+                }
+            } else if needed[i] {
+                match self.read_disk(step, run, on_event) {
+                    Some(outputs) => Serve::Hit {
+                        outputs,
+                        from_disk: true,
+                    },
+                    None => {
+                        for input in &step.inputs {
+                            if let PlannedInput::Link { step, .. } = input {
+                                needed[*step] = true;
+                            }
+                        }
+                        Serve::Run
+                    }
+                }
+            } else if self.disk.as_ref().is_some_and(|d| d.contains(&step.key)) {
+                Serve::OnDisk
+            } else {
+                Serve::Skip
+            };
+            served.push(serve);
+        }
+        served.reverse();
+        served
+    }
+
+    /// `step`'s outputs from the disk tier, put in the memory tier too. A node that wrote
+    /// files is served only while those files are still there (as the memory tier serves a
+    /// cached SaveImage: the run names the images saved before).
+    fn read_disk(
+        &mut self,
+        step: &Step,
+        run: u64,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Option<Rc<Vec<Value>>> {
+        let disk = self.disk.as_mut()?;
+        let entry = match disk.read(&step.key, self.config.device) {
+            DiskRead::Miss => return None,
+            DiskRead::Corrupt(why) => {
+                on_event(&Event::Notice {
+                    run,
+                    node: step.id.clone(),
+                    message: format!("disk cache entry unusable, running the node: {why}"),
+                });
+                return None;
+            }
+            DiskRead::Hit(entry) => entry,
+        };
+        if !entry.written.iter().all(|p| p.is_file()) {
+            return None;
+        }
+        let outputs = Rc::new(entry.outputs);
+        self.cache.insert(step.key, Rc::clone(&outputs), entry.cost);
+        remember_written(
+            &mut self.written_by_key,
+            &self.cache,
+            step.key,
+            entry.written,
+        );
+        Some(outputs)
+    }
+
+    /// A cached node's files, announced as outputs of this run (marked `cached`) and listed in
+    /// the report's `kept` (`outputs` lists the files this run wrote): those still on disk.
+    fn announce_written(
+        &self,
+        run: u64,
+        step: &Step,
+        report: &mut RunReport,
+        on_event: &mut dyn FnMut(&Event),
+    ) {
         let Some(files) = self.written_by_key.get(&step.key) else {
             return;
         };
@@ -489,6 +679,7 @@ impl Executor {
                 path: path.clone(),
                 cached: true,
             });
+            report.kept.push(path.clone());
         }
     }
 }

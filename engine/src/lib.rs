@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod catalogue;
 pub mod device_memory;
 pub mod diagnostic;
+pub mod disk_cache;
 pub mod events;
 pub mod executor;
 pub mod host_memory;

@@ -306,6 +306,10 @@ pub struct ServeArgs {
     /// CPU threads for tensor work.
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Keep costly results (conditioning, latents, images) on disk across restarts, up to this
+    /// size, in <data>/cache (0: off). Shared with `weft run --cache-dir <data>/cache`.
+    #[arg(long, default_value = "10GiB", value_name = "SIZE")]
+    pub disk_cache: String,
     /// Map a ComfyUI checkpoint name to a weft model for ComfyUI's `POST /prompt` and the
     /// editor's import (repeatable), e.g. v1-5-pruned-emaonly.ckpt=tiny-shapes; `*=tiny-shapes` maps every
     /// name the models folder lacks.

@@ -338,8 +338,15 @@ fn record(
     run_dir: &std::path::Path,
 ) {
     match event {
-        Event::NodeCached { node, .. } => {
-            p.nodes.insert(node.clone(), json!({"state": "cached"}));
+        Event::NodeCached {
+            node, from_disk, ..
+        } => {
+            let entry = if *from_disk {
+                json!({"state": "cached", "from_disk": true})
+            } else {
+                json!({"state": "cached"})
+            };
+            p.nodes.insert(node.clone(), entry);
         }
         Event::NodeStarted { node, .. } => {
             if let Some(why) = message.get("why") {
