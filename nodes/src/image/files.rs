@@ -3,15 +3,24 @@
 use std::path::Path;
 
 use tch::{Kind, Tensor};
-use weft_engine::{NodeError, NodeResult};
+use weft_engine::{FileAccess, NodeError, NodeResult};
 
 /// The PNG text keyword under which a saved image carries the workflow that made it (JSON).
 pub const WORKFLOW_PNG_KEY: &str = "weft-workflow";
 
-/// Decodes an image file to a [1, 3, H, W] tensor in [0, 1].
-pub fn load_image(path: &Path) -> NodeResult<Tensor> {
-    let img = image::open(path)
-        .map_err(|e| NodeError::msg(format!("{}: not a readable image ({e})", path.display())))?
+/// Decodes an image file, opened under `files`' rule, to a [1, 3, H, W] tensor in [0, 1].
+pub fn load_image(path: &Path, files: &FileAccess) -> NodeResult<Tensor> {
+    let file = files
+        .open(path)
+        .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
+    let not_image = |e: &dyn std::fmt::Display| {
+        NodeError::msg(format!("{}: not a readable image ({e})", path.display()))
+    };
+    let img = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| not_image(&e))?
+        .decode()
+        .map_err(|e| not_image(&e))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let t = Tensor::f_from_data_size(img.as_raw(), &[h as i64, w as i64, 3], Kind::Uint8)?;
