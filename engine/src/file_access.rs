@@ -121,11 +121,8 @@ impl FileAccess {
                 if e.raw_os_error() == Some(libc::ELOOP) {
                     Error::new(
                         ErrorKind::PermissionDenied,
-                        format!(
-                            "it is a symbolic link, and a run follows links only in the models \
-                             folders; put the file itself in {}",
-                            limits.description
-                        ),
+                        "it is a symbolic link; outside the model folders a run reads only \
+                         plain files, so put the file itself there instead of a link",
                     )
                 } else {
                     e
@@ -138,7 +135,7 @@ impl FileAccess {
             Err(Error::new(
                 ErrorKind::PermissionDenied,
                 format!(
-                    "it is {}, outside {}, which are all a run may read",
+                    "it is really {}, outside {}, the only folders a run may read",
                     real.display(),
                     limits.description
                 ),

@@ -85,3 +85,38 @@ pub fn workflow_from_png(path: &Path) -> Result<Option<String>, String> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::ModelFolders;
+
+    #[test]
+    fn load_image_reads_the_file_it_checked_and_refuses_a_link_put_in_its_place() {
+        let dir = std::env::temp_dir().join(format!("weft-load-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let inputs = dir.join("inputs");
+        std::fs::create_dir_all(&inputs).unwrap();
+        let image = inputs.join("in.png");
+        let outside = dir.join("outside.png");
+        for path in [&image, &outside] {
+            image::RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]))
+                .save(path)
+                .unwrap();
+        }
+        let files = FileAccess::within(
+            &ModelFolders::single(dir.join("models")),
+            std::slice::from_ref(&inputs),
+            "the inputs folder",
+        );
+        assert_eq!(load_image(&image, &files).unwrap().size(), [1, 3, 2, 2]);
+        std::fs::remove_file(&image).unwrap();
+        std::os::unix::fs::symlink(&outside, &image).unwrap();
+        let error = load_image(&image, &files).unwrap_err().to_string();
+        assert!(
+            error.contains("in.png") && error.contains("symbolic link"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
