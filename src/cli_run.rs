@@ -75,11 +75,17 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
 }
 
 pub fn start_worker(options: &RunOptions) -> Result<DeviceWorker> {
+    let models = options.models.folders()?;
+    for warning in weft_nodes::model_files::shadowed_checkpoints(&models) {
+        eprintln!("weft: {warning}");
+    }
     let config = ExecutorConfig {
         device: parse_device(options.device.as_deref())?,
         cache_budget: parse_bytes(&options.cache_budget)?,
         output_dir: options.output.clone(),
-        models_dir: options.models.clone(),
+        models,
+        // The command line reads what the workflow names, as a script would.
+        files: weft_engine::FileAccess::anywhere(),
         cpu_threads: options.threads,
         disk_cache: Some(DiskCacheConfig {
             dir: options.cache_dir.clone(),

@@ -63,9 +63,9 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Folder of model files whose names the schema suggests for model inputs.
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
+        /// Model folders whose models the schema suggests for model inputs.
+        #[command(flatten)]
+        models: weft::model_args::ModelArgs,
         /// Folder of subgraph files listed as node types (NAME.yaml is type NAME).
         #[arg(long, default_value = "workflows/lib")]
         library: PathBuf,
@@ -82,9 +82,9 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
-        /// Folder of model files whose names model inputs list as choices.
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
+        /// Model folders whose models model inputs list as choices.
+        #[command(flatten)]
+        models: weft::model_args::ModelArgs,
         /// Folder of subgraph files listed as node types (NAME.yaml is type NAME).
         #[arg(long, default_value = "workflows/lib")]
         library: PathBuf,
@@ -160,9 +160,8 @@ pub struct RunOptions {
     /// Folder for saved images.
     #[arg(long, default_value = "out")]
     pub output: PathBuf,
-    /// Folder of model files.
-    #[arg(long, default_value = "models")]
-    pub models: PathBuf,
+    #[command(flatten)]
+    pub models: weft::model_args::ModelArgs,
     /// CPU threads for tensor work (default: libtorch's choice, one per core).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -214,7 +213,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .collect();
             let schema = weft_engine::schema::workflow_schema_with_subgraphs(
                 &weft_nodes::registry(),
-                Some(&models),
+                Some(&models.folders()?),
                 &subgraphs,
             );
             let text = serde_json::to_string_pretty(&schema)? + "\n";
@@ -254,7 +253,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             library,
             ..
         } => {
-            list_nodes(json, &models, &library)?;
+            list_nodes(json, &models.folders()?, &library)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import {
@@ -412,7 +411,11 @@ fn show_plan(
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_nodes(json: bool, models: &std::path::Path, library: &std::path::Path) -> Result<()> {
+fn list_nodes(
+    json: bool,
+    models: &weft_engine::ModelFolders,
+    library: &std::path::Path,
+) -> Result<()> {
     let registry = weft_nodes::registry();
     if json {
         let catalogue = weft_engine::catalogue::node_catalogue(&registry, Some(models));

@@ -420,7 +420,9 @@ fn cached_model_bytes(precision: &str) -> u64 {
         Arc::new(weft_nodes::registry()),
         ExecutorConfig {
             output_dir: out.path().to_path_buf(),
-            models_dir: weft_test_support::repo_root().join("models"),
+            models: weft_engine::ModelFolders::single(
+                weft_test_support::repo_root().join("models"),
+            ),
             ..ExecutorConfig::default()
         },
     );
@@ -524,4 +526,69 @@ fn a_seed_above_i64_is_taken_whole_and_keyed_as_its_own_seed() {
         "{}",
         errors[0]
     );
+}
+
+/// Issue 18: a file checked when a run is queued and swapped for a link before the run starts
+/// must not be read (the check is made on the file the run opens, not on the path earlier).
+#[test]
+fn a_run_refuses_an_input_swapped_for_a_link_to_a_file_outside_its_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, models, out) = (
+        dir.path().join("inputs"),
+        dir.path().join("models"),
+        dir.path().join("out"),
+    );
+    for folder in [&inputs, &models, &out] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    let swap = inputs.join("swap.png");
+    let outside = dir.path().join("outside.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .save(&swap)
+        .unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([0, 0, 0]))
+        .save(&outside)
+        .unwrap();
+    let models = weft_engine::ModelFolders::single(&models);
+    let files =
+        weft_engine::FileAccess::within(&models, &[inputs.clone(), out.clone()], "the folders");
+    let mut ex = Executor::new(
+        Arc::new(weft_nodes::registry()),
+        ExecutorConfig {
+            output_dir: out.clone(),
+            models,
+            files: files.clone(),
+            ..ExecutorConfig::default()
+        },
+    );
+    let mut wf = Workflow::new();
+    wf.add(
+        "load",
+        NodeEntry::new("LoadImage").with("path", swap.to_string_lossy().as_ref()),
+    );
+    wf.add(
+        "save",
+        NodeEntry::new("SaveImage")
+            .link("image", "load", "image")
+            .with("prefix", "swap"),
+    );
+    // Queue time: the path is a regular file inside the inputs folder.
+    files.check(&swap).unwrap();
+    let (report, _) = run(&mut ex, &wf);
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+
+    std::fs::remove_file(&swap).unwrap();
+    std::os::unix::fs::symlink(&outside, &swap).unwrap();
+    let (report, events) = run(&mut ex, &wf);
+    // Refused while planning (hashing the file), before any node ran.
+    assert_eq!(report.status, RunStatus::Invalid);
+    let error = &report.errors[0];
+    assert_eq!(error.node.as_deref(), Some("load"), "{error:?}");
+    assert!(
+        error.message.contains("symbolic link") && error.message.contains("swap.png"),
+        "{}",
+        error.message
+    );
+    assert!(started(&events).is_empty(), "nothing ran: {events:?}");
+    assert!(report.outputs.is_empty());
 }

@@ -1,15 +1,14 @@
 //! The node catalogue as JSON: every node type with its inputs (type, default, range, step,
 //! multiple, choices, doc, optional, link-only) and outputs, straight from the declarations.
 //! `weft nodes --json` prints it and `weft serve` answers `/api/nodes` with it.
-use std::path::Path;
-
 use serde_json::{json, Value as Json};
 
+use crate::model_folders::ModelFolders;
 use crate::node::InputSpec;
 use crate::registry::Registry;
 
-/// The catalogue; with `models_dir`, inputs that name models list those found there.
-pub fn node_catalogue(registry: &Registry, models_dir: Option<&Path>) -> Json {
+/// The catalogue; with `models`, inputs that name models list those found there.
+pub fn node_catalogue(registry: &Registry, models: Option<&ModelFolders>) -> Json {
     let nodes: Vec<Json> = registry
         .iter()
         .map(|registered| {
@@ -17,7 +16,7 @@ pub fn node_catalogue(registry: &Registry, models_dir: Option<&Path>) -> Json {
             let inputs: Vec<Json> = spec
                 .inputs
                 .iter()
-                .map(|input| input_json(registry, input, models_dir))
+                .map(|input| input_json(registry, input, models))
                 .collect();
             let outputs: Vec<Json> = spec
                 .outputs
@@ -38,7 +37,7 @@ pub fn node_catalogue(registry: &Registry, models_dir: Option<&Path>) -> Json {
     json!({ "nodes": nodes })
 }
 
-fn input_json(registry: &Registry, input: &InputSpec, models_dir: Option<&Path>) -> Json {
+fn input_json(registry: &Registry, input: &InputSpec, models: Option<&ModelFolders>) -> Json {
     let mut value = json!({
         "name": input.name,
         "type": input.ty,
@@ -64,9 +63,9 @@ fn input_json(registry: &Registry, input: &InputSpec, models_dir: Option<&Path>)
     if let Some(n) = input.multiple_of {
         set("multiple_of", json!(n));
     }
-    match (input.listed_from, models_dir) {
-        (Some(source), Some(dir)) => {
-            set("choices", json!(registry.listed_choices(input, dir)));
+    match (input.listed_from, models) {
+        (Some(source), Some(models)) => {
+            set("choices", json!(registry.listed_choices(input, models)));
             set("choices_from", json!(source));
         }
         _ if !input.choices.is_empty() => set("choices", json!(input.choices)),

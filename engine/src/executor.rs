@@ -15,6 +15,8 @@ use crate::cancel::CancelToken;
 use crate::diagnostic::Diagnostic;
 use crate::disk_cache::{DiskCache, DiskCacheConfig, DiskCacheStats, DiskRead};
 use crate::events::{Event, RunStatus};
+use crate::file_access::FileAccess;
+use crate::model_folders::ModelFolders;
 use crate::node::{Inputs, NodeContext, NodeError};
 use crate::plan::{plan, why_not_cached, CacheKey, KeyParts, Plan, PlannedInput, Step};
 use crate::registry::Registry;
@@ -28,7 +30,10 @@ pub struct ExecutorConfig {
     pub device: Device,
     pub cache_budget: u64,
     pub output_dir: PathBuf,
-    pub models_dir: PathBuf,
+    /// The folders models are looked up in, in order.
+    pub models: ModelFolders,
+    /// The rule for the files a run opens (the server limits it; the CLI does not).
+    pub files: FileAccess,
     /// Intra-op CPU threads for libtorch; `None` keeps its default.
     pub cpu_threads: Option<i32>,
     /// The disk tier of the cache; `None` (or a zero budget) keeps the cache in memory only.
@@ -41,7 +46,8 @@ impl Default for ExecutorConfig {
             device: Device::Cpu,
             cache_budget: 8 << 30,
             output_dir: PathBuf::from("out"),
-            models_dir: PathBuf::from("models"),
+            models: ModelFolders::single("models"),
+            files: FileAccess::anywhere(),
             cpu_threads: None,
             disk_cache: None,
         }
@@ -220,12 +226,13 @@ impl Executor {
             return Err(errors);
         }
         let file_hashes = &mut self.file_hashes;
+        let files = &self.config.files;
         plan(
             workflow,
             &self.registry,
             target,
-            &self.config.models_dir,
-            &mut |path: &Path| hash_file(file_hashes, path),
+            &self.config.models,
+            &mut |path: &Path| hash_file(file_hashes, files, path),
         )
         .map_err(|mut errors| {
             attribute_files(workflow, &mut errors);
@@ -415,7 +422,8 @@ impl Executor {
                 node_id: id,
                 device: self.config.device,
                 output_dir: &self.config.output_dir,
-                models_dir: &self.config.models_dir,
+                models: &self.config.models,
+                files: &self.config.files,
                 workflow: context.workflow,
                 cancel: context.cancel,
                 on_progress: &mut on_progress,
@@ -721,9 +729,15 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// blake3 of a file's content, remembered while its size and modification time stay the same.
-fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> std::io::Result<[u8; 32]> {
-    let meta = std::fs::metadata(path)?;
+/// The blake3 content hash of a file, opened under the run's rule (so a file that may not be read is
+/// not read to hash it either); remembered while its size and modification time stay.
+fn hash_file(
+    known: &mut HashMap<PathBuf, HashedFile>,
+    files: &FileAccess,
+    path: &Path,
+) -> std::io::Result<[u8; 32]> {
+    let file = files.open(path)?;
+    let meta = file.metadata()?;
     let modified = meta.modified().ok();
     if let Some(h) = known.get(path) {
         if h.len == meta.len() && h.modified == modified && modified.is_some() {
@@ -731,7 +745,7 @@ fn hash_file(known: &mut HashMap<PathBuf, HashedFile>, path: &Path) -> std::io::
         }
     }
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path)?;
+    hasher.update_reader(&file)?;
     let hash = *hasher.finalize().as_bytes();
     known.insert(
         path.to_path_buf(),

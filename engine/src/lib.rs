@@ -9,7 +9,9 @@ pub mod diagnostic;
 pub mod disk_cache;
 pub mod events;
 pub mod executor;
+pub mod file_access;
 pub mod host_memory;
+pub mod model_folders;
 pub mod node;
 pub mod plan;
 pub mod registry;
@@ -25,6 +27,8 @@ pub use cancel::{CancelToken, Cancelled};
 pub use diagnostic::Diagnostic;
 pub use events::{Event, RunStatus};
 pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
+pub use file_access::FileAccess;
+pub use model_folders::{ModelFolder, ModelFolders};
 pub use node::{
     ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
     OutputSpec,

@@ -281,7 +281,10 @@ pub struct NodeContext<'a> {
     pub node_id: &'a str,
     pub device: Device,
     pub output_dir: &'a Path,
-    pub models_dir: &'a Path,
+    /// The folders models are looked up in, in order.
+    pub models: &'a crate::model_folders::ModelFolders,
+    /// Opens the files the node reads (user-named ones at least) under the run's folder rule.
+    pub files: &'a crate::file_access::FileAccess,
     /// The workflow being run, for output nodes that embed it (PNG metadata).
     pub workflow: &'a crate::workflow::Workflow,
     pub(crate) cancel: &'a CancelToken,
@@ -345,7 +348,7 @@ pub trait Node: Send + Sync + 'static {
     fn input_files(
         &self,
         _constants: &ConstantInputs,
-        _models_dir: &Path,
+        _models: &crate::model_folders::ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
         Ok(Vec::new())
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::diagnostic::Diagnostic;
+use crate::model_folders::ModelFolders;
 use crate::node::ConstantInputs;
 use crate::registry::Registry;
 use crate::value::Constant;
@@ -84,13 +85,13 @@ pub fn plan(
     wf: &Workflow,
     registry: &Registry,
     target: Option<&str>,
-    models_dir: &Path,
+    models: &ModelFolders,
     hash_file: &mut FileHasher,
 ) -> Result<Plan, Vec<Diagnostic>> {
     let graph = resolve_links(wf, registry)?;
     let needed = needed_nodes(wf, registry, &graph, target)?;
     let order = dependency_order(&graph, &needed)?;
-    key_steps(wf, registry, &graph, &order, models_dir, hash_file)
+    key_steps(wf, registry, &graph, &order, models, hash_file)
 }
 
 /// The workflow's nodes by position: each one's registered type and upstream nodes.
@@ -187,7 +188,7 @@ fn key_steps(
     registry: &Registry,
     graph: &Graph,
     order: &[usize],
-    models_dir: &Path,
+    models: &ModelFolders,
     hash_file: &mut FileHasher,
 ) -> Result<Plan, Vec<Diagnostic>> {
     let mut step_of = vec![usize::MAX; wf.nodes.len()];
@@ -225,7 +226,7 @@ fn key_steps(
             input_parts.push(input_part(input.name, &planned, &steps));
             inputs.push(planned);
         }
-        let files = match file_part(registered, &inputs, models_dir, hash_file) {
+        let files = match file_part(registered, &inputs, models, hash_file) {
             Ok(files) => files,
             Err(message) => {
                 errors.push(Diagnostic::at_opt(node.pos, message).node(id));
@@ -296,7 +297,7 @@ fn input_part(name: &str, planned: &PlannedInput, steps: &[Step]) -> [u8; 32] {
 fn file_part(
     registered: &crate::registry::RegisteredNode,
     inputs: &[PlannedInput],
-    models_dir: &Path,
+    models: &ModelFolders,
     hash_file: &mut FileHasher,
 ) -> Result<[u8; 32], String> {
     let constants = ConstantInputs {
@@ -312,7 +313,7 @@ fn file_part(
     let mut hasher = blake3::Hasher::new();
     let files = registered
         .node
-        .input_files(&constants, models_dir)
+        .input_files(&constants, models)
         .map_err(|e| e.to_string())?;
     for file in files {
         let hash = hash_file(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;

@@ -1,12 +1,12 @@
 //! The registry of node types: name -> declaration + implementation.
-use std::path::Path;
 
 use indexmap::IndexMap;
 
+use crate::model_folders::ModelFolders;
 use crate::node::{InputSpec, Node, NodeSpec};
 
 /// Lists the names found for a choice source (e.g. "checkpoints") in a models folder.
-pub type ChoiceLister = dyn Fn(&str, &Path) -> Vec<String> + Send + Sync;
+pub type ChoiceLister = dyn Fn(&str, &ModelFolders) -> Vec<String> + Send + Sync;
 
 pub struct RegisteredNode {
     pub spec: NodeSpec,
@@ -68,16 +68,16 @@ impl Registry {
     /// Sets who lists the names of `listed_from` inputs (the node crate knows the models folder).
     pub fn set_choice_lister(
         &mut self,
-        lister: impl Fn(&str, &Path) -> Vec<String> + Send + Sync + 'static,
+        lister: impl Fn(&str, &ModelFolders) -> Vec<String> + Send + Sync + 'static,
     ) -> &mut Self {
         self.lister = Some(Box::new(lister));
         self
     }
 
     /// The names an input offers now: its fixed choices, or what the lister finds on disk.
-    pub fn listed_choices(&self, input: &InputSpec, models_dir: &Path) -> Vec<String> {
+    pub fn listed_choices(&self, input: &InputSpec, models: &ModelFolders) -> Vec<String> {
         match (input.listed_from, &self.lister) {
-            (Some(source), Some(lister)) => lister(source, models_dir),
+            (Some(source), Some(lister)) => lister(source, models),
             _ => input.choices.iter().map(|c| c.to_string()).collect(),
         }
     }

@@ -1,10 +1,9 @@
 //! The JSON Schema of the workflow file, generated from the node declarations, so an editor
 //! completes node types and each type's inputs, defaults, ranges and choices.
-use std::path::Path;
-
 use schemars::Schema;
 use serde_json::{json, Map, Value as Json};
 
+use crate::model_folders::ModelFolders;
 use crate::node::InputSpec;
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
@@ -12,15 +11,15 @@ use crate::workflow::Interface;
 
 pub const LINK_PATTERN: &str = r"^\$[A-Za-z0-9_-]+\.[A-Za-z0-9_]+$";
 
-/// The schema; with `models_dir`, inputs that name models suggest those found there.
-pub fn workflow_schema(registry: &Registry, models_dir: Option<&Path>) -> Schema {
-    workflow_schema_with_subgraphs(registry, models_dir, &[])
+/// The schema; with `models`, inputs that name models suggest those found there.
+pub fn workflow_schema(registry: &Registry, models: Option<&ModelFolders>) -> Schema {
+    workflow_schema_with_subgraphs(registry, models, &[])
 }
 
 /// The schema, with library subgraphs (name, interface) listed as node types too.
 pub fn workflow_schema_with_subgraphs(
     registry: &Registry,
-    models_dir: Option<&Path>,
+    models: Option<&ModelFolders>,
     subgraphs: &[(String, Interface)],
 ) -> Schema {
     let mut defs = Map::new();
@@ -41,9 +40,9 @@ pub fn workflow_schema_with_subgraphs(
         let mut required = vec![json!("type")];
         for input in &spec.inputs {
             let mut schema = input_schema(input);
-            if let (Some(dir), Some(_)) = (models_dir, input.listed_from) {
+            if let (Some(models), Some(_)) = (models, input.listed_from) {
                 // Suggestions, not an enum: a path to a model elsewhere is valid too.
-                schema["examples"] = json!(registry.listed_choices(input, dir));
+                schema["examples"] = json!(registry.listed_choices(input, models));
             }
             properties.insert(input.name.into(), schema);
             if input.is_required() {

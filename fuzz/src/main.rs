@@ -222,8 +222,9 @@ fn check(registry: &Registry, bytes: &[u8]) -> (Option<String>, String) {
         if errors.is_empty() {
             // Planning hashes the files that loaders name: give it a fixed hash instead.
             let mut hash = |_: &Path| -> std::io::Result<[u8; 32]> { Ok([7; 32]) };
+            let models = weft_engine::ModelFolders::single("models");
             if let Err(errors) =
-                weft_engine::plan::plan(&workflow, registry, None, Path::new("models"), &mut hash)
+                weft_engine::plan::plan(&workflow, registry, None, &models, &mut hash)
             {
                 return Ok(errors);
             }

@@ -45,8 +45,8 @@ pub fn registry() -> Registry {
         .register(safety::LoadSafetyModel)
         .register(safety::SafetyFilter)
         .register(prompt_filter::PromptFilter);
-    r.set_choice_lister(|source, models_dir| match source {
-        model_files::CHECKPOINTS => model_files::find_checkpoints(models_dir),
+    r.set_choice_lister(|source, models| match source {
+        model_files::CHECKPOINTS => model_files::find_checkpoints(models),
         _ => Vec::new(),
     });
     r

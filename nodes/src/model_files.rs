@@ -2,6 +2,8 @@
 //! folder holds (for "not found" messages, the JSON Schema and the editor's dropdowns).
 use std::path::{Path, PathBuf};
 
+use weft_engine::{ModelFolder, ModelFolders};
+
 /// The choice source of inputs that name a diffusion checkpoint.
 pub const CHECKPOINTS: &str = "checkpoints";
 
@@ -11,32 +13,36 @@ const NOT_CHECKPOINTS: [&str; 2] = ["converted", "cache"];
 /// A model name that names nothing.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "model '{name}' not found (looked for {} and {}); {}",
-    direct.display(),
-    under.display(),
-    found_sentence(found, models_dir)
+    "model '{name}' not found (looked for {}); {}",
+    looked_in(direct, tried),
+    found_sentence(found, folders)
 )]
 pub struct ModelNotFound {
     pub name: String,
     pub direct: PathBuf,
-    pub under: PathBuf,
-    pub models_dir: PathBuf,
-    /// What the models folder does hold.
+    /// Where the name would be in each model folder, in lookup order.
+    pub tried: Vec<PathBuf>,
+    /// The model folders, as a sentence names them.
+    pub folders: String,
+    /// What the model folders do hold.
     pub found: Vec<String>,
 }
 
-fn found_sentence(found: &[String], models_dir: &Path) -> String {
+fn looked_in(direct: &Path, tried: &[PathBuf]) -> String {
+    std::iter::once(direct)
+        .chain(tried.iter().map(PathBuf::as_path))
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn found_sentence(found: &[String], folders: &str) -> String {
     if found.is_empty() {
         format!(
-            "{} holds no checkpoint: put a checkpoint (.safetensors) or a diffusers folder there",
-            models_dir.display()
+            "{folders} holds no checkpoint: put a checkpoint (.safetensors) or a diffusers folder there"
         )
     } else {
-        format!(
-            "models found under {}: {}",
-            models_dir.display(),
-            found.join(", ")
-        )
+        format!("models found under {folders}: {}", found.join(", "))
     }
 }
 
@@ -48,13 +54,14 @@ pub struct MissingConverted {
     pub what: &'static str,
 }
 
-/// `models_dir/relative`, which set-up converts (`what` names it in the error).
+/// `relative` (a file set-up converts; `what` names it in the error) in the first whole model
+/// folder that has it.
 pub fn converted_file(
-    models_dir: &Path,
+    models: &ModelFolders,
     relative: &str,
     what: &'static str,
 ) -> Result<PathBuf, MissingConverted> {
-    let path = models_dir.join(relative);
+    let path = models.whole_folder_file(relative);
     if path.exists() {
         Ok(path)
     } else {
@@ -62,29 +69,83 @@ pub fn converted_file(
     }
 }
 
-/// Resolves a model name: an existing path as given, else a file or folder under `models_dir`.
-pub fn resolve_model(name: &str, models_dir: &Path) -> Result<PathBuf, ModelNotFound> {
+/// Resolves a model name: an existing path as given, else the first model folder that has it.
+pub fn resolve_model(name: &str, models: &ModelFolders) -> Result<PathBuf, ModelNotFound> {
     let direct = PathBuf::from(name);
     if !name.is_empty() && direct.exists() {
         return Ok(direct);
     }
-    let under = models_dir.join(name);
-    if !name.is_empty() && under.exists() {
-        return Ok(under);
+    if !name.is_empty() {
+        if let Some(found) = models.find(name) {
+            return Ok(found);
+        }
     }
     Err(ModelNotFound {
         name: name.to_string(),
         direct,
-        under,
-        models_dir: models_dir.to_path_buf(),
-        found: find_checkpoints(models_dir),
+        tried: models.candidates(name),
+        folders: models.to_string(),
+        found: find_checkpoints(models),
     })
 }
 
-/// The checkpoints under `models_dir`, as names `resolve_model` takes, sorted: single-file
+/// The checkpoints in all model folders, as names `resolve_model` takes, sorted, each once
+/// (the first folder that has a name is the one it loads from; see `shadowed_checkpoints`).
+pub fn find_checkpoints(models: &ModelFolders) -> Vec<String> {
+    let mut found: Vec<String> = checkpoints_by_folder(models)
+        .into_iter()
+        .flat_map(|(_, names)| names)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Checkpoint names found in more than one folder: a sentence for each, naming the folder
+/// that wins (the first) and those it hides.
+pub fn shadowed_checkpoints(models: &ModelFolders) -> Vec<String> {
+    let mut first_seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (folder, names) in checkpoints_by_folder(models) {
+        for name in names {
+            first_seen.entry(name).or_default().push(folder.to_string());
+        }
+    }
+    first_seen
+        .into_iter()
+        .filter(|(_, folders)| folders.len() > 1)
+        .map(|(name, folders)| {
+            format!(
+                "model '{name}' is in several model folders; {} is used (the first), {} not",
+                folders[0],
+                folders[1..].join(", ")
+            )
+        })
+        .collect()
+}
+
+/// Each model folder with the checkpoint names it holds: for a whole folder, single-file
 /// `.safetensors` checkpoints (at the top or one folder down, e.g. `checkpoints/x.safetensors`)
-/// and diffusers folders (a folder with `model_index.json` or a `unet/` folder).
-pub fn find_checkpoints(models_dir: &Path) -> Vec<String> {
+/// and diffusers folders (a folder with `model_index.json` or a `unet/` folder); for a folder
+/// of checkpoints, what is in it, named `checkpoints/...`.
+fn checkpoints_by_folder(models: &ModelFolders) -> Vec<(&ModelFolder, Vec<String>)> {
+    models
+        .folders()
+        .iter()
+        .filter_map(|folder| match folder.kind.as_deref() {
+            None => Some((folder, checkpoints_in_whole_folder(&folder.dir))),
+            Some(CHECKPOINTS) => {
+                let names = checkpoints_directly_in(&folder.dir)
+                    .into_iter()
+                    .map(|name| format!("{CHECKPOINTS}/{name}"))
+                    .collect();
+                Some((folder, names))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
+fn checkpoints_in_whole_folder(models_dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(models_dir) else {
         return found;
@@ -100,21 +161,27 @@ pub fn find_checkpoints(models_dir: &Path) -> Vec<String> {
                 found.push(name);
                 continue;
             }
-            let Ok(inner) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            for file in inner.flatten() {
-                let inner_path = file.path();
-                if is_safetensors(&inner_path) || is_diffusers_folder(&inner_path) {
-                    found.push(format!("{name}/{}", file.file_name().to_string_lossy()));
-                }
+            for inner in checkpoints_directly_in(&path) {
+                found.push(format!("{name}/{inner}"));
             }
         } else if is_safetensors(&path) {
             found.push(name);
         }
     }
-    found.sort();
     found
+}
+
+/// Single-file checkpoints and diffusers folders directly in `dir`.
+fn checkpoints_directly_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| is_safetensors(&e.path()) || is_diffusers_folder(&e.path()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
 }
 
 fn is_safetensors(path: &Path) -> bool {
@@ -164,19 +231,78 @@ mod tests {
         std::fs::write(dir.join("dreamy.safetensors"), b"x").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         assert_eq!(
-            find_checkpoints(&dir),
+            find_checkpoints(&ModelFolders::single(&dir)),
             ["checkpoints/sd15.safetensors", "dreamy.safetensors", "tiny"]
         );
-        let error = resolve_model("sd15", &dir).unwrap_err();
+        let error = resolve_model("sd15", &ModelFolders::single(&dir)).unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("models found under")
                 && message.contains("checkpoints/sd15.safetensors, dreamy.safetensors, tiny"),
             "{message}"
         );
-        assert!(resolve_model("checkpoints/sd15.safetensors", &dir).is_ok());
-        let empty = resolve_model("x", &dir.join("nothing-here")).unwrap_err();
+        assert!(resolve_model("checkpoints/sd15.safetensors", &ModelFolders::single(&dir)).is_ok());
+        let empty =
+            resolve_model("x", &ModelFolders::single(dir.join("nothing-here"))).unwrap_err();
         assert!(empty.to_string().contains("holds no checkpoint"), "{empty}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_and_linked_model_folders_are_listed_and_resolved_first_folder_first() {
+        let dir = std::env::temp_dir().join(format!("weft-shared-models-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // ComfyUI's checkpoints, linked into weft's models folder as people do.
+        std::fs::create_dir_all(dir.join("comfy/checkpoints")).unwrap();
+        std::fs::write(dir.join("comfy/checkpoints/linked.safetensors"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("weft")).unwrap();
+        std::os::unix::fs::symlink(dir.join("comfy/checkpoints"), dir.join("weft/checkpoints"))
+            .unwrap();
+        // A second whole folder, and a folder of checkpoints only (extra_model_paths.yaml).
+        std::fs::create_dir_all(dir.join("second/checkpoints")).unwrap();
+        std::fs::write(dir.join("second/checkpoints/linked.safetensors"), b"y").unwrap();
+        std::fs::write(dir.join("second/checkpoints/only2.safetensors"), b"y").unwrap();
+        std::fs::create_dir_all(dir.join("a1111")).unwrap();
+        std::fs::write(dir.join("a1111/sd.safetensors"), b"z").unwrap();
+        let models = ModelFolders::new(vec![
+            ModelFolder::whole(dir.join("weft")),
+            ModelFolder::whole(dir.join("second")),
+            ModelFolder::of_kind(CHECKPOINTS, dir.join("a1111")),
+        ]);
+        assert_eq!(
+            find_checkpoints(&models),
+            [
+                "checkpoints/linked.safetensors",
+                "checkpoints/only2.safetensors",
+                "checkpoints/sd.safetensors"
+            ]
+        );
+        assert_eq!(
+            resolve_model("checkpoints/linked.safetensors", &models).unwrap(),
+            dir.join("weft/checkpoints/linked.safetensors")
+        );
+        assert_eq!(
+            resolve_model("checkpoints/only2.safetensors", &models).unwrap(),
+            dir.join("second/checkpoints/only2.safetensors")
+        );
+        assert_eq!(
+            resolve_model("checkpoints/sd.safetensors", &models).unwrap(),
+            dir.join("a1111/sd.safetensors")
+        );
+        let shadowed = shadowed_checkpoints(&models);
+        assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+        assert!(
+            shadowed[0].contains("checkpoints/linked.safetensors")
+                && shadowed[0].contains(&format!("{} is used", dir.join("weft").display())),
+            "{shadowed:?}"
+        );
+        let missing = resolve_model("checkpoints/none.safetensors", &models).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains(&dir.join("a1111/none.safetensors").display().to_string()),
+            "{missing}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 pub struct PromptFilter;
@@ -34,15 +34,17 @@ impl Node for PromptFilter {
     fn input_files(
         &self,
         constants: &ConstantInputs,
-        _models_dir: &Path,
+        _models: &ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
         Ok(constants.file("blocklist"))
     }
 
-    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+    fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let text = inputs.string("text")?;
         let path = Path::new(inputs.string("blocklist")?);
-        let list = std::fs::read_to_string(path)
+        let list = ctx
+            .files
+            .read_to_string(path)
             .map_err(|e| NodeError::msg(format!("blocklist {}: {e}", path.display())))?;
         if let Some((line, phrase)) = first_blocked(text, &list) {
             return Err(NodeError::msg(format!(

@@ -1,11 +1,11 @@
 //! The safety filter: Yahoo open_nsfw scores each image; images at or over the threshold are
 //! blacked out, blurred, rejected (the run fails) or flagged, image by image in a batch.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tch::Tensor;
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use crate::model_files::{converted_file, MissingConverted};
@@ -13,8 +13,8 @@ use crate::models::open_nsfw::OpenNsfw;
 
 const OPEN_NSFW: &str = "converted/open_nsfw/open_nsfw.safetensors";
 
-fn weights(models_dir: &Path) -> Result<PathBuf, MissingConverted> {
-    converted_file(models_dir, OPEN_NSFW, "open_nsfw")
+fn weights(models: &ModelFolders) -> Result<PathBuf, MissingConverted> {
+    converted_file(models, OPEN_NSFW, "open_nsfw")
 }
 
 pub struct LoadSafetyModel;
@@ -33,12 +33,12 @@ impl Node for LoadSafetyModel {
     fn input_files(
         &self,
         _constants: &ConstantInputs,
-        models_dir: &Path,
+        models: &ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
-        Ok(vec![weights(models_dir)?])
+        Ok(vec![weights(models)?])
     }
     fn run(&self, _inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = weights(ctx.models_dir)?;
+        let path = weights(ctx.models)?;
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(vec![Value::object(
             T::SafetyModel,

@@ -1,9 +1,9 @@
 //! Upscaling nodes: Real-ESRGAN (x4plus, animevideov3) and ESRGAN-slim, tiled so any size fits.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use crate::model_files::converted_file;
@@ -19,7 +19,7 @@ pub const UPSCALERS: [&str; 4] = [
     "esrgan-slim-x4",
 ];
 
-fn weights_path(name: &str, models_dir: &Path) -> NodeResult<PathBuf> {
+fn weights_path(name: &str, models: &ModelFolders) -> NodeResult<PathBuf> {
     let relative = match name {
         "realesr-animevideov3" => "converted/realesrgan/realesr-animevideov3.safetensors",
         "realesrgan-x4plus" => "converted/realesrgan/realesrgan-x4plus.safetensors",
@@ -27,7 +27,7 @@ fn weights_path(name: &str, models_dir: &Path) -> NodeResult<PathBuf> {
         "esrgan-slim-x4" => "converted/esrgan-slim/esrgan-slim-x4.safetensors",
         other => return Err(NodeError::msg(format!("unknown upscaler '{other}'"))),
     };
-    Ok(converted_file(models_dir, relative, "the upscalers")?)
+    Ok(converted_file(models, relative, "the upscalers")?)
 }
 
 /// The upscale_model socket's value.
@@ -55,16 +55,16 @@ impl Node for LoadUpscaleModel {
     fn input_files(
         &self,
         constants: &ConstantInputs,
-        models_dir: &Path,
+        models: &ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
         Ok(vec![weights_path(
             constants.string("name").unwrap_or_default(),
-            models_dir,
+            models,
         )?])
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let name = inputs.string("name")?;
-        let path = weights_path(name, ctx.models_dir)?;
+        let path = weights_path(name, ctx.models)?;
         let model: Box<dyn ImageToImage> = match name {
             "realesr-animevideov3" => Box::new(SrVggNetCompact::load(
                 &path,

@@ -563,8 +563,9 @@ fn model_options(state: &AppState, prompt: &Map<String, Json_>) -> Vec<(String, 
         if out.iter().any(|(c, _)| c == name) {
             continue;
         }
-        let root = &state.roots.models;
-        let present = root.join(CHECKPOINT_DIR).join(name).exists() || root.join(name).exists();
+        let models = &state.roots.models;
+        let present = models.find(&format!("{CHECKPOINT_DIR}{name}")).is_some()
+            || models.find(name).is_some();
         if !present {
             out.push((name.to_string(), fallback.clone()));
         }
@@ -1235,10 +1236,25 @@ fn file_names(dir: &FsPath, extensions: &[&str]) -> Vec<String> {
 }
 
 fn file_lists(state: &AppState) -> FileLists {
-    let mut checkpoints = file_names(
-        &state.roots.models.join(CHECKPOINT_DIR),
-        &[".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"],
-    );
+    // ComfyUI names a checkpoint relative to its checkpoints folder: list each model folder's
+    // (a folder of checkpoints is one itself), each name once, the first folder's winning.
+    let mut checkpoints: Vec<String> = Vec::new();
+    for folder in state.roots.models.folders() {
+        let dir = match folder.kind.as_deref() {
+            None => folder.dir.join(CHECKPOINT_DIR),
+            Some(kind) if kind == CHECKPOINT_DIR.trim_end_matches('/') => folder.dir.clone(),
+            Some(_) => continue,
+        };
+        for name in file_names(
+            &dir,
+            &[".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"],
+        ) {
+            if !checkpoints.contains(&name) {
+                checkpoints.push(name);
+            }
+        }
+    }
+    checkpoints.sort();
     for (name, _) in &state.comfy.models {
         if name != "*" && !checkpoints.contains(name) {
             checkpoints.push(name.clone());

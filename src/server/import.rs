@@ -146,7 +146,7 @@ pub async fn import(State(state): State<AppState>, request: Request) -> ApiResul
             .comfy_models
             .iter()
             .find(|(comfy, _)| comfy == "*")
-            .map(|(_, weft)| (weft.clone(), state.roots.models.clone())),
+            .map(|(_, weft)| (weft.clone(), state.roots.models.primary().to_path_buf())),
         inputs_dir: state.inputs_ref.to_string_lossy().into_owned(),
     };
     let imported = tokio::task::spawn_blocking(move || import_bytes(&bytes, &options))

@@ -47,7 +47,11 @@ pub struct Config {
     pub workflows_dir: PathBuf,
     pub inputs_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// The first model folder (created if missing).
     pub models_dir: PathBuf,
+    /// Further model folders, looked in after `models_dir` in this order (`--models` again,
+    /// `--model-paths`); links in every model folder are followed.
+    pub more_models: Vec<weft_engine::ModelFolder>,
     /// Required on every route and on /ws when set.
     pub token: Option<String>,
     /// Host header values accepted (`host:port`), and so the origins `http://<host>`.
@@ -74,6 +78,7 @@ impl Config {
             workflows_dir,
             data_dir,
             models_dir,
+            more_models: Vec::new(),
             token: None,
             allowed_hosts: loopback_hosts(8188),
             body_limit: 4 << 20,
@@ -121,13 +126,18 @@ impl Server {
     /// device worker, the scheduler and the workflows-folder watcher.
     pub fn start(config: Config, executor: ExecutorConfig) -> Result<AppState> {
         let outputs = config.data_dir.join("outputs");
+        let mut models = vec![weft_engine::ModelFolder::whole(&config.models_dir)];
+        models.extend(config.more_models.iter().cloned());
         let roots = Roots::new(
             &config.workflows_dir,
             &config.inputs_dir,
             &outputs,
-            &config.models_dir,
+            &weft_engine::ModelFolders::new(models),
         )
         .context("creating the server's folders")?;
+        for warning in weft_nodes::model_files::shadowed_checkpoints(&roots.models) {
+            eprintln!("weft serve: {warning}");
+        }
         let store: Arc<dyn RunStore> = Arc::new(
             SqliteStore::open(&config.data_dir.join("runs.sqlite")).map_err(anyhow::Error::msg)?,
         );
@@ -142,7 +152,8 @@ impl Server {
         let registry = Arc::new(weft_nodes::registry());
         let executor = ExecutorConfig {
             output_dir: roots.outputs.clone(),
-            models_dir: roots.models.clone(),
+            models: roots.models.clone(),
+            files: roots.files.clone(),
             ..executor
         };
         let device = match executor.device {
@@ -287,9 +298,8 @@ pub struct ServeArgs {
     /// The run database and the outputs (one folder per run).
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
-    /// Folder of model files.
-    #[arg(long, default_value = "models")]
-    pub models: PathBuf,
+    #[command(flatten)]
+    pub models: crate::model_args::ModelArgs,
     /// Read the access token from this file (else WEFT_TOKEN, else one is generated when
     /// listening beyond loopback).
     #[arg(long)]
@@ -383,11 +393,13 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.listen, args.port))?;
         let local = listener.local_addr()?;
-        let mut config = Config::new(
-            args.workflows.clone(),
-            args.data.clone(),
-            args.models.clone(),
-        );
+        let models = args.models.folders()?;
+        let (first, more) = models
+            .folders()
+            .split_first()
+            .context("no model folder given")?;
+        let mut config = Config::new(args.workflows.clone(), args.data.clone(), first.dir.clone());
+        config.more_models = more.to_vec();
         if let Some(inputs) = &args.inputs {
             config.inputs_dir = inputs.clone();
         }
@@ -413,9 +425,10 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
             local.to_string()
         };
         eprintln!(
-            "weft serve: listening on http://{shown}/ (workflows {}, data {})",
+            "weft serve: listening on http://{shown}/ (workflows {}, data {}, models {})",
             state.roots.workflows.display(),
-            args.data.display()
+            args.data.display(),
+            state.roots.models
         );
         let app = app(state);
         let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());

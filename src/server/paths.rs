@@ -1,7 +1,10 @@
 //! The folders the server may touch and the checks that keep every route inside them: names
 //! (never paths) from clients, resolved under one root, then canonicalised (symlinks followed)
-//! and refused unless the result is still under that root.
+//! and refused unless the result is still under that root. What runs read is checked by
+//! `FileAccess` on the opened file, when queued and again when run.
 use std::path::{Path, PathBuf};
+
+use weft_engine::{FileAccess, ModelFolder, ModelFolders};
 
 use super::error::{ApiError, ApiResult};
 
@@ -11,7 +14,12 @@ pub struct Roots {
     pub workflows: PathBuf,
     pub inputs: PathBuf,
     pub outputs: PathBuf,
-    pub models: PathBuf,
+    /// The model folders in lookup order; the first is created at start-up, the others are
+    /// the operator's and used as they are.
+    pub models: ModelFolders,
+    /// What runs may read: files in the model folders (links followed) and plain files in the
+    /// workflows, inputs and outputs folders.
+    pub files: FileAccess,
 }
 
 impl Roots {
@@ -19,29 +27,43 @@ impl Roots {
         workflows: &Path,
         inputs: &Path,
         outputs: &Path,
-        models: &Path,
+        models: &ModelFolders,
     ) -> std::io::Result<Self> {
         let make = |p: &Path| -> std::io::Result<PathBuf> {
             std::fs::create_dir_all(p)?;
             p.canonicalize()
         };
-        Ok(Self {
-            workflows: make(workflows)?,
-            inputs: make(inputs)?,
-            outputs: make(outputs)?,
-            models: make(models)?,
-        })
-    }
-
-    /// True when `path` (relative to the working folder, or absolute) exists and resolves into
-    /// one of the roots a run may read.
-    pub fn readable_by_runs(&self, path: &Path) -> bool {
-        match path.canonicalize() {
-            Ok(real) => [&self.models, &self.inputs, &self.workflows, &self.outputs]
-                .iter()
-                .any(|root| real.starts_with(root)),
-            Err(_) => false,
+        let workflows = make(workflows)?;
+        let inputs = make(inputs)?;
+        let outputs = make(outputs)?;
+        let mut folders = Vec::new();
+        for (i, folder) in models.folders().iter().enumerate() {
+            let dir = if i == 0 {
+                make(&folder.dir)?
+            } else {
+                folder
+                    .dir
+                    .canonicalize()
+                    .or_else(|_| std::path::absolute(&folder.dir))?
+            };
+            folders.push(ModelFolder {
+                dir,
+                kind: folder.kind.clone(),
+            });
         }
+        let models = ModelFolders::new(folders);
+        let files = FileAccess::within(
+            &models,
+            &[workflows.clone(), inputs.clone(), outputs.clone()],
+            "the models, inputs, workflows and outputs folders",
+        );
+        Ok(Self {
+            workflows,
+            inputs,
+            outputs,
+            models,
+            files,
+        })
     }
 }
 

@@ -84,16 +84,8 @@ pub(super) fn check_files(
         &state.registry,
         target,
         &state.roots.models,
-        &mut |path: &std::path::Path| {
-            if state.roots.readable_by_runs(path) {
-                Ok([0; 32])
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "not found in the models, inputs or workflows folders",
-                ))
-            }
-        },
+        // The same check a run makes when it opens the file (no hashing here).
+        &mut |path: &std::path::Path| state.roots.files.check(path).map(|()| [0; 32]),
     );
     let mut errors = match planned {
         Ok(_) => Vec::new(),
@@ -122,12 +114,15 @@ pub(super) fn check_files(
                 continue;
             }
             let inside = weft_nodes::model_files::resolve_model(text, &state.roots.models)
-                .is_ok_and(|p| state.roots.readable_by_runs(&p));
+                .is_ok_and(|p| state.roots.files.check(&p).is_ok());
             if !inside {
                 errors.push(
                     Diagnostic::at_opt(
                         entry.pos,
-                        format!("'{text}' is not a model in the models folder"),
+                        format!(
+                            "'{text}' is not a model in the model folders ({})",
+                            state.roots.models
+                        ),
                     )
                     .node(id)
                     .input(name),

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use crate::model_files::{model_files, resolve_model, CHECKPOINTS};
@@ -54,25 +54,26 @@ impl Node for LoadCheckpoint {
     fn input_files(
         &self,
         constants: &ConstantInputs,
-        models_dir: &Path,
+        models: &ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
         let name = constants.string("name").unwrap_or_default();
-        Ok(model_files(&resolve_model(name, models_dir)?))
+        Ok(model_files(&resolve_model(name, models)?))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let path = resolve_model(inputs.string("name")?, ctx.models_dir)?;
+        let path = resolve_model(inputs.string("name")?, ctx.models)?;
         let kind = precision(inputs.string("precision")?, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,
             kind,
+            files: ctx.files.clone(),
             ..LoadOptions::default()
         };
         let ((unet, vae, encoder), text_encoder_bytes) =
             if path.is_dir() && !path.join("text_encoder").exists() {
-                load_embedded(&path, &options, ctx.models_dir)?
+                load_embedded(&path, &options, ctx.models)?
             } else {
-                load_with_clip(&path, &options, ctx.models_dir)?
+                load_with_clip(&path, &options, ctx.models)?
             };
         // The cache counts a node's outputs together, so the whole model's size is carried by
         // the first output and the others count zero. It is the size of the weights as loaded
@@ -99,10 +100,10 @@ fn model_bytes(unet: &UNet2DConditionModel, vae: &AutoencoderKL) -> u64 {
 }
 
 /// The embedded model: UNet and VAE in diffusers layout, MiniLM from set-up.
-fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+fn load_embedded(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
     let unet = load_unet_folder(&path.join("unet"), options)?;
     let vae = load_vae_folder(&path.join("vae"), options)?;
-    let minilm_dir = models_dir.join(MINILM_DIR);
+    let minilm_dir = models.whole_folder_file(MINILM_DIR);
     if !minilm_dir.join("model.safetensors").exists() {
         return Err(NodeError::msg(format!(
             "{} needs the MiniLM text encoder at {}; run the set-up (make setup) to convert it",
@@ -117,7 +118,7 @@ fn load_embedded(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeR
 
 /// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
 /// the CLIP vocabulary from set-up.
-fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> NodeResult<Parts> {
+fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
     let checkpoint = load_checkpoint(path, options)?;
     let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
     let bytes = checkpoint
@@ -130,7 +131,7 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models_dir: &Path) -> Node
         checkpoint.text_encoder_weights,
     );
     let model = ClipTextModel::new(&weights, "text_model", config)?;
-    let vocab = models_dir.join(CLIP_VOCAB);
+    let vocab = models.whole_folder_file(CLIP_VOCAB);
     let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
         NodeError::msg(format!(
             "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"

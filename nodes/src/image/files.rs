@@ -3,15 +3,24 @@
 use std::path::Path;
 
 use tch::{Kind, Tensor};
-use weft_engine::{NodeError, NodeResult};
+use weft_engine::{FileAccess, NodeError, NodeResult};
 
 /// The PNG text keyword under which a saved image carries the workflow that made it (JSON).
 pub const WORKFLOW_PNG_KEY: &str = "weft-workflow";
 
-/// Decodes an image file to a [1, 3, H, W] tensor in [0, 1].
-pub fn load_image(path: &Path) -> NodeResult<Tensor> {
-    let img = image::open(path)
-        .map_err(|e| NodeError::msg(format!("{}: not a readable image ({e})", path.display())))?
+/// Decodes an image file, opened under `files`' rule, to a [1, 3, H, W] tensor in [0, 1].
+pub fn load_image(path: &Path, files: &FileAccess) -> NodeResult<Tensor> {
+    let file = files
+        .open(path)
+        .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
+    let not_image = |e: &dyn std::fmt::Display| {
+        NodeError::msg(format!("{}: not a readable image ({e})", path.display()))
+    };
+    let img = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| not_image(&e))?
+        .decode()
+        .map_err(|e| not_image(&e))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let t = Tensor::f_from_data_size(img.as_raw(), &[h as i64, w as i64, 3], Kind::Uint8)?;
@@ -75,4 +84,39 @@ pub fn workflow_from_png(path: &Path) -> Result<Option<String>, String> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::ModelFolders;
+
+    #[test]
+    fn load_image_reads_the_file_it_checked_and_refuses_a_link_put_in_its_place() {
+        let dir = std::env::temp_dir().join(format!("weft-load-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let inputs = dir.join("inputs");
+        std::fs::create_dir_all(&inputs).unwrap();
+        let image = inputs.join("in.png");
+        let outside = dir.join("outside.png");
+        for path in [&image, &outside] {
+            image::RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]))
+                .save(path)
+                .unwrap();
+        }
+        let files = FileAccess::within(
+            &ModelFolders::single(dir.join("models")),
+            std::slice::from_ref(&inputs),
+            "the inputs folder",
+        );
+        assert_eq!(load_image(&image, &files).unwrap().size(), [1, 3, 2, 2]);
+        std::fs::remove_file(&image).unwrap();
+        std::os::unix::fs::symlink(&outside, &image).unwrap();
+        let error = load_image(&image, &files).unwrap_err().to_string();
+        assert!(
+            error.contains("in.png") && error.contains("symbolic link"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

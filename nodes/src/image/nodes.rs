@@ -2,8 +2,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use tch::Tensor;
@@ -94,7 +94,7 @@ impl Node for LoadImage {
         }
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let image = load_image(Path::new(inputs.string("path")?))?;
+        let image = load_image(Path::new(inputs.string("path")?), ctx.files)?;
         Ok(vec![Value::Tensor(
             T::Image,
             image.f_to_device(ctx.device)?,
@@ -103,7 +103,7 @@ impl Node for LoadImage {
     fn input_files(
         &self,
         constants: &ConstantInputs,
-        _models_dir: &Path,
+        _models: &ModelFolders,
     ) -> NodeResult<Vec<PathBuf>> {
         Ok(constants.file("path"))
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
+use weft_engine::FileAccess;
 
 use crate::error::{CheckpointError, ModelError, Result};
 use crate::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
@@ -39,6 +40,8 @@ pub struct LoadOptions {
     /// Overrides the prediction type (a single SD 2.x file defaults to v-prediction, the
     /// 768-v models; set `Epsilon` for the 512 "base" ones).
     pub prediction_type: Option<PredictionType>,
+    /// How the model's files are opened (the server's folder rule, or none).
+    pub files: FileAccess,
 }
 
 impl Default for LoadOptions {
@@ -49,6 +52,7 @@ impl Default for LoadOptions {
             unet_config: None,
             vae_config: None,
             prediction_type: None,
+            files: FileAccess::anywhere(),
         }
     }
 }
@@ -155,7 +159,7 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
         path: path.to_path_buf(),
         source,
     };
-    let file = MappedFile::open(path)?;
+    let file = MappedFile::open_with(path, &options.files)?;
     let shapes = file.shapes()?;
     let version = detect_version(&shapes).map_err(not_sd)?;
     let unet_config = single_file_unet_config(&shapes, version, options);
@@ -314,11 +318,13 @@ fn assemble(
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn read_json(path: &Path, files: &FileAccess) -> Result<Value> {
+    let text = files
+        .read_to_string(path)
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     serde_json::from_str(&text).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         format: "JSON",
@@ -344,7 +350,8 @@ const MODEL_FILES: [&str; 2] = [
 ];
 
 fn read_all(path: &Path, options: &LoadOptions) -> Result<HashMap<String, Tensor>> {
-    MappedFile::open(path)?.read(options.device, Some(options.kind), |n| Some(n.to_string()))
+    MappedFile::open_with(path, &options.files)?
+        .read(options.device, Some(options.kind), |n| Some(n.to_string()))
 }
 
 /// Loads a diffusers `unet/` folder (`config.json` unless `options.unet_config` is given, and
@@ -354,7 +361,7 @@ pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2D
         Some(c) => c.clone(),
         None => {
             let path = unet_dir.join("config.json");
-            UNetConfig::from_diffusers_json(&read_json(&path)?)
+            UNetConfig::from_diffusers_json(&read_json(&path, &options.files)?)
                 .map_err(|source| ModelError::Config { path, source })?
         }
     };
@@ -372,7 +379,7 @@ pub fn load_vae_folder(vae_dir: &Path, options: &LoadOptions) -> Result<Autoenco
         Some(c) => c.clone(),
         None => {
             let path = vae_dir.join("config.json");
-            VaeConfig::from_diffusers_json(&read_json(&path)?)
+            VaeConfig::from_diffusers_json(&read_json(&path, &options.files)?)
                 .map_err(|source| ModelError::Config { path, source })?
         }
     };
@@ -390,7 +397,7 @@ pub fn load_diffusers_folder(
     let mut options = options.clone();
     let scheduler = dir.join("scheduler/scheduler_config.json");
     if options.prediction_type.is_none() && options.unet_config.is_none() && scheduler.is_file() {
-        if let Some(s) = read_json(&scheduler)?
+        if let Some(s) = read_json(&scheduler, &options.files)?
             .get("prediction_type")
             .and_then(Value::as_str)
         {
@@ -413,8 +420,10 @@ pub fn load_diffusers_folder(
     let te_dir = dir.join("text_encoder");
     let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
     // Files saved by transformers 5 drop the `text_model.` level; SD's own files keep it.
-    let text_encoder_weights =
-        MappedFile::open(&te_path)?.read(options.device, Some(options.kind), |n| {
+    let text_encoder_weights = MappedFile::open_with(&te_path, &options.files)?.read(
+        options.device,
+        Some(options.kind),
+        |n| {
             if n.ends_with("position_ids") {
                 None
             } else if n.starts_with("text_model.") || n.starts_with("text_projection") {
@@ -422,11 +431,12 @@ pub fn load_diffusers_folder(
             } else {
                 Some(format!("text_model.{n}"))
             }
-        })?;
+        },
+    )?;
     let te_config_path = te_dir.join("config.json");
     let text_encoder_config = te_config_path
         .is_file()
-        .then(|| read_json(&te_config_path))
+        .then(|| read_json(&te_config_path, &options.files))
         .transpose()?;
     Ok(assemble(
         unet,

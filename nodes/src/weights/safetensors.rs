@@ -63,7 +63,12 @@ pub struct MappedFile {
 
 impl MappedFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        Self::open_with(path, &weft_engine::FileAccess::anywhere())
+    }
+
+    /// Opens `path` under `files`' rule; the map is of the very file that was checked.
+    pub fn open_with(path: &Path, files: &weft_engine::FileAccess) -> Result<Self> {
+        let file = files.open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
         })?;
