@@ -25,7 +25,7 @@ pub use diagnostic::Diagnostic;
 pub use events::{Event, RunStatus};
 pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
 pub use node::{
-    ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
+    ConstantCheck, ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
     OutputSpec,
 };
 pub use plan::{CacheKey, Plan};
