@@ -139,7 +139,8 @@ async fn axums_own_refusals_come_back_as_json() {
 #[tokio::test]
 async fn an_oversized_comfyui_prompt_is_a_json_413() {
     let f = fixture(|_| {});
-    let big = json!({"prompt": {"1": {"class_type": "x", "inputs": {"pad": "x".repeat(100 << 10)}}}});
+    let big =
+        json!({"prompt": {"1": {"class_type": "x", "inputs": {"pad": "x".repeat(100 << 10)}}}});
     for uri in ["/prompt", "/api/prompt"] {
         let request = Request::post(uri)
             .header(header::HOST, HOST)
@@ -163,7 +164,10 @@ async fn a_node_id_too_long_to_read_back_is_refused_before_it_is_written() {
     let id = "n".repeat(100_000);
     let doc = json!({"weft": 1, "nodes": {id.as_str(): {"type": "Int", "value": 1}}});
     let (status, body) = f
-        .post("/api/workflows", json!({"name": "long-id", "workflow": doc}))
+        .post(
+            "/api/workflows",
+            json!({"name": "long-id", "workflow": doc}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_workflow");

@@ -89,7 +89,11 @@ async fn half_sent_request_heads_are_closed_after_the_header_timeout() {
     let answer = read_until_closed(&mut whole, Duration::from_secs(5))
         .await
         .unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +112,8 @@ async fn a_request_without_host_cannot_queue_a_run() {
             .unwrap();
         let text = String::from_utf8_lossy(&answer);
         assert!(text.contains(" 400 "), "{version}: {text}");
-        let json_body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let json_body: Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(json_body["error"], "bad_request", "{text}");
     }
     let (_, runs) = f.call(axum::http::Method::GET, "/api/runs", None).await;
@@ -133,7 +138,11 @@ async fn ws_handshake(address: SocketAddr, receive_buffer: Option<u32>) -> TcpSt
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     stream
 }
 

@@ -25,8 +25,8 @@ pub use diagnostic::Diagnostic;
 pub use events::{Event, RunStatus};
 pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
 pub use node::{
-    ConstantCheck, ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec,
+    ConstantCheck, ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult,
+    NodeSpec, OutputSpec,
 };
 pub use plan::{CacheKey, Plan};
 pub use registry::Registry;

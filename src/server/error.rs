@@ -128,7 +128,10 @@ impl ApiError {
 /// axum answers its own refusals (a query that does not parse, a body over the limit, a
 /// method a route lacks, a WebSocket upgrade without its headers) in plain text, some with an
 /// empty body; clients of the API read one JSON shape, so those are rewritten into it here.
-pub async fn json_refusals(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub async fn json_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -143,13 +146,12 @@ pub async fn json_refusals(request: axum::extract::Request, next: axum::middlewa
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
     let mut text = String::from_utf8_lossy(&text).into_owned();
     if text.trim().is_empty() {
-        text = status
-            .canonical_reason()
-            .unwrap_or("refused")
-            .to_string();
+        text = status.canonical_reason().unwrap_or("refused").to_string();
     }
     let mut rewritten = ApiError::from_rejection(status, &text).into_response();
     // Keep what the refusal said beside its body (Allow on a 405, WWW-Authenticate).

@@ -71,18 +71,17 @@ fn one(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, ApiError> 
             "the {name} header is given more than once; send it once"
         )));
     }
-    first.to_str().map(Some).map_err(|_| {
-        ApiError::BadRequest(format!("the {name} header is not plain ASCII text"))
-    })
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest(format!("the {name} header is not plain ASCII text")))
 }
 
 /// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
 /// (RFC 9110, 11.1), so `bearer` and `BEARER` are the same scheme.
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compares without stopping at the first differing byte (no timing hint about the token).

@@ -230,12 +230,10 @@ pub fn shrink(message: Arc<str>) -> Arc<str> {
 /// [`KEPT_DIAGNOSTICS`], with a count of all).
 fn cut(value: &mut Value, depth: usize) {
     match value {
-        Value::String(text) => {
-            if text.len() > KEPT_CHARS {
-                let total = text.chars().count();
-                let kept: String = text.chars().take(KEPT_CHARS).collect();
-                *text = format!("{kept}... ({total} characters)");
-            }
+        Value::String(text) if text.len() > KEPT_CHARS => {
+            let total = text.chars().count();
+            let kept: String = text.chars().take(KEPT_CHARS).collect();
+            *text = format!("{kept}... ({total} characters)");
         }
         Value::Array(items) => {
             items.truncate(KEPT_DIAGNOSTICS);
@@ -283,7 +281,10 @@ mod tests {
         assert!(v["diagnostics"][0]["message"].as_str().unwrap().len() < 1024);
 
         let small: Arc<str> = json!({"event": "run_queued", "run": 1}).to_string().into();
-        assert!(Arc::ptr_eq(&shrink(small.clone()), &small), "small ones pass as they are");
+        assert!(
+            Arc::ptr_eq(&shrink(small.clone()), &small),
+            "small ones pass as they are"
+        );
     }
 
     #[test]
@@ -291,7 +292,11 @@ mod tests {
         let ring: Ring<Arc<str>> = Ring::new(64);
         ring.send("before".into());
         let mut late = ring.subscribe();
-        assert_eq!(late.bytes_behind(), 0, "what came before joining does not count");
+        assert_eq!(
+            late.bytes_behind(),
+            0,
+            "what came before joining does not count"
+        );
         ring.send("12345".into());
         ring.send("123".into());
         assert_eq!(late.bytes_behind(), 8);

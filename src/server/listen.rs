@@ -178,8 +178,7 @@ mod tests {
         assert_eq!(url(shown_addresses(v6)[0]), "http://[::1]:8188/");
         let any = shown_addresses("0.0.0.0:9000".parse().unwrap());
         assert!(
-            any.iter()
-                .any(|a| a.to_string() == "127.0.0.1:9000"),
+            any.iter().any(|a| a.to_string() == "127.0.0.1:9000"),
             "loopback is among this machine's addresses: {any:?}"
         );
         assert!(any.iter().all(|a| a.is_ipv4() && !a.ip().is_unspecified()));

@@ -3,10 +3,10 @@
 //! and dropped; its kernel send buffer is bounded, so a client that never reads is found out.
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::Extension;
-use std::time::Duration;
 use axum::response::Response;
+use axum::Extension;
 use futures_util::SinkExt;
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::listen::ConnectionSocket;

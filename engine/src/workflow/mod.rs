@@ -278,14 +278,20 @@ layout:
         let longest = "n".repeat(MAX_ID_CHARS);
         let doc = format!("weft: 1\nnodes:\n  {longest}:\n    type: X\n");
         let written = Workflow::parse_str(&doc).unwrap().to_yaml();
-        assert!(Workflow::parse_str(&written).is_ok(), "the longest id reads back");
+        assert!(
+            Workflow::parse_str(&written).is_ok(),
+            "the longest id reads back"
+        );
 
         let too_long = "n".repeat(100_000);
         let doc = serde_json::json!({"weft": 1, "nodes": {too_long.as_str(): {"type": "X"}}});
         let errs = Workflow::parse_str(&doc.to_string()).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].message.contains("100000 characters"), "{}", errs[0]);
-        assert!(errs[0].to_string().len() < 1024, "the diagnostic stays short");
+        assert!(
+            errs[0].to_string().len() < 1024,
+            "the diagnostic stays short"
+        );
         assert!(errs[0].hint.as_deref().unwrap().contains("128"));
     }
 }

@@ -3,8 +3,8 @@
 use indexmap::IndexMap;
 
 use super::{
-    is_valid_id, ExposedInput, MAX_ID_CHARS, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
-    FORMAT_VERSION,
+    is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
+    FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::value::{Constant, ValueType};
@@ -125,7 +125,10 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
 fn invalid_id(id: &str, pos: Pos) -> Diagnostic {
     let shown: String = id.chars().take(MAX_ID_CHARS).collect();
     let (shown, more) = if shown.len() < id.len() {
-        (format!("{shown}..."), format!(" ({} characters)", id.chars().count()))
+        (
+            format!("{shown}..."),
+            format!(" ({} characters)", id.chars().count()),
+        )
     } else {
         (shown, String::new())
     };

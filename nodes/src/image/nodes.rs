@@ -2,8 +2,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use weft_engine::{
-    Constant, ConstantInputs, Diagnostic, InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec as Out, Value, ValueType as T,
+    Constant, ConstantInputs, Diagnostic, InputSpec as In, Inputs, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use tch::Tensor;
@@ -107,7 +107,11 @@ fn check_prefix(value: &Constant) -> Result<(), Diagnostic> {
         Some(why) => {
             // A pasted megabyte must not come back whole in every diagnostic.
             let shown: String = prefix.chars().take(100).collect();
-            let cut = if shown.len() < prefix.len() { "..." } else { "" };
+            let cut = if shown.len() < prefix.len() {
+                "..."
+            } else {
+                ""
+            };
             Err(Diagnostic::new(format!("prefix '{shown}{cut}' {why}")).hint(PREFIX_RULE))
         }
         None => Ok(()),
@@ -258,7 +262,16 @@ mod tests {
             }});
             weft_engine::Workflow::parse_str(&doc.to_string()).unwrap()
         };
-        for bad in ["", "../../etc/x", "/tmp/abs", "a/../b", "a//b", "a/", ".hidden", "a\\b"] {
+        for bad in [
+            "",
+            "../../etc/x",
+            "/tmp/abs",
+            "a/../b",
+            "a//b",
+            "a/",
+            ".hidden",
+            "a\\b",
+        ] {
             let errors = weft_engine::validate(&workflow_with(bad), &registry, None);
             assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
             assert_eq!(errors[0].node.as_deref(), Some("save"));
