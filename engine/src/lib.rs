@@ -30,8 +30,8 @@ pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
 pub use file_access::FileAccess;
 pub use model_folders::{ModelFolder, ModelFolders};
 pub use node::{
-    ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec,
-    OutputSpec,
+    ConstantCheck, ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult,
+    NodeSpec, OutputSpec,
 };
 pub use plan::{CacheKey, Plan};
 pub use registry::Registry;

@@ -28,7 +28,14 @@ pub struct InputSpec {
     pub listed_from: Option<&'static str>,
     /// May be left out with no default; the node then sees no value.
     pub optional: bool,
+    /// A node's own rule for a constant (a file name prefix, say), run by validation after
+    /// the type, range and choices checks, so a value the node would refuse at run time is
+    /// refused before anything runs.
+    pub check: Option<ConstantCheck>,
 }
+
+/// See [`InputSpec::check`]: `Err` is the diagnostic (message and hint) for the value.
+pub type ConstantCheck = fn(&Constant) -> Result<(), crate::Diagnostic>;
 
 impl InputSpec {
     pub fn new(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
@@ -44,6 +51,7 @@ impl InputSpec {
             choices: Vec::new(),
             listed_from: None,
             optional: false,
+            check: None,
         }
     }
     pub fn default(mut self, value: impl Into<Constant>) -> Self {
@@ -80,6 +88,11 @@ impl InputSpec {
     }
     pub fn optional(mut self) -> Self {
         self.optional = true;
+        self
+    }
+    /// Validation also runs `check` on a constant (see [`InputSpec::check`]).
+    pub fn check(mut self, check: ConstantCheck) -> Self {
+        self.check = Some(check);
         self
     }
     pub fn is_required(&self) -> bool {

@@ -289,6 +289,9 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             return Err(d);
         }
     }
+    if let Some(check) = input.check {
+        check(c)?;
+    }
     Ok(())
 }
 

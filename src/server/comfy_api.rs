@@ -24,10 +24,10 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use weft_engine::Diagnostic;
 
-use super::hub::Hub;
+use super::hub::{Hub, Ring, Subscriber, Weight};
 use super::queue::Queue;
 use super::store::{execute, RunRecord, RunStore};
-use super::ws::{client_left, close_too_slow};
+use super::ws::{client_left, close_too_slow, deliver, Delivery};
 use super::{now_ms, AppState};
 use crate::comfy::import::{import, ImportOptions};
 use crate::comfy::object_info::{describe, object_info, FileLists};
@@ -156,13 +156,22 @@ enum Frame {
     Binary(Bytes),
 }
 
+impl Weight for Arc<Outgoing> {
+    fn bytes(&self) -> usize {
+        match &self.frame {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// The ComfyUI side of the server: its table, the prompts in flight, the channel to `/ws`
 /// clients that gave a clientId, and the model-name mapping of `--comfy-model`.
 pub struct Comfy {
     db: Mutex<Connection>,
     /// Prompts queued or running, by run id (the rest are read from the table).
     live: Mutex<HashMap<u64, Arc<Prompt>>>,
-    out: broadcast::Sender<Arc<Outgoing>>,
+    out: Ring<Arc<Outgoing>>,
     /// ComfyUI checkpoint name -> weft model name; `*` maps every name the models folder
     /// lacks.
     models: Vec<(String, String)>,
@@ -224,7 +233,7 @@ impl Comfy {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
-        let (out, _) = broadcast::channel(capacity.max(16));
+        let out = Ring::new(capacity);
         let comfy = Arc::new(Self {
             db: Mutex::new(conn),
             live: Mutex::new(HashMap::new()),
@@ -322,7 +331,7 @@ impl Comfy {
 
     fn send(&self, to: Option<&str>, kind: &str, data: Json_) {
         let text = json!({"type": kind, "data": data}).to_string();
-        let _ = self.out.send(Arc::new(Outgoing {
+        self.out.send(Arc::new(Outgoing {
             to: to.map(str::to_string),
             frame: Frame::Text(text.into()),
         }));
@@ -573,7 +582,30 @@ fn model_options(state: &AppState, prompt: &Map<String, Json_>) -> Vec<(String, 
     out
 }
 
-pub async fn post_prompt(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn post_prompt(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    // axum's own refusal (a body over the limit) is plain text; ComfyUI's clients read JSON.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let details = format!(
+                "{}; the largest prompt this server takes is {} bytes",
+                rejection.body_text(),
+                state.config.body_limit
+            );
+            let (kind, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ("prompt_too_large", "Prompt too large")
+            } else {
+                ("invalid_prompt", "Invalid prompt")
+            };
+            let mut response = refused(error_obj(kind, message, &details, json!({})), json!({}));
+            *response.status_mut() = status;
+            return response;
+        }
+    };
     let body: Json_ = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -1367,7 +1399,7 @@ async fn ws_client(
     state: AppState,
     mut socket: WebSocket,
     sid: String,
-    mut messages: broadcast::Receiver<Arc<Outgoing>>,
+    mut messages: Subscriber<Arc<Outgoing>>,
 ) {
     let hello = json!({"type": "status", "data": {"status": exec_info(&state), "sid": sid}});
     if socket
@@ -1390,30 +1422,38 @@ async fn ws_client(
             }
         }
     }
+    let bound = state.config.client_bytes as u64;
     loop {
-        tokio::select! {
+        let frame = tokio::select! {
             message = messages.recv() => match message {
                 Ok(m) => {
                     if m.to.as_deref().is_some_and(|to| to != sid) {
                         continue;
                     }
-                    let frame = match &m.frame {
+                    match &m.frame {
                         Frame::Text(t) => Message::Text(t.as_ref().into()),
                         Frame::Binary(b) => Message::Binary(b.clone()),
-                    };
-                    if socket.send(frame).await.is_err() {
-                        return;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    return close_too_slow(&mut socket, missed, "").await;
+                    return close_too_slow(&mut socket, &format!("{missed} messages behind"), "").await;
                 }
                 Err(RecvError::Closed) => return,
             },
             // ComfyUI clients may announce feature flags; weft needs none of them.
-            incoming = socket.recv() => if client_left(incoming) {
-                return;
-            },
+            incoming = socket.recv() => {
+                if client_left(incoming) {
+                    return;
+                }
+                continue;
+            }
+        };
+        match deliver(&mut socket, vec![frame], || messages.bytes_behind(), bound).await {
+            Delivery::Sent => {}
+            Delivery::Gone => return,
+            Delivery::TooFarBehind(bytes) => {
+                return close_too_slow(&mut socket, &format!("{bytes} bytes behind"), "").await;
+            }
         }
     }
 }
@@ -1436,7 +1476,7 @@ struct Live {
 
 fn translate_loop(
     comfy: Arc<Comfy>,
-    mut events: broadcast::Receiver<Arc<str>>,
+    mut events: Subscriber<Arc<str>>,
     store: Arc<dyn RunStore>,
     queue: Arc<Queue>,
 ) {
@@ -1486,7 +1526,7 @@ fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<str>>) 
             frame.extend_from_slice(&1u32.to_be_bytes());
             frame.extend_from_slice(&2u32.to_be_bytes());
             frame.extend_from_slice(&png);
-            let _ = comfy.out.send(Arc::new(Outgoing {
+            comfy.out.send(Arc::new(Outgoing {
                 to: prompt.client_id.clone(),
                 frame: Frame::Binary(frame.into()),
             }));

@@ -19,6 +19,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// Logged with its cause; the client sees only that something failed inside.
     Internal(String),
+    /// Any other refusal axum makes before a handler runs (405, 422, a WebSocket upgrade
+    /// without its headers), with the code its status is named by.
+    Other(StatusCode, String),
 }
 
 impl ApiError {
@@ -39,6 +42,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Other(status, _) => (*status, other_code(*status)),
         }
     }
 }
@@ -53,7 +57,8 @@ impl IntoResponse for ApiError {
             | ApiError::NotFound(d)
             | ApiError::Forbidden(d)
             | ApiError::PayloadTooLarge(d)
-            | ApiError::UnsupportedMediaType(d) => d,
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Other(_, d) => d,
             ApiError::InvalidWorkflow(d, diagnostics) => {
                 body.insert(
                     "diagnostics".into(),
@@ -88,3 +93,72 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The code of a status without its own variant.
+fn other_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+impl ApiError {
+    /// The error for a refusal axum answered itself (`status` and its plain-text `text`).
+    pub fn from_rejection(status: StatusCode, text: &str) -> Self {
+        let text = text.trim().to_string();
+        match status {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest(text),
+            StatusCode::NOT_FOUND => ApiError::NotFound(text),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+                "{text}; the body is over this server's limit (see docs/api.md, Limits)"
+            )),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::FORBIDDEN => ApiError::Forbidden(text),
+            // A server-side failure's text may say too much: log it, answer the generic one.
+            s if s.is_server_error() => ApiError::Internal(text),
+            other => ApiError::Other(other, text),
+        }
+    }
+}
+
+/// axum answers its own refusals (a query that does not parse, a body over the limit, a
+/// method a route lacks, a WebSocket upgrade without its headers) in plain text, some with an
+/// empty body; clients of the API read one JSON shape, so those are rewritten into it here.
+pub async fn json_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    if text.trim().is_empty() {
+        text = status.canonical_reason().unwrap_or("refused").to_string();
+    }
+    let mut rewritten = ApiError::from_rejection(status, &text).into_response();
+    // Keep what the refusal said beside its body (Allow on a 405, WWW-Authenticate).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}

@@ -8,6 +8,7 @@ mod files;
 mod guard;
 pub mod hub;
 pub mod import;
+pub mod listen;
 mod nodes;
 pub mod paths;
 pub mod queue;
@@ -18,7 +19,7 @@ mod watcher;
 mod workflows;
 mod ws;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +65,12 @@ pub struct Config {
     pub max_pixels: u64,
     /// Messages a WebSocket client may fall behind before it is dropped.
     pub client_buffer: usize,
+    /// Bytes of messages a WebSocket client may fall behind before it is dropped (what the
+    /// kernel holds for it is bounded apart, see `ws::SEND_BUFFER`).
+    pub client_bytes: usize,
+    /// A connection whose request head has not fully arrived this long after it started is
+    /// closed (slow-header clients would otherwise hold connections open).
+    pub header_timeout: std::time::Duration,
     /// A `progress` event carries a preview image every this many steps (0: never).
     pub preview_every: u32,
     /// ComfyUI checkpoint names -> weft model names for `POST /prompt` (`*`: every name the
@@ -85,6 +92,8 @@ impl Config {
             upload_limit: 32 << 20,
             max_pixels: 40_000_000,
             client_buffer: 65_536,
+            client_bytes: 4 << 20,
+            header_timeout: std::time::Duration::from_secs(10),
             preview_every: 4,
             comfy_models: Vec::new(),
         }
@@ -231,11 +240,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/uploads", post(files::upload))
         .route("/api/import", post(import::import))
         .layer(DefaultBodyLimit::max(state.config.upload_limit));
-    Router::new()
+    let weft_own = Router::new()
         .merge(api)
         .merge(uploads)
-        .merge(comfy_routes(&state))
         .route("/ws", get(ws::upgrade))
+        .layer(axum::middleware::from_fn(error::json_refusals));
+    Router::new()
+        .merge(weft_own)
+        .merge(comfy_routes(&state))
         .fallback(get(ui::asset))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -406,39 +418,38 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
         config.token = token;
         config.comfy_models = parse_comfy_models(&args.comfy_models)?;
         config.allowed_hosts = loopback_hosts(local.port());
-        let own = match local.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]:{}", local.port()),
-            ip => format!("{ip}:{}", local.port()),
-        };
-        if local.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
-            config.allowed_hosts.push(own);
+        let shown = listen::shown_addresses(local);
+        // The addresses printed below are ones a client may then use as its Host.
+        for address in shown.iter().chain([&local]) {
+            let own = address.to_string();
+            if !config.allowed_hosts.contains(&own) {
+                config.allowed_hosts.push(own);
+            }
         }
         for host in &args.allow_hosts {
             config
                 .allowed_hosts
                 .push(format!("{host}:{}", local.port()));
         }
+        let header_timeout = config.header_timeout;
         let state = Server::start(config, executor)?;
-        let shown = if local.ip().is_unspecified() || local.ip().is_loopback() {
-            format!("127.0.0.1:{}", local.port())
-        } else {
-            local.to_string()
-        };
+        let urls: Vec<String> = shown.into_iter().map(listen::url).collect();
         eprintln!(
-            "weft serve: listening on http://{shown}/ (workflows {}, data {}, models {})",
+            "weft serve: listening on {} (workflows {}, data {}, models {})",
+            urls.join(" "),
             state.roots.workflows.display(),
             args.data.display(),
             state.roots.models
         );
         let app = app(state);
-        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+        let serving = listen::serve(listener, app, header_timeout, shutdown_signal());
         // Open WebSockets would hold a graceful shutdown up: give connections a moment.
         let deadline = async {
             shutdown_signal().await;
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         };
         tokio::select! {
-            served = serving => served.context("serving")?,
+            _ = serving => {}
             _ = deadline => {}
         }
         eprintln!("weft serve: stopped (queued runs go on at the next start)");

@@ -280,7 +280,7 @@ fn run_on_worker(
                     return;
                 }
             }
-            let _ = events_hub.send(text);
+            events_hub.send(text);
         }),
         done: Box::new(move |report| {
             let _ = done_tx.send(report);

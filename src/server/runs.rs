@@ -58,8 +58,11 @@ fn apply_sets(
                 }
             }
             Err(mut e) => {
+                // The value was read as input `v` of a stand-in node `n`: name the real ones.
                 for d in &mut e {
                     d.pos = None;
+                    d.node = Some(node_id.to_string());
+                    d.input = Some(input.to_string());
                     d.message = format!("set '{path}': {}", d.message);
                 }
                 errors.extend(e);
@@ -214,7 +217,11 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Json_>> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    // `limit=0` asks for no runs (a client counting on the header fields alone), not for one.
+    let limit = q.limit.unwrap_or(50).min(500);
+    if limit == 0 {
+        return Ok(Json(json!({"runs": []})));
+    }
     let runs = state
         .store
         .list(q.before, limit)

@@ -39,9 +39,14 @@ impl Link {
     }
 }
 
-/// A node id: letters, digits, `_` and `-`.
+/// The longest node id, in characters. Ids are YAML keys, and a YAML reader takes a plain key
+/// of at most 1024 characters: a longer one would be saved into a file that does not read back.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// A node id: 1 to [`MAX_ID_CHARS`] letters, digits, `_` and `-`.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
+        && id.chars().nth(MAX_ID_CHARS).is_none()
         && id
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
@@ -266,5 +271,27 @@ layout:
         assert!(lines
             .iter()
             .any(|l| l.contains("unknown top-level key 'extra'")));
+    }
+
+    #[test]
+    fn node_ids_are_limited_to_what_a_saved_file_reads_back() {
+        let longest = "n".repeat(MAX_ID_CHARS);
+        let doc = format!("weft: 1\nnodes:\n  {longest}:\n    type: X\n");
+        let written = Workflow::parse_str(&doc).unwrap().to_yaml();
+        assert!(
+            Workflow::parse_str(&written).is_ok(),
+            "the longest id reads back"
+        );
+
+        let too_long = "n".repeat(100_000);
+        let doc = serde_json::json!({"weft": 1, "nodes": {too_long.as_str(): {"type": "X"}}});
+        let errs = Workflow::parse_str(&doc.to_string()).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("100000 characters"), "{}", errs[0]);
+        assert!(
+            errs[0].to_string().len() < 1024,
+            "the diagnostic stays short"
+        );
+        assert!(errs[0].hint.as_deref().unwrap().contains("128"));
     }
 }

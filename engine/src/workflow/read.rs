@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use super::{
     is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
-    FORMAT_VERSION,
+    FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::value::{Constant, ValueType};
@@ -120,6 +120,25 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
     }
 }
 
+/// The diagnostic of a malformed node id; a very long id is cut short in it (the diagnostic
+/// travels to clients and a 100,000-character id must not).
+fn invalid_id(id: &str, pos: Pos) -> Diagnostic {
+    let shown: String = id.chars().take(MAX_ID_CHARS).collect();
+    let (shown, more) = if shown.len() < id.len() {
+        (
+            format!("{shown}..."),
+            format!(" ({} characters)", id.chars().count()),
+        )
+    } else {
+        (shown, String::new())
+    };
+    Diagnostic::at(pos, format!("invalid node id '{shown}'{more}"))
+        .node(&shown)
+        .hint(format!(
+            "node ids are 1 to {MAX_ID_CHARS} letters, digits, '_' and '-' (they appear in links as $id.output)"
+        ))
+}
+
 fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) -> Option<NodeEntry> {
     let Yaml::Map { entries, .. } = node else {
         errors.push(
@@ -136,11 +155,7 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
         return None;
     };
     if !is_valid_id(id) {
-        errors.push(
-            Diagnostic::at(id_pos, format!("invalid node id '{id}'"))
-                .node(id)
-                .hint("node ids use letters, digits, '_' and '-' (they appear in links as $id.output)"),
-        );
+        errors.push(invalid_id(id, id_pos));
     }
     let mut entry = NodeEntry {
         type_name: String::new(),

@@ -2,8 +2,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use weft_engine::{
-    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
-    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
+    Constant, ConstantInputs, Diagnostic, InputSpec as In, Inputs, ModelFolders, Node, NodeContext,
+    NodeError, NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
 };
 
 use tch::Tensor;
@@ -30,7 +30,8 @@ impl Node for SaveImage {
                     T::String,
                     "file name prefix; may name a sub-folder (a/b)",
                 )
-                .default("weft"),
+                .default("weft")
+                .check(check_prefix),
             ],
             outputs: vec![Out::new("image", T::Image, "the same images")],
             output_node: true,
@@ -40,16 +41,13 @@ impl Node for SaveImage {
         let image = inputs.tensor("image")?;
         let (batch, _, _) = check_image(image, "input 'image'")?;
         let prefix = inputs.string("prefix")?;
-        let relative = Path::new(prefix);
-        if prefix.is_empty()
-            || relative
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
+        // Validation refused these already; a run handed over some other way is checked too.
+        if let Some(why) = prefix_problem(prefix) {
             return Err(NodeError::msg(format!(
-                "input 'prefix': '{prefix}' must be a relative name without '..' (files go in the output folder)"
+                "input 'prefix': '{prefix}' {why} ({PREFIX_RULE})"
             )));
         }
+        let relative = Path::new(prefix);
         let target = ctx.output_dir.join(relative);
         let dir = target.parent().unwrap_or(ctx.output_dir).to_path_buf();
         let stem = target
@@ -68,6 +66,55 @@ impl Node for SaveImage {
             ctx.output_file(path);
         }
         Ok(vec![Value::Tensor(T::Image, image.shallow_clone())])
+    }
+}
+
+/// What a SaveImage prefix may be, as its diagnostics say it.
+const PREFIX_RULE: &str = "a prefix is a relative name inside the run's output folder: parts \
+     separated by '/', none empty or starting with '.', no '\\', e.g. 'weft' or 'portraits/face'";
+
+/// Why `prefix` cannot name files inside the run's output folder, if it cannot: empty, absolute,
+/// a `..` (or any hidden) part, or a backslash. Parts starting with '.' are refused as a whole
+/// because the outputs route serves no such part.
+fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.is_empty() {
+        return Some("is empty");
+    }
+    if prefix.starts_with('/') || Path::new(prefix).is_absolute() {
+        return Some("is an absolute path");
+    }
+    if prefix.contains(['\\', '\0']) {
+        return Some("contains a backslash or NUL");
+    }
+    let parts_ok = prefix.split('/').all(|part| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && part.len() <= 200
+            && matches!(
+                Path::new(part).components().next(),
+                Some(Component::Normal(_))
+            )
+    });
+    (!parts_ok).then_some("has an empty, '.'-led ('..' included) or over-long part")
+}
+
+/// SaveImage's `prefix` rule at validation time (see `prefix_problem`).
+fn check_prefix(value: &Constant) -> Result<(), Diagnostic> {
+    let Constant::String(prefix) = value else {
+        return Ok(());
+    };
+    match prefix_problem(prefix) {
+        Some(why) => {
+            // A pasted megabyte must not come back whole in every diagnostic.
+            let shown: String = prefix.chars().take(100).collect();
+            let cut = if shown.len() < prefix.len() {
+                "..."
+            } else {
+                ""
+            };
+            Err(Diagnostic::new(format!("prefix '{shown}{cut}' {why}")).hint(PREFIX_RULE))
+        }
+        None => Ok(()),
     }
 }
 
@@ -203,5 +250,37 @@ mod tests {
         let not_an_image = Tensor::ones([3, 4, 6], options);
         let error = stack_images(&first, &not_an_image).unwrap_err().to_string();
         assert!(error.contains("image2"), "{error}");
+    }
+
+    #[test]
+    fn save_image_prefix_outside_the_output_folder_is_refused_by_validation() {
+        let registry = crate::registry();
+        let workflow_with = |prefix: &str| {
+            let doc = serde_json::json!({"weft": 1, "nodes": {
+                "img": {"type": "LoadImage", "path": "x.png"},
+                "save": {"type": "SaveImage", "image": "$img.image", "prefix": prefix},
+            }});
+            weft_engine::Workflow::parse_str(&doc.to_string()).unwrap()
+        };
+        for bad in [
+            "",
+            "../../etc/x",
+            "/tmp/abs",
+            "a/../b",
+            "a//b",
+            "a/",
+            ".hidden",
+            "a\\b",
+        ] {
+            let errors = weft_engine::validate(&workflow_with(bad), &registry, None);
+            assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+            assert_eq!(errors[0].node.as_deref(), Some("save"));
+            assert_eq!(errors[0].input.as_deref(), Some("prefix"));
+            assert!(errors[0].hint.as_deref().unwrap().contains("relative name"));
+        }
+        for good in ["weft", "portraits/face", "a-b_c 1"] {
+            let errors = weft_engine::validate(&workflow_with(good), &registry, None);
+            assert!(errors.is_empty(), "{good:?}: {errors:?}");
+        }
     }
 }
