@@ -153,9 +153,9 @@ impl DiskCache {
         fs::create_dir_all(dir)?;
         let temp = dir.join(format!(".tmp-{}-{}", std::process::id(), key_hex(key)));
         let result = (|| {
+            // No fsync: an entry a crash leaves half-written fails its checksum and is a miss.
             let mut file = fs::File::create(&temp)?;
             file.write_all(&bytes)?;
-            file.sync_data()?;
             fs::rename(&temp, &path)
         })();
         if result.is_err() {
