@@ -91,6 +91,50 @@ impl DiskCache {
         self.root.join(&hex[..2]).join(format!("{hex}.safetensors"))
     }
 
+    /// The content hash remembered for the file at `path` while its identity (device, inode),
+    /// size and modification time are those of `meta`, so a later process need not read a
+    /// large model file again to key it.
+    pub fn file_hash(&self, path: &Path, meta: &fs::Metadata) -> Option<[u8; 32]> {
+        let text = fs::read_to_string(self.file_hash_path(path)).ok()?;
+        let record: Json = serde_json::from_str(&text).ok()?;
+        if record["path"] != json!(path.to_string_lossy()) || record["identity"] != identity(meta)?
+        {
+            return None;
+        }
+        let hex = record["hash"].as_str()?;
+        let mut hash = [0u8; 32];
+        for (i, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(hash)
+    }
+
+    /// Remembers a file's content hash for `file_hash` (best effort: a failed write is a
+    /// later re-hash, nothing worse).
+    pub fn remember_file_hash(&self, path: &Path, meta: &fs::Metadata, hash: [u8; 32]) {
+        let Some(identity) = identity(meta) else {
+            return;
+        };
+        let record = json!({
+            "path": path.to_string_lossy(),
+            "identity": identity,
+            "hash": hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        });
+        let target = self.file_hash_path(path);
+        let Some(dir) = target.parent() else {
+            return;
+        };
+        let temp = dir.join(format!(".tmp-{}", std::process::id()));
+        if fs::create_dir_all(dir).is_ok() && fs::write(&temp, record.to_string()).is_ok() {
+            let _ = fs::rename(&temp, &target);
+        }
+    }
+
+    fn file_hash_path(&self, path: &Path) -> PathBuf {
+        let name = blake3::hash(path.as_os_str().as_encoded_bytes()).to_hex();
+        self.root.join("files").join(format!("{name}.json"))
+    }
+
     /// Whether `key` has an entry (not checked until it is read).
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.path_of(key).is_file()
@@ -216,6 +260,23 @@ impl DiskCache {
         self.approx_bytes = Some(0);
         Ok(before)
     }
+}
+
+/// What identifies a file's content without reading it: device, inode, size and modification
+/// time (nanoseconds); `None` where the modification time is unknown.
+fn identity(meta: &fs::Metadata) -> Option<Json> {
+    use std::os::unix::fs::MetadataExt;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
+    Some(json!([
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        modified.as_nanos().to_string()
+    ]))
 }
 
 /// The entry files under `root`: path, size, last use.
@@ -539,6 +600,24 @@ mod tests {
         let removed = c.clear().unwrap();
         assert!(removed.entries >= 1);
         assert_eq!(c.count().entries, 0);
+    }
+
+    #[test]
+    fn a_files_hash_is_remembered_across_instances_until_the_file_changes() {
+        let dir = tempfile_dir();
+        let file = dir.join("model.safetensors");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&file, b"weights").unwrap();
+        let meta = fs::metadata(&file).unwrap();
+        cache(&dir.join("cache"), 1 << 20).remember_file_hash(&file, &meta, [7; 32]);
+        let later = cache(&dir.join("cache"), 1 << 20);
+        assert_eq!(later.file_hash(&file, &meta), Some([7; 32]));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&file, b"other weights").unwrap();
+        let changed = fs::metadata(&file).unwrap();
+        assert_eq!(later.file_hash(&file, &changed), None);
+        assert_eq!(later.file_hash(&dir.join("elsewhere"), &meta), None);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -227,12 +227,13 @@ impl Executor {
         }
         let file_hashes = &mut self.file_hashes;
         let files = &self.config.files;
+        let disk = self.disk.as_ref();
         plan(
             workflow,
             &self.registry,
             target,
             &self.config.models,
-            &mut |path: &Path| hash_file(file_hashes, files, path),
+            &mut |path: &Path| hash_file(file_hashes, disk, files, path),
         )
         .map_err(|mut errors| {
             attribute_files(workflow, &mut errors);
@@ -730,9 +731,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// The blake3 content hash of a file, opened under the run's rule (so a file that may not be read is
-/// not read to hash it either); remembered while its size and modification time stay.
+/// not read to hash it either); remembered while its size and modification time stay, in this
+/// process and, with the disk tier on, for later processes (a 2 GB checkpoint hashes in ~0.6 s).
 fn hash_file(
     known: &mut HashMap<PathBuf, HashedFile>,
+    disk: Option<&DiskCache>,
     files: &FileAccess,
     path: &Path,
 ) -> std::io::Result<[u8; 32]> {
@@ -744,9 +747,19 @@ fn hash_file(
             return Ok(h.hash);
         }
     }
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(&file)?;
-    let hash = *hasher.finalize().as_bytes();
+    let remembered = disk.and_then(|d| d.file_hash(path, &meta));
+    let hash = match remembered {
+        Some(hash) => hash,
+        None => {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(&file)?;
+            let hash = *hasher.finalize().as_bytes();
+            if let Some(d) = disk {
+                d.remember_file_hash(path, &meta, hash);
+            }
+            hash
+        }
+    };
     known.insert(
         path.to_path_buf(),
         HashedFile {
