@@ -594,7 +594,25 @@ pub async fn post_prompt(State(state): State<AppState>, body: Bytes) -> Response
             json!({}),
         );
     };
-    submit(&state, prompt, &body)
+    // Importing and validating the prompt is CPU work: off the async threads, with a deadline.
+    let (submitting, prompt) = (state.clone(), prompt.clone());
+    let submitted = super::checking::off_runtime(&state, "validating the prompt", move || {
+        submit(&submitting, &prompt, &body)
+    })
+    .await;
+    match submitted {
+        Ok(response) => response,
+        Err(super::error::ApiError::DeadlineExceeded(why)) => refused(
+            error_obj(
+                "deadline_exceeded",
+                "Prompt took too long to check",
+                &why,
+                json!({}),
+            ),
+            json!({}),
+        ),
+        Err(e) => internal(&format!("checking a prompt: {e:?}")),
+    }
 }
 
 fn submit(state: &AppState, prompt: &Map<String, Json_>, body: &Json_) -> Response {

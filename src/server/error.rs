@@ -17,6 +17,9 @@ pub enum ApiError {
     Unauthorized,
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
+    /// Parsing or validating the request's workflow did not finish within the server's
+    /// deadline.
+    DeadlineExceeded(String),
     /// Logged with its cause; the client sees only that something failed inside.
     Internal(String),
 }
@@ -38,6 +41,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::DeadlineExceeded(_) => (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -53,7 +57,8 @@ impl IntoResponse for ApiError {
             | ApiError::NotFound(d)
             | ApiError::Forbidden(d)
             | ApiError::PayloadTooLarge(d)
-            | ApiError::UnsupportedMediaType(d) => d,
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::DeadlineExceeded(d) => d,
             ApiError::InvalidWorkflow(d, diagnostics) => {
                 body.insert(
                     "diagnostics".into(),

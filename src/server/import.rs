@@ -190,10 +190,15 @@ pub async fn import(State(state): State<AppState>, request: Request) -> ApiResul
     }
     let text = imported.workflow.to_yaml();
     // Located in the YAML a save would write, as GET /api/workflows/{name} locates them.
-    let diagnostics = match Workflow::parse_str(&text) {
-        Ok(reread) => super::workflows::check(&state, &reread),
-        Err(d) => d,
-    };
+    let (checking_state, checked_text) = (state.clone(), text.clone());
+    let diagnostics =
+        super::checking::off_runtime(&state, "validating the imported workflow", move || {
+            match Workflow::parse_str(&checked_text) {
+                Ok(reread) => super::workflows::check(&checking_state, &reread),
+                Err(d) => d,
+            }
+        })
+        .await?;
     let ids: serde_json::Map<String, Json_> = imported
         .ids
         .iter()
