@@ -125,3 +125,106 @@ fn a_cycle_through_a_hundred_thousand_nodes_validates_in_seconds() {
     assert!(message.contains("(99984 more)"), "{message}");
     assert!(message.len() < 300, "a {} byte message", message.len());
 }
+
+/// A subgraph file of ten uses of the next level's file; the last level is one AddInt.
+fn subgraph_level(next: Option<&str>) -> String {
+    let mut text = String::from("weft: 1\noutputs:\n  sum:\n    from: $u0.sum\nnodes:\n");
+    match next {
+        Some(file) => {
+            for i in 0..10 {
+                text.push_str(&format!("  u{i}:\n    type: ./{file}\n"));
+            }
+        }
+        None => text.push_str("  u0:\n    type: AddInt\n    a: 1\n    b: 2\n"),
+    }
+    text
+}
+
+#[test]
+fn subgraphs_that_multiply_to_ten_million_nodes_are_refused_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    const LEVELS: usize = 8;
+    for level in 0..LEVELS {
+        let next = format!("l{}.yaml", level + 1);
+        let text = subgraph_level((level + 1 < LEVELS).then_some(next.as_str()));
+        std::fs::write(dir.path().join(format!("l{level}.yaml")), text).unwrap();
+    }
+    let wf = Workflow::parse_str(
+        "weft: 1\nnodes:\n  top:\n    type: ./l0.yaml\n  show:\n    type: ShowInt\n    value: $top.sum\n",
+    )
+    .unwrap();
+    let registry = weft_nodes::registry();
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir: dir.path(),
+        library: &[],
+    };
+    let started = Instant::now();
+    let expanded = weft_engine::subgraph::expand_subgraphs(&wf, &registry, &paths);
+    let took = started.elapsed();
+    assert!(took < GENEROUS, "the expansion took {took:?}");
+    let Err(errors) = expanded else {
+        panic!("10^7 nodes were expanded");
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("more than 500000 nodes"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_subgraph_used_many_times_is_read_once_and_its_errors_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "weft: 1\nnodes: [\n").unwrap();
+    let mut text = String::from("weft: 1\nnodes:\n");
+    for i in 0..1000 {
+        text.push_str(&format!("  s{i}:\n    type: ./broken.yaml\n"));
+    }
+    let wf = Workflow::parse_str(&text).unwrap();
+    let registry = weft_nodes::registry();
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir: dir.path(),
+        library: &[],
+    };
+    let Err(errors) = weft_engine::subgraph::expand_subgraphs(&wf, &registry, &paths) else {
+        panic!("a subgraph that does not parse was expanded");
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0]
+        .file
+        .as_deref()
+        .is_some_and(|f| f.ends_with("broken.yaml")));
+}
+
+#[test]
+fn a_hundred_thousand_unknown_inputs_of_a_subgraph_with_as_many_inputs_expand_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inner = String::from("weft: 1\ninputs:\n");
+    for i in 0..NODES {
+        inner.push_str(&format!("  x{i}:\n    type: int\n    optional: true\n"));
+    }
+    inner.push_str("outputs:\n  sum:\n    from: $add.sum\nnodes:\n  add:\n    type: AddInt\n    a: 1\n    b: 2\n");
+    std::fs::write(dir.path().join("wide.yaml"), inner).unwrap();
+    let mut outer = String::from("weft: 1\nnodes:\n  w:\n    type: ./wide.yaml\n");
+    for i in 0..NODES {
+        outer.push_str(&format!("    y{i}: 1\n"));
+    }
+    let wf = Workflow::parse_str(&outer).unwrap();
+    let registry = weft_nodes::registry();
+    let paths = weft_engine::subgraph::SubgraphPaths {
+        base_dir: dir.path(),
+        library: &[],
+    };
+    let started = Instant::now();
+    let expanded = weft_engine::subgraph::expand_subgraphs(&wf, &registry, &paths);
+    let took = started.elapsed();
+    eprintln!("100k unknown inputs of a 100k-input subgraph: {took:?}");
+    assert!(took < GENEROUS, "the expansion took {took:?}");
+    let Err(errors) = expanded else {
+        panic!("inputs the subgraph lacks were accepted");
+    };
+    assert_eq!(errors.len(), NODES);
+    let hint = errors[0].hint.as_deref().unwrap();
+    assert!(hint.ends_with("and 99980 more"), "{hint}");
+}

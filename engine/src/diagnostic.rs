@@ -242,6 +242,27 @@ impl<'a> Search<'a> {
     }
 }
 
+/// Names listed in a hint at most; the rest are counted.
+const NAMES_LISTED: usize = 20;
+
+/// `a, b, c` for a hint, the first 20 of many followed by how many more: a hint repeated for
+/// each of many errors must not list thousands of names each time.
+pub fn name_list<'a, I>(names: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let names = names.into_iter();
+    let total = names.len();
+    let listed: Vec<&str> = names.take(NAMES_LISTED).collect();
+    let more = total - listed.len();
+    let mut text = listed.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
 /// Takes `units` from `work_left`, or empties it and says no when there are not enough.
 fn charge(work_left: &mut usize, units: usize) -> Option<()> {
     match work_left.checked_sub(units) {
@@ -443,6 +464,15 @@ mod tests {
                 "{word}"
             );
         }
+    }
+
+    #[test]
+    fn a_name_list_counts_what_it_does_not_show() {
+        assert_eq!(name_list(["a", "b"]), "a, b");
+        let many: Vec<String> = (0..100_000).map(|i| format!("x{i}")).collect();
+        let text = name_list(many.iter().map(String::as_str));
+        assert!(text.starts_with("x0, x1, "), "{text}");
+        assert!(text.ends_with("x19 and 99980 more"), "{text}");
     }
 
     #[test]
