@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use weft_engine::Workflow;
 
 /// A workflow file of `n` AddInt nodes whose input `a` is written by `link(i)`.
-fn workflow(n: usize, link: impl Fn(usize) -> String) -> Workflow {
+fn workflow(n: usize, link: LinkOf) -> Workflow {
     let mut text = String::from("weft: 1\nnodes:\n");
     for i in 0..n {
         text.push_str(&format!(
@@ -20,12 +20,15 @@ fn workflow(n: usize, link: impl Fn(usize) -> String) -> Workflow {
     Workflow::parse_str(&text).expect("the workflow parses")
 }
 
+/// What input `a` of node `i` is written as.
+type LinkOf = fn(usize) -> String;
+
 fn benches(c: &mut Criterion) {
     let registry = weft_nodes::registry();
     let mut group = c.benchmark_group("validate");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    let cases: [(&str, usize, fn(usize) -> String); 5] = [
+    let cases: [(&str, usize, LinkOf); 5] = [
         ("dangling links to one node", 15_000, |_| "$nope.sum".into()),
         ("dangling links to one node", 100_000, |_| {
             "$nope.sum".into()
