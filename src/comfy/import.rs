@@ -261,10 +261,18 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
     };
     let mode_of = |n: &Json| n.get("mode").and_then(Json::as_i64).unwrap_or(0);
 
-    // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value.
-    let resolve = |link_id: &str| -> Result<ComfyValue, String> {
+    // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value,
+    // stopping at a link whose end is `known`; `walked` gets every link it passed.
+    let follow = |link_id: &str,
+                  known: &HashMap<String, Result<ComfyValue, String>>,
+                  walked: &mut Vec<String>|
+     -> Result<ComfyValue, String> {
         let mut link_id = link_id.to_string();
         for _ in 0..=by_id.len() {
+            if let Some(end) = known.get(&link_id) {
+                return end.clone();
+            }
+            walked.push(link_id.clone());
             let Some(link) = links.get(&link_id) else {
                 return Err(format!("link {link_id} is not in the links list"));
             };
@@ -293,8 +301,7 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             let inputs = source
                 .get("inputs")
                 .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[][..], Vec::as_slice);
             let next = if class == "Reroute" {
                 inputs.first().and_then(|i| ui_id(i.get("link")))
             } else if mode == MODE_BYPASSED {
@@ -332,6 +339,17 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             }
         }
         Err("the link goes round in a loop of reroutes".into())
+    };
+    // Every link's end, remembered for each link on the way: many inputs fed through one long
+    // chain of reroutes walk it once, not once each.
+    let mut resolved: HashMap<String, Result<ComfyValue, String>> = HashMap::new();
+    let mut resolve = |link_id: &str| -> Result<ComfyValue, String> {
+        let mut walked = Vec::new();
+        let end = follow(link_id, &resolved, &mut walked);
+        for link in walked {
+            resolved.insert(link, end.clone());
+        }
+        end
     };
 
     let mut ordered: Vec<&Json> = list.iter().collect();
@@ -653,7 +671,15 @@ fn readable(id: &str) -> bool {
 /// The weft id of a ComfyUI node: a title the user gave it when that is a name (not the
 /// type's own name), else its id when that is a name, else `<role>_<id>` (ComfyUI's ids are
 /// numbers: `3` becomes `ksampler_3`).
-fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>) -> String {
+/// `next_suffix` remembers, per base, the first `_N` not yet tried, so a thousand nodes with
+/// one base cost one try each, not a thousand.
+fn weft_id(
+    node: &ComfyNode,
+    ty: &ComfyType,
+    role: &str,
+    taken: &HashSet<String>,
+    next_suffix: &mut HashMap<String, usize>,
+) -> String {
     if let Some(title) = &node.title {
         if readable(title) && title != ty.class && title != ty.display && !taken.contains(title) {
             return title.clone();
@@ -670,11 +696,12 @@ fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>
         format!("{role}_{cleaned}")
     };
     let mut candidate = base.clone();
-    let mut n = 2;
+    let mut n = next_suffix.get(&base).copied().unwrap_or(2);
     while taken.contains(&candidate) {
         candidate = format!("{base}_{n}");
         n += 1;
     }
+    next_suffix.insert(base, n);
     candidate
 }
 
@@ -697,12 +724,10 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
     let mut notes = Vec::new();
 
     // Every unknown class type in one error.
-    let mut unknown: Vec<(&str, Vec<&str>)> = Vec::new();
+    // By class in first-seen order; a map, since a prompt may hold 100k unknown classes.
+    let mut unknown: indexmap::IndexMap<&str, Vec<&str>> = indexmap::IndexMap::new();
     for n in nodes.iter().filter(|n| comfy_type(&n.class).is_none()) {
-        match unknown.iter_mut().find(|(c, _)| *c == n.class) {
-            Some((_, ids)) => ids.push(&n.id),
-            None => unknown.push((&n.class, vec![&n.id])),
-        }
+        unknown.entry(&n.class).or_default().push(&n.id);
     }
     if !unknown.is_empty() {
         let listed: Vec<String> = unknown
@@ -743,13 +768,15 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
         }
     }
     let mut taken = HashSet::new();
+    let mut next_suffix = HashMap::new();
     let mut ids: HashMap<&str, String> = HashMap::new();
     let mut id_list = Vec::new();
     for n in nodes {
         let Some(ty) = comfy_type(&n.class) else {
             continue;
         };
-        let id = weft_id(n, ty, role(ty, uses.get(n.id.as_str())), &taken);
+        let role = role(ty, uses.get(n.id.as_str()));
+        let id = weft_id(n, ty, role, &taken, &mut next_suffix);
         taken.insert(id.clone());
         id_list.push((n.id.clone(), id.clone()));
         ids.insert(&n.id, id);
@@ -1271,6 +1298,101 @@ fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i6
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    /// Far above linear work on these 100k-node prompts, far below quadratic work.
+    const GENEROUS: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn two_hundred_thousand_unknown_classes_are_one_issue_in_seconds() {
+        let root: serde_json::Map<String, Json> = (0..200_000)
+            .map(|i| {
+                let node = json!({"class_type": format!("Custom{i}"), "inputs": {}});
+                (i.to_string(), node)
+            })
+            .collect();
+        let started = Instant::now();
+        let errors = import(&Json::Object(root), &ImportOptions::default()).unwrap_err();
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].message.starts_with("200000 ComfyUI node types"),
+            "{}",
+            &errors[0].message[..100]
+        );
+    }
+
+    #[test]
+    fn a_hundred_thousand_ids_that_clean_to_one_name_are_named_in_seconds() {
+        // Seven marks, seven long: every id becomes `latent________` before its suffix.
+        let marks: Vec<char> = "!#$%&*+".chars().collect();
+        let id = |mut i: usize| -> String {
+            (0..7)
+                .map(|_| {
+                    let c = marks[i % 7];
+                    i /= 7;
+                    c
+                })
+                .collect()
+        };
+        let root: serde_json::Map<String, Json> = (0..100_000)
+            .map(|i| {
+                let node = json!({"class_type": "EmptyLatentImage",
+                    "inputs": {"width": 64, "height": 64, "batch_size": 1}});
+                (id(i), node)
+            })
+            .collect();
+        let (nodes, _) = read(&Json::Object(root)).unwrap();
+        let started = Instant::now();
+        let imported = convert(&nodes, &ImportOptions::default());
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        let imported = imported.unwrap_or_else(|e| panic!("{:?}", &e[..1]));
+        assert_eq!(imported.workflow.nodes.len(), 100_000);
+        let base = "latent________";
+        assert!(imported.workflow.nodes.contains_key(base));
+        assert!(imported
+            .workflow
+            .nodes
+            .contains_key(&format!("{base}_100000")));
+    }
+
+    #[test]
+    fn many_inputs_through_one_long_chain_of_reroutes_resolve_in_seconds() {
+        // EmptyLatentImage 1 -> reroutes 2..=20001 -> 20k VAEDecodes: each decode's link walked
+        // the whole chain, 4 * 10^8 hops in all.
+        const CHAIN: u64 = 20_000;
+        let mut nodes = vec![json!({"id": 1, "type": "EmptyLatentImage", "mode": 0,
+            "widgets_values": [64, 64, 1], "outputs": [{"name": "LATENT", "type": "LATENT"}]})];
+        let mut links = Vec::new();
+        for id in 2..=CHAIN + 1 {
+            nodes.push(json!({"id": id, "type": "Reroute", "mode": 0,
+                "inputs": [{"name": "", "type": "*", "link": id - 1}],
+                "outputs": [{"name": "", "type": "LATENT"}]}));
+            links.push(json!([id - 1, id - 1, 0, id, 0, "LATENT"]));
+        }
+        let last = CHAIN + 1;
+        for i in 0..CHAIN {
+            let (id, link) = (last + 1 + i, last + i);
+            nodes.push(json!({"id": id, "type": "VAEDecode", "mode": 0,
+                "inputs": [{"name": "samples", "type": "LATENT", "link": link}]}));
+            links.push(json!([link, last, 0, id, 0, "LATENT"]));
+        }
+        let root = json!({"nodes": nodes, "links": links});
+        let started = Instant::now();
+        let (read_nodes, _) = read(&root).unwrap();
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        assert_eq!(read_nodes.len(), 1 + CHAIN as usize);
+        let from_the_latent = ComfyValue::Link {
+            node: "1".into(),
+            slot: 0,
+        };
+        assert!(read_nodes[1..]
+            .iter()
+            .all(|n| n.get("samples") == Some(&from_the_latent)));
+    }
 
     #[test]
     fn denoise_for_gives_the_schedule_comfyui_runs_for_start_at_step() {
