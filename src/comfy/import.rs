@@ -470,6 +470,8 @@ struct NodeCx<'a> {
     issues: &'a mut Vec<Issue>,
     notes: &'a mut Vec<Issue>,
     out: Vec<(String, Pending)>,
+    /// Output sizes found so far (see `known_size`), shared by every node's conversion.
+    sizes: &'a mut Sizes,
 }
 
 impl NodeCx<'_> {
@@ -783,6 +785,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
     }
 
     let mut converted = Vec::new();
+    let mut sizes = Sizes::new();
     for n in dependency_order(nodes) {
         let Some(ty) = comfy_type(&n.class) else {
             continue;
@@ -793,6 +796,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
             issues: &mut issues,
             notes: &mut notes,
             out: Vec::new(),
+            sizes: &mut sizes,
         };
         convert_node(&mut cx, options, &by_id);
         for (name, _) in &n.inputs {
@@ -1204,7 +1208,7 @@ fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
         "ImageScaleBy (Upscale Image By)"
     };
     let input_size = match cx.node.get(source) {
-        Some(ComfyValue::Link { node, .. }) => known_size(nodes, node),
+        Some(ComfyValue::Link { node, .. }) => known_size(nodes, node, cx.sizes),
         _ => None,
     };
     let Some((w0, h0)) = input_size else {
@@ -1237,9 +1241,18 @@ fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
     );
 }
 
+/// Sizes found by `known_size`, by ComfyUI node id (`None`: not fixed by the graph).
+type Sizes = HashMap<String, Option<(i64, i64)>>;
+
 /// The pixel size of a node's output when the graph fixes it (an empty latent, and what is
-/// derived from it by samplers, decoders and resizes). Walks upstream iteratively.
-fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i64)> {
+/// derived from it by samplers, decoders and resizes). Walks upstream iteratively, and
+/// remembers in `sizes` the size of every node it passed, so many resizes below one long
+/// chain walk it once.
+fn known_size(
+    nodes: &HashMap<&str, &ComfyNode>,
+    start: &str,
+    sizes: &mut Sizes,
+) -> Option<(i64, i64)> {
     let int = |n: &ComfyNode, name: &str| match n.get(name) {
         Some(ComfyValue::Value(v)) => v.as_i64(),
         _ => None,
@@ -1252,46 +1265,75 @@ fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i6
         Some(ComfyValue::Link { node, .. }) => Some(node.clone()),
         _ => None,
     };
-    // Scale factors met on the way up, applied in reverse once the base size is found.
-    let mut scales: Vec<(f64, i64)> = Vec::new();
-    let mut current = start.to_string();
-    let mut hops = 0;
-    let base = loop {
-        // A cycle (the validator reports it) has no size.
-        hops += 1;
-        if hops > nodes.len() {
-            return None;
-        }
-        let n = nodes.get(current.as_str())?;
-        current = match n.class.as_str() {
-            "EmptyLatentImage" => break (int(n, "width")?, int(n, "height")?),
+    // One step up from `n`: its own fixed size, or the node above it (with the scale factor
+    // it applies, if any); `None` when the graph does not fix it.
+    enum Step {
+        Fixed((i64, i64)),
+        Up(String, Option<(f64, i64)>),
+    }
+    let step = |n: &ComfyNode| -> Option<Step> {
+        Some(match n.class.as_str() {
+            "EmptyLatentImage" => Step::Fixed((int(n, "width")?, int(n, "height")?)),
             "LatentUpscale" | "ImageScale" => {
                 let (w, h) = (int(n, "width")?, int(n, "height")?);
                 if w == 0 || h == 0 {
                     return None;
                 }
-                break (w, h);
+                Step::Fixed((w, h))
             }
-            "KSampler" | "KSamplerAdvanced" => upstream(n, "latent_image")?,
-            "VAEDecode" | "VAEDecodeTiled" => upstream(n, "samples")?,
-            "VAEEncode" => upstream(n, "pixels")?,
+            "KSampler" | "KSamplerAdvanced" => Step::Up(upstream(n, "latent_image")?, None),
+            "VAEDecode" | "VAEDecodeTiled" => Step::Up(upstream(n, "samples")?, None),
+            "VAEEncode" => Step::Up(upstream(n, "pixels")?, None),
             "LatentUpscaleBy" => {
-                scales.push((float(n, "scale_by")?, 8));
-                upstream(n, "samples")?
+                Step::Up(upstream(n, "samples")?, Some((float(n, "scale_by")?, 8)))
             }
-            "ImageScaleBy" => {
-                scales.push((float(n, "scale_by")?, 1));
-                upstream(n, "image")?
-            }
+            "ImageScaleBy" => Step::Up(upstream(n, "image")?, Some((float(n, "scale_by")?, 1))),
             _ => return None,
-        };
+        })
     };
-    let (mut w, mut h) = base;
-    for (scale, unit) in scales.into_iter().rev() {
-        w = ((w / unit) as f64 * scale).round() as i64 * unit;
-        h = ((h / unit) as f64 * scale).round() as i64 * unit;
+    // Scale factors met on the way up, applied in reverse once the base size is found; each
+    // node passed, with how many factors were met below it.
+    let mut scales: Vec<(f64, i64)> = Vec::new();
+    let mut walked: Vec<(String, usize)> = Vec::new();
+    let mut current = start.to_string();
+    let base = loop {
+        if let Some(&known) = sizes.get(&current) {
+            break known;
+        }
+        // A cycle (the validator reports it) has no size.
+        if walked.len() >= nodes.len() {
+            break None;
+        }
+        let Some(n) = nodes.get(current.as_str()) else {
+            break None;
+        };
+        walked.push((current.clone(), scales.len()));
+        match step(n) {
+            None => break None,
+            Some(Step::Fixed(size)) => break Some(size),
+            Some(Step::Up(next, scale)) => {
+                scales.extend(scale);
+                current = next;
+            }
+        }
+    };
+    // From the top down, each node's size is the one above it scaled by its own factor.
+    let mut size = base;
+    let mut applied = scales.len();
+    for (id, below) in walked.into_iter().rev() {
+        while applied > below {
+            applied -= 1;
+            let (scale, unit) = scales[applied];
+            size = size.map(|(w, h)| {
+                (
+                    ((w / unit) as f64 * scale).round() as i64 * unit,
+                    ((h / unit) as f64 * scale).round() as i64 * unit,
+                )
+            });
+        }
+        sizes.insert(id, size);
     }
-    Some((w, h))
+    size
 }
 
 #[cfg(test)]
@@ -1356,6 +1398,55 @@ mod tests {
             .workflow
             .nodes
             .contains_key(&format!("{base}_100000")));
+    }
+
+    #[test]
+    fn resizes_below_one_long_chain_of_scalings_learn_their_sizes_in_seconds() {
+        // An empty latent, 20k LatentUpscaleBy in a row (x2, x0.5, x2, ...), and below each a
+        // LatentUpscale to twice its size: each resize walked the chain up to the latent,
+        // 2 * 10^8 steps in all.
+        const CHAIN: usize = 20_000;
+        let mut root = serde_json::Map::new();
+        root.insert(
+            "e".into(),
+            json!({"class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
+        );
+        for k in 1..=CHAIN {
+            let above = if k == 1 {
+                "e".to_string()
+            } else {
+                format!("b{}", k - 1)
+            };
+            let scale_by = if k % 2 == 1 { 2.0 } else { 0.5 };
+            root.insert(
+                format!("b{k}"),
+                json!({"class_type": "LatentUpscaleBy", "inputs": {
+                    "upscale_method": "nearest-exact", "scale_by": scale_by, "samples": [above, 0]}}),
+            );
+            let side = if k % 2 == 1 { 256 } else { 128 };
+            root.insert(
+                format!("u{k}"),
+                json!({"class_type": "LatentUpscale", "inputs": {"upscale_method": "nearest-exact",
+                    "width": side, "height": side, "crop": "disabled", "samples": [format!("b{k}"), 0]}}),
+            );
+        }
+        let (nodes, _) = read(&Json::Object(root)).unwrap();
+        let started = Instant::now();
+        let imported = convert(&nodes, &ImportOptions::default());
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        let imported = imported.unwrap_or_else(|e| panic!("{:?}", &e[..1]));
+        let scaled_twice = |n: &&Issue| {
+            n.message == "256x256 becomes scale 2 (the input is 128x128)"
+                || n.message == "128x128 becomes scale 2 (the input is 64x64)"
+        };
+        assert_eq!(
+            imported.notes.iter().filter(scaled_twice).count(),
+            CHAIN,
+            "{:?}",
+            &imported.notes[..3]
+        );
     }
 
     #[test]
