@@ -213,3 +213,46 @@ async fn other_requests_are_answered_while_a_big_workflow_is_validated() {
     let response = validating.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// ComfyUI's default txt2img on tiny-shapes, with `extra` unused empty latents beside it.
+fn big_comfy_prompt(extra: usize) -> Value {
+    let text = std::fs::read(common::repo().join("tests/comfy/01_txt2img_default.json")).unwrap();
+    let mut prompt: Value = serde_json::from_slice(&text).unwrap();
+    prompt["3"]["inputs"]["steps"] = json!(1);
+    for i in 0..extra {
+        prompt[format!("x{i}")] = json!({"class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1}});
+    }
+    json!({"prompt": prompt})
+}
+
+fn comfy_fixture(deadline: Duration) -> Fixture {
+    fixture(|config| {
+        config.check_deadline = deadline;
+        config.comfy_models = vec![(
+            "v1-5-pruned-emaonly.safetensors".into(),
+            "tiny-shapes".into(),
+        )];
+    })
+}
+
+#[tokio::test]
+async fn a_prompt_whose_check_ran_out_of_time_is_never_queued() {
+    let body = big_comfy_prompt(30_000);
+    // In time, the prompt is queued: it is a good one.
+    let f = comfy_fixture(Duration::from_secs(60));
+    let (status, queued) = f.post("/prompt", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{queued}");
+    assert!(queued["prompt_id"].is_string(), "{queued}");
+
+    let f = comfy_fixture(Duration::from_millis(20));
+    let (status, refused) = f.post("/prompt", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["type"], "deadline_exceeded", "{refused}");
+    // The check goes on after the answer; what it reaches must not be queued.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
+        assert_eq!(runs["runs"], json!([]), "queued after all: {runs}");
+    }
+}

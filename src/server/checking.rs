@@ -4,6 +4,7 @@
 //! each file's validity by content hash, so unchanged files are not validated again.
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,37 @@ pub async fn off_runtime<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> ApiResult<T> {
+    off_runtime_gated(state, what, move |_| work()).await
+}
+
+/// Where gated work stands: its client still waits, it took effect, or its client was told
+/// it ran out of time.
+const WAITING: u8 = 0;
+const COMMITTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Lets work that ends in an effect (a queued run) take it only while its client still
+/// waits: the effect and the deadline race through one atomic, so a client told it was too
+/// slow never has its work take effect anyway, and one whose work took effect hears so.
+pub struct Gate(Arc<AtomicU8>);
+
+impl Gate {
+    /// Whether the work may take its effect now (and from now on the client waits for it).
+    pub fn commit(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, COMMITTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// [`off_runtime`] for work that calls [`Gate::commit`] before its effect: past the deadline
+/// the client is answered `DeadlineExceeded` only if the work has not committed; otherwise
+/// its result is awaited (what follows a commit is quick).
+pub async fn off_runtime_gated<T: Send + 'static>(
+    state: &AppState,
+    what: &str,
+    work: impl FnOnce(&Gate) -> T + Send + 'static,
+) -> ApiResult<T> {
     let checks = &state.checks;
     let started = Instant::now();
     let permit = tokio::time::timeout(checks.deadline, checks.permits.clone().acquire_owned())
@@ -69,15 +101,25 @@ pub async fn off_runtime<T: Send + 'static>(
         .map_err(|_| too_slow(what, checks.deadline))?
         .map_err(|e| ApiError::internal(what, e))?;
     let left = checks.deadline.saturating_sub(started.elapsed());
-    let running = tokio::task::spawn_blocking(move || {
+    let state_of_work = Arc::new(AtomicU8::new(WAITING));
+    let gate = Gate(state_of_work.clone());
+    let mut running = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        work()
+        work(&gate)
     });
-    match tokio::time::timeout(left, running).await {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(failed)) => Err(ApiError::internal(what, failed)),
-        Err(_) => Err(too_slow(what, checks.deadline)),
-    }
+    let finished = match tokio::time::timeout(left, &mut running).await {
+        Ok(finished) => finished,
+        Err(_) => {
+            let abandoned = state_of_work
+                .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if abandoned {
+                return Err(too_slow(what, checks.deadline));
+            }
+            running.await
+        }
+    };
+    finished.map_err(|failed| ApiError::internal(what, failed))
 }
 
 /// (name, revision, valid) of each named workflow file that `read` can read: the remembered
