@@ -11,7 +11,7 @@ test: setup
 	@scripts/test.sh
 
 bench: setup
-	@bash -c 'source scripts/env.sh && cargo bench --bench engine_overhead'
+	@bash -c 'source scripts/env.sh && cargo bench --bench engine_overhead --bench validation'
 
 serve: setup
 	@target/release/weft serve

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use indexmap::{IndexMap, IndexSet};
 
-use crate::diagnostic::{closest, Diagnostic};
+use crate::diagnostic::{closest_within, name_list, Diagnostic, SUGGESTION_WORK};
 use crate::node::InputSpec;
 use crate::registry::Registry;
 use crate::validate::check_constant;
@@ -27,6 +27,11 @@ pub const SEPARATOR: &str = "__";
 
 /// Subgraph files may include others this deep.
 const MAX_NESTING: usize = 16;
+
+/// Nodes and exposed inputs and outputs an expansion may make in all. Each use of a subgraph
+/// copies it, so ten uses of a file with ten uses of the next, 16 files deep, would be 10^16
+/// nodes (the "billion laughs" of subgraphs); a real workflow is far below this.
+pub const MAX_EXPANDED: usize = 500_000;
 
 /// Where subgraph types are looked up.
 pub struct SubgraphPaths<'a> {
@@ -106,6 +111,10 @@ pub fn expand_subgraphs_with_files(
         stack: Vec::new(),
         errors: Vec::new(),
         files: IndexSet::new(),
+        parsed: HashMap::new(),
+        expansion_left: MAX_EXPANDED,
+        too_large: false,
+        suggestion_work: SUGGESTION_WORK,
     };
     expander.expand_level(workflow, "", None, paths.base_dir, None);
     expander.resolve_redirects();
@@ -155,6 +164,15 @@ struct Expander<'a> {
     errors: Vec<Diagnostic>,
     /// Every subgraph file named, canonical where it exists, each once.
     files: IndexSet<PathBuf>,
+    /// Each subgraph file read once, however many nodes use it (`None`: it did not parse,
+    /// and its errors were reported at its first use).
+    parsed: HashMap<PathBuf, Option<Arc<Workflow>>>,
+    /// What is left of `MAX_EXPANDED`.
+    expansion_left: usize,
+    /// Whether the expansion was refused as too large (said once).
+    too_large: bool,
+    /// The "did you mean" budget of the expansion's hints (see `SUGGESTION_WORK`).
+    suggestion_work: usize,
 }
 
 impl Expander<'_> {
@@ -276,27 +294,39 @@ impl Expander<'_> {
             return;
         }
         let label: Arc<str> = Arc::from(path.display().to_string());
-        let inner = match std::fs::read(path) {
-            Err(e) => {
-                self.errors.push(located(
-                    Diagnostic::at_opt(
-                        node.type_pos,
-                        format!("cannot read subgraph {}: {e}", path.display()),
-                    )
-                    .hint("a path type is relative to this workflow's folder"),
-                ));
-                return;
-            }
-            Ok(bytes) => match Workflow::parse(&bytes) {
-                Ok(w) => w,
-                Err(errors) => {
-                    for mut d in errors {
-                        d.file = Some(label.as_ref().into());
-                        self.errors.push(d);
+        let inner = match self.parsed.get(&canonical) {
+            Some(Some(inner)) => inner.clone(),
+            Some(None) => return,
+            None => {
+                let read = match std::fs::read(path) {
+                    Err(e) => {
+                        self.errors.push(located(
+                            Diagnostic::at_opt(
+                                node.type_pos,
+                                format!("cannot read subgraph {}: {e}", path.display()),
+                            )
+                            .hint("a path type is relative to this workflow's folder"),
+                        ));
+                        return;
                     }
-                    return;
+                    Ok(bytes) => Workflow::parse(&bytes),
+                };
+                match read {
+                    Ok(inner) => {
+                        let inner = Arc::new(inner);
+                        self.parsed.insert(canonical.clone(), Some(inner.clone()));
+                        inner
+                    }
+                    Err(errors) => {
+                        for mut d in errors {
+                            d.file = Some(label.as_ref().into());
+                            self.errors.push(d);
+                        }
+                        self.parsed.insert(canonical.clone(), None);
+                        return;
+                    }
                 }
-            },
+            }
         };
         let Some(interface) = inner.interface.clone() else {
             self.errors.push(located(Diagnostic::at_opt(
@@ -308,6 +338,25 @@ impl Expander<'_> {
             )));
             return;
         };
+        let size = inner.nodes.len() + interface.inputs.len() + interface.outputs.len();
+        if size > self.expansion_left {
+            if !self.too_large {
+                self.too_large = true;
+                self.errors.push(
+                    located(Diagnostic::at_opt(
+                        node.type_pos,
+                        format!(
+                            "expanding the subgraphs makes more than {MAX_EXPANDED} nodes \
+                             (each use of a subgraph copies it, and the copies multiply at \
+                             each level)"
+                        ),
+                    ))
+                    .hint("use big subgraphs fewer times, or nest them less deeply"),
+                );
+            }
+            return;
+        }
+        self.expansion_left -= size;
         let child_bindings = self.bind_inputs(id, node, &interface, prefix, file, bindings);
         self.subgraph_ids.insert(
             new_id.to_string(),
@@ -365,10 +414,11 @@ impl Expander<'_> {
         };
         for (name, entry) in &node.inputs {
             let Some(declared) = interface.inputs.get(name) else {
-                let names: Vec<&str> = interface.inputs.keys().map(String::as_str).collect();
-                let hint = match closest(name, names.iter().copied()) {
-                    Some(c) => format!("did you mean '{c}'? Its inputs: {}", names.join(", ")),
-                    None => format!("its inputs: {}", names.join(", ")),
+                let names = || interface.inputs.keys().map(String::as_str);
+                let listed = name_list(names());
+                let hint = match closest_within(name, names(), &mut self.suggestion_work) {
+                    Some(c) => format!("did you mean '{c}'? Its inputs: {listed}"),
+                    None => format!("its inputs: {listed}"),
                 };
                 push(
                     &mut self.errors,
@@ -471,7 +521,10 @@ impl Expander<'_> {
                     )
                     .node(id)
                     .input(name)
-                    .hint(format!("its outputs: {}", outputs.join(", ")));
+                    .hint(format!(
+                        "its outputs: {}",
+                        name_list(outputs.iter().map(String::as_str))
+                    ));
                     d.file = node.file.as_ref().map(|f| f.as_ref().into());
                     errors.push(d);
                 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::diagnostic::{closest, Diagnostic};
+use crate::diagnostic::{closest, closest_within, Diagnostic, NameIndex, SUGGESTION_WORK};
 use crate::node::{InputSpec, NodeSpec};
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
@@ -14,8 +14,9 @@ use crate::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
 /// node the user asked for (then the workflow needs no output node).
 pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
+    let mut suggestions = Suggestions::new(wf);
     for (id, node) in &wf.nodes {
-        let spec = match node_spec(id, node, registry) {
+        let spec = match node_spec(id, node, registry, &mut suggestions) {
             Ok(spec) => spec,
             Err(d) => {
                 errors.push(d);
@@ -23,7 +24,15 @@ pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec
             }
         };
         for (name, entry) in &node.inputs {
-            errors.extend(check_input(wf, registry, id, spec, name, entry));
+            errors.extend(check_input(
+                wf,
+                registry,
+                &mut suggestions,
+                id,
+                spec,
+                name,
+                entry,
+            ));
         }
         errors.extend(missing_inputs(id, node, spec));
     }
@@ -32,11 +41,68 @@ pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec
     errors
 }
 
+/// The "did you mean" lookups of one validation: one work budget for all of them (so hints
+/// stay linear however many errors there are), and each unknown node id or type looked up
+/// once however many nodes name it.
+struct Suggestions<'w, 'r> {
+    workflow: &'w Workflow,
+    work_left: usize,
+    /// Built at the first link to an unknown node.
+    id_index: Option<NameIndex<'w>>,
+    node_ids: HashMap<&'w str, Option<&'w str>>,
+    types: HashMap<&'w str, Option<&'r str>>,
+}
+
+impl<'w, 'r> Suggestions<'w, 'r> {
+    fn new(workflow: &'w Workflow) -> Self {
+        Self {
+            workflow,
+            work_left: SUGGESTION_WORK,
+            id_index: None,
+            node_ids: HashMap::new(),
+            types: HashMap::new(),
+        }
+    }
+
+    /// The node id closest to the unknown `id`.
+    fn node_id(&mut self, id: &'w str) -> Option<&'w str> {
+        if let Some(&known) = self.node_ids.get(id) {
+            return known;
+        }
+        let workflow = self.workflow;
+        let index = self
+            .id_index
+            .get_or_insert_with(|| NameIndex::new(workflow.nodes.keys().map(String::as_str)));
+        let found = index.closest_within(id, &mut self.work_left);
+        self.node_ids.insert(id, found);
+        found
+    }
+
+    /// The registered type closest to the unknown `type_name`.
+    fn type_name(&mut self, type_name: &'w str, registry: &'r Registry) -> Option<&'r str> {
+        if let Some(&known) = self.types.get(type_name) {
+            return known;
+        }
+        let found = closest_within(type_name, registry.type_names(), &mut self.work_left);
+        self.types.insert(type_name, found);
+        found
+    }
+
+    fn among<'c>(
+        &mut self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+    ) -> Option<&'c str> {
+        closest_within(word, candidates, &mut self.work_left)
+    }
+}
+
 /// The spec of `node`'s type, or the error that it is unknown (with the closest name).
-fn node_spec<'r>(
+fn node_spec<'w, 'r>(
     id: &str,
-    node: &NodeEntry,
+    node: &'w NodeEntry,
     registry: &'r Registry,
+    suggestions: &mut Suggestions<'w, 'r>,
 ) -> Result<&'r NodeSpec, Diagnostic> {
     if let Some(registered) = registry.get(&node.type_name) {
         return Ok(&registered.spec);
@@ -46,7 +112,7 @@ fn node_spec<'r>(
         format!("unknown node type '{}'", node.type_name),
     )
     .node(id);
-    d.hint = Some(match closest(&node.type_name, registry.type_names()) {
+    d.hint = Some(match suggestions.type_name(&node.type_name, registry) {
         Some(s) => format!("did you mean '{s}'?"),
         None => "`weft nodes` lists the node types".into(),
     });
@@ -55,13 +121,14 @@ fn node_spec<'r>(
 
 /// The error of input `name` of node `id`, if any: an input the type does not have, a
 /// constant its declaration refuses, or a link that does not fit.
-fn check_input(
-    wf: &Workflow,
+fn check_input<'w>(
+    wf: &'w Workflow,
     registry: &Registry,
+    suggestions: &mut Suggestions<'w, '_>,
     id: &str,
     spec: &NodeSpec,
     name: &str,
-    entry: &InputEntry,
+    entry: &'w InputEntry,
 ) -> Option<Diagnostic> {
     let Some((_, input)) = spec.input(name) else {
         let mut d = Diagnostic::at_opt(
@@ -70,15 +137,17 @@ fn check_input(
         )
         .node(id)
         .input(name);
-        d.hint = Some(match closest(name, spec.inputs.iter().map(|i| i.name)) {
-            Some(s) => format!("did you mean '{s}'?"),
-            None => format!("its inputs are: {}", input_names(spec)),
-        });
+        d.hint = Some(
+            match suggestions.among(name, spec.inputs.iter().map(|i| i.name)) {
+                Some(s) => format!("did you mean '{s}'?"),
+                None => format!("its inputs are: {}", input_names(spec)),
+            },
+        );
         return Some(d);
     };
     let error = match &entry.value {
         InputValue::Constant(c) => check_constant(input, c).err(),
-        InputValue::Link(link) => check_link(wf, registry, input, link),
+        InputValue::Link(link) => check_link(wf, registry, suggestions, input, link),
     };
     error.map(|d| d.at_pos(entry.pos).node(id).input(name))
 }
@@ -86,15 +155,17 @@ fn check_input(
 /// The error of a link into `input`, if any: an unknown node, an output that node does not
 /// have, or an output of another type. Links from nodes of unknown type are reported at
 /// that node.
-fn check_link(
-    wf: &Workflow,
+fn check_link<'w>(
+    wf: &'w Workflow,
     registry: &Registry,
+    suggestions: &mut Suggestions<'w, '_>,
     input: &InputSpec,
-    link: &Link,
+    link: &'w Link,
 ) -> Option<Diagnostic> {
     let Some(source) = wf.nodes.get(&link.node) else {
         let mut d = Diagnostic::new(format!("link to unknown node '{}'", link.node));
-        d.hint = closest(&link.node, wf.nodes.keys().map(String::as_str))
+        d.hint = suggestions
+            .node_id(&link.node)
             .map(|s| format!("did you mean '${s}.{}'?", link.output));
         return Some(d);
     };
@@ -331,9 +402,7 @@ fn find_cycles(wf: &Workflow) -> Vec<Diagnostic> {
             .collect();
         let first = names[0];
         let (_, node) = wf.nodes.get_index(cycle[0]).expect("index from the graph");
-        let mut path = names.join(" -> ");
-        path.push_str(" -> ");
-        path.push_str(first);
+        let path = cycle_path(&names);
         let message = if cycle.len() == 1 {
             format!("node links to itself: {path}")
         } else {
@@ -346,6 +415,29 @@ fn find_cycles(wf: &Workflow) -> Vec<Diagnostic> {
         );
     }
     errors
+}
+
+/// Nodes named at each end of a long cycle; the ones between are counted, so a cycle through
+/// 100k nodes is one readable line, not a megabyte.
+const CYCLE_ENDS_NAMED: usize = 8;
+
+/// `a -> b -> c -> a`, with the middle of a long cycle elided.
+fn cycle_path(names: &[&str]) -> String {
+    let mut shown: Vec<String> = Vec::new();
+    if names.len() <= 2 * CYCLE_ENDS_NAMED + 1 {
+        shown.extend(names.iter().map(|n| n.to_string()));
+    } else {
+        let elided = names.len() - 2 * CYCLE_ENDS_NAMED;
+        shown.extend(names[..CYCLE_ENDS_NAMED].iter().map(|n| n.to_string()));
+        shown.push(format!("... ({elided} more)"));
+        shown.extend(
+            names[names.len() - CYCLE_ENDS_NAMED..]
+                .iter()
+                .map(|n| n.to_string()),
+        );
+    }
+    shown.push(names[0].to_string());
+    shown.join(" -> ")
 }
 
 /// One cycle through the strongly connected component `scc`, walking edges that stay inside it.
@@ -369,5 +461,30 @@ fn cycle_within(graph: &DiGraph<usize, ()>, scc: &[NodeIndex]) -> Vec<usize> {
             .filter(|n| inside.contains(n))
             .min_by_key(|n| n.index())
             .expect("every node of a cycle has a successor inside it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_cycles_are_named_in_full() {
+        assert_eq!(cycle_path(&["a"]), "a -> a");
+        assert_eq!(cycle_path(&["a", "b", "c"]), "a -> b -> c -> a");
+    }
+
+    #[test]
+    fn a_long_cycle_names_its_ends_and_counts_the_middle() {
+        let ids: Vec<String> = (0..100_000).map(|i| format!("n{i}")).collect();
+        let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let path = cycle_path(&names);
+        assert!(path.starts_with("n0 -> n1 -> "), "{path}");
+        assert!(
+            path.contains("n7 -> ... (99984 more) -> n99992 -> "),
+            "{path}"
+        );
+        assert!(path.ends_with("n99999 -> n0"), "{path}");
+        assert!(path.len() < 300, "{} bytes", path.len());
     }
 }

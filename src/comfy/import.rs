@@ -261,10 +261,18 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
     };
     let mode_of = |n: &Json| n.get("mode").and_then(Json::as_i64).unwrap_or(0);
 
-    // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value.
-    let resolve = |link_id: &str| -> Result<ComfyValue, String> {
+    // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value,
+    // stopping at a link whose end is `known`; `walked` gets every link it passed.
+    let follow = |link_id: &str,
+                  known: &HashMap<String, Result<ComfyValue, String>>,
+                  walked: &mut Vec<String>|
+     -> Result<ComfyValue, String> {
         let mut link_id = link_id.to_string();
         for _ in 0..=by_id.len() {
+            if let Some(end) = known.get(&link_id) {
+                return end.clone();
+            }
+            walked.push(link_id.clone());
             let Some(link) = links.get(&link_id) else {
                 return Err(format!("link {link_id} is not in the links list"));
             };
@@ -293,8 +301,7 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             let inputs = source
                 .get("inputs")
                 .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[][..], Vec::as_slice);
             let next = if class == "Reroute" {
                 inputs.first().and_then(|i| ui_id(i.get("link")))
             } else if mode == MODE_BYPASSED {
@@ -332,6 +339,17 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             }
         }
         Err("the link goes round in a loop of reroutes".into())
+    };
+    // Every link's end, remembered for each link on the way: many inputs fed through one long
+    // chain of reroutes walk it once, not once each.
+    let mut resolved: HashMap<String, Result<ComfyValue, String>> = HashMap::new();
+    let mut resolve = |link_id: &str| -> Result<ComfyValue, String> {
+        let mut walked = Vec::new();
+        let end = follow(link_id, &resolved, &mut walked);
+        for link in walked {
+            resolved.insert(link, end.clone());
+        }
+        end
     };
 
     let mut ordered: Vec<&Json> = list.iter().collect();
@@ -452,6 +470,8 @@ struct NodeCx<'a> {
     issues: &'a mut Vec<Issue>,
     notes: &'a mut Vec<Issue>,
     out: Vec<(String, Pending)>,
+    /// Output sizes found so far (see `known_size`), shared by every node's conversion.
+    sizes: &'a mut Sizes,
 }
 
 impl NodeCx<'_> {
@@ -676,7 +696,15 @@ fn readable(id: &str) -> bool {
 /// The weft id of a ComfyUI node: a title the user gave it when that is a name (not the
 /// type's own name), else its id when that is a name, else `<role>_<id>` (ComfyUI's ids are
 /// numbers: `3` becomes `ksampler_3`).
-fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>) -> String {
+/// `next_suffix` remembers, per base, the first `_N` not yet tried, so a thousand nodes with
+/// one base cost one try each, not a thousand.
+fn weft_id(
+    node: &ComfyNode,
+    ty: &ComfyType,
+    role: &str,
+    taken: &HashSet<String>,
+    next_suffix: &mut HashMap<String, usize>,
+) -> String {
     if let Some(title) = &node.title {
         if readable(title) && title != ty.class && title != ty.display && !taken.contains(title) {
             return title.clone();
@@ -693,11 +721,12 @@ fn weft_id(node: &ComfyNode, ty: &ComfyType, role: &str, taken: &HashSet<String>
         format!("{role}_{cleaned}")
     };
     let mut candidate = base.clone();
-    let mut n = 2;
+    let mut n = next_suffix.get(&base).copied().unwrap_or(2);
     while taken.contains(&candidate) {
         candidate = format!("{base}_{n}");
         n += 1;
     }
+    next_suffix.insert(base, n);
     candidate
 }
 
@@ -720,12 +749,10 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
     let mut notes = Vec::new();
 
     // Every unknown class type in one error.
-    let mut unknown: Vec<(&str, Vec<&str>)> = Vec::new();
+    // By class in first-seen order; a map, since a prompt may hold 100k unknown classes.
+    let mut unknown: indexmap::IndexMap<&str, Vec<&str>> = indexmap::IndexMap::new();
     for n in nodes.iter().filter(|n| comfy_type(&n.class).is_none()) {
-        match unknown.iter_mut().find(|(c, _)| *c == n.class) {
-            Some((_, ids)) => ids.push(&n.id),
-            None => unknown.push((&n.class, vec![&n.id])),
-        }
+        unknown.entry(&n.class).or_default().push(&n.id);
     }
     if !unknown.is_empty() {
         let listed: Vec<String> = unknown
@@ -766,19 +793,22 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
         }
     }
     let mut taken = HashSet::new();
+    let mut next_suffix = HashMap::new();
     let mut ids: HashMap<&str, String> = HashMap::new();
     let mut id_list = Vec::new();
     for n in nodes {
         let Some(ty) = comfy_type(&n.class) else {
             continue;
         };
-        let id = weft_id(n, ty, role(ty, uses.get(n.id.as_str())), &taken);
+        let role = role(ty, uses.get(n.id.as_str()));
+        let id = weft_id(n, ty, role, &taken, &mut next_suffix);
         taken.insert(id.clone());
         id_list.push((n.id.clone(), id.clone()));
         ids.insert(&n.id, id);
     }
 
     let mut converted = Vec::new();
+    let mut sizes = Sizes::new();
     for n in dependency_order(nodes) {
         let Some(ty) = comfy_type(&n.class) else {
             continue;
@@ -789,6 +819,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
             issues: &mut issues,
             notes: &mut notes,
             out: Vec::new(),
+            sizes: &mut sizes,
         };
         convert_node(&mut cx, options, &by_id);
         for (name, _) in &n.inputs {
@@ -1200,7 +1231,7 @@ fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
         "ImageScaleBy (Upscale Image By)"
     };
     let input_size = match cx.node.get(source) {
-        Some(ComfyValue::Link { node, .. }) => known_size(nodes, node),
+        Some(ComfyValue::Link { node, .. }) => known_size(nodes, node, cx.sizes),
         _ => None,
     };
     let Some((w0, h0)) = input_size else {
@@ -1233,9 +1264,18 @@ fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
     );
 }
 
+/// Sizes found by `known_size`, by ComfyUI node id (`None`: not fixed by the graph).
+type Sizes = HashMap<String, Option<(i64, i64)>>;
+
 /// The pixel size of a node's output when the graph fixes it (an empty latent, and what is
-/// derived from it by samplers, decoders and resizes). Walks upstream iteratively.
-fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i64)> {
+/// derived from it by samplers, decoders and resizes). Walks upstream iteratively, and
+/// remembers in `sizes` the size of every node it passed, so many resizes below one long
+/// chain walk it once.
+fn known_size(
+    nodes: &HashMap<&str, &ComfyNode>,
+    start: &str,
+    sizes: &mut Sizes,
+) -> Option<(i64, i64)> {
     let int = |n: &ComfyNode, name: &str| match n.get(name) {
         Some(ComfyValue::Value(v)) => v.as_i64(),
         _ => None,
@@ -1248,52 +1288,225 @@ fn known_size(nodes: &HashMap<&str, &ComfyNode>, start: &str) -> Option<(i64, i6
         Some(ComfyValue::Link { node, .. }) => Some(node.clone()),
         _ => None,
     };
-    // Scale factors met on the way up, applied in reverse once the base size is found.
-    let mut scales: Vec<(f64, i64)> = Vec::new();
-    let mut current = start.to_string();
-    let mut hops = 0;
-    let base = loop {
-        // A cycle (the validator reports it) has no size.
-        hops += 1;
-        if hops > nodes.len() {
-            return None;
-        }
-        let n = nodes.get(current.as_str())?;
-        current = match n.class.as_str() {
-            "EmptyLatentImage" => break (int(n, "width")?, int(n, "height")?),
+    // One step up from `n`: its own fixed size, or the node above it (with the scale factor
+    // it applies, if any); `None` when the graph does not fix it.
+    enum Step {
+        Fixed((i64, i64)),
+        Up(String, Option<(f64, i64)>),
+    }
+    let step = |n: &ComfyNode| -> Option<Step> {
+        Some(match n.class.as_str() {
+            "EmptyLatentImage" => Step::Fixed((int(n, "width")?, int(n, "height")?)),
             "LatentUpscale" | "ImageScale" => {
                 let (w, h) = (int(n, "width")?, int(n, "height")?);
                 if w == 0 || h == 0 {
                     return None;
                 }
-                break (w, h);
+                Step::Fixed((w, h))
             }
-            "KSampler" | "KSamplerAdvanced" => upstream(n, "latent_image")?,
-            "VAEDecode" | "VAEDecodeTiled" => upstream(n, "samples")?,
-            "VAEEncode" => upstream(n, "pixels")?,
+            "KSampler" | "KSamplerAdvanced" => Step::Up(upstream(n, "latent_image")?, None),
+            "VAEDecode" | "VAEDecodeTiled" => Step::Up(upstream(n, "samples")?, None),
+            "VAEEncode" => Step::Up(upstream(n, "pixels")?, None),
             "LatentUpscaleBy" => {
-                scales.push((float(n, "scale_by")?, 8));
-                upstream(n, "samples")?
+                Step::Up(upstream(n, "samples")?, Some((float(n, "scale_by")?, 8)))
             }
-            "ImageScaleBy" => {
-                scales.push((float(n, "scale_by")?, 1));
-                upstream(n, "image")?
-            }
+            "ImageScaleBy" => Step::Up(upstream(n, "image")?, Some((float(n, "scale_by")?, 1))),
             _ => return None,
-        };
+        })
     };
-    let (mut w, mut h) = base;
-    for (scale, unit) in scales.into_iter().rev() {
-        w = ((w / unit) as f64 * scale).round() as i64 * unit;
-        h = ((h / unit) as f64 * scale).round() as i64 * unit;
+    // Scale factors met on the way up, applied in reverse once the base size is found; each
+    // node passed, with how many factors were met below it.
+    let mut scales: Vec<(f64, i64)> = Vec::new();
+    let mut walked: Vec<(String, usize)> = Vec::new();
+    let mut current = start.to_string();
+    let base = loop {
+        if let Some(&known) = sizes.get(&current) {
+            break known;
+        }
+        // A cycle (the validator reports it) has no size.
+        if walked.len() >= nodes.len() {
+            break None;
+        }
+        let Some(n) = nodes.get(current.as_str()) else {
+            break None;
+        };
+        walked.push((current.clone(), scales.len()));
+        match step(n) {
+            None => break None,
+            Some(Step::Fixed(size)) => break Some(size),
+            Some(Step::Up(next, scale)) => {
+                scales.extend(scale);
+                current = next;
+            }
+        }
+    };
+    // From the top down, each node's size is the one above it scaled by its own factor.
+    let mut size = base;
+    let mut applied = scales.len();
+    for (id, below) in walked.into_iter().rev() {
+        while applied > below {
+            applied -= 1;
+            let (scale, unit) = scales[applied];
+            size = size.map(|(w, h)| {
+                (
+                    ((w / unit) as f64 * scale).round() as i64 * unit,
+                    ((h / unit) as f64 * scale).round() as i64 * unit,
+                )
+            });
+        }
+        sizes.insert(id, size);
     }
-    Some((w, h))
+    size
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    /// Far above linear work on these 100k-node prompts, far below quadratic work.
+    const GENEROUS: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn two_hundred_thousand_unknown_classes_are_one_issue_in_seconds() {
+        let root: serde_json::Map<String, Json> = (0..200_000)
+            .map(|i| {
+                let node = json!({"class_type": format!("Custom{i}"), "inputs": {}});
+                (i.to_string(), node)
+            })
+            .collect();
+        let started = Instant::now();
+        let errors = import(&Json::Object(root), &ImportOptions::default()).unwrap_err();
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].message.starts_with("200000 ComfyUI node types"),
+            "{}",
+            &errors[0].message[..100]
+        );
+    }
+
+    #[test]
+    fn a_hundred_thousand_ids_that_clean_to_one_name_are_named_in_seconds() {
+        // Seven marks, seven long: every id becomes `latent________` before its suffix.
+        let marks: Vec<char> = "!#$%&*+".chars().collect();
+        let id = |mut i: usize| -> String {
+            (0..7)
+                .map(|_| {
+                    let c = marks[i % 7];
+                    i /= 7;
+                    c
+                })
+                .collect()
+        };
+        let root: serde_json::Map<String, Json> = (0..100_000)
+            .map(|i| {
+                let node = json!({"class_type": "EmptyLatentImage",
+                    "inputs": {"width": 64, "height": 64, "batch_size": 1}});
+                (id(i), node)
+            })
+            .collect();
+        let (nodes, _) = read(&Json::Object(root)).unwrap();
+        let started = Instant::now();
+        let imported = convert(&nodes, &ImportOptions::default());
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        let imported = imported.unwrap_or_else(|e| panic!("{:?}", &e[..1]));
+        assert_eq!(imported.workflow.nodes.len(), 100_000);
+        let base = "latent________";
+        assert!(imported.workflow.nodes.contains_key(base));
+        assert!(imported
+            .workflow
+            .nodes
+            .contains_key(&format!("{base}_100000")));
+    }
+
+    #[test]
+    fn resizes_below_one_long_chain_of_scalings_learn_their_sizes_in_seconds() {
+        // An empty latent, 20k LatentUpscaleBy in a row (x2, x0.5, x2, ...), and below each a
+        // LatentUpscale to twice its size: each resize walked the chain up to the latent,
+        // 2 * 10^8 steps in all.
+        const CHAIN: usize = 20_000;
+        let mut root = serde_json::Map::new();
+        root.insert(
+            "e".into(),
+            json!({"class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
+        );
+        for k in 1..=CHAIN {
+            let above = if k == 1 {
+                "e".to_string()
+            } else {
+                format!("b{}", k - 1)
+            };
+            let scale_by = if k % 2 == 1 { 2.0 } else { 0.5 };
+            root.insert(
+                format!("b{k}"),
+                json!({"class_type": "LatentUpscaleBy", "inputs": {
+                    "upscale_method": "nearest-exact", "scale_by": scale_by, "samples": [above, 0]}}),
+            );
+            let side = if k % 2 == 1 { 256 } else { 128 };
+            root.insert(
+                format!("u{k}"),
+                json!({"class_type": "LatentUpscale", "inputs": {"upscale_method": "nearest-exact",
+                    "width": side, "height": side, "crop": "disabled", "samples": [format!("b{k}"), 0]}}),
+            );
+        }
+        let (nodes, _) = read(&Json::Object(root)).unwrap();
+        let started = Instant::now();
+        let imported = convert(&nodes, &ImportOptions::default());
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        let imported = imported.unwrap_or_else(|e| panic!("{:?}", &e[..1]));
+        let scaled_twice = |n: &&Issue| {
+            n.message == "256x256 becomes scale 2 (the input is 128x128)"
+                || n.message == "128x128 becomes scale 2 (the input is 64x64)"
+        };
+        assert_eq!(
+            imported.notes.iter().filter(scaled_twice).count(),
+            CHAIN,
+            "{:?}",
+            &imported.notes[..3]
+        );
+    }
+
+    #[test]
+    fn many_inputs_through_one_long_chain_of_reroutes_resolve_in_seconds() {
+        // EmptyLatentImage 1 -> reroutes 2..=20001 -> 20k VAEDecodes: each decode's link walked
+        // the whole chain, 4 * 10^8 hops in all.
+        const CHAIN: u64 = 20_000;
+        let mut nodes = vec![json!({"id": 1, "type": "EmptyLatentImage", "mode": 0,
+            "widgets_values": [64, 64, 1], "outputs": [{"name": "LATENT", "type": "LATENT"}]})];
+        let mut links = Vec::new();
+        for id in 2..=CHAIN + 1 {
+            nodes.push(json!({"id": id, "type": "Reroute", "mode": 0,
+                "inputs": [{"name": "", "type": "*", "link": id - 1}],
+                "outputs": [{"name": "", "type": "LATENT"}]}));
+            links.push(json!([id - 1, id - 1, 0, id, 0, "LATENT"]));
+        }
+        let last = CHAIN + 1;
+        for i in 0..CHAIN {
+            let (id, link) = (last + 1 + i, last + i);
+            nodes.push(json!({"id": id, "type": "VAEDecode", "mode": 0,
+                "inputs": [{"name": "samples", "type": "LATENT", "link": link}]}));
+            links.push(json!([link, last, 0, id, 0, "LATENT"]));
+        }
+        let root = json!({"nodes": nodes, "links": links});
+        let started = Instant::now();
+        let (read_nodes, _) = read(&root).unwrap();
+        let took = started.elapsed();
+        assert!(took < GENEROUS, "took {took:?}");
+        assert_eq!(read_nodes.len(), 1 + CHAIN as usize);
+        let from_the_latent = ComfyValue::Link {
+            node: "1".into(),
+            slot: 0,
+        };
+        assert!(read_nodes[1..]
+            .iter()
+            .all(|n| n.get("samples") == Some(&from_the_latent)));
+    }
 
     #[test]
     fn denoise_for_gives_the_schedule_comfyui_runs_for_start_at_step() {

@@ -627,10 +627,35 @@ pub async fn post_prompt(
             json!({}),
         );
     };
-    submit(&state, prompt, &body)
+    // Importing and validating the prompt is CPU work: off the async threads, with a deadline.
+    let (submitting, prompt) = (state.clone(), prompt.clone());
+    let submitted =
+        super::checking::off_runtime_gated(&state, "validating the prompt", move |gate| {
+            submit(&submitting, &prompt, &body, gate)
+        })
+        .await;
+    match submitted {
+        Ok(response) => response,
+        Err(super::error::ApiError::DeadlineExceeded(why)) => refused(
+            error_obj(
+                "deadline_exceeded",
+                "Prompt took too long to check",
+                &why,
+                json!({}),
+            ),
+            json!({}),
+        ),
+        Err(e) => internal(&format!("checking a prompt: {e:?}")),
+    }
 }
 
-fn submit(state: &AppState, prompt: &Map<String, Json_>, body: &Json_) -> Response {
+/// Checks and queues a prompt; `gate` says whether its client still waits for the queueing.
+fn submit(
+    state: &AppState,
+    prompt: &Map<String, Json_>,
+    body: &Json_,
+    gate: &super::checking::Gate,
+) -> Response {
     // Node types first, as ComfyUI: one it does not know refuses the prompt.
     let mut missing = Map::new();
     let mut first = None;
@@ -747,6 +772,10 @@ fn submit(state: &AppState, prompt: &Map<String, Json_>, body: &Json_) -> Respon
             ),
             json!({}),
         );
+    }
+    // Its client was told the check ran out of time: nothing may be queued now.
+    if !gate.commit() {
+        return internal("a prompt checked past its deadline was not queued");
     }
     let run = match state.store.enqueue(None, &text, None, now_ms()) {
         Ok(id) => id,

@@ -17,6 +17,9 @@ pub enum ApiError {
     Unauthorized,
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
+    /// Parsing or validating the request's workflow did not finish within the server's
+    /// deadline.
+    DeadlineExceeded(String),
     /// Logged with its cause; the client sees only that something failed inside.
     Internal(String),
     /// Any other refusal axum makes before a handler runs (405, 422, a WebSocket upgrade
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::DeadlineExceeded(_) => (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Other(status, _) => (*status, other_code(*status)),
         }
@@ -58,6 +62,7 @@ impl IntoResponse for ApiError {
             | ApiError::Forbidden(d)
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
+            | ApiError::DeadlineExceeded(d)
             | ApiError::Other(_, d) => d,
             ApiError::InvalidWorkflow(d, diagnostics) => {
                 body.insert(

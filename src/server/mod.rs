@@ -2,6 +2,7 @@
 //! write the workflows folder, the run store and the upload/output folders, enqueue runs and
 //! wake the scheduler, whose thread feeds the device worker and fans its events out to `/ws`.
 //! The contract is docs/api.md; ComfyUI's API beside it is `comfy_api` (docs/comfyui.md).
+mod checking;
 pub mod comfy_api;
 pub mod error;
 mod files;
@@ -76,6 +77,9 @@ pub struct Config {
     /// ComfyUI checkpoint names -> weft model names for `POST /prompt` (`*`: every name the
     /// models folder lacks).
     pub comfy_models: Vec<(String, String)>,
+    /// How long a request may wait for its workflow to be parsed and validated before it is
+    /// answered 503 `deadline_exceeded`.
+    pub check_deadline: std::time::Duration,
 }
 
 impl Config {
@@ -96,6 +100,7 @@ impl Config {
             header_timeout: std::time::Duration::from_secs(10),
             preview_every: 4,
             comfy_models: Vec::new(),
+            check_deadline: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct Server {
     pub parsed: Mutex<std::collections::HashMap<String, (Vec<u8>, weft_engine::Workflow)>>,
     /// ComfyUI's API: its prompts and its WebSocket clients.
     pub comfy: Arc<comfy_api::Comfy>,
+    /// Workflow checks off the async threads, and the workflow list's remembered validity.
+    checks: checking::Checks,
     _watcher: Option<watcher::Watcher>,
 }
 
@@ -197,6 +204,7 @@ impl Server {
             .unwrap_or_else(|_| roots.inputs.clone());
         // Runs queued before a restart go on, in order.
         queue.wake();
+        let checks = checking::Checks::new(config.check_deadline);
         Ok(Arc::new(Server {
             config,
             roots,
@@ -208,6 +216,7 @@ impl Server {
             write_lock: Mutex::new(()),
             parsed: Mutex::new(std::collections::HashMap::new()),
             comfy,
+            checks,
             _watcher: watcher,
         }))
     }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 use weft_engine::{Diagnostic, Workflow};
 
+use super::checking;
 use super::error::{ApiError, ApiResult};
 use super::store::RunRecord;
 use super::workflows::{self, JsonBody};
@@ -160,10 +161,34 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
+    let target = body.target.clone();
+    let checking_state = state.clone();
+    let (name, workflow) = checking::off_runtime(&state, "validating the workflow", move || {
+        checked_workflow(&checking_state, body)
+    })
+    .await??;
+    let target = target.as_deref();
+    let text = workflow.to_json().to_string();
+    let id = state
+        .store
+        .enqueue(name.as_deref(), &text, target, now_ms())
+        .map_err(|e| ApiError::internal("queueing a run", e))?;
+    state
+        .hub
+        .send(json!({"event": "run_queued", "run": id}).to_string().into());
+    state.queue.hand_over(id, workflow);
+    state.queue.changed();
+    state.queue.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+}
+
+/// The run's workflow (its name when it is a file) parsed, overridden, expanded and checked,
+/// or why it may not run; blocking work.
+fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<(Option<String>, Workflow)> {
     let (name, parsed) = match &body.workflow {
         Json_::String(name) => {
-            let (_, bytes) = workflows::read(&state, name)?;
-            (Some(name.clone()), parse_named(&state, name, bytes))
+            let (_, bytes) = workflows::read(state, name)?;
+            (Some(name.clone()), parse_named(state, name, bytes))
         }
         doc => (None, workflows::from_doc(doc)),
     };
@@ -177,23 +202,12 @@ pub async fn create(
     let target = body.target.as_deref();
     let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
     if diagnostics.is_empty() {
-        diagnostics = check_files(&state, &workflow, target);
+        diagnostics = check_files(state, &workflow, target);
     }
     if !diagnostics.is_empty() {
         return Err(invalid(diagnostics));
     }
-    let text = workflow.to_json().to_string();
-    let id = state
-        .store
-        .enqueue(name.as_deref(), &text, target, now_ms())
-        .map_err(|e| ApiError::internal("queueing a run", e))?;
-    state
-        .hub
-        .send(json!({"event": "run_queued", "run": id}).to_string().into());
-    state.queue.hand_over(id, workflow);
-    state.queue.changed();
-    state.queue.wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+    Ok((name, workflow))
 }
 
 fn summary(r: &RunRecord) -> Json_ {

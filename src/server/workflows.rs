@@ -14,6 +14,7 @@ use serde_json::{json, Value as Json_};
 use weft_engine::workflow::carry_comments;
 use weft_engine::{Diagnostic, Registry, Workflow};
 
+use super::checking;
 use super::error::{ApiError, ApiResult};
 use super::paths::{check_name, existing_under, write_atomic, write_new};
 use super::AppState;
@@ -208,7 +209,17 @@ fn inspect(state: &AppState, bytes: &[u8]) -> (Option<Workflow>, Vec<Diagnostic>
     }
 }
 
+/// Every workflow with its revision and validity. Validity is remembered by content hash
+/// (checking::validity), so a big invalid file costs one validation, not one per listing.
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
+    let listing = state.clone();
+    let workflows =
+        checking::off_runtime(&state, "listing the workflows", move || summaries(&listing))
+            .await??;
+    Ok(Json(json!({ "workflows": workflows })))
+}
+
+fn summaries(state: &AppState) -> ApiResult<Vec<Json_>> {
     let entries = std::fs::read_dir(&state.roots.workflows)
         .map_err(|e| ApiError::internal("listing workflows", e))?;
     let mut names: Vec<String> = entries
@@ -220,30 +231,31 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
         })
         .collect();
     names.sort();
-    let workflows: Vec<Json_> = names
+    let read_named = |name: &str| read(state, name).ok().map(|(_, bytes)| bytes);
+    Ok(checking::validity(state, &names, read_named)
         .into_iter()
-        .filter_map(|name| {
-            let (_, bytes) = read(&state, &name).ok()?;
-            let (_, diagnostics) = inspect(&state, &bytes);
-            Some(json!({"name": name, "revision": revision(&bytes), "valid": diagnostics.is_empty()}))
-        })
-        .collect();
-    Ok(Json(json!({ "workflows": workflows })))
+        .map(|(name, revision, valid)| json!({"name": name, "revision": revision, "valid": valid}))
+        .collect())
 }
 
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Json_>> {
-    let (_, bytes) = read(&state, &name)?;
-    let (workflow, diagnostics) = inspect(&state, &bytes);
-    Ok(Json(json!({
-        "name": name,
-        "revision": revision(&bytes),
-        "workflow": workflow.map(|w| w.to_json()),
-        "text": String::from_utf8_lossy(&bytes),
-        "diagnostics": diagnostics,
-    })))
+    let reading = state.clone();
+    let found = checking::off_runtime(&state, "validating the workflow", move || {
+        let (_, bytes) = read(&reading, &name)?;
+        let (workflow, diagnostics) = inspect(&reading, &bytes);
+        Ok::<_, ApiError>(json!({
+            "name": name,
+            "revision": revision(&bytes),
+            "workflow": workflow.map(|w| w.to_json()),
+            "text": String::from_utf8_lossy(&bytes),
+            "diagnostics": diagnostics,
+        }))
+    })
+    .await??;
+    Ok(Json(found))
 }
 
 /// The canonical YAML of a posted document and its diagnostics located in that YAML (what the
@@ -281,7 +293,11 @@ pub async fn put(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PutBody>,
 ) -> ApiResult<Json<Json_>> {
-    let yaml = canonical_yaml(&body.workflow)?;
+    let document = body.workflow;
+    let yaml = checking::off_runtime(&state, "reading the workflow", move || {
+        canonical_yaml(&document)
+    })
+    .await??;
     let writing = state
         .write_lock
         .lock()
@@ -299,11 +315,29 @@ pub async fn put(
     write_atomic(&path, text.as_bytes())
         .map_err(|e| ApiError::internal("writing a workflow", e))?;
     drop(writing);
+    let written_revision = revision(text.as_bytes());
     // Located in the text as written (comments included), validated once, outside the lock.
-    let diagnostics = diagnose(&state, &text);
+    // The file is written by now, so a validation past the deadline is said as a diagnostic,
+    // not as a failed save.
+    let checking_state = state.clone();
+    let diagnostics =
+        match checking::off_runtime(&state, "validating the saved workflow", move || {
+            diagnose(&checking_state, &text)
+        })
+        .await
+        {
+            Ok(diagnostics) => diagnostics,
+            Err(ApiError::DeadlineExceeded(why)) => {
+                vec![
+                    Diagnostic::new(format!("the workflow was saved, but {why}"))
+                        .hint("open it again to see its diagnostics"),
+                ]
+            }
+            Err(e) => return Err(e),
+        };
     Ok(Json(json!({
         "name": name,
-        "revision": revision(text.as_bytes()),
+        "revision": written_revision,
         "diagnostics": diagnostics,
     })))
 }
@@ -319,7 +353,12 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
     let path = file_of(&state, &body.name)?;
-    let (yaml, diagnostics) = canonical(&state, &body.workflow)?;
+    let checking_state = state.clone();
+    let document = body.workflow;
+    let (yaml, diagnostics) = checking::off_runtime(&state, "validating the workflow", move || {
+        canonical(&checking_state, &document)
+    })
+    .await??;
     match write_new(&path, yaml.as_bytes()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -401,7 +440,12 @@ pub async fn validate(
     JsonBody(body): JsonBody<ValidateBody>,
 ) -> ApiResult<Json<Json_>> {
     // Located in the canonical YAML, as a save would write it.
-    let diagnostics = match canonical(&state, &body.workflow) {
+    let checking_state = state.clone();
+    let validated = checking::off_runtime(&state, "validating the workflow", move || {
+        canonical(&checking_state, &body.workflow)
+    })
+    .await?;
+    let diagnostics = match validated {
         Ok((_, diagnostics)) => diagnostics,
         Err(ApiError::InvalidWorkflow(_, diagnostics)) => diagnostics,
         Err(e) => return Err(e),
