@@ -6,7 +6,7 @@ nor the disk cache carries over). Prints, per side, the wall time from the first
 the last run's end and the checkpoint loads (runs whose `model` node ran, from the run
 records). A figure a person compares, not a timed test.
 
-    scripts/bench_sweep.py [--threads N] [--port P]
+    scripts/bench_sweep.py [--threads N] [--port P] [--separate-first]
 """
 import argparse
 import json
@@ -89,8 +89,13 @@ def side(name, port, threads, submit):
             server.terminate()
             server.wait()
     statuses = sorted({r["status"] for r in records})
+    # Time inside the nodes, summed: steadier than wall time on a shared machine.
+    node_s = sum(n.get("micros", 0) for r in records for n in r["nodes"].values()) / 1e6
     print(json.dumps({"side": name, "runs": len(records), "statuses": statuses,
-                      "wall_s": round(wall, 2), "checkpoint_loads": loads(records)}))
+                      "wall_s": round(wall, 2), "node_s": round(node_s, 2),
+                      "checkpoint_loads": loads(records),
+                      "prompt_encodes": sum(1 for r in records for k in ("positive", "negative")
+                                            if r["nodes"].get(k, {}).get("state") == "ran")}))
 
 
 def sweep(port):
@@ -114,9 +119,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--port", type=int, default=18391)
+    parser.add_argument("--separate-first", action="store_true",
+                        help="time the 12 separate runs first (to see the order's effect)")
     args = parser.parse_args()
-    side("sweep", args.port, args.threads, sweep)
-    side("12 separate POST /api/runs", args.port + 1, args.threads, separate)
+    sides = [("sweep", sweep), ("12 separate POST /api/runs", separate)]
+    if args.separate_first:
+        sides.reverse()
+    for i, (name, submit) in enumerate(sides):
+        side(name, args.port + i, args.threads, submit)
 
 
 if __name__ == "__main__":
