@@ -520,3 +520,29 @@ async fn the_4x3_sweep_through_the_api_makes_12_runs_and_one_grid() {
     }
     assert_eq!(loads, 1, "one checkpoint load for the 12 cells");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_checks_a_documents_sweep_values_with_line_and_column() {
+    let f = Fixture::start(Some("application/json"), |_| {});
+    let mut doc = scale_doc(&f);
+    doc["sweep"] = json!({"axes": {"scale.scale": [1, 99]}});
+    let (status, v) = f.post("/api/validate", json!({"workflow": doc})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["valid"], false, "{v}");
+    let d = &v["diagnostics"][0];
+    assert!(
+        d["message"].as_str().unwrap().contains("out of range"),
+        "{d}"
+    );
+    assert_eq!(
+        (d["node"].as_str(), d["input"].as_str()),
+        (Some("scale"), Some("scale"))
+    );
+    assert!(
+        d["pos"]["line"].as_u64().unwrap() > 1,
+        "located in the document: {d}"
+    );
+    doc["sweep"] = json!({"axes": {"scale.scale": [1, 2]}});
+    let (_, v) = f.post("/api/validate", json!({"workflow": doc})).await;
+    assert_eq!(v["valid"], true, "{v}");
+}
