@@ -478,7 +478,10 @@ fn run_sweep(
             serde_json::json!({"event": "sweep_finished", "cells": total, "rows": rows, "columns": columns, "grid": path})
         );
     } else {
-        println!("grid {rows}x{columns} of {total} cells: wrote {}", path.display());
+        println!(
+            "grid {rows}x{columns} of {total} cells: wrote {}",
+            path.display()
+        );
     }
     Ok(status_exit_code(status))
 }
