@@ -189,7 +189,8 @@ const AxisRow = memo(function AxisRow({
 });
 
 function preview(values: unknown[]): string {
-  const shown = values.slice(0, 8).map((v) => (typeof v === 'string' && v.length > 24 ? `${v.slice(0, 23)}…` : String(v)));
+  // Texts quoted: a prompt may have commas of its own.
+  const shown = values.slice(0, 8).map((v) => (typeof v === 'string' ? JSON.stringify(v.length > 24 ? `${v.slice(0, 23)}…` : v) : String(v)));
   return shown.join(', ') + (values.length > 8 ? ', …' : '');
 }
 
