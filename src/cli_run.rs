@@ -13,6 +13,9 @@ use weft_engine::worker::DeviceWorker;
 use weft_engine::{CancelToken, Event, ExecutorConfig, RunReport, RunStatus, Workflow};
 
 use crate::RunOptions;
+use weft::grid as crate_grid;
+use weft_engine::sweep::{self, Axis, AxisValues, SweepMode, SweepPlan};
+use weft_engine::Diagnostic;
 
 /// The device of `--device`. CUDA support (libtorch_cuda and its libraries, ~350 MB resident)
 /// is loaded only for `cuda`, or for `auto` on a machine with an NVIDIA driver.
@@ -259,7 +262,11 @@ fn write_report(
 }
 
 pub fn exit_code(report: &RunReport) -> ExitCode {
-    match report.status {
+    status_exit_code(report.status)
+}
+
+fn status_exit_code(status: RunStatus) -> ExitCode {
+    match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(1),
         RunStatus::Invalid => ExitCode::from(2),
@@ -307,6 +314,21 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let mut workflow = workflow;
+    let registry = weft_nodes::registry();
+    let max_cells = options.max_cells.unwrap_or(sweep::DEFAULT_MAX_CELLS);
+    let planned = add_cli_axes(&mut workflow, options, max_cells)
+        .and_then(|()| sweep::plan(&workflow, &registry, max_cells));
+    let sweep_plan = match planned {
+        Ok(plan) => plan,
+        Err(errors) => {
+            if options.json {
+                print_invalid_events(&errors);
+            }
+            crate::print_diagnostics(file, &errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
     let worker = start_worker(options)?;
     let cancel = CancelToken::new();
     let handler_token = cancel.clone();
@@ -318,6 +340,9 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         eprintln!("\ncancelling (Ctrl-C again to quit now)");
         handler_token.cancel();
     });
+    if let Some(plan) = sweep_plan {
+        return run_sweep(file, &worker, &plan, options, cancel);
+    }
     let report = execute(&worker, workflow, options, cancel)?;
     if !options.json {
         print_report(file, &report, false, options.why);
@@ -325,4 +350,135 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         crate::print_diagnostics(file, &report.errors);
     }
     Ok(exit_code(&report))
+}
+
+/// Adds the `--sweep node.input=VALUES` axes to the workflow's sweep (replacing an axis of the
+/// same name); `--zip` takes them together.
+fn add_cli_axes(
+    workflow: &mut Workflow,
+    options: &RunOptions,
+    max_cells: usize,
+) -> Result<(), Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    for flag in &options.sweeps {
+        let Some((name, values)) = flag.split_once('=') else {
+            errors.push(
+                Diagnostic::new(format!("--sweep {flag}: expected NODE.INPUT=VALUES"))
+                    .hint("e.g. --sweep sample.seed=1..8 or --sweep sample.cfg=4,6,8"),
+            );
+            continue;
+        };
+        match sweep::parse_cli_values(values, max_cells) {
+            Ok(values) => {
+                let axis = Axis {
+                    values: AxisValues::List(values.into_iter().map(|v| (v, None)).collect()),
+                    pos: None,
+                };
+                let section = workflow.sweep.get_or_insert_with(Default::default);
+                section.axes.insert(name.trim().to_string(), axis);
+            }
+            Err(message) => errors.push(
+                Diagnostic::new(format!("--sweep {flag}: {message}"))
+                    .hint("VALUES is a list 1,2,3 or a range 1..8 or 4..8 step 2"),
+            ),
+        }
+    }
+    if options.zip {
+        workflow.sweep.get_or_insert_with(Default::default).mode = SweepMode::Zip;
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// The worst outcome of a sweep's cells decides its exit code.
+fn worst(a: RunStatus, b: RunStatus) -> RunStatus {
+    let rank = |s: RunStatus| match s {
+        RunStatus::Succeeded => 0,
+        RunStatus::Cancelled => 1,
+        RunStatus::Failed => 2,
+        RunStatus::Invalid => 3,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// A free `<output>/<stem>_grid_NNNNN.png` (earlier grids are kept, like SaveImage's files).
+fn grid_path(output: &Path, file: &Path) -> std::path::PathBuf {
+    let stem = file
+        .file_stem()
+        .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
+    (1..)
+        .map(|n| output.join(format!("{stem}_grid_{n:05}.png")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| output.join(format!("{stem}_grid.png")))
+}
+
+/// Runs a sweep's cells in order on one worker (sharing its cache, so what the cells share
+/// runs once), a summary per cell, then the contact sheet.
+fn run_sweep(
+    file: &Path,
+    worker: &DeviceWorker,
+    plan: &SweepPlan,
+    options: &RunOptions,
+    cancel: CancelToken,
+) -> Result<ExitCode> {
+    let mut status = RunStatus::Succeeded;
+    let mut images = Vec::with_capacity(plan.len());
+    let total = plan.len();
+    for cell in 0..total {
+        let values = plan.values(cell);
+        let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if cancel.is_cancelled() {
+            images.push(None);
+            status = worst(status, RunStatus::Cancelled);
+            continue;
+        }
+        let header = format!("cell {}/{total}: {}", cell + 1, shown.join(" "));
+        if options.json {
+            let values: serde_json::Map<String, serde_json::Value> = values
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"event": "sweep_cell", "cell": cell, "cells": total, "values": values})
+            );
+        } else {
+            println!("{header}");
+        }
+        let report = execute(worker, plan.workflow(cell), options, cancel.clone())?;
+        if !options.json {
+            print_report(file, &report, false, options.why);
+        } else if report.status == RunStatus::Invalid {
+            crate::print_diagnostics(file, &report.errors);
+        }
+        status = worst(status, report.status);
+        images.push(
+            report
+                .outputs
+                .iter()
+                .chain(&report.kept)
+                .find(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+                .cloned(),
+        );
+    }
+    let layout = crate_grid::layout(plan);
+    let path = grid_path(&options.output, file);
+    crate_grid::write(&layout, &images, &path)?;
+    let (rows, columns) = plan.shape();
+    if options.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "sweep_finished", "cells": total, "rows": rows, "columns": columns, "grid": path})
+        );
+    } else {
+        println!("grid {rows}x{columns} of {total} cells: wrote {}", path.display());
+    }
+    Ok(status_exit_code(status))
 }

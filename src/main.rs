@@ -172,6 +172,16 @@ pub struct RunOptions {
     /// Folder of the disk cache (weft serve's is <data>/cache).
     #[arg(long, default_value = "data/cache")]
     pub cache_dir: PathBuf,
+    /// Sweep an input: --sweep node.input=VALUES, VALUES being 1,2,3 or 1..8 or 4..8 step 2;
+    /// adds to (or replaces an axis of) the file's `sweep:` section. One run per cell.
+    #[arg(long = "sweep", value_name = "NODE.INPUT=VALUES")]
+    pub sweeps: Vec<String>,
+    /// Take the sweep's axes together (equal lengths) instead of their cross product.
+    #[arg(long)]
+    pub zip: bool,
+    /// Allow a sweep of more than 10,000 cells.
+    #[arg(long, value_name = "N")]
+    pub max_cells: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -354,9 +364,18 @@ fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     let errors = match load_workflow(file, &[])? {
         Err(errors) => errors,
         Ok(workflow) => {
-            let mut errors = weft_engine::validate(&workflow, &registry, None);
-            weft_engine::subgraph::attribute_files(&workflow, &mut errors);
-            errors
+            // A sweep's axis values are checked first; then its first cell stands for the
+            // others (they differ only in values just checked).
+            let limit = weft_engine::sweep::DEFAULT_MAX_CELLS;
+            match weft_engine::sweep::plan(&workflow, &registry, limit) {
+                Err(errors) => errors,
+                Ok(plan) => {
+                    let workflow = plan.map_or(workflow, |p| p.workflow(0));
+                    let mut errors = weft_engine::validate(&workflow, &registry, None);
+                    weft_engine::subgraph::attribute_files(&workflow, &mut errors);
+                    errors
+                }
+            }
         }
     };
     if json {

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod registry;
 pub mod schema;
 pub mod subgraph;
+pub mod sweep;
 pub mod validate;
 pub mod value;
 pub mod worker;

@@ -106,6 +106,23 @@ pub fn workflow_schema_with_subgraphs(
                 "type": "object",
                 "description": "a subgraph's exposed outputs: name -> $node.output (or {from, doc})",
             },
+            "sweep": {
+                "type": "object",
+                "description": "a parameter sweep: one run per cell, shared nodes run once (README, Sweeps)",
+                "additionalProperties": false,
+                "properties": {
+                    "mode": {"enum": ["grid", "zip"], "default": "grid", "description": "grid: the cross product of the axes; zip: axes of equal length taken together"},
+                    "axes": {
+                        "type": "object",
+                        "description": "NODE.INPUT -> a list of values, or a range FROM..TO / FROM..TO step S (inclusive); the first axis gives the grid's rows, the second its columns",
+                        "propertyNames": {"pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_]+$"},
+                        "additionalProperties": {"anyOf": [
+                            {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "integer", "boolean"]}},
+                            {"type": "string", "pattern": "^\\s*-?[0-9.eE+-]+\\s*\\.\\.\\s*-?[0-9.eE+-]+\\s*( step\\s+-?[0-9.eE+-]+\\s*)?$"},
+                        ]},
+                    },
+                },
+            },
             "layout": {
                 "type": "object",
                 "description": "editor positions, one line per node",

@@ -99,6 +99,7 @@ pub fn expand_subgraphs_with_files(
             version_pos: workflow.version_pos,
             nodes_pos: workflow.nodes_pos,
             interface: workflow.interface.clone(),
+            sweep: workflow.sweep.clone(),
             ..Workflow::default()
         },
         redirects: HashMap::new(),

@@ -15,6 +15,7 @@ mod read;
 mod write;
 
 pub use comments::carry_comments;
+pub use write::sweep_json;
 
 pub const FORMAT_VERSION: i64 = 1;
 
@@ -125,6 +126,9 @@ pub struct Workflow {
     /// What the file exposes when used as a node in another workflow (a subgraph): its
     /// `inputs:` and `outputs:` sections. Inside, `$inputs.NAME` stands for an exposed input.
     pub interface: Option<Interface>,
+    /// The `sweep:` section: axes of values that `sweep::plan` turns into one sweep-free
+    /// workflow per cell before anything is planned.
+    pub sweep: Option<crate::sweep::Sweep>,
 }
 
 /// The node id inner nodes use to reach a subgraph's exposed inputs: `$inputs.prompt`.

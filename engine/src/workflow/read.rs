@@ -7,10 +7,11 @@ use super::{
     FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
+use crate::sweep::{Axis, AxisValues, Sweep, SweepMode};
 use crate::value::{Constant, ValueType};
 use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["weft", "nodes", "layout", "inputs", "outputs"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["weft", "nodes", "layout", "inputs", "outputs", "sweep"];
 
 pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
     let Yaml::Map { entries, pos } = root else {
@@ -76,6 +77,7 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
                 }
             }
             "layout" => read_layout(value, &mut wf, &mut errors),
+            "sweep" => wf.sweep = read_sweep(key.pos, value, &mut errors),
             "inputs" => {
                 let interface = wf.interface.get_or_insert_with(Default::default);
                 interface.inputs = read_exposed_inputs(value, &mut errors);
@@ -87,8 +89,8 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             other => {
                 let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
                 d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout (and inputs, outputs in a subgraph)"),
-                    None => "the top-level keys are weft, nodes, layout (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, sweep (and inputs, outputs in a subgraph)"),
+                    None => "the top-level keys are weft, nodes, layout, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
                 });
                 errors.push(d);
             }
@@ -292,6 +294,89 @@ fn read_layout(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
             ),
         }
     }
+}
+
+/// `sweep:`: `mode: grid|zip` and `axes:` mapping `node.input` to a list of values or a range
+/// text; the values are read like node inputs (checked against the input's type by
+/// `sweep::plan`).
+fn read_sweep(key_pos: Pos, value: Yaml, errors: &mut Vec<Diagnostic>) -> Option<Sweep> {
+    let Yaml::Map { entries, .. } = value else {
+        errors.push(
+            Diagnostic::at(
+                value.pos(),
+                "`sweep` must be a mapping with `axes:` (and `mode:`)",
+            )
+            .hint("e.g. `sweep: {axes: {sample.seed: [1, 2, 3]}}`"),
+        );
+        return None;
+    };
+    let mut sweep = Sweep {
+        pos: Some(key_pos),
+        ..Sweep::default()
+    };
+    for (key, field) in entries {
+        match key.text.as_str() {
+            "mode" => match &field {
+                Yaml::Scalar { text, .. } if SweepMode::from_name(text).is_some() => {
+                    sweep.mode = SweepMode::from_name(text).unwrap_or_default();
+                }
+                other => errors.push(
+                    Diagnostic::at(other.pos(), "sweep `mode` must be grid or zip")
+                        .hint("grid: the cross product of the axes (default); zip: axes of equal length taken together"),
+                ),
+            },
+            "axes" => {
+                let Yaml::Map { entries: axes, .. } = field else {
+                    errors.push(
+                        Diagnostic::at(field.pos(), "sweep `axes` must map NODE.INPUT to values")
+                            .hint("e.g. `sample.seed: [1, 2, 3]` or `sample.cfg: 4..8 step 2`"),
+                    );
+                    continue;
+                };
+                for (name, values) in axes {
+                    let values = match values {
+                        Yaml::Seq { items, .. } => {
+                            let mut list = Vec::new();
+                            for item in &items {
+                                match read_input_value(item) {
+                                    Ok(InputValue::Constant(c)) => list.push((c, Some(item.pos()))),
+                                    Ok(InputValue::Link(_)) => errors.push(
+                                        Diagnostic::at(item.pos(), format!("sweep axis '{}': a value, not a link", name.text))
+                                            .hint("write a literal '$' as $$"),
+                                    ),
+                                    Err(d) => errors.push(Diagnostic {
+                                        message: format!("sweep axis '{}': {}", name.text, d.message),
+                                        ..d
+                                    }),
+                                }
+                            }
+                            AxisValues::List(list)
+                        }
+                        Yaml::Scalar { text, pos, .. } => AxisValues::Range(text, Some(pos)),
+                        other => {
+                            errors.push(
+                                Diagnostic::at(other.pos(), format!("sweep axis '{}' must be a list of values or a range", name.text))
+                                    .hint("e.g. [1, 2, 3] or 4..8 step 2"),
+                            );
+                            continue;
+                        }
+                    };
+                    sweep.axes.insert(
+                        name.text,
+                        Axis {
+                            values,
+                            pos: Some(name.pos),
+                        },
+                    );
+                }
+            }
+            other => errors.push(
+                Diagnostic::at(key.pos, format!("unknown field '{other}' of `sweep`"))
+                    .hint("a sweep has `mode:` (grid or zip) and `axes:`"),
+            ),
+        }
+    }
+    Some(sweep)
 }
 
 /// `inputs:` of a subgraph: name -> {type, default, doc, optional, min, max, choices}.

@@ -1,6 +1,7 @@
 //! The canonical writers: YAML (one line an input, one layout line a node, so a change
 //! diffs as the lines it touches) and JSON with the same structure.
 use super::{ExposedInput, InputValue, Interface, Workflow};
+use crate::sweep::{AxisValues, Sweep};
 use crate::value::Constant;
 use crate::yaml::{type_plain_scalar, PlainScalar};
 
@@ -27,6 +28,9 @@ impl Workflow {
                     yaml_value(&input.value)
                 ));
             }
+        }
+        if let Some(sweep) = &self.sweep {
+            write_sweep(&mut out, sweep);
         }
         if !self.layout.is_empty() {
             out.push_str("layout:\n");
@@ -72,6 +76,9 @@ impl Workflow {
             root.insert("inputs".into(), inputs);
             root.insert("outputs".into(), outputs);
         }
+        if let Some(sweep) = &self.sweep {
+            root.insert("sweep".into(), sweep_json(sweep));
+        }
         if !self.layout.is_empty() {
             let layout: serde_json::Map<String, serde_json::Value> = self
                 .layout
@@ -82,6 +89,49 @@ impl Workflow {
         }
         root.into()
     }
+}
+
+fn write_sweep(out: &mut String, sweep: &Sweep) {
+    out.push_str(&format!("sweep:\n  mode: {}\n  axes:\n", sweep.mode.name()));
+    for (name, axis) in &sweep.axes {
+        let values = match &axis.values {
+            AxisValues::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|(c, _)| yaml_value(&InputValue::Constant(c.clone())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            AxisValues::Range(text, _) => yaml_string(text),
+        };
+        out.push_str(&format!("    {}: {values}\n", yaml_key(name)));
+    }
+}
+
+fn constant_json(c: &Constant) -> serde_json::Value {
+    match c {
+        Constant::String(s) => serde_json::Value::String(escape_dollar(s)),
+        c => serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// The `sweep` section in JSON: `{"mode", "axes": {"node.input": [values] | "range"}}`.
+pub fn sweep_json(sweep: &Sweep) -> serde_json::Value {
+    let axes: serde_json::Map<String, serde_json::Value> = sweep
+        .axes
+        .iter()
+        .map(|(name, axis)| {
+            let values = match &axis.values {
+                AxisValues::List(items) => {
+                    serde_json::Value::Array(items.iter().map(|(c, _)| constant_json(c)).collect())
+                }
+                AxisValues::Range(text, _) => serde_json::Value::String(text.clone()),
+            };
+            (name.clone(), values)
+        })
+        .collect();
+    serde_json::json!({"mode": sweep.mode.name(), "axes": axes})
 }
 
 pub(super) fn escape_dollar(s: &str) -> String {
