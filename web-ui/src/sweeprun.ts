@@ -33,9 +33,15 @@ const FINISHED = new Set(['succeeded', 'failed', 'cancelled', 'interrupted', 'in
 
 export const sweepFinished = (status: string) => FINISHED.has(status);
 
-/** The run ids of the shown sweep's cells (events of other runs pass it by). */
+// Run id -> cell index of the shown sweep, rebuilt when its cells change (every run event asks).
+let indexed: { cells: SweepCell[] | null; byRun: Map<number, number> } = { cells: null, byRun: new Map() };
+
+/** The cell of the shown sweep that run `run` is, or -1 (events of other runs pass it by). */
 export function cellIndex(run: number): number {
-  return useSweepStore.getState().view?.cells.findIndex((c) => c.run === run) ?? -1;
+  const cells = useSweepStore.getState().view?.cells ?? null;
+  if (!cells) return -1;
+  if (indexed.cells !== cells) indexed = { cells, byRun: new Map(cells.map((c, i) => [c.run, i])) };
+  return indexed.byRun.get(run) ?? -1;
 }
 
 function patchCell(i: number, p: Partial<SweepCell>) {
