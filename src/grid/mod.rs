@@ -23,7 +23,7 @@ const NO_IMAGE: Rgb<u8> = Rgb([200, 200, 200]);
 
 /// Where each cell goes and what heads the rows and columns (a header may have several lines:
 /// one per axis it stands for).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridLayout {
     pub row_labels: Vec<Vec<String>>,
     pub column_labels: Vec<Vec<String>>,
@@ -74,7 +74,11 @@ pub fn layout(plan: &SweepPlan) -> GridLayout {
         let values = plan.values(cell);
         let header = |axes: &[String]| -> Vec<String> {
             axes.iter()
-                .filter_map(|a| values.get(a).map(|v| format!("{}={}", label_name(a), shown(v))))
+                .filter_map(|a| {
+                    values
+                        .get(a)
+                        .map(|v| format!("{}={}", label_name(a), shown(v)))
+                })
                 .collect()
         };
         if row_labels[row].is_empty() {
@@ -140,8 +144,18 @@ pub fn compose(layout: &GridLayout, images: &[Option<PathBuf>]) -> Result<RgbIma
             None => None,
         });
     }
-    let cell_w = loaded.iter().flatten().map(|i| i.width()).max().unwrap_or(64);
-    let cell_h = loaded.iter().flatten().map(|i| i.height()).max().unwrap_or(64);
+    let cell_w = loaded
+        .iter()
+        .flatten()
+        .map(|i| i.width())
+        .max()
+        .unwrap_or(64);
+    let cell_h = loaded
+        .iter()
+        .flatten()
+        .map(|i| i.height())
+        .max()
+        .unwrap_or(64);
     let has_row_labels = layout.row_labels.iter().any(|l| !l.is_empty());
     let row_header_w = if has_row_labels {
         layout
@@ -154,12 +168,7 @@ pub fn compose(layout: &GridLayout, images: &[Option<PathBuf>]) -> Result<RgbIma
     } else {
         0
     };
-    let column_lines = layout
-        .column_labels
-        .iter()
-        .map(Vec::len)
-        .max()
-        .unwrap_or(0) as u32;
+    let column_lines = layout.column_labels.iter().map(Vec::len).max().unwrap_or(0) as u32;
     let column_header_h = if column_lines > 0 {
         column_lines * line_height() + 2 * PAD
     } else {
@@ -276,11 +285,11 @@ sweep:
     fn the_sheet_is_sized_by_its_cells_and_headers_and_draws_labels() {
         let dir = tempfile::tempdir().unwrap();
         let cell = dir.path().join("cell.png");
-        RgbImage::from_pixel(64, 48, Rgb([0, 0, 255])).save(&cell).unwrap();
+        RgbImage::from_pixel(64, 48, Rgb([0, 0, 255]))
+            .save(&cell)
+            .unwrap();
         let l = layout(&plan(DOC));
-        let images: Vec<Option<PathBuf>> = (0..6)
-            .map(|i| (i != 5).then(|| cell.clone()))
-            .collect();
+        let images: Vec<Option<PathBuf>> = (0..6).map(|i| (i != 5).then(|| cell.clone())).collect();
         let sheet = compose(&l, &images).unwrap();
         let row_header = font::text_width("width=128") * TEXT_SCALE + 2 * PAD;
         let column_w = (font::text_width("height=128") * TEXT_SCALE + 2 * PAD).max(64);
@@ -288,6 +297,9 @@ sweep:
         assert_eq!(sheet.height(), line_height() + 2 * PAD + 2 * 48 + 3 * GAP);
         let ink = sheet.pixels().filter(|p| **p == INK).count();
         assert!(ink > 100, "the headers are drawn ({ink} ink pixels)");
-        assert!(sheet.pixels().any(|p| *p == NO_IMAGE), "a failed cell is a grey box");
+        assert!(
+            sheet.pixels().any(|p| *p == NO_IMAGE),
+            "a failed cell is a grey box"
+        );
     }
 }

@@ -71,11 +71,16 @@ pub async fn output(
     State(state): State<AppState>,
     Path((run, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let run: u64 = run
-        .parse()
-        .map_err(|_| ApiError::BadRequest("a run id is a positive integer".into()))?;
+    // Sweeps' grids live in the outputs folder's `sweeps/` (/api/outputs/sweeps/ID/grid.png).
+    let folder = if run == "sweeps" {
+        run
+    } else {
+        run.parse::<u64>()
+            .map_err(|_| ApiError::BadRequest("a run id is a positive integer".into()))?
+            .to_string()
+    };
     // A SaveImage prefix may name a sub-folder (a/b): each part is a plain name.
-    let mut path = state.roots.outputs.join(run.to_string());
+    let mut path = state.roots.outputs.join(folder);
     let run_dir = path.clone();
     for part in file.split('/') {
         check_name(part, "output file")?;

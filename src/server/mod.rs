@@ -14,6 +14,7 @@ pub mod paths;
 pub mod queue;
 mod runs;
 pub mod store;
+mod sweeps;
 mod ui;
 mod watcher;
 mod workflows;
@@ -232,6 +233,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/{id}", get(runs::get).delete(runs::delete))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/sweeps/{id}", get(sweeps::get))
+        .route("/api/sweeps/{id}/cancel", post(sweeps::cancel))
         .route("/api/outputs/{run}/{*file}", get(files::output))
         .route("/api/uploads/{name}", get(files::upload_get))
         .route("/api/{*rest}", axum::routing::any(files::api_not_found))

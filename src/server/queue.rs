@@ -232,6 +232,7 @@ fn execute(
             .into()
     }));
     queue.changed();
+    super::sweeps::run_finished(store, hub, outputs_root, id);
 }
 
 fn run_on_worker(

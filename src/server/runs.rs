@@ -23,6 +23,12 @@ pub struct CreateBody {
     set: IndexMap<String, Json_>,
     #[serde(default)]
     target: Option<String>,
+    /// `{"mode"?: "grid"|"zip", "axes": {"node.input": [values] | "range"}}`: one run per cell.
+    #[serde(default)]
+    sweep: Option<Json_>,
+    /// Allows a sweep of more than 10,000 cells.
+    #[serde(default)]
+    max_cells: Option<usize>,
 }
 
 /// Applies `"node.input": value` overrides; a value is read exactly as in a document
@@ -172,9 +178,35 @@ pub async fn create(
     };
     let mut workflow = parsed.map_err(&invalid)?;
     apply_sets(&mut workflow, &body.set).map_err(&invalid)?;
+    if let Some(sweep) = &body.sweep {
+        super::sweeps::apply_request_sweep(&mut workflow, sweep).map_err(&invalid)?;
+    }
     let workflow =
-        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(invalid)?;
+        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(&invalid)?;
     let target = body.target.as_deref();
+    let max_cells = body
+        .max_cells
+        .unwrap_or(weft_engine::sweep::DEFAULT_MAX_CELLS);
+    let plan = weft_engine::sweep::plan(&workflow, &state.registry, max_cells).map_err(&invalid)?;
+    if let Some(plan) = plan {
+        let mut cells = Vec::with_capacity(plan.len());
+        for cell in 0..plan.len() {
+            let workflow = plan.workflow(cell);
+            let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
+            if diagnostics.is_empty() {
+                diagnostics = check_files(&state, &workflow, target);
+            }
+            if !diagnostics.is_empty() {
+                // One cell's errors say what is wrong; the others would repeat them.
+                for d in &mut diagnostics {
+                    d.message = format!("sweep cell {cell}: {}", d.message);
+                }
+                return Err(invalid(diagnostics));
+            }
+            cells.push(workflow);
+        }
+        return super::sweeps::enqueue(&state, name.as_deref(), target, &plan, cells);
+    }
     let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
     if diagnostics.is_empty() {
         diagnostics = check_files(&state, &workflow, target);
@@ -246,7 +278,11 @@ fn find(state: &AppState, id: u64) -> ApiResult<RunRecord> {
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
     let id = run_id(&id)?;
-    Ok(Json(detail(&find(&state, id)?)))
+    let mut v = detail(&find(&state, id)?);
+    if let Some(sweep) = super::sweeps::run_sweep_json(&state, id) {
+        v["sweep"] = sweep;
+    }
+    Ok(Json(v))
 }
 
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -43,6 +43,43 @@ pub struct Finished {
     pub error: Option<serde_json::Value>,
 }
 
+/// A sweep to queue: its description and one workflow document per cell.
+#[derive(Debug, Clone)]
+pub struct NewSweep {
+    pub mode: String,
+    /// `{"node.input": [values]}` as expanded.
+    pub axes: serde_json::Value,
+    pub rows: serde_json::Value,
+    pub columns: serde_json::Value,
+    /// Where each cell goes in the grid and its headers (`grid::GridLayout`).
+    pub layout: serde_json::Value,
+    /// Each cell's values and workflow document, in cell order.
+    pub cells: Vec<(serde_json::Value, String)>,
+}
+
+/// One cell of a stored sweep, with its run's status (`deleted` when the run was removed).
+#[derive(Debug, Clone)]
+pub struct SweepCell {
+    pub run: u64,
+    pub values: serde_json::Value,
+    pub status: String,
+    pub outputs: serde_json::Value,
+}
+
+/// A sweep as stored.
+#[derive(Debug, Clone)]
+pub struct SweepRecord {
+    pub id: u64,
+    pub mode: String,
+    pub axes: serde_json::Value,
+    pub rows: serde_json::Value,
+    pub columns: serde_json::Value,
+    pub layout: serde_json::Value,
+    pub cells: Vec<SweepCell>,
+    /// The grid's path under the outputs folder, once composed.
+    pub grid: Option<String>,
+}
+
 pub trait RunStore: Send + Sync {
     /// Adds a queued run; returns its id (ids only grow, never reused).
     fn enqueue(
@@ -68,6 +105,20 @@ pub trait RunStore: Send + Sync {
     fn delete_queued(&self, id: u64) -> StoreResult<bool>;
     /// At start-up: runs left `running` by a process that died become `interrupted`.
     fn interrupt_running(&self, at: i64) -> StoreResult<Vec<u64>>;
+    /// Queues a sweep's cells as runs, in cell order, and records the sweep, in one
+    /// transaction (the scheduler never sees half a sweep); the sweep's id and the runs' ids.
+    fn enqueue_sweep(
+        &self,
+        workflow_name: Option<&str>,
+        target: Option<&str>,
+        sweep: &NewSweep,
+        at: i64,
+    ) -> StoreResult<(u64, Vec<u64>)>;
+    fn get_sweep(&self, id: u64) -> StoreResult<Option<SweepRecord>>;
+    /// The sweep a run is a cell of: (sweep id, cell index, the cell's values).
+    fn sweep_of_run(&self, run: u64) -> StoreResult<Option<(u64, usize, serde_json::Value)>>;
+    /// Records the composed grid; false when it was already recorded (composed once).
+    fn set_sweep_grid(&self, id: u64, grid: &str) -> StoreResult<bool>;
 }
 
 pub struct SqliteStore {
@@ -89,6 +140,23 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_queued ON runs (status, id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode TEXT NOT NULL,
+    axes TEXT NOT NULL,
+    grid_rows TEXT NOT NULL,
+    grid_columns TEXT NOT NULL,
+    layout TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    grid TEXT
+);
+CREATE TABLE IF NOT EXISTS sweep_cells (
+    run INTEGER PRIMARY KEY,
+    sweep INTEGER NOT NULL,
+    cell INTEGER NOT NULL,
+    cell_values TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sweep_cells_sweep ON sweep_cells (sweep, cell);
 ";
 
 const COLUMNS: &str = "id, status, workflow_name, workflow, target, queued_at, started_at, \
@@ -255,6 +323,124 @@ impl RunStore for SqliteStore {
                 c,
                 "DELETE FROM runs WHERE id = ?1 AND status = 'queued'",
                 params![id as i64],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    fn enqueue_sweep(
+        &self,
+        workflow_name: Option<&str>,
+        target: Option<&str>,
+        sweep: &NewSweep,
+        at: i64,
+    ) -> StoreResult<(u64, Vec<u64>)> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| "run store: lock poisoned".to_string())?;
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO sweeps (mode, axes, grid_rows, grid_columns, layout, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                sweep.mode,
+                sweep.axes.to_string(),
+                sweep.rows.to_string(),
+                sweep.columns.to_string(),
+                sweep.layout.to_string(),
+                at
+            ],
+        )
+        .map_err(err)?;
+        let sweep_id = tx.last_insert_rowid();
+        let mut runs = Vec::with_capacity(sweep.cells.len());
+        for (cell, (values, workflow)) in sweep.cells.iter().enumerate() {
+            tx.prepare_cached(
+                "INSERT INTO runs (status, workflow_name, workflow, target, queued_at) \
+                 VALUES ('queued', ?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![workflow_name, workflow, target, at]))
+            .map_err(err)?;
+            let run = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO sweep_cells (run, sweep, cell, cell_values) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![run, sweep_id, cell as i64, values.to_string()]))
+            .map_err(err)?;
+            runs.push(run as u64);
+        }
+        tx.commit().map_err(err)?;
+        Ok((sweep_id as u64, runs))
+    }
+
+    fn get_sweep(&self, id: u64) -> StoreResult<Option<SweepRecord>> {
+        let json = |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        self.with(|c| {
+            let head = c
+                .prepare_cached(
+                    "SELECT mode, axes, grid_rows, grid_columns, layout, grid FROM sweeps WHERE id = ?1",
+                )?
+                .query_row(params![id as i64], |r| {
+                    Ok(SweepRecord {
+                        id,
+                        mode: r.get(0)?,
+                        axes: json(r.get(1)?),
+                        rows: json(r.get(2)?),
+                        columns: json(r.get(3)?),
+                        layout: json(r.get(4)?),
+                        cells: Vec::new(),
+                        grid: r.get(5)?,
+                    })
+                })
+                .optional()?;
+            let Some(mut sweep) = head else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT sweep_cells.run, sweep_cells.cell_values, runs.status, runs.outputs \
+                 FROM sweep_cells LEFT JOIN runs ON runs.id = sweep_cells.run \
+                 WHERE sweep_cells.sweep = ?1 ORDER BY sweep_cells.cell",
+            )?;
+            sweep.cells = stmt
+                .query_map(params![id as i64], |r| {
+                    Ok(SweepCell {
+                        run: r.get::<_, i64>(0)? as u64,
+                        values: json(r.get(1)?),
+                        status: r
+                            .get::<_, Option<String>>(2)?
+                            .unwrap_or_else(|| "deleted".into()),
+                        outputs: r
+                            .get::<_, Option<String>>(3)?
+                            .map_or(serde_json::Value::Null, json),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(sweep))
+        })
+    }
+
+    fn sweep_of_run(&self, run: u64) -> StoreResult<Option<(u64, usize, serde_json::Value)>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT sweep, cell, cell_values FROM sweep_cells WHERE run = ?1")?
+                .query_row(params![run as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as usize,
+                        serde_json::from_str(&r.get::<_, String>(2)?)
+                            .unwrap_or(serde_json::Value::Null),
+                    ))
+                })
+                .optional()
+        })
+    }
+
+    fn set_sweep_grid(&self, id: u64, grid: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            execute(
+                c,
+                "UPDATE sweeps SET grid = ?2 WHERE id = ?1 AND grid IS NULL",
+                params![id as i64, grid],
             )
             .map(|n| n == 1)
         })

@@ -1,0 +1,327 @@
+//! Sweeps over HTTP: `POST /api/runs` with a `sweep` (or a document with a `sweep:` section)
+//! queues one run per cell in cell order; `GET /api/sweeps/{id}` tells where the cells stand;
+//! `POST /api/sweeps/{id}/cancel` cancels every cell still to finish. When the last cell
+//! finishes, the contact sheet is composed under the outputs folder (`sweeps/{id}/grid.png`)
+//! and `sweep_finished` goes out on /ws.
+use std::path::Path as FsPath;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value as Json_};
+use weft_engine::sweep::{AxisValues, SweepPlan};
+use weft_engine::{Diagnostic, Workflow};
+
+use super::error::{ApiError, ApiResult};
+use super::hub::Hub;
+use super::store::{NewSweep, RunStore, SweepRecord};
+use super::{now_ms, AppState};
+
+/// Reads the `sweep` of a request (`{"mode"?, "axes": {...}}`) into the workflow's sweep
+/// section: its axes add to (or replace) the document's, its mode replaces the document's.
+pub fn apply_request_sweep(workflow: &mut Workflow, sweep: &Json_) -> Result<(), Vec<Diagnostic>> {
+    // Read by the same reader as a document's section, so both accept the same values.
+    let doc = json!({"weft": 1, "nodes": {}, "sweep": sweep});
+    let parsed = super::workflows::from_doc(&doc).map_err(|mut errors| {
+        // Positions would point into the stand-in document, not the request.
+        for d in &mut errors {
+            d.pos = None;
+            d.message = format!("sweep: {}", d.message);
+        }
+        errors
+    })?;
+    let Some(mut requested) = parsed.sweep else {
+        return Ok(());
+    };
+    // Positions would point into the stand-in document: a request's values have none.
+    for axis in requested.axes.values_mut() {
+        axis.pos = None;
+        match &mut axis.values {
+            AxisValues::List(items) => items.iter_mut().for_each(|(_, pos)| *pos = None),
+            AxisValues::Range(_, pos) => *pos = None,
+        }
+    }
+    requested.pos = None;
+    match &mut workflow.sweep {
+        Some(section) => {
+            if sweep.get("mode").is_some() {
+                section.mode = requested.mode;
+            }
+            section.axes.extend(requested.axes);
+        }
+        None => workflow.sweep = Some(requested),
+    }
+    Ok(())
+}
+
+fn values_json(plan: &SweepPlan, cell: usize) -> Json_ {
+    let map: serde_json::Map<String, Json_> = plan
+        .values(cell)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Json_::Null)))
+        .collect();
+    Json_::Object(map)
+}
+
+/// Queues the cells of `plan` (each already validated) and answers 202 with the sweep's id,
+/// its runs and cells, and the grid's rows and columns.
+pub fn enqueue(
+    state: &AppState,
+    name: Option<&str>,
+    target: Option<&str>,
+    plan: &SweepPlan,
+    cells: Vec<Workflow>,
+) -> ApiResult<Response> {
+    let axes: serde_json::Map<String, Json_> = plan
+        .axes
+        .iter()
+        .map(|(n, v)| (n.clone(), serde_json::to_value(v).unwrap_or(Json_::Null)))
+        .collect();
+    let layout = serde_json::to_value(crate::grid::layout(plan)).unwrap_or(Json_::Null);
+    let new = NewSweep {
+        mode: plan.mode.name().to_string(),
+        axes: Json_::Object(axes),
+        rows: json!(plan.rows()),
+        columns: json!(plan.columns()),
+        layout,
+        cells: cells
+            .iter()
+            .enumerate()
+            .map(|(i, wf)| (values_json(plan, i), wf.to_json().to_string()))
+            .collect(),
+    };
+    let (sweep, runs) = state
+        .store
+        .enqueue_sweep(name, target, &new, now_ms())
+        .map_err(|e| ApiError::internal("queueing a sweep", e))?;
+    for (run, workflow) in runs.iter().zip(cells) {
+        state.hub.send(
+            json!({"event": "run_queued", "run": run})
+                .to_string()
+                .into(),
+        );
+        state.queue.hand_over(*run, workflow);
+    }
+    state.queue.changed();
+    state.queue.wake();
+    let cells: Vec<Json_> = runs
+        .iter()
+        .zip(&new.cells)
+        .map(|(run, (values, _))| json!({"run": run, "values": values}))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "sweep": sweep,
+            "runs": runs,
+            "cells": cells,
+            "rows": new.rows,
+            "columns": new.columns,
+        })),
+    )
+        .into_response())
+}
+
+/// A sweep's status from its cells': running while any runs or waits (queued if none has
+/// started), then failed if any failed, cancelled if any was cancelled, else succeeded.
+fn sweep_status(record: &SweepRecord) -> &'static str {
+    let has = |s: &str| record.cells.iter().any(|c| c.status == s);
+    if has("running") {
+        "running"
+    } else if has("queued") {
+        if record.cells.iter().all(|c| c.status == "queued") {
+            "queued"
+        } else {
+            "running"
+        }
+    } else if record
+        .cells
+        .iter()
+        .any(|c| matches!(c.status.as_str(), "failed" | "invalid" | "interrupted"))
+    {
+        "failed"
+    } else if record
+        .cells
+        .iter()
+        .any(|c| matches!(c.status.as_str(), "cancelled" | "deleted"))
+    {
+        "cancelled"
+    } else {
+        "succeeded"
+    }
+}
+
+fn is_done(record: &SweepRecord) -> bool {
+    !record
+        .cells
+        .iter()
+        .any(|c| matches!(c.status.as_str(), "queued" | "running"))
+}
+
+/// The URL of a cell's first image.
+fn first_image(outputs: &Json_) -> Option<String> {
+    outputs
+        .as_array()?
+        .iter()
+        .filter_map(|o| o["url"].as_str())
+        .find(|u| u.to_ascii_lowercase().ends_with(".png"))
+        .map(str::to_string)
+}
+
+fn grid_url(path: &str) -> String {
+    format!("/api/outputs/{path}")
+}
+
+fn sweep_json(record: &SweepRecord) -> Json_ {
+    let cells: Vec<Json_> = record
+        .cells
+        .iter()
+        .map(|c| {
+            json!({"run": c.run, "values": c.values, "status": c.status, "image": first_image(&c.outputs)})
+        })
+        .collect();
+    json!({
+        "id": record.id,
+        "status": sweep_status(record),
+        "mode": record.mode,
+        "axes": record.axes,
+        "rows": record.rows,
+        "columns": record.columns,
+        "cells": cells,
+        "grid": record.grid.as_deref().map(grid_url),
+    })
+}
+
+fn sweep_id(text: &str) -> ApiResult<u64> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest("a sweep id is a positive integer".into()))
+}
+
+fn find(state: &AppState, id: u64) -> ApiResult<SweepRecord> {
+    state
+        .store
+        .get_sweep(id)
+        .map_err(|e| ApiError::internal("reading a sweep", e))?
+        .ok_or_else(|| ApiError::NotFound(format!("no sweep {id}")))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let id = sweep_id(&id)?;
+    Ok(Json(sweep_json(&find(&state, id)?)))
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = sweep_id(&id)?;
+    let record = find(&state, id)?;
+    let mut cancelled = Vec::new();
+    let mut cancelling = Vec::new();
+    // Queued cells first, so the scheduler does not start the next one meanwhile.
+    for cell in &record.cells {
+        if cell.status == "queued"
+            && state
+                .store
+                .cancel_queued(cell.run, now_ms())
+                .map_err(|e| ApiError::internal("cancelling a sweep's run", e))?
+        {
+            state.queue.forget(cell.run);
+            cancelled.push(cell.run);
+        }
+    }
+    for cell in &record.cells {
+        if !cancelled.contains(&cell.run) && state.queue.cancel_running(cell.run) {
+            cancelling.push(cell.run);
+        }
+    }
+    state.queue.changed();
+    if cancelled.is_empty() && cancelling.is_empty() {
+        return Err(ApiError::Conflict(
+            format!("sweep {id} is {}", sweep_status(&record)),
+            None,
+        ));
+    }
+    if cancelling.is_empty() {
+        // No cell is left to finish on the scheduler, which would otherwise compose the grid.
+        let (store, hub, outputs) = (
+            state.store.clone(),
+            state.hub.clone(),
+            state.roots.outputs.clone(),
+        );
+        let _ =
+            tokio::task::spawn_blocking(move || finish_if_done(&*store, &hub, &outputs, id)).await;
+    }
+    let status = if cancelling.is_empty() {
+        "cancelled"
+    } else {
+        "cancelling"
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": status, "cancelled": cancelled, "cancelling": cancelling})),
+    )
+        .into_response())
+}
+
+/// After run `run` finished: if it is the last cell of its sweep to finish, composes the grid.
+pub fn run_finished(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, run: u64) {
+    match store.sweep_of_run(run) {
+        Ok(Some((sweep, _, _))) => finish_if_done(store, hub, outputs_root, sweep),
+        Ok(None) => {}
+        Err(e) => eprintln!("weft serve: {e}"),
+    }
+}
+
+/// Composes sweep `id`'s grid once every cell has finished, records it and says so on /ws.
+pub fn finish_if_done(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, id: u64) {
+    let record = match store.get_sweep(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("weft serve: {e}");
+            return;
+        }
+    };
+    if record.grid.is_some() || !is_done(&record) {
+        return;
+    }
+    let images: Vec<Option<std::path::PathBuf>> = record
+        .cells
+        .iter()
+        .map(|c| {
+            let url = first_image(&c.outputs)?;
+            let relative = url.strip_prefix("/api/outputs/")?;
+            let path = outputs_root.join(relative);
+            path.is_file().then_some(path)
+        })
+        .collect();
+    let relative = format!("sweeps/{id}/grid.png");
+    let composed = serde_json::from_value::<crate::grid::GridLayout>(record.layout.clone())
+        .map_err(|e| anyhow::anyhow!("the stored layout of sweep {id} does not read: {e}"))
+        .and_then(|layout| crate::grid::write(&layout, &images, &outputs_root.join(&relative)));
+    let grid = match composed {
+        Ok(()) => match store.set_sweep_grid(id, &relative) {
+            Ok(true) => Some(grid_url(&relative)),
+            // Another caller recorded it (and said so) first.
+            Ok(false) => return,
+            Err(e) => {
+                eprintln!("weft serve: {e}");
+                None
+            }
+        },
+        Err(e) => {
+            eprintln!("weft serve: composing the grid of sweep {id}: {e:#}");
+            None
+        }
+    };
+    hub.send(
+        json!({"event": "sweep_finished", "sweep": id, "status": sweep_status(&record), "grid": grid})
+            .to_string()
+            .into(),
+    );
+}
+
+/// `"sweep"` of a run's detail: the sweep it is a cell of, which cell, and its values.
+pub fn run_sweep_json(state: &AppState, run: u64) -> Option<Json_> {
+    let (id, cell, values) = state.store.sweep_of_run(run).ok()??;
+    Some(json!({"id": id, "cell": cell, "values": values}))
+}
