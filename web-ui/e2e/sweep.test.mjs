@@ -46,6 +46,7 @@ test('a 2 seeds × 2 cfg sweep: the count live, four cells fill the grid, then t
   assert.equal(await cells(), '');
   assert.equal(await page.locator('[data-testid="sweep-count"]').innerText(), '10,100 cells is over the limit of 10,000: fewer values, or zip instead of grid');
   assert.ok(await page.locator('[data-testid="sweep-queue"]').isDisabled());
+  await shot(page, 'sweep-over-limit');
   // A value out of the input's range names itself before anything runs.
   await page.locator(`${axis(1)} [data-testid="sweep-values"]`).fill('4, 400');
   assert.match(await page.locator(`${axis(1)} [data-testid="sweep-axis-status"]`).innerText(), /400 is above the maximum 100/);

@@ -196,8 +196,10 @@ function preview(values: unknown[]): string {
 
 function Values({ axis, decl, onChange }: { axis: SweepAxis; decl: InputDecl | undefined; onChange: (text: string) => void }) {
   if (decl?.choices?.length) {
-    // A choices input: tick the values (kept in the input's order).
-    const picked = new Set(axis.text.split(/[,\s]+/).filter(Boolean));
+    // A choices input: tick the values. The order as written stays (a file may say `[dpmpp_2m, euler]`);
+    // a new tick goes last.
+    const list = axis.text.split(/[,\s]+/).filter(Boolean);
+    const picked = new Set(list);
     return (
       <div className="s-choices" data-testid="sweep-values" role="group" aria-label={`${axis.input} values`}>
         {decl.choices.map((c) => (
@@ -205,12 +207,7 @@ function Values({ axis, decl, onChange }: { axis: SweepAxis; decl: InputDecl | u
             <input
               type="checkbox"
               checked={picked.has(c)}
-              onChange={(e) => {
-                const next = new Set(picked);
-                if (e.target.checked) next.add(c);
-                else next.delete(c);
-                onChange(decl.choices!.filter((x) => next.has(x)).join(', '));
-              }}
+              onChange={(e) => onChange((e.target.checked ? [...list, c] : list.filter((x) => x !== c)).join(', '))}
             />
             {c}
           </label>
