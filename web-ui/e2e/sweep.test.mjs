@@ -148,3 +148,25 @@ test('the sweep is saved in the file and read back from it', async () => {
   assert.equal(await cells(), '3');
   await shot(page, 'sweep-from-file');
 });
+
+test('Cancel while a cell runs stops the whole sweep, not only that cell', async () => {
+  await open(page, 'txt2img');
+  await page.locator(`${node('sample')} [data-input="steps"] input`).fill('2000');
+  if (!(await page.locator('[data-testid="sweep-panel"]').isVisible())) await page.locator('[data-testid="sweep-toggle"]').click();
+  await addAxis(0, 'sample', 'seed', '1..3');
+  assert.equal(await cells(), '3');
+  await page.locator('[data-testid="sweep-queue"]').click();
+  // The toolbar's Cancel, once the first cell's sampler is stepping (the canvas follows it).
+  await page.waitForFunction(() => {
+    const v = window.__weftSweep.getState().view;
+    const r = window.__weftRun.getState();
+    return v?.cells.length === 3 && r.run === v.cells[0].run && (r.nodes.sample?.step ?? 0) >= 1;
+  }, null, { timeout: 90_000 });
+  await page.locator('[data-testid="cancel"]').click();
+  await page.waitForFunction(() => window.__weftSweep.getState().view?.status === 'cancelled', null, { timeout: 30_000 });
+  const statuses = await page.evaluate(() => window.__weftSweep.getState().view.cells.map((c) => c.status));
+  assert.deepEqual(statuses, ['cancelled', 'cancelled', 'cancelled']);
+  assert.equal(await page.locator('[data-testid="sweep-results"]').getAttribute('data-status'), 'cancelled');
+  assert.equal(await page.locator('[data-testid="sweep-cancel"]').count(), 0);
+  await shot(page, 'sweep-cancelled');
+});
