@@ -94,6 +94,11 @@ test('a 2 seeds × 2 cfg sweep: the count live, four cells fill the grid, then t
     assert.equal(s.sample, 'ran');
   }
   await shot(page, 'sweep-grid');
+  // Each cell is a run of its own in the history, named as a cell of the sweep.
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="history-sweep"]').first().waitFor();
+  assert.match(await page.locator('[data-testid="history-sweep"]').first().innerText(), /^sweep \d+ · cell 4$/);
+  await page.locator('[data-testid="history-toggle"]').click();
 
   // A cell full size, then its own workflow on the canvas; one undo brings the sweep back.
   await page.locator('[data-testid="sweep-cell-3"]').click();
