@@ -29,7 +29,8 @@ interface SweepStore {
 
 export const useSweepStore = create<SweepStore>()((set) => ({ view: null, open: null, set: (p) => set(p) }));
 
-const FINISHED = new Set(['succeeded', 'failed', 'cancelled', 'interrupted', 'invalid']);
+// `deleted`: a queued cell whose run was deleted (it will not run).
+const FINISHED = new Set(['succeeded', 'failed', 'cancelled', 'interrupted', 'invalid', 'deleted']);
 
 export const sweepFinished = (status: string) => FINISHED.has(status);
 
