@@ -295,6 +295,7 @@ async fn an_api_sweep_queues_a_run_per_cell_composes_the_grid_and_outlives_a_res
     let f = Fixture::start(Some("application/json"), |_| {});
     let doc = scale_doc(&f);
     let body = json!({"workflow": doc, "sweep": {"axes": {"scale.scale": [1, 2], "scale.method": "nearest-exact, bilinear".split(", ").collect::<Vec<_>>()}}});
+    let mut socket = f.state.hub.subscribe();
     let (status, reply) = f.post("/api/runs", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     let runs: Vec<u64> = reply["runs"]
@@ -325,6 +326,26 @@ async fn an_api_sweep_queues_a_run_per_cell_composes_the_grid_and_outlives_a_res
     );
     let grid = sweep["grid"].as_str().unwrap().to_string();
     assert_eq!(grid, format!("/api/outputs/sweeps/{id}/grid.png"));
+    // The grid is recorded just before its message goes out: wait for the message a moment.
+    let mut messages: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        while let Ok(m) = socket.try_recv() {
+            messages.push(serde_json::from_str(&m).unwrap());
+        }
+        if messages.iter().any(|m| m["event"] == "sweep_finished") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["event"] == "sweep_finished")
+        .collect();
+    assert_eq!(
+        finished,
+        [&json!({"event": "sweep_finished", "sweep": id, "status": "succeeded", "grid": grid})],
+        "one sweep_finished on /ws"
+    );
     let (status, png) = get_bytes(&f, &grid).await;
     assert_eq!(status, StatusCode::OK);
     let sheet = image::load_from_memory(&png).unwrap();
