@@ -20,6 +20,8 @@ import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
 import { Palette } from './Palette';
 import { History } from './History';
+import { SweepPanel } from './Sweep';
+import { useSweepStore } from './sweeprun';
 import { cancelRun, connect, queueRun } from './live';
 import { pngWorkflowText } from './png';
 import { accepts, typeColour } from './types';
@@ -101,6 +103,7 @@ function Editor() {
   const mouse = useRef({ x: 200, y: 200 });
   const [palette, setPalette] = useState<{ at: { x: number; y: number }; link?: PendingLink } | null>(null);
   const [showHistory, setShowHistory] = useState(false);
+  const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
 
   // Catalogue, file list, the file named in the URL, the live connection.
@@ -333,7 +336,7 @@ function Editor() {
   return (
     <div className="app">
       <style>{dragCss}</style>
-      <Toolbar openFile={openFile} onAdd={openPalette} onImport={(f) => void importComfy(f, fit)} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} />
+      <Toolbar openFile={openFile} onAdd={openPalette} onImport={(f) => void importComfy(f, fit)} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} sweep={showSweep} toggleSweep={() => setShowSweep((v) => !v)} />
       <ConflictBar />
       <div className="main">
         <div
@@ -388,6 +391,7 @@ function Editor() {
           <LooseDiagnostics />
           <Toast />
         </div>
+        {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
         {showHistory && <History onClose={() => setShowHistory(false)} />}
       </div>
       {palette && (
@@ -414,12 +418,16 @@ function Toolbar({
   onImport,
   history,
   toggleHistory,
+  sweep,
+  toggleSweep,
 }: {
   openFile: (n: string) => void;
   onAdd: () => void;
   onImport: (f: File) => void;
   history: boolean;
   toggleHistory: () => void;
+  sweep: boolean;
+  toggleSweep: () => void;
 }) {
   const name = useEditor((s) => s.name);
   const suggest = useEditor((s) => s.suggest);
@@ -433,6 +441,12 @@ function Toolbar({
   const connected = useRunStore((s) => s.connected);
   const queued = useRunStore((s) => s.queue.queued.length);
   const busy = status === 'running' || status === 'queued';
+  const axes = useEditor((s) => s.sweep.axes.length);
+  const sweepProgress = useSweepStore((s) => {
+    const v = s.view;
+    if (!v || v.status === 'succeeded' || v.status === 'failed' || v.status === 'cancelled') return '';
+    return `${v.cells.filter((c) => !['queued', 'running'].includes(c.status)).length}/${v.cells.length}`;
+  });
   const ed = useEditor.getState;
   return (
     <div className="toolbar">
@@ -501,10 +515,19 @@ function Toolbar({
         ■ Cancel
       </button>
       <span className="run-status" data-testid="run-status" data-status={status ?? ''}>
-        {busy ? `${status}…` : summary ?? ''}
+        {busy ? `${status}…${summary?.startsWith('sweep cell') ? ` ${summary}` : ''}` : summary ?? ''}
         {queued > 0 ? ` · ${queued} waiting` : ''}
       </span>
       <span className="grow" />
+      <button
+        className={`btn${sweep ? ' on' : ''}`}
+        onClick={toggleSweep}
+        title="Sweep: run the workflow over several values of its inputs, as a grid"
+        data-testid="sweep-toggle"
+      >
+        Sweep{axes ? ` · ${axes} ax${axes === 1 ? 'is' : 'es'}` : ''}
+        {sweepProgress ? ` · ${sweepProgress}` : ''}
+      </button>
       <button className={`btn${history ? ' on' : ''}`} onClick={toggleHistory} title="History of runs (Q)" data-testid="history-toggle">
         History
       </button>

@@ -40,6 +40,11 @@ export function History({ onClose }: { onClose: () => void }) {
             <span>#{r.id}</span>
             <span className={`st st-${r.status}`}>{r.status}</span>
             <span className="muted">{r.workflow_name ?? ''}</span>
+            {r.sweep && (
+              <span className="muted" title={Object.entries(r.sweep.values).map(([k, v]) => `${k} = ${v}`).join('\n')} data-testid="history-sweep">
+                sweep {r.sweep.id} · cell {r.sweep.cell + 1}
+              </span>
+            )}
             <span className="muted">{when(r.finished_at ?? r.queued_at)}</span>
           </div>
           {r.error && <div className="wn-diag">{r.error.node ? `${r.error.node}: ` : ''}{r.error.message}</div>}

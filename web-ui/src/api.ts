@@ -1,6 +1,7 @@
 // The HTTP side of docs/api.md: types and thin fetch wrappers.
 
 import { toJsonText } from './graph';
+import type { SweepCell, SweepMode, SweepSection } from './sweep';
 
 export type Constant = string | number | boolean;
 
@@ -47,6 +48,8 @@ export interface WorkflowDoc {
   weft: number;
   nodes: Record<string, Record<string, Constant>>;
   layout?: Record<string, [number, number]>;
+  /** The file's `sweep:` section (axes of a parameter sweep); absent when the file has none. */
+  sweep?: SweepSection;
 }
 
 export interface WorkflowEntry {
@@ -72,6 +75,27 @@ export interface ImportedFile {
   notes: { text: string }[];
 }
 
+/** What POST /api/runs answers for a sweep: one run a cell, in cell order. */
+export interface SweepQueued {
+  sweep: string | number;
+  runs: number[];
+  cells: { run: number; values: Record<string, Constant> }[];
+  rows: string[];
+  columns: string[];
+}
+
+/** GET /api/sweeps/{id}. */
+export interface SweepDetail {
+  id: string | number;
+  status: string;
+  mode?: SweepMode;
+  axes?: Record<string, Constant[]>;
+  rows?: string[];
+  columns?: string[];
+  cells: SweepCell[];
+  grid: string | null;
+}
+
 export interface RunOutput {
   node: string;
   url: string;
@@ -87,6 +111,8 @@ export interface RunDetail {
   nodes?: Record<string, { state: string; micros?: number; why?: string[] }>;
   outputs?: RunOutput[];
   error?: { node?: string; message: string };
+  /** Present when the run is a cell of a sweep. */
+  sweep?: { id: string | number; cell: number; values: Record<string, Constant> };
 }
 
 const CONSTANT_TYPES = new Set(['int', 'float', 'string', 'bool', 'seed', 'enum']);
@@ -167,6 +193,10 @@ export const api = {
     call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', { workflow }),
   run: (workflow: WorkflowDoc | string, target?: string) =>
     call<{ id: number }>('POST', '/api/runs', target ? { workflow, target } : { workflow }),
+  sweep: (workflow: WorkflowDoc | string, sweep: SweepSection) =>
+    call<SweepQueued>('POST', '/api/runs', { workflow, sweep }),
+  sweepDetail: (id: string) => call<SweepDetail>('GET', `/api/sweeps/${encodeURIComponent(id)}`),
+  cancelSweep: (id: string) => call<unknown>('POST', `/api/sweeps/${encodeURIComponent(id)}/cancel`),
   runs: (limit = 30) => call<{ runs: RunDetail[] }>('GET', `/api/runs?limit=${limit}`).then((r) => r.runs),
   runDetail: (id: number) => call<RunDetail>('GET', `/api/runs/${id}`),
   cancel: (id: number) => call<unknown>('POST', `/api/runs/${id}/cancel`),

@@ -3,6 +3,7 @@ import { api, withToken, type Diagnostic } from './api';
 import { canvasNode } from './graph';
 import { useEditor } from './store';
 import { groupDiagnostics, useRunStore, type NodeRunState } from './runstore';
+import { cancelSweep, cellIndex, followingSweep, refreshSweep, sweepFinishedEvent, sweepRunEvent, useSweepStore } from './sweeprun';
 
 type Ev = Record<string, unknown> & { event: string; run?: number };
 
@@ -26,6 +27,7 @@ export function connect(): void {
         const { name, dirty } = useEditor.getState();
         if (name && !dirty) void useEditor.getState().load(name);
         void useEditor.getState().refreshList();
+        void refreshSweep();
       }
       opened = true;
     };
@@ -54,7 +56,9 @@ export async function queueRun(target?: string): Promise<void> {
   for (const n of ed.nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
   try {
     // The saved file by name when the canvas is the file (the history then names it), else the canvas.
-    const { id } = await api.run(ed.name && !ed.dirty && !ed.broken ? ed.name : doc, target);
+    // A file with a `sweep:` section would be swept when named: Queue runs the canvas once, so it sends the canvas.
+    const byName = ed.name && !ed.dirty && !ed.broken && ed.sweep.axes.length === 0;
+    const { id } = await api.run(byName ? ed.name! : doc, target);
     mine.add(id);
     useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
     for (const ev of early.get(id) ?? []) handle(ev);
@@ -70,12 +74,34 @@ export async function queueRun(target?: string): Promise<void> {
 }
 
 export async function cancelRun(): Promise<void> {
+  // While a sweep's cell runs, Cancel stops the sweep: the rest of its cells would run otherwise.
+  if (followingSweep()) return cancelSweep();
   const { run, status } = useRunStore.getState();
   if (run == null || (status !== 'running' && status !== 'queued')) return;
   try {
     await api.cancel(run);
   } catch (e) {
     useEditor.getState().say(`cancel failed: ${(e as Error).message}`, 'error');
+  }
+}
+
+/** The canvas shows a sweep's cell as it runs (which nodes ran, which came from the cache). */
+function follow(run: number): void {
+  mine.add(run);
+  const prev = useRunStore.getState().nodes;
+  const fresh: Record<string, NodeRunState> = {};
+  for (const n of useEditor.getState().nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
+  const v = useSweepStore.getState().view;
+  const i = cellIndex(run);
+  useRunStore.setState({ run, status: 'queued', summary: v && i >= 0 ? `sweep cell ${i + 1} of ${v.cells.length}` : null, nodes: fresh });
+}
+
+/** Events that came before the POST's answer named their runs, handled now. */
+export function replayEarly(runs: number[]): void {
+  for (const run of runs) {
+    const list = early.get(run);
+    early.delete(run);
+    for (const ev of list ?? []) handle(ev);
   }
 }
 
@@ -88,9 +114,17 @@ function handle(ev: Ev): void {
     case 'queue':
       useRunStore.setState({ queue: { running: (ev.running as number) ?? null, queued: (ev.queued as number[]) ?? [] } });
       return;
+    case 'sweep_finished':
+      return sweepFinishedEvent(ev);
   }
   if (typeof ev.run !== 'number') return;
   if (ev.event === 'run_finished') useRunStore.setState((s) => ({ historyTick: s.historyTick + 1 }));
+  sweepRunEvent(ev);
+  if (ev.event === 'run_started' && ev.run !== useRunStore.getState().run) {
+    // The canvas follows each cell of the sweep as it starts, and a run queued here after them.
+    const shown = useRunStore.getState().run;
+    if (cellIndex(ev.run) >= 0 || (mine.has(ev.run) && shown != null && cellIndex(shown) >= 0)) follow(ev.run);
+  }
   if (!mine.has(ev.run)) {
     const list = early.get(ev.run) ?? [];
     list.push(ev);

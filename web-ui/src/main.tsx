@@ -10,4 +10,5 @@ createRoot(document.getElementById('root')!).render(
 // For the browser tests and for poking at the editor from the console.
 import { useEditor } from './store';
 import { useRunStore } from './runstore';
-Object.assign(window, { __weft: useEditor, __weftRun: useRunStore });
+import { useSweepStore } from './sweeprun';
+Object.assign(window, { __weft: useEditor, __weftRun: useRunStore, __weftSweep: useSweepStore });

@@ -5,10 +5,12 @@ import { api, ApiError, type Constant, type Diagnostic, type NodeType, type Work
 import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
 import { accepts, typeColour } from './types';
 import { groupDiagnostics, useRunStore } from './runstore';
+import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
 
 interface Snapshot {
   nodes: GNode[];
   edges: GEdge[];
+  sweep: SweepDraft;
 }
 
 interface Clipboard {
@@ -40,6 +42,8 @@ export interface EditorState {
   edits: number;
   message: { text: string; kind: 'info' | 'error' } | null;
   saving: boolean;
+  /** The sweep panel's axes: the file's `sweep:` section, saved with it, one history with the graph. */
+  sweep: SweepDraft;
 
   setCatalogue: (types: NodeType[]) => void;
   load: (name: string, opts?: { keepView?: boolean }) => Promise<void>;
@@ -49,7 +53,12 @@ export interface EditorState {
   save: () => Promise<boolean>;
   saveAs: (name: string) => Promise<boolean>;
   create: (name: string) => Promise<boolean>;
+  /** The graph alone (what validation and a single run take). */
   doc: () => WorkflowDoc;
+  /** What Save writes: the graph and the sweep section. */
+  fileDoc: () => WorkflowDoc;
+  setSweep: (sweep: SweepDraft, key?: string) => void;
+  sweepContext: () => SweepContext;
   onNodesChange: (changes: NodeChange<GNode>[]) => void;
   onEdgesChange: (changes: EdgeChange<GEdge>[]) => void;
   connect: (c: Connection) => void;
@@ -101,6 +110,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   edits: 0,
   message: null,
   saving: false,
+  sweep: emptySweep(),
 
   setCatalogue: (types) => set({ types, catalogue: new Map(types.map((t) => [t.type, t])) }),
 
@@ -109,6 +119,28 @@ export const useEditor = create<EditorState>()((set, get) => ({
   doc: () => {
     const cat = get().catalogue;
     return graphToDoc(get().nodes, get().edges, (kind, input) => cat.get(kind)?.inputs.find((i) => i.name === input)?.type === 'float');
+  },
+
+  fileDoc: () => {
+    const doc = get().doc();
+    const sweep = sweepSection(get().sweep, get().sweepContext());
+    return sweep ? { ...doc, sweep } : doc;
+  },
+
+  setSweep: (sweep, key) => {
+    get().checkpoint(key);
+    set({ sweep, dirty: true });
+  },
+
+  sweepContext: () => {
+    const s = get();
+    const kinds = new Map(s.nodes.map((n) => [n.id, n.data.kind]));
+    const linked = new Set(s.edges.map((e) => edgeId(e.target, e.targetHandle)));
+    return {
+      kindOf: (node) => kinds.get(node),
+      declOf: (kind, input) => s.catalogue.get(kind)?.inputs.find((i) => i.name === input),
+      isLinked: (node, input) => linked.has(edgeId(node, input)),
+    };
   },
 
   loadDoc: (doc, dirty) => {
@@ -124,9 +156,11 @@ export const useEditor = create<EditorState>()((set, get) => ({
         n.selected = o.selected;
       }
     }
+    const declOf = (node: string, input: string) => cat.get(byId.get(node)?.data.kind ?? '')?.inputs.find((i) => i.name === input);
     set({
       nodes,
       edges: edges.map((e) => styled(e, byId, cat)),
+      sweep: draftFromSection(doc.sweep, declOf),
       dirty,
       broken: null,
       conflict: null,
@@ -185,7 +219,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!name) return false;
     set({ saving: true });
     try {
-      const r = await api.save(name, get().doc(), revision ?? '');
+      const r = await api.save(name, get().fileDoc(), revision ?? '');
       set({ revision: r.revision, dirty: false, conflict: null, saving: false });
       useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? []) });
       get().say(`saved ${name}.yaml`);
@@ -203,7 +237,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
 
   saveAs: async (name) => {
     try {
-      const r = await api.create(name, get().doc());
+      const r = await api.create(name, get().fileDoc());
       set({ name, revision: r.revision, dirty: false, conflict: null, suggest: null });
       history.replaceState(null, '', `#/${name}`);
       document.title = `${name} · weft`;
@@ -241,7 +275,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       return;
     }
     set({
-      past: [...s.past.slice(-HISTORY + 1), { nodes: s.nodes, edges: s.edges }],
+      past: [...s.past.slice(-HISTORY + 1), { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
       future: [],
       lastEditKey: key ?? null,
       lastEditAt: now,
@@ -255,9 +289,10 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!prev) return;
     set({
       past: s.past.slice(0, -1),
-      future: [...s.future, { nodes: s.nodes, edges: s.edges }],
+      future: [...s.future, { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
       nodes: prev.nodes,
       edges: prev.edges,
+      sweep: prev.sweep,
       dirty: true,
       edits: s.edits + 1,
       lastEditKey: null,
@@ -270,9 +305,10 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!next) return;
     set({
       future: s.future.slice(0, -1),
-      past: [...s.past, { nodes: s.nodes, edges: s.edges }],
+      past: [...s.past, { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
       nodes: next.nodes,
       edges: next.edges,
+      sweep: next.sweep,
       dirty: true,
       edits: s.edits + 1,
       lastEditKey: null,
