@@ -169,10 +169,14 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let target = body.target.clone();
     let checking_state = state.clone();
-    let (name, workflow) = checking::off_runtime(&state, "validating the workflow", move || {
+    let checked = checking::off_runtime(&state, "validating the workflow", move || {
         checked_workflow(&checking_state, body)
     })
     .await??;
+    let (name, workflow) = match checked {
+        Checked::Run(name, workflow) => (name, *workflow),
+        Checked::Sweep(queued) => return Ok(queued),
+    };
     let target = target.as_deref();
     let text = workflow.to_json().to_string();
     let id = state
@@ -188,9 +192,17 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
+/// What a checked run request comes to.
+enum Checked {
+    /// One run of this workflow (named when it is a file), to be queued.
+    Run(Option<String>, Box<Workflow>),
+    /// A sweep, its cells already queued: the reply.
+    Sweep(Response),
+}
+
 /// The run's workflow (its name when it is a file) parsed, overridden, expanded and checked,
-/// or why it may not run; blocking work.
-fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<(Option<String>, Workflow)> {
+/// or why it may not run; a sweep's cells are each checked and queued together. Blocking work.
+fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
     let (name, parsed) = match &body.workflow {
         Json_::String(name) => {
             let (_, bytes) = workflows::read(state, name)?;
@@ -219,7 +231,7 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<(Option<Str
             let workflow = plan.workflow(cell);
             let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
             if diagnostics.is_empty() {
-                diagnostics = check_files(&state, &workflow, target);
+                diagnostics = check_files(state, &workflow, target);
             }
             if !diagnostics.is_empty() {
                 // One cell's errors say what is wrong; the others would repeat them.
@@ -230,7 +242,8 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<(Option<Str
             }
             cells.push(workflow);
         }
-        return super::sweeps::enqueue(&state, name.as_deref(), target, &plan, cells);
+        return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells)
+            .map(Checked::Sweep);
     }
     let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
     if diagnostics.is_empty() {
@@ -239,7 +252,7 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<(Option<Str
     if !diagnostics.is_empty() {
         return Err(invalid(diagnostics));
     }
-    Ok((name, workflow))
+    Ok(Checked::Run(name, Box::new(workflow)))
 }
 
 fn summary(r: &RunRecord) -> Json_ {
