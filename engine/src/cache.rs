@@ -1,10 +1,15 @@
 //! The output cache: node outputs by cache key, kept where they were made (on the device),
 //! under a byte budget. Eviction prefers values that are large, cheap to recompute and
-//! least recently used.
+//! least recently used. Behind the memory tier, optionally, the disk tier (`disk_cache`):
+//! the executor asks this cache for both, never the disk directly.
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+use tch::Device;
+
+use crate::disk_cache::{DiskCache, DiskCacheConfig, DiskCacheStats, DiskRead};
 use crate::plan::CacheKey;
 use crate::value::Value;
 
@@ -21,7 +26,25 @@ pub struct Cache {
     used: u64,
     clock: u64,
     evictions: u64,
+    /// The disk tier, when on.
+    disk: Option<DiskCache>,
 }
+
+/// What the disk tier had for a key.
+pub enum DiskLookup {
+    Miss,
+    /// Loaded (and now in memory too), with the files the node wrote when it ran.
+    Hit {
+        outputs: Rc<Vec<Value>>,
+        written: Vec<PathBuf>,
+    },
+    /// The entry could not be used (it has been removed): why.
+    Unusable(String),
+}
+
+/// Nodes quicker than this are not written to the disk tier (unless they are outputs or wrote
+/// files): reading them back would cost about as much as running them.
+pub const DISK_MIN_COST: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
@@ -39,6 +62,77 @@ impl Cache {
             used: 0,
             clock: 0,
             evictions: 0,
+            disk: None,
+        }
+    }
+
+    /// Turns the disk tier on (a config with a non-zero budget) or off.
+    pub fn set_disk(&mut self, config: Option<DiskCacheConfig>) {
+        self.disk = config.filter(|c| c.budget > 0).map(DiskCache::new);
+    }
+
+    /// Whether the disk tier has an entry for `key` (not read).
+    pub fn on_disk(&self, key: &CacheKey) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// `key`'s outputs from the disk tier, placed on `device` and put in memory. An entry of a
+    /// node that wrote files is a hit only while those files are still there.
+    pub fn load_from_disk(&mut self, key: &CacheKey, device: Device) -> DiskLookup {
+        let Some(disk) = self.disk.as_mut() else {
+            return DiskLookup::Miss;
+        };
+        let entry = match disk.read(key, device) {
+            DiskRead::Miss => return DiskLookup::Miss,
+            DiskRead::Corrupt(why) => return DiskLookup::Unusable(why),
+            DiskRead::Hit(entry) => entry,
+        };
+        if !entry.written.iter().all(|p| p.is_file()) {
+            return DiskLookup::Miss;
+        }
+        let outputs = Rc::new(entry.outputs);
+        self.insert(*key, Rc::clone(&outputs), entry.cost);
+        DiskLookup::Hit {
+            outputs,
+            written: entry.written,
+        }
+    }
+
+    /// Writes a node's outputs to the disk tier when they are worth keeping there (costly, an
+    /// output node's, or with files; no models; not huge). `Err` says why a write failed.
+    pub fn keep_on_disk(
+        &mut self,
+        key: &CacheKey,
+        outputs: &[Value],
+        written: &[PathBuf],
+        cost: Duration,
+        output_node: bool,
+    ) -> Result<(), String> {
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        let worth_keeping = cost >= DISK_MIN_COST || output_node || !written.is_empty();
+        if !worth_keeping || !DiskCache::can_store(outputs) {
+            return Ok(());
+        }
+        disk.write(key, outputs, written, cost)
+            .map_err(|e| format!("{}: {e}", disk.config().dir.display()))
+    }
+
+    /// Entries and bytes of the disk tier, when it is on.
+    pub fn disk_stats(&self) -> Option<DiskCacheStats> {
+        self.disk.as_ref().map(DiskCache::count)
+    }
+
+    /// A model file's content hash remembered by the disk tier (see `DiskCache::file_hash`).
+    pub fn remembered_file_hash(&self, path: &Path, meta: &std::fs::Metadata) -> Option<[u8; 32]> {
+        self.disk.as_ref()?.file_hash(path, meta)
+    }
+
+    /// Remembers a file's content hash in the disk tier, when it is on.
+    pub fn remember_file_hash(&self, path: &Path, meta: &std::fs::Metadata, hash: [u8; 32]) {
+        if let Some(disk) = &self.disk {
+            disk.remember_file_hash(path, meta, hash);
         }
     }
 

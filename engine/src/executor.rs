@@ -10,10 +10,10 @@ use std::time::{Instant, SystemTime};
 
 use tch::Device;
 
-use crate::cache::{Cache, CacheStats};
+use crate::cache::{Cache, CacheStats, DiskLookup};
 use crate::cancel::CancelToken;
 use crate::diagnostic::Diagnostic;
-use crate::disk_cache::{DiskCache, DiskCacheConfig, DiskCacheStats, DiskRead};
+use crate::disk_cache::{DiskCacheConfig, DiskCacheStats};
 use crate::events::{Event, RunStatus};
 use crate::file_access::FileAccess;
 use crate::model_folders::ModelFolders;
@@ -150,23 +150,21 @@ pub struct Executor {
     /// The files each cached node wrote when it ran, so that a run the cache serves still
     /// reports its outputs (a cached SaveImage names the images it saved before).
     written_by_key: HashMap<CacheKey, Vec<PathBuf>>,
-    /// The disk tier, asked on a memory miss.
-    disk: Option<DiskCache>,
     next_run: u64,
     preview_every: u32,
 }
 
 impl Executor {
     pub fn new(registry: Arc<Registry>, config: ExecutorConfig) -> Self {
-        let disk = disk_tier(&config);
+        let mut cache = Cache::new(config.cache_budget);
+        cache.set_disk(config.disk_cache.clone());
         Self {
             registry,
-            cache: Cache::new(config.cache_budget),
+            cache,
             config,
             file_hashes: HashMap::new(),
             last_parts: HashMap::new(),
             written_by_key: HashMap::new(),
-            disk,
             next_run: 1,
             preview_every: 0,
         }
@@ -206,7 +204,7 @@ impl Executor {
 
     /// Entries and bytes of the disk tier, when it is on.
     pub fn disk_cache_stats(&self) -> Option<DiskCacheStats> {
-        self.disk.as_ref().map(DiskCache::count)
+        self.cache.disk_stats()
     }
 
     /// Cached outputs of a node key (for tests and previews).
@@ -227,13 +225,13 @@ impl Executor {
         }
         let file_hashes = &mut self.file_hashes;
         let files = &self.config.files;
-        let disk = self.disk.as_ref();
+        let cache = &self.cache;
         plan(
             workflow,
             &self.registry,
             target,
             &self.config.models,
-            &mut |path: &Path| hash_file(file_hashes, disk, files, path),
+            &mut |path: &Path| hash_file(file_hashes, cache, files, path),
         )
         .map_err(|mut errors| {
             attribute_files(workflow, &mut errors);
@@ -481,21 +479,18 @@ impl Executor {
                         .results
                         .push((step.id.clone(), describe_first(&outputs)));
                 }
-                if let Some(disk) = self.disk.as_mut() {
-                    let worth_keeping =
-                        elapsed >= DISK_MIN_COST || spec.output_node || !written.is_empty();
-                    if worth_keeping && DiskCache::can_store(&outputs) {
-                        if let Err(e) = disk.write(&step.key, &outputs, &written, elapsed) {
-                            on_event(&Event::Notice {
-                                run,
-                                node: step.id.clone(),
-                                message: format!(
-                                    "could not keep the result in the disk cache ({}): {e}",
-                                    disk.config().dir.display()
-                                ),
-                            });
-                        }
-                    }
+                if let Err(e) = self.cache.keep_on_disk(
+                    &step.key,
+                    &outputs,
+                    &written,
+                    elapsed,
+                    spec.output_node,
+                ) {
+                    on_event(&Event::Notice {
+                        run,
+                        node: step.id.clone(),
+                        message: format!("could not keep the result in the disk cache ({e})"),
+                    });
                 }
                 let outputs = Rc::new(outputs);
                 self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
@@ -547,14 +542,6 @@ fn remember_written(
     }
 }
 
-fn disk_tier(config: &ExecutorConfig) -> Option<DiskCache> {
-    config
-        .disk_cache
-        .clone()
-        .filter(|d| d.budget > 0)
-        .map(DiskCache::new)
-}
-
 /// How a planned step is served in a run.
 enum Serve {
     /// From the memory tier, or from the disk tier (loaded into memory).
@@ -569,10 +556,6 @@ enum Serve {
     /// Consumed only by cached nodes and cached nowhere: neither run nor announced.
     Skip,
 }
-
-/// Nodes quicker than this are not written to the disk tier (unless they are outputs or wrote
-/// files): reading them back would cost about as much as running them.
-const DISK_MIN_COST: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Executor {
     /// How each step of the plan is served, decided from the outputs back: an output node (or
@@ -622,7 +605,7 @@ impl Executor {
                         Serve::Run
                     }
                 }
-            } else if self.disk.as_ref().is_some_and(|d| d.contains(&step.key)) {
+            } else if self.cache.on_disk(&step.key) {
                 Serve::OnDisk
             } else {
                 Serve::Skip
@@ -633,40 +616,30 @@ impl Executor {
         served
     }
 
-    /// `step`'s outputs from the disk tier, put in the memory tier too. A node that wrote
-    /// files is served only while those files are still there (as the memory tier serves a
-    /// cached SaveImage: the run names the images saved before).
+    /// `step`'s outputs from the cache's disk tier (which puts them in memory too). A node that
+    /// wrote files is served only while those files are still there (as the memory tier serves
+    /// a cached SaveImage: the run names the images saved before).
     fn read_disk(
         &mut self,
         step: &Step,
         run: u64,
         on_event: &mut dyn FnMut(&Event),
     ) -> Option<Rc<Vec<Value>>> {
-        let disk = self.disk.as_mut()?;
-        let entry = match disk.read(&step.key, self.config.device) {
-            DiskRead::Miss => return None,
-            DiskRead::Corrupt(why) => {
+        match self.cache.load_from_disk(&step.key, self.config.device) {
+            DiskLookup::Miss => None,
+            DiskLookup::Unusable(why) => {
                 on_event(&Event::Notice {
                     run,
                     node: step.id.clone(),
                     message: format!("disk cache entry unusable, running the node: {why}"),
                 });
-                return None;
+                None
             }
-            DiskRead::Hit(entry) => entry,
-        };
-        if !entry.written.iter().all(|p| p.is_file()) {
-            return None;
+            DiskLookup::Hit { outputs, written } => {
+                remember_written(&mut self.written_by_key, &self.cache, step.key, written);
+                Some(outputs)
+            }
         }
-        let outputs = Rc::new(entry.outputs);
-        self.cache.insert(step.key, Rc::clone(&outputs), entry.cost);
-        remember_written(
-            &mut self.written_by_key,
-            &self.cache,
-            step.key,
-            entry.written,
-        );
-        Some(outputs)
     }
 
     /// A cached node's files, announced as outputs of this run (marked `cached`) and listed in
@@ -735,7 +708,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// process and, with the disk tier on, for later processes (a 2 GB checkpoint hashes in ~0.6 s).
 fn hash_file(
     known: &mut HashMap<PathBuf, HashedFile>,
-    disk: Option<&DiskCache>,
+    cache: &Cache,
     files: &FileAccess,
     path: &Path,
 ) -> std::io::Result<[u8; 32]> {
@@ -747,16 +720,14 @@ fn hash_file(
             return Ok(h.hash);
         }
     }
-    let remembered = disk.and_then(|d| d.file_hash(path, &meta));
+    let remembered = cache.remembered_file_hash(path, &meta);
     let hash = match remembered {
         Some(hash) => hash,
         None => {
             let mut hasher = blake3::Hasher::new();
             hasher.update_reader(&file)?;
             let hash = *hasher.finalize().as_bytes();
-            if let Some(d) = disk {
-                d.remember_file_hash(path, &meta, hash);
-            }
+            cache.remember_file_hash(path, &meta, hash);
             hash
         }
     };
