@@ -9,21 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 runs=${1:-3}
 dir=${WEFT_BENCH_DIR:-/tmp/weft-bench-sd15}
-mkdir -p "$dir"
-if [ ! -f "$dir/sd15.safetensors" ]; then
-  cargo run --release --quiet --example write_sd15_checkpoint -- "$dir/sd15.safetensors"
-fi
-cat > "$dir/txt2img.yaml" <<YAML
-weft: 1
-nodes:
-  model: {type: LoadCheckpoint, name: "$dir/sd15.safetensors", precision: fp32}
-  positive: {type: PromptEncode, encoder: \$model.text_encoder, text: a red circle}
-  negative: {type: PromptEncode, encoder: \$model.text_encoder, text: ""}
-  latent: {type: EmptyLatent, width: 64, height: 64}
-  sample: {type: Sampler, model: \$model.unet, positive: \$positive.conditioning, negative: \$negative.conditioning, latent: \$latent.latent, seed: 1, steps: 10, cfg: 7.0, sampler: euler, schedule: normal}
-  decode: {type: VaeDecode, vae: \$model.vae, latent: \$sample.latent}
-  save: {type: SaveImage, image: \$decode.image, prefix: sd15}
-YAML
+# shellcheck source=scripts/sd15_bench_workflow.sh
+source scripts/sd15_bench_workflow.sh
 threads=()
 [ -n "${WEFT_THREADS:-}" ] && threads=(--threads "$WEFT_THREADS")
 printf '%-5s %12s %10s %10s %10s %10s\n' run peak_GiB load_s sampler_s step_s total_s

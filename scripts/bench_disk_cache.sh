@@ -9,23 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 dir=${WEFT_BENCH_DIR:-/tmp/weft-bench-sd15}
-mkdir -p "$dir"
-if [ ! -f "$dir/sd15.safetensors" ]; then
-  cargo run --release --quiet --example write_sd15_checkpoint -- "$dir/sd15.safetensors"
-fi
-cat > "$dir/txt2img-disk.yaml" <<YAML
-weft: 1
-nodes:
-  model: {type: LoadCheckpoint, name: "$dir/sd15.safetensors", precision: fp32}
-  positive: {type: PromptEncode, encoder: \$model.text_encoder, text: a red circle}
-  negative: {type: PromptEncode, encoder: \$model.text_encoder, text: ""}
-  latent: {type: EmptyLatent, width: 64, height: 64}
-  sample: {type: Sampler, model: \$model.unet, positive: \$positive.conditioning, negative: \$negative.conditioning, latent: \$latent.latent, seed: 1, steps: 10, cfg: 7.0, sampler: euler, schedule: normal}
-  decode: {type: VaeDecode, vae: \$model.vae, latent: \$sample.latent}
-  save: {type: SaveImage, image: \$decode.image, prefix: sd15}
-YAML
-printf '%-22s %-6s %10s %10s  %s\n' workflow run run_ms wall_ms executed
-for workflow in workflows/txt2img.yaml "$dir/txt2img-disk.yaml"; do
+# shellcheck source=scripts/sd15_bench_workflow.sh
+source scripts/sd15_bench_workflow.sh
+printf '%-30s %-6s %10s %10s  %s\n' workflow run run_ms wall_ms executed
+for workflow in workflows/txt2img.yaml "$dir/txt2img.yaml"; do
   cache=$(mktemp -d /tmp/weft-disk-cache.XXXXXX)
   out=$(mktemp -d /tmp/weft-disk-out.XXXXXX)
   for run in first second; do
@@ -33,12 +20,12 @@ for workflow in workflows/txt2img.yaml "$dir/txt2img-disk.yaml"; do
     target/release/weft run "$workflow" --device cpu --json --disk-cache 10GiB \
       --cache-dir "$cache" --output "$out" > "$cache.events"
     wall=$(( ($(date +%s%N) - start) / 1000000 ))
-    python3 - "$cache.events" "$(basename "$workflow")" "$run" "$wall" <<'PY'
+    python3 - "$cache.events" "$(basename "$(dirname "$workflow")")/$(basename "$workflow")" "$run" "$wall" <<'PY'
 import json, sys
 events = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 done = [e for e in events if e["event"] == "run_finished"][-1]
 ran = [e["node"] for e in events if e["event"] == "node_started"]
-print(f"{sys.argv[2]:22} {sys.argv[3]:6} {done['micros'] / 1000:10.1f} {int(sys.argv[4]):10d}  "
+print(f"{sys.argv[2]:30} {sys.argv[3]:6} {done['micros'] / 1000:10.1f} {int(sys.argv[4]):10d}  "
       f"{', '.join(ran) if ran else 'nothing (all from disk)'}")
 PY
   done

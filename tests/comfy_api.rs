@@ -51,6 +51,25 @@ impl Fixture {
         }
         panic!("prompt {prompt_id} did not finish");
     }
+
+    /// The bytes `/view` serves for a `/history` image entry (asserting it is served).
+    async fn view(&self, image: &Value) -> Vec<u8> {
+        let uri = format!(
+            "/view?filename={}&subfolder={}&type=output",
+            image["filename"].as_str().unwrap(),
+            image["subfolder"].as_str().unwrap()
+        );
+        let (status, png, _) = self
+            .send(
+                Request::get(uri.as_str())
+                    .header(header::HOST, HOST)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        png
+    }
 }
 
 fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
@@ -382,20 +401,7 @@ async fn a_prompt_runs_and_its_history_and_images_come_back_in_comfyuis_shape() 
     assert_eq!(h["prompt"][4], json!(["9"]));
     let image = &h["outputs"]["9"]["images"][0];
     assert_eq!(image["type"], "output", "{h}");
-    let uri = format!(
-        "/view?filename={}&subfolder={}&type=output",
-        image["filename"].as_str().unwrap(),
-        image["subfolder"].as_str().unwrap()
-    );
-    let (status, png, _) = f
-        .send(
-            Request::get(uri.as_str())
-                .header(header::HOST, HOST)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let png = f.view(image).await;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     // The same prompt id again is refused; the full history lists it.
     let (status, _) = f
@@ -447,20 +453,7 @@ async fn seeds_above_i64_run_as_themselves_with_comfyuis_noise_and_list_their_im
         assert_eq!(sampler_cached, images.len() == 4, "seed {seed}: {h}");
         let image = &h["outputs"]["9"]["images"][0];
         assert_eq!(image["type"], "output", "seed {seed}: outputs missing: {h}");
-        let uri = format!(
-            "/view?filename={}&subfolder={}&type=output",
-            image["filename"].as_str().unwrap(),
-            image["subfolder"].as_str().unwrap()
-        );
-        let (status, png, _) = f
-            .send(
-                Request::get(uri.as_str())
-                    .header(header::HOST, HOST)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{uri}");
+        let png = f.view(image).await;
         let pixels = image::load_from_memory(&png).unwrap().to_rgb8().into_raw();
         images.push(pixels);
     }

@@ -694,48 +694,20 @@ sweep:
                 )
             })
             .collect();
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("9:22 ") && l.contains("seed must be 0 or more")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("9:26 ") && l.contains("expected seed")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("10:21 ") && l.contains("out of range")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("11:29 ") && l.contains("'eulr'")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("12:5 ") && l.contains("no input 'nope'")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("13:5 ") && l.contains("no node 'ghost'")),
-            "{shown:#?}"
-        );
-        assert!(
-            shown
-                .iter()
-                .any(|l| l.starts_with("14:5 ") && l.contains("linked to $other.out")),
-            "{shown:#?}"
-        );
+        for (at, says) in [
+            ("9:22 ", "seed must be 0 or more"),
+            ("9:26 ", "expected seed"),
+            ("10:21 ", "out of range"),
+            ("11:29 ", "'eulr'"),
+            ("12:5 ", "no input 'nope'"),
+            ("13:5 ", "no node 'ghost'"),
+            ("14:5 ", "linked to $other.out"),
+        ] {
+            assert!(
+                shown.iter().any(|l| l.starts_with(at) && l.contains(says)),
+                "{at}{says}: {shown:#?}"
+            );
+        }
         assert_eq!(errs.len(), 7, "{shown:#?}");
     }
 
