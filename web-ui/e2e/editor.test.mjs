@@ -185,8 +185,15 @@ test('edit the YAML file on disk: the canvas follows', async () => {
   await page.locator('[data-testid="broken"]').waitFor({ timeout: 5000 });
   console.log('broken file:', (await page.locator('[data-testid="broken"] ul').innerText()).slice(0, 200));
   await shot(page, '07-broken-file');
+  // Saving then must not replace the text on disk (issue 21): refused, and the bar asks.
+  await page.locator('[data-testid="save"]').click();
+  await page.locator('[data-testid="conflict"]').waitFor({ timeout: 5000 });
+  await page.waitForFunction(() => window.__weft.getState().message?.text.includes('does not read as a workflow'));
+  assert.ok(readFileSync(wf('txt2img'), 'utf8').includes('oops: [unclosed'), 'the disk edit survives a save');
+  await shot(page, '07b-save-over-broken-refused');
   writeFileSync(wf('txt2img'), text);
   await page.locator('[data-testid="broken"]').waitFor({ state: 'detached', timeout: 5000 });
+  await page.locator('[data-testid="conflict"]').waitFor({ state: 'detached', timeout: 5000 });
 });
 
 test('save in the browser: the file holds the expected YAML and only the changed lines differ', async () => {

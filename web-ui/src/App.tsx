@@ -542,7 +542,7 @@ function ConflictBar() {
   if (!conflict) return null;
   return (
     <div className="conflict" data-testid="conflict">
-      <b>{name}.yaml</b> changed on disk while you have unsaved edits.
+      <b>{name}.yaml</b> changed on disk {useEditor.getState().broken ? 'and does not read as a workflow' : 'while you have unsaved edits'}.
       <button className="btn" onClick={() => name && void useEditor.getState().load(name)}>
         Reload from disk
       </button>

@@ -61,6 +61,8 @@ export async function queueRun(target?: string): Promise<void> {
     const { id } = await api.run(byName ? ed.name! : doc, target);
     mine.add(id);
     useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
+    // Say what ran when the file on disk is not what the canvas shows.
+    if (ed.broken) ed.say(`queued the canvas: ${ed.name}.yaml on disk does not read as a workflow`, 'info');
     for (const ev of early.get(id) ?? []) handle(ev);
     early.delete(id);
   } catch (e) {
@@ -231,7 +233,9 @@ function fileEvent(ev: Ev): void {
     ed.say(`${(ev.because as string[]).join(', ')} changed on disk`, 'info');
     return;
   }
-  if (revision === ed.revision) return; // our own save
+  // Our own save, or (with the file unreadable, whose revision the page never took) the text
+  // the canvas was read from, back on disk: read again.
+  if (revision === ed.revision && !ed.broken) return;
   if (ed.saving) {
     // The PUT's answer decides whether this is our own write; look again once it is in.
     if (pending) clearTimeout(pending);

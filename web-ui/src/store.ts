@@ -191,7 +191,11 @@ export const useEditor = create<EditorState>()((set, get) => ({
         return;
       }
       if (switching) set({ past: [], future: [] });
-      set({ name, revision: f.revision, suggest: null });
+      // A file that does not read gives no revision to save over: the canvas still holds the
+      // last workflow that read (or another file's), and a save must not replace the text on
+      // disk without asking (the server answers 409 to the old revision; the bar then asks).
+      if (f.workflow) set({ name, revision: f.revision, suggest: null });
+      else set({ name, suggest: null, ...(switching ? { revision: null } : {}) });
       if (f.workflow) {
         if (!switching) get().checkpoint();
         get().loadDoc(f.workflow, false);
@@ -229,7 +233,9 @@ export const useEditor = create<EditorState>()((set, get) => ({
       set({ saving: false });
       if (e instanceof ApiError && e.status === 409) {
         set({ conflict: { revision: String(e.body.revision ?? '') } });
-        get().say('the file changed on disk since it was opened: reload it or keep your version', 'error');
+        if (get().broken)
+          get().say(`${name}.yaml on disk does not read as a workflow (shown below): nothing was saved; fix it and reload, or keep your version to replace it`, 'error');
+        else get().say('the file changed on disk since it was opened: reload it or keep your version', 'error');
       } else get().say(`save failed: ${(e as Error).message}`, 'error');
       return false;
     }
