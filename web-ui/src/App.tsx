@@ -546,12 +546,22 @@ function ConflictBar() {
       <button className="btn" onClick={() => name && void useEditor.getState().load(name)}>
         Reload from disk
       </button>
+      {!useEditor.getState().broken && (
+        <button
+          className="btn primary"
+          onClick={() => void useEditor.getState().mergeDisk()}
+          title="take the file's changes and keep your edits, input by input; where both changed the same input, yours is kept and named"
+          data-testid="merge"
+        >
+          Merge my edits
+        </button>
+      )}
       <button
         className="btn"
         onClick={() => useEditor.setState({ revision: conflict.revision, conflict: null })}
-        title="keep the canvas; the next save overwrites the file"
+        title="keep the canvas as it is; the next save replaces the file, dropping the changes on disk"
       >
-        Keep mine
+        Keep mine (replace the file)
       </button>
     </div>
   );

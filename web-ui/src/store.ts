@@ -1,6 +1,7 @@
 // The editor's graph, the open file and one undo history for every change.
 import { create } from 'zustand';
 import { applyEdgeChanges, applyNodeChanges, type EdgeChange, type NodeChange, type Connection } from '@xyflow/react';
+import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
 import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
 import { accepts, typeColour } from './types';
@@ -31,6 +32,8 @@ export interface EditorState {
   dirty: boolean;
   /** The file changed on disk while the canvas has unsaved edits. */
   conflict: { revision: string } | null;
+  /** The document at `revision` (what the file held when read or saved): the merge's base. */
+  base: WorkflowDoc | null;
   /** The file on disk does not parse: its located errors, shown instead of a stale graph. */
   broken: { text: string; diagnostics: Diagnostic[] } | null;
   workflows: WorkflowEntry[];
@@ -51,6 +54,8 @@ export interface EditorState {
   openImported: (doc: WorkflowDoc, diagnostics: Diagnostic[], suggest: string) => void;
   refreshList: () => Promise<void>;
   save: () => Promise<boolean>;
+  /** Merges the canvas's edits into the file on disk now (three-way, from `base`). */
+  mergeDisk: () => Promise<void>;
   saveAs: (name: string) => Promise<boolean>;
   create: (name: string) => Promise<boolean>;
   /** The graph alone (what validation and a single run take). */
@@ -99,6 +104,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   name: null,
   suggest: null,
   revision: null,
+  base: null,
   dirty: false,
   conflict: null,
   broken: null,
@@ -194,7 +200,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       // A file that does not read gives no revision to save over: the canvas still holds the
       // last workflow that read (or another file's), and a save must not replace the text on
       // disk without asking (the server answers 409 to the old revision; the bar then asks).
-      if (f.workflow) set({ name, revision: f.revision, suggest: null });
+      if (f.workflow) set({ name, revision: f.revision, base: f.workflow, suggest: null });
       else set({ name, suggest: null, ...(switching ? { revision: null } : {}) });
       if (f.workflow) {
         if (!switching) get().checkpoint();
@@ -223,8 +229,9 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!name) return false;
     set({ saving: true });
     try {
-      const r = await api.save(name, get().fileDoc(), revision ?? '');
-      set({ revision: r.revision, dirty: false, conflict: null, saving: false });
+      const doc = get().fileDoc();
+      const r = await api.save(name, doc, revision ?? '');
+      set({ revision: r.revision, base: doc, dirty: false, conflict: null, saving: false });
       useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? []) });
       get().say(`saved ${name}.yaml`);
       void get().refreshList();
@@ -241,10 +248,31 @@ export const useEditor = create<EditorState>()((set, get) => ({
     }
   },
 
+  mergeDisk: async () => {
+    const name = get().name;
+    if (!name) return;
+    try {
+      const f = await api.workflow(name);
+      if (!f.workflow) {
+        get().say(`${name}.yaml on disk does not read as a workflow: fix it first (nothing merged)`, 'error');
+        return;
+      }
+      const { doc, conflicts } = merge3(get().base, f.workflow, get().fileDoc());
+      get().checkpoint();
+      get().loadDoc(doc, true);
+      set({ revision: f.revision, base: f.workflow });
+      if (conflicts.length)
+        get().say(`merged with ${name}.yaml on disk; changed on both sides, yours kept: ${describeConflicts(conflicts)}. Save to write it`, 'error');
+      else get().say(`merged your edits with ${name}.yaml on disk; save to write both`);
+    } catch (e) {
+      get().say(`cannot merge: ${(e as Error).message}`, 'error');
+    }
+  },
+
   saveAs: async (name) => {
     try {
       const r = await api.create(name, get().fileDoc());
-      set({ name, revision: r.revision, dirty: false, conflict: null, suggest: null });
+      set({ name, revision: r.revision, base: get().fileDoc(), dirty: false, conflict: null, suggest: null });
       history.replaceState(null, '', `#/${name}`);
       document.title = `${name} · weft`;
       get().say(`saved as ${name}.yaml`);
@@ -260,7 +288,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     try {
       const doc: WorkflowDoc = { weft: 1, nodes: {} };
       const r = await api.create(name, doc);
-      set({ name, revision: r.revision, past: [], future: [], suggest: null });
+      set({ name, revision: r.revision, base: doc, past: [], future: [], suggest: null });
       get().loadDoc(doc, false);
       history.replaceState(null, '', `#/${name}`);
       document.title = `${name} · weft`;
