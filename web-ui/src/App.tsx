@@ -22,7 +22,7 @@ import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
 import { useSweepStore } from './sweeprun';
-import { cancelRun, connect, queueRun } from './live';
+import { cancelRun, connect, queueRun, reattach } from './live';
 import { pngWorkflowText } from './png';
 import { accepts, typeColour } from './types';
 
@@ -123,6 +123,7 @@ function Editor() {
       setReady(true);
       fitSoon(rf);
       connect();
+      void reattach();
     })();
     const onHash = () => {
       const n = decodeURIComponent(location.hash.replace(/^#\/?/, ''));

@@ -1,6 +1,7 @@
 // Past runs, newest first, with their images.
 import { useEffect, useState } from 'react';
 import { api, withToken, type RunDetail } from './api';
+import { cancelRunById } from './live';
 import { useRunStore } from './runstore';
 
 export function History({ onClose }: { onClose: () => void }) {
@@ -46,6 +47,11 @@ export function History({ onClose }: { onClose: () => void }) {
               </span>
             )}
             <span className="muted">{when(r.finished_at ?? r.queued_at)}</span>
+            {(r.status === 'queued' || r.status === 'running') && (
+              <button className="btn small" onClick={() => void cancelRunById(r.id)} title="cancel this run" data-testid="history-cancel">
+                Cancel
+              </button>
+            )}
           </div>
           {r.error && <div className="wn-diag">{r.error.node ? `${r.error.node}: ` : ''}{r.error.message}</div>}
           <div className="h-imgs">

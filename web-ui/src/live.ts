@@ -75,6 +75,36 @@ export async function queueRun(target?: string): Promise<void> {
   }
 }
 
+/**
+ * After a page load (or reload mid-run), follows the newest queued or running run of the open
+ * workflow, so its state, progress and Cancel come back instead of an idle canvas.
+ */
+export async function reattach(): Promise<void> {
+  const name = useEditor.getState().name;
+  if (!name || useRunStore.getState().run != null) return;
+  try {
+    const runs = await api.runs(50);
+    const live = runs.find((r) => r.workflow_name === name && (r.status === 'running' || r.status === 'queued'));
+    if (!live || useRunStore.getState().run != null) return;
+    mine.add(live.id);
+    useRunStore.setState({ run: live.id, status: live.status, summary: `run #${live.id} (already ${live.status})` });
+    for (const ev of early.get(live.id) ?? []) handle(ev);
+    early.delete(live.id);
+  } catch {
+    /* the server is away: the next page load tries again */
+  }
+}
+
+/** Cancels any queued or running run (the History panel's Cancel). */
+export async function cancelRunById(id: number): Promise<void> {
+  try {
+    await api.cancel(id);
+    useRunStore.setState((s) => ({ historyTick: s.historyTick + 1 }));
+  } catch (e) {
+    useEditor.getState().say(`cancel failed: ${(e as Error).message}`, 'error');
+  }
+}
+
 export async function cancelRun(): Promise<void> {
   // While a sweep's cell runs, Cancel stops the sweep: the rest of its cells would run otherwise.
   if (followingSweep()) return cancelSweep();
