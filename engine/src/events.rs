@@ -35,6 +35,9 @@ pub enum Event {
         /// Read from the disk tier of the cache (written by an earlier process).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         from_disk: bool,
+        /// An output node's value when it is a number, text or flag (what ShowInt shows).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
     },
     NodeStarted {
         run: u64,
@@ -73,6 +76,9 @@ pub enum Event {
         run: u64,
         node: String,
         micros: u64,
+        /// An output node's value when it is a number, text or flag (what ShowInt shows).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
     },
     Error {
         run: u64,

@@ -270,15 +270,19 @@ impl Executor {
         // `execution_cached` lists them all up front). The outputs are held from here on, so
         // a node announced as cached stays cached even if running nodes evict its entry.
         for (step, serve) in plan.steps.iter().zip(&served) {
-            let from_disk = match serve {
-                Serve::Hit { from_disk, .. } => *from_disk,
-                Serve::OnDisk => true,
+            let (from_disk, value) = match serve {
+                Serve::Hit { from_disk, outputs } => (
+                    *from_disk,
+                    shown_value(&registry.by_index(step.type_index).spec, outputs),
+                ),
+                Serve::OnDisk => (true, None),
                 Serve::Run | Serve::Skip => continue,
             };
             on_event(&Event::NodeCached {
                 run,
                 node: step.id.clone(),
                 from_disk,
+                value,
             });
         }
         let mut slots: Vec<Option<Rc<Vec<Value>>>> = Vec::with_capacity(plan.steps.len());
@@ -318,6 +322,7 @@ impl Executor {
                         run,
                         node: step.id.clone(),
                         from_disk: false,
+                        value: shown_value(spec, &outputs),
                     });
                 }
                 self.announce_written(run, step, &mut report, on_event);
@@ -473,6 +478,7 @@ impl Executor {
                     run,
                     node: step.id.clone(),
                     micros,
+                    value: shown_value(spec, &outputs),
                 });
                 if spec.output_node {
                     report
@@ -687,6 +693,21 @@ fn finish(mut report: RunReport, started: Instant, on_event: &mut dyn FnMut(&Eve
         micros: report.micros,
     });
     report
+}
+
+/// What an output node shows in the editor: its first output when that is a number, text or
+/// flag (texts cut at 10,000 characters); `None` for tensors, models and other nodes.
+fn shown_value(spec: &crate::node::NodeSpec, outputs: &[Value]) -> Option<serde_json::Value> {
+    if !spec.output_node {
+        return None;
+    }
+    Some(match outputs.first()? {
+        Value::Int(i) => serde_json::json!(i),
+        Value::Float(f) => serde_json::json!(f),
+        Value::Bool(b) => serde_json::json!(b),
+        Value::String(s) => serde_json::json!(s.chars().take(10_000).collect::<String>()),
+        _ => return None,
+    })
 }
 
 fn describe_first(outputs: &[Value]) -> String {

@@ -98,6 +98,11 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
       {nodeDiags.map((d, k) => (
         <DiagLine key={k} d={d} />
       ))}
+      {run?.value !== undefined && (
+        <div className="wn-value nodrag" data-testid="value" title="what this output node shows, from the last run">
+          {String(run.value)}
+        </div>
+      )}
       <Images run={run} />
     </div>
   );

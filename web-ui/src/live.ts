@@ -176,7 +176,13 @@ function handle(ev: Ev): void {
       useRunStore.setState({ status: 'running' });
       break;
     case 'node_cached':
-      rs.patch(node!, { state: 'cached', why: undefined, error: undefined, micros: undefined });
+      rs.patch(node!, {
+        state: 'cached',
+        why: undefined,
+        error: undefined,
+        micros: undefined,
+        ...(ev.value !== undefined && !inner ? { value: ev.value as string | number | boolean } : {}),
+      });
       break;
     case 'node_started':
       rs.patch(node!, {
@@ -212,6 +218,7 @@ function handle(ev: Ev): void {
         micros: (ev.micros as number) + (inner ? (rs.nodes[node!]?.micros ?? 0) : 0),
         step: undefined,
         total: undefined,
+        ...(ev.value !== undefined && !inner ? { value: ev.value as string | number | boolean } : {}),
       });
       break;
     case 'error':

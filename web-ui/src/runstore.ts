@@ -11,6 +11,8 @@ export type NodeRunState = {
   error?: string;
   preview?: string;
   images?: string[];
+  /** What an output node shows (ShowInt's integer, ShowText's text), from the last run. */
+  value?: string | number | boolean;
 };
 
 interface RunStore {
