@@ -4,17 +4,22 @@
 # fails them); tests named `cuda_` need a GPU and run only where nvidia-smi sees one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A user's clone has no ../shared beside it: where one is here (a developer's machine, CI),
-# every test runs with it hidden behind an empty mount in a private mount namespace, so a
-# test that reads it fails here as it would for the user.
-if [ -d ../shared ] && [ -z "${WEFT_SHARED_HIDDEN:-}" ]; then
-  if unshare -m --propagation private true 2>/dev/null; then
-    exec unshare -m --propagation private env WEFT_SHARED_HIDDEN=1 bash -c \
-      'mount -t tmpfs -o size=64k,mode=0555 weft-no-shared ../shared && exec scripts/test.sh'
+# A user's clone has nothing beside it: every test runs with the folders next to the
+# repository hidden behind empty mounts in a private mount namespace (where the machine allows
+# one), so a test that reads outside the repository fails here as it would for the user. The
+# filesystem root and the home folder (toolchains live there) are never hidden.
+if [ -z "${WEFT_OUTSIDE_HIDDEN:-}" ] && unshare -m --propagation private true 2>/dev/null; then
+  parent=$(dirname "$(pwd)")
+  if [ "$parent" != / ] && [ "$parent" != "${HOME:-/nonexistent}" ]; then
+    exec unshare -m --propagation private env WEFT_OUTSIDE_HIDDEN=1 bash -c '
+      for d in "$(dirname "$(pwd)")"/*/; do
+        d=${d%/}
+        [ "$d" != "$(pwd)" ] && mount -t tmpfs -o size=64k,mode=0555 weft-outside "$d" 2>/dev/null
+      done
+      exec scripts/test.sh'
   fi
-  echo "test: ../shared cannot be hidden here (no mount namespace); the tests run beside it" >&2
 fi
-scripts/check-standalone.sh
+[ -n "${WEFT_OUTSIDE_HIDDEN:-}" ] && echo "test: the folders beside the repository are hidden from the tests"
 source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --quiet -- -D warnings

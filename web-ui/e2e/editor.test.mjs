@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { BASE, WORKFLOWS, launch, open, node, handle, drag, edges, shot } from './lib.mjs';
+import { BASE, WORKFLOWS, launch, open, node, handle, drag, edges, shot, queueAndWait as queueRunAndWait } from './lib.mjs';
 
 let browser;
 let page;
@@ -20,17 +20,7 @@ after(async () => {
 
 /** Clicks Queue and waits for that run (not the last one) to finish. */
 async function queueAndWait(expect = 'succeeded') {
-  const before = await page.evaluate(() => window.__weftRun.getState().run);
-  await page.locator('[data-testid="queue"]').click();
-  await page.waitForFunction(
-    (b) => {
-      const s = window.__weftRun.getState();
-      return s.run !== b && s.run != null && !['queued', 'running'].includes(s.status);
-    },
-    before,
-    { timeout: 90_000 },
-  );
-  assert.equal(await page.evaluate(() => window.__weftRun.getState().status), expect);
+  assert.equal(await queueRunAndWait(page), expect);
 }
 
 const state = (id) => page.evaluate((i) => window.__weftRun.getState().nodes[i]?.state ?? null, id);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { deflateSync, crc32 } from 'node:zlib';
 import { join } from 'node:path';
-import { WORKFLOWS, launch, open, node, shot } from './lib.mjs';
+import { WORKFLOWS, launch, open, node, queueAndWait, shot } from './lib.mjs';
 
 const COMFY = new URL('../../tests/comfy/', import.meta.url).pathname;
 const fixture = (name) => readFileSync(join(COMFY, name), 'utf8');
@@ -129,17 +129,7 @@ test('drop a ComfyUI API JSON: the graph appears laid out, unsaved; Save names i
   assert.match(yaml, /layout:/);
 
   // And it runs (tiny-shapes, 6 steps at 64x64).
-  const before = await page.evaluate(() => window.__weftRun.getState().run);
-  await page.locator('[data-testid="queue"]').click();
-  await page.waitForFunction(
-    (b) => {
-      const s = window.__weftRun.getState();
-      return s.run !== b && s.run != null && !['queued', 'running'].includes(s.status);
-    },
-    before,
-    { timeout: 90_000 },
-  );
-  assert.equal(await page.evaluate(() => window.__weftRun.getState().status), 'succeeded');
+  assert.equal(await queueAndWait(page), 'succeeded');
   await page.waitForSelector(`${node('save_9')} img.wn-result`, { timeout: 30_000 });
   await shot(page, '13-comfy-import-ran');
 });

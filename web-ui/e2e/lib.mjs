@@ -46,6 +46,21 @@ export async function open(page, name) {
   await page.waitForTimeout(100);
 }
 
+/** Clicks Queue and waits for that run (not the last one) to finish; returns its status. */
+export async function queueAndWait(page, timeout = 90_000) {
+  const before = await page.evaluate(() => window.__weftRun.getState().run);
+  await page.locator('[data-testid="queue"]').click();
+  await page.waitForFunction(
+    (b) => {
+      const s = window.__weftRun.getState();
+      return s.run !== b && s.run != null && !['queued', 'running'].includes(s.status);
+    },
+    before,
+    { timeout },
+  );
+  return page.evaluate(() => window.__weftRun.getState().status);
+}
+
 export const node = (id) => `[data-testid="node-${id}"]`;
 export const handle = (id, name, kind) =>
   `.react-flow__handle[data-nodeid="${id}"][data-handleid="${name}"].${kind === 'source' ? 'source' : 'target'}`;

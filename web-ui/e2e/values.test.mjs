@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { WORKFLOWS, launch, open, node, shot } from './lib.mjs';
+import { WORKFLOWS, launch, open, node, queueAndWait, shot } from './lib.mjs';
 
 const file = join(WORKFLOWS, 'show-values.yaml');
 let browser;
@@ -34,28 +34,16 @@ after(async () => {
   await browser?.close();
 });
 
-async function queueAndWait() {
-  const before = await page.evaluate(() => window.__weftRun.getState().run);
-  await page.locator('[data-testid="queue"]').click();
-  await page.waitForFunction(
-    (b) => {
-      const s = window.__weftRun.getState();
-      return s.run !== b && s.run != null && !['queued', 'running'].includes(s.status);
-    },
-    before,
-    { timeout: 30_000 },
-  );
-}
 
 test('ShowInt and ShowText show their values, also when the rerun is cached', async () => {
   await open(page, 'show-values');
-  await queueAndWait();
+  assert.equal(await queueAndWait(page, 30_000), 'succeeded');
   assert.equal(await page.locator(`${node('show')} [data-testid="value"]`).innerText(), '42');
   assert.equal(await page.locator(`${node('words')} [data-testid="value"]`).innerText(), 'a red circle');
   await shot(page, 'show-values');
   await page.reload();
   await page.waitForFunction(() => window.__weft?.getState().name === 'show-values' && window.__weft.getState().types.length > 0);
-  await queueAndWait();
+  assert.equal(await queueAndWait(page, 30_000), 'succeeded');
   assert.equal(await page.evaluate(() => window.__weftRun.getState().nodes.show?.state), 'cached');
   assert.equal(await page.locator(`${node('show')} [data-testid="value"]`).innerText(), '42');
 });
