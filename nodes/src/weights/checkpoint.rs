@@ -293,6 +293,15 @@ fn split_components(
                     part.insert(new.clone(), chunk.contiguous());
                 }
             }
+            Mapped::Transpose(new) => {
+                // Another rank passes as is: the model's shape check then names it.
+                let t = if tensor.dim() == 2 {
+                    tensor.tr().contiguous()
+                } else {
+                    tensor
+                };
+                part.insert(new.clone(), t);
+            }
             Mapped::Drop => {}
         }
     }

@@ -14,6 +14,9 @@ pub enum Mapped {
     ConvToLinear(String),
     /// OpenCLIP's fused `in_proj` (`[3D, ...]`): split in three along dim 0 into q, k, v.
     SplitQkv([String; 3]),
+    /// A `[in, out]` matrix used as `x @ M` (OpenCLIP's `text_projection`) stored as the
+    /// `[out, in]` weight of a `Linear` (transformers' `text_projection.weight`): transposed.
+    Transpose(String),
     /// Not part of the inference model (EMA copies, schedule buffers, unused projections).
     Drop,
 }
