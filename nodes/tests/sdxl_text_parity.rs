@@ -28,8 +28,7 @@ fn json(name: &str) -> serde_json::Value {
 }
 
 fn tensors(name: &str) -> HashMap<String, Tensor> {
-    read_safetensors(&fixture(name), Device::Cpu, None)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    read_safetensors(&fixture(name), Device::Cpu, None).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Rebuilds each token-embedding table the fixture stores sparsely (the rows the prompts use;

@@ -391,7 +391,10 @@ mod tests {
             }
         }
         // Weights do not touch the pooled output (ComfyUI pools the unweighted window).
-        let diff = (&weighted.pooled - &plain.pooled).abs().max().double_value(&[]);
+        let diff = (&weighted.pooled - &plain.pooled)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert_eq!(diff, 0.0);
     }
 

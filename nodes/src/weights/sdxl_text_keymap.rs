@@ -181,7 +181,10 @@ mod tests {
             k("text_projection.weight"),
             Some((TextTower::ClipL, Some(Mapped::Drop)))
         );
-        assert_eq!(k("text_model.pooler.weight"), Some((TextTower::ClipL, None)));
+        assert_eq!(
+            k("text_model.pooler.weight"),
+            Some((TextTower::ClipL, None))
+        );
     }
 
     #[test]
@@ -273,7 +276,10 @@ mod tests {
             Tensor::zeros([4, 2], (Kind::Float, Device::Cpu)),
         );
         let err = split_sdxl_text_tensors(tensors).err().unwrap().to_string();
-        assert!(err.contains(name) && err.contains("divisible by 3"), "{err}");
+        assert!(
+            err.contains(name) && err.contains("divisible by 3"),
+            "{err}"
+        );
         let mut tensors = HashMap::new();
         let name = "conditioner.embedders.1.model.text_projection";
         tensors.insert(
