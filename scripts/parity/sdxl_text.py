@@ -163,8 +163,29 @@ def diffusers_cross_check(clip_l, clip_g, vocab, merges, text, want_context, wan
     assert dc < 1e-5 and dp < 1e-5
 
 
+def real_sdxl_base_shapes():
+    """Names and shapes of SDXL base's text tensors in a single file, from the real modules
+    built on the meta device (no memory): transformers' CLIP ViT-L/14 text model and
+    open_clip's ViT-bigG/14 text tower."""
+    import open_clip.transformer as oct
+
+    with torch.device("meta"):
+        clip_l = CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu"))
+        big_g = oct.TextTransformer(context_length=77, vocab_size=VOCAB, width=1280, heads=20, layers=32, mlp_ratio=4.0, output_dim=1280, act_layer=torch.nn.GELU)
+    shapes = {f"conditioner.embedders.0.transformer.{k}": list(v.shape) for k, v in hf_names(clip_l.state_dict()).items()}
+    shapes["conditioner.embedders.0.transformer.text_model.embeddings.position_ids"] = [1, 77]
+    shapes.update({f"conditioner.embedders.1.model.{k}": list(v.shape) for k, v in big_g.state_dict().items()})
+    shapes["conditioner.embedders.1.model.logit_scale"] = []
+    params = sum(int(torch.tensor(s).prod()) for k, s in shapes.items() if "embedders.1" in k and "logit" not in k)
+    assert params == 694_659_840, params  # OpenCLIP ViT-bigG/14 text tower + projection
+    (FIX / "sdxl_base_text_shapes.json").write_text(json.dumps({"source": "transformers CLIPTextModel (ViT-L/14) and open_clip TextTransformer (ViT-bigG/14) on the meta device", "shapes": shapes}, indent=0))
+    print(f"sdxl_base_text_shapes.json: {len(shapes)} tensors, bigG {params} parameters")
+
+
 def main():
     import open_clip.transformer as oct
+
+    real_sdxl_base_shapes()
 
     FIX.mkdir(parents=True, exist_ok=True)
     vocab, merges = clip_vocab_and_merges(VOCAB_GZ)

@@ -36,7 +36,8 @@ const SDXL_LAYER: ClipLayer = ClipLayer::Skip(1);
 
 /// A prompt's SDXL conditioning, float32.
 pub struct SdxlTextOutput {
-    /// `[1, 77 * windows, clip_l width + clip_g width]` (2048 for SDXL base).
+    /// `[1, 77 * windows, width]`: CLIP-L ++ bigG (2048) for SDXL base, bigG (1280) for the
+    /// refiner.
     pub context: Tensor,
     /// `[1, projection_dim]` (1280): bigG's projected pooled output of the first window.
     pub pooled: Tensor,
@@ -116,24 +117,14 @@ impl SdxlTextEncoders {
     ) -> Result<Self> {
         let l_config = ClipTextConfig::from_transformers_json(clip_l_config, &sdxl_clip_l_config())
             .map_err(|e| ModelError::Other(format!("SDXL CLIP-L text encoder config: {e}")))?;
-        let g_config = ClipTextWithProjectionConfig::from_transformers_json(
-            clip_g_config,
-            &sdxl_clip_g_config(),
-        )
-        .map_err(|e| ModelError::Other(format!("SDXL OpenCLIP bigG text encoder config: {e}")))?;
         check_positions(&l_config, "SDXL CLIP-L text encoder")?;
-        check_positions(&g_config.text, "SDXL OpenCLIP bigG text encoder")?;
         let l_weights = Weights::new(
             "SDXL text encoder 1 (CLIP-L)",
             to_device_kind(clip_l, device, kind)?,
         );
-        let g_weights = Weights::new(
-            "SDXL text encoder 2 (OpenCLIP bigG)",
-            to_device_kind(clip_g, device, kind)?,
-        );
         Ok(Self {
             clip_l: ClipTextModel::new(&l_weights, "text_model", l_config)?,
-            clip_g: ClipTextModelWithProjection::new(&g_weights, "", g_config)?,
+            clip_g: build_clip_g(clip_g, clip_g_config, device, kind)?,
             tokenizer,
         })
     }
@@ -203,14 +194,7 @@ impl SdxlTextEncoders {
             false,
             &CLIP_L_SPECIAL,
         )?;
-        let (g_states, g_pooled) = encode_weighted(
-            self.clip_g.text_model(),
-            &windows.clip_g,
-            SDXL_LAYER,
-            false,
-            &CLIP_G_SPECIAL,
-        )?;
-        let pooled = self.clip_g.project(&g_pooled)?;
+        let (g_states, pooled) = encode_clip_g(&self.clip_g, &windows.clip_g)?;
         let tokens = l_states.size()[1].min(g_states.size()[1]);
         let context = Tensor::f_cat(
             &[
@@ -226,6 +210,85 @@ impl SdxlTextEncoders {
             pooled: pooled.f_to_kind(Kind::Float).context(ctx)?,
         })
     }
+}
+
+/// bigG's weighted penultimate states `[1, 77 * windows, width]` and its projected pooled
+/// output of the first window `[1, projection_dim]`, in the model's kind.
+fn encode_clip_g(
+    model: &ClipTextModelWithProjection,
+    windows: &[WeightedWindow],
+) -> Result<(Tensor, Tensor)> {
+    let (states, pooled) = encode_weighted(
+        model.text_model(),
+        windows,
+        SDXL_LAYER,
+        false,
+        &CLIP_G_SPECIAL,
+    )?;
+    Ok((states, model.project(&pooled)?))
+}
+
+/// The SDXL refiner's text side: bigG alone (ComfyUI's `SDXLRefinerClipModel`), the context
+/// its penultimate states `[1, 77 * windows, 1280]`, the pooled output as the base's.
+pub struct SdxlRefinerTextEncoder {
+    clip_g: ClipTextModelWithProjection,
+    tokenizer: ClipTokenizer,
+}
+
+impl SdxlRefinerTextEncoder {
+    /// `clip_g` as for [`SdxlTextEncoders::from_weights`] (a refiner single file holds it at
+    /// `conditioner.embedders.0.model.*`, which the key map also reads).
+    pub fn from_weights(
+        clip_g: HashMap<String, Tensor>,
+        clip_g_config: &Value,
+        tokenizer: ClipTokenizer,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
+        Ok(Self {
+            clip_g: build_clip_g(clip_g, clip_g_config, device, kind)?,
+            tokenizer,
+        })
+    }
+
+    pub fn clip_g(&self) -> &ClipTextModelWithProjection {
+        &self.clip_g
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// ComfyUI's `CLIPTextEncodeSDXLRefiner` text: float32 context and pooled output.
+    pub fn encode(&self, text: &str) -> Result<SdxlTextOutput> {
+        let ctx = || "SDXL refiner text encoding".to_string();
+        let windows = tokenize_weighted(&self.tokenizer, text, &CLIP_G_SPECIAL);
+        let (states, pooled) = encode_clip_g(&self.clip_g, &windows)?;
+        Ok(SdxlTextOutput {
+            context: states.f_to_kind(Kind::Float).context(ctx)?,
+            pooled: pooled.f_to_kind(Kind::Float).context(ctx)?,
+        })
+    }
+}
+
+/// bigG from transformers-named tensors and its config JSON (absent keys: SDXL's sizes).
+fn build_clip_g(
+    tensors: HashMap<String, Tensor>,
+    config: &Value,
+    device: Device,
+    kind: Kind,
+) -> Result<ClipTextModelWithProjection> {
+    let config =
+        ClipTextWithProjectionConfig::from_transformers_json(config, &sdxl_clip_g_config())
+            .map_err(|e| {
+                ModelError::Other(format!("SDXL OpenCLIP bigG text encoder config: {e}"))
+            })?;
+    check_positions(&config.text, "SDXL OpenCLIP bigG text encoder")?;
+    let weights = Weights::new(
+        "SDXL text encoder 2 (OpenCLIP bigG)",
+        to_device_kind(tensors, device, kind)?,
+    );
+    ClipTextModelWithProjection::new(&weights, "", config)
 }
 
 #[cfg(test)]
