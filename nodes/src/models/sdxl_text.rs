@@ -513,6 +513,57 @@ mod tests {
     }
 
     #[test]
+    fn bigg_pools_at_the_end_token_under_either_eos_rule() {
+        // diffusers' text_encoder_2/config.json says eos_token_id 2 (transformers' legacy
+        // argmax-of-id rule); with bigG's 0 padding that is the first end token too.
+        let weights = random_weights::<ClipTextModelWithProjection>(
+            ClipTextWithProjectionConfig {
+                text: tiny_text(12, 3),
+                projection_dim: 6,
+            },
+            2,
+        );
+        let copy = |w: &HashMap<String, Tensor>| -> HashMap<String, Tensor> {
+            w.iter().map(|(k, v)| (k.clone(), v.copy())).collect()
+        };
+        let json = tiny_config_json(12, 3, 6);
+        let first_eos = build_clip_g(copy(&weights), &json, Device::Cpu, Kind::Float).unwrap();
+        assert_eq!(first_eos.text_model().config().eos_token_id, 49407);
+        let mut legacy = json.clone();
+        legacy["eos_token_id"] = serde_json::json!(2);
+        let legacy = build_clip_g(weights, &legacy, Device::Cpu, Kind::Float).unwrap();
+        let text = "a cat <|endoftext|> dog";
+        let windows = tokenize_weighted(&tokenizer(), text, &CLIP_G_SPECIAL);
+        assert_eq!(windows[0].ids[3], EOS_TOKEN_ID);
+        let (_, want) = encode_clip_g(&first_eos, &windows).unwrap();
+        let (_, got) = encode_clip_g(&legacy, &windows).unwrap();
+        assert_eq!((&got - &want).abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn diffusers_sdxl_text_encoder_2_config_reads_as_bigg() {
+        let json = serde_json::json!({
+            "architectures": ["CLIPTextModelWithProjection"], "attention_dropout": 0.0,
+            "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "gelu",
+            "hidden_size": 1280, "initializer_factor": 1.0, "initializer_range": 0.02,
+            "intermediate_size": 5120, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+            "model_type": "clip_text_model", "num_attention_heads": 20, "num_hidden_layers": 32,
+            "pad_token_id": 1, "projection_dim": 1280, "torch_dtype": "float16",
+            "transformers_version": "4.32.0.dev0", "vocab_size": 49408
+        });
+        let c = ClipTextWithProjectionConfig::from_transformers_json(&json, &sdxl_clip_g_config())
+            .unwrap();
+        let want = ClipTextWithProjectionConfig {
+            text: ClipTextConfig {
+                eos_token_id: 2,
+                ..ClipTextConfig::open_clip_vit_bigg14()
+            },
+            projection_dim: 1280,
+        };
+        assert_eq!(c, want);
+    }
+
+    #[test]
     fn configs_default_to_sdxl_sizes_and_refuse_bad_values() {
         let g = ClipTextWithProjectionConfig::from_transformers_json(
             &serde_json::json!({}),
