@@ -708,6 +708,12 @@ function validateSoon(delay: number) {
   const mine = ++generation;
   timer = setTimeout(async () => {
     if (document.querySelector('.react-flow__connectionline')) return validateSoon(150);
+    // The canvas is the file as read or saved: the server's diagnostics of the file (located in
+    // it) are on the nodes already; the canvas's would carry positions in a serialisation.
+    if (!useEditor.getState().dirty) {
+      lastValidated = '';
+      return void (mine === generation && pending(0));
+    }
     const doc = useEditor.getState().doc();
     delete doc.layout;
     const key = JSON.stringify(doc);
@@ -719,7 +725,7 @@ function validateSoon(delay: number) {
         lastValidated = '';
         return validateSoon(150);
       }
-      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics, false) });
     } catch {
       /* the server is away; the next edit tries again */
     }

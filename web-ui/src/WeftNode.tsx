@@ -118,7 +118,9 @@ function Badge({ run }: { run?: NodeRunState }) {
       ? `running${run.total ? ` ${run.step}/${run.total}` : ''}`
       : run.state === 'done'
         ? `done ${fmtMicros(run.micros)}`
-        : run.state;
+        : run.state === 'queued' && run.innerDone
+          ? `queued · ${run.innerDone}/${run.innerTotal} inside done`
+          : run.state;
   return (
     <span className={`st st-${run.state}`} data-testid="node-status">
       {text}
@@ -178,7 +180,12 @@ function Images({ run }: { run?: NodeRunState }) {
 function DiagLine({ d }: { d: Diagnostic }) {
   return (
     <div className="wn-diag" data-testid="diagnostic">
-      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column ?? d.pos.col} </span>}
+      {d.pos && (
+        <span className="pos" title={d.file ? 'line:column in the subgraph file' : 'line:column in the workflow file'}>
+          {d.file ? `${d.file.replace(/^.*[\\/]/, '')} ` : ''}
+          {d.pos.line}:{d.pos.column ?? d.pos.col}{' '}
+        </span>
+      )}
       {d.message}
       {d.hint && <div className="hint">{d.hint}</div>}
     </div>

@@ -39,6 +39,8 @@ export interface Diagnostic {
   node?: string;
   input?: string;
   pos?: { line: number; column?: number; col?: number };
+  /** The file `pos` is in when it is not the workflow's own (a subgraph's file). */
+  file?: string;
   message: string;
   hint?: string;
 }

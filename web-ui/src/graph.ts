@@ -221,3 +221,18 @@ export function nameForImport(fileName: string, taken: (name: string) => boolean
   if (!taken(base)) return base;
   for (let i = 2; ; i++) if (!taken(`${base}-${i}`)) return `${base}-${i}`;
 }
+
+/**
+ * The name a person sees for an engine node id: an inner node of the subgraph node `repaint`,
+ * `repaint__sample` in the engine, is `repaint › sample` (nested ones `a › b › c`).
+ */
+export function userName(id: string, onCanvas: Set<string>): string {
+  const outer = canvasNode(id, onCanvas);
+  if (outer === id || !id.startsWith(`${outer}__`)) return id;
+  return [outer, ...id.slice(outer.length + 2).split('__')].join(' › ');
+}
+
+/** A message from the engine with every quoted inner node id ('a__b') written as the user sees it. */
+export function userText(text: string, onCanvas: Set<string>): string {
+  return text.replace(/'([\p{L}\p{N}_-]+__[\p{L}\p{N}_-]+)'/gu, (_whole, id: string) => `'${userName(id, onCanvas)}'`);
+}

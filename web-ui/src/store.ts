@@ -5,7 +5,7 @@ import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
 import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
 import { accepts, typeColour } from './types';
-import { groupDiagnostics, useRunStore } from './runstore';
+import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
 
 interface Snapshot {
@@ -178,7 +178,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     set({ name: null, revision: null, suggest, past: [], future: [], nodes: [], edges: [] });
     get().loadDoc(doc, true);
     set({ edits: get().edits + 1 });
-    useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics) });
+    useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics, false) });
     history.replaceState(null, '', location.pathname + location.search);
     document.title = `${suggest} (unsaved) · weft`;
   },
@@ -203,9 +203,13 @@ export const useEditor = create<EditorState>()((set, get) => ({
       if (f.workflow) set({ name, revision: f.revision, base: f.workflow, suggest: null });
       else set({ name, suggest: null, ...(switching ? { revision: null } : {}) });
       if (f.workflow) {
-        if (!switching) get().checkpoint();
+        if (!switching) {
+          get().checkpoint();
+          // Read again after a disk edit: nodes that will re-run lose the last run's marks.
+          forgetStale(staleNodes(get().doc(), f.workflow));
+        }
         get().loadDoc(f.workflow, false);
-        useRunStore.setState({ diagnostics: groupDiagnostics(f.diagnostics ?? []) });
+        useRunStore.setState({ diagnostics: groupDiagnostics(f.diagnostics ?? [], true) });
       } else {
         set({ broken: { text: f.text, diagnostics: f.diagnostics ?? [] }, conflict: null, dirty: false });
       }
@@ -232,7 +236,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       const doc = get().fileDoc();
       const r = await api.save(name, doc, revision ?? '');
       set({ revision: r.revision, base: doc, dirty: false, conflict: null, saving: false });
-      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? []) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? [], true) });
       get().say(`saved ${name}.yaml`);
       void get().refreshList();
       return true;
