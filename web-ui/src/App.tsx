@@ -281,6 +281,9 @@ function Editor() {
         const p = mouse.current;
         const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
         ed.paste(inside ? rf.screenToFlowPosition(p) : undefined);
+      } else if (ctrl && (e.key.toLowerCase() === 'b' || e.key.toLowerCase() === 'm')) {
+        e.preventDefault();
+        ed.toggleMode(e.key.toLowerCase() === 'b' ? 'bypass' : 'mute');
       } else if (ctrl && e.key.toLowerCase() === 'a') {
         e.preventDefault();
         useEditor.setState({ nodes: ed.nodes.map((n) => ({ ...n, selected: true })) });

@@ -36,7 +36,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
   // screen then get their fields.
   const measured = useStore(useCallback((s: ReactFlowState) => !!s.nodeLookup.get(id)?.internals.handleBounds, [id]));
   const far = useStore(farSelector) || !measured;
-  const { kind, values } = data as WeftData;
+  const { kind, values, mode } = data as WeftData;
   const decl = useEditor(useCallback((s) => s.catalogue.get(kind), [kind]));
   const linkedKey = useEditor(useCallback((s) => linkedOf(s.edges, id), [id]));
   const run = useRunStore(useCallback((s) => s.nodes[id], [id]));
@@ -49,6 +49,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
     <div
       className="wn"
       data-state={state}
+      data-mode={mode}
       data-invalid={diags.length > 0 || undefined}
       data-selected={selected || undefined}
       data-testid={`node-${id}`}
@@ -56,6 +57,11 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
       <header className="wn-head">
         <span className="wn-id" title={decl?.doc}>{id}</span>
         <span className="wn-kind">{kind}</span>
+        {mode && (
+          <span className={`wn-mode wn-mode-${mode}`} data-testid="node-mode" title={mode === 'bypass' ? 'bypassed (Ctrl+B): each output is its first input of the same type' : 'muted (Ctrl+M): not run, nor what needs it'}>
+            {mode === 'bypass' ? 'bypassed' : 'muted'}
+          </span>
+        )}
         <Badge run={run} />
         <button
           className="wn-run nodrag"

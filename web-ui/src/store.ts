@@ -3,7 +3,7 @@ import { create } from 'zustand';
 import { applyEdgeChanges, applyNodeChanges, type EdgeChange, type NodeChange, type Connection } from '@xyflow/react';
 import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
-import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
+import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
 import { accepts, typeColour } from './types';
 import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
@@ -76,6 +76,8 @@ export interface EditorState {
   copy: () => void;
   paste: (at?: { x: number; y: number }) => void;
   deleteSelected: () => void;
+  /** Ctrl+B / Ctrl+M: toggles the mode on the selected nodes (all on unless all have it already). */
+  toggleMode: (mode: NodeMode) => void;
   say: (text: string, kind?: 'info' | 'error') => void;
 }
 
@@ -486,6 +488,26 @@ export const useEditor = create<EditorState>()((set, get) => ({
       edges: [...s.edges, ...edges],
       dirty: true,
     });
+  },
+
+  toggleMode: (mode) => {
+    const s = get();
+    const chosen = s.nodes.filter((n) => n.selected);
+    if (chosen.length === 0) return;
+    const on = !chosen.every((n) => n.data.mode === mode);
+    s.checkpoint();
+    set({
+      nodes: s.nodes.map((n) => {
+        if (!n.selected) return n;
+        const data = { ...n.data };
+        if (on) data.mode = mode;
+        else delete data.mode;
+        return { ...n, data };
+      }),
+      dirty: true,
+    });
+    const names = chosen.map((n) => n.id).join(', ');
+    s.say(`${on ? (mode === 'bypass' ? 'bypassed' : 'muted') : mode === 'bypass' ? 'no longer bypassed' : 'no longer muted'}: ${names}`);
   },
 
   deleteSelected: () => {

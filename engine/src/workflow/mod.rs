@@ -75,6 +75,31 @@ pub struct NodeEntry {
     pub inputs: IndexMap<String, InputEntry>,
     pub pos: Option<Pos>,
     pub type_pos: Option<Pos>,
+    /// `bypass: true` / `mute: true` in the file: how `modes::apply_modes` rewrites the node
+    /// away before planning (ComfyUI's node modes 4 and 2).
+    pub mode: NodeMode,
+}
+
+/// Whether a node runs, passes its inputs through, or is left out with what only it feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeMode {
+    #[default]
+    Normal,
+    /// `bypass: true`: each output is its first input of the same type (ComfyUI's mode 4).
+    Bypass,
+    /// `mute: true`: the node does not run, nor what needs it (ComfyUI's mode 2).
+    Mute,
+}
+
+impl NodeMode {
+    /// The node key that sets this mode in a file (`None` for a node that runs).
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            NodeMode::Normal => None,
+            NodeMode::Bypass => Some("bypass"),
+            NodeMode::Mute => Some("mute"),
+        }
+    }
 }
 
 impl NodeEntry {
@@ -85,7 +110,14 @@ impl NodeEntry {
             inputs: IndexMap::new(),
             pos: None,
             type_pos: None,
+            mode: NodeMode::Normal,
         }
+    }
+
+    /// Builder: sets the node's mode (bypass, mute).
+    pub fn mode(mut self, mode: NodeMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Builder: sets a constant input.

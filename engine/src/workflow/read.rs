@@ -3,8 +3,8 @@
 use indexmap::IndexMap;
 
 use super::{
-    is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
-    FORMAT_VERSION, MAX_ID_CHARS,
+    is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, NodeMode,
+    Workflow, FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::sweep::{Axis, AxisValues, Sweep, SweepMode};
@@ -165,6 +165,7 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
         inputs: IndexMap::new(),
         pos: Some(id_pos),
         type_pos: None,
+        mode: NodeMode::Normal,
     };
     let mut ok = true;
     for (key, value) in entries {
@@ -177,6 +178,48 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
                 other => {
                     errors.push(
                         Diagnostic::at(other.pos(), "`type` must be a node type name").node(id),
+                    );
+                    ok = false;
+                }
+            }
+            continue;
+        }
+        if key.text == "bypass" || key.text == "mute" {
+            // Node keys, like `type`: no node type has inputs of these names.
+            let on = match &value {
+                Yaml::Scalar {
+                    text,
+                    quoted: false,
+                    ..
+                } => match type_plain_scalar(text) {
+                    PlainScalar::Bool(b) => Some(b),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match on {
+                Some(false) => {}
+                Some(true) => {
+                    let mode = if key.text == "bypass" {
+                        NodeMode::Bypass
+                    } else {
+                        NodeMode::Mute
+                    };
+                    if entry.mode != NodeMode::Normal && entry.mode != mode {
+                        errors.push(
+                            Diagnostic::at(key.pos, "a node cannot be both bypassed and muted")
+                                .node(id)
+                                .hint("keep `bypass: true` (pass inputs through) or `mute: true` (leave it out)"),
+                        );
+                        ok = false;
+                    }
+                    entry.mode = mode;
+                }
+                None => {
+                    errors.push(
+                        Diagnostic::at(value.pos(), format!("`{}` must be true or false", key.text))
+                            .node(id)
+                            .hint(format!("write `{}: true`, or remove the line", key.text)),
                     );
                     ok = false;
                 }

@@ -21,6 +21,9 @@ impl Workflow {
                 yaml_key(id),
                 yaml_string(&node.type_name)
             ));
+            if let Some(key) = node.mode.key() {
+                out.push_str(&format!("    {key}: true\n"));
+            }
             for (name, input) in &node.inputs {
                 out.push_str(&format!(
                     "    {}: {}\n",
@@ -52,6 +55,9 @@ impl Workflow {
         for (id, node) in &self.nodes {
             let mut obj = serde_json::Map::new();
             obj.insert("type".into(), node.type_name.clone().into());
+            if let Some(key) = node.mode.key() {
+                obj.insert(key.into(), true.into());
+            }
             for (name, input) in &node.inputs {
                 let v = match &input.value {
                     InputValue::Link(l) => {
