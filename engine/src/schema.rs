@@ -129,6 +129,20 @@ pub fn workflow_schema_with_subgraphs(
                 "description": "editor positions, one line per node",
                 "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             },
+            "groups": {
+                "type": "array",
+                "description": "editor groups: titled, coloured boxes behind the nodes",
+                "items": {
+                    "type": "object",
+                    "required": ["box"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "title": {"type": "string"},
+                        "color": {"type": "string", "description": "a CSS colour, e.g. #3f789e"},
+                        "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "[x, y, width, height]"},
+                    },
+                },
+            },
         },
         "$defs": defs,
     });

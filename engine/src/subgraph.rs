@@ -119,6 +119,7 @@ fn expand_only(
         out: Workflow {
             version: workflow.version,
             layout: workflow.layout.clone(),
+            groups: workflow.groups.clone(),
             version_pos: workflow.version_pos,
             nodes_pos: workflow.nodes_pos,
             interface: workflow.interface.clone(),

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value as Json;
-use weft_engine::workflow::{InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow};
+use weft_engine::workflow::{Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow};
 use weft_engine::Constant;
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
@@ -89,7 +89,35 @@ pub fn import(root: &Json, options: &ImportOptions) -> Result<Imported, Vec<Issu
     let nodes = inline_value_nodes(nodes);
     let mut imported = convert(&nodes, options)?;
     imported.format = format;
+    if format == Format::Ui {
+        imported.workflow.groups = ui_groups(root);
+    }
     Ok(imported)
+}
+
+/// The UI format's groups (`{title, bounding: [x, y, w, h], color}`) as weft's; one without
+/// four finite numbers for its box is left out.
+fn ui_groups(root: &Json) -> Vec<Group> {
+    let empty = Vec::new();
+    root.get("groups")
+        .and_then(Json::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|g| {
+            let b: Vec<f64> = g
+                .get("bounding")?
+                .as_array()?
+                .iter()
+                .map(Json::as_f64)
+                .collect::<Option<_>>()?;
+            let bounds: [f64; 4] = b.try_into().ok()?;
+            Some(Group {
+                title: g.get("title").and_then(Json::as_str).unwrap_or("").to_string(),
+                color: g.get("color").and_then(Json::as_str).map(str::to_string),
+                bounds,
+            })
+        })
+        .collect()
 }
 
 /// ComfyUI's primitive value nodes (PrimitiveInt, ...: real nodes, unlike the UI's
@@ -1750,7 +1778,9 @@ mod tests {
                  "inputs": [{"name": "images", "type": "IMAGE", "link": 5}]}
             ],
             "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 4, 0, "LATENT"], [3, 3, 2, 4, 1, "VAE"],
-                      [4, 4, 0, 5, 0, "IMAGE"], [5, 4, 0, 6, 0, "IMAGE"]]
+                      [4, 4, 0, 5, 0, "IMAGE"], [5, 4, 0, 6, 0, "IMAGE"]],
+            "groups": [{"title": "Decode", "bounding": [10, 20, 500, 300.5], "color": "#3f789e", "font_size": 24},
+                       {"title": "broken", "bounding": [1, 2]}]
         });
         let imported = import(&root, &ImportOptions::default()).unwrap();
         let wf = &imported.workflow;
@@ -1766,6 +1796,15 @@ mod tests {
         assert_eq!(ui_mode(NodeMode::Bypass), 4);
         assert_eq!(ui_mode(NodeMode::Mute), 2);
         assert!(wf.to_yaml().contains("    bypass: true\n"), "{}", wf.to_yaml());
+        // Groups come along (one without a box is left out).
+        assert_eq!(
+            wf.groups,
+            [Group {
+                title: "Decode".into(),
+                color: Some("#3f789e".into()),
+                bounds: [10.0, 20.0, 500.0, 300.5]
+            }]
+        );
         // An API prompt holds what runs: the decoder reads the empty latent, the preview is gone.
         let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
             .unwrap()

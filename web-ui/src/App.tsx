@@ -18,6 +18,7 @@ import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { useEditor, type PendingLink } from './store';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
+import { GroupNode, groupChanges, groupNodes } from './groups';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
@@ -26,7 +27,7 @@ import { cancelRun, connect, queueRun, reattach } from './live';
 import { pngWorkflowText } from './png';
 import { accepts, typeColour } from './types';
 
-const nodeTypes = { weft: WeftNode };
+const nodeTypes = { weft: WeftNode, group: GroupNode };
 
 /**
  * Fits the view once the nodes are drawn, but never below half size: a big graph opens readable
@@ -96,7 +97,17 @@ function Editor() {
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
   const types = useEditor((s) => s.types);
-  const onNodesChange = useEditor((s) => s.onNodesChange);
+  const onWeftNodesChange = useEditor((s) => s.onNodesChange);
+  const groups = useEditor((s) => s.groups);
+  const groupDrawn = useMemo(() => groupNodes(groups), [groups]);
+  const shown = useMemo(() => (groupDrawn.length ? [...groupDrawn, ...nodes] : nodes), [groupDrawn, nodes]);
+  const onNodesChange = useCallback(
+    (changes: Parameters<typeof onWeftNodesChange>[0]) => {
+      const rest = groupChanges(changes);
+      if (rest.length) onWeftNodesChange(rest);
+    },
+    [onWeftNodesChange],
+  );
   const onEdgesChange = useEditor((s) => s.onEdgesChange);
   const rf = useReactFlow<GNode, GEdge>();
   const wrap = useRef<HTMLDivElement>(null);
@@ -284,6 +295,9 @@ function Editor() {
       } else if (ctrl && (e.key.toLowerCase() === 'b' || e.key.toLowerCase() === 'm')) {
         e.preventDefault();
         ed.toggleMode(e.key.toLowerCase() === 'b' ? 'bypass' : 'mute');
+      } else if (ctrl && e.key.toLowerCase() === 'g') {
+        e.preventDefault();
+        ed.groupSelected();
       } else if (ctrl && e.key.toLowerCase() === 'a') {
         e.preventDefault();
         useEditor.setState({ nodes: ed.nodes.map((n) => ({ ...n, selected: true })) });
@@ -359,7 +373,7 @@ function Editor() {
           data-testid="canvas"
         >
           <ReactFlow<GNode, GEdge>
-            nodes={nodes}
+            nodes={shown}
             edges={edges}
             nodeTypes={nodeTypes}
             onNodesChange={onNodesChange}

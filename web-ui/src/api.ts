@@ -52,6 +52,8 @@ export interface WorkflowDoc {
   layout?: Record<string, [number, number]>;
   /** The file's `sweep:` section (axes of a parameter sweep); absent when the file has none. */
   sweep?: SweepSection;
+  /** The editor's groups: titled boxes behind the nodes. */
+  groups?: { title: string; color?: string; box: [number, number, number, number] }[];
 }
 
 export interface WorkflowEntry {
