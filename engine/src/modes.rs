@@ -212,7 +212,10 @@ mod tests {
     fn chain(mode_b: NodeMode) -> Workflow {
         let mut wf = Workflow::new();
         wf.add("src", NodeEntry::new("Source"))
-            .add("a", NodeEntry::new("Sum").link("a", "src", "value").with("b", 1))
+            .add(
+                "a",
+                NodeEntry::new("Sum").link("a", "src", "value").with("b", 1),
+            )
             .add(
                 "b",
                 NodeEntry::new("Sum")
@@ -221,7 +224,10 @@ mod tests {
                     .mode(mode_b),
             )
             .add("c", NodeEntry::new("Sum").link("a", "b", "sum"))
-            .add("d", NodeEntry::new("Sum").with("a", 5).link("b", "b", "sum"))
+            .add(
+                "d",
+                NodeEntry::new("Sum").with("a", 5).link("b", "b", "sum"),
+            )
             .add("e", NodeEntry::new("Sum").link("a", "c", "sum"));
         wf
     }
@@ -285,7 +291,11 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].node.as_deref(), Some("a"));
         assert_eq!(errors[0].input.as_deref(), Some("a"));
-        assert!(errors[0].message.contains("'src' is bypassed"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("'src' is bypassed"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

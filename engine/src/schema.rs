@@ -157,7 +157,10 @@ fn subgraph_def(name: &str, interface: &Interface) -> (String, Json) {
         json!({"const": name, "description": "a subgraph from the library folder"}),
     );
     // A subgraph node can be muted, not bypassed (its outputs' types are its inner nodes').
-    properties.insert("mute".into(), json!({"type": "boolean", "description": MUTE_DOC}));
+    properties.insert(
+        "mute".into(),
+        json!({"type": "boolean", "description": MUTE_DOC}),
+    );
     let mut required = vec![json!("type")];
     for (input_name, exposed) in &interface.inputs {
         let mut spec = InputSpec::new("input", exposed.ty, "");
@@ -185,13 +188,18 @@ fn subgraph_def(name: &str, interface: &Interface) -> (String, Json) {
 
 const BYPASS_DOC: &str =
     "true: the node does not run; each output is its first input of the same type (ComfyUI's bypass)";
-const MUTE_DOC: &str =
-    "true: the node does not run, nor any node that needs it (ComfyUI's mute)";
+const MUTE_DOC: &str = "true: the node does not run, nor any node that needs it (ComfyUI's mute)";
 
 /// The node keys `bypass` and `mute` (see `modes`), beside `type`.
 fn insert_mode_keys(properties: &mut Map<String, Json>) {
-    properties.insert("bypass".into(), json!({"type": "boolean", "description": BYPASS_DOC}));
-    properties.insert("mute".into(), json!({"type": "boolean", "description": MUTE_DOC}));
+    properties.insert(
+        "bypass".into(),
+        json!({"type": "boolean", "description": BYPASS_DOC}),
+    );
+    properties.insert(
+        "mute".into(),
+        json!({"type": "boolean", "description": MUTE_DOC}),
+    );
 }
 
 fn constant_json(c: &Constant) -> Json {

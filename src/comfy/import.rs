@@ -112,7 +112,11 @@ fn ui_groups(root: &Json) -> Vec<Group> {
                 .collect::<Option<_>>()?;
             let bounds: [f64; 4] = b.try_into().ok()?;
             Some(Group {
-                title: g.get("title").and_then(Json::as_str).unwrap_or("").to_string(),
+                title: g
+                    .get("title")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 color: g.get("color").and_then(Json::as_str).map(str::to_string),
                 bounds,
             })
@@ -303,9 +307,8 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
     let mode_of = |n: &Json| n.get("mode").and_then(Json::as_i64).unwrap_or(0);
     // A muted or bypassed node of a type weft has stays, with its mode (weft honours it when
     // it plans); one weft has no type for is resolved here as ComfyUI would run it.
-    let kept_with_mode = |class: &str| {
-        comfy_type(class).is_some() && !super::VIRTUAL_TYPES.contains(&class)
-    };
+    let kept_with_mode =
+        |class: &str| comfy_type(class).is_some() && !super::VIRTUAL_TYPES.contains(&class);
 
     // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value,
     // stopping at a link whose end is `known`; `walked` gets every link it passed.
@@ -1795,7 +1798,11 @@ mod tests {
         assert_eq!(mode_of("SaveImage"), [NodeMode::Normal, NodeMode::Mute]);
         assert_eq!(ui_mode(NodeMode::Bypass), 4);
         assert_eq!(ui_mode(NodeMode::Mute), 2);
-        assert!(wf.to_yaml().contains("    bypass: true\n"), "{}", wf.to_yaml());
+        assert!(
+            wf.to_yaml().contains("    bypass: true\n"),
+            "{}",
+            wf.to_yaml()
+        );
         // Groups come along (one without a box is left out).
         assert_eq!(
             wf.groups,
@@ -1816,7 +1823,15 @@ mod tests {
             .map(|n| n["class_type"].as_str().unwrap())
             .collect();
         assert!(!classes.contains(&"LatentUpscaleBy"), "{exported}");
-        assert_eq!(classes.iter().filter(|c| **c == "SaveImage").count(), 1, "{exported}");
-        assert_eq!(exported["4"]["inputs"]["samples"], json!(["1", 0]), "{exported}");
+        assert_eq!(
+            classes.iter().filter(|c| **c == "SaveImage").count(),
+            1,
+            "{exported}"
+        );
+        assert_eq!(
+            exported["4"]["inputs"]["samples"],
+            json!(["1", 0]),
+            "{exported}"
+        );
     }
 }

@@ -349,10 +349,26 @@ groups:
         .unwrap_err();
         let lines: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
         assert_eq!(errs.len(), 4, "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("5:13") && l.contains("true or false")), "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("both bypassed and muted")), "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("11:21") && l.contains("[x, y, width, height]")), "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("needs a box")), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("5:13") && l.contains("true or false")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("both bypassed and muted")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("11:21") && l.contains("[x, y, width, height]")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("needs a box")),
+            "{lines:#?}"
+        );
     }
 
     #[test]

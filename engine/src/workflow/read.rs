@@ -220,9 +220,12 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
                 }
                 None => {
                     errors.push(
-                        Diagnostic::at(value.pos(), format!("`{}` must be true or false", key.text))
-                            .node(id)
-                            .hint(format!("write `{}: true`, or remove the line", key.text)),
+                        Diagnostic::at(
+                            value.pos(),
+                            format!("`{}` must be true or false", key.text),
+                        )
+                        .node(id)
+                        .hint(format!("write `{}: true`, or remove the line", key.text)),
                     );
                     ok = false;
                 }
@@ -367,7 +370,8 @@ fn numbers(value: &Yaml) -> Option<Vec<f64>> {
 
 /// `groups:`: a list of `{title: T, color: "#rrggbb", box: [x, y, width, height]}`.
 fn read_groups(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
-    const HINT: &str = "write each group as `- {title: Sampling, color: \"#3f789e\", box: [x, y, width, height]}`";
+    const HINT: &str =
+        "write each group as `- {title: Sampling, color: \"#3f789e\", box: [x, y, width, height]}`";
     let items = match value {
         Yaml::Seq { items, .. } => items,
         Yaml::Scalar {
