@@ -81,3 +81,16 @@ test('Ctrl+B bypasses a node: its input passes through; Ctrl+M mutes; both saved
   await page.keyboard.press('Control+z');
   assert.equal(await page.locator(node('b')).getAttribute('data-mode'), 'bypass');
 });
+
+test('? shows the keys, drawn from the table the key handler runs', async () => {
+  await open(page, 'modes');
+  await page.locator('.react-flow__pane').click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press('?');
+  const help = page.locator('[data-testid="help"]');
+  await help.waitFor();
+  const text = await help.innerText();
+  for (const keys of ['Ctrl+B', 'Ctrl+M', 'Ctrl+G', 'Ctrl+Enter', 'Ctrl+Z']) assert.ok(text.includes(keys), `${keys} listed`);
+  await shot(page, 'keys-help');
+  await page.keyboard.press('?');
+  await help.waitFor({ state: 'detached' });
+});

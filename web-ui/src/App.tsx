@@ -19,6 +19,7 @@ import { useEditor, type PendingLink } from './store';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
 import { GroupNode, groupChanges, groupNodes } from './groups';
+import { SHORTCUTS, runShortcut, type ShortcutContext } from './shortcuts';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
@@ -114,6 +115,7 @@ function Editor() {
   const mouse = useRef({ x: 200, y: 200 });
   const [palette, setPalette] = useState<{ at: { x: number; y: number }; link?: PendingLink } | null>(null);
   const [showHistory, setShowHistory] = useState(false);
+  const [showHelp, setShowHelp] = useState(false);
   const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
 
@@ -260,57 +262,36 @@ function Editor() {
     [palette],
   );
 
-  // Keys: act on the canvas, never while typing in a field (Ctrl+S and the run keys work anywhere).
+  // Keys (shortcuts.ts, the one table the help lists): act on the canvas, never while typing in
+  // a field or searching (Ctrl+S and the run keys work anywhere).
   useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      const el = e.target as HTMLElement;
-      const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
-      const ctrl = e.ctrlKey || e.metaKey;
-      const ed = useEditor.getState();
-      if (ctrl && e.key.toLowerCase() === 's') {
-        e.preventDefault();
-        void (e.shiftKey ? saveAsAsk() : saveOrAsk());
-        return;
-      }
-      if (ctrl && e.key === 'Enter') {
-        e.preventDefault();
-        if (e.altKey) void cancelRun();
-        else void queueRun();
-        return;
-      }
-      if (typing || palette) return;
-      if (ctrl && !e.shiftKey && e.key.toLowerCase() === 'z') {
-        e.preventDefault();
-        ed.undo();
-      } else if (ctrl && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z'))) {
-        e.preventDefault();
-        ed.redo();
-      } else if (ctrl && e.key.toLowerCase() === 'c') {
-        ed.copy();
-      } else if (ctrl && e.key.toLowerCase() === 'v') {
+    const ctx: ShortcutContext = {
+      save: (as) => void (as ? saveAsAsk() : saveOrAsk()),
+      queue: () => void queueRun(),
+      cancel: () => void cancelRun(),
+      undo: () => useEditor.getState().undo(),
+      redo: () => useEditor.getState().redo(),
+      copy: () => useEditor.getState().copy(),
+      paste: () => {
         const b = wrap.current?.getBoundingClientRect();
         const p = mouse.current;
         const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
-        ed.paste(inside ? rf.screenToFlowPosition(p) : undefined);
-      } else if (ctrl && (e.key.toLowerCase() === 'b' || e.key.toLowerCase() === 'm')) {
-        e.preventDefault();
-        ed.toggleMode(e.key.toLowerCase() === 'b' ? 'bypass' : 'mute');
-      } else if (ctrl && e.key.toLowerCase() === 'g') {
-        e.preventDefault();
-        ed.groupSelected();
-      } else if (ctrl && e.key.toLowerCase() === 'a') {
-        e.preventDefault();
-        useEditor.setState({ nodes: ed.nodes.map((n) => ({ ...n, selected: true })) });
-      } else if (e.key === 'Delete' || e.key === 'Backspace') {
-        ed.deleteSelected();
-      } else if ((e.key === ' ' || e.key === 'Tab') && !ctrl) {
-        e.preventDefault();
-        openPalette();
-      } else if (e.key === '.') {
-        rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 });
-      } else if (e.key.toLowerCase() === 'q' && !ctrl) {
-        setShowHistory((v) => !v);
-      }
+        useEditor.getState().paste(inside ? rf.screenToFlowPosition(p) : undefined);
+      },
+      selectAll: () => useEditor.setState((s) => ({ nodes: s.nodes.map((n) => ({ ...n, selected: true })) })),
+      deleteSelected: () => useEditor.getState().deleteSelected(),
+      bypass: () => useEditor.getState().toggleMode('bypass'),
+      mute: () => useEditor.getState().toggleMode('mute'),
+      group: () => useEditor.getState().groupSelected(),
+      search: () => openPalette(),
+      fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
+      toggleHistory: () => setShowHistory((v) => !v),
+      toggleHelp: () => setShowHelp((v) => !v),
+    };
+    const onKey = (e: KeyboardEvent) => {
+      const el = e.target as HTMLElement;
+      const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
+      runShortcut(e, ctx, typing || !!palette);
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
@@ -408,6 +389,7 @@ function Editor() {
           <Broken />
           <LooseDiagnostics />
           <Toast />
+          {showHelp && <Help onClose={() => setShowHelp(false)} />}
         </div>
         {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
         {showHistory && <History onClose={() => setShowHistory(false)} />}
@@ -416,6 +398,28 @@ function Editor() {
         <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
       )}
       <NameDialog />
+    </div>
+  );
+}
+
+/** The keys, drawn from the one table the key handler runs (shortcuts.ts). */
+function Help({ onClose }: { onClose: () => void }) {
+  return (
+    <div className="help" data-testid="help" onClick={onClose}>
+      <h3>Keys</h3>
+      <table>
+        <tbody>
+          {SHORTCUTS.map((s) => (
+            <tr key={s.keys}>
+              <td>
+                <kbd>{s.keys}</kbd>
+              </td>
+              <td>{s.does}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p>Keys act on the canvas, not while you type in a field (save and run keys work anywhere). Shift+drag or Ctrl+click selects.</p>
     </div>
   );
 }

@@ -125,10 +125,14 @@ function Badge({ run }: { run?: NodeRunState }) {
       : run.state === 'done'
         ? `done ${fmtMicros(run.micros)}`
         : run.state === 'queued' && run.innerDone
-          ? `queued · ${run.innerDone}/${run.innerTotal} inside done`
+          ? `queued ${run.innerDone}/${run.innerTotal}`
           : run.state;
   return (
-    <span className={`st st-${run.state}`} data-testid="node-status">
+    <span
+      className={`st st-${run.state}`}
+      data-testid="node-status"
+      title={run.innerTotal ? `${run.innerDone ?? 0} of the ${run.innerTotal} nodes inside this subgraph that this run needs are done` : undefined}
+    >
       {text}
     </span>
   );
