@@ -85,7 +85,7 @@ async function measure(count) {
   // Cold: a fresh page load of the editor with the big file.
   const t0 = Date.now();
   await page.goto(`${BASE}/#/${name}`);
-  await page.waitForFunction(() => window.__weft?.getState().nodes.length === count && window.__weftFitted > 0, null, { timeout: 60_000 });
+  await page.waitForFunction((c) => window.__weft?.getState().nodes.length === c && window.__weftFitted > 0, count, { timeout: 60_000 });
   await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   const cold = Date.now() - t0;
 
