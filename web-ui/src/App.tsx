@@ -6,6 +6,8 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
+  type ReactFlowState,
   type Connection,
   type FinalConnectionState,
   type IsValidConnection,
@@ -94,7 +96,11 @@ export function App() {
   );
 }
 
+/** Zoomed out so far that no text reads: the nodes' bodies are not painted (their size stays). */
+const tinySelector = (s: ReactFlowState) => s.transform[2] < 0.2;
+
 function Editor() {
+  const tiny = useStore(tinySelector);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
   const types = useEditor((s) => s.types);
@@ -340,6 +346,7 @@ function Editor() {
       <div className="main">
         <div
           ref={wrap}
+          data-tiny={tiny || undefined}
           className="canvas"
           tabIndex={0}
           onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
