@@ -24,6 +24,9 @@ pub enum Event {
         run: u64,
         /// Nodes the outputs need.
         planned: usize,
+        /// Their ids, in the order they run or are served: a subgraph's node in the editor
+        /// is done only when every one of its inner nodes listed here is.
+        nodes: Vec<String>,
     },
     Invalid {
         run: u64,

@@ -263,8 +263,19 @@ impl Executor {
         };
         let registry = Arc::clone(&self.registry);
         let served = self.serve_from_caches(&plan, run, on_event);
-        let planned = served.iter().filter(|s| !matches!(s, Serve::Skip)).count();
-        on_event(&Event::RunStarted { run, planned });
+        let nodes: Vec<String> = plan
+            .steps
+            .iter()
+            .zip(&served)
+            .filter(|(_, s)| !matches!(s, Serve::Skip))
+            .map(|(step, _)| step.id.clone())
+            .collect();
+        let planned = nodes.len();
+        on_event(&Event::RunStarted {
+            run,
+            planned,
+            nodes,
+        });
         report.nodes.reserve(planned);
         // Every node the cache serves is announced before the first node runs (ComfyUI's
         // `execution_cached` lists them all up front). The outputs are held from here on, so

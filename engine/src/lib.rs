@@ -12,6 +12,7 @@ pub mod executor;
 pub mod file_access;
 pub mod host_memory;
 pub mod model_folders;
+pub mod modes;
 pub mod node;
 pub mod plan;
 pub mod registry;

@@ -37,6 +37,7 @@ pub fn workflow_schema_with_subgraphs(
             "type".into(),
             json!({"const": spec.type_name, "description": spec.doc}),
         );
+        insert_mode_keys(&mut properties);
         let mut required = vec![json!("type")];
         for input in &spec.inputs {
             let mut schema = input_schema(input);
@@ -128,6 +129,20 @@ pub fn workflow_schema_with_subgraphs(
                 "description": "editor positions, one line per node",
                 "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             },
+            "groups": {
+                "type": "array",
+                "description": "editor groups: titled, coloured boxes behind the nodes",
+                "items": {
+                    "type": "object",
+                    "required": ["box"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "title": {"type": "string"},
+                        "color": {"type": "string", "description": "a CSS colour, e.g. #3f789e"},
+                        "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "[x, y, width, height]"},
+                    },
+                },
+            },
         },
         "$defs": defs,
     });
@@ -140,6 +155,11 @@ fn subgraph_def(name: &str, interface: &Interface) -> (String, Json) {
     properties.insert(
         "type".into(),
         json!({"const": name, "description": "a subgraph from the library folder"}),
+    );
+    // A subgraph node can be muted, not bypassed (its outputs' types are its inner nodes').
+    properties.insert(
+        "mute".into(),
+        json!({"type": "boolean", "description": MUTE_DOC}),
     );
     let mut required = vec![json!("type")];
     for (input_name, exposed) in &interface.inputs {
@@ -164,6 +184,22 @@ fn subgraph_def(name: &str, interface: &Interface) -> (String, Json) {
         "additionalProperties": false,
     });
     (def_name, def)
+}
+
+const BYPASS_DOC: &str =
+    "true: the node does not run; each output is its first input of the same type (ComfyUI's bypass)";
+const MUTE_DOC: &str = "true: the node does not run, nor any node that needs it (ComfyUI's mute)";
+
+/// The node keys `bypass` and `mute` (see `modes`), beside `type`.
+fn insert_mode_keys(properties: &mut Map<String, Json>) {
+    properties.insert(
+        "bypass".into(),
+        json!({"type": "boolean", "description": BYPASS_DOC}),
+    );
+    properties.insert(
+        "mute".into(),
+        json!({"type": "boolean", "description": MUTE_DOC}),
+    );
 }
 
 fn constant_json(c: &Constant) -> Json {

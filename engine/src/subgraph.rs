@@ -20,7 +20,9 @@ use crate::diagnostic::{closest_within, name_list, Diagnostic, SUGGESTION_WORK};
 use crate::node::InputSpec;
 use crate::registry::Registry;
 use crate::validate::check_constant;
-use crate::workflow::{InputEntry, InputValue, Interface, Link, NodeEntry, Workflow, INPUTS_NODE};
+use crate::workflow::{
+    InputEntry, InputValue, Interface, Link, NodeEntry, NodeMode, Workflow, INPUTS_NODE,
+};
 
 /// Between a subgraph node's id and its inner nodes' ids.
 pub const SEPARATOR: &str = "__";
@@ -83,7 +85,23 @@ pub fn expand_subgraphs(
 /// [`expand_subgraphs`], and every subgraph file the expansion named, at any depth, in the
 /// order first met and each once (also those it could not read, so that a watcher sees them
 /// appear): what a hot reload must watch besides the workflow file itself.
+///
+/// This is the one rewrite every workflow passes before validation and planning, so the node
+/// modes (bypass, mute: [`crate::modes`]) are applied here too, after the expansion.
 pub fn expand_subgraphs_with_files(
+    workflow: &Workflow,
+    registry: &Registry,
+    paths: &SubgraphPaths,
+) -> (Result<Option<Workflow>, Vec<Diagnostic>>, Vec<PathBuf>) {
+    let (expanded, files) = expand_only(workflow, registry, paths);
+    let rewritten = expanded.and_then(|expanded| {
+        let base = expanded.as_ref().unwrap_or(workflow);
+        Ok(crate::modes::apply_modes(base, registry)?.or(expanded))
+    });
+    (rewritten, files)
+}
+
+fn expand_only(
     workflow: &Workflow,
     registry: &Registry,
     paths: &SubgraphPaths,
@@ -101,6 +119,7 @@ pub fn expand_subgraphs_with_files(
         out: Workflow {
             version: workflow.version,
             layout: workflow.layout.clone(),
+            groups: workflow.groups.clone(),
             version_pos: workflow.version_pos,
             nodes_pos: workflow.nodes_pos,
             interface: workflow.interface.clone(),
@@ -115,6 +134,7 @@ pub fn expand_subgraphs_with_files(
         parsed: HashMap::new(),
         expansion_left: MAX_EXPANDED,
         too_large: false,
+        muting: 0,
         suggestion_work: SUGGESTION_WORK,
     };
     expander.expand_level(workflow, "", None, paths.base_dir, None);
@@ -174,6 +194,9 @@ struct Expander<'a> {
     too_large: bool,
     /// The "did you mean" budget of the expansion's hints (see `SUGGESTION_WORK`).
     suggestion_work: usize,
+    /// How many muted subgraph nodes enclose the level being expanded: their inner nodes are
+    /// all muted, which leaves out the subgraph and what only it feeds.
+    muting: usize,
 }
 
 impl Expander<'_> {
@@ -197,6 +220,9 @@ impl Expander<'_> {
                 None => {
                     let mut entry = node.clone();
                     entry.file = file.clone().or(entry.file);
+                    if self.muting > 0 {
+                        entry.mode = NodeMode::Mute;
+                    }
                     entry.inputs = self.translate_inputs(node, prefix, bindings, &file);
                     self.out.nodes.insert(new_id, entry);
                 }
@@ -273,6 +299,16 @@ impl Expander<'_> {
             d.file = file.as_ref().map(|f| f.as_ref().into());
             d
         };
+        if node.mode == NodeMode::Bypass {
+            self.errors.push(
+                located(Diagnostic::at_opt(
+                    node.pos,
+                    "a subgraph node cannot be bypassed (its outputs' types are its inner nodes')",
+                ))
+                .hint("mute it (`mute: true`), or bypass a node inside its file"),
+            );
+            return;
+        }
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         self.files.insert(canonical.clone());
         if let Some(start) = self.stack.iter().position(|p| *p == canonical) {
@@ -386,6 +422,8 @@ impl Expander<'_> {
         }
         let child_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         self.stack.push(canonical);
+        let muted = node.mode == NodeMode::Mute;
+        self.muting += usize::from(muted);
         self.expand_level(
             &inner,
             &format!("{new_id}{SEPARATOR}"),
@@ -393,6 +431,7 @@ impl Expander<'_> {
             &child_dir,
             Some(&child_bindings),
         );
+        self.muting -= usize::from(muted);
         self.stack.pop();
     }
 

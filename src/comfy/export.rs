@@ -113,6 +113,28 @@ pub fn export(
     registry: &Registry,
     inputs_dir: &str,
 ) -> Result<Exported, Vec<Issue>> {
+    // An API prompt holds only nodes that run: bypassed and muted nodes are rewritten away
+    // first, as ComfyUI's frontend does when it queues (its UI format keeps them as modes 4, 2).
+    let rewritten;
+    let wf = match weft_engine::modes::apply_modes(wf, registry) {
+        Ok(Some(without_modes)) => {
+            rewritten = without_modes;
+            &rewritten
+        }
+        Ok(None) => wf,
+        Err(errors) => {
+            return Err(errors
+                .into_iter()
+                .map(|d| Issue {
+                    node: d.node,
+                    class: None,
+                    input: d.input,
+                    message: d.message,
+                    hint: d.hint,
+                })
+                .collect())
+        }
+    };
     let mut issues = Vec::new();
     let mut notes = Vec::new();
     let unsupported: Vec<String> = wf

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value as Json;
-use weft_engine::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
+use weft_engine::workflow::{Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow};
 use weft_engine::Constant;
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
@@ -66,6 +66,9 @@ pub struct ComfyNode {
     pub pos: Option<[f64; 2]>,
     /// The title a user gave the node (API `_meta.title`, UI `title`).
     pub title: Option<String>,
+    /// The UI format's node mode, kept for a type weft knows: muted (2) and bypassed (4)
+    /// become `mute: true` / `bypass: true` (API prompts hold no such nodes).
+    pub mode: NodeMode,
 }
 
 impl ComfyNode {
@@ -86,7 +89,39 @@ pub fn import(root: &Json, options: &ImportOptions) -> Result<Imported, Vec<Issu
     let nodes = inline_value_nodes(nodes);
     let mut imported = convert(&nodes, options)?;
     imported.format = format;
+    if format == Format::Ui {
+        imported.workflow.groups = ui_groups(root);
+    }
     Ok(imported)
+}
+
+/// The UI format's groups (`{title, bounding: [x, y, w, h], color}`) as weft's; one without
+/// four finite numbers for its box is left out.
+fn ui_groups(root: &Json) -> Vec<Group> {
+    let empty = Vec::new();
+    root.get("groups")
+        .and_then(Json::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|g| {
+            let b: Vec<f64> = g
+                .get("bounding")?
+                .as_array()?
+                .iter()
+                .map(Json::as_f64)
+                .collect::<Option<_>>()?;
+            let bounds: [f64; 4] = b.try_into().ok()?;
+            Some(Group {
+                title: g
+                    .get("title")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                color: g.get("color").and_then(Json::as_str).map(str::to_string),
+                bounds,
+            })
+        })
+        .collect()
 }
 
 /// ComfyUI's primitive value nodes (PrimitiveInt, ...: real nodes, unlike the UI's
@@ -165,6 +200,7 @@ fn read_api(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Ve
             class: class.to_string(),
             inputs,
             pos: None,
+            mode: NodeMode::Normal,
             title: node
                 .get("_meta")
                 .and_then(|m| m.get("title"))
@@ -200,6 +236,15 @@ fn api_value(value: &Json) -> ComfyValue {
 /// LiteGraph node modes: 0 always, 2 never (muted), 4 bypassed.
 const MODE_MUTED: i64 = 2;
 const MODE_BYPASSED: i64 = 4;
+
+/// A weft node's mode as a LiteGraph node mode (what a UI-format export writes as `mode`).
+pub fn ui_mode(mode: NodeMode) -> i64 {
+    match mode {
+        NodeMode::Normal => 0,
+        NodeMode::Mute => MODE_MUTED,
+        NodeMode::Bypass => MODE_BYPASSED,
+    }
+}
 const SEED_CONTROLS: [&str; 4] = ["fixed", "increment", "decrement", "randomize"];
 
 fn ui_id(value: Option<&Json>) -> Option<String> {
@@ -260,6 +305,10 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             .to_string()
     };
     let mode_of = |n: &Json| n.get("mode").and_then(Json::as_i64).unwrap_or(0);
+    // A muted or bypassed node of a type weft has stays, with its mode (weft honours it when
+    // it plans); one weft has no type for is resolved here as ComfyUI would run it.
+    let kept_with_mode =
+        |class: &str| comfy_type(class).is_some() && !super::VIRTUAL_TYPES.contains(&class);
 
     // Follows a link through reroutes and bypassed nodes to a real output or a primitive's value,
     // stopping at a link whose end is `known`; `walked` gets every link it passed.
@@ -291,6 +340,12 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
                     .cloned()
                     .ok_or_else(|| format!("primitive node {} has no value", link.from))?;
                 return Ok(ComfyValue::Value(value));
+            }
+            if matches!(mode, MODE_MUTED | MODE_BYPASSED) && kept_with_mode(&class) {
+                return Ok(ComfyValue::Link {
+                    node: link.from.clone(),
+                    slot: link.slot,
+                });
             }
             if mode == MODE_MUTED {
                 return Err(format!(
@@ -366,8 +421,13 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             continue;
         };
         let class = class_of(n);
+        let mode = match mode_of(n) {
+            MODE_MUTED => NodeMode::Mute,
+            MODE_BYPASSED => NodeMode::Bypass,
+            _ => NodeMode::Normal,
+        };
         if super::VIRTUAL_TYPES.contains(&class.as_str())
-            || matches!(mode_of(n), MODE_MUTED | MODE_BYPASSED)
+            || (mode != NodeMode::Normal && !kept_with_mode(&class))
         {
             continue;
         }
@@ -436,6 +496,7 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             inputs,
             pos: ui_pos(n.get("pos")),
             title: n.get("title").and_then(Json::as_str).map(str::to_string),
+            mode,
         });
     }
     if issues.is_empty() {
@@ -837,7 +898,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
 
     let mut wf = Workflow::new();
     for (n, ty, inputs) in converted {
-        let mut entry = NodeEntry::new(ty.weft);
+        let mut entry = NodeEntry::new(ty.weft).mode(n.mode);
         for (name, pending) in inputs {
             let value = match pending {
                 Pending::Const(c) => InputValue::Constant(c),
@@ -1673,12 +1734,12 @@ mod tests {
             InputValue::Constant(Constant::String("tiny-shapes".into()))
         );
 
-        // UI: a bypassed LatentUpscaleBy passes its LATENT input on.
+        // UI: a bypassed node of a type weft does not have passes its LATENT input on.
         let root = json!({
             "nodes": [
                 {"id": 1, "type": "EmptyLatentImage", "mode": 0, "widgets_values": [64, 64, 1],
                  "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}]},
-                {"id": 2, "type": "LatentUpscaleBy", "mode": 4, "widgets_values": ["nearest-exact", 2],
+                {"id": 2, "type": "SomeCustomLatentFilter", "mode": 4, "widgets_values": ["nearest-exact", 2],
                  "inputs": [{"name": "samples", "type": "LATENT", "link": 1}],
                  "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}]},
                 {"id": 3, "type": "VAEDecode", "mode": 0,
@@ -1700,5 +1761,77 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].node.as_deref(), Some("3"));
         assert_eq!(errors[0].input.as_deref(), Some("vae"));
+    }
+
+    #[test]
+    fn muted_and_bypassed_nodes_of_known_types_keep_their_modes() {
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "EmptyLatentImage", "mode": 0, "widgets_values": [64, 64, 1],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}]},
+                {"id": 2, "type": "LatentUpscaleBy", "mode": 4, "widgets_values": ["nearest-exact", 2],
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 1}],
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}]},
+                {"id": 3, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["tiny-shapes"]},
+                {"id": 4, "type": "VAEDecode", "mode": 0,
+                 "inputs": [{"name": "samples", "type": "LATENT", "link": 2}, {"name": "vae", "type": "VAE", "link": 3}]},
+                {"id": 5, "type": "SaveImage", "mode": 0, "widgets_values": ["kept"],
+                 "inputs": [{"name": "images", "type": "IMAGE", "link": 4}]},
+                {"id": 6, "type": "PreviewImage", "mode": 2,
+                 "inputs": [{"name": "images", "type": "IMAGE", "link": 5}]}
+            ],
+            "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 4, 0, "LATENT"], [3, 3, 2, 4, 1, "VAE"],
+                      [4, 4, 0, 5, 0, "IMAGE"], [5, 4, 0, 6, 0, "IMAGE"]],
+            "groups": [{"title": "Decode", "bounding": [10, 20, 500, 300.5], "color": "#3f789e", "font_size": 24},
+                       {"title": "broken", "bounding": [1, 2]}]
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        let mode_of = |class: &str| {
+            wf.nodes
+                .values()
+                .filter(|n| n.type_name == class)
+                .map(|n| n.mode)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(mode_of("LatentUpscale"), [NodeMode::Bypass]);
+        assert_eq!(mode_of("SaveImage"), [NodeMode::Normal, NodeMode::Mute]);
+        assert_eq!(ui_mode(NodeMode::Bypass), 4);
+        assert_eq!(ui_mode(NodeMode::Mute), 2);
+        assert!(
+            wf.to_yaml().contains("    bypass: true\n"),
+            "{}",
+            wf.to_yaml()
+        );
+        // Groups come along (one without a box is left out).
+        assert_eq!(
+            wf.groups,
+            [Group {
+                title: "Decode".into(),
+                color: Some("#3f789e".into()),
+                bounds: [10.0, 20.0, 500.0, 300.5]
+            }]
+        );
+        // An API prompt holds what runs: the decoder reads the empty latent, the preview is gone.
+        let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
+            .unwrap()
+            .json;
+        let classes: Vec<&str> = exported
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n["class_type"].as_str().unwrap())
+            .collect();
+        assert!(!classes.contains(&"LatentUpscaleBy"), "{exported}");
+        assert_eq!(
+            classes.iter().filter(|c| **c == "SaveImage").count(),
+            1,
+            "{exported}"
+        );
+        assert_eq!(
+            exported["4"]["inputs"]["samples"],
+            json!(["1", 0]),
+            "{exported}"
+        );
     }
 }

@@ -122,6 +122,11 @@ pub fn spread_for_editor(workflow: &mut Workflow, rows: impl Fn(&NodeEntry) -> u
         for [x, _] in workflow.layout.values_mut() {
             *x = (*x * scale).round();
         }
+        // Groups stretch with the nodes they hold.
+        for g in &mut workflow.groups {
+            g.bounds[0] = (g.bounds[0] * scale).round();
+            g.bounds[2] = (g.bounds[2] * scale).round();
+        }
     }
 }
 

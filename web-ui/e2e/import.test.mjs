@@ -138,8 +138,10 @@ test('drop a ComfyUI PNG: its UI workflow with ComfyUI positions; the name sugge
   // The editor holds the saved import (clean), so no discard question.
   const bytes = png({ prompt: fixture('12_ui_txt2img.api.json'), workflow: fixture('12_ui_txt2img.json') });
   await drop('01_txt2img_default.png', 'image/png', bytes);
-  await page.waitForFunction(() => window.__weft.getState().name === null && window.__weft.getState().nodes.length === 7);
-  assert.deepEqual(await kinds(), API_KINDS);
+  await page.waitForFunction(() => window.__weft.getState().name === null && window.__weft.getState().nodes.length === 8);
+  // The UI workflow's muted preview comes along muted (ComfyUI's mode 2), as weft's SaveImage.
+  assert.deepEqual(await kinds(), { ...API_KINDS, preview_13: 'SaveImage' });
+  assert.equal(await page.evaluate(() => window.__weft.getState().nodes.find((n) => n.id === 'preview_13').data.mode), 'mute');
   const pos = await page.evaluate(() => window.__weft.getState().nodes.find((n) => n.id === 'ksampler_3').position);
   // ComfyUI has it at (863, 186); x spread so weft's wider nodes do not overlap.
   assert.equal(pos.y, 186);

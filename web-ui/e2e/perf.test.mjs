@@ -1,4 +1,5 @@
-// Figures for a 300-node workflow: time to open, frames per second while panning.
+// Figures for a 300- and a 1,000-node workflow: time to open, frames per second while panning
+// (goals: 300 nodes open in < 400 ms and pan at >= 55 fps, 1,000 in < 1.5 s and >= 30 fps).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -37,7 +38,7 @@ export function bigWorkflow(count = 300) {
 }
 
 before(async () => {
-  writeFileSync(join(WORKFLOWS, 'big300.yaml'), bigWorkflow(300));
+  for (const count of [300, 1000]) writeFileSync(join(WORKFLOWS, `big${count}.yaml`), bigWorkflow(count));
   ({ browser, page } = await launch());
 });
 after(async () => {
@@ -79,26 +80,27 @@ async function pan(page, ms) {
   await page.mouse.up();
 }
 
-test('a 300-node workflow opens in under a second and pans smoothly', async () => {
+async function measure(count) {
+  const name = `big${count}`;
   // Cold: a fresh page load of the editor with the big file.
   const t0 = Date.now();
-  await page.goto(`${BASE}/#/big300`);
-  await page.waitForFunction(() => window.__weft?.getState().nodes.length === 300 && window.__weftFitted > 0);
+  await page.goto(`${BASE}/#/${name}`);
+  await page.waitForFunction((c) => window.__weft?.getState().nodes.length === c && window.__weftFitted > 0, count, { timeout: 60_000 });
   await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   const cold = Date.now() - t0;
 
   // Warm: from another workflow, open it (what a person does from the file menu).
   await open(page, 'txt2img');
-  const warm = await page.evaluate(async () => {
+  const warm = await page.evaluate(async ({ name, count }) => {
     const t = performance.now();
     window.__weftFitted = 0;
-    location.hash = '#/big300';
+    location.hash = `#/${name}`;
     // Until the view is fitted and the frame after it is painted.
     await new Promise((res) => {
       const check = () => {
         const n = window.__weft.getState().nodes.length;
         const dom = document.querySelectorAll('.react-flow__node').length;
-        if (n === 300 && dom > 0 && window.__weftFitted > t) requestAnimationFrame(() => requestAnimationFrame(() => res(null)));
+        if (n === count && dom > 0 && window.__weftFitted > t) requestAnimationFrame(() => requestAnimationFrame(() => res(null)));
         else requestAnimationFrame(check);
       };
       check();
@@ -115,12 +117,12 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
       check();
     });
     return { total: end - t, server: o.fetched - o.t0, draw: end - o.fetched, all: performance.now() - t };
-  });
+  }, { name, count });
   await page.waitForTimeout(Number(process.env.WEFT_PERF_SETTLE ?? 500));
   const visibleOpened = await page.locator('.react-flow__node').count();
   const viewOpened = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
   const pOpened = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '12-big300-opened');
+  await shot(page, `12-${name}-opened`);
   // Fitted: all 300 nodes on screen, the worst case for drawing.
   await page.locator('[data-testid="canvas"]').focus();
   await page.keyboard.press('.');
@@ -128,7 +130,7 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   const visibleAll = await page.locator('.react-flow__node').count();
   const fitted = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
   const pAll = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '13-big300-all');
+  await shot(page, `13-${name}-all`);
 
   // Zoomed in to about 1:1 where people work: only the visible nodes are in the page.
   await page.mouse.move(800, 500);
@@ -137,7 +139,7 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
   const zoomed = await page.evaluate(() => document.querySelector('.react-flow__viewport')?.style.transform);
   const visibleZoomed = await page.locator('.react-flow__node').count();
   const pZoomed = await fps(page, 3000, () => pan(page, 3000));
-  await shot(page, '14-big300-zoomed');
+  await shot(page, `14-${name}-zoomed`);
 
   const idle = await fps(page, 1000, () => page.waitForTimeout(1000));
   const figures = {
@@ -145,11 +147,11 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
     open_in_app_total_ms: Math.round(warm.total),
     open_in_app_server_answer_ms: Math.round(warm.server),
     open_in_app_draw_ms: Math.round(warm.draw),
-    all_300_drawn_and_measured_ms: Math.round(warm.all),
+    all_drawn_and_measured_ms: Math.round(warm.all),
     nodes_in_page_as_opened: visibleOpened,
     viewport_as_opened: viewOpened,
     pan_fps_as_opened: Number(pOpened.fps.toFixed(1)),
-    pan_fps_all_300_on_screen: Number(pAll.fps.toFixed(1)),
+    pan_fps_all_on_screen: Number(pAll.fps.toFixed(1)),
     nodes_in_page_all_on_screen: visibleAll,
     viewport_all: fitted,
     pan_fps_zoomed_in: Number(pZoomed.fps.toFixed(1)),
@@ -157,8 +159,19 @@ test('a 300-node workflow opens in under a second and pans smoothly', async () =
     viewport_zoomed: zoomed,
     idle_fps: Number(idle.fps.toFixed(1)),
   };
-  console.log('FIGURES ' + JSON.stringify(figures));
+  const load = await import('node:os').then((os) => os.loadavg().map((x) => x.toFixed(2)).join(' '));
+  console.log(`FIGURES ${count} nodes (load average ${load}, ${(await import('node:os')).cpus().length} CPUs) ` + JSON.stringify(figures));
   // The figure is printed above; the assertion only guards against a regression, with room for a
   // machine busy with other work (the target is under a second, see the figures).
+  return warm;
+}
+
+test('a 300-node workflow opens and pans smoothly', async () => {
+  const warm = await measure(300);
   assert.ok(warm.total < 2500, `opened in ${warm.total} ms`);
+});
+
+test('a 1,000-node workflow opens and pans', async () => {
+  const warm = await measure(1000);
+  assert.ok(warm.total < 8000, `opened in ${warm.total} ms`);
 });

@@ -6,6 +6,8 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
+  type ReactFlowState,
   type Connection,
   type FinalConnectionState,
   type IsValidConnection,
@@ -18,6 +20,8 @@ import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { useEditor, type PendingLink } from './store';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
+import { GroupNode, groupChanges, groupNodes } from './groups';
+import { SHORTCUTS, runShortcut, type ShortcutContext } from './shortcuts';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
@@ -26,7 +30,7 @@ import { cancelRun, connect, queueRun, reattach } from './live';
 import { pngWorkflowText } from './png';
 import { accepts, typeColour } from './types';
 
-const nodeTypes = { weft: WeftNode };
+const nodeTypes = { weft: WeftNode, group: GroupNode };
 
 /**
  * Fits the view once the nodes are drawn, but never below half size: a big graph opens readable
@@ -92,17 +96,32 @@ export function App() {
   );
 }
 
+/** Zoomed out so far that no text reads: the nodes' bodies are not painted (their size stays). */
+const tinySelector = (s: ReactFlowState) => s.transform[2] < 0.2;
+
 function Editor() {
+  const tiny = useStore(tinySelector);
   const nodes = useEditor((s) => s.nodes);
   const edges = useEditor((s) => s.edges);
   const types = useEditor((s) => s.types);
-  const onNodesChange = useEditor((s) => s.onNodesChange);
+  const onWeftNodesChange = useEditor((s) => s.onNodesChange);
+  const groups = useEditor((s) => s.groups);
+  const groupDrawn = useMemo(() => groupNodes(groups), [groups]);
+  const shown = useMemo(() => (groupDrawn.length ? [...groupDrawn, ...nodes] : nodes), [groupDrawn, nodes]);
+  const onNodesChange = useCallback(
+    (changes: Parameters<typeof onWeftNodesChange>[0]) => {
+      const rest = groupChanges(changes);
+      if (rest.length) onWeftNodesChange(rest);
+    },
+    [onWeftNodesChange],
+  );
   const onEdgesChange = useEditor((s) => s.onEdgesChange);
   const rf = useReactFlow<GNode, GEdge>();
   const wrap = useRef<HTMLDivElement>(null);
   const mouse = useRef({ x: 200, y: 200 });
   const [palette, setPalette] = useState<{ at: { x: number; y: number }; link?: PendingLink } | null>(null);
   const [showHistory, setShowHistory] = useState(false);
+  const [showHelp, setShowHelp] = useState(false);
   const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
 
@@ -249,51 +268,36 @@ function Editor() {
     [palette],
   );
 
-  // Keys: act on the canvas, never while typing in a field (Ctrl+S and the run keys work anywhere).
+  // Keys (shortcuts.ts, the one table the help lists): act on the canvas, never while typing in
+  // a field or searching (Ctrl+S and the run keys work anywhere).
   useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      const el = e.target as HTMLElement;
-      const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
-      const ctrl = e.ctrlKey || e.metaKey;
-      const ed = useEditor.getState();
-      if (ctrl && e.key.toLowerCase() === 's') {
-        e.preventDefault();
-        void (e.shiftKey ? saveAsAsk() : saveOrAsk());
-        return;
-      }
-      if (ctrl && e.key === 'Enter') {
-        e.preventDefault();
-        if (e.altKey) void cancelRun();
-        else void queueRun();
-        return;
-      }
-      if (typing || palette) return;
-      if (ctrl && !e.shiftKey && e.key.toLowerCase() === 'z') {
-        e.preventDefault();
-        ed.undo();
-      } else if (ctrl && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z'))) {
-        e.preventDefault();
-        ed.redo();
-      } else if (ctrl && e.key.toLowerCase() === 'c') {
-        ed.copy();
-      } else if (ctrl && e.key.toLowerCase() === 'v') {
+    const ctx: ShortcutContext = {
+      save: (as) => void (as ? saveAsAsk() : saveOrAsk()),
+      queue: () => void queueRun(),
+      cancel: () => void cancelRun(),
+      undo: () => useEditor.getState().undo(),
+      redo: () => useEditor.getState().redo(),
+      copy: () => useEditor.getState().copy(),
+      paste: () => {
         const b = wrap.current?.getBoundingClientRect();
         const p = mouse.current;
         const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
-        ed.paste(inside ? rf.screenToFlowPosition(p) : undefined);
-      } else if (ctrl && e.key.toLowerCase() === 'a') {
-        e.preventDefault();
-        useEditor.setState({ nodes: ed.nodes.map((n) => ({ ...n, selected: true })) });
-      } else if (e.key === 'Delete' || e.key === 'Backspace') {
-        ed.deleteSelected();
-      } else if ((e.key === ' ' || e.key === 'Tab') && !ctrl) {
-        e.preventDefault();
-        openPalette();
-      } else if (e.key === '.') {
-        rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 });
-      } else if (e.key.toLowerCase() === 'q' && !ctrl) {
-        setShowHistory((v) => !v);
-      }
+        useEditor.getState().paste(inside ? rf.screenToFlowPosition(p) : undefined);
+      },
+      selectAll: () => useEditor.setState((s) => ({ nodes: s.nodes.map((n) => ({ ...n, selected: true })) })),
+      deleteSelected: () => useEditor.getState().deleteSelected(),
+      bypass: () => useEditor.getState().toggleMode('bypass'),
+      mute: () => useEditor.getState().toggleMode('mute'),
+      group: () => useEditor.getState().groupSelected(),
+      search: () => openPalette(),
+      fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
+      toggleHistory: () => setShowHistory((v) => !v),
+      toggleHelp: () => setShowHelp((v) => !v),
+    };
+    const onKey = (e: KeyboardEvent) => {
+      const el = e.target as HTMLElement;
+      const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
+      runShortcut(e, ctx, typing || !!palette);
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
@@ -342,6 +346,7 @@ function Editor() {
       <div className="main">
         <div
           ref={wrap}
+          data-tiny={tiny || undefined}
           className="canvas"
           tabIndex={0}
           onMouseMove={(e) => (mouse.current = { x: e.clientX, y: e.clientY })}
@@ -356,7 +361,7 @@ function Editor() {
           data-testid="canvas"
         >
           <ReactFlow<GNode, GEdge>
-            nodes={nodes}
+            nodes={shown}
             edges={edges}
             nodeTypes={nodeTypes}
             onNodesChange={onNodesChange}
@@ -391,6 +396,7 @@ function Editor() {
           <Broken />
           <LooseDiagnostics />
           <Toast />
+          {showHelp && <Help onClose={() => setShowHelp(false)} />}
         </div>
         {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
         {showHistory && <History onClose={() => setShowHistory(false)} />}
@@ -399,6 +405,28 @@ function Editor() {
         <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
       )}
       <NameDialog />
+    </div>
+  );
+}
+
+/** The keys, drawn from the one table the key handler runs (shortcuts.ts). */
+function Help({ onClose }: { onClose: () => void }) {
+  return (
+    <div className="help" data-testid="help" onClick={onClose}>
+      <h3>Keys</h3>
+      <table>
+        <tbody>
+          {SHORTCUTS.map((s) => (
+            <tr key={s.keys}>
+              <td>
+                <kbd>{s.keys}</kbd>
+              </td>
+              <td>{s.does}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p>Keys act on the canvas, not while you type in a field (save and run keys work anywhere). Shift+drag or Ctrl+click selects.</p>
     </div>
   );
 }
@@ -708,6 +736,12 @@ function validateSoon(delay: number) {
   const mine = ++generation;
   timer = setTimeout(async () => {
     if (document.querySelector('.react-flow__connectionline')) return validateSoon(150);
+    // The canvas is the file as read or saved: the server's diagnostics of the file (located in
+    // it) are on the nodes already; the canvas's would carry positions in a serialisation.
+    if (!useEditor.getState().dirty) {
+      lastValidated = '';
+      return void (mine === generation && pending(0));
+    }
     const doc = useEditor.getState().doc();
     delete doc.layout;
     const key = JSON.stringify(doc);
@@ -719,7 +753,7 @@ function validateSoon(delay: number) {
         lastValidated = '';
         return validateSoon(150);
       }
-      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics, false) });
     } catch {
       /* the server is away; the next edit tries again */
     }

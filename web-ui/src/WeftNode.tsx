@@ -36,7 +36,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
   // screen then get their fields.
   const measured = useStore(useCallback((s: ReactFlowState) => !!s.nodeLookup.get(id)?.internals.handleBounds, [id]));
   const far = useStore(farSelector) || !measured;
-  const { kind, values } = data as WeftData;
+  const { kind, values, mode } = data as WeftData;
   const decl = useEditor(useCallback((s) => s.catalogue.get(kind), [kind]));
   const linkedKey = useEditor(useCallback((s) => linkedOf(s.edges, id), [id]));
   const run = useRunStore(useCallback((s) => s.nodes[id], [id]));
@@ -49,6 +49,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
     <div
       className="wn"
       data-state={state}
+      data-mode={mode}
       data-invalid={diags.length > 0 || undefined}
       data-selected={selected || undefined}
       data-testid={`node-${id}`}
@@ -56,6 +57,11 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
       <header className="wn-head">
         <span className="wn-id" title={decl?.doc}>{id}</span>
         <span className="wn-kind">{kind}</span>
+        {mode && (
+          <span className={`wn-mode wn-mode-${mode}`} data-testid="node-mode" title={mode === 'bypass' ? 'bypassed (Ctrl+B): each output is its first input of the same type' : 'muted (Ctrl+M): not run, nor what needs it'}>
+            {mode === 'bypass' ? 'bypassed' : 'muted'}
+          </span>
+        )}
         <Badge run={run} />
         <button
           className="wn-run nodrag"
@@ -118,9 +124,15 @@ function Badge({ run }: { run?: NodeRunState }) {
       ? `running${run.total ? ` ${run.step}/${run.total}` : ''}`
       : run.state === 'done'
         ? `done ${fmtMicros(run.micros)}`
-        : run.state;
+        : run.state === 'queued' && run.innerDone
+          ? `queued ${run.innerDone}/${run.innerTotal}`
+          : run.state;
   return (
-    <span className={`st st-${run.state}`} data-testid="node-status">
+    <span
+      className={`st st-${run.state}`}
+      data-testid="node-status"
+      title={run.innerTotal ? `${run.innerDone ?? 0} of the ${run.innerTotal} nodes inside this subgraph that this run needs are done` : undefined}
+    >
       {text}
     </span>
   );
@@ -178,7 +190,12 @@ function Images({ run }: { run?: NodeRunState }) {
 function DiagLine({ d }: { d: Diagnostic }) {
   return (
     <div className="wn-diag" data-testid="diagnostic">
-      {d.pos && <span className="pos">{d.pos.line}:{d.pos.column ?? d.pos.col} </span>}
+      {d.pos && (
+        <span className="pos" title={d.file ? 'line:column in the subgraph file' : 'line:column in the workflow file'}>
+          {d.file ? `${d.file.replace(/^.*[\\/]/, '')} ` : ''}
+          {d.pos.line}:{d.pos.column ?? d.pos.col}{' '}
+        </span>
+      )}
       {d.message}
       {d.hint && <div className="hint">{d.hint}</div>}
     </div>

@@ -39,6 +39,8 @@ export interface Diagnostic {
   node?: string;
   input?: string;
   pos?: { line: number; column?: number; col?: number };
+  /** The file `pos` is in when it is not the workflow's own (a subgraph's file). */
+  file?: string;
   message: string;
   hint?: string;
 }
@@ -50,6 +52,8 @@ export interface WorkflowDoc {
   layout?: Record<string, [number, number]>;
   /** The file's `sweep:` section (axes of a parameter sweep); absent when the file has none. */
   sweep?: SweepSection;
+  /** The editor's groups: titled boxes behind the nodes. */
+  groups?: { title: string; color?: string; box: [number, number, number, number] }[];
 }
 
 export interface WorkflowEntry {

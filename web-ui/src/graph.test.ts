@@ -143,3 +143,27 @@ describe('nameForImport', () => {
     expect(nameForImport('txt2img.json', (n) => taken.has(n))).toBe('txt2img-3');
   });
 });
+
+describe('bypass and mute', () => {
+  it('are node keys, not inputs, and survive a round trip', () => {
+    const d: WorkflowDoc = {
+      weft: 1,
+      nodes: {
+        up: { type: 'LatentUpscale', bypass: true, latent: '$x.latent', scale: 2 },
+        save: { type: 'SaveImage', mute: true, prefix: 'p' },
+        plain: { type: 'Int', value: 1, mute: false },
+      },
+    };
+    const { nodes, edges } = docToGraph(d);
+    const up = nodes.find((n) => n.id === 'up')!;
+    expect(up.data.mode).toBe('bypass');
+    expect(up.data.values).toEqual({ scale: 2 });
+    expect(up.data.order).toEqual(['latent', 'scale']);
+    expect(nodes.find((n) => n.id === 'save')!.data.mode).toBe('mute');
+    expect(nodes.find((n) => n.id === 'plain')!.data.mode).toBeUndefined();
+    const back = graphToDoc(nodes, edges);
+    expect(back.nodes.up).toEqual({ type: 'LatentUpscale', bypass: true, latent: '$x.latent', scale: 2 });
+    expect(back.nodes.save).toEqual({ type: 'SaveImage', mute: true, prefix: 'p' });
+    expect(back.nodes.plain).toEqual({ type: 'Int', value: 1 });
+  });
+});

@@ -10,7 +10,14 @@ export interface WeftData extends Record<string, unknown> {
   values: Record<string, Constant>;
   /** Input names in the order the file has them (a save keeps the order, so the diff stays small). */
   order?: string[];
+  /** `bypass: true` / `mute: true` in the file (Ctrl+B / Ctrl+M): the engine passes the node's
+   * inputs through, or leaves it out with what only it feeds. */
+  mode?: NodeMode;
 }
+
+export type NodeMode = 'bypass' | 'mute';
+/** The node keys beside `type` that are not inputs. */
+const MODE_KEYS = new Set(['bypass', 'mute']);
 
 /** A whole number in a float input: sent as `5.0` so the file keeps `cfg: 5.0` (JSON.stringify would write 5). */
 export class WholeFloat {
@@ -50,8 +57,13 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
   ids.forEach((id, i) => {
     const raw = doc.nodes[id] ?? {};
     const values: Record<string, Constant> = {};
+    let mode: NodeMode | undefined;
     for (const [name, v] of Object.entries(raw)) {
       if (name === 'type') continue;
+      if (MODE_KEYS.has(name)) {
+        if (v === true) mode = name as NodeMode;
+        continue;
+      }
       const link = parseLink(v);
       if (link) {
         edges.push({
@@ -72,7 +84,12 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
       id,
       type: 'weft',
       position: at ? { x: at[0], y: at[1] } : { x: (i % 6) * 320, y: Math.floor(i / 6) * 260 },
-      data: { kind: String(raw.type ?? ''), values, order: Object.keys(raw).filter((k) => k !== 'type') },
+      data: {
+        kind: String(raw.type ?? ''),
+        values,
+        order: Object.keys(raw).filter((k) => k !== 'type' && !MODE_KEYS.has(k)),
+        ...(mode ? { mode } : {}),
+      },
     });
   });
   return { nodes, edges };
@@ -88,6 +105,7 @@ export function graphToDoc(
   const out: WorkflowDoc = { weft: 1, nodes: {}, layout: {} };
   for (const n of nodes) {
     const entry: Record<string, Constant> = { type: n.data.kind };
+    if (n.data.mode) entry[n.data.mode] = true;
     const names = new Set(n.data.order ?? []);
     for (const k of Object.keys(n.data.values)) names.add(k);
     for (const e of edges) if (e.target === n.id) names.add(e.targetHandle);
@@ -220,4 +238,19 @@ export function nameForImport(fileName: string, taken: (name: string) => boolean
       .replace(/^[-.]+|[-.]+$/g, '') || 'imported';
   if (!taken(base)) return base;
   for (let i = 2; ; i++) if (!taken(`${base}-${i}`)) return `${base}-${i}`;
+}
+
+/**
+ * The name a person sees for an engine node id: an inner node of the subgraph node `repaint`,
+ * `repaint__sample` in the engine, is `repaint › sample` (nested ones `a › b › c`).
+ */
+export function userName(id: string, onCanvas: Set<string>): string {
+  const outer = canvasNode(id, onCanvas);
+  if (outer === id || !id.startsWith(`${outer}__`)) return id;
+  return [outer, ...id.slice(outer.length + 2).split('__')].join(' › ');
+}
+
+/** A message from the engine with every quoted inner node id ('a__b') written as the user sees it. */
+export function userText(text: string, onCanvas: Set<string>): string {
+  return text.replace(/'([\p{L}\p{N}_-]+__[\p{L}\p{N}_-]+)'/gu, (_whole, id: string) => `'${userName(id, onCanvas)}'`);
 }

@@ -1,8 +1,9 @@
 // The /ws connection: run events onto nodes, file changes onto the canvas.
 import { api, withToken, type Diagnostic } from './api';
-import { canvasNode } from './graph';
+import { canvasNode, userText } from './graph';
+import { SubgraphRun } from './subrun';
 import { useEditor } from './store';
-import { groupDiagnostics, useRunStore, type NodeRunState } from './runstore';
+import { forgetStale, groupDiagnostics, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { cancelSweep, cellIndex, followingSweep, refreshSweep, sweepFinishedEvent, sweepRunEvent, useSweepStore } from './sweeprun';
 
 type Ev = Record<string, unknown> & { event: string; run?: number };
@@ -11,6 +12,10 @@ type Ev = Record<string, unknown> & { event: string; run?: number };
 const early = new Map<number, Ev[]>();
 const mine = new Set<number>();
 const seenOutput = new Set<string>();
+/** The followed run's inner nodes of subgraphs, whose news make their canvas node's state. */
+let subRun: { run: number; agg: SubgraphRun } | null = null;
+/** Whether the last run queued here ran the file by name (its diagnostics' positions are the file's). */
+let ranFile = false;
 
 
 export function connect(): void {
@@ -57,7 +62,8 @@ export async function queueRun(target?: string): Promise<void> {
   try {
     // The saved file by name when the canvas is the file (the history then names it), else the canvas.
     // A file with a `sweep:` section would be swept when named: Queue runs the canvas once, so it sends the canvas.
-    const byName = ed.name && !ed.dirty && !ed.broken && ed.sweep.axes.length === 0;
+    const byName = !!ed.name && !ed.dirty && !ed.broken && ed.sweep.axes.length === 0;
+    ranFile = byName;
     const { id } = await api.run(byName ? ed.name! : doc, target);
     mine.add(id);
     useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
@@ -69,7 +75,7 @@ export async function queueRun(target?: string): Promise<void> {
     const err = e as { diagnostics?: Diagnostic[]; message: string };
     const diags = err.diagnostics ?? [];
     if (diags.length) {
-      useRunStore.setState({ diagnostics: groupDiagnostics(diags) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(diags, ranFile) });
       ed.say(`nothing ran: ${diags.length} problem${diags.length > 1 ? 's' : ''} in the workflow (marked on the nodes)`, 'error');
     } else ed.say(`cannot queue: ${err.message}`, 'error');
   }
@@ -166,9 +172,34 @@ function handle(ev: Ev): void {
   }
   const rs = useRunStore.getState();
   if (ev.run !== rs.run) return;
+  const onCanvas = new Set(useEditor.getState().nodes.map((n) => n.id));
   const engineNode = ev.node as string | undefined;
-  const node = engineNode === undefined ? undefined : canvasNode(engineNode, new Set(useEditor.getState().nodes.map((n) => n.id)));
+  const node = engineNode === undefined ? undefined : canvasNode(engineNode, onCanvas);
   const inner = node !== engineNode;
+  if (ev.event === 'run_started' || subRun?.run !== ev.run) {
+    const planned = Array.isArray(ev.nodes) ? (ev.nodes as string[]) : [];
+    subRun = { run: ev.run, agg: new SubgraphRun(planned, (id) => canvasNode(id, onCanvas)) };
+  }
+  const why = (ev.why as string[] | undefined)?.map((w) => userText(w, onCanvas));
+  if (inner && node) {
+    // An inner node of a subgraph: its news counts toward its canvas node's state.
+    const agg = subRun!.agg;
+    switch (ev.event) {
+      case 'node_cached':
+        rs.patch(node, { ...agg.update(node, engineNode!, { state: 'cached' }), error: undefined });
+        return;
+      case 'node_started':
+        rs.patch(node, { ...agg.update(node, engineNode!, { state: 'running', why }), step: undefined, total: undefined, preview: undefined, error: undefined });
+        return;
+      case 'node_finished':
+        rs.patch(node, { ...agg.update(node, engineNode!, { state: 'done', micros: ev.micros as number }), step: undefined, total: undefined });
+        return;
+      case 'error':
+        agg.update(node, engineNode!, { state: 'failed' });
+        rs.patch(node, { state: 'failed', error: userText(String(ev.message), onCanvas) });
+        return;
+    }
+  }
   switch (ev.event) {
     case 'run_queued':
       break;
@@ -181,18 +212,18 @@ function handle(ev: Ev): void {
         why: undefined,
         error: undefined,
         micros: undefined,
-        ...(ev.value !== undefined && !inner ? { value: ev.value as string | number | boolean } : {}),
+        ...(ev.value !== undefined ? { value: ev.value as string | number | boolean } : {}),
       });
       break;
     case 'node_started':
       rs.patch(node!, {
         state: 'running',
-        why: ev.why as string[] | undefined,
+        why,
         step: undefined,
         total: undefined,
         preview: undefined,
         error: undefined,
-        ...(inner ? {} : { micros: undefined }),
+        micros: undefined,
       });
       break;
     case 'progress':
@@ -212,21 +243,20 @@ function handle(ev: Ev): void {
       break;
     }
     case 'node_finished':
-      // A subgraph's node shows the time of all its inner nodes.
       rs.patch(node!, {
         state: 'done',
-        micros: (ev.micros as number) + (inner ? (rs.nodes[node!]?.micros ?? 0) : 0),
+        micros: ev.micros as number,
         step: undefined,
         total: undefined,
-        ...(ev.value !== undefined && !inner ? { value: ev.value as string | number | boolean } : {}),
+        ...(ev.value !== undefined ? { value: ev.value as string | number | boolean } : {}),
       });
       break;
     case 'error':
-      if (node) rs.patch(node, { state: 'failed', error: ev.message as string });
-      else useEditor.getState().say(String(ev.message), 'error');
+      if (node) rs.patch(node, { state: 'failed', error: userText(String(ev.message), onCanvas) });
+      else useEditor.getState().say(userText(String(ev.message), onCanvas), 'error');
       break;
     case 'invalid':
-      useRunStore.setState({ diagnostics: groupDiagnostics((ev.errors as Diagnostic[]) ?? []) });
+      useRunStore.setState({ diagnostics: groupDiagnostics((ev.errors as Diagnostic[]) ?? [], ranFile) });
       break;
     case 'run_finished': {
       const status = ev.status as string;
@@ -265,8 +295,14 @@ function fileEvent(ev: Ev): void {
     // the diagnostics may differ, the text does not.
     void api.nodes().then((types) => useEditor.getState().setCatalogue(types), () => undefined);
     if (ev.event === 'workflow_invalid') {
-      useRunStore.setState({ diagnostics: groupDiagnostics((ev.diagnostics as Diagnostic[]) ?? []) });
-    } else if (!ed.dirty) void ed.load(ed.name!);
+      useRunStore.setState({ diagnostics: groupDiagnostics((ev.diagnostics as Diagnostic[]) ?? [], true) });
+    } else if (!ed.dirty) {
+      // The nodes of the subgraphs that changed will re-run: they lose the last run's marks.
+      const stems = new Set((ev.because as string[]).map((f) => f.replace(/^.*[\\/]/, '').replace(/\.(ya?ml|json)$/, '')));
+      const doc = ed.doc();
+      forgetStale(staleNodes(doc, doc, stems));
+      void ed.load(ed.name!);
+    }
     ed.say(`${(ev.because as string[]).join(', ')} changed on disk`, 'info');
     return;
   }

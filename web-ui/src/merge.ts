@@ -64,6 +64,9 @@ export function merge3(base: WorkflowDoc | null, theirs: WorkflowDoc, mine: Work
   const sweep = pick(b.sweep, theirs.sweep, mine.sweep);
   if (sweep.conflict) conflicts.push({ node: 'sweep', input: null, theirs: theirs.sweep ?? null, mine: mine.sweep ?? null });
   if (sweep.value) doc.sweep = sweep.value;
+  // Groups: whichever side changed them wins, mine when both did (no input is at stake).
+  const groups = pick(b.groups, theirs.groups, mine.groups).value;
+  if (groups?.length) doc.groups = groups;
   return { doc, conflicts };
 }
 

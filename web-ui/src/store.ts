@@ -3,15 +3,17 @@ import { create } from 'zustand';
 import { applyEdgeChanges, applyNodeChanges, type EdgeChange, type NodeChange, type Connection } from '@xyflow/react';
 import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
-import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode } from './graph';
+import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
 import { accepts, typeColour } from './types';
-import { groupDiagnostics, useRunStore } from './runstore';
+import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
+import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groups';
 
 interface Snapshot {
   nodes: GNode[];
   edges: GEdge[];
   sweep: SweepDraft;
+  groups: GroupBox[];
 }
 
 interface Clipboard {
@@ -47,6 +49,15 @@ export interface EditorState {
   saving: boolean;
   /** The sweep panel's axes: the file's `sweep:` section, saved with it, one history with the graph. */
   sweep: SweepDraft;
+  /** The file's `groups:` (Ctrl+G), apart from the nodes; one history with the graph. */
+  groups: GroupBox[];
+  selectedGroup: number | null;
+  /** Ctrl+G: a group around the selected nodes. */
+  groupSelected: () => void;
+  /** Moves a group's box to `to` and its members by as much. */
+  moveGroup: (index: number, to: { x: number; y: number }, members: Set<string>) => void;
+  editGroup: (index: number, patch: Partial<GroupBox>) => void;
+  removeGroup: (index: number) => void;
 
   setCatalogue: (types: NodeType[]) => void;
   load: (name: string, opts?: { keepView?: boolean }) => Promise<void>;
@@ -76,6 +87,8 @@ export interface EditorState {
   copy: () => void;
   paste: (at?: { x: number; y: number }) => void;
   deleteSelected: () => void;
+  /** Ctrl+B / Ctrl+M: toggles the mode on the selected nodes (all on unless all have it already). */
+  toggleMode: (mode: NodeMode) => void;
   say: (text: string, kind?: 'info' | 'error') => void;
 }
 
@@ -117,6 +130,54 @@ export const useEditor = create<EditorState>()((set, get) => ({
   message: null,
   saving: false,
   sweep: emptySweep(),
+  groups: [],
+  selectedGroup: null,
+
+  groupSelected: () => {
+    const s = get();
+    const chosen = s.nodes.filter((n) => n.selected);
+    if (chosen.length === 0) {
+      s.say('select the nodes to group first (Shift+drag or Ctrl+click)', 'error');
+      return;
+    }
+    s.checkpoint();
+    set({ groups: [...s.groups, { title: 'Group', color: DEFAULT_GROUP_COLOUR, box: boxAround(chosen) }], dirty: true });
+    s.say(`grouped ${chosen.length} node${chosen.length > 1 ? 's' : ''}: drag its title to move them, double-click it to rename`);
+  },
+
+  moveGroup: (index, to, members) => {
+    const s = get();
+    const g = s.groups[index];
+    if (!g) return;
+    const dx = to.x - g.box[0];
+    const dy = to.y - g.box[1];
+    if (dx === 0 && dy === 0) return;
+    const groups = s.groups.slice();
+    groups[index] = { ...g, box: [to.x, to.y, g.box[2], g.box[3]] };
+    set({
+      groups,
+      nodes: s.nodes.map((n) => (members.has(n.id) ? { ...n, position: { x: n.position.x + dx, y: n.position.y + dy } } : n)),
+      dirty: true,
+      edits: s.edits + 1,
+    });
+  },
+
+  editGroup: (index, patch) => {
+    const s = get();
+    const g = s.groups[index];
+    if (!g) return;
+    s.checkpoint(`group${index}.${Object.keys(patch).join()}`);
+    const groups = s.groups.slice();
+    groups[index] = { ...g, ...patch };
+    set({ groups, dirty: true });
+  },
+
+  removeGroup: (index) => {
+    const s = get();
+    if (!s.groups[index]) return;
+    s.checkpoint();
+    set({ groups: s.groups.filter((_, i) => i !== index), selectedGroup: null, dirty: true });
+  },
 
   setCatalogue: (types) => set({ types, catalogue: new Map(types.map((t) => [t.type, t])) }),
 
@@ -130,7 +191,8 @@ export const useEditor = create<EditorState>()((set, get) => ({
   fileDoc: () => {
     const doc = get().doc();
     const sweep = sweepSection(get().sweep, get().sweepContext());
-    return sweep ? { ...doc, sweep } : doc;
+    const groups = get().groups;
+    return { ...doc, ...(sweep ? { sweep } : {}), ...(groups.length ? { groups } : {}) };
   },
 
   setSweep: (sweep, key) => {
@@ -167,6 +229,8 @@ export const useEditor = create<EditorState>()((set, get) => ({
       nodes,
       edges: edges.map((e) => styled(e, byId, cat)),
       sweep: draftFromSection(doc.sweep, declOf),
+      groups: doc.groups ?? [],
+      selectedGroup: null,
       dirty,
       broken: null,
       conflict: null,
@@ -178,7 +242,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     set({ name: null, revision: null, suggest, past: [], future: [], nodes: [], edges: [] });
     get().loadDoc(doc, true);
     set({ edits: get().edits + 1 });
-    useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics) });
+    useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics, false) });
     history.replaceState(null, '', location.pathname + location.search);
     document.title = `${suggest} (unsaved) · weft`;
   },
@@ -203,9 +267,13 @@ export const useEditor = create<EditorState>()((set, get) => ({
       if (f.workflow) set({ name, revision: f.revision, base: f.workflow, suggest: null });
       else set({ name, suggest: null, ...(switching ? { revision: null } : {}) });
       if (f.workflow) {
-        if (!switching) get().checkpoint();
+        if (!switching) {
+          get().checkpoint();
+          // Read again after a disk edit: nodes that will re-run lose the last run's marks.
+          forgetStale(staleNodes(get().doc(), f.workflow));
+        }
         get().loadDoc(f.workflow, false);
-        useRunStore.setState({ diagnostics: groupDiagnostics(f.diagnostics ?? []) });
+        useRunStore.setState({ diagnostics: groupDiagnostics(f.diagnostics ?? [], true) });
       } else {
         set({ broken: { text: f.text, diagnostics: f.diagnostics ?? [] }, conflict: null, dirty: false });
       }
@@ -232,7 +300,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       const doc = get().fileDoc();
       const r = await api.save(name, doc, revision ?? '');
       set({ revision: r.revision, base: doc, dirty: false, conflict: null, saving: false });
-      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? []) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(r.diagnostics ?? [], true) });
       get().say(`saved ${name}.yaml`);
       void get().refreshList();
       return true;
@@ -309,7 +377,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       return;
     }
     set({
-      past: [...s.past.slice(-HISTORY + 1), { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
+      past: [...s.past.slice(-HISTORY + 1), { nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups }],
       future: [],
       lastEditKey: key ?? null,
       lastEditAt: now,
@@ -323,10 +391,11 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!prev) return;
     set({
       past: s.past.slice(0, -1),
-      future: [...s.future, { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
+      future: [...s.future, { nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups }],
       nodes: prev.nodes,
       edges: prev.edges,
       sweep: prev.sweep,
+      groups: prev.groups,
       dirty: true,
       edits: s.edits + 1,
       lastEditKey: null,
@@ -339,10 +408,11 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!next) return;
     set({
       future: s.future.slice(0, -1),
-      past: [...s.past, { nodes: s.nodes, edges: s.edges, sweep: s.sweep }],
+      past: [...s.past, { nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups }],
       nodes: next.nodes,
       edges: next.edges,
       sweep: next.sweep,
+      groups: next.groups,
       dirty: true,
       edits: s.edits + 1,
       lastEditKey: null,
@@ -484,8 +554,32 @@ export const useEditor = create<EditorState>()((set, get) => ({
     });
   },
 
+  toggleMode: (mode) => {
+    const s = get();
+    const chosen = s.nodes.filter((n) => n.selected);
+    if (chosen.length === 0) return;
+    const on = !chosen.every((n) => n.data.mode === mode);
+    s.checkpoint();
+    set({
+      nodes: s.nodes.map((n) => {
+        if (!n.selected) return n;
+        const data = { ...n.data };
+        if (on) data.mode = mode;
+        else delete data.mode;
+        return { ...n, data };
+      }),
+      dirty: true,
+    });
+    const names = chosen.map((n) => n.id).join(', ');
+    s.say(`${on ? (mode === 'bypass' ? 'bypassed' : 'muted') : mode === 'bypass' ? 'no longer bypassed' : 'no longer muted'}: ${names}`);
+  },
+
   deleteSelected: () => {
     const s = get();
+    if (s.selectedGroup != null && s.groups[s.selectedGroup]) {
+      s.removeGroup(s.selectedGroup);
+      return;
+    }
     const gone = new Set(s.nodes.filter((n) => n.selected).map((n) => n.id));
     const edgesLeft = s.edges.filter((e) => !e.selected && !gone.has(e.source) && !gone.has(e.target));
     if (gone.size === 0 && edgesLeft.length === s.edges.length) return;

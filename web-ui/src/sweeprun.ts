@@ -96,7 +96,7 @@ export async function queueSweep(): Promise<boolean> {
     const err = e as { diagnostics?: Diagnostic[]; message: string };
     const diags = err.diagnostics ?? [];
     if (diags.length) {
-      useRunStore.setState({ diagnostics: groupDiagnostics(diags) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(diags, false) });
       const where = (d: Diagnostic) => (d.node ? `${d.node}${d.input ? `.${d.input}` : ''}: ` : '');
       ed.say(`nothing ran: ${diags.map((d) => where(d) + d.message).slice(0, 3).join('; ')}`, 'error');
     } else ed.say(`cannot queue the sweep: ${err.message}`, 'error');

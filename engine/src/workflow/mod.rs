@@ -75,6 +75,31 @@ pub struct NodeEntry {
     pub inputs: IndexMap<String, InputEntry>,
     pub pos: Option<Pos>,
     pub type_pos: Option<Pos>,
+    /// `bypass: true` / `mute: true` in the file: how `modes::apply_modes` rewrites the node
+    /// away before planning (ComfyUI's node modes 4 and 2).
+    pub mode: NodeMode,
+}
+
+/// Whether a node runs, passes its inputs through, or is left out with what only it feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeMode {
+    #[default]
+    Normal,
+    /// `bypass: true`: each output is its first input of the same type (ComfyUI's mode 4).
+    Bypass,
+    /// `mute: true`: the node does not run, nor what needs it (ComfyUI's mode 2).
+    Mute,
+}
+
+impl NodeMode {
+    /// The node key that sets this mode in a file (`None` for a node that runs).
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            NodeMode::Normal => None,
+            NodeMode::Bypass => Some("bypass"),
+            NodeMode::Mute => Some("mute"),
+        }
+    }
 }
 
 impl NodeEntry {
@@ -85,7 +110,14 @@ impl NodeEntry {
             inputs: IndexMap::new(),
             pos: None,
             type_pos: None,
+            mode: NodeMode::Normal,
         }
+    }
+
+    /// Builder: sets the node's mode (bypass, mute).
+    pub fn mode(mut self, mode: NodeMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Builder: sets a constant input.
@@ -121,6 +153,9 @@ pub struct Workflow {
     pub version: i64,
     pub nodes: IndexMap<String, NodeEntry>,
     pub layout: IndexMap<String, [f64; 2]>,
+    /// The editor's groups (`groups:` beside `layout`): boxes drawn behind the nodes; like the
+    /// layout they change nothing a run computes.
+    pub groups: Vec<Group>,
     pub version_pos: Option<Pos>,
     pub nodes_pos: Option<Pos>,
     /// What the file exposes when used as a node in another workflow (a subgraph): its
@@ -129,6 +164,16 @@ pub struct Workflow {
     /// The `sweep:` section: axes of values that `sweep::plan` turns into one sweep-free
     /// workflow per cell before anything is planned.
     pub sweep: Option<crate::sweep::Sweep>,
+}
+
+/// A titled, coloured box in the editor; the nodes inside it move with it (ComfyUI's groups).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub title: String,
+    /// A CSS colour (`#3f789e`), or none for the editor's default.
+    pub color: Option<String>,
+    /// x, y, width, height in canvas units.
+    pub bounds: [f64; 4],
 }
 
 /// The node id inner nodes use to reach a subgraph's exposed inputs: `$inputs.prompt`.
@@ -257,6 +302,73 @@ layout:
         assert_eq!(again.to_yaml(), written);
         let from_json = Workflow::parse_str(&wf.to_json().to_string()).unwrap();
         assert_eq!(from_json.to_yaml(), written);
+    }
+
+    const WITH_MODES_AND_GROUPS: &str = "# yaml-language-server: $schema=schema.json
+weft: 1
+nodes:
+  up:
+    type: LatentUpscale
+    bypass: true
+    latent: $noise.latent
+  save:
+    type: SaveImage
+    mute: true
+    image: $up.image
+layout:
+  up: [0, 0]
+groups:
+  - {title: \"Upscale, then save\", color: \"#3f789e\", box: [-20, -50, 640.5, 300]}
+  - {title: \"\", box: [0, 0, 10, 10]}
+";
+
+    #[test]
+    fn modes_and_groups_round_trip_in_yaml_and_json() {
+        let wf = Workflow::parse_str(WITH_MODES_AND_GROUPS).unwrap();
+        assert_eq!(wf.nodes["up"].mode, NodeMode::Bypass);
+        assert_eq!(wf.nodes["save"].mode, NodeMode::Mute);
+        assert!(!wf.nodes["up"].inputs.contains_key("bypass"));
+        assert_eq!(
+            wf.groups[0],
+            Group {
+                title: "Upscale, then save".into(),
+                color: Some("#3f789e".into()),
+                bounds: [-20.0, -50.0, 640.5, 300.0],
+            }
+        );
+        assert_eq!(wf.to_yaml(), WITH_MODES_AND_GROUPS);
+        let from_json = Workflow::parse_str(&wf.to_json().to_string()).unwrap();
+        assert_eq!(from_json.to_yaml(), WITH_MODES_AND_GROUPS);
+    }
+
+    #[test]
+    fn bad_modes_and_groups_are_located() {
+        let errs = Workflow::parse_str(
+            "weft: 1\nnodes:\n  a:\n    type: X\n    bypass: yes please\n  b:\n    type: X\n    bypass: true\n    mute: true\ngroups:\n  - {title: T, box: [1, 2]}\n  - {title: U}\n",
+        )
+        .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("5:13") && l.contains("true or false")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("both bypassed and muted")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("11:21") && l.contains("[x, y, width, height]")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("needs a box")),
+            "{lines:#?}"
+        );
     }
 
     #[test]

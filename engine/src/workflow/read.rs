@@ -3,15 +3,17 @@
 use indexmap::IndexMap;
 
 use super::{
-    is_valid_id, ExposedInput, ExposedOutput, InputEntry, InputValue, Link, NodeEntry, Workflow,
-    FORMAT_VERSION, MAX_ID_CHARS,
+    is_valid_id, ExposedInput, ExposedOutput, Group, InputEntry, InputValue, Link, NodeEntry,
+    NodeMode, Workflow, FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::sweep::{Axis, AxisValues, Sweep, SweepMode};
 use crate::value::{Constant, ValueType};
 use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["weft", "nodes", "layout", "inputs", "outputs", "sweep"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "weft", "nodes", "layout", "groups", "inputs", "outputs", "sweep",
+];
 
 pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
     let Yaml::Map { entries, pos } = root else {
@@ -77,6 +79,7 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
                 }
             }
             "layout" => read_layout(value, &mut wf, &mut errors),
+            "groups" => read_groups(value, &mut wf, &mut errors),
             "sweep" => wf.sweep = read_sweep(key.pos, value, &mut errors),
             "inputs" => {
                 let interface = wf.interface.get_or_insert_with(Default::default);
@@ -89,8 +92,8 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             other => {
                 let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
                 d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, sweep (and inputs, outputs in a subgraph)"),
-                    None => "the top-level keys are weft, nodes, layout, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, groups, sweep (and inputs, outputs in a subgraph)"),
+                    None => "the top-level keys are weft, nodes, layout, groups, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
                 });
                 errors.push(d);
             }
@@ -165,6 +168,7 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
         inputs: IndexMap::new(),
         pos: Some(id_pos),
         type_pos: None,
+        mode: NodeMode::Normal,
     };
     let mut ok = true;
     for (key, value) in entries {
@@ -177,6 +181,51 @@ fn read_node(id: &str, id_pos: Pos, node: Yaml, errors: &mut Vec<Diagnostic>) ->
                 other => {
                     errors.push(
                         Diagnostic::at(other.pos(), "`type` must be a node type name").node(id),
+                    );
+                    ok = false;
+                }
+            }
+            continue;
+        }
+        if key.text == "bypass" || key.text == "mute" {
+            // Node keys, like `type`: no node type has inputs of these names.
+            let on = match &value {
+                Yaml::Scalar {
+                    text,
+                    quoted: false,
+                    ..
+                } => match type_plain_scalar(text) {
+                    PlainScalar::Bool(b) => Some(b),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match on {
+                Some(false) => {}
+                Some(true) => {
+                    let mode = if key.text == "bypass" {
+                        NodeMode::Bypass
+                    } else {
+                        NodeMode::Mute
+                    };
+                    if entry.mode != NodeMode::Normal && entry.mode != mode {
+                        errors.push(
+                            Diagnostic::at(key.pos, "a node cannot be both bypassed and muted")
+                                .node(id)
+                                .hint("keep `bypass: true` (pass inputs through) or `mute: true` (leave it out)"),
+                        );
+                        ok = false;
+                    }
+                    entry.mode = mode;
+                }
+                None => {
+                    errors.push(
+                        Diagnostic::at(
+                            value.pos(),
+                            format!("`{}` must be true or false", key.text),
+                        )
+                        .node(id)
+                        .hint(format!("write `{}: true`, or remove the line", key.text)),
                     );
                     ok = false;
                 }
@@ -293,6 +342,86 @@ fn read_layout(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
                     .node(&key.text),
             ),
         }
+    }
+}
+
+/// A list of finite numbers, or `None`.
+fn numbers(value: &Yaml) -> Option<Vec<f64>> {
+    let Yaml::Seq { items, .. } = value else {
+        return None;
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Yaml::Scalar {
+                text,
+                quoted: false,
+                ..
+            } => match type_plain_scalar(text) {
+                PlainScalar::Int(i) => Some(i as f64),
+                PlainScalar::UInt(u) => Some(u as f64),
+                PlainScalar::Float(f) if f.is_finite() => Some(f),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// `groups:`: a list of `{title: T, color: "#rrggbb", box: [x, y, width, height]}`.
+fn read_groups(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
+    const HINT: &str =
+        "write each group as `- {title: Sampling, color: \"#3f789e\", box: [x, y, width, height]}`";
+    let items = match value {
+        Yaml::Seq { items, .. } => items,
+        Yaml::Scalar {
+            ref text,
+            quoted: false,
+            ..
+        } if text.is_empty() => return,
+        other => {
+            errors.push(Diagnostic::at(other.pos(), "`groups` must be a list").hint(HINT));
+            return;
+        }
+    };
+    for item in items {
+        let Yaml::Map { entries, pos } = item else {
+            errors.push(Diagnostic::at(item.pos(), "a group must be a mapping").hint(HINT));
+            continue;
+        };
+        let mut group = Group {
+            title: String::new(),
+            color: None,
+            bounds: [0.0; 4],
+        };
+        // Said once: a box that is there but malformed has its own error.
+        let mut has_box = false;
+        let mut bad_box = Vec::new();
+        for (key, v) in entries {
+            match (key.text.as_str(), &v) {
+                ("title", Yaml::Scalar { text, .. }) => group.title = text.clone(),
+                ("color", Yaml::Scalar { text, .. }) => group.color = Some(text.clone()),
+                ("box", _) => match numbers(&v) {
+                    Some(n) if n.len() == 4 && n[2] >= 0.0 && n[3] >= 0.0 => {
+                        group.bounds = [n[0], n[1], n[2], n[3]];
+                        has_box = true;
+                    }
+                    _ => bad_box.push(
+                        Diagnostic::at(v.pos(), "a group's box must be [x, y, width, height]")
+                            .hint(HINT),
+                    ),
+                },
+                (other, _) => errors.push(
+                    Diagnostic::at(key.pos, format!("unknown group key '{other}'")).hint(HINT),
+                ),
+            }
+        }
+        if has_box {
+            wf.groups.push(group);
+        } else if bad_box.is_empty() {
+            errors.push(Diagnostic::at(pos, "a group needs a box").hint(HINT));
+        }
+        errors.append(&mut bad_box);
     }
 }
 

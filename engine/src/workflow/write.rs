@@ -21,6 +21,9 @@ impl Workflow {
                 yaml_key(id),
                 yaml_string(&node.type_name)
             ));
+            if let Some(key) = node.mode.key() {
+                out.push_str(&format!("    {key}: true\n"));
+            }
             for (name, input) in &node.inputs {
                 out.push_str(&format!(
                     "    {}: {}\n",
@@ -43,6 +46,21 @@ impl Workflow {
                 ));
             }
         }
+        if !self.groups.is_empty() {
+            out.push_str("groups:\n");
+            for g in &self.groups {
+                let color = g
+                    .color
+                    .as_ref()
+                    .map(|c| format!(", color: {}", json_quoted(c)))
+                    .unwrap_or_default();
+                let [x, y, w, h] = g.bounds.map(fmt_number);
+                out.push_str(&format!(
+                    "  - {{title: {}{color}, box: [{x}, {y}, {w}, {h}]}}\n",
+                    json_quoted(&g.title)
+                ));
+            }
+        }
         out
     }
 
@@ -52,6 +70,9 @@ impl Workflow {
         for (id, node) in &self.nodes {
             let mut obj = serde_json::Map::new();
             obj.insert("type".into(), node.type_name.clone().into());
+            if let Some(key) = node.mode.key() {
+                obj.insert(key.into(), true.into());
+            }
             for (name, input) in &node.inputs {
                 let v = match &input.value {
                     InputValue::Link(l) => {
@@ -86,6 +107,20 @@ impl Workflow {
                 .map(|(id, p)| (id.clone(), serde_json::json!(p)))
                 .collect();
             root.insert("layout".into(), layout.into());
+        }
+        if !self.groups.is_empty() {
+            let groups: Vec<serde_json::Value> = self
+                .groups
+                .iter()
+                .map(|g| {
+                    let mut o = serde_json::json!({"title": g.title, "box": g.bounds});
+                    if let Some(c) = &g.color {
+                        o["color"] = c.clone().into();
+                    }
+                    o
+                })
+                .collect();
+            root.insert("groups".into(), groups.into());
         }
         root.into()
     }
@@ -166,6 +201,12 @@ fn is_plain_safe(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && matches!(type_plain_scalar(s), PlainScalar::String(_))
+}
+
+/// Always quoted (a JSON string is a YAML double-quoted scalar): inside a flow mapping a plain
+/// `,` or `#` would end the value.
+fn json_quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 fn yaml_string(s: &str) -> String {
