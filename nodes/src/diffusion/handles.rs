@@ -8,6 +8,7 @@ use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::SpecialTokens;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::unet_cuda_graph::UNetGraphs;
+use crate::weights::family::ModelFamily;
 
 /// A loaded UNet (the "model" socket), with the CUDA graphs of its calls made so far.
 pub struct DiffusionModel {
@@ -21,6 +22,11 @@ impl DiffusionModel {
             unet,
             graphs: UNetGraphs::default(),
         }
+    }
+
+    /// The family its UNet belongs to (the schedule and conditioning it takes).
+    pub fn family(&self) -> ModelFamily {
+        ModelFamily::of_unet_config(self.unet.config())
     }
 }
 

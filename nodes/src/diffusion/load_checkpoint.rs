@@ -12,11 +12,9 @@ use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
-use crate::models::prompt_weighting::SpecialTokens;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
-use crate::weights::checkpoint::{
-    load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
-};
+use crate::weights::checkpoint::{load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions};
+use crate::weights::family::TextEncoderStack;
 use crate::weights::{parameter_bytes, WeightedModel, Weights};
 
 use super::configs::{clip_config_from_json, precision};
@@ -120,6 +118,7 @@ fn load_embedded(path: &Path, options: &LoadOptions, models: &ModelFolders) -> N
 /// the CLIP vocabulary from set-up.
 fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
     let checkpoint = load_checkpoint(path, options)?;
+    let family = checkpoint.family();
     let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
     let bytes = checkpoint
         .text_encoder_weights
@@ -137,9 +136,14 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
             "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
         ))
     })?;
-    let special = match checkpoint.version {
-        SdVersion::V1 => SpecialTokens::SD1,
-        SdVersion::V2 => SpecialTokens::SD2,
+    let special = match family.text_encoders() {
+        TextEncoderStack::Single { special } => special,
+        TextEncoderStack::ClipLAndBigG => {
+            return Err(NodeError::msg(format!(
+                "{}: SDXL text encoders are not wired in yet",
+                path.display()
+            )))
+        }
     };
     let encoder = TextEncoder::Clip {
         model: Box::new(model),

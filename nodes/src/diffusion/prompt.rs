@@ -9,6 +9,7 @@ use weft_engine::{
 use crate::models::clip_text_model::ClipLayer;
 use crate::models::prompt_weighting::encode_prompt;
 
+use super::conditioning::Conditioning;
 use super::handles::TextEncoder;
 
 /// Prompt text to conditioning. CLIP prompts take ComfyUI's weighting syntax: (word:1.2).
@@ -47,9 +48,9 @@ impl Node for PromptEncode {
             } => encode_prompt(model, tokenizer, text, special, ClipLayer::Last, true)?.0,
             TextEncoder::MiniLm(minilm) => minilm.embed_tokens(text)?,
         };
-        Ok(vec![Value::Tensor(
-            T::Conditioning,
+        Ok(vec![Conditioning::tokens(
             conditioning.f_to_kind(Kind::Float)?,
-        )])
+        )
+        .into_value()])
     }
 }

@@ -2,7 +2,9 @@
 //! checkpoint keys to diffusers / transformers state-dict keys, after the renames of
 //! diffusers' `convert_from_ckpt.py`: the UNet (`model.diffusion_model.*`), the VAE
 //! (`first_stage_model.*`), the SD 1.x CLIP-L text encoder (`cond_stage_model.transformer.*`)
-//! and the SD 2.x OpenCLIP-H text tower (`cond_stage_model.model.*`).
+//! the SD 2.x OpenCLIP-H text tower (`cond_stage_model.model.*`), and SDXL's two towers
+//! (`conditioner.embedders.0.transformer.*` CLIP-L, `conditioner.embedders.1.model.*`
+//! OpenCLIP-bigG) and added-conditioning MLP (`label_emb.0.{0,2}`).
 
 /// What to do with one checkpoint tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,9 @@ pub enum Mapped {
     ConvToLinear(String),
     /// OpenCLIP's fused `in_proj` (`[3D, ...]`): split in three along dim 0 into q, k, v.
     SplitQkv([String; 3]),
+    /// A matrix used as `x @ m` (OpenCLIP's `text_projection` `[width, dim]`) as a linear
+    /// weight `[dim, width]`.
+    Transpose(String),
     /// Not part of the inference model (EMA copies, schedule buffers, unused projections).
     Drop,
 }
@@ -24,12 +29,16 @@ pub enum Component {
     Unet,
     Vae,
     TextEncoder,
+    /// SDXL's second text tower (OpenCLIP-bigG, transformers `CLIPTextModelWithProjection`).
+    TextEncoder2,
 }
 
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const VAE_PREFIX: &str = "first_stage_model.";
 pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
 pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+pub const SDXL_CLIP_L_PREFIX: &str = "conditioner.embedders.0.transformer.";
+pub const SDXL_CLIP_G_PREFIX: &str = "conditioner.embedders.1.model.";
 
 /// The architecture facts the maps need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,10 @@ pub fn map_ldm_key(name: &str, layout: &LdmLayout) -> Option<(Component, Mapped)
         clip_l_key(rest).map(|m| (Component::TextEncoder, m))
     } else if let Some(rest) = name.strip_prefix(OPEN_CLIP_PREFIX) {
         open_clip_key(rest, layout.open_clip_layers_kept).map(|m| (Component::TextEncoder, m))
+    } else if let Some(rest) = name.strip_prefix(SDXL_CLIP_L_PREFIX) {
+        clip_l_key(rest).map(|m| (Component::TextEncoder, m))
+    } else if let Some(rest) = name.strip_prefix(SDXL_CLIP_G_PREFIX) {
+        open_clip_g_key(rest, layout.open_clip_layers_kept).map(|m| (Component::TextEncoder2, m))
     } else {
         // model_ema.*, betas / alphas_cumprod / ... schedule buffers, and the like.
         Some((Component::Unet, Mapped::Drop))
@@ -99,6 +112,8 @@ pub fn unet_key(ldm: &str, layers_per_block: usize) -> Option<String> {
     let simple = [
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
@@ -302,6 +317,16 @@ pub fn open_clip_key(ldm: &str, layers_kept: usize) -> Option<Mapped> {
         _ => return None,
     };
     Some(Mapped::Rename(format!("{layer}.{module}.{leaf}")))
+}
+
+/// SDXL's OpenCLIP-bigG key without `conditioner.embedders.1.model.` -> transformers
+/// `CLIPTextModelWithProjection` key: as [`open_clip_key`] (keep every resblock: the pooled
+/// output needs the last), plus `text_projection` transposed into a linear weight.
+pub fn open_clip_g_key(ldm: &str, layers_kept: usize) -> Option<Mapped> {
+    match ldm {
+        "text_projection" => Some(Mapped::Transpose("text_projection.weight".into())),
+        _ => open_clip_key(ldm, layers_kept),
+    }
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@ pub use self::safetensors::{read_safetensors, MappedFile, Weights};
 pub mod checkpoint;
 pub mod model;
 pub use self::model::{parameter_bytes, Checked, WeightedModel};
+pub mod family;
 pub mod ldm_keymap;
