@@ -97,8 +97,6 @@ pub enum CheckpointError {
     NoCrossAttention,
     #[error("tensor {name} {shape:?}: a fused q/k/v projection needs a multiple of 3 rows")]
     FusedQkv { name: String, shape: Vec<i64> },
-    #[error("tensor {name} {shape:?}: expected a matrix to transpose")]
-    NotAMatrix { name: String, shape: Vec<i64> },
     #[error("no {what} tensors in this {family} checkpoint")]
     MissingComponent {
         family: &'static str,

@@ -12,6 +12,6 @@ mod vae;
 pub use conditioning::{Conditioning, SizeConditioning};
 pub use handles::{DiffusionModel, TextEncoder, Vae};
 pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
-pub use prompt::PromptEncode;
+pub use prompt::{PromptEncode, PromptEncodeSdxl};
 pub use sample::Sampler;
 pub use vae::{VaeDecode, VaeEncode};

@@ -1,11 +1,13 @@
 //! CLIP text transformer (Radford et al. 2021) mirroring transformers' `CLIPTextModel`:
 //! token + learned position embeddings, pre-norm causal self-attention layers, final LayerNorm,
 //! pooled output at the end-of-text token. Tensor names as in diffusers' `text_encoder`
-//! (`text_model.embeddings.token_embedding.weight`, ...). Presets: SD 1.x (OpenAI ViT-L/14)
-//! and SD 2.x (OpenCLIP ViT-H/14 with its last layer dropped, as diffusers ships it).
+//! (`text_model.embeddings.token_embedding.weight`, ...). Presets: SD 1.x (OpenAI ViT-L/14),
+//! SD 2.x (OpenCLIP ViT-H/14 with its last layer dropped, as diffusers ships it) and SDXL's
+//! OpenCLIP ViT-bigG/14, which [`ClipTextModelWithProjection`] wraps with its text projection.
+use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use crate::error::{ModelError, Result, TchContext};
+use crate::error::{ConfigError, ModelError, Result, TchContext};
 use crate::weights::{Checked, WeightedModel, Weights};
 
 use super::layers::{embedding_table, join, LayerNorm, Linear};
@@ -88,6 +90,94 @@ impl ClipTextConfig {
             num_hidden_layers: 24,
             ..Self::open_clip_vit_h14_sd2()
         }
+    }
+
+    /// SDXL's second text tower: OpenCLIP ViT-bigG/14 (32 layers, 1280 wide, GELU), as
+    /// diffusers' `text_encoder_2` holds it. SDXL conditions on its penultimate layer
+    /// (`ClipLayer::Skip(1)`, not normalised) and pools from its last.
+    pub fn open_clip_vit_bigg14() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            max_position_embeddings: 77,
+            hidden_act: Activation::Gelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+        }
+    }
+
+    /// Reads a transformers `CLIPTextConfig` JSON; keys it leaves out take `defaults`' values.
+    /// Refuses values the model cannot run (unknown activation, a width the heads do not
+    /// divide, sizes below 1), naming the key.
+    pub fn from_transformers_json(
+        json: &Value,
+        defaults: &ClipTextConfig,
+    ) -> std::result::Result<Self, ConfigError> {
+        let int = |key: &'static str, default: i64| -> std::result::Result<i64, ConfigError> {
+            match json.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => match v.as_i64() {
+                    // Token ids start at 0; sizes at 1.
+                    Some(n) if n >= i64::from(key != "eos_token_id") => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        key,
+                        message: format!("expected a positive integer, found {v}"),
+                    }),
+                },
+            }
+        };
+        let hidden_act = match json.get("hidden_act") {
+            None | Some(Value::Null) => defaults.hidden_act,
+            Some(v) => match v.as_str() {
+                Some("quick_gelu") => Activation::QuickGelu,
+                Some("gelu") => Activation::Gelu,
+                _ => {
+                    return Err(ConfigError::Unsupported {
+                        key: "hidden_act",
+                        found: v.to_string(),
+                        expected: Some(r#""quick_gelu" or "gelu""#.into()),
+                    })
+                }
+            },
+        };
+        let layer_norm_eps = match json.get("layer_norm_eps") {
+            None | Some(Value::Null) => defaults.layer_norm_eps,
+            Some(v) => v
+                .as_f64()
+                .filter(|e| *e > 0.0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "layer_norm_eps",
+                    message: format!("expected a positive number, found {v}"),
+                })?,
+        };
+        let config = Self {
+            vocab_size: int("vocab_size", defaults.vocab_size)?,
+            hidden_size: int("hidden_size", defaults.hidden_size)?,
+            intermediate_size: int("intermediate_size", defaults.intermediate_size)?,
+            num_hidden_layers: int("num_hidden_layers", defaults.num_hidden_layers as i64)?
+                as usize,
+            num_attention_heads: int("num_attention_heads", defaults.num_attention_heads)?,
+            max_position_embeddings: int(
+                "max_position_embeddings",
+                defaults.max_position_embeddings,
+            )?,
+            hidden_act,
+            layer_norm_eps,
+            eos_token_id: int("eos_token_id", defaults.eos_token_id)?,
+        };
+        if config.hidden_size % config.num_attention_heads != 0 {
+            return Err(ConfigError::Invalid {
+                key: "num_attention_heads",
+                message: format!(
+                    "{} heads do not divide hidden_size {}",
+                    config.num_attention_heads, config.hidden_size
+                ),
+            });
+        }
+        Ok(config)
     }
 
     /// A tiny config (about 50k parameters) for tests; the parity fixtures use it.
@@ -425,5 +515,116 @@ impl ClipTextModel {
             limits,
             "CLIP input ids",
         )
+    }
+}
+
+/// [`ClipTextModelWithProjection::forward_with`]'s settings: the text tower and the width of
+/// its projection (transformers' `projection_dim`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipTextWithProjectionConfig {
+    pub text: ClipTextConfig,
+    pub projection_dim: i64,
+}
+
+impl ClipTextWithProjectionConfig {
+    /// SDXL's OpenCLIP ViT-bigG/14 text tower with its 1280 x 1280 projection.
+    pub fn open_clip_vit_bigg14() -> Self {
+        Self {
+            text: ClipTextConfig::open_clip_vit_bigg14(),
+            projection_dim: 1280,
+        }
+    }
+
+    /// Reads a transformers `CLIPTextConfig` JSON (`projection_dim` included); keys it leaves
+    /// out take `defaults`' values.
+    pub fn from_transformers_json(
+        json: &Value,
+        defaults: &Self,
+    ) -> std::result::Result<Self, ConfigError> {
+        let projection_dim = match json.get("projection_dim") {
+            None | Some(Value::Null) => defaults.projection_dim,
+            Some(v) => v
+                .as_i64()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "projection_dim",
+                    message: format!("expected a positive integer, found {v}"),
+                })?,
+        };
+        Ok(Self {
+            text: ClipTextConfig::from_transformers_json(json, &defaults.text)?,
+            projection_dim,
+        })
+    }
+}
+
+/// transformers' `CLIPTextModelWithProjection`: the text transformer under `text_model.` and
+/// a bias-free `text_projection` applied to the pooled output (SDXL's bigG tower, whose
+/// projected pooled output conditions the UNet's added embedding).
+pub struct ClipTextModelWithProjection {
+    text_model: ClipTextModel,
+    text_projection: Linear,
+}
+
+impl WeightedModel for ClipTextModelWithProjection {
+    type Config = ClipTextWithProjectionConfig;
+    const NAME: &'static str = "CLIPTextModelWithProjection";
+
+    /// Builds from `text_model.*` and `text_projection.weight` under `prefix` (`""` for
+    /// diffusers' `text_encoder_2/model.safetensors`).
+    fn build(
+        weights: &Weights,
+        prefix: &str,
+        config: ClipTextWithProjectionConfig,
+        checked: Checked,
+    ) -> Result<Self> {
+        let hidden = config.text.hidden_size;
+        let text_projection = Linear::new(
+            weights,
+            &join(prefix, "text_projection"),
+            hidden,
+            config.projection_dim,
+            false,
+        );
+        Ok(Self {
+            text_model: ClipTextModel::build(
+                weights,
+                &join(prefix, "text_model"),
+                config.text,
+                checked,
+            )?,
+            text_projection,
+        })
+    }
+}
+
+impl ClipTextModelWithProjection {
+    pub fn text_model(&self) -> &ClipTextModel {
+        &self.text_model
+    }
+
+    /// [`ClipTextModel::forward_with`], the pooled output then projected (`text_embeds`).
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        layer: ClipLayer,
+        normalize_skipped: bool,
+    ) -> Result<ClipTextOutput> {
+        let out = self
+            .text_model
+            .forward_with(input_ids, layer, normalize_skipped)?;
+        Ok(ClipTextOutput {
+            hidden_state: out.hidden_state,
+            pooled: self.project(&out.pooled)?,
+        })
+    }
+
+    /// `[batch, hidden]` pooled states (final-LayerNorm output at the end token) to
+    /// `[batch, projection_dim]`.
+    pub fn project(&self, pooled: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        self.text_projection
+            .forward(pooled)
+            .context(|| "CLIP text_projection".to_string())
     }
 }

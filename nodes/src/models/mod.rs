@@ -14,6 +14,7 @@ pub mod open_nsfw;
 pub mod prompt_weighting;
 pub mod resnet;
 pub mod rrdbnet;
+pub mod sdxl_text;
 pub mod srvgg_compact;
 pub mod tiled;
 pub mod unet_2d_blocks;

@@ -16,8 +16,7 @@ use crate::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use crate::models::config_json::unsupported;
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNetConfig};
 use crate::weights::ldm_keymap::{
-    map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, SDXL_CLIP_G_PREFIX, UNET_PREFIX,
-    VAE_PREFIX,
+    map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX,
 };
 use crate::weights::{MappedFile, WeightedModel, Weights};
 
@@ -148,11 +147,8 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
         unet_layers_per_block: unet_config.layers_per_block,
         vae_blocks: vae_config.block_out_channels.len(),
         // SD 2.x conditions on the penultimate layer and diffusers keeps only the layers up
-        // to it; SDXL's bigG needs them all (its pooled output comes from the last).
-        open_clip_layers_kept: match family {
-            ModelFamily::Sdxl => open_clip_layers,
-            _ => open_clip_layers.saturating_sub(1),
-        },
+        // to it (SDXL's bigG keeps them all: its pooled output comes from the last).
+        open_clip_layers_kept: open_clip_layers.saturating_sub(1),
     };
     let plan = copy_plan(&shapes, &layout);
     let tensors = file.read(options.device, Some(options.kind), |name| {
@@ -199,6 +195,15 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
             None,
         ),
     };
+    let vae_kind = family.vae_kind(options.kind);
+    let vae_tensors = if vae_kind != options.kind {
+        vae_tensors
+            .into_iter()
+            .map(|(name, t)| (name, t.to_kind(vae_kind)))
+            .collect()
+    } else {
+        vae_tensors
+    };
     let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
     let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
     Ok(assemble(
@@ -237,8 +242,7 @@ fn open_clip_resblocks(shapes: &BTreeMap<String, Vec<usize>>) -> usize {
     shapes
         .keys()
         .filter_map(|k| {
-            k.strip_prefix(OPEN_CLIP_PREFIX)
-                .or_else(|| k.strip_prefix(SDXL_CLIP_G_PREFIX))?
+            k.strip_prefix(OPEN_CLIP_PREFIX)?
                 .strip_prefix("transformer.resblocks.")?
                 .split('.')
                 .next()?
@@ -307,13 +311,13 @@ fn split_components(
                 }
             }
             Mapped::Transpose(new) => {
-                if tensor.dim() != 2 {
-                    return Err(CheckpointError::NotAMatrix {
-                        name,
-                        shape: tensor.size(),
-                    });
-                }
-                part.insert(new.clone(), tensor.tr().contiguous());
+                // Another rank passes as is: the model's shape check then names it.
+                let t = if tensor.dim() == 2 {
+                    tensor.tr().contiguous()
+                } else {
+                    tensor
+                };
+                part.insert(new.clone(), t);
             }
             Mapped::Drop => {}
         }
@@ -434,8 +438,12 @@ pub fn load_diffusers_folder(
         }
     }
     let unet = load_unet_folder(&dir.join("unet"), &options)?;
-    let vae = load_vae_folder(&dir.join("vae"), &options)?;
     let family = ModelFamily::of_unet_config(unet.config());
+    let vae_options = LoadOptions {
+        kind: family.vae_kind(options.kind),
+        ..options.clone()
+    };
+    let vae = load_vae_folder(&dir.join("vae"), &vae_options)?;
     let (text_encoder_weights, text_encoder_config) =
         load_text_folder(&dir.join("text_encoder"), &options)?;
     let text_encoder_2 = match family {

@@ -105,6 +105,16 @@ impl ModelFamily {
         }
     }
 
+    /// The precision the VAE is loaded in when the model is loaded in `kind`: SDXL's VAE
+    /// overflows in fp16 (inf/NaN in the decoder, as ComfyUI and diffusers' `force_upcast`
+    /// know), so an fp16 SDXL load keeps its VAE in fp32; bf16 has the range and stays.
+    pub fn vae_kind(self, kind: tch::Kind) -> tch::Kind {
+        match (self, kind) {
+            (Self::Sdxl, tch::Kind::Half) => tch::Kind::Float,
+            _ => kind,
+        }
+    }
+
     /// The prediction type of a single file of this family (a single SD 2.x file is taken as
     /// the 768-v model; `LoadOptions::prediction_type` overrides it).
     pub fn default_prediction(self) -> PredictionType {

@@ -16,12 +16,14 @@ pub enum Mapped {
     ConvToLinear(String),
     /// OpenCLIP's fused `in_proj` (`[3D, ...]`): split in three along dim 0 into q, k, v.
     SplitQkv([String; 3]),
-    /// A matrix used as `x @ m` (OpenCLIP's `text_projection` `[width, dim]`) as a linear
-    /// weight `[dim, width]`.
+    /// A `[in, out]` matrix used as `x @ M` (OpenCLIP's `text_projection`) stored as the
+    /// `[out, in]` weight of a `Linear` (transformers' `text_projection.weight`): transposed.
     Transpose(String),
     /// Not part of the inference model (EMA copies, schedule buffers, unused projections).
     Drop,
 }
+
+use super::sdxl_text_keymap::{map_sdxl_text_key, TextTower};
 
 /// Which model a mapped tensor belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,8 +39,6 @@ pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const VAE_PREFIX: &str = "first_stage_model.";
 pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
 pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
-pub const SDXL_CLIP_L_PREFIX: &str = "conditioner.embedders.0.transformer.";
-pub const SDXL_CLIP_G_PREFIX: &str = "conditioner.embedders.1.model.";
 
 /// The architecture facts the maps need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +64,12 @@ pub fn map_ldm_key(name: &str, layout: &LdmLayout) -> Option<(Component, Mapped)
         clip_l_key(rest).map(|m| (Component::TextEncoder, m))
     } else if let Some(rest) = name.strip_prefix(OPEN_CLIP_PREFIX) {
         open_clip_key(rest, layout.open_clip_layers_kept).map(|m| (Component::TextEncoder, m))
-    } else if let Some(rest) = name.strip_prefix(SDXL_CLIP_L_PREFIX) {
-        clip_l_key(rest).map(|m| (Component::TextEncoder, m))
-    } else if let Some(rest) = name.strip_prefix(SDXL_CLIP_G_PREFIX) {
-        open_clip_g_key(rest, layout.open_clip_layers_kept).map(|m| (Component::TextEncoder2, m))
+    } else if let Some((tower, mapped)) = map_sdxl_text_key(name) {
+        let component = match tower {
+            TextTower::ClipL => Component::TextEncoder,
+            TextTower::ClipG => Component::TextEncoder2,
+        };
+        mapped.map(|m| (component, m))
     } else {
         // model_ema.*, betas / alphas_cumprod / ... schedule buffers, and the like.
         Some((Component::Unet, Mapped::Drop))
@@ -317,16 +319,6 @@ pub fn open_clip_key(ldm: &str, layers_kept: usize) -> Option<Mapped> {
         _ => return None,
     };
     Some(Mapped::Rename(format!("{layer}.{module}.{leaf}")))
-}
-
-/// SDXL's OpenCLIP-bigG key without `conditioner.embedders.1.model.` -> transformers
-/// `CLIPTextModelWithProjection` key: as [`open_clip_key`] (keep every resblock: the pooled
-/// output needs the last), plus `text_projection` transposed into a linear weight.
-pub fn open_clip_g_key(ldm: &str, layers_kept: usize) -> Option<Mapped> {
-    match ldm {
-        "text_projection" => Some(Mapped::Transpose("text_projection.weight".into())),
-        _ => open_clip_key(ldm, layers_kept),
-    }
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ pub mod model;
 pub use self::model::{parameter_bytes, Checked, WeightedModel};
 pub mod family;
 pub mod ldm_keymap;
+pub mod sdxl_text_keymap;
