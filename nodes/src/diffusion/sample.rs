@@ -245,3 +245,58 @@ impl Node for Sampler {
         Ok(vec![Value::Tensor(T::Latent, latent)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+    use crate::weights::checkpoint::{load_diffusers_folder, LoadOptions};
+
+    /// The tiny SDXL UNet of the parity fixtures (scripts/parity/sdxl.py).
+    fn sdxl_unet() -> UNet2DConditionModel {
+        let dir = weft_test_support::fixtures("sdxl").join("diffusers");
+        load_diffusers_folder(&dir, &LoadOptions::default())
+            .unwrap()
+            .unet
+    }
+
+    #[test]
+    fn conditionings_that_do_not_fit_the_model_or_each_other_are_named() {
+        let unet = sdxl_unet();
+        let opts = (Kind::Float, Device::Cpu);
+        let width = unet.config().cross_attention_dim;
+        let sdxl = |fill: f64| Conditioning {
+            context: Tensor::full([1, 7, width], fill, opts),
+            pooled: Some(Tensor::full([1, 16], fill, opts)),
+            size: None,
+        };
+        let tokens_only = Conditioning::tokens(Tensor::zeros([1, 7, width], opts));
+        let error = |positive: &Conditioning, negative: Option<&Conditioning>| {
+            added_conditioning(&unet, positive, negative, (64.0, 64.0))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error(&sdxl(0.0), Some(&tokens_only));
+        assert!(e.contains("different model families"), "{e}");
+        let e = error(&tokens_only, None);
+        assert!(e.contains("needs the pooled text"), "{e}");
+        let e = error(
+            &Conditioning::tokens(Tensor::zeros([1, 7, 768], opts)),
+            None,
+        );
+        assert!(e.contains("768") && e.contains(&width.to_string()), "{e}");
+
+        // No sizes given: the image's (height 64, width 48), no crop, the same target.
+        let (positive, negative) =
+            added_conditioning(&unet, &sdxl(1.0), Some(&sdxl(0.5)), (64.0, 48.0))
+                .unwrap()
+                .unwrap();
+        let ids = Tensor::from_slice(&[64.0f32, 48.0, 0.0, 0.0, 64.0, 48.0]).view([1, 6]);
+        let expected = unet
+            .added_conditioning(&Tensor::full([1, 16], 1.0, opts), &ids)
+            .unwrap();
+        assert!(positive.equal(&expected));
+        assert_eq!(negative.unwrap().size(), [1, 64]);
+    }
+}
