@@ -176,6 +176,12 @@ impl DiskCache {
                     }
                     bytes += v.bytes();
                 }
+                Value::Tensors(_, named) => {
+                    if named.iter().any(|(_, t)| dtype_of(t.kind()).is_none()) {
+                        return false;
+                    }
+                    bytes += v.bytes();
+                }
                 _ => {}
             }
         }
@@ -357,23 +363,18 @@ fn encode(
             Value::String(s) => json!({"string": s}),
             Value::Bool(b) => json!({"bool": b}),
             Value::Tensor(ty, t) => {
-                let dtype = dtype_of(t.kind()).ok_or_else(|| {
-                    io::Error::other(format!(
-                        "output {i}: no safetensors type for {:?}",
-                        t.kind()
-                    ))
-                })?;
-                let cpu = t
-                    .f_to_device(Device::Cpu)
-                    .and_then(|c| c.f_contiguous())
-                    .map_err(|e| io::Error::other(format!("output {i}: {e}")))?;
-                let numel = cpu.numel();
-                let mut data = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
-                cpu.f_copy_data_u8(&mut data, numel)
-                    .map_err(|e| io::Error::other(format!("output {i}: {e}")))?;
-                let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
-                host.push((format!("output.{i}"), data, dtype, shape));
+                host.push(host_tensor(format!("output.{i}"), t)?);
                 json!({"tensor": ty.name(), "device": format!("{:?}", t.device())})
+            }
+            // Part `j` is stored as `output.i.j`; the names ride in the metadata, in order.
+            Value::Tensors(ty, named) => {
+                let mut names = Vec::with_capacity(named.len());
+                for (j, (name, t)) in named.iter().enumerate() {
+                    host.push(host_tensor(format!("output.{i}.{j}"), t)?);
+                    names.push(name.clone());
+                }
+                let device = named.first().map(|(_, t)| format!("{:?}", t.device()));
+                json!({"tensors": ty.name(), "names": names, "device": device})
             }
             Value::Object { ty, .. } => {
                 return Err(io::Error::other(format!(
@@ -416,11 +417,42 @@ fn encode(
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// A tensor's bytes on the host, for the entry named `name`.
+fn host_tensor(name: String, t: &Tensor) -> io::Result<(String, Vec<u8>, Dtype, Vec<usize>)> {
+    let dtype = dtype_of(t.kind()).ok_or_else(|| {
+        io::Error::other(format!("{name}: no safetensors type for {:?}", t.kind()))
+    })?;
+    let cpu = t
+        .f_to_device(Device::Cpu)
+        .and_then(|c| c.f_contiguous())
+        .map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+    let numel = cpu.numel();
+    let mut data = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
+    cpu.f_copy_data_u8(&mut data, numel)
+        .map_err(|e| io::Error::other(format!("{name}: {e}")))?;
+    let shape: Vec<usize> = cpu.size().iter().map(|&d| d as usize).collect();
+    Ok((name, data, dtype, shape))
+}
+
 /// The bytes after a safetensors header.
 fn data_section(bytes: &[u8]) -> Option<&[u8]> {
     let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let start = 8usize.checked_add(usize::try_from(len).ok()?)?;
     bytes.get(start..)
+}
+
+/// The stored tensor `name`, on `device`.
+fn device_tensor(
+    tensors: &safetensors::SafeTensors<'_>,
+    name: &str,
+    device: Device,
+) -> Result<Tensor, String> {
+    let view = tensors.tensor(name).map_err(|e| format!("{name}: {e}"))?;
+    let kind = kind_of(view.dtype()).ok_or_else(|| format!("{name}: dtype"))?;
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    Tensor::f_from_data_size(view.data(), &shape, kind)
+        .and_then(|t| t.f_to_device(device))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 fn decode(bytes: &[u8], key: &CacheKey, device: Device) -> Result<DiskEntry, String> {
@@ -455,15 +487,22 @@ fn decode(bytes: &[u8], key: &CacheKey, device: Device) -> Result<DiskEntry, Str
             Value::Bool(b)
         } else if let Some(ty) = d.get("tensor").and_then(Json::as_str) {
             let ty = ValueType::from_name(ty).ok_or_else(|| format!("output {i}: type {ty}"))?;
-            let view = tensors
-                .tensor(&format!("output.{i}"))
-                .map_err(|e| format!("output {i}: {e}"))?;
-            let kind = kind_of(view.dtype()).ok_or_else(|| format!("output {i}: dtype"))?;
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
-                .and_then(|t| t.f_to_device(device))
-                .map_err(|e| format!("output {i}: {e}"))?;
-            Value::Tensor(ty, t)
+            Value::Tensor(ty, device_tensor(&tensors, &format!("output.{i}"), device)?)
+        } else if let Some(ty) = d.get("tensors").and_then(Json::as_str) {
+            let ty = ValueType::from_name(ty).ok_or_else(|| format!("output {i}: type {ty}"))?;
+            let names = d
+                .get("names")
+                .and_then(Json::as_array)
+                .ok_or_else(|| format!("output {i}: no tensor names"))?;
+            let mut named = Vec::with_capacity(names.len());
+            for (j, name) in names.iter().enumerate() {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| format!("output {i}: tensor name {name}"))?;
+                let t = device_tensor(&tensors, &format!("output.{i}.{j}"), device)?;
+                named.push((name.to_string(), t));
+            }
+            Value::Tensors(ty, named)
         } else {
             return Err(format!("output {i}: unknown description {d}"));
         };
@@ -536,6 +575,41 @@ mod tests {
         assert!(h.equal(&half));
         assert!(matches!(c.read(&key(2), Device::Cpu), DiskRead::Miss));
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_value_of_several_named_tensors_comes_back_with_its_names_in_order() {
+        let dir = tempfile_dir();
+        let mut disk = cache(&dir, 1 << 20);
+        let context = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([1, 2, 2]);
+        let pooled = Tensor::from_slice(&[0.5f32, -0.5])
+            .to_kind(Kind::Half)
+            .view([1, 2]);
+        let outputs = [
+            Value::Int(3),
+            Value::Tensors(
+                ValueType::Conditioning,
+                vec![
+                    ("context".into(), context.shallow_clone()),
+                    ("pooled".into(), pooled.shallow_clone()),
+                ],
+            ),
+        ];
+        assert!(DiskCache::can_store(&outputs));
+        disk.write(&key(9), &outputs, &[], Duration::from_millis(5))
+            .unwrap();
+        let DiskRead::Hit(entry) = disk.read(&key(9), Device::Cpu) else {
+            panic!("not read back");
+        };
+        let Value::Tensors(ValueType::Conditioning, named) = &entry.outputs[1] else {
+            panic!("{:?}", entry.outputs[1]);
+        };
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["context", "pooled"]);
+        assert!(named[0].1.equal(&context));
+        assert_eq!(named[1].1.kind(), Kind::Half);
+        assert!(named[1].1.equal(&pooled));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

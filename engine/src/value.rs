@@ -215,6 +215,10 @@ pub enum Value {
     Bool(bool),
     /// A tensor-backed value: latent, image, mask or conditioning.
     Tensor(ValueType, Tensor),
+    /// A value made of several named tensors (a conditioning with a pooled text embedding
+    /// and size ids, ...). The names are the producing node family's business; the cache's
+    /// disk tier keeps them as they are.
+    Tensors(ValueType, Vec<(String, Tensor)>),
     /// A shared object such as a loaded model; `bytes` is its size for the cache budget.
     Object {
         ty: ValueType,
@@ -251,6 +255,10 @@ impl Value {
         match self {
             Value::String(s) => 24 + s.len() as u64,
             Value::Tensor(_, t) => (t.numel() * t.kind().elt_size_in_bytes()) as u64,
+            Value::Tensors(_, named) => named
+                .iter()
+                .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+                .sum(),
             Value::Object { bytes, .. } => *bytes,
             _ => 16,
         }
@@ -264,6 +272,13 @@ impl Value {
             Value::Bool(b) => b.to_string(),
             Value::Tensor(ty, t) => {
                 format!("{ty} {:?} {:?} on {:?}", t.size(), t.kind(), t.device())
+            }
+            Value::Tensors(ty, named) => {
+                let parts: Vec<String> = named
+                    .iter()
+                    .map(|(name, t)| format!("{name} {:?}", t.size()))
+                    .collect();
+                format!("{ty} ({})", parts.join(", "))
             }
             Value::Object { ty, bytes, .. } => format!("{ty} ({bytes} bytes)"),
         }
@@ -279,6 +294,13 @@ impl Clone for Value {
             Value::Bool(b) => Value::Bool(*b),
             // Tensors are shared, never copied: nodes must not modify their inputs in place.
             Value::Tensor(ty, t) => Value::Tensor(*ty, t.shallow_clone()),
+            Value::Tensors(ty, named) => Value::Tensors(
+                *ty,
+                named
+                    .iter()
+                    .map(|(name, t)| (name.clone(), t.shallow_clone()))
+                    .collect(),
+            ),
             Value::Object { ty, object, bytes } => Value::Object {
                 ty: *ty,
                 object: Rc::clone(object),

@@ -80,24 +80,28 @@ fn only(expected: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Why a single-file checkpoint cannot be loaded as SD 1.x / 2.x.
+/// Why a single-file checkpoint cannot be loaded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("an SDXL checkpoint (conditioner.embedders.*): only SD 1.x / 2.x are supported")]
-    Sdxl,
+    /// A file of a model family weft does not run (SD3, Flux, Stable Cascade, ...).
+    #[error("a {family} checkpoint: weft runs SD 1.x, SD 2.x and SDXL base models only")]
+    UnsupportedFamily { family: &'static str },
     #[error(
         "no UNet tensors (model.diffusion_model.*): not a Stable Diffusion checkpoint \
          (its {count} tensors are named like {examples:?})"
     )]
     NoUnet { count: usize, examples: Vec<String> },
-    #[error("a class-conditioned UNet (label_emb.*, e.g. SDXL or an upscaler): unsupported")]
+    #[error("a class-conditioned UNet (label_emb.* without SDXL's text towers, e.g. an upscaler): unsupported")]
     ClassConditioned,
     #[error("no cross-attention transformer at input_blocks.1.1: not an SD 1.x / 2.x UNet")]
     NoCrossAttention,
     #[error("tensor {name} {shape:?}: a fused q/k/v projection needs a multiple of 3 rows")]
     FusedQkv { name: String, shape: Vec<i64> },
-    #[error("no {what} tensors in this checkpoint")]
-    MissingComponent { what: &'static str },
+    #[error("no {what} tensors in this {family} checkpoint")]
+    MissingComponent {
+        family: &'static str,
+        what: &'static str,
+    },
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -37,6 +37,7 @@ pub fn registry() -> Registry {
         .register(image::SaveImage)
         .register(diffusion::LoadCheckpoint)
         .register(diffusion::PromptEncode)
+        .register(diffusion::PromptEncodeSdxl)
         .register(diffusion::Sampler)
         .register(diffusion::VaeDecode)
         .register(diffusion::VaeEncode)

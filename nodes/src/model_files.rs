@@ -13,9 +13,10 @@ const NOT_CHECKPOINTS: [&str; 2] = ["converted", "cache"];
 /// A model name that names nothing.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "model '{name}' not found (looked for {}); {}",
+    "model '{name}' not found (looked for {}); {}{}",
     looked_in(direct, tried),
-    found_sentence(found, folders)
+    found_sentence(found, folders),
+    where_to_get(name)
 )]
 pub struct ModelNotFound {
     pub name: String,
@@ -34,6 +35,28 @@ fn looked_in(direct: &Path, tried: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Well-known checkpoints the example workflows name, and where a user gets each (weft
+/// downloads nothing itself).
+const WELL_KNOWN: [(&str, &str); 1] = [(
+    "sd_xl_base_1.0.safetensors",
+    "SDXL base 1.0 (6.9 GB): download sd_xl_base_1.0.safetensors from \
+     https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 and put it in the models \
+     folder (or, to try weft without it, write a random-weight file of the same layout: \
+     cargo run --release --example write_sdxl_checkpoint -- models/sd_xl_base_1.0.safetensors)",
+)];
+
+fn where_to_get(name: &str) -> String {
+    let file = Path::new(name)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or(name);
+    WELL_KNOWN
+        .iter()
+        .find(|(known, _)| *known == file)
+        .map(|(_, how)| format!(". This is {how}"))
+        .unwrap_or_default()
 }
 
 fn found_sentence(found: &[String], folders: &str) -> String {

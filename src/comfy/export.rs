@@ -21,6 +21,7 @@ fn class_for(node: &NodeEntry) -> Option<&'static str> {
     Some(match node.type_name.as_str() {
         "LoadCheckpoint" => "CheckpointLoaderSimple",
         "PromptEncode" => "CLIPTextEncode",
+        "PromptEncodeSdxl" => "CLIPTextEncodeSDXL",
         "EmptyLatent" => "EmptyLatentImage",
         "Sampler" => "KSampler",
         "VaeDecode" => match node.inputs.get("tile").map(|e| &e.value) {
@@ -67,6 +68,12 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         (_, "scale_by") => "scale",
         (_, "upscale_model") => "upscale_model",
         (_, "tile_size") => "tile",
+        ("CLIPTextEncodeSDXL", "crop_w") => "crop_w",
+        ("CLIPTextEncodeSDXL", "crop_h") => "crop_h",
+        ("CLIPTextEncodeSDXL", "target_width") => "target_width",
+        ("CLIPTextEncodeSDXL", "target_height") => "target_height",
+        ("CLIPTextEncodeSDXL", "text_g") => "text_g",
+        ("CLIPTextEncodeSDXL", "text_l") => "text_l",
         ("ImageBatch", "image1") => "image1",
         ("ImageBatch", "image2") => "image2",
         _ => return None,
@@ -149,7 +156,7 @@ pub fn export(
                 "weft node types with no ComfyUI equivalent: {}",
                 unsupported.join(", ")
             ))
-            .hint("weft exports LoadCheckpoint, PromptEncode, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
+            .hint("weft exports LoadCheckpoint, PromptEncode, PromptEncodeSdxl, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
         );
     }
     let ids = comfy_ids(wf);

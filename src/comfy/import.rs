@@ -793,7 +793,7 @@ fn weft_id(
 
 /// The role of a node for its id; prompts are named by what they feed (positive, negative).
 fn role(ty: &ComfyType, uses: Option<&HashSet<&str>>) -> &'static str {
-    if ty.class != "CLIPTextEncode" {
+    if ty.class != "CLIPTextEncode" && ty.class != "CLIPTextEncodeSDXL" {
         return ty.role;
     }
     let feeds = |name| uses.is_some_and(|u| u.contains(name));
@@ -1062,6 +1062,24 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("clip", "encoder");
             if let Some(text) = cx.string("text") {
                 cx.put("text", text.as_str());
+            }
+        }
+        "CLIPTextEncodeSDXL" => {
+            cx.link("clip", "encoder");
+            for size in [
+                "width",
+                "height",
+                "crop_w",
+                "crop_h",
+                "target_width",
+                "target_height",
+            ] {
+                cx.put_int(size, size);
+            }
+            for text in ["text_g", "text_l"] {
+                if let Some(t) = cx.string(text) {
+                    cx.put(text, t.as_str());
+                }
             }
         }
         "EmptyLatentImage" => {

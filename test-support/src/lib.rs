@@ -108,7 +108,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// file of the repository (test-support/data/sd15_ldm_shapes.json) so a clone needs nothing
 /// beside it.
 pub fn sd15_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
-    let path = test_support_data("sd15_ldm_shapes.json");
+    ldm_shapes("sd15_ldm_shapes.json")
+}
+
+/// The SDXL base single-file layout: every tensor name with its shape (2,514 tensors: UNet,
+/// VAE, CLIP-L and OpenCLIP-bigG), written by scripts/parity/sdxl.py from diffusers' and
+/// transformers' full-size models (test-support/data/sdxl_ldm_shapes.json).
+pub fn sdxl_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
+    ldm_shapes("sdxl_ldm_shapes.json")
+}
+
+fn ldm_shapes(name: &str) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let path = test_support_data(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (a tracked file of the repository: restore it with git checkout)",
@@ -121,11 +132,22 @@ pub fn sd15_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
 /// Writes an SD1.5-sized fp16 single-file checkpoint (2.1 GB) of small pseudo-random values,
 /// in a few seconds and without Python: enough to measure loading time and memory, not to draw pictures.
 pub fn write_sd15_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
+    write_shaped_checkpoint(path, &sd15_ldm_shapes())
+}
+
+/// Writes an SDXL-base-sized fp16 single-file checkpoint (6.9 GB) the same way.
+pub fn write_sdxl_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
+    write_shaped_checkpoint(path, &sdxl_ldm_shapes())
+}
+
+fn write_shaped_checkpoint(
+    path: &Path,
+    shapes: &std::collections::BTreeMap<String, Vec<u64>>,
+) -> std::io::Result<()> {
     use std::io::Write;
-    let shapes = sd15_ldm_shapes();
     let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
     let mut offset = 0u64;
-    for (name, shape) in &shapes {
+    for (name, shape) in shapes {
         let bytes = shape.iter().product::<u64>() * 2;
         let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
         header.push_str(&format!(

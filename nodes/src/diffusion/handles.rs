@@ -6,8 +6,10 @@ use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::SpecialTokens;
+use crate::models::sdxl_text::SdxlTextEncoders;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::unet_cuda_graph::UNetGraphs;
+use crate::weights::family::ModelFamily;
 
 /// A loaded UNet (the "model" socket), with the CUDA graphs of its calls made so far.
 pub struct DiffusionModel {
@@ -22,6 +24,11 @@ impl DiffusionModel {
             graphs: UNetGraphs::default(),
         }
     }
+
+    /// The family its UNet belongs to (the schedule and conditioning it takes).
+    pub fn family(&self) -> ModelFamily {
+        ModelFamily::of_unet_config(self.unet.config())
+    }
 }
 
 /// A loaded text encoder with its tokenizer (the "text_encoder" socket).
@@ -33,6 +40,8 @@ pub enum TextEncoder {
     },
     /// all-MiniLM-L6-v2 token embeddings: the conditioning of the embedded tiny-shapes model.
     MiniLm(Box<MiniLm>),
+    /// SDXL's CLIP-L + OpenCLIP-bigG towers (context and pooled text).
+    Sdxl(Box<SdxlTextEncoders>),
 }
 
 /// A loaded VAE (the "vae" socket).

@@ -12,11 +12,10 @@ use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
-use crate::models::prompt_weighting::SpecialTokens;
+use crate::models::sdxl_text::SdxlTextEncoders;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
-use crate::weights::checkpoint::{
-    load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions, SdVersion,
-};
+use crate::weights::checkpoint::{load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions};
+use crate::weights::family::TextEncoderStack;
 use crate::weights::{parameter_bytes, WeightedModel, Weights};
 
 use super::configs::{clip_config_from_json, precision};
@@ -34,7 +33,7 @@ impl Node for LoadCheckpoint {
         NodeSpec {
             type_name: "LoadCheckpoint",
             category: "loaders",
-            doc: "loads a Stable Diffusion checkpoint (.safetensors or diffusers folder) from the models folder",
+            doc: "loads a Stable Diffusion 1.x, 2.x or SDXL checkpoint (.safetensors or diffusers folder) from the models folder; the family is told from the file (SD3, Flux and other families are named and refused); an fp16 SDXL load keeps its VAE in fp32, since SDXL's VAE overflows in fp16",
             version: 1,
             inputs: vec![
                 In::new("name", T::String, "file or folder under models/ (or a path)").default("tiny-shapes").listed_from(CHECKPOINTS),
@@ -119,7 +118,34 @@ fn load_embedded(path: &Path, options: &LoadOptions, models: &ModelFolders) -> N
 /// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
 /// the CLIP vocabulary from set-up.
 fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
-    let checkpoint = load_checkpoint(path, options)?;
+    let mut checkpoint = load_checkpoint(path, options)?;
+    let family = checkpoint.family();
+    let vocab = models.whole_folder_file(CLIP_VOCAB);
+    let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
+        NodeError::msg(format!(
+            "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
+        ))
+    })?;
+    if let Some(clip_g) = checkpoint.text_encoder_2.take() {
+        let tensor_bytes = |w: &std::collections::HashMap<String, tch::Tensor>| -> u64 {
+            w.values()
+                .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+                .sum()
+        };
+        let bytes = tensor_bytes(&checkpoint.text_encoder_weights) + tensor_bytes(&clip_g.weights);
+        let encoders = SdxlTextEncoders::from_weights(
+            checkpoint.text_encoder_weights,
+            &checkpoint.text_encoder_config,
+            clip_g.weights,
+            &clip_g.config,
+            tokenizer,
+            options.device,
+            options.kind,
+        )
+        .map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))?;
+        let encoder = TextEncoder::Sdxl(Box::new(encoders));
+        return Ok(((checkpoint.unet, checkpoint.vae, encoder), bytes));
+    }
     let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
     let bytes = checkpoint
         .text_encoder_weights
@@ -131,15 +157,14 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
         checkpoint.text_encoder_weights,
     );
     let model = ClipTextModel::new(&weights, "text_model", config)?;
-    let vocab = models.whole_folder_file(CLIP_VOCAB);
-    let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
-        NodeError::msg(format!(
-            "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
-        ))
-    })?;
-    let special = match checkpoint.version {
-        SdVersion::V1 => SpecialTokens::SD1,
-        SdVersion::V2 => SpecialTokens::SD2,
+    let special = match family.text_encoders() {
+        TextEncoderStack::Single { special } => special,
+        TextEncoderStack::ClipLAndBigG => {
+            return Err(NodeError::msg(format!(
+                "{}: an SDXL checkpoint without its second text encoder (OpenCLIP-bigG)",
+                path.display()
+            )))
+        }
     };
     let encoder = TextEncoder::Clip {
         model: Box::new(model),

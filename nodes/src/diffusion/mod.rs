@@ -1,6 +1,7 @@
 //! Stable Diffusion nodes: load a checkpoint, encode a prompt, sample, VAE decode/encode; the
 //! model handles they pass between them; and the settings they read.
 
+mod conditioning;
 mod configs;
 mod handles;
 mod load_checkpoint;
@@ -8,8 +9,9 @@ mod prompt;
 mod sample;
 mod vae;
 
+pub use conditioning::{Conditioning, SizeConditioning};
 pub use handles::{DiffusionModel, TextEncoder, Vae};
 pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
-pub use prompt::PromptEncode;
+pub use prompt::{PromptEncode, PromptEncodeSdxl};
 pub use sample::Sampler;
 pub use vae::{VaeDecode, VaeEncode};

@@ -1,14 +1,15 @@
-//! The `PromptEncode` node: prompt text to conditioning.
+//! The `PromptEncode` and `PromptEncodeSdxl` nodes: prompt text to conditioning.
 
 use tch::Kind;
 use weft_engine::{
-    InputSpec as In, Inputs, Node, NodeContext, NodeResult, NodeSpec, OutputSpec as Out, Value,
-    ValueType as T,
+    InputSpec as In, Inputs, Node, NodeContext, NodeError, NodeResult, NodeSpec, OutputSpec as Out,
+    Value, ValueType as T,
 };
 
 use crate::models::clip_text_model::ClipLayer;
 use crate::models::prompt_weighting::encode_prompt;
 
+use super::conditioning::{Conditioning, SizeConditioning};
 use super::handles::TextEncoder;
 
 /// Prompt text to conditioning. CLIP prompts take ComfyUI's weighting syntax: (word:1.2).
@@ -46,10 +47,79 @@ impl Node for PromptEncode {
                 special,
             } => encode_prompt(model, tokenizer, text, special, ClipLayer::Last, true)?.0,
             TextEncoder::MiniLm(minilm) => minilm.embed_tokens(text)?,
+            // ComfyUI's CLIPTextEncode on SDXL: no sizes, so the sampler uses the image's.
+            TextEncoder::Sdxl(encoders) => {
+                let out = encoders.encode(text)?;
+                return Ok(vec![Conditioning {
+                    context: out.context.f_to_kind(Kind::Float)?,
+                    pooled: Some(out.pooled.f_to_kind(Kind::Float)?),
+                    size: None,
+                }
+                .into_value()]);
+            }
         };
-        Ok(vec![Value::Tensor(
-            T::Conditioning,
+        Ok(vec![Conditioning::tokens(
             conditioning.f_to_kind(Kind::Float)?,
-        )])
+        )
+        .into_value()])
+    }
+}
+
+/// SDXL prompt with size and crop conditioning (ComfyUI's CLIPTextEncodeSDXL).
+pub struct PromptEncodeSdxl;
+impl Node for PromptEncodeSdxl {
+    fn spec(&self) -> NodeSpec {
+        let pixels = |name: &'static str, doc: &'static str, default: i64| {
+            In::new(name, T::Int, doc)
+                .default(default)
+                .range(0.0, 16384.0)
+        };
+        NodeSpec {
+            type_name: "PromptEncodeSdxl",
+            category: "conditioning",
+            doc: "encodes an SDXL prompt with its size and crop conditioning (ComfyUI's CLIPTextEncodeSDXL): text_g goes to OpenCLIP-bigG, text_l to CLIP-L; (word:1.2) weights",
+            version: 1,
+            inputs: vec![
+                In::new("encoder", T::TextEncoder, "the text encoder of an SDXL checkpoint"),
+                pixels("width", "the original image width the model is told (SDXL size conditioning)", 1024),
+                pixels("height", "the original image height the model is told", 1024),
+                pixels("crop_w", "the crop's left offset in pixels (0: not cropped)", 0),
+                pixels("crop_h", "the crop's top offset in pixels (0: not cropped)", 0),
+                pixels("target_width", "the target image width", 1024),
+                pixels("target_height", "the target image height", 1024),
+                In::new("text_g", T::String, "the prompt for OpenCLIP-bigG").default(""),
+                In::new("text_l", T::String, "the prompt for CLIP-L").default(""),
+            ],
+            outputs: vec![Out::new(
+                "conditioning",
+                T::Conditioning,
+                "token states [1, tokens, 2048], pooled text [1, 1280] and the size ids",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let encoder = inputs.object::<TextEncoder>("encoder")?;
+        let TextEncoder::Sdxl(encoders) = &*encoder else {
+            return Err(NodeError::msg(
+                "input 'encoder': not an SDXL text encoder; use PromptEncode for SD 1.x/2.x checkpoints",
+            ));
+        };
+        let out = encoders.encode_pair(inputs.string("text_l")?, inputs.string("text_g")?)?;
+        let int = |name: &str| inputs.int(name).map(|v| v as f64);
+        let size = SizeConditioning {
+            height: int("height")?,
+            width: int("width")?,
+            crop_top: int("crop_h")?,
+            crop_left: int("crop_w")?,
+            target_height: int("target_height")?,
+            target_width: int("target_width")?,
+        };
+        Ok(vec![Conditioning {
+            context: out.context.f_to_kind(Kind::Float)?,
+            pooled: Some(out.pooled.f_to_kind(Kind::Float)?),
+            size: Some(size),
+        }
+        .into_value()])
     }
 }

@@ -6,14 +6,116 @@ use weft_engine::{
     Value, ValueType as T,
 };
 
+use crate::error::Result;
 use crate::models::attention::KeyValueMemo;
-use crate::models::unet_2d_condition::PredictionType;
+use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel};
 use crate::samplers::{
-    self, DiscreteSchedule, Guidance, GuidedDenoiser, Hooks, Prediction, SampleSettings,
-    SamplerKind, ScheduleKind,
+    self, Guidance, GuidedDenoiser, Hooks, NoisePredictor, Prediction, SampleSettings, SamplerKind,
+    ScheduleKind,
 };
 
+use super::conditioning::{Conditioning, SizeConditioning};
 use super::handles::DiffusionModel;
+
+/// The loaded UNet as the sampler's model. On CUDA a call without added conditioning is
+/// replayed from a graph kept with the model (captured at the first step of the first run of
+/// this shape); elsewhere, or if that fails, it runs eagerly. The conditioning's
+/// cross-attention keys and values are computed at the first step and reused by the others.
+struct UNetPredictor<'a> {
+    model: &'a DiffusionModel,
+    memo: KeyValueMemo,
+}
+
+impl NoisePredictor for UNetPredictor<'_> {
+    fn predict(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let unet = &self.model.unet;
+        match self.model.graphs.forward(unet, sample, timesteps, context) {
+            Some(replayed) => replayed,
+            None => unet.forward_with_memo(sample, timesteps, context, Some(&self.memo)),
+        }
+    }
+
+    fn predict_added(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        added: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        match added {
+            None => self.predict(sample, timesteps, context),
+            Some(added) => self.model.unet.forward_with_added(
+                sample,
+                timesteps,
+                context,
+                Some(added),
+                Some(&self.memo),
+            ),
+        }
+    }
+}
+
+/// Checks that the conditionings fit the model and each other, and makes SDXL's added
+/// conditioning for each (`None` for SD 1.x/2.x). `image_size`: the sampled image's height and
+/// width in pixels, SDXL's size ids when a conditioning carries none (as ComfyUI does).
+fn added_conditioning(
+    unet: &UNet2DConditionModel,
+    positive: &Conditioning,
+    negative: Option<&Conditioning>,
+    image_size: (f64, f64),
+) -> NodeResult<Option<(Tensor, Option<Tensor>)>> {
+    if let Some(negative) = negative {
+        if negative.pooled.is_some() != positive.pooled.is_some() {
+            return Err(NodeError::msg(format!(
+                "inputs 'positive' and 'negative' come from different model families: {} and {}; \
+                 encode both with the same checkpoint's text encoder",
+                positive.family_name(),
+                negative.family_name()
+            )));
+        }
+    }
+    let width = unet.config().cross_attention_dim;
+    for (what, cond) in [("positive", Some(positive)), ("negative", negative)] {
+        let Some(cond) = cond else { continue };
+        let found = cond.context.size();
+        if found.last() != Some(&width) {
+            return Err(NodeError::msg(format!(
+                "input '{what}': token states {found:?} do not fit this model, which takes \
+                 {width}-wide ones; encode the prompt with this checkpoint's text encoder ({})",
+                cond.family_name()
+            )));
+        }
+    }
+    let needs_added = unet.config().addition_embed.is_some();
+    match (needs_added, positive.pooled.is_some()) {
+        (false, false) => return Ok(None),
+        (false, true) => {
+            return Err(NodeError::msg(
+                "input 'positive': an SDXL conditioning (with pooled text) given to an SD 1.x/2.x \
+                 model; encode the prompt with this checkpoint's text encoder",
+            ))
+        }
+        (true, false) => {
+            return Err(NodeError::msg(
+                "input 'positive': this SDXL model needs the pooled text embedding too; encode \
+                 the prompt with this checkpoint's text encoder (PromptEncode or PromptEncodeSdxl)",
+            ))
+        }
+        (true, true) => {}
+    }
+    let added = |cond: &Conditioning| -> NodeResult<Tensor> {
+        let size = cond
+            .size
+            .unwrap_or_else(|| SizeConditioning::of_image(image_size.0, image_size.1));
+        let ids: Vec<f32> = size.ids().iter().map(|&v| v as f32).collect();
+        let ids = Tensor::from_slice(&ids)
+            .view([1, 6])
+            .f_to_device(cond.context.device())?;
+        let pooled = cond.pooled.as_ref().expect("checked above");
+        Ok(unet.added_conditioning(pooled, &ids)?)
+    };
+    Ok(Some((added(positive)?, negative.map(added).transpose()?)))
+}
 
 /// The sampler: txt2img from an empty latent, img2img from an encoded image with denoise < 1.
 pub struct Sampler;
@@ -79,37 +181,36 @@ impl Node for Sampler {
                 latent.size()
             )));
         }
-        let positive = inputs.tensor("positive")?.f_to_device(ctx.device)?;
-        let negative = inputs
-            .optional_tensor("negative")?
-            .map(|t| t.to_device(ctx.device));
+        let positive = Conditioning::input(inputs, "positive", ctx.device)?
+            .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
+        let negative = Conditioning::input(inputs, "negative", ctx.device)?;
+        // SDXL's default size ids are the image's pixels (ComfyUI: latent sides x 8).
+        let latent_size = latent.size();
+        let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
+        let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
         let prediction = match unet.config().prediction_type {
             PredictionType::Epsilon => Prediction::Epsilon,
             PredictionType::VPrediction => Prediction::V,
         };
-        let schedule = DiscreteSchedule::stable_diffusion();
-        // Lives as long as this sampling: the conditioning's cross-attention keys and values are
-        // computed at the first step and reused by the others.
-        let memo = KeyValueMemo::default();
-        // On CUDA the call is replayed from a graph kept with the model (captured at the first
-        // step of the first run of this shape); elsewhere, or if that fails, it runs eagerly.
-        let predictor = |sample: &Tensor, timesteps: &Tensor, context: &Tensor| match model
-            .graphs
-            .forward(unet, sample, timesteps, context)
-        {
-            Some(replayed) => replayed,
-            None => unet.forward_with_memo(sample, timesteps, context, Some(&memo)),
+        let schedule = model.family().noise_schedule();
+        // Lives as long as this sampling.
+        let predictor = UNetPredictor {
+            model: &model,
+            memo: KeyValueMemo::default(),
         };
-        let denoiser = GuidedDenoiser::new(
+        let mut denoiser = GuidedDenoiser::new(
             &predictor,
             &schedule,
             prediction,
             Guidance {
-                positive,
-                negative,
+                positive: positive.context,
+                negative: negative.map(|n| n.context),
                 cfg: inputs.float("cfg")?,
             },
         )?;
+        if let Some((positive, negative)) = added {
+            denoiser = denoiser.with_added_conditioning(positive, negative)?;
+        }
         let settings = SampleSettings {
             seed: inputs.int("seed")? as u64,
             steps: inputs.int("steps")? as usize,
@@ -142,5 +243,60 @@ impl Node for Sampler {
             None => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
         };
         Ok(vec![Value::Tensor(T::Latent, latent)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+    use crate::weights::checkpoint::{load_diffusers_folder, LoadOptions};
+
+    /// The tiny SDXL UNet of the parity fixtures (scripts/parity/sdxl.py).
+    fn sdxl_unet() -> UNet2DConditionModel {
+        let dir = weft_test_support::fixtures("sdxl").join("diffusers");
+        load_diffusers_folder(&dir, &LoadOptions::default())
+            .unwrap()
+            .unet
+    }
+
+    #[test]
+    fn conditionings_that_do_not_fit_the_model_or_each_other_are_named() {
+        let unet = sdxl_unet();
+        let opts = (Kind::Float, Device::Cpu);
+        let width = unet.config().cross_attention_dim;
+        let sdxl = |fill: f64| Conditioning {
+            context: Tensor::full([1, 7, width], fill, opts),
+            pooled: Some(Tensor::full([1, 16], fill, opts)),
+            size: None,
+        };
+        let tokens_only = Conditioning::tokens(Tensor::zeros([1, 7, width], opts));
+        let error = |positive: &Conditioning, negative: Option<&Conditioning>| {
+            added_conditioning(&unet, positive, negative, (64.0, 64.0))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error(&sdxl(0.0), Some(&tokens_only));
+        assert!(e.contains("different model families"), "{e}");
+        let e = error(&tokens_only, None);
+        assert!(e.contains("needs the pooled text"), "{e}");
+        let e = error(
+            &Conditioning::tokens(Tensor::zeros([1, 7, 768], opts)),
+            None,
+        );
+        assert!(e.contains("768") && e.contains(&width.to_string()), "{e}");
+
+        // No sizes given: the image's (height 64, width 48), no crop, the same target.
+        let (positive, negative) =
+            added_conditioning(&unet, &sdxl(1.0), Some(&sdxl(0.5)), (64.0, 48.0))
+                .unwrap()
+                .unwrap();
+        let ids = Tensor::from_slice(&[64.0f32, 48.0, 0.0, 0.0, 64.0, 48.0]).view([1, 6]);
+        let expected = unet
+            .added_conditioning(&Tensor::full([1, 16], 1.0, opts), &ids)
+            .unwrap();
+        assert!(positive.equal(&expected));
+        assert_eq!(negative.unwrap().size(), [1, 64]);
     }
 }

@@ -39,6 +39,15 @@ impl VaeConfig {
         }
     }
 
+    /// SDXL's VAE: the SD architecture retrained, latents scaled by 0.13025
+    /// (`stabilityai/stable-diffusion-xl-base-1.0` `vae/config.json`).
+    pub fn sdxl() -> Self {
+        Self {
+            scaling_factor: 0.13025,
+            ..Self::sd()
+        }
+    }
+
     /// A tiny config for tests (matches the parity fixtures).
     pub fn tiny() -> Self {
         Self {

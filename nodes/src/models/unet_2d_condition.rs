@@ -1,7 +1,9 @@
 //! The conditional denoising UNet of Stable Diffusion 1.x / 2.x (Rombach et al. 2022, "High-
 //! Resolution Image Synthesis with Latent Diffusion Models"), mirroring diffusers
 //! `UNet2DConditionModel` so that its state-dict keys load one to one. Configs follow
-//! `runwayml/stable-diffusion-v1-5` and `stabilityai/stable-diffusion-2-1` `unet/config.json`.
+//! `runwayml/stable-diffusion-v1-5`, `stabilityai/stable-diffusion-2-1` and
+//! `stabilityai/stable-diffusion-xl-base-1.0` `unet/config.json`; SDXL's size/crop and pooled
+//! text conditioning (Podell et al. 2023, "SDXL") is diffusers' `addition_embed_type: text_time`.
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
@@ -35,8 +37,21 @@ impl PredictionType {
     }
 }
 
-/// A UNet configuration (the subset of diffusers' `UNet2DConditionModel` config that SD 1.x
-/// and 2.x use).
+/// SDXL's added conditioning (diffusers `addition_embed_type: "text_time"`): each of the
+/// size/crop ids goes through `time_ids_dim`-wide sinusoids (`add_time_proj`), the flattened
+/// result is appended to the pooled text embedding, and `add_embedding` (linear, SiLU, linear)
+/// maps the `input_dim`-wide vector onto the time embedding, to which it is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdditionEmbed {
+    /// `addition_time_embed_dim` (256 for SDXL).
+    pub time_ids_dim: i64,
+    /// `projection_class_embeddings_input_dim`: pooled width + ids x `time_ids_dim` (2816
+    /// for SDXL base: 1280 + 6 x 256; 2560 for the refiner: 1280 + 5 x 256).
+    pub input_dim: i64,
+}
+
+/// A UNet configuration (the subset of diffusers' `UNet2DConditionModel` config that SD 1.x,
+/// 2.x and SDXL use).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UNetConfig {
     pub in_channels: i64,
@@ -51,7 +66,9 @@ pub struct UNetConfig {
     /// SD it is the number of heads (`num_attention_heads` overrides it when set).
     pub num_attention_heads: Vec<i64>,
     pub cross_attention_dim: i64,
-    pub transformer_layers_per_block: usize,
+    /// Transformer layers per down block (reversed for the up blocks; the last one for the mid
+    /// block, as diffusers does): 1 each for SD 1.x/2.x, [1, 2, 10] for SDXL base.
+    pub transformer_layers_per_block: Vec<usize>,
     pub norm_num_groups: i64,
     pub norm_eps: f64,
     pub use_linear_projection: bool,
@@ -63,6 +80,8 @@ pub struct UNetConfig {
     /// The latent size the model was trained at (64 for 512-pixel images).
     pub sample_size: i64,
     pub prediction_type: PredictionType,
+    /// SDXL's pooled-text and size/crop conditioning; `None` for SD 1.x/2.x.
+    pub addition_embed: Option<AdditionEmbed>,
 }
 
 impl UNetConfig {
@@ -76,7 +95,7 @@ impl UNetConfig {
             layers_per_block: 2,
             num_attention_heads: vec![8; 4],
             cross_attention_dim: 768,
-            transformer_layers_per_block: 1,
+            transformer_layers_per_block: vec![1; 4],
             norm_num_groups: 32,
             norm_eps: 1e-5,
             use_linear_projection: false,
@@ -85,6 +104,7 @@ impl UNetConfig {
             freq_shift: 0.0,
             sample_size: 64,
             prediction_type: PredictionType::Epsilon,
+            addition_embed: None,
         }
     }
 
@@ -113,6 +133,26 @@ impl UNetConfig {
         }
     }
 
+    /// SDXL base 1.0 (`stabilityai/stable-diffusion-xl-base-1.0`): 3 levels, no attention in
+    /// the first, [1, 2, 10] transformer layers, 64-dim heads, linear projections, a 2048-wide
+    /// context (CLIP-L ++ bigG) and the text_time added conditioning.
+    pub fn sdxl_base() -> Self {
+        Self {
+            block_out_channels: vec![320, 640, 1280],
+            cross_attention_blocks: vec![false, true, true],
+            num_attention_heads: vec![5, 10, 20],
+            cross_attention_dim: 2048,
+            transformer_layers_per_block: vec![1, 2, 10],
+            use_linear_projection: true,
+            sample_size: 128,
+            addition_embed: Some(AdditionEmbed {
+                time_ids_dim: 256,
+                input_dim: 2816,
+            }),
+            ..Self::sd15()
+        }
+    }
+
     /// A tiny SD1-like config for tests and CPU benchmarks (matches the parity fixtures).
     pub fn tiny_sd1() -> Self {
         Self {
@@ -121,6 +161,7 @@ impl UNetConfig {
             layers_per_block: 1,
             num_attention_heads: vec![4, 4],
             cross_attention_dim: 16,
+            transformer_layers_per_block: vec![1; 2],
             norm_num_groups: 8,
             sample_size: 16,
             ..Self::sd15()
@@ -135,6 +176,7 @@ impl UNetConfig {
             layers_per_block: 2,
             num_attention_heads: vec![2, 4, 4],
             cross_attention_dim: 12,
+            transformer_layers_per_block: vec![1; 3],
             norm_num_groups: 4,
             use_linear_projection: true,
             upcast_attention: true,
@@ -152,7 +194,8 @@ impl UNetConfig {
         let cross_attention_blocks = cross_attention_blocks(json, n)?;
         check_mid_block(json)?;
         let num_attention_heads = heads_per_block(json, n)?;
-        let transformer_layers_per_block = transformer_layers(json)?;
+        let transformer_layers_per_block = transformer_layers(json, n)?;
+        let addition_embed = addition_embed(json)?;
         refuse_unsupported(json)?;
         let int = |k: &str| json.get(k).and_then(Value::as_i64);
         let float = |k: &str| json.get(k).and_then(Value::as_f64);
@@ -176,6 +219,7 @@ impl UNetConfig {
             freq_shift: float("freq_shift").unwrap_or(0.0),
             sample_size: int("sample_size").unwrap_or(Self::sd15().sample_size),
             prediction_type: PredictionType::Epsilon,
+            addition_embed,
         })
     }
 
@@ -186,13 +230,23 @@ impl UNetConfig {
     fn check(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         let bad = |m: String| Err(ModelError::Other(format!("invalid UNet config: {m}")));
-        if n == 0 || self.cross_attention_blocks.len() != n || self.num_attention_heads.len() != n {
+        if n == 0
+            || self.cross_attention_blocks.len() != n
+            || self.num_attention_heads.len() != n
+            || self.transformer_layers_per_block.len() != n
+        {
             return bad(format!(
-                "{} block_out_channels, {} cross_attention_blocks, {} head counts",
+                "{} block_out_channels, {} cross_attention_blocks, {} head counts, {} transformer layer counts",
                 n,
                 self.cross_attention_blocks.len(),
-                self.num_attention_heads.len()
+                self.num_attention_heads.len(),
+                self.transformer_layers_per_block.len()
             ));
+        }
+        if let Some(add) = self.addition_embed {
+            if add.time_ids_dim <= 0 || add.input_dim <= add.time_ids_dim {
+                return bad(format!("addition embedding {add:?}"));
+            }
         }
         for (&c, &h) in self
             .block_out_channels
@@ -297,15 +351,48 @@ fn heads_per_block(json: &Value, n: usize) -> ConfigResult<Vec<i64>> {
     }
 }
 
-fn transformer_layers(json: &Value) -> ConfigResult<usize> {
-    match json.get("transformer_layers_per_block") {
-        None | Some(Value::Null) => Ok(1),
-        Some(Value::Number(x)) => Ok(x.as_u64().unwrap_or(1) as usize),
-        Some(v) => Err(ConfigError::Unsupported {
-            key: "transformer_layers_per_block",
-            found: v.to_string(),
-            expected: Some("one number for all blocks".into()),
-        }),
+/// `transformer_layers_per_block`: one number for all blocks or one per block (SDXL).
+fn transformer_layers(json: &Value, n: usize) -> ConfigResult<Vec<usize>> {
+    let key = "transformer_layers_per_block";
+    let invalid = |v: &Value| ConfigError::Unsupported {
+        key,
+        found: v.to_string(),
+        expected: Some(format!("a positive integer or {n} of them")),
+    };
+    let count = |v: &Value| v.as_u64().filter(|&x| x > 0).map(|x| x as usize);
+    match json.get(key) {
+        None | Some(Value::Null) => Ok(vec![1; n]),
+        Some(v @ Value::Number(_)) => Ok(vec![count(v).ok_or_else(|| invalid(v))?; n]),
+        Some(v @ Value::Array(a)) if a.len() == n => a
+            .iter()
+            .map(|x| count(x).ok_or_else(|| invalid(v)))
+            .collect(),
+        Some(v) => Err(invalid(v)),
+    }
+}
+
+/// SDXL's `addition_embed_type: "text_time"` with its two widths; other added embeddings
+/// (Kandinsky's "text", "image", ...) are refused.
+fn addition_embed(json: &Value) -> ConfigResult<Option<AdditionEmbed>> {
+    match json.get("addition_embed_type") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "text_time" => {
+            let width = |key: &'static str| {
+                json.get(key)
+                    .and_then(Value::as_i64)
+                    .filter(|&x| x > 0)
+                    .ok_or(ConfigError::Missing { key })
+            };
+            Ok(Some(AdditionEmbed {
+                time_ids_dim: width("addition_time_embed_dim")?,
+                input_dim: width("projection_class_embeddings_input_dim")?,
+            }))
+        }
+        Some(other) => Err(config_json::unsupported(
+            "addition_embed_type",
+            other,
+            Some(&json!("text_time")),
+        )),
     }
 }
 
@@ -316,7 +403,6 @@ fn refuse_unsupported(json: &Value) -> ConfigResult<()> {
         json,
         &[
             "class_embed_type",
-            "addition_embed_type",
             "encoder_hid_dim",
             "num_class_embeds",
             "time_cond_proj_dim",
@@ -359,6 +445,7 @@ pub struct UNet2DConditionModel {
     config: UNetConfig,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
+    add_embedding: Option<TimestepEmbedding>,
     down_blocks: Vec<UNetDownBlock>,
     mid_block: UNetMidBlock2DCrossAttn,
     up_blocks: Vec<UNetUpBlock>,
@@ -381,8 +468,12 @@ impl WeightedModel for UNet2DConditionModel {
             eps: config.norm_eps,
             temb_channels: config.time_embed_dim(),
             context_dim: config.cross_attention_dim,
-            transformer_layers: config.transformer_layers_per_block,
+            transformer_layers: 1,
             use_linear_projection: config.use_linear_projection,
+        };
+        let shape_of = |i: usize| UNetBlockShape {
+            transformer_layers: config.transformer_layers_per_block[i],
+            ..shape
         };
         let heads_of =
             |i: usize| config.cross_attention_blocks[i].then_some(config.num_attention_heads[i]);
@@ -390,6 +481,14 @@ impl WeightedModel for UNet2DConditionModel {
         let conv_in = Conv2d::new(w, &p("conv_in"), config.in_channels, boc[0], 3, 1, 1);
         let time_embedding =
             TimestepEmbedding::new(w, &p("time_embedding"), boc[0], config.time_embed_dim());
+        let add_embedding = config.addition_embed.map(|add| {
+            TimestepEmbedding::new(
+                w,
+                &p("add_embedding"),
+                add.input_dim,
+                config.time_embed_dim(),
+            )
+        });
         let down_blocks = (0..n)
             .map(|i| {
                 let layout = BlockLayout {
@@ -399,7 +498,7 @@ impl WeightedModel for UNet2DConditionModel {
                     resample: i + 1 < n,
                 };
                 let name = p(&format!("down_blocks.{i}"));
-                UNetDownBlock::new(w, &name, layout, heads_of(i), &shape)
+                UNetDownBlock::new(w, &name, layout, heads_of(i), &shape_of(i))
             })
             .collect();
         let mid_block = UNetMidBlock2DCrossAttn::new(
@@ -407,7 +506,7 @@ impl WeightedModel for UNet2DConditionModel {
             &p("mid_block"),
             boc[n - 1],
             config.num_attention_heads[n - 1],
-            &shape,
+            &shape_of(n - 1),
         );
         let up_blocks = (0..n)
             .map(|i| {
@@ -420,7 +519,7 @@ impl WeightedModel for UNet2DConditionModel {
                 };
                 let skip_in = boc[block.saturating_sub(1)];
                 let name = p(&format!("up_blocks.{i}"));
-                UNetUpBlock::new(w, &name, layout, skip_in, heads_of(block), &shape)
+                UNetUpBlock::new(w, &name, layout, skip_in, heads_of(block), &shape_of(block))
             })
             .collect();
         let conv_norm_out = GroupNorm::new(
@@ -439,6 +538,7 @@ impl WeightedModel for UNet2DConditionModel {
             config,
             conv_in,
             time_embedding,
+            add_embedding,
             down_blocks,
             mid_block,
             up_blocks,
@@ -481,9 +581,24 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         memo: Option<&KeyValueMemo>,
     ) -> Result<Tensor> {
+        self.forward_with_added(sample, timestep, encoder_hidden_states, None, memo)
+    }
+
+    /// [`Self::forward_with_memo`] with SDXL's added conditioning `added` `[B or 1,
+    /// input_dim]` (see [`Self::added_conditioning`]); required when the config has an
+    /// [`AdditionEmbed`], refused otherwise.
+    pub fn forward_with_added(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        added: Option<&Tensor>,
+        memo: Option<&KeyValueMemo>,
+    ) -> Result<Tensor> {
         let batch = self.check_inputs(sample, timestep, encoder_hidden_states)?;
+        self.check_added(added, batch)?;
         tch::no_grad(|| {
-            self.forward_unchecked(sample, timestep, encoder_hidden_states, memo, batch)
+            self.forward_unchecked(sample, timestep, encoder_hidden_states, added, memo, batch)
         })
         .context(|| {
             format!(
@@ -492,6 +607,86 @@ impl UNet2DConditionModel {
                 encoder_hidden_states.size()
             )
         })
+    }
+
+    /// diffusers' SDXL call: `added_cond_kwargs = {text_embeds, time_ids}` (pooled text
+    /// `[B, P]`, size/crop ids `[B, k]`).
+    pub fn forward_sdxl(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        text_embeds: &Tensor,
+        time_ids: &Tensor,
+    ) -> Result<Tensor> {
+        let added = self.added_conditioning(text_embeds, time_ids)?;
+        self.forward_with_added(sample, timestep, encoder_hidden_states, Some(&added), None)
+    }
+
+    /// The vector `add_embedding` takes (ComfyUI's `y`): the pooled text `[B, P]` followed by
+    /// each of the ids `[B, k]` as `time_ids_dim` sinusoids (cos half first), fp32.
+    pub fn added_conditioning(&self, pooled: &Tensor, time_ids: &Tensor) -> Result<Tensor> {
+        let Some(add) = self.config.addition_embed else {
+            return Err(ModelError::Other(
+                "this UNet takes no added (pooled text / size) conditioning".into(),
+            ));
+        };
+        let (p, ids) = (pooled.size(), time_ids.size());
+        let fits = p.len() == 2
+            && ids.len() == 2
+            && p[0] == ids[0]
+            && p[1] + ids[1] * add.time_ids_dim == add.input_dim;
+        if !fits {
+            return Err(ModelError::Shape {
+                context: "UNet added conditioning".into(),
+                message: format!(
+                    "pooled {p:?} and ids {ids:?} do not make the {} values add_embedding takes \
+                     (pooled width + ids x {})",
+                    add.input_dim, add.time_ids_dim
+                ),
+            });
+        }
+        let c = &self.config;
+        (|| {
+            let sinusoids = timestep_sinusoids(
+                &time_ids.f_reshape([-1])?,
+                add.time_ids_dim,
+                c.flip_sin_to_cos,
+                c.freq_shift,
+            )?
+            .f_reshape([ids[0], -1])?;
+            Tensor::f_cat(&[pooled.f_to_kind(Kind::Float)?, sinusoids], 1)
+        })()
+        .context(|| "UNet added conditioning".to_string())
+    }
+
+    fn check_added(&self, added: Option<&Tensor>, batch: i64) -> Result<()> {
+        let err = |message: String| {
+            Err(ModelError::Shape {
+                context: "UNet2DConditionModel added conditioning".into(),
+                message,
+            })
+        };
+        match (self.config.addition_embed, added) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => err(
+                "this UNet (SD 1.x/2.x) takes no pooled text / size conditioning; \
+                 the conditioning comes from another model family"
+                    .into(),
+            ),
+            (Some(add), None) => err(format!(
+                "this UNet (SDXL) needs the pooled text and size conditioning ({} values); \
+                 encode the prompt with this checkpoint's text encoder",
+                add.input_dim
+            )),
+            (Some(add), Some(y)) => {
+                let s = y.size();
+                if s.len() != 2 || (s[0] != batch && s[0] != 1) || s[1] != add.input_dim {
+                    return err(format!("expected [{batch}, {}], got {s:?}", add.input_dim));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// `forward` with a plain-number timestep.
@@ -549,6 +744,7 @@ impl UNet2DConditionModel {
         sample: &Tensor,
         timestep: &Tensor,
         context: &Tensor,
+        added: Option<&Tensor>,
         memo: Option<&KeyValueMemo>,
         batch: i64,
     ) -> TchResult<Tensor> {
@@ -589,7 +785,14 @@ impl UNet2DConditionModel {
             c.freq_shift,
         )?
         .f_to_kind(self.kind)?;
-        let temb = self.time_embedding.forward(&t_emb)?;
+        let mut temb = self.time_embedding.forward(&t_emb)?;
+        if let (Some(add_embedding), Some(added)) = (&self.add_embedding, added) {
+            let mut added = added.f_to_device(sample.device())?.f_to_kind(self.kind)?;
+            if added.size()[0] != batch {
+                added = added.f_expand([batch, -1], false)?;
+            }
+            temb = temb.f_add(&add_embedding.forward(&added)?)?;
+        }
 
         let mut h = self.conv_in.forward(&sample)?;
         let mut skips = vec![h.shallow_clone()];
@@ -661,13 +864,59 @@ mod tests {
         assert_eq!(sd21, UNetConfig::sd21());
     }
 
+    /// `stabilityai/stable-diffusion-xl-base-1.0` `unet/config.json`.
+    fn sdxl_base_json() -> Value {
+        serde_json::from_str(
+            r#"{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.19.0.dev0",
+            "act_fn": "silu", "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+            "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+            "block_out_channels": [320, 640, 1280], "center_input_sample": false,
+            "class_embed_type": null, "class_embeddings_concat": false, "conv_in_kernel": 3,
+            "conv_out_kernel": 3, "cross_attention_dim": 2048, "cross_attention_norm": null,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "downsample_padding": 1, "dual_cross_attention": false, "encoder_hid_dim": null,
+            "encoder_hid_dim_type": null, "flip_sin_to_cos": true, "freq_shift": 0,
+            "in_channels": 4, "layers_per_block": 2, "mid_block_only_cross_attention": null,
+            "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": null,
+            "num_class_embeds": null, "only_cross_attention": false, "out_channels": 4,
+            "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
+            "resnet_skip_time_act": false, "resnet_time_scale_shift": "default",
+            "sample_size": 128, "time_cond_proj_dim": null, "time_embedding_act_fn": null,
+            "time_embedding_dim": null, "time_embedding_type": "positional",
+            "timestep_post_act": null, "transformer_layers_per_block": [1, 2, 10],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "upcast_attention": null, "use_linear_projection": true}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sdxl_base_config_parses_to_the_preset() {
+        assert_eq!(
+            UNetConfig::from_diffusers_json(&sdxl_base_json()),
+            Ok(UNetConfig::sdxl_base())
+        );
+        let mut j = sdxl_base_json();
+        j.as_object_mut()
+            .unwrap()
+            .remove("projection_class_embeddings_input_dim");
+        assert_eq!(
+            UNetConfig::from_diffusers_json(&j),
+            Err(ConfigError::Missing {
+                key: "projection_class_embeddings_input_dim"
+            })
+        );
+    }
+
     #[test]
     fn configs_this_model_cannot_honour_are_refused() {
         for (key, value) in [
             ("act_fn", json!("gelu")),
             ("resnet_time_scale_shift", json!("scale_shift")),
             ("class_embed_type", json!("timestep")),
-            ("addition_embed_type", json!("text_time")),
+            ("addition_embed_type", json!("text_image")),
+            ("transformer_layers_per_block", json!([1, 2])),
             ("only_cross_attention", json!(true)),
             ("mid_block_type", json!("UNetMidBlock2DSimpleCrossAttn")),
         ] {

@@ -1,4 +1,4 @@
-//! A noise-prediction model (epsilon or v, SD 1.x/2.x) as a k-diffusion denoiser with
+//! A noise-prediction model (epsilon or v, SD 1.x/2.x/SDXL) as a k-diffusion denoiser with
 //! classifier-free guidance (Ho & Salimans 2022): `uncond + cfg * (cond - uncond)`, both halves
 //! in one batched model call. Scalings follow k-diffusion's `DiscreteEpsDDPMDenoiser` /
 //! `DiscreteVDDPMDenoiser` and ComfyUI's `model_sampling.EPS` / `V_PREDICTION`.
@@ -35,6 +35,23 @@ impl Prediction {
 /// [B, L, D]; returns the prediction of `sample`'s shape.
 pub trait NoisePredictor {
     fn predict(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor>;
+
+    /// [`Self::predict`] with SDXL's added conditioning `added` `[B, D]` (pooled text and
+    /// size-id sinusoids, ComfyUI's `y`). A model without one refuses it.
+    fn predict_added(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        added: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        match added {
+            None => self.predict(sample, timesteps, context),
+            Some(_) => Err(ModelError::Other(
+                "this model takes no added (pooled text / size) conditioning".into(),
+            )),
+        }
+    }
 }
 
 impl<F> NoisePredictor for F
@@ -60,6 +77,8 @@ pub struct GuidedDenoiser<'a> {
     schedule: &'a DiscreteSchedule,
     prediction: Prediction,
     guidance: Guidance,
+    /// SDXL's added conditioning for the positive and negative sides, `[1 or B, D]`.
+    added: Option<(Tensor, Option<Tensor>)>,
     quantize_timesteps: bool,
     /// Negative and positive conditioning concatenated for a latent batch, made once: the model
     /// then sees the same context tensor at every step (and can reuse its projections).
@@ -101,6 +120,7 @@ impl<'a> GuidedDenoiser<'a> {
             schedule,
             prediction,
             guidance,
+            added: None,
             quantize_timesteps: true,
             both_conditionings: RefCell::new(None),
         })
@@ -111,6 +131,35 @@ impl<'a> GuidedDenoiser<'a> {
     pub fn with_quantized_timesteps(mut self, quantize: bool) -> Self {
         self.quantize_timesteps = quantize;
         self
+    }
+
+    /// Gives the model SDXL's added conditioning `[1 or B, D]` with each side's context
+    /// (`negative` is needed when the guidance has a negative conditioning).
+    pub fn with_added_conditioning(
+        mut self,
+        positive: Tensor,
+        negative: Option<Tensor>,
+    ) -> Result<Self> {
+        for (what, added) in [
+            ("positive", Some(&positive)),
+            ("negative", negative.as_ref()),
+        ] {
+            if let Some(added) = added {
+                if added.dim() != 2 {
+                    return Err(ModelError::Shape {
+                        context: format!("{what} added conditioning"),
+                        message: format!("expected [batch, dim], got {:?}", added.size()),
+                    });
+                }
+            }
+        }
+        if self.guidance.negative.is_some() && negative.is_none() {
+            return Err(ModelError::Other(
+                "the negative conditioning has no added (pooled text / size) conditioning".into(),
+            ));
+        }
+        self.added = Some((positive, negative));
+        Ok(self)
     }
 
     fn timestep(&self, sigma: f64) -> f64 {
@@ -125,9 +174,13 @@ impl<'a> GuidedDenoiser<'a> {
     fn batched(cond: &Tensor, like: &Tensor, what: &str) -> Result<Tensor> {
         let batch = like.size()[0];
         let cond = cond.to_device(like.device());
+        let mut shape = vec![-1; cond.dim()];
+        if let Some(first) = shape.first_mut() {
+            *first = batch;
+        }
         match cond.size()[0] {
             b if b == batch => Ok(cond),
-            1 => Ok(cond.expand([batch, -1, -1], false)),
+            1 => Ok(cond.expand(shape.as_slice(), false)),
             b => Err(ModelError::Shape {
                 context: format!("{what} conditioning"),
                 message: format!("batch {b} does not fit a latent batch of {batch}"),
@@ -135,10 +188,21 @@ impl<'a> GuidedDenoiser<'a> {
         }
     }
 
-    fn call_model(&self, sample: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+    fn call_model(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let batch = sample.size()[0];
         let timesteps = Tensor::full([batch], timestep, (Kind::Float, sample.device()));
-        let out = self.model.predict(sample, &timesteps, context)?;
+        let out = match added {
+            None => self.model.predict(sample, &timesteps, context)?,
+            Some(added) => self
+                .model
+                .predict_added(sample, &timesteps, context, Some(added))?,
+        };
         if out.size() != sample.size() {
             return Err(ModelError::Shape {
                 context: "model prediction".into(),
@@ -169,9 +233,18 @@ impl<'a> GuidedDenoiser<'a> {
             cfg,
         } = &self.guidance;
         let positive = Self::batched(positive, x, "positive")?;
+        let (added_positive, added_negative) = match &self.added {
+            Some((p, n)) => (
+                Some(Self::batched(p, x, "positive added")?),
+                n.as_ref()
+                    .map(|n| Self::batched(n, x, "negative added"))
+                    .transpose()?,
+            ),
+            None => (None, None),
+        };
         let negative = match negative {
             Some(negative) if *cfg != 1.0 => Self::batched(negative, x, "negative")?,
-            _ => return self.call_model(&sample, t, &positive),
+            _ => return self.call_model(&sample, t, &positive, added_positive.as_ref()),
         };
         if negative.size()[1..] == positive.size()[1..] {
             let batch = size[0];
@@ -187,13 +260,24 @@ impl<'a> GuidedDenoiser<'a> {
                 }
             };
             drop(memo);
-            let out = self.call_model(&Tensor::cat(&[&sample, &sample], 0), t, &both)?;
+            let both_added = match (&added_positive, &added_negative) {
+                (Some(p), Some(n)) => Some(Tensor::f_cat(&[n, p], 0).context(|| {
+                    "concatenating negative and positive added conditioning".to_string()
+                })?),
+                _ => None,
+            };
+            let out = self.call_model(
+                &Tensor::cat(&[&sample, &sample], 0),
+                t,
+                &both,
+                both_added.as_ref(),
+            )?;
             let halves = out.chunk(2, 0);
             Ok(&halves[0] + (&halves[1] - &halves[0]) * *cfg)
         } else {
             // Token counts differ: two calls instead of padding one conditioning.
-            let uncond = self.call_model(&sample, t, &negative)?;
-            let cond = self.call_model(&sample, t, &positive)?;
+            let uncond = self.call_model(&sample, t, &negative, added_negative.as_ref())?;
+            let cond = self.call_model(&sample, t, &positive, added_positive.as_ref())?;
             Ok(&uncond + (&cond - &uncond) * *cfg)
         }
     }

@@ -1,7 +1,8 @@
-//! Loading Stable Diffusion 1.x / 2.x models: a diffusers folder (`unet/`, `vae/`,
-//! `text_encoder/`, each with `config.json` and safetensors weights) or an original LDM
-//! single-file `.safetensors` checkpoint, renamed to diffusers names by
-//! [`crate::weights::ldm_keymap`]. Tensors are copied once from the memory-mapped file straight
+//! Loading Stable Diffusion 1.x / 2.x / SDXL models: a diffusers folder (`unet/`, `vae/`,
+//! `text_encoder/`, SDXL's `text_encoder_2/`, each with `config.json` and safetensors weights)
+//! or an original LDM single-file `.safetensors` checkpoint, renamed to diffusers names by
+//! [`crate::weights::ldm_keymap`]. What differs between families comes from their
+//! descriptor, [`ModelFamily`]. Tensors are copied once from the memory-mapped file straight
 //! to the chosen device and dtype; unused ones (EMA copies, ...) are never copied.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,17 +20,10 @@ use crate::weights::ldm_keymap::{
 };
 use crate::weights::{MappedFile, WeightedModel, Weights};
 
-/// Which Stable Diffusion generation a checkpoint is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SdVersion {
-    /// SD 1.x: CLIP ViT-L/14 text encoder (768-wide context), conv transformer projections.
-    V1,
-    /// SD 2.x: OpenCLIP ViT-H/14 text encoder (1024-wide context), linear projections.
-    V2,
-}
+pub use crate::weights::family::{ModelFamily, SdVersion};
 
 /// How to load. Configs left `None` come from the folder's `config.json` files, or, for a
-/// single file, from the SD 1.5 / 2.1 presets picked by the detected version.
+/// single file, from the presets of the detected family.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub device: Device,
@@ -59,13 +53,30 @@ impl Default for LoadOptions {
 
 /// A loaded Stable Diffusion model. The text encoder is handed over as tensors under
 /// transformers `CLIPTextModel` names (`text_model.embeddings.token_embedding.weight`, ...)
-/// with a transformers-style `CLIPTextConfig` JSON, for the CLIP module to build from.
+/// with a transformers-style `CLIPTextConfig` JSON, for the CLIP module to build from; SDXL's
+/// second tower likewise, under `CLIPTextModelWithProjection` names.
 pub struct StableDiffusionCheckpoint {
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
     pub text_encoder_weights: HashMap<String, Tensor>,
     pub text_encoder_config: Value,
-    pub version: SdVersion,
+    /// SDXL's OpenCLIP-bigG tower (`text_model.*`, `text_projection.weight`); `None` for
+    /// SD 1.x/2.x.
+    pub text_encoder_2: Option<TextTower>,
+    /// The model family (named `version` when there were only SD 1.x and 2.x).
+    pub version: ModelFamily,
+}
+
+/// One text tower's tensors under transformers names and its `CLIPTextConfig` JSON.
+pub struct TextTower {
+    pub weights: HashMap<String, Tensor>,
+    pub config: Value,
+}
+
+impl StableDiffusionCheckpoint {
+    pub fn family(&self) -> ModelFamily {
+        self.version
+    }
 }
 
 /// Loads a diffusers folder or a single `.safetensors` file, whichever `path` is.
@@ -77,57 +88,17 @@ pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<StableDiffu
     }
 }
 
-/// Tells SD 1.x from 2.x by a single file's tensor names and shapes: the cross-attention key
-/// width (768 CLIP-L vs 1024 OpenCLIP-H) and whether the transformers project in with a
-/// 1x1 conv (1.x) or a linear layer (2.x); and rejects other architectures by name.
+/// The family of a single file, from its tensor names and shapes ([`ModelFamily::detect`]).
 pub fn detect_version(
     shapes: &BTreeMap<String, Vec<usize>>,
-) -> std::result::Result<SdVersion, CheckpointError> {
-    if shapes
-        .keys()
-        .any(|k| k.starts_with("conditioner.embedders."))
-    {
-        return Err(CheckpointError::Sdxl);
-    }
-    if !shapes.keys().any(|k| k.starts_with(UNET_PREFIX)) {
-        return Err(CheckpointError::NoUnet {
-            count: shapes.len(),
-            examples: shapes.keys().take(3).cloned().collect(),
-        });
-    }
-    if shapes.contains_key(&format!("{UNET_PREFIX}label_emb.0.0.weight")) {
-        return Err(CheckpointError::ClassConditioned);
-    }
-    let proj_in = shapes
-        .get(&format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"))
-        .ok_or(CheckpointError::NoCrossAttention)?;
-    let key_width = shapes
-        .get(&format!(
-            "{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-        ))
-        .and_then(|s| s.get(1).copied());
-    let linear = proj_in.len() == 2;
-    let open_clip = shapes.keys().any(|k| k.starts_with(OPEN_CLIP_PREFIX));
-    Ok(match (key_width, linear) {
-        (Some(768), false) => SdVersion::V1,
-        (Some(1024), true) => SdVersion::V2,
-        // Small custom configs: the projection and text-encoder layout still tell.
-        _ if linear || open_clip => SdVersion::V2,
-        _ => SdVersion::V1,
-    })
-}
-
-fn preset(version: SdVersion) -> UNetConfig {
-    match version {
-        SdVersion::V1 => UNetConfig::sd15(),
-        SdVersion::V2 => UNetConfig::sd21(),
-    }
+) -> std::result::Result<ModelFamily, CheckpointError> {
+    ModelFamily::detect(shapes)
 }
 
 /// A transformers `CLIPTextConfig` for a single file's text encoder, from its tensor shapes.
-/// Heads are taken as width / 64 (true of CLIP-L and OpenCLIP-H); the activation is CLIP's
-/// quick-GELU for SD 1.x and exact GELU for OpenCLIP.
-fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) -> Value {
+/// Heads are taken as width / 64 (true of CLIP-L, OpenCLIP-H and -bigG); the activation is
+/// CLIP's quick-GELU for OpenAI CLIP and exact GELU for OpenCLIP.
+fn text_encoder_config(weights: &HashMap<String, Tensor>, activation: &str) -> Value {
     let dim = |name: &str, i: usize| weights.get(name).map(|t| t.size()[i]).unwrap_or(0);
     let (vocab, hidden) = (
         dim("text_model.embeddings.token_embedding.weight", 0),
@@ -138,22 +109,26 @@ fn text_encoder_config(weights: &HashMap<String, Tensor>, version: SdVersion) ->
             weights.contains_key(&format!("text_model.encoder.layers.{i}.layer_norm1.weight"))
         })
         .count();
-    json!({
+    let mut config = json!({
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": dim("text_model.encoder.layers.0.mlp.fc1.weight", 0),
         "num_hidden_layers": layers,
         "num_attention_heads": (hidden / 64).max(1),
         "max_position_embeddings": dim("text_model.embeddings.position_embedding.weight", 0),
-        "hidden_act": match version { SdVersion::V1 => "quick_gelu", SdVersion::V2 => "gelu" },
+        "hidden_act": activation,
         "layer_norm_eps": 1e-5,
         // Both generations use the CLIP BPE tokenizer (<|startoftext|>, <|endoftext|>).
         "bos_token_id": 49406,
         "eos_token_id": 49407,
-    })
+    });
+    if let Some(projection) = weights.get("text_projection.weight") {
+        config["projection_dim"] = json!(projection.size()[0]);
+    }
+    config
 }
 
-/// Loads an original LDM single-file `.safetensors` checkpoint (SD 1.x or 2.x).
+/// Loads an original LDM single-file `.safetensors` checkpoint (SD 1.x, 2.x or SDXL).
 pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiffusionCheckpoint> {
     let not_sd = |source| ModelError::Checkpoint {
         path: path.to_path_buf(),
@@ -161,33 +136,74 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
     };
     let file = MappedFile::open_with(path, &options.files)?;
     let shapes = file.shapes()?;
-    let version = detect_version(&shapes).map_err(not_sd)?;
-    let unet_config = single_file_unet_config(&shapes, version, options);
-    let vae_config = options.vae_config.clone().unwrap_or_else(VaeConfig::sd);
+    let family = ModelFamily::detect(&shapes).map_err(not_sd)?;
+    let unet_config = single_file_unet_config(&shapes, family, options);
+    let vae_config = options
+        .vae_config
+        .clone()
+        .unwrap_or_else(|| family.vae_preset());
+    let open_clip_layers = open_clip_resblocks(&shapes);
     let layout = LdmLayout {
         unet_layers_per_block: unet_config.layers_per_block,
         vae_blocks: vae_config.block_out_channels.len(),
-        open_clip_layers_kept: open_clip_resblocks(&shapes).saturating_sub(1),
+        // SD 2.x conditions on the penultimate layer and diffusers keeps only the layers up
+        // to it (SDXL's bigG keeps them all: its pooled output comes from the last).
+        open_clip_layers_kept: open_clip_layers.saturating_sub(1),
     };
     let plan = copy_plan(&shapes, &layout);
     let tensors = file.read(options.device, Some(options.kind), |name| {
         plan.contains_key(name).then(|| name.to_string())
     })?;
     let mut parts = split_components(tensors, &plan).map_err(not_sd)?;
-    let mut take = |component, what| {
+    let mut take = |component, what: &'static str| {
         let part = parts.remove(&component).unwrap_or_default();
         if part.is_empty() {
-            Err(not_sd(CheckpointError::MissingComponent { what }))
+            Err(not_sd(CheckpointError::MissingComponent {
+                family: family.name(),
+                what,
+            }))
         } else {
             Ok(part)
         }
     };
     let unet_tensors = take(Component::Unet, "UNet (model.diffusion_model.*)")?;
     let vae_tensors = take(Component::Vae, "VAE (first_stage_model.*)")?;
-    let text_encoder_weights = take(
-        Component::TextEncoder,
-        "text encoder (cond_stage_model.transformer.* / cond_stage_model.model.*)",
-    )?;
+    let (text_encoder_weights, text_encoder_2) = match family {
+        ModelFamily::Sdxl => {
+            let clip_l = take(
+                Component::TextEncoder,
+                "CLIP-L text encoder (conditioner.embedders.0.transformer.*)",
+            )?;
+            let clip_g = take(
+                Component::TextEncoder2,
+                "OpenCLIP-bigG text encoder (conditioner.embedders.1.model.*)",
+            )?;
+            let config = text_encoder_config(&clip_g, "gelu");
+            (
+                clip_l,
+                Some(TextTower {
+                    weights: clip_g,
+                    config,
+                }),
+            )
+        }
+        _ => (
+            take(
+                Component::TextEncoder,
+                "text encoder (cond_stage_model.transformer.* / cond_stage_model.model.*)",
+            )?,
+            None,
+        ),
+    };
+    let vae_kind = family.vae_kind(options.kind);
+    let vae_tensors = if vae_kind != options.kind {
+        vae_tensors
+            .into_iter()
+            .map(|(name, t)| (name, t.to_kind(vae_kind)))
+            .collect()
+    } else {
+        vae_tensors
+    };
     let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
     let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
     Ok(assemble(
@@ -195,20 +211,21 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
         AutoencoderKL::new(&vae_weights, "", vae_config)?,
         text_encoder_weights,
         None,
-        version,
+        text_encoder_2,
+        family,
     ))
 }
 
-/// `options.unet_config`, else the version's preset with the file's input channels
+/// `options.unet_config`, else the family's preset with the file's input channels
 /// (inpainting models take 9: latent, mask, masked-image latent); the prediction type is
 /// `options.prediction_type` if set.
 fn single_file_unet_config(
     shapes: &BTreeMap<String, Vec<usize>>,
-    version: SdVersion,
+    family: ModelFamily,
     options: &LoadOptions,
 ) -> UNetConfig {
     let mut config = options.unet_config.clone().unwrap_or_else(|| {
-        let mut c = preset(version);
+        let mut c = family.unet_preset();
         if let Some(s) = shapes.get(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
             c.in_channels = s.get(1).map(|&d| d as i64).unwrap_or(c.in_channels);
         }
@@ -315,15 +332,18 @@ fn assemble(
     vae: AutoencoderKL,
     text_encoder_weights: HashMap<String, Tensor>,
     text_encoder_config: Option<Value>,
-    version: SdVersion,
+    text_encoder_2: Option<TextTower>,
+    family: ModelFamily,
 ) -> StableDiffusionCheckpoint {
     StableDiffusionCheckpoint {
-        text_encoder_config: text_encoder_config
-            .unwrap_or_else(|| self::text_encoder_config(&text_encoder_weights, version)),
+        text_encoder_config: text_encoder_config.unwrap_or_else(|| {
+            self::text_encoder_config(&text_encoder_weights, family.clip_activation())
+        }),
         unet,
         vae,
         text_encoder_weights,
-        version,
+        text_encoder_2,
+        version: family,
     }
 }
 
@@ -418,18 +438,41 @@ pub fn load_diffusers_folder(
         }
     }
     let unet = load_unet_folder(&dir.join("unet"), &options)?;
-    let vae = load_vae_folder(&dir.join("vae"), &options)?;
-    let version =
-        if unet.config().use_linear_projection || unet.config().cross_attention_dim == 1024 {
-            SdVersion::V2
-        } else {
-            SdVersion::V1
-        };
+    let family = ModelFamily::of_unet_config(unet.config());
+    let vae_options = LoadOptions {
+        kind: family.vae_kind(options.kind),
+        ..options.clone()
+    };
+    let vae = load_vae_folder(&dir.join("vae"), &vae_options)?;
+    let (text_encoder_weights, text_encoder_config) =
+        load_text_folder(&dir.join("text_encoder"), &options)?;
+    let text_encoder_2 = match family {
+        ModelFamily::Sdxl => {
+            let (weights, config) = load_text_folder(&dir.join("text_encoder_2"), &options)?;
+            let config = config.unwrap_or_else(|| self::text_encoder_config(&weights, "gelu"));
+            Some(TextTower { weights, config })
+        }
+        _ => None,
+    };
+    Ok(assemble(
+        unet,
+        vae,
+        text_encoder_weights,
+        text_encoder_config,
+        text_encoder_2,
+        family,
+    ))
+}
 
-    let te_dir = dir.join("text_encoder");
-    let te_path = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
+/// A transformers text-encoder folder: its weights under `text_model.*` names (plus
+/// `text_projection.weight` if it has one) and its `config.json` if present.
+fn load_text_folder(
+    te_dir: &Path,
+    options: &LoadOptions,
+) -> Result<(HashMap<String, Tensor>, Option<Value>)> {
+    let te_path = weights_file(te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
     // Files saved by transformers 5 drop the `text_model.` level; SD's own files keep it.
-    let text_encoder_weights = MappedFile::open_with(&te_path, &options.files)?.read(
+    let weights = MappedFile::open_with(&te_path, &options.files)?.read(
         options.device,
         Some(options.kind),
         |n| {
@@ -442,70 +485,32 @@ pub fn load_diffusers_folder(
             }
         },
     )?;
-    let te_config_path = te_dir.join("config.json");
-    let text_encoder_config = te_config_path
+    let config_path = te_dir.join("config.json");
+    let config = config_path
         .is_file()
-        .then(|| read_json(&te_config_path, &options.files))
+        .then(|| read_json(&config_path, &options.files))
         .transpose()?;
-    Ok(assemble(
-        unet,
-        vae,
-        text_encoder_weights,
-        text_encoder_config,
-        version,
-    ))
+    Ok((weights, config))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sd_shapes(context: usize, linear: bool) -> BTreeMap<String, Vec<usize>> {
-        let mut m = BTreeMap::new();
-        m.insert(
-            format!("{UNET_PREFIX}input_blocks.0.0.weight"),
-            vec![320, 4, 3, 3],
-        );
-        let proj = if linear {
-            vec![320, 320]
-        } else {
-            vec![320, 320, 1, 1]
-        };
-        m.insert(
-            format!("{UNET_PREFIX}input_blocks.1.1.proj_in.weight"),
-            proj,
-        );
-        m.insert(
-            format!("{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
-            vec![320, context],
-        );
-        m
-    }
-
     #[test]
-    fn tells_sd1_from_sd2_by_tensor_shapes() {
-        assert_eq!(detect_version(&sd_shapes(768, false)), Ok(SdVersion::V1));
-        assert_eq!(detect_version(&sd_shapes(1024, true)), Ok(SdVersion::V2));
-        assert_eq!(detect_version(&sd_shapes(16, false)), Ok(SdVersion::V1));
-        assert_eq!(detect_version(&sd_shapes(12, true)), Ok(SdVersion::V2));
-    }
-
-    #[test]
-    fn rejects_other_architectures_by_name() {
-        let mut sdxl = sd_shapes(2048, true);
-        sdxl.insert(
-            "conditioner.embedders.0.transformer.text_model.x".into(),
-            vec![1],
+    fn an_sdxl_file_without_its_text_towers_names_the_family_and_the_part() {
+        let mut shapes = BTreeMap::new();
+        shapes.insert(format!("{UNET_PREFIX}input_blocks.0.0.weight"), vec![4, 4]);
+        shapes.insert(
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight".into(),
+            vec![4],
         );
-        assert_eq!(detect_version(&sdxl), Err(CheckpointError::Sdxl));
-        let mut other = BTreeMap::new();
-        other.insert(
-            "vision_model.embeddings.patch_embedding.weight".to_string(),
-            vec![1],
-        );
-        assert!(matches!(
-            detect_version(&other),
-            Err(CheckpointError::NoUnet { count: 1, .. })
-        ));
+        assert_eq!(detect_version(&shapes), Ok(ModelFamily::Sdxl));
+        let e = CheckpointError::MissingComponent {
+            family: ModelFamily::Sdxl.name(),
+            what: "VAE (first_stage_model.*)",
+        }
+        .to_string();
+        assert!(e.contains("SDXL") && e.contains("first_stage_model"), "{e}");
     }
 }

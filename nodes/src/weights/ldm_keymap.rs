@@ -2,7 +2,9 @@
 //! checkpoint keys to diffusers / transformers state-dict keys, after the renames of
 //! diffusers' `convert_from_ckpt.py`: the UNet (`model.diffusion_model.*`), the VAE
 //! (`first_stage_model.*`), the SD 1.x CLIP-L text encoder (`cond_stage_model.transformer.*`)
-//! and the SD 2.x OpenCLIP-H text tower (`cond_stage_model.model.*`).
+//! the SD 2.x OpenCLIP-H text tower (`cond_stage_model.model.*`), and SDXL's two towers
+//! (`conditioner.embedders.0.transformer.*` CLIP-L, `conditioner.embedders.1.model.*`
+//! OpenCLIP-bigG) and added-conditioning MLP (`label_emb.0.{0,2}`).
 
 /// What to do with one checkpoint tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +23,16 @@ pub enum Mapped {
     Drop,
 }
 
+use super::sdxl_text_keymap::{map_sdxl_text_key, TextTower};
+
 /// Which model a mapped tensor belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Component {
     Unet,
     Vae,
     TextEncoder,
+    /// SDXL's second text tower (OpenCLIP-bigG, transformers `CLIPTextModelWithProjection`).
+    TextEncoder2,
 }
 
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -58,6 +64,12 @@ pub fn map_ldm_key(name: &str, layout: &LdmLayout) -> Option<(Component, Mapped)
         clip_l_key(rest).map(|m| (Component::TextEncoder, m))
     } else if let Some(rest) = name.strip_prefix(OPEN_CLIP_PREFIX) {
         open_clip_key(rest, layout.open_clip_layers_kept).map(|m| (Component::TextEncoder, m))
+    } else if let Some((tower, mapped)) = map_sdxl_text_key(name) {
+        let component = match tower {
+            TextTower::ClipL => Component::TextEncoder,
+            TextTower::ClipG => Component::TextEncoder2,
+        };
+        mapped.map(|m| (component, m))
     } else {
         // model_ema.*, betas / alphas_cumprod / ... schedule buffers, and the like.
         Some((Component::Unet, Mapped::Drop))
@@ -102,6 +114,8 @@ pub fn unet_key(ldm: &str, layers_per_block: usize) -> Option<String> {
     let simple = [
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
