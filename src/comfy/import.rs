@@ -8,7 +8,9 @@ use weft_engine::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
 use weft_engine::Constant;
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
-use super::{comfy_type, supported_list, ComfyType, Issue, CHECKPOINT_DIR, UPSCALER_FILES};
+use super::{
+    comfy_type, supported_list, ComfyType, Issue, CHECKPOINT_DIR, LORA_DIR, UPSCALER_FILES,
+};
 
 /// Which of ComfyUI's two JSON forms a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -996,6 +998,19 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
                 }
             });
             cx.put("name", weft.as_str());
+        }
+        "LoraLoader" | "LoraLoaderModelOnly" => {
+            cx.link("model", "model");
+            if cx.ty.class == "LoraLoader" {
+                cx.link("clip", "text_encoder");
+                cx.put_float("strength_clip", "strength_clip");
+            }
+            cx.put_float("strength_model", "strength_model");
+            if let Some(name) = cx.string("lora_name") {
+                // ComfyUI names a LoRA relative to its models/loras folder.
+                let weft = map_model(&name, options).unwrap_or_else(|| format!("{LORA_DIR}{name}"));
+                cx.put("lora", weft.as_str());
+            }
         }
         "CLIPTextEncode" => {
             cx.link("clip", "encoder");

@@ -4,12 +4,14 @@
 mod configs;
 mod handles;
 mod load_checkpoint;
+mod lora;
 mod prompt;
 mod sample;
 mod vae;
 
 pub use handles::{DiffusionModel, TextEncoder, Vae};
 pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
+pub use lora::{find_loras, resolve_lora, LoadLora, LoadLoraModelOnly, LORAS};
 pub use prompt::PromptEncode;
 pub use sample::Sampler;
 pub use vae::{VaeDecode, VaeEncode};

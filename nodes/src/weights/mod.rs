@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod model;
 pub use self::model::{parameter_bytes, Checked, WeightedModel};
 pub mod ldm_keymap;
+pub mod lora;
