@@ -45,15 +45,46 @@ fn executor(dir: &Path) -> Executor {
     )
 }
 
+/// The tiny SD1 fixture model with its CLIP token table widened to the real vocabulary (rows
+/// repeated), so the real tokenizer's ids fit; the rest is the fixture's, file for file.
+fn tiny_sd1_full_vocab(dir: &Path) -> PathBuf {
+    let from = fixtures("unet_vae").join("sd1");
+    let to = dir.join("sd1");
+    for part in ["unet", "vae", "scheduler", "text_encoder"] {
+        std::fs::create_dir_all(to.join(part)).unwrap();
+        for entry in std::fs::read_dir(from.join(part)).unwrap().flatten() {
+            std::fs::copy(entry.path(), to.join(part).join(entry.file_name())).unwrap();
+        }
+    }
+    let weights = to.join("text_encoder/model.safetensors");
+    let mut tensors: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&weights).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("token_embedding.weight") {
+            let rows = t.size()[0];
+            let index =
+                tch::Tensor::arange(49408, (tch::Kind::Int64, tch::Device::Cpu)).remainder(rows);
+            *t = t.index_select(0, &index);
+        }
+    }
+    tch::Tensor::write_safetensors(&tensors, &weights).unwrap();
+    let config = to.join("text_encoder/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["vocab_size"] = 49408.into();
+    json["bos_token_id"] = 49406.into();
+    json["eos_token_id"] = 49407.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    to
+}
+
 /// txt2img on the tiny SD1 model, through one LoadLora per (file, strength_model,
 /// strength_clip) in order (none: no LoadLora at all).
-fn workflow(loras: &[(&str, f64, f64)]) -> Workflow {
-    let checkpoint = fixtures("unet_vae").join("sd1");
+fn workflow(checkpoint: &Path, loras: &[(&str, f64, f64)]) -> Workflow {
     let mut wf = Workflow::new();
     wf.add(
         "checkpoint",
         NodeEntry::new("LoadCheckpoint")
-            .with("name", checkpoint.display().to_string())
+            .with("name", checkpoint.display().to_string().as_str())
             .with("precision", "fp32"),
     );
     let (mut model, mut encoder) = (("checkpoint", "unet"), ("checkpoint", "text_encoder"));
@@ -64,7 +95,7 @@ fn workflow(loras: &[(&str, f64, f64)]) -> Workflow {
             NodeEntry::new("LoadLora")
                 .link("model", model.0, model.1)
                 .link("text_encoder", encoder.0, encoder.1)
-                .with("lora", format!("loras/{file}"))
+                .with("lora", format!("loras/{file}").as_str())
                 .with("strength_model", *strength_model)
                 .with("strength_clip", *strength_clip),
         );
@@ -134,6 +165,7 @@ impl Ran {
     }
 
     fn pixels(&self) -> Vec<u8> {
+        assert!(self.error.is_none(), "{:?}", self.error);
         let path = self
             .events
             .iter()
@@ -178,20 +210,24 @@ fn run(executor: &mut Executor, wf: &Workflow) -> Ran {
 fn strength_zero_gives_the_pixels_of_no_lora_and_a_lora_changes_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut ex = executor(dir.path());
-    let plain = run(&mut ex, &workflow(&[])).pixels();
-    let zero = run(&mut ex, &workflow(&[("kohya.safetensors", 0.0, 0.0)])).pixels();
+    let sd1 = tiny_sd1_full_vocab(dir.path());
+    let plain = run(&mut ex, &workflow(&sd1, &[])).pixels();
+    let zero = run(&mut ex, &workflow(&sd1, &[("kohya.safetensors", 0.0, 0.0)])).pixels();
     assert_eq!(
         plain, zero,
         "strength 0 must be the model without LoRA, bit for bit"
     );
-    let one = run(&mut ex, &workflow(&[("kohya.safetensors", 1.0, 1.0)])).pixels();
+    let one = run(&mut ex, &workflow(&sd1, &[("kohya.safetensors", 1.0, 1.0)])).pixels();
     assert_ne!(plain, one, "a LoRA at strength 1 changes the image");
     let stacked = run(
         &mut ex,
-        &workflow(&[
-            ("kohya.safetensors", 1.0, 1.0),
-            ("peft.safetensors", 0.5, 0.5),
-        ]),
+        &workflow(
+            &sd1,
+            &[
+                ("kohya.safetensors", 1.0, 1.0),
+                ("peft.safetensors", 0.5, 0.5),
+            ],
+        ),
     )
     .pixels();
     assert_ne!(one, stacked, "a second LoRA in the chain changes it again");
@@ -202,10 +238,12 @@ fn a_new_strength_reruns_the_patch_and_what_follows_never_the_checkpoint_and_the
 ) {
     let dir = tempfile::tempdir().unwrap();
     let mut ex = executor(dir.path());
-    let first = run(&mut ex, &workflow(&[("kohya.safetensors", 1.0, 1.0)]));
+    let sd1 = tiny_sd1_full_vocab(dir.path());
+    let first = run(&mut ex, &workflow(&sd1, &[("kohya.safetensors", 1.0, 1.0)]));
+    assert!(first.error.is_none(), "{:?}", first.error);
     assert!(first.started().contains_key("lora_a"));
 
-    let model_changed = run(&mut ex, &workflow(&[("kohya.safetensors", 0.5, 1.0)]));
+    let model_changed = run(&mut ex, &workflow(&sd1, &[("kohya.safetensors", 0.5, 1.0)]));
     let ran = model_changed.started();
     assert_eq!(ran["lora_a"], ["input 'strength_model' changed"]);
     assert_eq!(ran["sample"], ["upstream 'lora_a' changed"]);
@@ -213,7 +251,10 @@ fn a_new_strength_reruns_the_patch_and_what_follows_never_the_checkpoint_and_the
         assert!(!ran.contains_key(cached), "{cached} re-ran: {ran:?}");
     }
 
-    let clip_changed = run(&mut ex, &workflow(&[("kohya.safetensors", 0.5, 0.25)]));
+    let clip_changed = run(
+        &mut ex,
+        &workflow(&sd1, &[("kohya.safetensors", 0.5, 0.25)]),
+    );
     let ran = clip_changed.started();
     assert_eq!(ran["lora_a"], ["input 'strength_clip' changed"]);
     assert_eq!(ran["positive"], ["upstream 'lora_a' changed"]);
@@ -225,7 +266,8 @@ fn a_new_strength_reruns_the_patch_and_what_follows_never_the_checkpoint_and_the
 fn unmatched_layers_are_named_in_a_notice_and_another_familys_lora_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut ex = executor(dir.path());
-    let ran = run(&mut ex, &workflow(&[("kohya.safetensors", 1.0, 1.0)]));
+    let sd1 = tiny_sd1_full_vocab(dir.path());
+    let ran = run(&mut ex, &workflow(&sd1, &[("kohya.safetensors", 1.0, 1.0)]));
     let notices = ran.notices();
     assert!(
         notices
@@ -247,7 +289,7 @@ fn unmatched_layers_are_named_in_a_notice_and_another_familys_lora_is_refused() 
         ),
     ];
     tch::Tensor::write_safetensors(&tensors, &sdxl).unwrap();
-    let refused = run(&mut ex, &workflow(&[("sdxl.safetensors", 1.0, 1.0)]));
+    let refused = run(&mut ex, &workflow(&sd1, &[("sdxl.safetensors", 1.0, 1.0)]));
     let error = refused.error.expect("an SDXL LoRA is refused");
     assert!(
         error.contains("SDXL") && error.contains("sdxl.safetensors"),
