@@ -248,9 +248,14 @@ fn patch_unet(
     patch: WeightPatch,
     path: &Path,
 ) -> NodeResult<(UNet2DConditionModel, u64)> {
-    let source: SourceWeights = unet.source().with_patch(patch);
-    let (tensors, bytes) = source.patched_tensors().map_err(tch_error(path, "UNet"))?;
-    let weights = Weights::new(format!("{} (UNet with LoRA)", path.display()), tensors);
+    let (source, bytes): (SourceWeights, u64) = unet
+        .source()
+        .with_patch(patch)
+        .map_err(tch_error(path, "UNet"))?;
+    let weights = Weights::new(
+        format!("{} (UNet with LoRA)", path.display()),
+        source.tensors(),
+    );
     let mut patched = UNet2DConditionModel::new(&weights, "", unet.config().clone())?;
     patched.set_source(source);
     Ok((patched, bytes))
@@ -262,13 +267,13 @@ fn patch_clip(
     patch: WeightPatch,
     path: &Path,
 ) -> NodeResult<(ClipTextModel, u64)> {
-    let source = clip.source().with_patch(patch);
-    let (tensors, bytes) = source
-        .patched_tensors()
+    let (source, bytes) = clip
+        .source()
+        .with_patch(patch)
         .map_err(tch_error(path, "text encoder"))?;
     let weights = Weights::new(
         format!("{} (text encoder with LoRA)", path.display()),
-        tensors,
+        source.tensors(),
     );
     let mut patched = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
     patched.set_source(source);

@@ -468,19 +468,32 @@ impl WeightPatch {
     }
 }
 
-/// The weights a model was built from, as loaded (shallow clones: they share the model's
-/// storage, so keeping them costs nothing), and the LoRA patches applied on top, in order. A
-/// patched model is rebuilt from `base` with only the touched tensors replaced, each computed
-/// once from its loaded value: ComfyUI's order for stacked LoRAs (all updates in fp32, one
-/// cast), so a chain of LoRAs rounds once, not once per LoRA.
+/// The weights a model was built from: as loaded (`base`), the LoRA patches applied on top in
+/// order, and the tensors the model is made of now (`current`). All are shallow clones sharing
+/// the model's storage, so keeping them costs nothing; a patched model is rebuilt from
+/// `current` with only the tensors the new patch touches replaced.
+///
+/// The order is ComfyUI's for stacked LoRAs: each touched weight in fp32, every update added in
+/// order, one cast back. For an fp32 model that is the previous patched tensor plus the new
+/// update (the same additions, so a chain costs one patch per LoRA); for fp16 / bf16 models the
+/// tensor is recomputed from its loaded value with every patch, so a chain rounds once, not
+/// once per LoRA.
 pub struct SourceWeights {
     base: HashMap<String, Tensor>,
     patches: Vec<WeightPatch>,
+    current: HashMap<String, Tensor>,
+}
+
+fn shallow_map(map: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    map.iter()
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect()
 }
 
 impl SourceWeights {
     pub fn new(base: HashMap<String, Tensor>) -> Self {
         Self {
+            current: shallow_map(&base),
             base,
             patches: Vec::new(),
         }
@@ -488,16 +501,13 @@ impl SourceWeights {
 
     pub fn shallow_clone(&self) -> Self {
         Self {
-            base: self
-                .base
-                .iter()
-                .map(|(k, t)| (k.clone(), t.shallow_clone()))
-                .collect(),
+            base: shallow_map(&self.base),
             patches: self
                 .patches
                 .iter()
                 .map(WeightPatch::shallow_clone)
                 .collect(),
+            current: shallow_map(&self.current),
         }
     }
 
@@ -510,50 +520,49 @@ impl SourceWeights {
         &self.patches
     }
 
-    /// These weights with `patch` applied after the present ones.
-    pub fn with_patch(&self, patch: WeightPatch) -> Self {
-        let mut next = self.shallow_clone();
-        next.patches.push(patch);
-        next
+    /// The tensors the model is made of (shallow clones, to build a model from).
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        shallow_map(&self.current)
     }
 
-    /// The tensors to build the patched model from: the base ones, shared, except those a
-    /// patch touches, each `base` in fp32 plus every patch's update in order, cast back to the
-    /// base tensor's kind. Also the bytes of the new tensors (the patched model's own memory).
-    pub fn patched_tensors(
+    /// These weights with `patch` applied after the present ones, and the bytes of the tensors
+    /// it made (the patched model's own memory; every other tensor is shared).
+    pub fn with_patch(
         &self,
-    ) -> std::result::Result<(HashMap<String, Tensor>, u64), (String, tch::TchError)> {
-        let touched: BTreeSet<&String> = self
-            .patches
-            .iter()
-            .flat_map(|p| p.adapters.keys())
-            .collect();
-        let mut out: HashMap<String, Tensor> = self
-            .base
-            .iter()
-            .filter(|(name, _)| !touched.contains(name))
-            .map(|(k, t)| (k.clone(), t.shallow_clone()))
-            .collect();
+        patch: WeightPatch,
+    ) -> std::result::Result<(Self, u64), (String, tch::TchError)> {
+        let mut next = self.shallow_clone();
         let mut bytes = 0u64;
-        for name in touched {
+        for (name, adapter) in &patch.adapters {
             let Some(base) = self.base.get(name) else {
                 continue;
             };
             let patched = (|| {
-                // A copy even when the base is fp32: the base tensor is shared and stays as is.
-                let mut weight = base.f_to_dtype(Kind::Float, false, true)?;
-                for patch in &self.patches {
-                    if let Some(adapter) = patch.adapters.get(name) {
-                        adapter.add_to(&mut weight, patch.strength)?;
+                let mut weight = if base.kind() == Kind::Float {
+                    // A copy: the tensor it starts from is shared and stays as is.
+                    let from = self.current.get(name).unwrap_or(base);
+                    let mut weight = from.f_to_dtype(Kind::Float, false, true)?;
+                    adapter.add_to(&mut weight, patch.strength)?;
+                    weight
+                } else {
+                    let mut weight = base.f_to_dtype(Kind::Float, false, true)?;
+                    for earlier in &self.patches {
+                        if let Some(a) = earlier.adapters.get(name) {
+                            a.add_to(&mut weight, earlier.strength)?;
+                        }
                     }
-                }
-                weight.f_to_kind(base.kind())
+                    adapter.add_to(&mut weight, patch.strength)?;
+                    weight
+                };
+                weight = weight.f_to_kind(base.kind())?;
+                Ok::<_, tch::TchError>(weight)
             })()
             .map_err(|e| (name.clone(), e))?;
             bytes += (patched.numel() * patched.kind().elt_size_in_bytes()) as u64;
-            out.insert(name.clone(), patched);
+            next.current.insert(name.clone(), patched);
         }
-        Ok((out, bytes))
+        next.patches.push(patch);
+        Ok((next, bytes))
     }
 }
 
@@ -702,16 +711,19 @@ mod tests {
             mid: None,
             alpha,
         };
-        let source = SourceWeights::new(base)
+        let (once, _) = SourceWeights::new(base)
             .with_patch(WeightPatch {
                 adapters: [("w.weight".to_string(), adapter(Some(1.0)))].into(),
                 strength: 0.5,
             })
+            .unwrap();
+        let (source, bytes) = once
             .with_patch(WeightPatch {
                 adapters: [("w.weight".to_string(), adapter(None))].into(),
                 strength: -1.0,
-            });
-        let (patched, bytes) = source.patched_tensors().unwrap();
+            })
+            .unwrap();
+        let patched = source.tensors();
         assert_eq!(bytes, 4 * 6 * 4);
         // 0.5 * (1 / 2) * up@down - 1.0 * up@down.
         let expected = &base_w + up.mm(&down) * 0.25 - up.mm(&down);
@@ -731,13 +743,33 @@ mod tests {
             "the base is never written"
         );
 
-        let zero =
+        let (zero, _) =
             SourceWeights::new([("w.weight".to_string(), base_w.to_kind(Kind::Half))].into())
                 .with_patch(WeightPatch {
                     adapters: [("w.weight".to_string(), adapter(Some(8.0)))].into(),
                     strength: 0.0,
-                });
-        let (patched, _) = zero.patched_tensors().unwrap();
+                })
+                .unwrap();
+        let patched = zero.tensors();
+        assert!(
+            patched["w.weight"].equal(&base_w.to_kind(Kind::Half)),
+            "strength 0 is the base, bit for bit"
+        );
+        // fp16: a chain rounds once, from the loaded tensor, as ComfyUI's stacked patches do.
+        let half = base_w.to_kind(Kind::Half);
+        let patch = |strength| WeightPatch {
+            adapters: [("w.weight".to_string(), adapter(None))].into(),
+            strength,
+        };
+        let (one, _) = SourceWeights::new([("w.weight".to_string(), half.shallow_clone())].into())
+            .with_patch(patch(0.3))
+            .unwrap();
+        let (two, _) = one.with_patch(patch(0.6)).unwrap();
+        let mut expected = half.to_kind(Kind::Float);
+        let _ = expected.f_add_(&(up.mm(&down) * 0.3)).unwrap();
+        let _ = expected.f_add_(&(up.mm(&down) * 0.6)).unwrap();
+        assert!(two.tensors()["w.weight"].equal(&expected.to_kind(Kind::Half)));
+        let patched = zero.tensors();
         assert!(
             patched["w.weight"].equal(&base_w.to_kind(Kind::Half)),
             "strength 0 is the base, bit for bit"
