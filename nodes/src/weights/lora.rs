@@ -340,11 +340,9 @@ pub fn match_layers(
             .or_default()
             .insert(slot, tensor);
     }
-    let names: Vec<(
-        LoraTarget,
-        &HashMap<String, Tensor>,
-        HashMap<String, String>,
-    )> = models
+    // Per target: its tensors, and its layers' LoRA names -> tensor names.
+    type Named<'m> = (LoraTarget, &'m HashMap<String, Tensor>, HashMap<String, String>);
+    let names: Vec<Named> = models
         .iter()
         .map(|m| {
             let styles = match m.target {
