@@ -341,7 +341,11 @@ pub fn match_layers(
             .insert(slot, tensor);
     }
     // Per target: its tensors, and its layers' LoRA names -> tensor names.
-    type Named<'m> = (LoraTarget, &'m HashMap<String, Tensor>, HashMap<String, String>);
+    type Named<'m> = (
+        LoraTarget,
+        &'m HashMap<String, Tensor>,
+        HashMap<String, String>,
+    );
     let names: Vec<Named> = models
         .iter()
         .map(|m| {
