@@ -124,36 +124,6 @@ const RESIZE_METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic"
 /// Every ComfyUI node type `weft import` maps, in ComfyUI's menu order.
 pub static TYPES: &[ComfyType] = &[
     ComfyType {
-        class: "LoraLoader",
-        display: "Load LoRA",
-        category: "loaders",
-        weft: "LoadLora",
-        role: "lora",
-        inputs: &[
-            socket("model", "MODEL"),
-            socket("clip", "CLIP"),
-            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
-            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
-            widget("strength_clip", "FLOAT", Widget::Weft("strength_clip")),
-        ],
-        outputs: &[out("MODEL", "model"), out("CLIP", "text_encoder")],
-        output_node: false,
-    },
-    ComfyType {
-        class: "LoraLoaderModelOnly",
-        display: "LoraLoaderModelOnly",
-        category: "loaders",
-        weft: "LoadLoraModelOnly",
-        role: "lora",
-        inputs: &[
-            socket("model", "MODEL"),
-            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
-            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
-        ],
-        outputs: &[out("MODEL", "model")],
-        output_node: false,
-    },
-    ComfyType {
         class: "CheckpointLoaderSimple",
         display: "Load Checkpoint",
         category: "loaders",
@@ -487,6 +457,36 @@ pub static TYPES: &[ComfyType] = &[
             socket("image", "IMAGE"),
         ],
         outputs: &[out("IMAGE", "image")],
+        output_node: false,
+    },
+    ComfyType {
+        class: "LoraLoader",
+        display: "Load LoRA",
+        category: "loaders",
+        weft: "LoadLora",
+        role: "lora",
+        inputs: &[
+            socket("model", "MODEL"),
+            socket("clip", "CLIP"),
+            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
+            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
+            widget("strength_clip", "FLOAT", Widget::Weft("strength_clip")),
+        ],
+        outputs: &[out("MODEL", "model"), out("CLIP", "text_encoder")],
+        output_node: false,
+    },
+    ComfyType {
+        class: "LoraLoaderModelOnly",
+        display: "LoraLoaderModelOnly",
+        category: "loaders",
+        weft: "LoadLoraModelOnly",
+        role: "lora",
+        inputs: &[
+            socket("model", "MODEL"),
+            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
+            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
+        ],
+        outputs: &[out("MODEL", "model")],
         output_node: false,
     },
 ];
