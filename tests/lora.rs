@@ -296,3 +296,35 @@ fn unmatched_layers_are_named_in_a_notice_and_another_familys_lora_is_refused() 
         "{error}"
     );
 }
+
+#[test]
+fn model_only_patches_the_unet_and_warns_only_of_unet_layers_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ex = executor(dir.path());
+    let sd1 = tiny_sd1_full_vocab(dir.path());
+    let plain = run(&mut ex, &workflow(&sd1, &[])).pixels();
+    let mut wf = workflow(&sd1, &[]);
+    wf.add(
+        "model_only",
+        NodeEntry::new("LoadLoraModelOnly")
+            .link("model", "checkpoint", "unet")
+            .with("lora", "loras/kohya.safetensors")
+            .with("strength_model", 1.0),
+    );
+    wf.nodes.get_mut("sample").unwrap().inputs.insert(
+        "model".into(),
+        NodeEntry::new("x")
+            .link("model", "model_only", "model")
+            .inputs
+            .swap_remove("model")
+            .unwrap(),
+    );
+    let ran = run(&mut ex, &wf);
+    assert_ne!(ran.pixels(), plain, "the UNet is patched");
+    let notices = ran.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("lora_unet_down_blocks_9") && !notices[0].contains("lora_te_"),
+        "{notices:?}"
+    );
+}
