@@ -158,6 +158,21 @@ fn kohya_and_peft_loras_patch_every_mapped_tensor_as_comfyui_does() {
         assert!(compared >= 60, "{case}: only {compared} tensors");
     }
 
+    // The same LoRA with LDM module names patches the same tensors to the same bits.
+    let mut ldm_unet = read("kohya_ldm.safetensors", &base);
+    let mut ldm_clip = read("kohya_ldm.safetensors", &base);
+    assert!(ldm_unet.unmatched.is_empty(), "{:?}", ldm_unet.unmatched);
+    let unet = patched(&base.unet, &mut [(&mut ldm_unet, 1.0)], LoraTarget::Unet);
+    let clip = patched(
+        &base.clip,
+        &mut [(&mut ldm_clip, 1.0)],
+        LoraTarget::TextEncoder(0),
+    );
+    assert_eq!(
+        check_case("kohya_1_1", &reference, &unet, &clip, &base),
+        touched("kohya_1_1")
+    );
+
     // Chained: kohya, then PEFT, each model at its own strength.
     let (mut k1, mut k2) = (
         read("kohya.safetensors", &base),

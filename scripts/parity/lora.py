@@ -9,6 +9,10 @@ under nodes/tests/fixtures/lora/:
                       proj_in/proj_out 1x1 convs), two LoCon 3x3 resnet convs (one with a Tucker
                       .lora_mid), the time embedding, and every CLIP q/k/v/out_proj/fc1/fc2; plus
                       one key that matches no layer (weft must name it in a warning)
+  kohya_ldm.safetensors
+                      the same LoRA as kohya.safetensors with the UNet layers named after the
+                      original LDM modules (lora_unet_input_blocks_1_1_proj_in, ...), as kohya
+                      files of single-file checkpoints are; it must patch exactly the same
   peft.safetensors    a random diffusers/PEFT LoRA (unet.* / text_encoder.*, .lora_A / .lora_B,
                       no alpha) on the attention projections and the CLIP attention
   reference.safetensors
@@ -34,6 +38,8 @@ import os
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from unet_vae import unet_to_ldm
 
 HERE = os.path.dirname(__file__)
 MODEL = os.path.join(HERE, "..", "..", "nodes", "tests", "fixtures", "unet_vae", "sd1")
@@ -147,6 +153,20 @@ def main():
     kohya_file["lora_unet_down_blocks_9_attentions_0_proj_in.lora_up.weight"] = torch.zeros(16, RANK).half()
     kohya_file["lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight"] = torch.zeros(RANK, 16).half()
     save_file(kohya_file, os.path.join(OUT, "kohya.safetensors"))
+
+    # The tiny UNet: 1 layer per block, cross-attention in the first level only.
+    ldm_file = {}
+    for key, tensor in kohya_file.items():
+        if key.startswith("lora_unet_down_blocks_9"):
+            continue
+        layer, part = key.split(".", 1)
+        if layer.startswith("lora_unet_"):
+            module = next(n for n in kohya_unet if kohya_name("lora_unet_", n[: -len(".weight")]) == layer)
+            ldm = next(iter(unet_to_ldm({module: None}, 1, [True, False])))
+            ldm = ldm[len("model.diffusion_model."): -len(".weight")]
+            layer = kohya_name("lora_unet_", ldm)
+        ldm_file[f"{layer}.{part}"] = tensor
+    save_file(ldm_file, os.path.join(OUT, "kohya_ldm.safetensors"))
 
     peft_unet, peft_clip, peft_file = {}, {}, {}
     for name in unet_layers:

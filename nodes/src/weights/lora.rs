@@ -41,19 +41,37 @@ pub enum KeyStyle {
     /// (`attn1.processor.to_q`, `attn1.processor.to_out`): diffusers' older
     /// attention-processor LoRA files.
     Processor(&'static str),
+    /// The prefix, then the original LDM module path (`input_blocks.1.1.proj_in`) flattened
+    /// like `Flat`: kohya files named after single-file checkpoints' modules. UNet only.
+    FlatLdm(&'static str),
 }
 
 impl KeyStyle {
     /// What every name of this style starts with.
     pub fn prefix(self) -> &'static str {
         match self {
-            KeyStyle::Flat(p) | KeyStyle::Dotted(p) | KeyStyle::Processor(p) => p,
+            KeyStyle::Flat(p)
+            | KeyStyle::Dotted(p)
+            | KeyStyle::Processor(p)
+            | KeyStyle::FlatLdm(p) => p,
         }
     }
 
-    /// The name a LoRA file of this style gives the layer `module`.
+    /// The name a LoRA file of this style gives the layer `module` (`None`: this style has no
+    /// name for it). `layers_per_block` is the UNet's (for LDM names).
+    pub fn name_in(self, module: &str, layers_per_block: usize) -> Option<String> {
+        match self {
+            KeyStyle::FlatLdm(prefix) => ldm_unet_module(module, layers_per_block)
+                .map(|ldm| format!("{prefix}{}", ldm.replace('.', "_"))),
+            other => Some(other.name(module)),
+        }
+    }
+
+    /// The name a LoRA file of this style gives the layer `module` (diffusers names; an LDM
+    /// style names it as `name_in` with SD's 2 layers per block does).
     pub fn name(self, module: &str) -> String {
         match self {
+            KeyStyle::FlatLdm(_) => self.name_in(module, 2).unwrap_or_default(),
             KeyStyle::Flat(prefix) => format!("{prefix}{}", module.replace('.', "_")),
             KeyStyle::Dotted(prefix) => format!("{prefix}{module}"),
             KeyStyle::Processor(prefix) => {
@@ -82,6 +100,7 @@ pub struct FamilyLoraKeys {
 
 const UNET_STYLES: &[KeyStyle] = &[
     KeyStyle::Flat("lora_unet_"),
+    KeyStyle::FlatLdm("lora_unet_"),
     KeyStyle::Flat("lycoris_"),
     KeyStyle::Dotted("unet."),
     KeyStyle::Processor("unet."),
@@ -136,16 +155,98 @@ pub fn layer_names<'a>(
     tensor_names: impl IntoIterator<Item = &'a String>,
     styles: &[KeyStyle],
 ) -> HashMap<String, String> {
+    let names: Vec<&String> = tensor_names.into_iter().collect();
+    // A UNet's resnets per down block, for LDM names (`down_blocks.0.resnets.N`).
+    let layers_per_block = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("down_blocks.0.resnets.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(2, |m| m + 1);
     let mut map = HashMap::new();
-    for name in tensor_names {
+    for name in names {
         let Some(module) = name.strip_suffix(".weight") else {
             continue;
         };
         for style in styles {
-            map.insert(style.name(module), name.clone());
+            if let Some(lora_name) = style.name_in(module, layers_per_block) {
+                map.insert(lora_name, name.clone());
+            }
         }
     }
     map
+}
+
+/// The original LDM module path of a diffusers UNet module (`down_blocks.0.attentions.1` ->
+/// `input_blocks.2.1`), checked against the loader's own LDM -> diffusers map, so a name is
+/// only given where that map agrees; `None` for modules outside the UNet's layout.
+fn ldm_unet_module(module: &str, layers_per_block: usize) -> Option<String> {
+    use crate::weights::ldm_keymap::unet_key;
+    let per_level = layers_per_block + 1;
+    let resnet = |rest: &str| -> Option<String> {
+        const PARTS: [(&str, &str); 6] = [
+            ("norm1", "in_layers.0"),
+            ("conv1", "in_layers.2"),
+            ("time_emb_proj", "emb_layers.1"),
+            ("norm2", "out_layers.0"),
+            ("conv2", "out_layers.3"),
+            ("conv_shortcut", "skip_connection"),
+        ];
+        PARTS
+            .iter()
+            .find(|(d, _)| *d == rest)
+            .map(|(_, l)| l.to_string())
+    };
+    let parts: Vec<&str> = module.splitn(5, '.').collect();
+    let index = |i: usize| parts.get(i).and_then(|p| p.parse::<usize>().ok());
+    let tail = |from: usize| parts[from..].join(".");
+    let candidates: Vec<String> = match parts.as_slice() {
+        ["conv_in"] => vec!["input_blocks.0.0".into()],
+        ["time_embedding", "linear_1"] => vec!["time_embed.0".into()],
+        ["time_embedding", "linear_2"] => vec!["time_embed.2".into()],
+        ["conv_norm_out"] => vec!["out.0".into()],
+        ["conv_out"] => vec!["out.2".into()],
+        ["down_blocks", _, "resnets", _, rest] => {
+            let k = 1 + index(1)? * per_level + index(3)?;
+            vec![format!("input_blocks.{k}.0.{}", resnet(rest)?)]
+        }
+        ["down_blocks", _, "attentions", _, _] => {
+            let k = 1 + index(1)? * per_level + index(3)?;
+            vec![format!("input_blocks.{k}.1.{}", tail(4))]
+        }
+        ["down_blocks", _, "downsamplers", "0", "conv"] => {
+            vec![format!("input_blocks.{}.0.op", (index(1)? + 1) * per_level)]
+        }
+        ["mid_block", "resnets", _, rest] => {
+            vec![format!("middle_block.{}.{}", 2 * index(2)?, resnet(rest)?)]
+        }
+        ["mid_block", "attentions", "0", _, ..] => vec![format!("middle_block.1.{}", tail(3))],
+        ["up_blocks", _, "resnets", _, rest] => {
+            let k = index(1)? * per_level + index(3)?;
+            vec![format!("output_blocks.{k}.0.{}", resnet(rest)?)]
+        }
+        ["up_blocks", _, "attentions", _, _] => {
+            let k = index(1)? * per_level + index(3)?;
+            vec![format!("output_blocks.{k}.1.{}", tail(4))]
+        }
+        ["up_blocks", _, "upsamplers", "0", "conv"] => {
+            let k = index(1)? * per_level + layers_per_block;
+            vec![
+                format!("output_blocks.{k}.1.conv"),
+                format!("output_blocks.{k}.2.conv"),
+            ]
+        }
+        _ => return None,
+    };
+    let want = format!("{module}.weight");
+    candidates.into_iter().find(|ldm| {
+        unet_key(&format!("{ldm}.weight"), layers_per_block).as_deref() == Some(want.as_str())
+    })
 }
 
 /// The part of a LoRA layer a file tensor is.
