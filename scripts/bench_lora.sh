@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-dir=${WEFT_BENCH_DIR:-/tmp/weft-bench-sd15}
+dir=${WEFT_BENCH_DIR:-$PWD/out/bench-sd15}
 # shellcheck source=scripts/sd15_bench_workflow.sh
 source scripts/sd15_bench_workflow.sh
 ls "$dir"/loras/random-r16-2.safetensors >/dev/null 2>&1 ||
