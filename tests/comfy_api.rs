@@ -94,15 +94,18 @@ fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 async fn unknown_class_types_are_refused_with_node_errors_by_comfyui_id() {
     let f = Fixture::new();
     let mut p = txt2img();
-    p["10"] = json!({"class_type": "LoraLoader", "inputs": {}, "_meta": {"title": "Load LoRA"}});
+    p["10"] = json!({"class_type": "HypernetworkLoader", "inputs": {}, "_meta": {"title": "Load Hypernetwork"}});
     let (status, body) = f
         .post("/prompt", json!({"prompt": p, "client_id": "c"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "missing_node_type", "{body}");
-    assert_eq!(body["error"]["extra_info"]["class_type"], "LoraLoader");
     assert_eq!(
-        body["node_errors"]["10"]["class_type"], "LoraLoader",
+        body["error"]["extra_info"]["class_type"],
+        "HypernetworkLoader"
+    );
+    assert_eq!(
+        body["node_errors"]["10"]["class_type"], "HypernetworkLoader",
         "{body}"
     );
     assert_eq!(
@@ -209,7 +212,9 @@ async fn object_info_prompt_queue_interrupt_and_system_stats() {
     let (_, one) = f.call(Method::GET, "/object_info/SaveImage", None).await;
     assert_eq!(one.as_object().unwrap().len(), 1);
     assert_eq!(one["SaveImage"]["output_node"], true);
-    let (_, none) = f.call(Method::GET, "/object_info/LoraLoader", None).await;
+    let (_, none) = f
+        .call(Method::GET, "/object_info/HypernetworkLoader", None)
+        .await;
     assert_eq!(none, json!({}));
     let (_, same) = f
         .call(Method::GET, "/api/object_info/SaveImage", None)

@@ -592,3 +592,71 @@ fn a_run_refuses_an_input_swapped_for_a_link_to_a_file_outside_its_folders() {
     assert!(started(&events).is_empty(), "nothing ran: {events:?}");
     assert!(report.outputs.is_empty());
 }
+
+/// Two outputs, each declared to depend on one input only (as LoadLora's model and text
+/// encoder outputs do on their own strengths).
+struct SplitPair;
+impl Node for SplitPair {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "SplitPair",
+            category: "test",
+            doc: "a and b, each times ten, each keyed by its own input",
+            version: 1,
+            inputs: vec![
+                InputSpec::new("a", ValueType::Int, "first").default(0),
+                InputSpec::new("b", ValueType::Int, "second").default(0),
+            ],
+            outputs: vec![
+                OutputSpec::new("a", ValueType::Int, "a * 10").depends_on(&["a"]),
+                OutputSpec::new("b", ValueType::Int, "b * 10").depends_on(&["b"]),
+            ],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        Ok(vec![
+            Value::Int(inputs.int("a")? * 10),
+            Value::Int(inputs.int("b")? * 10),
+        ])
+    }
+}
+
+fn split_workflow(a: i64, b: i64) -> Workflow {
+    let mut wf = Workflow::new();
+    wf.add(
+        "pair",
+        NodeEntry::new("SplitPair").with("a", a).with("b", b),
+    )
+    .add(
+        "show_a",
+        NodeEntry::new("ShowInt").link("value", "pair", "a"),
+    )
+    .add(
+        "show_b",
+        NodeEntry::new("ShowInt").link("value", "pair", "b"),
+    );
+    wf
+}
+
+#[test]
+fn an_output_keyed_by_its_own_inputs_keeps_its_consumers_cached_when_another_input_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = weft_nodes::registry();
+    registry.register(SplitPair);
+    let mut executor = executor_with(registry, dir.path());
+    let (report, _) = run(&mut executor, &split_workflow(1, 2));
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let (_, events) = run(&mut executor, &split_workflow(1, 3));
+    let why: std::collections::HashMap<String, Vec<String>> =
+        started_why(&events).into_iter().collect();
+    assert_eq!(why["pair"], ["input 'b' changed"]);
+    assert_eq!(why["show_b"], ["upstream 'pair' changed"]);
+    assert!(
+        !why.contains_key("show_a"),
+        "what uses only output a stays cached: {why:?}"
+    );
+    let (_, events) = run(&mut executor, &split_workflow(4, 3));
+    let ran = started(&events);
+    assert_eq!(ran, ["pair", "show_a"]);
+}

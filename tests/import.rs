@@ -425,7 +425,7 @@ fn unknown_class_types_are_listed_in_one_error() {
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(
-        lines[0].contains("LoraLoader (nodes 10, 12)")
+        lines[0].contains("HypernetworkLoader (nodes 10, 12)")
             && lines[0].contains("CLIPSetLastLayer (node 11)"),
         "{err}"
     );

@@ -957,7 +957,7 @@ async fn import_refuses_garbage_plain_pngs_and_unknown_types_with_the_importers_
     let detail = body["detail"].as_str().unwrap();
     assert!(
         detail.contains(
-            "2 ComfyUI node types that weft does not import: LoraLoader (nodes 10, 12), \
+            "2 ComfyUI node types that weft does not import: HypernetworkLoader (nodes 10, 12), \
              CLIPSetLastLayer (node 11)"
         ),
         "{detail}"

@@ -106,11 +106,25 @@ pub struct OutputSpec {
     pub name: &'static str,
     pub ty: ValueType,
     pub doc: &'static str,
+    /// The inputs this output's value depends on, when fewer than all: the nodes it feeds are
+    /// keyed by these inputs (and the node's files) only, so a change to another input re-runs
+    /// this node but not what uses only this output (see `plan::Step::output_keys`).
+    pub depends_on: Option<&'static [&'static str]>,
 }
 
 impl OutputSpec {
     pub fn new(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
-        Self { name, ty, doc }
+        Self {
+            name,
+            ty,
+            doc,
+            depends_on: None,
+        }
+    }
+    /// This output depends on `inputs` only (see [`OutputSpec::depends_on`]).
+    pub fn depends_on(mut self, inputs: &'static [&'static str]) -> Self {
+        self.depends_on = Some(inputs);
+        self
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Step {
     /// In the node type's declaration order, defaults filled in.
     pub inputs: Vec<PlannedInput>,
     pub key: CacheKey,
+    /// The key each output gives the nodes it feeds: `key`, except for an output that
+    /// declares the inputs it depends on (`OutputSpec::depends_on`), whose key is made of those
+    /// inputs' parts only.
+    pub output_keys: Vec<CacheKey>,
     /// What the key was made of, part by part, so a miss can say what changed.
     pub parts: KeyParts,
 }
@@ -242,12 +246,23 @@ fn key_steps(
             inputs: input_parts,
             files,
         };
+        let key = parts.key();
+        let output_keys = spec
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(o, output)| match output.depends_on {
+                None => key,
+                Some(names) => parts.output_key(o, names, &spec.inputs),
+            })
+            .collect();
         step_of[i] = steps.len();
         steps.push(Step {
             id: id.clone(),
             type_index: graph.type_index[i],
             inputs,
-            key: parts.key(),
+            key,
+            output_keys,
             parts,
         });
     }
@@ -270,6 +285,26 @@ impl KeyParts {
         hasher.update(&self.files);
         CacheKey(*hasher.finalize().as_bytes())
     }
+
+    /// The key of output `output` that depends on the inputs `names` only (and the files).
+    fn output_key(
+        &self,
+        output: usize,
+        names: &[&str],
+        specs: &[crate::node::InputSpec],
+    ) -> CacheKey {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"weft-output-key-v1\0");
+        hasher.update(&self.node);
+        hasher.update(&(output as u32).to_le_bytes());
+        for (spec, part) in specs.iter().zip(&self.inputs) {
+            if names.contains(&spec.name) {
+                hasher.update(part);
+            }
+        }
+        hasher.update(&self.files);
+        CacheKey(*hasher.finalize().as_bytes())
+    }
 }
 
 fn input_part(name: &str, planned: &PlannedInput, steps: &[Step]) -> [u8; 32] {
@@ -283,7 +318,7 @@ fn input_part(name: &str, planned: &PlannedInput, steps: &[Step]) -> [u8; 32] {
         }
         PlannedInput::Link { step, output } => {
             hasher.update(b"l");
-            hasher.update(&steps[*step].key.0);
+            hasher.update(&steps[*step].output_keys[*output].0);
             hasher.update(&(*output as u32).to_le_bytes());
         }
         PlannedInput::Absent => {

@@ -27,6 +27,17 @@ impl Registry {
     /// Registers a node type; a second registration of the same name replaces the first.
     pub fn register(&mut self, node: impl Node) -> &mut Self {
         let spec = node.spec();
+        for output in &spec.outputs {
+            for name in output.depends_on.unwrap_or_default() {
+                // A misspelt name would silently drop an input from the output's key.
+                assert!(
+                    spec.input(name).is_some(),
+                    "{}: output '{}' depends on '{name}', which is not one of its inputs",
+                    spec.type_name,
+                    output.name
+                );
+            }
+        }
         self.nodes.insert(
             spec.type_name,
             RegisteredNode {

@@ -36,6 +36,8 @@ pub fn registry() -> Registry {
         .register(image::ImageBatch)
         .register(image::SaveImage)
         .register(diffusion::LoadCheckpoint)
+        .register(diffusion::LoadLora)
+        .register(diffusion::LoadLoraModelOnly)
         .register(diffusion::PromptEncode)
         .register(diffusion::PromptEncodeSdxl)
         .register(diffusion::Sampler)
@@ -48,6 +50,7 @@ pub fn registry() -> Registry {
         .register(prompt_filter::PromptFilter);
     r.set_choice_lister(|source, models| match source {
         model_files::CHECKPOINTS => model_files::find_checkpoints(models),
+        diffusion::LORAS => diffusion::find_loras(models),
         _ => Vec::new(),
     });
     r

@@ -8,7 +8,7 @@ use weft_engine::{ModelFolder, ModelFolders};
 pub const CHECKPOINTS: &str = "checkpoints";
 
 /// Folders under the models folder that hold other things than checkpoints.
-const NOT_CHECKPOINTS: [&str; 2] = ["converted", "cache"];
+const NOT_CHECKPOINTS: [&str; 3] = ["converted", "cache", "loras"];
 
 /// A model name that names nothing.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +250,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("tiny/unet")).unwrap();
         std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
         std::fs::create_dir_all(dir.join("converted/minilm")).unwrap();
+        std::fs::create_dir_all(dir.join("loras")).unwrap();
+        std::fs::write(dir.join("loras/style.safetensors"), b"x").unwrap();
         std::fs::write(dir.join("checkpoints/sd15.safetensors"), b"x").unwrap();
         std::fs::write(dir.join("dreamy.safetensors"), b"x").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();

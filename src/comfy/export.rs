@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 use weft_engine::workflow::{InputValue, NodeEntry, Workflow};
 use weft_engine::{Constant, Registry};
 
-use super::{comfy_type, Issue, CHECKPOINT_DIR, UPSCALER_FILES};
+use super::{comfy_type, Issue, CHECKPOINT_DIR, LORA_DIR, UPSCALER_FILES};
 
 pub struct Exported {
     pub json: Json,
@@ -20,6 +20,8 @@ pub struct Exported {
 fn class_for(node: &NodeEntry) -> Option<&'static str> {
     Some(match node.type_name.as_str() {
         "LoadCheckpoint" => "CheckpointLoaderSimple",
+        "LoadLora" => "LoraLoader",
+        "LoadLoraModelOnly" => "LoraLoaderModelOnly",
         "PromptEncode" => "CLIPTextEncode",
         "PromptEncodeSdxl" => "CLIPTextEncodeSDXL",
         "EmptyLatent" => "EmptyLatentImage",
@@ -53,7 +55,10 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         (_, "sampler_name") => "sampler",
         (_, "scheduler") => "schedule",
         (_, "denoise") => "denoise",
+        ("LoraLoader", "clip") => "text_encoder",
         (_, "clip") => "encoder",
+        (_, "strength_model") => "strength_model",
+        (_, "strength_clip") => "strength_clip",
         (_, "text") => "text",
         (_, "width") => "width",
         (_, "height") => "height",
@@ -156,7 +161,7 @@ pub fn export(
                 "weft node types with no ComfyUI equivalent: {}",
                 unsupported.join(", ")
             ))
-            .hint("weft exports LoadCheckpoint, PromptEncode, PromptEncodeSdxl, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
+            .hint("weft exports LoadCheckpoint, LoadLora, LoadLoraModelOnly, PromptEncode, PromptEncodeSdxl, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
         );
     }
     let ids = comfy_ids(wf);
@@ -225,6 +230,12 @@ pub fn export(
                     Constant::String(s) => json!(s.strip_prefix(CHECKPOINT_DIR).unwrap_or(&s)),
                     other => constant_json(&other),
                 }),
+                ("LoraLoader" | "LoraLoaderModelOnly", "lora_name") => {
+                    constant("lora").map(|c| match c {
+                        Constant::String(s) => json!(s.strip_prefix(LORA_DIR).unwrap_or(&s)),
+                        other => constant_json(&other),
+                    })
+                }
                 ("LoadImage", "image") => constant("path").map(|c| match c {
                     Constant::String(s) => {
                         let dir = format!("{}/", inputs_dir.trim_end_matches('/'));

@@ -8,7 +8,9 @@ use weft_engine::workflow::{Group, InputEntry, InputValue, Link, NodeEntry, Node
 use weft_engine::Constant;
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
-use super::{comfy_type, supported_list, ComfyType, Issue, CHECKPOINT_DIR, UPSCALER_FILES};
+use super::{
+    comfy_type, supported_list, ComfyType, Issue, CHECKPOINT_DIR, LORA_DIR, UPSCALER_FILES,
+};
 
 /// Which of ComfyUI's two JSON forms a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1058,6 +1060,19 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             });
             cx.put("name", weft.as_str());
         }
+        "LoraLoader" | "LoraLoaderModelOnly" => {
+            cx.link("model", "model");
+            if cx.ty.class == "LoraLoader" {
+                cx.link("clip", "text_encoder");
+                cx.put_float("strength_clip", "strength_clip");
+            }
+            cx.put_float("strength_model", "strength_model");
+            if let Some(name) = cx.string("lora_name") {
+                // ComfyUI names a LoRA relative to its models/loras folder.
+                let weft = map_model(&name, options).unwrap_or_else(|| format!("{LORA_DIR}{name}"));
+                cx.put("lora", weft.as_str());
+            }
+        }
         "CLIPTextEncode" => {
             cx.link("clip", "encoder");
             if let Some(text) = cx.string("text") {
@@ -1700,6 +1715,59 @@ mod tests {
             .json;
         assert_eq!(exported["3"]["class_type"], "ImageBatch");
         assert_eq!(exported["3"]["inputs"]["image2"], json!(["2", 0]));
+    }
+
+    #[test]
+    fn lora_loaders_chain_import_to_load_lora_and_export_back() {
+        let root = json!({
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+            "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                   "lora_name": "styles/ink.safetensors", "strength_model": 0.5, "strength_clip": 0.25}},
+            "11": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["10", 0],
+                   "lora_name": "detail.safetensors", "strength_model": -1.5}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["10", 1]}},
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 2, "cfg": 7, "sampler_name": "euler",
+                  "scheduler": "normal", "denoise": 1, "model": ["11", 0], "positive": ["6", 0],
+                  "negative": ["6", 0], "latent_image": ["5", 0]}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        let lora = &wf.nodes["lora_10"];
+        assert_eq!(lora.type_name, "LoadLora");
+        let value = |node: &NodeEntry, input: &str| match &node.inputs[input].value {
+            InputValue::Link(l) => format!("${}.{}", l.node, l.output),
+            InputValue::Constant(c) => format!("{c:?}"),
+        };
+        assert_eq!(value(lora, "model"), "$checkpoint_4.unet");
+        assert_eq!(value(lora, "text_encoder"), "$checkpoint_4.text_encoder");
+        assert!(value(lora, "lora").contains("loras/styles/ink.safetensors"));
+        assert!(value(lora, "strength_clip").contains("0.25"));
+        let model_only = &wf.nodes["lora_11"];
+        assert_eq!(model_only.type_name, "LoadLoraModelOnly");
+        assert_eq!(value(model_only, "model"), "$lora_10.model");
+        assert_eq!(
+            value(&wf.nodes["prompt_6"], "encoder"),
+            "$lora_10.text_encoder"
+        );
+        assert_eq!(value(&wf.nodes["ksampler_3"], "model"), "$lora_11.model");
+
+        let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
+            .unwrap()
+            .json;
+        assert_eq!(exported["10"]["class_type"], "LoraLoader");
+        assert_eq!(
+            exported["10"]["inputs"]["lora_name"],
+            "styles/ink.safetensors"
+        );
+        assert_eq!(exported["10"]["inputs"]["clip"], json!(["4", 1]));
+        assert_eq!(exported["10"]["inputs"]["strength_clip"], json!(0.25));
+        assert_eq!(exported["11"]["class_type"], "LoraLoaderModelOnly");
+        assert_eq!(exported["11"]["inputs"]["model"], json!(["10", 0]));
+        assert_eq!(exported["6"]["inputs"]["clip"], json!(["10", 1]));
+        assert_eq!(exported["3"]["inputs"]["model"], json!(["11", 0]));
     }
 
     #[test]

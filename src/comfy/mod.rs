@@ -32,6 +32,7 @@ pub enum FileKind {
     Checkpoints,
     Images,
     UpscaleModels,
+    Loras,
 }
 
 /// One input of a ComfyUI node type, in ComfyUI's declaration order (the order of
@@ -478,6 +479,36 @@ pub static TYPES: &[ComfyType] = &[
         outputs: &[out("IMAGE", "image")],
         output_node: false,
     },
+    ComfyType {
+        class: "LoraLoader",
+        display: "Load LoRA",
+        category: "loaders",
+        weft: "LoadLora",
+        role: "lora",
+        inputs: &[
+            socket("model", "MODEL"),
+            socket("clip", "CLIP"),
+            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
+            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
+            widget("strength_clip", "FLOAT", Widget::Weft("strength_clip")),
+        ],
+        outputs: &[out("MODEL", "model"), out("CLIP", "text_encoder")],
+        output_node: false,
+    },
+    ComfyType {
+        class: "LoraLoaderModelOnly",
+        display: "LoraLoaderModelOnly",
+        category: "loaders",
+        weft: "LoadLoraModelOnly",
+        role: "lora",
+        inputs: &[
+            socket("model", "MODEL"),
+            widget("lora_name", "COMBO", Widget::Files(FileKind::Loras)),
+            widget("strength_model", "FLOAT", Widget::Weft("strength_model")),
+        ],
+        outputs: &[out("MODEL", "model")],
+        output_node: false,
+    },
 ];
 
 /// ComfyUI's default for a widget: what `import` uses when a workflow leaves it out, and what
@@ -504,6 +535,7 @@ pub fn comfy_default(class: &str, input: &str) -> Option<serde_json::Value> {
         (_, "crop") => json!("disabled"),
         ("LatentUpscaleBy", "scale_by") => json!(1.5),
         ("ImageScaleBy", "scale_by") => json!(1.0),
+        (_, "strength_model" | "strength_clip") => json!(1.0),
         _ => return None,
     })
 }
@@ -544,6 +576,9 @@ pub const UPSCALER_FILES: [(&str, &str); 4] = [
 /// Where a ComfyUI checkpoint name points under weft's models folder: ComfyUI's own layout
 /// (`models/checkpoints/NAME`), so a ComfyUI models folder linked in works unchanged.
 pub const CHECKPOINT_DIR: &str = "checkpoints/";
+
+/// Where a ComfyUI LoRA name (relative to its models/loras) points under weft's models folder.
+pub const LORA_DIR: &str = "loras/";
 
 /// A problem (or, among notes, an approximation) found while converting, located by ComfyUI
 /// node id, class type and input name.

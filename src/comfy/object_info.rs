@@ -13,6 +13,8 @@ pub struct FileLists {
     pub checkpoints: Vec<String>,
     pub images: Vec<String>,
     pub upscale_models: Vec<String>,
+    /// LoRA files, relative to the loras folder (as ComfyUI names them).
+    pub loras: Vec<String>,
 }
 
 /// Every mapped type, keyed by ComfyUI class name.
@@ -133,6 +135,7 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                 FileKind::Checkpoints => &files.checkpoints,
                 FileKind::Images => &files.images,
                 FileKind::UpscaleModels => &files.upscale_models,
+                FileKind::Loras => &files.loras,
             };
             options.remove("default");
             if kind == FileKind::Images {
@@ -172,6 +175,7 @@ mod tests {
             checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
             images: vec!["example.png".into()],
             upscale_models: vec!["RealESRGAN_x4plus.pth".into()],
+            loras: vec!["style.safetensors".into()],
         };
         let info = object_info(&registry, &files);
         assert_eq!(info.as_object().unwrap().len(), TYPES.len());

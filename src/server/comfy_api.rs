@@ -1330,6 +1330,14 @@ fn file_lists(state: &AppState) -> FileLists {
         checkpoints,
         images: file_names(&state.roots.inputs, &[".png", ".jpg", ".jpeg"]),
         upscale_models,
+        loras: weft_nodes::diffusion::find_loras(&state.roots.models)
+            .into_iter()
+            .map(|n| {
+                n.strip_prefix(crate::comfy::LORA_DIR)
+                    .unwrap_or(&n)
+                    .to_string()
+            })
+            .collect(),
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use crate::error::{ConfigError, ModelError, Result, TchContext};
+use crate::weights::lora::SourceWeights;
 use crate::weights::{Checked, WeightedModel, Weights};
 
 use super::layers::{embedding_table, join, LayerNorm, Linear};
@@ -368,6 +369,8 @@ pub struct ClipTextModel {
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
     config: ClipTextConfig,
+    /// The weights it was built from and the LoRAs on them (shared storage).
+    source: SourceWeights,
 }
 
 impl WeightedModel for ClipTextModel {
@@ -402,6 +405,7 @@ impl WeightedModel for ClipTextModel {
                 config.layer_norm_eps,
             ),
             config,
+            source: SourceWeights::new(weights.tensors_under(prefix)),
         })
     }
 }
@@ -409,6 +413,16 @@ impl WeightedModel for ClipTextModel {
 impl ClipTextModel {
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
+    }
+
+    /// The weights it was built from, as loaded, and the LoRA patches on them.
+    pub fn source(&self) -> &SourceWeights {
+        &self.source
+    }
+
+    /// Records what a LoRA-patched model was built from (its base weights and patches).
+    pub fn set_source(&mut self, source: SourceWeights) {
+        self.source = source;
     }
 
     pub fn device(&self) -> tch::Device {

@@ -49,6 +49,24 @@ pub struct ClipTokenizer {
     cache: Mutex<HashMap<String, Vec<u32>>>,
 }
 
+/// A copy for a second handle on the same vocabulary (a LoRA-patched text encoder); the
+/// word cache starts empty.
+impl Clone for ClipTokenizer {
+    fn clone(&self) -> Self {
+        Self {
+            encoder: self.encoder.clone(),
+            decoder: self.decoder.clone(),
+            merges: self.merges.clone(),
+            byte_ids: self.byte_ids,
+            byte_end_ids: self.byte_end_ids,
+            char_to_byte: self.char_to_byte.clone(),
+            word_regex: self.word_regex.clone(),
+            whitespace_regex: self.whitespace_regex.clone(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClipTokenizer")

@@ -15,6 +15,7 @@ use crate::models::layers::{Conv2d, GroupNorm, TchResult};
 use crate::models::unet_2d_blocks::{
     BlockLayout, UNetBlockShape, UNetDownBlock, UNetMidBlock2DCrossAttn, UNetUpBlock,
 };
+use crate::weights::lora::SourceWeights;
 use crate::weights::{Checked, WeightedModel, Weights};
 
 /// What the UNet's output means, i.e. what the sampler must convert it from.
@@ -452,6 +453,8 @@ pub struct UNet2DConditionModel {
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     kind: Kind,
+    /// The weights it was built from and the LoRAs on them (shared storage).
+    source: SourceWeights,
 }
 
 impl WeightedModel for UNet2DConditionModel {
@@ -545,6 +548,7 @@ impl WeightedModel for UNet2DConditionModel {
             conv_norm_out,
             conv_out,
             kind,
+            source: SourceWeights::new(w.tensors_under(prefix)),
         })
     }
 }
@@ -557,6 +561,16 @@ impl UNet2DConditionModel {
     /// The dtype of the weights; inputs are cast to it and the output has it.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The weights it was built from, as loaded, and the LoRA patches on them.
+    pub fn source(&self) -> &SourceWeights {
+        &self.source
+    }
+
+    /// Records what a LoRA-patched model was built from (its base weights and patches).
+    pub fn set_source(&mut self, source: SourceWeights) {
+        self.source = source;
     }
 
     /// Predicts noise (or v, per `config().prediction_type`) for `sample` `[B, in, H, W]` at

@@ -7,4 +7,5 @@ pub mod model;
 pub use self::model::{parameter_bytes, Checked, WeightedModel};
 pub mod family;
 pub mod ldm_keymap;
+pub mod lora;
 pub mod sdxl_text_keymap;

@@ -306,6 +306,21 @@ impl Weights {
         self.tensors.keys()
     }
 
+    /// Every tensor under `prefix` (all for `""`), under its full name: shallow clones, sharing
+    /// the storage of what `get` hands out (what a LoRA patch rebuilds a model from).
+    pub fn tensors_under(&self, prefix: &str) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter(|(name, _)| {
+                prefix.is_empty()
+                    || name
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|(name, t)| (name.clone(), t.shallow_clone()))
+            .collect()
+    }
+
     /// The tensor `name`, which must have `shape`.
     pub fn get(&self, name: &str, shape: &[i64]) -> Tensor {
         self.used.borrow_mut().insert(name.to_string());

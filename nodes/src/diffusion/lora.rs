@@ -1,0 +1,416 @@
+//! The `LoadLora` node: a LoRA file from the models folder's `loras/` applied to a UNet and a
+//! CLIP text encoder, each at its own strength (ComfyUI's LoraLoader). The patched models share
+//! every untouched tensor with the input ones; only the patched tensors are new.
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use weft_engine::{
+    ConstantInputs, InputSpec as In, Inputs, ModelFolders, Node, NodeContext, NodeError,
+    NodeResult, NodeSpec, OutputSpec as Out, Value, ValueType as T,
+};
+
+use crate::models::clip_text_model::ClipTextModel;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::weights::lora::{
+    read_lora, FamilyLoraKeys, LoraLayers, LoraTarget, SourceWeights, TargetModel, WeightPatch,
+    SD1_LORA_KEYS, SD2_LORA_KEYS,
+};
+use crate::weights::{WeightedModel, Weights};
+
+use super::handles::{DiffusionModel, TextEncoder};
+
+/// The choice source (and models sub-folder, as in ComfyUI) of LoRA files.
+pub const LORAS: &str = "loras";
+
+/// Applies a LoRA to a model and its text encoder.
+pub struct LoadLora;
+impl Node for LoadLora {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "LoadLora",
+            category: "loaders",
+            doc: "applies a LoRA (kohya, diffusers/PEFT or LoCon .safetensors from models/loras) to the UNet and the text encoder; chain several to stack them",
+            version: 1,
+            inputs: vec![
+                In::new("model", T::Model, "the UNet to patch"),
+                In::new("text_encoder", T::TextEncoder, "the text encoder to patch"),
+                In::new("lora", T::String, "file under models/loras (or a path)").listed_from(LORAS),
+                In::new("strength_model", T::Float, "how much of the LoRA goes into the UNet (0: none)")
+                    .default(1.0)
+                    .range(-100.0, 100.0)
+                    .step(0.01),
+                In::new("strength_clip", T::Float, "how much of the LoRA goes into the text encoder (0: none)")
+                    .default(1.0)
+                    .range(-100.0, 100.0)
+                    .step(0.01),
+            ],
+            outputs: vec![
+                // Each output is keyed by its own inputs only, so a new strength_model does
+                // not re-run the prompt encodes, nor a new strength_clip the sampler's model.
+                Out::new("model", T::Model, "the patched UNet")
+                    .depends_on(&["model", "lora", "strength_model"]),
+                Out::new("text_encoder", T::TextEncoder, "the patched text encoder")
+                    .depends_on(&["text_encoder", "lora", "strength_clip"]),
+            ],
+            output_node: false,
+        }
+    }
+
+    fn input_files(
+        &self,
+        constants: &ConstantInputs,
+        models: &ModelFolders,
+    ) -> NodeResult<Vec<PathBuf>> {
+        let name = constants.string("lora").unwrap_or_default();
+        Ok(vec![resolve_lora(name, models)?])
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let path = resolve_lora(inputs.string("lora")?, ctx.models)?;
+        let strength_model = inputs.float("strength_model")?;
+        let strength_clip = inputs.float("strength_clip")?;
+        let model_in = inputs
+            .get("model")?
+            .ok_or_else(|| NodeError::msg("no model"))?;
+        let encoder_in = inputs
+            .get("text_encoder")?
+            .ok_or_else(|| NodeError::msg("no text encoder"))?;
+        let model = inputs.object::<DiffusionModel>("model")?;
+        let encoder = inputs.object::<TextEncoder>("text_encoder")?;
+        let keys = family_keys(model.unet.config().cross_attention_dim);
+
+        // Every target is matched (even one at strength 0), so a file for another family is
+        // refused whatever the strengths, and no key is reported as unmatched that matches.
+        let unet_source = model.unet.source();
+        let mut targets = vec![TargetModel {
+            target: LoraTarget::Unet,
+            tensors: unet_source.base(),
+        }];
+        let clip = match &*encoder {
+            TextEncoder::Clip { model, .. } => Some(model),
+            _ => None,
+        };
+        if let Some(clip) = clip {
+            targets.push(TargetModel {
+                target: LoraTarget::TextEncoder(0),
+                tensors: clip.source().base(),
+            });
+        }
+        let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
+        if !layers.unmatched.is_empty() {
+            ctx.notice(unmatched_notice(&path, &layers.unmatched, clip.is_none()));
+        }
+
+        let model_out = match take(&mut layers, LoraTarget::Unet, strength_model) {
+            None => passed_through(model_in),
+            Some(patch) => {
+                let (unet, bytes) = patch_unet(&model.unet, patch, &path)?;
+                Value::object(T::Model, DiffusionModel::new(unet), bytes)
+            }
+        };
+        let encoder_out = match (
+            &*encoder,
+            take(&mut layers, LoraTarget::TextEncoder(0), strength_clip),
+        ) {
+            (
+                TextEncoder::Clip {
+                    model,
+                    tokenizer,
+                    special,
+                },
+                Some(patch),
+            ) => {
+                let (model, bytes) = patch_clip(model, patch, &path)?;
+                let patched = TextEncoder::Clip {
+                    model: Box::new(model),
+                    tokenizer: tokenizer.clone(),
+                    special: *special,
+                };
+                Value::object(T::TextEncoder, patched, bytes)
+            }
+            _ => passed_through(encoder_in),
+        };
+        Ok(vec![model_out, encoder_out])
+    }
+}
+
+/// Applies a LoRA to a model only (ComfyUI's LoraLoaderModelOnly).
+pub struct LoadLoraModelOnly;
+impl Node for LoadLoraModelOnly {
+    fn spec(&self) -> NodeSpec {
+        let full = LoadLora.spec();
+        NodeSpec {
+            type_name: "LoadLoraModelOnly",
+            category: "loaders",
+            doc: "applies a LoRA's UNet layers only (its text-encoder layers are left out)",
+            version: 1,
+            inputs: full
+                .inputs
+                .into_iter()
+                .filter(|i| matches!(i.name, "model" | "lora" | "strength_model"))
+                .collect(),
+            outputs: vec![Out::new("model", T::Model, "the patched UNet")],
+            output_node: false,
+        }
+    }
+
+    fn input_files(
+        &self,
+        constants: &ConstantInputs,
+        models: &ModelFolders,
+    ) -> NodeResult<Vec<PathBuf>> {
+        LoadLora.input_files(constants, models)
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let path = resolve_lora(inputs.string("lora")?, ctx.models)?;
+        let model_in = inputs
+            .get("model")?
+            .ok_or_else(|| NodeError::msg("no model"))?;
+        let model = inputs.object::<DiffusionModel>("model")?;
+        let targets = [TargetModel {
+            target: LoraTarget::Unet,
+            tensors: model.unet.source().base(),
+        }];
+        let keys = family_keys(model.unet.config().cross_attention_dim);
+        let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
+        // Text-encoder layers are expected here and left out on purpose: only the others are
+        // worth a warning.
+        let unmatched: Vec<String> = layers
+            .unmatched
+            .iter()
+            .filter(|n| {
+                !keys
+                    .text_encoders
+                    .iter()
+                    .flat_map(|styles| styles.iter())
+                    .any(|style| !style.prefix().is_empty() && n.starts_with(style.prefix()))
+            })
+            .cloned()
+            .collect();
+        if !unmatched.is_empty() {
+            ctx.notice(unmatched_notice(&path, &unmatched, true));
+        }
+        let strength = inputs.float("strength_model")?;
+        Ok(vec![match take(&mut layers, LoraTarget::Unet, strength) {
+            None => passed_through(model_in),
+            Some(patch) => {
+                let (unet, bytes) = patch_unet(&model.unet, patch, &path)?;
+                Value::object(T::Model, DiffusionModel::new(unet), bytes)
+            }
+        }])
+    }
+}
+
+/// The LoRA key table of the model family a UNet belongs to, told by its cross-attention
+/// width (1024: SD 2.x; 768 and the small custom models: SD 1.x names).
+fn family_keys(cross_attention_dim: i64) -> &'static FamilyLoraKeys {
+    match cross_attention_dim {
+        1024 => &SD2_LORA_KEYS,
+        _ => &SD1_LORA_KEYS,
+    }
+}
+
+/// The updates of `target`, unless there are none or its strength is 0 (then the input model
+/// passes through as is, as ComfyUI's LoraLoader does: bit for bit the model without LoRA).
+fn take(layers: &mut LoraLayers, target: LoraTarget, strength: f64) -> Option<WeightPatch> {
+    let adapters = layers.targets.remove(&target)?;
+    (strength != 0.0 && !adapters.is_empty()).then_some(WeightPatch { adapters, strength })
+}
+
+/// The input value again, counting no bytes (the cache already counts it where it was made).
+fn passed_through(value: &Value) -> Value {
+    match value {
+        Value::Object { ty, object, .. } => Value::Object {
+            ty: *ty,
+            object: Rc::clone(object),
+            bytes: 0,
+        },
+        other => other.clone(),
+    }
+}
+
+fn tch_error<'a>(
+    path: &'a Path,
+    what: &'a str,
+) -> impl Fn((String, tch::TchError)) -> NodeError + 'a {
+    move |(tensor, e)| {
+        NodeError::msg(format!(
+            "{}: patching {what} tensor {tensor}: {e}",
+            path.display()
+        ))
+    }
+}
+
+/// The UNet rebuilt with `patch` on top of its patches so far, and the bytes of its new tensors.
+fn patch_unet(
+    unet: &UNet2DConditionModel,
+    patch: WeightPatch,
+    path: &Path,
+) -> NodeResult<(UNet2DConditionModel, u64)> {
+    let (source, bytes): (SourceWeights, u64) = unet
+        .source()
+        .with_patch(patch)
+        .map_err(tch_error(path, "UNet"))?;
+    let weights = Weights::new(
+        format!("{} (UNet with LoRA)", path.display()),
+        source.tensors(),
+    );
+    let mut patched = UNet2DConditionModel::new(&weights, "", unet.config().clone())?;
+    patched.set_source(source);
+    Ok((patched, bytes))
+}
+
+/// The CLIP text model rebuilt with `patch` on top of its patches so far.
+fn patch_clip(
+    clip: &ClipTextModel,
+    patch: WeightPatch,
+    path: &Path,
+) -> NodeResult<(ClipTextModel, u64)> {
+    let (source, bytes) = clip
+        .source()
+        .with_patch(patch)
+        .map_err(tch_error(path, "text encoder"))?;
+    let weights = Weights::new(
+        format!("{} (text encoder with LoRA)", path.display()),
+        source.tensors(),
+    );
+    let mut patched = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
+    patched.set_source(source);
+    Ok((patched, bytes))
+}
+
+/// The warning for layers of the file that patch nothing, naming them.
+fn unmatched_notice(path: &Path, unmatched: &[String], encoder_is_clip: bool) -> String {
+    let shown: Vec<&str> = unmatched.iter().take(20).map(String::as_str).collect();
+    let more = unmatched.len().saturating_sub(shown.len());
+    let hint = if encoder_is_clip {
+        ""
+    } else {
+        " (the text encoder is not CLIP, so text-encoder layers cannot apply)"
+    };
+    format!(
+        "{}: {} LoRA tensors match no layer of the model and were not applied{hint}: {}{}",
+        path.display(),
+        unmatched.len(),
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A LoRA name: an existing path as given, else `loras/<name>` (or `<name>` when it already
+/// starts with `loras/`) in the model folders, ComfyUI's `loras` folders included.
+pub fn resolve_lora(name: &str, models: &ModelFolders) -> NodeResult<PathBuf> {
+    let direct = PathBuf::from(name);
+    if !name.is_empty() && direct.is_file() {
+        return Ok(direct);
+    }
+    let under = if name.starts_with("loras/") {
+        name.to_string()
+    } else {
+        format!("{LORAS}/{name}")
+    };
+    if !name.is_empty() {
+        if let Some(found) = models.find(&under).filter(|p| p.is_file()) {
+            return Ok(found);
+        }
+    }
+    let found = find_loras(models);
+    Err(NodeError::msg(format!(
+        "LoRA '{name}' not found (looked for {}); {}",
+        models
+            .candidates(&under)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if found.is_empty() {
+            format!("no LoRA under {models}: put .safetensors LoRA files in a loras/ folder there")
+        } else {
+            format!("LoRAs found: {}", found.join(", "))
+        }
+    )))
+}
+
+/// The `.safetensors` files under every model folder's `loras/` (and sub-folders, as ComfyUI
+/// lists them), as names `resolve_lora` takes, sorted, each once.
+pub fn find_loras(models: &ModelFolders) -> Vec<String> {
+    let mut found = Vec::new();
+    for folder in models.folders() {
+        let Some(dir) = folder
+            .candidate(&format!("{LORAS}/x"))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        else {
+            continue;
+        };
+        let mut stack = vec![(dir, String::new())];
+        while let Some((dir, relative)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = entry.path();
+                let rel = format!("{relative}{name}");
+                if path.is_dir() {
+                    stack.push((path, format!("{rel}/")));
+                } else if path.extension().is_some_and(|e| e == "safetensors") {
+                    found.push(format!("{LORAS}/{rel}"));
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::ModelFolder;
+
+    #[test]
+    fn loras_are_listed_from_whole_folders_and_comfyui_lora_folders_and_resolved() {
+        let dir = std::env::temp_dir().join(format!("weft-loras-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("weft/loras/styles")).unwrap();
+        std::fs::write(dir.join("weft/loras/a.safetensors"), b"x").unwrap();
+        std::fs::write(dir.join("weft/loras/styles/b.safetensors"), b"x").unwrap();
+        std::fs::write(dir.join("weft/loras/notes.txt"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("comfy")).unwrap();
+        std::fs::write(dir.join("comfy/c.safetensors"), b"x").unwrap();
+        let models = ModelFolders::new(vec![
+            ModelFolder::whole(dir.join("weft")),
+            ModelFolder::of_kind(LORAS, dir.join("comfy")),
+        ]);
+        assert_eq!(
+            find_loras(&models),
+            [
+                "loras/a.safetensors",
+                "loras/c.safetensors",
+                "loras/styles/b.safetensors"
+            ]
+        );
+        assert_eq!(
+            resolve_lora("c.safetensors", &models).unwrap(),
+            dir.join("comfy/c.safetensors")
+        );
+        assert_eq!(
+            resolve_lora("loras/styles/b.safetensors", &models).unwrap(),
+            dir.join("weft/loras/styles/b.safetensors")
+        );
+        let missing = resolve_lora("nope.safetensors", &models)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("loras/a.safetensors"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
