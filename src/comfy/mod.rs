@@ -9,6 +9,7 @@ pub mod export;
 pub mod file;
 pub mod import;
 pub mod object_info;
+pub mod ui;
 
 /// How object_info describes a ComfyUI widget.
 #[derive(Debug, Clone, Copy)]
@@ -529,6 +530,9 @@ pub const CHECKPOINT_DIR: &str = "checkpoints/";
 /// node id, class type and input name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
+    /// What kind of problem this is, as weft's validation names its own (`None`: one only the
+    /// message describes).
+    pub code: Option<weft_engine::DiagnosticCode>,
     pub node: Option<String>,
     pub class: Option<String>,
     pub input: Option<String>,
@@ -539,6 +543,7 @@ pub struct Issue {
 impl Issue {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
+            code: None,
             node: None,
             class: None,
             input: None,
