@@ -1110,6 +1110,14 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("image1", "image1");
             cx.link("image2", "image2");
         }
+        "SaveImageWebsocket" => {
+            cx.link("images", "image");
+            cx.put("prefix", "websocket");
+            cx.note(
+                None,
+                "weft saves the image (prefix 'websocket') and sends it over the socket, as ComfyUI's node sends it",
+            );
+        }
         "PreviewImage" => {
             cx.link("images", "image");
             cx.put("prefix", "preview");

@@ -330,6 +330,18 @@ pub static TYPES: &[ComfyType] = &[
         outputs: &[],
         output_node: true,
     },
+    // ComfyUI's websocket_image_save.py (a custom node it ships and loads by default): the
+    // images go to the prompt's client as binary frames, not to disk (weft saves them too).
+    ComfyType {
+        class: "SaveImageWebsocket",
+        display: "SaveImageWebsocket",
+        category: "api node/image",
+        weft: "SaveImage",
+        role: "websocket",
+        inputs: &[socket("images", "IMAGE")],
+        outputs: &[],
+        output_node: true,
+    },
     ComfyType {
         class: "LatentUpscale",
         display: "Upscale Latent",

@@ -85,11 +85,12 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                     } else if matches!(spec.ty, ValueType::Seed) {
                         options.insert("min".into(), json!(0));
                     }
-                    if let Some(max) = spec.max {
-                        options.insert("max".into(), number(max, spec.ty));
-                    } else if matches!(spec.ty, ValueType::Seed) {
-                        // ComfyUI's seeds (and weft's) range over 64-bit unsigned numbers.
+                    if matches!(spec.ty, ValueType::Seed) {
+                        // ComfyUI's seeds (and weft's) range over 64-bit unsigned numbers:
+                        // 0xffffffffffffffff, never an f64 bound rounded to 2^63 - 1.
                         options.insert("max".into(), json!(u64::MAX));
+                    } else if let Some(max) = spec.max {
+                        options.insert("max".into(), number(max, spec.ty));
                     }
                     if let Some(step) = spec.step {
                         options.insert("step".into(), number(step, spec.ty));

@@ -189,6 +189,7 @@ impl Server {
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
         let comfy = comfy::Comfy::start(
             &config.data_dir,
+            roots.outputs.clone(),
             config.comfy_models.clone(),
             device,
             config.client_buffer,

@@ -38,6 +38,15 @@ pub(super) fn translate_loop(
     }
 }
 
+/// ComfyUI's binary image frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG), the PNG.
+pub(super) fn image_frame(png: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(png.len() + 8);
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(&2u32.to_be_bytes());
+    frame.extend_from_slice(png);
+    frame
+}
+
 /// Step previews travel in the hub's own lossy ring (a slow reader skips some): each goes to
 /// the client of its prompt as ComfyUI's binary frame, when that prompt asked for previews.
 pub(super) fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<str>>) {
@@ -62,14 +71,9 @@ pub(super) fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<
             .and_then(|p| p.strip_prefix("data:image/png;base64,"))
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
         if let Some(png) = png {
-            // ComfyUI's binary frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG).
-            let mut frame = Vec::with_capacity(png.len() + 8);
-            frame.extend_from_slice(&1u32.to_be_bytes());
-            frame.extend_from_slice(&2u32.to_be_bytes());
-            frame.extend_from_slice(&png);
             comfy.out.send(Arc::new(Outgoing {
                 to: prompt.client_id.clone(),
-                frame: Frame::Binary(frame.into()),
+                frame: Frame::Binary(image_frame(&png).into()),
             }));
         }
     }
@@ -186,7 +190,11 @@ impl Comfy {
             }
             "output" => {
                 if let (Some(n), Some(path)) = (node, event["path"].as_str()) {
-                    l.images.entry(n).or_default().push(image_ref(path));
+                    if l.prompt.class(&n) == Some("SaveImageWebsocket") {
+                        self.send_image(to, path);
+                    } else {
+                        l.images.entry(n).or_default().push(image_ref(path));
+                    }
                 }
             }
             "node_finished" => {
@@ -292,6 +300,24 @@ impl Comfy {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A SaveImageWebsocket image to its client, as ComfyUI's node sends it: a binary frame
+    /// while the node is the one executing (the image saved under the outputs is read back).
+    pub(super) fn send_image(&self, to: Option<&str>, path: &str) {
+        let file = path
+            .split('/')
+            .fold(self.outputs.clone(), |p, part| p.join(part));
+        match std::fs::read(&file) {
+            Ok(png) => self.out.send(Arc::new(Outgoing {
+                to: to.map(str::to_string),
+                frame: Frame::Binary(image_frame(&png).into()),
+            })),
+            Err(e) => eprintln!(
+                "weft serve: reading {} for SaveImageWebsocket: {e}",
+                file.display()
+            ),
         }
     }
 

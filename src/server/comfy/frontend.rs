@@ -381,34 +381,36 @@ pub(super) async fn model_names(
         .map(|(n, _)| n)
         .collect();
     if folder == "checkpoints" {
-        for (name, _) in &state.comfy.models {
-            if name != "*" && !names.contains(name) {
-                names.push(name.clone());
+        for name in state.comfy.checkpoint_names() {
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
     }
     Json(json!(names)).into_response()
 }
 
+/// The folders a ComfyUI folder kind is read from, in lookup order.
+fn folders_of(state: &AppState, kind: &str) -> Vec<String> {
+    state
+        .roots
+        .models
+        .folders()
+        .iter()
+        .filter_map(|f| match f.kind.as_deref() {
+            None => Some(f.dir.join(kind)),
+            Some(k) if k == kind => Some(f.dir.clone()),
+            Some(_) => None,
+        })
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// `GET /experiment/models`: the folder kinds with the folders they are read from.
 pub(super) async fn experiment_models(State(state): State<AppState>) -> Json<Json_> {
     let folders: Vec<Json_> = MODEL_FOLDERS
         .iter()
-        .map(|kind| {
-            let dirs: Vec<String> = state
-                .roots
-                .models
-                .folders()
-                .iter()
-                .filter_map(|f| match f.kind.as_deref() {
-                    None => Some(f.dir.join(kind)),
-                    Some(k) if k == *kind => Some(f.dir.clone()),
-                    Some(_) => None,
-                })
-                .map(|d| d.to_string_lossy().into_owned())
-                .collect();
-            json!({"name": kind, "folders": dirs})
-        })
+        .map(|kind| json!({"name": kind, "folders": folders_of(&state, kind)}))
         .collect();
     Json(json!(folders))
 }
@@ -479,4 +481,46 @@ pub(super) async fn template(State(state): State<AppState>, Path(file): Path<Str
         Some((_, ui)) => Json(ui).into_response(),
         None => not_found("no such template"),
     }
+}
+
+/// `/internal/folder_paths`: each folder kind with the folders it is read from.
+pub(super) async fn folder_paths(State(state): State<AppState>) -> Json<Json_> {
+    let mut out = Map::new();
+    for kind in MODEL_FOLDERS {
+        out.insert(kind.to_string(), json!(folders_of(&state, kind)));
+    }
+    out.insert(
+        "input".into(),
+        json!([state.roots.inputs.to_string_lossy()]),
+    );
+    out.insert(
+        "output".into(),
+        json!([state.roots.outputs.to_string_lossy()]),
+    );
+    Json(Json_::Object(out))
+}
+
+/// `/internal/files/{input|output}`: the file names there, newest first (as ComfyUI).
+pub(super) async fn internal_files(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+) -> Response {
+    let dir = match kind.as_str() {
+        "input" => &state.roots.inputs,
+        "output" => &state.roots.outputs,
+        _ => return not_found("no such folder"),
+    };
+    let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+            (!name.starts_with('.')).then_some((modified, name))
+        })
+        .collect();
+    files.sort_by(|a, b| b.cmp(a));
+    Json(json!(files.into_iter().map(|(_, n)| n).collect::<Vec<_>>())).into_response()
 }

@@ -145,12 +145,15 @@ pub struct Comfy {
     executing: Mutex<Option<(String, String, String)>>,
     /// Serialises the frontend's settings writes (read, merge, write).
     settings_lock: tokio::sync::Mutex<()>,
+    /// The runs' outputs folder (SaveImageWebsocket's images are read back from it).
+    outputs: PathBuf,
 }
 
 impl Comfy {
     /// Opens the table in the run database and starts the translator thread on the hub.
     pub fn start(
         data_dir: &FsPath,
+        outputs: PathBuf,
         models: Vec<(String, String)>,
         device: String,
         capacity: usize,
@@ -171,6 +174,7 @@ impl Comfy {
             device,
             executing: Mutex::new(None),
             settings_lock: tokio::sync::Mutex::new(()),
+            outputs,
         });
         let events = hub.subscribe();
         let previews = hub.subscribe_previews();
@@ -185,6 +189,17 @@ impl Comfy {
             .spawn(move || preview_loop(previewer, previews))
             .map_err(|e| format!("starting the ComfyUI preview sender: {e}"))?;
         Ok(comfy)
+    }
+
+    /// The checkpoint names `--comfy-model` adds to the files: each mapped ComfyUI name, and
+    /// for `*=NAME` the weft model NAME itself (a client taking the first choice gets one
+    /// that runs).
+    fn checkpoint_names(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .map(|(comfy, weft)| if comfy == "*" { weft } else { comfy })
+            .cloned()
+            .collect()
     }
 
     fn send(&self, to: Option<&str>, kind: &str, data: Json_) {

@@ -38,9 +38,9 @@ pub(super) fn file_lists(state: &AppState) -> FileLists {
         }
     }
     checkpoints.sort();
-    for (name, _) in &state.comfy.models {
-        if name != "*" && !checkpoints.contains(name) {
-            checkpoints.push(name.clone());
+    for name in state.comfy.checkpoint_names() {
+        if !checkpoints.contains(&name) {
+            checkpoints.push(name);
         }
     }
     let mut upscale_models: Vec<String> = crate::comfy::UPSCALER_FILES

@@ -64,6 +64,11 @@ fn frontend_routes() -> Router<AppState> {
         .route("/comfy/", get(frontend::asset))
         .route("/comfy/{*path}", get(frontend::asset))
         .route("/comfy/ws", get(socket::frontend_socket))
+        .route("/comfy/internal/folder_paths", get(frontend::folder_paths))
+        .route(
+            "/comfy/internal/files/{kind}",
+            get(frontend::internal_files),
+        )
         .route(
             "/comfy/templates/index.json",
             get(frontend::templates_index),

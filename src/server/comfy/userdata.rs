@@ -114,13 +114,27 @@ fn walk(dir: &FsPath, recurse: bool) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The frontend's workflows: each YAML workflow as NAME.json, and UI files kept that have no
-/// YAML (ones the importer refused).
+/// Whether a YAML workflow has a UI form (its node types all have ComfyUI classes).
+fn has_ui_form(state: &AppState, path: &FsPath) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(workflow) = weft_engine::Workflow::parse(&bytes) else {
+        return false;
+    };
+    let inputs = state.inputs_ref.to_string_lossy().into_owned();
+    crate::comfy::ui::export_ui(&workflow, &state.registry, &inputs).is_ok()
+}
+
+/// The frontend's workflows: each YAML workflow with a UI form as NAME.json, and UI files
+/// kept that have no YAML (ones the importer refused).
 fn workflow_files(state: &AppState) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for (rel, path) in walk(&state.roots.workflows, false) {
         if let Some(name) = rel.strip_suffix(&format!(".{EXTENSION}")) {
-            out.push((format!("{name}.json"), path));
+            if has_ui_form(state, &path) {
+                out.push((format!("{name}.json"), path));
+            }
         }
     }
     for (rel, path) in walk(&user_dir(state).join(WORKFLOWS), true) {
