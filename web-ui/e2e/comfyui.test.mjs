@@ -17,7 +17,9 @@ before(async () => {
   ({ browser, page } = await launch());
   page.on('response', (r) => {
     // A user file not there yet is a 404 in ComfyUI too (the frontend expects it).
-    if (r.status() >= 400 && r.url().includes('/comfy/') && !r.url().includes('/api/userdata')) {
+    // (Template thumbnails: weft's workflows have none.)
+    const expected = r.url().includes('/api/userdata') || /\/templates\/.*\.webp$/.test(r.url());
+    if (r.status() >= 400 && r.url().includes('/comfy/') && !expected) {
       missing.push(`${r.status()} ${r.url()}`);
       console.error('refused:', r.status(), r.url());
     }
@@ -33,12 +35,17 @@ after(async () => {
 async function openFrontend() {
   await page.goto(`${BASE}/comfy/`);
   try {
-    await page.waitForFunction(() => window.app?.graph?._nodes?.length > 0, null, { timeout: 60_000 });
+    await page.waitForFunction(() => window.app?.graph && document.querySelector('canvas#graph-canvas'), null, { timeout: 60_000 });
   } catch (e) {
     await shot(page, 'comfyui-failed-load');
     throw e;
   }
-  await page.waitForTimeout(500);
+  await page.waitForTimeout(1500);
+  // A first visit opens the templates (weft's workflows): closed, as a person would.
+  for (let i = 0; i < 3 && (await page.locator('.p-dialog').count()) > 0; i++) {
+    await page.keyboard.press('Escape');
+    await page.waitForTimeout(300);
+  }
 }
 
 /** The graph's nodes of a ComfyUI class. */
@@ -92,4 +99,46 @@ test('the default graph queues on weft and its image shows on the Save Image nod
   await page.waitForTimeout(500);
   await shot(page, 'comfyui-queued-image');
   assert.deepEqual(missing, [], `every route the frontend asked for is answered: ${missing.join(', ')}`);
+});
+
+test('a workflow saved from the frontend becomes weft YAML, and opens again from it', async () => {
+  const yaml = join(WORKFLOWS, 'from-comfyui.yaml');
+  rmSync(yaml, { force: true });
+  await openFrontend();
+  await page.evaluate((g) => window.app.loadGraphData(g), classicDefault);
+  await setWidget('KSampler', 'steps', 4);
+  // Save as a person does: Ctrl+S on the canvas, a name, Enter.
+  await page.locator('canvas#graph-canvas').click({ position: { x: 1000, y: 850 } });
+  await page.keyboard.press('Control+s');
+  try {
+    await page.getByText('Enter the filename:').waitFor({ timeout: 10_000 });
+  } catch (e) {
+    await shot(page, 'comfyui-failed-save');
+    throw e;
+  }
+  // The name field has the focus, its text selected: typing replaces it.
+  await page.keyboard.type('from-comfyui');
+  await page.keyboard.press('Enter');
+  for (let i = 0; i < 100 && !existsSync(yaml); i++) await page.waitForTimeout(100);
+  assert.ok(existsSync(yaml), 'workflows/from-comfyui.yaml was written');
+  const text = readFileSync(yaml, 'utf8');
+  assert.match(text, /type: Sampler/, text);
+  assert.match(text, /steps: 4/, text);
+  assert.match(text, /layout:/, 'the UI positions are kept');
+  await shot(page, 'comfyui-saved');
+  // The YAML edited on disk: the frontend's copy of the file follows it.
+  writeFileSync(yaml, text.replace('steps: 4', 'steps: 9'));
+  const reopened = await page.evaluate(async () => {
+    const r = await fetch('api/userdata/workflows%2Ffrom-comfyui.json');
+    return r.json();
+  });
+  const ks = reopened.nodes.find((n) => n.type === 'KSampler');
+  assert.equal(ks.widgets_values[2], 9, JSON.stringify(ks.widgets_values));
+  await page.evaluate((g) => window.app.loadGraphData(g), reopened);
+  await page.waitForTimeout(300);
+  const steps = await page.evaluate(
+    () => window.app.graph._nodes.find((n) => n.type === 'KSampler').widgets.find((w) => w.name === 'steps').value,
+  );
+  assert.equal(steps, 9);
+  await shot(page, 'comfyui-yaml-edited');
 });
