@@ -277,9 +277,10 @@ async fn object_info_prompt_queue_interrupt_and_system_stats() {
     let f = Fixture::new();
     let (status, info) = f.call(Method::GET, "/object_info", None).await;
     assert_eq!(status, StatusCode::OK);
+    // ComfyUI's entry, tooltip included.
     assert_eq!(
         info["KSampler"]["input"]["required"]["model"],
-        json!(["MODEL"])
+        json!(["MODEL", {"tooltip": "The model used for denoising the input latent."}])
     );
     assert!(
         info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]

@@ -188,11 +188,9 @@ impl Server {
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
         let comfy = comfy::Comfy::start(
-            &config.data_dir,
+            &config,
             roots.outputs.clone(),
-            config.comfy_models.clone(),
             device,
-            config.client_buffer,
             store.clone(),
             &hub,
             queue.clone(),

@@ -96,6 +96,11 @@ test('the default graph queues on weft and its image shows on the Save Image nod
   }, save);
   assert.equal(size[0], 64, `the image is 64 wide: ${size}`);
   assert.ok(size[2].includes('/comfy/api/view?'), `served by weft's /view: ${size[2]}`);
+  // The queue panel's source (ComfyUI's jobs API): the job, completed, with its image.
+  const jobs = await page.evaluate(async () => (await fetch('api/jobs?status=completed&limit=5')).json());
+  const job = jobs.jobs[0];
+  assert.equal(job?.status, 'completed', JSON.stringify(jobs));
+  assert.equal(job.preview_output?.nodeId, String(save), JSON.stringify(job));
   await page.waitForTimeout(500);
   await shot(page, 'comfyui-queued-image');
   assert.deepEqual(missing, [], `every route the frontend asked for is answered: ${missing.join(', ')}`);

@@ -150,18 +150,19 @@ pub struct Comfy {
 }
 
 impl Comfy {
-    /// Opens the table in the run database and starts the translator thread on the hub.
+    /// Opens the table in the run database and starts the translator thread on the hub
+    /// (`config`: the data folder, the `--comfy-model` names, the socket ring's capacity).
     pub fn start(
-        data_dir: &FsPath,
+        config: &super::Config,
         outputs: PathBuf,
-        models: Vec<(String, String)>,
         device: String,
-        capacity: usize,
         store: Arc<dyn RunStore>,
         hub: &Hub,
         queue: Arc<Queue>,
     ) -> Result<Arc<Self>, String> {
-        let conn = Connection::open(data_dir.join("runs.sqlite")).map_err(db_err)?;
+        let models = config.comfy_models.clone();
+        let capacity = config.client_buffer;
+        let conn = Connection::open(config.data_dir.join("runs.sqlite")).map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
