@@ -21,7 +21,9 @@ fi
 tmp=$(mktemp -d /tmp/weft-ui-test.XXXXXX)
 cp -r workflows "$tmp/workflows"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+# '*=tiny-shapes': ComfyUI's frontend test (e2e/comfyui.test.mjs) queues ComfyUI's default graph.
 target/release/weft serve --listen 127.0.0.1 --port "$port" --workflows "$tmp/workflows" --data "$tmp/data" \
+  --comfy-model '*=tiny-shapes' \
   >"$tmp/serve.log" 2>&1 &
 pid=$!
 cleanup() {
@@ -39,7 +41,7 @@ done
 cd web-ui
 status=0
 WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
-  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/perf.test.mjs} || status=$?
+  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/perf.test.mjs e2e/comfyui.test.mjs} || status=$?
 if [ $status != 0 ]; then
   echo "test-ui: failed; server log:"; tail -40 "$tmp/serve.log"
 fi

@@ -173,6 +173,87 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     );
 }
 
+/// Each ComfyUI error type weft gives, from the code of the problem (never its words): one
+/// prompt per type, the error on the ComfyUI node and input it is about.
+#[tokio::test]
+async fn comfyui_error_types_come_from_the_codes_of_weft_diagnostics() {
+    let f = Fixture::new();
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit, &str, &str, &str); 8] = [
+        (
+            "steps 0",
+            |p| p["3"]["inputs"]["steps"] = json!(0),
+            "3",
+            "steps",
+            "value_smaller_than_min",
+        ),
+        (
+            "steps 20000",
+            |p| p["3"]["inputs"]["steps"] = json!(20_000),
+            "3",
+            "steps",
+            "value_bigger_than_max",
+        ),
+        (
+            "cfg as text",
+            |p| p["3"]["inputs"]["cfg"] = json!("high"),
+            "3",
+            "cfg",
+            "invalid_input_type",
+        ),
+        (
+            "a scheduler weft lacks",
+            |p| p["3"]["inputs"]["scheduler"] = json!("no-such-schedule"),
+            "3",
+            "scheduler",
+            "value_not_in_list",
+        ),
+        (
+            "a checkpoint not there",
+            |p| p["4"]["inputs"]["ckpt_name"] = json!("absent.safetensors"),
+            "4",
+            "ckpt_name",
+            "value_not_in_list",
+        ),
+        (
+            "a latent into positive",
+            |p| p["3"]["inputs"]["positive"] = json!(["5", 0]),
+            "3",
+            "positive",
+            "return_type_mismatch",
+        ),
+        (
+            "no vae",
+            |p| {
+                p["8"]["inputs"].as_object_mut().unwrap().remove("vae");
+            },
+            "8",
+            "vae",
+            "required_input_missing",
+        ),
+        (
+            "a width off the grid",
+            |p| p["5"]["inputs"]["width"] = json!(65),
+            "5",
+            "width",
+            "custom_validation_failed",
+        ),
+    ];
+    for (what, edit, node, input, kind) in cases {
+        let mut p = txt2img();
+        edit(&mut p);
+        let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        let errors = body["node_errors"][node]["errors"].as_array();
+        assert!(
+            errors.is_some_and(|e| e
+                .iter()
+                .any(|x| x["type"] == kind && x["extra_info"]["input_name"] == input)),
+            "{what}: expected {kind} on node {node}, input {input}: {body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_bodies_no_prompt_and_no_outputs() {
     let f = Fixture::new();
@@ -199,9 +280,10 @@ async fn object_info_prompt_queue_interrupt_and_system_stats() {
     let f = Fixture::new();
     let (status, info) = f.call(Method::GET, "/object_info", None).await;
     assert_eq!(status, StatusCode::OK);
+    // ComfyUI's entry, tooltip included.
     assert_eq!(
         info["KSampler"]["input"]["required"]["model"],
-        json!(["MODEL"])
+        json!(["MODEL", {"tooltip": "The model used for denoising the input latent."}])
     );
     assert!(
         info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]

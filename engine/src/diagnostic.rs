@@ -5,8 +5,48 @@ use serde::Serialize;
 
 use crate::yaml::Pos;
 
+/// What kind of problem a diagnostic reports, set where the problem is found, so that a client
+/// (the ComfyUI API's error types) tells problems apart without reading their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The workflow file cannot be read: not YAML or JSON, or not shaped as a workflow.
+    Syntax,
+    /// A node's type is not in the registry.
+    UnknownNodeType,
+    /// An input the node's type does not have.
+    UnknownInput,
+    /// A link or a target naming a node the workflow does not have.
+    UnknownNode,
+    /// A link to an output the source node does not have.
+    UnknownOutput,
+    /// A link from an output of another type, or a constant where a link is needed.
+    TypeMismatch,
+    /// A required input with neither a value nor a link.
+    MissingInput,
+    /// A constant of the wrong kind (text for a number, a fraction for a whole number).
+    WrongValueType,
+    /// A number below the input's minimum.
+    BelowMinimum,
+    /// A number above the input's maximum.
+    AboveMaximum,
+    /// A whole number that is not a multiple of the input's step.
+    NotAMultiple,
+    /// A choice that is not among the input's choices.
+    NotAChoice,
+    /// A file (model, image) that is not where the value says.
+    FileNotFound,
+    /// Links that go round in a cycle.
+    Cycle,
+    /// A workflow with nothing to run (no output node).
+    NoOutput,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diagnostic {
+    /// What kind of problem this is; `None` where no check named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<Code>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -24,6 +64,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
+            code: None,
             node: None,
             input: None,
             pos: None,
@@ -50,6 +91,10 @@ impl Diagnostic {
     }
     pub fn input(mut self, input: &str) -> Self {
         self.input = Some(input.to_string());
+        self
+    }
+    pub fn code(mut self, code: Code) -> Self {
+        self.code = Some(code);
         self
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

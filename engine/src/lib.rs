@@ -26,7 +26,7 @@ pub mod workflow;
 pub mod yaml;
 
 pub use cancel::{CancelToken, Cancelled};
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Code as DiagnosticCode, Diagnostic};
 pub use events::{Event, RunStatus};
 pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
 pub use file_access::FileAccess;

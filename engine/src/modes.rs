@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use indexmap::IndexMap;
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::registry::Registry;
 use crate::workflow::{InputValue, NodeMode, Workflow};
 
@@ -39,6 +39,7 @@ pub fn apply_modes(
                     node.type_pos,
                     format!("cannot bypass '{id}': unknown node type {}", node.type_name),
                 )
+                .code(Code::UnknownNodeType)
                 .node(id),
             );
             continue;
@@ -103,6 +104,7 @@ pub fn apply_modes(
                                 "'{from}' is bypassed but has no {ty} input to pass on as '{output}'"
                             ),
                         )
+                        .code(Code::MissingInput)
                         .node(id)
                         .input(name)
                         .hint(format!(

@@ -233,7 +233,11 @@ fn key_steps(
         let files = match file_part(registered, &inputs, models, hash_file) {
             Ok(files) => files,
             Err(message) => {
-                errors.push(Diagnostic::at_opt(node.pos, message).node(id));
+                errors.push(
+                    Diagnostic::at_opt(node.pos, message)
+                        .node(id)
+                        .code(crate::diagnostic::Code::FileNotFound),
+                );
                 [0; 32]
             }
         };

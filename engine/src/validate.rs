@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::diagnostic::{closest, closest_within, Diagnostic, NameIndex, SUGGESTION_WORK};
+use crate::diagnostic::{closest, closest_within, Code, Diagnostic, NameIndex, SUGGESTION_WORK};
 use crate::node::{InputSpec, NodeSpec};
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
@@ -111,7 +111,8 @@ fn node_spec<'w, 'r>(
         node.type_pos.or(node.pos),
         format!("unknown node type '{}'", node.type_name),
     )
-    .node(id);
+    .node(id)
+    .code(Code::UnknownNodeType);
     d.hint = Some(match suggestions.type_name(&node.type_name, registry) {
         Some(s) => format!("did you mean '{s}'?"),
         None => "`weft nodes` lists the node types".into(),
@@ -136,7 +137,8 @@ fn check_input<'w>(
             format!("{} has no input '{name}'", spec.type_name),
         )
         .node(id)
-        .input(name);
+        .input(name)
+        .code(Code::UnknownInput);
         d.hint = Some(
             match suggestions.among(name, spec.inputs.iter().map(|i| i.name)) {
                 Some(s) => format!("did you mean '{s}'?"),
@@ -163,7 +165,8 @@ fn check_link<'w>(
     link: &'w Link,
 ) -> Option<Diagnostic> {
     let Some(source) = wf.nodes.get(&link.node) else {
-        let mut d = Diagnostic::new(format!("link to unknown node '{}'", link.node));
+        let mut d = Diagnostic::new(format!("link to unknown node '{}'", link.node))
+            .code(Code::UnknownNode);
         d.hint = suggestions
             .node_id(&link.node)
             .map(|s| format!("did you mean '${s}.{}'?", link.output));
@@ -181,7 +184,8 @@ fn check_link<'w>(
                 "node '{}' ({}) has no output '{}'",
                 link.node, source_spec.type_name, link.output
             ))
-            .hint(format!("its outputs are: {}", outputs.join(", "))),
+            .hint(format!("its outputs are: {}", outputs.join(", ")))
+            .code(Code::UnknownOutput),
         );
     };
     (!input.ty.accepts(output.ty)).then(|| {
@@ -190,6 +194,7 @@ fn check_link<'w>(
             input.ty, output.ty, link.node, link.output
         ))
         .hint(format!("link an output of type {}", input.ty))
+        .code(Code::TypeMismatch)
     })
 }
 
@@ -215,6 +220,7 @@ fn missing_inputs<'a>(
             .node(id)
             .input(input.name)
             .hint(format!("{how}: {}", input.doc))
+            .code(Code::MissingInput)
         })
 }
 
@@ -225,7 +231,8 @@ fn check_target(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Opt
         if wf.nodes.contains_key(t) {
             return None;
         }
-        let mut d = Diagnostic::new(format!("target node '{t}' is not in the workflow"));
+        let mut d = Diagnostic::new(format!("target node '{t}' is not in the workflow"))
+            .code(Code::UnknownNode);
         d.hint =
             closest(t, wf.nodes.keys().map(String::as_str)).map(|s| format!("did you mean '{s}'?"));
         return Some(d);
@@ -252,7 +259,8 @@ fn check_target(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Opt
         .hint(format!(
             "add one of: {} (or run with --target NODE)",
             outputs.join(", ")
-        )),
+        ))
+        .code(Code::NoOutput),
     )
 }
 
@@ -286,7 +294,8 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             "expected a link to a {} output, found the constant {c}",
             input.ty
         ))
-        .hint("write $node.output to link an output of that type"));
+        .hint("write $node.output to link an output of that type")
+        .code(Code::TypeMismatch));
     }
     let type_ok = match input.ty {
         ValueType::Int => matches!(c, Constant::Int(_)),
@@ -307,7 +316,8 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
                     "{c} is above the largest integer this input takes ({})",
                     i64::MAX
                 ))
-                .hint("only a seed takes whole numbers up to 2^64 - 1"));
+                .hint("only a seed takes whole numbers up to 2^64 - 1")
+                .code(Code::AboveMaximum));
             }
             _ => input.doc.to_string(),
         };
@@ -316,16 +326,20 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             input.ty,
             c.kind_name()
         ))
-        .hint(hint));
+        .hint(hint)
+        .code(Code::WrongValueType));
     }
     if let Some(x) = c.as_f64() {
         if x.is_nan() {
-            return Err(Diagnostic::new("value is NaN").hint("give a number"));
+            return Err(Diagnostic::new("value is NaN")
+                .hint("give a number")
+                .code(Code::WrongValueType));
         }
         if input.ty == ValueType::Seed && x < 0.0 {
-            return Err(Diagnostic::new(format!(
-                "seed must be 0 or more, found {c}"
-            )));
+            return Err(
+                Diagnostic::new(format!("seed must be 0 or more, found {c}"))
+                    .code(Code::BelowMinimum),
+            );
         }
         let below = input.min.is_some_and(|m| x < m);
         let above = input.max.is_some_and(|m| x > m);
@@ -338,7 +352,12 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             };
             return Err(
                 Diagnostic::new(format!("value {c} is out of range: must be {range}"))
-                    .hint(input.doc),
+                    .hint(input.doc)
+                    .code(if below {
+                        Code::BelowMinimum
+                    } else {
+                        Code::AboveMaximum
+                    }),
             );
         }
     }
@@ -347,14 +366,16 @@ pub fn check_constant(input: &InputSpec, c: &Constant) -> Result<(), Diagnostic>
             let below = x - x.rem_euclid(n);
             return Err(
                 Diagnostic::new(format!("value {x} is not a multiple of {n}"))
-                    .hint(format!("use {below} or {}", below + n)),
+                    .hint(format!("use {below} or {}", below + n))
+                    .code(Code::NotAMultiple),
             );
         }
     }
     if let Constant::String(s) = c {
         if !input.choices.is_empty() && !input.choices.contains(&s.as_str()) {
             let mut d =
-                Diagnostic::new(format!("'{s}' is not one of: {}", input.choices.join(", ")));
+                Diagnostic::new(format!("'{s}' is not one of: {}", input.choices.join(", ")))
+                    .code(Code::NotAChoice);
             d.hint =
                 closest(s, input.choices.iter().copied()).map(|m| format!("did you mean '{m}'?"));
             return Err(d);
@@ -411,7 +432,8 @@ fn find_cycles(wf: &Workflow) -> Vec<Diagnostic> {
         errors.push(
             Diagnostic::at_opt(node.pos, message)
                 .node(first)
-                .hint("a workflow is a DAG: remove one of these links"),
+                .hint("a workflow is a DAG: remove one of these links")
+                .code(Code::Cycle),
         );
     }
     errors

@@ -138,6 +138,7 @@ pub fn export(
             return Err(errors
                 .into_iter()
                 .map(|d| Issue {
+                    code: d.code,
                     node: d.node,
                     class: None,
                     input: d.input,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value as Json;
 use weft_engine::workflow::{Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow};
-use weft_engine::Constant;
+use weft_engine::{Constant, DiagnosticCode};
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
 use super::{
@@ -545,6 +545,19 @@ impl NodeCx<'_> {
         self.issues.last_mut().expect("just pushed")
     }
 
+    /// An issue of a kind weft's validation also names (a missing input, a value not among the
+    /// choices), so clients map it by its code.
+    fn issue_of(
+        &mut self,
+        code: DiagnosticCode,
+        input: Option<&str>,
+        message: impl Into<String>,
+    ) -> &mut Issue {
+        let issue = self.issue(input, message);
+        issue.code = Some(code);
+        issue
+    }
+
     fn note(&mut self, input: Option<&str>, message: impl Into<String>) {
         let mut i = Issue::new(message).node(&self.node.id, &self.node.class);
         i.input = input.map(str::to_string);
@@ -573,13 +586,15 @@ impl NodeCx<'_> {
                 },
             )),
             Some(ComfyValue::Value(v)) => {
-                self.issue(
+                self.issue_of(
+                    DiagnosticCode::TypeMismatch,
                     Some(comfy),
                     format!("expected a link to a {expected} output, found the value {v}"),
                 );
             }
             None => {
-                self.issue(
+                self.issue_of(
+                    DiagnosticCode::MissingInput,
                     Some(comfy),
                     format!("missing input: it needs a link to a {expected} output"),
                 );
@@ -606,7 +621,7 @@ impl NodeCx<'_> {
                     Some(default)
                 }
                 None => {
-                    self.issue(Some(name), "missing input");
+                    self.issue_of(DiagnosticCode::MissingInput, Some(name), "missing input");
                     None
                 }
             },
@@ -627,7 +642,7 @@ impl NodeCx<'_> {
             } else {
                 format!("expected a whole number, found {v}")
             };
-            self.issue(Some(name), message);
+            self.issue_of(DiagnosticCode::WrongValueType, Some(name), message);
         }
         int
     }
@@ -636,7 +651,11 @@ impl NodeCx<'_> {
         let v = self.value(name)?;
         let f = v.as_f64();
         if f.is_none() {
-            self.issue(Some(name), format!("expected a number, found {v}"));
+            self.issue_of(
+                DiagnosticCode::WrongValueType,
+                Some(name),
+                format!("expected a number, found {v}"),
+            );
         }
         f
     }
@@ -646,7 +665,11 @@ impl NodeCx<'_> {
         match v {
             Json::String(s) => Some(s),
             other => {
-                self.issue(Some(name), format!("expected text, found {other}"));
+                self.issue_of(
+                    DiagnosticCode::WrongValueType,
+                    Some(name),
+                    format!("expected text, found {other}"),
+                );
                 None
             }
         }
@@ -688,8 +711,12 @@ impl NodeCx<'_> {
                 self.put("sampler", w.as_str());
             }
             None => {
-                self.issue(Some(comfy), format!("sampler '{name}' is not in weft"))
-                    .hint = Some(format!("weft has {}", SamplerKind::NAMES.join(", ")));
+                self.issue_of(
+                    DiagnosticCode::NotAChoice,
+                    Some(comfy),
+                    format!("sampler '{name}' is not in weft"),
+                )
+                .hint = Some(format!("weft has {}", SamplerKind::NAMES.join(", ")));
             }
         }
     }
@@ -701,8 +728,12 @@ impl NodeCx<'_> {
         if ScheduleKind::NAMES.contains(&name.as_str()) {
             self.put("schedule", name.as_str());
         } else {
-            self.issue(Some(comfy), format!("scheduler '{name}' is not in weft"))
-                .hint = Some(format!("weft has {}", ScheduleKind::NAMES.join(", ")));
+            self.issue_of(
+                DiagnosticCode::NotAChoice,
+                Some(comfy),
+                format!("scheduler '{name}' is not in weft"),
+            )
+            .hint = Some(format!("weft has {}", ScheduleKind::NAMES.join(", ")));
         }
     }
 
@@ -713,7 +744,8 @@ impl NodeCx<'_> {
         if weft_nodes::latent::UPSCALE_METHODS.contains(&name.as_str()) {
             self.put("method", name.as_str());
         } else {
-            self.issue(
+            self.issue_of(
+                DiagnosticCode::NotAChoice,
                 Some(comfy),
                 format!("upscale method '{name}' is not in weft"),
             )
@@ -741,7 +773,8 @@ impl NodeCx<'_> {
         {
             self.put("seed", Constant::whole(whole as u64));
         } else {
-            self.issue(
+            self.issue_of(
+                DiagnosticCode::WrongValueType,
                 Some(comfy),
                 format!("expected a whole number from 0 to 2^64 - 1, found {v}"),
             );
@@ -916,9 +949,11 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
                     let at =
                         |message: String| Issue::new(message).node(&n.id, &n.class).input(&comfy);
                     let Some(source) = by_id.get(node.as_str()) else {
-                        issues.push(at(format!(
+                        let mut issue = at(format!(
                             "dangling link: it links to node {node}, which is not in the workflow"
-                        )));
+                        ));
+                        issue.code = Some(DiagnosticCode::UnknownNode);
+                        issues.push(issue);
                         continue;
                     };
                     let source_ty = comfy_type(&source.class).expect("known type");
@@ -932,10 +967,12 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
                         continue;
                     };
                     if output.ty != expected {
-                        issues.push(at(format!(
+                        let mut issue = at(format!(
                             "expects {expected}, but output {slot} of node {node} ({}) is {}",
                             source.class, output.ty
-                        )));
+                        ));
+                        issue.code = Some(DiagnosticCode::TypeMismatch);
+                        issues.push(issue);
                         continue;
                     }
                     let Some(weft_output) = output.weft else {
@@ -1167,6 +1204,14 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("image1", "image1");
             cx.link("image2", "image2");
         }
+        "SaveImageWebsocket" => {
+            cx.link("images", "image");
+            cx.put("prefix", "websocket");
+            cx.note(
+                None,
+                "weft saves the image (prefix 'websocket') and sends it over the socket, as ComfyUI's node sends it",
+            );
+        }
         "PreviewImage" => {
             cx.link("images", "image");
             cx.put("prefix", "preview");
@@ -1205,7 +1250,7 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             match weft {
                 Some(w) => cx.put("name", w.as_str()),
                 None => {
-                    cx.issue(Some("model_name"), format!("weft has no upscale model '{name}'"))
+                    cx.issue_of(DiagnosticCode::NotAChoice, Some("model_name"), format!("weft has no upscale model '{name}'"))
                         .hint = Some(format!(
                         "weft has {} (ComfyUI files {}); map yours with --model '{name}=<weft name>'",
                         weft_nodes::upscale::UPSCALERS.join(", "),

@@ -9,6 +9,7 @@ pub mod export;
 pub mod file;
 pub mod import;
 pub mod object_info;
+pub mod ui;
 
 /// How object_info describes a ComfyUI widget.
 #[derive(Debug, Clone, Copy)]
@@ -350,6 +351,18 @@ pub static TYPES: &[ComfyType] = &[
         outputs: &[],
         output_node: true,
     },
+    // ComfyUI's websocket_image_save.py (a custom node it ships and loads by default): the
+    // images go to the prompt's client as binary frames, not to disk (weft saves them too).
+    ComfyType {
+        class: "SaveImageWebsocket",
+        display: "SaveImageWebsocket",
+        category: "api node/image",
+        weft: "SaveImage",
+        role: "websocket",
+        inputs: &[socket("images", "IMAGE")],
+        outputs: &[],
+        output_node: true,
+    },
     ComfyType {
         class: "LatentUpscale",
         display: "Upscale Latent",
@@ -584,6 +597,9 @@ pub const LORA_DIR: &str = "loras/";
 /// node id, class type and input name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
+    /// What kind of problem this is, as weft's validation names its own (`None`: one only the
+    /// message describes).
+    pub code: Option<weft_engine::DiagnosticCode>,
     pub node: Option<String>,
     pub class: Option<String>,
     pub input: Option<String>,
@@ -594,6 +610,7 @@ pub struct Issue {
 impl Issue {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
+            code: None,
             node: None,
             class: None,
             input: None,

@@ -1,7 +1,10 @@
 //! weft's registry described in the shape of ComfyUI's `GET /object_info`, for the ComfyUI
 //! node types weft imports: each input as `["INT", {"default": 0, "min": 0, ...}]`, a combo as
-//! `[["euler", ...]]`, a socket as `["MODEL"]`. Ranges and choices are weft's (what weft
-//! accepts), defaults ComfyUI's (what `weft import` fills in when a workflow leaves one out).
+//! `[["euler", ...]]`, a socket as `["MODEL"]`. A type ComfyUI's own object_info has
+//! (comfyui_object_info.json, made by scripts/parity/comfyui_object_info.py) is that entry as
+//! it is (order, ranges, steps, rounds, tooltips, output tooltips), its choices narrowed to
+//! weft's in ComfyUI's order and its file choices this server's files; the others (the
+//! upscale-model nodes) are described from weft's registry.
 use serde_json::{json, Map, Value as Json};
 use weft_engine::{Constant, Registry, ValueType};
 
@@ -26,8 +29,58 @@ pub fn object_info(registry: &Registry, files: &FileLists) -> Json {
     Json::Object(all)
 }
 
+/// ComfyUI's own entries for the types it has, as its server gives them.
+static COMFYUI: std::sync::LazyLock<Map<String, Json>> = std::sync::LazyLock::new(|| {
+    match serde_json::from_str(include_str!("comfyui_object_info.json")) {
+        Ok(Json::Object(m)) => m,
+        _ => Map::new(),
+    }
+});
+
 /// One type (`GET /object_info/{class}` answers `{class: this}`).
 pub fn describe(ty: &ComfyType, registry: &Registry, files: &FileLists) -> Json {
+    let ours = describe_from_registry(ty, registry, files);
+    let Some(theirs) = COMFYUI.get(ty.class) else {
+        return ours;
+    };
+    let mut out = theirs.clone();
+    let sections = ["required", "optional"];
+    for section in sections {
+        let Some(inputs) = out["input"][section].as_object_mut() else {
+            continue;
+        };
+        for (name, spec) in inputs.iter_mut() {
+            let Some(choices) = spec.get(0).and_then(Json::as_array).cloned() else {
+                continue;
+            };
+            let Some(weft) = ours["input"]["required"][name.as_str()][0].as_array() else {
+                continue;
+            };
+            // A file list is this server's; other choices are ComfyUI's that weft takes, in
+            // ComfyUI's order, then weft's own.
+            let is_files = ty
+                .inputs
+                .iter()
+                .any(|i| i.name == name.as_str() && matches!(i.widget, Some(Widget::Files(_))));
+            let narrowed: Vec<Json> = if is_files {
+                weft.clone()
+            } else {
+                let mut kept: Vec<Json> = choices
+                    .iter()
+                    .filter(|c| weft.contains(c))
+                    .cloned()
+                    .collect();
+                kept.extend(weft.iter().filter(|c| !choices.contains(c)).cloned());
+                kept
+            };
+            spec[0] = Json::Array(narrowed);
+        }
+    }
+    out
+}
+
+/// A type as weft's registry and the mapping describe it.
+fn describe_from_registry(ty: &ComfyType, registry: &Registry, files: &FileLists) -> Json {
     let mut required = Map::new();
     for input in ty.inputs {
         required.insert(
@@ -87,11 +140,12 @@ fn describe_input(ty: &ComfyType, input: &Input, registry: &Registry, files: &Fi
                     } else if matches!(spec.ty, ValueType::Seed) {
                         options.insert("min".into(), json!(0));
                     }
-                    if let Some(max) = spec.max {
-                        options.insert("max".into(), number(max, spec.ty));
-                    } else if matches!(spec.ty, ValueType::Seed) {
-                        // ComfyUI's seeds (and weft's) range over 64-bit unsigned numbers.
+                    if matches!(spec.ty, ValueType::Seed) {
+                        // ComfyUI's seeds (and weft's) range over 64-bit unsigned numbers:
+                        // 0xffffffffffffffff, never an f64 bound rounded to 2^63 - 1.
                         options.insert("max".into(), json!(u64::MAX));
+                    } else if let Some(max) = spec.max {
+                        options.insert("max".into(), number(max, spec.ty));
                     }
                     if let Some(step) = spec.step {
                         options.insert("step".into(), number(step, spec.ty));
@@ -185,7 +239,7 @@ mod tests {
         assert_eq!(ks["output"], json!(["LATENT"]));
         assert_eq!(ks["category"], "sampling");
         let req = &ks["input"]["required"];
-        assert_eq!(req["model"], json!(["MODEL"]));
+        assert_eq!(req["model"][0], "MODEL");
         assert_eq!(req["seed"][0], "INT");
         assert_eq!(req["seed"][1]["default"], 0);
         assert_eq!(req["seed"][1]["min"], 0);
@@ -194,14 +248,18 @@ mod tests {
         assert_eq!(req["steps"][1]["max"], 10000);
         assert_eq!(req["cfg"][0], "FLOAT");
         assert_eq!(req["cfg"][1]["default"], 8.0);
-        assert_eq!(req["cfg"][1]["step"], 0.01);
-        let samplers: Vec<&str> = req["sampler_name"][0]
+        assert_eq!(req["cfg"][1]["step"], 0.1);
+        assert_eq!(req["cfg"][1]["round"], 0.01);
+        let mut samplers: Vec<&str> = req["sampler_name"][0]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(samplers, weft_nodes::samplers::SamplerKind::NAMES);
+        samplers.sort();
+        let mut weft = weft_nodes::samplers::SamplerKind::NAMES.to_vec();
+        weft.sort();
+        assert_eq!(samplers, weft);
         assert!(req["scheduler"][0]
             .as_array()
             .unwrap()
@@ -247,8 +305,81 @@ mod tests {
         );
         // Only what weft accepts is offered.
         assert_eq!(
-            info["KSamplerAdvanced"]["input"]["required"]["add_noise"],
-            json!([["enable"]])
+            info["KSamplerAdvanced"]["input"]["required"]["add_noise"][0],
+            json!(["enable"])
+        );
+    }
+
+    /// weft's entries against ComfyUI's own (comfyui_object_info.json, from its nodes.py by
+    /// scripts/parity/comfyui_object_info.py): equal but for choices, which are ComfyUI's that
+    /// weft takes, in ComfyUI's order (file choices: the server's files).
+    #[test]
+    fn entries_equal_comfyuis_own_but_for_choices_weft_lacks() {
+        let registry = weft_nodes::registry();
+        let files = FileLists::default();
+        let reference: Map<String, Json> =
+            serde_json::from_str(include_str!("comfyui_object_info.json")).unwrap();
+        assert!(reference.len() >= 17, "{}", reference.len());
+        for (class, theirs) in &reference {
+            let ty = TYPES
+                .iter()
+                .find(|t| t.class == class.as_str())
+                .unwrap_or_else(|| panic!("weft serves {class}"));
+            let mut ours = describe(ty, &registry, &files);
+            let mut theirs = theirs.clone();
+            for entry in [&mut ours, &mut theirs] {
+                for section in ["required", "optional"] {
+                    for spec in entry["input"][section]
+                        .as_object_mut()
+                        .into_iter()
+                        .flat_map(|m| m.values_mut())
+                    {
+                        if spec[0].is_array() {
+                            spec[0] = json!("choices");
+                        }
+                    }
+                }
+            }
+            assert_eq!(ours, theirs, "{class}");
+            // Choices: a subsequence of ComfyUI's (weft's own extras after them).
+            let full = &reference[class.as_str()];
+            for (name, spec) in full["input"]["required"].as_object().unwrap() {
+                let Some(comfy) = spec[0].as_array() else {
+                    continue;
+                };
+                let ours = describe(ty, &registry, &files);
+                let weft = ours["input"]["required"][name.as_str()][0]
+                    .as_array()
+                    .unwrap();
+                let positions: Vec<usize> = weft
+                    .iter()
+                    .filter_map(|c| comfy.iter().position(|x| x == c))
+                    .collect();
+                assert!(
+                    positions.windows(2).all(|w| w[0] < w[1]),
+                    "{class}.{name}: {weft:?} not in ComfyUI's order"
+                );
+            }
+        }
+        // The seed takes every 64-bit unsigned number, as ComfyUI's.
+        let ks = describe(
+            TYPES.iter().find(|t| t.class == "KSampler").unwrap(),
+            &registry,
+            &files,
+        );
+        assert_eq!(ks["input"]["required"]["seed"][1]["max"], json!(u64::MAX));
+        let latent = describe(
+            TYPES
+                .iter()
+                .find(|t| t.class == "EmptyLatentImage")
+                .unwrap(),
+            &registry,
+            &files,
+        );
+        assert_eq!(latent["input"]["required"]["batch_size"][1]["max"], 4096);
+        assert_eq!(
+            latent["output_tooltips"][0],
+            "The empty latent image batch."
         );
     }
 }

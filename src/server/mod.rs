@@ -1,9 +1,9 @@
 //! `weft serve`: an axum app over the device worker. Handlers never touch tensors; they read and
 //! write the workflows folder, the run store and the upload/output folders, enqueue runs and
 //! wake the scheduler, whose thread feeds the device worker and fans its events out to `/ws`.
-//! The contract is docs/api.md; ComfyUI's API beside it is `comfy_api` (docs/comfyui.md).
+//! The contract is docs/api.md; ComfyUI's API beside it is `comfy` (docs/comfyui.md).
 mod checking;
-pub mod comfy_api;
+pub mod comfy;
 pub mod error;
 mod files;
 mod guard;
@@ -20,6 +20,7 @@ mod ui;
 mod watcher;
 mod workflows;
 mod ws;
+mod ws_send;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -68,7 +69,7 @@ pub struct Config {
     /// Messages a WebSocket client may fall behind before it is dropped.
     pub client_buffer: usize,
     /// Bytes of messages a WebSocket client may fall behind before it is dropped (what the
-    /// kernel holds for it is bounded apart, see `ws::SEND_BUFFER`).
+    /// kernel holds for it is bounded apart, see `ws_send::SEND_BUFFER`).
     pub client_bytes: usize,
     /// A connection whose request head has not fully arrived this long after it started is
     /// closed (slow-header clients would otherwise hold connections open).
@@ -81,6 +82,9 @@ pub struct Config {
     /// How long a request may wait for its workflow to be parsed and validated before it is
     /// answered 503 `deadline_exceeded`.
     pub check_deadline: std::time::Duration,
+    /// ComfyUI's frontend (the static folder of PyPI's comfyui-frontend-package), served at
+    /// `/comfy/` when found.
+    pub comfy_frontend: Option<PathBuf>,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             preview_every: 4,
             comfy_models: Vec::new(),
             check_deadline: std::time::Duration::from_secs(30),
+            comfy_frontend: None,
         }
     }
 }
@@ -130,7 +135,7 @@ pub struct Server {
     /// Parsed named workflows by file bytes (see runs::parse_named).
     pub parsed: Mutex<std::collections::HashMap<String, (Vec<u8>, weft_engine::Workflow)>>,
     /// ComfyUI's API: its prompts and its WebSocket clients.
-    pub comfy: Arc<comfy_api::Comfy>,
+    pub comfy: Arc<comfy::Comfy>,
     /// Workflow checks off the async threads, and the workflow list's remembered validity.
     checks: checking::Checks,
     _watcher: Option<watcher::Watcher>,
@@ -182,11 +187,10 @@ impl Server {
         worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
-        let comfy = comfy_api::Comfy::start(
-            &config.data_dir,
-            config.comfy_models.clone(),
+        let comfy = comfy::Comfy::start(
+            &config,
+            roots.outputs.clone(),
             device,
-            config.client_buffer,
             store.clone(),
             &hub,
             queue.clone(),
@@ -259,49 +263,13 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(error::json_refusals));
     Router::new()
         .merge(weft_own)
-        .merge(comfy_routes(&state))
+        .merge(comfy::routes::routes(&state))
         .fallback(get(ui::asset))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
         ))
         .with_state(state)
-}
-
-/// ComfyUI's routes (comfy_api), at `/x` and `/api/x` as ComfyUI serves them.
-fn comfy_routes(state: &AppState) -> Router<AppState> {
-    use comfy_api as c;
-    let mut router = Router::new();
-    for prefix in ["", "/api"] {
-        router = router
-            .route(
-                &format!("{prefix}/prompt"),
-                get(c::get_prompt).post(c::post_prompt),
-            )
-            .route(&format!("{prefix}/object_info"), get(c::get_object_info))
-            .route(
-                &format!("{prefix}/object_info/{{class}}"),
-                get(c::get_object_info_one),
-            )
-            .route(&format!("{prefix}/history"), get(c::history))
-            .route(
-                &format!("{prefix}/history/{{prompt_id}}"),
-                get(c::history_one),
-            )
-            .route(&format!("{prefix}/view"), get(c::view))
-            .route(
-                &format!("{prefix}/queue"),
-                get(c::get_queue).post(c::post_queue),
-            )
-            .route(&format!("{prefix}/interrupt"), post(c::post_interrupt))
-            .route(&format!("{prefix}/system_stats"), get(c::system_stats));
-    }
-    let router = router.layer(DefaultBodyLimit::max(state.config.body_limit));
-    let mut uploads = Router::new();
-    for prefix in ["", "/api"] {
-        uploads = uploads.route(&format!("{prefix}/upload/image"), post(c::upload_image));
-    }
-    router.merge(uploads.layer(DefaultBodyLimit::max(state.config.upload_limit)))
 }
 
 /// `weft serve` options.
@@ -349,6 +317,11 @@ pub struct ServeArgs {
     /// name the models folder lacks.
     #[arg(long = "comfy-model", value_name = "COMFYUI_NAME=WEFT_NAME")]
     pub comfy_models: Vec<String>,
+    /// ComfyUI's frontend to serve at /comfy/: the static folder of PyPI's
+    /// comfyui-frontend-package (default: WEFT_COMFY_FRONTEND, else the package in a .venv in
+    /// the working folder or above the weft executable).
+    #[arg(long, value_name = "DIR")]
+    pub comfy_frontend: Option<PathBuf>,
 }
 
 /// `COMFYUI_NAME=WEFT_NAME` pairs.
@@ -429,6 +402,8 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
         }
         config.token = token;
         config.comfy_models = parse_comfy_models(&args.comfy_models)?;
+        config.comfy_frontend =
+            comfy::locate_frontend(args.comfy_frontend.as_deref()).map_err(anyhow::Error::msg)?;
         config.allowed_hosts = loopback_hosts(local.port());
         let shown = listen::shown_addresses(local);
         // The addresses printed below are ones a client may then use as its Host.
@@ -453,6 +428,17 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
             args.data.display(),
             state.roots.models
         );
+        match &state.config.comfy_frontend {
+            Some(dir) => eprintln!(
+                "weft serve: ComfyUI's frontend at {}comfy/ (from {})",
+                urls.first().map_or("", String::as_str),
+                dir.display()
+            ),
+            None => eprintln!(
+                "weft serve: ComfyUI's frontend not found (scripts/setup.sh installs it; or \
+                 --comfy-frontend DIR): /comfy/ says so"
+            ),
+        }
         let app = app(state);
         let serving = listen::serve(listener, app, header_timeout, shutdown_signal());
         // Open WebSockets would hold a graceful shutdown up: give connections a moment.

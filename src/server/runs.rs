@@ -135,7 +135,8 @@ pub(super) fn check_files(
                         ),
                     )
                     .node(id)
-                    .input(name),
+                    .input(name)
+                    .code(weft_engine::DiagnosticCode::FileNotFound),
                 );
             }
         }

@@ -223,6 +223,18 @@ impl Workflow {
     /// Reads a workflow from YAML or JSON bytes. Structural problems are all reported at once;
     /// semantic checks (types, links, cycles) are `validate`'s.
     pub fn parse(bytes: &[u8]) -> Result<Workflow, Vec<Diagnostic>> {
+        Self::parse_tree(bytes).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|d| match d.code {
+                    Some(_) => d,
+                    None => d.code(crate::diagnostic::Code::Syntax),
+                })
+                .collect()
+        })
+    }
+
+    fn parse_tree(bytes: &[u8]) -> Result<Workflow, Vec<Diagnostic>> {
         let root = match yaml::parse_bytes(bytes) {
             Ok(Some(root)) => root,
             Ok(None) => {

@@ -1,0 +1,343 @@
+//! The translator: weft's events from the hub, read once, become ComfyUI's messages for the
+//! prompts posted here, with ComfyUI's node ids; step previews become its binary frames.
+use super::*;
+
+/// What the translator knows of a prompt while it runs.
+pub(super) struct Live {
+    prompt: Arc<Prompt>,
+    cached: Vec<String>,
+    cached_sent: bool,
+    /// Every node found in the cache, also after `execution_cached` went out.
+    all_cached: Vec<String>,
+    executed: Vec<String>,
+    images: HashMap<String, Vec<Json_>>,
+    current: Option<String>,
+    error_sent: bool,
+}
+
+pub(super) fn translate_loop(
+    comfy: Arc<Comfy>,
+    mut events: Subscriber<Arc<str>>,
+    store: Arc<dyn RunStore>,
+    queue: Arc<Queue>,
+) {
+    let mut live: HashMap<u64, Live> = HashMap::new();
+    loop {
+        let text = match events.blocking_recv() {
+            Ok(t) => t,
+            Err(RecvError::Lagged(n)) => {
+                eprintln!("weft serve: the ComfyUI translator missed {n} events");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Ok(event) = serde_json::from_str::<Json_>(&text) else {
+            continue;
+        };
+        comfy.translate(&event, &mut live, &*store, &queue);
+    }
+}
+
+/// ComfyUI's binary image frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG), the PNG.
+pub(super) fn image_frame(png: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(png.len() + 8);
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(&2u32.to_be_bytes());
+    frame.extend_from_slice(png);
+    frame
+}
+
+/// Step previews travel in the hub's own lossy ring (a slow reader skips some): each goes to
+/// the client of its prompt as ComfyUI's binary frame, when that prompt asked for previews.
+pub(super) fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<str>>) {
+    loop {
+        let text = match previews.blocking_recv() {
+            Ok(t) => t,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let Ok(event) = serde_json::from_str::<Json_>(&text) else {
+            continue;
+        };
+        let Some(prompt) = event["run"]
+            .as_u64()
+            .and_then(|run| comfy.prompt_of_run(run))
+        else {
+            continue;
+        };
+        let png = event["preview"]
+            .as_str()
+            .filter(|_| prompt.wants_previews())
+            .and_then(|p| p.strip_prefix("data:image/png;base64,"))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        if let Some(png) = png {
+            comfy.out.send(Arc::new(Outgoing {
+                to: prompt.client_id.clone(),
+                frame: Frame::Binary(image_frame(&png).into()),
+            }));
+        }
+    }
+}
+
+pub(super) fn ts() -> i64 {
+    now_ms()
+}
+
+impl Comfy {
+    pub(super) fn begin(&self, run: u64, live: &mut HashMap<u64, Live>) -> bool {
+        if live.contains_key(&run) {
+            return true;
+        }
+        let Some(prompt) = self.prompt_of_run(run) else {
+            return false;
+        };
+        self.send(
+            prompt.client_id.as_deref(),
+            "execution_start",
+            json!({"prompt_id": prompt.prompt_id, "timestamp": ts()}),
+        );
+        live.insert(
+            run,
+            Live {
+                prompt,
+                cached: Vec::new(),
+                cached_sent: false,
+                all_cached: Vec::new(),
+                executed: Vec::new(),
+                images: HashMap::new(),
+                current: None,
+                error_sent: false,
+            },
+        );
+        true
+    }
+
+    /// `execution_cached` goes out once, before the first node executes.
+    pub(super) fn flush_cached(&self, l: &mut Live) {
+        if l.cached_sent {
+            return;
+        }
+        l.cached_sent = true;
+        self.send(
+            l.prompt.client_id.as_deref(),
+            "execution_cached",
+            json!({"nodes": l.cached, "prompt_id": l.prompt.prompt_id, "timestamp": ts()}),
+        );
+    }
+
+    pub(super) fn translate(
+        &self,
+        event: &Json_,
+        live: &mut HashMap<u64, Live>,
+        store: &dyn RunStore,
+        queue: &Queue,
+    ) {
+        let kind = event["event"].as_str().unwrap_or("");
+        if kind == "queue" {
+            let remaining = usize::from(!event["running"].is_null())
+                + event["queued_total"].as_u64().unwrap_or(0) as usize;
+            self.send(
+                None,
+                "status",
+                json!({"status": {"exec_info": {"queue_remaining": remaining}}}),
+            );
+            return;
+        }
+        let Some(run) = event["run"].as_u64() else {
+            return;
+        };
+        let starts = matches!(kind, "run_started" | "invalid" | "run_finished");
+        if starts && !self.begin(run, live) {
+            return;
+        }
+        let Some(l) = live.get_mut(&run) else {
+            return;
+        };
+        let to = l.prompt.client_id.clone();
+        let to = to.as_deref();
+        let pid = l.prompt.prompt_id.clone();
+        let node = event["node"]
+            .as_str()
+            .map(|n| l.prompt.comfy_id(n).to_string());
+        match kind {
+            "node_cached" => {
+                if let Some(n) = node {
+                    if !l.cached_sent {
+                        l.cached.push(n.clone());
+                    }
+                    l.all_cached.push(n);
+                }
+            }
+            "node_started" => {
+                self.flush_cached(l);
+                self.send(
+                    to,
+                    "executing",
+                    json!({"node": node, "display_node": node, "prompt_id": pid}),
+                );
+                l.current = node.clone();
+                if let (Ok(mut now), Some(client), Some(n)) = (self.executing.lock(), to, node) {
+                    *now = Some((client.to_string(), pid.clone(), n));
+                }
+            }
+            "progress" => {
+                self.flush_cached(l);
+                self.send(
+                    to,
+                    "progress",
+                    json!({"value": event["step"], "max": event["total"], "prompt_id": pid, "node": node}),
+                );
+            }
+            "output" => {
+                if let (Some(n), Some(path)) = (node, event["path"].as_str()) {
+                    if l.prompt.class(&n) == Some("SaveImageWebsocket") {
+                        self.send_image(to, path);
+                    } else {
+                        l.images.entry(n).or_default().push(image_ref(path));
+                    }
+                }
+            }
+            "node_finished" => {
+                if let Some(n) = node {
+                    l.executed.push(n.clone());
+                    if let Some(images) = l.images.remove(&n) {
+                        if l.prompt.outputs.contains(&n) {
+                            self.remember_images(&identity(&l.prompt.prompt, &n), &images);
+                        }
+                        self.send(
+                            to,
+                            "executed",
+                            json!({"node": n, "display_node": n, "output": {"images": images}, "prompt_id": pid}),
+                        );
+                    }
+                }
+            }
+            "error" => {
+                self.flush_cached(l);
+                // A cancelled run ends with an error without a node: interrupted, below.
+                if event["node"].is_null() && event["message"] == "run cancelled" {
+                    return;
+                }
+                let at = node.or_else(|| l.current.clone());
+                let message = event["message"].as_str().unwrap_or("").to_string();
+                self.error(l, at, &message, "weft.NodeError");
+            }
+            "invalid" => {
+                self.flush_cached(l);
+                let errors = event["errors"].as_array().cloned().unwrap_or_default();
+                let at = errors
+                    .iter()
+                    .find_map(|e| e["node"].as_str())
+                    .map(|n| l.prompt.comfy_id(n).to_string());
+                let message: Vec<&str> = errors
+                    .iter()
+                    .filter_map(|e| e["message"].as_str())
+                    .collect();
+                self.error(l, at, &message.join("\n"), "weft.InvalidWorkflow");
+            }
+            "run_finished" => {
+                self.flush_cached(l);
+                match event["status"].as_str().unwrap_or("") {
+                    "succeeded" => {
+                        // Cached output nodes: the images saved when they last ran.
+                        for out in &l.prompt.outputs {
+                            if !l.all_cached.contains(out) {
+                                continue;
+                            }
+                            if let Some(images) =
+                                self.recall_images(&identity(&l.prompt.prompt, out))
+                            {
+                                self.send(
+                                    to,
+                                    "executed",
+                                    json!({"node": out, "display_node": out, "output": {"images": images}, "prompt_id": pid}),
+                                );
+                            }
+                        }
+                        self.send(
+                            to,
+                            "execution_success",
+                            json!({"prompt_id": pid, "timestamp": ts()}),
+                        )
+                    }
+                    "cancelled" => {
+                        let at = l.current.clone();
+                        let ty = at
+                            .as_deref()
+                            .and_then(|n| l.prompt.class(n))
+                            .map(str::to_string);
+                        self.send(
+                            to,
+                            "execution_interrupted",
+                            json!({"prompt_id": pid, "node_id": at, "node_type": ty,
+                                   "executed": l.executed, "timestamp": ts()}),
+                        );
+                    }
+                    status => {
+                        if !l.error_sent {
+                            let at = l.current.clone();
+                            self.error(l, at, &format!("the run {status}"), "weft.RunFailed");
+                        }
+                    }
+                }
+                // As ComfyUI: the queue's status, then `executing` with no node.
+                self.send(
+                    None,
+                    "status",
+                    json!({"status": {"exec_info": {"queue_remaining": queue_remaining(store, queue)}}}),
+                );
+                self.send(
+                    to,
+                    "executing",
+                    json!({"node": null, "display_node": null, "prompt_id": pid}),
+                );
+                if let Ok(mut now) = self.executing.lock() {
+                    *now = None;
+                }
+                live.remove(&run);
+                if let Ok(mut prompts) = self.live.lock() {
+                    prompts.remove(&run);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A SaveImageWebsocket image to its client, as ComfyUI's node sends it: a binary frame
+    /// while the node is the one executing (the image saved under the outputs is read back).
+    pub(super) fn send_image(&self, to: Option<&str>, path: &str) {
+        let file = path
+            .split('/')
+            .fold(self.outputs.clone(), |p, part| p.join(part));
+        match std::fs::read(&file) {
+            Ok(png) => self.out.send(Arc::new(Outgoing {
+                to: to.map(str::to_string),
+                frame: Frame::Binary(image_frame(&png).into()),
+            })),
+            Err(e) => eprintln!(
+                "weft serve: reading {} for SaveImageWebsocket: {e}",
+                file.display()
+            ),
+        }
+    }
+
+    pub(super) fn error(&self, l: &mut Live, at: Option<String>, message: &str, kind: &str) {
+        l.error_sent = true;
+        let ty = at
+            .as_deref()
+            .and_then(|n| l.prompt.class(n))
+            .map(str::to_string);
+        let mut current_outputs = l.cached.clone();
+        current_outputs.extend(l.executed.iter().cloned());
+        self.send(
+            l.prompt.client_id.as_deref(),
+            "execution_error",
+            json!({
+                "prompt_id": l.prompt.prompt_id, "node_id": at, "node_type": ty,
+                "executed": l.executed, "exception_message": message, "exception_type": kind,
+                "traceback": [], "current_inputs": {}, "current_outputs": current_outputs,
+                "timestamp": ts(),
+            }),
+        );
+    }
+}
