@@ -175,7 +175,7 @@ test('a plain PNG, garbage and unknown node types say why, and the canvas stays'
   await drop('lora.json', 'application/json', Buffer.from(fixture('errors/unknown_types.json')));
   const unknown = await toast(/does not import/);
   console.log('unknown types:', unknown.split('\n').slice(0, 2).join(' | '));
-  assert.match(unknown, /LoraLoader \(nodes 10, 12\), CLIPSetLastLayer \(node 11\)/);
+  assert.match(unknown, /HypernetworkLoader \(nodes 10, 12\), CLIPSetLastLayer \(node 11\)/);
   await shot(page, '15-comfy-unknown-types');
   assert.deepEqual(await kinds(), before);
 });
