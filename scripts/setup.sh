@@ -36,6 +36,12 @@ if [ -x scripts/convert_models.sh ]; then
   scripts/convert_models.sh
 fi
 
+# The LoRA of workflows/lora.yaml, made from the embedded model's committed weights.
+if [ ! -f models/loras/tiny-shapes-prompt-dampener.safetensors ]; then
+  echo "setup: writing models/loras/tiny-shapes-prompt-dampener.safetensors"
+  "$py" scripts/write_demo_lora.py
+fi
+
 # The browser editor: built before cargo so the release binary embeds web-ui/dist.
 scripts/build-ui.sh
 
