@@ -3,8 +3,11 @@
 //! Samplers follow k-diffusion (Karras et al. 2022): they step `x = x0 + sigma * eps` through a
 //! list of sigmas, asking a [`Denoiser`] for the denoised prediction x0 at each. The model, its
 //! prediction type and classifier-free guidance stay behind the denoiser ([`GuidedDenoiser`]).
-//! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`]
-//! indexed by step, seeded per sampling run ([`crate::noise::SeededNoise`]): no global RNG stream.
+//! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`],
+//! seeded per sampling run ([`crate::noise::SeededNoise`]) to draw what ComfyUI draws on the CPU
+//! for the seed: consecutive draws of one generator, or a Brownian tree ([`brownian`]) for the
+//! SDE samplers. The samplers are ComfyUI's (k-diffusion's, its UniPC and DEIS), checked against
+//! its code step by step (nodes/tests/comfy_samplers_parity.rs).
 //!
 //! A KSampler-style run (txt2img when `latent` is zeros):
 //!
