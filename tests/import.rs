@@ -21,6 +21,7 @@ const ONE_TO_ONE: [&str; 9] = [
     "11_three_samplers",
     "12_ui_txt2img.api",
     "13_sdxl_base",
+    "14_txt2img_dpmpp_2m_sde_beta",
 ];
 
 fn repo() -> PathBuf {
@@ -192,6 +193,7 @@ fn imported_workflows_run_on_the_embedded_model() {
         ("05_hires_fix", 1, 128),
         ("07_ksampler_advanced", 2, 64),
         ("12_ui_txt2img", 1, 64),
+        ("14_txt2img_dpmpp_2m_sde_beta", 1, 64),
     ] {
         let file = repo().join(format!("tests/comfy/{name}.json"));
         let yaml = import(
@@ -436,20 +438,33 @@ fn unknown_class_types_are_listed_in_one_error() {
 }
 
 #[test]
+fn comfyuis_sde_samplers_and_newer_schedulers_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = repo().join("tests/comfy/14_txt2img_dpmpp_2m_sde_beta.json");
+    let wf = read_workflow(&import(&file, dir.path(), &["--model", CKPT]));
+    let sampler = &wf.to_json()["nodes"]["ksampler_3"];
+    assert_eq!(sampler["sampler"], "dpmpp_2m_sde", "{sampler}");
+    assert_eq!(sampler["schedule"], "beta", "{sampler}");
+}
+
+#[test]
 fn unknown_sampler_and_scheduler_name_weft_choices() {
     let err = import_error("unknown_sampler");
     assert!(
         err.contains(
-            "node 3 (KSampler), input 'sampler_name': sampler 'dpmpp_3m_sde' is not in weft"
+            "node 3 (KSampler), input 'sampler_name': sampler 'dpm_adaptive' is not in weft"
         ),
         "{err}"
     );
     assert!(
-        err.contains("weft has euler, euler_ancestral, heun, ddim, dpmpp_2m, dpmpp_2m_sde, lcm"),
+        err.contains(&format!(
+            "weft has {}",
+            weft_nodes::samplers::SamplerKind::NAMES.join(", ")
+        )),
         "{err}"
     );
     assert!(
-        err.contains("input 'scheduler': scheduler 'beta' is not in weft"),
+        err.contains("input 'scheduler': scheduler 'align_your_steps' is not in weft"),
         "{err}"
     );
     assert!(err.contains("2 errors"), "{err}");

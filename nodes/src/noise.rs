@@ -1,7 +1,7 @@
 //! Seeded Gaussian noise, made on the CPU so a seed gives the same image on every device:
 //! the initial latent noise equals PyTorch's `torch.manual_seed(seed); torch.randn(shape)`
-//! (ComfyUI's `prepare_noise`), and sampler step noise is drawn the same way from a seed derived
-//! from (seed, step).
+//! (ComfyUI's `prepare_noise`), and sampler step noise is what ComfyUI draws on the CPU for the
+//! same seed ([`SeededNoise`]).
 //!
 //! tch 0.24 exposes no local generator, only libtorch's global one (`tch::manual_seed`, which
 //! also reseeds the CUDA generators). Each draw therefore reseeds it and samples while holding
@@ -34,40 +34,99 @@ pub fn initial_noise(seed: u64, shape: &[i64], device: Device, kind: Kind) -> Re
     Ok(noise.to_device(device).to_kind(kind))
 }
 
-/// SplitMix64's output function (Steele et al. 2014): spreads nearby inputs over all 64 bits.
-fn splitmix64(z: u64) -> u64 {
-    let z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The torch seed of sampler step `step`'s noise in a run seeded with `seed`. Hashed, so that a
-/// run's step noise does not repeat the initial noise of the run with the next seed (seed + 1).
-pub fn step_seed(seed: u64, step: usize) -> u64 {
-    splitmix64(seed ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
-}
-
-/// Sampler step noise: step `i` draws `initial_noise(step_seed(seed, i), ...)`, so each step's
-/// noise depends only on (seed, step), not on how many draws came before.
+/// Sampler step noise as ComfyUI draws it on the CPU for a seed: ancestral samplers (and LCM,
+/// res_multistep, ...) take consecutive `randn(shape)` draws from one generator seeded with
+/// `seed + 1` (k-diffusion's `default_noise_sampler`), and the SDE samplers ask a Brownian tree
+/// seeded with `seed` ([`crate::samplers::brownian`], ComfyUI's `BrownianTreeNoiseSampler`).
+///
+/// libtorch's global generator cannot be saved between draws (see the module doc), so a refill
+/// reseeds it and replays the draws made so far under [`GLOBAL_RNG`], then draws as many again
+/// ahead (kept for the next calls): O(k) draws in all for k steps. When the draw's size is a
+/// multiple of 16, one `randn` of many draws' size equals those draws one after another (torch
+/// fills 16 values at a time), so replays and refills are single draws.
 pub struct SeededNoise {
     seed: u64,
+    draws: usize,
+    ahead: std::collections::VecDeque<Tensor>,
+    brownian: Option<crate::samplers::brownian::BrownianNoise>,
 }
 
 impl SeededNoise {
     pub fn new(seed: u64) -> Self {
-        Self { seed }
+        Self {
+            seed,
+            draws: 0,
+            ahead: std::collections::VecDeque::new(),
+            brownian: None,
+        }
+    }
+
+    /// Reseeds, skips the `self.draws` draws made so far and draws `count` more of `shape`.
+    fn refill(&mut self, shape: &[i64], count: usize) -> Result<()> {
+        // ComfyUI adds 1 to the seed for a CPU noise sampler (its GPU samplers use the seed).
+        let seed = self.seed.wrapping_add(1);
+        let numel: i64 = shape.iter().product();
+        let options = (Kind::Float, Device::Cpu);
+        let context = || format!("drawing step noise of shape {shape:?} for seed {seed}");
+        let _guard = GLOBAL_RNG
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tch::manual_seed(seed as i64);
+        if numel >= 16 && numel % 16 == 0 {
+            let total = numel * (self.draws + count) as i64;
+            let all = Tensor::f_randn([total], options).context(context)?;
+            for i in 0..count {
+                let start = numel * (self.draws + i) as i64;
+                self.ahead.push_back(all.narrow(0, start, numel).reshape(shape));
+            }
+        } else {
+            for _ in 0..self.draws {
+                let _ = Tensor::f_randn(shape, options).context(context)?;
+            }
+            for _ in 0..count {
+                self.ahead
+                    .push_back(Tensor::f_randn(shape, options).context(context)?);
+            }
+        }
+        Ok(())
     }
 }
 
 impl NoiseSource for SeededNoise {
-    fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor> {
-        initial_noise(
-            step_seed(self.seed, step),
-            &like.size(),
-            like.device(),
-            like.kind(),
-        )
+    /// The next draw of the sequence; `step` is ignored (ComfyUI counts draws, not steps).
+    fn noise(&mut self, _step: usize, like: &Tensor) -> Result<Tensor> {
+        let shape = like.size();
+        if self.ahead.front().is_some_and(|next| next.size() != shape) {
+            // Samplers draw one shape per run; a new shape is drawn afresh at this position.
+            self.ahead.clear();
+        }
+        if self.ahead.is_empty() {
+            let count = self.draws.max(4);
+            self.refill(&shape, count)?;
+        }
+        let noise = self.ahead.pop_front().expect("refilled above");
+        self.draws += 1;
+        Ok(noise.to_device(like.device()).to_kind(like.kind()))
+    }
+
+    fn sde_noise(
+        &mut self,
+        _step: usize,
+        sigmas: &[f64],
+        sigma: f64,
+        sigma_next: f64,
+        like: &Tensor,
+    ) -> Result<Tensor> {
+        let shape = like.size();
+        let fits = matches!(&self.brownian, Some(tree) if tree.fits(sigmas, &shape));
+        if !fits {
+            self.brownian = Some(crate::samplers::brownian::BrownianNoise::for_sigmas(
+                sigmas, &shape, self.seed,
+            )?);
+        }
+        let tree = self.brownian.as_mut().expect("set above");
+        let noise = tree.noise(sigma, sigma_next)?;
+        Ok(noise.to_device(like.device()).to_kind(like.kind()))
     }
 }
 
@@ -75,6 +134,20 @@ impl NoiseSource for SeededNoise {
 pub trait NoiseSource {
     /// Noise with the shape, device and kind of `like`.
     fn noise(&mut self, step: usize, like: &Tensor) -> Result<Tensor>;
+
+    /// Unit-variance noise for an SDE (sub)step from `sigma` to `sigma_next` within a run over
+    /// `sigmas`, where ComfyUI uses a Brownian tree. Sources without one give `noise(step)`.
+    fn sde_noise(
+        &mut self,
+        step: usize,
+        sigmas: &[f64],
+        sigma: f64,
+        sigma_next: f64,
+        like: &Tensor,
+    ) -> Result<Tensor> {
+        let _ = (sigmas, sigma, sigma_next);
+        self.noise(step, like)
+    }
 }
 
 /// Noise given in advance, one tensor per step (tests and reproductions of other tools' runs).
@@ -115,12 +188,30 @@ mod tests {
     }
 
     #[test]
-    fn step_seeds_differ_from_neighbouring_run_seeds() {
-        let seeds: Vec<u64> = (0..4).map(|i| step_seed(10, i)).collect();
-        for (i, s) in seeds.iter().enumerate() {
-            assert!(!(9..=14).contains(s));
-            assert!(!seeds[i + 1..].contains(s));
+    fn step_noise_is_one_generator_seeded_with_seed_plus_one_drawn_in_sequence() {
+        let like = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        let mut seeded = SeededNoise::new(9);
+        let first = seeded.noise(0, &like).unwrap();
+        let second = seeded.noise(5, &like).unwrap();
+        let expected = {
+            let _guard = GLOBAL_RNG.lock().unwrap();
+            tch::manual_seed(10);
+            let a = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
+            let b = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
+            (a, b)
+        };
+        assert!(first.equal(&expected.0));
+        assert!(second.equal(&expected.1));
+        // Sizes that are multiples of 16 take the one-draw refill path: the same sequence.
+        let big = Tensor::zeros([2, 16], (Kind::Float, Device::Cpu));
+        let mut seeded = SeededNoise::new(9);
+        let draws: Vec<Tensor> = (0..9).map(|i| seeded.noise(i, &big).unwrap()).collect();
+        let _guard = GLOBAL_RNG.lock().unwrap();
+        tch::manual_seed(10);
+        for (i, draw) in draws.iter().enumerate() {
+            let expected = Tensor::randn([2, 16], (Kind::Float, Device::Cpu));
+            assert!(draw.equal(&expected), "draw {i}");
         }
-        assert_ne!(step_seed(10, 0), step_seed(11, 0));
+        assert!(!first.equal(&initial_noise(9, &[2, 3], Device::Cpu, Kind::Float).unwrap()));
     }
 }

@@ -44,7 +44,8 @@ def splitmix64(z: int) -> int:
 
 
 def step_seed(seed: int, step: int) -> int:
-    """Seed of the noise a sampler draws at `step`; mirrors weft's noise::step_seed."""
+    """Seed of the step noise given to diffusers' stochastic schedulers here (weft's tests pass
+    the same noise as fixed noise; weft's seeded step noise is ComfyUI's, see comfy_samplers.py)."""
     return splitmix64(seed ^ (((step + 1) * 0xD1B54A32D192ED03) & MASK64))
 
 

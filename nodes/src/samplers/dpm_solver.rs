@@ -10,8 +10,12 @@ use crate::error::Result;
 /// Deterministic multistep DPM-Solver++ of order 2.
 pub struct DpmPp2m;
 
-/// Stochastic DPM-Solver++(2M) SDE, eta 1; Gaussian step noise (ComfyUI uses a Brownian tree).
-pub struct DpmPp2mSde;
+/// Stochastic DPM-Solver++(2M) SDE, eta 1, step noise from the noise source's Brownian tree
+/// (ComfyUI's); `heun` selects k-diffusion's Heun-type correction instead of the midpoint one
+/// (`dpmpp_2m_sde_heun`).
+pub struct DpmPp2mSde {
+    pub heun: bool,
+}
 
 impl Sampler for DpmPp2m {
     fn name(&self) -> &'static str {
@@ -56,7 +60,11 @@ impl Sampler for DpmPp2m {
 
 impl Sampler for DpmPp2mSde {
     fn name(&self) -> &'static str {
-        "dpmpp_2m_sde"
+        if self.heun {
+            "dpmpp_2m_sde_heun"
+        } else {
+            "dpmpp_2m_sde"
+        }
     }
 
     fn sample(
@@ -83,9 +91,15 @@ impl Sampler for DpmPp2mSde {
                 let mut next = &x * ((sigma_next / sigma) * (-h).exp()) + &denoised * gain;
                 if let Some(previous) = &previous {
                     let h_last = (sigmas[i - 1] / sigma).ln();
-                    next += (&denoised - previous) * (0.5 * gain * h / h_last);
+                    let correction = if self.heun {
+                        // k-diffusion's Heun term: 1 - (1 - exp(-2h)) / (2h).
+                        gain / (-2.0 * h) + 1.0
+                    } else {
+                        0.5 * gain
+                    };
+                    next += (&denoised - previous) * (correction * h / h_last);
                 }
-                let step_noise = noise.noise(i, &x)?;
+                let step_noise = noise.sde_noise(i, sigmas, sigma, sigma_next, &x)?;
                 next + step_noise * (sigma_next * gain.sqrt())
             };
             hooks.step_done(i, total, &x, &denoised);

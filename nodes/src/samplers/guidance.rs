@@ -216,8 +216,14 @@ impl<'a> GuidedDenoiser<'a> {
         Ok(out.to_kind(sample.kind()))
     }
 
-    /// The guided model output (eps or v) for `x` at `sigma`.
-    fn guided_output(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+    /// The guided model output (eps or v) for `x` at `sigma`, and with `want_uncond` the
+    /// unconditional output too (computed even at cfg 1, as ComfyUI's CFG++ samplers ask).
+    fn guided_output(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        want_uncond: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let size = x.size();
         if size.len() != 4 {
             return Err(ModelError::Shape {
@@ -243,8 +249,13 @@ impl<'a> GuidedDenoiser<'a> {
             None => (None, None),
         };
         let negative = match negative {
-            Some(negative) if *cfg != 1.0 => Self::batched(negative, x, "negative")?,
-            _ => return self.call_model(&sample, t, &positive, added_positive.as_ref()),
+            Some(negative) if *cfg != 1.0 || want_uncond => Self::batched(negative, x, "negative")?,
+            _ => {
+                return Ok((
+                    self.call_model(&sample, t, &positive, added_positive.as_ref())?,
+                    None,
+                ))
+            }
         };
         if negative.size()[1..] == positive.size()[1..] {
             let batch = size[0];
@@ -273,26 +284,46 @@ impl<'a> GuidedDenoiser<'a> {
                 both_added.as_ref(),
             )?;
             let halves = out.chunk(2, 0);
-            Ok(&halves[0] + (&halves[1] - &halves[0]) * *cfg)
+            let guided = &halves[0] + (&halves[1] - &halves[0]) * *cfg;
+            Ok((guided, want_uncond.then(|| halves[0].shallow_clone())))
         } else {
             // Token counts differ: two calls instead of padding one conditioning.
             let uncond = self.call_model(&sample, t, &negative, added_negative.as_ref())?;
             let cond = self.call_model(&sample, t, &positive, added_positive.as_ref())?;
-            Ok(&uncond + (&cond - &uncond) * *cfg)
+            let guided = &uncond + (&cond - &uncond) * *cfg;
+            Ok((guided, want_uncond.then_some(uncond)))
+        }
+    }
+}
+
+impl GuidedDenoiser<'_> {
+    /// The denoised latent x0 from a model output (eps or v) at `sigma`.
+    fn to_denoised(&self, x: &Tensor, out: Tensor, sigma: f64) -> Tensor {
+        match self.prediction {
+            Prediction::Epsilon => x - out * sigma,
+            Prediction::V => {
+                let denom = sigma * sigma + 1.0;
+                x * (1.0 / denom) - out * (sigma / denom.sqrt())
+            }
         }
     }
 }
 
 impl Denoiser for GuidedDenoiser<'_> {
     fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let out = self.guided_output(x, sigma)?;
-        Ok(match self.prediction {
-            Prediction::Epsilon => x - out * sigma,
-            Prediction::V => {
-                let denom = sigma * sigma + 1.0;
-                x * (1.0 / denom) - out * (sigma / denom.sqrt())
-            }
-        })
+        let (out, _) = self.guided_output(x, sigma, false)?;
+        Ok(self.to_denoised(x, out, sigma))
+    }
+
+    fn denoise_with_uncond(&self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let (out, uncond) = self.guided_output(x, sigma, true)?;
+        let denoised = self.to_denoised(x, out, sigma);
+        let uncond = match uncond {
+            Some(uncond) => self.to_denoised(x, uncond, sigma),
+            // No negative conditioning: the prediction is its own unconditional one.
+            None => denoised.shallow_clone(),
+        };
+        Ok((denoised, uncond))
     }
 }
 

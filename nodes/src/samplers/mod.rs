@@ -3,8 +3,11 @@
 //! Samplers follow k-diffusion (Karras et al. 2022): they step `x = x0 + sigma * eps` through a
 //! list of sigmas, asking a [`Denoiser`] for the denoised prediction x0 at each. The model, its
 //! prediction type and classifier-free guidance stay behind the denoiser ([`GuidedDenoiser`]).
-//! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`]
-//! indexed by step, seeded per sampling run ([`crate::noise::SeededNoise`]): no global RNG stream.
+//! Noise drawn during sampling (ancestral, SDE and LCM steps) comes from a [`NoiseSource`],
+//! seeded per sampling run ([`crate::noise::SeededNoise`]) to draw what ComfyUI draws on the CPU
+//! for the seed: consecutive draws of one generator, or a Brownian tree ([`brownian`]) for the
+//! SDE samplers. The samplers are ComfyUI's (k-diffusion's, its UniPC and DEIS), checked against
+//! its code step by step (nodes/tests/comfy_samplers_parity.rs).
 //!
 //! A KSampler-style run (txt2img when `latent` is zeros):
 //!
@@ -38,12 +41,21 @@
 //! # Ok(())
 //! # }
 //! ```
+pub mod ancestral;
+pub mod brownian;
+pub mod cfg_pp;
+pub mod deis;
+pub mod dpm;
 pub mod dpm_solver;
 pub mod euler;
 pub mod guidance;
 pub mod heun;
+pub mod ipndm;
 pub mod lcm;
+pub mod lms;
+pub mod res_multistep;
 pub mod schedules;
+pub mod unipc;
 
 use tch::Tensor;
 
@@ -56,6 +68,13 @@ pub use schedules::{BetaSchedule, DiscreteSchedule, ScheduleKind};
 /// The denoised prediction x0 of a noisy latent `x` at noise level `sigma` (k-diffusion space).
 pub trait Denoiser {
     fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor>;
+
+    /// The denoised prediction and the unconditional one (before guidance), for CFG++ samplers
+    /// (ComfyUI reads the latter through a post-CFG hook). Without guidance both are the same.
+    fn denoise_with_uncond(&self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let denoised = self.denoise(x, sigma)?;
+        Ok((denoised.shallow_clone(), denoised))
+    }
 }
 
 impl<F> Denoiser for F
@@ -123,55 +142,76 @@ pub trait Sampler {
     ) -> Result<Tensor>;
 }
 
-/// The samplers by name (ComfyUI's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SamplerKind {
-    Euler,
-    EulerAncestral,
-    Heun,
-    Ddim,
-    DpmPp2m,
-    DpmPp2mSde,
-    Lcm,
+/// Declares [`SamplerKind`]: variants, ComfyUI names (in ComfyUI's menu order) and samplers.
+macro_rules! sampler_kinds {
+    ($($variant:ident => $name:literal => $sampler:expr,)*) => {
+        /// The samplers by name (ComfyUI's names, in the order of its sampler menu).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum SamplerKind {
+            $($variant,)*
+        }
+
+        impl SamplerKind {
+            pub const NAMES: [&'static str; [$($name),*].len()] = [$($name),*];
+
+            pub fn from_name(name: &str) -> Result<Self> {
+                match name {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(ModelError::Other(format!(
+                        "unknown sampler {other:?} (expected one of {})",
+                        Self::NAMES.join(", ")
+                    ))),
+                }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+
+            pub fn sampler(self) -> Box<dyn Sampler> {
+                match self {
+                    $(Self::$variant => Box::new($sampler),)*
+                }
+            }
+        }
+    };
+}
+
+sampler_kinds! {
+    Euler => "euler" => euler::Euler,
+    EulerCfgPp => "euler_cfg_pp" => cfg_pp::EulerCfgPp { eta: 0.0 },
+    EulerAncestral => "euler_ancestral" => euler::EulerAncestral,
+    EulerAncestralCfgPp => "euler_ancestral_cfg_pp" => cfg_pp::EulerCfgPp { eta: 1.0 },
+    Heun => "heun" => heun::Heun,
+    Dpm2 => "dpm_2" => dpm::Dpm2,
+    Dpm2Ancestral => "dpm_2_ancestral" => ancestral::Dpm2Ancestral,
+    Lms => "lms" => lms::Lms,
+    DpmPp2sAncestral => "dpmpp_2s_ancestral" => ancestral::DpmPp2sAncestral,
+    DpmPpSde => "dpmpp_sde" => dpm::DpmPpSde,
+    DpmPp2m => "dpmpp_2m" => dpm_solver::DpmPp2m,
+    DpmPp2mSde => "dpmpp_2m_sde" => dpm_solver::DpmPp2mSde { heun: false },
+    DpmPp2mSdeHeun => "dpmpp_2m_sde_heun" => dpm_solver::DpmPp2mSde { heun: true },
+    DpmPp3mSde => "dpmpp_3m_sde" => dpm::DpmPp3mSde,
+    Lcm => "lcm" => lcm::Lcm,
+    Ipndm => "ipndm" => ipndm::Ipndm,
+    Deis => "deis" => deis::Deis,
+    ResMultistep => "res_multistep" => res_multistep::ResMultistep { eta: 0.0 },
+    ResMultistepAncestral => "res_multistep_ancestral" => res_multistep::ResMultistep { eta: 1.0 },
+    Ddim => "ddim" => euler::Ddim,
+    UniPc => "uni_pc" => unipc::UniPc { bh2: false },
+    UniPcBh2 => "uni_pc_bh2" => unipc::UniPc { bh2: true },
 }
 
 impl SamplerKind {
-    pub const NAMES: [&'static str; 7] = [
-        "euler",
-        "euler_ancestral",
-        "heun",
-        "ddim",
-        "dpmpp_2m",
-        "dpmpp_2m_sde",
-        "lcm",
-    ];
-
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "euler" => Ok(Self::Euler),
-            "euler_ancestral" => Ok(Self::EulerAncestral),
-            "heun" => Ok(Self::Heun),
-            "ddim" => Ok(Self::Ddim),
-            "dpmpp_2m" => Ok(Self::DpmPp2m),
-            "dpmpp_2m_sde" => Ok(Self::DpmPp2mSde),
-            "lcm" => Ok(Self::Lcm),
-            other => Err(ModelError::Other(format!(
-                "unknown sampler {other:?} (expected one of {})",
-                Self::NAMES.join(", ")
-            ))),
-        }
-    }
-
-    pub fn sampler(self) -> Box<dyn Sampler> {
-        match self {
-            Self::Euler => Box::new(euler::Euler),
-            Self::EulerAncestral => Box::new(euler::EulerAncestral),
-            Self::Heun => Box::new(heun::Heun),
-            Self::Ddim => Box::new(euler::Ddim),
-            Self::DpmPp2m => Box::new(dpm_solver::DpmPp2m),
-            Self::DpmPp2mSde => Box::new(dpm_solver::DpmPp2mSde),
-            Self::Lcm => Box::new(lcm::Lcm),
-        }
+    /// ComfyUI's `DISCARD_PENULTIMATE_SIGMA_SAMPLERS`: these run on a schedule of `steps + 1`
+    /// steps with its second-to-last sigma dropped.
+    pub fn discards_penultimate_sigma(self) -> bool {
+        matches!(
+            self,
+            Self::Dpm2 | Self::Dpm2Ancestral | Self::UniPc | Self::UniPcBh2
+        )
     }
 }
 
@@ -239,8 +279,12 @@ pub fn sample_from_noise(
             ),
         });
     }
-    let sigmas =
-        schedule.sigmas_for_denoise(settings.schedule, settings.steps, settings.denoise)?;
+    let sigmas = schedule.sampler_sigmas(
+        settings.schedule,
+        settings.steps,
+        settings.denoise,
+        settings.sampler.discards_penultimate_sigma(),
+    )?;
     if sigmas.len() < 2 {
         return Ok(latent.copy());
     }
@@ -275,6 +319,23 @@ pub fn noise_latent(
 /// cannot panic on a misbehaving model.
 fn denoise_checked(denoiser: &dyn Denoiser, x: &Tensor, sigma: f64) -> Result<Tensor> {
     let denoised = denoiser.denoise(x, sigma)?;
+    check_denoised(&denoised, x, sigma)
+}
+
+/// As [`denoise_checked`], also returning the unconditional prediction (CFG++ samplers).
+fn denoise_checked_with_uncond(
+    denoiser: &dyn Denoiser,
+    x: &Tensor,
+    sigma: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (denoised, uncond) = denoiser.denoise_with_uncond(x, sigma)?;
+    Ok((
+        check_denoised(&denoised, x, sigma)?,
+        check_denoised(&uncond, x, sigma)?,
+    ))
+}
+
+fn check_denoised(denoised: &Tensor, x: &Tensor, sigma: f64) -> Result<Tensor> {
     if denoised.size() != x.size() {
         return Err(ModelError::Shape {
             context: format!("denoiser at sigma {sigma}"),
@@ -286,6 +347,20 @@ fn denoise_checked(denoiser: &dyn Denoiser, x: &Tensor, sigma: f64) -> Result<Te
         });
     }
     Ok(denoised.to_kind(x.kind()))
+}
+
+/// k-diffusion's `get_ancestral_step`: the step `sigma -> sigma_next` as a deterministic part
+/// down to `sigma_down` plus fresh noise of size `sigma_up` (`eta` scales the noise; 0 is none).
+pub fn ancestral_step_eta(sigma: f64, sigma_next: f64, eta: f64) -> (f64, f64) {
+    if eta == 0.0 {
+        return (sigma_next, 0.0);
+    }
+    let sigma_up = (eta
+        * (sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma))
+            .sqrt())
+    .min(sigma_next);
+    let sigma_down = (sigma_next * sigma_next - sigma_up * sigma_up).sqrt();
+    (sigma_down, sigma_up)
 }
 
 fn check_sigmas(name: &str, sigmas: &[f64]) -> Result<()> {
@@ -349,7 +424,10 @@ mod tests {
             };
             let out = sample_point_mass(&latent, &settings);
             let err = (out - 0.5).abs().max().double_value(&[]);
-            assert!(err < 1e-5, "{name}: {err}");
+            // uni_pc stops at sigma 0.001 instead of 0 (as ComfyUI's does): noise of that size
+            // is left.
+            let tolerance = if name.starts_with("uni_pc") { 1e-2 } else { 1e-5 };
+            assert!(err < tolerance, "{name}: {err}");
         }
     }
 
