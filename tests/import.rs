@@ -11,7 +11,7 @@ use weft_engine::Workflow;
 const CKPT: &str = "v1-5-pruned-emaonly.safetensors=tiny-shapes";
 
 /// The files that import one to one: their export is the original API workflow.
-const ONE_TO_ONE: [&str; 9] = [
+const ONE_TO_ONE: [&str; 10] = [
     "01_txt2img_default",
     "02_txt2img_ancestral_karras",
     "03_txt2img_dpmpp_2m_sde_exponential",
