@@ -39,15 +39,12 @@ pub fn initial_noise(seed: u64, shape: &[i64], device: Device, kind: Kind) -> Re
 /// `seed + 1` (k-diffusion's `default_noise_sampler`), and the SDE samplers ask a Brownian tree
 /// seeded with `seed` ([`crate::samplers::brownian`], ComfyUI's `BrownianTreeNoiseSampler`).
 ///
-/// libtorch's global generator cannot be saved between draws (see the module doc), so a refill
-/// reseeds it and replays the draws made so far under [`GLOBAL_RNG`], then draws as many again
-/// ahead (kept for the next calls): O(k) draws in all for k steps. When the draw's size is a
-/// multiple of 16, one `randn` of many draws' size equals those draws one after another (torch
-/// fills 16 values at a time), so replays and refills are single draws.
+/// libtorch's global generator cannot be saved between draws (see the module doc), so the k-th
+/// draw reseeds it and replays the k draws before it under [`GLOBAL_RNG`]: O(k^2) draws in a
+/// run, a few milliseconds for SD-sized latents.
 pub struct SeededNoise {
     seed: u64,
     draws: usize,
-    ahead: std::collections::VecDeque<Tensor>,
     brownian: Option<crate::samplers::brownian::BrownianNoise>,
 }
 
@@ -56,39 +53,8 @@ impl SeededNoise {
         Self {
             seed,
             draws: 0,
-            ahead: std::collections::VecDeque::new(),
             brownian: None,
         }
-    }
-
-    /// Reseeds, skips the `self.draws` draws made so far and draws `count` more of `shape`.
-    fn refill(&mut self, shape: &[i64], count: usize) -> Result<()> {
-        // ComfyUI adds 1 to the seed for a CPU noise sampler (its GPU samplers use the seed).
-        let seed = self.seed.wrapping_add(1);
-        let numel: i64 = shape.iter().product();
-        let options = (Kind::Float, Device::Cpu);
-        let context = || format!("drawing step noise of shape {shape:?} for seed {seed}");
-        let _guard = GLOBAL_RNG
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tch::manual_seed(seed as i64);
-        if numel >= 16 && numel % 16 == 0 {
-            let total = numel * (self.draws + count) as i64;
-            let all = Tensor::f_randn([total], options).context(context)?;
-            for i in 0..count {
-                let start = numel * (self.draws + i) as i64;
-                self.ahead.push_back(all.narrow(0, start, numel).reshape(shape));
-            }
-        } else {
-            for _ in 0..self.draws {
-                let _ = Tensor::f_randn(shape, options).context(context)?;
-            }
-            for _ in 0..count {
-                self.ahead
-                    .push_back(Tensor::f_randn(shape, options).context(context)?);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -96,16 +62,22 @@ impl NoiseSource for SeededNoise {
     /// The next draw of the sequence; `step` is ignored (ComfyUI counts draws, not steps).
     fn noise(&mut self, _step: usize, like: &Tensor) -> Result<Tensor> {
         let shape = like.size();
-        if self.ahead.front().is_some_and(|next| next.size() != shape) {
-            // Samplers draw one shape per run; a new shape is drawn afresh at this position.
-            self.ahead.clear();
-        }
-        if self.ahead.is_empty() {
-            let count = self.draws.max(4);
-            self.refill(&shape, count)?;
-        }
-        let noise = self.ahead.pop_front().expect("refilled above");
+        let skip = self.draws;
         self.draws += 1;
+        // ComfyUI adds 1 to the seed for a CPU noise sampler (its GPU samplers use the seed).
+        let seed = self.seed.wrapping_add(1);
+        let noise = {
+            let _guard = GLOBAL_RNG
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            tch::manual_seed(seed as i64);
+            for _ in 0..skip {
+                let _ = Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))
+                    .context(|| format!("replaying step noise of shape {shape:?}"))?;
+            }
+            Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))
+                .context(|| format!("drawing step noise of shape {shape:?} for seed {seed}"))?
+        };
         Ok(noise.to_device(like.device()).to_kind(like.kind()))
     }
 
@@ -178,7 +150,11 @@ mod tests {
     #[test]
     fn same_seed_same_noise_and_other_draws_do_not_interfere() {
         let a = initial_noise(5, &[2, 3], Device::Cpu, Kind::Float).unwrap();
-        let _ = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        {
+            // Another draw from the global generator (under the lock, as the module asks).
+            let _guard = GLOBAL_RNG.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        }
         let b = initial_noise(5, &[2, 3], Device::Cpu, Kind::Float).unwrap();
         assert!(a.equal(&b));
         let c = initial_noise(6, &[2, 3], Device::Cpu, Kind::Float).unwrap();
@@ -194,7 +170,7 @@ mod tests {
         let first = seeded.noise(0, &like).unwrap();
         let second = seeded.noise(5, &like).unwrap();
         let expected = {
-            let _guard = GLOBAL_RNG.lock().unwrap();
+            let _guard = GLOBAL_RNG.lock().unwrap_or_else(|p| p.into_inner());
             tch::manual_seed(10);
             let a = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
             let b = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
@@ -202,16 +178,6 @@ mod tests {
         };
         assert!(first.equal(&expected.0));
         assert!(second.equal(&expected.1));
-        // Sizes that are multiples of 16 take the one-draw refill path: the same sequence.
-        let big = Tensor::zeros([2, 16], (Kind::Float, Device::Cpu));
-        let mut seeded = SeededNoise::new(9);
-        let draws: Vec<Tensor> = (0..9).map(|i| seeded.noise(i, &big).unwrap()).collect();
-        let _guard = GLOBAL_RNG.lock().unwrap();
-        tch::manual_seed(10);
-        for (i, draw) in draws.iter().enumerate() {
-            let expected = Tensor::randn([2, 16], (Kind::Float, Device::Cpu));
-            assert!(draw.equal(&expected), "draw {i}");
-        }
         assert!(!first.equal(&initial_noise(9, &[2, 3], Device::Cpu, Kind::Float).unwrap()));
     }
 }

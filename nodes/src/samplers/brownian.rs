@@ -179,7 +179,7 @@ impl BrownianTree {
         let (start, end) = (self.nodes[0].start, self.nodes[0].end);
         let ta = ta.clamp(start, end);
         let tb = tb.clamp(start, end);
-        if !(ta <= tb) {
+        if ta.is_nan() || tb.is_nan() || ta > tb {
             return Err(ModelError::Other(format!(
                 "Brownian tree: query times must satisfy ta <= tb, got {ta} and {tb}"
             )));

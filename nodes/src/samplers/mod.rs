@@ -426,7 +426,11 @@ mod tests {
             let err = (out - 0.5).abs().max().double_value(&[]);
             // uni_pc stops at sigma 0.001 instead of 0 (as ComfyUI's does): noise of that size
             // is left.
-            let tolerance = if name.starts_with("uni_pc") { 1e-2 } else { 1e-5 };
+            let tolerance = if name.starts_with("uni_pc") {
+                1e-2
+            } else {
+                1e-5
+            };
             assert!(err < tolerance, "{name}: {err}");
         }
     }

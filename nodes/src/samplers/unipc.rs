@@ -47,8 +47,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
         b.swap(col, pivot);
         for row in col + 1..n {
             let factor = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= factor * a[col][k];
+            let pivot_row = a[col].clone();
+            for (k, value) in a[row].iter_mut().enumerate().skip(col) {
+                *value -= factor * pivot_row[k];
             }
             b[row] -= factor * b[col];
         }
@@ -161,6 +162,7 @@ impl Run<'_> {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // indices follow ComfyUI's loop over timesteps
 impl Sampler for UniPc {
     fn name(&self) -> &'static str {
         if self.bh2 {
