@@ -22,7 +22,7 @@ fi
 [ -n "${WEFT_OUTSIDE_HIDDEN:-}" ] && echo "test: the folders beside the repository are hidden from the tests"
 source scripts/env.sh
 cargo fmt --all -- --check
-cargo clippy --release --all-targets --quiet -- -D warnings
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 skip=()
 if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "test: no GPU here; the cuda_ tests are skipped (they run where nvidia-smi sees a device)"

@@ -683,7 +683,7 @@ sweep:
     ghost.seed: [1]
     sample.model: [4]
 ";
-        let errs = sweep_plan(&doc, DEFAULT_MAX_CELLS).unwrap_err();
+        let errs = sweep_plan(doc, DEFAULT_MAX_CELLS).unwrap_err();
         let shown: Vec<String> = errs
             .iter()
             .map(|d| {
