@@ -115,6 +115,14 @@ fn load_embedded(path: &Path, options: &LoadOptions, models: &ModelFolders) -> N
     Ok(((unet, vae, TextEncoder::MiniLm(Box::new(minilm))), bytes))
 }
 
+/// Bytes of a set of text-encoder tensors as loaded.
+fn tensor_bytes(weights: &std::collections::HashMap<String, tch::Tensor>) -> u64 {
+    weights
+        .values()
+        .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum()
+}
+
 /// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
 /// the CLIP vocabulary from set-up.
 fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
@@ -127,11 +135,6 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
         ))
     })?;
     if let Some(clip_g) = checkpoint.text_encoder_2.take() {
-        let tensor_bytes = |w: &std::collections::HashMap<String, tch::Tensor>| -> u64 {
-            w.values()
-                .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
-                .sum()
-        };
         let bytes = tensor_bytes(&checkpoint.text_encoder_weights) + tensor_bytes(&clip_g.weights);
         let encoders = SdxlTextEncoders::from_weights(
             checkpoint.text_encoder_weights,
@@ -147,11 +150,7 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
         return Ok(((checkpoint.unet, checkpoint.vae, encoder), bytes));
     }
     let config = clip_config_from_json(&checkpoint.text_encoder_config)?;
-    let bytes = checkpoint
-        .text_encoder_weights
-        .values()
-        .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
-        .sum();
+    let bytes = tensor_bytes(&checkpoint.text_encoder_weights);
     let weights = Weights::new(
         format!("{} (text encoder)", path.display()),
         checkpoint.text_encoder_weights,

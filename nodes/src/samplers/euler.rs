@@ -4,7 +4,9 @@
 //! Euler run on whatever sigmas it is given (ComfyUI does the same; use `ddim_uniform` sigmas).
 use tch::Tensor;
 
-use super::{check_sigmas, denoise_checked, Denoiser, Hooks, NoiseSource, Sampler};
+use super::{
+    ancestral_step_eta, check_sigmas, denoise_checked, Denoiser, Hooks, NoiseSource, Sampler,
+};
 use crate::error::Result;
 
 /// First-order deterministic sampler: `x += (x - x0) / sigma * (sigma_next - sigma)`.
@@ -70,21 +72,6 @@ impl Sampler for Ddim {
     }
 }
 
-/// Splits the step `sigma -> sigma_next` into a deterministic part down to `sigma_down` and
-/// added noise `sigma_up`, with `sigma_down^2 + sigma_up^2 = sigma_next^2` (k-diffusion's
-/// `get_ancestral_step`, eta = 1).
-pub fn ancestral_step(sigma: f64, sigma_next: f64) -> (f64, f64) {
-    if sigma_next == 0.0 {
-        return (0.0, 0.0);
-    }
-    let sigma_up = (sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next)
-        / (sigma * sigma))
-        .sqrt()
-        .min(sigma_next);
-    let sigma_down = (sigma_next * sigma_next - sigma_up * sigma_up).sqrt();
-    (sigma_down, sigma_up)
-}
-
 impl Sampler for EulerAncestral {
     fn name(&self) -> &'static str {
         "euler_ancestral"
@@ -104,7 +91,7 @@ impl Sampler for EulerAncestral {
             hooks.check_cancelled()?;
             let (sigma, sigma_next) = (sigmas[i], sigmas[i + 1]);
             let denoised = denoise_checked(denoiser, &x, sigma)?;
-            let (sigma_down, sigma_up) = ancestral_step(sigma, sigma_next);
+            let (sigma_down, sigma_up) = ancestral_step_eta(sigma, sigma_next, 1.0);
             let derivative = (&x - &denoised) / sigma;
             x = &x + derivative * (sigma_down - sigma);
             if sigma_next > 0.0 {
