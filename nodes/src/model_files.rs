@@ -39,13 +39,23 @@ fn looked_in(direct: &Path, tried: &[PathBuf]) -> String {
 
 /// Well-known checkpoints the example workflows name, and where a user gets each (weft
 /// downloads nothing itself).
-const WELL_KNOWN: [(&str, &str); 1] = [(
-    "sd_xl_base_1.0.safetensors",
-    "SDXL base 1.0 (6.9 GB): download sd_xl_base_1.0.safetensors from \
-     https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 and put it in the models \
-     folder (or, to try weft without it, write a random-weight file of the same layout: \
-     cargo run --release --example write_sdxl_checkpoint -- models/sd_xl_base_1.0.safetensors)",
-)];
+const WELL_KNOWN: [(&str, &str); 2] = [
+    (
+        "sd_xl_base_1.0.safetensors",
+        "SDXL base 1.0 (6.9 GB): download sd_xl_base_1.0.safetensors from \
+         https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 and put it in the models \
+         folder (or, to try weft without it, write a random-weight file of the same layout: \
+         cargo run --release --example write_sdxl_checkpoint -- models/sd_xl_base_1.0.safetensors)",
+    ),
+    (
+        "sd_xl_refiner_1.0.safetensors",
+        "the SDXL refiner 1.0 (6.1 GB): download sd_xl_refiner_1.0.safetensors from \
+         https://huggingface.co/stabilityai/stable-diffusion-xl-refiner-1.0 and put it in the \
+         models folder (or, to try weft without it, write a random-weight file of the same \
+         layout: cargo run --release --example write_sdxl_checkpoint -- --refiner \
+         models/sd_xl_refiner_1.0.safetensors)",
+    ),
+];
 
 fn where_to_get(name: &str) -> String {
     let file = Path::new(name)

@@ -118,6 +118,13 @@ pub fn sdxl_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
     ldm_shapes("sdxl_ldm_shapes.json")
 }
 
+/// The SDXL refiner single-file layout (1,858 tensors: UNet, VAE and OpenCLIP-bigG at
+/// `conditioner.embedders.0.model.*`), written by scripts/parity/sdxl_refiner.py
+/// (test-support/data/sdxl_refiner_ldm_shapes.json).
+pub fn sdxl_refiner_ldm_shapes() -> std::collections::BTreeMap<String, Vec<u64>> {
+    ldm_shapes("sdxl_refiner_ldm_shapes.json")
+}
+
 fn ldm_shapes(name: &str) -> std::collections::BTreeMap<String, Vec<u64>> {
     let path = test_support_data(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -138,6 +145,11 @@ pub fn write_sd15_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
 /// Writes an SDXL-base-sized fp16 single-file checkpoint (6.9 GB) the same way.
 pub fn write_sdxl_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
     write_shaped_checkpoint(path, &sdxl_ldm_shapes())
+}
+
+/// Writes an SDXL-refiner-sized fp16 single-file checkpoint (6.1 GB) the same way.
+pub fn write_sdxl_refiner_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
+    write_shaped_checkpoint(path, &sdxl_refiner_ldm_shapes())
 }
 
 fn write_shaped_checkpoint(

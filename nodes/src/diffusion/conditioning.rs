@@ -1,12 +1,27 @@
 //! The conditioning value the prompt nodes make and the Sampler takes: the text encoder's token
 //! states and, for SDXL, the pooled text embedding and the size/crop ids (ComfyUI's
-//! `pooled_output`, `width`/`height`/`crop_w`/`crop_h`/`target_width`/`target_height`).
+//! `pooled_output`, `width`/`height`/`crop_w`/`crop_h`/`target_width`/`target_height`), and for
+//! the SDXL refiner the aesthetic score (`aesthetic_score`).
 //!
 //! As a [`Value`], an SD 1.x/2.x conditioning stays the bare `[1, tokens, dim]` tensor it always
 //! was (so its memory and disk cache entries are unchanged); one with more parts is a
 //! [`Value::Tensors`] of named tensors, which the disk tier stores too.
 use tch::{Device, Kind, Tensor};
 use weft_engine::{Inputs, NodeError, NodeResult, Value, ValueType as T};
+
+use crate::weights::family::SizeIds;
+
+/// The refiner's aesthetic score when a conditioning carries none: ComfyUI's
+/// `SDXLRefiner.encode_adm` takes 6 for the positive prompt and 2.5 for the negative.
+pub const DEFAULT_AESTHETIC_SCORE_POSITIVE: f64 = 6.0;
+pub const DEFAULT_AESTHETIC_SCORE_NEGATIVE: f64 = 2.5;
+
+/// Which side of classifier-free guidance a conditioning is on (ComfyUI's `prompt_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptSide {
+    Positive,
+    Negative,
+}
 
 /// SDXL's size and crop conditioning (Podell et al. 2023, §2.2), in pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,11 +96,15 @@ pub struct Conditioning {
     pub pooled: Option<Tensor>,
     /// SDXL's size/crop ids; `None`: the sampled image's size (as ComfyUI's CLIPTextEncode).
     pub size: Option<SizeConditioning>,
+    /// The SDXL refiner's aesthetic score; `None`: ComfyUI's defaults (6 positive, 2.5
+    /// negative). SDXL base ignores it, as ComfyUI's base model does.
+    pub aesthetic_score: Option<f64>,
 }
 
 const CONTEXT: &str = "context";
 const POOLED: &str = "pooled";
 const SIZE: &str = "size";
+const AESTHETIC_SCORE: &str = "aesthetic_score";
 
 impl Conditioning {
     /// A conditioning of token states only (SD 1.x/2.x, tiny-shapes).
@@ -94,6 +113,33 @@ impl Conditioning {
             context,
             pooled: None,
             size: None,
+            aesthetic_score: None,
+        }
+    }
+
+    /// The ids `add_embedding` takes after the pooled text, for a model taking `ids`: this
+    /// conditioning's sizes, else the sampled image's `image_size` (height, width) with no crop
+    /// (ComfyUI's `encode_model_conds`); for the refiner its aesthetic score, else ComfyUI's
+    /// default for `side`.
+    pub fn size_ids(&self, ids: SizeIds, image_size: (f64, f64), side: PromptSide) -> Vec<f64> {
+        let size = self
+            .size
+            .unwrap_or_else(|| SizeConditioning::of_image(image_size.0, image_size.1));
+        match ids {
+            SizeIds::SizeCropTarget => size.ids().to_vec(),
+            SizeIds::SizeCropAesthetic => {
+                let score = self.aesthetic_score.unwrap_or(match side {
+                    PromptSide::Positive => DEFAULT_AESTHETIC_SCORE_POSITIVE,
+                    PromptSide::Negative => DEFAULT_AESTHETIC_SCORE_NEGATIVE,
+                });
+                vec![
+                    size.height,
+                    size.width,
+                    size.crop_top,
+                    size.crop_left,
+                    score,
+                ]
+            }
         }
     }
 
@@ -108,15 +154,22 @@ impl Conditioning {
 
     /// The socket value: the bare context tensor when there is nothing else.
     pub fn into_value(self) -> Value {
-        match (self.pooled, self.size) {
-            (None, None) => Value::Tensor(T::Conditioning, self.context),
-            (pooled, size) => {
+        match (self.pooled, self.size, self.aesthetic_score) {
+            (None, None, None) => Value::Tensor(T::Conditioning, self.context),
+            (pooled, size, score) => {
                 let mut named = vec![(CONTEXT.to_string(), self.context)];
                 if let Some(p) = pooled {
                     named.push((POOLED.to_string(), p));
                 }
                 if let Some(s) = size {
                     named.push((SIZE.to_string(), s.to_tensor()));
+                }
+                if let Some(score) = score {
+                    // float32, as ComfyUI embeds it (`torch.Tensor([aesthetic_score])`).
+                    named.push((
+                        AESTHETIC_SCORE.to_string(),
+                        Tensor::from_slice(&[score as f32]),
+                    ));
                 }
                 Value::Tensors(T::Conditioning, named)
             }
@@ -138,6 +191,9 @@ impl Conditioning {
                     context: context.f_to_device(device)?,
                     pooled: find(POOLED).map(|p| p.f_to_device(device)).transpose()?,
                     size: find(SIZE).map(SizeConditioning::from_tensor).transpose()?,
+                    aesthetic_score: find(AESTHETIC_SCORE)
+                        .map(|t| t.f_double_value(&[0]))
+                        .transpose()?,
                 })
             }
             other => Err(NodeError::msg(format!(
@@ -173,6 +229,32 @@ mod tests {
     }
 
     #[test]
+    fn without_sizes_or_score_the_image_size_and_comfyuis_default_scores_are_used() {
+        let opts = (Kind::Float, Device::Cpu);
+        let cond = Conditioning {
+            pooled: Some(Tensor::zeros([1, 4], opts)),
+            ..Conditioning::tokens(Tensor::zeros([1, 77, 8], opts))
+        };
+        let refiner = SizeIds::SizeCropAesthetic;
+        assert_eq!(
+            cond.size_ids(refiner, (512.0, 768.0), PromptSide::Positive),
+            [512.0, 768.0, 0.0, 0.0, 6.0]
+        );
+        assert_eq!(
+            cond.size_ids(refiner, (512.0, 768.0), PromptSide::Negative),
+            [512.0, 768.0, 0.0, 0.0, 2.5]
+        );
+        assert_eq!(
+            cond.size_ids(
+                SizeIds::SizeCropTarget,
+                (512.0, 768.0),
+                PromptSide::Negative
+            ),
+            [512.0, 768.0, 0.0, 0.0, 512.0, 768.0]
+        );
+    }
+
+    #[test]
     fn pooled_and_size_come_back_from_the_value() {
         let opts = (Kind::Float, Device::Cpu);
         let size = SizeConditioning {
@@ -187,11 +269,22 @@ mod tests {
             context: Tensor::ones([1, 77, 8], opts),
             pooled: Some(Tensor::full([1, 4], 2.0, opts)),
             size: Some(size),
+            aesthetic_score: Some(7.25),
         }
         .into_value();
         assert!(matches!(value, Value::Tensors(T::Conditioning, _)));
         let back = Conditioning::from_value(&value, "positive", Device::Cpu).unwrap();
         assert_eq!(back.size, Some(size));
+        assert_eq!(back.aesthetic_score, Some(7.25));
+        // The refiner's ids: height, width, crop top, crop left, score (no target size).
+        assert_eq!(
+            back.size_ids(
+                SizeIds::SizeCropAesthetic,
+                (64.0, 64.0),
+                PromptSide::Negative
+            ),
+            [1024.0, 768.0, 8.0, 16.0, 7.25]
+        );
         assert_eq!(back.pooled.unwrap().size(), [1, 4]);
         assert_eq!(size.ids(), [1024.0, 768.0, 8.0, 16.0, 512.0, 640.0]);
         assert_eq!(

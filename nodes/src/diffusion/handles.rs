@@ -6,7 +6,7 @@ use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::prompt_weighting::SpecialTokens;
-use crate::models::sdxl_text::SdxlTextEncoders;
+use crate::models::sdxl_text::{SdxlRefinerTextEncoder, SdxlTextEncoders};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::unet_cuda_graph::UNetGraphs;
 use crate::weights::family::ModelFamily;
@@ -42,6 +42,8 @@ pub enum TextEncoder {
     MiniLm(Box<MiniLm>),
     /// SDXL's CLIP-L + OpenCLIP-bigG towers (context and pooled text).
     Sdxl(Box<SdxlTextEncoders>),
+    /// The SDXL refiner's OpenCLIP-bigG tower alone.
+    SdxlRefiner(Box<SdxlRefinerTextEncoder>),
 }
 
 /// A loaded VAE (the "vae" socket).

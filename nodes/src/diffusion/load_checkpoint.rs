@@ -12,10 +12,10 @@ use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::bert::MiniLm;
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
-use crate::models::sdxl_text::SdxlTextEncoders;
+use crate::models::sdxl_text::{SdxlRefinerTextEncoder, SdxlTextEncoders};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::weights::checkpoint::{load_checkpoint, load_unet_folder, load_vae_folder, LoadOptions};
-use crate::weights::family::TextEncoderStack;
+use crate::weights::family::{ModelFamily, TextEncoderStack};
 use crate::weights::{parameter_bytes, WeightedModel, Weights};
 
 use super::configs::{clip_config_from_json, precision};
@@ -33,7 +33,7 @@ impl Node for LoadCheckpoint {
         NodeSpec {
             type_name: "LoadCheckpoint",
             category: "loaders",
-            doc: "loads a Stable Diffusion 1.x, 2.x or SDXL checkpoint (.safetensors or diffusers folder) from the models folder; the family is told from the file (SD3, Flux and other families are named and refused); an fp16 SDXL load keeps its VAE in fp32, since SDXL's VAE overflows in fp16",
+            doc: "loads a Stable Diffusion 1.x, 2.x, SDXL or SDXL refiner checkpoint (.safetensors or diffusers folder) from the models folder; the family is told from the file (SD3, Flux and other families are named and refused); an fp16 SDXL load keeps its VAE in fp32, since SDXL's VAE overflows in fp16",
             version: 1,
             inputs: vec![
                 In::new("name", T::String, "file or folder under models/ (or a path)").default("tiny-shapes").listed_from(CHECKPOINTS),
@@ -68,12 +68,14 @@ impl Node for LoadCheckpoint {
             files: ctx.files.clone(),
             ..LoadOptions::default()
         };
-        let ((unet, vae, encoder), text_encoder_bytes) =
-            if path.is_dir() && !path.join("text_encoder").exists() {
-                load_embedded(&path, &options, ctx.models)?
-            } else {
-                load_with_clip(&path, &options, ctx.models)?
-            };
+        let ((unet, vae, encoder), text_encoder_bytes) = if path.is_dir()
+            && !path.join("text_encoder").exists()
+            && !path.join("text_encoder_2").exists()
+        {
+            load_embedded(&path, &options, ctx.models)?
+        } else {
+            load_with_clip(&path, &options, ctx.models)?
+        };
         // The cache counts a node's outputs together, so the whole model's size is carried by
         // the first output and the others count zero. It is the size of the weights as loaded
         // (a fp16 file loaded in fp32 takes twice its size on the device).
@@ -134,6 +136,25 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
             "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
         ))
     })?;
+    if family == ModelFamily::SdxlRefiner {
+        let clip_g = checkpoint.text_encoder_2.take().ok_or_else(|| {
+            NodeError::msg(format!(
+                "{}: an SDXL refiner checkpoint without its OpenCLIP-bigG text encoder",
+                path.display()
+            ))
+        })?;
+        let bytes = tensor_bytes(&clip_g.weights);
+        let encoder = SdxlRefinerTextEncoder::from_weights(
+            clip_g.weights,
+            &clip_g.config,
+            tokenizer,
+            options.device,
+            options.kind,
+        )
+        .map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))?;
+        let encoder = TextEncoder::SdxlRefiner(Box::new(encoder));
+        return Ok(((checkpoint.unet, checkpoint.vae, encoder), bytes));
+    }
     if let Some(clip_g) = checkpoint.text_encoder_2.take() {
         let bytes = tensor_bytes(&checkpoint.text_encoder_weights) + tensor_bytes(&clip_g.weights);
         let encoders = SdxlTextEncoders::from_weights(
@@ -158,7 +179,7 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
     let model = ClipTextModel::new(&weights, "text_model", config)?;
     let special = match family.text_encoders() {
         TextEncoderStack::Single { special } => special,
-        TextEncoderStack::ClipLAndBigG => {
+        TextEncoderStack::ClipLAndBigG | TextEncoderStack::BigG => {
             return Err(NodeError::msg(format!(
                 "{}: an SDXL checkpoint without its second text encoder (OpenCLIP-bigG)",
                 path.display()

@@ -1,5 +1,6 @@
-//! The `LoadLora` node: a LoRA file from the models folder's `loras/` applied to a UNet and a
-//! CLIP text encoder, each at its own strength (ComfyUI's LoraLoader). The patched models share
+//! The `LoadLora` node: a LoRA file from the models folder's `loras/` applied to a UNet and its
+//! CLIP text towers (SDXL: CLIP-L and bigG), each part at its own strength (ComfyUI's
+//! LoraLoader). The patched models share
 //! every untouched tensor with the input ones; only the patched tensors are new.
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -10,10 +11,10 @@ use weft_engine::{
 };
 
 use crate::models::clip_text_model::ClipTextModel;
+use crate::models::sdxl_text::{SdxlRefinerTextEncoder, SdxlTextEncoders};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::weights::lora::{
-    read_lora, FamilyLoraKeys, LoraLayers, LoraTarget, SourceWeights, TargetModel, WeightPatch,
-    SD1_LORA_KEYS, SD2_LORA_KEYS,
+    read_lora, LoraLayers, LoraTarget, SourceWeights, TargetModel, WeightPatch,
 };
 use crate::weights::{WeightedModel, Weights};
 
@@ -77,7 +78,7 @@ impl Node for LoadLora {
             .ok_or_else(|| NodeError::msg("no text encoder"))?;
         let model = inputs.object::<DiffusionModel>("model")?;
         let encoder = inputs.object::<TextEncoder>("text_encoder")?;
-        let keys = family_keys(model.unet.config().cross_attention_dim);
+        let keys = model.family().lora_keys();
 
         // Every target is matched (even one at strength 0), so a file for another family is
         // refused whatever the strengths, and no key is reported as unmatched that matches.
@@ -86,19 +87,20 @@ impl Node for LoadLora {
             target: LoraTarget::Unet,
             tensors: unet_source.base(),
         }];
-        let clip = match &*encoder {
-            TextEncoder::Clip { model, .. } => Some(model),
-            _ => None,
-        };
-        if let Some(clip) = clip {
+        let towers = clip_towers(&encoder);
+        for (i, tower) in towers.iter().enumerate() {
             targets.push(TargetModel {
-                target: LoraTarget::TextEncoder(0),
-                tensors: clip.source().base(),
+                target: LoraTarget::TextEncoder(i),
+                tensors: tower.source().base(),
             });
         }
         let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
         if !layers.unmatched.is_empty() {
-            ctx.notice(unmatched_notice(&path, &layers.unmatched, clip.is_none()));
+            ctx.notice(unmatched_notice(
+                &path,
+                &layers.unmatched,
+                !towers.is_empty(),
+            ));
         }
 
         let model_out = match take(&mut layers, LoraTarget::Unet, strength_model) {
@@ -108,27 +110,27 @@ impl Node for LoadLora {
                 Value::object(T::Model, DiffusionModel::new(unet), bytes)
             }
         };
-        let encoder_out = match (
-            &*encoder,
-            take(&mut layers, LoraTarget::TextEncoder(0), strength_clip),
-        ) {
-            (
-                TextEncoder::Clip {
-                    model,
-                    tokenizer,
-                    special,
-                },
-                Some(patch),
-            ) => {
-                let (model, bytes) = patch_clip(model, patch, &path)?;
-                let patched = TextEncoder::Clip {
-                    model: Box::new(model),
-                    tokenizer: tokenizer.clone(),
-                    special: *special,
-                };
-                Value::object(T::TextEncoder, patched, bytes)
+        // Each tower patched or passed on as it is; the encoder is rebuilt if any was patched.
+        let mut patched_towers = Vec::new();
+        let mut bytes = 0;
+        for (i, tower) in towers.iter().enumerate() {
+            match take(&mut layers, LoraTarget::TextEncoder(i), strength_clip) {
+                Some(patch) => {
+                    let (patched, b) = patch_clip(tower, patch, &path)?;
+                    bytes += b;
+                    patched_towers.push(Some(patched));
+                }
+                None => patched_towers.push(None),
             }
-            _ => passed_through(encoder_in),
+        }
+        let encoder_out = if patched_towers.iter().any(Option::is_some) {
+            Value::object(
+                T::TextEncoder,
+                with_towers(&encoder, patched_towers)?,
+                bytes,
+            )
+        } else {
+            passed_through(encoder_in)
         };
         Ok(vec![model_out, encoder_out])
     }
@@ -172,7 +174,7 @@ impl Node for LoadLoraModelOnly {
             target: LoraTarget::Unet,
             tensors: model.unet.source().base(),
         }];
-        let keys = family_keys(model.unet.config().cross_attention_dim);
+        let keys = model.family().lora_keys();
         let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
         // Text-encoder layers are expected here and left out on purpose: only the others are
         // worth a warning.
@@ -202,13 +204,75 @@ impl Node for LoadLoraModelOnly {
     }
 }
 
-/// The LoRA key table of the model family a UNet belongs to, told by its cross-attention
-/// width (1024: SD 2.x; 768 and the small custom models: SD 1.x names).
-fn family_keys(cross_attention_dim: i64) -> &'static FamilyLoraKeys {
-    match cross_attention_dim {
-        1024 => &SD2_LORA_KEYS,
-        _ => &SD1_LORA_KEYS,
+/// The CLIP-architecture text transformers of a text encoder, in its family's LoRA order
+/// (SDXL: CLIP-L, then bigG's; the refiner: bigG's); none for other encoders.
+fn clip_towers(encoder: &TextEncoder) -> Vec<&ClipTextModel> {
+    match encoder {
+        TextEncoder::Clip { model, .. } => vec![model],
+        TextEncoder::Sdxl(encoders) => vec![encoders.clip_l(), encoders.clip_g().text_model()],
+        TextEncoder::SdxlRefiner(encoder) => vec![encoder.clip_g().text_model()],
+        TextEncoder::MiniLm(_) => Vec::new(),
     }
+}
+
+/// `encoder` with the towers [`clip_towers`] lists replaced where `patched` has one; the
+/// others are rebuilt on the same tensors.
+fn with_towers(
+    encoder: &TextEncoder,
+    patched: Vec<Option<ClipTextModel>>,
+) -> NodeResult<TextEncoder> {
+    let mut patched = patched.into_iter();
+    let mut next = |original: &ClipTextModel| -> NodeResult<ClipTextModel> {
+        match patched.next().flatten() {
+            Some(tower) => Ok(tower),
+            None => shared_clip(original),
+        }
+    };
+    Ok(match encoder {
+        TextEncoder::Clip {
+            model,
+            tokenizer,
+            special,
+        } => TextEncoder::Clip {
+            model: Box::new(next(model)?),
+            tokenizer: tokenizer.clone(),
+            special: *special,
+        },
+        TextEncoder::Sdxl(encoders) => {
+            let clip_l = next(encoders.clip_l())?;
+            let clip_g = encoders
+                .clip_g()
+                .with_text_model(next(encoders.clip_g().text_model())?);
+            TextEncoder::Sdxl(Box::new(SdxlTextEncoders::new(
+                clip_l,
+                clip_g,
+                encoders.tokenizer().clone(),
+            )))
+        }
+        TextEncoder::SdxlRefiner(encoder) => {
+            let clip_g = encoder
+                .clip_g()
+                .with_text_model(next(encoder.clip_g().text_model())?);
+            TextEncoder::SdxlRefiner(Box::new(SdxlRefinerTextEncoder::new(
+                clip_g,
+                encoder.tokenizer().clone(),
+            )))
+        }
+        TextEncoder::MiniLm(_) => {
+            return Err(NodeError::msg(
+                "input 'text_encoder': MiniLM has no CLIP layers a LoRA patches",
+            ))
+        }
+    })
+}
+
+/// A CLIP tower built again on the same tensors and patches (nothing is copied).
+fn shared_clip(clip: &ClipTextModel) -> NodeResult<ClipTextModel> {
+    let source = clip.source().shallow_clone();
+    let weights = Weights::new("text encoder (shared with its input)", source.tensors());
+    let mut model = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
+    model.set_source(source);
+    Ok(model)
 }
 
 /// The updates of `target`, unless there are none or its strength is 0 (then the input model

@@ -8,12 +8,14 @@ mod load_checkpoint;
 mod lora;
 mod prompt;
 mod sample;
+mod sample_advanced;
 mod vae;
 
-pub use conditioning::{Conditioning, SizeConditioning};
+pub use conditioning::{Conditioning, PromptSide, SizeConditioning};
 pub use handles::{DiffusionModel, TextEncoder, Vae};
 pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
 pub use lora::{find_loras, resolve_lora, LoadLora, LoadLoraModelOnly, LORAS};
-pub use prompt::{PromptEncode, PromptEncodeSdxl};
-pub use sample::Sampler;
+pub use prompt::{PromptEncode, PromptEncodeSdxl, PromptEncodeSdxlRefiner};
+pub use sample::{added_conditioning, Sampler};
+pub use sample_advanced::SamplerAdvanced;
 pub use vae::{VaeDecode, VaeEncode};

@@ -1,4 +1,5 @@
-//! The `PromptEncode` and `PromptEncodeSdxl` nodes: prompt text to conditioning.
+//! The `PromptEncode`, `PromptEncodeSdxl` and `PromptEncodeSdxlRefiner` nodes: prompt text to
+//! conditioning.
 
 use tch::Kind;
 use weft_engine::{
@@ -54,6 +55,18 @@ impl Node for PromptEncode {
                     context: out.context.f_to_kind(Kind::Float)?,
                     pooled: Some(out.pooled.f_to_kind(Kind::Float)?),
                     size: None,
+                    aesthetic_score: None,
+                }
+                .into_value()]);
+            }
+            // On the refiner likewise: the image's size and ComfyUI's default scores.
+            TextEncoder::SdxlRefiner(encoder) => {
+                let out = encoder.encode(text)?;
+                return Ok(vec![Conditioning {
+                    context: out.context,
+                    pooled: Some(out.pooled),
+                    size: None,
+                    aesthetic_score: None,
                 }
                 .into_value()]);
             }
@@ -100,10 +113,18 @@ impl Node for PromptEncodeSdxl {
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let encoder = inputs.object::<TextEncoder>("encoder")?;
-        let TextEncoder::Sdxl(encoders) = &*encoder else {
-            return Err(NodeError::msg(
-                "input 'encoder': not an SDXL text encoder; use PromptEncode for SD 1.x/2.x checkpoints",
-            ));
+        let encoders = match &*encoder {
+            TextEncoder::Sdxl(encoders) => encoders,
+            TextEncoder::SdxlRefiner(_) => {
+                return Err(NodeError::msg(
+                    "input 'encoder': the SDXL refiner's text encoder (bigG alone, no text_l); use PromptEncodeSdxlRefiner",
+                ))
+            }
+            _ => {
+                return Err(NodeError::msg(
+                    "input 'encoder': not an SDXL text encoder; use PromptEncode for SD 1.x/2.x checkpoints",
+                ))
+            }
         };
         let out = encoders.encode_pair(inputs.string("text_l")?, inputs.string("text_g")?)?;
         let int = |name: &str| inputs.int(name).map(|v| v as f64);
@@ -119,6 +140,61 @@ impl Node for PromptEncodeSdxl {
             context: out.context.f_to_kind(Kind::Float)?,
             pooled: Some(out.pooled.f_to_kind(Kind::Float)?),
             size: Some(size),
+            aesthetic_score: None,
+        }
+        .into_value()])
+    }
+}
+
+/// SDXL refiner prompt with its aesthetic score and size (ComfyUI's CLIPTextEncodeSDXLRefiner).
+pub struct PromptEncodeSdxlRefiner;
+impl Node for PromptEncodeSdxlRefiner {
+    fn spec(&self) -> NodeSpec {
+        let pixels = |name: &'static str, doc: &'static str| {
+            In::new(name, T::Int, doc).default(1024).range(0.0, 16384.0)
+        };
+        NodeSpec {
+            type_name: "PromptEncodeSdxlRefiner",
+            category: "conditioning",
+            doc: "encodes a prompt for the SDXL refiner with its aesthetic score and size conditioning (ComfyUI's CLIPTextEncodeSDXLRefiner); (word:1.2) weights",
+            version: 1,
+            inputs: vec![
+                In::new("encoder", T::TextEncoder, "the text encoder of an SDXL refiner checkpoint (an SDXL base encoder works too: the base ignores the score)"),
+                In::new("ascore", T::Float, "aesthetic score the refiner is told (LAION aesthetics scale; ComfyUI: 6 for the positive prompt, 2.5 for the negative)")
+                    .default(6.0)
+                    .range(0.0, 1000.0)
+                    .step(0.01),
+                pixels("width", "the image width the refiner is told (size conditioning)"),
+                pixels("height", "the image height the refiner is told"),
+                In::new("text", T::String, "the prompt").default(""),
+            ],
+            outputs: vec![Out::new(
+                "conditioning",
+                T::Conditioning,
+                "token states [1, tokens, 1280], pooled text [1, 1280], the size and the score",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let encoder = inputs.object::<TextEncoder>("encoder")?;
+        let text = inputs.string("text")?;
+        let out = match &*encoder {
+            TextEncoder::SdxlRefiner(encoder) => encoder.encode(text)?,
+            TextEncoder::Sdxl(encoders) => encoders.encode(text)?,
+            _ => {
+                return Err(NodeError::msg(
+                    "input 'encoder': not an SDXL refiner (or SDXL) text encoder; use PromptEncode for SD 1.x/2.x checkpoints",
+                ))
+            }
+        };
+        let (width, height) = (inputs.int("width")? as f64, inputs.int("height")? as f64);
+        // ComfyUI sets width and height only: no crop, and the base's target is the same size.
+        Ok(vec![Conditioning {
+            context: out.context.f_to_kind(Kind::Float)?,
+            pooled: Some(out.pooled.f_to_kind(Kind::Float)?),
+            size: Some(SizeConditioning::of_image(height, width)),
+            aesthetic_score: Some(inputs.float("ascore")?),
         }
         .into_value()])
     }

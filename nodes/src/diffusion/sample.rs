@@ -11,11 +11,12 @@ use crate::models::attention::KeyValueMemo;
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel};
 use crate::samplers::{
     self, Guidance, GuidedDenoiser, Hooks, NoisePredictor, Prediction, SampleSettings, SamplerKind,
-    ScheduleKind,
+    ScheduleKind, StepWindow,
 };
 
-use super::conditioning::{Conditioning, SizeConditioning};
+use super::conditioning::{Conditioning, PromptSide};
 use super::handles::DiffusionModel;
+use crate::weights::family::{ModelFamily, SizeIds};
 
 /// The loaded UNet as the sampler's model. On CUDA a call without added conditioning is
 /// replayed from a graph kept with the model (captured at the first step of the first run of
@@ -56,9 +57,10 @@ impl NoisePredictor for UNetPredictor<'_> {
 }
 
 /// Checks that the conditionings fit the model and each other, and makes SDXL's added
-/// conditioning for each (`None` for SD 1.x/2.x). `image_size`: the sampled image's height and
-/// width in pixels, SDXL's size ids when a conditioning carries none (as ComfyUI does).
-fn added_conditioning(
+/// conditioning for each (`None` for SD 1.x/2.x), as the sampler nodes give it to the UNet.
+/// `image_size`: the sampled image's height and width in pixels, SDXL's size ids when a
+/// conditioning carries none (as ComfyUI does); the refiner's score defaults per side.
+pub fn added_conditioning(
     unet: &UNet2DConditionModel,
     positive: &Conditioning,
     negative: Option<&Conditioning>,
@@ -103,18 +105,28 @@ fn added_conditioning(
         }
         (true, true) => {}
     }
-    let added = |cond: &Conditioning| -> NodeResult<Tensor> {
-        let size = cond
-            .size
-            .unwrap_or_else(|| SizeConditioning::of_image(image_size.0, image_size.1));
-        let ids: Vec<f32> = size.ids().iter().map(|&v| v as f32).collect();
+    // SDXL base takes size, crop and target ids; the refiner size, crop and aesthetic score.
+    let size_ids = ModelFamily::of_unet_config(unet.config())
+        .size_ids()
+        .unwrap_or(SizeIds::SizeCropTarget);
+    let added = |cond: &Conditioning, side: PromptSide| -> NodeResult<Tensor> {
+        let ids: Vec<f32> = cond
+            .size_ids(size_ids, image_size, side)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
         let ids = Tensor::from_slice(&ids)
-            .view([1, 6])
+            .view([1, size_ids.count()])
             .f_to_device(cond.context.device())?;
         let pooled = cond.pooled.as_ref().expect("checked above");
         Ok(unet.added_conditioning(pooled, &ids)?)
     };
-    Ok(Some((added(positive)?, negative.map(added).transpose()?)))
+    Ok(Some((
+        added(positive, PromptSide::Positive)?,
+        negative
+            .map(|n| added(n, PromptSide::Negative))
+            .transpose()?,
+    )))
 }
 
 /// The sampler: txt2img from an empty latent, img2img from an encoded image with denoise < 1.
@@ -168,82 +180,105 @@ impl Node for Sampler {
         }
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let model = inputs.object::<DiffusionModel>("model")?;
-        let unet = &model.unet;
-        let latent = inputs
-            .tensor("latent")?
-            .f_to_device(ctx.device)?
-            .f_to_kind(Kind::Float)?;
-        let expected_channels = unet.config().in_channels;
-        if latent.dim() != 4 || latent.size()[1] != expected_channels {
-            return Err(NodeError::msg(format!(
-                "input 'latent': the model takes [batch, {expected_channels}, h, w], got {:?}",
-                latent.size()
-            )));
-        }
-        let positive = Conditioning::input(inputs, "positive", ctx.device)?
-            .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
-        let negative = Conditioning::input(inputs, "negative", ctx.device)?;
-        // SDXL's default size ids are the image's pixels (ComfyUI: latent sides x 8).
-        let latent_size = latent.size();
-        let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
-        let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
-        let prediction = match unet.config().prediction_type {
-            PredictionType::Epsilon => Prediction::Epsilon,
-            PredictionType::VPrediction => Prediction::V,
-        };
-        let schedule = model.family().noise_schedule();
-        // Lives as long as this sampling.
-        let predictor = UNetPredictor {
-            model: &model,
-            memo: KeyValueMemo::default(),
-        };
-        let mut denoiser = GuidedDenoiser::new(
-            &predictor,
-            &schedule,
-            prediction,
-            Guidance {
-                positive: positive.context,
-                negative: negative.map(|n| n.context),
-                cfg: inputs.float("cfg")?,
-            },
-        )?;
-        if let Some((positive, negative)) = added {
-            denoiser = denoiser.with_added_conditioning(positive, negative)?;
-        }
-        let settings = SampleSettings {
-            seed: inputs.int("seed")? as u64,
-            steps: inputs.int("steps")? as usize,
-            sampler: SamplerKind::from_name(inputs.string("sampler")?)?,
-            schedule: ScheduleKind::from_name(inputs.string("schedule")?)?,
-            denoise: inputs.float("denoise")?,
-        };
-        let cancel = ctx.cancel_token().clone();
-        let cancelled = move || cancel.is_cancelled();
-        // Progress goes out as each step ends, so a UI can show it live.
-        // Every few steps (when asked) a preview of the denoised prediction rides along.
-        let mut on_step = |e: &samplers::StepEvent<'_>| {
-            let step = e.step as u32;
-            let preview = ctx
-                .wants_preview(step)
-                .then(|| crate::latent::latent_preview_png(e.denoised).ok())
-                .flatten();
-            ctx.progress_with_preview(step, e.total as u32, preview)
-        };
-        let mut hooks = Hooks {
-            on_step: Some(&mut on_step),
-            cancelled: Some(&cancelled),
-        };
-        // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
-        // NodeError::Cancelled (found in the error's chain), not a failure.
-        let latent = match inputs.optional_tensor("noise")? {
-            Some(noise) => samplers::sample_from_noise(
-                &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
-            )?,
-            None => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
-        };
-        Ok(vec![Value::Tensor(T::Latent, latent)])
+        let denoise = inputs.float("denoise")?;
+        sample_latent(inputs, ctx, denoise, StepWindow::FULL)
     }
+}
+
+/// The sampling both sampler nodes do: `window` of a schedule sized by `denoise`, from the
+/// inputs model, positive, negative, latent, seed, noise, steps, cfg, sampler and schedule.
+pub(super) fn sample_latent(
+    inputs: &Inputs,
+    ctx: &mut NodeContext,
+    denoise: f64,
+    window: StepWindow,
+) -> NodeResult<Vec<Value>> {
+    let model = inputs.object::<DiffusionModel>("model")?;
+    let unet = &model.unet;
+    let latent = inputs
+        .tensor("latent")?
+        .f_to_device(ctx.device)?
+        .f_to_kind(Kind::Float)?;
+    let expected_channels = unet.config().in_channels;
+    if latent.dim() != 4 || latent.size()[1] != expected_channels {
+        return Err(NodeError::msg(format!(
+            "input 'latent': the model takes [batch, {expected_channels}, h, w], got {:?}",
+            latent.size()
+        )));
+    }
+    let positive = Conditioning::input(inputs, "positive", ctx.device)?
+        .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
+    let negative = Conditioning::input(inputs, "negative", ctx.device)?;
+    // SDXL's default size ids are the image's pixels (ComfyUI: latent sides x 8).
+    let latent_size = latent.size();
+    let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
+    let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
+    let prediction = match unet.config().prediction_type {
+        PredictionType::Epsilon => Prediction::Epsilon,
+        PredictionType::VPrediction => Prediction::V,
+    };
+    let schedule = model.family().noise_schedule();
+    // Lives as long as this sampling.
+    let predictor = UNetPredictor {
+        model: &model,
+        memo: KeyValueMemo::default(),
+    };
+    let mut denoiser = GuidedDenoiser::new(
+        &predictor,
+        &schedule,
+        prediction,
+        Guidance {
+            positive: positive.context,
+            negative: negative.map(|n| n.context),
+            cfg: inputs.float("cfg")?,
+        },
+    )?;
+    if let Some((positive, negative)) = added {
+        denoiser = denoiser.with_added_conditioning(positive, negative)?;
+    }
+    let settings = SampleSettings {
+        seed: inputs.int("seed")? as u64,
+        steps: inputs.int("steps")? as usize,
+        sampler: SamplerKind::from_name(inputs.string("sampler")?)?,
+        schedule: ScheduleKind::from_name(inputs.string("schedule")?)?,
+        denoise,
+    };
+    let cancel = ctx.cancel_token().clone();
+    let cancelled = move || cancel.is_cancelled();
+    // Progress goes out as each step ends, so a UI can show it live.
+    // Every few steps (when asked) a preview of the denoised prediction rides along.
+    let mut on_step = |e: &samplers::StepEvent<'_>| {
+        let step = e.step as u32;
+        let preview = ctx
+            .wants_preview(step)
+            .then(|| crate::latent::latent_preview_png(e.denoised).ok())
+            .flatten();
+        ctx.progress_with_preview(step, e.total as u32, preview)
+    };
+    let mut hooks = Hooks {
+        on_step: Some(&mut on_step),
+        cancelled: Some(&cancelled),
+    };
+    // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
+    // NodeError::Cancelled (found in the error's chain), not a failure.
+    let latent = match (inputs.optional_tensor("noise")?, window == StepWindow::FULL) {
+        (Some(noise), _) => samplers::sample_window(
+            &denoiser, &schedule, &latent, noise, &settings, window, &mut hooks,
+        )?,
+        (None, true) => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
+        (None, false) => {
+            let noise = crate::noise::initial_noise(
+                settings.seed,
+                &latent.size(),
+                latent.device(),
+                latent.kind(),
+            )?;
+            samplers::sample_window(
+                &denoiser, &schedule, &latent, &noise, &settings, window, &mut hooks,
+            )?
+        }
+    };
+    Ok(vec![Value::Tensor(T::Latent, latent)])
 }
 
 #[cfg(test)]
@@ -270,6 +305,7 @@ mod tests {
             context: Tensor::full([1, 7, width], fill, opts),
             pooled: Some(Tensor::full([1, 16], fill, opts)),
             size: None,
+            aesthetic_score: None,
         };
         let tokens_only = Conditioning::tokens(Tensor::zeros([1, 7, width], opts));
         let error = |positive: &Conditioning, negative: Option<&Conditioning>| {

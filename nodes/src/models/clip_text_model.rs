@@ -617,6 +617,15 @@ impl ClipTextModelWithProjection {
         &self.text_model
     }
 
+    /// The same tower with its text transformer replaced (by a LoRA-patched one), the
+    /// projection shared.
+    pub fn with_text_model(&self, text_model: ClipTextModel) -> Self {
+        Self {
+            text_model,
+            text_projection: self.text_projection.shallow_clone(),
+        }
+    }
+
     /// [`ClipTextModel::forward_with`], the pooled output then projected (`text_embeds`).
     pub fn forward_with(
         &self,

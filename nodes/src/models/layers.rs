@@ -130,6 +130,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
         x.f_linear(&self.weight, self.bias.as_ref())
     }
+
+    /// The same layer on the same storage.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+        }
+    }
 }
 
 /// `torch.nn.LayerNorm` over the last dimension, with affine parameters.

@@ -251,6 +251,11 @@ impl SdxlRefinerTextEncoder {
         })
     }
 
+    /// The tower already built.
+    pub fn new(clip_g: ClipTextModelWithProjection, tokenizer: ClipTokenizer) -> Self {
+        Self { clip_g, tokenizer }
+    }
+
     pub fn clip_g(&self) -> &ClipTextModelWithProjection {
         &self.clip_g
     }

@@ -154,6 +154,28 @@ impl UNetConfig {
         }
     }
 
+    /// SDXL refiner 1.0 (ComfyUI's `supported_models.SDXLRefiner` and the refiner entry of its
+    /// `model_detection.py`, read at 618b803d): model_channels 384, channel_mult [1, 2, 4, 4],
+    /// transformer depth [0, 4, 4, 0] with 4 in the middle block, 64-dim heads, a 1280-wide
+    /// context (bigG alone) and 2560 added inputs (1280 pooled + 5 ids x 256).
+    pub fn sdxl_refiner() -> Self {
+        Self {
+            block_out_channels: vec![384, 768, 1536, 1536],
+            cross_attention_blocks: vec![false, true, true, false],
+            num_attention_heads: vec![6, 12, 24, 24],
+            cross_attention_dim: 1280,
+            // The blocks without attention ignore their count; the middle block takes the last.
+            transformer_layers_per_block: vec![4; 4],
+            use_linear_projection: true,
+            sample_size: 128,
+            addition_embed: Some(AdditionEmbed {
+                time_ids_dim: 256,
+                input_dim: 2560,
+            }),
+            ..Self::sd15()
+        }
+    }
+
     /// A tiny SD1-like config for tests and CPU benchmarks (matches the parity fixtures).
     pub fn tiny_sd1() -> Self {
         Self {
@@ -921,6 +943,36 @@ mod tests {
                 key: "projection_class_embeddings_input_dim"
             })
         );
+    }
+
+    /// The refiner preset against ComfyUI's description of the same model (`model_detection.py`
+    /// at 618b803d: model_channels 384, channel_mult [1, 2, 4, 4], transformer_depth
+    /// [0, 0, 4, 4, 4, 4, 0, 0], transformer_depth_middle 4, num_head_channels 64, context_dim
+    /// 1280, adm_in_channels 2560).
+    #[test]
+    fn sdxl_refiner_preset_is_comfyuis_refiner() {
+        let c = UNetConfig::sdxl_refiner();
+        let mult = [1, 2, 4, 4];
+        assert_eq!(
+            c.block_out_channels,
+            mult.map(|m| 384 * m).to_vec(),
+            "channels"
+        );
+        let depth = [0, 0, 4, 4, 4, 4, 0, 0];
+        for (level, attends) in c.cross_attention_blocks.iter().enumerate() {
+            let comfy = depth[2 * level];
+            assert_eq!(*attends, comfy > 0, "level {level}");
+            if comfy > 0 {
+                assert_eq!(c.transformer_layers_per_block[level], comfy);
+            }
+        }
+        assert_eq!(c.transformer_layers_per_block.last(), Some(&4), "middle");
+        for (heads, channels) in c.num_attention_heads.iter().zip(&c.block_out_channels) {
+            assert_eq!(heads * 64, *channels);
+        }
+        assert_eq!(c.cross_attention_dim, 1280);
+        assert_eq!(c.addition_embed.map(|a| a.input_dim), Some(1280 + 5 * 256));
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
     }
 
     #[test]

@@ -239,6 +239,49 @@ impl Default for SampleSettings {
     }
 }
 
+/// Which part of the schedule a sampler runs, as ComfyUI's KSamplerAdvanced sets it
+/// (`start_at_step`, `end_at_step`, `add_noise`, `return_with_leftover_noise`): a two-stage
+/// run samples steps 0..k with one model, leaving the noise in, and k.. with another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepWindow {
+    /// The first step to run (0: from the start).
+    pub start: usize,
+    /// The step to stop at; `None` (or one past the schedule): its end.
+    pub end: Option<usize>,
+    /// Add the initial noise at the first sigma; off when the latent already holds it (the
+    /// second stage of a two-stage run).
+    pub add_noise: bool,
+    /// Stop at the window's last sigma with its noise left in; off, a window that stops early
+    /// takes its last step down to sigma 0 (ComfyUI's `force_full_denoise`).
+    pub leftover_noise: bool,
+}
+
+impl StepWindow {
+    /// The whole schedule, from noise added here to a clean latent (KSampler).
+    pub const FULL: Self = Self {
+        start: 0,
+        end: None,
+        add_noise: true,
+        leftover_noise: false,
+    };
+
+    /// The sigmas to run, sliced from the whole schedule as ComfyUI's `KSampler.sample` does;
+    /// `None` when no step is left (the latent comes back unchanged, as in ComfyUI).
+    pub fn apply(&self, sigmas: &[f64]) -> Option<Vec<f64>> {
+        if sigmas.len() < 2 {
+            return None;
+        }
+        let mut window = sigmas.to_vec();
+        if let Some(end) = self.end.filter(|&end| end < sigmas.len() - 1) {
+            window.truncate(end + 1);
+            if !self.leftover_noise {
+                *window.last_mut().expect("end + 1 >= 1 sigmas") = 0.0;
+            }
+        }
+        (self.start < window.len() - 1).then(|| window.split_off(self.start))
+    }
+}
+
 /// ComfyUI's `common_ksampler`: schedule (tail of a longer one when `denoise` < 1), initial
 /// noise from `seed` ([`crate::noise::initial_noise`]) added to `latent` at the first sigma,
 /// then the sampler with step noise from the same seed. `latent` is zeros for txt2img.
@@ -269,6 +312,28 @@ pub fn sample_from_noise(
     settings: &SampleSettings,
     hooks: &mut Hooks<'_>,
 ) -> Result<Tensor> {
+    sample_window(
+        denoiser,
+        schedule,
+        latent,
+        noise,
+        settings,
+        StepWindow::FULL,
+        hooks,
+    )
+}
+
+/// As [`sample_from_noise`], running only `window` of the schedule (ComfyUI's
+/// KSamplerAdvanced); without `add_noise`, `noise` is not added (the latent already holds it).
+pub fn sample_window(
+    denoiser: &dyn Denoiser,
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    noise: &Tensor,
+    settings: &SampleSettings,
+    window: StepWindow,
+    hooks: &mut Hooks<'_>,
+) -> Result<Tensor> {
     if noise.size() != latent.size() {
         return Err(ModelError::Shape {
             context: "input 'noise'".into(),
@@ -285,13 +350,17 @@ pub fn sample_from_noise(
         settings.denoise,
         settings.sampler.discards_penultimate_sigma(),
     )?;
-    if sigmas.len() < 2 {
+    let Some(sigmas) = window.apply(&sigmas) else {
         return Ok(latent.copy());
-    }
+    };
     // Nothing here needs gradients; the guard also covers models that do not set it themselves.
     let _no_grad = tch::no_grad_guard();
-    let noise = noise.to_device(latent.device()).to_kind(latent.kind());
-    let x = noise_latent(schedule, latent, &noise, sigmas[0]);
+    let x = if window.add_noise {
+        let noise = noise.to_device(latent.device()).to_kind(latent.kind());
+        noise_latent(schedule, latent, &noise, sigmas[0])
+    } else {
+        latent.copy()
+    };
     let mut step_noise = crate::noise::SeededNoise::new(settings.seed);
     settings
         .sampler
@@ -465,6 +534,93 @@ mod tests {
         };
         let err = sample(&point_mass, &schedule, &latent, &settings, &mut hooks).unwrap_err();
         assert!(matches!(err, ModelError::Cancelled(_)), "{err}");
+    }
+
+    #[test]
+    fn step_windows_slice_the_schedule_as_comfyuis_ksampler_advanced() {
+        let full = [14.6, 7.0, 3.0, 1.0, 0.3, 0.0];
+        let window = |start, end, leftover_noise| StepWindow {
+            start,
+            end,
+            add_noise: true,
+            leftover_noise,
+        };
+        assert_eq!(StepWindow::FULL.apply(&full), Some(full.to_vec()));
+        // Stop at step 3 with the noise left in, or forced down to 0.
+        assert_eq!(
+            window(0, Some(3), true).apply(&full),
+            Some(vec![14.6, 7.0, 3.0, 1.0])
+        );
+        assert_eq!(
+            window(0, Some(3), false).apply(&full),
+            Some(vec![14.6, 7.0, 3.0, 0.0])
+        );
+        // From step 3 to the end; an end past the schedule (ComfyUI's default 10000) is its end.
+        assert_eq!(
+            window(3, Some(10_000), false).apply(&full),
+            Some(vec![1.0, 0.3, 0.0])
+        );
+        assert_eq!(
+            window(1, Some(3), true).apply(&full),
+            Some(vec![7.0, 3.0, 1.0])
+        );
+        // No step left: the latent comes back as it is.
+        assert_eq!(window(5, None, false).apply(&full), None);
+        assert_eq!(window(3, Some(3), false).apply(&full), None);
+        assert_eq!(window(0, Some(0), false).apply(&full), None);
+        assert_eq!(StepWindow::FULL.apply(&[]), None);
+    }
+
+    /// A deterministic sampler run in two windows (the first leaving its noise in, the second
+    /// adding none) takes exactly the steps of the one-window run.
+    #[test]
+    fn two_windows_of_euler_equal_one_run_and_the_first_keeps_its_noise() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let latent = Tensor::zeros([1, 4, 4, 4], (Kind::Float, Device::Cpu));
+        let noise =
+            crate::noise::initial_noise(5, &[1, 4, 4, 4], Device::Cpu, Kind::Float).unwrap();
+        // x0 is a shrunk x: the result depends on every step taken.
+        let shrink = |x: &Tensor, sigma: f64| -> Result<Tensor> { Ok(x / (1.0 + sigma)) };
+        let settings = SampleSettings {
+            steps: 10,
+            ..SampleSettings::default()
+        };
+        let run = |latent: &Tensor, window: StepWindow, hooks: &mut Hooks<'_>| {
+            sample_window(&shrink, &schedule, latent, &noise, &settings, window, hooks).unwrap()
+        };
+        let mut after_step_8 = None;
+        let mut keep_step_8 = |e: &StepEvent<'_>| {
+            if e.step == 8 {
+                after_step_8 = Some(e.x.copy());
+            }
+        };
+        let mut hooks = Hooks {
+            on_step: Some(&mut keep_step_8),
+            cancelled: None,
+        };
+        let whole = run(&latent, StepWindow::FULL, &mut hooks);
+        let first_window = StepWindow {
+            end: Some(8),
+            leftover_noise: true,
+            ..StepWindow::FULL
+        };
+        let first = run(&latent, first_window, &mut Hooks::default());
+        // The first window stops at sigma_8 with the noise in: the whole run's latent there.
+        assert!(first.equal(&after_step_8.unwrap()));
+        let second_window = StepWindow {
+            start: 8,
+            add_noise: false,
+            ..StepWindow::FULL
+        };
+        let second = run(&first, second_window, &mut Hooks::default());
+        assert!(second.equal(&whole), "two windows differ from one run");
+        // Forced down to 0 instead, the first window ends elsewhere.
+        let forced_window = StepWindow {
+            leftover_noise: false,
+            ..first_window
+        };
+        let forced = run(&latent, forced_window, &mut Hooks::default());
+        assert!(!forced.equal(&first) && !first.equal(&whole));
     }
 
     #[test]

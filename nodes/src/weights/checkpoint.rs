@@ -1,5 +1,5 @@
-//! Loading Stable Diffusion 1.x / 2.x / SDXL models: a diffusers folder (`unet/`, `vae/`,
-//! `text_encoder/`, SDXL's `text_encoder_2/`, each with `config.json` and safetensors weights)
+//! Loading Stable Diffusion 1.x / 2.x / SDXL (base and refiner) models: a diffusers folder
+//! (`unet/`, `vae/`, `text_encoder/`, SDXL's `text_encoder_2/` (the refiner's only one), each with `config.json` and safetensors weights)
 //! or an original LDM single-file `.safetensors` checkpoint, renamed to diffusers names by
 //! [`crate::weights::ldm_keymap`]. What differs between families comes from their
 //! descriptor, [`ModelFamily`]. Tensors are copied once from the memory-mapped file straight
@@ -61,7 +61,7 @@ pub struct StableDiffusionCheckpoint {
     pub text_encoder_weights: HashMap<String, Tensor>,
     pub text_encoder_config: Value,
     /// SDXL's OpenCLIP-bigG tower (`text_model.*`, `text_projection.weight`); `None` for
-    /// SD 1.x/2.x.
+    /// SD 1.x/2.x. The SDXL refiner has only this one (`text_encoder_weights` is empty).
     pub text_encoder_2: Option<TextTower>,
     /// The model family (named `version` when there were only SD 1.x and 2.x).
     pub version: ModelFamily,
@@ -181,6 +181,21 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
             let config = text_encoder_config(&clip_g, "gelu");
             (
                 clip_l,
+                Some(TextTower {
+                    weights: clip_g,
+                    config,
+                }),
+            )
+        }
+        ModelFamily::SdxlRefiner => {
+            // bigG alone; there is no first tower, so its tensors stay empty.
+            let clip_g = take(
+                Component::TextEncoder2,
+                "OpenCLIP-bigG text encoder (conditioner.embedders.0.model.*)",
+            )?;
+            let config = text_encoder_config(&clip_g, "gelu");
+            (
+                HashMap::new(),
                 Some(TextTower {
                     weights: clip_g,
                     config,
@@ -444,10 +459,13 @@ pub fn load_diffusers_folder(
         ..options.clone()
     };
     let vae = load_vae_folder(&dir.join("vae"), &vae_options)?;
-    let (text_encoder_weights, text_encoder_config) =
-        load_text_folder(&dir.join("text_encoder"), &options)?;
+    // The refiner's folder has only text_encoder_2/ (bigG).
+    let (text_encoder_weights, text_encoder_config) = match family {
+        ModelFamily::SdxlRefiner => (HashMap::new(), Some(json!({}))),
+        _ => load_text_folder(&dir.join("text_encoder"), &options)?,
+    };
     let text_encoder_2 = match family {
-        ModelFamily::Sdxl => {
+        ModelFamily::Sdxl | ModelFamily::SdxlRefiner => {
             let (weights, config) = load_text_folder(&dir.join("text_encoder_2"), &options)?;
             let config = config.unwrap_or_else(|| self::text_encoder_config(&weights, "gelu"));
             Some(TextTower { weights, config })

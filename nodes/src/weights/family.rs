@@ -1,8 +1,9 @@
-//! One descriptor per Stable Diffusion model family (SD 1.x, SD 2.x, SDXL), after ComfyUI's
+//! One descriptor per Stable Diffusion model family (SD 1.x, SD 2.x, SDXL base and refiner), after ComfyUI's
 //! `supported_models.py` classes and candle's `StableDiffusionConfig::{v1_5, v2_1, sdxl}`: how
 //! a checkpoint of the family is recognised (single-file tensor names and shapes, or a diffusers
 //! UNet config), its UNet and VAE presets, its text-encoder stack, its latent format, its
-//! prediction type and noise schedule, and the LDM key-map layout its single files use. A new
+//! prediction type and noise schedule, the LDM key-map layout its single files use, and its
+//! LoRA key table. A new
 //! family is a new variant here plus its modules, not edits across the loaders and nodes.
 //! Files of families weft does not run (SD3, Flux, Stable Cascade, ...) are named as such.
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ use crate::models::prompt_weighting::SpecialTokens;
 use crate::models::unet_2d_condition::{PredictionType, UNetConfig};
 use crate::samplers::DiscreteSchedule;
 use crate::weights::ldm_keymap::{OPEN_CLIP_PREFIX, UNET_PREFIX};
+use crate::weights::lora::{
+    FamilyLoraKeys, SD1_LORA_KEYS, SD2_LORA_KEYS, SDXL_LORA_KEYS, SDXL_REFINER_LORA_KEYS,
+};
 
 /// A model family weft runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +28,10 @@ pub enum ModelFamily {
     /// SDXL base: CLIP ViT-L/14 + OpenCLIP ViT-bigG/14 (2048-wide context, 1280 pooled),
     /// size/crop conditioning through `add_embedding`, 3 levels with [0, 2, 10] transformers.
     Sdxl,
+    /// SDXL refiner: OpenCLIP ViT-bigG/14 alone (1280-wide context and pooled), size/crop and
+    /// aesthetic-score conditioning, 4 levels with [0, 4, 4, 0] transformers of 384 x [1, 2, 4, 4]
+    /// channels (ComfyUI's `SDXLRefiner`).
+    SdxlRefiner,
 }
 
 /// The names the SD 1.x / 2.x loader used for the first two families.
@@ -37,6 +45,27 @@ pub enum TextEncoderStack {
     Single { special: SpecialTokens },
     /// SDXL: CLIP-L and OpenCLIP-bigG penultimate states concatenated, bigG's pooled output.
     ClipLAndBigG,
+    /// The SDXL refiner: OpenCLIP-bigG's penultimate states and its pooled output.
+    BigG,
+}
+
+/// The ids SDXL's `add_embedding` takes after the pooled text, each as 256 sinusoids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeIds {
+    /// SDXL base: height, width, crop top, crop left, target height, target width.
+    SizeCropTarget,
+    /// The refiner: height, width, crop top, crop left, aesthetic score.
+    SizeCropAesthetic,
+}
+
+impl SizeIds {
+    /// How many ids.
+    pub fn count(self) -> i64 {
+        match self {
+            Self::SizeCropTarget => 6,
+            Self::SizeCropAesthetic => 5,
+        }
+    }
 }
 
 /// How a latent is stored: the VAE's latents times `scale`, plus `shift` (SD3/Flux shift;
@@ -53,7 +82,7 @@ impl ModelFamily {
     pub const V1: Self = Self::Sd1;
     pub const V2: Self = Self::Sd2;
 
-    pub const ALL: [ModelFamily; 3] = [Self::Sd1, Self::Sd2, Self::Sdxl];
+    pub const ALL: [ModelFamily; 4] = [Self::Sd1, Self::Sd2, Self::Sdxl, Self::SdxlRefiner];
 
     /// How people call it.
     pub fn name(self) -> &'static str {
@@ -61,6 +90,7 @@ impl ModelFamily {
             Self::Sd1 => "SD 1.x",
             Self::Sd2 => "SD 2.x",
             Self::Sdxl => "SDXL",
+            Self::SdxlRefiner => "SDXL refiner",
         }
     }
 
@@ -71,6 +101,7 @@ impl ModelFamily {
             Self::Sd1 => UNetConfig::sd15(),
             Self::Sd2 => UNetConfig::sd21(),
             Self::Sdxl => UNetConfig::sdxl_base(),
+            Self::SdxlRefiner => UNetConfig::sdxl_refiner(),
         }
     }
 
@@ -78,7 +109,7 @@ impl ModelFamily {
     pub fn vae_preset(self) -> VaeConfig {
         match self {
             Self::Sd1 | Self::Sd2 => VaeConfig::sd(),
-            Self::Sdxl => VaeConfig::sdxl(),
+            Self::Sdxl | Self::SdxlRefiner => VaeConfig::sdxl(),
         }
     }
 
@@ -102,6 +133,27 @@ impl ModelFamily {
                 special: SpecialTokens::SD2,
             },
             Self::Sdxl => TextEncoderStack::ClipLAndBigG,
+            Self::SdxlRefiner => TextEncoderStack::BigG,
+        }
+    }
+
+    /// The LoRA key table of the family: how LoRA files name its UNet's and text encoders'
+    /// layers, and which names mark a file as another family's.
+    pub fn lora_keys(self) -> &'static FamilyLoraKeys {
+        match self {
+            Self::Sd1 => &SD1_LORA_KEYS,
+            Self::Sd2 => &SD2_LORA_KEYS,
+            Self::Sdxl => &SDXL_LORA_KEYS,
+            Self::SdxlRefiner => &SDXL_REFINER_LORA_KEYS,
+        }
+    }
+
+    /// The ids after the pooled text in the added conditioning; `None`: the family has none.
+    pub fn size_ids(self) -> Option<SizeIds> {
+        match self {
+            Self::Sd1 | Self::Sd2 => None,
+            Self::Sdxl => Some(SizeIds::SizeCropTarget),
+            Self::SdxlRefiner => Some(SizeIds::SizeCropAesthetic),
         }
     }
 
@@ -110,7 +162,7 @@ impl ModelFamily {
     /// know), so an fp16 SDXL load keeps its VAE in fp32; bf16 has the range and stays.
     pub fn vae_kind(self, kind: tch::Kind) -> tch::Kind {
         match (self, kind) {
-            (Self::Sdxl, tch::Kind::Half) => tch::Kind::Float,
+            (Self::Sdxl | Self::SdxlRefiner, tch::Kind::Half) => tch::Kind::Float,
             _ => kind,
         }
     }
@@ -132,14 +184,22 @@ impl ModelFamily {
     pub fn clip_activation(self) -> &'static str {
         match self {
             Self::Sd1 | Self::Sdxl => "quick_gelu",
-            Self::Sd2 => "gelu",
+            Self::Sd2 | Self::SdxlRefiner => "gelu",
         }
     }
 
-    /// The family of a diffusers folder, from its UNet config.
+    /// The family of a diffusers folder, from its UNet config. The refiner's pooled text is as
+    /// wide as its context (bigG alone), so its added input is the context width plus 5 ids;
+    /// the base's pooled bigG is narrower than its CLIP-L ++ bigG context.
     pub fn of_unet_config(config: &UNetConfig) -> Self {
-        if config.addition_embed.is_some() {
-            Self::Sdxl
+        if let Some(add) = config.addition_embed {
+            let refiner_width =
+                config.cross_attention_dim + SizeIds::SizeCropAesthetic.count() * add.time_ids_dim;
+            if add.input_dim == refiner_width {
+                Self::SdxlRefiner
+            } else {
+                Self::Sdxl
+            }
         } else if config.use_linear_projection || config.cross_attention_dim == 1024 {
             Self::Sd2
         } else {
@@ -156,13 +216,18 @@ impl ModelFamily {
         let sdxl_text = shapes
             .keys()
             .any(|k| k.starts_with("conditioner.embedders."));
+        // The base holds CLIP-L (`transformer.`) beside bigG (`model.`); the refiner bigG alone.
+        let sdxl_clip_l = shapes.keys().any(|k| {
+            k.strip_prefix("conditioner.embedders.")
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(_, rest)| rest.starts_with("transformer."))
+        });
         let label_emb = shapes.get(&format!("{UNET_PREFIX}label_emb.0.0.weight"));
         if sdxl_text || label_emb.is_some() {
             return match label_emb.and_then(|s| s.get(1)) {
                 // The refiner: 5 size/score ids (5 x 256) + bigG's 1280 pooled.
-                Some(2560) => Err(CheckpointError::UnsupportedFamily {
-                    family: "SDXL refiner",
-                }),
+                Some(2560) => Ok(Self::SdxlRefiner),
+                _ if sdxl_text && !sdxl_clip_l => Ok(Self::SdxlRefiner),
                 Some(_) | None if sdxl_text => Ok(Self::Sdxl),
                 _ => Err(CheckpointError::ClassConditioned),
             };
@@ -258,11 +323,15 @@ mod tests {
     }
 
     #[test]
-    fn sdxl_base_is_told_by_its_text_conditioner_and_the_refiner_is_named() {
+    fn sdxl_base_and_refiner_are_told_by_their_text_towers_and_added_width() {
         let mut base = BTreeMap::new();
         base.insert(
             format!("{UNET_PREFIX}label_emb.0.0.weight"),
             vec![1280, 2816],
+        );
+        base.insert(
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight".into(),
+            vec![768],
         );
         base.insert(
             "conditioner.embedders.1.model.ln_final.weight".into(),
@@ -274,8 +343,18 @@ mod tests {
             format!("{UNET_PREFIX}label_emb.0.0.weight"),
             vec![1536, 2560],
         );
-        let e = ModelFamily::detect(&refiner).unwrap_err();
-        assert!(e.to_string().contains("SDXL refiner"), "{e}");
+        assert_eq!(ModelFamily::detect(&refiner), Ok(ModelFamily::SdxlRefiner));
+        // A small refiner-shaped file: bigG alone at embedder 0, any added width.
+        let mut small_refiner = BTreeMap::new();
+        small_refiner.insert(format!("{UNET_PREFIX}label_emb.0.0.weight"), vec![32, 64]);
+        small_refiner.insert(
+            "conditioner.embedders.0.model.ln_final.weight".into(),
+            vec![24],
+        );
+        assert_eq!(
+            ModelFamily::detect(&small_refiner),
+            Ok(ModelFamily::SdxlRefiner)
+        );
         // A label embedding without SDXL's text towers: an upscaler or the like.
         let mut upscaler = sd_shapes(1024, true);
         upscaler.insert(format!("{UNET_PREFIX}label_emb.0.0.weight"), vec![4, 4]);
@@ -328,6 +407,16 @@ mod tests {
             ModelFamily::Sdxl.text_encoders(),
             TextEncoderStack::ClipLAndBigG
         );
+        assert_eq!(ModelFamily::SdxlRefiner.latent_format().scale, 0.13025);
+        assert_eq!(
+            ModelFamily::SdxlRefiner.text_encoders(),
+            TextEncoderStack::BigG
+        );
+        assert_eq!(
+            ModelFamily::SdxlRefiner.size_ids().map(SizeIds::count),
+            Some(5)
+        );
+        assert_eq!(ModelFamily::Sdxl.size_ids().map(SizeIds::count), Some(6));
         for family in ModelFamily::ALL {
             assert_eq!(
                 ModelFamily::of_unet_config(&family.unet_preset()),

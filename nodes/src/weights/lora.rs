@@ -87,7 +87,7 @@ impl KeyStyle {
 
 /// One model family's LoRA key table: the styles its UNet's and each text encoder's layers
 /// are named in, and the prefixes that mark a file as made for another family. A new family
-/// (SDXL: `lora_te1_` / `lora_te2_`, `text_encoder_2.`) is one table more.
+/// is one table more, which its descriptor names ([`crate::weights::family::ModelFamily::lora_keys`]).
 #[derive(Debug)]
 pub struct FamilyLoraKeys {
     pub family: &'static str,
@@ -139,6 +139,58 @@ pub const SD2_LORA_KEYS: FamilyLoraKeys = FamilyLoraKeys {
         KeyStyle::Dotted("text_encoders.clip_h.transformer."),
     ]],
     foreign: SD_FOREIGN,
+};
+
+/// SDXL base: CLIP ViT-L/14 then OpenCLIP ViT-bigG/14, as ComfyUI's `model_lora_keys_clip`
+/// names them (`lora_te_` and `lora_te1_` for CLIP-L, `lora_te2_` for bigG; diffusers
+/// `text_encoder.` / `text_encoder_2.`; the generic `text_encoders.clip_l/clip_g.transformer.`).
+/// The UNet takes kohya's names after diffusers' modules (`lora_unet_down_blocks_...`) and after
+/// the single file's (`lora_unet_input_blocks_...`), and PEFT's `unet.` names.
+pub const SDXL_LORA_KEYS: FamilyLoraKeys = FamilyLoraKeys {
+    family: "SDXL",
+    unet: UNET_STYLES,
+    text_encoders: &[
+        &[
+            KeyStyle::Flat("lora_te_"),
+            KeyStyle::Flat("lora_te1_"),
+            KeyStyle::Dotted("text_encoder."),
+            KeyStyle::Dotted("text_encoders.clip_l.transformer."),
+        ],
+        &[
+            KeyStyle::Flat("lora_te2_"),
+            KeyStyle::Dotted("text_encoder_2."),
+            KeyStyle::Dotted("text_encoders.clip_g.transformer."),
+        ],
+    ],
+    foreign: &[
+        ("lora_transformer_", "a transformer model (SD3 / Flux)"),
+        ("transformer.", "a transformer model (SD3 / Flux)"),
+    ],
+};
+
+/// The SDXL refiner: bigG is its only text encoder, named as ComfyUI names a lone bigG
+/// (`lora_te_`, diffusers `text_encoder.`, the generic `text_encoders.clip_g.transformer.`).
+pub const SDXL_REFINER_LORA_KEYS: FamilyLoraKeys = FamilyLoraKeys {
+    family: "SDXL refiner",
+    unet: UNET_STYLES,
+    text_encoders: &[&[
+        KeyStyle::Flat("lora_te_"),
+        KeyStyle::Dotted("text_encoder."),
+        KeyStyle::Dotted("text_encoders.clip_g.transformer."),
+    ]],
+    foreign: &[
+        (
+            "lora_te1_",
+            "SDXL base (it patches CLIP-L, which the refiner lacks)",
+        ),
+        ("lora_te2_", "SDXL base (it patches two text encoders)"),
+        (
+            "text_encoder_2.",
+            "SDXL base (it patches two text encoders)",
+        ),
+        ("lora_transformer_", "a transformer model (SD3 / Flux)"),
+        ("transformer.", "a transformer model (SD3 / Flux)"),
+    ],
 };
 
 /// Which model of a checkpoint a LoRA layer patches.
@@ -209,6 +261,9 @@ fn ldm_unet_module(module: &str, layers_per_block: usize) -> Option<String> {
         ["conv_in"] => vec!["input_blocks.0.0".into()],
         ["time_embedding", "linear_1"] => vec!["time_embed.0".into()],
         ["time_embedding", "linear_2"] => vec!["time_embed.2".into()],
+        // SDXL's added-conditioning MLP.
+        ["add_embedding", "linear_1"] => vec!["label_emb.0.0".into()],
+        ["add_embedding", "linear_2"] => vec!["label_emb.0.2".into()],
         ["conv_norm_out"] => vec!["out.0".into()],
         ["conv_out"] => vec!["out.2".into()],
         ["down_blocks", _, "resnets", _, rest] => {
