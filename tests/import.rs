@@ -11,7 +11,7 @@ use weft_engine::Workflow;
 const CKPT: &str = "v1-5-pruned-emaonly.safetensors=tiny-shapes";
 
 /// The files that import one to one: their export is the original API workflow.
-const ONE_TO_ONE: [&str; 10] = [
+const ONE_TO_ONE: [&str; 11] = [
     "01_txt2img_default",
     "02_txt2img_ancestral_karras",
     "03_txt2img_dpmpp_2m_sde_exponential",
@@ -22,6 +22,7 @@ const ONE_TO_ONE: [&str; 10] = [
     "12_ui_txt2img.api",
     "13_sdxl_base",
     "14_txt2img_dpmpp_2m_sde_beta",
+    "15_two_stage_advanced",
 ];
 
 fn repo() -> PathBuf {
@@ -194,6 +195,7 @@ fn imported_workflows_run_on_the_embedded_model() {
         ("07_ksampler_advanced", 2, 64),
         ("12_ui_txt2img", 1, 64),
         ("14_txt2img_dpmpp_2m_sde_beta", 1, 64),
+        ("15_two_stage_advanced", 2, 64),
     ] {
         let file = repo().join(format!("tests/comfy/{name}.json"));
         let yaml = import(
@@ -485,16 +487,38 @@ fn dangling_links_name_the_node_and_input() {
     );
 }
 
+/// ComfyUI's two-stage KSamplerAdvanced pair (steps 0-12 of 20 leaving the noise in, then
+/// 12-20 without adding noise) becomes two SamplerAdvanced nodes with the same window.
 #[test]
-fn a_two_stage_ksampler_advanced_is_refused_with_reasons() {
-    let err = import_error("two_stage_advanced");
-    assert!(
-        err.contains("node 3 (KSamplerAdvanced), input 'end_at_step'"),
-        "{err}"
+fn a_two_stage_ksampler_advanced_imports_to_sampler_advanced_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = import(
+        &repo().join("tests/comfy/15_two_stage_advanced.json"),
+        dir.path(),
+        &[],
     );
-    assert!(
-        err.contains("node 10 (KSamplerAdvanced), input 'add_noise'"),
-        "{err}"
+    let wf = read_workflow(&yaml);
+    let constant = |node: &str, input: &str| match &wf.nodes[node].inputs[input].value {
+        weft_engine::InputValue::Constant(c) => c.clone(),
+        other => panic!("{node}.{input}: {other:?}"),
+    };
+    use weft_engine::Constant::{Bool, Int};
+    for (node, start, end, add_noise, leftover) in [
+        ("ksampler_3", 0, 12, true, true),
+        ("ksampler_10", 12, 10000, false, false),
+    ] {
+        assert_eq!(wf.nodes[node].type_name, "SamplerAdvanced");
+        assert_eq!(constant(node, "start_at_step"), Int(start), "{node}");
+        assert_eq!(constant(node, "end_at_step"), Int(end), "{node}");
+        assert_eq!(constant(node, "add_noise"), Bool(add_noise), "{node}");
+        assert_eq!(constant(node, "leftover_noise"), Bool(leftover), "{node}");
+    }
+    assert_eq!(
+        wf.nodes["ksampler_10"].inputs["latent"].value,
+        weft_engine::InputValue::Link(weft_engine::workflow::Link {
+            node: "ksampler_3".into(),
+            output: "latent".into()
+        })
     );
 }
 

@@ -8,7 +8,10 @@ server: src/comfy/comfyui_object_info.json (file choices empty, as in a fresh in
 Optional dependencies ComfyUI's modules import but node_info never uses (psutil, einops, av,
 ...) are stubbed. SaveImageWebsocket (ComfyUI's custom_nodes/websocket_image_save.py) and the
 upscale-model nodes (which need spandrel) are not importable this way: the first is added by
-hand from its source below, the others are left out.
+hand from its source below, the others are left out. CLIPTextEncodeSDXLRefiner (a V3 node of
+comfy_extras/nodes_clip_sdxl.py) was added to the JSON by hand from that file and
+comfy_api/latest/_io.py's get_v1_info at 618b803d (pollockjj/ComfyUI, upstream master of
+2026-01-07): a partial checkout of that commit could not import ComfyUI's model modules.
 """
 import json
 import os

@@ -24,8 +24,10 @@ fn class_for(node: &NodeEntry) -> Option<&'static str> {
         "LoadLoraModelOnly" => "LoraLoaderModelOnly",
         "PromptEncode" => "CLIPTextEncode",
         "PromptEncodeSdxl" => "CLIPTextEncodeSDXL",
+        "PromptEncodeSdxlRefiner" => "CLIPTextEncodeSDXLRefiner",
         "EmptyLatent" => "EmptyLatentImage",
         "Sampler" => "KSampler",
+        "SamplerAdvanced" => "KSamplerAdvanced",
         "VaeDecode" => match node.inputs.get("tile").map(|e| &e.value) {
             Some(InputValue::Constant(Constant::Int(t))) if *t > 0 => "VAEDecodeTiled",
             _ => "VAEDecode",
@@ -50,6 +52,12 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         (_, "negative") => "negative",
         (_, "latent_image") => "latent",
         (_, "seed") => "seed",
+        ("KSamplerAdvanced", "noise_seed") => "seed",
+        ("KSamplerAdvanced", "start_at_step") => "start_at_step",
+        ("KSamplerAdvanced", "end_at_step") => "end_at_step",
+        ("KSamplerAdvanced", "add_noise") => "add_noise",
+        ("KSamplerAdvanced", "return_with_leftover_noise") => "leftover_noise",
+        ("CLIPTextEncodeSDXLRefiner", "ascore") => "ascore",
         (_, "steps") => "steps",
         (_, "cfg") => "cfg",
         (_, "sampler_name") => "sampler",
@@ -162,7 +170,7 @@ pub fn export(
                 "weft node types with no ComfyUI equivalent: {}",
                 unsupported.join(", ")
             ))
-            .hint("weft exports LoadCheckpoint, LoadLora, LoadLoraModelOnly, PromptEncode, PromptEncodeSdxl, EmptyLatent, Sampler, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
+            .hint("weft exports LoadCheckpoint, LoadLora, LoadLoraModelOnly, PromptEncode, PromptEncodeSdxl, PromptEncodeSdxlRefiner, EmptyLatent, Sampler, SamplerAdvanced, VaeDecode, VaeEncode, LoadImage, SaveImage, LatentUpscale, ImageScale, LoadUpscaleModel, UpscaleImage, ImageBatch (Int values are written in place)"),
         );
     }
     let ids = comfy_ids(wf);
@@ -255,6 +263,13 @@ pub fn export(
                     Some(Constant::Int(t)) => Some(json!((t / 8).max(8) / 8 * 8)),
                     _ => None,
                 },
+                ("KSamplerAdvanced", "add_noise" | "return_with_leftover_noise") => {
+                    let weft = weft_input(class, input.name).expect("mapped above");
+                    constant(weft).map(|c| match c {
+                        Constant::Bool(on) => json!(if on { "enable" } else { "disable" }),
+                        other => constant_json(&other),
+                    })
+                }
                 ("VAEDecodeTiled", "temporal_size") => Some(json!(64)),
                 ("VAEDecodeTiled", "temporal_overlap") => Some(json!(8)),
                 _ => weft_input(class, input.name)

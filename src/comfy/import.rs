@@ -1134,6 +1134,15 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
                 }
             }
         }
+        "CLIPTextEncodeSDXLRefiner" => {
+            cx.link("clip", "encoder");
+            cx.put_float("ascore", "ascore");
+            cx.put_int("width", "width");
+            cx.put_int("height", "height");
+            if let Some(text) = cx.string("text") {
+                cx.put("text", text.as_str());
+            }
+        }
         "EmptyLatentImage" => {
             cx.put_int("width", "width");
             cx.put_int("height", "height");
@@ -1274,51 +1283,32 @@ fn sampler_links(cx: &mut NodeCx) {
     cx.link("latent_image", "latent");
 }
 
-/// KSamplerAdvanced is weft's Sampler when it adds noise and runs to the end of its schedule;
-/// starting at step s of n is img2img: the last n - s steps of an n-step schedule.
+/// KSamplerAdvanced is weft's SamplerAdvanced, input for input: the window of the schedule
+/// (start_at_step, end_at_step), whether noise is added and whether it is left in at the end.
 fn ksampler_advanced(cx: &mut NodeCx) {
     sampler_links(cx);
-    let add_noise = cx.string("add_noise");
-    if add_noise.as_deref() == Some("disable") {
-        cx.issue(Some("add_noise"), "weft's Sampler always adds the seed's noise; 'disable' (a second pass over a latent that still holds noise) has no weft equivalent")
-            .hint = Some("run the whole schedule in one sampler, or use denoise < 1 on a clean latent".into());
-    }
-    cx.seed("noise_seed");
-    let steps = cx.int("steps");
-    let start = cx.int("start_at_step");
-    let end = cx.int("end_at_step");
-    let _ = cx.string("return_with_leftover_noise");
-    // weft's order: seed, steps, cfg, sampler, schedule, denoise.
-    let mut denoise = None;
-    if let (Some(steps), Some(start), Some(end)) = (steps, start, end) {
-        if end < steps {
-            cx.issue(Some("end_at_step"), format!("stopping at step {end} of {steps} has no weft equivalent: weft's Sampler runs its schedule to the end"))
-                .hint = Some(format!("set end_at_step to {steps} or more (10000 is ComfyUI's default)"));
-        } else if start >= steps {
-            cx.issue(
-                Some("start_at_step"),
-                format!("starting at step {start} of {steps} leaves no step to run"),
-            );
-        } else if start <= 0 {
-            cx.put("steps", steps);
-            denoise = Some(1.0);
-        } else {
-            let remaining = steps - start;
-            let d = denoise_for(steps, remaining);
-            cx.put("steps", remaining);
-            denoise = Some(d);
-            cx.note(
-                Some("start_at_step"),
-                format!("starting at step {start} of {steps} becomes {remaining} steps at denoise {d}: the same sigmas"),
-            );
+    for (comfy, weft, on) in [
+        ("add_noise", "add_noise", "enable"),
+        ("return_with_leftover_noise", "leftover_noise", "enable"),
+    ] {
+        match cx.string(comfy).as_deref() {
+            Some(v @ ("enable" | "disable")) => cx.put(weft, v == on),
+            Some(other) => {
+                cx.issue(
+                    Some(comfy),
+                    format!("'{other}' is neither 'enable' nor 'disable'"),
+                );
+            }
+            None => {}
         }
     }
+    cx.seed("noise_seed");
+    cx.put_int("steps", "steps");
     cx.put_float("cfg", "cfg");
     cx.sampler_name("sampler_name");
     cx.scheduler_name("scheduler");
-    if let Some(d) = denoise {
-        cx.put("denoise", d);
-    }
+    cx.put_int("start_at_step", "start_at_step");
+    cx.put_int("end_at_step", "end_at_step");
 }
 
 /// The shortest decimal `d` with `floor(remaining / d) == total` (how ComfyUI and weft size the

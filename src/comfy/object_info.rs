@@ -303,10 +303,14 @@ mod tests {
             info["CLIPTextEncode"]["input"]["required"]["text"][1]["multiline"],
             true
         );
-        // Only what weft accepts is offered.
+        // Both of KSamplerAdvanced's noise choices map onto SamplerAdvanced.
         assert_eq!(
             info["KSamplerAdvanced"]["input"]["required"]["add_noise"][0],
-            json!(["enable"])
+            json!(["enable", "disable"])
+        );
+        assert_eq!(
+            info["CLIPTextEncodeSDXLRefiner"]["input"]["required"]["ascore"][1]["default"],
+            json!(6.0)
         );
     }
 

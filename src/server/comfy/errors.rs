@@ -77,6 +77,8 @@ pub(super) fn comfy_input(class: &str, weft: &str) -> String {
         ("UpscaleModelLoader", "name") => "model_name",
         ("LoadImage", "path") => "image",
         ("KSampler" | "KSamplerAdvanced", "latent") => "latent_image",
+        ("KSamplerAdvanced", "seed") => "noise_seed",
+        ("KSamplerAdvanced", "leftover_noise") => "return_with_leftover_noise",
         ("VAEDecode" | "VAEDecodeTiled" | "LatentUpscale" | "LatentUpscaleBy", "latent") => {
             "samples"
         }
