@@ -1311,33 +1311,6 @@ fn ksampler_advanced(cx: &mut NodeCx) {
     cx.put_int("end_at_step", "end_at_step");
 }
 
-/// The shortest decimal `d` with `floor(remaining / d) == total` (how ComfyUI and weft size the
-/// schedule of a partial denoise), so the Sampler runs exactly the last `remaining` steps.
-pub fn denoise_for(total: i64, remaining: i64) -> f64 {
-    let exact = remaining as f64 / total as f64;
-    let fits = |d: f64| d > 0.0 && d <= 0.9999 && (remaining as f64 / d) as i64 == total;
-    for digits in 1..=17 {
-        let scale = 10f64.powi(digits);
-        let down = (exact * scale).floor();
-        for d in [
-            (exact * scale).round() / scale,
-            down / scale,
-            (down - 1.0) / scale,
-            (exact * scale).ceil() / scale,
-        ] {
-            if fits(d) {
-                return d;
-            }
-        }
-    }
-    // Not reached for steps up to 10000 (the test checks a range); step down one ulp at a time.
-    let mut d = exact;
-    while !fits(d) && d > 0.0 {
-        d = f64::from_bits(d.to_bits() - 1);
-    }
-    d
-}
-
 /// LatentUpscale and ImageScale resize to a size; weft's nodes scale by a factor. When the
 /// input's size is known from the graph and the factor is the same on both sides, it maps.
 fn scale_to_size(cx: &mut NodeCx, nodes: &HashMap<&str, &ComfyNode>) {
@@ -1635,24 +1608,6 @@ mod tests {
         assert!(read_nodes[1..]
             .iter()
             .all(|n| n.get("samples") == Some(&from_the_latent)));
-    }
-
-    #[test]
-    fn denoise_for_gives_the_schedule_comfyui_runs_for_start_at_step() {
-        for total in 1..=150i64 {
-            for start in 1..total {
-                let remaining = total - start;
-                let d = denoise_for(total, remaining);
-                assert_eq!(
-                    (remaining as f64 / d) as i64,
-                    total,
-                    "start {start} of {total}: denoise {d}"
-                );
-                assert!(d > 0.0 && d <= 0.9999);
-            }
-        }
-        assert_eq!(denoise_for(10, 6), 0.6);
-        assert_eq!(denoise_for(20, 15), 0.75);
     }
 
     #[test]
