@@ -30,6 +30,8 @@ function Painter({ node }: { node: string }) {
   const [erase, setErase] = useState(false);
   const [saving, setSaving] = useState(false);
   const last = useRef<{ x: number; y: number } | null>(null);
+  /** The picture's own pixels, read once when drawn: what Save writes under the mask. */
+  const pixels = useRef<Uint8ClampedArray | null>(null);
 
   // The picture, and a mask it carries already (its transparent pixels).
   useEffect(() => {
@@ -43,9 +45,10 @@ function Painter({ node }: { node: string }) {
       const h = img.naturalHeight;
       setSize({ width: w, height: h });
       requestAnimationFrame(() => {
-        const ic = image.current!.getContext('2d')!;
+        const ic = image.current!.getContext('2d', { willReadFrequently: true })!;
         ic.drawImage(img, 0, 0);
-        const carried = paintFromAlpha(ic.getImageData(0, 0, w, h).data, PAINT);
+        pixels.current = ic.getImageData(0, 0, w, h).data;
+        const carried = paintFromAlpha(pixels.current, PAINT);
         paint.current!.getContext('2d')!.putImageData(new ImageData(carried, w, h), 0, 0);
       });
     };
@@ -81,13 +84,12 @@ function Painter({ node }: { node: string }) {
   );
 
   const save = async () => {
-    if (!size || !image.current || !paint.current) return;
+    if (!size || !pixels.current || !paint.current) return;
     setSaving(true);
     try {
       const { width, height } = size;
-      const pixels = image.current.getContext('2d')!.getImageData(0, 0, width, height).data;
       const painted = paint.current.getContext('2d')!.getImageData(0, 0, width, height).data;
-      const png = await encodeRgbaPng(width, height, maskedRgba(pixels, painted));
+      const png = await encodeRgbaPng(width, height, maskedRgba(pixels.current, painted));
       const stem = String(path).split('/').pop()!.replace(/\.[^.]*$/, '');
       const stored = await api.upload(new File([png as BlobPart], `${stem}-mask.png`, { type: 'image/png' }));
       useEditor.getState().setValue(node, 'path', stored);
