@@ -129,6 +129,20 @@ pub fn workflow_schema_with_subgraphs(
                 "description": "editor positions, one line per node",
                 "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             },
+            "appearance": {
+                "type": "object",
+                "description": "how the editor draws nodes, one line per node: a title shown instead of the id, a header colour, collapsed to the header",
+                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "title": {"type": "string"},
+                        "color": {"type": "string", "description": "a CSS colour, e.g. #3f789e"},
+                        "collapsed": {"type": "boolean"},
+                    },
+                },
+            },
             "groups": {
                 "type": "array",
                 "description": "editor groups: titled, coloured boxes behind the nodes",

@@ -120,6 +120,7 @@ fn expand_only(
             version: workflow.version,
             layout: workflow.layout.clone(),
             groups: workflow.groups.clone(),
+            appearance: workflow.appearance.clone(),
             version_pos: workflow.version_pos,
             nodes_pos: workflow.nodes_pos,
             interface: workflow.interface.clone(),

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value as Json;
-use weft_engine::workflow::{Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow};
+use weft_engine::workflow::{
+    Appearance, Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow,
+};
 use weft_engine::{Constant, DiagnosticCode};
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
 
@@ -71,6 +73,9 @@ pub struct ComfyNode {
     /// The UI format's node mode, kept for a type weft knows: muted (2) and bypassed (4)
     /// become `mute: true` / `bypass: true` (API prompts hold no such nodes).
     pub mode: NodeMode,
+    /// The UI format's header colour (`color`) and `flags.collapsed`: kept in `appearance:`.
+    pub color: Option<String>,
+    pub collapsed: bool,
 }
 
 impl ComfyNode {
@@ -203,6 +208,8 @@ fn read_api(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Ve
             inputs,
             pos: None,
             mode: NodeMode::Normal,
+            color: None,
+            collapsed: false,
             title: node
                 .get("_meta")
                 .and_then(|m| m.get("title"))
@@ -499,6 +506,12 @@ fn read_ui(object: &serde_json::Map<String, Json>) -> Result<Vec<ComfyNode>, Vec
             pos: ui_pos(n.get("pos")),
             title: n.get("title").and_then(Json::as_str).map(str::to_string),
             mode,
+            color: n.get("color").and_then(Json::as_str).map(str::to_string),
+            collapsed: n
+                .get("flags")
+                .and_then(|f| f.get("collapsed"))
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
         });
     }
     if issues.is_empty() {
@@ -993,6 +1006,20 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
         let id = &ids[n.id.as_str()];
         if let Some(pos) = n.pos {
             wf.layout.insert(id.clone(), pos);
+        }
+        // A title that did not become the id is shown as the node's title.
+        let title = n
+            .title
+            .as_ref()
+            .filter(|t| *t != id && **t != ty.class && **t != ty.display && !t.is_empty())
+            .cloned();
+        let look = Appearance {
+            title,
+            color: n.color.clone(),
+            collapsed: n.collapsed,
+        };
+        if !look.is_default() {
+            wf.appearance.insert(id.clone(), look);
         }
         wf.add(id, entry);
     }
@@ -1837,6 +1864,47 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].node.as_deref(), Some("3"));
         assert_eq!(errors[0].input.as_deref(), Some("vae"));
+    }
+
+    #[test]
+    fn titles_colours_and_collapsed_flags_become_appearance() {
+        let root = json!({
+            "nodes": [
+                {"id": 1, "type": "EmptyLatentImage", "mode": 0, "widgets_values": [64, 64, 1],
+                 "title": "Canvas size", "color": "#232", "flags": {"collapsed": true},
+                 "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}]},
+                {"id": 2, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["tiny-shapes"],
+                 "title": "Load Checkpoint", "flags": {}}
+            ],
+            "links": []
+        });
+        let wf = import(&root, &ImportOptions::default()).unwrap().workflow;
+        let latent = wf
+            .nodes
+            .iter()
+            .find(|(_, n)| n.type_name == "EmptyLatent")
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        assert_eq!(
+            wf.appearance[&latent],
+            Appearance {
+                title: Some("Canvas size".into()),
+                color: Some("#232".into()),
+                collapsed: true
+            }
+        );
+        // ComfyUI's own name for the type is no title of the user's.
+        assert_eq!(wf.appearance.len(), 1, "{:?}", wf.appearance);
+        assert!(
+            wf.to_yaml().contains("collapsed: true}"),
+            "{}",
+            wf.to_yaml()
+        );
+        // An API prompt's `_meta.title` that only names the type gives nothing either.
+        let api = json!({"1": {"class_type": "EmptyLatentImage", "_meta": {"title": "Empty Latent Image"},
+                               "inputs": {"width": 64, "height": 64, "batch_size": 1}}});
+        let wf = import(&api, &ImportOptions::default()).unwrap().workflow;
+        assert!(wf.appearance.is_empty(), "{:?}", wf.appearance);
     }
 
     #[test]

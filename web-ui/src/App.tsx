@@ -17,7 +17,10 @@ import '@xyflow/react/dist/base.css';
 import './app.css';
 import { api, type Diagnostic, type NodeType, type WorkflowDoc } from './api';
 import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
-import { useEditor, type PendingLink } from './store';
+import { hasClipboard, useEditor, type PendingLink } from './store';
+import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
+import { MaskEditor } from './MaskEditor';
+import { useMaskStore } from './maskstore';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
 import { GroupNode, groupChanges, groupNodes } from './groups';
@@ -124,6 +127,8 @@ function Editor() {
   const [showHelp, setShowHelp] = useState(false);
   const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
+  const [menu, setMenu] = useState<MenuAt | null>(null);
+  const closeMenu = useCallback(() => setMenu(null), []);
 
   // Catalogue, file list, the file named in the URL, the live connection.
   useEffect(() => {
@@ -284,11 +289,13 @@ function Editor() {
         const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
         useEditor.getState().paste(inside ? rf.screenToFlowPosition(p) : undefined);
       },
-      selectAll: () => useEditor.setState((s) => ({ nodes: s.nodes.map((n) => ({ ...n, selected: true })) })),
+      selectAll: () => useEditor.getState().selectAll(),
       deleteSelected: () => useEditor.getState().deleteSelected(),
       bypass: () => useEditor.getState().toggleMode('bypass'),
       mute: () => useEditor.getState().toggleMode('mute'),
       group: () => useEditor.getState().groupSelected(),
+      collapse: () => useEditor.getState().toggleCollapse(),
+      duplicate: () => useEditor.getState().duplicateSelected(),
       search: () => openPalette(),
       fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
       toggleHistory: () => setShowHistory((v) => !v),
@@ -297,13 +304,47 @@ function Editor() {
     const onKey = (e: KeyboardEvent) => {
       const el = e.target as HTMLElement;
       const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
-      runShortcut(e, ctx, typing || !!palette);
+      // Keys belong to the mask painter while it is open.
+      runShortcut(e, ctx, typing || !!palette || useMaskStore.getState().node !== null);
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
   }, [openPalette, palette, rf]);
 
   const fit = useCallback(() => fitSoon(rf), [rf]);
+
+  // Right-click menus (ContextMenu.tsx): React Flow says what was clicked.
+  const menuActions: CanvasActions = useMemo(
+    () => ({
+      addAt: (flow) => setPalette({ at: flow }),
+      pasteAt: (flow) => useEditor.getState().paste(flow),
+      canPaste: hasClipboard,
+      fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
+    }),
+    [rf],
+  );
+  const onPaneContextMenu = useCallback(
+    (e: MouseEvent | React.MouseEvent) => {
+      e.preventDefault();
+      setMenu({ kind: 'canvas', x: e.clientX, y: e.clientY, flow: rf.screenToFlowPosition({ x: e.clientX, y: e.clientY }) });
+    },
+    [rf],
+  );
+  const onNodeContextMenu = useCallback((e: React.MouseEvent, n: GNode) => {
+    e.preventDefault();
+    if (n.type !== 'weft') return;
+    useEditor.getState().selectForMenu(n.id);
+    setMenu({ kind: 'node', x: e.clientX, y: e.clientY, node: n.id });
+  }, []);
+  const onEdgeContextMenu = useCallback((e: React.MouseEvent, edge: GEdge) => {
+    e.preventDefault();
+    setMenu({ kind: 'edge', x: e.clientX, y: e.clientY, edge: edge.id });
+  }, []);
+  const onSelectionContextMenu = useCallback((e: React.MouseEvent, chosen: GNode[]) => {
+    e.preventDefault();
+    const first = chosen.find((n) => n.type === 'weft');
+    if (first) setMenu({ kind: 'node', x: e.clientX, y: e.clientY, node: first.id });
+  }, []);
 
   const onDrop = useCallback(
     async (e: React.DragEvent) => {
@@ -372,6 +413,10 @@ function Editor() {
             isValidConnection={isValidConnection}
             onNodeDragStart={onNodeDragStart}
             onSelectionDragStart={onNodeDragStart}
+            onPaneContextMenu={onPaneContextMenu}
+            onNodeContextMenu={onNodeContextMenu}
+            onEdgeContextMenu={onEdgeContextMenu}
+            onSelectionContextMenu={onSelectionContextMenu}
             deleteKeyCode={null}
             selectionKeyCode="Shift"
             multiSelectionKeyCode={['Meta', 'Control']}
@@ -397,6 +442,7 @@ function Editor() {
           <LooseDiagnostics />
           <Toast />
           {showHelp && <Help onClose={() => setShowHelp(false)} />}
+          {menu && <ContextMenu at={menu} actions={menuActions} onClose={closeMenu} />}
         </div>
         {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
         {showHistory && <History onClose={() => setShowHistory(false)} />}
@@ -405,6 +451,7 @@ function Editor() {
         <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
       )}
       <NameDialog />
+      <MaskEditor />
     </div>
   );
 }

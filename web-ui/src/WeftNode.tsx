@@ -7,6 +7,8 @@ import { useEditor } from './store';
 import { useRunStore, type NodeRunState } from './runstore';
 import { typeColour } from './types';
 import { queueRun } from './live';
+import { openMaskEditor } from './maskstore';
+import { isImageFile, TEXTY } from './nodesize';
 
 const EMPTY: Diagnostic[] = [];
 
@@ -36,7 +38,7 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
   // screen then get their fields.
   const measured = useStore(useCallback((s: ReactFlowState) => !!s.nodeLookup.get(id)?.internals.handleBounds, [id]));
   const far = useStore(farSelector) || !measured;
-  const { kind, values, mode } = data as WeftData;
+  const { kind, values, mode, look } = data as WeftData;
   const decl = useEditor(useCallback((s) => s.catalogue.get(kind), [kind]));
   const linkedKey = useEditor(useCallback((s) => linkedOf(s.edges, id), [id]));
   const run = useRunStore(useCallback((s) => s.nodes[id], [id]));
@@ -44,19 +46,32 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
   const linked = new Map(linkedKey ? linkedKey.split('|').map((p) => p.split('=') as [string, string]) : []);
   const nodeDiags = diags.filter((d) => !d.input || !decl?.inputs.some((i) => i.name === d.input));
   const state = run?.state && run.state !== 'idle' ? run.state : undefined;
+  const collapsed = look?.collapsed === true;
 
   return (
     <div
-      className="wn"
+      className={collapsed ? 'wn wn-collapsed' : 'wn'}
       data-state={state}
       data-mode={mode}
       data-invalid={diags.length > 0 || undefined}
       data-selected={selected || undefined}
+      data-collapsed={collapsed || undefined}
       data-testid={`node-${id}`}
     >
-      <header className="wn-head">
-        <span className="wn-id" title={decl?.doc}>{id}</span>
-        <span className="wn-kind">{kind}</span>
+      <header className="wn-head" style={look?.color ? { background: look.color } : undefined}>
+        <button
+          className="wn-fold nodrag"
+          title={collapsed ? 'expand (Alt+C)' : 'collapse to this header (Alt+C)'}
+          aria-label={collapsed ? 'expand' : 'collapse'}
+          data-testid="collapse"
+          onClick={() => useEditor.getState().setLook([id], { collapsed: !collapsed })}
+        >
+          {collapsed ? '▸' : '▾'}
+        </button>
+        <span className="wn-id" title={look?.title ? `${look.title} (id ${id}): ${decl?.doc ?? ''}` : decl?.doc} data-testid="node-title">
+          {look?.title || id}
+        </span>
+        <span className="wn-kind">{look?.title ? `${id} · ${kind}` : kind}</span>
         {mode && (
           <span className={`wn-mode wn-mode-${mode}`} data-testid="node-mode" title={mode === 'bypass' ? 'bypassed (Ctrl+B): each output is its first input of the same type' : 'muted (Ctrl+M): not run, nor what needs it'}>
             {mode === 'bypass' ? 'bypassed' : 'muted'}
@@ -71,9 +86,10 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
           ▶
         </button>
       </header>
-      <Status run={run} />
-      {!decl && <div className="wn-diag">unknown node type {kind}</div>}
-      {decl && (
+      {collapsed && decl && <CollapsedHandles decl={decl} />}
+      {!collapsed && <Status run={run} />}
+      {!collapsed && !decl && <div className="wn-diag">unknown node type {kind}</div>}
+      {!collapsed && decl && (
         <div className="wn-body">
           {decl.outputs.map((o) => (
             <div className="wn-row wn-out" key={o.name} title={`${o.type}: ${o.doc}`}>
@@ -101,20 +117,50 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
           ))}
         </div>
       )}
-      {nodeDiags.map((d, k) => (
+      {!collapsed && nodeDiags.map((d, k) => (
         <DiagLine key={k} d={d} />
       ))}
-      {run?.value !== undefined && (
+      {!collapsed && kind === 'LoadImage' && <MaskButton node={id} value={values.path} />}
+      {!collapsed && run?.value !== undefined && (
         <div className="wn-value nodrag" data-testid="value" title="what this output node shows, from the last run">
           {String(run.value)}
         </div>
       )}
-      <Images run={run} />
+      {!collapsed && <Images run={run} />}
     </div>
   );
 }
 
 export const WeftNode = memo(WeftNodeView);
+
+/**
+ * A collapsed node keeps every socket (its links still need ends to be drawn to), stacked
+ * unseen on the header's sides; links are made on the expanded node.
+ */
+function CollapsedHandles({ decl }: { decl: NodeType }) {
+  return (
+    <div className="wn-folded-handles">
+      {decl.inputs.map((i) => (
+        <Handle key={`i-${i.name}`} type="target" position={Position.Left} id={i.name} isConnectable={false} className="h h-folded" />
+      ))}
+      {decl.outputs.map((o) => (
+        <Handle key={`o-${o.name}`} type="source" position={Position.Right} id={o.name} isConnectable={false} className="h h-folded" />
+      ))}
+    </div>
+  );
+}
+
+/** LoadImage: paint the area to inpaint on its image (MaskEditor.tsx). */
+function MaskButton({ node, value }: { node: string; value: Constant | undefined }) {
+  if (typeof value !== 'string' || !value) return null;
+  return (
+    <div className="wn-mask nodrag">
+      <button className="btn small" data-testid="open-mask-editor" onClick={() => openMaskEditor(node)} title="paint the area to inpaint (saved as a new image whose painted pixels have alpha 0)">
+        Open in mask editor
+      </button>
+    </div>
+  );
+}
 
 /** The state badge in the header: queued, running i/n, cached, done with its time, failed. */
 function Badge({ run }: { run?: NodeRunState }) {
@@ -202,9 +248,6 @@ function DiagLine({ d }: { d: Diagnostic }) {
   );
 }
 
-const TEXTY = /text|prompt/i;
-const isImageFile = (i: InputDecl, t: NodeType) =>
-  i.type === 'string' && /^(path|image|file)$/.test(i.name) && t.outputs.some((o) => o.type === 'image') && /image/i.test(i.doc + t.doc);
 
 interface RowProps {
   node: string;

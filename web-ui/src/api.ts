@@ -52,8 +52,17 @@ export interface WorkflowDoc {
   layout?: Record<string, [number, number]>;
   /** The file's `sweep:` section (axes of a parameter sweep); absent when the file has none. */
   sweep?: SweepSection;
+  /** How the editor draws nodes: a title instead of the id, a header colour, collapsed. */
+  appearance?: Record<string, Appearance>;
   /** The editor's groups: titled boxes behind the nodes. */
   groups?: { title: string; color?: string; box: [number, number, number, number] }[];
+}
+
+/** One node's `appearance:` line (ComfyUI's node title, color and collapsed flag). */
+export interface Appearance {
+  title?: string;
+  color?: string;
+  collapsed?: boolean;
 }
 
 export interface WorkflowEntry {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { deflateSync } from 'node:zlib';
 import type { NodeType, WorkflowDoc } from './api';
-import { canvasNode, docToGraph, freshId, graphToDoc, linkProblem, nameForImport, searchNodes, toJsonText } from './graph';
+import { canvasNode, cloneNodes, docToGraph, freshId, graphToDoc, linkProblem, nameForImport, searchNodes, toJsonText } from './graph';
 import { pngWorkflowText } from './png';
 
 const doc: WorkflowDoc = {
@@ -48,6 +48,45 @@ describe('graph', () => {
     expect(back.nodes).toEqual(doc.nodes);
     expect(back.layout!.model).toEqual([0, 0]);
     expect(back.layout!.latent).toBeDefined();
+  });
+
+  it('reads and writes appearance (title, colour, collapsed), leaving out what is default', () => {
+    const d: WorkflowDoc = {
+      ...doc,
+      appearance: { model: { title: 'The model', color: '#553333', collapsed: true }, latent: { collapsed: false, title: '' } },
+    };
+    const { nodes, edges } = docToGraph(d);
+    expect(nodes.find((n) => n.id === 'model')!.data.look).toEqual({ title: 'The model', color: '#553333', collapsed: true });
+    expect(nodes.find((n) => n.id === 'latent')!.data.look).toBeUndefined();
+    const back = graphToDoc(nodes, edges);
+    expect(back.appearance).toEqual({ model: { title: 'The model', color: '#553333', collapsed: true } });
+    // Appearance is no input: the node's entry is unchanged.
+    expect(back.nodes).toEqual(doc.nodes);
+    expect(graphToDoc(docToGraph(doc).nodes, []).appearance).toBeUndefined();
+  });
+
+  it('clones nodes with fresh ids, their values, mode, look and the links between them', () => {
+    const { nodes, edges } = docToGraph({
+      ...doc,
+      nodes: { ...doc.nodes, positive: { ...doc.nodes.positive, bypass: true } },
+      appearance: { positive: { title: 'Prompt', color: '#335533' } },
+    });
+    const chosen = nodes.filter((n) => n.id !== 'latent');
+    const taken = new Set(nodes.map((n) => n.id));
+    const out = cloneNodes(chosen, edges, taken, 40, 40);
+    expect(out.nodes.map((n) => n.id)).toEqual(['load_checkpoint', 'prompt_encode']);
+    const prompt = out.nodes[1];
+    expect(prompt.data).toMatchObject({ kind: 'PromptEncode', mode: 'bypass', look: { title: 'Prompt', color: '#335533' }, values: { text: '$5 off' } });
+    expect(prompt.position).toEqual({ x: 360, y: -80 });
+    expect(prompt.selected).toBe(true);
+    expect(out.edges).toEqual([
+      expect.objectContaining({ id: 'prompt_encode:encoder', source: 'load_checkpoint', target: 'prompt_encode', targetHandle: 'encoder' }),
+    ]);
+    // The copy's look is its own: changing it leaves the original's alone.
+    prompt.data.look!.title = 'changed';
+    expect(nodes.find((n) => n.id === 'positive')!.data.look!.title).toBe('Prompt');
+    // A link from a node left behind is not cloned.
+    expect(cloneNodes([nodes.find((n) => n.id === 'positive')!], edges, taken, 0, 0).edges).toEqual([]);
   });
 
   it('keeps the input order of the file and writes whole floats as floats', () => {

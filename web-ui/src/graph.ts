@@ -1,6 +1,6 @@
 // The workflow document <-> the canvas's nodes and edges. Pure functions, unit-tested.
 import type { Edge, Node } from '@xyflow/react';
-import type { Constant, NodeType, WorkflowDoc } from './api';
+import type { Appearance, Constant, NodeType, WorkflowDoc } from './api';
 import { accepts } from './types';
 
 export interface WeftData extends Record<string, unknown> {
@@ -13,6 +13,19 @@ export interface WeftData extends Record<string, unknown> {
   /** `bypass: true` / `mute: true` in the file (Ctrl+B / Ctrl+M): the engine passes the node's
    * inputs through, or leaves it out with what only it feeds. */
   mode?: NodeMode;
+  /** The file's `appearance:` line for the node: a title shown instead of its id, a header
+   * colour, collapsed to its header. Drawing only: no run changes with it. */
+  look?: Appearance;
+}
+
+/** An appearance with its empty fields dropped, or undefined when nothing is left. */
+export function cleanLook(look: Appearance | undefined): Appearance | undefined {
+  if (!look) return undefined;
+  const out: Appearance = {};
+  if (look.title) out.title = look.title;
+  if (look.color) out.color = look.color;
+  if (look.collapsed) out.collapsed = true;
+  return Object.keys(out).length ? out : undefined;
 }
 
 export type NodeMode = 'bypass' | 'mute';
@@ -80,6 +93,7 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
       }
     }
     const at = doc.layout?.[id];
+    const look = cleanLook(doc.appearance?.[id]);
     nodes.push({
       id,
       type: 'weft',
@@ -89,6 +103,7 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
         values,
         order: Object.keys(raw).filter((k) => k !== 'type' && !MODE_KEYS.has(k)),
         ...(mode ? { mode } : {}),
+        ...(look ? { look } : {}),
       },
     });
   });
@@ -122,8 +137,40 @@ export function graphToDoc(
     }
     out.nodes[n.id] = entry;
     out.layout![n.id] = [Math.round(n.position.x), Math.round(n.position.y)];
+    const look = cleanLook(n.data.look);
+    if (look) (out.appearance ??= {})[n.id] = look;
   }
   return out;
+}
+
+/**
+ * Copies of `nodes` (and of the `edges` between them) with fresh ids, moved by (dx, dy) and
+ * selected: what paste and duplicate add. Values, mode and look come along.
+ */
+export function cloneNodes(
+  nodes: GNode[],
+  edges: GEdge[],
+  taken: Set<string>,
+  dx: number,
+  dy: number,
+): { nodes: GNode[]; edges: GEdge[] } {
+  const rename = new Map<string, string>();
+  const fresh: GNode[] = nodes.map((n) => {
+    const id = freshId(n.data.kind, (x) => taken.has(x));
+    taken.add(id);
+    rename.set(n.id, id);
+    const data: WeftData = { kind: n.data.kind, values: { ...n.data.values }, order: n.data.order };
+    if (n.data.mode) data.mode = n.data.mode;
+    if (n.data.look) data.look = { ...n.data.look };
+    return { id, type: 'weft', position: { x: n.position.x + dx, y: n.position.y + dy }, data, selected: true };
+  });
+  const inner = edges
+    .filter((e) => rename.has(e.source) && rename.has(e.target))
+    .map((e) => {
+      const target = rename.get(e.target)!;
+      return { ...e, id: edgeId(target, e.targetHandle), source: rename.get(e.source)!, target, selected: false };
+    });
+  return { nodes: fresh, edges: inner };
 }
 
 /** A fresh node id from a type name: `PromptEncode` -> `prompt_encode`, then `prompt_encode_2`, ... */

@@ -73,4 +73,15 @@ describe('merge3', () => {
     expect('steps' in doc.nodes.sample).toBe(false);
     expect(doc.layout).toEqual({ model: [10, 10], sample: [300, 0], save: [700, 50] });
   });
+
+  it('merges titles, colours and collapse node by node, whoever changed them', () => {
+    const theirs = edit((d) => (d.appearance = { model: { title: 'Checkpoint' } }));
+    const mine = edit((d) => (d.appearance = { sample: { collapsed: true, color: '#553333' } }));
+    const { doc, conflicts } = merge3(base, theirs, mine);
+    expect(conflicts).toEqual([]);
+    expect(doc.appearance).toEqual({ model: { title: 'Checkpoint' }, sample: { collapsed: true, color: '#553333' } });
+    // Mine removed a look the file still has: it stays removed.
+    const b2 = edit((d) => (d.appearance = { save: { title: 'Out' } }));
+    expect(merge3(b2, b2, base).doc.appearance).toBeUndefined();
+  });
 });

@@ -61,6 +61,13 @@ export function merge3(base: WorkflowDoc | null, theirs: WorkflowDoc, mine: Work
     if (p) layout[id] = p;
   }
   if (Object.keys(layout).length) doc.layout = layout;
+  // Titles, colours, collapse: like positions, whoever changed a node's look wins.
+  const appearance: NonNullable<WorkflowDoc['appearance']> = {};
+  for (const id of Object.keys(nodes)) {
+    const look = pick(b.appearance?.[id], theirs.appearance?.[id], mine.appearance?.[id]).value;
+    if (look) appearance[id] = look;
+  }
+  if (Object.keys(appearance).length) doc.appearance = appearance;
   const sweep = pick(b.sweep, theirs.sweep, mine.sweep);
   if (sweep.conflict) conflicts.push({ node: 'sweep', input: null, theirs: theirs.sweep ?? null, mine: mine.sweep ?? null });
   if (sweep.value) doc.sweep = sweep.value;

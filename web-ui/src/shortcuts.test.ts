@@ -2,10 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { SHORTCUTS, runShortcut, type ShortcutContext } from './shortcuts';
 
 /** A key press as the browser gives it. */
-const press = (key: string, mods: { ctrl?: boolean; shift?: boolean; alt?: boolean } = {}) => {
+const press = (key: string, mods: { ctrl?: boolean; shift?: boolean; alt?: boolean; code?: string } = {}) => {
   let prevented = false;
   const e = {
     key,
+    code: mods.code ?? (/^[a-z]$/i.test(key) ? `Key${key.toUpperCase()}` : ''),
     ctrlKey: !!mods.ctrl,
     metaKey: false,
     shiftKey: !!mods.shift,
@@ -38,6 +39,10 @@ const cases: [string, ReturnType<typeof press>, string][] = [
   ['Ctrl+B', press('b', { ctrl: true }), 'bypass'],
   ['Ctrl+M', press('m', { ctrl: true }), 'mute'],
   ['Ctrl+G', press('g', { ctrl: true }), 'group'],
+  ['Alt+C', press('c', { alt: true }), 'collapse'],
+  // A Mac's Option+C types 'ç': the key's place decides.
+  ['Alt+C', press('ç', { alt: true, code: 'KeyC' }), 'collapse'],
+  ['Shift+D', press('D', { shift: true }), 'duplicate'],
   ['Delete / Backspace', press('Delete'), 'deleteSelected'],
   ['Delete / Backspace', press('Backspace'), 'deleteSelected'],
   ['Space / Tab / double-click', press(' '), 'search'],
@@ -69,6 +74,9 @@ describe('the shortcut table', () => {
     }
     const { ctx } = recorder();
     expect(runShortcut(press('x').e, ctx, false)).toBe(false);
+    // Plain c and d are no shortcut (typing them on the canvas does nothing).
+    expect(runShortcut(press('c').e, ctx, false)).toBe(false);
+    expect(runShortcut(press('d').e, ctx, false)).toBe(false);
   });
 
   it('keeps the browser from its own meaning of a key, but not copy and paste', () => {

@@ -17,6 +17,8 @@ export interface ShortcutContext {
   bypass: () => void;
   mute: () => void;
   group: () => void;
+  collapse: () => void;
+  duplicate: () => void;
   search: () => void;
   fit: () => void;
   toggleHistory: () => void;
@@ -48,6 +50,8 @@ export const SHORTCUTS: Shortcut[] = [
   { keys: 'Ctrl+B', does: 'bypass the selected nodes (inputs pass through)', match: (e) => ctrl(e) && key(e) === 'b', run: (c) => c.bypass() },
   { keys: 'Ctrl+M', does: 'mute the selected nodes (left out of runs)', match: (e) => ctrl(e) && key(e) === 'm', run: (c) => c.mute() },
   { keys: 'Ctrl+G', does: 'group the selected nodes', match: (e) => ctrl(e) && key(e) === 'g', run: (c) => c.group() },
+  { keys: 'Alt+C', does: 'collapse the selected nodes to their headers (again: expand)', match: (e) => e.altKey && !ctrl(e) && e.code === 'KeyC', run: (c) => c.collapse() },
+  { keys: 'Shift+D', does: 'duplicate the selected nodes', match: (e) => e.shiftKey && !ctrl(e) && !e.altKey && key(e) === 'd', run: (c) => c.duplicate() },
   { keys: 'Delete / Backspace', does: 'delete the selection', match: (e) => e.key === 'Delete' || e.key === 'Backspace', run: (c) => c.deleteSelected() },
   { keys: 'Space / Tab / double-click', does: 'search nodes to add', match: (e) => (e.key === ' ' || e.key === 'Tab') && !ctrl(e), run: (c) => c.search() },
   { keys: '.', does: 'fit the whole workflow in view', match: (e) => e.key === '.' && !ctrl(e), run: (c) => c.fit() },

@@ -2,12 +2,13 @@
 import { create } from 'zustand';
 import { applyEdgeChanges, applyNodeChanges, type EdgeChange, type NodeChange, type Connection } from '@xyflow/react';
 import { describeConflicts, merge3 } from './merge';
-import { api, ApiError, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
-import { defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
+import { api, ApiError, type Appearance, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
+import { cleanLook, cloneNodes, defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
 import { accepts, typeColour } from './types';
 import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
 import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groups';
+import { estimateNodeSize } from './nodesize';
 
 interface Snapshot {
   nodes: GNode[];
@@ -87,6 +88,16 @@ export interface EditorState {
   copy: () => void;
   paste: (at?: { x: number; y: number }) => void;
   deleteSelected: () => void;
+  /** Sets a title, colour or collapse on nodes (an empty title or colour removes it). */
+  setLook: (ids: string[], patch: Appearance) => void;
+  /** Alt+C: collapses the selected nodes to their headers (opens them when all are collapsed). */
+  toggleCollapse: () => void;
+  /** Copies of the selected nodes (and the links between them) beside them, selected. */
+  duplicateSelected: () => void;
+  selectAll: () => void;
+  /** Selects only `id` unless it is selected already (what a right-click on a node does first). */
+  selectForMenu: (id: string) => void;
+  removeEdge: (id: string) => void;
   /** Ctrl+B / Ctrl+M: toggles the mode on the selected nodes (all on unless all have it already). */
   toggleMode: (mode: NodeMode) => void;
   say: (text: string, kind?: 'info' | 'error') => void;
@@ -101,6 +112,8 @@ export interface PendingLink {
 }
 
 let clipboard: Clipboard | null = null;
+/** Whether Paste has anything to paste (the context menu greys it out otherwise). */
+export const hasClipboard = () => (clipboard?.nodes.length ?? 0) > 0;
 const HISTORY = 200;
 
 function styled(e: GEdge, nodes: Map<string, GNode>, cat: Map<string, NodeType>): GEdge {
@@ -217,11 +230,26 @@ export const useEditor = create<EditorState>()((set, get) => ({
     const cat = get().catalogue;
     // Keep each node's measured size and selection across an in-place reload, so nothing jumps.
     const old = new Map(get().nodes.map((n) => [n.id, n]));
+    const linked = new Map<string, Set<string>>();
+    for (const e of edges) {
+      const set = linked.get(e.target) ?? new Set<string>();
+      set.add(e.targetHandle);
+      linked.set(e.target, set);
+    }
     for (const n of nodes) {
       const o = old.get(n.id);
-      if (o) {
+      if (o?.measured) {
         n.measured = o.measured;
         n.selected = o.selected;
+        continue;
+      }
+      if (o) n.selected = o.selected;
+      // Size and sockets worked out before drawing: React Flow then draws only the nodes on
+      // screen instead of all of them once to measure them (nodesize.ts).
+      const size = n.data.look?.collapsed ? null : estimateNodeSize(cat.get(n.data.kind), linked.get(n.id) ?? new Set());
+      if (size) {
+        n.measured = { width: size.width, height: size.height };
+        n.handles = size.handles;
       }
     }
     const declOf = (node: string, input: string) => cat.get(byId.get(node)?.data.kind ?? '')?.inputs.find((i) => i.name === input);
@@ -425,7 +453,11 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (edits) get().checkpoint();
     let moved = false;
     for (const c of changes) if (c.type === 'position' && c.position) moved = true;
-    const nodes = applyNodeChanges(changes, get().nodes);
+    let nodes = applyNodeChanges(changes, get().nodes);
+    // Measured for real: the estimated sockets give way to the drawn ones for good (React Flow
+    // would otherwise take a node's `handles` again whenever the node object changes).
+    const drawn = new Set(changes.filter((c) => c.type === 'dimensions').map((c) => c.id));
+    if (drawn.size) nodes = nodes.map((n) => (drawn.has(n.id) && n.handles ? { ...n, handles: undefined } : n));
     const patch: Partial<EditorState> = { nodes };
     if (edits) {
       const ids = new Set(nodes.map((n) => n.id));
@@ -523,35 +555,75 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!clipboard || clipboard.nodes.length === 0) return;
     const s = get();
     s.checkpoint();
-    const taken = new Set(s.nodes.map((n) => n.id));
-    const rename = new Map<string, string>();
     const minX = Math.min(...clipboard.nodes.map((n) => n.position.x));
     const minY = Math.min(...clipboard.nodes.map((n) => n.position.y));
     const dx = at ? at.x - minX : 40;
     const dy = at ? at.y - minY : 40;
-    const fresh: GNode[] = clipboard.nodes.map((n) => {
-      const id = freshId(n.data.kind, (x) => taken.has(x));
-      taken.add(id);
-      rename.set(n.id, id);
-      return {
-        id,
-        type: 'weft',
-        position: { x: n.position.x + dx, y: n.position.y + dy },
-        data: { kind: n.data.kind, values: { ...n.data.values }, order: n.data.order },
-        selected: true,
-      };
-    });
-    const edges = clipboard.edges.map((e) => {
-      const target = rename.get(e.target)!;
-      return { ...e, id: edgeId(target, e.targetHandle), source: rename.get(e.source)!, target, selected: false };
-    });
+    const fresh = cloneNodes(clipboard.nodes, clipboard.edges, new Set(s.nodes.map((n) => n.id)), dx, dy);
     // A second paste lands a step further, not on top of the first.
     if (!at) clipboard = { ...clipboard, nodes: clipboard.nodes.map((n) => ({ ...n, position: { x: n.position.x + 40, y: n.position.y + 40 } })) };
     set({
-      nodes: [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), ...fresh],
-      edges: [...s.edges, ...edges],
+      nodes: [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), ...fresh.nodes],
+      edges: [...s.edges, ...fresh.edges],
       dirty: true,
     });
+  },
+
+  duplicateSelected: () => {
+    const s = get();
+    const chosen = s.nodes.filter((n) => n.selected);
+    if (chosen.length === 0) return;
+    s.checkpoint();
+    const fresh = cloneNodes(chosen, s.edges, new Set(s.nodes.map((n) => n.id)), 40, 40);
+    set({
+      nodes: [...s.nodes.map((n) => (n.selected ? { ...n, selected: false } : n)), ...fresh.nodes],
+      edges: [...s.edges, ...fresh.edges],
+      dirty: true,
+    });
+    s.say(`duplicated ${chosen.length} node${chosen.length > 1 ? 's' : ''}: ${fresh.nodes.map((n) => n.id).join(', ')}`);
+  },
+
+  selectAll: () => set((s) => ({ nodes: s.nodes.map((n) => (n.selected ? n : { ...n, selected: true })) })),
+
+  selectForMenu: (id) => {
+    const s = get();
+    if (s.nodes.find((n) => n.id === id)?.selected) return;
+    set({ nodes: s.nodes.map((n) => (n.id === id ? { ...n, selected: true } : n.selected ? { ...n, selected: false } : n)) });
+  },
+
+  removeEdge: (id) => {
+    const s = get();
+    if (!s.edges.some((e) => e.id === id)) return;
+    s.checkpoint();
+    set({ edges: s.edges.filter((e) => e.id !== id), dirty: true });
+  },
+
+  setLook: (ids, patch) => {
+    const s = get();
+    const chosen = new Set(ids);
+    s.checkpoint(`look:${ids.join()}:${Object.keys(patch).join()}`);
+    set({
+      nodes: s.nodes.map((n) => {
+        if (!chosen.has(n.id)) return n;
+        const look = cleanLook({ ...n.data.look, ...patch });
+        const data = { ...n.data };
+        if (look) data.look = look;
+        else delete data.look;
+        return { ...n, data };
+      }),
+      dirty: true,
+    });
+  },
+
+  toggleCollapse: () => {
+    const s = get();
+    const chosen = s.nodes.filter((n) => n.selected);
+    if (chosen.length === 0) return;
+    const collapse = !chosen.every((n) => n.data.look?.collapsed);
+    s.setLook(
+      chosen.map((n) => n.id),
+      { collapsed: collapse },
+    );
   },
 
   toggleMode: (mode) => {

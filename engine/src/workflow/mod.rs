@@ -156,6 +156,9 @@ pub struct Workflow {
     /// The editor's groups (`groups:` beside `layout`): boxes drawn behind the nodes; like the
     /// layout they change nothing a run computes.
     pub groups: Vec<Group>,
+    /// How the editor draws each node (`appearance:` beside `layout`): a title, a colour,
+    /// collapsed; like the layout it changes nothing a run computes (nor any cache key).
+    pub appearance: IndexMap<String, Appearance>,
     pub version_pos: Option<Pos>,
     pub nodes_pos: Option<Pos>,
     /// What the file exposes when used as a node in another workflow (a subgraph): its
@@ -174,6 +177,23 @@ pub struct Group {
     pub color: Option<String>,
     /// x, y, width, height in canvas units.
     pub bounds: [f64; 4],
+}
+
+/// How the editor draws one node: a title shown instead of its id, a header colour, and
+/// whether it is collapsed to its header (ComfyUI's node title, color and collapsed flag).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Appearance {
+    pub title: Option<String>,
+    /// A CSS colour (`#3f789e`).
+    pub color: Option<String>,
+    pub collapsed: bool,
+}
+
+impl Appearance {
+    /// Nothing to write: the editor's defaults.
+    pub fn is_default(&self) -> bool {
+        self.title.is_none() && self.color.is_none() && !self.collapsed
+    }
 }
 
 /// The node id inner nodes use to reach a subgraph's exposed inputs: `$inputs.prompt`.
@@ -380,6 +400,85 @@ groups:
         assert!(
             lines.iter().any(|l| l.contains("needs a box")),
             "{lines:#?}"
+        );
+    }
+
+    const WITH_APPEARANCE: &str = "# yaml-language-server: $schema=schema.json
+weft: 1
+nodes:
+  up:
+    type: LatentUpscale
+  save:
+    type: SaveImage
+    image: $up.image
+layout:
+  up: [0, 0]
+appearance:
+  up: {title: \"Upscale, then: save\", color: \"#3f789e\", collapsed: true}
+  save: {color: \"#335533\"}
+";
+
+    #[test]
+    fn appearance_round_trips_in_yaml_and_json() {
+        let wf = Workflow::parse_str(WITH_APPEARANCE).unwrap();
+        assert_eq!(
+            wf.appearance["up"],
+            Appearance {
+                title: Some("Upscale, then: save".into()),
+                color: Some("#3f789e".into()),
+                collapsed: true,
+            }
+        );
+        assert_eq!(wf.appearance["save"].title, None);
+        assert!(!wf.appearance["save"].collapsed);
+        assert_eq!(wf.to_yaml(), WITH_APPEARANCE);
+        let json = wf.to_json();
+        assert_eq!(json["appearance"]["up"]["collapsed"], true);
+        let from_json = Workflow::parse_str(&json.to_string()).unwrap();
+        assert_eq!(from_json.to_yaml(), WITH_APPEARANCE);
+        // A node drawn as the editor's default writes nothing.
+        let mut plain = wf.clone();
+        plain.appearance.insert("up".into(), Appearance::default());
+        plain.appearance.shift_remove("save");
+        assert!(
+            !plain.to_yaml().contains("appearance"),
+            "{}",
+            plain.to_yaml()
+        );
+        assert!(plain.to_json().get("appearance").is_none());
+    }
+
+    #[test]
+    fn bad_appearance_is_located() {
+        let errs = Workflow::parse_str(
+            "weft: 1\nnodes:\n  a:\n    type: X\nappearance:\n  a: {titel: T, collapsed: maybe}\n  b: red\n",
+        )
+        .unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errs.len(), 3, "{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains("6:7")
+                && l.contains("'titel'")
+                && l.contains("did you mean 'title'")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("6:28") && l.contains("`collapsed` must be true or false")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("7:6") && l.contains("appearance of 'b' must be a mapping")),
+            "{lines:#?}"
+        );
+        let errs = Workflow::parse_str("weft: 1\nnodes: {}\nappearence: {}\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains("did you mean 'appearance'"),
+            "{}",
+            errs[0]
         );
     }
 

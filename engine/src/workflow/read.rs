@@ -3,16 +3,23 @@
 use indexmap::IndexMap;
 
 use super::{
-    is_valid_id, ExposedInput, ExposedOutput, Group, InputEntry, InputValue, Link, NodeEntry,
-    NodeMode, Workflow, FORMAT_VERSION, MAX_ID_CHARS,
+    is_valid_id, Appearance, ExposedInput, ExposedOutput, Group, InputEntry, InputValue, Link,
+    NodeEntry, NodeMode, Workflow, FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::sweep::{Axis, AxisValues, Sweep, SweepMode};
 use crate::value::{Constant, ValueType};
 use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
-    "weft", "nodes", "layout", "groups", "inputs", "outputs", "sweep",
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "weft",
+    "nodes",
+    "layout",
+    "appearance",
+    "groups",
+    "inputs",
+    "outputs",
+    "sweep",
 ];
 
 pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
@@ -80,6 +87,7 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             }
             "layout" => read_layout(value, &mut wf, &mut errors),
             "groups" => read_groups(value, &mut wf, &mut errors),
+            "appearance" => read_appearance(value, &mut wf, &mut errors),
             "sweep" => wf.sweep = read_sweep(key.pos, value, &mut errors),
             "inputs" => {
                 let interface = wf.interface.get_or_insert_with(Default::default);
@@ -92,8 +100,8 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             other => {
                 let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
                 d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, groups, sweep (and inputs, outputs in a subgraph)"),
-                    None => "the top-level keys are weft, nodes, layout, groups, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, appearance, groups, sweep (and inputs, outputs in a subgraph)"),
+                    None => "the top-level keys are weft, nodes, layout, appearance, groups, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
                 });
                 errors.push(d);
             }
@@ -422,6 +430,88 @@ fn read_groups(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
             errors.push(Diagnostic::at(pos, "a group needs a box").hint(HINT));
         }
         errors.append(&mut bad_box);
+    }
+}
+
+/// `appearance:`: node id -> `{title: T, color: "#rrggbb", collapsed: true}`, each key optional.
+fn read_appearance(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
+    const HINT: &str =
+        "write one line a node: `sample: {title: Main sampler, color: \"#3f789e\", collapsed: true}`";
+    let entries = match value {
+        Yaml::Map { entries, .. } => entries,
+        Yaml::Scalar {
+            ref text,
+            quoted: false,
+            ..
+        } if text.is_empty() => return,
+        other => {
+            errors.push(
+                Diagnostic::at(
+                    other.pos(),
+                    "`appearance` must map node ids to how they are drawn",
+                )
+                .hint(HINT),
+            );
+            return;
+        }
+    };
+    for (id, item) in entries {
+        let Yaml::Map {
+            entries: fields, ..
+        } = item
+        else {
+            errors.push(
+                Diagnostic::at(
+                    item.pos(),
+                    format!("appearance of '{}' must be a mapping", id.text),
+                )
+                .node(&id.text)
+                .hint(HINT),
+            );
+            continue;
+        };
+        let mut look = Appearance::default();
+        for (key, v) in fields {
+            match (key.text.as_str(), &v) {
+                ("title", Yaml::Scalar { text, .. }) => look.title = Some(text.clone()),
+                ("color", Yaml::Scalar { text, .. }) => look.color = Some(text.clone()),
+                (
+                    "collapsed",
+                    Yaml::Scalar {
+                        text,
+                        quoted: false,
+                        ..
+                    },
+                ) if matches!(type_plain_scalar(text), PlainScalar::Bool(_)) => {
+                    look.collapsed = matches!(type_plain_scalar(text), PlainScalar::Bool(true));
+                }
+                ("collapsed", _) => errors.push(
+                    Diagnostic::at(v.pos(), "`collapsed` must be true or false")
+                        .node(&id.text)
+                        .hint(HINT),
+                ),
+                ("title" | "color", _) => errors.push(
+                    Diagnostic::at(v.pos(), format!("`{}` must be a single value", key.text))
+                        .node(&id.text)
+                        .hint(HINT),
+                ),
+                (other, _) => {
+                    let mut d =
+                        Diagnostic::at(key.pos, format!("unknown appearance key '{other}'"))
+                            .node(&id.text);
+                    d.hint = Some(
+                        match crate::diagnostic::closest(other, ["title", "color", "collapsed"]) {
+                            Some(s) => {
+                                format!("did you mean '{s}'? The keys are title, color, collapsed")
+                            }
+                            None => "the keys are title, color, collapsed".into(),
+                        },
+                    );
+                    errors.push(d);
+                }
+            }
+        }
+        wf.appearance.insert(id.text, look);
     }
 }
 

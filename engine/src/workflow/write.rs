@@ -46,6 +46,27 @@ impl Workflow {
                 ));
             }
         }
+        let looks: Vec<_> = self
+            .appearance
+            .iter()
+            .filter(|(_, look)| !look.is_default())
+            .collect();
+        if !looks.is_empty() {
+            out.push_str("appearance:\n");
+            for (id, look) in looks {
+                let mut fields = Vec::new();
+                if let Some(t) = &look.title {
+                    fields.push(format!("title: {}", json_quoted(t)));
+                }
+                if let Some(c) = &look.color {
+                    fields.push(format!("color: {}", json_quoted(c)));
+                }
+                if look.collapsed {
+                    fields.push("collapsed: true".into());
+                }
+                out.push_str(&format!("  {}: {{{}}}\n", yaml_key(id), fields.join(", ")));
+            }
+        }
         if !self.groups.is_empty() {
             out.push_str("groups:\n");
             for g in &self.groups {
@@ -107,6 +128,27 @@ impl Workflow {
                 .map(|(id, p)| (id.clone(), serde_json::json!(p)))
                 .collect();
             root.insert("layout".into(), layout.into());
+        }
+        let looks: serde_json::Map<String, serde_json::Value> = self
+            .appearance
+            .iter()
+            .filter(|(_, look)| !look.is_default())
+            .map(|(id, look)| {
+                let mut o = serde_json::Map::new();
+                if let Some(t) = &look.title {
+                    o.insert("title".into(), t.clone().into());
+                }
+                if let Some(c) = &look.color {
+                    o.insert("color".into(), c.clone().into());
+                }
+                if look.collapsed {
+                    o.insert("collapsed".into(), true.into());
+                }
+                (id.clone(), o.into())
+            })
+            .collect();
+        if !looks.is_empty() {
+            root.insert("appearance".into(), looks.into());
         }
         if !self.groups.is_empty() {
             let groups: Vec<serde_json::Value> = self
