@@ -478,3 +478,84 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod sdxl_tower_tests {
+    use tch::{Device, Kind};
+
+    use super::*;
+    use crate::models::clip_tokenizer::ClipTokenizer;
+    use crate::weights::checkpoint::{load_diffusers_folder, LoadOptions};
+    use crate::weights::family::ModelFamily;
+
+    /// The tiny SDXL fixture's text encoder as LoadCheckpoint builds it.
+    fn sdxl_encoder() -> TextEncoder {
+        let fixtures = weft_test_support::fixtures("sdxl").join("diffusers");
+        let checkpoint = load_diffusers_folder(&fixtures, &LoadOptions::default()).unwrap();
+        let clip_g = checkpoint.text_encoder_2.unwrap();
+        let vocab =
+            weft_test_support::fixtures("text_encoders").join("bpe_simple_vocab_16e6.txt.gz");
+        let encoders = SdxlTextEncoders::from_weights(
+            checkpoint.text_encoder_weights,
+            &checkpoint.text_encoder_config,
+            clip_g.weights,
+            &clip_g.config,
+            ClipTokenizer::from_file(&vocab).unwrap(),
+            Device::Cpu,
+            Kind::Float,
+        )
+        .unwrap();
+        TextEncoder::Sdxl(Box::new(encoders))
+    }
+
+    /// What LoadLora does to an SDXL text encoder: both towers are LoRA targets, each patched
+    /// tower comes back in its place, and what no LoRA touches keeps its storage.
+    #[test]
+    fn an_sdxl_lora_patches_clip_l_and_bigg_and_shares_the_rest() {
+        let encoder = sdxl_encoder();
+        let towers = clip_towers(&encoder);
+        assert_eq!(towers.len(), 2);
+        let targets: Vec<TargetModel> = towers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TargetModel {
+                target: LoraTarget::TextEncoder(i),
+                tensors: t.source().base(),
+            })
+            .collect();
+        let path = weft_test_support::fixtures("lora_sdxl").join("kohya_ldm.safetensors");
+        let mut layers = read_lora(
+            &path,
+            &weft_engine::FileAccess::anywhere(),
+            Device::Cpu,
+            ModelFamily::Sdxl.lora_keys(),
+            &targets,
+        )
+        .unwrap();
+        let patched: Vec<Option<ClipTextModel>> = (0..2)
+            .map(|i| {
+                let patch = take(&mut layers, LoraTarget::TextEncoder(i), 1.0).unwrap();
+                Some(patch_clip(towers[i], patch, &path).unwrap().0)
+            })
+            .collect();
+        let out = with_towers(&encoder, patched).unwrap();
+        let TextEncoder::Sdxl(out) = out else {
+            panic!("not an SDXL encoder");
+        };
+        let after = [out.clip_l(), out.clip_g().text_model()];
+        for (i, (before, after)) in towers.iter().zip(after).enumerate() {
+            let (b, a) = (before.source().tensors(), after.source().tensors());
+            let touched = "text_model.encoder.layers.0.self_attn.q_proj.weight";
+            assert!(
+                !a[touched].equal(&b[touched]),
+                "tower {i}: {touched} unpatched"
+            );
+            let untouched = "text_model.encoder.layers.1.self_attn.q_proj.weight";
+            assert_eq!(
+                a[untouched].data_ptr(),
+                b[untouched].data_ptr(),
+                "tower {i}"
+            );
+        }
+    }
+}
