@@ -160,12 +160,9 @@ impl Server {
         for warning in weft_nodes::model_files::shadowed_checkpoints(&roots.models) {
             eprintln!("weft serve: {warning}");
         }
-        let store: Arc<dyn RunStore> = Arc::new(
-            SqliteStore::open(&config.data_dir.join("runs.sqlite")).map_err(anyhow::Error::msg)?,
-        );
-        let interrupted = store
-            .interrupt_running(now_ms())
-            .map_err(anyhow::Error::msg)?;
+        let store: Arc<dyn RunStore> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("runs.sqlite"))?);
+        let interrupted = store.interrupt_running(now_ms())?;
         if !interrupted.is_empty() {
             eprintln!(
                 "weft serve: marked interrupted (the server stopped during them): {interrupted:?}"
