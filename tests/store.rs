@@ -3,14 +3,18 @@
 //! `WEFT_TEST_POSTGRES` names; `make test` starts a throwaway server, scripts/postgres.sh).
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use weft::server::store::{
-    CellStatus, ComfyPrompt, Finished, NewSweep, PgStore, RunState, RunStore, SqliteStore,
-    StoreError,
+    CellStatus, ComfyPrompt, ConnectionString, Finished, NewSweep, PgStore, RunState, RunStore,
+    SqliteStore, StoreError,
 };
 use weft_engine::RunStatus;
+
+#[allow(dead_code)] // each test file uses part of it
+mod common;
 
 /// One store under test; `open` gives another handle (another connection) on the same data,
 /// as a second process or a restarted one would have.
@@ -483,4 +487,85 @@ fn a_postgres_error_names_the_server_but_never_the_password() {
         .unwrap()
         .to_string();
     assert!(!error.contains("s3cret-word"), "{error}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn serve_with_a_postgres_store_keeps_its_runs_there() {
+    // The schema is made outside the runtime: the test's own admin connection is the
+    // blocking driver.
+    let pg = postgres_schema("serve");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(serve_with_a_postgres_store(&pg));
+}
+
+async fn serve_with_a_postgres_store(pg: &Postgres) {
+    let url = ConnectionString::new(pg.url.clone());
+    let f = common::Fixture::start(Some("application/json"), |config| {
+        config.postgres = Some(url);
+    });
+    let doc = json!({"weft": 1, "nodes": {"a": {"type": "Int", "value": 3}, "show": {"type": "ShowInt", "value": "$a.value"}}});
+    let (status, body) = f.post("/api/runs", json!({"workflow": doc})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_u64().unwrap();
+    // By the clock, generously: CI's machine is slow and shared.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let run = loop {
+        let (_, run) = f.call(Method::GET, &format!("/api/runs/{id}"), None).await;
+        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} did not finish in 5 minutes; last seen: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Another connection reads the same record from the database.
+    let record = pg
+        .open()
+        .get(id)
+        .unwrap()
+        .expect("the run is in PostgreSQL");
+    assert_eq!(record.status, RunState::Succeeded);
+    assert_eq!(record.nodes, run["nodes"]);
+    assert!(
+        !f.dir.path().join("data/runs.sqlite").exists(),
+        "nothing was kept in SQLite"
+    );
+}
+
+#[test]
+fn a_store_connection_string_is_never_shown() {
+    let args = [
+        "weft",
+        "serve",
+        "--store",
+        "postgres://weft:s3cret@db/queue",
+        "--port",
+        "0",
+        "--store=postgres://weft:s3cret@db/queue",
+    ];
+    let shown = weft::server::shown_args(args.map(String::from));
+    assert_eq!(
+        shown,
+        [
+            "weft",
+            "serve",
+            "--store",
+            "<hidden>",
+            "--port",
+            "0",
+            "--store=<hidden>"
+        ]
+    );
+    let url = ConnectionString::new("postgres://weft:s3cret@db/queue");
+    let mut config = weft::server::Config::new("w".into(), "d".into(), "m".into());
+    config.postgres = Some(url);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
 }

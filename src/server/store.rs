@@ -17,6 +17,28 @@ pub use self::sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A database connection string, which may hold a password: it prints as `<hidden>`, so
+/// neither a log line nor a `Debug` of the configuration shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The text itself, for the database driver only.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionString(<hidden>)")
+    }
+}
+
 /// Why the store could not do what was asked, with what was being done and to which run.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -3,6 +3,9 @@
 //! once); the next queued run is claimed with `FOR UPDATE SKIP LOCKED`, so claimers on other
 //! connections never wait for each other or take the same run. A dropped connection (the
 //! server restarted) is opened again on the next call.
+//! The driver runs a small runtime of its own on every call, which tokio forbids on a thread
+//! already inside a runtime (an async handler): there each call runs on a short-lived thread
+//! of its own (`outside_async`).
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -146,6 +149,18 @@ fn describe(config: &Config) -> String {
     )
 }
 
+/// Runs `f` where the driver may block: here, or on a scoped thread when this thread is
+/// inside a tokio runtime.
+fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 fn run_row(row: &Row) -> RunRow {
     RunRow {
         id: row.get(0),
@@ -223,10 +238,8 @@ impl PgStore {
             config,
             conn: Mutex::new(None),
         };
-        let mut conn = store.lock("opening the store")?;
-        let connection = store.connect()?;
-        *conn = Some(connection);
-        drop(conn);
+        let connection = outside_async(|| store.connect())?;
+        *store.lock("opening the store")? = Some(connection);
         Ok(store)
     }
 
@@ -262,25 +275,28 @@ impl PgStore {
 
     /// Runs `f` on the connection, opening it again first when the server dropped it; its
     /// error is reported as `operation` on run `run`.
-    fn with<T>(
+    fn with<T: Send>(
         &self,
         operation: &'static str,
         run: Option<u64>,
-        f: impl FnOnce(&mut Connection) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Connection) -> Result<T, postgres::Error> + Send,
     ) -> StoreResult<T> {
         let mut slot = self.lock(operation)?;
-        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *slot = None;
-            *slot = Some(self.connect()?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            unreachable!("the connection was just opened");
-        };
-        let result = f(conn);
-        if conn.client.is_closed() {
-            *slot = None;
-        }
-        result.map_err(failed(operation, run))
+        let slot = &mut *slot;
+        outside_async(move || {
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *slot = None;
+                *slot = Some(self.connect()?);
+            }
+            let Some(conn) = slot.as_mut() else {
+                unreachable!("the connection was just opened");
+            };
+            let result = f(conn);
+            if conn.client.is_closed() {
+                *slot = None;
+            }
+            result.map_err(failed(operation, run))
+        })
     }
 
     fn update_queued(
@@ -293,6 +309,16 @@ impl PgStore {
         self.with(operation, Some(id), |c| {
             c.execute(sql, &[&(id as i64), &at]).map(|n| n == 1)
         })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Closing the connection blocks on the driver's runtime too.
+        if let Ok(slot) = self.conn.get_mut() {
+            let connection = slot.take();
+            outside_async(move || drop(connection));
+        }
     }
 }
 
