@@ -42,6 +42,14 @@ if [ ! -f models/loras/tiny-shapes-prompt-dampener.safetensors ]; then
   "$py" scripts/write_demo_lora.py
 fi
 
+# PostgreSQL, for the run store's suite (make test starts a throwaway server with
+# scripts/postgres.sh): Debian's package, installed as test-ui.sh installs chromium.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  echo "setup: installing Debian's postgresql"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q postgresql >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q postgresql >/dev/null; }
+fi
+
 # The browser editor: built before cargo so the release binary embeds web-ui/dist.
 scripts/build-ui.sh
 

@@ -28,7 +28,8 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "test: no GPU here; the cuda_ tests are skipped (they run where nvidia-smi sees a device)"
   skip=(--skip cuda_)
 fi
-cargo test --release --workspace --no-fail-fast -- --include-ignored "${skip[@]}"
+# The run store's suite runs on SQLite and on a throwaway PostgreSQL server (tests/store.rs).
+scripts/postgres.sh cargo test --release --workspace --no-fail-fast -- --include-ignored "${skip[@]}"
 # The browser editor: unit tests, then Playwright on Debian's chromium against weft serve.
 (cd web-ui && npx vitest run --reporter=dot)
 scripts/test-ui.sh

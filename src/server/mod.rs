@@ -36,7 +36,7 @@ use weft_engine::{ExecutorConfig, Registry};
 use self::hub::Hub;
 use self::paths::Roots;
 use self::queue::Queue;
-use self::store::{RunStore, SqliteStore};
+use self::store::{ConnectionString, PgStore, RunStore, SqliteStore};
 
 /// Milliseconds since the Unix epoch (the API's time format).
 pub fn now_ms() -> i64 {
@@ -85,6 +85,8 @@ pub struct Config {
     /// ComfyUI's frontend (the static folder of PyPI's comfyui-frontend-package), served at
     /// `/comfy/` when found.
     pub comfy_frontend: Option<PathBuf>,
+    /// Keep the runs in this PostgreSQL database instead of `<data_dir>/runs.sqlite`.
+    pub postgres: Option<ConnectionString>,
 }
 
 impl Config {
@@ -107,6 +109,7 @@ impl Config {
             comfy_models: Vec::new(),
             check_deadline: std::time::Duration::from_secs(30),
             comfy_frontend: None,
+            postgres: None,
         }
     }
 }
@@ -160,12 +163,15 @@ impl Server {
         for warning in weft_nodes::model_files::shadowed_checkpoints(&roots.models) {
             eprintln!("weft serve: {warning}");
         }
-        let store: Arc<dyn RunStore> = Arc::new(
-            SqliteStore::open(&config.data_dir.join("runs.sqlite")).map_err(anyhow::Error::msg)?,
-        );
-        let interrupted = store
-            .interrupt_running(now_ms())
-            .map_err(anyhow::Error::msg)?;
+        let store: Arc<dyn RunStore> = match &config.postgres {
+            Some(url) => {
+                let store = PgStore::open(url.reveal())?;
+                eprintln!("weft serve: runs are kept in {}", store.place());
+                Arc::new(store)
+            }
+            None => Arc::new(SqliteStore::open(&config.data_dir.join("runs.sqlite"))?),
+        };
+        let interrupted = store.interrupt_running(now_ms())?;
         if !interrupted.is_empty() {
             eprintln!(
                 "weft serve: marked interrupted (the server stopped during them): {interrupted:?}"
@@ -322,6 +328,30 @@ pub struct ServeArgs {
     /// the working folder or above the weft executable).
     #[arg(long, value_name = "DIR")]
     pub comfy_frontend: Option<PathBuf>,
+    /// Keep the runs in PostgreSQL (postgres://USER@HOST/DB, or libpq's `host=... dbname=...`)
+    /// instead of <data>/runs.sqlite; the schema is created on first use. Default: WEFT_STORE.
+    /// Give a password in WEFT_STORE or ~/.pgpass, not here: other users see command lines.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// The process's arguments as `/system_stats` shows them: a `--store` connection string
+/// (which may hold a password) is hidden.
+pub fn shown_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut hide_next = false;
+    args.into_iter()
+        .map(|arg| {
+            if std::mem::take(&mut hide_next) {
+                return "<hidden>".to_string();
+            }
+            if arg == "--store" {
+                hide_next = true;
+            } else if arg.starts_with("--store=") {
+                return "--store=<hidden>".to_string();
+            }
+            arg
+        })
+        .collect()
 }
 
 /// `COMFYUI_NAME=WEFT_NAME` pairs.
@@ -404,6 +434,12 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
         config.comfy_models = parse_comfy_models(&args.comfy_models)?;
         config.comfy_frontend =
             comfy::locate_frontend(args.comfy_frontend.as_deref()).map_err(anyhow::Error::msg)?;
+        config.postgres = args
+            .store
+            .clone()
+            .or_else(|| std::env::var("WEFT_STORE").ok())
+            .filter(|url| !url.trim().is_empty())
+            .map(ConnectionString::new);
         config.allowed_hosts = loopback_hosts(local.port());
         let shown = listen::shown_addresses(local);
         // The addresses printed below are ones a client may then use as its Host.

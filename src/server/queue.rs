@@ -14,7 +14,7 @@ use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
 use super::hub::Hub;
 use super::now_ms;
-use super::store::{Finished, RunRecord, RunStore};
+use super::store::{Finished, RunRecord, RunState, RunStore};
 
 /// How many queued ids a `queue` message lists (the count is always given in full).
 pub const QUEUE_LISTED: usize = 100;
@@ -138,19 +138,17 @@ pub fn start(
     std::thread::Builder::new()
         .name("weft-scheduler".into())
         .spawn(move || loop {
-            let next = match store.next_queued() {
-                Ok(next) => next,
-                Err(e) => {
-                    eprintln!("weft serve: {e}");
-                    None
-                }
-            };
-            match next {
-                Some(run) => execute(&*store, &hub, &worker, &shared, &outputs_root, run),
-                None => {
+            match store.claim_next(now_ms()) {
+                Ok(Some(run)) => execute(&*store, &hub, &worker, &shared, &outputs_root, run),
+                Ok(None) => {
                     if rx.recv().is_err() {
                         return;
                     }
+                }
+                Err(e) => {
+                    // The store is failing (disk full, database down): do not spin.
+                    eprintln!("weft serve: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         })
@@ -179,16 +177,6 @@ fn execute(
     run: RunRecord,
 ) {
     let id = run.id;
-    match store.start(id, now_ms()) {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            // The store is failing (disk full, locked): do not spin on the same run.
-            eprintln!("weft serve: {e}");
-            std::thread::sleep(Duration::from_secs(1));
-            return;
-        }
-    }
     let cancel = CancelToken::new();
     if let Ok(mut slot) = queue.running.lock() {
         *slot = Some((id, cancel.clone()));
@@ -201,7 +189,7 @@ fn execute(
     let (finished, message) = match parsed {
         Err(errors) => (
             Finished {
-                status: "invalid",
+                status: RunStatus::Invalid,
                 at: now_ms(),
                 nodes: json!({}),
                 outputs: json!([]),
@@ -220,14 +208,16 @@ fn execute(
             (finished, message)
         }
     };
-    if let Err(e) = store.finish(id, &finished) {
-        eprintln!("weft serve: {e}");
+    match store.finish(id, &finished) {
+        Ok(true) => {}
+        Ok(false) => eprintln!("weft serve: run {id} was no longer running when it finished"),
+        Err(e) => eprintln!("weft serve: {e}"),
     }
     if let Ok(mut slot) = queue.running.lock() {
         *slot = None;
     }
     hub.send(message.unwrap_or_else(|| {
-        json!({"event": "run_finished", "run": id, "status": finished.status, "ran": 0, "cached": 0, "micros": 0})
+        json!({"event": "run_finished", "run": id, "status": RunState::from(finished.status), "ran": 0, "cached": 0, "micros": 0})
             .to_string()
             .into()
     }));
@@ -298,12 +288,7 @@ fn run_on_worker(
         );
     };
     let mut p = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
-    let status = match report.status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::Invalid => "invalid",
-    };
+    let status = report.status;
     if report.status == RunStatus::Invalid && p.error.is_none() {
         p.error =
             Some(json!({"message": "the workflow is not valid", "diagnostics": report.errors}));
@@ -321,7 +306,7 @@ fn run_on_worker(
 
 fn failed(message: &str) -> Finished {
     Finished {
-        status: "failed",
+        status: RunStatus::Failed,
         at: now_ms(),
         nodes: json!({}),
         outputs: json!([]),

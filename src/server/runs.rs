@@ -13,7 +13,7 @@ use weft_engine::{Diagnostic, Workflow};
 
 use super::checking;
 use super::error::{ApiError, ApiResult};
-use super::store::RunRecord;
+use super::store::{ComfyPrompt, RunRecord, RunState, StoreResult};
 use super::workflows::{self, JsonBody};
 use super::{now_ms, AppState};
 
@@ -83,12 +83,50 @@ fn apply_sets(
     }
 }
 
-/// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
-pub(super) fn check_files(
+/// Every check a run passes before it is queued, from either API: it validates (for
+/// `target`), then every file it names resolves into the server's folders.
+pub(super) fn check(
     state: &AppState,
     workflow: &Workflow,
     target: Option<&str>,
 ) -> Vec<Diagnostic> {
+    let diagnostics = weft_engine::validate(workflow, &state.registry, target);
+    if !diagnostics.is_empty() {
+        return diagnostics;
+    }
+    check_files(state, workflow, target)
+}
+
+/// Where a checked run comes from.
+pub(super) enum Origin<'a> {
+    /// weft's `POST /api/runs`: the workflow's file name (when it is one) and the target.
+    Api {
+        name: Option<&'a str>,
+        target: Option<&'a str>,
+    },
+    /// ComfyUI's `POST /prompt`: the prompt, stored with the run in one transaction.
+    Comfy(&'a ComfyPrompt),
+}
+
+/// The one way a checked run enters the queue, from either API: stored, announced
+/// (`run_queued`), handed to the scheduler already parsed, and the scheduler woken.
+pub(super) fn submit(state: &AppState, workflow: Workflow, origin: Origin) -> StoreResult<u64> {
+    let text = workflow.to_json().to_string();
+    let id = match origin {
+        Origin::Api { name, target } => state.store.enqueue(name, &text, target, now_ms())?,
+        Origin::Comfy(prompt) => state.store.enqueue_prompt(&text, now_ms(), prompt)?,
+    };
+    state
+        .hub
+        .send(json!({"event": "run_queued", "run": id}).to_string().into());
+    state.queue.hand_over(id, workflow);
+    state.queue.changed();
+    state.queue.wake();
+    Ok(id)
+}
+
+/// Files named by the workflow (checkpoints, images) must resolve into the server's folders.
+fn check_files(state: &AppState, workflow: &Workflow, target: Option<&str>) -> Vec<Diagnostic> {
     let planned = weft_engine::plan::plan(
         workflow,
         &state.registry,
@@ -178,18 +216,12 @@ pub async fn create(
         Checked::Run(name, workflow) => (name, *workflow),
         Checked::Sweep(queued) => return Ok(queued),
     };
-    let target = target.as_deref();
-    let text = workflow.to_json().to_string();
-    let id = state
-        .store
-        .enqueue(name.as_deref(), &text, target, now_ms())
-        .map_err(|e| ApiError::internal("queueing a run", e))?;
-    state
-        .hub
-        .send(json!({"event": "run_queued", "run": id}).to_string().into());
-    state.queue.hand_over(id, workflow);
-    state.queue.changed();
-    state.queue.wake();
+    let origin = Origin::Api {
+        name: name.as_deref(),
+        target: target.as_deref(),
+    };
+    let id =
+        submit(&state, workflow, origin).map_err(|e| ApiError::internal("queueing a run", e))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
@@ -230,10 +262,7 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
         let mut cells = Vec::with_capacity(plan.len());
         for cell in 0..plan.len() {
             let workflow = plan.workflow(cell);
-            let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
-            if diagnostics.is_empty() {
-                diagnostics = check_files(state, &workflow, target);
-            }
+            let mut diagnostics = check(state, &workflow, target);
             if !diagnostics.is_empty() {
                 // One cell's errors say what is wrong; the others would repeat them.
                 for d in &mut diagnostics {
@@ -246,10 +275,7 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
         return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells)
             .map(Checked::Sweep);
     }
-    let mut diagnostics = weft_engine::validate(&workflow, &state.registry, target);
-    if diagnostics.is_empty() {
-        diagnostics = check_files(state, &workflow, target);
-    }
+    let diagnostics = check(state, &workflow, target);
     if !diagnostics.is_empty() {
         return Err(invalid(diagnostics));
     }
@@ -333,7 +359,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     }
     let run = find(&state, id)?;
     // It may have started between the two checks.
-    if run.status == "running" && state.queue.cancel_running(id) {
+    if run.status == RunState::Running && state.queue.cancel_running(id) {
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id, "status": "cancelling"})),

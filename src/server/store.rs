@@ -1,18 +1,157 @@
-//! The durable run queue and history behind a small trait: SQLite here (one file in the data
-//! folder); a shared store (PostgreSQL, see docs/scaling.md) could back the same trait later.
-use std::path::Path;
-use std::sync::Mutex;
+//! Everything the server keeps between requests and restarts, behind one typed trait: the run
+//! queue and history, sweeps, and the prompts and output records of ComfyUI's API. Two
+//! implementations pass the same test suite (tests/store.rs): SQLite, one file in the data
+//! folder (the default, nothing to install), and PostgreSQL (a shared database, the fleet's
+//! queue in docs/scaling.md). Nothing outside this module opens a database.
+use std::fmt;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
+use serde_json::Value as Json;
+use weft_engine::RunStatus;
 
-pub type StoreResult<T> = Result<T, String>;
+mod pg;
+mod sqlite;
+
+pub use self::pg::PgStore;
+pub use self::sqlite::SqliteStore;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A database connection string, which may hold a password: it prints as `<hidden>`, so
+/// neither a log line nor a `Debug` of the configuration shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The text itself, for the database driver only.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionString(<hidden>)")
+    }
+}
+
+/// Why the store could not do what was asked, with what was being done and to which run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or reached (`place` never holds a password).
+    #[error("run store: cannot open {place}: {cause}")]
+    Open { place: String, cause: String },
+    /// The database failed or refused an operation.
+    #[error("run store: {operation}{}: {cause}", run_note(*run))]
+    Database {
+        operation: &'static str,
+        run: Option<u64>,
+        cause: String,
+    },
+    /// A thread panicked while holding the connection; the process should be restarted.
+    #[error("run store: {operation}: the connection's lock is poisoned (a thread panicked holding it); restart the server")]
+    Poisoned { operation: &'static str },
+    /// A row holds a status this weft does not know (written by a newer weft?).
+    #[error("run store: run {run} has status '{text}', which this version of weft does not know")]
+    UnknownStatus { run: u64, text: String },
+    /// The database's schema is newer than this weft knows.
+    #[error("run store: the database's schema is version {found}, newer than this weft's {known}: upgrade weft before pointing it at this database")]
+    NewerSchema { found: i64, known: i64 },
+    /// A ComfyUI prompt id is already taken (ids are unique across the store).
+    #[error("run store: prompt_id '{0}' is already used")]
+    DuplicatePromptId(String),
+}
+
+fn run_note(run: Option<u64>) -> String {
+    run.map(|r| format!(" (run {r})")).unwrap_or_default()
+}
+
+/// `map_err` for a database error while doing `operation` (to run `run`, when one).
+pub(crate) fn failed<E: fmt::Display>(
+    operation: &'static str,
+    run: Option<u64>,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Database {
+        operation,
+        run,
+        cause: e.to_string(),
+    }
+}
+
+/// Where a run stands. Finished runs end in the engine's outcome (`RunStatus`), or
+/// `Interrupted` when the process running them stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Invalid,
+    Interrupted,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 7] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Cancelled,
+        RunState::Invalid,
+        RunState::Interrupted,
+    ];
+
+    /// The word stored in the database and sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Invalid => "invalid",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Neither waiting nor running.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+impl From<RunStatus> for RunState {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Succeeded => RunState::Succeeded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+            RunStatus::Invalid => RunState::Invalid,
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A run as stored: what to run, where it stands, what it did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: u64,
-    pub status: String,
+    pub status: RunState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow_name: Option<String>,
     /// The workflow document (JSON text) exactly as it will run, overrides applied.
@@ -26,21 +165,21 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
     #[serde(skip)]
-    pub nodes: serde_json::Value,
+    pub nodes: Json,
     #[serde(skip)]
-    pub outputs: serde_json::Value,
+    pub outputs: Json,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<serde_json::Value>,
+    pub error: Option<Json>,
 }
 
 /// What a finished run leaves behind.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    pub status: &'static str,
+    pub status: RunStatus,
     pub at: i64,
-    pub nodes: serde_json::Value,
-    pub outputs: serde_json::Value,
-    pub error: Option<serde_json::Value>,
+    pub nodes: Json,
+    pub outputs: Json,
+    pub error: Option<Json>,
 }
 
 /// A sweep to queue: its description and one workflow document per cell.
@@ -48,22 +187,50 @@ pub struct Finished {
 pub struct NewSweep {
     pub mode: String,
     /// `{"node.input": [values]}` as expanded.
-    pub axes: serde_json::Value,
-    pub rows: serde_json::Value,
-    pub columns: serde_json::Value,
+    pub axes: Json,
+    pub rows: Json,
+    pub columns: Json,
     /// Where each cell goes in the grid and its headers (`grid::GridLayout`).
-    pub layout: serde_json::Value,
+    pub layout: Json,
     /// Each cell's values and workflow document, in cell order.
-    pub cells: Vec<(serde_json::Value, String)>,
+    pub cells: Vec<(Json, String)>,
 }
 
-/// One cell of a stored sweep, with its run's status (`deleted` when the run was removed).
+/// A sweep cell's run: where it stands, or deleted (removed while queued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellStatus {
+    Run(RunState),
+    Deleted,
+}
+
+impl CellStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Run(state) => state.as_str(),
+            CellStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl PartialEq<&str> for CellStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for CellStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One cell of a stored sweep, with its run's status.
 #[derive(Debug, Clone)]
 pub struct SweepCell {
     pub run: u64,
-    pub values: serde_json::Value,
-    pub status: String,
-    pub outputs: serde_json::Value,
+    pub values: Json,
+    pub status: CellStatus,
+    pub outputs: Json,
 }
 
 /// A sweep as stored.
@@ -71,13 +238,28 @@ pub struct SweepCell {
 pub struct SweepRecord {
     pub id: u64,
     pub mode: String,
-    pub axes: serde_json::Value,
-    pub rows: serde_json::Value,
-    pub columns: serde_json::Value,
-    pub layout: serde_json::Value,
+    pub axes: Json,
+    pub rows: Json,
+    pub columns: Json,
+    pub layout: Json,
     pub cells: Vec<SweepCell>,
     /// The grid's path under the outputs folder, once composed.
     pub grid: Option<String>,
+}
+
+/// A prompt posted to ComfyUI's `POST /prompt`, kept next to its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComfyPrompt {
+    pub run: u64,
+    pub prompt_id: String,
+    pub client_id: Option<String>,
+    /// The API-format prompt as posted.
+    pub prompt: Json,
+    pub extra_data: Json,
+    /// ComfyUI node id -> weft node id.
+    pub ids: Vec<(String, String)>,
+    /// The output nodes (SaveImage, PreviewImage), ComfyUI ids.
+    pub outputs: Vec<String>,
 }
 
 pub trait RunStore: Send + Sync {
@@ -89,16 +271,20 @@ pub trait RunStore: Send + Sync {
         target: Option<&str>,
         at: i64,
     ) -> StoreResult<u64>;
+    /// Adds a queued run and the ComfyUI prompt it came from, in one transaction (a reader
+    /// that sees the run finds its prompt); `prompt.run` is ignored: the run's id is returned.
+    /// A prompt id already used is `DuplicatePromptId`, and nothing is queued.
+    fn enqueue_prompt(&self, workflow: &str, at: i64, prompt: &ComfyPrompt) -> StoreResult<u64>;
     fn get(&self, id: u64) -> StoreResult<Option<RunRecord>>;
     /// Newest first, ids below `before` when given.
     fn list(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<RunRecord>>;
-    /// The oldest queued run.
-    fn next_queued(&self) -> StoreResult<Option<RunRecord>>;
     /// Queued ids in run order (at most `limit`) and how many are queued in all.
     fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)>;
-    /// queued -> running; false if it was no longer queued (cancelled or deleted meanwhile).
-    fn start(&self, id: u64, at: i64) -> StoreResult<bool>;
-    fn finish(&self, id: u64, finished: &Finished) -> StoreResult<()>;
+    /// Takes the oldest queued run: it becomes running (started `at`) in the same statement,
+    /// so two claimers, in this process or another, never take the same run.
+    fn claim_next(&self, at: i64) -> StoreResult<Option<RunRecord>>;
+    /// running -> the finished status; false if the run was not running (finished once).
+    fn finish(&self, id: u64, finished: &Finished) -> StoreResult<bool>;
     /// queued -> cancelled; false if it was not queued.
     fn cancel_queued(&self, id: u64, at: i64) -> StoreResult<bool>;
     /// Removes a queued run; false if it was not queued.
@@ -116,381 +302,154 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<(u64, Vec<u64>)>;
     fn get_sweep(&self, id: u64) -> StoreResult<Option<SweepRecord>>;
     /// The sweep a run is a cell of: (sweep id, cell index, the cell's values).
-    fn sweep_of_run(&self, run: u64) -> StoreResult<Option<(u64, usize, serde_json::Value)>>;
+    fn sweep_of_run(&self, run: u64) -> StoreResult<Option<(u64, usize, Json)>>;
     /// Records the composed grid; false when it was already recorded (composed once).
     fn set_sweep_grid(&self, id: u64, grid: &str) -> StoreResult<bool>;
+    /// The ComfyUI prompt run `run` came from, if it came from one.
+    fn prompt_of_run(&self, run: u64) -> StoreResult<Option<ComfyPrompt>>;
+    fn prompt_by_id(&self, prompt_id: &str) -> StoreResult<Option<ComfyPrompt>>;
+    /// The newest `limit` prompts, oldest first (ComfyUI's history order).
+    fn newest_prompts(&self, limit: usize) -> StoreResult<Vec<ComfyPrompt>>;
+    /// Records the images an output node with this identity saved (replacing earlier ones).
+    fn remember_images(&self, identity: &str, images: &[Json]) -> StoreResult<()>;
+    fn recall_images(&self, identity: &str) -> StoreResult<Option<Vec<Json>>>;
 }
 
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+/// Stored JSON text read back; text that does not parse (hand-edited) reads as null.
+fn json(text: &str) -> Json {
+    serde_json::from_str(text).unwrap_or(Json::Null)
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    status TEXT NOT NULL,
-    workflow_name TEXT,
-    workflow TEXT NOT NULL,
-    target TEXT,
-    queued_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    nodes TEXT NOT NULL DEFAULT '{}',
-    outputs TEXT NOT NULL DEFAULT '[]',
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_queued ON runs (status, id);
-CREATE TABLE IF NOT EXISTS sweeps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    mode TEXT NOT NULL,
-    axes TEXT NOT NULL,
-    grid_rows TEXT NOT NULL,
-    grid_columns TEXT NOT NULL,
-    layout TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    grid TEXT
-);
-CREATE TABLE IF NOT EXISTS sweep_cells (
-    run INTEGER PRIMARY KEY,
-    sweep INTEGER NOT NULL,
-    cell INTEGER NOT NULL,
-    cell_values TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sweep_cells_sweep ON sweep_cells (sweep, cell);
-";
-
-const COLUMNS: &str = "id, status, workflow_name, workflow, target, queued_at, started_at, \
-                       finished_at, nodes, outputs, error";
-
-fn err(e: rusqlite::Error) -> String {
-    format!("run store: {e}")
+/// A `runs` row as both backends read it (the columns of `RUN_COLUMNS`, in order).
+struct RunRow {
+    id: i64,
+    status: String,
+    workflow_name: Option<String>,
+    workflow: String,
+    target: Option<String>,
+    queued_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    nodes: String,
+    outputs: String,
+    error: Option<String>,
 }
 
-fn record(row: &Row) -> rusqlite::Result<RunRecord> {
-    let json = |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    Ok(RunRecord {
-        id: row.get::<_, i64>(0)? as u64,
-        status: row.get(1)?,
-        workflow_name: row.get(2)?,
-        workflow: row.get(3)?,
-        target: row.get(4)?,
-        queued_at: row.get(5)?,
-        started_at: row.get(6)?,
-        finished_at: row.get(7)?,
-        nodes: json(row.get(8)?),
-        outputs: json(row.get(9)?),
-        error: row.get::<_, Option<String>>(10)?.map(json),
-    })
+macro_rules! run_columns {
+    () => {
+        "id, status, workflow_name, workflow, target, queued_at, started_at, finished_at, \
+         nodes, outputs, error"
+    };
 }
+use run_columns;
 
-impl SqliteStore {
-    /// Opens (or creates) the database file. WAL with `synchronous=NORMAL`: a commit survives
-    /// the process being killed, which is the failure the queue must outlive.
-    pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
-    }
+macro_rules! prompt_columns {
+    () => {
+        "run, prompt_id, client_id, prompt, extra_data, ids, outputs"
+    };
+}
+use prompt_columns;
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| "run store: lock poisoned".to_string())?;
-        f(&conn).map_err(err)
-    }
-
-    /// Moves queued run `id` on: `set` are the columns it sets, with `?2` standing for `at`.
-    /// False when the run is not (or no longer) queued.
-    fn update_queued(&self, set: &str, id: u64, at: i64) -> StoreResult<bool> {
-        self.with(|c| {
-            execute(
-                c,
-                &format!("UPDATE runs SET {set} WHERE id = ?1 AND status = 'queued'"),
-                params![id as i64, at],
-            )
-            .map(|n| n == 1)
+impl RunRow {
+    fn into_record(self) -> StoreResult<RunRecord> {
+        let id = self.id as u64;
+        let status = RunState::parse(&self.status).ok_or(StoreError::UnknownStatus {
+            run: id,
+            text: self.status,
+        })?;
+        Ok(RunRecord {
+            id,
+            status,
+            workflow_name: self.workflow_name,
+            workflow: self.workflow,
+            target: self.target,
+            queued_at: self.queued_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            nodes: json(&self.nodes),
+            outputs: json(&self.outputs),
+            error: self.error.as_deref().map(json),
         })
     }
 }
 
-/// Runs one statement from the connection's statement cache; the number of rows it changed.
-pub(super) fn execute(
-    c: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(params)
+/// A `comfy_prompts` row as both backends read it (`PROMPT_COLUMNS`, in order).
+struct PromptRow {
+    run: i64,
+    prompt_id: String,
+    client_id: Option<String>,
+    prompt: String,
+    extra_data: String,
+    ids: String,
+    outputs: String,
 }
 
-impl RunStore for SqliteStore {
-    fn enqueue(
-        &self,
-        workflow_name: Option<&str>,
-        workflow: &str,
-        target: Option<&str>,
-        at: i64,
-    ) -> StoreResult<u64> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO runs (status, workflow_name, workflow, target, queued_at) \
-                 VALUES ('queued', ?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![workflow_name, workflow, target, at])?;
-            Ok(c.last_insert_rowid() as u64)
-        })
-    }
-
-    fn get(&self, id: u64) -> StoreResult<Option<RunRecord>> {
-        self.with(|c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?
-                .query_row(params![id as i64], record)
-                .optional()
-        })
-    }
-
-    fn list(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<RunRecord>> {
-        self.with(|c| {
-            let before = before.map_or(i64::MAX, |b| b as i64);
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![before, limit as i64], record)?;
-            rows.collect()
-        })
-    }
-
-    fn next_queued(&self) -> StoreResult<Option<RunRecord>> {
-        self.with(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1"
-            ))?
-            .query_row([], record)
-            .optional()
-        })
-    }
-
-    fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)> {
-        self.with(|c| {
-            let total: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM runs WHERE status = 'queued'")?
-                .query_row([], |r| r.get(0))?;
-            let mut stmt = c.prepare_cached(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT ?1",
-            )?;
-            let ids = stmt
-                .query_map(params![limit as i64], |r| {
-                    r.get::<_, i64>(0).map(|i| i as u64)
-                })?
-                .collect::<rusqlite::Result<Vec<u64>>>()?;
-            Ok((ids, total as usize))
-        })
-    }
-
-    fn start(&self, id: u64, at: i64) -> StoreResult<bool> {
-        self.update_queued("status = 'running', started_at = ?2", id, at)
-    }
-
-    fn finish(&self, id: u64, f: &Finished) -> StoreResult<()> {
-        let error = f.error.as_ref().map(|e| e.to_string());
-        let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
-        self.with(|c| {
-            execute(
-                c,
-                "UPDATE runs SET status = ?2, finished_at = ?3, nodes = ?4, outputs = ?5, \
-                 error = ?6 WHERE id = ?1",
-                params![id as i64, f.status, f.at, nodes, outputs, error],
-            )
-            .map(|_| ())
-        })
-    }
-
-    fn cancel_queued(&self, id: u64, at: i64) -> StoreResult<bool> {
-        self.update_queued("status = 'cancelled', finished_at = ?2", id, at)
-    }
-
-    fn delete_queued(&self, id: u64) -> StoreResult<bool> {
-        self.with(|c| {
-            execute(
-                c,
-                "DELETE FROM runs WHERE id = ?1 AND status = 'queued'",
-                params![id as i64],
-            )
-            .map(|n| n == 1)
-        })
-    }
-
-    fn enqueue_sweep(
-        &self,
-        workflow_name: Option<&str>,
-        target: Option<&str>,
-        sweep: &NewSweep,
-        at: i64,
-    ) -> StoreResult<(u64, Vec<u64>)> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| "run store: lock poisoned".to_string())?;
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO sweeps (mode, axes, grid_rows, grid_columns, layout, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                sweep.mode,
-                sweep.axes.to_string(),
-                sweep.rows.to_string(),
-                sweep.columns.to_string(),
-                sweep.layout.to_string(),
-                at
-            ],
-        )
-        .map_err(err)?;
-        let sweep_id = tx.last_insert_rowid();
-        let mut runs = Vec::with_capacity(sweep.cells.len());
-        for (cell, (values, workflow)) in sweep.cells.iter().enumerate() {
-            tx.prepare_cached(
-                "INSERT INTO runs (status, workflow_name, workflow, target, queued_at) \
-                 VALUES ('queued', ?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![workflow_name, workflow, target, at]))
-            .map_err(err)?;
-            let run = tx.last_insert_rowid();
-            tx.prepare_cached(
-                "INSERT INTO sweep_cells (run, sweep, cell, cell_values) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![run, sweep_id, cell as i64, values.to_string()]))
-            .map_err(err)?;
-            runs.push(run as u64);
+impl PromptRow {
+    fn into_prompt(self) -> ComfyPrompt {
+        ComfyPrompt {
+            run: self.run as u64,
+            prompt_id: self.prompt_id,
+            client_id: self.client_id,
+            prompt: json(&self.prompt),
+            extra_data: json(&self.extra_data),
+            ids: serde_json::from_str(&self.ids).unwrap_or_default(),
+            outputs: serde_json::from_str(&self.outputs).unwrap_or_default(),
         }
-        tx.commit().map_err(err)?;
-        Ok((sweep_id as u64, runs))
-    }
-
-    fn get_sweep(&self, id: u64) -> StoreResult<Option<SweepRecord>> {
-        let json = |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        self.with(|c| {
-            let head = c
-                .prepare_cached(
-                    "SELECT mode, axes, grid_rows, grid_columns, layout, grid FROM sweeps WHERE id = ?1",
-                )?
-                .query_row(params![id as i64], |r| {
-                    Ok(SweepRecord {
-                        id,
-                        mode: r.get(0)?,
-                        axes: json(r.get(1)?),
-                        rows: json(r.get(2)?),
-                        columns: json(r.get(3)?),
-                        layout: json(r.get(4)?),
-                        cells: Vec::new(),
-                        grid: r.get(5)?,
-                    })
-                })
-                .optional()?;
-            let Some(mut sweep) = head else {
-                return Ok(None);
-            };
-            let mut stmt = c.prepare_cached(
-                "SELECT sweep_cells.run, sweep_cells.cell_values, runs.status, runs.outputs \
-                 FROM sweep_cells LEFT JOIN runs ON runs.id = sweep_cells.run \
-                 WHERE sweep_cells.sweep = ?1 ORDER BY sweep_cells.cell",
-            )?;
-            sweep.cells = stmt
-                .query_map(params![id as i64], |r| {
-                    Ok(SweepCell {
-                        run: r.get::<_, i64>(0)? as u64,
-                        values: json(r.get(1)?),
-                        status: r
-                            .get::<_, Option<String>>(2)?
-                            .unwrap_or_else(|| "deleted".into()),
-                        outputs: r
-                            .get::<_, Option<String>>(3)?
-                            .map_or(serde_json::Value::Null, json),
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some(sweep))
-        })
-    }
-
-    fn sweep_of_run(&self, run: u64) -> StoreResult<Option<(u64, usize, serde_json::Value)>> {
-        self.with(|c| {
-            c.prepare_cached("SELECT sweep, cell, cell_values FROM sweep_cells WHERE run = ?1")?
-                .query_row(params![run as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as usize,
-                        serde_json::from_str(&r.get::<_, String>(2)?)
-                            .unwrap_or(serde_json::Value::Null),
-                    ))
-                })
-                .optional()
-        })
-    }
-
-    fn set_sweep_grid(&self, id: u64, grid: &str) -> StoreResult<bool> {
-        self.with(|c| {
-            execute(
-                c,
-                "UPDATE sweeps SET grid = ?2 WHERE id = ?1 AND grid IS NULL",
-                params![id as i64, grid],
-            )
-            .map(|n| n == 1)
-        })
-    }
-
-    fn interrupt_running(&self, at: i64) -> StoreResult<Vec<u64>> {
-        self.with(|c| {
-            let ids = c
-                .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY id")?
-                .query_map([], |r| r.get::<_, i64>(0).map(|i| i as u64))?
-                .collect::<rusqlite::Result<Vec<u64>>>()?;
-            c.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?1, \
-                 error = '{\"message\":\"the server stopped while this run was going\"}' \
-                 WHERE status = 'running'",
-                params![at],
-            )?;
-            Ok(ids)
-        })
     }
 }
+
+/// A prompt's columns as stored text: (prompt, extra_data, ids, outputs).
+fn prompt_texts(p: &ComfyPrompt) -> (String, String, String, String) {
+    (
+        p.prompt.to_string(),
+        p.extra_data.to_string(),
+        serde_json::to_string(&p.ids).unwrap_or_default(),
+        serde_json::to_string(&p.outputs).unwrap_or_default(),
+    )
+}
+
+/// A sweep cell's status from the joined run's status column (null: the run was deleted).
+fn cell_status(run: u64, status: Option<String>) -> StoreResult<CellStatus> {
+    match status {
+        None => Ok(CellStatus::Deleted),
+        Some(text) => RunState::parse(&text)
+            .map(CellStatus::Run)
+            .ok_or(StoreError::UnknownStatus { run, text }),
+    }
+}
+
+/// The error recorded on runs found running at start-up.
+const INTERRUPTED_ERROR: &str = "{\"message\":\"the server stopped while this run was going\"}";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn queue_order_interrupts_and_history_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runs.sqlite");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            for i in 0..4 {
-                s.enqueue(Some("w"), "{}", None, i).unwrap();
-            }
-            assert_eq!(s.next_queued().unwrap().unwrap().id, 1);
-            assert!(s.start(1, 10).unwrap());
-            assert!(!s.start(1, 10).unwrap(), "a run starts once");
-            assert!(s.delete_queued(4).unwrap());
-            assert!(!s.delete_queued(1).unwrap(), "running runs are not deleted");
+    fn run_states_round_trip_through_their_stored_words() {
+        for state in RunState::ALL {
+            assert_eq!(RunState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                Json::String(state.as_str().into())
+            );
         }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.interrupt_running(20).unwrap(), vec![1]);
-        assert_eq!(s.get(1).unwrap().unwrap().status, "interrupted");
-        assert_eq!(s.queued(10).unwrap(), (vec![2, 3], 2));
-        let id = s.enqueue(None, "{}", None, 30).unwrap();
-        assert_eq!(id, 5, "ids are never reused, even after a delete");
-        let listed: Vec<u64> = s.list(None, 10).unwrap().iter().map(|r| r.id).collect();
-        assert_eq!(listed, vec![5, 3, 2, 1]);
-        let page: Vec<u64> = s.list(Some(3), 1).unwrap().iter().map(|r| r.id).collect();
-        assert_eq!(page, vec![2]);
+        assert_eq!(RunState::parse("paused"), None);
+        assert_eq!(RunState::from(RunStatus::Invalid), RunState::Invalid);
+        assert_eq!(
+            serde_json::to_value(CellStatus::Deleted).unwrap(),
+            "deleted"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_was_done_to_which_run() {
+        let e = failed::<&str>("finishing a run", Some(7))("disk I/O error");
+        assert_eq!(
+            e.to_string(),
+            "run store: finishing a run (run 7): disk I/O error"
+        );
+        let e = failed::<&str>("listing runs", None)("locked");
+        assert_eq!(e.to_string(), "run store: listing runs: locked");
     }
 }

@@ -68,7 +68,7 @@ pub(super) fn image_ref(path_in_outputs: &str) -> Json_ {
 }
 
 pub(super) fn history_entry(comfy: &Comfy, p: &Prompt, run: &RunRecord) -> Option<Json_> {
-    if matches!(run.status.as_str(), "queued" | "running") {
+    if !run.status.is_finished() {
         return None;
     }
     let mut outputs = Map::new();
@@ -92,7 +92,7 @@ pub(super) fn history_entry(comfy: &Comfy, p: &Prompt, run: &RunRecord) -> Optio
             json!({"node_id": id, "display_node": id, "parent_node": null, "real_node_id": id}),
         );
     }
-    if run.status == "succeeded" {
+    if run.status == RunState::Succeeded {
         for out in &p.outputs {
             if outputs.contains_key(out) {
                 continue;
@@ -128,19 +128,21 @@ pub(super) fn history_entry(comfy: &Comfy, p: &Prompt, run: &RunRecord) -> Optio
         json!(["execution_start", {"prompt_id": p.prompt_id, "timestamp": started}]),
         json!(["execution_cached", {"nodes": cached, "prompt_id": p.prompt_id, "timestamp": started}]),
     ];
-    let success = run.status == "succeeded";
+    let success = run.status == RunState::Succeeded;
     let error_node = run
         .error
         .as_ref()
         .and_then(|e| e["node"].as_str())
         .map(|n| p.comfy_id(n).to_string());
     let node_type = error_node.as_deref().and_then(|n| p.class(n));
-    match run.status.as_str() {
-        "succeeded" => messages
+    match run.status {
+        RunState::Succeeded => messages
             .push(json!(["execution_success", {"prompt_id": p.prompt_id, "timestamp": finished}])),
-        "cancelled" | "interrupted" => messages.push(json!(["execution_interrupted", {
+        RunState::Cancelled | RunState::Interrupted => {
+            messages.push(json!(["execution_interrupted", {
             "prompt_id": p.prompt_id, "node_id": error_node, "node_type": node_type,
-            "executed": executed, "timestamp": finished}])),
+            "executed": executed, "timestamp": finished}]))
+        }
         _ => {
             let message = run
                 .error
@@ -213,20 +215,20 @@ pub(super) async fn history_one(
 // GET /jobs, /jobs/{id}: the frontend's queue and assets panels (ComfyUI's jobs API).
 
 /// ComfyUI's job status for a weft run status.
-fn job_status(run_status: &str) -> &'static str {
+fn job_status(run_status: RunState) -> &'static str {
     match run_status {
-        "queued" => "pending",
-        "running" => "in_progress",
-        "succeeded" => "completed",
-        "cancelled" | "interrupted" => "cancelled",
-        _ => "failed",
+        RunState::Queued => "pending",
+        RunState::Running => "in_progress",
+        RunState::Succeeded => "completed",
+        RunState::Cancelled | RunState::Interrupted => "cancelled",
+        RunState::Failed | RunState::Invalid => "failed",
     }
 }
 
 /// A prompt's job: its status, times, first image and counts; with `detail`, its prompt and
 /// every output too.
 fn job(comfy: &Comfy, p: &Prompt, run: &RunRecord, detail: bool) -> Json_ {
-    let status = job_status(&run.status);
+    let status = job_status(run.status);
     let entry = history_entry(comfy, p, run);
     let outputs = entry
         .as_ref()
@@ -304,7 +306,7 @@ pub(super) async fn jobs(
         let Ok(Some(run)) = state.store.get(p.run) else {
             continue;
         };
-        if wanted.is_empty() || wanted.contains(&job_status(&run.status)) {
+        if wanted.is_empty() || wanted.contains(&job_status(run.status)) {
             all.push((p, run));
         }
     }

@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value as Json_};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -26,7 +25,8 @@ use weft_engine::{Diagnostic, DiagnosticCode};
 
 use super::hub::{Hub, Ring, Subscriber, Weight};
 use super::queue::Queue;
-use super::store::{execute, RunRecord, RunStore};
+pub use super::store::ComfyPrompt as Prompt;
+use super::store::{RunRecord, RunState, RunStore, StoreError};
 use super::ws_send::{client_left, close_too_slow, deliver, Delivery};
 use super::{now_ms, AppState};
 use crate::comfy::import::{import, ImportOptions};
@@ -46,7 +46,6 @@ pub mod routes;
 mod socket;
 mod userdata;
 
-use db::*;
 use errors::*;
 use events::*;
 pub use frontend::locate as locate_frontend;
@@ -56,22 +55,6 @@ pub use socket::ws_upgrade;
 
 /// ComfyUI keeps this many prompts in its history.
 pub(super) const MAXIMUM_HISTORY_SIZE: usize = 10_000;
-
-/// A prompt posted to `POST /prompt`, as kept next to its run (table `comfy_prompts` in the
-/// run database).
-#[derive(Debug)]
-pub struct Prompt {
-    pub run: u64,
-    pub prompt_id: String,
-    pub client_id: Option<String>,
-    /// The API-format prompt as posted.
-    pub prompt: Json_,
-    pub extra_data: Json_,
-    /// ComfyUI node id -> weft node id.
-    pub ids: Vec<(String, String)>,
-    /// The output nodes (SaveImage, PreviewImage), ComfyUI ids.
-    pub outputs: Vec<String>,
-}
 
 impl Prompt {
     fn comfy_id<'a>(&'a self, weft: &'a str) -> &'a str {
@@ -130,10 +113,11 @@ impl Weight for Arc<Outgoing> {
     }
 }
 
-/// The ComfyUI side of the server: its table, the prompts in flight, the channel to `/ws`
-/// clients that gave a clientId, and the model-name mapping of `--comfy-model`.
+/// The ComfyUI side of the server: the run store holding its prompts, the prompts in flight,
+/// the channel to `/ws` clients that gave a clientId, and the model-name mapping of
+/// `--comfy-model`.
 pub struct Comfy {
-    db: Mutex<Connection>,
+    store: Arc<dyn RunStore>,
     /// Prompts queued or running, by run id (the rest are read from the table).
     live: Mutex<HashMap<u64, Arc<Prompt>>>,
     out: Ring<Arc<Outgoing>>,
@@ -150,8 +134,8 @@ pub struct Comfy {
 }
 
 impl Comfy {
-    /// Opens the table in the run database and starts the translator thread on the hub
-    /// (`config`: the data folder, the `--comfy-model` names, the socket ring's capacity).
+    /// Starts the translator thread on the hub (`config`: the `--comfy-model` names, the
+    /// socket ring's capacity); prompts are kept in `store`, next to their runs.
     pub fn start(
         config: &super::Config,
         outputs: PathBuf,
@@ -162,13 +146,9 @@ impl Comfy {
     ) -> Result<Arc<Self>, String> {
         let models = config.comfy_models.clone();
         let capacity = config.client_buffer;
-        let conn = Connection::open(config.data_dir.join("runs.sqlite")).map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
         let out = Ring::new(capacity);
         let comfy = Arc::new(Self {
-            db: Mutex::new(conn),
+            store: store.clone(),
             live: Mutex::new(HashMap::new()),
             out,
             models,

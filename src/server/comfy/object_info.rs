@@ -114,7 +114,7 @@ pub(super) async fn system_stats(State(state): State<AppState>) -> Json<Json_> {
             m.reserved.saturating_sub(m.allocated),
         )
     });
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = crate::server::shown_args(std::env::args());
     Json(json!({
         "system": {
             "os": std::env::consts::FAMILY,

@@ -179,10 +179,7 @@ pub(super) fn submit(
         .iter()
         .map(|(c, w)| (w.as_str(), c.as_str()))
         .collect();
-    let mut diagnostics = weft_engine::validate(&imported.workflow, &state.registry, None);
-    if diagnostics.is_empty() {
-        diagnostics = crate::server::runs::check_files(state, &imported.workflow, None);
-    }
+    let diagnostics = crate::server::runs::check(state, &imported.workflow, None);
     if !diagnostics.is_empty() {
         for d in &diagnostics {
             errors.diagnostic(d, &comfy_of);
@@ -205,15 +202,14 @@ pub(super) fn submit(
         Some(p) if !p.is_empty() => p.to_string(),
         _ => uuid4(),
     };
-    let text = imported.workflow.to_json().to_string();
     let comfy = &state.comfy;
     // The translator looks prompts up under this lock: it cannot see the run start before the
-    // prompt is recorded.
+    // prompt is in `live`.
     let Ok(mut live) = comfy.live.lock() else {
         return internal("the prompt table lock is poisoned");
     };
-    if comfy.prompt_by_id(&prompt_id).is_some() {
-        return refused(
+    let used = |prompt_id: &str| {
+        refused(
             error_obj(
                 "invalid_prompt",
                 "Invalid prompt",
@@ -221,18 +217,17 @@ pub(super) fn submit(
                 json!({}),
             ),
             json!({}),
-        );
+        )
+    };
+    if comfy.prompt_by_id(&prompt_id).is_some() {
+        return used(&prompt_id);
     }
     // Its client was told the check ran out of time: nothing may be queued now.
     if !gate.commit() {
         return internal("a prompt checked past its deadline was not queued");
     }
-    let run = match state.store.enqueue(None, &text, None, now_ms()) {
-        Ok(id) => id,
-        Err(e) => return internal(&e),
-    };
-    let record = Prompt {
-        run,
+    let mut record = Prompt {
+        run: 0,
         prompt_id: prompt_id.clone(),
         client_id,
         prompt: Json_::Object(prompt.clone()),
@@ -240,31 +235,16 @@ pub(super) fn submit(
         ids: imported.ids,
         outputs,
     };
-    let (prompt_text, extra_text) = (record.prompt.to_string(), record.extra_data.to_string());
-    let ids = serde_json::to_string(&record.ids).unwrap_or_default();
-    let outputs = serde_json::to_string(&record.outputs).unwrap_or_default();
-    let stored = comfy.with_db(|c| {
-        execute(
-            c,
-            "INSERT INTO comfy_prompts (run, prompt_id, client_id, prompt, extra_data, ids, outputs) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![run as i64, record.prompt_id, record.client_id, prompt_text, extra_text, ids, outputs],
-        )
-    });
-    if let Err(e) = stored {
-        let _ = state.store.delete_queued(run);
-        return internal(&e);
-    }
+    let origin = crate::server::runs::Origin::Comfy(&record);
+    let run = match crate::server::runs::submit(state, imported.workflow, origin) {
+        Ok(run) => run,
+        // Posted meanwhile by another server on the same store.
+        Err(StoreError::DuplicatePromptId(_)) => return used(&prompt_id),
+        Err(e) => return internal(&e.to_string()),
+    };
+    record.run = run;
     live.insert(run, Arc::new(record));
     drop(live);
-    state.hub.send(
-        json!({"event": "run_queued", "run": run})
-            .to_string()
-            .into(),
-    );
-    state.queue.hand_over(run, imported.workflow);
-    state.queue.changed();
-    state.queue.wake();
     Json(json!({"prompt_id": prompt_id, "number": run, "node_errors": {}})).into_response()
 }
 
