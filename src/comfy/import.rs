@@ -686,6 +686,20 @@ impl NodeCx<'_> {
         Some(v)
     }
 
+    fn put_bool(&mut self, comfy: &str, weft: &str) -> Option<bool> {
+        let v = self.value(comfy)?;
+        let Some(b) = v.as_bool() else {
+            self.issue_of(
+                DiagnosticCode::WrongValueType,
+                Some(comfy),
+                format!("expected true or false, found {v}"),
+            );
+            return None;
+        };
+        self.put(weft, b);
+        Some(b)
+    }
+
     fn put_float(&mut self, comfy: &str, weft: &str) -> Option<f64> {
         let v = self.float(comfy)?;
         self.put(weft, v);
@@ -1170,27 +1184,74 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("vae", "vae");
             cx.link("pixels", "image");
         }
-        "LoadImage" => {
-            let Some(name) = cx.string("image") else {
-                return;
-            };
-            let name = name.strip_suffix(" [input]").unwrap_or(&name).to_string();
-            if name.ends_with(" [output]") || name.ends_with(" [temp]") {
-                cx.issue(
-                    Some("image"),
-                    format!("'{name}' names a file in ComfyUI's output or temp folder"),
-                )
-                .hint = Some("copy the file into the inputs folder and name it there".into());
-                return;
+        "LoadImageMask" => {
+            if let Some(channel) = cx.string("channel") {
+                cx.put("channel", channel.as_str());
             }
-            let dir = options.inputs_dir.trim_end_matches('/');
-            let path = if dir.is_empty() {
-                name
-            } else {
-                format!("{dir}/{name}")
-            };
-            cx.put("path", path.as_str());
+            input_image_path(cx, options);
         }
+        "SolidMask" => {
+            cx.put_float("value", "value");
+            cx.put_int("width", "width");
+            cx.put_int("height", "height");
+        }
+        "InvertMask" | "MaskToImage" => cx.link("mask", "mask"),
+        "GrowMask" => {
+            cx.link("mask", "mask");
+            cx.put_int("expand", "expand");
+            cx.put_bool("tapered_corners", "tapered_corners");
+        }
+        "FeatherMask" => {
+            cx.link("mask", "mask");
+            for side in ["left", "top", "right", "bottom"] {
+                cx.put_int(side, side);
+            }
+        }
+        "ThresholdMask" => {
+            cx.link("mask", "mask");
+            cx.put_float("value", "value");
+        }
+        "ImageToMask" => {
+            cx.link("image", "image");
+            if let Some(channel) = cx.string("channel") {
+                cx.put("channel", channel.as_str());
+            }
+        }
+        "SetLatentNoiseMask" => {
+            cx.link("samples", "latent");
+            cx.link("mask", "mask");
+        }
+        "VAEEncodeForInpaint" => {
+            cx.link("vae", "vae");
+            cx.link("pixels", "image");
+            cx.link("mask", "mask");
+            cx.put_int("grow_mask_by", "grow_mask_by");
+        }
+        "InpaintModelConditioning" => {
+            cx.link("positive", "positive");
+            cx.link("negative", "negative");
+            cx.link("vae", "vae");
+            cx.link("pixels", "image");
+            cx.link("mask", "mask");
+            cx.put_bool("noise_mask", "noise_mask");
+        }
+        "ImagePadForOutpaint" => {
+            cx.link("image", "image");
+            for side in ["left", "top", "right", "bottom", "feathering"] {
+                cx.put_int(side, side);
+            }
+        }
+        "ImageCompositeMasked" => {
+            cx.link("destination", "destination");
+            cx.link("source", "source");
+            cx.put_int("x", "x");
+            cx.put_int("y", "y");
+            cx.put_bool("resize_source", "resize_source");
+            if cx.node.get("mask").is_some() {
+                cx.link("mask", "mask");
+            }
+        }
+        "LoadImage" => input_image_path(cx, options),
         "SaveImage" => {
             cx.link("images", "image");
             if let Some(prefix) = cx.string("filename_prefix") {
@@ -1265,6 +1326,30 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
         }
         other => unreachable!("{other} is in TYPES but has no conversion"),
     }
+}
+
+/// LoadImage's and LoadImageMask's `image`: a file in ComfyUI's input folder, found under
+/// `options.inputs_dir`.
+fn input_image_path(cx: &mut NodeCx, options: &ImportOptions) {
+    let Some(name) = cx.string("image") else {
+        return;
+    };
+    let name = name.strip_suffix(" [input]").unwrap_or(&name).to_string();
+    if name.ends_with(" [output]") || name.ends_with(" [temp]") {
+        cx.issue(
+            Some("image"),
+            format!("'{name}' names a file in ComfyUI's output or temp folder"),
+        )
+        .hint = Some("copy the file into the inputs folder and name it there".into());
+        return;
+    }
+    let dir = options.inputs_dir.trim_end_matches('/');
+    let path = if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    };
+    cx.put("path", path.as_str());
 }
 
 fn sampler_links(cx: &mut NodeCx) {
