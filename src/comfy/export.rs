@@ -250,6 +250,8 @@ pub fn export(
                             ),
                         }
                     }
+                    // ComfyUI's one optional socket among the mapped types.
+                    None if (class, input.name) == ("ImageCompositeMasked", "mask") => {}
                     _ => issues.push(
                         at(format!("ComfyUI's {class} needs '{}' linked", input.name)).input(weft),
                     ),

@@ -1848,6 +1848,36 @@ mod tests {
     }
 
     #[test]
+    fn load_image_mask_output_and_an_unmasked_composite_map_both_ways() {
+        let root = json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+            "2": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["5", 0], "mask": ["1", 1]}},
+            "3": {"class_type": "ImageCompositeMasked", "inputs": {"destination": ["1", 0], "source": ["1", 0],
+                  "x": 8, "y": 0, "resize_source": false}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "c"}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        match &wf.nodes["noise_mask_2"].inputs["mask"].value {
+            InputValue::Link(l) => assert_eq!(
+                (l.node.as_str(), l.output.as_str()),
+                ("load_image_1", "mask")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let composite = &wf.nodes["composite_3"];
+        assert!(!composite.inputs.contains_key("mask"));
+        let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
+            .unwrap()
+            .json;
+        assert_eq!(exported["2"]["inputs"]["mask"], json!(["1", 1]));
+        assert_eq!(exported["3"]["inputs"]["x"], json!(8));
+        assert_eq!(exported["3"]["inputs"]["resize_source"], json!(false));
+        assert!(exported["3"]["inputs"].get("mask").is_none());
+    }
+
+    #[test]
     fn lora_loaders_chain_import_to_load_lora_and_export_back() {
         let root = json!({
             "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
