@@ -11,7 +11,7 @@ use weft_engine::Workflow;
 const CKPT: &str = "v1-5-pruned-emaonly.safetensors=tiny-shapes";
 
 /// The files that import one to one: their export is the original API workflow.
-const ONE_TO_ONE: [&str; 11] = [
+const ONE_TO_ONE: [&str; 14] = [
     "01_txt2img_default",
     "02_txt2img_ancestral_karras",
     "03_txt2img_dpmpp_2m_sde_exponential",
@@ -23,6 +23,9 @@ const ONE_TO_ONE: [&str; 11] = [
     "13_sdxl_base",
     "14_txt2img_dpmpp_2m_sde_beta",
     "15_two_stage_advanced",
+    "30_inpaint_noise_mask",
+    "31_outpaint_vae_encode_for_inpaint",
+    "32_inpaint_model_conditioning",
 ];
 
 fn repo() -> PathBuf {
@@ -196,6 +199,8 @@ fn imported_workflows_run_on_the_embedded_model() {
         ("12_ui_txt2img", 1, 64),
         ("14_txt2img_dpmpp_2m_sde_beta", 1, 64),
         ("15_two_stage_advanced", 2, 64),
+        ("30_inpaint_noise_mask", 1, 64),
+        ("32_inpaint_model_conditioning", 1, 64),
     ] {
         let file = repo().join(format!("tests/comfy/{name}.json"));
         let yaml = import(

@@ -132,7 +132,8 @@ impl Node for LatentUpscale {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let latent = inputs.tensor("latent")?;
+        let input = crate::inpaint::InpaintLatent::input(inputs, "latent")?;
+        let latent = &input.samples;
         let size = latent.size();
         if size.len() != 4 {
             return Err(NodeError::msg(format!(
@@ -142,10 +143,11 @@ impl Node for LatentUpscale {
         let scale = inputs.float("scale")?;
         let h = ((size[2] as f64 * scale).round() as i64).max(1);
         let w = ((size[3] as f64 * scale).round() as i64).max(1);
-        Ok(vec![Value::Tensor(
-            T::Latent,
-            resize(latent, h, w, inputs.string("method")?)?,
-        )])
+        // A noise mask stays attached (ComfyUI keeps the LATENT's other keys): it is resized to
+        // whatever latent the Sampler gets.
+        Ok(vec![input
+            .with_samples(resize(latent, h, w, inputs.string("method")?)?)
+            .into_value()])
     }
 }
 
@@ -169,7 +171,7 @@ impl Node for LatentPreview {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let latent = inputs.tensor("latent")?;
+        let latent = &crate::inpaint::latent_samples(inputs, "latent")?;
         let size = latent.size();
         if size.len() != 4 || size[1] != 4 {
             return Err(NodeError::msg(format!(

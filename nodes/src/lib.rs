@@ -3,7 +3,9 @@
 pub mod diffusion;
 pub mod error;
 pub mod image;
+pub mod inpaint;
 pub mod latent;
+pub mod mask;
 pub mod model_files;
 pub mod models;
 pub mod noise;
@@ -35,6 +37,19 @@ pub fn registry() -> Registry {
         .register(image::ImageScale)
         .register(image::ImageBatch)
         .register(image::SaveImage)
+        .register(mask::LoadImageMask)
+        .register(mask::SolidMask)
+        .register(mask::InvertMask)
+        .register(mask::GrowMask)
+        .register(mask::FeatherMask)
+        .register(mask::ThresholdMask)
+        .register(mask::ImageToMask)
+        .register(mask::MaskToImage)
+        .register(inpaint::SetLatentNoiseMask)
+        .register(inpaint::VaeEncodeForInpaint)
+        .register(inpaint::InpaintModelConditioning)
+        .register(inpaint::ImagePadForOutpaint)
+        .register(inpaint::ImageCompositeMasked)
         .register(diffusion::LoadCheckpoint)
         .register(diffusion::LoadLora)
         .register(diffusion::LoadLoraModelOnly)

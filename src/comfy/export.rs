@@ -40,6 +40,19 @@ fn class_for(node: &NodeEntry) -> Option<&'static str> {
         "LoadUpscaleModel" => "UpscaleModelLoader",
         "UpscaleImage" => "ImageUpscaleWithModel",
         "ImageBatch" => "ImageBatch",
+        "LoadImageMask" => "LoadImageMask",
+        "SolidMask" => "SolidMask",
+        "InvertMask" => "InvertMask",
+        "GrowMask" => "GrowMask",
+        "FeatherMask" => "FeatherMask",
+        "ThresholdMask" => "ThresholdMask",
+        "ImageToMask" => "ImageToMask",
+        "MaskToImage" => "MaskToImage",
+        "SetLatentNoiseMask" => "SetLatentNoiseMask",
+        "VaeEncodeForInpaint" => "VAEEncodeForInpaint",
+        "InpaintModelConditioning" => "InpaintModelConditioning",
+        "ImagePadForOutpaint" => "ImagePadForOutpaint",
+        "ImageCompositeMasked" => "ImageCompositeMasked",
         _ => return None,
     })
 }
@@ -75,7 +88,7 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         (_, "vae") => "vae",
         (_, "pixels") => "image",
         (_, "images") => "image",
-        (_, "image") if class != "LoadImage" => "image",
+        (_, "image") if !matches!(class, "LoadImage" | "LoadImageMask") => "image",
         (_, "filename_prefix") => "prefix",
         (_, "upscale_method") => "method",
         (_, "scale_by") => "scale",
@@ -89,6 +102,23 @@ fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
         ("CLIPTextEncodeSDXL", "text_l") => "text_l",
         ("ImageBatch", "image1") => "image1",
         ("ImageBatch", "image2") => "image2",
+        (_, "mask") => "mask",
+        (_, "channel") => "channel",
+        (_, "value") => "value",
+        (_, "expand") => "expand",
+        (_, "tapered_corners") => "tapered_corners",
+        (_, "left") => "left",
+        (_, "top") => "top",
+        (_, "right") => "right",
+        (_, "bottom") => "bottom",
+        (_, "feathering") => "feathering",
+        (_, "grow_mask_by") => "grow_mask_by",
+        (_, "noise_mask") => "noise_mask",
+        (_, "destination") => "destination",
+        (_, "source") => "source",
+        (_, "x") => "x",
+        (_, "y") => "y",
+        (_, "resize_source") => "resize_source",
         _ => return None,
     })
 }
@@ -228,6 +258,8 @@ pub fn export(
                             ),
                         }
                     }
+                    // ComfyUI's one optional socket among the mapped types.
+                    None if (class, input.name) == ("ImageCompositeMasked", "mask") => {}
                     _ => issues.push(
                         at(format!("ComfyUI's {class} needs '{}' linked", input.name)).input(weft),
                     ),
@@ -245,7 +277,7 @@ pub fn export(
                         other => constant_json(&other),
                     })
                 }
-                ("LoadImage", "image") => constant("path").map(|c| match c {
+                ("LoadImage" | "LoadImageMask", "image") => constant("path").map(|c| match c {
                     Constant::String(s) => {
                         let dir = format!("{}/", inputs_dir.trim_end_matches('/'));
                         json!(s.strip_prefix(dir.as_str()).unwrap_or(&s))
@@ -298,7 +330,7 @@ pub fn export(
                 }
             }
         }
-        if node.type_name == "LoadImage" {
+        if matches!(node.type_name.as_str(), "LoadImage" | "LoadImageMask") {
             let dir = format!("{}/", inputs_dir.trim_end_matches('/'));
             if let Some(Constant::String(p)) = constant("path") {
                 if !p.starts_with(&dir) {

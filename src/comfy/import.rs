@@ -699,6 +699,20 @@ impl NodeCx<'_> {
         Some(v)
     }
 
+    fn put_bool(&mut self, comfy: &str, weft: &str) -> Option<bool> {
+        let v = self.value(comfy)?;
+        let Some(b) = v.as_bool() else {
+            self.issue_of(
+                DiagnosticCode::WrongValueType,
+                Some(comfy),
+                format!("expected true or false, found {v}"),
+            );
+            return None;
+        };
+        self.put(weft, b);
+        Some(b)
+    }
+
     fn put_float(&mut self, comfy: &str, weft: &str) -> Option<f64> {
         let v = self.float(comfy)?;
         self.put(weft, v);
@@ -1206,27 +1220,74 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("vae", "vae");
             cx.link("pixels", "image");
         }
-        "LoadImage" => {
-            let Some(name) = cx.string("image") else {
-                return;
-            };
-            let name = name.strip_suffix(" [input]").unwrap_or(&name).to_string();
-            if name.ends_with(" [output]") || name.ends_with(" [temp]") {
-                cx.issue(
-                    Some("image"),
-                    format!("'{name}' names a file in ComfyUI's output or temp folder"),
-                )
-                .hint = Some("copy the file into the inputs folder and name it there".into());
-                return;
+        "LoadImageMask" => {
+            if let Some(channel) = cx.string("channel") {
+                cx.put("channel", channel.as_str());
             }
-            let dir = options.inputs_dir.trim_end_matches('/');
-            let path = if dir.is_empty() {
-                name
-            } else {
-                format!("{dir}/{name}")
-            };
-            cx.put("path", path.as_str());
+            input_image_path(cx, options);
         }
+        "SolidMask" => {
+            cx.put_float("value", "value");
+            cx.put_int("width", "width");
+            cx.put_int("height", "height");
+        }
+        "InvertMask" | "MaskToImage" => cx.link("mask", "mask"),
+        "GrowMask" => {
+            cx.link("mask", "mask");
+            cx.put_int("expand", "expand");
+            cx.put_bool("tapered_corners", "tapered_corners");
+        }
+        "FeatherMask" => {
+            cx.link("mask", "mask");
+            for side in ["left", "top", "right", "bottom"] {
+                cx.put_int(side, side);
+            }
+        }
+        "ThresholdMask" => {
+            cx.link("mask", "mask");
+            cx.put_float("value", "value");
+        }
+        "ImageToMask" => {
+            cx.link("image", "image");
+            if let Some(channel) = cx.string("channel") {
+                cx.put("channel", channel.as_str());
+            }
+        }
+        "SetLatentNoiseMask" => {
+            cx.link("samples", "latent");
+            cx.link("mask", "mask");
+        }
+        "VAEEncodeForInpaint" => {
+            cx.link("vae", "vae");
+            cx.link("pixels", "image");
+            cx.link("mask", "mask");
+            cx.put_int("grow_mask_by", "grow_mask_by");
+        }
+        "InpaintModelConditioning" => {
+            cx.link("positive", "positive");
+            cx.link("negative", "negative");
+            cx.link("vae", "vae");
+            cx.link("pixels", "image");
+            cx.link("mask", "mask");
+            cx.put_bool("noise_mask", "noise_mask");
+        }
+        "ImagePadForOutpaint" => {
+            cx.link("image", "image");
+            for side in ["left", "top", "right", "bottom", "feathering"] {
+                cx.put_int(side, side);
+            }
+        }
+        "ImageCompositeMasked" => {
+            cx.link("destination", "destination");
+            cx.link("source", "source");
+            cx.put_int("x", "x");
+            cx.put_int("y", "y");
+            cx.put_bool("resize_source", "resize_source");
+            if cx.node.get("mask").is_some() {
+                cx.link("mask", "mask");
+            }
+        }
+        "LoadImage" => input_image_path(cx, options),
         "SaveImage" => {
             cx.link("images", "image");
             if let Some(prefix) = cx.string("filename_prefix") {
@@ -1301,6 +1362,30 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
         }
         other => unreachable!("{other} is in TYPES but has no conversion"),
     }
+}
+
+/// LoadImage's and LoadImageMask's `image`: a file in ComfyUI's input folder, found under
+/// `options.inputs_dir`.
+fn input_image_path(cx: &mut NodeCx, options: &ImportOptions) {
+    let Some(name) = cx.string("image") else {
+        return;
+    };
+    let name = name.strip_suffix(" [input]").unwrap_or(&name).to_string();
+    if name.ends_with(" [output]") || name.ends_with(" [temp]") {
+        cx.issue(
+            Some("image"),
+            format!("'{name}' names a file in ComfyUI's output or temp folder"),
+        )
+        .hint = Some("copy the file into the inputs folder and name it there".into());
+        return;
+    }
+    let dir = options.inputs_dir.trim_end_matches('/');
+    let path = if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    };
+    cx.put("path", path.as_str());
 }
 
 fn sampler_links(cx: &mut NodeCx) {
@@ -1732,6 +1817,36 @@ mod tests {
             .json;
         assert_eq!(exported["3"]["class_type"], "ImageBatch");
         assert_eq!(exported["3"]["inputs"]["image2"], json!(["2", 0]));
+    }
+
+    #[test]
+    fn load_image_mask_output_and_an_unmasked_composite_map_both_ways() {
+        let root = json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+            "2": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["5", 0], "mask": ["1", 1]}},
+            "3": {"class_type": "ImageCompositeMasked", "inputs": {"destination": ["1", 0], "source": ["1", 0],
+                  "x": 8, "y": 0, "resize_source": false}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "c"}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+        });
+        let imported = import(&root, &ImportOptions::default()).unwrap();
+        let wf = &imported.workflow;
+        match &wf.nodes["noise_mask_2"].inputs["mask"].value {
+            InputValue::Link(l) => assert_eq!(
+                (l.node.as_str(), l.output.as_str()),
+                ("load_image_1", "mask")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let composite = &wf.nodes["composite_3"];
+        assert!(!composite.inputs.contains_key("mask"));
+        let exported = crate::comfy::export::export(wf, &weft_nodes::registry(), "input")
+            .unwrap()
+            .json;
+        assert_eq!(exported["2"]["inputs"]["mask"], json!(["1", 1]));
+        assert_eq!(exported["3"]["inputs"]["x"], json!(8));
+        assert_eq!(exported["3"]["inputs"]["resize_source"], json!(false));
+        assert!(exported["3"]["inputs"].get("mask").is_none());
     }
 
     #[test]

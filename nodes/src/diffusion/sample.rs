@@ -7,11 +7,12 @@ use weft_engine::{
 };
 
 use crate::error::Result;
+use crate::inpaint::InpaintLatent;
 use crate::models::attention::KeyValueMemo;
 use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel};
 use crate::samplers::{
-    self, Guidance, GuidedDenoiser, Hooks, NoisePredictor, Prediction, SampleSettings, SamplerKind,
-    ScheduleKind, StepWindow,
+    self, inpaint, Guidance, GuidedDenoiser, Hooks, NoisePredictor, Prediction, SampleSettings,
+    SamplerKind, ScheduleKind, StepWindow,
 };
 
 use super::conditioning::{Conditioning, PromptSide};
@@ -129,6 +130,30 @@ pub fn added_conditioning(
     )))
 }
 
+/// For a 9-channel inpainting UNet (in_channels = out_channels + 5), the mask and masked-image
+/// latent it takes beside the noisy latent, from what `input` carries (ComfyUI: the concat
+/// mask, else the noise mask; the concat latent, else the latent itself); `None` for others.
+fn inpainting_concat(
+    unet: &UNet2DConditionModel,
+    input: &InpaintLatent,
+    latent: &Tensor,
+) -> NodeResult<Option<Tensor>> {
+    let config = unet.config();
+    if config.in_channels == config.out_channels {
+        return Ok(None);
+    }
+    if config.in_channels != config.out_channels + 5 {
+        return Err(NodeError::msg(format!(
+            "input 'model': a UNet taking {} channels and predicting {} is neither a plain nor \
+             an inpainting (latent + mask + masked-image latent) model",
+            config.in_channels, config.out_channels
+        )));
+    }
+    let mask = input.concat_mask.as_ref().or(input.noise_mask.as_ref());
+    let masked = input.concat_latent.as_ref().or(Some(&input.samples));
+    Ok(Some(inpaint::inpaint_concat(latent, mask, masked)?))
+}
+
 /// The sampler: txt2img from an empty latent, img2img from an encoded image with denoise < 1.
 pub struct Sampler;
 impl Node for Sampler {
@@ -195,11 +220,14 @@ pub(super) fn sample_latent(
 ) -> NodeResult<Vec<Value>> {
     let model = inputs.object::<DiffusionModel>("model")?;
     let unet = &model.unet;
-    let latent = inputs
-        .tensor("latent")?
+    let input = InpaintLatent::input(inputs, "latent")?;
+    let latent = input
+        .samples
         .f_to_device(ctx.device)?
         .f_to_kind(Kind::Float)?;
-    let expected_channels = unet.config().in_channels;
+    // An inpainting UNet takes more channels than it predicts: the mask and the masked
+    // image's latent ride along (see `samplers::inpaint`).
+    let expected_channels = unet.config().out_channels;
     if latent.dim() != 4 || latent.size()[1] != expected_channels {
         return Err(NodeError::msg(format!(
             "input 'latent': the model takes [batch, {expected_channels}, h, w], got {:?}",
@@ -223,8 +251,17 @@ pub(super) fn sample_latent(
         model: &model,
         memo: KeyValueMemo::default(),
     };
+    let inpainting_model =
+        inpainting_concat(unet, &input, &latent)?.map(|concat| inpaint::ConcatPredictor {
+            inner: &predictor,
+            concat,
+        });
+    let predictor: &dyn NoisePredictor = match &inpainting_model {
+        Some(with_concat) => with_concat,
+        None => &predictor,
+    };
     let mut denoiser = GuidedDenoiser::new(
-        &predictor,
+        predictor,
         &schedule,
         prediction,
         Guidance {
@@ -261,12 +298,18 @@ pub(super) fn sample_latent(
     };
     // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
     // NodeError::Cancelled (found in the error's chain), not a failure.
-    let latent = match (inputs.optional_tensor("noise")?, window == StepWindow::FULL) {
-        (Some(noise), _) => samplers::sample_window(
+    let noise = inputs.optional_tensor("noise")?;
+    let latent = match (&input.noise_mask, noise, window == StepWindow::FULL) {
+        (Some(mask), noise, _) => inpaint::sample_masked(
+            &denoiser, &schedule, &latent, noise, mask, &settings, window, &mut hooks,
+        )?,
+        (None, Some(noise), _) => samplers::sample_window(
             &denoiser, &schedule, &latent, noise, &settings, window, &mut hooks,
         )?,
-        (None, true) => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
-        (None, false) => {
+        (None, None, true) => {
+            samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?
+        }
+        (None, None, false) => {
             let noise = crate::noise::initial_noise(
                 settings.seed,
                 &latent.size(),
@@ -278,7 +321,8 @@ pub(super) fn sample_latent(
             )?
         }
     };
-    Ok(vec![Value::Tensor(T::Latent, latent)])
+    // The mask stays with the latent, as ComfyUI's KSampler copies the LATENT's keys.
+    Ok(vec![input.with_samples(latent).into_value()])
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Node for VaeDecode {
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let vae = &inputs.object::<Vae>("vae")?.vae;
-        let latent = inputs.tensor("latent")?.f_to_device(ctx.device)?;
+        let latent = crate::inpaint::latent_samples(inputs, "latent")?.f_to_device(ctx.device)?;
         let scaled = latent.f_div_scalar(vae.config().scaling_factor)?;
         let factor = vae.config().downscale_factor();
         let side = latent.size().iter().skip(2).copied().max().unwrap_or(0) * factor;

@@ -10,24 +10,44 @@ pub const WORKFLOW_PNG_KEY: &str = "weft-workflow";
 
 /// Decodes an image file, opened under `files`' rule, to a [1, 3, H, W] tensor in [0, 1].
 pub fn load_image(path: &Path, files: &FileAccess) -> NodeResult<Tensor> {
+    Ok(load_image_and_alpha(path, files)?.0)
+}
+
+/// As [`load_image`], with the file's alpha channel as a [1, H, W] tensor in [0, 1] when it
+/// has one (`None` for RGB or grey files without alpha).
+pub fn load_image_and_alpha(
+    path: &Path,
+    files: &FileAccess,
+) -> NodeResult<(Tensor, Option<Tensor>)> {
     let file = files
         .open(path)
         .map_err(|e| NodeError::msg(format!("cannot read {}: {e}", path.display())))?;
     let not_image = |e: &dyn std::fmt::Display| {
         NodeError::msg(format!("{}: not a readable image ({e})", path.display()))
     };
-    let img = image::ImageReader::new(std::io::BufReader::new(file))
+    let decoded = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| not_image(&e))?
         .decode()
-        .map_err(|e| not_image(&e))?
-        .to_rgb8();
+        .map_err(|e| not_image(&e))?;
+    let alpha = if decoded.color().has_alpha() {
+        // 16-bit alpha is kept at full precision: a painted mask's edge may be soft.
+        let rgba = decoded.to_rgba32f();
+        let (w, h) = rgba.dimensions();
+        let t = Tensor::f_from_slice(rgba.as_raw())?.f_reshape([h as i64, w as i64, 4])?;
+        Some(t.f_select(2, 3)?.f_unsqueeze(0)?.f_contiguous()?)
+    } else {
+        None
+    };
+    let img = decoded.to_rgb8();
     let (w, h) = img.dimensions();
     let t = Tensor::f_from_data_size(img.as_raw(), &[h as i64, w as i64, 3], Kind::Uint8)?;
-    Ok(t.f_permute([2, 0, 1])?
+    let rgb = t
+        .f_permute([2, 0, 1])?
         .f_unsqueeze(0)?
         .f_to_kind(Kind::Float)?
-        .f_div_scalar(255.0)?)
+        .f_div_scalar(255.0)?;
+    Ok((rgb, alpha))
 }
 
 pub(super) fn next_counter(dir: &Path, stem: &str) -> u32 {

@@ -5,6 +5,6 @@ mod files;
 mod nodes;
 mod tensor;
 
-pub use files::{load_image, workflow_from_png, WORKFLOW_PNG_KEY};
+pub use files::{load_image, load_image_and_alpha, workflow_from_png, WORKFLOW_PNG_KEY};
 pub use nodes::{ImageBatch, ImageScale, LoadImage, SaveImage};
 pub use tensor::{check_image, to_rgb8};

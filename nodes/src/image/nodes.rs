@@ -10,7 +10,7 @@ use tch::Tensor;
 
 use crate::latent::{resize, UPSCALE_METHODS};
 
-use super::files::{load_image, next_counter, write_png};
+use super::files::{load_image_and_alpha, next_counter, write_png};
 use super::tensor::{check_image, to_rgb8};
 
 /// Saves images as PNG files named `<prefix>_<counter>.png` in the output folder, each carrying
@@ -118,34 +118,43 @@ fn check_prefix(value: &Constant) -> Result<(), Diagnostic> {
     }
 }
 
-/// Loads an image file (PNG, JPEG).
+/// Loads an image file (PNG, JPEG), and its alpha channel as a mask as ComfyUI's LoadImage
+/// does (mask = 1 - alpha: the transparent pixels a mask painter erased are the ones to
+/// repaint).
 pub struct LoadImage;
 impl Node for LoadImage {
     fn spec(&self) -> NodeSpec {
         NodeSpec {
             type_name: "LoadImage",
             category: "image",
-            doc: "loads an image file (PNG or JPEG) as an RGB image",
-            version: 1,
+            doc: "loads an image file (PNG or JPEG) as an RGB image, and its transparency as a mask",
+            version: 2,
             inputs: vec![In::new(
                 "path",
                 T::String,
                 "the image file, relative to the working folder",
             )],
-            outputs: vec![Out::new(
-                "image",
-                T::Image,
-                "the image, [1, 3, height, width]",
-            )],
+            outputs: vec![
+                Out::new("image", T::Image, "the image, [1, 3, height, width]"),
+                Out::new(
+                    "mask",
+                    T::Mask,
+                    "1 - alpha, [1, height, width]: 1 where the image is transparent; zeros without alpha",
+                ),
+            ],
             output_node: false,
         }
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let image = load_image(Path::new(inputs.string("path")?), ctx.files)?;
-        Ok(vec![Value::Tensor(
-            T::Image,
-            image.f_to_device(ctx.device)?,
-        )])
+        let (image, alpha) = load_image_and_alpha(Path::new(inputs.string("path")?), ctx.files)?;
+        let mask = match alpha {
+            Some(alpha) => alpha.f_neg()?.f_add_scalar(1.0)?,
+            None => image.f_select(1, 0)?.f_zeros_like()?,
+        };
+        Ok(vec![
+            Value::Tensor(T::Image, image.f_to_device(ctx.device)?),
+            Value::Tensor(T::Mask, mask.f_to_device(ctx.device)?),
+        ])
     }
     fn input_files(
         &self,

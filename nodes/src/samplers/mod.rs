@@ -50,6 +50,7 @@ pub mod dpm_solver;
 pub mod euler;
 pub mod guidance;
 pub mod heun;
+pub mod inpaint;
 pub mod ipndm;
 pub mod lcm;
 pub mod lms;
