@@ -39,7 +39,7 @@ impl Sampler for Ddpm {
                 let spread =
                     ((1.0 - alpha) * (1.0 - alpha_cumprod_next) / (1.0 - alpha_cumprod)).sqrt();
                 mean = &mean + noise.noise(i, &mean)? * spread;
-                mean = mean * (1.0 + sigma_next * sigma_next).sqrt();
+                mean *= (1.0 + sigma_next * sigma_next).sqrt();
             }
             x = mean;
             hooks.step_done(i, total, &x, &denoised);

@@ -80,7 +80,7 @@ impl Sampler for DpmFast {
         // coefficients are float32 arithmetic on it; they are computed the same way here.
         let ts = linspace_f32(-sigma_max.ln(), -sigma_min.ln(), steps + 1);
         let mut orders = vec![3usize; steps - 1];
-        if calls % 3 == 0 {
+        if calls.is_multiple_of(3) {
             orders.truncate(steps - 2);
             orders.extend([2, 1]);
         } else {

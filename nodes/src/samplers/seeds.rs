@@ -91,7 +91,7 @@ impl Sampler for Seeds2 {
             let first = noise.noise(draws, &x)?;
             draws += 1;
             let stage_noise = first * (-(-2.0 * r * h * ETA).exp_m1()).sqrt();
-            x_2 = x_2 + &stage_noise * sigma_1;
+            x_2 += &stage_noise * sigma_1;
             let denoised_2 = denoise_checked(denoiser, &x_2, sigma_1)?;
 
             // phi_1: the two predictions mixed with weight 1 / (2r) = 1 (torch.lerp's form).
@@ -149,7 +149,7 @@ impl Sampler for Seeds3 {
             let first = noise.noise(draws, &x)?;
             draws += 1;
             let stage_noise = first * (-(-2.0 * r_1 * h * ETA).exp_m1()).sqrt();
-            x_2 = x_2 + &stage_noise * sigma_1;
+            x_2 += &stage_noise * sigma_1;
             let denoised_2 = denoise_checked(denoiser, &x_2, sigma_1)?;
 
             let a3_2 = r_2 / r_1 * h_phi_2(-r_2 * h_eta);
@@ -158,7 +158,7 @@ impl Sampler for Seeds3 {
                 - (&denoised * a3_1 + &denoised_2 * a3_2) * alpha_2;
             let stage_noise = carried_noise(&stage_noise, (r_1 - r_2) * h * ETA, draws, &x, noise)?;
             draws += 1;
-            x_3 = x_3 + &stage_noise * sigma_2;
+            x_3 += &stage_noise * sigma_2;
             let denoised_3 = denoise_checked(denoiser, &x_3, sigma_2)?;
 
             let b3 = h_phi_2(-h_eta) / r_2;
