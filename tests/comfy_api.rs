@@ -122,7 +122,7 @@ async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input
     let f = Fixture::new();
     // A sampler weft lacks (an import error) ...
     let mut p = txt2img();
-    p["3"]["inputs"]["sampler_name"] = json!("dpm_adaptive");
+    p["3"]["inputs"]["sampler_name"] = json!("sa_solver");
     let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "prompt_outputs_failed_validation");

@@ -218,7 +218,10 @@ fn run_case(fx: &Fixture, name: &str, case: &Value) -> f64 {
         last.equal(trajectory.last().unwrap()),
         "{name}: returned latent"
     );
-    assert_eq!(trajectory.len(), sigmas.len(), "{name}: steps");
+    // dpm_fast and dpm_adaptive step on their own grids (one report per step).
+    if !matches!(sampler, SamplerKind::DpmFast | SamplerKind::DpmAdaptive) {
+        assert_eq!(trajectory.len(), sigmas.len(), "{name}: steps");
+    }
     // Only start and result where ComfyUI's callback does not report each step's latent.
     let compared: Vec<&Tensor> = if expected.size()[0] == 2 {
         vec![&trajectory[0], &trajectory[trajectory.len() - 1]]

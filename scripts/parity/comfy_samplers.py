@@ -31,7 +31,8 @@ import torch
 import torchsde
 from safetensors.torch import save_file
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "..", "nodes", "tests", "fixtures", "comfy_samplers")
+OUT = os.environ.get("WEFT_FIXTURE_OUT") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "nodes", "tests", "fixtures", "comfy_samplers")
 STEPS = 10
 CFG = 7.5
 SEED = 1234
@@ -39,11 +40,17 @@ SHAPE = (1, 4, 4, 4)
 
 # weft's samplers, in ComfyUI's menu order (SamplerKind::NAMES).
 SAMPLERS = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde",
-    "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "lcm", "ipndm", "deis", "res_multistep",
-    "res_multistep_ancestral", "ddim", "uni_pc", "uni_pc_bh2",
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm", "ipndm", "deis", "res_multistep",
+    "res_multistep_ancestral", "gradient_estimation", "er_sde", "seeds_2", "seeds_3", "ddim",
+    "uni_pc", "uni_pc_bh2",
 ]
+# Samplers whose callback does not see each sigma's input latent (their own step grids, or
+# the first input at every step, or VP-space latents): only the start and the result are
+# compared.
+ENDS_ONLY = ["dpm_fast", "dpm_adaptive", "ipndm", "deis", "uni_pc", "uni_pc_bh2"]
 SCHEDULERS = ["karras", "normal"]
 
 
@@ -175,7 +182,22 @@ def sampler_function(name, k_sampling, uni_pc):
         return uni_pc.sample_unipc_bh2
     if name == "ddim":  # ComfyUI's ddim is k-diffusion's Euler
         return k_sampling.sample_euler
+    if name in ("dpm_fast", "dpm_adaptive"):
+        return partial(dpm_solver_function, getattr(k_sampling, f"sample_{name}"), name == "dpm_fast")
     return getattr(k_sampling, f"sample_{name}")
+
+
+def dpm_solver_function(sample, fixed_steps, model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """How comfy/samplers.py's ksampler() calls sample_dpm_fast / sample_dpm_adaptive: from
+    sigmas[0] to the last sigma above 0, in len(sigmas) - 1 model calls (fast) or as many as
+    its error control takes (adaptive)."""
+    sigma_min = sigmas[-1]
+    if sigma_min == 0:
+        sigma_min = sigmas[-2]
+    if fixed_steps:
+        return sample(model, x, sigma_min, sigmas[0], len(sigmas) - 1, extra_args=extra_args,
+                      callback=callback, disable=disable)
+    return sample(model, x, sigma_min, sigmas[0], extra_args=extra_args, callback=callback, disable=disable)
 
 
 def ksampler_sigmas(samplers_ns, model_sampling, sampler, scheduler, steps, denoise=1.0):
@@ -268,9 +290,8 @@ def main():
             torch.set_default_dtype(torch.float32)
             name = f"{sampler}.{scheduler}"
             # k-diffusion's callback sees each step's input latent, so the trajectory is those
-            # inputs, then the result. ipndm and deis report their first input at every step and
-            # uni_pc VP-space latents: for those only the start and the result are compared.
-            if sampler in ("ipndm", "deis", "uni_pc", "uni_pc_bh2"):
+            # inputs, then the result (ENDS_ONLY: the start and the result).
+            if sampler in ENDS_ONLY:
                 trajectory = [x, out]
             else:
                 assert len(inputs) == len(sigmas) - 1, (name, len(inputs))

@@ -80,27 +80,39 @@ pub async fn output(
             .to_string()
     };
     // A SaveImage prefix may name a sub-folder (a/b): each part is a plain name.
-    let mut path = state.roots.outputs.join(folder);
-    let run_dir = path.clone();
-    for part in file.split('/') {
+    let run_dir = state.roots.outputs.join(folder);
+    let parts: Vec<&str> = file.split('/').collect();
+    for part in &parts {
         check_name(part, "output file")?;
-        path.push(part);
     }
-    // Resolved with symlinks followed, it must still be in the run's folder.
+    let real = file_inside(&run_dir, &parts, "output")?;
+    serve_file(&real, &file)
+}
+
+/// The file `parts` (plain names, checked by the caller) name below `folder`, resolved with
+/// symlinks followed: it must be a file and still inside `folder`. Every route serving a file
+/// of the outputs or inputs folders resolves it here (weft's `/api/outputs`, ComfyUI's `/view`).
+pub fn file_inside(
+    folder: &std::path::Path,
+    parts: &[&str],
+    what: &str,
+) -> ApiResult<std::path::PathBuf> {
+    let path = parts
+        .iter()
+        .fold(folder.to_path_buf(), |p, part| p.join(part));
+    let missing = || ApiError::NotFound(format!("no {what} '{}'", parts.join("/")));
     let real = match path.canonicalize() {
         Ok(real) if real.is_file() => real,
-        Ok(_) => return Err(ApiError::NotFound(format!("no output '{file}'"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound(format!("no output '{file}'")))
-        }
-        Err(e) => return Err(ApiError::internal("resolving an output", e)),
+        Ok(_) => return Err(missing()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(ApiError::internal("resolving a file", e)),
     };
-    if !real.starts_with(&run_dir) {
-        return Err(ApiError::Forbidden(
-            "that output points outside its run's folder".into(),
-        ));
+    if !real.starts_with(folder) {
+        return Err(ApiError::Forbidden(format!(
+            "that {what} points outside its folder"
+        )));
     }
-    serve_file(&real, &file)
+    Ok(real)
 }
 
 pub async fn upload_get(

@@ -1,7 +1,7 @@
 // ComfyUI's own frontend (PyPI's comfyui-frontend-package) served by weft at /comfy/, no
 // proxy: it loads its default graph, queues it on weft and shows the image on the Save Image
 // node; a workflow saved from it becomes weft YAML, and an edit of that YAML on disk reaches
-// the graph open in the frontend.
+// the graph open in the frontend by itself (weft's extension, src/server/comfy/follow_yaml.js).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
@@ -106,7 +106,7 @@ test('the default graph queues on weft and its image shows on the Save Image nod
   assert.deepEqual(missing, [], `every route the frontend asked for is answered: ${missing.join(', ')}`);
 });
 
-test('a workflow saved from the frontend becomes weft YAML, and opens again from it', async () => {
+test('a workflow saved from the frontend becomes weft YAML, and the open tab follows edits of it on disk', async () => {
   const yaml = join(WORKFLOWS, 'from-comfyui.yaml');
   rmSync(yaml, { force: true });
   await openFrontend();
@@ -131,19 +131,55 @@ test('a workflow saved from the frontend becomes weft YAML, and opens again from
   assert.match(text, /steps: 4/, text);
   assert.match(text, /layout:/, 'the UI positions are kept');
   await shot(page, 'comfyui-saved');
-  // The YAML edited on disk: the frontend's copy of the file follows it.
-  writeFileSync(yaml, text.replace('steps: 4', 'steps: 9'));
-  const reopened = await page.evaluate(async () => {
-    const r = await fetch('api/userdata/workflows%2Ffrom-comfyui.json');
-    return r.json();
+  // The YAML edited on disk: the open tab follows it (weft's frontend extension hears the
+  // watcher on ComfyUI's socket and reloads the graph), keeping the user's viewport.
+  const stepsInPage = () =>
+    page.evaluate(() => window.app.graph._nodes.find((n) => n.type === 'KSampler')?.widgets.find((w) => w.name === 'steps').value);
+  assert.equal(await stepsInPage(), 4);
+  // The user's own viewport, different from the one saved in the file.
+  const viewport = await page.evaluate(() => {
+    const ds = window.app.canvas.ds;
+    ds.offset[0] += 123;
+    ds.offset[1] -= 45;
+    ds.scale = 0.8;
+    window.app.canvas.setDirty(true, true);
+    return [ds.offset[0], ds.offset[1], ds.scale];
   });
+  writeFileSync(yaml, text.replace('steps: 4', 'steps: 9'));
+  try {
+    await page.waitForFunction(
+      () => window.app.graph._nodes.find((n) => n.type === 'KSampler')?.widgets.find((w) => w.name === 'steps').value === 9,
+      null,
+      { timeout: 120_000 },
+    );
+  } catch (e) {
+    await shot(page, 'comfyui-yaml-not-followed');
+    throw new Error(`the steps widget did not follow the YAML (still ${await stepsInPage()}): ${e.message}`);
+  }
+  const after = await page.evaluate(() => {
+    const ds = window.app.canvas.ds;
+    return [ds.offset[0], ds.offset[1], ds.scale];
+  });
+  assert.deepEqual(after, viewport, 'the viewport is kept');
+  // The tab shows the file as it is now: nothing unsaved, and a second edit is followed too.
+  await page.waitForTimeout(500);
+  const modified = await page.evaluate(() => window.app.extensionManager.workflow.activeWorkflow.isModified);
+  assert.equal(modified, false, 'the reloaded tab has no unsaved changes');
+  writeFileSync(yaml, text.replace('steps: 4', 'steps: 12'));
+  await page.waitForFunction(
+    () => window.app.graph._nodes.find((n) => n.type === 'KSampler')?.widgets.find((w) => w.name === 'steps').value === 12,
+    null,
+    { timeout: 120_000 },
+  );
+  writeFileSync(yaml, text.replace('steps: 4', 'steps: 9'));
+  await page.waitForFunction(
+    () => window.app.graph._nodes.find((n) => n.type === 'KSampler')?.widgets.find((w) => w.name === 'steps').value === 9,
+    null,
+    { timeout: 120_000 },
+  );
+  // The export the tab loaded is the YAML's.
+  const reopened = await page.evaluate(async () => (await fetch('api/userdata/workflows%2Ffrom-comfyui.json')).json());
   const ks = reopened.nodes.find((n) => n.type === 'KSampler');
   assert.equal(ks.widgets_values[2], 9, JSON.stringify(ks.widgets_values));
-  await page.evaluate((g) => window.app.loadGraphData(g), reopened);
-  await page.waitForTimeout(300);
-  const steps = await page.evaluate(
-    () => window.app.graph._nodes.find((n) => n.type === 'KSampler').widgets.find((w) => w.name === 'steps').value,
-  );
-  assert.equal(steps, 9);
   await shot(page, 'comfyui-yaml-edited');
 });

@@ -38,6 +38,37 @@ pub(super) fn translate_loop(
     }
 }
 
+/// The message type weft's own frontend extension (frontend/follow_yaml.js) listens for on
+/// ComfyUI's socket: a workflow file changed on disk. ComfyUI's clients ignore types they do
+/// not know.
+pub(super) const WORKFLOW_FILE_MESSAGE: &str = "weft.workflow_file";
+
+/// The watcher's `workflow_changed`, `workflow_invalid` or `workflow_deleted` as the data of a
+/// [`WORKFLOW_FILE_MESSAGE`]: the event, the workflow's name and its path among the
+/// frontend's user files (`workflows/NAME.json`, what its workflow tabs are keyed by).
+pub(super) fn workflow_file_message(event: &Json_) -> Option<Json_> {
+    let kind = event["event"].as_str()?;
+    if !matches!(
+        kind,
+        "workflow_changed" | "workflow_invalid" | "workflow_deleted"
+    ) {
+        return None;
+    }
+    let name = event["name"].as_str()?;
+    let mut data = json!({
+        "event": kind,
+        "name": name,
+        "path": format!("workflows/{name}.json"),
+    });
+    if let Some(revision) = event.get("revision") {
+        data["revision"] = revision.clone();
+    }
+    if let Some(diagnostics) = event.get("diagnostics") {
+        data["diagnostics"] = diagnostics.clone();
+    }
+    Some(data)
+}
+
 /// ComfyUI's binary image frame: event 1 (PREVIEW_IMAGE), image type 2 (PNG), the PNG.
 pub(super) fn image_frame(png: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(png.len() + 8);
@@ -141,6 +172,10 @@ impl Comfy {
                 "status",
                 json!({"status": {"exec_info": {"queue_remaining": remaining}}}),
             );
+            return;
+        }
+        if let Some(message) = workflow_file_message(event) {
+            self.send(None, WORKFLOW_FILE_MESSAGE, message);
             return;
         }
         let Some(run) = event["run"].as_u64() else {

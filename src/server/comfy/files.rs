@@ -44,22 +44,21 @@ pub(super) async fn view(
     if !plain_part(name) {
         return status(StatusCode::BAD_REQUEST);
     }
-    let mut path = root.clone();
     let subfolder = q.get("subfolder").map_or("", String::as_str);
+    let mut parts: Vec<&str> = Vec::new();
     for part in subfolder.split('/').filter(|p| !p.is_empty()) {
         if !plain_part(part) {
             return status(StatusCode::FORBIDDEN);
         }
-        path.push(part);
+        parts.push(part);
     }
-    path.push(name);
-    let real = match path.canonicalize() {
-        Ok(real) if real.is_file() => real,
-        _ => return status(StatusCode::NOT_FOUND),
+    parts.push(name);
+    // weft's own resolution of output and input files (symlinks followed, kept inside).
+    let real = match crate::server::files::file_inside(root, &parts, "file") {
+        Ok(real) => real,
+        Err(crate::server::error::ApiError::Forbidden(_)) => return status(StatusCode::FORBIDDEN),
+        Err(_) => return status(StatusCode::NOT_FOUND),
     };
-    if !real.starts_with(root) {
-        return status(StatusCode::FORBIDDEN);
-    }
     let bytes = match tokio::fs::read(&real).await {
         Ok(b) => b,
         Err(_) => return status(StatusCode::NOT_FOUND),

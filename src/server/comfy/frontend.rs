@@ -152,10 +152,26 @@ pub(super) async fn asset(State(state): State<AppState>, uri: Uri) -> Response {
         .into_response()
 }
 
+/// weft's own extension: the open workflow follows its YAML edited on disk (follow_yaml.js).
+pub(super) const FOLLOW_YAML_EXTENSION: &str = "/extensions/weft/follow_yaml.js";
+
+/// `/comfy/extensions/weft/follow_yaml.js`, compiled into weft.
+pub(super) async fn follow_yaml_extension() -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("follow_yaml.js"),
+    )
+        .into_response()
+}
+
 /// The JavaScript files ComfyUI lists for the frontend to load: those under the package's
-/// `extensions/` (ComfyUI lists its web root's the same way); weft adds none.
+/// `extensions/` (ComfyUI lists its web root's the same way), and weft's own.
 pub(super) async fn extensions(State(state): State<AppState>) -> Json<Json_> {
-    let mut found = Vec::new();
+    let mut found = vec![FOLLOW_YAML_EXTENSION.to_string()];
     if let Some(root) = &state.config.comfy_frontend {
         let mut stack = vec![root.join("extensions")];
         while let Some(dir) = stack.pop() {

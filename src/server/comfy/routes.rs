@@ -64,6 +64,10 @@ fn frontend_routes() -> Router<AppState> {
         .route("/comfy/", get(frontend::asset))
         .route("/comfy/{*path}", get(frontend::asset))
         .route("/comfy/ws", get(socket::frontend_socket))
+        .route(
+            &format!("/comfy{}", frontend::FOLLOW_YAML_EXTENSION),
+            get(frontend::follow_yaml_extension),
+        )
         .route("/comfy/internal/folder_paths", get(frontend::folder_paths))
         .route(
             "/comfy/internal/files/{kind}",

@@ -239,14 +239,22 @@ pub(super) async fn list_v2(
 /// The UI-format JSON of YAML workflow `name`: the UI file kept for it while the YAML is the
 /// one it became, else the YAML exported to UI format.
 fn workflow_json(state: &AppState, name: &str) -> Result<Vec<u8>, Response> {
-    let yaml = match std::fs::read(yaml_path(state, name)) {
+    // The YAML and the revision of the UI file kept for it are read as one: a save writes both
+    // under this lock, and a read between the two writes would export the new YAML instead of
+    // giving back the file just saved (the frontend would see its own save as an edit).
+    let (yaml, kept_for) = {
+        let _guard = state.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let yaml = std::fs::read(yaml_path(state, name));
+        let kept_for = std::fs::read_to_string(kept_revision_path(state, name));
+        (yaml, kept_for.unwrap_or_default())
+    };
+    let yaml = match yaml {
         Ok(bytes) => bytes,
         Err(_) => {
             return std::fs::read(kept_path(state, name))
                 .map_err(|_| refuse(StatusCode::NOT_FOUND, "no such workflow"))
         }
     };
-    let kept_for = std::fs::read_to_string(kept_revision_path(state, name)).unwrap_or_default();
     if kept_for.trim() == revision(&yaml) {
         if let Ok(kept) = std::fs::read(kept_path(state, name)) {
             return Ok(kept);
