@@ -168,6 +168,46 @@ impl Node for Sampler {
         }
     }
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let latent = sample_node(inputs, None, ctx)?;
+        Ok(vec![Value::Tensor(T::Latent, latent)])
+    }
+
+    /// A sweep over seeds samples its cells as one batch: each seed's initial and step noise
+    /// is what it draws alone, so every cell's image is its own run's.
+    fn per_image_inputs(&self) -> &'static [&'static str] {
+        &["seed"]
+    }
+
+    fn run_batch(
+        &self,
+        variants: &[Inputs],
+        ctx: &mut NodeContext,
+    ) -> NodeResult<Vec<Vec<Value>>> {
+        let Some(first) = variants.first() else {
+            return Ok(Vec::new());
+        };
+        let seeds = variants
+            .iter()
+            .map(|inputs| Ok(inputs.int("seed")? as u64))
+            .collect::<NodeResult<Vec<u64>>>()?;
+        let latent = sample_node(first, Some(&seeds), ctx)?;
+        let parts = latent
+            .f_chunk(seeds.len() as i64, 0)
+            .map_err(|e| NodeError::msg(format!("splitting the batch per seed: {e}")))?;
+        Ok(parts
+            .into_iter()
+            .map(|part| vec![Value::Tensor(T::Latent, part.contiguous())])
+            .collect())
+    }
+}
+
+/// The Sampler's work for `inputs`; with `seeds`, one batch of the latent repeated once per
+/// seed, each part with its seed's noise (the `seed` input is then not used).
+fn sample_node(
+    inputs: &Inputs,
+    seeds: Option<&[u64]>,
+    ctx: &mut NodeContext,
+) -> NodeResult<Tensor> {
         let model = inputs.object::<DiffusionModel>("model")?;
         let unet = &model.unet;
         let latent = inputs
@@ -236,14 +276,24 @@ impl Node for Sampler {
         };
         // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
         // NodeError::Cancelled (found in the error's chain), not a failure.
-        let latent = match inputs.optional_tensor("noise")? {
-            Some(noise) => samplers::sample_from_noise(
+        let latent = match (seeds, inputs.optional_tensor("noise")?) {
+            (Some(seeds), noise) => {
+                let repeats: Vec<i64> = std::iter::once(seeds.len() as i64)
+                    .chain(std::iter::repeat_n(1, latent.dim() - 1))
+                    .collect();
+                let batch = latent.f_repeat(repeats.as_slice())?;
+                samplers::sample_per_seed(
+                    &denoiser, &schedule, &batch, noise, seeds, &settings, &mut hooks,
+                )?
+            }
+            (None, Some(noise)) => samplers::sample_from_noise(
                 &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
             )?,
-            None => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
+            (None, None) => {
+                samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?
+            }
         };
-        Ok(vec![Value::Tensor(T::Latent, latent)])
-    }
+        Ok(latent)
 }
 
 #[cfg(test)]
