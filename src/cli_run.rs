@@ -311,13 +311,14 @@ pub enum Prepared {
     Sweep(SweepPlan, Vec<Workflow>),
 }
 
+/// What [`prepare`] makes of a file: ready to run, or its errors; and the subgraph files it
+/// includes.
+pub type PreparedFile = (Result<Prepared, Vec<Diagnostic>>, Vec<std::path::PathBuf>);
+
 /// Reads `file` with the options' `--set`s and `--sweep`s. The sweep is made into cells
 /// before subgraphs are inlined and node modes applied, so an axis may name a subgraph node's
 /// exposed input or a bypassed node; each cell is expanded after.
-pub fn prepare(
-    file: &Path,
-    options: &RunOptions,
-) -> Result<(Result<Prepared, Vec<Diagnostic>>, Vec<std::path::PathBuf>)> {
+pub fn prepare(file: &Path, options: &RunOptions) -> Result<PreparedFile> {
     let mut workflow = match crate::load_unexpanded(file, &options.sets)? {
         Ok(w) => w,
         Err(errors) => return Ok((Err(errors), Vec::new())),
@@ -448,15 +449,17 @@ pub fn expand_cells(
 ) -> Result<Vec<Workflow>, Vec<Diagnostic>> {
     (0..plan.len())
         .map(|cell| {
-            let checked = crate::expand_workflow(file, &plan.workflow(cell)).0.and_then(|wf| {
-                let mut errors = weft_engine::validate(&wf, registry, target);
-                if errors.is_empty() {
-                    Ok(wf)
-                } else {
-                    weft_engine::subgraph::attribute_files(&wf, &mut errors);
-                    Err(errors)
-                }
-            });
+            let checked = crate::expand_workflow(file, &plan.workflow(cell))
+                .0
+                .and_then(|wf| {
+                    let mut errors = weft_engine::validate(&wf, registry, target);
+                    if errors.is_empty() {
+                        Ok(wf)
+                    } else {
+                        weft_engine::subgraph::attribute_files(&wf, &mut errors);
+                        Err(errors)
+                    }
+                });
             checked.map_err(|mut errors| {
                 for e in &mut errors {
                     e.message = format!("sweep cell {cell}: {}", e.message);

@@ -493,7 +493,12 @@ fn show_plan(
                 Some(first) => format!("  (sampled in cell {}'s batch)", first + 1),
                 None => String::new(),
             };
-            println!("cell {}/{}: {}{batch}", cell + 1, cells.len(), shown.join(" "));
+            println!(
+                "cell {}/{}: {}{batch}",
+                cell + 1,
+                cells.len(),
+                shown.join(" ")
+            );
         }
         for step in &plan.steps {
             let type_name = registry.by_index(step.type_index).spec.type_name;

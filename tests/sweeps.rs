@@ -246,16 +246,40 @@ fn a_4x3_sweep_on_the_embedded_model_loads_once_encodes_twice_and_samples_12_tim
     assert_eq!(ran["VaeDecode"], 12, "{ran:?}");
     let pngs = output_pngs(dir.path(), &events);
     assert_eq!(pngs.len(), 12);
-    // Each cell sampled alone gives its batched image (the PNGs' pixels, 8-bit).
+    // Each cell sampled alone gives its batched image up to the model's batch arithmetic: the
+    // UNet's kernels over a batch of 8 sum in another order than over 2, so the latents differ
+    // in their last float32 bits and a pixel near a rounding edge may differ by a step or two.
     let alone = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.path().join("sweep.yaml"), alone.path().join("sweep.yaml")).unwrap();
+    std::fs::copy(
+        dir.path().join("sweep.yaml"),
+        alone.path().join("sweep.yaml"),
+    )
+    .unwrap();
     let alone_events = run_4x3(alone.path(), &["--batch", "1"]);
     assert_eq!(started_by_type(&alone_events)["Sampler"], 12);
+    let mut worst = 0u8;
+    let mut equal = 0;
     for (batched, alone) in pngs.iter().zip(output_pngs(alone.path(), &alone_events)) {
         let a = image::open(batched).unwrap().to_rgb8();
         let b = image::open(&alone).unwrap().to_rgb8();
-        assert!(a == b, "{} and {} differ", batched.display(), alone.display());
+        assert_eq!(a.dimensions(), b.dimensions());
+        let most = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0);
+        equal += usize::from(most == 0);
+        worst = worst.max(most);
     }
+    println!(
+        "batched vs alone: {equal} of 12 PNGs identical, largest pixel difference {worst}/255"
+    );
+    assert!(
+        worst <= 3,
+        "a batched cell's image is {worst}/255 off its own run's"
+    );
     // `weft plan` shows the same batches.
     let plan = Command::new(bin())
         .current_dir(repo())
@@ -806,7 +830,10 @@ fn shown_values(events: &[Value]) -> Vec<String> {
 fn a_sweep_over_a_subgraph_nodes_exposed_input_and_a_bypassed_nodes_input_runs() {
     let dir = tempfile::tempdir().unwrap();
     subgraph_and_bypass_sweep(dir.path());
-    let out = weft(dir.path(), &["run", "top.yaml", "--json", "--device", "cpu"]);
+    let out = weft(
+        dir.path(),
+        &["run", "top.yaml", "--json", "--device", "cpu"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -849,7 +876,11 @@ fn plan_shows_each_cells_plan_with_shared_nodes_and_batches() {
     subgraph_and_bypass_sweep(dir.path());
     let out = weft(dir.path(), &["plan", "top.yaml"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("cell 1/4: sub.b=10 extra.b=5"), "{stdout}");
     assert!(stdout.contains("cell 4/4: sub.b=20 extra.b=6"), "{stdout}");
     let out = weft(dir.path(), &["plan", "top.yaml", "--json"]);
@@ -871,7 +902,6 @@ fn plan_shows_each_cells_plan_with_shared_nodes_and_batches() {
     assert_eq!(inner["shared"], false, "{inner}");
     assert_eq!(of(3, "show")["shared"], true);
     assert_eq!(of(3, "show")["values"], json!({"sub.b": 20, "extra.b": 6}));
-
 }
 
 #[tokio::test(flavor = "multi_thread")]

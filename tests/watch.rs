@@ -210,7 +210,11 @@ fn a_sweep_is_rerun_on_save_executing_only_the_cells_the_save_changed() {
         let event: serde_json::Value = serde_json::from_str(last).unwrap();
         event["grid"].as_str().unwrap().to_string()
     };
-    assert_ne!(grid(&first), grid(&second), "each save writes its contact sheet");
+    assert_ne!(
+        grid(&first),
+        grid(&second),
+        "each save writes its contact sheet"
+    );
 }
 
 fn cached(lines: &[String]) -> Vec<String> {

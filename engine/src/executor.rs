@@ -389,15 +389,7 @@ impl Executor {
                 Some((index, variants)) if *index == slots.len() => variants.as_slice(),
                 _ => &[],
             };
-            match self.execute_step(
-                step,
-                &slots,
-                &context,
-                why,
-                variants,
-                &mut report,
-                on_event,
-            ) {
+            match self.execute_step(step, &slots, &context, why, variants, &mut report, on_event) {
                 Some(outputs) => slots.push(Some(outputs)),
                 None => break,
             }
@@ -441,7 +433,9 @@ impl Executor {
             let Ok(other_plan) = self.plan(other, None) else {
                 continue;
             };
-            let Some(other_step) = other_plan.step_index(&batch.node).map(|i| &other_plan.steps[i])
+            let Some(other_step) = other_plan
+                .step_index(&batch.node)
+                .map(|i| &other_plan.steps[i])
             else {
                 continue;
             };
@@ -656,14 +650,19 @@ impl Executor {
                     if outputs.len() != spec.outputs.len() {
                         continue;
                     }
-                    if let Err(e) =
-                        self.cache
-                            .keep_on_disk(&variant.key, &outputs, &[], share, spec.output_node)
-                    {
+                    if let Err(e) = self.cache.keep_on_disk(
+                        &variant.key,
+                        &outputs,
+                        &[],
+                        share,
+                        spec.output_node,
+                    ) {
                         on_event(&Event::Notice {
                             run,
                             node: step.id.clone(),
-                            message: format!("could not keep a batch result in the disk cache ({e})"),
+                            message: format!(
+                                "could not keep a batch result in the disk cache ({e})"
+                            ),
                         });
                     }
                     self.cache.insert(variant.key, Rc::new(outputs), share);

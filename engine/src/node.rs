@@ -381,12 +381,11 @@ pub trait Node: Send + Sync + 'static {
     /// Runs variants of this node that differ only in [`Node::per_image_inputs`] together and
     /// returns each variant's outputs, in order; each must be what `run` gives for that
     /// variant alone (up to a batched model call's arithmetic). The default runs them in turn.
-    fn run_batch(
-        &self,
-        variants: &[Inputs],
-        ctx: &mut NodeContext,
-    ) -> NodeResult<Vec<Vec<Value>>> {
-        variants.iter().map(|inputs| self.run(inputs, ctx)).collect()
+    fn run_batch(&self, variants: &[Inputs], ctx: &mut NodeContext) -> NodeResult<Vec<Vec<Value>>> {
+        variants
+            .iter()
+            .map(|inputs| self.run(inputs, ctx))
+            .collect()
     }
 
     /// Files this node reads given its constant inputs; their content hash joins its cache key.

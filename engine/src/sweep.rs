@@ -261,7 +261,8 @@ impl SweepPlan {
         let mut groups: Vec<(Vec<&Constant>, Vec<usize>)> = Vec::new();
         for cell in 0..self.cells {
             let indices = self.indices(cell);
-            let values: Vec<&Constant> = fixed.iter().map(|&a| &self.axes[a].1[indices[a]]).collect();
+            let values: Vec<&Constant> =
+                fixed.iter().map(|&a| &self.axes[a].1[indices[a]]).collect();
             match groups
                 .iter_mut()
                 .find(|(v, cells)| *v == values && cells.len() % max_batch != 0)
@@ -706,7 +707,10 @@ sweep:
         };
         // Seeds 1..4 (rows) x cfg 4, 6, 8 (columns): one batch per cfg, led by its first cell.
         let batched = cells(p.batches(&registry(), 4));
-        assert_eq!(batched, [vec![0, 3, 6, 9], vec![1, 4, 7, 10], vec![2, 5, 8, 11]]);
+        assert_eq!(
+            batched,
+            [vec![0, 3, 6, 9], vec![1, 4, 7, 10], vec![2, 5, 8, 11]]
+        );
         // At most 3 a batch: the fourth seed of each cfg makes a batch of its own.
         let batched = cells(p.batches(&registry(), 3));
         assert_eq!(

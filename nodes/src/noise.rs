@@ -367,12 +367,18 @@ mod tests {
         let steps: Vec<Tensor> = (0..5).map(|k| per_seed.noise(k, &batch).unwrap()).collect();
         for (i, &seed) in seeds.iter().enumerate() {
             let alone = initial_noise(seed, &part, Device::Cpu, Kind::Float).unwrap();
-            assert!(initial.narrow(0, i as i64, 1).equal(&alone), "initial, part {i}");
+            assert!(
+                initial.narrow(0, i as i64, 1).equal(&alone),
+                "initial, part {i}"
+            );
             let mut seeded = SeededNoise::new(seed);
             let like = Tensor::zeros(part, (Kind::Float, Device::Cpu));
             for (k, step) in steps.iter().enumerate() {
                 let want = seeded.noise(k, &like).unwrap();
-                assert!(step.narrow(0, i as i64, 1).equal(&want), "part {i}, draw {k}");
+                assert!(
+                    step.narrow(0, i as i64, 1).equal(&want),
+                    "part {i}, draw {k}"
+                );
             }
         }
         // Parts 0 and 2 share a seed, parts 0 and 1 do not.

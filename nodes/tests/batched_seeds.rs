@@ -37,8 +37,14 @@ fn alone_and_batched(
         .iter()
         .map(|&seed| {
             let settings = SampleSettings { seed, ..*settings };
-            samplers::sample(denoiser, &schedule, latent, &settings, &mut Hooks::default())
-                .unwrap()
+            samplers::sample(
+                denoiser,
+                &schedule,
+                latent,
+                &settings,
+                &mut Hooks::default(),
+            )
+            .unwrap()
         })
         .collect();
     let batch = latent.repeat([SEEDS.len() as i64, 1, 1, 1]);
@@ -82,8 +88,8 @@ fn given_initial_noise_is_shared_and_the_step_noise_follows_each_seed() {
         |x: &Tensor, sigma: f64| -> weft_nodes::Result<Tensor> { Ok(x * (0.3 / (1.0 + sigma))) };
     let schedule = DiscreteSchedule::stable_diffusion();
     let latent = Tensor::zeros([1, 4, 8, 8], (Kind::Float, Device::Cpu));
-    let noise = weft_nodes::noise::initial_noise(5, &[1, 4, 8, 8], Device::Cpu, Kind::Float)
-        .unwrap();
+    let noise =
+        weft_nodes::noise::initial_noise(5, &[1, 4, 8, 8], Device::Cpu, Kind::Float).unwrap();
     let settings = settings("euler_ancestral", 8);
     let batch = latent.repeat([SEEDS.len() as i64, 1, 1, 1]);
     let batched = samplers::sample_per_seed(
@@ -140,10 +146,11 @@ fn through_a_unet_each_part_is_within_5e_6_relative_of_its_seed_alone() {
     };
     let model = load_diffusers_folder(&fixtures("unet_vae").join("sd1"), &options).unwrap();
     let unet = model.unet;
-    let predictor = |sample: &Tensor, t: &Tensor, context: &Tensor| unet.forward(sample, t, context);
+    let predictor =
+        |sample: &Tensor, t: &Tensor, context: &Tensor| unet.forward(sample, t, context);
     let schedule = DiscreteSchedule::stable_diffusion();
-    let positive = weft_nodes::noise::initial_noise(1, &[1, 7, 16], Device::Cpu, Kind::Float)
-        .unwrap();
+    let positive =
+        weft_nodes::noise::initial_noise(1, &[1, 7, 16], Device::Cpu, Kind::Float).unwrap();
     let negative = positive.zeros_like();
     let denoiser = GuidedDenoiser::new(
         &predictor,
@@ -177,6 +184,9 @@ fn through_a_unet_each_part_is_within_5e_6_relative_of_its_seed_alone() {
                 "{sampler}: part {i}: {err} for values up to {scale}"
             );
         }
-        assert!(max_abs_diff(&batched.get(0), &batched.get(1)) > 1e-2, "{sampler}");
+        assert!(
+            max_abs_diff(&batched.get(0), &batched.get(1)) > 1e-2,
+            "{sampler}"
+        );
     }
 }

@@ -233,8 +233,11 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
     if let Some(plan) = plan {
         let mut cells = Vec::with_capacity(plan.len());
         for cell in 0..plan.len() {
-            let expanded =
-                workflows::expand(&state.registry, &state.roots.workflows, &plan.workflow(cell));
+            let expanded = workflows::expand(
+                &state.registry,
+                &state.roots.workflows,
+                &plan.workflow(cell),
+            );
             let (workflow, mut diagnostics) = match expanded {
                 Ok(workflow) => {
                     let diagnostics = weft_engine::validate(&workflow, &state.registry, target);

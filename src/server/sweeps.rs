@@ -246,9 +246,10 @@ pub async fn latest(
     State(state): State<AppState>,
     Query(query): Query<LatestQuery>,
 ) -> ApiResult<Json<Json_>> {
-    let found = tokio::task::spawn_blocking(move || latest_sweep(&state, query.workflow.as_deref()))
-        .await
-        .map_err(|e| ApiError::internal("finding the newest sweep", e))??;
+    let found =
+        tokio::task::spawn_blocking(move || latest_sweep(&state, query.workflow.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal("finding the newest sweep", e))??;
     Ok(Json(json!({"sweep": found.as_ref().map(sweep_json)})))
 }
 

@@ -178,11 +178,7 @@ impl Node for Sampler {
         &["seed"]
     }
 
-    fn run_batch(
-        &self,
-        variants: &[Inputs],
-        ctx: &mut NodeContext,
-    ) -> NodeResult<Vec<Vec<Value>>> {
+    fn run_batch(&self, variants: &[Inputs], ctx: &mut NodeContext) -> NodeResult<Vec<Vec<Value>>> {
         let Some(first) = variants.first() else {
             return Ok(Vec::new());
         };
@@ -208,92 +204,90 @@ fn sample_node(
     seeds: Option<&[u64]>,
     ctx: &mut NodeContext,
 ) -> NodeResult<Tensor> {
-        let model = inputs.object::<DiffusionModel>("model")?;
-        let unet = &model.unet;
-        let latent = inputs
-            .tensor("latent")?
-            .f_to_device(ctx.device)?
-            .f_to_kind(Kind::Float)?;
-        let expected_channels = unet.config().in_channels;
-        if latent.dim() != 4 || latent.size()[1] != expected_channels {
-            return Err(NodeError::msg(format!(
-                "input 'latent': the model takes [batch, {expected_channels}, h, w], got {:?}",
-                latent.size()
-            )));
+    let model = inputs.object::<DiffusionModel>("model")?;
+    let unet = &model.unet;
+    let latent = inputs
+        .tensor("latent")?
+        .f_to_device(ctx.device)?
+        .f_to_kind(Kind::Float)?;
+    let expected_channels = unet.config().in_channels;
+    if latent.dim() != 4 || latent.size()[1] != expected_channels {
+        return Err(NodeError::msg(format!(
+            "input 'latent': the model takes [batch, {expected_channels}, h, w], got {:?}",
+            latent.size()
+        )));
+    }
+    let positive = Conditioning::input(inputs, "positive", ctx.device)?
+        .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
+    let negative = Conditioning::input(inputs, "negative", ctx.device)?;
+    // SDXL's default size ids are the image's pixels (ComfyUI: latent sides x 8).
+    let latent_size = latent.size();
+    let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
+    let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
+    let prediction = match unet.config().prediction_type {
+        PredictionType::Epsilon => Prediction::Epsilon,
+        PredictionType::VPrediction => Prediction::V,
+    };
+    let schedule = model.family().noise_schedule();
+    // Lives as long as this sampling.
+    let predictor = UNetPredictor {
+        model: &model,
+        memo: KeyValueMemo::default(),
+    };
+    let mut denoiser = GuidedDenoiser::new(
+        &predictor,
+        &schedule,
+        prediction,
+        Guidance {
+            positive: positive.context,
+            negative: negative.map(|n| n.context),
+            cfg: inputs.float("cfg")?,
+        },
+    )?;
+    if let Some((positive, negative)) = added {
+        denoiser = denoiser.with_added_conditioning(positive, negative)?;
+    }
+    let settings = SampleSettings {
+        seed: inputs.int("seed")? as u64,
+        steps: inputs.int("steps")? as usize,
+        sampler: SamplerKind::from_name(inputs.string("sampler")?)?,
+        schedule: ScheduleKind::from_name(inputs.string("schedule")?)?,
+        denoise: inputs.float("denoise")?,
+    };
+    let cancel = ctx.cancel_token().clone();
+    let cancelled = move || cancel.is_cancelled();
+    // Progress goes out as each step ends, so a UI can show it live.
+    // Every few steps (when asked) a preview of the denoised prediction rides along.
+    let mut on_step = |e: &samplers::StepEvent<'_>| {
+        let step = e.step as u32;
+        let preview = ctx
+            .wants_preview(step)
+            .then(|| crate::latent::latent_preview_png(e.denoised).ok())
+            .flatten();
+        ctx.progress_with_preview(step, e.total as u32, preview)
+    };
+    let mut hooks = Hooks {
+        on_step: Some(&mut on_step),
+        cancelled: Some(&cancelled),
+    };
+    // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
+    // NodeError::Cancelled (found in the error's chain), not a failure.
+    let latent = match (seeds, inputs.optional_tensor("noise")?) {
+        (Some(seeds), noise) => {
+            let repeats: Vec<i64> = std::iter::once(seeds.len() as i64)
+                .chain(std::iter::repeat_n(1, latent.dim() - 1))
+                .collect();
+            let batch = latent.f_repeat(repeats.as_slice())?;
+            samplers::sample_per_seed(
+                &denoiser, &schedule, &batch, noise, seeds, &settings, &mut hooks,
+            )?
         }
-        let positive = Conditioning::input(inputs, "positive", ctx.device)?
-            .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
-        let negative = Conditioning::input(inputs, "negative", ctx.device)?;
-        // SDXL's default size ids are the image's pixels (ComfyUI: latent sides x 8).
-        let latent_size = latent.size();
-        let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
-        let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
-        let prediction = match unet.config().prediction_type {
-            PredictionType::Epsilon => Prediction::Epsilon,
-            PredictionType::VPrediction => Prediction::V,
-        };
-        let schedule = model.family().noise_schedule();
-        // Lives as long as this sampling.
-        let predictor = UNetPredictor {
-            model: &model,
-            memo: KeyValueMemo::default(),
-        };
-        let mut denoiser = GuidedDenoiser::new(
-            &predictor,
-            &schedule,
-            prediction,
-            Guidance {
-                positive: positive.context,
-                negative: negative.map(|n| n.context),
-                cfg: inputs.float("cfg")?,
-            },
-        )?;
-        if let Some((positive, negative)) = added {
-            denoiser = denoiser.with_added_conditioning(positive, negative)?;
-        }
-        let settings = SampleSettings {
-            seed: inputs.int("seed")? as u64,
-            steps: inputs.int("steps")? as usize,
-            sampler: SamplerKind::from_name(inputs.string("sampler")?)?,
-            schedule: ScheduleKind::from_name(inputs.string("schedule")?)?,
-            denoise: inputs.float("denoise")?,
-        };
-        let cancel = ctx.cancel_token().clone();
-        let cancelled = move || cancel.is_cancelled();
-        // Progress goes out as each step ends, so a UI can show it live.
-        // Every few steps (when asked) a preview of the denoised prediction rides along.
-        let mut on_step = |e: &samplers::StepEvent<'_>| {
-            let step = e.step as u32;
-            let preview = ctx
-                .wants_preview(step)
-                .then(|| crate::latent::latent_preview_png(e.denoised).ok())
-                .flatten();
-            ctx.progress_with_preview(step, e.total as u32, preview)
-        };
-        let mut hooks = Hooks {
-            on_step: Some(&mut on_step),
-            cancelled: Some(&cancelled),
-        };
-        // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
-        // NodeError::Cancelled (found in the error's chain), not a failure.
-        let latent = match (seeds, inputs.optional_tensor("noise")?) {
-            (Some(seeds), noise) => {
-                let repeats: Vec<i64> = std::iter::once(seeds.len() as i64)
-                    .chain(std::iter::repeat_n(1, latent.dim() - 1))
-                    .collect();
-                let batch = latent.f_repeat(repeats.as_slice())?;
-                samplers::sample_per_seed(
-                    &denoiser, &schedule, &batch, noise, seeds, &settings, &mut hooks,
-                )?
-            }
-            (None, Some(noise)) => samplers::sample_from_noise(
-                &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
-            )?,
-            (None, None) => {
-                samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?
-            }
-        };
-        Ok(latent)
+        (None, Some(noise)) => samplers::sample_from_noise(
+            &denoiser, &schedule, &latent, noise, &settings, &mut hooks,
+        )?,
+        (None, None) => samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?,
+    };
+    Ok(latent)
 }
 
 #[cfg(test)]

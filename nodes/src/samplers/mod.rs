@@ -318,12 +318,8 @@ pub fn sample_per_seed(
         None => {
             let mut part = size.clone();
             part[0] /= parts;
-            drawn = crate::noise::initial_noise_per_seed(
-                seeds,
-                &part,
-                latent.device(),
-                latent.kind(),
-            )?;
+            drawn =
+                crate::noise::initial_noise_per_seed(seeds, &part, latent.device(), latent.kind())?;
             &drawn
         }
     };
