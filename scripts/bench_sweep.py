@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark: a 12-cell sweep (4 seeds x 3 cfg on the embedded model) as one
-`POST /api/runs` with a `sweep`, against the same 12 (seed, cfg) pairs as 12 separate
-`POST /api/runs`, each side on a fresh `weft serve` (its own data folder, so neither the memory
-nor the disk cache carries over). Prints, per side, the wall time from the first request to
-the last run's end and the checkpoint loads (runs whose `model` node ran, from the run
-records). A figure a person compares, not a timed test.
+`POST /api/runs` with a `sweep` (its 4 seeds of each cfg sampled as one batch, the default),
+the same sweep with `"batch": 1` (every cell sampled alone), and the same 12 (seed, cfg) pairs
+as 12 separate `POST /api/runs`, each side on a fresh `weft serve` (its own data folder, so
+neither the memory nor the disk cache carries over). Prints, per side, the wall time from the
+first request to the last run's end, the checkpoint loads (runs whose `model` node ran, from
+the run records) and the sampler runs. With `--cli`, times `weft run workflows/sweep.yaml`
+with `--batch 4` and `--batch 1` instead (a fresh process each, wall time). Each side runs
+`--rounds` times, alternating the order. A figure a person compares, not a timed test.
 
-    scripts/bench_sweep.py [--threads N] [--port P] [--separate-first]
+    scripts/bench_sweep.py [--threads N] [--port P] [--rounds R] [--cli]
 """
 import argparse
 import json
@@ -94,16 +97,44 @@ def side(name, port, threads, submit):
     print(json.dumps({"side": name, "runs": len(records), "statuses": statuses,
                       "wall_s": round(wall, 2), "node_s": round(node_s, 2),
                       "checkpoint_loads": loads(records),
+                      "sampler_runs": sum(1 for r in records
+                                          if r["nodes"].get("sample", {}).get("state") == "ran"),
                       "prompt_encodes": sum(1 for r in records for k in ("positive", "negative")
                                             if r["nodes"].get(k, {}).get("state") == "ran")}))
 
 
-def sweep(port):
-    reply = call(port, "POST", "/api/runs", {
+def sweep(port, batch=None):
+    body = {
         "workflow": "txt2img",
         "sweep": {"axes": {"sample.seed": SEEDS, "sample.cfg": CFGS}},
-    })
-    return reply["runs"]
+    }
+    if batch is not None:
+        body["batch"] = batch
+    return call(port, "POST", "/api/runs", body)["runs"]
+
+
+def sweep_unbatched(port):
+    return sweep(port, batch=1)
+
+
+def cli_side(batch, threads):
+    """`weft run workflows/sweep.yaml --batch N` in a fresh process: wall seconds."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [
+            os.path.join(ROOT, "target/release/weft"), "run",
+            os.path.join(ROOT, "workflows/sweep.yaml"), "--device", "cpu", "--json",
+            "--models", os.path.join(ROOT, "models"), "--output", out, "--batch", str(batch),
+        ]
+        if threads:
+            command += ["--threads", str(threads)]
+        began = time.perf_counter()
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - began
+    events = [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
+    samplers = sum(1 for e in events if e.get("event") == "node_started" and e.get("type") == "Sampler")
+    print(json.dumps({"side": f"weft run --batch {batch}", "exit": done.returncode,
+                      "wall_s": round(wall, 2), "sampler_runs": samplers,
+                      "load_1min": round(os.getloadavg()[0], 2)}))
 
 
 def separate(port):
@@ -119,14 +150,23 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--port", type=int, default=18391)
-    parser.add_argument("--separate-first", action="store_true",
-                        help="time the 12 separate runs first (to see the order's effect)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--cli", action="store_true",
+                        help="time `weft run` of the sweep batched and not, instead of the API")
     args = parser.parse_args()
-    sides = [("sweep", sweep), ("12 separate POST /api/runs", separate)]
-    if args.separate_first:
-        sides.reverse()
-    for i, (name, submit) in enumerate(sides):
-        side(name, args.port + i, args.threads, submit)
+    for round_ in range(args.rounds):
+        print(json.dumps({"round": round_ + 1, "load_1min": round(os.getloadavg()[0], 2)}))
+        if args.cli:
+            batches = [4, 1] if round_ % 2 == 0 else [1, 4]
+            for batch in batches:
+                cli_side(batch, args.threads)
+            continue
+        sides = [("sweep (batched)", sweep), ("sweep, batch 1", sweep_unbatched),
+                 ("12 separate POST /api/runs", separate)]
+        if round_ % 2 == 1:
+            sides.reverse()
+        for i, (name, submit) in enumerate(sides):
+            side(name, args.port + i, args.threads, submit)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,17 @@ pub fn execute(
     options: &RunOptions,
     cancel: CancelToken,
 ) -> Result<RunReport> {
+    execute_batched(worker, workflow, None, options, cancel)
+}
+
+/// As [`execute`], computing `batch`'s other sweep cells in this run's batch.
+pub fn execute_batched(
+    worker: &DeviceWorker,
+    workflow: Workflow,
+    batch: Option<weft_engine::Batch>,
+    options: &RunOptions,
+    cancel: CancelToken,
+) -> Result<RunReport> {
     let json = options.json;
     let bar = if json {
         ProgressBar::hidden()
@@ -139,7 +150,7 @@ pub fn execute(
         }
     };
     let report = worker
-        .run_blocking(workflow, options.target.clone(), cancel, on_event)
+        .run_blocking_batched(workflow, options.target.clone(), batch, cancel, on_event)
         .context("the device worker stopped")?;
     bar.finish_and_clear();
     Ok(report)
@@ -261,10 +272,6 @@ fn write_report(
     )
 }
 
-pub fn exit_code(report: &RunReport) -> ExitCode {
-    status_exit_code(report.status)
-}
-
 fn status_exit_code(status: RunStatus) -> ExitCode {
     match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
@@ -297,30 +304,72 @@ pub fn print_invalid_events(errors: &[weft_engine::Diagnostic]) {
     }
 }
 
-pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
-    let workflow = match crate::load_workflow(file, &options.sets)? {
+/// A workflow file made ready to run: one workflow, or a sweep's cells (each expanded and
+/// checked); and the subgraph files it includes (what `watch` watches besides the file).
+pub enum Prepared {
+    One(Workflow),
+    Sweep(SweepPlan, Vec<Workflow>),
+}
+
+/// What [`prepare`] makes of a file: ready to run, or its errors; and the subgraph files it
+/// includes.
+pub type PreparedFile = (Result<Prepared, Vec<Diagnostic>>, Vec<std::path::PathBuf>);
+
+/// Reads `file` with the options' `--set`s and `--sweep`s. The sweep is made into cells
+/// before subgraphs are inlined and node modes applied, so an axis may name a subgraph node's
+/// exposed input or a bypassed node; each cell is expanded after.
+pub fn prepare(file: &Path, options: &RunOptions) -> Result<PreparedFile> {
+    let mut workflow = match crate::load_unexpanded(file, &options.sets)? {
         Ok(w) => w,
-        Err(errors) => {
-            if options.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&Event::Invalid {
-                        run: 0,
-                        errors: errors.clone()
-                    })?
-                );
-            }
-            crate::print_diagnostics(file, &errors);
-            return Ok(ExitCode::from(2));
-        }
+        Err(errors) => return Ok((Err(errors), Vec::new())),
     };
-    let mut workflow = workflow;
     let registry = weft_nodes::registry();
     let max_cells = options.max_cells.unwrap_or(sweep::DEFAULT_MAX_CELLS);
     let planned = add_cli_axes(&mut workflow, options, max_cells)
         .and_then(|()| sweep::plan(&workflow, &registry, max_cells));
-    let sweep_plan = match planned {
+    let plan = match planned {
         Ok(plan) => plan,
+        Err(errors) => return Ok((Err(errors), Vec::new())),
+    };
+    Ok(match plan {
+        None => {
+            let (expanded, files) = crate::expand_workflow(file, &workflow);
+            (expanded.map(Prepared::One), files)
+        }
+        Some(plan) => {
+            let files = crate::expand_workflow(file, &plan.workflow(0)).1;
+            let cells = expand_cells(file, &plan, &registry, options.target.as_deref());
+            (cells.map(|cells| Prepared::Sweep(plan, cells)), files)
+        }
+    })
+}
+
+/// Runs what [`prepare`] made: the one workflow, or the sweep's cells and its contact sheet;
+/// prints the reports. The outcome (a sweep's worst cell's).
+pub fn run_prepared(
+    file: &Path,
+    worker: &DeviceWorker,
+    prepared: Prepared,
+    options: &RunOptions,
+    cancel: CancelToken,
+) -> Result<RunStatus> {
+    match prepared {
+        Prepared::Sweep(plan, cells) => run_sweep(file, worker, &plan, cells, options, cancel),
+        Prepared::One(workflow) => {
+            let report = execute(worker, workflow, options, cancel)?;
+            if !options.json {
+                print_report(file, &report, false, options.why);
+            } else if report.status == RunStatus::Invalid {
+                crate::print_diagnostics(file, &report.errors);
+            }
+            Ok(report.status)
+        }
+    }
+}
+
+pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
+    let prepared = match prepare(file, options)?.0 {
+        Ok(prepared) => prepared,
         Err(errors) => {
             if options.json {
                 print_invalid_events(&errors);
@@ -340,16 +389,8 @@ pub fn run_once(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         eprintln!("\ncancelling (Ctrl-C again to quit now)");
         handler_token.cancel();
     });
-    if let Some(plan) = sweep_plan {
-        return run_sweep(file, &worker, &plan, options, cancel);
-    }
-    let report = execute(&worker, workflow, options, cancel)?;
-    if !options.json {
-        print_report(file, &report, false, options.why);
-    } else if report.status == RunStatus::Invalid {
-        crate::print_diagnostics(file, &report.errors);
-    }
-    Ok(exit_code(&report))
+    let status = run_prepared(file, &worker, prepared, options, cancel)?;
+    Ok(status_exit_code(status))
 }
 
 /// Adds the `--sweep node.input=VALUES` axes to the workflow's sweep (replacing an axis of the
@@ -393,6 +434,42 @@ fn add_cli_axes(
     }
 }
 
+/// How many sweep cells that differ only in a sampler's seed `weft plan` shows batched
+/// (`weft run --batch`'s default).
+pub const DEFAULT_BATCH: usize = 4;
+
+/// Every cell of a sweep with its subgraphs inlined and node modes applied, each checked
+/// before any runs (the axis values reaching a subgraph's inside are checked only here); the
+/// first failing cell's errors, prefixed with its number, otherwise.
+pub fn expand_cells(
+    file: &Path,
+    plan: &SweepPlan,
+    registry: &weft_engine::Registry,
+    target: Option<&str>,
+) -> Result<Vec<Workflow>, Vec<Diagnostic>> {
+    (0..plan.len())
+        .map(|cell| {
+            let checked = crate::expand_workflow(file, &plan.workflow(cell))
+                .0
+                .and_then(|wf| {
+                    let mut errors = weft_engine::validate(&wf, registry, target);
+                    if errors.is_empty() {
+                        Ok(wf)
+                    } else {
+                        weft_engine::subgraph::attribute_files(&wf, &mut errors);
+                        Err(errors)
+                    }
+                });
+            checked.map_err(|mut errors| {
+                for e in &mut errors {
+                    e.message = format!("sweep cell {cell}: {}", e.message);
+                }
+                errors
+            })
+        })
+        .collect()
+}
+
 /// The worst outcome of a sweep's cells decides its exit code.
 fn worst(a: RunStatus, b: RunStatus) -> RunStatus {
     let rank = |s: RunStatus| match s {
@@ -425,12 +502,30 @@ fn run_sweep(
     file: &Path,
     worker: &DeviceWorker,
     plan: &SweepPlan,
+    cells: Vec<Workflow>,
     options: &RunOptions,
     cancel: CancelToken,
-) -> Result<ExitCode> {
+) -> Result<RunStatus> {
+    let mut cells: Vec<Option<Workflow>> = cells.into_iter().map(Some).collect();
     let mut status = RunStatus::Succeeded;
     let mut images = Vec::with_capacity(plan.len());
     let total = plan.len();
+    // The first cell of each batch computes the batch; the others find their samples cached.
+    let registry = weft_nodes::registry();
+    let mut batch_led_by: Vec<Option<weft_engine::Batch>> = vec![None; total];
+    for batch in plan.batches(&registry, options.batch) {
+        if let [first, others @ ..] = batch.cells.as_slice() {
+            if !others.is_empty() {
+                batch_led_by[*first] = Some(weft_engine::Batch {
+                    node: batch.node.clone(),
+                    others: others
+                        .iter()
+                        .filter_map(|&cell| cells[cell].clone())
+                        .collect(),
+                });
+            }
+        }
+    }
     for cell in 0..total {
         let values = plan.values(cell);
         let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -452,7 +547,9 @@ fn run_sweep(
         } else {
             println!("{header}");
         }
-        let report = execute(worker, plan.workflow(cell), options, cancel.clone())?;
+        let batch = batch_led_by[cell].take();
+        let workflow = cells[cell].take().expect("each cell runs once");
+        let report = execute_batched(worker, workflow, batch, options, cancel.clone())?;
         if !options.json {
             print_report(file, &report, false, options.why);
         } else if report.status == RunStatus::Invalid {
@@ -483,5 +580,5 @@ fn run_sweep(
             path.display()
         );
     }
-    Ok(status_exit_code(status))
+    Ok(status)
 }

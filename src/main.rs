@@ -182,6 +182,10 @@ pub struct RunOptions {
     /// Allow a sweep of more than 10,000 cells.
     #[arg(long, value_name = "N")]
     pub max_cells: Option<usize>,
+    /// Sample up to N sweep cells that differ only in a sampler's seed as one batch (each
+    /// cell keeps its own run, image and workflow; 1: every cell samples alone).
+    #[arg(long, default_value_t = cli_run::DEFAULT_BATCH, value_name = "N")]
+    pub batch: usize,
 }
 
 fn main() -> ExitCode {
@@ -315,15 +319,35 @@ pub type Loaded = (Result<Workflow, Vec<Diagnostic>>, Vec<PathBuf>);
 /// [`load_workflow`], and the subgraph files it includes at any depth (what `watch` watches
 /// besides the file itself; named even when the expansion failed).
 pub fn load_workflow_with_files(file: &std::path::Path, sets: &[String]) -> Result<Loaded> {
+    match load_unexpanded(file, sets)? {
+        Ok(workflow) => Ok(expand_workflow(file, &workflow)),
+        Err(errors) => Ok((Err(errors), Vec::new())),
+    }
+}
+
+/// A workflow file read with its --set overrides applied, its subgraph nodes and node modes
+/// not yet rewritten: what a sweep's axes name (a subgraph node's exposed input, a bypassed
+/// node's input), so a sweep is made into cells from it and each cell expanded after.
+pub fn load_unexpanded(
+    file: &std::path::Path,
+    sets: &[String],
+) -> Result<Result<Workflow, Vec<Diagnostic>>> {
     let bytes = workflow_bytes(file)?;
     let mut workflow = match Workflow::parse(&bytes) {
         Ok(w) => w,
-        Err(errors) => return Ok((Err(errors), Vec::new())),
+        Err(errors) => return Ok(Err(errors)),
     };
     let registry = weft_nodes::registry();
     for set in sets {
         overrides::apply_set(&mut workflow, &registry, set)?;
     }
+    Ok(Ok(workflow))
+}
+
+/// `workflow` (read from `file`) with its subgraph nodes inlined and its node modes applied,
+/// and the subgraph files it includes at any depth.
+pub fn expand_workflow(file: &std::path::Path, workflow: &Workflow) -> Loaded {
+    let registry = weft_nodes::registry();
     // Subgraph nodes are inlined here, so everything after sees plain nodes.
     let base_dir = file.parent().unwrap_or(std::path::Path::new("."));
     let library = library_dirs(file);
@@ -332,13 +356,13 @@ pub fn load_workflow_with_files(file: &std::path::Path, sets: &[String]) -> Resu
         library: &library,
     };
     let (expanded, files) =
-        weft_engine::subgraph::expand_subgraphs_with_files(&workflow, &registry, &paths);
+        weft_engine::subgraph::expand_subgraphs_with_files(workflow, &registry, &paths);
     let result = match expanded {
         Ok(Some(expanded)) => Ok(expanded),
-        Ok(None) => Ok(workflow),
+        Ok(None) => Ok(workflow.clone()),
         Err(errors) => Err(errors),
     };
-    Ok((result, files))
+    (result, files)
 }
 
 /// The folders library subgraph types of a workflow file are looked up in: `lib/` beside it.
@@ -361,20 +385,25 @@ pub fn print_diagnostics(file: &std::path::Path, errors: &[Diagnostic]) {
 
 fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     let registry = weft_nodes::registry();
-    let errors = match load_workflow(file, &[])? {
+    let errors = match load_unexpanded(file, &[])? {
         Err(errors) => errors,
         Ok(workflow) => {
-            // A sweep's axis values are checked first; then its first cell stands for the
-            // others (they differ only in values just checked).
+            // A sweep's axis values are checked first (on the workflow as written, where an
+            // axis may name a subgraph node or a bypassed one); then every cell, expanded.
             let limit = weft_engine::sweep::DEFAULT_MAX_CELLS;
             match weft_engine::sweep::plan(&workflow, &registry, limit) {
                 Err(errors) => errors,
-                Ok(plan) => {
-                    let workflow = plan.map_or(workflow, |p| p.workflow(0));
-                    let mut errors = weft_engine::validate(&workflow, &registry, None);
-                    weft_engine::subgraph::attribute_files(&workflow, &mut errors);
-                    errors
-                }
+                Ok(Some(plan)) => cli_run::expand_cells(file, &plan, &registry, None)
+                    .err()
+                    .unwrap_or_default(),
+                Ok(None) => match expand_workflow(file, &workflow).0 {
+                    Err(errors) => errors,
+                    Ok(workflow) => {
+                        let mut errors = weft_engine::validate(&workflow, &registry, None);
+                        weft_engine::subgraph::attribute_files(&workflow, &mut errors);
+                        errors
+                    }
+                },
             }
         }
     };
@@ -392,13 +421,17 @@ fn validate(file: &std::path::Path, json: bool) -> Result<ExitCode> {
     })
 }
 
+/// Prints the plan: each node's key, type and id. With a `sweep:` section, each cell's plan
+/// under a header with its values; a node whose key an earlier cell planned is marked
+/// `shared` (the cache runs it once), and a cell whose sampler is computed in an earlier
+/// cell's batch says so.
 fn show_plan(
     file: &std::path::Path,
     sets: &[String],
     target: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
-    let workflow = match load_workflow(file, sets)? {
+    let workflow = match load_unexpanded(file, sets)? {
         Ok(w) => w,
         Err(errors) => {
             print_diagnostics(file, &errors);
@@ -406,25 +439,88 @@ fn show_plan(
         }
     };
     let registry = std::sync::Arc::new(weft_nodes::registry());
-    let mut executor =
-        weft_engine::Executor::new(registry.clone(), weft_engine::ExecutorConfig::default());
-    let plan = match executor.plan(&workflow, target) {
-        Ok(p) => p,
+    let limit = weft_engine::sweep::DEFAULT_MAX_CELLS;
+    let sweep = match weft_engine::sweep::plan(&workflow, &registry, limit) {
+        Ok(sweep) => sweep,
         Err(errors) => {
             print_diagnostics(file, &errors);
             return Ok(ExitCode::from(2));
         }
     };
-    for step in &plan.steps {
-        let type_name = registry.by_index(step.type_index).spec.type_name;
-        let key: String = step.key.0.iter().map(|b| format!("{b:02x}")).collect();
-        if json {
+    let cells = match &sweep {
+        Some(sweep) => cli_run::expand_cells(file, sweep, &registry, target),
+        None => expand_workflow(file, &workflow).0.map(|w| vec![w]),
+    };
+    let cells = match cells {
+        Ok(cells) => cells,
+        Err(errors) => {
+            print_diagnostics(file, &errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Which cell's run samples each cell (its batch's first), for cells batched with others.
+    let mut batched_in: Vec<Option<usize>> = vec![None; cells.len()];
+    if let Some(sweep) = &sweep {
+        for batch in sweep.batches(&registry, cli_run::DEFAULT_BATCH) {
+            if batch.cells.len() > 1 {
+                for &cell in &batch.cells {
+                    batched_in[cell] = Some(batch.cells[0]);
+                }
+            }
+        }
+    }
+    let mut executor =
+        weft_engine::Executor::new(registry.clone(), weft_engine::ExecutorConfig::default());
+    let mut seen = std::collections::HashSet::new();
+    for (cell, workflow) in cells.iter().enumerate() {
+        let plan = match executor.plan(workflow, target) {
+            Ok(p) => p,
+            Err(mut errors) => {
+                if sweep.is_some() {
+                    for e in &mut errors {
+                        e.message = format!("sweep cell {cell}: {}", e.message);
+                    }
+                }
+                print_diagnostics(file, &errors);
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let values = sweep.as_ref().map(|s| s.values(cell));
+        if let (Some(values), false) = (&values, json) {
+            let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let batch = match batched_in[cell] {
+                Some(first) if first == cell => "  (samples its batch)".to_string(),
+                Some(first) => format!("  (sampled in cell {}'s batch)", first + 1),
+                None => String::new(),
+            };
             println!(
-                "{}",
-                serde_json::json!({"node": step.id, "type": type_name, "key": key})
+                "cell {}/{}: {}{batch}",
+                cell + 1,
+                cells.len(),
+                shown.join(" ")
             );
-        } else {
-            println!("{}  {}  {}", &key[..16], step.id, type_name);
+        }
+        for step in &plan.steps {
+            let type_name = registry.by_index(step.type_index).spec.type_name;
+            let key: String = step.key.0.iter().map(|b| format!("{b:02x}")).collect();
+            let shared = !seen.insert(step.key);
+            if json {
+                let mut line = serde_json::json!({"node": step.id, "type": type_name, "key": key});
+                if let Some(values) = &values {
+                    line["cell"] = cell.into();
+                    line["values"] = serde_json::to_value(values)?;
+                    line["shared"] = shared.into();
+                    if let Some(first) = batched_in[cell] {
+                        line["batch_of_cell"] = first.into();
+                    }
+                }
+                println!("{line}");
+            } else if sweep.is_some() {
+                let mark = if shared { "  shared" } else { "" };
+                println!("  {}  {}  {}{mark}", &key[..16], step.id, type_name);
+            } else {
+                println!("{}  {}  {}", &key[..16], step.id, type_name);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

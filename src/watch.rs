@@ -1,7 +1,9 @@
 //! `weft watch`: hot reload. Watches the file's folder (so editors that save by writing a new
 //! file and renaming it over the old one are seen), debounces, re-validates and re-runs on the
 //! same worker, so only changed nodes and their descendants execute. A broken save prints its
-//! errors and keeps the last good graph and the cache.
+//! errors and keeps the last good graph and the cache. A workflow with a `sweep:` section re-runs
+//! every cell on each save (only what the save changed executes; the rest is cached) and
+//! writes a new contact sheet, as `weft run` of the file does.
 //!
 //! The subgraph files the workflow includes, at any depth, are watched the same way (their
 //! folders), and so is the library folder (`lib/` beside the file); after each reload the set
@@ -20,7 +22,7 @@ use weft_engine::CancelToken;
 
 use weft::file_watch::{read_settled, watch_key};
 
-use crate::cli_run::{execute, print_report, start_worker};
+use crate::cli_run::{execute, print_report, run_prepared, start_worker, Prepared};
 use crate::RunOptions;
 
 /// What wakes the loop: the workflow file, the files it includes, and any YAML file in the
@@ -166,7 +168,9 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
         match present {
             _ if unchanged => {}
             false => eprintln!("{} is gone; waiting for it to come back", file.display()),
-            true => match crate::load_workflow_with_files(&file, &options.sets) {
+            // A `sweep:` section re-runs every cell (the cache runs only what the save
+            // changed) and recomposes the contact sheet, as `weft run` of the file would.
+            true => match crate::cli_run::prepare(&file, options) {
                 Err(e) => eprintln!("error: {e:#}"),
                 Ok((loaded, now_included)) => {
                     if now_included != includes {
@@ -184,7 +188,7 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                                 eprintln!("keeping the last good graph and its cache; fix the file and save again");
                             }
                         }
-                        Ok(workflow) => {
+                        Ok(Prepared::One(workflow)) => {
                             let cancel = CancelToken::new();
                             if let Ok(mut slot) = current_run.lock() {
                                 *slot = cancel.clone();
@@ -192,6 +196,18 @@ pub fn watch(file: &Path, options: &RunOptions) -> Result<ExitCode> {
                             let report = execute(&worker, workflow, options, cancel)?;
                             print_report(&file, &report, options.json, options.why);
                             if report.status != weft_engine::RunStatus::Invalid {
+                                had_good_run = true;
+                            } else if had_good_run {
+                                eprintln!("keeping the last good graph and its cache; fix the file and save again");
+                            }
+                        }
+                        Ok(sweep) => {
+                            let cancel = CancelToken::new();
+                            if let Ok(mut slot) = current_run.lock() {
+                                *slot = cancel.clone();
+                            }
+                            let status = run_prepared(&file, &worker, sweep, options, cancel)?;
+                            if status != weft_engine::RunStatus::Invalid {
                                 had_good_run = true;
                             } else if had_good_run {
                                 eprintln!("keeping the last good graph and its cache; fix the file and save again");

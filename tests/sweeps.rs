@@ -185,6 +185,40 @@ fn started_by_type(events: &[Value]) -> HashMap<String, usize> {
 const SWEEP_4X3: &str =
     "sweep:\n  axes:\n    sample.seed: [1, 2, 3, 4]\n    sample.cfg: 4..8 step 2\n";
 
+/// `weft run sweep.yaml --json` in `dir` on the embedded model, with `extra` arguments: the
+/// events.
+fn run_4x3(dir: &Path, extra: &[&str]) -> Vec<Value> {
+    let models = repo().join("models");
+    let mut args = vec![
+        "run",
+        "sweep.yaml",
+        "--json",
+        "--device",
+        "cpu",
+        "--models",
+        models.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = weft(dir, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn output_pngs(dir: &Path, events: &[Value]) -> Vec<PathBuf> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "output")
+        .map(|e| dir.join(e["path"].as_str().unwrap()))
+        .collect()
+}
+
 #[test]
 #[ignore = "needs models/converted from set-up; `make test` runs it"]
 fn a_4x3_sweep_on_the_embedded_model_loads_once_encodes_twice_and_samples_12_times() {
@@ -192,39 +226,76 @@ fn a_4x3_sweep_on_the_embedded_model_loads_once_encodes_twice_and_samples_12_tim
     let txt2img = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
     let doc = txt2img.replacen("layout:\n", &format!("{SWEEP_4X3}layout:\n"), 1);
     std::fs::write(dir.path().join("sweep.yaml"), doc).unwrap();
-    let models = repo().join("models");
-    let out = weft(
-        dir.path(),
-        &[
-            "run",
-            "sweep.yaml",
-            "--json",
-            "--device",
-            "cpu",
-            "--models",
-            models.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = run_4x3(dir.path(), &[]);
     let ran = started_by_type(&events);
     assert_eq!(ran["LoadCheckpoint"], 1, "{ran:?}");
     assert_eq!(ran["PromptEncode"], 2, "{ran:?}");
-    assert_eq!(ran["Sampler"], 12, "{ran:?}");
-    assert_eq!(ran["VaeDecode"], 12, "{ran:?}");
-    let pngs: Vec<PathBuf> = events
+    // The four seeds of each cfg are sampled as one batch, in the run of the cfg's first cell.
+    assert_eq!(ran["Sampler"], 3, "{ran:?}");
+    let batches: Vec<u64> = events
         .iter()
-        .filter(|e| e["event"] == "output")
-        .map(|e| dir.path().join(e["path"].as_str().unwrap()))
+        .filter(|e| {
+            e["event"] == "notice"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ran as one batch with 3 other"))
+        })
+        .map(|e| e["run"].as_u64().unwrap())
         .collect();
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    assert_eq!(ran["VaeDecode"], 12, "{ran:?}");
+    let pngs = output_pngs(dir.path(), &events);
     assert_eq!(pngs.len(), 12);
+    // Each cell sampled alone gives its batched image up to the model's batch arithmetic: the
+    // UNet's kernels over a batch of 8 sum in another order than over 2, so the latents differ
+    // in their last float32 bits and a pixel near a rounding edge may differ by a step or two.
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("sweep.yaml"),
+        alone.path().join("sweep.yaml"),
+    )
+    .unwrap();
+    let alone_events = run_4x3(alone.path(), &["--batch", "1"]);
+    assert_eq!(started_by_type(&alone_events)["Sampler"], 12);
+    let mut worst = 0u8;
+    let mut equal = 0;
+    for (batched, alone) in pngs.iter().zip(output_pngs(alone.path(), &alone_events)) {
+        let a = image::open(batched).unwrap().to_rgb8();
+        let b = image::open(&alone).unwrap().to_rgb8();
+        assert_eq!(a.dimensions(), b.dimensions());
+        let most = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0);
+        equal += usize::from(most == 0);
+        worst = worst.max(most);
+    }
+    println!(
+        "batched vs alone: {equal} of 12 PNGs identical, largest pixel difference {worst}/255"
+    );
+    assert!(
+        worst <= 3,
+        "a batched cell's image is {worst}/255 off its own run's"
+    );
+    // `weft plan` shows the same batches.
+    let plan = Command::new(bin())
+        .current_dir(repo())
+        .args(["plan", dir.path().join("sweep.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        shown.contains("cell 1/12: sample.seed=1 sample.cfg=4  (samples its batch)"),
+        "{shown}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        shown.contains("cell 4/12: sample.seed=2 sample.cfg=4  (sampled in cell 1's batch)"),
+        "{shown}"
+    );
     for (i, png) in pngs.iter().enumerate() {
         let wf = png_workflow(png);
         assert!(wf.sweep.is_none());
@@ -517,14 +588,16 @@ async fn the_4x3_sweep_through_the_api_makes_12_runs_and_one_grid() {
         (sheet.width(), sheet.height()),
         (82 + 3 * 70 + 4 * 4, 32 + 4 * 64 + 5 * 4)
     );
-    let mut loads = 0;
+    let (mut loads, mut samples) = (0, 0);
     for cell in sweep["cells"].as_array().unwrap() {
         let (_, run) = f
             .call(Method::GET, &format!("/api/runs/{}", cell["run"]), None)
             .await;
         loads += usize::from(run["nodes"]["model"]["state"] == "ran");
+        samples += usize::from(run["nodes"]["sample"]["state"] == "ran");
     }
     assert_eq!(loads, 1, "one checkpoint load for the 12 cells");
+    assert_eq!(samples, 3, "the 4 seeds of each cfg sampled as one batch");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -551,4 +624,324 @@ async fn validate_checks_a_documents_sweep_values_with_line_and_column() {
     doc["sweep"] = json!({"axes": {"scale.scale": [1, 2]}});
     let (_, v) = f.post("/api/validate", json!({"workflow": doc})).await;
     assert_eq!(v["valid"], true, "{v}");
+}
+
+/// The batch sizes `BatchedAdd::run_batch` was called with, and its single runs.
+static BATCH_CALLS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// `x * 1000 + seed`, with `seed` a per-image input: a sampler's shape without a model.
+struct BatchedAdd;
+impl weft_engine::Node for BatchedAdd {
+    fn spec(&self) -> weft_engine::NodeSpec {
+        use weft_engine::{InputSpec, OutputSpec, ValueType};
+        weft_engine::NodeSpec {
+            type_name: "BatchedAdd",
+            category: "test",
+            doc: "",
+            version: 1,
+            inputs: vec![
+                InputSpec::new("x", ValueType::Int, ""),
+                InputSpec::new("seed", ValueType::Seed, "").default(0i64),
+                InputSpec::new("tag", ValueType::Int, "").default(0i64),
+            ],
+            outputs: vec![OutputSpec::new("value", ValueType::Int, "")],
+            output_node: true,
+        }
+    }
+    fn run(
+        &self,
+        inputs: &weft_engine::Inputs,
+        _: &mut weft_engine::NodeContext,
+    ) -> weft_engine::NodeResult<Vec<weft_engine::Value>> {
+        BATCH_CALLS.lock().unwrap().push(1);
+        Ok(vec![weft_engine::Value::Int(
+            inputs.int("x")? * 1000 + inputs.int("seed")?,
+        )])
+    }
+    fn per_image_inputs(&self) -> &'static [&'static str] {
+        &["seed"]
+    }
+    fn run_batch(
+        &self,
+        variants: &[weft_engine::Inputs],
+        _: &mut weft_engine::NodeContext,
+    ) -> weft_engine::NodeResult<Vec<Vec<weft_engine::Value>>> {
+        BATCH_CALLS.lock().unwrap().push(variants.len());
+        variants
+            .iter()
+            .map(|inputs| {
+                Ok(vec![weft_engine::Value::Int(
+                    inputs.int("x")? * 1000 + inputs.int("seed")?,
+                )])
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn the_first_cell_of_a_batch_computes_the_others_and_their_runs_find_them_cached() {
+    use weft_engine::{
+        Batch, CancelToken, Event, Executor, ExecutorConfig, NodeEntry, Registry, RunRequest,
+        RunStatus, Workflow,
+    };
+    let mut registry: Registry = weft_nodes::registry();
+    registry.register(BatchedAdd);
+    let out = tempfile::tempdir().unwrap();
+    let mut executor = Executor::new(
+        std::sync::Arc::new(registry),
+        ExecutorConfig {
+            output_dir: out.path().to_path_buf(),
+            ..ExecutorConfig::default()
+        },
+    );
+    let cell = |x: i64, seed: i64, tag: i64| {
+        let mut wf = Workflow::new();
+        wf.add("x", NodeEntry::new("Int").with("value", x)).add(
+            "add",
+            NodeEntry::new("BatchedAdd")
+                .link("x", "x", "value")
+                .with("seed", seed)
+                .with("tag", tag),
+        );
+        wf
+    };
+    // Seeds 1..4 share everything else; seed 5 has another upstream value and seed 6 another
+    // constant that is not per-image: those two are left to their own runs.
+    let cells = [
+        cell(7, 1, 0),
+        cell(7, 2, 0),
+        cell(7, 3, 0),
+        cell(7, 4, 0),
+        cell(8, 5, 0),
+        cell(7, 6, 1),
+    ];
+    let batch = Batch {
+        node: "add".into(),
+        others: cells[1..].to_vec(),
+    };
+    BATCH_CALLS.lock().unwrap().clear();
+    let mut results = Vec::new();
+    for (i, wf) in cells.iter().enumerate() {
+        let mut events = Vec::new();
+        let report = executor.run(
+            RunRequest {
+                batch: (i == 0).then_some(&batch),
+                ..RunRequest::new(wf)
+            },
+            &CancelToken::new(),
+            &mut |e: &Event| events.push(e.clone()),
+        );
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.errors);
+        let add = report.nodes.iter().find(|n| n.id == "add").unwrap();
+        let notices: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notice { message, .. } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        match i {
+            0 => {
+                assert!(!add.cached);
+                assert_eq!(notices, ["ran as one batch with 3 other sweep cell(s); their results are cached for their runs"]);
+            }
+            1..=3 => assert!(add.cached, "cell {i} was computed in cell 0's batch"),
+            _ => assert!(!add.cached, "cell {i} differs in more than its seed"),
+        }
+        let value = events.iter().find_map(|e| match e {
+            Event::NodeFinished { node, value, .. } | Event::NodeCached { node, value, .. }
+                if node == "add" =>
+            {
+                value.clone()
+            }
+            _ => None,
+        });
+        results.push(value.map(|v| v.to_string()).unwrap_or_default());
+    }
+    assert_eq!(results, ["7001", "7002", "7003", "7004", "8005", "7006"]);
+    assert_eq!(*BATCH_CALLS.lock().unwrap(), [4, 1, 1]);
+}
+
+/// a (1) -> sub (./Add.yaml: x + b, b exposed) -> extra (bypassed: x + 5) -> show; swept over
+/// the subgraph node's exposed input and the bypassed node's input.
+fn subgraph_and_bypass_sweep(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("Add.yaml"),
+        "weft: 1
+inputs:
+  x:
+    type: int
+  b:
+    type: int
+    default: 10
+outputs:
+  sum:
+    from: $add.sum
+nodes:
+  add:
+    type: AddInt
+    a: $inputs.x
+    b: $inputs.b
+",
+    )
+    .unwrap();
+    let file = dir.join("top.yaml");
+    std::fs::write(
+        &file,
+        "weft: 1
+nodes:
+  a:
+    type: Int
+    value: 1
+  sub:
+    type: ./Add.yaml
+    x: $a.value
+    b: 10
+  extra:
+    type: AddInt
+    a: $sub.sum
+    b: 5
+    bypass: true
+  show:
+    type: ShowInt
+    value: $extra.sum
+sweep:
+  axes:
+    sub.b: [10, 20]
+    extra.b: [5, 6]
+",
+    )
+    .unwrap();
+    file
+}
+
+/// What `show` gave in each run of a `--json` event stream (ran or cached), in run order.
+fn shown_values(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            e["node"] == "show" && (e["event"] == "node_finished" || e["event"] == "node_cached")
+        })
+        .map(|e| e["value"].to_string())
+        .collect()
+}
+
+#[test]
+fn a_sweep_over_a_subgraph_nodes_exposed_input_and_a_bypassed_nodes_input_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    subgraph_and_bypass_sweep(dir.path());
+    let out = weft(
+        dir.path(),
+        &["run", "top.yaml", "--json", "--device", "cpu"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The exposed input reaches the inside (1 + 10, 1 + 20); the bypassed node passes its
+    // first int through, so its own input changes nothing.
+    assert_eq!(shown_values(&events), ["11", "11", "21", "21"]);
+    let cells = events.iter().filter(|e| e["event"] == "sweep_cell").count();
+    assert_eq!(cells, 4);
+    // The inner node ran once per value of the exposed input; the second cell of each was
+    // served by the cache (the bypassed node's value is not in any key).
+    let inner_runs = events
+        .iter()
+        .filter(|e| e["event"] == "node_started" && e["type"] == "AddInt")
+        .count();
+    assert_eq!(inner_runs, 2);
+
+    // Validation takes the same path: a bad value of the exposed input is found in its cell.
+    let top = std::fs::read_to_string(dir.path().join("top.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("top.yaml"),
+        top.replace("sub.b: [10, 20]", "sub.b: [10, \"twenty\"]"),
+    )
+    .unwrap();
+    let out = weft(dir.path(), &["validate", "top.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sweep cell 2"), "{stderr}");
+}
+
+#[test]
+fn plan_shows_each_cells_plan_with_shared_nodes_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    subgraph_and_bypass_sweep(dir.path());
+    let out = weft(dir.path(), &["plan", "top.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cell 1/4: sub.b=10 extra.b=5"), "{stdout}");
+    assert!(stdout.contains("cell 4/4: sub.b=20 extra.b=6"), "{stdout}");
+    let out = weft(dir.path(), &["plan", "top.yaml", "--json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |cell: u64, node: &str| {
+        lines
+            .iter()
+            .find(|l| l["cell"] == cell && l["node"] == node)
+            .unwrap_or_else(|| panic!("cell {cell} plans {node}: {lines:?}"))
+            .clone()
+    };
+    assert_eq!(of(0, "a")["shared"], false);
+    assert_eq!(of(1, "a")["shared"], true);
+    // Cell 2 (sub.b=20) plans the inner node anew; cell 3 shares it with cell 2.
+    let inner = of(2, "show");
+    assert_eq!(inner["shared"], false, "{inner}");
+    assert_eq!(of(3, "show")["shared"], true);
+    assert_eq!(of(3, "show")["values"], json!({"sub.b": 20, "extra.b": 6}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_newest_sweep_of_a_workflow_file_is_found_for_a_reloaded_editor() {
+    let f = Fixture::start(Some("application/json"), |_| {});
+    let doc = scale_doc(&f);
+    std::fs::write(
+        f.dir.path().join("workflows/scaled.yaml"),
+        serde_json::to_string(&doc).unwrap(),
+    )
+    .unwrap();
+    let (status, none) = f
+        .call(Method::GET, "/api/sweeps?workflow=scaled", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(none, json!({"sweep": null}));
+    let mut ids = Vec::new();
+    for values in [[1, 2], [2, 3]] {
+        let body = json!({"workflow": "scaled", "sweep": {"axes": {"scale.scale": values}}});
+        let (status, reply) = f.post("/api/runs", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        ids.push(reply["sweep"].as_u64().unwrap());
+    }
+    // A sweep of the canvas (no file name) is not the file's.
+    let body = json!({"workflow": doc, "sweep": {"axes": {"scale.scale": [1, 3]}}});
+    let (status, _) = f.post("/api/runs", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, found) = f
+        .call(Method::GET, "/api/sweeps?workflow=scaled", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["sweep"]["id"], json!(ids[1]), "{found}");
+    assert_eq!(found["sweep"]["cells"].as_array().unwrap().len(), 2);
+    let done = wait_sweep(&f, ids[1]).await;
+    let (_, found) = f
+        .call(Method::GET, "/api/sweeps?workflow=scaled", None)
+        .await;
+    assert_eq!(found["sweep"]["grid"], done["grid"], "{found}");
+    let (_, other) = f
+        .call(Method::GET, "/api/sweeps?workflow=other", None)
+        .await;
+    assert_eq!(other, json!({"sweep": null}));
 }

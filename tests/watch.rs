@@ -1,7 +1,8 @@
 //! Hot reload: `weft watch` re-runs on save, executes only what changed, survives a broken
 //! save (keeping its cache), and sees editors that save by rename-and-replace; a change to a
 //! subgraph file the workflow includes (at any depth, followed across saves that add or drop
-//! includes) re-runs it too, executing only the inner nodes that changed and what follows.
+//! includes) re-runs it too, executing only the inner nodes that changed and what follows; a
+//! workflow with a `sweep:` section re-runs its cells on save.
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -82,6 +83,26 @@ impl Watcher {
 }
 
 impl Watcher {
+    /// Lines up to and including the next `sweep_finished` event (a sweep's cells' runs).
+    fn next_sweep(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no sweep within 60 s; saw:\n{}", seen.join("\n")));
+            assert!(
+                !line.starts_with(NOT_JSON),
+                "weft watch --json wrote a non-JSON line to stdout: {line}"
+            );
+            let done = line.contains("\"sweep_finished\"");
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+
     /// Fails the test if a run finishes within `wait`.
     fn no_run_within(&self, wait: Duration) {
         let end = Instant::now() + wait;
@@ -159,6 +180,40 @@ fn saving_reruns_only_changed_nodes_and_a_broken_save_keeps_the_cache() {
     assert!(
         fixed.iter().any(|l| l.contains("\"cached\":4")),
         "{fixed:#?}"
+    );
+}
+
+#[test]
+fn a_sweep_is_rerun_on_save_executing_only_the_cells_the_save_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    let sweep = |values: &str| format!("{}sweep:\n  axes:\n    c.b: [{values}]\n", workflow());
+    std::fs::write(&file, sweep("100, 200")).unwrap();
+    let watcher = Watcher::start(&file);
+    let first = watcher.next_sweep();
+    assert_eq!(started(&first), ["a", "b", "c", "show", "c", "show"]);
+    let cells = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("\"sweep_cell\""))
+            .count()
+    };
+    assert_eq!(cells(&first), 2);
+    // The second value changed: the first cell is all cached, the new one runs c and show.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&file, sweep("100, 300")).unwrap();
+    let second = watcher.next_sweep();
+    assert_eq!(started(&second), ["c", "show"], "{second:#?}");
+    assert_eq!(cells(&second), 2);
+    let grid = |lines: &[String]| -> String {
+        let last = lines.last().unwrap();
+        let event: serde_json::Value = serde_json::from_str(last).unwrap();
+        event["grid"].as_str().unwrap().to_string()
+    };
+    assert_ne!(
+        grid(&first),
+        grid(&second),
+        "each save writes its contact sheet"
     );
 }
 

@@ -122,6 +122,8 @@ pub struct RunRequest<'a> {
     pub workflow: &'a Workflow,
     pub target: Option<&'a str>,
     pub run: Option<u64>,
+    /// Other variants of one node to compute in this run's batch (see [`Batch`]).
+    pub batch: Option<&'a Batch>,
 }
 
 impl<'a> RunRequest<'a> {
@@ -130,8 +132,28 @@ impl<'a> RunRequest<'a> {
             workflow,
             target: None,
             run: None,
+            batch: None,
         }
     }
+}
+
+/// Other workflows (a sweep's cells) that differ from a run's only in the per-image inputs of
+/// node `node` ([`crate::Node::per_image_inputs`]): when the run reaches that node and it
+/// misses the cache, the node runs once for this run's variant and theirs as one batch
+/// ([`crate::Node::run_batch`]), and each other variant's outputs join the cache under its own
+/// key, so those workflows' own runs find the node cached. A variant whose node differs in
+/// anything else (another upstream key, another constant), or is cached already, is left to
+/// its own run.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub node: String,
+    pub others: Vec<Workflow>,
+}
+
+/// One other variant of a batched node: its key and the constants that differ from the run's.
+struct BatchVariant {
+    key: CacheKey,
+    constants: Vec<(usize, crate::value::Constant)>,
 }
 
 struct HashedFile {
@@ -262,6 +284,9 @@ impl Executor {
             }
         };
         let registry = Arc::clone(&self.registry);
+        let batch = request
+            .batch
+            .and_then(|batch| self.batch_variants(&plan, batch));
         let served = self.serve_from_caches(&plan, run, on_event);
         let nodes: Vec<String> = plan
             .steps
@@ -360,7 +385,11 @@ impl Executor {
                 workflow: request.workflow,
                 cancel,
             };
-            match self.execute_step(step, &slots, &context, why, &mut report, on_event) {
+            let variants = match &batch {
+                Some((index, variants)) if *index == slots.len() => variants.as_slice(),
+                _ => &[],
+            };
+            match self.execute_step(step, &slots, &context, why, variants, &mut report, on_event) {
                 Some(outputs) => slots.push(Some(outputs)),
                 None => break,
             }
@@ -385,21 +414,90 @@ impl Executor {
         }
     }
 
+    /// The step of `batch.node` in `plan` and the other variants that can join its batch:
+    /// those whose plan has the node with the same upstream keys and the same constants except
+    /// per-image inputs, and whose key is not cached already. `None` when there are none (or
+    /// the node type is not batched).
+    fn batch_variants(&mut self, plan: &Plan, batch: &Batch) -> Option<(usize, Vec<BatchVariant>)> {
+        let index = plan.step_index(&batch.node)?;
+        let step = &plan.steps[index];
+        let registry = Arc::clone(&self.registry);
+        let registered = registry.by_index(step.type_index);
+        let per_image = registered.node.per_image_inputs();
+        if per_image.is_empty() {
+            return None;
+        }
+        let specs = &registered.spec.inputs;
+        let mut variants: Vec<BatchVariant> = Vec::new();
+        for other in &batch.others {
+            let Ok(other_plan) = self.plan(other, None) else {
+                continue;
+            };
+            let Some(other_step) = other_plan
+                .step_index(&batch.node)
+                .map(|i| &other_plan.steps[i])
+            else {
+                continue;
+            };
+            if other_step.type_index != step.type_index
+                || other_step.key == step.key
+                || self.cache.contains(&other_step.key)
+                || variants.iter().any(|v| v.key == other_step.key)
+            {
+                continue;
+            }
+            let mut constants = Vec::new();
+            let fits = step
+                .inputs
+                .iter()
+                .zip(&other_step.inputs)
+                .zip(specs)
+                .enumerate()
+                .all(|(i, ((mine, theirs), spec))| match (mine, theirs) {
+                    (
+                        PlannedInput::Link { step: a, output: x },
+                        PlannedInput::Link { step: b, output: y },
+                    ) => plan.steps[*a].output_keys[*x] == other_plan.steps[*b].output_keys[*y],
+                    (PlannedInput::Constant(a), PlannedInput::Constant(b)) if a == b => true,
+                    (PlannedInput::Constant(_), PlannedInput::Constant(b))
+                        if per_image.contains(&spec.name) =>
+                    {
+                        constants.push((i, b.clone()));
+                        true
+                    }
+                    (PlannedInput::Absent, PlannedInput::Absent) => true,
+                    _ => false,
+                });
+            if fits && step.parts.files == other_step.parts.files {
+                variants.push(BatchVariant {
+                    key: other_step.key,
+                    constants,
+                });
+            }
+        }
+        (!variants.is_empty()).then_some((index, variants))
+    }
+
     /// Runs one node that missed the cache: its events, its report line, the cache insert.
-    /// `None` when the run must stop (the node failed, panicked or was cancelled).
+    /// With `variants`, the node runs as one batch of this run's inputs and theirs, and their
+    /// outputs join the cache under their keys. `None` when the run must stop (the node
+    /// failed, panicked or was cancelled).
+    #[allow(clippy::too_many_arguments)]
     fn execute_step(
         &mut self,
         step: &Step,
         slots: &[Option<Rc<Vec<Value>>>],
         context: &StepContext,
         why: Vec<String>,
+        variants: &[BatchVariant],
         report: &mut RunReport,
         on_event: &mut dyn FnMut(&Event),
     ) -> Option<Rc<Vec<Value>>> {
         let run = context.run;
-        let registered = self.registry.by_index(step.type_index);
+        let registry = Arc::clone(&self.registry);
+        let registered = registry.by_index(step.type_index);
         let spec = &registered.spec;
-        let values = step
+        let values: Vec<Option<Value>> = step
             .inputs
             .iter()
             .zip(&spec.inputs)
@@ -409,6 +507,16 @@ impl Executor {
                     slots[*step].as_ref().and_then(|o| o.get(*output).cloned())
                 }
                 PlannedInput::Absent => None,
+            })
+            .collect();
+        let mut batch_inputs: Vec<Inputs> = variants
+            .iter()
+            .map(|variant| {
+                let mut values = values.clone();
+                for (i, constant) in &variant.constants {
+                    values[*i] = Some(Value::from_constant(constant, spec.inputs[*i].ty));
+                }
+                Inputs::new(&spec.inputs, values)
             })
             .collect();
         let inputs = Inputs::new(&spec.inputs, values);
@@ -421,6 +529,8 @@ impl Executor {
         let node_started = Instant::now();
         let mut written = Vec::new();
         let mut notices = Vec::new();
+        // The other variants' outputs when the node ran as a batch.
+        let mut batch_outputs: Vec<Vec<Value>> = Vec::new();
         let result = {
             let id = step.id.as_str();
             let mut on_progress = |p: crate::node::Progress| {
@@ -448,7 +558,21 @@ impl Executor {
             };
             catch_unwind(AssertUnwindSafe(|| {
                 let _guard = tch::no_grad_guard();
-                registered.node.run(&inputs, &mut ctx)
+                if batch_inputs.is_empty() {
+                    return registered.node.run(&inputs, &mut ctx);
+                }
+                batch_inputs.insert(0, inputs);
+                let mut outputs = registered.node.run_batch(&batch_inputs, &mut ctx)?;
+                if outputs.len() != batch_inputs.len() {
+                    return Err(NodeError::msg(format!(
+                        "a batch of {} variants gave {} results",
+                        batch_inputs.len(),
+                        outputs.len()
+                    )));
+                }
+                let mine = outputs.remove(0);
+                batch_outputs = outputs;
+                Ok(mine)
             }))
         };
         let elapsed = node_started.elapsed();
@@ -508,6 +632,40 @@ impl Executor {
                         node: step.id.clone(),
                         message: format!("could not keep the result in the disk cache ({e})"),
                     });
+                }
+                if !batch_outputs.is_empty() {
+                    on_event(&Event::Notice {
+                        run,
+                        node: step.id.clone(),
+                        message: format!(
+                            "ran as one batch with {} other sweep cell(s); their results are cached for their runs",
+                            batch_outputs.len()
+                        ),
+                    });
+                }
+                // Each variant's share of the time stands for its cost (what evicting it
+                // would cost to recompute, about).
+                let share = elapsed / (batch_outputs.len() as u32 + 1);
+                for (variant, outputs) in variants.iter().zip(batch_outputs) {
+                    if outputs.len() != spec.outputs.len() {
+                        continue;
+                    }
+                    if let Err(e) = self.cache.keep_on_disk(
+                        &variant.key,
+                        &outputs,
+                        &[],
+                        share,
+                        spec.output_node,
+                    ) {
+                        on_event(&Event::Notice {
+                            run,
+                            node: step.id.clone(),
+                            message: format!(
+                                "could not keep a batch result in the disk cache ({e})"
+                            ),
+                        });
+                    }
+                    self.cache.insert(variant.key, Rc::new(outputs), share);
                 }
                 let outputs = Rc::new(outputs);
                 self.cache.insert(step.key, Rc::clone(&outputs), elapsed);

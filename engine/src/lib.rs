@@ -28,7 +28,7 @@ pub mod yaml;
 pub use cancel::{CancelToken, Cancelled};
 pub use diagnostic::{Code as DiagnosticCode, Diagnostic};
 pub use events::{Event, RunStatus};
-pub use executor::{Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
+pub use executor::{Batch, Executor, ExecutorConfig, NodeReport, RunReport, RunRequest};
 pub use file_access::FileAccess;
 pub use model_folders::{ModelFolder, ModelFolders};
 pub use node::{

@@ -371,6 +371,23 @@ pub trait Node: Send + Sync + 'static {
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>>;
 
+    /// Inputs whose values may differ between the images of one batch (a sampler's seed): a
+    /// sweep whose cells differ only in these runs them as one [`Node::run_batch`]. Empty (the
+    /// default): the node is not batched.
+    fn per_image_inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Runs variants of this node that differ only in [`Node::per_image_inputs`] together and
+    /// returns each variant's outputs, in order; each must be what `run` gives for that
+    /// variant alone (up to a batched model call's arithmetic). The default runs them in turn.
+    fn run_batch(&self, variants: &[Inputs], ctx: &mut NodeContext) -> NodeResult<Vec<Vec<Value>>> {
+        variants
+            .iter()
+            .map(|inputs| self.run(inputs, ctx))
+            .collect()
+    }
+
     /// Files this node reads given its constant inputs; their content hash joins its cache key.
     fn input_files(
         &self,

@@ -210,6 +210,77 @@ impl SweepPlan {
     }
 }
 
+/// Cells one batched run computes: they differ only in per-image inputs of node `node` (a
+/// Sampler's seed), so the first cell's run samples them all as one batch and the others' runs
+/// find their results cached (see [`crate::Batch`]). Every cell is still its own run, with its
+/// own sweep-free workflow, record and images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellBatch {
+    pub node: String,
+    /// In run order; the first one's run computes the batch.
+    pub cells: Vec<usize>,
+}
+
+impl SweepPlan {
+    /// The cells grouped into batches of at most `max_batch` (a group per distinct value of
+    /// every axis that is not a per-image input of the batched node), in the order of their
+    /// first cells. The batched node is the first axis's node whose type declares that input
+    /// per-image ([`crate::Node::per_image_inputs`]); with none, or `max_batch` below 2, every
+    /// cell is a group of one.
+    pub fn batches(&self, registry: &Registry, max_batch: usize) -> Vec<CellBatch> {
+        let per_image = |name: &str| -> Option<String> {
+            let (node, input) = name.split_once('.')?;
+            let entry = self.base.nodes.get(node)?;
+            let registered = registry.get(&entry.type_name)?;
+            registered
+                .node
+                .per_image_inputs()
+                .contains(&input)
+                .then(|| node.to_string())
+        };
+        let node = self.axes.iter().find_map(|(name, _)| per_image(name));
+        let alone = |node: String| -> Vec<CellBatch> {
+            (0..self.cells)
+                .map(|cell| CellBatch {
+                    node: node.clone(),
+                    cells: vec![cell],
+                })
+                .collect()
+        };
+        let Some(node) = node.filter(|_| max_batch >= 2) else {
+            return alone(String::new());
+        };
+        // The axes that stay fixed within a batch: all but the batched node's per-image ones.
+        let fixed: Vec<usize> = self
+            .axes
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| per_image(name).as_deref() != Some(node.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mut groups: Vec<(Vec<&Constant>, Vec<usize>)> = Vec::new();
+        for cell in 0..self.cells {
+            let indices = self.indices(cell);
+            let values: Vec<&Constant> =
+                fixed.iter().map(|&a| &self.axes[a].1[indices[a]]).collect();
+            match groups
+                .iter_mut()
+                .find(|(v, cells)| *v == values && cells.len() % max_batch != 0)
+            {
+                Some((_, cells)) => cells.push(cell),
+                None => groups.push((values, vec![cell])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, cells)| CellBatch {
+                node: node.clone(),
+                cells,
+            })
+            .collect()
+    }
+}
+
 /// The workflow's sweep made concrete, or `None` when it has no `sweep:` section (or an empty
 /// one). Every axis and value is checked before anything runs, all errors at once.
 pub fn plan(
@@ -573,6 +644,9 @@ mod tests {
         fn run(&self, _: &Inputs, _: &mut NodeContext) -> NodeResult<Vec<Value>> {
             Ok(vec![])
         }
+        fn per_image_inputs(&self) -> &'static [&'static str] {
+            &["seed"]
+        }
     }
 
     fn registry() -> Registry {
@@ -622,6 +696,46 @@ sweep:
             cell.nodes["sample"].inputs["model"].value,
             InputValue::Link(_)
         ));
+    }
+
+    #[test]
+    fn cells_that_differ_only_in_a_per_image_input_are_batched_in_run_order() {
+        let p = sweep_plan(DOC, DEFAULT_MAX_CELLS).unwrap().unwrap();
+        let cells = |batches: Vec<CellBatch>| -> Vec<Vec<usize>> {
+            assert!(batches.iter().all(|b| b.node == "sample"));
+            batches.into_iter().map(|b| b.cells).collect()
+        };
+        // Seeds 1..4 (rows) x cfg 4, 6, 8 (columns): one batch per cfg, led by its first cell.
+        let batched = cells(p.batches(&registry(), 4));
+        assert_eq!(
+            batched,
+            [vec![0, 3, 6, 9], vec![1, 4, 7, 10], vec![2, 5, 8, 11]]
+        );
+        // At most 3 a batch: the fourth seed of each cfg makes a batch of its own.
+        let batched = cells(p.batches(&registry(), 3));
+        assert_eq!(
+            batched,
+            [
+                vec![0, 3, 6],
+                vec![1, 4, 7],
+                vec![2, 5, 8],
+                vec![9],
+                vec![10],
+                vec![11]
+            ]
+        );
+        // Batches of one: every cell alone.
+        assert_eq!(p.batches(&registry(), 1).len(), 12);
+        // No per-image axis: nothing is batched.
+        let doc = DOC.replace("    sample.seed: [1, 2, 3, 4]\n", "");
+        let p = sweep_plan(&doc, DEFAULT_MAX_CELLS).unwrap().unwrap();
+        assert!(p.batches(&registry(), 4).iter().all(|b| b.cells.len() == 1));
+        // A zip of seeds with a repeated cfg: the cells with equal cfg are batched.
+        let doc = DOC
+            .replace("  axes:", "  mode: zip\n  axes:")
+            .replace("4..8 step 2", "[4, 6, 4, 4]");
+        let p = sweep_plan(&doc, DEFAULT_MAX_CELLS).unwrap().unwrap();
+        assert_eq!(cells(p.batches(&registry(), 4)), [vec![0, 2, 3], vec![1]]);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Job {
     /// Where this run's output nodes write (the server gives each run its own folder);
     /// `None` keeps the worker's configured folder.
     pub output_dir: Option<std::path::PathBuf>,
+    /// Other sweep cells whose variant of one node this run computes in its batch.
+    pub batch: Option<crate::executor::Batch>,
     pub cancel: CancelToken,
     /// Events as they happen; a closed receiver is ignored.
     pub events: Box<dyn FnMut(&Event) + Send>,
@@ -74,6 +76,7 @@ impl DeviceWorker {
                                 target,
                                 run,
                                 output_dir,
+                                batch,
                                 cancel,
                                 mut events,
                                 done,
@@ -83,6 +86,7 @@ impl DeviceWorker {
                                 workflow: &workflow,
                                 target: target.as_deref(),
                                 run,
+                                batch: batch.as_ref(),
                             };
                             let device = executor.device();
                             crate::device_memory::start_peaks(device);
@@ -126,12 +130,26 @@ impl DeviceWorker {
         cancel: CancelToken,
         on_event: impl FnMut(&Event) + Send + 'static,
     ) -> Option<RunReport> {
+        self.run_blocking_batched(workflow, target, None, cancel, on_event)
+    }
+
+    /// As [`DeviceWorker::run_blocking`], computing `batch`'s other variants of one node in
+    /// the run's batch (a sweep's cells that differ only in a sampler's seed).
+    pub fn run_blocking_batched(
+        &self,
+        workflow: Workflow,
+        target: Option<String>,
+        batch: Option<crate::executor::Batch>,
+        cancel: CancelToken,
+        on_event: impl FnMut(&Event) + Send + 'static,
+    ) -> Option<RunReport> {
         let (tx, rx) = mpsc::channel();
         let job = Job {
             workflow,
             target,
             run: None,
             output_dir: None,
+            batch,
             cancel,
             events: Box::new(on_event),
             done: Box::new(move |report| {

@@ -29,6 +29,9 @@ pub struct Queue {
     /// Workflows handed over already parsed by the handler that queued them (a run read back
     /// from the store after a restart is parsed again).
     pending: Mutex<HashMap<u64, Workflow>>,
+    /// The sweep cells a queued run samples in its batch (lost on a restart: the cells then
+    /// sample alone, with the same images).
+    batches: Mutex<HashMap<u64, weft_engine::Batch>>,
     /// The cache's and the device's memory when the last run ended (`/system_stats`).
     last_memory: Mutex<Option<MemoryReport>>,
 }
@@ -54,9 +57,21 @@ impl Queue {
         *self.last_memory.lock().ok()?
     }
 
+    /// The other sweep cells run `id` computes in its batch.
+    pub fn hand_over_batch(&self, id: u64, batch: weft_engine::Batch) {
+        if let Ok(mut batches) = self.batches.lock() {
+            batches.insert(id, batch);
+        }
+    }
+
     /// Drops what was handed over for a run that will not run (deleted, cancelled).
     pub fn forget(&self, id: u64) {
         let _ = self.take_pending(id);
+        let _ = self.take_batch(id);
+    }
+
+    fn take_batch(&self, id: u64) -> Option<weft_engine::Batch> {
+        self.batches.lock().ok()?.remove(&id)
     }
 
     fn take_pending(&self, id: u64) -> Option<Workflow> {
@@ -120,6 +135,7 @@ pub fn start(
         running: Mutex::new(None),
         changed: AtomicBool::new(false),
         pending: Mutex::new(HashMap::new()),
+        batches: Mutex::new(HashMap::new()),
         last_memory: Mutex::new(None),
     });
     let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
@@ -182,6 +198,7 @@ fn execute(
         *slot = Some((id, cancel.clone()));
     }
     queue.changed();
+    let batch = queue.take_batch(id);
     let parsed = match queue.take_pending(id) {
         Some(workflow) => Ok(workflow),
         None => Workflow::parse(run.workflow.as_bytes()),
@@ -201,7 +218,7 @@ fn execute(
         ),
         Ok(workflow) => {
             let (finished, message, memory) =
-                run_on_worker(worker, hub, workflow, &run, cancel, outputs_root);
+                run_on_worker(worker, hub, workflow, batch, &run, cancel, outputs_root);
             if let (Some(memory), Ok(mut slot)) = (memory, queue.last_memory.lock()) {
                 *slot = Some(memory);
             }
@@ -229,6 +246,7 @@ fn run_on_worker(
     worker: &DeviceWorker,
     hub: &Hub,
     workflow: Workflow,
+    batch: Option<weft_engine::Batch>,
     run: &RunRecord,
     cancel: CancelToken,
     outputs_root: &std::path::Path,
@@ -245,6 +263,7 @@ fn run_on_worker(
         target: run.target.clone(),
         run: Some(id),
         output_dir: Some(run_dir.clone()),
+        batch,
         cancel,
         events: Box::new(move |event: &Event| {
             let Ok(mut message) = serde_json::to_value(event) else {

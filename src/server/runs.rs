@@ -30,6 +30,10 @@ pub struct CreateBody {
     /// Allows a sweep of more than 10,000 cells.
     #[serde(default)]
     max_cells: Option<usize>,
+    /// Samples up to this many sweep cells that differ only in a sampler's seed as one batch
+    /// (default 4; 1: every cell alone). Each cell is still its own run.
+    #[serde(default)]
+    batch: Option<usize>,
 }
 
 /// Applies `"node.input": value` overrides; a value is read exactly as in a document
@@ -251,18 +255,28 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
     if let Some(sweep) = &body.sweep {
         super::sweeps::apply_request_sweep(&mut workflow, sweep).map_err(&invalid)?;
     }
-    let workflow =
-        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(&invalid)?;
     let target = body.target.as_deref();
     let max_cells = body
         .max_cells
         .unwrap_or(weft_engine::sweep::DEFAULT_MAX_CELLS);
+    // The sweep is made into cells before subgraphs are inlined and node modes applied (an
+    // axis may name a subgraph node's exposed input or a bypassed node); each cell is expanded.
     let plan = weft_engine::sweep::plan(&workflow, &state.registry, max_cells).map_err(&invalid)?;
     if let Some(plan) = plan {
         let mut cells = Vec::with_capacity(plan.len());
         for cell in 0..plan.len() {
-            let workflow = plan.workflow(cell);
-            let mut diagnostics = check(state, &workflow, target);
+            let expanded = workflows::expand(
+                &state.registry,
+                &state.roots.workflows,
+                &plan.workflow(cell),
+            );
+            let (workflow, mut diagnostics) = match expanded {
+                Ok(workflow) => {
+                    let diagnostics = check(state, &workflow, target);
+                    (workflow, diagnostics)
+                }
+                Err(diagnostics) => (plan.workflow(cell), diagnostics),
+            };
             if !diagnostics.is_empty() {
                 // One cell's errors say what is wrong; the others would repeat them.
                 for d in &mut diagnostics {
@@ -272,9 +286,12 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
             }
             cells.push(workflow);
         }
-        return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells)
+        let batch = body.batch.unwrap_or(super::sweeps::DEFAULT_BATCH);
+        return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells, batch)
             .map(Checked::Sweep);
     }
+    let workflow =
+        workflows::expand(&state.registry, &state.roots.workflows, &workflow).map_err(&invalid)?;
     let diagnostics = check(state, &workflow, target);
     if !diagnostics.is_empty() {
         return Err(invalid(diagnostics));

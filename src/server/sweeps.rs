@@ -2,10 +2,11 @@
 //! queues one run per cell in cell order; `GET /api/sweeps/{id}` tells where the cells stand;
 //! `POST /api/sweeps/{id}/cancel` cancels every cell still to finish. When the last cell
 //! finishes, the contact sheet is composed under the outputs folder (`sweeps/{id}/grid.png`)
-//! and `sweep_finished` goes out on /ws.
+//! and `sweep_finished` goes out on /ws. `GET /api/sweeps?workflow=NAME` finds the newest
+//! sweep of a workflow file, so a reloaded editor re-attaches its grid viewer.
 use std::path::Path as FsPath;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -64,14 +65,21 @@ fn values_json(plan: &SweepPlan, cell: usize) -> Json_ {
     Json_::Object(map)
 }
 
+/// How many cells that differ only in a sampler's seed are sampled as one batch by default.
+pub const DEFAULT_BATCH: usize = 4;
+
 /// Queues the cells of `plan` (each already validated) and answers 202 with the sweep's id,
-/// its runs and cells, and the grid's rows and columns.
+/// its runs and cells, and the grid's rows and columns. Cells that differ only in a sampler's
+/// seed are grouped by `batch` (see [`SweepPlan::batches`]): the first cell's run samples the
+/// group as one batch, the others' runs find their samples cached; each cell keeps its own
+/// run record, images and sweep-free workflow.
 pub fn enqueue(
     state: &AppState,
     name: Option<&str>,
     target: Option<&str>,
     plan: &SweepPlan,
     cells: Vec<Workflow>,
+    batch: usize,
 ) -> ApiResult<Response> {
     let axes: serde_json::Map<String, Json_> = plan
         .axes
@@ -95,6 +103,23 @@ pub fn enqueue(
         .store
         .enqueue_sweep(name, target, &new, now_ms())
         .map_err(|e| ApiError::internal("queueing a sweep", e))?;
+    for group in plan.batches(&state.registry, batch) {
+        if let [first, others @ ..] = group.cells.as_slice() {
+            if let (false, Some(run)) = (others.is_empty(), runs.get(*first)) {
+                let others = others
+                    .iter()
+                    .filter_map(|&cell| cells.get(cell).cloned())
+                    .collect();
+                state.queue.hand_over_batch(
+                    *run,
+                    weft_engine::Batch {
+                        node: group.node.clone(),
+                        others,
+                    },
+                );
+            }
+        }
+    }
     for (run, workflow) in runs.iter().zip(cells) {
         state.hub.send(
             json!({"event": "run_queued", "run": run})
@@ -204,6 +229,62 @@ fn find(state: &AppState, id: u64) -> ApiResult<SweepRecord> {
         .get_sweep(id)
         .map_err(|e| ApiError::internal("reading a sweep", e))?
         .ok_or_else(|| ApiError::NotFound(format!("no sweep {id}")))
+}
+
+/// How many of the newest runs `GET /api/sweeps` looks through for a cell of a sweep.
+const LATEST_SCAN: usize = 2_000;
+
+#[derive(serde::Deserialize)]
+pub struct LatestQuery {
+    workflow: Option<String>,
+}
+
+/// `GET /api/sweeps?workflow=NAME`: the newest sweep queued from that workflow file (from any
+/// workflow without the parameter), in flight or finished, as `GET /api/sweeps/{id}` gives
+/// it, under `"sweep"`; `{"sweep": null}` when none of the newest runs is a cell of one.
+pub async fn latest(
+    State(state): State<AppState>,
+    Query(query): Query<LatestQuery>,
+) -> ApiResult<Json<Json_>> {
+    let found =
+        tokio::task::spawn_blocking(move || latest_sweep(&state, query.workflow.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal("finding the newest sweep", e))??;
+    Ok(Json(json!({"sweep": found.as_ref().map(sweep_json)})))
+}
+
+/// The newest sweep with a cell among the newest [`LATEST_SCAN`] runs (of `workflow` when
+/// given). Blocking work.
+fn latest_sweep(state: &AppState, workflow: Option<&str>) -> ApiResult<Option<SweepRecord>> {
+    let mut before = None;
+    let mut seen = 0;
+    while seen < LATEST_SCAN {
+        let page = state
+            .store
+            .list(before, 200)
+            .map_err(|e| ApiError::internal("listing runs", e))?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        before = Some(last.id);
+        for run in &page {
+            seen += 1;
+            if workflow.is_some_and(|name| run.workflow_name.as_deref() != Some(name)) {
+                continue;
+            }
+            let sweep = state
+                .store
+                .sweep_of_run(run.id)
+                .map_err(|e| ApiError::internal("reading a run's sweep", e))?;
+            if let Some((id, _, _)) = sweep {
+                return state
+                    .store
+                    .get_sweep(id)
+                    .map_err(|e| ApiError::internal("reading a sweep", e));
+            }
+        }
+    }
+    Ok(None)
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {

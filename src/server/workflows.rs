@@ -72,16 +72,21 @@ pub fn validate_expanded(
     root: &FsPath,
     workflow: &Workflow,
 ) -> Vec<Diagnostic> {
+    // A sweep's axis values first (located in its section, on the workflow as written, where
+    // an axis may name a subgraph node or a bypassed one); then its first cell stands for the
+    // rest.
+    let limit = weft_engine::sweep::DEFAULT_MAX_CELLS;
+    let first_cell;
+    let workflow = match weft_engine::sweep::plan(workflow, registry, limit) {
+        Err(d) => return d,
+        Ok(Some(plan)) => {
+            first_cell = plan.workflow(0);
+            &first_cell
+        }
+        Ok(None) => workflow,
+    };
     match expand(registry, root, workflow) {
         Ok(expanded) => {
-            // A sweep's axis values first (located in its section); then its first cell
-            // stands for the rest, as `weft validate` does.
-            let limit = weft_engine::sweep::DEFAULT_MAX_CELLS;
-            let expanded = match weft_engine::sweep::plan(&expanded, registry, limit) {
-                Err(d) => return d,
-                Ok(Some(plan)) => plan.workflow(0),
-                Ok(None) => expanded,
-            };
             let mut d = weft_engine::validate(&expanded, registry, None);
             weft_engine::subgraph::attribute_files(&expanded, &mut d);
             relative_files(root, &mut d);

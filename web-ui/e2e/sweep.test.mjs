@@ -91,8 +91,10 @@ test('a 2 seeds × 2 cfg sweep: the count live, four cells fill the grid, then t
   for (const s of states.slice(1)) {
     assert.equal(s.model, 'cached');
     assert.equal(s.positive, 'cached');
-    assert.equal(s.sample, 'ran');
   }
+  // The two seeds of each cfg are sampled as one batch, in the run of the cfg's first cell
+  // (cells are seed-major: 0 and 2 share cfg 4, 1 and 3 cfg 6); the other cell finds its sample cached.
+  assert.deepEqual(states.map((s) => s.sample), ['ran', 'ran', 'cached', 'cached']);
   await shot(page, 'sweep-grid');
   // Each cell is a run of its own in the history, named as a cell of the sweep.
   await page.locator('[data-testid="history-toggle"]').click();
@@ -174,4 +176,27 @@ test('Cancel while a cell runs stops the whole sweep, not only that cell', async
   assert.equal(await page.locator('[data-testid="sweep-results"]').getAttribute('data-status'), 'cancelled');
   assert.equal(await page.locator('[data-testid="sweep-cancel"]').count(), 0);
   await shot(page, 'sweep-cancelled');
+});
+
+test('a reloaded page shows the sweep of its workflow file again, in flight or finished', async () => {
+  const text = readFileSync(wf('txt2img'), 'utf8').replace(/steps: \d+/, 'steps: 2');
+  writeFileSync(wf('reattach'), text.replace('\nlayout:', '\nsweep:\n  axes:\n    sample.seed: [1, 2]\nlayout:'));
+  await open(page, 'reattach');
+  if (!(await page.locator('[data-testid="sweep-panel"]').isVisible())) await page.locator('[data-testid="sweep-toggle"]').click();
+  assert.equal(await cells(), '2');
+  await page.locator('[data-testid="sweep-queue"]').click();
+  await page.waitForFunction(() => window.__weftSweep.getState().view?.cells.length === 2);
+  const id = await page.evaluate(() => window.__weftSweep.getState().view.id);
+  // Reloaded while the cells run (or just after): the page asks the server for the file's
+  // newest sweep and shows it again.
+  await page.reload();
+  await page.waitForFunction((want) => window.__weftSweep?.getState().view?.id === want, id, { timeout: 15_000 });
+  if (!(await page.locator('[data-testid="sweep-panel"]').isVisible())) await page.locator('[data-testid="sweep-toggle"]').click();
+  await page.locator('[data-testid="sweep-grid-image"]').waitFor({ timeout: 180_000 });
+  assert.equal(await page.locator('[data-testid="sweep-results"]').getAttribute('data-status'), 'succeeded');
+  assert.equal(await page.locator('[data-testid^="sweep-cell-"] img').count(), 2);
+  await shot(page, 'sweep-reattached');
+  // A fresh page on a file no sweep was queued from by name: nothing is shown.
+  await open(page, 'txt2img');
+  assert.equal(await page.evaluate(() => window.__weftSweep.getState().view), null);
 });

@@ -1,7 +1,8 @@
 // The sweep this tab queued: its cells filling in from /ws run events and GET /api/sweeps/{id},
-// the composed grid when `sweep_finished` arrives, cancel, and "load this cell".
+// the composed grid when `sweep_finished` arrives, cancel, and "load this cell". After a reload,
+// the newest sweep of the open workflow file (in flight or finished) is shown again.
 import { create } from 'zustand';
-import { api, withToken, type Constant, type Diagnostic, type WorkflowDoc } from './api';
+import { api, withToken, type Constant, type Diagnostic, type SweepDetail, type WorkflowDoc } from './api';
 import { useEditor } from './store';
 import { groupDiagnostics, useRunStore } from './runstore';
 import { pngWorkflowText } from './png';
@@ -226,3 +227,51 @@ export async function loadCell(i: number): Promise<void> {
     ed.say(`cannot load cell ${i + 1}: ${(e as Error).message}`, 'error');
   }
 }
+
+/** GET /api/sweeps?workflow=NAME: the newest sweep queued from that file, or null. */
+async function latestSweep(name: string): Promise<SweepDetail | null> {
+  const res = await fetch(withToken(`/api/sweeps?workflow=${encodeURIComponent(name)}`));
+  if (!res.ok) throw new Error(`GET /api/sweeps answered ${res.status}`);
+  const body = (await res.json()) as { sweep?: SweepDetail | null };
+  return body.sweep ?? null;
+}
+
+/**
+ * Shows the newest sweep of workflow file `name` again (a page reloaded while its cells ran, or
+ * after): when no sweep is shown, or the one shown was queued from another file. Its cells then
+ * follow /ws as a sweep queued from this tab would.
+ */
+export async function reattachSweep(name: string | null): Promise<void> {
+  const shown = useSweepStore.getState().view;
+  if (!name || (shown && shown.workflow === name)) return;
+  try {
+    const s = await latestSweep(name);
+    const now = useSweepStore.getState().view;
+    if (!s || useEditor.getState().name !== name || (now && now.workflow === name)) return;
+    useSweepStore.setState({
+      open: null,
+      view: {
+        id: String(s.id),
+        status: s.status,
+        mode: s.mode ?? 'grid',
+        rows: s.rows ?? [],
+        columns: s.columns ?? [],
+        cells: s.cells.map((c) => ({ run: c.run, values: c.values, status: c.status, image: c.image ?? null })),
+        grid: s.grid ?? null,
+        workflow: name,
+      },
+    });
+    // Events of its cells that arrived before this answer.
+    replayEarly(s.cells.map((c) => c.run));
+  } catch (e) {
+    useEditor.getState().say(`cannot look up the sweeps of ${name}: ${(e as Error).message}`, 'error');
+  }
+}
+
+// Each time another workflow file is opened (the first one after a reload included).
+let attachedFor: string | null = null;
+useEditor.subscribe((s) => {
+  if (s.name === attachedFor) return;
+  attachedFor = s.name;
+  void reattachSweep(s.name);
+});

@@ -208,6 +208,43 @@ impl Node for Sampler {
         let denoise = inputs.float("denoise")?;
         sample_latent(inputs, ctx, denoise, StepWindow::FULL)
     }
+
+    /// A sweep over seeds samples its cells as one batch: each seed's initial and step noise
+    /// is what it draws alone, so every cell's image is its own run's.
+    fn per_image_inputs(&self) -> &'static [&'static str] {
+        &["seed"]
+    }
+
+    fn run_batch(&self, variants: &[Inputs], ctx: &mut NodeContext) -> NodeResult<Vec<Vec<Value>>> {
+        let Some(first) = variants.first() else {
+            return Ok(Vec::new());
+        };
+        let seeds = variants
+            .iter()
+            .map(|inputs| Ok(inputs.int("seed")? as u64))
+            .collect::<NodeResult<Vec<u64>>>()?;
+        // A masked or inpainting-model latent carries per-batch tensors the repeated batch
+        // would not fit: those cells are sampled one after another (same images, no saving).
+        let input = InpaintLatent::input(first, "latent")?;
+        let model = first.object::<DiffusionModel>("model")?;
+        let config = model.unet.config();
+        let plain = input.noise_mask.is_none()
+            && input.concat_mask.is_none()
+            && input.concat_latent.is_none()
+            && config.in_channels == config.out_channels;
+        if !plain {
+            return variants.iter().map(|inputs| self.run(inputs, ctx)).collect();
+        }
+        let denoise = first.float("denoise")?;
+        let (input, latent) = sample_tensor(first, Some(&seeds), ctx, denoise, StepWindow::FULL)?;
+        let parts = latent
+            .f_chunk(seeds.len() as i64, 0)
+            .map_err(|e| NodeError::msg(format!("splitting the batch per seed: {e}")))?;
+        Ok(parts
+            .into_iter()
+            .map(|part| vec![input.with_samples(part.contiguous()).into_value()])
+            .collect())
+    }
 }
 
 /// The sampling both sampler nodes do: `window` of a schedule sized by `denoise`, from the
@@ -218,6 +255,21 @@ pub(super) fn sample_latent(
     denoise: f64,
     window: StepWindow,
 ) -> NodeResult<Vec<Value>> {
+    let (input, latent) = sample_tensor(inputs, None, ctx, denoise, window)?;
+    // The mask stays with the latent, as ComfyUI's KSampler copies the LATENT's keys.
+    Ok(vec![input.with_samples(latent).into_value()])
+}
+
+/// [`sample_latent`]'s work, giving the latent input and the sampled tensor; with `seeds`, one
+/// batch of the latent repeated once per seed, each part with its seed's initial and step noise
+/// (the `seed` input is then not used; only for a plain latent and the full schedule).
+fn sample_tensor(
+    inputs: &Inputs,
+    seeds: Option<&[u64]>,
+    ctx: &mut NodeContext,
+    denoise: f64,
+    window: StepWindow,
+) -> NodeResult<(InpaintLatent, Tensor)> {
     let model = inputs.object::<DiffusionModel>("model")?;
     let unet = &model.unet;
     let input = InpaintLatent::input(inputs, "latent")?;
@@ -299,17 +351,33 @@ pub(super) fn sample_latent(
     // A cancelled run comes back as ModelError::Cancelled, which `?` turns into
     // NodeError::Cancelled (found in the error's chain), not a failure.
     let noise = inputs.optional_tensor("noise")?;
-    let latent = match (&input.noise_mask, noise, window == StepWindow::FULL) {
-        (Some(mask), noise, _) => inpaint::sample_masked(
+    let full = window == StepWindow::FULL;
+    let latent = match (seeds, &input.noise_mask, noise) {
+        (Some(seeds), None, noise) if full => {
+            let repeats: Vec<i64> = std::iter::once(seeds.len() as i64)
+                .chain(std::iter::repeat_n(1, latent.dim() - 1))
+                .collect();
+            let batch = latent.f_repeat(repeats.as_slice())?;
+            samplers::sample_per_seed(
+                &denoiser, &schedule, &batch, noise, seeds, &settings, &mut hooks,
+            )?
+        }
+        (Some(_), _, _) => {
+            return Err(NodeError::msg(
+                "sampling seeds as one batch needs a latent without a noise mask and the whole \
+                 schedule; sample these cells one at a time",
+            ))
+        }
+        (None, Some(mask), noise) => inpaint::sample_masked(
             &denoiser, &schedule, &latent, noise, mask, &settings, window, &mut hooks,
         )?,
-        (None, Some(noise), _) => samplers::sample_window(
+        (None, None, Some(noise)) => samplers::sample_window(
             &denoiser, &schedule, &latent, noise, &settings, window, &mut hooks,
         )?,
-        (None, None, true) => {
+        (None, None, None) if full => {
             samplers::sample(&denoiser, &schedule, &latent, &settings, &mut hooks)?
         }
-        (None, None, false) => {
+        (None, None, None) => {
             let noise = crate::noise::initial_noise(
                 settings.seed,
                 &latent.size(),
@@ -321,8 +389,7 @@ pub(super) fn sample_latent(
             )?
         }
     };
-    // The mask stays with the latent, as ComfyUI's KSampler copies the LATENT's keys.
-    Ok(vec![input.with_samples(latent).into_value()])
+    Ok((input, latent))
 }
 
 #[cfg(test)]

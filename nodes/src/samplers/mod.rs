@@ -330,11 +330,12 @@ pub fn sample_from_noise(
     settings: &SampleSettings,
     hooks: &mut Hooks<'_>,
 ) -> Result<Tensor> {
-    sample_window(
+    sample_seeded(
         denoiser,
         schedule,
         latent,
         noise,
+        &[settings.seed],
         settings,
         StepWindow::FULL,
         hooks,
@@ -348,6 +349,86 @@ pub fn sample_window(
     schedule: &DiscreteSchedule,
     latent: &Tensor,
     noise: &Tensor,
+    settings: &SampleSettings,
+    window: StepWindow,
+    hooks: &mut Hooks<'_>,
+) -> Result<Tensor> {
+    sample_seeded(
+        denoiser,
+        schedule,
+        latent,
+        noise,
+        &[settings.seed],
+        settings,
+        window,
+        hooks,
+    )
+}
+
+/// Several seeds' images sampled as one batch: `latent` holds `seeds.len()` equal parts along
+/// its batch (each the latent one seed's run would start from), and part i gets the initial
+/// noise and step noise of `seeds[i]` (`settings.seed` is not used). `noise`, when given
+/// (a RandomNoise node's, the same for every part), replaces the initial noise of every part.
+/// Part i of the result is what [`sample`] (or [`sample_from_noise`]) with `seeds[i]` gives for
+/// that part alone, up to the model's own batch arithmetic (see the parity test in
+/// nodes/tests/batched_seeds.rs).
+pub fn sample_per_seed(
+    denoiser: &dyn Denoiser,
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    noise: Option<&Tensor>,
+    seeds: &[u64],
+    settings: &SampleSettings,
+    hooks: &mut Hooks<'_>,
+) -> Result<Tensor> {
+    let size = latent.size();
+    let parts = seeds.len() as i64;
+    if parts == 0 || size.is_empty() || size[0] % parts != 0 {
+        return Err(ModelError::Shape {
+            context: "sampling per seed".into(),
+            message: format!(
+                "a latent of shape {size:?} cannot be cut into {parts} equal parts, one per seed"
+            ),
+        });
+    }
+    let drawn;
+    let noise = match noise {
+        Some(noise) => {
+            let repeats: Vec<i64> = std::iter::once(parts)
+                .chain(std::iter::repeat_n(1, size.len() - 1))
+                .collect();
+            drawn = noise.repeat(repeats.as_slice());
+            &drawn
+        }
+        None => {
+            let mut part = size.clone();
+            part[0] /= parts;
+            drawn =
+                crate::noise::initial_noise_per_seed(seeds, &part, latent.device(), latent.kind())?;
+            &drawn
+        }
+    };
+    sample_seeded(
+        denoiser,
+        schedule,
+        latent,
+        noise,
+        seeds,
+        settings,
+        StepWindow::FULL,
+        hooks,
+    )
+}
+
+/// The common tail of the sampling entry points: `seeds` has one seed (step noise of the whole
+/// batch from it) or one per equal part of the batch; `window` as in [`sample_window`].
+#[allow(clippy::too_many_arguments)] // every entry point's arguments meet here
+fn sample_seeded(
+    denoiser: &dyn Denoiser,
+    schedule: &DiscreteSchedule,
+    latent: &Tensor,
+    noise: &Tensor,
+    seeds: &[u64],
     settings: &SampleSettings,
     window: StepWindow,
     hooks: &mut Hooks<'_>,
@@ -379,11 +460,19 @@ pub fn sample_window(
     } else {
         latent.copy()
     };
-    let mut step_noise = crate::noise::SeededNoise::new(settings.seed);
-    settings
-        .sampler
-        .sampler()
-        .sample(denoiser, x, &sigmas, &mut step_noise, hooks)
+    // A sampler draws at most about one step noise a step: drawn ahead in one go.
+    let expected_draws = sigmas.len();
+    let sampler = settings.sampler.sampler();
+    match seeds {
+        [seed] => {
+            let mut step_noise = crate::noise::SeededNoise::new(*seed).expecting(expected_draws);
+            sampler.sample(denoiser, x, &sigmas, &mut step_noise, hooks)
+        }
+        seeds => {
+            let mut step_noise = crate::noise::PerSeedNoise::new(seeds, expected_draws);
+            sampler.sample(denoiser, x, &sigmas, &mut step_noise, hooks)
+        }
+    }
 }
 
 /// The latent at `sigma`: `latent + noise * sigma`, or `* sqrt(1 + sigma^2)` when `sigma` is the
