@@ -233,7 +233,10 @@ impl Node for Sampler {
             && input.concat_latent.is_none()
             && config.in_channels == config.out_channels;
         if !plain {
-            return variants.iter().map(|inputs| self.run(inputs, ctx)).collect();
+            return variants
+                .iter()
+                .map(|inputs| self.run(inputs, ctx))
+                .collect();
         }
         let denoise = first.float("denoise")?;
         let (input, latent) = sample_tensor(first, Some(&seeds), ctx, denoise, StepWindow::FULL)?;
@@ -259,6 +262,11 @@ pub(super) fn sample_latent(
     // The mask stays with the latent, as ComfyUI's KSampler copies the LATENT's keys.
     Ok(vec![input.with_samples(latent).into_value()])
 }
+
+/// Why [`sample_tensor`] refuses seeds for a masked latent or a step window (`run_batch` does
+/// not ask it to).
+const BATCH_NEEDS_A_PLAIN_LATENT: &str = "sampling seeds as one batch needs a latent without a \
+     noise mask and the whole schedule; sample these cells one at a time";
 
 /// [`sample_latent`]'s work, giving the latent input and the sampled tensor; with `seeds`, one
 /// batch of the latent repeated once per seed, each part with its seed's initial and step noise
@@ -362,12 +370,7 @@ fn sample_tensor(
                 &denoiser, &schedule, &batch, noise, seeds, &settings, &mut hooks,
             )?
         }
-        (Some(_), _, _) => {
-            return Err(NodeError::msg(
-                "sampling seeds as one batch needs a latent without a noise mask and the whole \
-                 schedule; sample these cells one at a time",
-            ))
-        }
+        (Some(_), _, _) => return Err(NodeError::msg(BATCH_NEEDS_A_PLAIN_LATENT)),
         (None, Some(mask), noise) => inpaint::sample_masked(
             &denoiser, &schedule, &latent, noise, mask, &settings, window, &mut hooks,
         )?,
