@@ -170,6 +170,7 @@ fn schedules_match_comfyuis_ksampler_sigmas() {
     );
     let schedule = DiscreteSchedule::stable_diffusion();
     let mut worst: f64 = 0.0;
+    let mut one_step_off = 0;
     for case in fx.meta["schedules"].as_array().unwrap() {
         let kind = ScheduleKind::from_name(case["scheduler"].as_str().unwrap()).unwrap();
         let sampler = SamplerKind::from_name(case["sampler"].as_str().unwrap()).unwrap();
@@ -181,13 +182,22 @@ fn schedules_match_comfyuis_ksampler_sigmas() {
             .unwrap();
         assert_eq!(ours.len(), theirs.len(), "{case}: {ours:?}");
         for (a, b) in ours.iter().zip(&theirs) {
-            // Both float32 values: equal (the SDE samplers' Brownian tree needs them exact).
-            let rel = (a - b).abs() / b.abs().max(1e-3);
-            assert!(rel <= 1e-12, "{case}: {ours:?}");
-            worst = worst.max(rel);
+            // Both float32 values, equal or one float32 step apart: libtorch's vectorised
+            // float32 kernels round differently on different CPUs (the fixture's sgm_uniform at 25
+            // steps has one sigma a step off on an AVX-512 EPYC, and so does ComfyUI run there).
+            let steps_apart = ((*a as f32).to_bits() as i64 - (*b as f32).to_bits() as i64).abs();
+            assert!(
+                steps_apart <= 1 && (*a as f32) as f64 == *a,
+                "{case}: {ours:?}"
+            );
+            one_step_off += usize::from(steps_apart == 1);
+            worst = worst.max((a - b).abs() / b.abs().max(1e-3));
         }
     }
-    println!("schedules vs ComfyUI: max relative error {worst:.2e}");
+    println!(
+        "schedules vs ComfyUI: max relative error {worst:.2e}, {one_step_off} sigmas one float32 \
+         step off"
+    );
 }
 
 /// Runs one fixture case; returns the max abs error over the compared latents.
