@@ -8,8 +8,13 @@ use std::process::{Command, Output};
 use weft_test_support::{copy_library, repo_root};
 
 fn weft(args: &[&str]) -> Output {
+    weft_in(&repo_root(), args)
+}
+
+/// `weft ARGS` run in `dir` (where its `models/` folder is looked for).
+fn weft_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(repo_root())
+        .current_dir(dir)
         .args(args)
         .output()
         .expect("weft runs")
@@ -25,7 +30,12 @@ fn output_text(out: &Output) -> String {
 
 /// Node id -> cache key, from `weft plan --json`.
 fn keys(workflow: &Path) -> BTreeMap<String, String> {
-    let out = weft(&["plan", workflow.to_str().unwrap(), "--json"]);
+    keys_in(&repo_root(), workflow)
+}
+
+/// [`keys`], planned from `dir`.
+fn keys_in(dir: &Path, workflow: &Path) -> BTreeMap<String, String> {
+    let out = weft_in(dir, &["plan", workflow.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", output_text(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -83,6 +93,65 @@ fn subgraph_nodes_have_the_cache_keys_of_the_same_nodes_inline() {
     ] {
         assert_eq!(sub[inner], inline[outer], "{inner} vs {outer}");
     }
+}
+
+const SDXL_TWO_STAGE: &str = "weft: 1
+nodes:
+  base:
+    type: LoadCheckpoint
+    name: sd_xl_base_1.0.safetensors
+  refiner:
+    type: LoadCheckpoint
+    name: sd_xl_refiner_1.0.safetensors
+  both:
+    type: SdxlTwoStage
+    base_unet: $base.unet
+    base_text_encoder: $base.text_encoder
+    refiner_unet: $refiner.unet
+    refiner_text_encoder: $refiner.text_encoder
+    vae: $refiner.vae
+    prompt: a lighthouse on a cliff at sunset, dramatic clouds, oil painting
+    negative: blurry, low quality
+    seed: 42
+  save:
+    type: SaveImage
+    image: $both.image
+    prefix: sdxl_refiner
+";
+
+/// The library's SDXL base-then-refiner node plans to the keys of workflows/sdxl_refiner.yaml
+/// written inline, so the two-stage example and the node share their cache. Planning hashes the
+/// model files and loads nothing, so placeholder files stand in for the 6-7 GB checkpoints.
+#[test]
+fn the_sdxl_two_stage_node_has_the_cache_keys_of_the_example_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    for (name, fill) in [
+        ("sd_xl_base_1.0.safetensors", 1u8),
+        ("sd_xl_refiner_1.0.safetensors", 2),
+    ] {
+        std::fs::write(dir.path().join("models").join(name), vec![fill; 1024]).unwrap();
+    }
+    let sub = keys_in(
+        dir.path(),
+        &write(dir.path(), "two_stage.yaml", SDXL_TWO_STAGE),
+    );
+    let inline = keys_in(dir.path(), &repo_root().join("workflows/sdxl_refiner.yaml"));
+    let inner = [
+        "positive",
+        "negative",
+        "refiner_positive",
+        "refiner_negative",
+        "latent",
+        "base_sample",
+        "refine",
+        "decode",
+    ];
+    for node in inner {
+        assert_eq!(sub[&format!("both__{node}")], inline[node], "{node}");
+    }
+    assert_eq!(sub["save"], inline["save"]);
+    assert_eq!(sub.len(), inline.len(), "{sub:?}");
 }
 
 #[test]

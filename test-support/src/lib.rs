@@ -58,9 +58,13 @@ pub fn converted_asset(relative: &str) -> PathBuf {
 pub fn copy_library(project: &Path) {
     let lib = project.join("lib");
     std::fs::create_dir_all(&lib).expect("create lib/");
-    for file in ["Txt2Img.yaml", "Img2Img.yaml"] {
-        std::fs::copy(repo_root().join("workflows/lib").join(file), lib.join(file))
-            .unwrap_or_else(|e| panic!("copy workflows/lib/{file}: {e}"));
+    let library = repo_root().join("workflows/lib");
+    let entries =
+        std::fs::read_dir(&library).unwrap_or_else(|e| panic!("read {}: {e}", library.display()));
+    for entry in entries {
+        let file = entry.expect("a lib/ entry").file_name();
+        std::fs::copy(library.join(&file), lib.join(&file))
+            .unwrap_or_else(|e| panic!("copy workflows/lib/{}: {e}", file.to_string_lossy()));
     }
 }
 
