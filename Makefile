@@ -1,5 +1,5 @@
 # The two commands of the README. Both do all set-up first (idempotent, quick when done).
-.PHONY: demo test setup bench serve
+.PHONY: demo test setup bench serve schema
 
 setup:
 	@scripts/setup.sh
@@ -15,3 +15,7 @@ bench: setup
 
 serve: setup
 	@target/release/weft serve
+
+# workflows/schema.json, suggesting only the models the repository ships (tests/cli.rs checks it).
+schema:
+	@scripts/schema.sh
