@@ -401,6 +401,10 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     assert_eq!(run["nodes"]["b"]["state"], "ran");
     assert!(run["nodes"]["b"]["micros"].is_number());
     assert!(run["queued_at"].as_i64().unwrap() <= run["finished_at"].as_i64().unwrap());
+    // The detail carries the document as it ran (the override applied, the layout kept), for
+    // the editor to open a past run; a listing does not.
+    assert_eq!(run["workflow"]["nodes"]["a"]["value"], 5, "{run}");
+    assert_eq!(run["workflow"]["layout"]["b"], json!([200.0, 0.0]), "{run}");
 
     // The same again is all cached on the shared worker.
     let (_, again) = f
@@ -415,6 +419,7 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     let (_, list) = f.call(Method::GET, "/api/runs?limit=1", None).await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 1);
     assert_eq!(list["runs"][0]["id"], run2["id"]);
+    assert!(list["runs"][0].get("workflow").is_none(), "{list}");
     let (_, page) = f
         .call(
             Method::GET,
