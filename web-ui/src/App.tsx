@@ -20,6 +20,8 @@ import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { hasClipboard, useEditor, type PendingLink } from './store';
 import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
 import { MaskEditor } from './MaskEditor';
+import { ImageViewer } from './ImageViewer';
+import { viewerOpen } from './viewer';
 import { useMaskStore } from './maskstore';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
@@ -305,7 +307,8 @@ function Editor() {
       const el = e.target as HTMLElement;
       const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
       // Keys belong to the mask painter while it is open.
-      runShortcut(e, ctx, typing || !!palette || useMaskStore.getState().node !== null);
+      // Keys belong to the image viewer while it is open (it also stops them itself).
+      runShortcut(e, ctx, typing || !!palette || useMaskStore.getState().node !== null || viewerOpen());
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
@@ -445,13 +448,14 @@ function Editor() {
           {menu && <ContextMenu at={menu} actions={menuActions} onClose={closeMenu} />}
         </div>
         {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
-        {showHistory && <History onClose={() => setShowHistory(false)} />}
+        {showHistory && <History onClose={() => setShowHistory(false)} openFile={openFile} />}
       </div>
       {palette && (
         <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
       )}
       <NameDialog />
       <MaskEditor />
+      <ImageViewer />
     </div>
   );
 }
@@ -590,7 +594,7 @@ function Toolbar({
       <button className="btn" disabled={!busy} onClick={() => void cancelRun()} title="Cancel (Ctrl+Alt+Enter)" data-testid="cancel">
         ■ Cancel
       </button>
-      <span className="run-status" data-testid="run-status" data-status={status ?? ''}>
+      <span className="run-status" data-testid="run-status" data-status={status ?? ''} title={summary ?? undefined}>
         {busy ? `${status}…${summary?.startsWith('sweep cell') ? ` ${summary}` : ''}` : summary ?? ''}
         {queued > 0 ? ` · ${queued} waiting` : ''}
       </span>
