@@ -44,6 +44,7 @@ export function ImageViewer() {
   const [size, setSize] = useState<{ w: number; h: number } | null>(null);
   const [view, setView] = useState<View | null>(null);
   const [split, setSplit] = useState(50);
+  const [broken, setBroken] = useState<string | null>(null);
   const drag = useRef<{ x: number; y: number; from: View } | null>(null);
   const open = images.length > 0;
   const shown = images[index];
@@ -204,7 +205,17 @@ export function ImageViewer() {
         onDoubleClick={() => (view && size && Math.abs(view.zoom - fitted(size).zoom) < 1e-6 ? oneToOne() : fit())}
       >
         <div className={`viewer-layer${pixelated}`} style={layer} data-testid="viewer-layer">
-          <img src={withToken(shown.url)} alt={shown.label} draggable={false} onLoad={(e) => onLoad(e.currentTarget)} data-testid="viewer-image" />
+          <img
+            src={withToken(shown.url)}
+            alt={shown.label}
+            draggable={false}
+            onLoad={(e) => {
+              setBroken(null);
+              onLoad(e.currentTarget);
+            }}
+            onError={() => setBroken(shown.url)}
+            data-testid="viewer-image"
+          />
           {other && (
             <img
               className="viewer-b"
@@ -217,6 +228,11 @@ export function ImageViewer() {
           )}
           {other && view && <div className="viewer-divider" style={{ left: `${split}%`, borderLeftWidth: `${2 / view.zoom}px` }} />}
         </div>
+        {broken === shown.url && (
+          <div className="viewer-missing" data-testid="viewer-missing">
+            {shown.label}: the server has no such image any more (its run's outputs were deleted?)
+          </div>
+        )}
         {other && (
           <div className="viewer-split">
             <span className="muted">{index + 1}: {shown.label}</span>
