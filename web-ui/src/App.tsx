@@ -22,6 +22,7 @@ import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
 import { MaskEditor } from './MaskEditor';
 import { ImageViewer } from './ImageViewer';
 import { viewerOpen } from './viewer';
+import { extractSubgraph } from './extract';
 import { useMaskStore } from './maskstore';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
@@ -60,6 +61,46 @@ function saveOrAsk(): Promise<boolean> {
 function saveAsAsk(): Promise<boolean> {
   const { name, suggest } = useEditor.getState();
   return askName('Save as', name ? `${name}-copy` : suggest ?? 'untitled').then((n) => (n ? useEditor.getState().saveAs(n) : false));
+}
+
+/**
+ * The selected nodes become a library subgraph: lib/NAME.yaml is written (never over an existing
+ * file), NAME joins the catalogue as a node type, and one NAME node replaces them on the canvas,
+ * wired as they were (an undoable, unsaved edit). Its inner nodes run to the same cache keys.
+ */
+async function convertToSubgraph() {
+  const ed = useEditor.getState();
+  const selected = new Set(ed.nodes.filter((n) => n.selected).map((n) => n.id));
+  if (selected.size === 0) return ed.say('select the nodes to put in the subgraph first', 'error');
+  const kinds = [...new Set(ed.nodes.filter((n) => selected.has(n.id)).map((n) => n.data.kind))].join('');
+  let suggest = kinds.slice(0, 40) || 'Subgraph';
+  for (let i = 2; ed.catalogue.has(suggest); i++) suggest = `${kinds.slice(0, 40)}${i}`;
+  const name = await askName(`Convert ${selected.size} node${selected.size === 1 ? '' : 's'} to a library subgraph (workflows/lib/NAME.yaml, a node type)`, suggest);
+  if (!name) return;
+  if (useEditor.getState().catalogue.has(name)) return ed.say(`a node type named ${name} exists: choose another name`, 'error');
+  let extracted;
+  try {
+    extracted = extractSubgraph(useEditor.getState().fileDoc(), selected, useEditor.getState().catalogue, name);
+  } catch (e) {
+    return ed.say(`cannot convert: ${(e as Error).message}`, 'error');
+  }
+  try {
+    await api.create(`lib/${name}`, extracted.library);
+  } catch (e) {
+    return ed.say(`cannot write lib/${name}.yaml: ${(e as Error).message}`, 'error');
+  }
+  try {
+    useEditor.getState().setCatalogue(await api.nodes());
+  } catch (e) {
+    return ed.say(`wrote lib/${name}.yaml, but cannot read the node catalogue again: ${(e as Error).message}`, 'error');
+  }
+  const now = useEditor.getState();
+  now.checkpoint();
+  now.loadDoc(extracted.workflow, true);
+  useEditor.setState((s) => ({ nodes: s.nodes.map((n) => (n.selected === (n.id === extracted.node) ? n : { ...n, selected: n.id === extracted.node })) }));
+  const inputs = Object.keys(extracted.library.inputs).length;
+  const outputs = Object.keys(extracted.library.outputs).length;
+  now.say(`wrote lib/${name}.yaml (${inputs} input${inputs === 1 ? '' : 's'}, ${outputs} output${outputs === 1 ? '' : 's'}); ${selected.size} nodes are now one ${name} node: save to keep it, Ctrl+Z to undo`);
 }
 
 const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
@@ -323,6 +364,7 @@ function Editor() {
       pasteAt: (flow) => useEditor.getState().paste(flow),
       canPaste: hasClipboard,
       fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
+      convert: () => void convertToSubgraph(),
     }),
     [rf],
   );
