@@ -82,3 +82,39 @@ test('a name a node type has already is refused, nothing written', async () => {
   await page.locator('[data-testid="toast"]', { hasText: 'a node type named Sampler exists' }).waitFor();
   assert.ok(!existsSync(join(WORKFLOWS, 'lib', 'Sampler.yaml')));
 });
+
+test('double-click a subgraph node opens its library file; saved with its interface; breadcrumb back', async () => {
+  const libFile = join(WORKFLOWS, 'lib', 'Txt2Img.yaml');
+  const original = readFileSync(libFile, 'utf8');
+  try {
+    await open(page, 'txt2img-then-img2img');
+    await page.locator(`${node('draw')} .wn-kind`).dblclick();
+    await page.waitForFunction(() => window.__weft.getState().name === 'lib/Txt2Img');
+    await page.locator('[data-testid="breadcrumb"]').waitFor();
+    assert.match(await page.locator('[data-testid="breadcrumb"]').innerText(), /txt2img-then-img2img\s*›\s*lib\/Txt2Img/);
+    const ids = await page.evaluate(() => window.__weft.getState().nodes.map((n) => n.id).sort());
+    assert.deepEqual(ids, ['decode', 'latent', 'negative', 'positive', 'sample']);
+    // Its `$inputs` links are its interface, not errors.
+    await page.waitForFunction(() => window.__weftValidating === 0);
+    assert.equal(await page.locator('[data-testid="diagnostic"]').count(), 0);
+    assert.equal(await page.locator('[data-testid="loose-diagnostics"]').count(), 0);
+    assert.match(await page.locator(`${node('latent')} [data-input="width"]`).innerText(), /inputs\.width/);
+    await shot(page, 'subgraph-opened');
+
+    // An edit, saved: the file keeps its inputs: and outputs: sections and its $inputs links.
+    await page.locator(`${node('latent')} [data-input="batch"] input`).fill('2');
+    await page.locator('[data-testid="save"]').click();
+    await page.waitForFunction(() => !window.__weft.getState().dirty);
+    const saved = readFileSync(libFile, 'utf8');
+    for (const want of ['inputs:', 'outputs:', 'from: $decode.image', 'width: $inputs.width', 'batch: 2']) {
+      assert.ok(saved.includes(want), `saved lib file lacks '${want}':\n${saved}`);
+    }
+
+    // The breadcrumb leads back.
+    await page.locator('[data-testid="crumb-0"]').click();
+    await page.waitForFunction(() => window.__weft.getState().name === 'txt2img-then-img2img');
+    await page.locator('[data-testid="breadcrumb"]').waitFor({ state: 'detached' });
+  } finally {
+    writeFileSync(libFile, original);
+  }
+});

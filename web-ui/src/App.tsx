@@ -171,6 +171,8 @@ function Editor() {
   const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
   const [menu, setMenu] = useState<MenuAt | null>(null);
+  /** The files opened on the way into a library subgraph (double-click), for the breadcrumb. */
+  const [trail, setTrail] = useState<string[]>([]);
   const closeMenu = useCallback(() => setMenu(null), []);
 
   // Catalogue, file list, the file named in the URL, the live connection.
@@ -381,6 +383,28 @@ function Editor() {
     useEditor.getState().selectForMenu(n.id);
     setMenu({ kind: 'node', x: e.clientX, y: e.clientY, node: n.id });
   }, []);
+  // Double-click a library subgraph's node: its file (lib/NAME) opens; the breadcrumb leads back.
+  const onNodeDoubleClick = useCallback(
+    async (e: React.MouseEvent, n: GNode) => {
+      if (n.type !== 'weft' || (e.target as HTMLElement).closest('input, textarea, select, button')) return;
+      const ed = useEditor.getState();
+      const t = ed.catalogue.get(n.data.kind);
+      if (t?.category !== 'subgraph') return;
+      if (!/^[A-Za-z0-9_.-]+$/.test(n.data.kind)) return ed.say(`${n.data.kind} is a subgraph by path; open its file in your editor`, 'error');
+      const from = ed.name;
+      await openFile(`lib/${n.data.kind}`);
+      if (useEditor.getState().name === `lib/${n.data.kind}` && from) setTrail((tr) => [...tr, from]);
+    },
+    [openFile],
+  );
+  const back = useCallback(
+    async (to: number) => {
+      const target = trail[to];
+      await openFile(target);
+      if (useEditor.getState().name === target) setTrail((tr) => tr.slice(0, to));
+    },
+    [trail, openFile],
+  );
   const onEdgeContextMenu = useCallback((e: React.MouseEvent, edge: GEdge) => {
     e.preventDefault();
     setMenu({ kind: 'edge', x: e.clientX, y: e.clientY, edge: edge.id });
@@ -429,6 +453,7 @@ function Editor() {
       <style>{dragCss}</style>
       <Toolbar openFile={openFile} onAdd={openPalette} onImport={(f) => void importComfy(f, fit)} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} sweep={showSweep} toggleSweep={() => setShowSweep((v) => !v)} />
       <ConflictBar />
+      <Breadcrumb trail={trail} back={(i) => void back(i)} />
       <div className="main">
         <div
           ref={wrap}
@@ -461,6 +486,7 @@ function Editor() {
             onPaneContextMenu={onPaneContextMenu}
             onNodeContextMenu={onNodeContextMenu}
             onEdgeContextMenu={onEdgeContextMenu}
+            onNodeDoubleClick={(e, n) => void onNodeDoubleClick(e, n)}
             onSelectionContextMenu={onSelectionContextMenu}
             deleteKeyCode={null}
             selectionKeyCode="Shift"
@@ -581,6 +607,7 @@ function Toolbar({
         data-testid="file-select"
       >
         {!name && <option value="">{suggest ? `${suggest} (new, unsaved)` : '—'}</option>}
+        {name && !workflows.some((w) => w.name === name) && <option value={name}>{name}.yaml</option>}
         {workflows.map((w) => (
           <option key={w.name} value={w.name}>
             {w.name}.yaml{w.valid ? '' : ' ⚠'}
@@ -654,6 +681,29 @@ function Toolbar({
         History
       </button>
       <span className={`conn ${connected ? 'ok' : 'off'}`} title={connected ? 'connected to weft serve' : 'reconnecting…'} />
+    </div>
+  );
+}
+
+/** Where a double-click on subgraph nodes led: each file before is a step back. */
+function Breadcrumb({ trail, back }: { trail: string[]; back: (index: number) => void }) {
+  const name = useEditor((s) => s.name);
+  if (!name?.startsWith('lib/') && trail.length === 0) return null;
+  return (
+    <div className="crumbs" data-testid="breadcrumb">
+      {trail.map((t, i) => (
+        <span key={i}>
+          <button className="btn small" onClick={() => back(i)} data-testid={`crumb-${i}`} title={`back to ${t}.yaml`}>
+            {i === trail.length - 1 ? '‹ ' : ''}
+            {t}
+          </button>
+          <span className="muted"> › </span>
+        </span>
+      ))}
+      <b>{name}</b>
+      {name?.startsWith('lib/') && (
+        <span className="muted"> · a library subgraph: <code>$inputs.NAME</code> links are its node&apos;s inputs; its inputs: and outputs: are kept as they are when you save</span>
+      )}
     </div>
   );
 }

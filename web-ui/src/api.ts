@@ -57,6 +57,9 @@ export interface WorkflowDoc {
   sweep?: SweepSection;
   /** How the editor draws nodes: a title instead of the id, a header colour, collapsed. */
   appearance?: Record<string, Appearance>;
+  /** A library subgraph's interface (lib/NAME.yaml): its exposed inputs and outputs, kept as read. */
+  inputs?: Record<string, unknown>;
+  outputs?: Record<string, unknown>;
   /** The editor's groups: titled boxes behind the nodes. */
   groups?: { title: string; color?: string; box: [number, number, number, number] }[];
 }
