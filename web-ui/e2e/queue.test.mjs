@@ -14,8 +14,8 @@ before(async () => {
   const base = readFileSync(join(WORKFLOWS, 'txt2img.yaml'), 'utf8');
   assert.match(base, /steps: 20/);
   // Long runs, so that copies wait in the queue while the test looks at them.
-  writeFileSync(files[0], base.replace(/steps: 20/, 'steps: 400'));
-  writeFileSync(files[1], base.replace(/steps: 20/, 'steps: 400').replace(/seed: 42/, 'seed: 5'));
+  writeFileSync(files[0], base.replace(/steps: 20/, 'steps: 5000'));
+  writeFileSync(files[1], base.replace(/steps: 20/, 'steps: 5000').replace(/seed: 42/, 'seed: 5'));
   ({ browser, page } = await launch());
 });
 
@@ -57,7 +57,7 @@ test('queue N copies with new seeds; every workflow\'s runs listed; cancel any',
     const d = await detail(id);
     assert.equal(d.workflow_name, 'queue');
     seeds.push(d.workflow.nodes.sample.seed);
-    assert.equal(d.workflow.nodes.sample.steps, 400);
+    assert.equal(d.workflow.nodes.sample.steps, 5000);
   }
   assert.equal(new Set(seeds).size, 3, `seeds ${seeds}`);
   assert.ok(!seeds.includes(42), `seeds ${seeds}`);
@@ -87,7 +87,7 @@ test('a past run opens back onto the canvas as it ran, with its images; Ctrl+Z g
   assert.equal(await queueAndWait(page), 'succeeded');
   const run = await page.evaluate(() => window.__weftRun.getState().run);
 
-  // A fresh page shows the file (400 steps, seed 42); Open brings the run's workflow back.
+  // A fresh page shows the file (5000 steps, seed 42); Open brings the run's workflow back.
   await page.evaluate(() => window.__weft.setState({ dirty: false }));
   await open(page, 'queue');
   const value = (input) => page.locator(`${node('sample')} [data-input="${input}"] input`).inputValue();
@@ -120,7 +120,7 @@ test('a past run of another workflow opens that workflow first', async () => {
   assert.equal((await detail(run)).workflow_name, 'queue-other');
   const saved = readFileSync(files[1], 'utf8');
   assert.match(saved, /steps: 2\n/);
-  writeFileSync(files[1], saved.replace(/steps: 2\n/, 'steps: 400\n'));
+  writeFileSync(files[1], saved.replace(/steps: 2\n/, 'steps: 5000\n'));
   await open(page, 'queue');
   await page.locator('[data-testid="history-toggle"]').click();
   await page.locator(`[data-testid="history-run-${run}"] [data-testid="history-open"]`).click();
