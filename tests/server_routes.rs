@@ -401,6 +401,10 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     assert_eq!(run["nodes"]["b"]["state"], "ran");
     assert!(run["nodes"]["b"]["micros"].is_number());
     assert!(run["queued_at"].as_i64().unwrap() <= run["finished_at"].as_i64().unwrap());
+    // The detail carries the document as it ran (the override applied, the layout kept), for
+    // the editor to open a past run; a listing does not.
+    assert_eq!(run["workflow"]["nodes"]["a"]["value"], 5, "{run}");
+    assert_eq!(run["workflow"]["layout"]["b"], json!([200.0, 0.0]), "{run}");
 
     // The same again is all cached on the shared worker.
     let (_, again) = f
@@ -415,6 +419,7 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     let (_, list) = f.call(Method::GET, "/api/runs?limit=1", None).await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 1);
     assert_eq!(list["runs"][0]["id"], run2["id"]);
+    assert!(list["runs"][0].get("workflow").is_none(), "{list}");
     let (_, page) = f
         .call(
             Method::GET,
@@ -511,6 +516,9 @@ async fn traversal_in_every_file_naming_parameter_is_refused() {
         (Method::GET, "/api/outputs/7/evil.png".into()),
         (Method::GET, "/api/outputs/8/secret.png".into()),
         (Method::GET, "/api/workflows/../../secret".into()),
+        (Method::GET, "/api/workflows/lib%2F..%2Fsecret".into()),
+        (Method::GET, "/api/workflows/lib%2F..%2F..%2Fsecret".into()),
+        (Method::GET, "/api/workflows/lib%2Flib%2F..%2Fchain".into()),
     ];
     for (method, uri) in cases {
         let (status, body) = f.call(method.clone(), &uri, None).await;
@@ -530,12 +538,82 @@ async fn traversal_in_every_file_naming_parameter_is_refused() {
         ),
         ("/api/workflows/chain/rename", json!({"to": "../../escape"})),
         ("/api/workflows/chain/rename", json!({"to": "/tmp/escape"})),
+        ("/api/workflows/chain/rename", json!({"to": "lib/escape"})),
+        (
+            "/api/workflows",
+            json!({"name": "lib/../escape", "workflow": {"weft": 1, "nodes": {}}}),
+        ),
+        (
+            "/api/workflows",
+            json!({"name": "lib/a/b", "workflow": {"weft": 1, "nodes": {}}}),
+        ),
     ] {
         let (status, reply) = f.post(uri, body).await;
         assert_error(status, &reply, StatusCode::BAD_REQUEST, "bad_request");
     }
     assert!(!f.path("escape.yaml").exists());
     assert!(f.path("secret.yaml").exists() && f.path("workflows/chain.yaml").exists());
+}
+
+/// The editor's "convert to subgraph" writes `lib/NAME`: a library subgraph, then a node type
+/// a workflow can use; the file reads back by that name.
+#[tokio::test]
+async fn a_library_subgraph_is_created_as_lib_name_and_becomes_a_node_type() {
+    let f = Fixture::new();
+    let subgraph = json!({
+        "weft": 1,
+        "inputs": {"x": {"type": "int", "doc": "the number"}},
+        "outputs": {"sum": {"from": "$add.sum", "doc": "x + 10"}},
+        "nodes": {"add": {"type": "AddInt", "a": "$inputs.x", "b": 10}},
+    });
+    let (status, created) = f
+        .post(
+            "/api/workflows",
+            json!({"name": "lib/AddTen", "workflow": subgraph}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "lib/AddTen");
+    let text = std::fs::read_to_string(f.path("workflows/lib/AddTen.yaml")).unwrap();
+    assert!(
+        text.contains("inputs:") && text.contains("from: $add.sum"),
+        "{text}"
+    );
+    let (status, read) = f
+        .call(Method::GET, "/api/workflows/lib%2FAddTen", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["workflow"]["nodes"]["add"]["b"], 10, "{read}");
+    let (_, nodes) = f.call(Method::GET, "/api/nodes", None).await;
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "AddTen"),
+        "AddTen is not in the catalogue"
+    );
+    let (status, queued) = f
+        .post(
+            "/api/runs",
+            json!({"workflow": {"weft": 1, "nodes": {
+                "n": {"type": "Int", "value": 5},
+                "ten": {"type": "AddTen", "x": "$n.value"},
+                "show": {"type": "ShowInt", "value": "$ten.sum"},
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Not twice: a library subgraph is never replaced by a create.
+    let (status, _) = f
+        .post(
+            "/api/workflows",
+            json!({"name": "lib/AddTen", "workflow": {"weft": 1, "nodes": {}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
 }
 
 #[tokio::test]

@@ -307,6 +307,9 @@ fn detail(r: &RunRecord) -> Json_ {
     let mut v = summary(r);
     v["nodes"] = r.nodes.clone();
     v["outputs"] = r.outputs.clone();
+    // The document as it ran (overrides applied, subgraphs inlined): the editor opens a past run
+    // from it. Only in the detail, as listings would carry every run's whole workflow.
+    v["workflow"] = serde_json::from_str(&r.workflow).unwrap_or(Json_::Null);
     v
 }
 

@@ -199,14 +199,27 @@ fn file_of(state: &AppState, name: &str) -> ApiResult<PathBuf> {
     Ok(state.roots.workflows.join(format!("{name}.{EXTENSION}")))
 }
 
-/// Reads an existing workflow file, refusing one that resolves outside the folder.
+/// The folder and plain name of a workflow name: `NAME` in the workflows folder, or `lib/NAME`
+/// for a library subgraph's file in its `lib/` (one level; the part after `lib/` is a plain
+/// name, so `lib/../x` and `lib/a/b` are refused like any path).
+fn folder_and_stem<'a>(state: &AppState, name: &'a str) -> ApiResult<(PathBuf, &'a str)> {
+    match name.strip_prefix("lib/") {
+        Some(stem) => {
+            check_name(stem, "library subgraph name (after lib/)")?;
+            Ok((state.roots.workflows.join("lib"), stem))
+        }
+        None => {
+            check_name(name, "workflow name")?;
+            Ok((state.roots.workflows.clone(), name))
+        }
+    }
+}
+
+/// Reads an existing workflow file (or a library subgraph's, `lib/NAME`), refusing one that
+/// resolves outside its folder.
 pub fn read(state: &AppState, name: &str) -> ApiResult<(PathBuf, Vec<u8>)> {
-    check_name(name, "workflow name")?;
-    let path = existing_under(
-        &state.roots.workflows,
-        &format!("{name}.{EXTENSION}"),
-        "workflow",
-    )?;
+    let (folder, stem) = folder_and_stem(state, name)?;
+    let path = existing_under(&folder, &format!("{stem}.{EXTENSION}"), "workflow")?;
     let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("reading a workflow", e))?;
     Ok((path, bytes))
 }
@@ -365,7 +378,22 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
-    let path = file_of(&state, &body.name)?;
+    // `lib/NAME` makes a library subgraph (the editor's "convert to subgraph"): a node type.
+    let (folder, stem) = folder_and_stem(&state, &body.name)?;
+    let path = folder.join(format!("{stem}.{EXTENSION}"));
+    if folder != state.roots.workflows {
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| ApiError::internal("creating the library folder", e))?;
+        // A `lib` that is a link out of the workflows folder is not written through.
+        let real = folder
+            .canonicalize()
+            .map_err(|e| ApiError::internal("resolving the library folder", e))?;
+        if !real.starts_with(&state.roots.workflows) {
+            return Err(ApiError::Forbidden(
+                "the workflows folder's lib/ points outside it".into(),
+            ));
+        }
+    }
     let checking_state = state.clone();
     let document = body.workflow;
     let (yaml, diagnostics) = checking::off_runtime(&state, "validating the workflow", move || {

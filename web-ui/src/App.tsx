@@ -20,6 +20,9 @@ import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { hasClipboard, useEditor, type PendingLink } from './store';
 import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
 import { MaskEditor } from './MaskEditor';
+import { ImageViewer } from './ImageViewer';
+import { viewerOpen } from './viewer';
+import { extractSubgraph } from './extract';
 import { useMaskStore } from './maskstore';
 import { useRunStore, groupDiagnostics, forgetShownRun } from './runstore';
 import { WeftNode, setAcceptClasses } from './WeftNode';
@@ -58,6 +61,46 @@ function saveOrAsk(): Promise<boolean> {
 function saveAsAsk(): Promise<boolean> {
   const { name, suggest } = useEditor.getState();
   return askName('Save as', name ? `${name}-copy` : suggest ?? 'untitled').then((n) => (n ? useEditor.getState().saveAs(n) : false));
+}
+
+/**
+ * The selected nodes become a library subgraph: lib/NAME.yaml is written (never over an existing
+ * file), NAME joins the catalogue as a node type, and one NAME node replaces them on the canvas,
+ * wired as they were (an undoable, unsaved edit). Its inner nodes run to the same cache keys.
+ */
+async function convertToSubgraph() {
+  const ed = useEditor.getState();
+  const selected = new Set(ed.nodes.filter((n) => n.selected).map((n) => n.id));
+  if (selected.size === 0) return ed.say('select the nodes to put in the subgraph first', 'error');
+  const kinds = [...new Set(ed.nodes.filter((n) => selected.has(n.id)).map((n) => n.data.kind))].join('');
+  let suggest = kinds.slice(0, 40) || 'Subgraph';
+  for (let i = 2; ed.catalogue.has(suggest); i++) suggest = `${kinds.slice(0, 40)}${i}`;
+  const name = await askName(`Convert ${selected.size} node${selected.size === 1 ? '' : 's'} to a library subgraph (workflows/lib/NAME.yaml, a node type)`, suggest);
+  if (!name) return;
+  if (useEditor.getState().catalogue.has(name)) return ed.say(`a node type named ${name} exists: choose another name`, 'error');
+  let extracted;
+  try {
+    extracted = extractSubgraph(useEditor.getState().fileDoc(), selected, useEditor.getState().catalogue, name);
+  } catch (e) {
+    return ed.say(`cannot convert: ${(e as Error).message}`, 'error');
+  }
+  try {
+    await api.create(`lib/${name}`, extracted.library);
+  } catch (e) {
+    return ed.say(`cannot write lib/${name}.yaml: ${(e as Error).message}`, 'error');
+  }
+  try {
+    useEditor.getState().setCatalogue(await api.nodes());
+  } catch (e) {
+    return ed.say(`wrote lib/${name}.yaml, but cannot read the node catalogue again: ${(e as Error).message}`, 'error');
+  }
+  const now = useEditor.getState();
+  now.checkpoint();
+  now.loadDoc(extracted.workflow, true);
+  useEditor.setState((s) => ({ nodes: s.nodes.map((n) => (n.selected === (n.id === extracted.node) ? n : { ...n, selected: n.id === extracted.node })) }));
+  const inputs = Object.keys(extracted.library.inputs).length;
+  const outputs = Object.keys(extracted.library.outputs).length;
+  now.say(`wrote lib/${name}.yaml (${inputs} input${inputs === 1 ? '' : 's'}, ${outputs} output${outputs === 1 ? '' : 's'}); ${selected.size} nodes are now one ${name} node: save to keep it, Ctrl+Z to undo`);
 }
 
 const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
@@ -128,6 +171,8 @@ function Editor() {
   const [showSweep, setShowSweep] = useState(false);
   const [ready, setReady] = useState(false);
   const [menu, setMenu] = useState<MenuAt | null>(null);
+  /** The files opened on the way into a library subgraph (double-click), for the breadcrumb. */
+  const [trail, setTrail] = useState<string[]>([]);
   const closeMenu = useCallback(() => setMenu(null), []);
 
   // Catalogue, file list, the file named in the URL, the live connection.
@@ -305,7 +350,8 @@ function Editor() {
       const el = e.target as HTMLElement;
       const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
       // Keys belong to the mask painter while it is open.
-      runShortcut(e, ctx, typing || !!palette || useMaskStore.getState().node !== null);
+      // Keys belong to the image viewer while it is open (it also stops them itself).
+      runShortcut(e, ctx, typing || !!palette || useMaskStore.getState().node !== null || viewerOpen());
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
@@ -320,6 +366,7 @@ function Editor() {
       pasteAt: (flow) => useEditor.getState().paste(flow),
       canPaste: hasClipboard,
       fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
+      convert: () => void convertToSubgraph(),
     }),
     [rf],
   );
@@ -336,6 +383,28 @@ function Editor() {
     useEditor.getState().selectForMenu(n.id);
     setMenu({ kind: 'node', x: e.clientX, y: e.clientY, node: n.id });
   }, []);
+  // Double-click a library subgraph's node: its file (lib/NAME) opens; the breadcrumb leads back.
+  const onNodeDoubleClick = useCallback(
+    async (e: React.MouseEvent, n: GNode) => {
+      if (n.type !== 'weft' || (e.target as HTMLElement).closest('input, textarea, select, button')) return;
+      const ed = useEditor.getState();
+      const t = ed.catalogue.get(n.data.kind);
+      if (t?.category !== 'subgraph') return;
+      if (!/^[A-Za-z0-9_.-]+$/.test(n.data.kind)) return ed.say(`${n.data.kind} is a subgraph by path; open its file in your editor`, 'error');
+      const from = ed.name;
+      await openFile(`lib/${n.data.kind}`);
+      if (useEditor.getState().name === `lib/${n.data.kind}` && from) setTrail((tr) => [...tr, from]);
+    },
+    [openFile],
+  );
+  const back = useCallback(
+    async (to: number) => {
+      const target = trail[to];
+      await openFile(target);
+      if (useEditor.getState().name === target) setTrail((tr) => tr.slice(0, to));
+    },
+    [trail, openFile],
+  );
   const onEdgeContextMenu = useCallback((e: React.MouseEvent, edge: GEdge) => {
     e.preventDefault();
     setMenu({ kind: 'edge', x: e.clientX, y: e.clientY, edge: edge.id });
@@ -384,6 +453,7 @@ function Editor() {
       <style>{dragCss}</style>
       <Toolbar openFile={openFile} onAdd={openPalette} onImport={(f) => void importComfy(f, fit)} history={showHistory} toggleHistory={() => setShowHistory((v) => !v)} sweep={showSweep} toggleSweep={() => setShowSweep((v) => !v)} />
       <ConflictBar />
+      <Breadcrumb trail={trail} back={(i) => void back(i)} />
       <div className="main">
         <div
           ref={wrap}
@@ -416,6 +486,7 @@ function Editor() {
             onPaneContextMenu={onPaneContextMenu}
             onNodeContextMenu={onNodeContextMenu}
             onEdgeContextMenu={onEdgeContextMenu}
+            onNodeDoubleClick={(e, n) => void onNodeDoubleClick(e, n)}
             onSelectionContextMenu={onSelectionContextMenu}
             deleteKeyCode={null}
             selectionKeyCode="Shift"
@@ -445,13 +516,14 @@ function Editor() {
           {menu && <ContextMenu at={menu} actions={menuActions} onClose={closeMenu} />}
         </div>
         {showSweep && <SweepPanel onClose={() => setShowSweep(false)} />}
-        {showHistory && <History onClose={() => setShowHistory(false)} />}
+        {showHistory && <History onClose={() => setShowHistory(false)} openFile={openFile} />}
       </div>
       {palette && (
         <Palette types={types} link={palette.link} onPick={pick} onClose={() => setPalette(null)} />
       )}
       <NameDialog />
       <MaskEditor />
+      <ImageViewer />
     </div>
   );
 }
@@ -535,6 +607,7 @@ function Toolbar({
         data-testid="file-select"
       >
         {!name && <option value="">{suggest ? `${suggest} (new, unsaved)` : '—'}</option>}
+        {name && !workflows.some((w) => w.name === name) && <option value={name}>{name}.yaml</option>}
         {workflows.map((w) => (
           <option key={w.name} value={w.name}>
             {w.name}.yaml{w.valid ? '' : ' ⚠'}
@@ -590,7 +663,7 @@ function Toolbar({
       <button className="btn" disabled={!busy} onClick={() => void cancelRun()} title="Cancel (Ctrl+Alt+Enter)" data-testid="cancel">
         ■ Cancel
       </button>
-      <span className="run-status" data-testid="run-status" data-status={status ?? ''}>
+      <span className="run-status" data-testid="run-status" data-status={status ?? ''} title={summary ?? undefined}>
         {busy ? `${status}…${summary?.startsWith('sweep cell') ? ` ${summary}` : ''}` : summary ?? ''}
         {queued > 0 ? ` · ${queued} waiting` : ''}
       </span>
@@ -608,6 +681,29 @@ function Toolbar({
         History
       </button>
       <span className={`conn ${connected ? 'ok' : 'off'}`} title={connected ? 'connected to weft serve' : 'reconnecting…'} />
+    </div>
+  );
+}
+
+/** Where a double-click on subgraph nodes led: each file before is a step back. */
+function Breadcrumb({ trail, back }: { trail: string[]; back: (index: number) => void }) {
+  const name = useEditor((s) => s.name);
+  if (!name?.startsWith('lib/') && trail.length === 0) return null;
+  return (
+    <div className="crumbs" data-testid="breadcrumb">
+      {trail.map((t, i) => (
+        <span key={i}>
+          <button className="btn small" onClick={() => back(i)} data-testid={`crumb-${i}`} title={`back to ${t}.yaml`}>
+            {i === trail.length - 1 ? '‹ ' : ''}
+            {t}
+          </button>
+          <span className="muted"> › </span>
+        </span>
+      ))}
+      <b>{name}</b>
+      {name?.startsWith('lib/') && (
+        <span className="muted"> · a library subgraph: <code>$inputs.NAME</code> links are its node&apos;s inputs; its inputs: and outputs: are kept as they are when you save</span>
+      )}
     </div>
   );
 }

@@ -28,6 +28,8 @@ export interface CanvasActions {
   pasteAt: (flow: { x: number; y: number }) => void;
   canPaste: () => boolean;
   fit: () => void;
+  /** The selected nodes into a new library subgraph (asks its name). */
+  convert: () => void;
 }
 
 export function ContextMenu({ at, actions, onClose }: { at: MenuAt; actions: CanvasActions; onClose: () => void }) {
@@ -50,7 +52,7 @@ export function ContextMenu({ at, actions, onClose }: { at: MenuAt; actions: Can
   return (
     <div ref={box} className="ctx" style={{ left, top }} data-testid="context-menu" onContextMenu={(e) => e.preventDefault()}>
       {at.kind === 'canvas' && <CanvasItems flow={at.flow} actions={actions} done={onClose} />}
-      {at.kind === 'node' && <NodeItems node={at.node} done={onClose} />}
+      {at.kind === 'node' && <NodeItems node={at.node} done={onClose} actions={actions} />}
       {at.kind === 'edge' && (
         <Item label="Delete link" testid="ctx-delete-link" onClick={() => (useEditor.getState().removeEdge(at.edge), onClose())} />
       )}
@@ -78,7 +80,7 @@ function CanvasItems({ flow, actions, done }: { flow: { x: number; y: number }; 
   );
 }
 
-function NodeItems({ node, done }: { node: string; done: () => void }) {
+function NodeItems({ node, done, actions }: { node: string; done: () => void; actions: CanvasActions }) {
   const ed = useEditor.getState();
   const n = useEditor((s) => s.nodes.find((x) => x.id === node));
   const count = useEditor((s) => s.nodes.filter((x) => x.selected).length);
@@ -126,6 +128,7 @@ function NodeItems({ node, done }: { node: string; done: () => void }) {
       <Item label={n.data.mode === 'bypass' ? 'Stop bypassing' : 'Bypass'} keys="Ctrl+B" testid="ctx-bypass" onClick={() => (useEditor.getState().toggleMode('bypass'), done())} />
       <Item label={n.data.mode === 'mute' ? 'Unmute' : 'Mute'} keys="Ctrl+M" testid="ctx-mute" onClick={() => (useEditor.getState().toggleMode('mute'), done())} />
       <Item label="Duplicate" keys="Shift+D" testid="ctx-duplicate" onClick={() => (useEditor.getState().duplicateSelected(), done())} />
+      <Item label="Convert to subgraph…" testid="ctx-convert" onClick={() => (done(), actions.convert())} />
       {n.data.kind === 'LoadImage' && <Item label="Open in mask editor" testid="ctx-mask" onClick={() => (openMaskEditor(node), done())} />}
       <Item label="Delete" keys="Del" testid="ctx-delete" onClick={() => (useEditor.getState().deleteSelected(), done())} />
     </>

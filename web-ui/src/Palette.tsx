@@ -2,6 +2,7 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { NodeType } from './api';
 import { searchNodes } from './graph';
+import { ALIASES } from './aliases';
 import { accepts, typeColour } from './types';
 import type { PendingLink } from './store';
 
@@ -63,6 +64,7 @@ export function Palette({
             >
               <div className="p-top">
                 <b>{t.type}</b>
+                {aka(t.type, q) && <span className="p-aka" data-testid="palette-aka">= {aka(t.type, q)}</span>}
                 <span className="p-cat">{t.category}</span>
                 <span className="p-dots">
                   {t.outputs.map((o) => (
@@ -78,4 +80,11 @@ export function Palette({
       </div>
     </div>
   );
+}
+
+/** The alias the search matched, when the type's own name did not (so "KSampler" says why). */
+function aka(type: string, query: string): string | undefined {
+  const q = query.trim().toLowerCase();
+  if (!q || type.toLowerCase().includes(q)) return undefined;
+  return ALIASES[type]?.find((a) => a.toLowerCase().includes(q) || a.toLowerCase().replace(/\s+/g, '') === q.replace(/\s+/g, ''));
 }

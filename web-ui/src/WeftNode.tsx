@@ -9,6 +9,8 @@ import { typeColour } from './types';
 import { queueRun } from './live';
 import { openMaskEditor } from './maskstore';
 import { isImageFile, TEXTY } from './nodesize';
+import { openCanvasImages } from './ImageViewer';
+import { inputsName } from './paths';
 
 const EMPTY: Diagnostic[] = [];
 
@@ -224,7 +226,18 @@ function Images({ run }: { run?: NodeRunState }) {
         <img src={preview} alt="step preview" className="wn-preview" />
       ) : (
         images.slice(-4).map((u) => (
-          <a key={u} href={withToken(u)} target="_blank" rel="noreferrer">
+          <a
+            key={u}
+            href={withToken(u)}
+            target="_blank"
+            rel="noreferrer"
+            title="open in the viewer (zoom, step through the run's images, compare)"
+            onClick={(e) => {
+              if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+              e.preventDefault();
+              openCanvasImages(u);
+            }}
+          >
             <img src={withToken(u)} alt="result" className="wn-result" loading="lazy" decoding="async" />
           </a>
         ))
@@ -322,7 +335,7 @@ function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: C
         {v === '' && <option value="">{decl.default !== undefined ? `${decl.default} (default)` : '—'}</option>}
         {opts.map((c) => (
           <option key={c} value={c}>
-            {c}
+            {decl.choices_from === 'inputs' ? inputsName(c, decl.choices!) : c}
           </option>
         ))}
       </select>
@@ -439,6 +452,8 @@ function ImageUpload({ node, decl, value }: { node: string; decl: InputDecl; val
     try {
       const stored = await api.upload(f);
       useEditor.getState().setValue(node, decl.name, stored);
+      // The upload is an input image now: the path list offers it (named in the inputs folder).
+      void api.nodes().then((types) => useEditor.getState().setCatalogue(types), () => undefined);
     } catch (e) {
       useEditor.getState().say(`upload failed: ${(e as Error).message}`, 'error');
     } finally {

@@ -1,6 +1,7 @@
 // The HTTP side of docs/api.md: types and thin fetch wrappers.
 
 import { toJsonText } from './graph';
+import { withoutServerPaths } from './paths';
 import type { SweepCell, SweepMode, SweepSection } from './sweep';
 
 export type Constant = string | number | boolean;
@@ -15,6 +16,8 @@ export interface InputDecl {
   step?: number;
   multiple_of?: number;
   choices?: string[];
+  /** Where the choices are listed from ("inputs": files in the server's inputs folder). */
+  choices_from?: string;
   optional: boolean;
   link_only: boolean;
 }
@@ -54,6 +57,9 @@ export interface WorkflowDoc {
   sweep?: SweepSection;
   /** How the editor draws nodes: a title instead of the id, a header colour, collapsed. */
   appearance?: Record<string, Appearance>;
+  /** A library subgraph's interface (lib/NAME.yaml): its exposed inputs and outputs, kept as read. */
+  inputs?: Record<string, unknown>;
+  outputs?: Record<string, unknown>;
   /** The editor's groups: titled boxes behind the nodes. */
   groups?: { title: string; color?: string; box: [number, number, number, number] }[];
 }
@@ -124,6 +130,8 @@ export interface RunDetail {
   nodes?: Record<string, { state: string; micros?: number; why?: string[] }>;
   outputs?: RunOutput[];
   error?: { node?: string; message: string };
+  /** The document as it ran (overrides applied, subgraphs inlined); in a run's detail only. */
+  workflow?: WorkflowDoc;
   /** Present when the run is a cell of a sweep. */
   sweep?: { id: string | number; cell: number; values: Record<string, Constant> };
 }
@@ -136,6 +144,7 @@ function normalise(t: NodeType): NodeType {
     Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null)) as T;
   return {
     ...t,
+    doc: withoutServerPaths(t.doc),
     inputs: t.inputs.map((i) => {
       const c = clean(i);
       return { ...c, link_only: c.link_only ?? !CONSTANT_TYPES.has(c.type), optional: !!c.optional };
@@ -206,6 +215,9 @@ export const api = {
     call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', { workflow }),
   run: (workflow: WorkflowDoc | string, target?: string) =>
     call<{ id: number }>('POST', '/api/runs', target ? { workflow, target } : { workflow }),
+  /** One run with `"node.input": value` overrides (the file by name keeps its name in the history). */
+  runWith: (workflow: WorkflowDoc | string, set: Record<string, Constant>) =>
+    call<{ id: number }>('POST', '/api/runs', { workflow, set }),
   sweep: (workflow: WorkflowDoc | string, sweep: SweepSection) =>
     call<SweepQueued>('POST', '/api/runs', { workflow, sweep }),
   sweepDetail: (id: string) => call<SweepDetail>('GET', `/api/sweeps/${encodeURIComponent(id)}`),

@@ -115,6 +115,21 @@ describe('graph', () => {
     expect(searchNodes(cat, 'blank latent')[0].type).toBe('EmptyLatent');
     expect(searchNodes(cat, 'ckpt')[0].type).toBe('LoadCheckpoint');
   });
+
+  it('finds nodes by ComfyUI names and plain words (aliases)', () => {
+    const kinds = (...names: string[]) =>
+      names.map((type) => ({ type, category: 'x', doc: '', version: 1, inputs: [], outputs: [], output_node: false }));
+    const all = kinds('ImageScale', 'UpscaleImage', 'Sampler', 'EmptyLatent', 'PromptEncode', 'VaeDecode');
+    const top = (q: string, n = 1) => searchNodes(all, q).slice(0, n).map((t) => t.type);
+    expect(top('upscale', 2)).toEqual(['UpscaleImage', 'ImageScale']);
+    expect(top('KSampler')).toEqual(['Sampler']);
+    expect(top('CLIPTextEncode')).toEqual(['PromptEncode']);
+    expect(top('empty latent image')).toEqual(['EmptyLatent']);
+    expect(top('VAEDecode')).toEqual(['VaeDecode']);
+    expect(top('ImageScaleBy')).toEqual(['ImageScale']);
+    // Without aliases 'resize' matches nothing here.
+    expect(top('resize')).toEqual(['ImageScale']);
+  });
 });
 
 function chunk(type: string, body: Uint8Array): Uint8Array {

@@ -2,6 +2,7 @@
 import type { Edge, Node } from '@xyflow/react';
 import type { Appearance, Constant, NodeType, WorkflowDoc } from './api';
 import { accepts } from './types';
+import { aliasesOf } from './aliases';
 
 export interface WeftData extends Record<string, unknown> {
   /** The node type (e.g. "Sampler"). */
@@ -247,6 +248,8 @@ export function searchNodes(all: NodeType[], query: string): NodeType[] {
     if (name === q) score = 100;
     else if (name.startsWith(q)) score = 80;
     else if (name.includes(q)) score = 60;
+    else if (aliasesOf(t.type).some((a) => a === q || a.replace(/\s+/g, '') === q.replace(/\s+/g, ''))) score = 70;
+    else if (aliasesOf(t.type).some((a) => a.startsWith(q) || a.includes(q))) score = 50;
     else if (isSubsequence(q, name)) score = 40;
     else if (t.category.toLowerCase().includes(q)) score = 30;
     else if (q.split(/\s+/).every((w) => t.doc.toLowerCase().includes(w))) score = 20;

@@ -2,6 +2,7 @@
 import { api, withToken, type Diagnostic } from './api';
 import { canvasNode, userText } from './graph';
 import { SubgraphRun } from './subrun';
+import { copiesWithNewSeeds, withValues } from './copies';
 import { useEditor } from './store';
 import { forgetStale, groupDiagnostics, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { cancelSweep, cellIndex, followingSweep, refreshSweep, sweepFinishedEvent, sweepRunEvent, useSweepStore } from './sweeprun';
@@ -79,6 +80,48 @@ export async function queueRun(target?: string): Promise<void> {
       ed.say(`nothing ran: ${diags.length} problem${diags.length > 1 ? 's' : ''} in the workflow (marked on the nodes)`, 'error');
     } else ed.say(`cannot queue: ${err.message}`, 'error');
   }
+}
+
+/**
+ * Queues `count` runs of the canvas, each with new seeds in every seed input (the file by name
+ * with overrides when the canvas is the saved file, so the history names it). The canvas follows
+ * the first; all of them are in the queue panel.
+ */
+export async function queueCopies(count: number): Promise<number[]> {
+  const ed = useEditor.getState();
+  const doc = ed.doc();
+  const sets = copiesWithNewSeeds(doc, ed.catalogue, count);
+  if (sets.length > 0 && Object.keys(sets[0]).length === 0) {
+    ed.say('no seed input to vary: every copy would be the same run', 'error');
+    return [];
+  }
+  const byName = !!ed.name && !ed.dirty && !ed.broken && ed.sweep.axes.length === 0;
+  const ids: number[] = [];
+  try {
+    for (const set of sets) {
+      const { id } = byName ? await api.runWith(ed.name!, set) : await api.run(withValues(doc, set));
+      ids.push(id);
+      mine.add(id);
+      if (ids.length === 1) {
+        ranFile = byName;
+        const prev = useRunStore.getState().nodes;
+        const fresh: Record<string, NodeRunState> = {};
+        for (const n of ed.nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
+        useRunStore.setState({ run: id, status: 'queued', summary: null, nodes: fresh });
+        for (const ev of early.get(id) ?? []) handle(ev);
+        early.delete(id);
+      }
+    }
+    const seeds = sets.map((s) => Object.values(s).join('/')).join(', ');
+    ed.say(`queued ${ids.length} cop${ids.length === 1 ? 'y' : 'ies'} (runs #${ids.join(', #')}) with seeds ${seeds}`);
+  } catch (e) {
+    const err = e as { diagnostics?: Diagnostic[]; message: string };
+    const diags = err.diagnostics ?? [];
+    if (diags.length) useRunStore.setState({ diagnostics: groupDiagnostics(diags, byName) });
+    ed.say(`queued ${ids.length} of ${count}: ${err.message}`, 'error');
+  }
+  useRunStore.setState((s) => ({ historyTick: s.historyTick + 1 }));
+  return ids;
 }
 
 /**

@@ -55,7 +55,7 @@ export const SHORTCUTS: Shortcut[] = [
   { keys: 'Delete / Backspace', does: 'delete the selection', match: (e) => e.key === 'Delete' || e.key === 'Backspace', run: (c) => c.deleteSelected() },
   { keys: 'Space / Tab / double-click', does: 'search nodes to add', match: (e) => (e.key === ' ' || e.key === 'Tab') && !ctrl(e), run: (c) => c.search() },
   { keys: '.', does: 'fit the whole workflow in view', match: (e) => e.key === '.' && !ctrl(e), run: (c) => c.fit() },
-  { keys: 'Q', does: 'show or hide the run history', match: (e) => key(e) === 'q' && !ctrl(e), run: (c) => c.toggleHistory() },
+  { keys: 'Q', does: 'show or hide the queue and run history', match: (e) => key(e) === 'q' && !ctrl(e), run: (c) => c.toggleHistory() },
   { keys: '?', does: 'show or hide this list', match: (e) => e.key === '?' && !ctrl(e), run: (c) => c.toggleHelp() },
 ];
 

@@ -5,7 +5,7 @@ import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Appearance, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
 import { cleanLook, cloneNodes, defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
 import { accepts, typeColour } from './types';
-import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
+import { forgetStale, groupDiagnostics, setLibraryOpen, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
 import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groups';
 import { estimateNodeSize } from './nodesize';
@@ -35,6 +35,8 @@ export interface EditorState {
   dirty: boolean;
   /** The file changed on disk while the canvas has unsaved edits. */
   conflict: { revision: string } | null;
+  /** A library subgraph's `inputs:` and `outputs:` as read: the canvas does not edit them, a save keeps them. */
+  iface: { inputs?: Record<string, unknown>; outputs?: Record<string, unknown> } | null;
   /** The document at `revision` (what the file held when read or saved): the merge's base. */
   base: WorkflowDoc | null;
   /** The file on disk does not parse: its located errors, shown instead of a stale graph. */
@@ -131,6 +133,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   suggest: null,
   revision: null,
   base: null,
+  iface: null,
   dirty: false,
   conflict: null,
   broken: null,
@@ -205,7 +208,8 @@ export const useEditor = create<EditorState>()((set, get) => ({
     const doc = get().doc();
     const sweep = sweepSection(get().sweep, get().sweepContext());
     const groups = get().groups;
-    return { ...doc, ...(sweep ? { sweep } : {}), ...(groups.length ? { groups } : {}) };
+    const iface = get().iface;
+    return { ...doc, ...(iface ?? {}), ...(sweep ? { sweep } : {}), ...(groups.length ? { groups } : {}) };
   },
 
   setSweep: (sweep, key) => {
@@ -258,6 +262,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       edges: edges.map((e) => styled(e, byId, cat)),
       sweep: draftFromSection(doc.sweep, declOf),
       groups: doc.groups ?? [],
+      iface: doc.inputs || doc.outputs ? { inputs: doc.inputs, outputs: doc.outputs } : null,
       selectedGroup: null,
       dirty,
       broken: null,
@@ -268,6 +273,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   openImported: (doc, diagnostics, suggest) => {
     // A new workflow apart from the file that was open: its own (empty) history, no file yet.
     set({ name: null, revision: null, suggest, past: [], future: [], nodes: [], edges: [] });
+    setLibraryOpen(false);
     get().loadDoc(doc, true);
     set({ edits: get().edits + 1 });
     useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics, false) });
@@ -280,6 +286,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
       const before = get().edits;
       const t0 = performance.now();
       const f = await api.workflow(name);
+      setLibraryOpen(name.startsWith('lib/'));
       // For the browser tests' figures: how long the server's answer took, apart from drawing it.
       (window as unknown as { __weftOpen?: object }).__weftOpen = { name, t0, fetched: performance.now() };
       const switching = get().name !== name;
@@ -349,6 +356,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!name) return;
     try {
       const f = await api.workflow(name);
+      setLibraryOpen(name.startsWith('lib/'));
       if (!f.workflow) {
         get().say(`${name}.yaml on disk does not read as a workflow: fix it first (nothing merged)`, 'error');
         return;
