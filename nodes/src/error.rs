@@ -97,6 +97,8 @@ pub enum CheckpointError {
     NoCrossAttention,
     #[error("tensor {name} {shape:?}: a fused q/k/v projection needs a multiple of 3 rows")]
     FusedQkv { name: String, shape: Vec<i64> },
+    #[error("this SDXL checkpoint's UNet is laid out in a way weft cannot build: {reason}")]
+    UnetLayout { reason: String },
     #[error("no {what} tensors in this {family} checkpoint")]
     MissingComponent {
         family: &'static str,

@@ -13,7 +13,8 @@ use weft_nodes::samplers::{
     SamplerKind, StepEvent,
 };
 use weft_nodes::weights::checkpoint::{
-    load_diffusers_folder, load_single_file, LoadOptions, ModelFamily, StableDiffusionCheckpoint,
+    load_diffusers_folder, load_single_file, sdxl_unet_config_from_shapes, LoadOptions,
+    ModelFamily, StableDiffusionCheckpoint,
 };
 use weft_nodes::weights::ldm_keymap::{map_ldm_key, Component, LdmLayout, Mapped};
 use weft_nodes::weights::{read_safetensors, WeightedModel, Weights};
@@ -305,4 +306,58 @@ fn ldm_key_map_covers_a_full_size_sdxl_base_file() {
         clip_g["text_model.encoder.layers.31.self_attn.v_proj.weight"].size(),
         [1280, 1280]
     );
+}
+
+/// A single file's SDXL UNet config is read from its shapes: the full-size base and refiner
+/// files give their presets (the blocks without attention aside: their count is unused,
+/// the preset's and the read config build the same tensors), a block of unexpected layout
+/// is refused with a reason.
+#[test]
+fn sdxl_unet_configs_read_from_full_size_shapes_equal_the_presets() {
+    let cases = [
+        (weft_test_support::sdxl_ldm_shapes(), ModelFamily::Sdxl),
+        (
+            weft_test_support::sdxl_refiner_ldm_shapes(),
+            ModelFamily::SdxlRefiner,
+        ),
+    ];
+    for (shapes, family) in cases {
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> = shapes
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().map(|d| d as usize).collect()))
+            .collect();
+        let read = sdxl_unet_config_from_shapes(&shapes, family).unwrap();
+        let preset = family.unet_preset();
+        let used = |c: &UNetConfig| {
+            let last = c.transformer_layers_per_block.len() - 1;
+            let mut c = c.clone();
+            for (i, d) in c.transformer_layers_per_block.iter_mut().enumerate() {
+                if !c.cross_attention_blocks[i] && i != last {
+                    *d = 0;
+                }
+            }
+            c
+        };
+        assert_eq!(used(&read), used(&preset), "{family:?}");
+
+        // A middle block shallower than the last level: the base's last level cross-attends,
+        // and weft gives the middle block its depth, so that file is refused; the refiner's
+        // last level has no attention, so its middle block's depth is free.
+        let mut odd = shapes.clone();
+        odd.retain(|k, _| {
+            !k.starts_with("model.diffusion_model.middle_block.1.transformer_blocks.3.")
+        });
+        match family {
+            ModelFamily::Sdxl => {
+                let e = sdxl_unet_config_from_shapes(&odd, family)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("middle block has 3 transformer layers"), "{e}");
+            }
+            _ => {
+                let c = sdxl_unet_config_from_shapes(&odd, family).unwrap();
+                assert_eq!(c.transformer_layers_per_block, [1, 4, 4, 3]);
+            }
+        }
+    }
 }

@@ -156,6 +156,20 @@ pub fn write_sdxl_refiner_shaped_checkpoint(path: &Path) -> std::io::Result<()> 
     write_shaped_checkpoint(path, &sdxl_refiner_ldm_shapes())
 }
 
+/// Writes the two reduced-width SDXL-architecture files of the ComfyUI comparison
+/// (scripts/parity/sdxl_comfyui.py wrote their names and shapes into
+/// test-support/data/tiny_sdxl_ldm_shapes.json and tiny_sdxl_refiner_ldm_shapes.json): a base
+/// (UNet 64/128/256 channels, CLIP-L 64 wide and bigG 128 wide with the full 49408-token
+/// vocabulary, a full-size SDXL VAE; 190 MB) and a refiner (bigG only; 180 MB), filled with
+/// the same small pseudo-random values. Returns (base, refiner).
+pub fn write_tiny_sdxl_checkpoints(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let base = dir.join("tiny_sdxl.safetensors");
+    let refiner = dir.join("tiny_sdxl_refiner.safetensors");
+    write_shaped_checkpoint(&base, &ldm_shapes("tiny_sdxl_ldm_shapes.json"))?;
+    write_shaped_checkpoint(&refiner, &ldm_shapes("tiny_sdxl_refiner_ldm_shapes.json"))?;
+    Ok((base, refiner))
+}
+
 fn write_shaped_checkpoint(
     path: &Path,
     shapes: &std::collections::BTreeMap<String, Vec<u64>>,

@@ -128,14 +128,15 @@ fn tensor_bytes(weights: &std::collections::HashMap<String, tch::Tensor>) -> u64
 /// A Stable Diffusion checkpoint (file or diffusers folder) with its CLIP text encoder and
 /// the CLIP vocabulary from set-up.
 fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> NodeResult<Parts> {
-    let mut checkpoint = load_checkpoint(path, options)?;
-    let family = checkpoint.family();
+    // The vocabulary first: without it the gigabytes of weights would be read for nothing.
     let vocab = models.whole_folder_file(CLIP_VOCAB);
     let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
         NodeError::msg(format!(
             "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
         ))
     })?;
+    let mut checkpoint = load_checkpoint(path, options)?;
+    let family = checkpoint.family();
     if family == ModelFamily::SdxlRefiner {
         let clip_g = checkpoint.text_encoder_2.take().ok_or_else(|| {
             NodeError::msg(format!(

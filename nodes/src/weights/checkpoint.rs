@@ -14,7 +14,9 @@ use weft_engine::FileAccess;
 use crate::error::{CheckpointError, ModelError, Result};
 use crate::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use crate::models::config_json::unsupported;
-use crate::models::unet_2d_condition::{PredictionType, UNet2DConditionModel, UNetConfig};
+use crate::models::unet_2d_condition::{
+    AdditionEmbed, PredictionType, UNet2DConditionModel, UNetConfig,
+};
 use crate::weights::ldm_keymap::{
     map_ldm_key, Component, LdmLayout, Mapped, OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX,
 };
@@ -137,7 +139,7 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
     let file = MappedFile::open_with(path, &options.files)?;
     let shapes = file.shapes()?;
     let family = ModelFamily::detect(&shapes).map_err(not_sd)?;
-    let unet_config = single_file_unet_config(&shapes, family, options);
+    let unet_config = single_file_unet_config(&shapes, family, options).map_err(not_sd)?;
     let vae_config = options
         .vae_config
         .clone()
@@ -232,24 +234,151 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
 }
 
 /// `options.unet_config`, else the family's preset with the file's input channels
-/// (inpainting models take 9: latent, mask, masked-image latent); the prediction type is
-/// `options.prediction_type` if set.
+/// (inpainting models take 9: latent, mask, masked-image latent) — for SDXL families the
+/// config read from the file's shapes; the prediction type is `options.prediction_type` if set.
 fn single_file_unet_config(
     shapes: &BTreeMap<String, Vec<usize>>,
     family: ModelFamily,
     options: &LoadOptions,
-) -> UNetConfig {
-    let mut config = options.unet_config.clone().unwrap_or_else(|| {
-        let mut c = family.unet_preset();
-        if let Some(s) = shapes.get(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
-            c.in_channels = s.get(1).map(|&d| d as i64).unwrap_or(c.in_channels);
+) -> Result<UNetConfig, CheckpointError> {
+    let mut config = match options.unet_config.clone() {
+        Some(config) => config,
+        None if matches!(family, ModelFamily::Sdxl | ModelFamily::SdxlRefiner) => {
+            sdxl_unet_config_from_shapes(shapes, family)?
         }
-        c
-    });
+        None => {
+            let mut c = family.unet_preset();
+            if let Some(s) = shapes.get(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
+                c.in_channels = s.get(1).map(|&d| d as i64).unwrap_or(c.in_channels);
+            }
+            c
+        }
+    };
     if let Some(p) = options.prediction_type {
         config.prediction_type = p;
     }
-    config
+    Ok(config)
+}
+
+/// SDXL's attention heads are 64 channels wide at every level (ComfyUI: `num_head_channels`).
+const SDXL_HEAD_WIDTH: i64 = 64;
+
+/// An SDXL base or refiner UNet config read from a single file's tensor shapes, as ComfyUI's
+/// `detect_unet_config` reads one: widths, levels, res blocks per level, transformer depths,
+/// context width and added-input width come from the tensors, so SDXL-architecture files of
+/// other sizes (distilled models, the reduced-width checkpoints of the ComfyUI comparison)
+/// load too. Heads stay 64 channels wide and the size ids 256 wide, which the shapes cannot
+/// tell. A full-size file gives the family's preset (blocks without attention carry 1, the
+/// last level the middle block's depth: diffusers gives the middle block the last count).
+pub fn sdxl_unet_config_from_shapes(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    family: ModelFamily,
+) -> Result<UNetConfig, CheckpointError> {
+    let layout = |reason: String| CheckpointError::UnetLayout { reason };
+    let has = |name: &str| shapes.contains_key(&format!("{UNET_PREFIX}{name}"));
+    let dim = |name: &str, i: usize| -> Result<i64, CheckpointError> {
+        shapes
+            .get(&format!("{UNET_PREFIX}{name}"))
+            .and_then(|s| s.get(i))
+            .map(|&d| d as i64)
+            .ok_or_else(|| layout(format!("no tensor {UNET_PREFIX}{name}")))
+    };
+    let depth = |block: &str| {
+        (0..)
+            .take_while(|k| has(&format!("{block}.transformer_blocks.{k}.attn1.to_q.weight")))
+            .count()
+    };
+    let preset = family.unet_preset();
+    let in_conv = dim("input_blocks.0.0.weight", 1)?;
+    // Levels: runs of res blocks (`input_blocks.N.0.in_layers`) split by downsamplers
+    // (`input_blocks.N.0.op`).
+    let mut levels: Vec<(i64, Vec<usize>)> = Vec::new();
+    let mut block = 1;
+    loop {
+        let (mut channels, mut depths) = (0, Vec::new());
+        while has(&format!("input_blocks.{block}.0.in_layers.0.weight")) {
+            channels = dim(&format!("input_blocks.{block}.0.out_layers.3.weight"), 0)?;
+            depths.push(depth(&format!("input_blocks.{block}.1")));
+            block += 1;
+        }
+        if depths.is_empty() {
+            break;
+        }
+        levels.push((channels, depths));
+        if !has(&format!("input_blocks.{block}.0.op.weight")) {
+            break;
+        }
+        block += 1;
+    }
+    let layers_per_block = levels.first().map(|(_, d)| d.len()).unwrap_or(0);
+    if layers_per_block == 0 {
+        return Err(layout("no res blocks under input_blocks".into()));
+    }
+    let mut transformer_layers = Vec::new();
+    for (level, (_, depths)) in levels.iter().enumerate() {
+        if depths.len() != layers_per_block || depths.iter().any(|&d| d != depths[0]) {
+            return Err(layout(format!(
+                "level {level} has res blocks with transformer depths {depths:?} \
+                 (weft builds {layers_per_block} blocks per level, one depth per level)"
+            )));
+        }
+        transformer_layers.push(depths[0]);
+    }
+    let middle = depth("middle_block.1");
+    let last = transformer_layers.len() - 1;
+    if transformer_layers[last] != 0 && transformer_layers[last] != middle {
+        return Err(layout(format!(
+            "the middle block has {middle} transformer layers, the last level {} \
+             (weft gives the middle block the last level's depth)",
+            transformer_layers[last]
+        )));
+    }
+    let cross_attention_blocks: Vec<bool> = transformer_layers.iter().map(|&d| d > 0).collect();
+    let (first_attention, _) = cross_attention_blocks
+        .iter()
+        .enumerate()
+        .find(|(_, &cross)| cross)
+        .ok_or_else(|| layout("no cross-attention transformer in any level".into()))?;
+    let attention_block = 1 + first_attention * (layers_per_block + 1);
+    let attention = format!("input_blocks.{attention_block}.1");
+    let use_linear_projection = shapes
+        .get(&format!("{UNET_PREFIX}{attention}.proj_in.weight"))
+        .is_some_and(|s| s.len() == 2);
+    let block_out_channels: Vec<i64> = levels.iter().map(|(c, _)| *c).collect();
+    for (i, &d) in transformer_layers.iter().enumerate() {
+        let c = block_out_channels[i];
+        if d > 0 && c % SDXL_HEAD_WIDTH != 0 {
+            return Err(layout(format!(
+                "level {i} is {c} channels wide, not a multiple of SDXL's {SDXL_HEAD_WIDTH}-wide heads"
+            )));
+        }
+    }
+    let mut transformer_layers_per_block: Vec<usize> =
+        transformer_layers.iter().map(|&d| d.max(1)).collect();
+    transformer_layers_per_block[last] = middle.max(1);
+    let addition_embed = preset.addition_embed.map(|add| AdditionEmbed {
+        input_dim: dim("label_emb.0.0.weight", 1).unwrap_or(add.input_dim),
+        ..add
+    });
+    Ok(UNetConfig {
+        in_channels: in_conv,
+        out_channels: dim("out.2.weight", 0)?,
+        num_attention_heads: block_out_channels
+            .iter()
+            .map(|c| (c / SDXL_HEAD_WIDTH).max(1))
+            .collect(),
+        block_out_channels,
+        cross_attention_blocks,
+        layers_per_block,
+        cross_attention_dim: dim(
+            &format!("{attention}.transformer_blocks.0.attn2.to_k.weight"),
+            1,
+        )?,
+        transformer_layers_per_block,
+        use_linear_projection,
+        addition_embed,
+        ..preset
+    })
 }
 
 /// How many OpenCLIP transformer blocks (`transformer.resblocks.N`) a file holds; 0 for CLIP.
