@@ -32,12 +32,12 @@ struct Schema {
 }
 
 impl Schema {
-    fn new() -> Self {
+    fn new(case: &str) -> Self {
         let admin = std::env::var("WEFT_TEST_POSTGRES")
             .ok()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| panic!("{NEEDS_POSTGRES}"));
-        let name = format!("fleet_{}", std::process::id());
+        let name = format!("fleet_{case}_{}", std::process::id());
         let mut client = postgres::Client::connect(&admin, postgres::NoTls)
             .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
         client
@@ -156,18 +156,36 @@ fn project() -> tempfile::TempDir {
     dir
 }
 
-/// Collects every message a /ws client gets, on a thread of its own, until `stop`.
-fn watch(server: &ServerProcess, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Value>> {
+/// Collects every message a /ws client gets into `seen`, on a thread of its own, until `stop`.
+fn watch(
+    server: &ServerProcess,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Vec<Value>>>, std::thread::JoinHandle<()>) {
     let mut ws = server.ws();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
+    // The first message (the queue) says the socket is subscribed to the server's events.
+    let first = ws
+        .next(Duration::from_secs(60))
+        .expect("a queue message on connect");
+    assert_eq!(first["event"], "queue");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    let thread = std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             if let Some(m) = ws.next(Duration::from_millis(200)) {
-                seen.push(m);
+                into.lock().unwrap().push(m);
             }
         }
-        seen
-    })
+    });
+    (seen, thread)
+}
+
+/// How many `run_finished` each run got among `messages`.
+fn finishes(messages: &[Value]) -> HashMap<u64, usize> {
+    let mut finished: HashMap<u64, usize> = HashMap::new();
+    for m in messages.iter().filter(|m| m["event"] == "run_finished") {
+        *finished.entry(m["run"].as_u64().unwrap()).or_default() += 1;
+    }
+    finished
 }
 
 /// Runs by status, from the database.
@@ -196,7 +214,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> (Option
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
-    let schema = Schema::new();
+    let schema = Schema::new("killed");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
     let api_args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
@@ -208,8 +226,6 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let watchers = [watch(&first, stop.clone()), watch(&second, stop.clone())];
-    // Let the sockets subscribe before anything is queued.
-    std::thread::sleep(Duration::from_millis(300));
 
     let workflows = ["circles", "squares", "triangles"];
     let mut expected: HashMap<u64, (&str, i64)> = HashMap::new();
@@ -227,20 +243,37 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
     }
 
     let mut db = schema.client();
-    // SIGKILL w1 while it holds a run.
+    // SIGKILL w1 while it holds a run: frozen first (SIGSTOP), so the run it holds cannot
+    // finish between looking and killing.
+    let w1 = workers[0].child.id() as libc::pid_t;
     let victim = wait_for("w1 to hold a run", Duration::from_secs(240), || {
-        let row = db
-            .query_opt(
+        let held = |db: &mut postgres::Client| {
+            db.query_opt(
                 "SELECT id FROM runs WHERE status = 'running' AND worker = 'w1' LIMIT 1",
                 &[],
             )
-            .unwrap();
-        (
-            row.map(|r| r.get::<_, i64>(0) as u64),
-            format!("{:?}", statuses(&mut db)),
-        )
+            .unwrap()
+            .map(|r| r.get::<_, i64>(0) as u64)
+        };
+        if held(&mut db).is_some() {
+            // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+            unsafe { libc::kill(w1, libc::SIGSTOP) };
+            if let Some(id) = held(&mut db) {
+                return (Some(id), String::new());
+            }
+            unsafe { libc::kill(w1, libc::SIGCONT) };
+        }
+        (None, format!("{:?}", statuses(&mut db)))
     });
     workers[0].kill();
+    let status: String = db
+        .query_one("SELECT status FROM runs WHERE id = $1", &[&(victim as i64)])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status, "running",
+        "run {victim} was held by w1 when it was killed"
+    );
 
     let total = expected.len() as i64;
     wait_for("every run to finish", Duration::from_secs(300), || {
@@ -252,10 +285,36 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
             .sum();
         ((finished == total).then_some(()), format!("{by_status:?}"))
     });
-    // Each run_finished is sent right after its record is written: a moment for the last.
-    std::thread::sleep(Duration::from_secs(2));
+    // Each run_finished is sent right after its record is written: wait for it on every
+    // socket (a bounded wait), then a moment more in case one came twice.
+    for (server, (seen, _)) in watchers.iter().enumerate() {
+        wait_for(
+            "every run_finished on every API server's socket",
+            Duration::from_secs(120),
+            || {
+                let finished = finishes(&seen.lock().unwrap());
+                let mut missing: Vec<u64> = expected
+                    .keys()
+                    .filter(|id| !finished.contains_key(id))
+                    .copied()
+                    .collect();
+                missing.sort_unstable();
+                (
+                    missing.is_empty().then_some(()),
+                    format!("API server {server}'s socket lacks {missing:?} (the killed worker's run: {victim})"),
+                )
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let seen: Vec<Vec<Value>> = watchers.into_iter().map(|w| w.join().unwrap()).collect();
+    let seen: Vec<Vec<Value>> = watchers
+        .into_iter()
+        .map(|(seen, thread)| {
+            thread.join().unwrap();
+            Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+        })
+        .collect();
 
     // Every run succeeded once, with one image in its own folder, served by both API servers.
     let rows = db
@@ -307,18 +366,23 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         }
     }
     for (server, messages) in seen.iter().enumerate() {
-        let mut finished: HashMap<u64, usize> = HashMap::new();
+        let finished = finishes(messages);
         for m in messages.iter().filter(|m| m["event"] == "run_finished") {
-            *finished.entry(m["run"].as_u64().unwrap()).or_default() += 1;
             assert_eq!(m["status"], "succeeded", "{m}");
         }
-        for id in expected.keys() {
-            assert_eq!(
-                finished.get(id),
-                Some(&1),
-                "API server {server}'s client saw run {id}'s run_finished once"
-            );
-        }
+        let mut wrong: Vec<(u64, usize)> = expected
+            .keys()
+            .map(|id| (*id, finished.get(id).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n != 1)
+            .collect();
+        wrong.sort_unstable();
+        assert!(
+            wrong.is_empty(),
+            "API server {server}'s client saw these runs' run_finished not once (run, times): \
+             {wrong:?}; the killed worker's run was {victim}; {} messages, the first: {:?}",
+            messages.len(),
+            messages.iter().take(3).collect::<Vec<_>>()
+        );
         assert_eq!(finished.len(), expected.len());
     }
     let requeued = workers[1..]
@@ -326,6 +390,45 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         .flat_map(|w| w.log.lock().unwrap().clone())
         .any(|line| line.contains("re-queued") && line.contains(&victim.to_string()));
     assert!(requeued, "a live worker re-queued run {victim}");
+
+    // A long run, cancelled through another API server than the one that queued it, while a
+    // third API server starts (which must leave the fleet's running run alone).
+    let long = first.http().queue_run(
+        &json!({"workflow": "circles", "set": {"sample.seed": 7, "sample.steps": 2000}}),
+    );
+    let status_of = |db: &mut postgres::Client, id: u64| -> String {
+        db.query_one("SELECT status FROM runs WHERE id = $1", &[&(id as i64)])
+            .unwrap()
+            .get(0)
+    };
+    wait_for("the long run to start", Duration::from_secs(120), || {
+        let status = status_of(&mut db, long);
+        ((status == "running").then_some(()), status)
+    });
+    let third = ServerProcess::start(bin(), dir.path(), &api_args);
+    assert_eq!(
+        status_of(&mut db, long),
+        "running",
+        "an API server starting leaves the workers' runs running"
+    );
+    let mut third_ws = third.ws();
+    let asked = Instant::now();
+    let reply = second
+        .http()
+        .post(&format!("/api/runs/{long}/cancel"), &json!({}));
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let events = third_ws.run(long, Duration::from_secs(120));
+    let took = asked.elapsed();
+    assert_eq!(events.last().unwrap()["status"], "cancelled", "{events:?}");
+    assert_eq!(status_of(&mut db, long), "cancelled");
+    println!(
+        "figure: cancel asked on one API server -> run_finished (cancelled) on another: {took:?}"
+    );
 
     // Figures: enqueue -> claim with idle workers, from the records (fully cached reruns).
     let mut waits = Vec::new();
@@ -353,5 +456,99 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         waits.len(),
         waits[waits.len() / 2],
         waits[(waits.len() * 99).div_ceil(100) - 1]
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn leased_claims_take_each_run_once_and_report_their_rate() {
+    use weft::server::store::{PgStore, RunStore};
+    let schema = Schema::new("rate");
+    let store = PgStore::open(&schema.url).unwrap();
+    const RUNS: usize = 2000;
+    const CLAIMERS: usize = 4;
+    for i in 0..RUNS {
+        store.enqueue(None, "{}", None, i as i64).unwrap();
+    }
+    let started = Instant::now();
+    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLAIMERS)
+            .map(|c| {
+                let url = schema.url.clone();
+                scope.spawn(move || {
+                    let store = PgStore::open(&url).unwrap();
+                    let mut ids = Vec::new();
+                    while let Some(leased) = store
+                        .claim_leased(&format!("c{c}"), &format!("t{c}"))
+                        .unwrap()
+                    {
+                        ids.push(leased.run.id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut all: Vec<u64> = claimed.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=RUNS as u64).collect::<Vec<_>>(),
+        "each run claimed once"
+    );
+    println!(
+        "figure: {RUNS} leased claims by {CLAIMERS} claimers in {seconds:.2} s: {:.0} claims/s",
+        RUNS as f64 / seconds
+    );
+    // Only the holder's token finishes a run; a lapsed lease is re-queued, then given up.
+    let finished = weft::server::store::Finished {
+        status: weft_engine::RunStatus::Succeeded,
+        at: 1,
+        nodes: json!({}),
+        outputs: json!([]),
+        error: None,
+    };
+    let (first_claimer, first_id) = claimed
+        .iter()
+        .enumerate()
+        .find_map(|(c, ids)| ids.first().map(|id| (c, *id)))
+        .unwrap();
+    assert!(!store
+        .finish_leased(first_id, "not-the-token", &finished, None)
+        .unwrap());
+    assert!(store
+        .heartbeat(first_id, &format!("t{first_claimer}"))
+        .unwrap());
+    assert!(store
+        .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+        .unwrap());
+    assert!(
+        !store
+            .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+            .unwrap(),
+        "finished once"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
+    assert_eq!(expired.requeued.len(), RUNS - 1);
+    assert!(expired.interrupted.is_empty());
+    let again = store.claim_leased("late", "t-late").unwrap().unwrap();
+    assert_eq!(again.attempts, 1);
+    assert!(
+        !store.heartbeat(again.run.id, "t0").unwrap(),
+        "an old holder's lease no longer renews"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
+    assert_eq!(
+        expired.interrupted,
+        vec![again.run.id],
+        "given up after 2 lost leases"
+    );
+    assert_eq!(
+        store.get(again.run.id).unwrap().unwrap().status,
+        weft::server::store::RunState::Interrupted
     );
 }

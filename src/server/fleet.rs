@@ -12,7 +12,7 @@
 //! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
 //! outputs folder is emptied first, so what a dead worker half wrote is not counted twice.
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -100,6 +100,51 @@ struct LeaseClaims {
     worker: String,
     outputs: PathBuf,
     held: Mutex<Option<Held>>,
+    /// The worker's hub, whose messages the forwarder sends on.
+    hub: Arc<Hub>,
+    forwarded: Arc<Forwarded>,
+}
+
+/// How far the forwarder got: the last flush marker it passed.
+#[derive(Default)]
+struct Forwarded {
+    upto: Mutex<u64>,
+    moved: Condvar,
+}
+
+/// The hub message a flush marker starts with (never forwarded).
+const FLUSH_MARK: &str = "{\"event\":\"fleet_flush\",\"upto\":";
+
+/// The longest a finishing run waits for its events to be sent before its record.
+const FLUSH_WAIT: Duration = Duration::from_secs(30);
+
+impl LeaseClaims {
+    /// Waits until every hub message sent before now has been NOTIFYed (bounded), so a run's
+    /// `run_finished`, sent with its record, comes after the run's other events.
+    fn flush(&self) {
+        let mark = {
+            let upto = self
+                .forwarded
+                .upto
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *upto + 1
+        };
+        self.hub.send(format!("{FLUSH_MARK}{mark}}}").into());
+        let upto = self
+            .forwarded
+            .upto
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (_upto, waited) = self
+            .forwarded
+            .moved
+            .wait_timeout_while(upto, FLUSH_WAIT, |upto| *upto < mark)
+            .unwrap_or_else(|e| e.into_inner());
+        if waited.timed_out() {
+            eprintln!("weft worker: the run's events did not reach the database within {FLUSH_WAIT:?}; recording it anyway");
+        }
+    }
 }
 
 impl Claims for LeaseClaims {
@@ -135,10 +180,15 @@ impl Claims for LeaseClaims {
         Ok(Some(leased.run))
     }
 
-    fn finish(&self, id: u64, finished: &Finished) -> StoreResult<bool> {
+    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         match held {
-            Some(held) if held.id == id => self.store.finish_leased(id, &held.token, finished),
+            Some(held) if held.id == id => {
+                self.flush();
+                let payload = fit_payload(announce);
+                self.store
+                    .finish_leased(id, &held.token, finished, Some(&payload))
+            }
             _ => Ok(false),
         }
     }
@@ -183,8 +233,9 @@ fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
     }
 }
 
-/// Sends the worker's hub messages to every API server (NOTIFY on `EVENTS_CHANNEL`).
-fn forward_events(store: PgStore, hub: &Hub) {
+/// Sends the worker's hub messages to every API server (NOTIFY on `EVENTS_CHANNEL`), but
+/// `run_finished`, which goes with the run's record (`PgStore::finish_leased`).
+fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
     let mut messages = hub.subscribe();
     std::thread::Builder::new()
         .name("weft-forward".into())
@@ -199,8 +250,17 @@ fn forward_events(store: PgStore, hub: &Hub) {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                if let Some(mark) = message.strip_prefix(FLUSH_MARK) {
+                    if let Ok(mark) = mark.trim_end_matches('}').parse::<u64>() {
+                        *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = mark;
+                        forwarded.moved.notify_all();
+                    }
+                    continue;
+                }
                 // Each API server sends its own `queue` messages.
-                if message.starts_with("{\"event\":\"queue\"") {
+                if message.starts_with("{\"event\":\"queue\"")
+                    || message.starts_with("{\"event\":\"run_finished\"")
+                {
                     continue;
                 }
                 let payload = fit_payload(&message);
@@ -276,12 +336,15 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     let device = DeviceWorker::start(registry, executor);
     device.set_preview_every(args.preview_every);
     let hub = Arc::new(Hub::new(65_536));
-    forward_events(PgStore::open(url.reveal())?, &hub);
+    let forwarded = Arc::new(Forwarded::default());
+    forward_events(PgStore::open(url.reveal())?, &hub, forwarded.clone());
     let claims = Arc::new(LeaseClaims {
         store: store.clone(),
         worker: name.clone(),
         outputs: roots.outputs.clone(),
         held: Mutex::new(None),
+        hub: hub.clone(),
+        forwarded,
     });
     let queue = queue::start_scheduler(
         store.clone(),
@@ -362,13 +425,23 @@ pub fn api_server_queue(store: Arc<PgStore>, hub: Arc<Hub>) -> Arc<Queue> {
     queue::enqueue_only(store, hub, cancel)
 }
 
-/// Relays the workers' events to this API server's hub, and notes queue changes.
+/// How long an API server waits at start for its relay to listen (events sent before are
+/// not seen by its clients; it starts anyway, and says so).
+const RELAY_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// Relays the workers' events to this API server's hub, and notes queue changes; returns once
+/// it listens (or after `RELAY_READY_WAIT`).
 pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+    let (ready_tx, ready) = mpsc::channel();
+    let mut ready_tx = Some(ready_tx);
     store
         .listen(
             &[EVENTS_CHANNEL, QUEUED_CHANNEL],
             FALLBACK_POLL,
             move |notification| {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
                 if let Some((channel, payload)) = notification {
                     if channel == EVENTS_CHANNEL {
                         if payload.contains("\"event\":\"run_started\"")
@@ -384,6 +457,9 @@ pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result
             },
         )
         .context("starting the event relay")?;
+    if ready.recv_timeout(RELAY_READY_WAIT).is_err() {
+        eprintln!("weft serve: not yet listening for the workers' events (the database is unreachable?); serving anyway");
+    }
     Ok(())
 }
 
@@ -405,5 +481,21 @@ mod tests {
         assert_eq!(v["omitted"]["url"], "/api/runs/7");
         let short = r#"{"event":"run_started","run":1}"#;
         assert_eq!(fit_payload(short), short);
+    }
+
+    #[test]
+    fn a_queue_connection_string_is_never_shown() {
+        let args = [
+            "weft",
+            "serve",
+            "--queue",
+            "postgres://w:s3cret@db/q",
+            "--queue=postgres://w:s3cret@db/q",
+        ];
+        let shown = super::super::shown_args(args.map(String::from));
+        assert_eq!(
+            shown,
+            ["weft", "serve", "--queue", "<hidden>", "--queue=<hidden>"]
+        );
     }
 }

@@ -50,8 +50,9 @@ pub trait Claims: Send + Sync {
     /// The next run to execute, now marked running; None when nothing waits.
     fn claim(&self) -> StoreResult<Option<RunRecord>>;
     /// Records the outcome; false when the run is no longer this scheduler's to finish (then
-    /// nothing of it is announced as finished).
-    fn finish(&self, id: u64, finished: &Finished) -> StoreResult<bool>;
+    /// nothing of it is announced as finished). `announce` is the run's `run_finished`
+    /// message, sent to the hub after this returns.
+    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool>;
 }
 
 /// `weft serve` alone: the oldest queued run of its own store.
@@ -62,7 +63,7 @@ impl Claims for LocalClaims {
         self.0.claim_next(now_ms())
     }
 
-    fn finish(&self, id: u64, finished: &Finished) -> StoreResult<bool> {
+    fn finish(&self, id: u64, finished: &Finished, _announce: &str) -> StoreResult<bool> {
         self.0.finish(id, finished)
     }
 }
@@ -308,7 +309,12 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
             (finished, message)
         }
     };
-    let recorded = match claims.finish(id, &finished) {
+    let message = message.unwrap_or_else(|| {
+        json!({"event": "run_finished", "run": id, "status": RunState::from(finished.status), "ran": 0, "cached": 0, "micros": 0})
+            .to_string()
+            .into()
+    });
+    let recorded = match claims.finish(id, &finished, &message) {
         Ok(recorded) => recorded,
         Err(e) => {
             eprintln!("weft serve: {e}");
@@ -325,11 +331,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
         queue.changed();
         return;
     }
-    hub.send(message.unwrap_or_else(|| {
-        json!({"event": "run_finished", "run": id, "status": RunState::from(finished.status), "ran": 0, "cached": 0, "micros": 0})
-            .to_string()
-            .into()
-    }));
+    hub.send(message);
     queue.changed();
     super::sweeps::run_finished(store, hub, outputs_root, id);
 }

@@ -92,15 +92,28 @@ impl PgStore {
     }
 
     /// running -> finished, only for the holder of lease `token` (one conditional UPDATE, so
-    /// of two workers that both ran the run, at most one records it); false otherwise.
-    pub fn finish_leased(&self, id: u64, token: &str, f: &Finished) -> StoreResult<bool> {
+    /// of two workers that both ran the run, at most one records it); false otherwise. When
+    /// recorded, `announce` is NOTIFYed on `EVENTS_CHANNEL` in the same transaction: the
+    /// record and its announcement exist together or not at all (a worker killed between the
+    /// two cannot leave a finished run nobody heard of).
+    pub fn finish_leased(
+        &self,
+        id: u64,
+        token: &str,
+        f: &Finished,
+        announce: Option<&str>,
+    ) -> StoreResult<bool> {
         let error = f.error.as_ref().map(|e| e.to_string());
         let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
         let status = RunState::from(f.status).as_str();
         self.with("recording a finished run", Some(id), |c| {
-            c.execute(
+            let update = c.prepared(
                 "UPDATE runs SET status = $2, finished_at = $3, nodes = $4, outputs = $5, \
                  error = $6, lease = NULL WHERE id = $1 AND status = 'running' AND lease = $7",
+            )?;
+            let mut tx = c.client.transaction()?;
+            let recorded = tx.execute(
+                &update,
                 &[
                     &(id as i64),
                     &status,
@@ -110,8 +123,12 @@ impl PgStore {
                     &error,
                     &token,
                 ],
-            )
-            .map(|n| n == 1)
+            )? == 1;
+            if let (true, Some(payload)) = (recorded, announce) {
+                tx.execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload])?;
+            }
+            tx.commit()?;
+            Ok(recorded)
         })
     }
 

@@ -90,7 +90,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    pub(super) fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
