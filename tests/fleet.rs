@@ -73,6 +73,7 @@ impl Drop for Schema {
 
 /// A `weft worker` process; killed when dropped.
 struct Worker {
+    name: String,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -119,7 +120,11 @@ impl Worker {
                 log.lock().unwrap()
             );
         }
-        Self { child, log }
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     fn kill(&mut self) {
@@ -429,6 +434,61 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
     println!(
         "figure: cancel asked on one API server -> run_finished (cancelled) on another: {took:?}"
     );
+
+    // A worker stopped with SIGTERM gives its run back at once (no lost lease counted), and
+    // another worker takes it.
+    let given_back = first.http().queue_run(
+        &json!({"workflow": "squares", "set": {"sample.seed": 8, "sample.steps": 2000}}),
+    );
+    let holder = wait_for("the run to be held", Duration::from_secs(120), || {
+        let row = db
+            .query_one(
+                "SELECT status, worker FROM runs WHERE id = $1",
+                &[&(given_back as i64)],
+            )
+            .unwrap();
+        let status: String = row.get(0);
+        let worker: Option<String> = row.get(1);
+        ((status == "running").then(|| worker.unwrap()), status)
+    });
+    let stopped = workers
+        .iter_mut()
+        .find(|w| w.name == holder)
+        .expect("a live worker holds it");
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+    unsafe { libc::kill(stopped.child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = stopped.child.wait();
+    let next = wait_for(
+        "another worker to take it",
+        Duration::from_secs(120),
+        || {
+            let row = db
+                .query_one(
+                    "SELECT status, worker, attempts FROM runs WHERE id = $1",
+                    &[&(given_back as i64)],
+                )
+                .unwrap();
+            let (status, worker, attempts): (String, Option<String>, i32) =
+                (row.get(0), row.get(1), row.get(2));
+            let taken = status == "running" && worker.as_deref() != Some(holder.as_str());
+            let state = format!("{status} on {worker:?}");
+            (taken.then_some((worker, attempts)), state)
+        },
+    );
+    assert_eq!(next.1, 0, "given back, not expired: {next:?}");
+    let reply = first
+        .http()
+        .post(&format!("/api/runs/{given_back}/cancel"), &json!({}));
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    wait_for("the cancel", Duration::from_secs(120), || {
+        let status = status_of(&mut db, given_back);
+        ((status == "cancelled").then_some(()), status)
+    });
 
     // Figures: enqueue -> claim with idle workers, from the records (fully cached reruns).
     let mut waits = Vec::new();

@@ -10,7 +10,8 @@
 //! worker that cannot renew for `lease_timeout / 2` cancels its run itself, so it stops before
 //! anyone else may claim it; and a run is recorded finished only by `UPDATE … WHERE lease =
 //! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
-//! outputs folder is emptied first, so what a dead worker half wrote is not counted twice.
+//! outputs folder is emptied first, so what a dead worker half wrote is not counted twice. A
+//! worker stopped by SIGTERM or Ctrl-C gives its run back to the queue at once.
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +101,8 @@ struct LeaseClaims {
     worker: String,
     outputs: PathBuf,
     held: Mutex<Option<Held>>,
+    /// Set when the worker is stopping: nothing more is claimed.
+    stopping: std::sync::atomic::AtomicBool,
     /// The worker's hub, whose messages the forwarder sends on.
     hub: Arc<Hub>,
     forwarded: Arc<Forwarded>,
@@ -152,13 +155,16 @@ impl Claims for LeaseClaims {
         let token = super::random_token().unwrap_or_else(|_| {
             format!("{}-{}-{}", self.worker, std::process::id(), super::now_ms())
         });
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
         let Some(leased) = self.store.claim_leased(&self.worker, &token)? else {
             return Ok(None);
         };
         let id = leased.run.id;
         let folder = self.outputs.join(id.to_string());
-        if leased.attempts > 0 && folder.exists() {
-            // A worker that lost this run may have written part of its outputs.
+        if folder.exists() {
+            // A worker that lost or gave back this run may have written part of its outputs.
             if let Err(e) = std::fs::remove_dir_all(&folder) {
                 eprintln!(
                     "weft worker: run {id}: cannot empty {} before running it again: {e}",
@@ -343,6 +349,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         worker: name.clone(),
         outputs: roots.outputs.clone(),
         held: Mutex::new(None),
+        stopping: Default::default(),
         hub: hub.clone(),
         forwarded,
     });
@@ -402,7 +409,25 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         .build()
         .context("starting the signal handler")?;
     runtime.block_on(super::shutdown_signal());
-    eprintln!("weft worker: stopped (a run it held is re-queued when its lease expires)");
+    claims
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let held = claims.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(held) = held {
+        queue.cancel_running(held.id);
+        match store.release(held.id, &held.token) {
+            Ok(true) => eprintln!(
+                "weft worker: gave run {} back to the queue for another worker",
+                held.id
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!(
+                "weft worker: {e} (run {} is re-queued when its lease expires)",
+                held.id
+            ),
+        }
+    }
+    eprintln!("weft worker: stopped");
     std::process::exit(0);
 }
 

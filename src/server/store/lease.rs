@@ -132,6 +132,19 @@ impl PgStore {
         })
     }
 
+    /// Gives a held run back to the queue at once (a worker stopping), without counting a
+    /// lost lease; false when the lease was no longer `token`'s.
+    pub fn release(&self, id: u64, token: &str) -> StoreResult<bool> {
+        self.with("giving a run back to the queue", Some(id), |c| {
+            c.execute(
+                "UPDATE runs SET status = 'queued', lease = NULL, started_at = NULL \
+                 WHERE id = $1 AND status = 'running' AND lease = $2",
+                &[&(id as i64), &token],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     /// Runs whose lease was not renewed for `timeout` go back to the queue (their trigger
     /// wakes the workers); after `max_attempts` lost leases a run is marked interrupted
     /// instead. Runs claimed without a lease (a lone `weft serve --store`) are left alone.

@@ -480,10 +480,11 @@ impl RunStore for PgStore {
     }
 
     fn interrupt_running(&self, at: i64) -> StoreResult<Vec<u64>> {
+        // A fleet worker's run (it has a lease) is its worker's: its lease decides.
         let mut ids: Vec<u64> = self.with("marking interrupted runs", None, |c| {
             c.query(
                 "UPDATE runs SET status = 'interrupted', finished_at = $1, error = $2 \
-                 WHERE status = 'running' RETURNING id",
+                 WHERE status = 'running' AND lease IS NULL RETURNING id",
                 &[&at, &INTERRUPTED_ERROR],
             )
             .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
