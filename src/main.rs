@@ -77,6 +77,9 @@ enum Command {
     },
     /// Serve the HTTP + WebSocket API (and the browser editor) on 127.0.0.1:8188.
     Serve(weft::server::ServeArgs),
+    /// Run queued runs from a fleet's PostgreSQL database (docs/scaling.md), beside API
+    /// servers started with `weft serve --queue`.
+    Worker(weft::server::fleet::WorkerArgs),
     /// List the node types with their inputs and outputs.
     Nodes {
         /// Print as JSON.
@@ -250,6 +253,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ..weft_engine::ExecutorConfig::default()
             };
             weft::server::run(args, executor)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            let executor = weft_engine::ExecutorConfig {
+                device: cli_run::parse_device(args.device.as_deref())?,
+                cache_budget: cli_run::parse_bytes(&args.cache_budget)?,
+                cpu_threads: args.threads,
+                disk_cache: match &args.cache_dir {
+                    Some(dir) => Some(weft_engine::disk_cache::DiskCacheConfig {
+                        dir: dir.clone(),
+                        budget: cli_run::parse_bytes(&args.disk_cache)?,
+                    }),
+                    None => None,
+                },
+                ..weft_engine::ExecutorConfig::default()
+            };
+            weft::server::fleet::run_worker(args, executor)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache { action } => cache_command(action),

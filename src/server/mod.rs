@@ -6,6 +6,7 @@ mod checking;
 pub mod comfy;
 pub mod error;
 mod files;
+pub mod fleet;
 mod guard;
 pub mod hub;
 pub mod import;
@@ -87,6 +88,9 @@ pub struct Config {
     pub comfy_frontend: Option<PathBuf>,
     /// Keep the runs in this PostgreSQL database instead of `<data_dir>/runs.sqlite`.
     pub postgres: Option<ConnectionString>,
+    /// An API server of a fleet: runs are enqueued into this PostgreSQL database and run by
+    /// `weft worker`s (no device here); their events reach this server's clients.
+    pub queue: Option<ConnectionString>,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             check_deadline: std::time::Duration::from_secs(30),
             comfy_frontend: None,
             postgres: None,
+            queue: None,
         }
     }
 }
@@ -150,6 +155,9 @@ impl Server {
     /// Opens the store (marking runs a dead process left running as interrupted), starts the
     /// device worker, the scheduler and the workflows-folder watcher.
     pub fn start(config: Config, executor: ExecutorConfig) -> Result<AppState> {
+        if let Some(url) = &config.queue {
+            return Self::start_fleet(config.clone(), url.clone());
+        }
         let outputs = config.data_dir.join("outputs");
         let mut models = vec![weft_engine::ModelFolder::whole(&config.models_dir)];
         models.extend(config.more_models.iter().cloned());
@@ -193,6 +201,53 @@ impl Server {
         worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
+        Self::assemble(config, roots, registry, store, hub, queue, device)
+    }
+
+    /// An API server of a fleet: the store is the fleet's database; runs are left `running`
+    /// at start (their workers hold leases), and no device worker starts here.
+    fn start_fleet(config: Config, url: ConnectionString) -> Result<AppState> {
+        let outputs = config.data_dir.join("outputs");
+        let mut models = vec![weft_engine::ModelFolder::whole(&config.models_dir)];
+        models.extend(config.more_models.iter().cloned());
+        let roots = Roots::new(
+            &config.workflows_dir,
+            &config.inputs_dir,
+            &outputs,
+            &weft_engine::ModelFolders::new(models),
+        )
+        .context("creating the server's folders")?;
+        let store = Arc::new(PgStore::open(url.reveal())?);
+        eprintln!(
+            "weft serve: an API server of a fleet: runs are queued in {} for `weft worker`s",
+            store.place()
+        );
+        let registry = Arc::new(weft_nodes::registry());
+        let hub = Arc::new(Hub::new(config.client_buffer));
+        let queue = fleet::api_server_queue(store.clone(), hub.clone());
+        fleet::relay_events(&store, hub.clone(), queue.clone())?;
+        let store: Arc<dyn RunStore> = store;
+        Self::assemble(
+            config,
+            roots,
+            registry,
+            store,
+            hub,
+            queue,
+            "fleet".to_string(),
+        )
+    }
+
+    /// The parts every server has, around its store, hub and queue.
+    fn assemble(
+        config: Config,
+        roots: Roots,
+        registry: Arc<Registry>,
+        store: Arc<dyn RunStore>,
+        hub: Arc<Hub>,
+        queue: Arc<Queue>,
+        device: String,
+    ) -> Result<AppState> {
         let comfy = comfy::Comfy::start(
             &config,
             roots.outputs.clone(),
@@ -334,10 +389,14 @@ pub struct ServeArgs {
     /// Give a password in WEFT_STORE or ~/.pgpass, not here: other users see command lines.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// Be an API server of a fleet: queue runs in this PostgreSQL database for `weft worker`s
+    /// to run (nothing runs here). Default: WEFT_QUEUE. Password in WEFT_QUEUE or ~/.pgpass.
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    pub queue: Option<String>,
 }
 
-/// The process's arguments as `/system_stats` shows them: a `--store` connection string
-/// (which may hold a password) is hidden.
+/// The process's arguments as `/system_stats` shows them: a `--store` or `--queue`
+/// connection string (which may hold a password) is hidden.
 pub fn shown_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut hide_next = false;
     args.into_iter()
@@ -345,10 +404,12 @@ pub fn shown_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
             if std::mem::take(&mut hide_next) {
                 return "<hidden>".to_string();
             }
-            if arg == "--store" {
-                hide_next = true;
-            } else if arg.starts_with("--store=") {
-                return "--store=<hidden>".to_string();
+            for flag in ["--store", "--queue"] {
+                if arg == flag {
+                    hide_next = true;
+                } else if arg.starts_with(&format!("{flag}=")) {
+                    return format!("{flag}=<hidden>");
+                }
             }
             arg
         })
@@ -368,7 +429,7 @@ pub fn parse_comfy_models(pairs: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn random_token() -> Result<String> {
+pub(crate) fn random_token() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
@@ -441,6 +502,10 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
             .or_else(|| std::env::var("WEFT_STORE").ok())
             .filter(|url| !url.trim().is_empty())
             .map(ConnectionString::new);
+        config.queue = fleet::queue_url(args.queue.as_deref());
+        if config.queue.is_some() {
+            config.postgres = None;
+        }
         config.allowed_hosts = loopback_hosts(local.port());
         let shown = listen::shown_addresses(local);
         // The addresses printed below are ones a client may then use as its Host.
@@ -494,7 +559,7 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
     std::process::exit(0);
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,6 +1,9 @@
 //! The scheduler: one thread takes the oldest queued run from the store, hands it to the device
 //! worker (one run at a time, all sharing the worker's cache), forwards its events to the
 //! WebSocket hub as they happen and records the outcome. Handlers only enqueue and wake it.
+//! How runs are claimed and recorded is a `Claims`: the local store for `weft serve`, a lease
+//! in the fleet's database for `weft worker` (src/server/fleet.rs). An API server of a fleet
+//! has a queue without a scheduler (`enqueue_only`): its runs' workers are elsewhere.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -14,7 +17,7 @@ use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
 use super::hub::Hub;
 use super::now_ms;
-use super::store::{Finished, RunRecord, RunState, RunStore};
+use super::store::{Finished, RunRecord, RunState, RunStore, StoreResult};
 
 /// How many queued ids a `queue` message lists (the count is always given in full).
 pub const QUEUE_LISTED: usize = 100;
@@ -34,6 +37,35 @@ pub struct Queue {
     batches: Mutex<HashMap<u64, weft_engine::Batch>>,
     /// The cache's and the device's memory when the last run ended (`/system_stats`).
     last_memory: Mutex<Option<MemoryReport>>,
+    /// Where runs execute on other machines: asks the worker running this run to cancel it
+    /// (true when the run is running somewhere).
+    remote_cancel: Option<RemoteCancel>,
+}
+
+/// See `Queue::remote_cancel`.
+pub type RemoteCancel = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// How the scheduler takes runs and records their outcome.
+pub trait Claims: Send + Sync {
+    /// The next run to execute, now marked running; None when nothing waits.
+    fn claim(&self) -> StoreResult<Option<RunRecord>>;
+    /// Records the outcome; false when the run is no longer this scheduler's to finish (then
+    /// nothing of it is announced as finished). `announce` is the run's `run_finished`
+    /// message, sent to the hub after this returns.
+    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool>;
+}
+
+/// `weft serve` alone: the oldest queued run of its own store.
+struct LocalClaims(Arc<dyn RunStore>);
+
+impl Claims for LocalClaims {
+    fn claim(&self) -> StoreResult<Option<RunRecord>> {
+        self.0.claim_next(now_ms())
+    }
+
+    fn finish(&self, id: u64, finished: &Finished, _announce: &str) -> StoreResult<bool> {
+        self.0.finish(id, finished)
+    }
 }
 
 /// How many parsed workflows wait in memory at most; beyond, runs are parsed from the store.
@@ -97,8 +129,12 @@ impl Queue {
             .and_then(|r| r.as_ref().map(|(id, _)| *id))
     }
 
-    /// Cancels the run in flight if it is `id`; true if it was.
+    /// Cancels the run in flight if it is `id`; true if it was. With runs on other machines:
+    /// asks the run's worker, true if the run is running.
     pub fn cancel_running(&self, id: u64) -> bool {
+        if let Some(remote) = &self.remote_cancel {
+            return remote(id);
+        }
         match self.running.lock() {
             Ok(guard) => match guard.as_ref() {
                 Some((running, token)) if *running == id => {
@@ -122,13 +158,26 @@ pub fn queue_message(store: &dyn RunStore, queue: &Queue) -> Option<Arc<str>> {
     )
 }
 
-/// Starts the scheduler thread; it lives as long as the process.
+/// Starts the scheduler thread over the local store; it lives as long as the process.
 pub fn start(
     store: Arc<dyn RunStore>,
     hub: Arc<Hub>,
     worker: DeviceWorker,
     outputs_root: std::path::PathBuf,
 ) -> Arc<Queue> {
+    let claims = Arc::new(LocalClaims(store.clone()));
+    start_scheduler(store, claims, hub, worker, outputs_root)
+}
+
+/// A queue whose runs execute elsewhere (a fleet's API server): handlers enqueue into the
+/// store, whose workers are woken by the database; `cancel` reaches a running run's worker.
+pub fn enqueue_only(store: Arc<dyn RunStore>, hub: Arc<Hub>, cancel: RemoteCancel) -> Arc<Queue> {
+    let (queue, _no_scheduler) = new_queue(Some(cancel));
+    spawn_notifier(store, hub, queue.clone());
+    queue
+}
+
+fn new_queue(remote_cancel: Option<RemoteCancel>) -> (Arc<Queue>, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel::<()>();
     let queue = Arc::new(Queue {
         wake: Mutex::new(tx),
@@ -137,8 +186,13 @@ pub fn start(
         pending: Mutex::new(HashMap::new()),
         batches: Mutex::new(HashMap::new()),
         last_memory: Mutex::new(None),
+        remote_cancel,
     });
-    let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
+    (queue, rx)
+}
+
+fn spawn_notifier(store: Arc<dyn RunStore>, hub: Arc<Hub>, queue: Arc<Queue>) {
+    let (notify_store, notify_hub, notify_queue) = (store, hub, queue);
     std::thread::Builder::new()
         .name("weft-queue-notify".into())
         .spawn(move || loop {
@@ -150,12 +204,33 @@ pub fn start(
             }
         })
         .expect("spawning the queue notifier thread");
+}
+
+/// Starts the scheduler thread taking runs through `claims`; it lives as long as the process.
+pub fn start_scheduler(
+    store: Arc<dyn RunStore>,
+    claims: Arc<dyn Claims>,
+    hub: Arc<Hub>,
+    worker: DeviceWorker,
+    outputs_root: std::path::PathBuf,
+) -> Arc<Queue> {
+    let (queue, rx) = new_queue(None);
+    spawn_notifier(store.clone(), hub.clone(), queue.clone());
     let shared = queue.clone();
     std::thread::Builder::new()
         .name("weft-scheduler".into())
         .spawn(move || loop {
-            match store.claim_next(now_ms()) {
-                Ok(Some(run)) => execute(&*store, &hub, &worker, &shared, &outputs_root, run),
+            match claims.claim() {
+                Ok(Some(run)) => {
+                    let place = Place {
+                        store: &*store,
+                        claims: &*claims,
+                        hub: &hub,
+                        worker: &worker,
+                        queue: &shared,
+                    };
+                    execute(place, &outputs_root, run)
+                }
                 Ok(None) => {
                     if rx.recv().is_err() {
                         return;
@@ -184,14 +259,23 @@ struct Progress {
     finished_message: Option<Arc<str>>,
 }
 
-fn execute(
-    store: &dyn RunStore,
-    hub: &Hub,
-    worker: &DeviceWorker,
-    queue: &Queue,
-    outputs_root: &std::path::Path,
-    run: RunRecord,
-) {
+/// What a run executes with.
+struct Place<'a> {
+    store: &'a dyn RunStore,
+    claims: &'a dyn Claims,
+    hub: &'a Hub,
+    worker: &'a DeviceWorker,
+    queue: &'a Queue,
+}
+
+fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
+    let Place {
+        store,
+        claims,
+        hub,
+        worker,
+        queue,
+    } = place;
     let id = run.id;
     let cancel = CancelToken::new();
     if let Ok(mut slot) = queue.running.lock() {
@@ -225,19 +309,29 @@ fn execute(
             (finished, message)
         }
     };
-    match store.finish(id, &finished) {
-        Ok(true) => {}
-        Ok(false) => eprintln!("weft serve: run {id} was no longer running when it finished"),
-        Err(e) => eprintln!("weft serve: {e}"),
-    }
-    if let Ok(mut slot) = queue.running.lock() {
-        *slot = None;
-    }
-    hub.send(message.unwrap_or_else(|| {
+    let message = message.unwrap_or_else(|| {
         json!({"event": "run_finished", "run": id, "status": RunState::from(finished.status), "ran": 0, "cached": 0, "micros": 0})
             .to_string()
             .into()
-    }));
+    });
+    let recorded = match claims.finish(id, &finished, &message) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            eprintln!("weft serve: {e}");
+            true
+        }
+    };
+    if let Ok(mut slot) = queue.running.lock() {
+        *slot = None;
+    }
+    if !recorded {
+        // Another scheduler owns the run now (a fleet's lease expired): its outcome is that
+        // one's to announce.
+        eprintln!("weft: run {id} was no longer this worker's when it finished; its outcome is not recorded");
+        queue.changed();
+        return;
+    }
+    hub.send(message);
     queue.changed();
     super::sweeps::run_finished(store, hub, outputs_root, id);
 }

@@ -9,9 +9,13 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use weft_engine::RunStatus;
 
+mod lease;
 mod pg;
 mod sqlite;
 
+pub use self::lease::{
+    Expired, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+};
 pub use self::pg::PgStore;
 pub use self::sqlite::SqliteStore;
 

@@ -1,0 +1,526 @@
+//! Several machines, one queue (docs/scaling.md): `weft worker --queue postgres://…` claims
+//! runs from PostgreSQL under a lease and runs them on its device; `weft serve --queue …` is an
+//! API server that only enqueues and relays the workers' events to its `/ws` clients. The
+//! database is the only thing they share besides the data folder (outputs).
+//!
+//! Leases: a claim records the worker, a random token and a heartbeat (database clock). The
+//! worker renews it every `lease_timeout / 6`; a run whose lease was not renewed for
+//! `lease_timeout` is re-queued by any worker's periodic pass (runs are deterministic, so a
+//! re-run gives the same images), and marked interrupted after `MAX_ATTEMPTS` lost leases. A
+//! worker that cannot renew for `lease_timeout / 2` cancels its run itself, so it stops before
+//! anyone else may claim it; and a run is recorded finished only by `UPDATE … WHERE lease =
+//! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
+//! outputs folder is emptied first, so what a dead worker half wrote is not counted twice. A
+//! worker stopped by SIGTERM or Ctrl-C gives its run back to the queue at once.
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use weft_engine::worker::DeviceWorker;
+use weft_engine::ExecutorConfig;
+
+use super::hub::Hub;
+use super::paths::Roots;
+use super::queue::{self, Claims, Queue};
+use super::store::{
+    ConnectionString, Finished, PgStore, RunRecord, RunState, RunStore, StoreResult,
+    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+};
+
+/// A run whose lease expires this many times is marked interrupted instead of re-queued.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+/// How often an idle worker looks at the queue without being woken (a safety net for a lost
+/// notification; NOTIFY wakes it at once otherwise), and how often expired leases are looked for.
+pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+/// `weft worker` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The fleet's PostgreSQL database (postgres://USER@HOST/DB or libpq's `host=… dbname=…`);
+    /// default: WEFT_QUEUE. Give a password in WEFT_QUEUE or ~/.pgpass, not here.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// The data folder every API server and worker shares: outputs go to <data>/outputs.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// The workflows folder runs may read files from (as the API servers have it).
+    #[arg(long, default_value = "workflows")]
+    pub workflows: PathBuf,
+    /// Uploaded images for LoadImage (default: <workflows>/inputs).
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: crate::model_args::ModelArgs,
+    /// cpu, cuda or cuda:N (default: cuda when available, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Byte budget of the output cache, e.g. 512MB, 8GiB.
+    #[arg(long, default_value = "8GiB")]
+    pub cache_budget: String,
+    /// CPU threads for tensor work.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Keep costly results on disk in this folder (one per worker: not shared).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size of the disk cache in --cache-dir.
+    #[arg(long, default_value = "10GiB", value_name = "SIZE")]
+    pub disk_cache: String,
+    /// This worker's name in the database (default: host name and process id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A run whose worker has not renewed its lease for this many seconds is re-queued.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub lease_timeout: f64,
+    /// A `progress` event carries a preview image every this many steps (0: never). Previews
+    /// stay on the worker: they are not sent across machines.
+    #[arg(long, default_value_t = 0)]
+    pub preview_every: u32,
+}
+
+/// The connection string from `--queue` or WEFT_QUEUE.
+pub fn queue_url(flag: Option<&str>) -> Option<ConnectionString> {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("WEFT_QUEUE").ok())
+        .filter(|url| !url.trim().is_empty())
+        .map(ConnectionString::new)
+}
+
+/// The run a worker holds now.
+struct Held {
+    id: u64,
+    token: String,
+    renewed: Instant,
+}
+
+/// Claims under a lease, and finishes only while holding it.
+struct LeaseClaims {
+    store: Arc<PgStore>,
+    worker: String,
+    outputs: PathBuf,
+    held: Mutex<Option<Held>>,
+    /// Set when the worker is stopping: nothing more is claimed.
+    stopping: std::sync::atomic::AtomicBool,
+    /// The worker's hub, whose messages the forwarder sends on.
+    hub: Arc<Hub>,
+    forwarded: Arc<Forwarded>,
+}
+
+/// How far the forwarder got: the last flush marker it passed.
+#[derive(Default)]
+struct Forwarded {
+    upto: Mutex<u64>,
+    moved: Condvar,
+}
+
+/// The hub message a flush marker starts with (never forwarded).
+const FLUSH_MARK: &str = "{\"event\":\"fleet_flush\",\"upto\":";
+
+/// The longest a finishing run waits for its events to be sent before its record.
+const FLUSH_WAIT: Duration = Duration::from_secs(30);
+
+impl LeaseClaims {
+    /// Waits until every hub message sent before now has been NOTIFYed (bounded), so a run's
+    /// `run_finished`, sent with its record, comes after the run's other events.
+    fn flush(&self) {
+        let mark = {
+            let upto = self
+                .forwarded
+                .upto
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *upto + 1
+        };
+        self.hub.send(format!("{FLUSH_MARK}{mark}}}").into());
+        let upto = self
+            .forwarded
+            .upto
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (_upto, waited) = self
+            .forwarded
+            .moved
+            .wait_timeout_while(upto, FLUSH_WAIT, |upto| *upto < mark)
+            .unwrap_or_else(|e| e.into_inner());
+        if waited.timed_out() {
+            eprintln!("weft worker: the run's events did not reach the database within {FLUSH_WAIT:?}; recording it anyway");
+        }
+    }
+}
+
+impl Claims for LeaseClaims {
+    fn claim(&self) -> StoreResult<Option<RunRecord>> {
+        let token = super::random_token().unwrap_or_else(|_| {
+            format!("{}-{}-{}", self.worker, std::process::id(), super::now_ms())
+        });
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let Some(leased) = self.store.claim_leased(&self.worker, &token)? else {
+            return Ok(None);
+        };
+        let id = leased.run.id;
+        let folder = self.outputs.join(id.to_string());
+        if folder.exists() {
+            // A worker that lost or gave back this run may have written part of its outputs.
+            if let Err(e) = std::fs::remove_dir_all(&folder) {
+                eprintln!(
+                    "weft worker: run {id}: cannot empty {} before running it again: {e}",
+                    folder.display()
+                );
+            }
+        }
+        if leased.attempts > 0 {
+            eprintln!(
+                "weft worker: run {id}: running it again (its worker stopped {} time(s))",
+                leased.attempts
+            );
+        }
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(Held {
+            id,
+            token,
+            renewed: Instant::now(),
+        });
+        Ok(Some(leased.run))
+    }
+
+    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match held {
+            Some(held) if held.id == id => {
+                self.flush();
+                let payload = fit_payload(announce);
+                self.store
+                    .finish_leased(id, &held.token, finished, Some(&payload))
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Renews the held lease; stops the run when the lease is lost or cannot be renewed in time.
+fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
+    let every = timeout / 6;
+    loop {
+        std::thread::sleep(every);
+        let Some((id, token, renewed)) = claims
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| (h.id, h.token.clone(), h.renewed))
+        else {
+            continue;
+        };
+        match claims.store.heartbeat(id, &token) {
+            Ok(true) => {
+                if let Some(h) = claims
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                    .filter(|h| h.id == id)
+                {
+                    h.renewed = Instant::now();
+                }
+            }
+            Ok(false) => {
+                eprintln!("weft worker: run {id}: lost its lease (re-queued for another worker or finished): stopping it");
+                queue.cancel_running(id);
+            }
+            Err(e) if renewed.elapsed() > timeout / 2 => {
+                eprintln!("weft worker: run {id}: cannot renew its lease ({e}); stopping it before another worker takes it over");
+                queue.cancel_running(id);
+            }
+            Err(e) => eprintln!("weft worker: run {id}: renewing its lease: {e}"),
+        }
+    }
+}
+
+/// Sends the worker's hub messages to every API server (NOTIFY on `EVENTS_CHANNEL`), but
+/// `run_finished`, which goes with the run's record (`PgStore::finish_leased`).
+fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
+    let mut messages = hub.subscribe();
+    std::thread::Builder::new()
+        .name("weft-forward".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                let message = match messages.blocking_recv() {
+                    Ok(message) => message,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("weft worker: {n} events were not sent to the API servers (they fell behind)");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if let Some(mark) = message.strip_prefix(FLUSH_MARK) {
+                    if let Ok(mark) = mark.trim_end_matches('}').parse::<u64>() {
+                        *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = mark;
+                        forwarded.moved.notify_all();
+                    }
+                    continue;
+                }
+                // Each API server sends its own `queue` messages.
+                if message.starts_with("{\"event\":\"queue\"")
+                    || message.starts_with("{\"event\":\"run_finished\"")
+                {
+                    continue;
+                }
+                let payload = fit_payload(&message);
+                match store.notify(EVENTS_CHANNEL, &payload) {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            eprintln!("weft worker: sending events to the API servers: {e}");
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning the event forwarder thread");
+}
+
+/// `message` when it fits a NOTIFY payload; else its event name and run with where the API
+/// has it whole.
+fn fit_payload(message: &str) -> String {
+    if message.len() <= MAX_PAYLOAD {
+        return message.to_string();
+    }
+    let parsed: serde_json::Value = serde_json::from_str(message).unwrap_or_default();
+    let run = parsed.get("run").cloned().unwrap_or_default();
+    let mut small = serde_json::json!({
+        "event": parsed.get("event").cloned().unwrap_or_else(|| "omitted".into()),
+        "run": run,
+        "omitted": {"bytes": message.len()},
+    });
+    if let Some(run) = run.as_u64() {
+        small["omitted"]["url"] = format!("/api/runs/{run}").into();
+    }
+    for key in ["node", "status", "ran", "cached", "micros", "step", "steps"] {
+        if let Some(value) = parsed.get(key) {
+            small[key] = value.clone();
+        }
+    }
+    small.to_string()
+}
+
+/// `weft worker`: claims and runs until killed.
+pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
+    let url = queue_url(args.queue.as_deref()).context(
+        "weft worker needs the fleet's database: --queue postgres://USER@HOST/DB (or WEFT_QUEUE)",
+    )?;
+    let lease_timeout = Duration::from_secs_f64(args.lease_timeout.max(1.0));
+    let store = Arc::new(PgStore::open(url.reveal())?);
+    let models = args.models.folders()?;
+    let inputs = args
+        .inputs
+        .clone()
+        .unwrap_or_else(|| args.workflows.join("inputs"));
+    let roots = Roots::new(
+        &args.workflows,
+        &inputs,
+        &args.data.join("outputs"),
+        &models,
+    )
+    .context("creating the worker's folders")?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let registry = Arc::new(weft_nodes::registry());
+    let executor = ExecutorConfig {
+        output_dir: roots.outputs.clone(),
+        models: roots.models.clone(),
+        files: roots.files.clone(),
+        ..executor
+    };
+    let device = DeviceWorker::start(registry, executor);
+    device.set_preview_every(args.preview_every);
+    let hub = Arc::new(Hub::new(65_536));
+    let forwarded = Arc::new(Forwarded::default());
+    forward_events(PgStore::open(url.reveal())?, &hub, forwarded.clone());
+    let claims = Arc::new(LeaseClaims {
+        store: store.clone(),
+        worker: name.clone(),
+        outputs: roots.outputs.clone(),
+        held: Mutex::new(None),
+        stopping: Default::default(),
+        hub: hub.clone(),
+        forwarded,
+    });
+    let queue = queue::start_scheduler(
+        store.clone(),
+        claims.clone(),
+        hub,
+        device,
+        roots.outputs.clone(),
+    );
+    {
+        let (claims, queue) = (claims.clone(), queue.clone());
+        std::thread::Builder::new()
+            .name("weft-lease".into())
+            .spawn(move || keep_leases(claims, queue, lease_timeout))
+            .context("starting the lease thread")?;
+    }
+    let listen_queue = queue.clone();
+    let maintenance = store.clone();
+    store
+        .listen(
+            &[QUEUED_CHANNEL, CANCEL_CHANNEL],
+            FALLBACK_POLL,
+            move |notification| match notification {
+                Some((channel, payload)) if channel == CANCEL_CHANNEL => {
+                    if let Ok(id) = payload.parse::<u64>() {
+                        listen_queue.cancel_running(id);
+                    }
+                }
+                Some(_) => listen_queue.wake(),
+                None => {
+                    match maintenance.requeue_expired(lease_timeout, MAX_ATTEMPTS) {
+                        Ok(expired) => {
+                            if !expired.requeued.is_empty() {
+                                eprintln!("weft worker: re-queued runs whose worker stopped (lease expired): {:?}", expired.requeued);
+                            }
+                            if !expired.interrupted.is_empty() {
+                                eprintln!("weft worker: marked interrupted (their workers stopped {MAX_ATTEMPTS} times): {:?}", expired.interrupted);
+                            }
+                        }
+                        Err(e) => eprintln!("weft worker: {e}"),
+                    }
+                    listen_queue.wake();
+                }
+            },
+        )
+        .context("starting the listener thread")?;
+    eprintln!(
+        "weft worker: {name} takes runs from {} (models {}, outputs {}, lease {:.0} s)",
+        store.place(),
+        roots.models,
+        roots.outputs.display(),
+        lease_timeout.as_secs_f64()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    runtime.block_on(super::shutdown_signal());
+    claims
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let held = claims.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(held) = held {
+        queue.cancel_running(held.id);
+        match store.release(held.id, &held.token) {
+            Ok(true) => eprintln!(
+                "weft worker: gave run {} back to the queue for another worker",
+                held.id
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!(
+                "weft worker: {e} (run {} is re-queued when its lease expires)",
+                held.id
+            ),
+        }
+    }
+    eprintln!("weft worker: stopped");
+    std::process::exit(0);
+}
+
+/// An API server's queue: enqueue only; cancel of a running run goes to its worker.
+pub fn api_server_queue(store: Arc<PgStore>, hub: Arc<Hub>) -> Arc<Queue> {
+    let asking = store.clone();
+    let cancel: queue::RemoteCancel = Box::new(move |id| {
+        match asking.get(id) {
+            Ok(Some(run)) if run.status == RunState::Running => {}
+            _ => return false,
+        }
+        match asking.notify(CANCEL_CHANNEL, &id.to_string()) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("weft serve: asking run {id}'s worker to cancel it: {e}");
+                false
+            }
+        }
+    });
+    queue::enqueue_only(store, hub, cancel)
+}
+
+/// How long an API server waits at start for its relay to listen (events sent before are
+/// not seen by its clients; it starts anyway, and says so).
+const RELAY_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// Relays the workers' events to this API server's hub, and notes queue changes; returns once
+/// it listens (or after `RELAY_READY_WAIT`).
+pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+    let (ready_tx, ready) = mpsc::channel();
+    let mut ready_tx = Some(ready_tx);
+    store
+        .listen(
+            &[EVENTS_CHANNEL, QUEUED_CHANNEL],
+            FALLBACK_POLL,
+            move |notification| {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+                if let Some((channel, payload)) = notification {
+                    if channel == EVENTS_CHANNEL {
+                        if payload.contains("\"event\":\"run_started\"")
+                            || payload.contains("\"event\":\"run_finished\"")
+                        {
+                            queue.changed();
+                        }
+                        hub.send(payload.into());
+                        return;
+                    }
+                }
+                queue.changed();
+            },
+        )
+        .context("starting the event relay")?;
+    if ready.recv_timeout(RELAY_READY_WAIT).is_err() {
+        eprintln!("weft serve: not yet listening for the workers' events (the database is unreachable?); serving anyway");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_too_large_for_notify_keeps_its_event_and_run() {
+        let big = serde_json::json!({"event": "node_finished", "run": 7, "node": "save",
+            "diagnostics": "x".repeat(20_000)})
+        .to_string();
+        let small = fit_payload(&big);
+        assert!(small.len() <= MAX_PAYLOAD);
+        let v: serde_json::Value = serde_json::from_str(&small).unwrap();
+        assert_eq!(v["event"], "node_finished");
+        assert_eq!(v["run"], 7);
+        assert_eq!(v["node"], "save");
+        assert_eq!(v["omitted"]["url"], "/api/runs/7");
+        let short = r#"{"event":"run_started","run":1}"#;
+        assert_eq!(fit_payload(short), short);
+    }
+
+    #[test]
+    fn a_queue_connection_string_is_never_shown() {
+        let args = [
+            "weft",
+            "serve",
+            "--queue",
+            "postgres://w:s3cret@db/q",
+            "--queue=postgres://w:s3cret@db/q",
+        ];
+        let shown = super::super::shown_args(args.map(String::from));
+        assert_eq!(
+            shown,
+            ["weft", "serve", "--queue", "<hidden>", "--queue=<hidden>"]
+        );
+    }
+}

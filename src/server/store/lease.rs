@@ -1,0 +1,275 @@
+//! The fleet's side of the PostgreSQL store: runs claimed under a lease (worker, token,
+//! heartbeat), finished only by the lease's holder, re-queued when a lease expires; and the
+//! NOTIFY channels that wake workers, reach a running run's worker and carry a run's events to
+//! every API server. Times here are the database's clock, so machines need not agree on theirs.
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::NoTls;
+
+use super::pg::run_row;
+use super::*;
+
+/// Milliseconds since the Unix epoch on the database's clock.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// A trigger notifies it whenever a run becomes queued (enqueued or re-queued).
+pub const QUEUED_CHANNEL: &str = "weft_queued";
+/// Payload: a run id whose cancel was asked for while it runs.
+pub const CANCEL_CHANNEL: &str = "weft_cancel";
+/// Payload: one hub message (JSON text) of a run on some worker.
+pub const EVENTS_CHANNEL: &str = "weft_events";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+pub const MAX_PAYLOAD: usize = 7999;
+
+/// A run a worker holds: the run and how many earlier holders lost it.
+pub struct LeasedRun {
+    pub run: RunRecord,
+    /// Earlier claims of this run whose lease expired (0 on the first claim).
+    pub attempts: i32,
+}
+
+/// What a pass over expired leases did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Runs queued again for another worker.
+    pub requeued: Vec<u64>,
+    /// Runs that lost their worker too often and were marked interrupted.
+    pub interrupted: Vec<u64>,
+}
+
+/// The error recorded on a run whose workers kept dying.
+const GAVE_UP_ERROR: &str =
+    "{\"message\":\"the workers running this run stopped (their leases expired) too many times\"}";
+
+impl PgStore {
+    /// Takes the oldest queued run for `worker` under the lease `token` (`FOR UPDATE SKIP
+    /// LOCKED`: claimers never wait for each other nor take the same run).
+    pub fn claim_leased(&self, worker: &str, token: &str) -> StoreResult<Option<LeasedRun>> {
+        let row = self.with("claiming the next queued run", None, |c| {
+            c.query_opt(
+                concat!(
+                    "UPDATE runs SET status = 'running', started_at = ",
+                    db_now_ms!(),
+                    ", heartbeat_at = ",
+                    db_now_ms!(),
+                    ", worker = $1, lease = $2 WHERE id = \
+                     (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED) RETURNING ",
+                    run_columns!(),
+                    ", attempts"
+                ),
+                &[&worker, &token],
+            )
+        })?;
+        row.map(|r| {
+            let attempts: i32 = r.get(11);
+            run_row(&r)
+                .into_record()
+                .map(|run| LeasedRun { run, attempts })
+        })
+        .transpose()
+    }
+
+    /// Renews the lease; false when it is no longer this holder's (expired and re-queued, or
+    /// the run finished): the holder must stop the run.
+    pub fn heartbeat(&self, id: u64, token: &str) -> StoreResult<bool> {
+        self.with("renewing a run's lease", Some(id), |c| {
+            c.execute(
+                concat!(
+                    "UPDATE runs SET heartbeat_at = ",
+                    db_now_ms!(),
+                    " WHERE id = $1 AND status = 'running' AND lease = $2"
+                ),
+                &[&(id as i64), &token],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// running -> finished, only for the holder of lease `token` (one conditional UPDATE, so
+    /// of two workers that both ran the run, at most one records it); false otherwise. When
+    /// recorded, `announce` is NOTIFYed on `EVENTS_CHANNEL` in the same transaction: the
+    /// record and its announcement exist together or not at all (a worker killed between the
+    /// two cannot leave a finished run nobody heard of).
+    pub fn finish_leased(
+        &self,
+        id: u64,
+        token: &str,
+        f: &Finished,
+        announce: Option<&str>,
+    ) -> StoreResult<bool> {
+        let error = f.error.as_ref().map(|e| e.to_string());
+        let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
+        let status = RunState::from(f.status).as_str();
+        self.with("recording a finished run", Some(id), |c| {
+            let update = c.prepared(
+                "UPDATE runs SET status = $2, finished_at = $3, nodes = $4, outputs = $5, \
+                 error = $6, lease = NULL WHERE id = $1 AND status = 'running' AND lease = $7",
+            )?;
+            let mut tx = c.client.transaction()?;
+            let recorded = tx.execute(
+                &update,
+                &[
+                    &(id as i64),
+                    &status,
+                    &f.at,
+                    &nodes,
+                    &outputs,
+                    &error,
+                    &token,
+                ],
+            )? == 1;
+            if let (true, Some(payload)) = (recorded, announce) {
+                tx.execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload])?;
+            }
+            tx.commit()?;
+            Ok(recorded)
+        })
+    }
+
+    /// Gives a held run back to the queue at once (a worker stopping), without counting a
+    /// lost lease; false when the lease was no longer `token`'s.
+    pub fn release(&self, id: u64, token: &str) -> StoreResult<bool> {
+        self.with("giving a run back to the queue", Some(id), |c| {
+            c.execute(
+                "UPDATE runs SET status = 'queued', lease = NULL, started_at = NULL \
+                 WHERE id = $1 AND status = 'running' AND lease = $2",
+                &[&(id as i64), &token],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Runs whose lease was not renewed for `timeout` go back to the queue (their trigger
+    /// wakes the workers); after `max_attempts` lost leases a run is marked interrupted
+    /// instead. Runs claimed without a lease (a lone `weft serve --store`) are left alone.
+    pub fn requeue_expired(&self, timeout: Duration, max_attempts: i32) -> StoreResult<Expired> {
+        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        let rows = self.with("re-queueing runs whose worker stopped", None, |c| {
+            c.query(
+                concat!(
+                    "UPDATE runs SET attempts = attempts + 1, lease = NULL, \
+                     status = CASE WHEN attempts + 1 >= $2 THEN 'interrupted' ELSE 'queued' END, \
+                     finished_at = CASE WHEN attempts + 1 >= $2 THEN ",
+                    db_now_ms!(),
+                    " END, error = CASE WHEN attempts + 1 >= $2 THEN $3 END, started_at = NULL \
+                     WHERE status = 'running' AND lease IS NOT NULL AND heartbeat_at < ",
+                    db_now_ms!(),
+                    " - $1 RETURNING id, status"
+                ),
+                &[&timeout_ms, &max_attempts, &GAVE_UP_ERROR],
+            )
+        })?;
+        let mut expired = Expired::default();
+        for row in rows {
+            let id = row.get::<_, i64>(0) as u64;
+            if row.get::<_, &str>(1) == "queued" {
+                expired.requeued.push(id);
+            } else {
+                expired.interrupted.push(id);
+            }
+        }
+        expired.requeued.sort_unstable();
+        expired.interrupted.sort_unstable();
+        Ok(expired)
+    }
+
+    /// Sends `payload` to every session listening on `channel` (delivered in the order sent
+    /// from this connection).
+    pub fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
+        self.with("notifying the fleet", None, |c| {
+            c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                .map(|_| ())
+        })
+    }
+
+    /// Runs in this database that are running, with the worker holding each.
+    pub fn running_workers(&self) -> StoreResult<Vec<(u64, Option<String>)>> {
+        self.with("listing running runs", None, |c| {
+            c.query(
+                "SELECT id, worker FROM runs WHERE status = 'running' ORDER BY id",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                    .collect()
+            })
+        })
+    }
+
+    /// Listens on `channels` on a connection of its own, on a thread of its own: `on` gets
+    /// each notification as (channel, payload), and `None` every `tick` without one and after
+    /// each reconnection (a notification may have been missed while the connection was down:
+    /// a tick is the caller's cue to look at the database itself).
+    pub fn listen(
+        &self,
+        channels: &'static [&'static str],
+        tick: Duration,
+        mut on: impl FnMut(Option<(&str, &str)>) + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let config = self.config().clone();
+        let place = self.place().to_string();
+        std::thread::Builder::new()
+            .name("weft-listen".into())
+            .spawn(move || {
+                let mut reported = false;
+                loop {
+                    let mut client = match config.connect(NoTls) {
+                        Ok(client) => client,
+                        Err(e) => {
+                            if !std::mem::replace(&mut reported, true) {
+                                eprintln!("weft: listening for the fleet's notifications on {place}: {e} (retrying every second)");
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                    };
+                    let listens: String =
+                        channels.iter().map(|c| format!("LISTEN {c};")).collect();
+                    if let Err(e) = client.batch_execute(&listens) {
+                        eprintln!("weft: LISTEN on {place}: {e}");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                    if std::mem::take(&mut reported) {
+                        eprintln!("weft: listening on {place} again");
+                    }
+                    on(None);
+                    loop {
+                        let mut got = false;
+                        {
+                            let mut notifications = client.notifications();
+                            let mut batch = notifications.timeout_iter(tick);
+                            loop {
+                                match batch.next() {
+                                    Ok(Some(n)) => {
+                                        got = true;
+                                        on(Some((n.channel(), n.payload())));
+                                    }
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        eprintln!(
+                                            "weft: the fleet's notifications on {place}: {e}"
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        if client.is_closed() {
+                            break;
+                        }
+                        if !got {
+                            on(None);
+                        }
+                    }
+                }
+            })
+    }
+}

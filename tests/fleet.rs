@@ -1,0 +1,614 @@
+//! A fleet as an operator runs it: two `weft serve --queue` API servers and three `weft worker`
+//! processes on one PostgreSQL (the throwaway server `make test` starts, scripts/postgres.sh)
+//! and one shared data folder, on the embedded tiny-shapes model. One worker is SIGKILLed in
+//! the middle of a run: every run still finishes exactly once, with its image, and every
+//! API server's /ws client sees every run's `run_finished` once.
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{repo, ServerProcess};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+const NEEDS_POSTGRES: &str = "WEFT_TEST_POSTGRES is not set: this test needs a PostgreSQL \
+     server (a connection string, e.g. `host=/tmp/x user=weft dbname=postgres`); `make test` \
+     (scripts/test.sh) starts a throwaway one with scripts/postgres.sh";
+
+/// A schema of its own in the test server's database, dropped afterwards.
+struct Schema {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+impl Schema {
+    fn new(case: &str) -> Self {
+        let admin = std::env::var("WEFT_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| panic!("{NEEDS_POSTGRES}"));
+        let name = format!("fleet_{case}_{}", std::process::id());
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        let options = format!("-c search_path={name}");
+        let url = if admin.contains("://") {
+            let join = if admin.contains('?') { '&' } else { '?' };
+            format!(
+                "{admin}{join}options={}",
+                options.replace(' ', "%20").replace('=', "%3D")
+            )
+        } else {
+            format!("{admin} options='{options}'")
+        };
+        Self { url, admin, name }
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+/// A `weft worker` process; killed when dropped.
+struct Worker {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    fn start(dir: &Path, url: &str, name: &str) -> Self {
+        let models = repo().join("models");
+        let mut child = Command::new(bin())
+            .arg("worker")
+            .args([
+                "--queue",
+                url,
+                "--name",
+                name,
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ])
+            .arg("--models")
+            .arg(&models)
+            .args(["--lease-timeout", "4"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weft worker starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("takes runs from") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        if ready.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "weft worker {name} did not start: {:#?}",
+                log.lock().unwrap()
+            );
+        }
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temp project: three small tiny-shapes workflows (64x64, a few steps).
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    let base = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
+    let few_steps = base.replace("steps: 20", "steps: 3");
+    assert_ne!(few_steps, base, "txt2img.yaml has 'steps: 20'");
+    let variants = [
+        ("circles", "a red circle on a blue background"),
+        ("squares", "a green square on a yellow background"),
+        ("triangles", "a white triangle on a black background"),
+    ];
+    for (name, text) in variants {
+        let doc = few_steps
+            .replace("a red circle on a blue background", text)
+            .replace("prefix: txt2img", &format!("prefix: {name}"));
+        std::fs::write(workflows.join(format!("{name}.yaml")), doc).unwrap();
+    }
+    dir
+}
+
+/// Collects every message a /ws client gets into `seen`, on a thread of its own, until `stop`.
+fn watch(
+    server: &ServerProcess,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Vec<Value>>>, std::thread::JoinHandle<()>) {
+    let mut ws = server.ws();
+    // The first message (the queue) says the socket is subscribed to the server's events.
+    let first = ws
+        .next(Duration::from_secs(60))
+        .expect("a queue message on connect");
+    assert_eq!(first["event"], "queue");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    let thread = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(m) = ws.next(Duration::from_millis(200)) {
+                into.lock().unwrap().push(m);
+            }
+        }
+    });
+    (seen, thread)
+}
+
+/// How many `run_finished` each run got among `messages`.
+fn finishes(messages: &[Value]) -> HashMap<u64, usize> {
+    let mut finished: HashMap<u64, usize> = HashMap::new();
+    for m in messages.iter().filter(|m| m["event"] == "run_finished") {
+        *finished.entry(m["run"].as_u64().unwrap()).or_default() += 1;
+    }
+    finished
+}
+
+/// Runs by status, from the database.
+fn statuses(db: &mut postgres::Client) -> BTreeMap<String, i64> {
+    db.query("SELECT status, COUNT(*) FROM runs GROUP BY status", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> (Option<T>, String)) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (found, state) = probe();
+        if let Some(found) = found {
+            return found;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {state}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
+    let schema = Schema::new("killed");
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api_args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
+    let first = ServerProcess::start(bin(), dir.path(), &api_args);
+    let second = ServerProcess::start(bin(), dir.path(), &api_args);
+    let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| Worker::start(dir.path(), &schema.url, name))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers = [watch(&first, stop.clone()), watch(&second, stop.clone())];
+
+    let workflows = ["circles", "squares", "triangles"];
+    let mut expected: HashMap<u64, (&str, i64)> = HashMap::new();
+    for i in 0..30i64 {
+        let workflow = workflows[i as usize % 3];
+        let seed = 1000 + i;
+        // Half through each API server: both enqueue into the one queue.
+        let http = if i % 2 == 0 {
+            first.http()
+        } else {
+            second.http()
+        };
+        let id = http.queue_run(&json!({"workflow": workflow, "set": {"sample.seed": seed}}));
+        expected.insert(id, (workflow, seed));
+    }
+
+    let mut db = schema.client();
+    // SIGKILL w1 while it holds a run: frozen first (SIGSTOP), so the run it holds cannot
+    // finish between looking and killing.
+    let w1 = workers[0].child.id() as libc::pid_t;
+    let victim = wait_for("w1 to hold a run", Duration::from_secs(240), || {
+        let held = |db: &mut postgres::Client| {
+            db.query_opt(
+                "SELECT id FROM runs WHERE status = 'running' AND worker = 'w1' LIMIT 1",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<_, i64>(0) as u64)
+        };
+        if held(&mut db).is_some() {
+            // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+            unsafe { libc::kill(w1, libc::SIGSTOP) };
+            if let Some(id) = held(&mut db) {
+                return (Some(id), String::new());
+            }
+            unsafe { libc::kill(w1, libc::SIGCONT) };
+        }
+        (None, format!("{:?}", statuses(&mut db)))
+    });
+    workers[0].kill();
+    let status: String = db
+        .query_one("SELECT status FROM runs WHERE id = $1", &[&(victim as i64)])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status, "running",
+        "run {victim} was held by w1 when it was killed"
+    );
+
+    let total = expected.len() as i64;
+    wait_for("every run to finish", Duration::from_secs(300), || {
+        let by_status = statuses(&mut db);
+        let finished: i64 = by_status
+            .iter()
+            .filter(|(s, _)| !["queued", "running"].contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        ((finished == total).then_some(()), format!("{by_status:?}"))
+    });
+    // Each run_finished is sent right after its record is written: wait for it on every
+    // socket (a bounded wait), then a moment more in case one came twice.
+    for (server, (seen, _)) in watchers.iter().enumerate() {
+        wait_for(
+            "every run_finished on every API server's socket",
+            Duration::from_secs(120),
+            || {
+                let finished = finishes(&seen.lock().unwrap());
+                let mut missing: Vec<u64> = expected
+                    .keys()
+                    .filter(|id| !finished.contains_key(id))
+                    .copied()
+                    .collect();
+                missing.sort_unstable();
+                (
+                    missing.is_empty().then_some(()),
+                    format!("API server {server}'s socket lacks {missing:?} (the killed worker's run: {victim})"),
+                )
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Vec<Value>> = watchers
+        .into_iter()
+        .map(|(seen, thread)| {
+            thread.join().unwrap();
+            Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+        })
+        .collect();
+
+    // Every run succeeded once, with one image in its own folder, served by both API servers.
+    let rows = db
+        .query(
+            "SELECT id, status, outputs, attempts, worker FROM runs ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    let outputs_root: PathBuf = dir.path().join("data/outputs");
+    for row in &rows {
+        let id = row.get::<_, i64>(0) as u64;
+        let status: String = row.get(1);
+        let outputs: Value = serde_json::from_str(row.get::<_, &str>(2)).unwrap();
+        let attempts: i32 = row.get(3);
+        let worker: Option<String> = row.get(4);
+        assert_eq!(status, "succeeded", "run {id}: {outputs}");
+        let urls: Vec<&str> = outputs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls.len(), 1, "run {id} has one output: {urls:?}");
+        let (workflow, _) = expected[&id];
+        assert!(
+            urls[0].starts_with(&format!("/api/outputs/{id}/{workflow}_")),
+            "run {id}'s image is in its own folder: {}",
+            urls[0]
+        );
+        let files: Vec<_> = std::fs::read_dir(outputs_root.join(id.to_string()))
+            .unwrap_or_else(|e| panic!("run {id}'s output folder: {e}"))
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files.len(), 1, "run {id}: exactly one file, {files:?}");
+        for server in [&first, &second] {
+            let reply = server.http().get(urls[0]);
+            assert_eq!(reply.status, 200, "{} from port {}", urls[0], server.port);
+            assert!(reply.body.starts_with(b"\x89PNG"));
+        }
+        if id == victim {
+            assert_eq!(
+                attempts, 1,
+                "the killed worker's run was claimed again once"
+            );
+            assert_ne!(worker.as_deref(), Some("w1"), "another worker finished it");
+        } else {
+            assert_eq!(attempts, 0, "run {id} ran once");
+        }
+    }
+    for (server, messages) in seen.iter().enumerate() {
+        let finished = finishes(messages);
+        for m in messages.iter().filter(|m| m["event"] == "run_finished") {
+            assert_eq!(m["status"], "succeeded", "{m}");
+        }
+        let mut wrong: Vec<(u64, usize)> = expected
+            .keys()
+            .map(|id| (*id, finished.get(id).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n != 1)
+            .collect();
+        wrong.sort_unstable();
+        assert!(
+            wrong.is_empty(),
+            "API server {server}'s client saw these runs' run_finished not once (run, times): \
+             {wrong:?}; the killed worker's run was {victim}; {} messages, the first: {:?}",
+            messages.len(),
+            messages.iter().take(3).collect::<Vec<_>>()
+        );
+        assert_eq!(finished.len(), expected.len());
+    }
+    let requeued = workers[1..]
+        .iter()
+        .flat_map(|w| w.log.lock().unwrap().clone())
+        .any(|line| line.contains("re-queued") && line.contains(&victim.to_string()));
+    assert!(requeued, "a live worker re-queued run {victim}");
+
+    // A long run, cancelled through another API server than the one that queued it, while a
+    // third API server starts (which must leave the fleet's running run alone).
+    let long = first.http().queue_run(
+        &json!({"workflow": "circles", "set": {"sample.seed": 7, "sample.steps": 2000}}),
+    );
+    let status_of = |db: &mut postgres::Client, id: u64| -> String {
+        db.query_one("SELECT status FROM runs WHERE id = $1", &[&(id as i64)])
+            .unwrap()
+            .get(0)
+    };
+    wait_for("the long run to start", Duration::from_secs(120), || {
+        let status = status_of(&mut db, long);
+        ((status == "running").then_some(()), status)
+    });
+    let third = ServerProcess::start(bin(), dir.path(), &api_args);
+    assert_eq!(
+        status_of(&mut db, long),
+        "running",
+        "an API server starting leaves the workers' runs running"
+    );
+    let mut third_ws = third.ws();
+    let asked = Instant::now();
+    let reply = second
+        .http()
+        .post(&format!("/api/runs/{long}/cancel"), &json!({}));
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let events = third_ws.run(long, Duration::from_secs(120));
+    let took = asked.elapsed();
+    assert_eq!(events.last().unwrap()["status"], "cancelled", "{events:?}");
+    assert_eq!(status_of(&mut db, long), "cancelled");
+    println!(
+        "figure: cancel asked on one API server -> run_finished (cancelled) on another: {took:?}"
+    );
+
+    // A worker stopped with SIGTERM gives its run back at once (no lost lease counted), and
+    // another worker takes it.
+    let given_back = first.http().queue_run(
+        &json!({"workflow": "squares", "set": {"sample.seed": 8, "sample.steps": 2000}}),
+    );
+    let holder = wait_for("the run to be held", Duration::from_secs(120), || {
+        let row = db
+            .query_one(
+                "SELECT status, worker FROM runs WHERE id = $1",
+                &[&(given_back as i64)],
+            )
+            .unwrap();
+        let status: String = row.get(0);
+        let worker: Option<String> = row.get(1);
+        ((status == "running").then(|| worker.unwrap()), status)
+    });
+    let stopped = workers
+        .iter_mut()
+        .find(|w| w.name == holder)
+        .expect("a live worker holds it");
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+    unsafe { libc::kill(stopped.child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = stopped.child.wait();
+    let next = wait_for(
+        "another worker to take it",
+        Duration::from_secs(120),
+        || {
+            let row = db
+                .query_one(
+                    "SELECT status, worker, attempts FROM runs WHERE id = $1",
+                    &[&(given_back as i64)],
+                )
+                .unwrap();
+            let (status, worker, attempts): (String, Option<String>, i32) =
+                (row.get(0), row.get(1), row.get(2));
+            let taken = status == "running" && worker.as_deref() != Some(holder.as_str());
+            let state = format!("{status} on {worker:?}");
+            (taken.then_some((worker, attempts)), state)
+        },
+    );
+    assert_eq!(next.1, 0, "given back, not expired: {next:?}");
+    let reply = first
+        .http()
+        .post(&format!("/api/runs/{given_back}/cancel"), &json!({}));
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    wait_for("the cancel", Duration::from_secs(120), || {
+        let status = status_of(&mut db, given_back);
+        ((status == "cancelled").then_some(()), status)
+    });
+
+    // Figures: enqueue -> claim with idle workers, from the records (fully cached reruns).
+    let mut waits = Vec::new();
+    for i in 0..20i64 {
+        let id = first.http().queue_run(
+            &json!({"workflow": "circles", "set": {"sample.seed": 1000 + 3 * (i % 10)}}),
+        );
+        let (queued, started) = wait_for("a rerun to finish", Duration::from_secs(120), || {
+            let row = db
+                .query_one(
+                    "SELECT status, queued_at, started_at FROM runs WHERE id = $1",
+                    &[&(id as i64)],
+                )
+                .unwrap();
+            let status: String = row.get(0);
+            let done = (status == "succeeded")
+                .then(|| (row.get::<_, i64>(1), row.get::<_, Option<i64>>(2).unwrap()));
+            (done, status)
+        });
+        waits.push(started - queued);
+    }
+    waits.sort_unstable();
+    println!(
+        "figure: enqueue -> claim with idle workers over {} runs: median {} ms, p99 {} ms (millisecond clock)",
+        waits.len(),
+        waits[waits.len() / 2],
+        waits[(waits.len() * 99).div_ceil(100) - 1]
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn leased_claims_take_each_run_once_and_report_their_rate() {
+    use weft::server::store::{PgStore, RunStore};
+    let schema = Schema::new("rate");
+    let store = PgStore::open(&schema.url).unwrap();
+    const RUNS: usize = 2000;
+    const CLAIMERS: usize = 4;
+    for i in 0..RUNS {
+        store.enqueue(None, "{}", None, i as i64).unwrap();
+    }
+    let started = Instant::now();
+    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLAIMERS)
+            .map(|c| {
+                let url = schema.url.clone();
+                scope.spawn(move || {
+                    let store = PgStore::open(&url).unwrap();
+                    let mut ids = Vec::new();
+                    while let Some(leased) = store
+                        .claim_leased(&format!("c{c}"), &format!("t{c}"))
+                        .unwrap()
+                    {
+                        ids.push(leased.run.id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut all: Vec<u64> = claimed.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=RUNS as u64).collect::<Vec<_>>(),
+        "each run claimed once"
+    );
+    println!(
+        "figure: {RUNS} leased claims by {CLAIMERS} claimers in {seconds:.2} s: {:.0} claims/s",
+        RUNS as f64 / seconds
+    );
+    // Only the holder's token finishes a run; a lapsed lease is re-queued, then given up.
+    let finished = weft::server::store::Finished {
+        status: weft_engine::RunStatus::Succeeded,
+        at: 1,
+        nodes: json!({}),
+        outputs: json!([]),
+        error: None,
+    };
+    let (first_claimer, first_id) = claimed
+        .iter()
+        .enumerate()
+        .find_map(|(c, ids)| ids.first().map(|id| (c, *id)))
+        .unwrap();
+    assert!(!store
+        .finish_leased(first_id, "not-the-token", &finished, None)
+        .unwrap());
+    assert!(store
+        .heartbeat(first_id, &format!("t{first_claimer}"))
+        .unwrap());
+    assert!(store
+        .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+        .unwrap());
+    assert!(
+        !store
+            .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+            .unwrap(),
+        "finished once"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
+    assert_eq!(expired.requeued.len(), RUNS - 1);
+    assert!(expired.interrupted.is_empty());
+    let again = store.claim_leased("late", "t-late").unwrap().unwrap();
+    assert_eq!(again.attempts, 1);
+    assert!(
+        !store.heartbeat(again.run.id, "t0").unwrap(),
+        "an old holder's lease no longer renews"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
+    assert_eq!(
+        expired.interrupted,
+        vec![again.run.id],
+        "given up after 2 lost leases"
+    );
+    assert_eq!(
+        store.get(again.run.id).unwrap().unwrap().status,
+        weft::server::store::RunState::Interrupted
+    );
+}
