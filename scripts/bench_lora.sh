@@ -4,11 +4,13 @@
 # every UNet transformer layer and CLIP layer, as sd-scripts trains them): a fresh process per
 # run, txt2img 64x64, euler, 2 steps; peak resident memory (GNU time), the LoadLora nodes' time
 # (weft's events) and the checkpoint load; the peak's growth per LoRA is the overhead.
-#   scripts/bench_lora.sh        (WEFT_BENCH_DIR: where the checkpoint and LoRAs go)
+#   scripts/bench_lora.sh        (WEFT_BENCH_DIR: where the checkpoint and LoRAs go; WEFT_BIN:
+#   the weft binary, target/release/weft by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 dir=${WEFT_BENCH_DIR:-$PWD/out/bench-sd15}
+weft=${WEFT_BIN:-target/release/weft} # another build to compare with
 # shellcheck source=scripts/sd15_bench_workflow.sh
 source scripts/sd15_bench_workflow.sh
 ls "$dir"/loras/random-r16-2.safetensors >/dev/null 2>&1 ||
@@ -36,7 +38,7 @@ workflow() { # $1 = LoRA count, $2 = first LoRA's strength_model
 printf '%-6s %10s %14s %12s\n' loras peak_GiB lora_nodes_s load_s
 for n in 0 1 3; do
   workflow "$n" 1.0 > "$dir/lora$n.yaml"
-  /usr/bin/time -f '%M' -o "$dir/rss" target/release/weft run "$dir/lora$n.yaml" --device cpu \
+  /usr/bin/time -f '%M' -o "$dir/rss" "$weft" run "$dir/lora$n.yaml" --device cpu \
     --output "$dir/out" --json > "$dir/events.jsonl"
   python3 - "$dir" "$n" <<'PY'
 import json, sys

@@ -2,16 +2,22 @@
 every UNet transformer layer (attention q/k/v/out, proj_in/proj_out, feed-forward) and every CLIP
 ViT-L/14 q/k/v/out_proj/fc1/fc2, as kohya's sd-scripts trains them by default, fp16, with alpha.
 
-  .venv/bin/python scripts/write_sd15_loras.py OUT_DIR [COUNT] [RANK]
+  .venv/bin/python scripts/write_sd15_loras.py OUT_DIR [COUNT] [RANK] [CHECKPOINT]
+
+With CHECKPOINT (an SD1.5 single file, e.g. the one scripts/sd15_bench_workflow.sh writes) the
+layers and shapes are read from its LDM keys and the LoRA is named after them
+(lora_unet_input_blocks_1_1_..., as kohya names single-file checkpoints' layers): diffusers and
+transformers are then not needed.
 """
 
 import os
 import sys
 
+import json
+import struct
+
 import torch
-from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel
 
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -19,13 +25,16 @@ SD15_UNET = dict(
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 )
-CLIP_L = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77)
 UNET_LAYERS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.", ".proj_in.", ".proj_out.", ".ff.net.0.proj.", ".ff.net.2.")
 CLIP_LAYERS = (".q_proj.", ".k_proj.", ".v_proj.", ".out_proj.", ".fc1.", ".fc2.")
 
 
 def shapes():
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    CLIP_L = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                            num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77)
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD15_UNET)
         clip = CLIPTextModel(CLIP_L)
@@ -39,12 +48,27 @@ def shapes():
             yield "lora_te_", name, tuple(t.shape)
 
 
+def checkpoint_shapes(path):
+    """The LoRA layers of an LDM single file, from its safetensors header."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    for name, info in sorted(header.items()):
+        if name == "__metadata__" or not name.endswith(".weight"):
+            continue
+        for prefix, under, layers in (
+            ("lora_unet_", "model.diffusion_model.", UNET_LAYERS),
+            ("lora_te_", "cond_stage_model.transformer.", CLIP_LAYERS),
+        ):
+            if name.startswith(under) and any(p in name for p in layers):
+                yield prefix, name[len(under):], tuple(info["shape"])
+
+
 def main():
     out = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     rank = int(sys.argv[3]) if len(sys.argv) > 3 else 16
     os.makedirs(out, exist_ok=True)
-    layers = list(shapes())
+    layers = list(checkpoint_shapes(sys.argv[4]) if len(sys.argv) > 4 else shapes())
     for i in range(count):
         gen = torch.Generator().manual_seed(i)
         tensors = {}

@@ -11,7 +11,7 @@ use weft_engine::Workflow;
 const CKPT: &str = "v1-5-pruned-emaonly.safetensors=tiny-shapes";
 
 /// The files that import one to one: their export is the original API workflow.
-const ONE_TO_ONE: [&str; 14] = [
+const ONE_TO_ONE: [&str; 15] = [
     "01_txt2img_default",
     "02_txt2img_ancestral_karras",
     "03_txt2img_dpmpp_2m_sde_exponential",
@@ -26,6 +26,7 @@ const ONE_TO_ONE: [&str; 14] = [
     "30_inpaint_noise_mask",
     "31_outpaint_vae_encode_for_inpaint",
     "32_inpaint_model_conditioning",
+    "33_color_mask_inpaint",
 ];
 
 fn repo() -> PathBuf {
@@ -201,6 +202,7 @@ fn imported_workflows_run_on_the_embedded_model() {
         ("15_two_stage_advanced", 2, 64),
         ("30_inpaint_noise_mask", 1, 64),
         ("32_inpaint_model_conditioning", 1, 64),
+        ("33_color_mask_inpaint", 1, 64),
     ] {
         let file = repo().join(format!("tests/comfy/{name}.json"));
         let yaml = import(

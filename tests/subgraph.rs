@@ -154,6 +154,54 @@ fn the_sdxl_two_stage_node_has_the_cache_keys_of_the_example_inline() {
     assert_eq!(sub.len(), inline.len(), "{sub:?}");
 }
 
+const INPAINT_AS_SUBGRAPH: &str = "weft: 1
+nodes:
+  model:
+    type: LoadCheckpoint
+    name: tiny-shapes
+  input:
+    type: LoadImage
+    path: workflows/inputs/yellow-star-masked.png
+  paint:
+    type: Inpaint
+    image: $input.image
+    mask: $input.mask
+    unet: $model.unet
+    vae: $model.vae
+    text_encoder: $model.text_encoder
+    prompt: a large red circle on a purple background
+    seed: 7
+  save:
+    type: SaveImage
+    image: $paint.image
+    prefix: inpaint
+";
+
+/// The library's Inpaint node plans to the keys of workflows/inpaint.yaml written inline (its
+/// defaults are the example's settings), so the example and the node share their cache.
+#[test]
+fn the_inpaint_node_has_the_cache_keys_of_the_example_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    // Planned from the repository, where the image's path is the example's.
+    let sub = keys(&write(dir.path(), "inpaint.yaml", INPAINT_AS_SUBGRAPH));
+    let inline = keys(&repo_root().join("workflows/inpaint.yaml"));
+    for node in [
+        "encode",
+        "masked",
+        "positive",
+        "negative",
+        "sample",
+        "decode",
+        "composite",
+    ] {
+        assert_eq!(sub[&format!("paint__{node}")], inline[node], "{node}");
+    }
+    for node in ["model", "input", "save"] {
+        assert_eq!(sub[node], inline[node], "{node}");
+    }
+    assert_eq!(sub.len(), inline.len(), "{sub:?}");
+}
+
 #[test]
 fn a_path_type_is_relative_to_the_workflow_and_the_example_validates() {
     let dir = tempfile::tempdir().unwrap();

@@ -44,6 +44,7 @@ pub fn registry() -> Registry {
         .register(mask::FeatherMask)
         .register(mask::ThresholdMask)
         .register(mask::ImageToMask)
+        .register(mask::ImageColorToMask)
         .register(mask::MaskToImage)
         .register(inpaint::SetLatentNoiseMask)
         .register(inpaint::VaeEncodeForInpaint)

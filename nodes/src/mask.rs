@@ -1,6 +1,7 @@
 //! Masks (ComfyUI's MASK): float tensors [batch, height, width] in [0, 1], 1 where an image is
 //! to be repainted; and the mask nodes (`LoadImageMask`, `SolidMask`, `InvertMask`,
-//! `GrowMask`, `FeatherMask`, `ThresholdMask`, `ImageToMask`, `MaskToImage`), each computing
+//! `GrowMask`, `FeatherMask`, `ThresholdMask`, `ImageToMask`, `ImageColorToMask`,
+//! `MaskToImage`), each computing
 //! what ComfyUI's node of the same name computes.
 use std::path::{Path, PathBuf};
 
@@ -198,15 +199,25 @@ impl Node for GrowMask {
         let mut out = mask;
         for _ in 0..expand.unsigned_abs() {
             ctx.check_cancelled()?;
-            out = if expand > 0 {
-                dilate_once(&out, tapered)?
-            } else {
-                // Erosion is dilation of the complement.
-                dilate_once(&out.f_neg()?, tapered)?.f_neg()?
-            };
+            out = grow_mask(&out, expand.signum(), tapered)?;
         }
         Ok(vec![Value::Tensor(T::Mask, out)])
     }
+}
+
+/// GrowMask's work: `expand` grey dilations (erosions when negative) of [B, H, W] with a 3x3
+/// footprint (without its corners when `tapered`), as ComfyUI's scipy calls do.
+pub fn grow_mask(mask: &Tensor, expand: i64, tapered: bool) -> NodeResult<Tensor> {
+    let mut out = mask.shallow_clone();
+    for _ in 0..expand.unsigned_abs() {
+        out = if expand > 0 {
+            dilate_once(&out, tapered)?
+        } else {
+            // Erosion is dilation of the complement.
+            dilate_once(&out.f_neg()?, tapered)?.f_neg()?
+        };
+    }
+    Ok(out)
 }
 
 /// One grey dilation step of [B, H, W] with a 3x3 footprint (without its corners when
@@ -389,6 +400,57 @@ impl Node for ImageToMask {
     }
 }
 
+/// 1 where an image has exactly one colour (ComfyUI's ImageColorToMask).
+pub struct ImageColorToMask;
+impl Node for ImageColorToMask {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_name: "ImageColorToMask",
+            category: "mask",
+            doc: "a mask that is 1 where a pixel has exactly the colour 0xRRGGBB (8-bit, rounded as ComfyUI does), else 0",
+            version: 1,
+            inputs: vec![
+                In::new("image", T::Image, "the images"),
+                In::new("color", T::Int, "the colour as 0xRRGGBB (16711680 is red)")
+                    .default(0)
+                    .range(0.0, 16777215.0),
+            ],
+            outputs: vec![Out::new(
+                "mask",
+                T::Mask,
+                "1 where the colour is, [batch, height, width]",
+            )],
+            output_node: false,
+        }
+    }
+    fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
+        let image = inputs.tensor("image")?;
+        check_image(image, "input 'image'")?;
+        let color = inputs.int("color")?;
+        if !(0..=0xFF_FFFF).contains(&color) {
+            return Err(NodeError::msg(format!(
+                "input 'color': {color} is not a colour 0xRRGGBB (0 to 16777215)"
+            )));
+        }
+        Ok(vec![Value::Tensor(T::Mask, color_mask(image, color)?)])
+    }
+}
+
+/// 1 where `image` [B, 3, H, W] is `color` (0xRRGGBB) once each channel is clamped to 0..1,
+/// scaled to 0..255 and rounded (half to even, as torch rounds), else 0.
+pub fn color_mask(image: &Tensor, color: i64) -> NodeResult<Tensor> {
+    let bytes = image
+        .f_to_kind(Kind::Float)?
+        .f_clamp(0.0, 1.0)?
+        .f_mul_scalar(255.0)?
+        .f_round()?
+        .f_to_kind(Kind::Int64)?;
+    let packed = bytes.f_select(1, 0)?.f_mul_scalar(1 << 16)?
+        + bytes.f_select(1, 1)?.f_mul_scalar(1 << 8)?
+        + bytes.f_select(1, 2)?;
+    Ok(packed.f_eq(color)?.f_to_kind(Kind::Float)?)
+}
+
 /// A mask as a grey image (to look at it, or to save it).
 pub struct MaskToImage;
 impl Node for MaskToImage {
@@ -422,6 +484,33 @@ impl Node for MaskToImage {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn colour_mask_marks_exactly_the_rounded_colour() {
+        // Pixels: pure red, red one step off in blue, a red that rounds to 255/0/0 (0.999 ->
+        // 254.7 -> 255, green 0.4 -> 0), and green.
+        let r = [1.0f32, 1.0, 0.999, 0.0];
+        let g = [0.0f32, 0.0, 0.4 / 255.0, 1.0];
+        let b = [0.0f32, 1.0 / 255.0, 0.0, 0.0];
+        let flat: Vec<f32> = r.iter().chain(&g).chain(&b).copied().collect();
+        let image = Tensor::from_slice(&flat).view([1, 3, 2, 2]);
+        let mask = color_mask(&image, 0xFF0000).unwrap();
+        assert_eq!(mask.size(), [1, 2, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(mask.flatten(0, -1)).unwrap(),
+            [1.0, 0.0, 1.0, 0.0]
+        );
+        let green = color_mask(&image, 0x00FF00).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(green.flatten(0, -1)).unwrap(),
+            [0.0, 0.0, 0.0, 1.0]
+        );
+        let off = color_mask(&image, 0xFF0001).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(off.flatten(0, -1)).unwrap(),
+            [0.0, 1.0, 0.0, 0.0]
+        );
+    }
 
     fn mask_of(rows: &[&[f32]]) -> Tensor {
         let h = rows.len() as i64;

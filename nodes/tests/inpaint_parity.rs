@@ -1,8 +1,8 @@
 //! Parity of weft's mask and inpainting work with ComfyUI's own code, on fixtures written by
 //! scripts/parity/inpaint.py from a ComfyUI checkout: ImageCompositeMasked's `composite`,
 //! ImagePadForOutpaint, FeatherMask, VAEEncodeForInpaint's and InpaintModelConditioning's pixel
-//! and mask work (around a stand-in VAE), and one KSamplerX0Inpaint call with its mask prepared
-//! as ComfyUI's sampler does.
+//! and mask work (around a stand-in VAE), one KSamplerX0Inpaint call with its mask prepared
+//! as ComfyUI's sampler does, GrowMask (scipy's grey dilation and erosion) and ImageColorToMask.
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use weft_nodes::inpaint::{
     composite_masked, inpaint_model_pixels, inpaint_pixels, pad_for_outpaint,
 };
-use weft_nodes::mask::feather_mask;
+use weft_nodes::mask::{color_mask, feather_mask, grow_mask};
 use weft_nodes::samplers::inpaint::MaskedDenoiser;
 use weft_nodes::samplers::Denoiser;
 use weft_nodes::weights::read_safetensors;
@@ -37,6 +37,32 @@ fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
         .max()
         .double_value(&[]);
     assert!(diff <= TOLERANCE, "{what}: max |difference| {diff:e}");
+}
+
+#[test]
+fn grow_mask_matches_comfyuis_scipy_dilation_and_erosion() {
+    let f = fixture();
+    let mask = get(&f, "grow.mask");
+    for expand in [3, -2, 0] {
+        for (tapered, name) in [(true, "tapered"), (false, "square")] {
+            let ours = grow_mask(mask, expand, tapered).unwrap();
+            let what = format!("grow.{expand}.{name}");
+            assert_close(&what, &ours, get(&f, &what));
+        }
+    }
+}
+
+#[test]
+fn colour_mask_matches_comfyui() {
+    let f = fixture();
+    let color = get(&f, "color.color").double_value(&[0]) as i64;
+    let ours = color_mask(get(&f, "color.image"), color).unwrap();
+    let theirs = get(&f, "color.mask");
+    assert!(
+        theirs.sum(Kind::Double).double_value(&[]) > 1.0,
+        "several pixels match"
+    );
+    assert_close("colour mask", &ours, theirs);
 }
 
 #[test]

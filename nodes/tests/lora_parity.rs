@@ -76,15 +76,12 @@ fn patched(
     );
     for (layers, strength) in loras.iter_mut() {
         let adapters = layers.targets.remove(&target).expect("the LoRA patches it");
-        source = source
-            .with_patch(WeightPatch {
-                adapters,
-                strength: *strength,
-            })
-            .expect("patches apply")
-            .0;
+        source = source.with_patch(WeightPatch {
+            adapters,
+            strength: *strength,
+        });
     }
-    source.tensors()
+    source.tensors().expect("patches apply")
 }
 
 /// Compares every reference tensor of `case` with the patched UNet and CLIP tensors; returns

@@ -97,15 +97,12 @@ fn patched(
             .targets
             .remove(&target)
             .unwrap_or_else(|| panic!("the LoRA patches {target:?}"));
-        source = source
-            .with_patch(WeightPatch {
-                adapters,
-                strength: *strength,
-            })
-            .expect("patches apply")
-            .0;
+        source = source.with_patch(WeightPatch {
+            adapters,
+            strength: *strength,
+        });
     }
-    source.tensors()
+    source.tensors().expect("patches apply")
 }
 
 /// Patches UNet, CLIP-L and bigG with `loras` (file, strength_model, strength_clip), in order,

@@ -10,7 +10,10 @@ comfy/utils.py and `KSamplerX0Inpaint` of comfy/samplers.py, and runs them on se
 inputs. The VAE is a stand-in that returns the pixels it is given (what is compared is the pixel
 and mask work around the encode), and the model behind KSamplerX0Inpaint is an analytic
 stand-in whose `scale_latent_inpaint` is BaseModel's for an EPS model (latent + noise * sigma).
-GrowMask is left out: it calls scipy, which set-up's environment does not have.
+GrowMask calls scipy, which set-up's environment does not have: install it beside, e.g.
+  .venv/bin/python -m pip install --no-deps --target /tmp/scipy scipy
+  PYTHONPATH=/tmp/scipy .venv/bin/python scripts/parity/inpaint.py /path/to/ComfyUI
+(without scipy the script stops). ImageColorToMask is run on an image of few colours.
 Writes nodes/tests/fixtures/inpaint/inpaint.safetensors, images in weft's [B, C, H, W] layout.
 """
 
@@ -139,6 +142,32 @@ def main():
     out["x0inpaint.noise"] = noise
     out["x0inpaint.mask"] = noise_mask
     out["x0inpaint.denoised"] = wrapped(x, sigma, denoise_mask)
+
+    # GrowMask (scipy's grey dilation and erosion) and ImageColorToMask, from nodes_mask.py.
+    try:
+        import numpy as np
+        import scipy.ndimage
+    except ImportError:
+        raise SystemExit("GrowMask needs scipy: see this script's docstring")
+    io = types.SimpleNamespace(ComfyNode=object, NodeOutput=lambda *outputs: outputs)
+    extra = definitions_from(os.path.join(sys.argv[1], "comfy_extras/nodes_mask.py"),
+                             {"GrowMask", "ImageColorToMask"},
+                             {"torch": torch, "np": np, "scipy": scipy, "IO": io})
+    generator = torch.Generator().manual_seed(21)
+    grow_in = torch.rand(2, 13, 17, generator=generator)
+    grow_in[0, 4:9, 5:12] = 1.0
+    out["grow.mask"] = grow_in
+    for expand in (3, -2, 0):
+        for tapered in (True, False):
+            out[f"grow.{expand}.{'tapered' if tapered else 'square'}"] = \
+                extra["GrowMask"].execute(grow_in, expand, tapered)[0]
+    # Eight colours (0 or 1/3 a channel: 85 after *255 and rounding), one pixel a hair off.
+    image = torch.randint(0, 2, (2, 6, 7, 3), generator=generator).float() / 3
+    image[1, 2, 3] = image[0, 0, 0] + torch.tensor([0.0, 0.0, 0.6 / 255])
+    color = int(sum(round(float(v) * 255) << shift for v, shift in zip(image[0, 0, 0], (16, 8, 0))))
+    out["color.image"] = chw(image)
+    out["color.color"] = torch.tensor([float(color)])
+    out["color.mask"] = extra["ImageColorToMask"].execute(image, color)[0]
 
     os.makedirs(OUT, exist_ok=True)
     save_file({k: v.float().clone().contiguous() for k, v in out.items()}, os.path.join(OUT, "inpaint.safetensors"))

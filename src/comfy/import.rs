@@ -1247,6 +1247,10 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.link("mask", "mask");
             cx.put_float("value", "value");
         }
+        "ImageColorToMask" => {
+            cx.link("image", "image");
+            cx.put_int("color", "color");
+        }
         "ImageToMask" => {
             cx.link("image", "image");
             if let Some(channel) = cx.string("channel") {

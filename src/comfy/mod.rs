@@ -602,6 +602,19 @@ pub static TYPES: &[ComfyType] = &[
         output_node: false,
     },
     ComfyType {
+        class: "ImageColorToMask",
+        display: "ImageColorToMask",
+        category: "mask",
+        weft: "ImageColorToMask",
+        role: "color_mask",
+        inputs: &[
+            socket("image", "IMAGE"),
+            widget("color", "INT", Widget::Weft("color")),
+        ],
+        outputs: &[out("MASK", "mask")],
+        output_node: false,
+    },
+    ComfyType {
         class: "ImageToMask",
         display: "Convert Image to Mask",
         category: "mask",
@@ -744,6 +757,7 @@ pub fn comfy_default(class: &str, input: &str) -> Option<serde_json::Value> {
         ("SolidMask", "value") => json!(1.0),
         ("LoadImageMask", "channel") => json!("alpha"),
         ("ImageToMask", "channel") => json!("red"),
+        ("ImageColorToMask", "color") => json!(0),
         ("FeatherMask" | "ImagePadForOutpaint", "left" | "top" | "right" | "bottom") => json!(0),
         _ => return None,
     })

@@ -1,12 +1,13 @@
 // The mask painter: on a LoadImage node, paint a stroke, save; the node points at a new upload
 // whose painted pixels have alpha 0 (ComfyUI's mask = 1 - alpha) and unpainted ones 255, the
-// colour under the paint kept; the original file is left as it was.
+// colour under the paint kept; the original file is left as it was. Painting a mask on the
+// inpaint example and running it changes the painted pixels only.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
-import { WORKFLOWS, launch, open, node, shot } from './lib.mjs';
+import { WORKFLOWS, launch, open, node, queueAndWait, shot } from './lib.mjs';
 
 let browser;
 let page;
@@ -134,4 +135,60 @@ test('the node menu opens the painter too; eraser and clear undo the paint', asy
   await page.keyboard.press('Escape');
   await page.locator('[data-testid="mask-editor"]').waitFor({ state: 'detached' });
   assert.equal(await page.evaluate(() => window.__weft.getState().dirty), false, 'cancel changes nothing');
+});
+
+test('paint a mask on the inpaint example and run it: only the painted pixels change', async () => {
+  await open(page, 'inpaint');
+  await page.locator(`${node('input')} [data-testid="open-mask-editor"]`).click();
+  const canvas = page.locator('[data-testid="mask-canvas"]');
+  await canvas.waitFor();
+  await page.locator('[data-testid="mask-clear"]').click();
+  // A 10-pixel brush along the lower-left diagonal, away from the example's own square.
+  await page.locator('[data-testid="mask-size"]').fill('10');
+  const box = await canvas.boundingBox();
+  const px = (x, y) => ({ x: box.x + (x / 64) * box.width, y: box.y + (y / 64) * box.height });
+  const from = px(8, 40);
+  const to = px(24, 56);
+  await page.mouse.move(from.x, from.y);
+  await page.mouse.down();
+  await page.mouse.move(to.x, to.y, { steps: 10 });
+  await page.mouse.up();
+  await page.locator('[data-testid="mask-save"]').click();
+  await page.locator('[data-testid="mask-editor"]').waitFor({ state: 'detached' });
+  const path = await page.evaluate(() => window.__weft.getState().nodes.find((n) => n.id === 'input').data.values.path);
+  const input = await browserPixels(`/api/uploads/${path.split('/').pop()}`);
+
+  // Several minutes: CI's machine is slow and shared; the example samples 20 steps.
+  assert.equal(await queueAndWait(page, 300_000), 'succeeded');
+  const url = await page.evaluate(async () => {
+    const run = await (await fetch(`/api/runs/${window.__weftRun.getState().run}`)).json();
+    return run.outputs?.[0]?.url ?? null;
+  });
+  assert.ok(url, 'the run saved a picture');
+  const output = await browserPixels(url);
+  assert.equal(output.width, 64);
+  assert.equal(output.height, 64);
+  await shot(page, 'mask-inpainted');
+
+  let kept = 0;
+  let painted = 0;
+  let changed = 0;
+  for (let i = 0; i < 64 * 64; i++) {
+    const alpha = input.data[i * 4 + 3];
+    const rgb = (d) => [d[i * 4], d[i * 4 + 1], d[i * 4 + 2]];
+    if (alpha === 255) {
+      // Mask 0: ImageCompositeMasked gives back the input's pixel exactly.
+      assert.deepEqual(rgb(output.data), rgb(input.data), `unmasked pixel ${i % 64}, ${Math.floor(i / 64)}`);
+      kept++;
+    } else if (alpha === 0) {
+      painted++;
+      const d = rgb(output.data).map((v, c) => Math.abs(v - rgb(input.data)[c]));
+      if (Math.max(...d) > 8) changed++;
+    }
+  }
+  assert.ok(painted > 50 && kept > 3000, `painted ${painted}, kept ${kept}`);
+  assert.ok(changed > painted / 4, `${changed} of ${painted} painted pixels were repainted`);
+  // The example's own square (centre) was cleared away: it is kept as it was.
+  assert.equal(input.data[(32 * 64 + 32) * 4 + 3], 255, 'the cleared centre is unmasked');
+  await page.evaluate(() => window.__weft.setState({ dirty: false }));
 });

@@ -2,6 +2,8 @@
 //! CLIP text towers (SDXL: CLIP-L and bigG), each part at its own strength (ComfyUI's
 //! LoraLoader). The patched models share
 //! every untouched tensor with the input ones; only the patched tensors are new.
+use std::any::Any;
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -12,7 +14,6 @@ use weft_engine::{
 
 use crate::models::clip_text_model::ClipTextModel;
 use crate::models::sdxl_text::{SdxlRefinerTextEncoder, SdxlTextEncoders};
-use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::weights::lora::{
     read_lora, LoraLayers, LoraTarget, SourceWeights, TargetModel, WeightPatch,
 };
@@ -77,21 +78,20 @@ impl Node for LoadLora {
             .get("text_encoder")?
             .ok_or_else(|| NodeError::msg("no text encoder"))?;
         let model = inputs.object::<DiffusionModel>("model")?;
-        let encoder = inputs.object::<TextEncoder>("text_encoder")?;
+        let (root, mut tower_weights) = encoder_parts(encoder_in)?;
         let keys = model.family().lora_keys();
 
         // Every target is matched (even one at strength 0), so a file for another family is
         // refused whatever the strengths, and no key is reported as unmatched that matches.
-        let unet_source = model.unet.source();
+        let unet_source = model.source();
         let mut targets = vec![TargetModel {
             target: LoraTarget::Unet,
             tensors: unet_source.base(),
         }];
-        let towers = clip_towers(&encoder);
-        for (i, tower) in towers.iter().enumerate() {
+        for (i, tower) in tower_weights.iter().enumerate() {
             targets.push(TargetModel {
                 target: LoraTarget::TextEncoder(i),
-                tensors: tower.source().base(),
+                tensors: tower.base(),
             });
         }
         let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
@@ -99,36 +99,35 @@ impl Node for LoadLora {
             ctx.notice(unmatched_notice(
                 &path,
                 &layers.unmatched,
-                !towers.is_empty(),
+                !tower_weights.is_empty(),
             ));
         }
 
         let model_out = match take(&mut layers, LoraTarget::Unet, strength_model) {
             None => passed_through(model_in),
-            Some(patch) => {
-                let (unet, bytes) = patch_unet(&model.unet, patch, &path)?;
-                Value::object(T::Model, DiffusionModel::new(unet), bytes)
-            }
+            Some(patch) => patched_model(&model, patch, &path),
         };
-        // Each tower patched or passed on as it is; the encoder is rebuilt if any was patched.
-        let mut patched_towers = Vec::new();
-        let mut bytes = 0;
-        for (i, tower) in towers.iter().enumerate() {
-            match take(&mut layers, LoraTarget::TextEncoder(i), strength_clip) {
-                Some(patch) => {
-                    let (patched, b) = patch_clip(tower, patch, &path)?;
-                    bytes += b;
-                    patched_towers.push(Some(patched));
-                }
-                None => patched_towers.push(None),
+        // Each tower's patch recorded; the encoder is rebuilt (at its first prompt) if any was.
+        let mut patched_any = false;
+        for (i, tower) in tower_weights.iter_mut().enumerate() {
+            if let Some(patch) = take(&mut layers, LoraTarget::TextEncoder(i), strength_clip) {
+                *tower = tower.with_patch(patch);
+                patched_any = true;
             }
         }
-        let encoder_out = if patched_towers.iter().any(Option::is_some) {
-            Value::object(
-                T::TextEncoder,
-                with_towers(&encoder, patched_towers)?,
-                bytes,
-            )
+        let encoder_out = if patched_any {
+            let patched = PatchedTextEncoder {
+                root,
+                towers: tower_weights,
+                label: format!("{} (text encoder with LoRA)", path.display()),
+                built: OnceCell::new(),
+            };
+            let bytes = patched
+                .towers
+                .iter()
+                .map(SourceWeights::patched_bytes)
+                .sum();
+            Value::object(T::TextEncoder, patched, bytes)
         } else {
             passed_through(encoder_in)
         };
@@ -172,7 +171,7 @@ impl Node for LoadLoraModelOnly {
         let model = inputs.object::<DiffusionModel>("model")?;
         let targets = [TargetModel {
             target: LoraTarget::Unet,
-            tensors: model.unet.source().base(),
+            tensors: model.source().base(),
         }];
         let keys = model.family().lora_keys();
         let mut layers = read_lora(&path, ctx.files, ctx.device, keys, &targets)?;
@@ -196,10 +195,7 @@ impl Node for LoadLoraModelOnly {
         let strength = inputs.float("strength_model")?;
         Ok(vec![match take(&mut layers, LoraTarget::Unet, strength) {
             None => passed_through(model_in),
-            Some(patch) => {
-                let (unet, bytes) = patch_unet(&model.unet, patch, &path)?;
-                Value::object(T::Model, DiffusionModel::new(unet), bytes)
-            }
+            Some(patch) => patched_model(&model, patch, &path),
         }])
     }
 }
@@ -269,7 +265,10 @@ fn with_towers(
 /// A CLIP tower built again on the same tensors and patches (nothing is copied).
 fn shared_clip(clip: &ClipTextModel) -> NodeResult<ClipTextModel> {
     let source = clip.source().shallow_clone();
-    let weights = Weights::new("text encoder (shared with its input)", source.tensors());
+    let tensors = source
+        .tensors()
+        .map_err(|(tensor, e)| NodeError::msg(format!("text encoder tensor {tensor}: {e}")))?;
+    let weights = Weights::new("text encoder (shared with its input)", tensors);
     let mut model = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
     model.set_source(source);
     Ok(model)
@@ -294,54 +293,108 @@ fn passed_through(value: &Value) -> Value {
     }
 }
 
-fn tch_error<'a>(
-    path: &'a Path,
-    what: &'a str,
-) -> impl Fn((String, tch::TchError)) -> NodeError + 'a {
-    move |(tensor, e)| {
+/// The model with `patch` on top of its patches so far. Nothing is computed here: the
+/// patched UNet is built when a sampler first runs it, so in a chain only the links a sampler
+/// uses hold patched tensors. The bytes counted are those it holds once built.
+fn patched_model(model: &DiffusionModel, patch: WeightPatch, path: &Path) -> Value {
+    let patched = model.with_patch(patch, format!("{} (UNet with LoRA)", path.display()));
+    let bytes = patched.patched_bytes();
+    Value::object(T::Model, patched, bytes)
+}
+
+/// A CLIP tower of `original`'s configuration built on `source` (its weights and patches).
+fn clip_from_source(
+    original: &ClipTextModel,
+    source: SourceWeights,
+    label: &str,
+) -> NodeResult<ClipTextModel> {
+    let tensors = source.tensors().map_err(|(tensor, e)| {
         NodeError::msg(format!(
-            "{}: patching {what} tensor {tensor}: {e}",
-            path.display()
+            "{label}: patching text encoder tensor {tensor}: {e}"
         ))
+    })?;
+    let weights = Weights::new(label.to_string(), tensors);
+    let mut patched = ClipTextModel::new(&weights, "text_model", original.config().clone())?;
+    patched.set_source(source);
+    Ok(patched)
+}
+
+/// LoadLora's text encoder: the unpatched encoder a chain of LoadLora nodes starts from and
+/// each CLIP tower's weights with the chain's patches so far. The patched towers are built when
+/// a prompt is first encoded with it, so the links of a chain no prompt uses hold no patched
+/// tensors, and untouched tensors stay shared with the loaded encoder.
+pub struct PatchedTextEncoder {
+    root: Rc<TextEncoder>,
+    /// Per tower of `root`, in [`clip_towers`] order.
+    towers: Vec<SourceWeights>,
+    label: String,
+    built: OnceCell<Rc<TextEncoder>>,
+}
+
+impl PatchedTextEncoder {
+    /// The patched encoder, built on the first call.
+    pub fn encoder(&self) -> NodeResult<Rc<TextEncoder>> {
+        if let Some(built) = self.built.get() {
+            return Ok(Rc::clone(built));
+        }
+        let mut patched = Vec::new();
+        for (original, source) in clip_towers(&self.root).into_iter().zip(&self.towers) {
+            patched.push(if source.patches().is_empty() {
+                None
+            } else {
+                Some(clip_from_source(
+                    original,
+                    source.shallow_clone(),
+                    &self.label,
+                )?)
+            });
+        }
+        let encoder = Rc::new(with_towers(&self.root, patched)?);
+        Ok(Rc::clone(self.built.get_or_init(|| encoder)))
+    }
+
+    /// Whether a prompt was encoded with it (its patched towers exist).
+    pub fn is_built(&self) -> bool {
+        self.built.get().is_some()
     }
 }
 
-/// The UNet rebuilt with `patch` on top of its patches so far, and the bytes of its new tensors.
-fn patch_unet(
-    unet: &UNet2DConditionModel,
-    patch: WeightPatch,
-    path: &Path,
-) -> NodeResult<(UNet2DConditionModel, u64)> {
-    let (source, bytes): (SourceWeights, u64) = unet
-        .source()
-        .with_patch(patch)
-        .map_err(tch_error(path, "UNet"))?;
-    let weights = Weights::new(
-        format!("{} (UNet with LoRA)", path.display()),
-        source.tensors(),
-    );
-    let mut patched = UNet2DConditionModel::new(&weights, "", unet.config().clone())?;
-    patched.set_source(source);
-    Ok((patched, bytes))
+/// The text encoder of the socket `name`: as loaded, or LoadLora's (built on first use).
+pub fn text_encoder_input(inputs: &Inputs, name: &str) -> NodeResult<Rc<TextEncoder>> {
+    match inputs.get(name)? {
+        Some(Value::Object { object, .. }) => text_encoder_object(object, name),
+        _ => inputs.object::<TextEncoder>(name),
+    }
 }
 
-/// The CLIP text model rebuilt with `patch` on top of its patches so far.
-fn patch_clip(
-    clip: &ClipTextModel,
-    patch: WeightPatch,
-    path: &Path,
-) -> NodeResult<(ClipTextModel, u64)> {
-    let (source, bytes) = clip
-        .source()
-        .with_patch(patch)
-        .map_err(tch_error(path, "text encoder"))?;
-    let weights = Weights::new(
-        format!("{} (text encoder with LoRA)", path.display()),
-        source.tensors(),
-    );
-    let mut patched = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
-    patched.set_source(source);
-    Ok((patched, bytes))
+fn text_encoder_object(object: &Rc<dyn Any>, name: &str) -> NodeResult<Rc<TextEncoder>> {
+    match Rc::clone(object).downcast::<TextEncoder>() {
+        Ok(encoder) => Ok(encoder),
+        Err(other) => match other.downcast::<PatchedTextEncoder>() {
+            Ok(patched) => patched.encoder(),
+            Err(_) => Err(NodeError::msg(format!(
+                "input '{name}': not a text encoder object"
+            ))),
+        },
+    }
+}
+
+/// The unpatched encoder a text-encoder value starts from and its towers' weights with the
+/// patches on them so far (none for an encoder as loaded).
+fn encoder_parts(value: &Value) -> NodeResult<(Rc<TextEncoder>, Vec<SourceWeights>)> {
+    let Value::Object { object, .. } = value else {
+        return Err(NodeError::msg("input 'text_encoder': not a text encoder"));
+    };
+    if let Some(patched) = object.downcast_ref::<PatchedTextEncoder>() {
+        let towers = patched.towers.iter().map(SourceWeights::shallow_clone);
+        return Ok((Rc::clone(&patched.root), towers.collect()));
+    }
+    let root = text_encoder_object(object, "text_encoder")?;
+    let towers = clip_towers(&root)
+        .iter()
+        .map(|t| t.source().shallow_clone())
+        .collect();
+    Ok((root, towers))
 }
 
 /// The warning for layers of the file that patch nothing, naming them.
@@ -535,7 +588,8 @@ mod sdxl_tower_tests {
         let patched: Vec<Option<ClipTextModel>> = (0..2)
             .map(|i| {
                 let patch = take(&mut layers, LoraTarget::TextEncoder(i), 1.0).unwrap();
-                Some(patch_clip(towers[i], patch, &path).unwrap().0)
+                let source = towers[i].source().with_patch(patch);
+                Some(clip_from_source(towers[i], source, "lora").unwrap())
             })
             .collect();
         let out = with_towers(&encoder, patched).unwrap();
@@ -544,7 +598,10 @@ mod sdxl_tower_tests {
         };
         let after = [out.clip_l(), out.clip_g().text_model()];
         for (i, (before, after)) in towers.iter().zip(after).enumerate() {
-            let (b, a) = (before.source().tensors(), after.source().tensors());
+            let (b, a) = (
+                before.source().tensors().unwrap(),
+                after.source().tensors().unwrap(),
+            );
             let touched = "text_model.encoder.layers.0.self_attn.q_proj.weight";
             assert!(
                 !a[touched].equal(&b[touched]),
@@ -555,6 +612,87 @@ mod sdxl_tower_tests {
                 a[untouched].data_ptr(),
                 b[untouched].data_ptr(),
                 "tower {i}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::collections::HashMap;
+
+    use tch::Device;
+
+    use super::*;
+    use crate::weights::checkpoint::{load_diffusers_folder, LoadOptions};
+
+    /// Two LoadLora links on the tiny SD1 UNet: the first link, which nothing runs, never holds
+    /// patched tensors; the second, once run, holds one patched copy of what the chain touches,
+    /// shares every other tensor with the loaded UNet, and the loaded UNet is left as it was.
+    #[test]
+    fn a_lora_chain_builds_only_the_model_that_runs_and_shares_what_it_does_not_touch() {
+        let dir = weft_test_support::fixtures("unet_vae").join("sd1");
+        let base = DiffusionModel::new(
+            load_diffusers_folder(&dir, &LoadOptions::default())
+                .unwrap()
+                .unet,
+        );
+        let before: HashMap<String, tch::Tensor> = base
+            .source()
+            .base()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.copy()))
+            .collect();
+        let path = weft_test_support::fixtures("lora").join("kohya.safetensors");
+        let patch = |strength| {
+            let targets = [TargetModel {
+                target: LoraTarget::Unet,
+                tensors: base.source().base(),
+            }];
+            let mut layers = read_lora(
+                &path,
+                &weft_engine::FileAccess::anywhere(),
+                Device::Cpu,
+                base.family().lora_keys(),
+                &targets,
+            )
+            .unwrap();
+            take(&mut layers, LoraTarget::Unet, strength).unwrap()
+        };
+        let touched: Vec<String> = patch(1.0).adapters.keys().cloned().collect();
+        let first = base.with_patch(patch(0.7), "first".into());
+        let second = first.with_patch(patch(-0.4), "second".into());
+        assert_eq!(second.source().patches().len(), 2);
+        let unet = second.unet().unwrap();
+        assert!(
+            !first.source().is_materialized(),
+            "a link no sampler ran holds no patched tensors"
+        );
+        let loaded = base.source().base();
+        let patched = unet.source().tensors().unwrap();
+        let mut shared = 0;
+        for (name, tensor) in &patched {
+            if touched.contains(name) {
+                assert_ne!(tensor.data_ptr(), loaded[name].data_ptr(), "{name}");
+                assert!(!tensor.equal(&loaded[name]), "{name} unpatched");
+            } else {
+                assert_eq!(tensor.data_ptr(), loaded[name].data_ptr(), "{name} copied");
+                shared += 1;
+            }
+        }
+        assert!(shared > 0 && !touched.is_empty());
+        assert_eq!(
+            second.patched_bytes(),
+            touched
+                .iter()
+                .map(|n| (loaded[n].numel() * loaded[n].kind().elt_size_in_bytes()) as u64)
+                .sum::<u64>(),
+            "one copy of the touched tensors for the whole chain"
+        );
+        for (name, tensor) in loaded {
+            assert!(
+                tensor.equal(&before[name]),
+                "{name}: the loaded UNet was written"
             );
         }
     }

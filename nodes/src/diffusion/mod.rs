@@ -14,7 +14,10 @@ mod vae;
 pub use conditioning::{Conditioning, PromptSide, SizeConditioning};
 pub use handles::{DiffusionModel, TextEncoder, Vae};
 pub use load_checkpoint::{LoadCheckpoint, CLIP_VOCAB, MINILM_DIR};
-pub use lora::{find_loras, resolve_lora, LoadLora, LoadLoraModelOnly, LORAS};
+pub use lora::{
+    find_loras, resolve_lora, text_encoder_input, LoadLora, LoadLoraModelOnly, PatchedTextEncoder,
+    LORAS,
+};
 pub use prompt::{PromptEncode, PromptEncodeSdxl, PromptEncodeSdxlRefiner};
 pub use sample::{added_conditioning, Sampler};
 pub use sample_advanced::SamplerAdvanced;

@@ -12,6 +12,7 @@ use crate::models::prompt_weighting::encode_prompt;
 
 use super::conditioning::{Conditioning, SizeConditioning};
 use super::handles::TextEncoder;
+use super::lora::text_encoder_input;
 
 /// Prompt text to conditioning. CLIP prompts take ComfyUI's weighting syntax: (word:1.2).
 pub struct PromptEncode;
@@ -39,7 +40,7 @@ impl Node for PromptEncode {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let encoder = inputs.object::<TextEncoder>("encoder")?;
+        let encoder = text_encoder_input(inputs, "encoder")?;
         let text = inputs.string("text")?;
         let conditioning = match &*encoder {
             TextEncoder::Clip {
@@ -112,7 +113,7 @@ impl Node for PromptEncodeSdxl {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let encoder = inputs.object::<TextEncoder>("encoder")?;
+        let encoder = text_encoder_input(inputs, "encoder")?;
         let encoders = match &*encoder {
             TextEncoder::Sdxl(encoders) => encoders,
             TextEncoder::SdxlRefiner(_) => {
@@ -177,7 +178,7 @@ impl Node for PromptEncodeSdxlRefiner {
         }
     }
     fn run(&self, inputs: &Inputs, _ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
-        let encoder = inputs.object::<TextEncoder>("encoder")?;
+        let encoder = text_encoder_input(inputs, "encoder")?;
         let text = inputs.string("text")?;
         let out = match &*encoder {
             TextEncoder::SdxlRefiner(encoder) => encoder.encode(text)?,

@@ -25,12 +25,13 @@ use crate::weights::family::{ModelFamily, SizeIds};
 /// cross-attention keys and values are computed at the first step and reused by the others.
 struct UNetPredictor<'a> {
     model: &'a DiffusionModel,
+    unet: &'a UNet2DConditionModel,
     memo: KeyValueMemo,
 }
 
 impl NoisePredictor for UNetPredictor<'_> {
     fn predict(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let unet = &self.model.unet;
+        let unet = self.unet;
         match self.model.graphs.forward(unet, sample, timesteps, context) {
             Some(replayed) => replayed,
             None => unet.forward_with_memo(sample, timesteps, context, Some(&self.memo)),
@@ -46,7 +47,7 @@ impl NoisePredictor for UNetPredictor<'_> {
     ) -> Result<Tensor> {
         match added {
             None => self.predict(sample, timesteps, context),
-            Some(added) => self.model.unet.forward_with_added(
+            Some(added) => self.unet.forward_with_added(
                 sample,
                 timesteps,
                 context,
@@ -227,7 +228,7 @@ impl Node for Sampler {
         // would not fit: those cells are sampled one after another (same images, no saving).
         let input = InpaintLatent::input(first, "latent")?;
         let model = first.object::<DiffusionModel>("model")?;
-        let config = model.unet.config();
+        let config = model.config();
         let plain = input.noise_mask.is_none()
             && input.concat_mask.is_none()
             && input.concat_latent.is_none()
@@ -279,7 +280,7 @@ fn sample_tensor(
     window: StepWindow,
 ) -> NodeResult<(InpaintLatent, Tensor)> {
     let model = inputs.object::<DiffusionModel>("model")?;
-    let unet = &model.unet;
+    let unet = model.unet()?;
     let input = InpaintLatent::input(inputs, "latent")?;
     let latent = input
         .samples
@@ -309,6 +310,7 @@ fn sample_tensor(
     // Lives as long as this sampling.
     let predictor = UNetPredictor {
         model: &model,
+        unet,
         memo: KeyValueMemo::default(),
     };
     let inpainting_model =

@@ -3,6 +3,7 @@
 //! model's own tensor names with one key table per model family, and the low-rank update
 //! `W + strength * alpha / rank * up @ down` computed the way ComfyUI's `calculate_weight` does
 //! (fp32, then cast back to the model's dtype), on top of a model's weights as loaded.
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -626,20 +627,22 @@ impl WeightPatch {
     }
 }
 
-/// The weights a model was built from: as loaded (`base`), the LoRA patches applied on top in
-/// order, and the tensors the model is made of now (`current`). All are shallow clones sharing
-/// the model's storage, so keeping them costs nothing; a patched model is rebuilt from
-/// `current` with only the tensors the new patch touches replaced.
+/// The weights a model was built from: as loaded (`base`) and the LoRA patches applied on top
+/// in order. Adding a patch only records it; the patched tensors are computed when a model is
+/// built from these weights ([`SourceWeights::tensors`]), once, and kept. So a chain of LoRAs
+/// feeding one sampler makes one patched copy of the tensors the chain touches, not one per
+/// link, and every untouched tensor stays shared with the loaded model, whose tensors are never
+/// written.
 ///
-/// The order is ComfyUI's for stacked LoRAs: each touched weight in fp32, every update added in
-/// order, one cast back. For an fp32 model that is the previous patched tensor plus the new
-/// update (the same additions, so a chain costs one patch per LoRA); for fp16 / bf16 models the
-/// tensor is recomputed from its loaded value with every patch, so a chain rounds once, not
-/// once per LoRA.
+/// The arithmetic is ComfyUI's for stacked LoRAs: each touched weight in fp32, every update
+/// added in order, one cast back to the model's dtype (fp16 / bf16 models round once, not once
+/// per LoRA; for fp32 models this is bit for bit the previous patched tensor plus the new
+/// update).
 pub struct SourceWeights {
     base: HashMap<String, Tensor>,
     patches: Vec<WeightPatch>,
-    current: HashMap<String, Tensor>,
+    /// The tensors the patches made, once a model was built from these weights.
+    patched: OnceCell<HashMap<String, Tensor>>,
 }
 
 fn shallow_map(map: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
@@ -651,13 +654,18 @@ fn shallow_map(map: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
 impl SourceWeights {
     pub fn new(base: HashMap<String, Tensor>) -> Self {
         Self {
-            current: shallow_map(&base),
             base,
             patches: Vec::new(),
+            patched: OnceCell::new(),
         }
     }
 
+    /// The same weights, patches and (if computed) patched tensors, sharing their storage.
     pub fn shallow_clone(&self) -> Self {
+        let patched = OnceCell::new();
+        if let Some(made) = self.patched.get() {
+            let _ = patched.set(shallow_map(made));
+        }
         Self {
             base: shallow_map(&self.base),
             patches: self
@@ -665,7 +673,7 @@ impl SourceWeights {
                 .iter()
                 .map(WeightPatch::shallow_clone)
                 .collect(),
-            current: shallow_map(&self.current),
+            patched,
         }
     }
 
@@ -678,49 +686,77 @@ impl SourceWeights {
         &self.patches
     }
 
-    /// The tensors the model is made of (shallow clones, to build a model from).
-    pub fn tensors(&self) -> HashMap<String, Tensor> {
-        shallow_map(&self.current)
+    /// Whether the patched tensors have been computed (a model was built from these weights).
+    pub fn is_materialized(&self) -> bool {
+        self.patches.is_empty() || self.patched.get().is_some()
     }
 
-    /// These weights with `patch` applied after the present ones, and the bytes of the tensors
-    /// it made (the patched model's own memory; every other tensor is shared).
-    pub fn with_patch(
-        &self,
-        patch: WeightPatch,
-    ) -> std::result::Result<(Self, u64), (String, tch::TchError)> {
+    /// The names of the base tensors some patch changes, each once.
+    fn touched(&self) -> BTreeSet<&String> {
+        self.patches
+            .iter()
+            .flat_map(|p| p.adapters.keys())
+            .filter(|name| self.base.contains_key(*name))
+            .collect()
+    }
+
+    /// The bytes the patched tensors take (computed or not): a model built from these weights
+    /// holds them on top of the shared base.
+    pub fn patched_bytes(&self) -> u64 {
+        self.touched()
+            .into_iter()
+            .map(|name| {
+                let t = &self.base[name];
+                (t.numel() * t.kind().elt_size_in_bytes()) as u64
+            })
+            .sum()
+    }
+
+    /// These weights with `patch` applied after the present ones. Nothing is computed yet.
+    pub fn with_patch(&self, patch: WeightPatch) -> Self {
         let mut next = self.shallow_clone();
-        let mut bytes = 0u64;
-        for (name, adapter) in &patch.adapters {
-            let Some(base) = self.base.get(name) else {
-                continue;
-            };
+        next.patched = OnceCell::new();
+        next.patches.push(patch);
+        next
+    }
+
+    /// The tensors the model is made of: the patched ones (computed on the first call) and the
+    /// base's, shared. An error names the tensor whose patch failed.
+    pub fn tensors(&self) -> std::result::Result<HashMap<String, Tensor>, (String, tch::TchError)> {
+        let mut tensors = shallow_map(&self.base);
+        if self.patches.is_empty() {
+            return Ok(tensors);
+        }
+        if self.patched.get().is_none() {
+            let made = self.compute_patched()?;
+            let _ = self.patched.set(made);
+        }
+        for (name, t) in self.patched.get().into_iter().flatten() {
+            tensors.insert(name.clone(), t.shallow_clone());
+        }
+        Ok(tensors)
+    }
+
+    fn compute_patched(
+        &self,
+    ) -> std::result::Result<HashMap<String, Tensor>, (String, tch::TchError)> {
+        let mut made = HashMap::new();
+        for name in self.touched() {
+            let base = &self.base[name];
             let patched = (|| {
-                let mut weight = if base.kind() == Kind::Float {
-                    // A copy: the tensor it starts from is shared and stays as is.
-                    let from = self.current.get(name).unwrap_or(base);
-                    let mut weight = from.f_to_dtype(Kind::Float, false, true)?;
-                    adapter.add_to(&mut weight, patch.strength)?;
-                    weight
-                } else {
-                    let mut weight = base.f_to_dtype(Kind::Float, false, true)?;
-                    for earlier in &self.patches {
-                        if let Some(a) = earlier.adapters.get(name) {
-                            a.add_to(&mut weight, earlier.strength)?;
-                        }
+                // A new fp32 tensor (a copy even for fp32 weights): the base stays as loaded.
+                let mut weight = base.f_to_dtype(Kind::Float, false, true)?;
+                for patch in &self.patches {
+                    if let Some(adapter) = patch.adapters.get(name) {
+                        adapter.add_to(&mut weight, patch.strength)?;
                     }
-                    adapter.add_to(&mut weight, patch.strength)?;
-                    weight
-                };
-                weight = weight.f_to_kind(base.kind())?;
-                Ok::<_, tch::TchError>(weight)
+                }
+                weight.f_to_kind(base.kind())
             })()
             .map_err(|e| (name.clone(), e))?;
-            bytes += (patched.numel() * patched.kind().elt_size_in_bytes()) as u64;
-            next.current.insert(name.clone(), patched);
+            made.insert(name.clone(), patched);
         }
-        next.patches.push(patch);
-        Ok((next, bytes))
+        Ok(made)
     }
 }
 
@@ -869,20 +905,21 @@ mod tests {
             mid: None,
             alpha,
         };
-        let (once, _) = SourceWeights::new(base)
-            .with_patch(WeightPatch {
-                adapters: [("w.weight".to_string(), adapter(Some(1.0)))].into(),
-                strength: 0.5,
-            })
-            .unwrap();
-        let (source, bytes) = once
-            .with_patch(WeightPatch {
-                adapters: [("w.weight".to_string(), adapter(None))].into(),
-                strength: -1.0,
-            })
-            .unwrap();
-        let patched = source.tensors();
-        assert_eq!(bytes, 4 * 6 * 4);
+        let once = SourceWeights::new(base).with_patch(WeightPatch {
+            adapters: [("w.weight".to_string(), adapter(Some(1.0)))].into(),
+            strength: 0.5,
+        });
+        let source = once.with_patch(WeightPatch {
+            adapters: [("w.weight".to_string(), adapter(None))].into(),
+            strength: -1.0,
+        });
+        assert!(
+            !once.is_materialized() && !source.is_materialized(),
+            "adding a patch computes nothing"
+        );
+        assert_eq!(source.patched_bytes(), 4 * 6 * 4, "one copy for the chain");
+        let patched = source.tensors().unwrap();
+        assert!(source.is_materialized() && !once.is_materialized());
         // 0.5 * (1 / 2) * up@down - 1.0 * up@down.
         let expected = &base_w + up.mm(&down) * 0.25 - up.mm(&down);
         let error = (&patched["w.weight"] - expected)
@@ -895,20 +932,33 @@ mod tests {
             other.data_ptr(),
             "untouched tensors are shared"
         );
+        assert_eq!(
+            source.tensors().unwrap()["w.weight"].data_ptr(),
+            patched["w.weight"].data_ptr(),
+            "computed once"
+        );
+        assert_eq!(
+            source.shallow_clone().tensors().unwrap()["w.weight"].data_ptr(),
+            patched["w.weight"].data_ptr(),
+            "a shallow clone shares the patched tensors"
+        );
         assert_eq!(source.base()["w.weight"].data_ptr(), base_w.data_ptr());
         assert!(
             base_w.equal(&source.base()["w.weight"]),
             "the base is never written"
         );
+        // fp32: the chain computed at once equals the earlier link's tensor plus the update.
+        let mut stepwise = once.tensors().unwrap()["w.weight"].copy();
+        adapter(None).add_to(&mut stepwise, -1.0).unwrap();
+        assert!(stepwise.equal(&patched["w.weight"]), "bit for bit");
 
-        let (zero, _) =
+        let zero =
             SourceWeights::new([("w.weight".to_string(), base_w.to_kind(Kind::Half))].into())
                 .with_patch(WeightPatch {
                     adapters: [("w.weight".to_string(), adapter(Some(8.0)))].into(),
                     strength: 0.0,
-                })
-                .unwrap();
-        let patched = zero.tensors();
+                });
+        let patched = zero.tensors().unwrap();
         assert!(
             patched["w.weight"].equal(&base_w.to_kind(Kind::Half)),
             "strength 0 is the base, bit for bit"
@@ -919,18 +969,16 @@ mod tests {
             adapters: [("w.weight".to_string(), adapter(None))].into(),
             strength,
         };
-        let (one, _) = SourceWeights::new([("w.weight".to_string(), half.shallow_clone())].into())
-            .with_patch(patch(0.3))
-            .unwrap();
-        let (two, _) = one.with_patch(patch(0.6)).unwrap();
+        let one = SourceWeights::new([("w.weight".to_string(), half.shallow_clone())].into())
+            .with_patch(patch(0.3));
+        let two = one.with_patch(patch(0.6));
         let mut expected = half.to_kind(Kind::Float);
         let _ = expected.f_add_(&(up.mm(&down) * 0.3)).unwrap();
         let _ = expected.f_add_(&(up.mm(&down) * 0.6)).unwrap();
-        assert!(two.tensors()["w.weight"].equal(&expected.to_kind(Kind::Half)));
-        let patched = zero.tensors();
+        assert!(two.tensors().unwrap()["w.weight"].equal(&expected.to_kind(Kind::Half)));
         assert!(
-            patched["w.weight"].equal(&base_w.to_kind(Kind::Half)),
-            "strength 0 is the base, bit for bit"
+            half.equal(&base_w.to_kind(Kind::Half)),
+            "the base is never written"
         );
     }
 
