@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use weft_engine::device_memory::MemoryReport;
-use weft_engine::worker::{DeviceWorker, Job};
+use weft_engine::worker::{DeviceWorker, Job, WorkerRemote};
 use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
 use super::hub::Hub;
@@ -34,6 +34,8 @@ pub struct Queue {
     batches: Mutex<HashMap<u64, weft_engine::Batch>>,
     /// The cache's and the device's memory when the last run ended (`/system_stats`).
     last_memory: Mutex<Option<MemoryReport>>,
+    /// The device worker, for requests between runs (ComfyUI's `/free`).
+    worker: WorkerRemote,
 }
 
 /// How many parsed workflows wait in memory at most; beyond, runs are parsed from the store.
@@ -90,6 +92,12 @@ impl Queue {
         }
     }
 
+    /// Unloads the models and everything else the device worker's in-memory cache holds, after
+    /// the run in progress (ComfyUI's `/free`); false if the worker has stopped.
+    pub fn free_memory(&self) -> bool {
+        self.worker.clear_cache()
+    }
+
     pub fn running(&self) -> Option<u64> {
         self.running
             .lock()
@@ -137,6 +145,7 @@ pub fn start(
         pending: Mutex::new(HashMap::new()),
         batches: Mutex::new(HashMap::new()),
         last_memory: Mutex::new(None),
+        worker: worker.remote(),
     });
     let (notify_store, notify_hub, notify_queue) = (store.clone(), hub.clone(), queue.clone());
     std::thread::Builder::new()
