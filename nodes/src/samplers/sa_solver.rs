@@ -73,8 +73,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         b.swap(col, pivot);
         for row in col + 1..n {
             let factor = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= factor * a[col][k];
+            let (upper, lower) = a.split_at_mut(row);
+            for (entry, pivot_entry) in lower[0].iter_mut().zip(&upper[col]).skip(col) {
+                *entry -= factor * pivot_entry;
             }
             b[row] -= factor * b[col];
         }
