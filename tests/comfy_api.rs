@@ -120,9 +120,9 @@ async fn unknown_class_types_are_refused_with_node_errors_by_comfyui_id() {
 #[tokio::test]
 async fn weft_diagnostics_come_back_as_node_errors_on_the_comfyui_node_and_input() {
     let f = Fixture::new();
-    // A sampler weft lacks (an import error) ...
+    // A sampler weft lacks (a custom node pack's; an import error) ...
     let mut p = txt2img();
-    p["3"]["inputs"]["sampler_name"] = json!("sa_solver");
+    p["3"]["inputs"]["sampler_name"] = json!("euler_smea_dy");
     let (status, body) = f.post("/prompt", json!({"prompt": p})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "prompt_outputs_failed_validation");

@@ -1,7 +1,7 @@
 //! The routes only ComfyUI's frontend calls, beyond the API scripts use: weft's own frontend
 //! extension (listed by `/extensions`, served compiled in), the workflow-file messages it
 //! listens for on ComfyUI's socket (a real `weft serve`, a YAML edited on disk),
-//! `/upload/mask`, `/view_metadata` and `/free`.
+//! `/upload/mask`, `/view_metadata` and `/free` (which unloads the models).
 mod common;
 mod support;
 
@@ -316,16 +316,60 @@ async fn view_metadata_reads_a_models_safetensors_header() {
     }
 }
 
+/// Runs weft's workflow `doc` up to node `target` through `/api/runs` and returns the
+/// finished run, waiting at most a few minutes (CI's machine is slow and shared).
+async fn run_to_end(fx: &Fixture, doc: &Value, target: &str) -> Value {
+    let (status, queued) = fx
+        .post("/api/runs", json!({"workflow": doc, "target": target}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let id = queued["id"].as_u64().expect("a run id");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let (_, run) = fx.call(Method::GET, &format!("/api/runs/{id}"), None).await;
+        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            return run;
+        }
+        last = run;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {id} did not finish in 300 s; last seen: {last}");
+}
+
 #[tokio::test]
-async fn free_is_answered_and_the_server_keeps_serving() {
+async fn free_unloads_the_models_and_the_next_run_loads_them_again() {
     let fx = fixture();
-    // What the frontend's "unload models" and "free memory" buttons post.
+    let load =
+        json!({"weft": 1, "nodes": {"model": {"type": "LoadCheckpoint", "name": "tiny-shapes"}}});
+    let state = |run: &Value| run["nodes"]["model"]["state"].as_str().map(str::to_string);
+    let first = run_to_end(&fx, &load, "model").await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(state(&first).as_deref(), Some("ran"), "{first}");
+    let kept = run_to_end(&fx, &load, "model").await;
+    assert_eq!(state(&kept).as_deref(), Some("cached"), "{kept}");
+
+    // A body asking for neither leaves the model loaded, as in ComfyUI.
+    let (status, _) = fx.post("/comfy/api/free", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let still = run_to_end(&fx, &load, "model").await;
+    assert_eq!(state(&still).as_deref(), Some("cached"), "{still}");
+
+    // What the frontend's "unload models" and "free memory" buttons post: each unloads.
     for body in [
         json!({"unload_models": true, "free_memory": true}),
+        json!({"unload_models": true}),
         json!({"free_memory": true}),
     ] {
-        let (status, _) = fx.post("/comfy/api/free", body).await;
-        assert_eq!(status, StatusCode::OK);
+        let (status, _) = fx.post("/comfy/api/free", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let reloaded = run_to_end(&fx, &load, "model").await;
+        assert_eq!(reloaded["status"], "succeeded", "{body}: {reloaded}");
+        assert_eq!(
+            state(&reloaded).as_deref(),
+            Some("ran"),
+            "{body}: {reloaded}"
+        );
     }
     let (status, stats) = fx.call(Method::GET, "/comfy/api/system_stats", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -460,7 +460,9 @@ fn comfyuis_sde_samplers_and_newer_schedulers_import() {
 fn unknown_sampler_and_scheduler_name_weft_choices() {
     let err = import_error("unknown_sampler");
     assert!(
-        err.contains("node 3 (KSampler), input 'sampler_name': sampler 'sa_solver' is not in weft"),
+        err.contains(
+            "node 3 (KSampler), input 'sampler_name': sampler 'euler_smea_dy' is not in weft"
+        ),
         "{err}"
     );
     assert!(

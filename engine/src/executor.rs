@@ -224,6 +224,11 @@ impl Executor {
         self.cache.stats()
     }
 
+    /// Empties the in-memory cache (models and every other output); the disk tier stays.
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
     /// Entries and bytes of the disk tier, when it is on.
     pub fn disk_cache_stats(&self) -> Option<DiskCacheStats> {
         self.cache.disk_stats()

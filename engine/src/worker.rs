@@ -33,6 +33,8 @@ enum Message {
     Run(Box<Job>),
     SetBudget(u64),
     SetPreviewEvery(u32),
+    /// Drop the in-memory cache, models included (ComfyUI's `/free`).
+    ClearCache,
     Stop,
 }
 
@@ -106,6 +108,10 @@ impl DeviceWorker {
                         }
                         Message::SetBudget(bytes) => executor.set_cache_budget(bytes),
                         Message::SetPreviewEvery(steps) => executor.set_preview_every(steps),
+                        Message::ClearCache => {
+                            executor.clear_cache();
+                            crate::host_memory::release_free_memory();
+                        }
                         Message::Stop => break,
                     }
                 }
@@ -169,6 +175,29 @@ impl DeviceWorker {
 
     pub fn set_cache_budget(&self, bytes: u64) {
         let _ = self.sender.send(Message::SetBudget(bytes));
+    }
+
+    /// A handle that reaches this worker from other threads (the worker itself is owned by
+    /// whoever runs jobs on it).
+    pub fn remote(&self) -> WorkerRemote {
+        WorkerRemote {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+/// Reaches a [`DeviceWorker`] for requests that are not runs.
+#[derive(Clone)]
+pub struct WorkerRemote {
+    sender: mpsc::Sender<Message>,
+}
+
+impl WorkerRemote {
+    /// Drops everything the worker's in-memory cache holds (loaded models, conditioning,
+    /// latents) once the run in progress, if any, has ended; the next run loads what it needs
+    /// again. The disk cache tier is kept. False if the worker has stopped.
+    pub fn clear_cache(&self) -> bool {
+        self.sender.send(Message::ClearCache).is_ok()
     }
 }
 

@@ -38,19 +38,22 @@ CFG = 7.5
 SEED = 1234
 SHAPE = (1, 4, 4, 4)
 
-# weft's samplers, in ComfyUI's menu order (SamplerKind::NAMES).
+# weft's samplers, in ComfyUI's menu order (SamplerKind::NAMES): all of ComfyUI's but the
+# `_gpu` variants, which weft's importer maps to the plain ones.
 SAMPLERS = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
-    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
-    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
-    "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm", "ipndm", "deis", "res_multistep",
-    "res_multistep_ancestral", "gradient_estimation", "er_sde", "seeds_2", "seeds_3", "ddim",
-    "uni_pc", "uni_pc_bh2",
+    "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
+    "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
+    "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp",
+    "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+    "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
+    "ddim", "uni_pc", "uni_pc_bh2",
 ]
 # Samplers whose callback does not see each sigma's input latent (their own step grids, or
 # the first input at every step, or VP-space latents): only the start and the result are
 # compared.
-ENDS_ONLY = ["dpm_fast", "dpm_adaptive", "ipndm", "deis", "uni_pc", "uni_pc_bh2"]
+ENDS_ONLY = ["dpm_fast", "dpm_adaptive", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2"]
 SCHEDULERS = ["karras", "normal"]
 
 

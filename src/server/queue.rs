@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use weft_engine::device_memory::MemoryReport;
-use weft_engine::worker::{DeviceWorker, Job};
+use weft_engine::worker::{DeviceWorker, Job, WorkerRemote};
 use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
 use super::hub::Hub;
@@ -37,6 +37,9 @@ pub struct Queue {
     batches: Mutex<HashMap<u64, weft_engine::Batch>>,
     /// The cache's and the device's memory when the last run ended (`/system_stats`).
     last_memory: Mutex<Option<MemoryReport>>,
+    /// The device worker, for requests between runs (ComfyUI's `/free`); None on an API
+    /// server of a fleet (its workers are other processes).
+    worker: Option<WorkerRemote>,
     /// Where runs execute on other machines: asks the worker running this run to cancel it
     /// (true when the run is running somewhere).
     remote_cancel: Option<RemoteCancel>,
@@ -122,6 +125,13 @@ impl Queue {
         }
     }
 
+    /// Unloads the models and everything else the device worker's in-memory cache holds, after
+    /// the run in progress (ComfyUI's `/free`); false if the worker has stopped, or on a fleet's
+    /// API server, which has no device worker (its workers free their own memory).
+    pub fn free_memory(&self) -> bool {
+        self.worker.as_ref().is_some_and(|worker| worker.clear_cache())
+    }
+
     pub fn running(&self) -> Option<u64> {
         self.running
             .lock()
@@ -172,12 +182,15 @@ pub fn start(
 /// A queue whose runs execute elsewhere (a fleet's API server): handlers enqueue into the
 /// store, whose workers are woken by the database; `cancel` reaches a running run's worker.
 pub fn enqueue_only(store: Arc<dyn RunStore>, hub: Arc<Hub>, cancel: RemoteCancel) -> Arc<Queue> {
-    let (queue, _no_scheduler) = new_queue(Some(cancel));
+    let (queue, _no_scheduler) = new_queue(Some(cancel), None);
     spawn_notifier(store, hub, queue.clone());
     queue
 }
 
-fn new_queue(remote_cancel: Option<RemoteCancel>) -> (Arc<Queue>, mpsc::Receiver<()>) {
+fn new_queue(
+    remote_cancel: Option<RemoteCancel>,
+    worker: Option<WorkerRemote>,
+) -> (Arc<Queue>, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel::<()>();
     let queue = Arc::new(Queue {
         wake: Mutex::new(tx),
@@ -187,6 +200,7 @@ fn new_queue(remote_cancel: Option<RemoteCancel>) -> (Arc<Queue>, mpsc::Receiver
         batches: Mutex::new(HashMap::new()),
         last_memory: Mutex::new(None),
         remote_cancel,
+        worker,
     });
     (queue, rx)
 }
@@ -214,7 +228,7 @@ pub fn start_scheduler(
     worker: DeviceWorker,
     outputs_root: std::path::PathBuf,
 ) -> Arc<Queue> {
-    let (queue, rx) = new_queue(None);
+    let (queue, rx) = new_queue(None, Some(worker.remote()));
     spawn_notifier(store.clone(), hub.clone(), queue.clone());
     let shared = queue.clone();
     std::thread::Builder::new()

@@ -325,6 +325,10 @@ impl Denoiser for GuidedDenoiser<'_> {
         };
         Ok((denoised, uncond))
     }
+
+    fn percent_to_sigma(&self, percent: f64) -> Option<f64> {
+        Some(self.schedule.percent_to_sigma(percent))
+    }
 }
 
 #[cfg(test)]

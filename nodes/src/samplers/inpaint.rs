@@ -63,6 +63,10 @@ impl Denoiser for MaskedDenoiser<'_> {
             .denoise_with_uncond(&self.masked_input(x, sigma), sigma)?;
         Ok((self.masked_output(&denoised), self.masked_output(&uncond)))
     }
+
+    fn percent_to_sigma(&self, percent: f64) -> Option<f64> {
+        self.inner.percent_to_sigma(percent)
+    }
 }
 
 /// A mask `[B or 1, H, W]` (or `[B, 1, H, W]`) as `[B, C, h, w]` for `latent`: bilinear resize,

@@ -61,6 +61,7 @@ pub mod ipndm;
 pub mod lcm;
 pub mod lms;
 pub mod res_multistep;
+pub mod sa_solver;
 pub mod schedules;
 pub mod seeds;
 pub mod unipc;
@@ -82,6 +83,15 @@ pub trait Denoiser {
     fn denoise_with_uncond(&self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
         let denoised = self.denoise(x, sigma)?;
         Ok((denoised.shallow_clone(), denoised))
+    }
+
+    /// The model's sigma `percent` of the way through its noise schedule (ComfyUI's
+    /// `model_sampling.percent_to_sigma`: 0 is the noisiest end), for samplers that place
+    /// settings along the schedule (SA-Solver's stochastic interval). `None`: the denoiser does
+    /// not know its schedule, and the sampler takes Stable Diffusion's (every model weft runs
+    /// has it).
+    fn percent_to_sigma(&self, _percent: f64) -> Option<f64> {
+        None
     }
 }
 
@@ -194,6 +204,8 @@ sampler_kinds! {
     EulerAncestralCfgPp => "euler_ancestral_cfg_pp" => cfg_pp::EulerCfgPp { eta: 1.0 },
     Heun => "heun" => heun::Heun,
     HeunPp2 => "heunpp2" => heunpp2::HeunPp2,
+    ExpHeun2X0 => "exp_heun_2_x0" => seeds::ExpHeun2X0 { sde: false },
+    ExpHeun2X0Sde => "exp_heun_2_x0_sde" => seeds::ExpHeun2X0 { sde: true },
     Dpm2 => "dpm_2" => dpm::Dpm2,
     Dpm2Ancestral => "dpm_2_ancestral" => ancestral::Dpm2Ancestral,
     Lms => "lms" => lms::Lms,
@@ -210,13 +222,19 @@ sampler_kinds! {
     Ddpm => "ddpm" => ddpm::Ddpm,
     Lcm => "lcm" => lcm::Lcm,
     Ipndm => "ipndm" => ipndm::Ipndm,
+    IpndmV => "ipndm_v" => ipndm::IpndmV,
     Deis => "deis" => deis::Deis,
-    ResMultistep => "res_multistep" => res_multistep::ResMultistep { eta: 0.0 },
-    ResMultistepAncestral => "res_multistep_ancestral" => res_multistep::ResMultistep { eta: 1.0 },
-    GradientEstimation => "gradient_estimation" => gradient_estimation::GradientEstimation { gamma: 2.0 },
+    ResMultistep => "res_multistep" => res_multistep::ResMultistep { eta: 0.0, cfg_pp: false },
+    ResMultistepCfgPp => "res_multistep_cfg_pp" => res_multistep::ResMultistep { eta: 0.0, cfg_pp: true },
+    ResMultistepAncestral => "res_multistep_ancestral" => res_multistep::ResMultistep { eta: 1.0, cfg_pp: false },
+    ResMultistepAncestralCfgPp => "res_multistep_ancestral_cfg_pp" => res_multistep::ResMultistep { eta: 1.0, cfg_pp: true },
+    GradientEstimation => "gradient_estimation" => gradient_estimation::GradientEstimation { gamma: 2.0, cfg_pp: false },
+    GradientEstimationCfgPp => "gradient_estimation_cfg_pp" => gradient_estimation::GradientEstimation { gamma: 2.0, cfg_pp: true },
     ErSde => "er_sde" => er_sde::ErSde,
     Seeds2 => "seeds_2" => seeds::Seeds2,
     Seeds3 => "seeds_3" => seeds::Seeds3,
+    SaSolver => "sa_solver" => sa_solver::SaSolver { pece: false },
+    SaSolverPece => "sa_solver_pece" => sa_solver::SaSolver { pece: true },
     Ddim => "ddim" => euler::Ddim,
     UniPc => "uni_pc" => unipc::UniPc { bh2: false },
     UniPcBh2 => "uni_pc_bh2" => unipc::UniPc { bh2: true },

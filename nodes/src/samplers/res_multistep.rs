@@ -1,17 +1,21 @@
 //! RES multistep (Zhang et al. 2023, "Improved order analysis and design of exponential
 //! integrator for diffusion models", arXiv 2308.02157; ComfyUI's `res_multistep` and
 //! `res_multistep_ancestral`): second-order exponential multistep steps in t = -ln(sigma), the
-//! first (and the last, to sigma 0) an Euler step; eta 1 adds ancestral noise.
+//! first (and the last, to sigma 0) an Euler step; eta 1 adds ancestral noise. The CFG++
+//! variants (`res_multistep_cfg_pp`, `res_multistep_ancestral_cfg_pp`) step along the
+//! unconditional prediction and add the guidance difference to the latent instead.
 use tch::Tensor;
 
 use super::{
-    ancestral_step_eta, check_sigmas, denoise_checked, Denoiser, Hooks, NoiseSource, Sampler,
+    ancestral_step_eta, check_sigmas, denoise_checked, denoise_checked_with_uncond, Denoiser,
+    Hooks, NoiseSource, Sampler,
 };
 use crate::error::Result;
 
-/// `eta` 0 is `res_multistep`, 1 is `res_multistep_ancestral`.
+/// `eta` 0 is `res_multistep`, 1 is `res_multistep_ancestral`; `cfg_pp` their CFG++ forms.
 pub struct ResMultistep {
     pub eta: f64,
+    pub cfg_pp: bool,
 }
 
 /// phi_1(t) = (e^t - 1) / t.
@@ -35,10 +39,11 @@ fn nan_to_zero(v: f64) -> f64 {
 
 impl Sampler for ResMultistep {
     fn name(&self) -> &'static str {
-        if self.eta == 0.0 {
-            "res_multistep"
-        } else {
-            "res_multistep_ancestral"
+        match (self.eta == 0.0, self.cfg_pp) {
+            (true, false) => "res_multistep",
+            (true, true) => "res_multistep_cfg_pp",
+            (false, false) => "res_multistep_ancestral",
+            (false, true) => "res_multistep_ancestral_cfg_pp",
         }
     }
 
@@ -56,7 +61,13 @@ impl Sampler for ResMultistep {
         for i in 0..total {
             hooks.check_cancelled()?;
             let (sigma, sigma_next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoise_checked(denoiser, &x, sigma)?;
+            // CFG++ steps along the unconditional prediction (and keeps it as the history).
+            let (denoised, steered) = if self.cfg_pp {
+                denoise_checked_with_uncond(denoiser, &x, sigma)?
+            } else {
+                let denoised = denoise_checked(denoiser, &x, sigma)?;
+                (denoised.shallow_clone(), denoised)
+            };
             let (sigma_down, sigma_up) = ancestral_step_eta(sigma, sigma_next, self.eta);
             x = match &old {
                 Some((old_denoised, old_sigma_down)) if sigma_down != 0.0 => {
@@ -72,7 +83,16 @@ impl Sampler for ResMultistep {
                     let (phi1_val, phi2_val) = (phi1(-h), phi2(-h));
                     let b1 = nan_to_zero(phi1_val - phi2_val / c2);
                     let b2 = nan_to_zero(phi2_val / c2);
-                    &x * (-h).exp() + (&denoised * b1 + old_denoised * b2) * h
+                    let x = if self.cfg_pp {
+                        &x + (&denoised - &steered)
+                    } else {
+                        x.shallow_clone()
+                    };
+                    &x * (-h).exp() + (&steered * b1 + old_denoised * b2) * h
+                }
+                _ if self.cfg_pp => {
+                    let d = (&x - &steered) / sigma;
+                    &denoised + d * sigma_down
                 }
                 _ => {
                     let d = (&x - &denoised) / sigma;
@@ -83,7 +103,7 @@ impl Sampler for ResMultistep {
                 x = &x + noise.noise(i, &x)? * sigma_up;
             }
             hooks.step_done(i, total, &x, &denoised);
-            old = Some((denoised, sigma_down));
+            old = Some((steered, sigma_down));
         }
         Ok(x)
     }

@@ -199,6 +199,18 @@ impl DiscreteSchedule {
         ((1.0 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
     }
 
+    /// The sigma `percent` of the way through the schedule, 0 the noisiest end (ComfyUI's
+    /// `ModelSamplingDiscrete.percent_to_sigma`; beyond the ends: a huge sigma, or 0).
+    pub fn percent_to_sigma(&self, percent: f64) -> f64 {
+        if percent <= 0.0 {
+            return 999_999_999.9;
+        }
+        if percent >= 1.0 {
+            return 0.0;
+        }
+        self.timestep_to_sigma((1.0 - percent) * (self.sigmas.len() - 1) as f64)
+    }
+
     /// `steps + 1` sigmas, descending, the last one 0.
     pub fn sigmas(&self, kind: ScheduleKind, steps: usize) -> Result<Vec<f64>> {
         if steps == 0 {

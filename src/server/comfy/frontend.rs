@@ -287,9 +287,16 @@ pub(super) async fn features(State(state): State<AppState>) -> Json<Json_> {
     Json(feature_flags(&state))
 }
 
-/// ComfyUI unloads its models; weft's device worker keeps what its cache budget allows, so
-/// there is nothing to do (the answer is ComfyUI's).
-pub(super) async fn free() -> StatusCode {
+/// ComfyUI's "unload models" / "free memory": either empties the device worker's in-memory
+/// cache (the loaded models with the rest; the disk tier stays) once the run in progress ends,
+/// so the next run loads its models again. A body asking for neither does nothing, as in
+/// ComfyUI; a body that is not JSON is read as asking for neither.
+pub(super) async fn free(State(state): State<AppState>, body: Bytes) -> StatusCode {
+    let asked: Json_ = serde_json::from_slice(&body).unwrap_or(Json_::Null);
+    let wants = |key: &str| asked.get(key).and_then(Json_::as_bool).unwrap_or(false);
+    if (wants("unload_models") || wants("free_memory")) && !state.queue.free_memory() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     StatusCode::OK
 }
 
