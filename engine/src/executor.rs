@@ -809,8 +809,13 @@ impl Executor {
             "ran another sweep cell's '{}' ({}) for this batch; its run finds it cached",
             step.id, spec.type_name
         ));
-        if let Err(e) = self.cache.keep_on_disk(&step.key, &outputs, &[], elapsed, false) {
-            notices.push(format!("could not keep a batch result in the disk cache ({e})"));
+        if let Err(e) = self
+            .cache
+            .keep_on_disk(&step.key, &outputs, &[], elapsed, false)
+        {
+            notices.push(format!(
+                "could not keep a batch result in the disk cache ({e})"
+            ));
         }
         let outputs = Rc::new(outputs);
         self.cache.insert(step.key, Rc::clone(&outputs), elapsed);

@@ -244,12 +244,17 @@ impl SweepPlan {
                 return Some(node.to_string());
             }
             self.base.nodes.iter().find_map(|(consumer, entry)| {
-                entry.inputs.iter().find_map(|(input, value)| match &value.value {
-                    InputValue::Link(link) if link.node == node && declares(consumer, input) => {
-                        Some(consumer.clone())
-                    }
-                    _ => None,
-                })
+                entry
+                    .inputs
+                    .iter()
+                    .find_map(|(input, value)| match &value.value {
+                        InputValue::Link(link)
+                            if link.node == node && declares(consumer, input) =>
+                        {
+                            Some(consumer.clone())
+                        }
+                        _ => None,
+                    })
             })
         };
         let node = self.axes.iter().find_map(|(name, _)| per_image(name));

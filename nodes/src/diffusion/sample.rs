@@ -409,14 +409,22 @@ fn sample_tensor(
             }
             let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();
             let positive = Conditioning::tokens(stacked(&contexts, images_per_cell)?);
-            let negative = match prompts.iter().map(|(_, n)| n.as_ref()).collect::<Option<Vec<_>>>() {
+            let negative = match prompts
+                .iter()
+                .map(|(_, n)| n.as_ref())
+                .collect::<Option<Vec<_>>>()
+            {
                 Some(negatives) => {
                     let contexts: Vec<&Tensor> = negatives.iter().map(|n| &n.context).collect();
                     Some(Conditioning::tokens(stacked(&contexts, images_per_cell)?))
                 }
                 None => None,
             };
-            let added = match added_parts.iter().map(Option::as_ref).collect::<Option<Vec<_>>>() {
+            let added = match added_parts
+                .iter()
+                .map(Option::as_ref)
+                .collect::<Option<Vec<_>>>()
+            {
                 Some(parts) => {
                     let positives: Vec<&Tensor> = parts.iter().map(|(p, _)| p).collect();
                     let negatives = parts

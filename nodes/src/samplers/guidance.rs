@@ -304,7 +304,9 @@ impl<'a> GuidedDenoiser<'a> {
             None => *cfg != 1.0,
         };
         let negative = match negative {
-            Some(negative) if guided_at_all || want_uncond => Self::batched(negative, x, "negative")?,
+            Some(negative) if guided_at_all || want_uncond => {
+                Self::batched(negative, x, "negative")?
+            }
             _ => {
                 return Ok((
                     self.call_model(&sample, t, &positive, added_positive.as_ref())?,
