@@ -143,17 +143,24 @@ impl<'a> RunRequest<'a> {
 /// ([`crate::Node::run_batch`]), and each other variant's outputs join the cache under its own
 /// key, so those workflows' own runs find the node cached. A variant whose node differs in
 /// anything else (another upstream key, another constant), or is cached already, is left to
-/// its own run.
+/// its own run. A per-image input linked to another upstream result (a prompt axis: another
+/// encode) joins too: that result is taken from the cache or computed for the batch (a notice
+/// says so), and the variant's own run then finds it cached.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub node: String,
     pub others: Vec<Workflow>,
 }
 
-/// One other variant of a batched node: its key and the constants that differ from the run's.
+/// One other variant of a batched node: its key, the constants that differ from the run's,
+/// and the per-image inputs linked to other upstream results (another prompt's encode).
 struct BatchVariant {
     key: CacheKey,
     constants: Vec<(usize, crate::value::Constant)>,
+    /// (input index, step in `plan`, output index) of each per-image link that differs.
+    links: Vec<(usize, usize, usize)>,
+    /// The variant's own plan, to find (or compute) what its differing links point at.
+    plan: Plan,
 }
 
 struct HashedFile {
@@ -452,6 +459,7 @@ impl Executor {
                 continue;
             }
             let mut constants = Vec::new();
+            let mut links = Vec::new();
             let fits = step
                 .inputs
                 .iter()
@@ -462,7 +470,15 @@ impl Executor {
                     (
                         PlannedInput::Link { step: a, output: x },
                         PlannedInput::Link { step: b, output: y },
-                    ) => plan.steps[*a].output_keys[*x] == other_plan.steps[*b].output_keys[*y],
+                    ) if plan.steps[*a].output_keys[*x] == other_plan.steps[*b].output_keys[*y] => {
+                        true
+                    }
+                    (PlannedInput::Link { .. }, PlannedInput::Link { step: b, output: y })
+                        if per_image.contains(&spec.name) =>
+                    {
+                        links.push((i, *b, *y));
+                        true
+                    }
                     (PlannedInput::Constant(a), PlannedInput::Constant(b)) if a == b => true,
                     (PlannedInput::Constant(_), PlannedInput::Constant(b))
                         if per_image.contains(&spec.name) =>
@@ -474,9 +490,12 @@ impl Executor {
                     _ => false,
                 });
             if fits && step.parts.files == other_step.parts.files {
+                let key = other_step.key;
                 variants.push(BatchVariant {
-                    key: other_step.key,
+                    key,
                     constants,
+                    links,
+                    plan: other_plan,
                 });
             }
         }
@@ -514,16 +533,34 @@ impl Executor {
                 PlannedInput::Absent => None,
             })
             .collect();
-        let mut batch_inputs: Vec<Inputs> = variants
-            .iter()
-            .map(|variant| {
-                let mut values = values.clone();
-                for (i, constant) in &variant.constants {
-                    values[*i] = Some(Value::from_constant(constant, spec.inputs[*i].ty));
+        let mut notices = Vec::new();
+        // A variant whose linked per-image values cannot be had is left to its own run.
+        let mut joined: Vec<&BatchVariant> = Vec::new();
+        let mut batch_inputs: Vec<Inputs> = Vec::new();
+        for variant in variants {
+            let mut values = values.clone();
+            for (i, constant) in &variant.constants {
+                values[*i] = Some(Value::from_constant(constant, spec.inputs[*i].ty));
+            }
+            let mut linked = true;
+            for &(i, upstream, output) in &variant.links {
+                match self.variant_result(&variant.plan, upstream, context, &mut notices) {
+                    Ok(outputs) => values[i] = outputs.get(output).cloned(),
+                    Err(why) => {
+                        notices.push(format!(
+                            "a sweep cell's '{}' left out of the batch ({why}); its own run samples it",
+                            spec.inputs[i].name
+                        ));
+                        linked = false;
+                        break;
+                    }
                 }
-                Inputs::new(&spec.inputs, values)
-            })
-            .collect();
+            }
+            if linked {
+                joined.push(variant);
+                batch_inputs.push(Inputs::new(&spec.inputs, values));
+            }
+        }
         let inputs = Inputs::new(&spec.inputs, values);
         on_event(&Event::NodeStarted {
             run,
@@ -533,7 +570,6 @@ impl Executor {
         });
         let node_started = Instant::now();
         let mut written = Vec::new();
-        let mut notices = Vec::new();
         // The other variants' outputs when the node ran as a batch.
         let mut batch_outputs: Vec<Vec<Value>> = Vec::new();
         let result = {
@@ -651,7 +687,7 @@ impl Executor {
                 // Each variant's share of the time stands for its cost (what evicting it
                 // would cost to recompute, about).
                 let share = elapsed / (batch_outputs.len() as u32 + 1);
-                for (variant, outputs) in variants.iter().zip(batch_outputs) {
+                for (variant, outputs) in joined.iter().zip(batch_outputs) {
                     if outputs.len() != spec.outputs.len() {
                         continue;
                     }
@@ -701,6 +737,94 @@ impl Executor {
                 None
             }
         }
+    }
+}
+
+impl Executor {
+    /// Step `index` of another sweep cell's `plan`, for a batch this run computes: from the
+    /// memory or disk tier, else run here (with what it needs, recursively) and cached under
+    /// its key, so that cell's own run finds it. Output nodes are not run this way (their
+    /// files belong to their own run). `Err` says why the value cannot be had.
+    fn variant_result(
+        &mut self,
+        plan: &Plan,
+        index: usize,
+        context: &StepContext,
+        notices: &mut Vec<String>,
+    ) -> Result<Rc<Vec<Value>>, String> {
+        let step = &plan.steps[index];
+        if let Some(outputs) = self.cache.get(&step.key) {
+            return Ok(outputs);
+        }
+        if let DiskLookup::Hit { outputs, .. } =
+            self.cache.load_from_disk(&step.key, self.config.device)
+        {
+            return Ok(outputs);
+        }
+        let registry = Arc::clone(&self.registry);
+        let registered = registry.by_index(step.type_index);
+        let spec = &registered.spec;
+        if spec.output_node {
+            return Err(format!("'{}' is an output node", step.id));
+        }
+        let mut values = Vec::with_capacity(step.inputs.len());
+        for (planned, input) in step.inputs.iter().zip(&spec.inputs) {
+            values.push(match planned {
+                PlannedInput::Constant(c) => Some(Value::from_constant(c, input.ty)),
+                PlannedInput::Link { step, output } => self
+                    .variant_result(plan, *step, context, notices)?
+                    .get(*output)
+                    .cloned(),
+                PlannedInput::Absent => None,
+            });
+        }
+        let inputs = Inputs::new(&spec.inputs, values);
+        let started = Instant::now();
+        let mut wrote_files = false;
+        let mut node_notices = Vec::new();
+        let result = {
+            let mut on_progress = |_: crate::node::Progress| {};
+            let mut on_output = |_: PathBuf| wrote_files = true;
+            let mut ctx = NodeContext {
+                node_id: &step.id,
+                device: self.config.device,
+                output_dir: &self.config.output_dir,
+                models: &self.config.models,
+                files: &self.config.files,
+                workflow: context.workflow,
+                cancel: context.cancel,
+                on_progress: &mut on_progress,
+                on_output: &mut on_output,
+                notices: &mut node_notices,
+                preview_every: 0,
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                let _guard = tch::no_grad_guard();
+                registered.node.run(&inputs, &mut ctx)
+            }))
+        };
+        let elapsed = started.elapsed();
+        let outputs = match result {
+            Ok(Ok(outputs)) if outputs.len() == spec.outputs.len() && !wrote_files => outputs,
+            Ok(Ok(_)) => return Err(format!("'{}' gave unexpected outputs", step.id)),
+            Ok(Err(e)) => return Err(format!("'{}' failed: {e}", step.id)),
+            Err(panic) => return Err(format!("'{}' panicked: {}", step.id, panic_message(&panic))),
+        };
+        notices.push(format!(
+            "ran another sweep cell's '{}' ({}) for this batch; its run finds it cached",
+            step.id, spec.type_name
+        ));
+        if let Err(e) = self
+            .cache
+            .keep_on_disk(&step.key, &outputs, &[], elapsed, false)
+        {
+            notices.push(format!(
+                "could not keep a batch result in the disk cache ({e})"
+            ));
+        }
+        let outputs = Rc::new(outputs);
+        self.cache.insert(step.key, Rc::clone(&outputs), elapsed);
+        Ok(outputs)
     }
 }
 

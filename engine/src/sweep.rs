@@ -225,18 +225,37 @@ impl SweepPlan {
     /// The cells grouped into batches of at most `max_batch` (a group per distinct value of
     /// every axis that is not a per-image input of the batched node), in the order of their
     /// first cells. The batched node is the first axis's node whose type declares that input
-    /// per-image ([`crate::Node::per_image_inputs`]); with none, or `max_batch` below 2, every
+    /// per-image ([`crate::Node::per_image_inputs`]), or the node such an input of which is
+    /// linked to the axis's node (a prompt axis batches the sampler it feeds); with none, or `max_batch` below 2, every
     /// cell is a group of one.
     pub fn batches(&self, registry: &Registry, max_batch: usize) -> Vec<CellBatch> {
+        let declares = |node: &str, input: &str| -> bool {
+            self.base
+                .nodes
+                .get(node)
+                .and_then(|entry| registry.get(&entry.type_name))
+                .is_some_and(|registered| registered.node.per_image_inputs().contains(&input))
+        };
+        // An axis on a per-image input, or on a node one feeds (a prompt's text: the encode
+        // differs per cell, the sampler stacks the conditionings), names the batched node.
         let per_image = |name: &str| -> Option<String> {
             let (node, input) = name.split_once('.')?;
-            let entry = self.base.nodes.get(node)?;
-            let registered = registry.get(&entry.type_name)?;
-            registered
-                .node
-                .per_image_inputs()
-                .contains(&input)
-                .then(|| node.to_string())
+            if declares(node, input) {
+                return Some(node.to_string());
+            }
+            self.base.nodes.iter().find_map(|(consumer, entry)| {
+                entry
+                    .inputs
+                    .iter()
+                    .find_map(|(input, value)| match &value.value {
+                        InputValue::Link(link)
+                            if link.node == node && declares(consumer, input) =>
+                        {
+                            Some(consumer.clone())
+                        }
+                        _ => None,
+                    })
+            })
         };
         let node = self.axes.iter().find_map(|(name, _)| per_image(name));
         let alone = |node: String| -> Vec<CellBatch> {

@@ -92,9 +92,9 @@ test('a 2 seeds × 2 cfg sweep: the count live, four cells fill the grid, then t
     assert.equal(s.model, 'cached');
     assert.equal(s.positive, 'cached');
   }
-  // The two seeds of each cfg are sampled as one batch, in the run of the cfg's first cell
-  // (cells are seed-major: 0 and 2 share cfg 4, 1 and 3 cfg 6); the other cell finds its sample cached.
-  assert.deepEqual(states.map((s) => s.sample), ['ran', 'ran', 'cached', 'cached']);
+  // Seeds and cfg are both per-image inputs of the Sampler: the four cells are sampled as one
+  // batch in the first cell's run; the others find their samples cached.
+  assert.deepEqual(states.map((s) => s.sample), ['ran', 'cached', 'cached', 'cached']);
   await shot(page, 'sweep-grid');
   // Each cell is a run of its own in the history, named as a cell of the sweep.
   await page.locator('[data-testid="history-toggle"]').click();
@@ -191,7 +191,8 @@ test('a reloaded page shows the sweep of its workflow file again, in flight or f
   // newest sweep and shows it again.
   await page.reload();
   await page.waitForFunction((want) => window.__weftSweep?.getState().view?.id === want, id, { timeout: 15_000 });
-  if (!(await page.locator('[data-testid="sweep-panel"]').isVisible())) await page.locator('[data-testid="sweep-toggle"]').click();
+  // The Sweep panel opens by itself to show it (nobody clicks the toggle).
+  await page.locator('[data-testid="sweep-panel"]').waitFor({ timeout: 15_000 });
   await page.locator('[data-testid="sweep-grid-image"]').waitFor({ timeout: 180_000 });
   assert.equal(await page.locator('[data-testid="sweep-results"]').getAttribute('data-status'), 'succeeded');
   assert.equal(await page.locator('[data-testid^="sweep-cell-"] img').count(), 2);

@@ -169,6 +169,9 @@ function Editor() {
   const [showHistory, setShowHistory] = useState(false);
   const [showHelp, setShowHelp] = useState(false);
   const [showSweep, setShowSweep] = useState(false);
+  // A sweep shown again after a reload opens its panel (sweeprun.ts counts them).
+  const reattachedSweeps = useSweepStore((s) => s.reattached);
+  useEffect(() => setShowSweep((shown) => shown || reattachedSweeps > 0), [reattachedSweeps]);
   const [ready, setReady] = useState(false);
   const [menu, setMenu] = useState<MenuAt | null>(null);
   /** The files opened on the way into a library subgraph (double-click), for the breadcrumb. */

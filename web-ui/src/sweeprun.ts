@@ -25,10 +25,12 @@ interface SweepStore {
   view: SweepView | null;
   /** The cell shown full size. */
   open: number | null;
+  /** Counts the sweeps shown again after a reload: each one opens the Sweep panel. */
+  reattached: number;
   set: (p: Partial<SweepStore>) => void;
 }
 
-export const useSweepStore = create<SweepStore>()((set) => ({ view: null, open: null, set: (p) => set(p) }));
+export const useSweepStore = create<SweepStore>()((set) => ({ view: null, open: null, reattached: 0, set: (p) => set(p) }));
 
 // `deleted`: a queued cell whose run was deleted (it will not run).
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled', 'interrupted', 'invalid', 'deleted']);
@@ -248,8 +250,9 @@ export async function reattachSweep(name: string | null): Promise<void> {
     const s = await latestSweep(name);
     const now = useSweepStore.getState().view;
     if (!s || useEditor.getState().name !== name || (now && now.workflow === name)) return;
-    useSweepStore.setState({
+    useSweepStore.setState((state) => ({
       open: null,
+      reattached: state.reattached + 1,
       view: {
         id: String(s.id),
         status: s.status,
@@ -260,7 +263,7 @@ export async function reattachSweep(name: string | null): Promise<void> {
         grid: s.grid ?? null,
         workflow: name,
       },
-    });
+    }));
     // Events of its cells that arrived before this answer.
     replayEarly(s.cells.map((c) => c.run));
   } catch (e) {

@@ -210,22 +210,21 @@ impl Node for Sampler {
         sample_latent(inputs, ctx, denoise, StepWindow::FULL)
     }
 
-    /// A sweep over seeds samples its cells as one batch: each seed's initial and step noise
-    /// is what it draws alone, so every cell's image is its own run's.
+    /// A sweep over seeds, cfg or prompts samples its cells as one batch: each cell's
+    /// initial and step noise is what its seed draws alone, its guidance its own cfg, its
+    /// conditioning its own prompts (stacked when their token counts are equal), so every
+    /// cell's image is its own run's up to the batched model call's arithmetic.
     fn per_image_inputs(&self) -> &'static [&'static str] {
-        &["seed"]
+        &["seed", "cfg", "positive", "negative"]
     }
 
     fn run_batch(&self, variants: &[Inputs], ctx: &mut NodeContext) -> NodeResult<Vec<Vec<Value>>> {
         let Some(first) = variants.first() else {
             return Ok(Vec::new());
         };
-        let seeds = variants
-            .iter()
-            .map(|inputs| Ok(inputs.int("seed")? as u64))
-            .collect::<NodeResult<Vec<u64>>>()?;
         // A masked or inpainting-model latent carries per-batch tensors the repeated batch
-        // would not fit: those cells are sampled one after another (same images, no saving).
+        // would not fit, and prompts of different token counts do not stack: those cells are
+        // sampled one after another (same images, no saving).
         let input = InpaintLatent::input(first, "latent")?;
         let model = first.object::<DiffusionModel>("model")?;
         let config = model.config();
@@ -233,22 +232,113 @@ impl Node for Sampler {
             && input.concat_mask.is_none()
             && input.concat_latent.is_none()
             && config.in_channels == config.out_channels;
-        if !plain {
+        let per_cell = PerCell::of(variants, ctx.device)?;
+        let Some(per_cell) = per_cell.filter(|_| plain) else {
             return variants
                 .iter()
                 .map(|inputs| self.run(inputs, ctx))
                 .collect();
-        }
+        };
         let denoise = first.float("denoise")?;
-        let (input, latent) = sample_tensor(first, Some(&seeds), ctx, denoise, StepWindow::FULL)?;
+        let (input, latent) =
+            sample_tensor(first, Some(&per_cell), ctx, denoise, StepWindow::FULL)?;
         let parts = latent
-            .f_chunk(seeds.len() as i64, 0)
-            .map_err(|e| NodeError::msg(format!("splitting the batch per seed: {e}")))?;
+            .f_chunk(variants.len() as i64, 0)
+            .map_err(|e| NodeError::msg(format!("splitting the batch per cell: {e}")))?;
         Ok(parts
             .into_iter()
             .map(|part| vec![input.with_samples(part.contiguous()).into_value()])
             .collect())
     }
+}
+
+/// What differs between the cells of a batch: each cell's seed, cfg and conditionings.
+struct PerCell {
+    seeds: Vec<u64>,
+    cfgs: Vec<f64>,
+    /// Each cell's positive and negative conditioning, when they are not all the first
+    /// cell's (then their token counts are equal, so they stack).
+    prompts: Option<Vec<(Conditioning, Option<Conditioning>)>>,
+}
+
+impl PerCell {
+    /// `None` when the cells' prompts cannot be stacked (token counts or batch sizes differ,
+    /// a negative given to some cells only).
+    fn of(variants: &[Inputs], device: tch::Device) -> NodeResult<Option<Self>> {
+        let mut seeds = Vec::with_capacity(variants.len());
+        let mut cfgs = Vec::with_capacity(variants.len());
+        let mut prompts = Vec::with_capacity(variants.len());
+        for inputs in variants {
+            seeds.push(inputs.int("seed")? as u64);
+            cfgs.push(inputs.float("cfg")?);
+            let positive = Conditioning::input(inputs, "positive", device)?
+                .ok_or_else(|| NodeError::msg("input 'positive' has no value"))?;
+            let negative = Conditioning::input(inputs, "negative", device)?;
+            prompts.push((positive, negative));
+        }
+        let (first_positive, first_negative) = &prompts[0];
+        let same_as_first = |(positive, negative): &(Conditioning, Option<Conditioning>)| {
+            same_conditioning(positive, first_positive)
+                && match (negative, first_negative) {
+                    (Some(a), Some(b)) => same_conditioning(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        if prompts.iter().all(same_as_first) {
+            return Ok(Some(Self {
+                seeds,
+                cfgs,
+                prompts: None,
+            }));
+        }
+        let stackable = |a: &Conditioning, b: &Conditioning| {
+            a.context.size() == b.context.size()
+                && a.context.size().first() == Some(&1)
+                && a.pooled.is_some() == b.pooled.is_some()
+        };
+        let stack = prompts.iter().all(|(positive, negative)| {
+            stackable(positive, first_positive)
+                && match (negative, first_negative) {
+                    (Some(a), Some(b)) => stackable(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        Ok(stack.then_some(Self {
+            seeds,
+            cfgs,
+            prompts: Some(prompts),
+        }))
+    }
+}
+
+/// Whether two conditionings hold the same values (the same prompt's encode, often the same
+/// tensor): then a batch guides with it once instead of a stack of copies.
+fn same_conditioning(a: &Conditioning, b: &Conditioning) -> bool {
+    let same = |x: &Tensor, y: &Tensor| x.size() == y.size() && x.equal(y);
+    same(&a.context, &b.context)
+        && match (&a.pooled, &b.pooled) {
+            (Some(x), Some(y)) => same(x, y),
+            (None, None) => true,
+            _ => false,
+        }
+        && a.size == b.size
+        && a.aesthetic_score == b.aesthetic_score
+}
+
+/// Each cell's tensor `[1 or b, ...]` repeated to the `per_cell` images of its part of the
+/// batch, the cells' parts stacked in order.
+fn stacked(parts: &[&Tensor], per_cell: i64) -> NodeResult<Tensor> {
+    let expanded: Vec<Tensor> = parts
+        .iter()
+        .map(|t| {
+            let mut shape = t.size();
+            shape[0] = per_cell;
+            t.f_expand(shape.as_slice(), false)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Tensor::f_cat(&expanded, 0)?)
 }
 
 /// The sampling both sampler nodes do: `window` of a schedule sized by `denoise`, from the
@@ -266,15 +356,16 @@ pub(super) fn sample_latent(
 
 /// Why [`sample_tensor`] refuses seeds for a masked latent or a step window (`run_batch` does
 /// not ask it to).
-const BATCH_NEEDS_A_PLAIN_LATENT: &str = "sampling seeds as one batch needs a latent without a \
+const BATCH_NEEDS_A_PLAIN_LATENT: &str = "sampling cells as one batch needs a latent without a \
      noise mask and the whole schedule; sample these cells one at a time";
 
-/// [`sample_latent`]'s work, giving the latent input and the sampled tensor; with `seeds`, one
-/// batch of the latent repeated once per seed, each part with its seed's initial and step noise
-/// (the `seed` input is then not used; only for a plain latent and the full schedule).
+/// [`sample_latent`]'s work, giving the latent input and the sampled tensor; with `per_cell`,
+/// one batch of the latent repeated once per cell, each part with its cell's initial and step
+/// noise, cfg and prompts (the `seed`, `cfg`, `positive` and `negative` inputs are then not
+/// used; only for a plain latent and the full schedule).
 fn sample_tensor(
     inputs: &Inputs,
-    seeds: Option<&[u64]>,
+    per_cell: Option<&PerCell>,
     ctx: &mut NodeContext,
     denoise: f64,
     window: StepWindow,
@@ -302,6 +393,57 @@ fn sample_tensor(
     let latent_size = latent.size();
     let image_size = ((latent_size[2] * 8) as f64, (latent_size[3] * 8) as f64);
     let added = added_conditioning(unet, &positive, negative.as_ref(), image_size)?;
+    // A batch of cells with their own prompts: each cell's conditioning (and SDXL's added
+    // conditioning) repeated to its part of the batch, the parts stacked.
+    let images_per_cell = latent_size[0];
+    let (positive, negative, added) = match per_cell.and_then(|p| p.prompts.as_ref()) {
+        None => (positive, negative, added),
+        Some(prompts) => {
+            let mut added_parts = Vec::with_capacity(prompts.len());
+            for (positive, negative) in prompts {
+                added_parts.push(added_conditioning(
+                    unet,
+                    positive,
+                    negative.as_ref(),
+                    image_size,
+                )?);
+            }
+            let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();
+            let positive = Conditioning::tokens(stacked(&contexts, images_per_cell)?);
+            let negative = match prompts
+                .iter()
+                .map(|(_, n)| n.as_ref())
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(negatives) => {
+                    let contexts: Vec<&Tensor> = negatives.iter().map(|n| &n.context).collect();
+                    Some(Conditioning::tokens(stacked(&contexts, images_per_cell)?))
+                }
+                None => None,
+            };
+            let added = match added_parts
+                .iter()
+                .map(Option::as_ref)
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(parts) => {
+                    let positives: Vec<&Tensor> = parts.iter().map(|(p, _)| p).collect();
+                    let negatives = parts
+                        .iter()
+                        .map(|(_, n)| n.as_ref())
+                        .collect::<Option<Vec<_>>>();
+                    Some((
+                        stacked(&positives, images_per_cell)?,
+                        negatives
+                            .map(|n| stacked(&n, images_per_cell))
+                            .transpose()?,
+                    ))
+                }
+                None => None,
+            };
+            (positive, negative, added)
+        }
+    };
     let prediction = match unet.config().prediction_type {
         PredictionType::Epsilon => Prediction::Epsilon,
         PredictionType::VPrediction => Prediction::V,
@@ -335,6 +477,17 @@ fn sample_tensor(
     if let Some((positive, negative)) = added {
         denoiser = denoiser.with_added_conditioning(positive, negative)?;
     }
+    if let Some(per_cell) = per_cell {
+        // Only when the cells' scales differ, so a batch over seeds guides as before.
+        if per_cell.cfgs.iter().any(|&c| c != per_cell.cfgs[0]) {
+            let scales: Vec<f64> = per_cell
+                .cfgs
+                .iter()
+                .flat_map(|&c| std::iter::repeat_n(c, images_per_cell as usize))
+                .collect();
+            denoiser = denoiser.with_cfg_per_image(&scales)?;
+        }
+    }
     let settings = SampleSettings {
         seed: inputs.int("seed")? as u64,
         steps: inputs.int("steps")? as usize,
@@ -362,6 +515,7 @@ fn sample_tensor(
     // NodeError::Cancelled (found in the error's chain), not a failure.
     let noise = inputs.optional_tensor("noise")?;
     let full = window == StepWindow::FULL;
+    let seeds = per_cell.map(|p| p.seeds.as_slice());
     let latent = match (seeds, &input.noise_mask, noise) {
         (Some(seeds), None, noise) if full => {
             let repeats: Vec<i64> = std::iter::once(seeds.len() as i64)

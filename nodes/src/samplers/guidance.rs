@@ -83,6 +83,17 @@ pub struct GuidedDenoiser<'a> {
     /// Negative and positive conditioning concatenated for a latent batch, made once: the model
     /// then sees the same context tensor at every step (and can reuse its projections).
     both_conditionings: RefCell<Option<(i64, Tensor)>>,
+    /// One guidance scale per image of the batch, `[B, 1, 1, 1]` (a sweep's cells over cfg
+    /// sampled together); `None`: `guidance.cfg` for every image.
+    cfg_per_image: Option<PerImageCfg>,
+}
+
+/// [`GuidedDenoiser::with_cfg_per_image`]'s scales as a tensor, and whether all are 1 (then
+/// the negative side is skipped, as for a single cfg of 1).
+struct PerImageCfg {
+    scales: Tensor,
+    count: i64,
+    all_one: bool,
 }
 
 impl<'a> GuidedDenoiser<'a> {
@@ -123,7 +134,47 @@ impl<'a> GuidedDenoiser<'a> {
             added: None,
             quantize_timesteps: true,
             both_conditionings: RefCell::new(None),
+            cfg_per_image: None,
         })
+    }
+
+    /// Guides image i of the latent batch with `scales[i]` instead of the guidance's one cfg:
+    /// each image is what it would be sampled alone at its cfg (up to the batched model call's
+    /// arithmetic).
+    pub fn with_cfg_per_image(mut self, scales: &[f64]) -> Result<Self> {
+        if let Some(bad) = scales.iter().find(|s| !s.is_finite()) {
+            return Err(ModelError::Other(format!("cfg must be finite, got {bad}")));
+        }
+        let count = scales.len() as i64;
+        let values: Vec<f32> = scales.iter().map(|&s| s as f32).collect();
+        self.cfg_per_image = Some(PerImageCfg {
+            scales: Tensor::from_slice(&values).view([count, 1, 1, 1]),
+            count,
+            all_one: scales.iter().all(|&s| s == 1.0),
+        });
+        Ok(self)
+    }
+
+    /// `uncond + scale * (cond - uncond)` with the one cfg or each image's.
+    fn guide(&self, uncond: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        match &self.cfg_per_image {
+            None => Ok(uncond + (cond - uncond) * self.guidance.cfg),
+            Some(per_image) if per_image.count == uncond.size()[0] => {
+                let scales = per_image
+                    .scales
+                    .to_device(uncond.device())
+                    .to_kind(uncond.kind());
+                Ok(uncond + (cond - uncond) * scales)
+            }
+            Some(per_image) => Err(ModelError::Shape {
+                context: "per-image cfg".into(),
+                message: format!(
+                    "{} scales for a latent batch of {}",
+                    per_image.count,
+                    uncond.size()[0]
+                ),
+            }),
+        }
     }
 
     /// Whether the model sees the nearest training step (true, ComfyUI) or the fractional
@@ -248,8 +299,14 @@ impl<'a> GuidedDenoiser<'a> {
             ),
             None => (None, None),
         };
+        let guided_at_all = match &self.cfg_per_image {
+            Some(per_image) => !per_image.all_one,
+            None => *cfg != 1.0,
+        };
         let negative = match negative {
-            Some(negative) if *cfg != 1.0 || want_uncond => Self::batched(negative, x, "negative")?,
+            Some(negative) if guided_at_all || want_uncond => {
+                Self::batched(negative, x, "negative")?
+            }
             _ => {
                 return Ok((
                     self.call_model(&sample, t, &positive, added_positive.as_ref())?,
@@ -284,13 +341,13 @@ impl<'a> GuidedDenoiser<'a> {
                 both_added.as_ref(),
             )?;
             let halves = out.chunk(2, 0);
-            let guided = &halves[0] + (&halves[1] - &halves[0]) * *cfg;
+            let guided = self.guide(&halves[0], &halves[1])?;
             Ok((guided, want_uncond.then(|| halves[0].shallow_clone())))
         } else {
             // Token counts differ: two calls instead of padding one conditioning.
             let uncond = self.call_model(&sample, t, &negative, added_negative.as_ref())?;
             let cond = self.call_model(&sample, t, &positive, added_positive.as_ref())?;
-            let guided = &uncond + (&cond - &uncond) * *cfg;
+            let guided = self.guide(&uncond, &cond)?;
             Ok((guided, want_uncond.then_some(uncond)))
         }
     }
@@ -383,6 +440,58 @@ mod tests {
         // The UNet's key/value memo knows a context by identity: the concatenated conditioning
         // is made once, not at each step.
         assert_eq!(calls[0].2.data_ptr(), calls[1].2.data_ptr());
+    }
+
+    #[test]
+    fn each_image_of_a_batch_is_guided_with_its_own_cfg_and_prompts_as_if_alone() {
+        let schedule = DiscreteSchedule::stable_diffusion();
+        let model = |sample: &Tensor, _: &Tensor, ctx: &Tensor| context_mean(sample, ctx);
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([1, 4, 2, 2], opts);
+        let prompts = [0.5, 1.0, 2.0].map(|v| Tensor::full([1, 3, 8], v, opts));
+        let negatives = [-1.0, 0.0, 0.25].map(|v| Tensor::full([1, 3, 8], v, opts));
+        let cfgs = [1.0, 4.0, 7.5];
+        let alone: Vec<Tensor> = (0..3)
+            .map(|i| {
+                GuidedDenoiser::new(
+                    &model,
+                    &schedule,
+                    Prediction::Epsilon,
+                    guidance(&prompts[i], Some(&negatives[i]), cfgs[i]),
+                )
+                .unwrap()
+                .denoise(&x, 3.0)
+                .unwrap()
+            })
+            .collect();
+        let stack = |parts: &[Tensor]| Tensor::cat(parts, 0);
+        let batched = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            guidance(&stack(&prompts), Some(&stack(&negatives)), 0.0),
+        )
+        .unwrap()
+        .with_cfg_per_image(&cfgs)
+        .unwrap()
+        .denoise(&x.repeat([3, 1, 1, 1]), 3.0)
+        .unwrap();
+        for (i, alone) in alone.iter().enumerate() {
+            let part = batched.narrow(0, i as i64, 1);
+            let off = (&part - alone).abs().max().double_value(&[]);
+            assert!(off < 1e-5, "image {i} (cfg {}) is {off} off alone", cfgs[i]);
+        }
+        // A count of scales that does not fit the batch is an error, not a broadcast.
+        let wrong = GuidedDenoiser::new(
+            &model,
+            &schedule,
+            Prediction::Epsilon,
+            guidance(&prompts[0], Some(&negatives[0]), 0.0),
+        )
+        .unwrap()
+        .with_cfg_per_image(&[1.0, 2.0])
+        .unwrap();
+        assert!(wrong.denoise(&x.repeat([3, 1, 1, 1]), 3.0).is_err());
     }
 
     #[test]
