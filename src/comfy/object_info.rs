@@ -65,11 +65,16 @@ pub fn describe(ty: &ComfyType, registry: &Registry, files: &FileLists) -> Json 
             let narrowed: Vec<Json> = if is_files {
                 weft.clone()
             } else {
-                let mut kept: Vec<Json> = choices
-                    .iter()
-                    .filter(|c| weft.contains(c))
-                    .cloned()
-                    .collect();
+                // ComfyUI's `*_gpu` samplers are kept in place: weft imports each as its base
+                // method, and clients that pick a sampler by position see ComfyUI's list.
+                let taken = |c: &Json| {
+                    weft.contains(c)
+                        || (name == "sampler_name"
+                            && c.as_str()
+                                .and_then(|c| c.strip_suffix("_gpu"))
+                                .is_some_and(|base| weft.contains(&json!(base))))
+                };
+                let mut kept: Vec<Json> = choices.iter().filter(|c| taken(c)).cloned().collect();
                 kept.extend(weft.iter().filter(|c| !choices.contains(c)).cloned());
                 kept
             };
@@ -256,6 +261,16 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        // ComfyUI's list exactly (618b803d: 4 `_gpu` names, imported as their base methods).
+        let theirs: Vec<&str> = COMFYUI["KSampler"]["input"]["required"]["sampler_name"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(samplers, theirs);
+        assert_eq!(samplers.iter().filter(|s| s.ends_with("_gpu")).count(), 4);
+        samplers.retain(|s| !s.ends_with("_gpu"));
         samplers.sort();
         let mut weft = weft_nodes::samplers::SamplerKind::NAMES.to_vec();
         weft.sort();

@@ -129,7 +129,9 @@ impl Queue {
     /// the run in progress (ComfyUI's `/free`); false if the worker has stopped, or on a fleet's
     /// API server, which has no device worker (its workers free their own memory).
     pub fn free_memory(&self) -> bool {
-        self.worker.as_ref().is_some_and(|worker| worker.clear_cache())
+        self.worker
+            .as_ref()
+            .is_some_and(|worker| worker.clear_cache())
     }
 
     pub fn running(&self) -> Option<u64> {
