@@ -60,7 +60,12 @@ def checkpoint_shapes(path):
             ("lora_te_", "cond_stage_model.transformer.", CLIP_LAYERS),
         ):
             if name.startswith(under) and any(p in name for p in layers):
-                yield prefix, name[len(under):], tuple(info["shape"])
+                layer = name[len(under):]
+                # Older SD1 files store the text model without its `text_model.` level; kohya
+                # (and ComfyUI, which skips other names) keys it lora_te_text_model_encoder_...
+                if prefix == "lora_te_" and not layer.startswith("text_model."):
+                    layer = "text_model." + layer
+                yield prefix, layer, tuple(info["shape"])
 
 
 def main():
