@@ -697,7 +697,12 @@ async fn a_library_file_is_checked_as_a_subgraph_and_not_queued_on_its_own() {
     // Queued by name or as a document, it is refused with the reason and what to do.
     for workflow in [json!("lib/AddTen"), subgraph] {
         let (status, refused) = f.post("/api/runs", json!({"workflow": workflow})).await;
-        assert_error(status, &refused, StatusCode::BAD_REQUEST, "invalid_workflow");
+        assert_error(
+            status,
+            &refused,
+            StatusCode::BAD_REQUEST,
+            "invalid_workflow",
+        );
         let d = &refused["diagnostics"][0];
         assert!(
             d["message"].as_str().unwrap().contains("it is a subgraph"),
@@ -755,7 +760,11 @@ async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
         json!(["add", "subtract", "multiply", "divide", "min", "max"]),
         "{arith}"
     );
-    assert_eq!(input("narrowed")["choices"], json!(["min", "max"]), "{arith}");
+    assert_eq!(
+        input("narrowed")["choices"],
+        json!(["min", "max"]),
+        "{arith}"
+    );
     assert!(input("a").get("choices").is_none(), "{arith}");
 }
 

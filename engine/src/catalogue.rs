@@ -85,16 +85,18 @@ fn inner_choices(
 ) -> Option<Vec<&'static str>> {
     workflow.nodes.values().find_map(|node| {
         let spec = &registry.get(&node.type_name)?.spec;
-        node.inputs.iter().find_map(|(name, entry)| match &entry.value {
-            crate::workflow::InputValue::Link(link)
-                if link.node == crate::workflow::INPUTS_NODE && link.output == exposed =>
-            {
-                let (_, input) = spec.input(name)?;
-                (input.listed_from.is_none() && !input.choices.is_empty())
-                    .then(|| input.choices.clone())
-            }
-            _ => None,
-        })
+        node.inputs
+            .iter()
+            .find_map(|(name, entry)| match &entry.value {
+                crate::workflow::InputValue::Link(link)
+                    if link.node == crate::workflow::INPUTS_NODE && link.output == exposed =>
+                {
+                    let (_, input) = spec.input(name)?;
+                    (input.listed_from.is_none() && !input.choices.is_empty())
+                        .then(|| input.choices.clone())
+                }
+                _ => None,
+            })
     })
 }
 

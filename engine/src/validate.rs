@@ -22,14 +22,22 @@ pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec
 /// `$inputs.NAME` links must name a declared input of a type the inner input accepts, and
 /// each declared output must come from an inner node's output of that name. It needs no
 /// output node of its own (its parent's runs it); it still cannot run on its own.
-pub fn validate_subgraph(wf: &Workflow, registry: &Registry, interface: &Interface) -> Vec<Diagnostic> {
+pub fn validate_subgraph(
+    wf: &Workflow,
+    registry: &Registry,
+    interface: &Interface,
+) -> Vec<Diagnostic> {
     let mut errors = check_nodes(wf, registry, Some(interface));
     errors.extend(check_exposed_outputs(wf, registry, interface));
     errors
 }
 
 /// Every node's type and inputs, and the cycles: what a workflow and a subgraph's file share.
-fn check_nodes(wf: &Workflow, registry: &Registry, interface: Option<&Interface>) -> Vec<Diagnostic> {
+fn check_nodes(
+    wf: &Workflow,
+    registry: &Registry,
+    interface: Option<&Interface>,
+) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let mut suggestions = Suggestions::new(wf);
     for (id, node) in &wf.nodes {
@@ -220,7 +228,9 @@ fn check_input<'w>(
     };
     let error = match &entry.value {
         InputValue::Constant(c) => check_constant(input, c).err(),
-        InputValue::Link(link) if link.node == INPUTS_NODE && !wf.nodes.contains_key(INPUTS_NODE) => {
+        InputValue::Link(link)
+            if link.node == INPUTS_NODE && !wf.nodes.contains_key(INPUTS_NODE) =>
+        {
             match interface {
                 Some(interface) => check_exposed_link(interface, input, link),
                 None => check_link(wf, registry, suggestions, input, link),
@@ -298,7 +308,10 @@ fn check_exposed_link(interface: &Interface, input: &InputSpec, link: &Link) -> 
             "type mismatch: expected {}, found {} (from $inputs.{})",
             input.ty, declared.ty, link.output
         ))
-        .hint(format!("declare '{}' as type {} under `inputs:`", link.output, input.ty))
+        .hint(format!(
+            "declare '{}' as type {} under `inputs:`",
+            link.output, input.ty
+        ))
         .code(Code::TypeMismatch)
     })
 }

@@ -274,11 +274,16 @@ fn summaries(state: &AppState) -> ApiResult<(Vec<Json_>, Vec<Json_>)> {
     names.extend(library.into_iter().map(|stem| format!("lib/{stem}")));
     let read_named = |name: &str| read(state, name).ok().map(|(_, bytes)| bytes);
     // One call for both: the validity it remembers is that of the names it was last given.
-    let (library, workflows): (Vec<Json_>, Vec<Json_>) =
-        checking::validity(state, &names, read_named)
-            .into_iter()
-            .map(|(name, revision, valid)| json!({"name": name, "revision": revision, "valid": valid}))
-            .partition(|entry| entry["name"].as_str().is_some_and(|n| n.starts_with("lib/")));
+    let (library, workflows): (Vec<Json_>, Vec<Json_>) = checking::validity(
+        state, &names, read_named,
+    )
+    .into_iter()
+    .map(|(name, revision, valid)| json!({"name": name, "revision": revision, "valid": valid}))
+    .partition(|entry| {
+        entry["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lib/"))
+    });
     Ok((workflows, library))
 }
 
