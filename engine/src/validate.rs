@@ -200,6 +200,7 @@ fn node_spec<'w, 'r>(
 
 /// The error of input `name` of node `id`, if any: an input the type does not have, a
 /// constant its declaration refuses, or a link that does not fit.
+#[allow(clippy::too_many_arguments)]
 fn check_input<'w>(
     wf: &'w Workflow,
     registry: &Registry,
