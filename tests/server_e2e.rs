@@ -234,6 +234,15 @@ fn a_changed_subgraph_file_revalidates_and_announces_the_workflows_that_include_
             .any(|m| m["name"] == "AddBy" || m["name"] == "chain"),
         "a library file is not a workflow, and chain.yaml does not include it: {seen:?}"
     );
+    // The library file itself is announced as `lib/NAME` (an editor may have it open),
+    // checked as the subgraph it is: valid, though it links `$inputs` and saves nothing.
+    let lib_rev = blake3::hash(add_by(20).as_bytes()).to_hex().to_string();
+    assert!(
+        seen.iter().any(|m| m["name"] == "lib/AddBy"
+            && m["event"] == "workflow_changed"
+            && m["revision"] == lib_rev.as_str()),
+        "no workflow_changed for lib/AddBy: {seen:?}"
+    );
 
     // A broken subgraph file: the workflow that includes it is invalid, pointed into the file.
     std::fs::write(&lib, add_by(20).replace("type: AddInt", "type: AddIntt")).unwrap();
@@ -241,6 +250,11 @@ fn a_changed_subgraph_file_revalidates_and_announces_the_workflows_that_include_
         m["name"] == "uses" && m["event"] == "workflow_invalid"
     });
     let invalid = seen.last().unwrap();
+    assert!(
+        seen.iter()
+            .any(|m| m["name"] == "lib/AddBy" && m["event"] == "workflow_invalid"),
+        "no workflow_invalid for lib/AddBy: {seen:?}"
+    );
     let diagnostic = &invalid["diagnostics"][0];
     assert_eq!(diagnostic["file"], "lib/AddBy.yaml", "{invalid}");
     assert!(

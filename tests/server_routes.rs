@@ -617,6 +617,158 @@ async fn a_library_subgraph_is_created_as_lib_name_and_becomes_a_node_type() {
 }
 
 #[tokio::test]
+async fn a_library_file_is_checked_as_a_subgraph_and_not_queued_on_its_own() {
+    let f = Fixture::new();
+    let subgraph = json!({
+        "weft": 1,
+        "inputs": {"x": {"type": "int", "doc": "the number"}},
+        "outputs": {"sum": {"from": "$add.sum"}},
+        "nodes": {"add": {"type": "AddInt", "a": "$inputs.x", "b": 10}},
+    });
+    let (status, created) = f
+        .post(
+            "/api/workflows",
+            json!({"name": "lib/AddTen", "workflow": subgraph}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    // Checked against its own interface: `$inputs.x` is declared and there is no output node
+    // to want, so a sound library file has no diagnostics.
+    let (status, read) = f
+        .call(Method::GET, "/api/workflows/lib%2FAddTen", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["diagnostics"], json!([]), "{read}");
+    // Listed apart from the workflows, by the name that opens it, valid.
+    let (_, list) = f.call(Method::GET, "/api/workflows", None).await;
+    assert_eq!(list["library"][0]["name"], "lib/AddTen", "{list}");
+    assert_eq!(list["library"][0]["valid"], true, "{list}");
+    assert_eq!(list["library"][0]["revision"], read["revision"], "{list}");
+    assert!(
+        !list["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"].as_str().unwrap().contains("AddTen")),
+        "{list}"
+    );
+
+    // What is wrong in one is still said: an undeclared `$inputs`, a declared input of the
+    // wrong type, and an output from an inner output that does not exist.
+    let broken = json!({
+        "weft": 1,
+        "inputs": {"x": {"type": "int"}, "label": {"type": "string"}},
+        "outputs": {"sum": {"from": "$add.total"}, "gone": {"from": "$nowhere.sum"}},
+        "nodes": {
+            "add": {"type": "AddInt", "a": "$inputs.label", "b": "$inputs.y"},
+        },
+    });
+    let (status, put) = f
+        .call(
+            Method::PUT,
+            "/api/workflows/lib%2FAddTen",
+            Some(json!({"workflow": broken, "revision": read["revision"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    let messages: Vec<&str> = put["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["message"].as_str().unwrap())
+        .collect();
+    for want in [
+        "type mismatch: expected int, found string (from $inputs.label)",
+        "$inputs.y is not an input this subgraph declares",
+        "output 'sum': node 'add' (AddInt) has no output 'total'",
+        "output 'gone' comes from unknown node 'nowhere'",
+    ] {
+        assert!(messages.contains(&want), "{want:?} not in {messages:?}");
+    }
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.contains("unknown node 'inputs'") || m.contains("no output node")),
+        "{messages:?}"
+    );
+    let (_, list) = f.call(Method::GET, "/api/workflows", None).await;
+    assert_eq!(list["library"][0]["valid"], false, "{list}");
+
+    // Queued by name or as a document, it is refused with the reason and what to do.
+    for workflow in [json!("lib/AddTen"), subgraph] {
+        let (status, refused) = f.post("/api/runs", json!({"workflow": workflow})).await;
+        assert_error(
+            status,
+            &refused,
+            StatusCode::BAD_REQUEST,
+            "invalid_workflow",
+        );
+        let d = &refused["diagnostics"][0];
+        assert!(
+            d["message"].as_str().unwrap().contains("it is a subgraph"),
+            "{refused}"
+        );
+        assert!(d["hint"].as_str().unwrap().contains("type: "), "{refused}");
+    }
+    let (_, runs) = f.call(Method::GET, "/api/runs", None).await;
+    assert_eq!(runs["runs"], json!([]), "nothing was queued: {runs}");
+}
+
+/// An exposed enum input declared without `choices` offers the choices of the inner input it
+/// feeds, so the node shows the same dropdown as inside; its own `choices` win.
+#[tokio::test]
+async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
+    let f = Fixture::new();
+    let subgraph = json!({
+        "weft": 1,
+        "inputs": {
+            "op": {"type": "enum", "default": "add"},
+            "narrowed": {"type": "enum", "default": "min", "choices": ["min", "max"]},
+            "a": {"type": "float", "default": 1.0},
+        },
+        "outputs": {"result": {"from": "$second.result"}},
+        "nodes": {
+            "first": {"type": "MathFloat", "a": "$inputs.a", "b": 2.0, "op": "$inputs.op"},
+            "second": {"type": "MathFloat", "a": "$first.result", "b": 3.0, "op": "$inputs.narrowed"},
+        },
+    });
+    let (status, created) = f
+        .post(
+            "/api/workflows",
+            json!({"name": "lib/Arith", "workflow": subgraph}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (_, nodes) = f.call(Method::GET, "/api/nodes", None).await;
+    let arith = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "Arith")
+        .unwrap_or_else(|| panic!("Arith is not in the catalogue: {nodes}"));
+    let input = |name: &str| {
+        arith["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no input {name}: {arith}"))
+            .clone()
+    };
+    assert_eq!(
+        input("op")["choices"],
+        json!(["add", "subtract", "multiply", "divide", "min", "max"]),
+        "{arith}"
+    );
+    assert_eq!(
+        input("narrowed")["choices"],
+        json!(["min", "max"]),
+        "{arith}"
+    );
+    assert!(input("a").get("choices").is_none(), "{arith}");
+}
+
+#[tokio::test]
 async fn uploads_sniff_the_format_and_refuse_bombs() {
     let f = Fixture::new();
     let raw = |bytes: Vec<u8>, ty: &str| {

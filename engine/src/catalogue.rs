@@ -74,6 +74,32 @@ fn input_json(registry: &Registry, input: &InputSpec, models: Option<&ModelFolde
     value
 }
 
+/// The choices of the first inner input that `$inputs.EXPOSED` feeds and that lists fixed
+/// choices: an exposed input declared without its own `choices` offers what it stands for
+/// (Txt2Img's `sampler` is the Sampler's). Choices listed from model folders are left out:
+/// they differ per machine, and the schema written from this catalogue is committed.
+fn inner_choices(
+    registry: &Registry,
+    workflow: &crate::workflow::Workflow,
+    exposed: &str,
+) -> Option<Vec<&'static str>> {
+    workflow.nodes.values().find_map(|node| {
+        let spec = &registry.get(&node.type_name)?.spec;
+        node.inputs
+            .iter()
+            .find_map(|(name, entry)| match &entry.value {
+                crate::workflow::InputValue::Link(link)
+                    if link.node == crate::workflow::INPUTS_NODE && link.output == exposed =>
+                {
+                    let (_, input) = spec.input(name)?;
+                    (input.listed_from.is_none() && !input.choices.is_empty())
+                        .then(|| input.choices.clone())
+                }
+                _ => None,
+            })
+    })
+}
+
 /// Library subgraphs in the catalogue's node shape (category "subgraph"); an output's type is
 /// the type of the inner output it comes from.
 pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -> Vec<Json> {
@@ -106,6 +132,8 @@ pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -
                     }
                     if !e.choices.is_empty() {
                         v["choices"] = json!(e.choices);
+                    } else if let Some(inner) = inner_choices(registry, &workflow, input) {
+                        v["choices"] = json!(inner);
                     }
                     v
                 })

@@ -37,6 +37,6 @@ pub use node::{
 };
 pub use plan::{CacheKey, Plan};
 pub use registry::Registry;
-pub use validate::validate;
+pub use validate::{validate, validate_subgraph};
 pub use value::{Constant, Value, ValueType};
 pub use workflow::{InputValue, Link, NodeEntry, Workflow};

@@ -8,11 +8,36 @@ use crate::diagnostic::{closest, closest_within, Code, Diagnostic, NameIndex, SU
 use crate::node::{InputSpec, NodeSpec};
 use crate::registry::Registry;
 use crate::value::{Constant, ValueType};
-use crate::workflow::{InputEntry, InputValue, Link, NodeEntry, Workflow};
+use crate::workflow::{InputEntry, InputValue, Interface, Link, NodeEntry, Workflow, INPUTS_NODE};
 
 /// Checks `wf`; an empty result means it can be planned and run. `target`, when given, is the
 /// node the user asked for (then the workflow needs no output node).
 pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec<Diagnostic> {
+    let mut errors = check_nodes(wf, registry, None);
+    errors.extend(check_target(wf, registry, target));
+    errors
+}
+
+/// Checks a subgraph's file (one with `inputs:` and `outputs:`) as it is used, as a node:
+/// `$inputs.NAME` links must name a declared input of a type the inner input accepts, and
+/// each declared output must come from an inner node's output of that name. It needs no
+/// output node of its own (its parent's runs it); it still cannot run on its own.
+pub fn validate_subgraph(
+    wf: &Workflow,
+    registry: &Registry,
+    interface: &Interface,
+) -> Vec<Diagnostic> {
+    let mut errors = check_nodes(wf, registry, Some(interface));
+    errors.extend(check_exposed_outputs(wf, registry, interface));
+    errors
+}
+
+/// Every node's type and inputs, and the cycles: what a workflow and a subgraph's file share.
+fn check_nodes(
+    wf: &Workflow,
+    registry: &Registry,
+    interface: Option<&Interface>,
+) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let mut suggestions = Suggestions::new(wf);
     for (id, node) in &wf.nodes {
@@ -28,6 +53,7 @@ pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec
                 wf,
                 registry,
                 &mut suggestions,
+                interface,
                 id,
                 spec,
                 name,
@@ -37,7 +63,59 @@ pub fn validate(wf: &Workflow, registry: &Registry, target: Option<&str>) -> Vec
         errors.extend(missing_inputs(id, node, spec));
     }
     errors.extend(find_cycles(wf));
-    errors.extend(check_target(wf, registry, target));
+    errors
+}
+
+/// The errors of a subgraph's `outputs:`: each must name an inner node's output.
+fn check_exposed_outputs(
+    wf: &Workflow,
+    registry: &Registry,
+    interface: &Interface,
+) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for (name, exposed) in &interface.outputs {
+        let from = &exposed.from;
+        if from.node == INPUTS_NODE {
+            errors.push(Diagnostic::at_opt(
+                exposed.pos,
+                format!("output '{name}' must come from an inner node, not $inputs"),
+            ));
+            continue;
+        }
+        let Some(source) = wf.nodes.get(&from.node) else {
+            let mut d = Diagnostic::at_opt(
+                exposed.pos,
+                format!("output '{name}' comes from unknown node '{}'", from.node),
+            )
+            .code(Code::UnknownNode);
+            d.hint = closest(&from.node, wf.nodes.keys().map(String::as_str))
+                .map(|s| format!("did you mean '${s}.{}'?", from.output));
+            errors.push(d);
+            continue;
+        };
+        // A node of unknown type is reported at the node.
+        let Some(spec) = registry.get(&source.type_name).map(|r| &r.spec) else {
+            continue;
+        };
+        if spec.output(&from.output).is_none() {
+            let outputs: Vec<String> = spec
+                .outputs
+                .iter()
+                .map(|o| format!("{} ({})", o.name, o.ty))
+                .collect();
+            errors.push(
+                Diagnostic::at_opt(
+                    exposed.pos,
+                    format!(
+                        "output '{name}': node '{}' ({}) has no output '{}'",
+                        from.node, spec.type_name, from.output
+                    ),
+                )
+                .hint(format!("its outputs are: {}", outputs.join(", ")))
+                .code(Code::UnknownOutput),
+            );
+        }
+    }
     errors
 }
 
@@ -122,10 +200,12 @@ fn node_spec<'w, 'r>(
 
 /// The error of input `name` of node `id`, if any: an input the type does not have, a
 /// constant its declaration refuses, or a link that does not fit.
+#[allow(clippy::too_many_arguments)]
 fn check_input<'w>(
     wf: &'w Workflow,
     registry: &Registry,
     suggestions: &mut Suggestions<'w, '_>,
+    interface: Option<&Interface>,
     id: &str,
     spec: &NodeSpec,
     name: &str,
@@ -149,6 +229,14 @@ fn check_input<'w>(
     };
     let error = match &entry.value {
         InputValue::Constant(c) => check_constant(input, c).err(),
+        InputValue::Link(link)
+            if link.node == INPUTS_NODE && !wf.nodes.contains_key(INPUTS_NODE) =>
+        {
+            match interface {
+                Some(interface) => check_exposed_link(interface, input, link),
+                None => check_link(wf, registry, suggestions, input, link),
+            }
+        }
         InputValue::Link(link) => check_link(wf, registry, suggestions, input, link),
     };
     error.map(|d| d.at_pos(entry.pos).node(id).input(name))
@@ -194,6 +282,37 @@ fn check_link<'w>(
             input.ty, output.ty, link.node, link.output
         ))
         .hint(format!("link an output of type {}", input.ty))
+        .code(Code::TypeMismatch)
+    })
+}
+
+/// The error of a `$inputs.NAME` link inside a subgraph's file, if any: an input the file
+/// does not declare, or one declared with a type `input` does not accept.
+fn check_exposed_link(interface: &Interface, input: &InputSpec, link: &Link) -> Option<Diagnostic> {
+    let Some(declared) = interface.inputs.get(&link.output) else {
+        let declared = interface.inputs.keys().map(String::as_str);
+        let hint = match closest(&link.output, declared) {
+            Some(s) => format!("did you mean '$inputs.{s}'? Or declare it under `inputs:`"),
+            None => "declare it under `inputs:` at the top of the file".to_string(),
+        };
+        return Some(
+            Diagnostic::new(format!(
+                "$inputs.{} is not an input this subgraph declares",
+                link.output
+            ))
+            .hint(hint)
+            .code(Code::UnknownOutput),
+        );
+    };
+    (!input.ty.accepts(declared.ty)).then(|| {
+        Diagnostic::new(format!(
+            "type mismatch: expected {}, found {} (from $inputs.{})",
+            input.ty, declared.ty, link.output
+        ))
+        .hint(format!(
+            "declare '{}' as type {} under `inputs:`",
+            link.output, input.ty
+        ))
         .code(Code::TypeMismatch)
     })
 }

@@ -229,6 +229,22 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
+/// Why a subgraph's file (one declaring `inputs:` / `outputs:`) is not queued: its `$inputs`
+/// have values only where a workflow uses it as a node, and its outputs go to that workflow.
+fn library_subgraph_refusal(name: Option<&str>) -> Diagnostic {
+    let used_as = match name.and_then(|n| n.strip_prefix("lib/")) {
+        Some(stem) => format!("`type: {stem}`"),
+        None => "a node (`type: NAME` for lib/NAME.yaml)".to_string(),
+    };
+    Diagnostic::new(
+        "this file declares `inputs:` and `outputs:`: it is a subgraph, which runs only as a \
+         node of a workflow that gives its inputs values",
+    )
+    .hint(format!(
+        "queue a workflow that uses it as {used_as}, or open that workflow and queue it there"
+    ))
+}
+
 /// What a checked run request comes to.
 enum Checked {
     /// One run of this workflow (named when it is a file), to be queued.
@@ -251,6 +267,12 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
         ApiError::InvalidWorkflow("the workflow is not valid; nothing was queued".into(), d)
     };
     let mut workflow = parsed.map_err(&invalid)?;
+    if workflow.interface.is_some() {
+        return Err(ApiError::InvalidWorkflow(
+            "a library subgraph does not run on its own; nothing was queued".into(),
+            vec![library_subgraph_refusal(name.as_deref())],
+        ));
+    }
     apply_sets(&mut workflow, &body.set).map_err(&invalid)?;
     if let Some(sweep) = &body.sweep {
         super::sweeps::apply_request_sweep(&mut workflow, sweep).map_err(&invalid)?;

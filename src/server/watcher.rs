@@ -131,11 +131,22 @@ impl Watcher {
                     .filter(|p| is_workflow_file(p))
                     .map(|p| watch_key(p))
                     .collect();
-                // Workflows: the files directly in the folder (a file in lib/ is a subgraph).
+                // Workflows: the files directly in the folder, and the library's files
+                // directly in lib/, as `lib/NAME` (an editor may have one open).
+                let library = dir.join("lib");
                 let names: BTreeSet<String> = touched
                     .iter()
-                    .filter(|p| p.parent() == Some(dir.as_path()))
-                    .filter_map(|p| workflow_name(p))
+                    .filter_map(|p| {
+                        let name = workflow_name(p)?;
+                        let parent = p.parent()?;
+                        if parent == dir.as_path() {
+                            Some(name)
+                        } else if parent == library.as_path() {
+                            Some(format!("lib/{name}"))
+                        } else {
+                            None
+                        }
+                    })
                     .collect();
                 let mut sent = BTreeSet::new();
                 for name in &names {

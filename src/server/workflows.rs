@@ -87,7 +87,12 @@ pub fn validate_expanded(
     };
     match expand(registry, root, workflow) {
         Ok(expanded) => {
-            let mut d = weft_engine::validate(&expanded, registry, None);
+            // A library subgraph's file is checked as the node it is used as, against its own
+            // `inputs:` and `outputs:` (it links `$inputs` and has no output node of its own).
+            let mut d = match &workflow.interface {
+                Some(interface) => weft_engine::validate_subgraph(&expanded, registry, interface),
+                None => weft_engine::validate(&expanded, registry, None),
+            };
             weft_engine::subgraph::attribute_files(&expanded, &mut d);
             relative_files(root, &mut d);
             d
@@ -239,16 +244,15 @@ fn inspect(state: &AppState, bytes: &[u8]) -> (Option<Workflow>, Vec<Diagnostic>
 /// (checking::validity), so a big invalid file costs one validation, not one per listing.
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
     let listing = state.clone();
-    let workflows =
+    let (workflows, library) =
         checking::off_runtime(&state, "listing the workflows", move || summaries(&listing))
             .await??;
-    Ok(Json(json!({ "workflows": workflows })))
+    Ok(Json(json!({ "workflows": workflows, "library": library })))
 }
 
-fn summaries(state: &AppState) -> ApiResult<Vec<Json_>> {
-    let entries = std::fs::read_dir(&state.roots.workflows)
-        .map_err(|e| ApiError::internal("listing workflows", e))?;
-    let mut names: Vec<String> = entries
+/// The plain names of the `.yaml` files directly in `folder`, sorted (none if it is missing).
+fn stems_in(folder: &FsPath) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(folder)?
         .flatten()
         .filter_map(|e| {
             let file = e.file_name().to_string_lossy().into_owned();
@@ -257,11 +261,30 @@ fn summaries(state: &AppState) -> ApiResult<Vec<Json_>> {
         })
         .collect();
     names.sort();
+    Ok(names)
+}
+
+/// The workflows, then the library subgraphs' files (named `lib/NAME`), each with its
+/// revision and validity (a library file checked as a subgraph).
+fn summaries(state: &AppState) -> ApiResult<(Vec<Json_>, Vec<Json_>)> {
+    let mut names =
+        stems_in(&state.roots.workflows).map_err(|e| ApiError::internal("listing workflows", e))?;
+    // No lib/ is no library; one that cannot be read is not worth failing the listing for.
+    let library = stems_in(&state.roots.workflows.join("lib")).unwrap_or_default();
+    names.extend(library.into_iter().map(|stem| format!("lib/{stem}")));
     let read_named = |name: &str| read(state, name).ok().map(|(_, bytes)| bytes);
-    Ok(checking::validity(state, &names, read_named)
-        .into_iter()
-        .map(|(name, revision, valid)| json!({"name": name, "revision": revision, "valid": valid}))
-        .collect())
+    // One call for both: the validity it remembers is that of the names it was last given.
+    let (library, workflows): (Vec<Json_>, Vec<Json_>) = checking::validity(
+        state, &names, read_named,
+    )
+    .into_iter()
+    .map(|(name, revision, valid)| json!({"name": name, "revision": revision, "valid": valid}))
+    .partition(|entry| {
+        entry["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lib/"))
+    });
+    Ok((workflows, library))
 }
 
 pub async fn get(

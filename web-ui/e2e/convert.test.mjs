@@ -88,21 +88,54 @@ test('double-click a subgraph node opens its library file; saved with its interf
   const original = readFileSync(libFile, 'utf8');
   try {
     await open(page, 'txt2img-then-img2img');
+    // An exposed enum input is the same dropdown as the input it feeds inside (the Sampler's).
+    const sampler = page.locator(`${node('draw')} [data-input="sampler"] select`);
+    const offered = await sampler.locator('option').allInnerTexts();
+    for (const want of ['euler', 'dpmpp_2m']) assert.ok(offered.includes(want), `${want} not in ${offered}`);
     await page.locator(`${node('draw')} .wn-kind`).dblclick();
     await page.waitForFunction(() => window.__weft.getState().name === 'lib/Txt2Img');
     await page.locator('[data-testid="breadcrumb"]').waitFor();
     assert.match(await page.locator('[data-testid="breadcrumb"]').innerText(), /txt2img-then-img2img\s*›\s*lib\/Txt2Img/);
     const ids = await page.evaluate(() => window.__weft.getState().nodes.map((n) => n.id).sort());
     assert.deepEqual(ids, ['decode', 'latent', 'negative', 'positive', 'sample']);
-    // Its `$inputs` links are its interface, not errors.
+    // Its `$inputs` links are its interface, not errors: the server checks the file against its
+    // own `inputs:` and `outputs:` (the page hides nothing).
     await page.waitForFunction(() => window.__weftValidating === 0);
     assert.equal(await page.locator('[data-testid="diagnostic"]').count(), 0);
     assert.equal(await page.locator('[data-testid="loose-diagnostics"]').count(), 0);
     assert.match(await page.locator(`${node('latent')} [data-input="width"]`).innerText(), /inputs\.width/);
     await shot(page, 'subgraph-opened');
 
+    // Queued from inside it, it is refused, saying why and what to queue instead.
+    const runBefore = await page.evaluate(() => window.__weftRun.getState().run);
+    await page.locator('[data-testid="queue"]').click();
+    const refusal = page.locator('[data-testid="toast"]', { hasText: 'it is a subgraph' });
+    await refusal.waitFor();
+    assert.match(await refusal.innerText(), /type: Txt2Img/);
+    assert.equal(await page.evaluate(() => window.__weftRun.getState().run), runBefore, 'nothing was queued');
+
+    // The file select lists the library's files apart, by the names that open them.
+    const listed = await page.locator('[data-testid="file-library"] option').allInnerTexts();
+    for (const want of ['lib/Img2Img.yaml', 'lib/Txt2Img.yaml']) assert.ok(listed.includes(want), `${want} not in ${listed}`);
+    assert.equal(await page.locator('[data-testid="file-select"]').inputValue(), 'lib/Txt2Img');
+
+    // Edited on disk while open (and clean here), the canvas reloads it.
+    assert.match(original, /    height: \$inputs\.height\n/);
+    writeFileSync(libFile, original.replace(/(    height: \$inputs\.height\n)/, '$1    batch: 3\n'));
+    await page.waitForFunction(
+      (sel) => document.querySelector(sel)?.value === '3',
+      `${node('latent')} [data-input="batch"] input`,
+      { timeout: 60_000 },
+    );
+    assert.equal(await page.evaluate(() => window.__weft.getState().dirty), false);
+
     // An edit, saved: the file keeps its inputs: and outputs: sections and its $inputs links.
     await page.locator(`${node('latent')} [data-input="batch"] input`).fill('2');
+    // The edited canvas is checked against the interface as well: still nothing to say.
+    await page.waitForFunction(() => window.__weft.getState().dirty);
+    await page.waitForFunction(() => window.__weftValidating === 0);
+    assert.equal(await page.locator('[data-testid="diagnostic"]').count(), 0);
+    assert.equal(await page.locator('[data-testid="loose-diagnostics"]').count(), 0);
     await page.locator('[data-testid="save"]').click();
     await page.waitForFunction(() => !window.__weft.getState().dirty);
     const saved = readFileSync(libFile, 'utf8');

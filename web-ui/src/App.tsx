@@ -585,6 +585,7 @@ function Toolbar({
   const dirty = useEditor((s) => s.dirty);
   const picker = useRef<HTMLInputElement>(null);
   const workflows = useEditor((s) => s.workflows);
+  const library = useEditor((s) => s.library);
   const canUndo = useEditor((s) => s.past.length > 0);
   const canRedo = useEditor((s) => s.future.length > 0);
   const status = useRunStore((s) => s.status);
@@ -610,12 +611,23 @@ function Toolbar({
         data-testid="file-select"
       >
         {!name && <option value="">{suggest ? `${suggest} (new, unsaved)` : '—'}</option>}
-        {name && !workflows.some((w) => w.name === name) && <option value={name}>{name}.yaml</option>}
+        {name && !workflows.some((w) => w.name === name) && !library.some((w) => w.name === name) && (
+          <option value={name}>{name}.yaml</option>
+        )}
         {workflows.map((w) => (
           <option key={w.name} value={w.name}>
             {w.name}.yaml{w.valid ? '' : ' ⚠'}
           </option>
         ))}
+        {library.length > 0 && (
+          <optgroup label="lib/ (subgraphs)" data-testid="file-library">
+            {library.map((w) => (
+              <option key={w.name} value={w.name}>
+                {w.name}.yaml{w.valid ? '' : ' ⚠'}
+              </option>
+            ))}
+          </optgroup>
+        )}
       </select>
       <span className="dirty" title={dirty ? 'unsaved edits' : 'saved'} data-testid="dirty">
         {dirty ? '● unsaved' : ''}
@@ -888,7 +900,9 @@ function validateSoon(delay: number) {
       lastValidated = '';
       return void (mine === generation && pending(0));
     }
-    const doc = useEditor.getState().doc();
+    // A library subgraph's file is checked against its own `inputs:` and `outputs:`.
+    const { iface } = useEditor.getState();
+    const doc = { ...useEditor.getState().doc(), ...(iface ?? {}) };
     delete doc.layout;
     const key = JSON.stringify(doc);
     if (key === lastValidated) return void (mine === generation && pending(0));

@@ -198,7 +198,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 
 export const api = {
   nodes: () => call<{ nodes: NodeType[] }>('GET', '/api/nodes').then((r) => r.nodes.map(normalise)),
-  workflows: () => call<{ workflows: WorkflowEntry[] }>('GET', '/api/workflows').then((r) => r.workflows),
+  /** The workflows, and the library subgraphs' files (named `lib/NAME`). */
+  workflows: () => call<{ workflows: WorkflowEntry[]; library?: WorkflowEntry[] }>('GET', '/api/workflows'),
   workflow: (name: string) => call<WorkflowFile>('GET', `/api/workflows/${encodeURIComponent(name)}`),
   save: (name: string, workflow: WorkflowDoc, revision: string) =>
     call<{ name: string; revision: string; diagnostics: Diagnostic[] }>(

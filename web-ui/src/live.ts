@@ -56,7 +56,8 @@ export function connect(): void {
 /** Starts a run of the canvas as it is (saved or not); `target` runs only what that node needs. */
 export async function queueRun(target?: string): Promise<void> {
   const ed = useEditor.getState();
-  const doc = ed.doc();
+  // A library subgraph's interface goes with it, so the server says why it does not run alone.
+  const doc = { ...ed.doc(), ...(ed.iface ?? {}) };
   const prev = useRunStore.getState().nodes;
   const fresh: Record<string, NodeRunState> = {};
   for (const n of ed.nodes) fresh[n.id] = { state: 'queued', images: prev[n.id]?.images };
@@ -75,7 +76,12 @@ export async function queueRun(target?: string): Promise<void> {
   } catch (e) {
     const err = e as { diagnostics?: Diagnostic[]; message: string };
     const diags = err.diagnostics ?? [];
-    if (diags.length) {
+    const [only] = diags;
+    if (diags.length === 1 && !only.node) {
+      // Nothing to mark on a node (a library subgraph queued on its own): say it all here.
+      useRunStore.setState({ diagnostics: groupDiagnostics(diags, ranFile) });
+      ed.say(`nothing ran: ${only.message}${only.hint ? ` (${only.hint})` : ''}`, 'error');
+    } else if (diags.length) {
       useRunStore.setState({ diagnostics: groupDiagnostics(diags, ranFile) });
       ed.say(`nothing ran: ${diags.length} problem${diags.length > 1 ? 's' : ''} in the workflow (marked on the nodes)`, 'error');
     } else ed.say(`cannot queue: ${err.message}`, 'error');

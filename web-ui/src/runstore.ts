@@ -59,19 +59,9 @@ export function forgetShownRun() {
  * their line:column mean something to the user; those found in the canvas (sent as a
  * serialisation the user never sees) keep a position only when it is in a subgraph's file.
  */
-let libraryOpen = false;
-/** Whether the canvas shows a library subgraph's file (lib/NAME), whose `$inputs` links are its interface. */
-export function setLibraryOpen(open: boolean) {
-  libraryOpen = open;
-}
-
 export function groupDiagnostics(list: Diagnostic[], fromFile: boolean): Record<string, Diagnostic[]> {
   const out: Record<string, Diagnostic[]> = {};
   for (const d of list) {
-    // In a library subgraph's own file, `$inputs.NAME` is the node's exposed input and its
-    // outputs are `outputs:`: the server validates the file as a workflow, where `inputs` is no
-    // node and nothing saves a result.
-    if (libraryOpen && /link to unknown node 'inputs'|has no output node/.test(d.message)) continue;
     const shown = fromFile || d.file || !d.pos ? d : { ...d, pos: undefined };
     (out[d.node ?? ''] ??= []).push(shown);
   }

@@ -5,7 +5,7 @@ import { describeConflicts, merge3 } from './merge';
 import { api, ApiError, type Appearance, type Constant, type Diagnostic, type NodeType, type WorkflowDoc, type WorkflowEntry } from './api';
 import { cleanLook, cloneNodes, defaultValues, docToGraph, edgeId, freshId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
 import { accepts, typeColour } from './types';
-import { forgetStale, groupDiagnostics, setLibraryOpen, staleNodes, useRunStore } from './runstore';
+import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, emptySweep, sweepSection, type SweepContext, type SweepDraft } from './sweep';
 import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groups';
 import { estimateNodeSize } from './nodesize';
@@ -42,6 +42,8 @@ export interface EditorState {
   /** The file on disk does not parse: its located errors, shown instead of a stale graph. */
   broken: { text: string; diagnostics: Diagnostic[] } | null;
   workflows: WorkflowEntry[];
+  /** The library subgraphs' files, `lib/NAME`, each openable like a workflow. */
+  library: WorkflowEntry[];
   past: Snapshot[];
   future: Snapshot[];
   lastEditKey: string | null;
@@ -138,6 +140,7 @@ export const useEditor = create<EditorState>()((set, get) => ({
   conflict: null,
   broken: null,
   workflows: [],
+  library: [],
   past: [],
   future: [],
   lastEditKey: null,
@@ -273,7 +276,6 @@ export const useEditor = create<EditorState>()((set, get) => ({
   openImported: (doc, diagnostics, suggest) => {
     // A new workflow apart from the file that was open: its own (empty) history, no file yet.
     set({ name: null, revision: null, suggest, past: [], future: [], nodes: [], edges: [] });
-    setLibraryOpen(false);
     get().loadDoc(doc, true);
     set({ edits: get().edits + 1 });
     useRunStore.setState({ nodes: {}, diagnostics: groupDiagnostics(diagnostics, false) });
@@ -286,7 +288,6 @@ export const useEditor = create<EditorState>()((set, get) => ({
       const before = get().edits;
       const t0 = performance.now();
       const f = await api.workflow(name);
-      setLibraryOpen(name.startsWith('lib/'));
       // For the browser tests' figures: how long the server's answer took, apart from drawing it.
       (window as unknown as { __weftOpen?: object }).__weftOpen = { name, t0, fetched: performance.now() };
       const switching = get().name !== name;
@@ -321,7 +322,8 @@ export const useEditor = create<EditorState>()((set, get) => ({
 
   refreshList: async () => {
     try {
-      set({ workflows: await api.workflows() });
+      const listed = await api.workflows();
+      set({ workflows: listed.workflows, library: listed.library ?? [] });
     } catch (e) {
       get().say(`cannot list workflows: ${(e as Error).message}`, 'error');
     }
@@ -356,7 +358,6 @@ export const useEditor = create<EditorState>()((set, get) => ({
     if (!name) return;
     try {
       const f = await api.workflow(name);
-      setLibraryOpen(name.startsWith('lib/'));
       if (!f.workflow) {
         get().say(`${name}.yaml on disk does not read as a workflow: fix it first (nothing merged)`, 'error');
         return;
