@@ -80,7 +80,11 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, url: &str, name: &str) -> Self {
-        let models = repo().join("models");
+        Self::start_with_models(dir, url, name, &[repo().join("models")])
+    }
+
+    /// A worker whose models are `models` (each a `--models` folder).
+    fn start_with_models(dir: &Path, url: &str, name: &str, models: &[PathBuf]) -> Self {
         let mut child = Command::new(bin())
             .arg("worker")
             .args([
@@ -93,8 +97,11 @@ impl Worker {
                 "--threads",
                 "1",
             ])
-            .arg("--models")
-            .arg(&models)
+            .args(
+                models
+                    .iter()
+                    .flat_map(|m| [Path::new("--models"), m.as_path()]),
+            )
             .args(["--lease-timeout", "4"])
             .current_dir(dir)
             .stdout(Stdio::null())
@@ -520,6 +527,88 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_run_waits_for_a_worker_that_has_its_model() {
+    let schema = Schema::new("models");
+    let dir = project();
+    // The embedded model under a second name only the second worker's folder has.
+    let extra = dir.path().join("extra-models");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::os::unix::fs::symlink(
+        repo().join("models/tiny-shapes"),
+        extra.join("other-shapes"),
+    )
+    .unwrap();
+    let circles = dir.path().join("workflows/circles.yaml");
+    let other = std::fs::read_to_string(&circles)
+        .unwrap()
+        .replace("name: tiny-shapes", "name: other-shapes");
+    assert!(other.contains("name: other-shapes"));
+    std::fs::write(dir.path().join("workflows/other.yaml"), other).unwrap();
+    let (models, extra_arg) = (repo().join("models"), extra.to_string_lossy().into_owned());
+    let models_arg = models.to_string_lossy().into_owned();
+    let api_args = [
+        "--queue",
+        schema.url.as_str(),
+        "--models",
+        models_arg.as_str(),
+        "--models",
+        extra_arg.as_str(),
+    ];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let _plain = Worker::start_with_models(dir.path(), &schema.url, "plain", &[models.clone()]);
+    let http = api.http();
+    let needs_other = http.queue_run(&json!({"workflow": "other"}));
+    let needs_plain = http.queue_run(&json!({"workflow": "circles"}));
+    let run = |id: u64| http.get(&format!("/api/runs/{id}")).json();
+    // The later run the worker can take goes first; the other waits, and says why.
+    wait_for("the plain worker's run", Duration::from_secs(240), || {
+        let shown = run(needs_plain);
+        (
+            (shown["status"] == "succeeded").then_some(()),
+            shown.to_string(),
+        )
+    });
+    wait_for("the waiting run's reason", Duration::from_secs(60), || {
+        let shown = run(needs_other);
+        let waits = shown["status"] == "queued"
+            && shown["waiting"] == "waiting for a worker with model other-shapes";
+        (waits.then_some(()), shown.to_string())
+    });
+    let _both = Worker::start_with_models(dir.path(), &schema.url, "both", &[models, extra]);
+    let shown = wait_for(
+        "the run needing other-shapes",
+        Duration::from_secs(240),
+        || {
+            let shown = run(needs_other);
+            let done = !["queued", "running"].contains(&shown["status"].as_str().unwrap_or(""));
+            (done.then(|| shown.clone()), shown.to_string())
+        },
+    );
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert!(
+        shown.get("waiting").is_none(),
+        "no reason once taken: {shown}"
+    );
+    let mut db = schema.client();
+    let worker_of = |db: &mut postgres::Client, id: u64| -> String {
+        db.query_one("SELECT worker FROM runs WHERE id = $1", &[&(id as i64)])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(worker_of(&mut db, needs_other), "both");
+    assert_eq!(worker_of(&mut db, needs_plain), "plain");
+    let needs: Vec<String> = db
+        .query_one(
+            "SELECT needs FROM runs WHERE id = $1",
+            &[&(needs_other as i64)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(needs, ["other-shapes"]);
+}
+
+#[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn leased_claims_take_each_run_once_and_report_their_rate() {
     use weft::server::store::{PgStore, RunStore};
@@ -539,7 +628,7 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
                     let store = PgStore::open(&url).unwrap();
                     let mut ids = Vec::new();
                     while let Some(leased) = store
-                        .claim_leased(&format!("c{c}"), &format!("t{c}"))
+                        .claim_leased(&format!("c{c}"), &format!("t{c}"), &[])
                         .unwrap()
                     {
                         ids.push(leased.run.id);
@@ -594,7 +683,7 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
     let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
     assert_eq!(expired.requeued.len(), RUNS - 1);
     assert!(expired.interrupted.is_empty());
-    let again = store.claim_leased("late", "t-late").unwrap().unwrap();
+    let again = store.claim_leased("late", "t-late", &[]).unwrap().unwrap();
     assert_eq!(again.attempts, 1);
     assert!(
         !store.heartbeat(again.run.id, "t0").unwrap(),

@@ -34,6 +34,9 @@ pub const MAX_ATTEMPTS: i32 = 3;
 /// How often an idle worker looks at the queue without being woken (a safety net for a lost
 /// notification; NOTIFY wakes it at once otherwise), and how often expired leases are looked for.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// A worker not heard from for this long (it publishes its models every `FALLBACK_POLL`) no
+/// longer counts as one that can take a run needing its models.
+const WORKER_ALIVE: Duration = Duration::from_secs(20);
 
 /// `weft worker` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -100,6 +103,9 @@ struct LeaseClaims {
     store: Arc<PgStore>,
     worker: String,
     outputs: PathBuf,
+    /// The model names this worker has (`model_inventory`, refreshed every fallback tick):
+    /// only runs needing none other are claimed.
+    models: Mutex<Vec<String>>,
     held: Mutex<Option<Held>>,
     /// Set when the worker is stopping: nothing more is claimed.
     stopping: std::sync::atomic::AtomicBool,
@@ -158,7 +164,12 @@ impl Claims for LeaseClaims {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
         }
-        let Some(leased) = self.store.claim_leased(&self.worker, &token)? else {
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(leased) = self.store.claim_leased(&self.worker, &token, &models)? else {
             return Ok(None);
         };
         let id = leased.run.id;
@@ -307,6 +318,47 @@ fn fit_payload(message: &str) -> String {
     small.to_string()
 }
 
+/// How deep below a models folder `model_inventory` looks (`loras/x.safetensors` is 2;
+/// `checkpoints/family/x.safetensors` 3).
+const INVENTORY_DEPTH: usize = 3;
+
+/// The model names this worker can load, as workflows name them: every file and folder up to
+/// `INVENTORY_DEPTH` below each models folder, relative to it with `/` (a folder of one kind
+/// adds its kind in front: `checkpoints/x.safetensors`), sorted, each once.
+fn model_inventory(models: &weft_engine::ModelFolders) -> Vec<String> {
+    fn walk(dir: &std::path::Path, prefix: &str, depth: usize, names: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let name = format!("{prefix}{file_name}");
+            // Follows links: set-up links models/converted into place.
+            if depth > 1 && entry.path().is_dir() {
+                walk(&entry.path(), &format!("{name}/"), depth - 1, names);
+            }
+            names.push(name);
+        }
+    }
+    let mut names = Vec::new();
+    for folder in models.folders() {
+        let prefix = folder
+            .kind
+            .as_ref()
+            .map(|kind| format!("{kind}/"))
+            .unwrap_or_default();
+        walk(&folder.dir, &prefix, INVENTORY_DEPTH, &mut names);
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// `weft worker`: claims and runs until killed.
 pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     let url = queue_url(args.queue.as_deref()).context(
@@ -348,6 +400,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         store: store.clone(),
         worker: name.clone(),
         outputs: roots.outputs.clone(),
+        models: Mutex::new(model_inventory(&roots.models)),
         held: Mutex::new(None),
         stopping: Default::default(),
         hub: hub.clone(),
@@ -369,6 +422,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     }
     let listen_queue = queue.clone();
     let maintenance = store.clone();
+    let (publishing, folders) = (claims.clone(), roots.models.clone());
     store
         .listen(
             &[QUEUED_CHANNEL, CANCEL_CHANNEL],
@@ -381,6 +435,14 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
                 }
                 Some(_) => listen_queue.wake(),
                 None => {
+                    let models = model_inventory(&folders);
+                    if let Err(e) = maintenance.publish_worker(&publishing.worker, &models) {
+                        eprintln!("weft worker: {e}");
+                    }
+                    *publishing.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+                    if let Err(e) = maintenance.note_waiting(WORKER_ALIVE) {
+                        eprintln!("weft worker: {e}");
+                    }
                     match maintenance.requeue_expired(lease_timeout, MAX_ATTEMPTS) {
                         Ok(expired) => {
                             if !expired.requeued.is_empty() {
@@ -426,6 +488,9 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
                 held.id
             ),
         }
+    }
+    if let Err(e) = store.forget_worker(&name) {
+        eprintln!("weft worker: {e}");
     }
     eprintln!("weft worker: stopped");
     std::process::exit(0);
