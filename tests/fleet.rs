@@ -58,6 +58,30 @@ impl Schema {
         Self { url, admin, name }
     }
 
+    /// This schema's fleet tags its connections `application_name = <schema>`, so that
+    /// `drop_connections` ends exactly these (other tests share the server).
+    fn tag_connections(&mut self) {
+        self.url = if self.url.contains("://") {
+            format!("{}&application_name={}", self.url, self.name)
+        } else {
+            format!("{} application_name={}", self.url, self.name)
+        };
+    }
+
+    /// Ends every connection of this schema's fleet from the server's side (what a
+    /// PostgreSQL restart does to its clients); how many were ended.
+    fn drop_connections(&self) -> i64 {
+        let mut admin = postgres::Client::connect(&self.admin, postgres::NoTls).unwrap();
+        admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&self.name],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
     }
@@ -523,6 +547,113 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         waits.len(),
         waits[waits.len() / 2],
         waits[(waits.len() * 99).div_ceil(100) - 1]
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_fleet_finishes_every_run_once_when_its_database_connections_drop() {
+    let mut schema = Schema::new("dropped");
+    schema.tag_connections();
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api_args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let workers: Vec<Worker> = ["d1", "d2"]
+        .iter()
+        .map(|name| Worker::start(dir.path(), &schema.url, name))
+        .collect();
+    let workflows = ["circles", "squares", "triangles"];
+    let mut expected: HashMap<u64, &str> = HashMap::new();
+    let mut queue = |i: usize| {
+        let id = api
+            .http()
+            .queue_run(&json!({"workflow": workflows[i % 3], "set": {"sample.seed": 2000 + i}}));
+        expected.insert(id, workflows[i % 3]);
+    };
+    for i in 0..8 {
+        queue(i);
+    }
+    let mut db = postgres::Client::connect(&schema.admin, postgres::NoTls).unwrap();
+    let in_schema = format!("SET search_path = {}", schema.name);
+    db.batch_execute(&in_schema).unwrap();
+    wait_for("a run to be running", Duration::from_secs(240), || {
+        let by_status = statuses(&mut db);
+        (
+            by_status.contains_key("running").then_some(()),
+            format!("{by_status:?}"),
+        )
+    });
+    let dropped = schema.drop_connections();
+    assert!(
+        dropped >= 5,
+        "the API server's and workers' connections: {dropped}"
+    );
+    // The API server answers again once it has reconnected (a request may fail meanwhile).
+    let mut failed_requests = 0;
+    wait_for(
+        "the API server after the drop",
+        Duration::from_secs(60),
+        || {
+            let reply = api.http().get("/api/runs?limit=1");
+            failed_requests += usize::from(reply.status != 200);
+            (
+                (reply.status == 200).then_some(()),
+                String::from_utf8_lossy(&reply.body).into_owned(),
+            )
+        },
+    );
+    for i in 8..12 {
+        queue(i);
+    }
+    let total = expected.len() as i64;
+    wait_for("every run to finish", Duration::from_secs(300), || {
+        let by_status = statuses(&mut db);
+        let finished: i64 = by_status
+            .iter()
+            .filter(|(s, _)| !["queued", "running"].contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        ((finished == total).then_some(()), format!("{by_status:?}"))
+    });
+    let rows = db
+        .query(
+            "SELECT id, status, outputs, attempts FROM runs ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    let mut attempts_seen = Vec::new();
+    for row in &rows {
+        let id = row.get::<_, i64>(0) as u64;
+        let status: String = row.get(1);
+        let outputs: Value = serde_json::from_str(row.get::<_, &str>(2)).unwrap();
+        assert_eq!(status, "succeeded", "run {id}: {outputs}");
+        assert_eq!(outputs.as_array().unwrap().len(), 1, "run {id}: {outputs}");
+        let files = std::fs::read_dir(dir.path().join("data/outputs").join(id.to_string()))
+            .unwrap_or_else(|e| panic!("run {id}'s output folder: {e}"))
+            .count();
+        assert_eq!(files, 1, "run {id}: exactly one file");
+        assert!(
+            outputs[0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("/api/outputs/{id}/{}_", expected[&id])),
+            "run {id}: {outputs}"
+        );
+        attempts_seen.push(row.get::<_, i32>(3));
+    }
+    for mut worker in workers {
+        assert!(
+            worker.child.try_wait().unwrap().is_none(),
+            "worker {} kept running: {:#?}",
+            worker.name,
+            worker.log.lock().unwrap()
+        );
+    }
+    println!(
+        "figure: {dropped} connections dropped mid-run; {failed_requests} API request(s) failed \
+         before the server reconnected; lost leases per run {attempts_seen:?}"
     );
 }
 
