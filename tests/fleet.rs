@@ -24,6 +24,17 @@ const NEEDS_POSTGRES: &str = "WEFT_TEST_POSTGRES is not set: this test needs a P
      server (a connection string, e.g. `host=/tmp/x user=weft dbname=postgres`); `make test` \
      (scripts/test.sh) starts a throwaway one with scripts/postgres.sh";
 
+/// NOTIFY channels are per database, not per schema: fleets in two schemas of one database
+/// hear each other's events (and run ids repeat across schemas), so the tests that start a
+/// fleet take turns.
+static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// A schema of its own in the test server's database, dropped afterwards.
 struct Schema {
     url: String,
@@ -104,11 +115,17 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, url: &str, name: &str) -> Self {
-        Self::start_with_models(dir, url, name, &[repo().join("models")])
+        Self::start_with_models(dir, url, name, &[repo().join("models")], &[])
     }
 
-    /// A worker whose models are `models` (each a `--models` folder).
-    fn start_with_models(dir: &Path, url: &str, name: &str, models: &[PathBuf]) -> Self {
+    /// A worker whose models are `models` (each a `--models` folder), with `more` options.
+    fn start_with_models(
+        dir: &Path,
+        url: &str,
+        name: &str,
+        models: &[PathBuf],
+        more: &[&str],
+    ) -> Self {
         let mut child = Command::new(bin())
             .arg("worker")
             .args([
@@ -127,6 +144,7 @@ impl Worker {
                     .flat_map(|m| [Path::new("--models"), m.as_path()]),
             )
             .args(["--lease-timeout", "4"])
+            .args(more)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -250,6 +268,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> (Option
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
+    let _turn = one_fleet_at_a_time();
     let schema = Schema::new("killed");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
@@ -553,6 +572,7 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn a_fleet_finishes_every_run_once_when_its_database_connections_drop() {
+    let _turn = one_fleet_at_a_time();
     let mut schema = Schema::new("dropped");
     schema.tag_connections();
     let dir = project();
@@ -660,6 +680,7 @@ fn a_fleet_finishes_every_run_once_when_its_database_connections_drop() {
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn a_run_waits_for_a_worker_that_has_its_model() {
+    let _turn = one_fleet_at_a_time();
     let schema = Schema::new("models");
     let dir = project();
     // The embedded model under a second name only the second worker's folder has.
@@ -687,7 +708,8 @@ fn a_run_waits_for_a_worker_that_has_its_model() {
         extra_arg.as_str(),
     ];
     let api = ServerProcess::start(bin(), dir.path(), &api_args);
-    let _plain = Worker::start_with_models(dir.path(), &schema.url, "plain", &[models.clone()]);
+    let _plain =
+        Worker::start_with_models(dir.path(), &schema.url, "plain", &[models.clone()], &[]);
     let http = api.http();
     let needs_other = http.queue_run(&json!({"workflow": "other"}));
     let needs_plain = http.queue_run(&json!({"workflow": "circles"}));
@@ -706,7 +728,7 @@ fn a_run_waits_for_a_worker_that_has_its_model() {
             && shown["waiting"] == "waiting for a worker with model other-shapes";
         (waits.then_some(()), shown.to_string())
     });
-    let _both = Worker::start_with_models(dir.path(), &schema.url, "both", &[models, extra]);
+    let _both = Worker::start_with_models(dir.path(), &schema.url, "both", &[models, extra], &[]);
     let shown = wait_for(
         "the run needing other-shapes",
         Duration::from_secs(240),
@@ -739,6 +761,103 @@ fn a_run_waits_for_a_worker_that_has_its_model() {
     assert_eq!(needs, ["other-shapes"]);
 }
 
+/// Runs 18 runs naming three models (the embedded model linked under three names, so their
+/// loads have three cache keys) on two workers claiming with `--cache-affinity affinity`;
+/// how many runs found their model loaded (the record's `model` node `cached`).
+fn runs_finding_their_model_loaded(case: &str, affinity: &str) -> usize {
+    let schema = Schema::new(case);
+    let dir = project();
+    let extra = dir.path().join("extra-models");
+    std::fs::create_dir_all(&extra).unwrap();
+    let circles = std::fs::read_to_string(dir.path().join("workflows/circles.yaml")).unwrap();
+    let names = ["shapes-a", "shapes-b", "shapes-c"];
+    for name in names {
+        std::os::unix::fs::symlink(repo().join("models/tiny-shapes"), extra.join(name)).unwrap();
+        let doc = circles
+            .replace("name: tiny-shapes", &format!("name: {name}"))
+            .replace("prefix: circles", &format!("prefix: {name}"));
+        std::fs::write(dir.path().join(format!("workflows/{name}.yaml")), doc).unwrap();
+    }
+    let models = repo().join("models");
+    let (models_arg, extra_arg) = (
+        models.to_string_lossy().into_owned(),
+        extra.to_string_lossy().into_owned(),
+    );
+    let api_args = [
+        "--queue",
+        schema.url.as_str(),
+        "--models",
+        models_arg.as_str(),
+        "--models",
+        extra_arg.as_str(),
+    ];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let folders = [models.clone(), extra.clone()];
+    let _workers: Vec<Worker> = ["k1", "k2"]
+        .iter()
+        .map(|name| {
+            let more = ["--cache-affinity", affinity];
+            Worker::start_with_models(dir.path(), &schema.url, name, &folders, &more)
+        })
+        .collect();
+    let ids: Vec<u64> = (0..18)
+        .map(|i| {
+            api.http()
+                .queue_run(&json!({"workflow": names[i % 3], "set": {"sample.seed": 3000 + i}}))
+        })
+        .collect();
+    let mut db = schema.client();
+    wait_for("every run to finish", Duration::from_secs(300), || {
+        let by_status = statuses(&mut db);
+        let done = by_status.get("succeeded") == Some(&(ids.len() as i64));
+        let unfinished = by_status.contains_key("queued") || by_status.contains_key("running");
+        assert!(done || unfinished, "every run succeeds: {by_status:?}");
+        (done.then_some(()), format!("{by_status:?}"))
+    });
+    let mut loaded = 0;
+    let mut order = Vec::new();
+    for id in &ids {
+        let row = db
+            .query_one(
+                "SELECT nodes, worker, needs FROM runs WHERE id = $1",
+                &[&(*id as i64)],
+            )
+            .unwrap();
+        let nodes: Value = serde_json::from_str(row.get::<_, &str>(0)).unwrap();
+        let state = nodes["model"]["state"].as_str().unwrap_or("").to_string();
+        assert!(
+            ["ran", "cached"].contains(&state.as_str()),
+            "run {id}: {nodes}"
+        );
+        loaded += usize::from(state == "cached");
+        let needs: Vec<String> = row.get(2);
+        order.push(format!(
+            "{}:{}:{state}",
+            row.get::<_, String>(1),
+            needs.join(",")
+        ));
+    }
+    println!("runs with --cache-affinity {affinity} (worker:model:load): {order:?}");
+    loaded
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn cache_aware_claims_compared_with_oldest_first() {
+    let _turn = one_fleet_at_a_time();
+    let fifo = runs_finding_their_model_loaded("fifo", "0");
+    let aware = runs_finding_their_model_loaded("aware", "2");
+    println!(
+        "figure: runs that found their model loaded, of 18 (3 models, 2 workers): \
+         oldest first {fifo}, cache-aware {aware}"
+    );
+    // Each worker loads each model at most once in either order (the cache holds all three).
+    assert!(
+        fifo >= 18 - 6 && aware >= 18 - 6,
+        "fifo {fifo}, aware {aware}"
+    );
+}
+
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn leased_claims_take_each_run_once_and_report_their_rate() {
@@ -759,7 +878,7 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
                     let store = PgStore::open(&url).unwrap();
                     let mut ids = Vec::new();
                     while let Some(leased) = store
-                        .claim_leased(&format!("c{c}"), &format!("t{c}"), &[])
+                        .claim_leased(&format!("c{c}"), &format!("t{c}"), &[], &[], Duration::ZERO)
                         .unwrap()
                     {
                         ids.push(leased.run.id);
@@ -814,7 +933,10 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
     let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
     assert_eq!(expired.requeued.len(), RUNS - 1);
     assert!(expired.interrupted.is_empty());
-    let again = store.claim_leased("late", "t-late", &[]).unwrap().unwrap();
+    let again = store
+        .claim_leased("late", "t-late", &[], &[], Duration::ZERO)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.attempts, 1);
     assert!(
         !store.heartbeat(again.run.id, "t0").unwrap(),

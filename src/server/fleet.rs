@@ -25,7 +25,7 @@ use super::paths::Roots;
 use super::queue::{self, Claims, Queue};
 use super::store::{
     ConnectionString, Finished, PgStore, RunRecord, RunState, RunStore, StoreResult,
-    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL, WORKER_ALIVE,
 };
 
 /// A run whose lease expires this many times is marked interrupted instead of re-queued.
@@ -34,9 +34,10 @@ pub const MAX_ATTEMPTS: i32 = 3;
 /// How often an idle worker looks at the queue without being woken (a safety net for a lost
 /// notification; NOTIFY wakes it at once otherwise), and how often expired leases are looked for.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
-/// A worker not heard from for this long (it publishes its models every `FALLBACK_POLL`) no
-/// longer counts as one that can take a run needing its models.
-const WORKER_ALIVE: Duration = Duration::from_secs(20);
+/// How many of its latest runs' model sets a worker publishes as loaded. An estimate of
+/// what its cache holds: the cache keeps what the budget allows and says nothing about
+/// which models it evicted, so the last two runs' models stand for it.
+const LOADED_KEEP: usize = 2;
 
 /// `weft worker` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -81,6 +82,10 @@ pub struct WorkerArgs {
     /// stay on the worker: they are not sent across machines.
     #[arg(long, default_value_t = 0)]
     pub preview_every: u32,
+    /// Cache-aware claiming: a run whose models another worker has loaded is left to it for
+    /// this many seconds before this worker takes it (0: plain oldest-first).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub cache_affinity: f64,
 }
 
 /// The connection string from `--queue` or WEFT_QUEUE.
@@ -96,6 +101,8 @@ struct Held {
     id: u64,
     token: String,
     renewed: Instant,
+    /// The run's needed models: loaded in this worker's cache once it ran.
+    needs: Vec<String>,
 }
 
 /// Claims under a lease, and finishes only while holding it.
@@ -106,6 +113,10 @@ struct LeaseClaims {
     /// The model names this worker has (`model_inventory`, refreshed every fallback tick):
     /// only runs needing none other are claimed.
     models: Mutex<Vec<String>>,
+    /// Model sets of this worker's latest runs, newest first (at most `LOADED_KEEP`).
+    loaded: Mutex<Vec<Vec<String>>>,
+    /// See `WorkerArgs::cache_affinity`.
+    affinity: Duration,
     held: Mutex<Option<Held>>,
     /// Set when the worker is stopping: nothing more is claimed.
     stopping: std::sync::atomic::AtomicBool,
@@ -169,7 +180,17 @@ impl Claims for LeaseClaims {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let Some(leased) = self.store.claim_leased(&self.worker, &token, &models)? else {
+        let loaded: Vec<String> = {
+            let sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let Some(leased) =
+            self.store
+                .claim_leased(&self.worker, &token, &models, &loaded, self.affinity)?
+        else {
             return Ok(None);
         };
         let id = leased.run.id;
@@ -193,6 +214,7 @@ impl Claims for LeaseClaims {
             id,
             token,
             renewed: Instant::now(),
+            needs: super::store::needed_models(&leased.run.workflow),
         });
         Ok(Some(leased.run))
     }
@@ -203,10 +225,38 @@ impl Claims for LeaseClaims {
             Some(held) if held.id == id => {
                 self.flush();
                 let payload = fit_payload(announce);
-                self.store
-                    .finish_leased(id, &held.token, finished, Some(&payload))
+                let recorded =
+                    self.store
+                        .finish_leased(id, &held.token, finished, Some(&payload))?;
+                if recorded && finished.status == weft_engine::RunStatus::Succeeded {
+                    self.note_loaded(held.needs);
+                }
+                Ok(recorded)
             }
             _ => Ok(false),
+        }
+    }
+}
+
+impl LeaseClaims {
+    /// A run that succeeded left its models in this worker's cache: published for
+    /// cache-aware claims (a failure to publish only costs the preference).
+    fn note_loaded(&self, needs: Vec<String>) {
+        if needs.is_empty() {
+            return;
+        }
+        let names: Vec<String> = {
+            let mut sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            sets.retain(|set| *set != needs);
+            sets.insert(0, needs);
+            sets.truncate(LOADED_KEEP);
+            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        if let Err(e) = self.store.publish_loaded(&self.worker, &names) {
+            eprintln!("weft worker: {e}");
         }
     }
 }
@@ -401,6 +451,8 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         worker: name.clone(),
         outputs: roots.outputs.clone(),
         models: Mutex::new(model_inventory(&roots.models)),
+        loaded: Mutex::new(Vec::new()),
+        affinity: Duration::from_secs_f64(args.cache_affinity.max(0.0)),
         held: Mutex::new(None),
         stopping: Default::default(),
         hub: hub.clone(),

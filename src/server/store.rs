@@ -15,6 +15,7 @@ mod sqlite;
 
 pub use self::lease::{
     needed_models, Expired, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+    WORKER_ALIVE,
 };
 pub use self::pg::PgStore;
 pub use self::sqlite::SqliteStore;

@@ -65,6 +65,10 @@ pub fn needed_models(workflow: &str) -> Vec<String> {
     names
 }
 
+/// A worker not heard from for this long (it publishes its models every 5 s) no longer
+/// counts as one that can take a run needing its models, nor one a run is left for.
+pub const WORKER_ALIVE: Duration = Duration::from_secs(20);
+
 /// A run a worker holds: the run and how many earlier holders lost it.
 pub struct LeasedRun {
     pub run: RunRecord,
@@ -86,15 +90,22 @@ const GAVE_UP_ERROR: &str =
     "{\"message\":\"the workers running this run stopped (their leases expired) too many times\"}";
 
 impl PgStore {
-    /// Takes the oldest queued run for `worker` under the lease `token` (`FOR UPDATE SKIP
-    /// LOCKED`: claimers never wait for each other nor take the same run), of the runs whose
-    /// needed models are all in `models` (the worker's `model_inventory`).
+    /// Takes a queued run for `worker` under the lease `token` (`FOR UPDATE SKIP LOCKED`:
+    /// claimers never wait for each other nor take the same run), of the runs whose needed
+    /// models are all in `models` (the worker's `model_inventory`). With `affinity` above
+    /// zero the claim is cache-aware: a run whose models are all in `loaded` (what this
+    /// worker's cache holds) comes first, and a run whose models another live worker holds
+    /// loaded is left to that worker until it has waited `affinity`; otherwise oldest first.
     pub fn claim_leased(
         &self,
         worker: &str,
         token: &str,
         models: &[String],
+        loaded: &[String],
+        affinity: Duration,
     ) -> StoreResult<Option<LeasedRun>> {
+        let affinity_ms = affinity.as_millis().min(i64::MAX as u128) as i64;
+        let alive_ms = WORKER_ALIVE.as_millis() as i64;
         let row = self.with("claiming the next queued run", None, |c| {
             c.query_opt(
                 concat!(
@@ -103,12 +114,19 @@ impl PgStore {
                     ", heartbeat_at = ",
                     db_now_ms!(),
                     ", worker = $1, lease = $2, waiting = NULL WHERE id = \
-                     (SELECT id FROM runs WHERE status = 'queued' AND needs <@ $3 \
-                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
+                     (SELECT id FROM runs AS r WHERE status = 'queued' AND needs <@ $3 \
+                     AND ($5::bigint = 0 OR needs <@ $4 OR queued_at < ",
+                    db_now_ms!(),
+                    " - $5::bigint OR NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.name <> $1 \
+                     AND w.seen_at > ",
+                    db_now_ms!(),
+                    " - $6::bigint AND r.needs <@ w.loaded)) \
+                     ORDER BY ($5::bigint > 0 AND needs <@ $4) DESC, id LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED) RETURNING ",
                     run_columns!(),
                     ", attempts"
                 ),
-                &[&worker, &token, &models],
+                &[&worker, &token, &models, &loaded, &affinity_ms, &alive_ms],
             )
         })?;
         row.map(|r| {
@@ -236,6 +254,17 @@ impl PgStore {
                     db_now_ms!()
                 ),
                 &[&worker, &models],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records the model names `worker`'s cache holds loaded (cache-aware claims read them).
+    pub fn publish_loaded(&self, worker: &str, loaded: &[String]) -> StoreResult<()> {
+        self.with("publishing the worker's loaded models", None, |c| {
+            c.execute(
+                "UPDATE workers SET loaded = $2 WHERE name = $1",
+                &[&worker, &loaded],
             )
             .map(|_| ())
         })

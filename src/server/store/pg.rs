@@ -81,6 +81,7 @@ ALTER TABLE runs ADD COLUMN needs TEXT[] NOT NULL DEFAULT '{}', ADD COLUMN waiti
 CREATE TABLE workers (
     name TEXT PRIMARY KEY,
     models TEXT[] NOT NULL,
+    loaded TEXT[] NOT NULL DEFAULT '{}',
     seen_at BIGINT NOT NULL
 );
 ",
