@@ -514,14 +514,15 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         || {
             let row = db
                 .query_one(
-                    "SELECT status, worker, attempts FROM runs WHERE id = $1",
+                    "SELECT status, worker, attempts, error FROM runs WHERE id = $1",
                     &[&(given_back as i64)],
                 )
                 .unwrap();
             let (status, worker, attempts): (String, Option<String>, i32) =
                 (row.get(0), row.get(1), row.get(2));
             let taken = status == "running" && worker.as_deref() != Some(holder.as_str());
-            let state = format!("{status} on {worker:?}");
+            let error: Option<String> = row.get(3);
+            let state = format!("{status} on {worker:?} (error {error:?}, held by {holder})");
             (taken.then_some((worker, attempts)), state)
         },
     );
@@ -708,8 +709,13 @@ fn a_run_waits_for_a_worker_that_has_its_model() {
         extra_arg.as_str(),
     ];
     let api = ServerProcess::start(bin(), dir.path(), &api_args);
-    let _plain =
-        Worker::start_with_models(dir.path(), &schema.url, "plain", &[models.clone()], &[]);
+    let _plain = Worker::start_with_models(
+        dir.path(),
+        &schema.url,
+        "plain",
+        std::slice::from_ref(&models),
+        &[],
+    );
     let http = api.http();
     let needs_other = http.queue_run(&json!({"workflow": "other"}));
     let needs_plain = http.queue_run(&json!({"workflow": "circles"}));
@@ -861,6 +867,8 @@ fn cache_aware_claims_compared_with_oldest_first() {
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn leased_claims_take_each_run_once_and_report_their_rate() {
+    // Its 2,000 enqueues NOTIFY every fleet in the database.
+    let _turn = one_fleet_at_a_time();
     use weft::server::store::{PgStore, RunStore};
     let schema = Schema::new("rate");
     let store = PgStore::open(&schema.url).unwrap();
