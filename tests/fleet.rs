@@ -24,6 +24,17 @@ const NEEDS_POSTGRES: &str = "WEFT_TEST_POSTGRES is not set: this test needs a P
      server (a connection string, e.g. `host=/tmp/x user=weft dbname=postgres`); `make test` \
      (scripts/test.sh) starts a throwaway one with scripts/postgres.sh";
 
+/// NOTIFY channels are per database, not per schema: fleets in two schemas of one database
+/// hear each other's events (and run ids repeat across schemas), so the tests that start a
+/// fleet take turns.
+static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// A schema of its own in the test server's database, dropped afterwards.
 struct Schema {
     url: String,
@@ -58,6 +69,30 @@ impl Schema {
         Self { url, admin, name }
     }
 
+    /// This schema's fleet tags its connections `application_name = <schema>`, so that
+    /// `drop_connections` ends exactly these (other tests share the server).
+    fn tag_connections(&mut self) {
+        self.url = if self.url.contains("://") {
+            format!("{}&application_name={}", self.url, self.name)
+        } else {
+            format!("{} application_name={}", self.url, self.name)
+        };
+    }
+
+    /// Ends every connection of this schema's fleet from the server's side (what a
+    /// PostgreSQL restart does to its clients); how many were ended.
+    fn drop_connections(&self) -> i64 {
+        let mut admin = postgres::Client::connect(&self.admin, postgres::NoTls).unwrap();
+        admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&self.name],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
     }
@@ -80,7 +115,17 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, url: &str, name: &str) -> Self {
-        let models = repo().join("models");
+        Self::start_with_models(dir, url, name, &[repo().join("models")], &[])
+    }
+
+    /// A worker whose models are `models` (each a `--models` folder), with `more` options.
+    fn start_with_models(
+        dir: &Path,
+        url: &str,
+        name: &str,
+        models: &[PathBuf],
+        more: &[&str],
+    ) -> Self {
         let mut child = Command::new(bin())
             .arg("worker")
             .args([
@@ -93,9 +138,13 @@ impl Worker {
                 "--threads",
                 "1",
             ])
-            .arg("--models")
-            .arg(&models)
+            .args(
+                models
+                    .iter()
+                    .flat_map(|m| [Path::new("--models"), m.as_path()]),
+            )
             .args(["--lease-timeout", "4"])
+            .args(more)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -219,6 +268,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> (Option
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
+    let _turn = one_fleet_at_a_time();
     let schema = Schema::new("killed");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
@@ -464,14 +514,15 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
         || {
             let row = db
                 .query_one(
-                    "SELECT status, worker, attempts FROM runs WHERE id = $1",
+                    "SELECT status, worker, attempts, error FROM runs WHERE id = $1",
                     &[&(given_back as i64)],
                 )
                 .unwrap();
             let (status, worker, attempts): (String, Option<String>, i32) =
                 (row.get(0), row.get(1), row.get(2));
             let taken = status == "running" && worker.as_deref() != Some(holder.as_str());
-            let state = format!("{status} on {worker:?}");
+            let error: Option<String> = row.get(3);
+            let state = format!("{status} on {worker:?} (error {error:?}, held by {holder})");
             (taken.then_some((worker, attempts)), state)
         },
     );
@@ -520,8 +571,304 @@ fn a_fleet_finishes_every_run_once_when_a_worker_is_killed_mid_run() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_fleet_finishes_every_run_once_when_its_database_connections_drop() {
+    let _turn = one_fleet_at_a_time();
+    let mut schema = Schema::new("dropped");
+    schema.tag_connections();
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api_args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let workers: Vec<Worker> = ["d1", "d2"]
+        .iter()
+        .map(|name| Worker::start(dir.path(), &schema.url, name))
+        .collect();
+    let workflows = ["circles", "squares", "triangles"];
+    let mut expected: HashMap<u64, &str> = HashMap::new();
+    let mut queue = |i: usize| {
+        let id = api
+            .http()
+            .queue_run(&json!({"workflow": workflows[i % 3], "set": {"sample.seed": 2000 + i}}));
+        expected.insert(id, workflows[i % 3]);
+    };
+    for i in 0..8 {
+        queue(i);
+    }
+    let mut db = postgres::Client::connect(&schema.admin, postgres::NoTls).unwrap();
+    let in_schema = format!("SET search_path = {}", schema.name);
+    db.batch_execute(&in_schema).unwrap();
+    wait_for("a run to be running", Duration::from_secs(240), || {
+        let by_status = statuses(&mut db);
+        (
+            by_status.contains_key("running").then_some(()),
+            format!("{by_status:?}"),
+        )
+    });
+    let dropped = schema.drop_connections();
+    assert!(
+        dropped >= 5,
+        "the API server's and workers' connections: {dropped}"
+    );
+    // The API server answers again once it has reconnected (a request may fail meanwhile).
+    let mut failed_requests = 0;
+    wait_for(
+        "the API server after the drop",
+        Duration::from_secs(60),
+        || {
+            let reply = api.http().get("/api/runs?limit=1");
+            failed_requests += usize::from(reply.status != 200);
+            (
+                (reply.status == 200).then_some(()),
+                String::from_utf8_lossy(&reply.body).into_owned(),
+            )
+        },
+    );
+    for i in 8..12 {
+        queue(i);
+    }
+    let total = expected.len() as i64;
+    wait_for("every run to finish", Duration::from_secs(300), || {
+        let by_status = statuses(&mut db);
+        let finished: i64 = by_status
+            .iter()
+            .filter(|(s, _)| !["queued", "running"].contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        ((finished == total).then_some(()), format!("{by_status:?}"))
+    });
+    let rows = db
+        .query(
+            "SELECT id, status, outputs, attempts FROM runs ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    let mut attempts_seen = Vec::new();
+    for row in &rows {
+        let id = row.get::<_, i64>(0) as u64;
+        let status: String = row.get(1);
+        let outputs: Value = serde_json::from_str(row.get::<_, &str>(2)).unwrap();
+        assert_eq!(status, "succeeded", "run {id}: {outputs}");
+        assert_eq!(outputs.as_array().unwrap().len(), 1, "run {id}: {outputs}");
+        let files = std::fs::read_dir(dir.path().join("data/outputs").join(id.to_string()))
+            .unwrap_or_else(|e| panic!("run {id}'s output folder: {e}"))
+            .count();
+        assert_eq!(files, 1, "run {id}: exactly one file");
+        assert!(
+            outputs[0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("/api/outputs/{id}/{}_", expected[&id])),
+            "run {id}: {outputs}"
+        );
+        attempts_seen.push(row.get::<_, i32>(3));
+    }
+    for mut worker in workers {
+        assert!(
+            worker.child.try_wait().unwrap().is_none(),
+            "worker {} kept running: {:#?}",
+            worker.name,
+            worker.log.lock().unwrap()
+        );
+    }
+    println!(
+        "figure: {dropped} connections dropped mid-run; {failed_requests} API request(s) failed \
+         before the server reconnected; lost leases per run {attempts_seen:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_run_waits_for_a_worker_that_has_its_model() {
+    let _turn = one_fleet_at_a_time();
+    let schema = Schema::new("models");
+    let dir = project();
+    // The embedded model under a second name only the second worker's folder has.
+    let extra = dir.path().join("extra-models");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::os::unix::fs::symlink(
+        repo().join("models/tiny-shapes"),
+        extra.join("other-shapes"),
+    )
+    .unwrap();
+    let circles = dir.path().join("workflows/circles.yaml");
+    let other = std::fs::read_to_string(&circles)
+        .unwrap()
+        .replace("name: tiny-shapes", "name: other-shapes");
+    assert!(other.contains("name: other-shapes"));
+    std::fs::write(dir.path().join("workflows/other.yaml"), other).unwrap();
+    let (models, extra_arg) = (repo().join("models"), extra.to_string_lossy().into_owned());
+    let models_arg = models.to_string_lossy().into_owned();
+    let api_args = [
+        "--queue",
+        schema.url.as_str(),
+        "--models",
+        models_arg.as_str(),
+        "--models",
+        extra_arg.as_str(),
+    ];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let _plain = Worker::start_with_models(
+        dir.path(),
+        &schema.url,
+        "plain",
+        std::slice::from_ref(&models),
+        &[],
+    );
+    let http = api.http();
+    let needs_other = http.queue_run(&json!({"workflow": "other"}));
+    let needs_plain = http.queue_run(&json!({"workflow": "circles"}));
+    let run = |id: u64| http.get(&format!("/api/runs/{id}")).json();
+    // The later run the worker can take goes first; the other waits, and says why.
+    wait_for("the plain worker's run", Duration::from_secs(240), || {
+        let shown = run(needs_plain);
+        (
+            (shown["status"] == "succeeded").then_some(()),
+            shown.to_string(),
+        )
+    });
+    wait_for("the waiting run's reason", Duration::from_secs(60), || {
+        let shown = run(needs_other);
+        let waits = shown["status"] == "queued"
+            && shown["waiting"] == "waiting for a worker with model other-shapes";
+        (waits.then_some(()), shown.to_string())
+    });
+    let _both = Worker::start_with_models(dir.path(), &schema.url, "both", &[models, extra], &[]);
+    let shown = wait_for(
+        "the run needing other-shapes",
+        Duration::from_secs(240),
+        || {
+            let shown = run(needs_other);
+            let done = !["queued", "running"].contains(&shown["status"].as_str().unwrap_or(""));
+            (done.then(|| shown.clone()), shown.to_string())
+        },
+    );
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert!(
+        shown.get("waiting").is_none(),
+        "no reason once taken: {shown}"
+    );
+    let mut db = schema.client();
+    let worker_of = |db: &mut postgres::Client, id: u64| -> String {
+        db.query_one("SELECT worker FROM runs WHERE id = $1", &[&(id as i64)])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(worker_of(&mut db, needs_other), "both");
+    assert_eq!(worker_of(&mut db, needs_plain), "plain");
+    let needs: Vec<String> = db
+        .query_one(
+            "SELECT needs FROM runs WHERE id = $1",
+            &[&(needs_other as i64)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(needs, ["other-shapes"]);
+}
+
+/// Runs 18 runs naming three models (the embedded model linked under three names, so their
+/// loads have three cache keys) on two workers claiming with `--cache-affinity affinity`;
+/// how many runs found their model loaded (the record's `model` node `cached`).
+fn runs_finding_their_model_loaded(case: &str, affinity: &str) -> usize {
+    let schema = Schema::new(case);
+    let dir = project();
+    let extra = dir.path().join("extra-models");
+    std::fs::create_dir_all(&extra).unwrap();
+    let circles = std::fs::read_to_string(dir.path().join("workflows/circles.yaml")).unwrap();
+    let names = ["shapes-a", "shapes-b", "shapes-c"];
+    for name in names {
+        std::os::unix::fs::symlink(repo().join("models/tiny-shapes"), extra.join(name)).unwrap();
+        let doc = circles
+            .replace("name: tiny-shapes", &format!("name: {name}"))
+            .replace("prefix: circles", &format!("prefix: {name}"));
+        std::fs::write(dir.path().join(format!("workflows/{name}.yaml")), doc).unwrap();
+    }
+    let models = repo().join("models");
+    let (models_arg, extra_arg) = (
+        models.to_string_lossy().into_owned(),
+        extra.to_string_lossy().into_owned(),
+    );
+    let api_args = [
+        "--queue",
+        schema.url.as_str(),
+        "--models",
+        models_arg.as_str(),
+        "--models",
+        extra_arg.as_str(),
+    ];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let folders = [models.clone(), extra.clone()];
+    let _workers: Vec<Worker> = ["k1", "k2"]
+        .iter()
+        .map(|name| {
+            let more = ["--cache-affinity", affinity];
+            Worker::start_with_models(dir.path(), &schema.url, name, &folders, &more)
+        })
+        .collect();
+    let ids: Vec<u64> = (0..18)
+        .map(|i| {
+            api.http()
+                .queue_run(&json!({"workflow": names[i % 3], "set": {"sample.seed": 3000 + i}}))
+        })
+        .collect();
+    let mut db = schema.client();
+    wait_for("every run to finish", Duration::from_secs(300), || {
+        let by_status = statuses(&mut db);
+        let done = by_status.get("succeeded") == Some(&(ids.len() as i64));
+        let unfinished = by_status.contains_key("queued") || by_status.contains_key("running");
+        assert!(done || unfinished, "every run succeeds: {by_status:?}");
+        (done.then_some(()), format!("{by_status:?}"))
+    });
+    let mut loaded = 0;
+    let mut order = Vec::new();
+    for id in &ids {
+        let row = db
+            .query_one(
+                "SELECT nodes, worker, needs FROM runs WHERE id = $1",
+                &[&(*id as i64)],
+            )
+            .unwrap();
+        let nodes: Value = serde_json::from_str(row.get::<_, &str>(0)).unwrap();
+        let state = nodes["model"]["state"].as_str().unwrap_or("").to_string();
+        assert!(
+            ["ran", "cached"].contains(&state.as_str()),
+            "run {id}: {nodes}"
+        );
+        loaded += usize::from(state == "cached");
+        let needs: Vec<String> = row.get(2);
+        order.push(format!(
+            "{}:{}:{state}",
+            row.get::<_, String>(1),
+            needs.join(",")
+        ));
+    }
+    println!("runs with --cache-affinity {affinity} (worker:model:load): {order:?}");
+    loaded
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn cache_aware_claims_compared_with_oldest_first() {
+    let _turn = one_fleet_at_a_time();
+    let fifo = runs_finding_their_model_loaded("fifo", "0");
+    let aware = runs_finding_their_model_loaded("aware", "2");
+    println!(
+        "figure: runs that found their model loaded, of 18 (3 models, 2 workers): \
+         oldest first {fifo}, cache-aware {aware}"
+    );
+    // Each worker loads each model at most once in either order (the cache holds all three).
+    assert!(
+        fifo >= 18 - 6 && aware >= 18 - 6,
+        "fifo {fifo}, aware {aware}"
+    );
+}
+
+#[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn leased_claims_take_each_run_once_and_report_their_rate() {
+    // Its 2,000 enqueues NOTIFY every fleet in the database.
+    let _turn = one_fleet_at_a_time();
     use weft::server::store::{PgStore, RunStore};
     let schema = Schema::new("rate");
     let store = PgStore::open(&schema.url).unwrap();
@@ -539,7 +886,7 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
                     let store = PgStore::open(&url).unwrap();
                     let mut ids = Vec::new();
                     while let Some(leased) = store
-                        .claim_leased(&format!("c{c}"), &format!("t{c}"))
+                        .claim_leased(&format!("c{c}"), &format!("t{c}"), &[], &[], Duration::ZERO)
                         .unwrap()
                     {
                         ids.push(leased.run.id);
@@ -594,7 +941,10 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
     let expired = store.requeue_expired(Duration::from_millis(1), 2).unwrap();
     assert_eq!(expired.requeued.len(), RUNS - 1);
     assert!(expired.interrupted.is_empty());
-    let again = store.claim_leased("late", "t-late").unwrap().unwrap();
+    let again = store
+        .claim_leased("late", "t-late", &[], &[], Duration::ZERO)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.attempts, 1);
     assert!(
         !store.heartbeat(again.run.id, "t0").unwrap(),

@@ -25,7 +25,7 @@ use super::paths::Roots;
 use super::queue::{self, Claims, Queue};
 use super::store::{
     ConnectionString, Finished, PgStore, RunRecord, RunState, RunStore, StoreResult,
-    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL, WORKER_ALIVE,
 };
 
 /// A run whose lease expires this many times is marked interrupted instead of re-queued.
@@ -34,6 +34,10 @@ pub const MAX_ATTEMPTS: i32 = 3;
 /// How often an idle worker looks at the queue without being woken (a safety net for a lost
 /// notification; NOTIFY wakes it at once otherwise), and how often expired leases are looked for.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// How many of its latest runs' model sets a worker publishes as loaded. An estimate of
+/// what its cache holds: the cache keeps what the budget allows and says nothing about
+/// which models it evicted, so the last two runs' models stand for it.
+const LOADED_KEEP: usize = 2;
 
 /// `weft worker` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -78,6 +82,10 @@ pub struct WorkerArgs {
     /// stay on the worker: they are not sent across machines.
     #[arg(long, default_value_t = 0)]
     pub preview_every: u32,
+    /// Cache-aware claiming: a run whose models another worker has loaded is left to it for
+    /// this many seconds before this worker takes it (0: plain oldest-first).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub cache_affinity: f64,
 }
 
 /// The connection string from `--queue` or WEFT_QUEUE.
@@ -93,6 +101,8 @@ struct Held {
     id: u64,
     token: String,
     renewed: Instant,
+    /// The run's needed models: loaded in this worker's cache once it ran.
+    needs: Vec<String>,
 }
 
 /// Claims under a lease, and finishes only while holding it.
@@ -100,6 +110,13 @@ struct LeaseClaims {
     store: Arc<PgStore>,
     worker: String,
     outputs: PathBuf,
+    /// The model names this worker has (`model_inventory`, refreshed every fallback tick):
+    /// only runs needing none other are claimed.
+    models: Mutex<Vec<String>>,
+    /// Model sets of this worker's latest runs, newest first (at most `LOADED_KEEP`).
+    loaded: Mutex<Vec<Vec<String>>>,
+    /// See `WorkerArgs::cache_affinity`.
+    affinity: Duration,
     held: Mutex<Option<Held>>,
     /// Set when the worker is stopping: nothing more is claimed.
     stopping: std::sync::atomic::AtomicBool,
@@ -158,7 +175,22 @@ impl Claims for LeaseClaims {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
         }
-        let Some(leased) = self.store.claim_leased(&self.worker, &token)? else {
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let loaded: Vec<String> = {
+            let sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let Some(leased) =
+            self.store
+                .claim_leased(&self.worker, &token, &models, &loaded, self.affinity)?
+        else {
             return Ok(None);
         };
         let id = leased.run.id;
@@ -182,6 +214,7 @@ impl Claims for LeaseClaims {
             id,
             token,
             renewed: Instant::now(),
+            needs: super::store::needed_models(&leased.run.workflow),
         });
         Ok(Some(leased.run))
     }
@@ -192,10 +225,38 @@ impl Claims for LeaseClaims {
             Some(held) if held.id == id => {
                 self.flush();
                 let payload = fit_payload(announce);
-                self.store
-                    .finish_leased(id, &held.token, finished, Some(&payload))
+                let recorded =
+                    self.store
+                        .finish_leased(id, &held.token, finished, Some(&payload))?;
+                if recorded && finished.status == weft_engine::RunStatus::Succeeded {
+                    self.note_loaded(held.needs);
+                }
+                Ok(recorded)
             }
             _ => Ok(false),
+        }
+    }
+}
+
+impl LeaseClaims {
+    /// A run that succeeded left its models in this worker's cache: published for
+    /// cache-aware claims (a failure to publish only costs the preference).
+    fn note_loaded(&self, needs: Vec<String>) {
+        if needs.is_empty() {
+            return;
+        }
+        let names: Vec<String> = {
+            let mut sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            sets.retain(|set| *set != needs);
+            sets.insert(0, needs);
+            sets.truncate(LOADED_KEEP);
+            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        if let Err(e) = self.store.publish_loaded(&self.worker, &names) {
+            eprintln!("weft worker: {e}");
         }
     }
 }
@@ -307,6 +368,47 @@ fn fit_payload(message: &str) -> String {
     small.to_string()
 }
 
+/// How deep below a models folder `model_inventory` looks (`loras/x.safetensors` is 2;
+/// `checkpoints/family/x.safetensors` 3).
+const INVENTORY_DEPTH: usize = 3;
+
+/// The model names this worker can load, as workflows name them: every file and folder up to
+/// `INVENTORY_DEPTH` below each models folder, relative to it with `/` (a folder of one kind
+/// adds its kind in front: `checkpoints/x.safetensors`), sorted, each once.
+fn model_inventory(models: &weft_engine::ModelFolders) -> Vec<String> {
+    fn walk(dir: &std::path::Path, prefix: &str, depth: usize, names: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let name = format!("{prefix}{file_name}");
+            // Follows links: set-up links models/converted into place.
+            if depth > 1 && entry.path().is_dir() {
+                walk(&entry.path(), &format!("{name}/"), depth - 1, names);
+            }
+            names.push(name);
+        }
+    }
+    let mut names = Vec::new();
+    for folder in models.folders() {
+        let prefix = folder
+            .kind
+            .as_ref()
+            .map(|kind| format!("{kind}/"))
+            .unwrap_or_default();
+        walk(&folder.dir, &prefix, INVENTORY_DEPTH, &mut names);
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// `weft worker`: claims and runs until killed.
 pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     let url = queue_url(args.queue.as_deref()).context(
@@ -348,6 +450,9 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         store: store.clone(),
         worker: name.clone(),
         outputs: roots.outputs.clone(),
+        models: Mutex::new(model_inventory(&roots.models)),
+        loaded: Mutex::new(Vec::new()),
+        affinity: Duration::from_secs_f64(args.cache_affinity.max(0.0)),
         held: Mutex::new(None),
         stopping: Default::default(),
         hub: hub.clone(),
@@ -369,6 +474,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     }
     let listen_queue = queue.clone();
     let maintenance = store.clone();
+    let (publishing, folders) = (claims.clone(), roots.models.clone());
     store
         .listen(
             &[QUEUED_CHANNEL, CANCEL_CHANNEL],
@@ -381,6 +487,14 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
                 }
                 Some(_) => listen_queue.wake(),
                 None => {
+                    let models = model_inventory(&folders);
+                    if let Err(e) = maintenance.publish_worker(&publishing.worker, &models) {
+                        eprintln!("weft worker: {e}");
+                    }
+                    *publishing.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+                    if let Err(e) = maintenance.note_waiting(WORKER_ALIVE) {
+                        eprintln!("weft worker: {e}");
+                    }
                     match maintenance.requeue_expired(lease_timeout, MAX_ATTEMPTS) {
                         Ok(expired) => {
                             if !expired.requeued.is_empty() {
@@ -426,6 +540,9 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
                 held.id
             ),
         }
+    }
+    if let Err(e) = store.forget_worker(&name) {
+        eprintln!("weft worker: {e}");
     }
     eprintln!("weft worker: stopped");
     std::process::exit(0);

@@ -14,7 +14,8 @@ mod pg;
 mod sqlite;
 
 pub use self::lease::{
-    Expired, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+    needed_models, Expired, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
+    WORKER_ALIVE,
 };
 pub use self::pg::PgStore;
 pub use self::sqlite::SqliteStore;
@@ -174,6 +175,10 @@ pub struct RunRecord {
     pub outputs: Json,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Json>,
+    /// Why a queued run is not taken yet (a fleet with no live worker holding a model it
+    /// needs: `waiting for a worker with model X`); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// What a finished run leaves behind.
@@ -337,6 +342,7 @@ struct RunRow {
     nodes: String,
     outputs: String,
     error: Option<String>,
+    waiting: Option<String>,
 }
 
 macro_rules! run_columns {
@@ -373,6 +379,7 @@ impl RunRow {
             nodes: json(&self.nodes),
             outputs: json(&self.outputs),
             error: self.error.as_deref().map(json),
+            waiting: self.waiting,
         })
     }
 }

@@ -26,6 +26,49 @@ pub const EVENTS_CHANNEL: &str = "weft_events";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 pub const MAX_PAYLOAD: usize = 7999;
 
+/// The node types that load a model file, and the input naming it (as a models folder's
+/// relative path: `tiny-shapes`, `loras/x.safetensors`).
+const MODEL_INPUTS: &[(&str, &str)] = &[
+    ("LoadCheckpoint", "name"),
+    ("LoadUpscaleModel", "name"),
+    ("LoadLora", "lora"),
+    ("LoadLoraModelOnly", "lora"),
+];
+
+/// The model names a stored workflow loads, sorted, each once: recorded with the run when it
+/// is queued, so a fleet's worker claims only runs it has every model for. A name given as an
+/// absolute path, a linked one, or one inside a subgraph file is not listed (not known here,
+/// and any worker may try it, as before).
+pub fn needed_models(workflow: &str) -> Vec<String> {
+    let Ok(parsed) = weft_engine::Workflow::parse(workflow.as_bytes()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = parsed
+        .nodes
+        .values()
+        .filter_map(|node| {
+            let (_, input) = MODEL_INPUTS
+                .iter()
+                .find(|(type_name, _)| *type_name == node.type_name)?;
+            match &node.inputs.get(*input)?.value {
+                weft_engine::InputValue::Constant(weft_engine::Constant::String(name))
+                    if !name.is_empty() && !std::path::Path::new(name).is_absolute() =>
+                {
+                    Some(name.clone())
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// A worker not heard from for this long (it publishes its models every 5 s) no longer
+/// counts as one that can take a run needing its models, nor one a run is left for.
+pub const WORKER_ALIVE: Duration = Duration::from_secs(20);
+
 /// A run a worker holds: the run and how many earlier holders lost it.
 pub struct LeasedRun {
     pub run: RunRecord,
@@ -47,9 +90,22 @@ const GAVE_UP_ERROR: &str =
     "{\"message\":\"the workers running this run stopped (their leases expired) too many times\"}";
 
 impl PgStore {
-    /// Takes the oldest queued run for `worker` under the lease `token` (`FOR UPDATE SKIP
-    /// LOCKED`: claimers never wait for each other nor take the same run).
-    pub fn claim_leased(&self, worker: &str, token: &str) -> StoreResult<Option<LeasedRun>> {
+    /// Takes a queued run for `worker` under the lease `token` (`FOR UPDATE SKIP LOCKED`:
+    /// claimers never wait for each other nor take the same run), of the runs whose needed
+    /// models are all in `models` (the worker's `model_inventory`). With `affinity` above
+    /// zero the claim is cache-aware: a run whose models are all in `loaded` (what this
+    /// worker's cache holds) comes first, and a run whose models another live worker holds
+    /// loaded is left to that worker until it has waited `affinity`; otherwise oldest first.
+    pub fn claim_leased(
+        &self,
+        worker: &str,
+        token: &str,
+        models: &[String],
+        loaded: &[String],
+        affinity: Duration,
+    ) -> StoreResult<Option<LeasedRun>> {
+        let affinity_ms = affinity.as_millis().min(i64::MAX as u128) as i64;
+        let alive_ms = WORKER_ALIVE.as_millis() as i64;
         let row = self.with("claiming the next queued run", None, |c| {
             c.query_opt(
                 concat!(
@@ -57,13 +113,20 @@ impl PgStore {
                     db_now_ms!(),
                     ", heartbeat_at = ",
                     db_now_ms!(),
-                    ", worker = $1, lease = $2 WHERE id = \
-                     (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 \
+                    ", worker = $1, lease = $2, waiting = NULL WHERE id = \
+                     (SELECT id FROM runs AS r WHERE status = 'queued' AND needs <@ $3 \
+                     AND ($5::bigint = 0 OR needs <@ $4 OR queued_at < ",
+                    db_now_ms!(),
+                    " - $5::bigint OR NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.name <> $1 \
+                     AND w.seen_at > ",
+                    db_now_ms!(),
+                    " - $6::bigint AND r.needs <@ w.loaded)) \
+                     ORDER BY ($5::bigint > 0 AND needs <@ $4) DESC, id LIMIT 1 \
                      FOR UPDATE SKIP LOCKED) RETURNING ",
                     run_columns!(),
                     ", attempts"
                 ),
-                &[&worker, &token],
+                &[&worker, &token, &models, &loaded, &affinity_ms, &alive_ms],
             )
         })?;
         row.map(|r| {
@@ -179,6 +242,67 @@ impl PgStore {
         Ok(expired)
     }
 
+    /// Records that `worker` is alive and has `models` (the fleet's list of who can run
+    /// what: `note_waiting` reads it).
+    pub fn publish_worker(&self, worker: &str, models: &[String]) -> StoreResult<()> {
+        self.with("publishing the worker's models", None, |c| {
+            c.execute(
+                concat!(
+                    "INSERT INTO workers (name, models, seen_at) VALUES ($1, $2, ",
+                    db_now_ms!(),
+                    ") ON CONFLICT (name) DO UPDATE SET models = $2, seen_at = ",
+                    db_now_ms!()
+                ),
+                &[&worker, &models],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records the model names `worker`'s cache holds loaded (cache-aware claims read them).
+    pub fn publish_loaded(&self, worker: &str, loaded: &[String]) -> StoreResult<()> {
+        self.with("publishing the worker's loaded models", None, |c| {
+            c.execute(
+                "UPDATE workers SET loaded = $2 WHERE name = $1",
+                &[&worker, &loaded],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A stopping worker leaves the fleet's list at once.
+    pub fn forget_worker(&self, worker: &str) -> StoreResult<()> {
+        self.with("removing the worker from the fleet's list", None, |c| {
+            c.execute("DELETE FROM workers WHERE name = $1", &[&worker])
+                .map(|_| ())
+        })
+    }
+
+    /// Says on each queued run that no worker seen within `alive` can take why it waits
+    /// (`waiting for a worker with model X`), and clears that once one can; the runs whose
+    /// note changed.
+    pub fn note_waiting(&self, alive: Duration) -> StoreResult<Vec<u64>> {
+        let alive_ms = alive.as_millis().min(i64::MAX as u128) as i64;
+        let rows = self.with("noting which queued runs no worker can take", None, |c| {
+            c.query(
+                concat!(
+                    "WITH live AS (SELECT DISTINCT unnest(models) AS model FROM workers \
+                     WHERE seen_at > ",
+                    db_now_ms!(),
+                    " - $1), notes AS (SELECT id, (SELECT 'waiting for a worker with model ' \
+                     || string_agg(n, ', ' ORDER BY n) FROM unnest(needs) AS n \
+                     WHERE n NOT IN (SELECT model FROM live)) AS note \
+                     FROM runs WHERE status = 'queued') \
+                     UPDATE runs SET waiting = notes.note FROM notes \
+                     WHERE runs.id = notes.id AND runs.status = 'queued' \
+                     AND runs.waiting IS DISTINCT FROM notes.note RETURNING runs.id"
+                ),
+                &[&alive_ms],
+            )
+        })?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
+
     /// Sends `payload` to every session listening on `channel` (delivered in the order sent
     /// from this connection).
     pub fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
@@ -271,5 +395,28 @@ impl PgStore {
                     }
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needed_models;
+
+    #[test]
+    fn a_workflow_needs_the_models_its_loaders_name_each_once() {
+        let workflow = r#"{"weft": 1, "nodes": {
+            "model": {"type": "LoadCheckpoint", "name": "tiny-shapes"},
+            "again": {"type": "LoadCheckpoint", "name": "tiny-shapes"},
+            "lora": {"type": "LoadLora", "model": "$model.unet", "text_encoder": "$model.text_encoder",
+                     "lora": "loras/x.safetensors"},
+            "up": {"type": "LoadUpscaleModel", "name": "/abs/esrgan.safetensors"},
+            "image": {"type": "LoadImage", "name": "cat.png"}
+        }}"#;
+        assert_eq!(
+            needed_models(workflow),
+            ["loras/x.safetensors", "tiny-shapes"],
+            "an absolute path is not a folder's name, and an image is no model"
+        );
+        assert!(needed_models("not a workflow: [").is_empty());
     }
 }

@@ -13,6 +13,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 use serde_json::Value as Json;
 
+use super::lease::needed_models;
 use super::*;
 
 /// Each migration takes the schema from version `i` to `i + 1`; never edit one that shipped.
@@ -75,13 +76,25 @@ END $$;
 CREATE TRIGGER runs_queued_wakes_workers AFTER INSERT OR UPDATE OF status ON runs
     FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION weft_run_queued();
 ",
+    "
+ALTER TABLE runs ADD COLUMN needs TEXT[] NOT NULL DEFAULT '{}', ADD COLUMN waiting TEXT;
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY,
+    models TEXT[] NOT NULL,
+    loaded TEXT[] NOT NULL DEFAULT '{}',
+    seen_at BIGINT NOT NULL
+);
+",
 ];
 
 /// Any number: the key of the advisory lock that serialises migrations in one database.
 const MIGRATION_LOCK: i64 = 0x7765_6674_0001;
 
-const INSERT_RUN: &str = "INSERT INTO runs (status, workflow_name, workflow, target, queued_at) \
-                          VALUES ('queued', $1, $2, $3, $4) RETURNING id";
+/// `$5`: the model names the run's workflow loads (`needed_models`): a fleet's worker claims
+/// it only when it has them all.
+const INSERT_RUN: &str =
+    "INSERT INTO runs (status, workflow_name, workflow, target, queued_at, needs) \
+     VALUES ('queued', $1, $2, $3, $4, $5) RETURNING id";
 
 pub(super) struct Connection {
     pub(super) client: Client,
@@ -187,6 +200,8 @@ pub(super) fn run_row(row: &Row) -> RunRow {
         nodes: row.get(8),
         outputs: row.get(9),
         error: row.get(10),
+        // Only `get` and `list` select it (what a client is shown); claims leave it out.
+        waiting: row.try_get("waiting").ok().flatten(),
     }
 }
 
@@ -349,7 +364,11 @@ impl RunStore for PgStore {
         at: i64,
     ) -> StoreResult<u64> {
         self.with("queueing a run", None, |c| {
-            let row = c.query(INSERT_RUN, &[&workflow_name, &workflow, &target, &at])?;
+            let needs = needed_models(workflow);
+            let row = c.query(
+                INSERT_RUN,
+                &[&workflow_name, &workflow, &target, &at, &needs],
+            )?;
             Ok(row[0].get::<_, i64>(0) as u64)
         })
     }
@@ -362,7 +381,16 @@ impl RunStore for PgStore {
                 let insert_run = c.prepared(INSERT_RUN)?;
                 let mut tx = c.client.transaction()?;
                 let run: i64 = tx
-                    .query_one(&insert_run, &[&None::<&str>, &workflow, &None::<&str>, &at])?
+                    .query_one(
+                        &insert_run,
+                        &[
+                            &None::<&str>,
+                            &workflow,
+                            &None::<&str>,
+                            &at,
+                            &needed_models(workflow),
+                        ],
+                    )?
                     .get(0);
                 // ON CONFLICT: a used prompt id is an answer, not an aborted transaction.
                 let inserted = tx.execute(
@@ -384,7 +412,11 @@ impl RunStore for PgStore {
     fn get(&self, id: u64) -> StoreResult<Option<RunRecord>> {
         self.with("reading a run", Some(id), |c| {
             c.query_opt(
-                concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    ", waiting FROM runs WHERE id = $1"
+                ),
                 &[&(id as i64)],
             )
         })?
@@ -400,7 +432,7 @@ impl RunStore for PgStore {
                 concat!(
                     "SELECT ",
                     run_columns!(),
-                    " FROM runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                    ", waiting FROM runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
                 ),
                 &[&before, &limit],
             )
@@ -523,7 +555,16 @@ impl RunStore for PgStore {
             let mut runs = Vec::with_capacity(sweep.cells.len());
             for (cell, (values, workflow)) in sweep.cells.iter().enumerate() {
                 let run: i64 = tx
-                    .query_one(&insert_run, &[&workflow_name, workflow, &target, &at])?
+                    .query_one(
+                        &insert_run,
+                        &[
+                            &workflow_name,
+                            workflow,
+                            &target,
+                            &at,
+                            &needed_models(workflow),
+                        ],
+                    )?
                     .get(0);
                 tx.execute(
                     &insert_cell,

@@ -74,6 +74,7 @@ fn run_row(row: &Row) -> rusqlite::Result<RunRow> {
         nodes: row.get(8)?,
         outputs: row.get(9)?,
         error: row.get(10)?,
+        waiting: None,
     })
 }
 
