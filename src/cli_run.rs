@@ -146,6 +146,11 @@ pub fn execute_batched(
                 node, step, total, ..
             } => events_bar.set_message(format!("{node} {step}/{total}")),
             Event::NodeCached { .. } | Event::NodeFinished { .. } => events_bar.inc(1),
+            // A warning (a LoRA's layers that patch nothing, a flagged image) must not vanish
+            // with the progress bar: printed above it on standard error.
+            Event::Notice { node, message, .. } => {
+                events_bar.suspend(|| eprintln!("note: {node}: {message}"))
+            }
             _ => {}
         }
     };

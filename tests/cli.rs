@@ -325,3 +325,47 @@ fn unknown_model_name_lists_what_the_models_folder_holds() {
         "{all}"
     );
 }
+
+#[test]
+#[ignore = "needs models/loras and models/converted from set-up; `make test` runs it"]
+fn a_notice_is_printed_by_a_plain_run_not_only_in_json() {
+    // The demo LoRA with two tensors of a layer the model lacks: LoadLora names them in a
+    // notice, which `weft run` must show above its summary (it once vanished with the bar).
+    let dir = tempfile::tempdir().unwrap();
+    let loras = dir.path().join("models/loras");
+    std::fs::create_dir_all(&loras).unwrap();
+    let mut tensors = tch::Tensor::read_safetensors(
+        repo().join("models/loras/tiny-shapes-prompt-dampener.safetensors"),
+    )
+    .unwrap();
+    for (part, shape) in [("up", [8i64, 4]), ("down", [4, 8])] {
+        tensors.push((
+            format!("lora_unet_nowhere_to_be_found.lora_{part}.weight"),
+            tch::Tensor::zeros(shape, (tch::Kind::Float, tch::Device::Cpu)),
+        ));
+    }
+    tch::Tensor::write_safetensors(&tensors, loras.join("with-stray.safetensors")).unwrap();
+    let ours = dir.path().join("models");
+    let shipped = repo().join("models");
+    let out = weft(
+        &[
+            "run",
+            repo().join("workflows/lora.yaml").to_str().unwrap(),
+            "--set",
+            "lora.lora=loras/with-stray.safetensors",
+            "--models",
+            ours.to_str().unwrap(),
+            "--models",
+            shipped.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: lora: ")
+            && stderr.contains("lora_unet_nowhere_to_be_found")
+            && stderr.contains("were not applied"),
+        "{stderr}"
+    );
+}
