@@ -41,12 +41,13 @@ done
 cd web-ui
 status=0
 WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
-  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/menus.test.mjs e2e/mask.test.mjs e2e/nodesize.test.mjs e2e/viewer.test.mjs e2e/queue.test.mjs e2e/details.test.mjs e2e/convert.test.mjs e2e/perf.test.mjs} || status=$?
-# ComfyUI's frontend test runs after the editor's (node --test orders files by name, and its
-# run would leave the editor's first txt2img with a cached checkpoint where it expects a load).
+  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/menus.test.mjs e2e/mask.test.mjs e2e/nodesize.test.mjs e2e/viewer.test.mjs e2e/queue.test.mjs e2e/perf.test.mjs} || status=$?
+# Files whose names sort before editor.test.mjs and that run a workflow go after the editor's
+# (node --test orders the files it is given by name, and their runs would leave the editor's
+# first txt2img with a cached checkpoint where it expects a load).
 if [ -z "${WEFT_UI_TESTS:-}" ]; then
   WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
-    node --test --test-concurrency=1 e2e/comfyui.test.mjs || status=$?
+    node --test --test-concurrency=1 e2e/comfyui.test.mjs e2e/convert.test.mjs e2e/details.test.mjs || status=$?
 fi
 if [ $status != 0 ]; then
   echo "test-ui: failed; server log:"; tail -40 "$tmp/serve.log"
