@@ -723,19 +723,13 @@ impl NodeCx<'_> {
         let Some(name) = self.string(comfy) else {
             return;
         };
-        let weft = if SamplerKind::NAMES.contains(&name.as_str()) {
-            Some(name.clone())
-        } else {
-            name.strip_suffix("_gpu")
-                .filter(|base| SamplerKind::NAMES.contains(base))
-                .map(str::to_string)
-        };
+        let weft = super::weft_sampler_name(&name);
         match weft {
             Some(w) => {
                 if w != name {
                     self.note(Some(comfy), format!("sampler '{name}' becomes '{w}': the same method; weft draws its step noise on the CPU on every device"));
                 }
-                self.put("sampler", w.as_str());
+                self.put("sampler", w);
             }
             None => {
                 self.issue_of(

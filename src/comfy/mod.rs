@@ -775,6 +775,18 @@ pub const VALUE_TYPES: [&str; 5] = [
     "PrimitiveBoolean",
 ];
 
+/// The weft sampler a ComfyUI sampler name runs as: the same name, or for ComfyUI's `*_gpu`
+/// variants their base method (weft draws step noise on the CPU on every device).
+pub fn weft_sampler_name(comfy: &str) -> Option<&'static str> {
+    let names = &weft_nodes::samplers::SamplerKind::NAMES;
+    let base = comfy.strip_suffix("_gpu").unwrap_or(comfy);
+    names
+        .iter()
+        .find(|n| **n == comfy)
+        .or_else(|| names.iter().find(|n| **n == base))
+        .copied()
+}
+
 pub fn comfy_type(class: &str) -> Option<&'static ComfyType> {
     TYPES.iter().find(|t| t.class == class)
 }

@@ -70,9 +70,7 @@ pub fn describe(ty: &ComfyType, registry: &Registry, files: &FileLists) -> Json 
                 let taken = |c: &Json| {
                     weft.contains(c)
                         || (name == "sampler_name"
-                            && c.as_str()
-                                .and_then(|c| c.strip_suffix("_gpu"))
-                                .is_some_and(|base| weft.contains(&json!(base))))
+                            && c.as_str().and_then(super::weft_sampler_name).is_some())
                 };
                 let mut kept: Vec<Json> = choices.iter().filter(|c| taken(c)).cloned().collect();
                 kept.extend(weft.iter().filter(|c| !choices.contains(c)).cloned());
