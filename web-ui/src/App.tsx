@@ -327,6 +327,7 @@ function Editor() {
     const ctx: ShortcutContext = {
       save: (as) => void (as ? saveAsAsk() : saveOrAsk()),
       queue: () => void queueRun(),
+      queueFront: () => void queueRun(undefined, true),
       cancel: () => void cancelRun(),
       undo: () => useEditor.getState().undo(),
       redo: () => useEditor.getState().redo(),
