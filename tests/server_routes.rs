@@ -832,6 +832,115 @@ async fn a_library_file_is_checked_as_a_subgraph_and_not_queued_on_its_own() {
 
 /// An exposed enum input declared without `choices` offers the choices of the inner input it
 /// feeds, so the node shows the same dropdown as inside; its own `choices` win.
+/// A library file's `./x.yaml` types are files next to it in `lib/`, whether the file is
+/// checked alone (read, listed, validated, saved) or used as a node; and the catalogue names
+/// library files as the user does, `lib/NAME.yaml`, never by the server's path.
+#[tokio::test]
+async fn a_library_file_finds_its_path_types_in_lib_and_no_server_path_is_sent() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("workflows/lib")).unwrap();
+    let add_ten = "weft: 1
+inputs:
+  x:
+    type: int
+outputs:
+  sum:
+    from: $add.sum
+nodes:
+  add:
+    type: AddInt
+    a: $inputs.x
+    b: 10
+";
+    let add_twenty = "weft: 1
+inputs:
+  x:
+    type: int
+outputs:
+  sum:
+    from: $second.sum
+nodes:
+  first:
+    type: ./AddTen.yaml
+    x: $inputs.x
+  second:
+    type: ./AddTen.yaml
+    x: $first.sum
+";
+    std::fs::write(f.path("workflows/lib/AddTen.yaml"), add_ten).unwrap();
+    std::fs::write(f.path("workflows/lib/AddTwenty.yaml"), add_twenty).unwrap();
+
+    let (status, read) = f
+        .call(Method::GET, "/api/workflows/lib%2FAddTwenty", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["diagnostics"], json!([]), "{read}");
+    let (_, list) = f.call(Method::GET, "/api/workflows", None).await;
+    let listed = list["library"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "lib/AddTwenty")
+        .cloned();
+    assert_eq!(
+        listed.map(|w| w["valid"].clone()),
+        Some(json!(true)),
+        "{list}"
+    );
+    let (status, validated) = f
+        .post(
+            "/api/validate",
+            json!({"workflow": read["workflow"], "name": "lib/AddTwenty"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{validated}");
+    assert_eq!(validated["diagnostics"], json!([]), "{validated}");
+    let (status, saved) = f
+        .put(
+            "/api/workflows/lib%2FAddTwenty",
+            json!({"workflow": read["workflow"], "revision": read["revision"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(saved["diagnostics"], json!([]), "{saved}");
+    // A canvas with no file is in the workflows folder, where there is no AddTen.yaml.
+    let (_, unnamed) = f
+        .post("/api/validate", json!({"workflow": read["workflow"]}))
+        .await;
+    assert_ne!(unnamed["diagnostics"], json!([]), "{unnamed}");
+
+    // Used as a node, it runs: 5 + 10 + 10.
+    let (status, queued) = f
+        .post(
+            "/api/runs",
+            json!({"workflow": {"weft": 1, "nodes": {
+                "n": {"type": "Int", "value": 5},
+                "twenty": {"type": "AddTwenty", "x": "$n.value"},
+                "show": {"type": "ShowInt", "value": "$twenty.sum"},
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let (_, nodes) = f.call(Method::GET, "/api/nodes", None).await;
+    let entry = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "AddTwenty")
+        .cloned()
+        .expect("AddTwenty in the catalogue");
+    assert_eq!(entry["subgraph"], "lib/AddTwenty.yaml", "{entry}");
+    assert_eq!(entry["doc"], "subgraph lib/AddTwenty.yaml", "{entry}");
+    let server_folder = f.path("workflows").display().to_string();
+    assert!(
+        !nodes.to_string().contains(&server_folder),
+        "the catalogue names {server_folder}"
+    );
+}
+
 #[tokio::test]
 async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
     let f = Fixture::new();

@@ -213,8 +213,9 @@ export const api = {
       name,
       workflow,
     }),
-  validate: (workflow: WorkflowDoc) =>
-    call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', { workflow }),
+  /** `name`: the file the canvas is (a `lib/NAME` file's `./x.yaml` types are in `lib/`). */
+  validate: (workflow: WorkflowDoc, name?: string) =>
+    call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', name ? { workflow, name } : { workflow }),
   run: (workflow: WorkflowDoc | string, target?: string, front = false) =>
     call<{ id: number }>('POST', '/api/runs', { workflow, ...(target ? { target } : {}), ...(front ? { front } : {}) }),
   /** One run with `"node.input": value` overrides (the file by name keeps its name in the history). */
