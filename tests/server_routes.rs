@@ -449,6 +449,122 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
 }
 
 #[tokio::test]
+async fn a_queued_run_moves_in_the_queue_and_a_front_run_is_taken_first() {
+    let f = Fixture::new();
+    // A long run on the committed tiny model keeps the scheduler busy while runs queued
+    // behind it are moved.
+    std::fs::copy(
+        weft_test_support::repo_root().join("workflows/txt2img.yaml"),
+        f.path("workflows/txt2img.yaml"),
+    )
+    .unwrap();
+    let (status, long) = f
+        .post(
+            "/api/runs",
+            json!({"workflow": "txt2img", "set": {"sample.steps": 5000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{long}");
+    let long = long["id"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, run) = f
+            .call(Method::GET, &format!("/api/runs/{long}"), None)
+            .await;
+        if run["status"] == "running" {
+            break;
+        }
+        assert!(
+            run["status"] == "queued" && std::time::Instant::now() < deadline,
+            "the long run did not start: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut waiting = Vec::new();
+    for value in [1, 2, 3] {
+        let (status, queued) = f
+            .post(
+                "/api/runs",
+                json!({"workflow": "chain", "set": {"a.value": value}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        waiting.push(queued["id"].as_u64().unwrap());
+    }
+    let [a, b, c] = waiting[..] else {
+        unreachable!()
+    };
+    let server = &f;
+    let move_to = move |id: u64, body: Value| async move {
+        server.post(&format!("/api/runs/{id}/move"), body).await
+    };
+    let (status, moved) = move_to(c, json!({"to": "front"})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["queued"], json!([c, a, b]));
+    let (status, moved) = move_to(c, json!({"after": b})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["queued"], json!([a, b, c]));
+    let (_, moved) = move_to(a, json!({"before": c})).await;
+    assert_eq!(moved["queued"], json!([b, a, c]));
+    let (_, moved) = move_to(b, json!({"to": "back"})).await;
+    assert_eq!(moved["queued"], json!([a, c, b]));
+
+    // Refusals say what is wrong and move nothing.
+    for (body, why) in [
+        (json!({"to": "top"}), "is not a place"),
+        (json!({"before": a, "to": "front"}), "one place at a time"),
+        (json!({}), "one place at a time"),
+        (json!({"before": c}), "next to itself"),
+    ] {
+        let (status, error) = move_to(c, body.clone()).await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            error["detail"].as_str().unwrap().contains(why),
+            "{body}: {error}"
+        );
+    }
+    let (status, error) = move_to(999, json!({"to": "front"})).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    let (status, error) = move_to(a, json!({"before": 999})).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(f.state.store.queued(10).unwrap().0, vec![a, c, b]);
+
+    // A run queued to the front is taken before those waiting, once the long run is cancelled.
+    let (status, queued) = f
+        .post("/api/runs", json!({"workflow": "chain", "front": true}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let front = queued["id"].as_u64().unwrap();
+    assert_eq!(f.state.store.queued(10).unwrap().0, vec![front, a, c, b]);
+    let (status, cancelled) = f
+        .call(Method::POST, &format!("/api/runs/{long}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{cancelled}");
+    let first = f.wait_run(front).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let mut started = Vec::new();
+    for id in [a, c, b] {
+        let run = f.wait_run(id).await;
+        started.push(run["started_at"].as_i64().unwrap());
+        assert!(
+            run["started_at"].as_i64() >= first["finished_at"].as_i64(),
+            "run {id} started before the front run finished: {run} / {first}"
+        );
+    }
+    assert!(started.is_sorted(), "taken in the moved order: {started:?}");
+    // A finished run has no place in the queue.
+    let (status, error) = move_to(a, json!({"to": "back"})).await;
+    assert_error(status, &error, StatusCode::CONFLICT, "conflict");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only queued runs"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_run_may_not_read_files_outside_the_servers_folders() {
     let f = Fixture::new();
     let outside = f.path("outside.png");
@@ -716,6 +832,115 @@ async fn a_library_file_is_checked_as_a_subgraph_and_not_queued_on_its_own() {
 
 /// An exposed enum input declared without `choices` offers the choices of the inner input it
 /// feeds, so the node shows the same dropdown as inside; its own `choices` win.
+/// A library file's `./x.yaml` types are files next to it in `lib/`, whether the file is
+/// checked alone (read, listed, validated, saved) or used as a node; and the catalogue names
+/// library files as the user does, `lib/NAME.yaml`, never by the server's path.
+#[tokio::test]
+async fn a_library_file_finds_its_path_types_in_lib_and_no_server_path_is_sent() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("workflows/lib")).unwrap();
+    let add_ten = "weft: 1
+inputs:
+  x:
+    type: int
+outputs:
+  sum:
+    from: $add.sum
+nodes:
+  add:
+    type: AddInt
+    a: $inputs.x
+    b: 10
+";
+    let add_twenty = "weft: 1
+inputs:
+  x:
+    type: int
+outputs:
+  sum:
+    from: $second.sum
+nodes:
+  first:
+    type: ./AddTen.yaml
+    x: $inputs.x
+  second:
+    type: ./AddTen.yaml
+    x: $first.sum
+";
+    std::fs::write(f.path("workflows/lib/AddTen.yaml"), add_ten).unwrap();
+    std::fs::write(f.path("workflows/lib/AddTwenty.yaml"), add_twenty).unwrap();
+
+    let (status, read) = f
+        .call(Method::GET, "/api/workflows/lib%2FAddTwenty", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["diagnostics"], json!([]), "{read}");
+    let (_, list) = f.call(Method::GET, "/api/workflows", None).await;
+    let listed = list["library"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "lib/AddTwenty")
+        .cloned();
+    assert_eq!(
+        listed.map(|w| w["valid"].clone()),
+        Some(json!(true)),
+        "{list}"
+    );
+    let (status, validated) = f
+        .post(
+            "/api/validate",
+            json!({"workflow": read["workflow"], "name": "lib/AddTwenty"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{validated}");
+    assert_eq!(validated["diagnostics"], json!([]), "{validated}");
+    let (status, saved) = f
+        .put(
+            "/api/workflows/lib%2FAddTwenty",
+            json!({"workflow": read["workflow"], "revision": read["revision"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(saved["diagnostics"], json!([]), "{saved}");
+    // A canvas with no file is in the workflows folder, where there is no AddTen.yaml.
+    let (_, unnamed) = f
+        .post("/api/validate", json!({"workflow": read["workflow"]}))
+        .await;
+    assert_ne!(unnamed["diagnostics"], json!([]), "{unnamed}");
+
+    // Used as a node, it runs: 5 + 10 + 10.
+    let (status, queued) = f
+        .post(
+            "/api/runs",
+            json!({"workflow": {"weft": 1, "nodes": {
+                "n": {"type": "Int", "value": 5},
+                "twenty": {"type": "AddTwenty", "x": "$n.value"},
+                "show": {"type": "ShowInt", "value": "$twenty.sum"},
+            }}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let run = f.wait_run(queued["id"].as_u64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let (_, nodes) = f.call(Method::GET, "/api/nodes", None).await;
+    let entry = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "AddTwenty")
+        .cloned()
+        .expect("AddTwenty in the catalogue");
+    assert_eq!(entry["subgraph"], "lib/AddTwenty.yaml", "{entry}");
+    assert_eq!(entry["doc"], "subgraph lib/AddTwenty.yaml", "{entry}");
+    let server_folder = f.path("workflows").display().to_string();
+    assert!(
+        !nodes.to_string().contains(&server_folder),
+        "the catalogue names {server_folder}"
+    );
+}
+
 #[tokio::test]
 async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
     let f = Fixture::new();

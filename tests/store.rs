@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use weft::server::store::{
-    CellStatus, ComfyPrompt, ConnectionString, Finished, NewSweep, PgStore, RunState, RunStore,
-    SqliteStore, StoreError,
+    CellStatus, ComfyPrompt, ConnectionString, Finished, NewSweep, PgStore, QueuePlace, RunState,
+    RunStore, SqliteStore, StoreError,
 };
 use weft_engine::RunStatus;
 
@@ -135,6 +135,50 @@ fn queue_order_claims_and_ids(b: &dyn Backend) {
     assert!(s.claim_next(43).unwrap().is_none(), "the queue is empty");
     assert!(s.get(4).unwrap().is_none(), "deleted");
     assert!(s.get(99).unwrap().is_none());
+}
+
+fn moved_runs_are_claimed_in_their_new_order(b: &dyn Backend) {
+    let s = b.open();
+    for i in 0..5 {
+        s.enqueue(Some("w"), "{}", None, i).unwrap();
+    }
+    let order = |s: &dyn RunStore| s.queued(10).unwrap().0;
+    assert!(s.move_queued(4, QueuePlace::Front).unwrap());
+    assert_eq!(order(&*s), vec![4, 1, 2, 3, 5]);
+    assert!(s.move_queued(1, QueuePlace::After(3)).unwrap());
+    assert_eq!(order(&*s), vec![4, 2, 3, 1, 5]);
+    assert!(s.move_queued(5, QueuePlace::Before(2)).unwrap());
+    assert_eq!(order(&*s), vec![4, 5, 2, 3, 1]);
+    assert!(s.move_queued(4, QueuePlace::Back).unwrap());
+    assert_eq!(order(&*s), vec![5, 2, 3, 1, 4]);
+    // Another connection (another process, a restart) sees the same order.
+    assert_eq!(order(&*b.open()), vec![5, 2, 3, 1, 4]);
+    assert_eq!(s.claim_next(10).unwrap().map(|r| r.id), Some(5));
+    assert!(
+        !s.move_queued(5, QueuePlace::Front).unwrap(),
+        "a running run does not move"
+    );
+    assert!(
+        !s.move_queued(2, QueuePlace::Before(5)).unwrap(),
+        "nor is one placed against it"
+    );
+    assert!(!s.move_queued(99, QueuePlace::Front).unwrap());
+    assert_eq!(
+        order(&*s),
+        vec![2, 3, 1, 4],
+        "a refused move changes nothing"
+    );
+    // A run queued after moves goes to the back, also behind runs moved to the back.
+    assert_eq!(s.enqueue(None, "{}", None, 20).unwrap(), 6);
+    assert!(s.move_queued(2, QueuePlace::Back).unwrap());
+    assert_eq!(s.enqueue(None, "{}", None, 21).unwrap(), 7);
+    assert_eq!(order(&*s), vec![3, 1, 4, 6, 2, 7]);
+    assert!(s.move_queued(7, QueuePlace::Front).unwrap());
+    let claimed: Vec<u64> = (0..6)
+        .map(|i| s.claim_next(30 + i).unwrap().expect("a queued run").id)
+        .collect();
+    assert_eq!(claimed, vec![7, 3, 1, 4, 6, 2]);
+    assert!(s.claim_next(40).unwrap().is_none());
 }
 
 fn records_read_back_as_written(b: &dyn Backend) {
@@ -461,6 +505,7 @@ macro_rules! suite {
 
 suite!(
     queue_order_claims_and_ids,
+    moved_runs_are_claimed_in_their_new_order,
     records_read_back_as_written,
     cancel_only_while_queued,
     a_restart_interrupts_what_was_running,

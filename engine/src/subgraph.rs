@@ -571,6 +571,23 @@ impl Expander<'_> {
                 }
             }
         }
+        // A subgraph file checked on its own: an output it exposes may come from a subgraph
+        // node of its own, which is inlined now; it follows the link as its consumers do.
+        if let Some(interface) = self.out.interface.as_mut() {
+            for exposed in interface.outputs.values_mut() {
+                let mut hops = 0;
+                while let Some(target) = self
+                    .redirects
+                    .get(&(exposed.from.node.clone(), exposed.from.output.clone()))
+                {
+                    exposed.from = target.clone();
+                    hops += 1;
+                    if hops > MAX_NESTING {
+                        break;
+                    }
+                }
+            }
+        }
         self.errors.extend(errors);
     }
 }

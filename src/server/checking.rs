@@ -152,7 +152,7 @@ pub fn validity(
         let summary = match known {
             Some(summary) => summary.clone(),
             None => {
-                let (valid, depends_on_folder) = validate_file(state, &bytes);
+                let (valid, depends_on_folder) = validate_file(state, name, &bytes);
                 Summary {
                     revision,
                     folder: depends_on_folder.then(&mut folder_now),
@@ -172,10 +172,10 @@ pub fn validity(
 
 /// Whether a workflow file is valid, and whether that depends on other files in the folder
 /// (it names a type the registry lacks: a subgraph, or a file that may appear).
-fn validate_file(state: &AppState, bytes: &[u8]) -> (bool, bool) {
+fn validate_file(state: &AppState, name: &str, bytes: &[u8]) -> (bool, bool) {
     match Workflow::parse(bytes) {
         Ok(workflow) => {
-            let diagnostics = super::workflows::check(state, &workflow);
+            let diagnostics = super::workflows::check(state, Some(name), &workflow);
             (
                 diagnostics.is_empty(),
                 names_unregistered_types(&state.registry, &workflow),

@@ -220,7 +220,7 @@ pub async fn import(State(state): State<AppState>, request: Request) -> ApiResul
             }
             let text = imported.workflow.to_yaml();
             let diagnostics = match Workflow::parse_str(&text) {
-                Ok(reread) => super::workflows::check(&checking_state, &reread),
+                Ok(reread) => super::workflows::check(&checking_state, None, &reread),
                 Err(d) => d,
             };
             (imported, text, diagnostics)

@@ -307,6 +307,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/{id}", get(runs::get).delete(runs::delete))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/runs/{id}/move", post(runs::move_in_queue))
         .route("/api/sweeps", get(sweeps::latest))
         .route("/api/sweeps/{id}", get(sweeps::get))
         .route("/api/sweeps/{id}/cancel", post(sweeps::cancel))

@@ -29,6 +29,23 @@ fn image_choices(inputs: &Path, shown_as: &Path) -> Vec<String> {
     found
 }
 
+/// A library subgraph's entry names its file (`subgraph`, and its doc) relative to the
+/// workflows folder, `lib/NAME.yaml`, as the editor and the workflow files do: the server's
+/// own folders are not the client's business.
+fn name_files_as_the_user_does(entry: &mut serde_json::Value, workflows: &Path) {
+    let Some(file) = entry["subgraph"].as_str().map(std::path::PathBuf::from) else {
+        return;
+    };
+    let Ok(relative) = file.strip_prefix(workflows) else {
+        return;
+    };
+    let relative = relative.to_string_lossy().replace('\\', "/");
+    entry["subgraph"] = json!(relative);
+    if let Some(doc) = entry["doc"].as_str() {
+        entry["doc"] = json!(doc.replace(&file.display().to_string(), &relative));
+    }
+}
+
 /// The catalogue as JSON text (so the ETag is the hash of exactly what is sent): the
 /// engine's catalogue (as `weft nodes --json` prints it, model names listed from the models
 /// folder now), with LoadImage's path offering the images in the inputs folder.
@@ -38,10 +55,14 @@ pub fn catalogue(state: &AppState) -> String {
     let images = image_choices(&state.roots.inputs, &state.inputs_ref);
     if let Some(nodes) = catalogue["nodes"].as_array_mut() {
         // Library subgraphs (workflows/lib/NAME.yaml) are node types like the others.
-        nodes.extend(weft_engine::catalogue::subgraph_catalogue(
+        let mut library = weft_engine::catalogue::subgraph_catalogue(
             &state.registry,
             &super::workflows::library(state),
-        ));
+        );
+        for subgraph in &mut library {
+            name_files_as_the_user_does(subgraph, &state.roots.workflows);
+        }
+        nodes.extend(library);
         for node in nodes.iter_mut().filter(|n| n["type"] == "LoadImage") {
             if let Some(inputs) = node["inputs"].as_array_mut() {
                 for input in inputs.iter_mut().filter(|i| i["name"] == "path") {

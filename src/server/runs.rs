@@ -1,5 +1,5 @@
 //! Runs: enqueue (a workflow name or an inline document, with overrides and a target), list
-//! (newest first, paged), detail, cancel, delete a queued one. Everything a run may read is
+//! (newest first, paged), detail, cancel, delete or move a queued one. Everything a run may read is
 //! checked here, before it is queued: it must validate and every file it names must resolve
 //! into the models, inputs, workflows or outputs folder.
 use axum::extract::{Path, Query, State};
@@ -13,7 +13,7 @@ use weft_engine::{Diagnostic, Workflow};
 
 use super::checking;
 use super::error::{ApiError, ApiResult};
-use super::store::{ComfyPrompt, RunRecord, RunState, StoreResult};
+use super::store::{ComfyPrompt, QueuePlace, RunRecord, RunState, StoreResult};
 use super::workflows::{self, JsonBody};
 use super::{now_ms, AppState};
 
@@ -34,6 +34,9 @@ pub struct CreateBody {
     /// (default 4; 1: every cell alone). Each cell is still its own run.
     #[serde(default)]
     batch: Option<usize>,
+    /// Queued ahead of every waiting run (not for sweeps: their cells keep their order).
+    #[serde(default)]
+    front: bool,
 }
 
 /// Applies `"node.input": value` overrides; a value is read exactly as in a document
@@ -114,12 +117,24 @@ pub(super) enum Origin<'a> {
 
 /// The one way a checked run enters the queue, from either API: stored, announced
 /// (`run_queued`), handed to the scheduler already parsed, and the scheduler woken.
-pub(super) fn submit(state: &AppState, workflow: Workflow, origin: Origin) -> StoreResult<u64> {
+/// Queues a checked workflow; `front`: ahead of every run waiting (ComfyUI's "queue front").
+pub(super) fn submit(
+    state: &AppState,
+    workflow: Workflow,
+    origin: Origin,
+    front: bool,
+) -> StoreResult<u64> {
     let text = workflow.to_json().to_string();
     let id = match origin {
         Origin::Api { name, target } => state.store.enqueue(name, &text, target, now_ms())?,
         Origin::Comfy(prompt) => state.store.enqueue_prompt(&text, now_ms(), prompt)?,
     };
+    // Before the scheduler is woken, so that it takes this run next. Two steps, not one
+    // transaction: a scheduler already awake may take the run first, which is what the
+    // front of the queue asked for anyway.
+    if front {
+        state.store.move_queued(id, QueuePlace::Front)?;
+    }
     state
         .hub
         .send(json!({"event": "run_queued", "run": id}).to_string().into());
@@ -211,6 +226,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
     let target = body.target.clone();
+    let front = body.front;
     let checking_state = state.clone();
     let checked = checking::off_runtime(&state, "validating the workflow", move || {
         checked_workflow(&checking_state, body)
@@ -224,8 +240,8 @@ pub async fn create(
         name: name.as_deref(),
         target: target.as_deref(),
     };
-    let id =
-        submit(&state, workflow, origin).map_err(|e| ApiError::internal("queueing a run", e))?;
+    let id = submit(&state, workflow, origin, front)
+        .map_err(|e| ApiError::internal("queueing a run", e))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
@@ -436,4 +452,82 @@ pub async fn delete(
         ),
         None,
     ))
+}
+
+/// `POST /api/runs/{id}/move`: where a queued run goes, one of `{"to": "front"}`,
+/// `{"to": "back"}`, `{"before": ID}`, `{"after": ID}` (another queued run).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+const MOVE_FORMS: &str =
+    "say where the run goes: {\"to\": \"front\"}, {\"to\": \"back\"}, {\"before\": ID} or {\"after\": ID}";
+
+impl MoveBody {
+    fn place(&self) -> ApiResult<QueuePlace> {
+        match (self.to.as_deref(), self.before, self.after) {
+            (Some("front"), None, None) => Ok(QueuePlace::Front),
+            (Some("back"), None, None) => Ok(QueuePlace::Back),
+            (None, Some(run), None) => Ok(QueuePlace::Before(run)),
+            (None, None, Some(run)) => Ok(QueuePlace::After(run)),
+            (Some(other), None, None) => Err(ApiError::BadRequest(format!(
+                "\"to\": \"{other}\" is not a place in the queue; {MOVE_FORMS}"
+            ))),
+            _ => Err(ApiError::BadRequest(format!(
+                "one place at a time: {MOVE_FORMS}"
+            ))),
+        }
+    }
+}
+
+/// Moves a queued run; the reply is the queue's new order (ids, first taken first).
+pub async fn move_in_queue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<MoveBody>,
+) -> ApiResult<Json<Json_>> {
+    let id = run_id(&id)?;
+    let place = body.place()?;
+    let anchor = match place {
+        QueuePlace::Before(run) | QueuePlace::After(run) => Some(run),
+        QueuePlace::Front | QueuePlace::Back => None,
+    };
+    if anchor == Some(id) {
+        return Err(ApiError::BadRequest(format!(
+            "run {id} cannot be placed next to itself"
+        )));
+    }
+    let moved = state
+        .store
+        .move_queued(id, place)
+        .map_err(|e| ApiError::internal("moving a run in the queue", e))?;
+    if !moved {
+        // Which of the two is not waiting (or does not exist) says what to do.
+        for run in std::iter::once(id).chain(anchor) {
+            let status = find(&state, run)?.status;
+            if status != RunState::Queued {
+                return Err(ApiError::Conflict(
+                    format!("run {run} is {status}; only queued runs have a place in the queue"),
+                    None,
+                ));
+            }
+        }
+        return Err(ApiError::Conflict(
+            format!("run {id} left the queue while it was being moved"),
+            None,
+        ));
+    }
+    state.queue.changed();
+    let (queued, total) = state
+        .store
+        .queued(super::queue::QUEUE_LISTED)
+        .map_err(|e| ApiError::internal("reading the queue", e))?;
+    Ok(Json(json!({"id": id, "queued": queued, "total": total})))
 }

@@ -271,6 +271,65 @@ pub struct ComfyPrompt {
     pub outputs: Vec<String>,
 }
 
+/// Where `move_queued` puts a waiting run in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueuePlace {
+    /// Taken next.
+    Front,
+    /// Taken after every run now waiting.
+    Back,
+    /// Just before this queued run.
+    Before(u64),
+    /// Just after this queued run.
+    After(u64),
+}
+
+/// The queue's order, worked out once for both backends. A run's place is its *order key*,
+/// `COALESCE(queue_order, id)`: a run never moved has none of its own and sorts by its id, so a
+/// new run goes to the back without reading the queue. A move hands the waiting runs' existing
+/// keys out again in the new order (a permutation: no key grows past the newest id, so runs
+/// queued later still go behind), and only rows whose key changed are written.
+///
+/// `queue`: the waiting runs as (id, order key), in queue order. The (id, new key) pairs to
+/// write, or `None` when `id` (or the run it is placed against) is not in the queue.
+pub fn reordered(queue: &[(u64, i64)], id: u64, place: QueuePlace) -> Option<Vec<(u64, i64)>> {
+    let from = queue.iter().position(|(run, _)| *run == id)?;
+    let mut order: Vec<u64> = queue.iter().map(|(run, _)| *run).collect();
+    order.remove(from);
+    let to = match place {
+        QueuePlace::Front => 0,
+        QueuePlace::Back => order.len(),
+        QueuePlace::Before(anchor) | QueuePlace::After(anchor) => {
+            let at = order.iter().position(|run| *run == anchor)?;
+            if matches!(place, QueuePlace::After(_)) {
+                at + 1
+            } else {
+                at
+            }
+        }
+    };
+    order.insert(to, id);
+    let mut keys: Vec<i64> = queue.iter().map(|(_, key)| *key).collect();
+    keys.sort_unstable();
+    Some(
+        order
+            .into_iter()
+            .zip(keys)
+            .zip(queue)
+            .filter(|((run, key), (was_run, was_key))| run != was_run || key != was_key)
+            .map(|(new, _)| new)
+            .collect(),
+    )
+}
+
+/// The SQL for a run's place in the queue (see `reordered`), for ORDER BY.
+macro_rules! queue_order_key {
+    () => {
+        "COALESCE(queue_order, id)"
+    };
+}
+pub(crate) use queue_order_key;
+
 pub trait RunStore: Send + Sync {
     /// Adds a queued run; returns its id (ids only grow, never reused).
     fn enqueue(
@@ -289,7 +348,11 @@ pub trait RunStore: Send + Sync {
     fn list(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<RunRecord>>;
     /// Queued ids in run order (at most `limit`) and how many are queued in all.
     fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)>;
-    /// Takes the oldest queued run: it becomes running (started `at`) in the same statement,
+    /// Moves a queued run to `place` (see `reordered`), in one transaction; false when the run,
+    /// or the run it is placed against, is not queued (nothing moves then).
+    fn move_queued(&self, id: u64, place: QueuePlace) -> StoreResult<bool>;
+    /// Takes the first queued run in queue order (`reordered`; oldest first unless a run was
+    /// moved): it becomes running (started `at`) in the same statement,
     /// so two claimers, in this process or another, never take the same run.
     fn claim_next(&self, at: i64) -> StoreResult<Option<RunRecord>>;
     /// running -> the finished status; false if the run was not running (finished once).
@@ -451,6 +514,29 @@ mod tests {
             serde_json::to_value(CellStatus::Deleted).unwrap(),
             "deleted"
         );
+    }
+
+    #[test]
+    fn a_move_hands_the_waiting_runs_keys_out_again_in_the_new_order() {
+        // Run 9 was moved to the front before (key 0); the others have their ids as keys.
+        let queue = [(9, 0), (3, 3), (5, 5), (7, 7)];
+        assert_eq!(
+            reordered(&queue, 7, QueuePlace::Front),
+            Some(vec![(7, 0), (9, 3), (3, 5), (5, 7)])
+        );
+        assert_eq!(
+            reordered(&queue, 9, QueuePlace::After(3)),
+            Some(vec![(3, 0), (9, 3)]),
+            "only the rows whose key changes are written"
+        );
+        assert_eq!(
+            reordered(&queue, 3, QueuePlace::Before(7)),
+            Some(vec![(5, 3), (3, 5)])
+        );
+        assert_eq!(reordered(&queue, 7, QueuePlace::Back), Some(vec![]));
+        assert_eq!(reordered(&queue, 5, QueuePlace::Before(5)), None);
+        assert_eq!(reordered(&queue, 4, QueuePlace::Front), None);
+        assert_eq!(reordered(&queue, 3, QueuePlace::After(4)), None);
     }
 
     #[test]

@@ -102,7 +102,12 @@ fn workflow_name(path: &Path) -> Option<String> {
 fn announcement(registry: &Registry, dir: &Path, name: &str, bytes: &[u8]) -> serde_json::Value {
     let rev = revision(bytes);
     let diagnostics = match Workflow::parse(bytes) {
-        Ok(w) => super::workflows::validate_expanded(registry, dir, &w),
+        Ok(w) => super::workflows::validate_expanded(
+            registry,
+            dir,
+            &super::workflows::folder_of(dir, name),
+            &w,
+        ),
         Err(d) => d,
     };
     if diagnostics.is_empty() {

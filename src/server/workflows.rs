@@ -61,15 +61,30 @@ pub fn from_doc(doc: &Json_) -> Result<Workflow, Vec<Diagnostic>> {
     Workflow::parse_str(&text)
 }
 
-/// Validation diagnostics of a parsed workflow.
-pub fn check(state: &AppState, workflow: &Workflow) -> Vec<Diagnostic> {
-    validate_expanded(&state.registry, &state.roots.workflows, workflow)
+/// Validation diagnostics of a parsed workflow; `name`: the file it is (or will be), whose
+/// folder its path types are relative to (a canvas with no file: the workflows folder).
+pub fn check(state: &AppState, name: Option<&str>, workflow: &Workflow) -> Vec<Diagnostic> {
+    let root = &state.roots.workflows;
+    let folder = name.map_or_else(|| root.clone(), |n| folder_of(root, n));
+    validate_expanded(&state.registry, root, &folder, workflow)
 }
 
-/// Validation diagnostics after inlining subgraphs (what a run would see).
+/// The folder a workflow file's path types (`./x.yaml`) are relative to: the file's own,
+/// `lib/` for `lib/NAME`, as the engine resolves them where the file is used as a node.
+pub fn folder_of(root: &FsPath, name: &str) -> PathBuf {
+    if name.starts_with("lib/") {
+        root.join("lib")
+    } else {
+        root.to_path_buf()
+    }
+}
+
+/// Validation diagnostics after inlining subgraphs (what a run would see); `folder`: where
+/// the workflow's file is (see `folder_of`).
 pub fn validate_expanded(
     registry: &Registry,
     root: &FsPath,
+    folder: &FsPath,
     workflow: &Workflow,
 ) -> Vec<Diagnostic> {
     // A sweep's axis values first (located in its section, on the workflow as written, where
@@ -85,11 +100,12 @@ pub fn validate_expanded(
         }
         Ok(None) => workflow,
     };
-    match expand(registry, root, workflow) {
+    match expand_in(registry, root, folder, workflow) {
         Ok(expanded) => {
             // A library subgraph's file is checked as the node it is used as, against its own
             // `inputs:` and `outputs:` (it links `$inputs` and has no output node of its own).
-            let mut d = match &workflow.interface {
+            // The expanded interface: an output from a nested subgraph node follows it inside.
+            let mut d = match &expanded.interface {
                 Some(interface) => weft_engine::validate_subgraph(&expanded, registry, interface),
                 None => weft_engine::validate(&expanded, registry, None),
             };
@@ -125,15 +141,25 @@ pub fn expand(
     root: &FsPath,
     workflow: &Workflow,
 ) -> Result<Workflow, Vec<Diagnostic>> {
+    expand_in(registry, root, root, workflow)
+}
+
+/// `expand` for a workflow whose file is in `folder` (its path types are relative to it).
+fn expand_in(
+    registry: &Registry,
+    root: &FsPath,
+    folder: &FsPath,
+    workflow: &Workflow,
+) -> Result<Workflow, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
-    check_subgraph_files(registry, root, workflow, root, 0, &mut seen, &mut errors);
+    check_subgraph_files(registry, root, workflow, folder, 0, &mut seen, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
     let library = [root.join("lib")];
     let paths = weft_engine::subgraph::SubgraphPaths {
-        base_dir: root,
+        base_dir: folder,
         library: &library,
     };
     match weft_engine::subgraph::expand_subgraphs(workflow, registry, &paths) {
@@ -230,10 +256,10 @@ pub fn read(state: &AppState, name: &str) -> ApiResult<(PathBuf, Vec<u8>)> {
 }
 
 /// Parse + validate diagnostics of file bytes, and the workflow when it parses.
-fn inspect(state: &AppState, bytes: &[u8]) -> (Option<Workflow>, Vec<Diagnostic>) {
+fn inspect(state: &AppState, name: &str, bytes: &[u8]) -> (Option<Workflow>, Vec<Diagnostic>) {
     match Workflow::parse(bytes) {
         Ok(w) => {
-            let d = check(state, &w);
+            let d = check(state, Some(name), &w);
             (Some(w), d)
         }
         Err(d) => (None, d),
@@ -294,7 +320,7 @@ pub async fn get(
     let reading = state.clone();
     let found = checking::off_runtime(&state, "validating the workflow", move || {
         let (_, bytes) = read(&reading, &name)?;
-        let (workflow, diagnostics) = inspect(&reading, &bytes);
+        let (workflow, diagnostics) = inspect(&reading, &name, &bytes);
         Ok::<_, ApiError>(json!({
             "name": name,
             "revision": revision(&bytes),
@@ -309,9 +335,13 @@ pub async fn get(
 
 /// The canonical YAML of a posted document and its diagnostics located in that YAML (what the
 /// file will hold), or the structural errors that keep it from being written at all.
-fn canonical(state: &AppState, doc: &Json_) -> ApiResult<(String, Vec<Diagnostic>)> {
+fn canonical(
+    state: &AppState,
+    name: Option<&str>,
+    doc: &Json_,
+) -> ApiResult<(String, Vec<Diagnostic>)> {
     let yaml = canonical_yaml(doc)?;
-    let diagnostics = diagnose(state, &yaml);
+    let diagnostics = diagnose(state, name, &yaml);
     Ok((yaml, diagnostics))
 }
 
@@ -324,9 +354,9 @@ fn canonical_yaml(doc: &Json_) -> ApiResult<String> {
 }
 
 /// The diagnostics of a workflow text, located in it.
-fn diagnose(state: &AppState, yaml: &str) -> Vec<Diagnostic> {
+fn diagnose(state: &AppState, name: Option<&str>, yaml: &str) -> Vec<Diagnostic> {
     match Workflow::parse_str(yaml) {
-        Ok(reread) => check(state, &reread),
+        Ok(reread) => check(state, name, &reread),
         Err(d) => d,
     }
 }
@@ -369,9 +399,10 @@ pub async fn put(
     // The file is written by now, so a validation past the deadline is said as a diagnostic,
     // not as a failed save.
     let checking_state = state.clone();
+    let checked_name = name.clone();
     let diagnostics =
         match checking::off_runtime(&state, "validating the saved workflow", move || {
-            diagnose(&checking_state, &text)
+            diagnose(&checking_state, Some(&checked_name), &text)
         })
         .await
         {
@@ -419,8 +450,9 @@ pub async fn create(
     }
     let checking_state = state.clone();
     let document = body.workflow;
+    let checked_name = body.name.clone();
     let (yaml, diagnostics) = checking::off_runtime(&state, "validating the workflow", move || {
-        canonical(&checking_state, &document)
+        canonical(&checking_state, Some(&checked_name), &document)
     })
     .await??;
     match write_new(&path, yaml.as_bytes()) {
@@ -497,6 +529,10 @@ pub async fn delete(
 #[derive(Deserialize)]
 pub struct ValidateBody {
     workflow: Json_,
+    /// The file the document is (`lib/NAME` resolves its path types in `lib/`); none: a
+    /// canvas with no file, in the workflows folder.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 pub async fn validate(
@@ -506,7 +542,7 @@ pub async fn validate(
     // Located in the canonical YAML, as a save would write it.
     let checking_state = state.clone();
     let validated = checking::off_runtime(&state, "validating the workflow", move || {
-        canonical(&checking_state, &body.workflow)
+        canonical(&checking_state, body.name.as_deref(), &body.workflow)
     })
     .await?;
     let diagnostics = match validated {

@@ -327,6 +327,7 @@ function Editor() {
     const ctx: ShortcutContext = {
       save: (as) => void (as ? saveAsAsk() : saveOrAsk()),
       queue: () => void queueRun(),
+      queueFront: () => void queueRun(undefined, true),
       cancel: () => void cancelRun(),
       undo: () => useEditor.getState().undo(),
       redo: () => useEditor.getState().redo(),
@@ -907,7 +908,7 @@ function validateSoon(delay: number) {
     const key = JSON.stringify(doc);
     if (key === lastValidated) return void (mine === generation && pending(0));
     try {
-      const r = await api.validate(doc);
+      const r = await api.validate(doc, useEditor.getState().name ?? undefined);
       lastValidated = key;
       if (document.querySelector('.react-flow__connectionline')) {
         lastValidated = '';

@@ -7,6 +7,8 @@ import { cancelRunById, queueCopies } from './live';
 import { forgetShownRun, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { useEditor } from './store';
 import { openRunImages } from './ImageViewer';
+import { QueueMove } from './QueueMove';
+import { inQueueOrder } from './queueorder';
 
 const LIVE = new Set(['queued', 'running']);
 
@@ -46,8 +48,8 @@ export function History({ onClose, openFile }: { onClose: () => void; openFile: 
       live = false;
     };
   }, [tick, queue]);
-  // Running first, then the queue in the order the server runs it (oldest first).
-  const waiting = runs.filter((r) => LIVE.has(r.status)).sort((a, b) => (a.status === b.status ? a.id - b.id : a.status === 'running' ? -1 : 1));
+  // Running first, then the queue in the order the server takes it (moved runs where moved).
+  const waiting = inQueueOrder(runs.filter((r) => LIVE.has(r.status)), queue.queued);
   const past = runs.filter((r) => !LIVE.has(r.status));
   return (
     <aside className="history" data-testid="history">
@@ -88,6 +90,7 @@ export function History({ onClose, openFile }: { onClose: () => void; openFile: 
             <span className="muted">{r.workflow_name ?? 'canvas'}</span>
             {r.sweep && <span className="muted">sweep {r.sweep.id} · cell {r.sweep.cell + 1}</span>}
             <span className="grow" />
+            {r.status === 'queued' && <QueueMove id={r.id} />}
             <button className="btn small" onClick={() => void cancelRunById(r.id)} title="cancel this run" data-testid="history-cancel">
               Cancel
             </button>

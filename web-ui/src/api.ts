@@ -3,6 +3,7 @@
 import { toJsonText } from './graph';
 import { withoutServerPaths } from './paths';
 import type { SweepCell, SweepMode, SweepSection } from './sweep';
+import type { QueuePlace } from './queueorder';
 
 export type Constant = string | number | boolean;
 
@@ -212,10 +213,11 @@ export const api = {
       name,
       workflow,
     }),
-  validate: (workflow: WorkflowDoc) =>
-    call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', { workflow }),
-  run: (workflow: WorkflowDoc | string, target?: string) =>
-    call<{ id: number }>('POST', '/api/runs', target ? { workflow, target } : { workflow }),
+  /** `name`: the file the canvas is (a `lib/NAME` file's `./x.yaml` types are in `lib/`). */
+  validate: (workflow: WorkflowDoc, name?: string) =>
+    call<{ valid: boolean; diagnostics: Diagnostic[] }>('POST', '/api/validate', name ? { workflow, name } : { workflow }),
+  run: (workflow: WorkflowDoc | string, target?: string, front = false) =>
+    call<{ id: number }>('POST', '/api/runs', { workflow, ...(target ? { target } : {}), ...(front ? { front } : {}) }),
   /** One run with `"node.input": value` overrides (the file by name keeps its name in the history). */
   runWith: (workflow: WorkflowDoc | string, set: Record<string, Constant>) =>
     call<{ id: number }>('POST', '/api/runs', { workflow, set }),
@@ -226,6 +228,8 @@ export const api = {
   runs: (limit = 30) => call<{ runs: RunDetail[] }>('GET', `/api/runs?limit=${limit}`).then((r) => r.runs),
   runDetail: (id: number) => call<RunDetail>('GET', `/api/runs/${id}`),
   cancel: (id: number) => call<unknown>('POST', `/api/runs/${id}/cancel`),
+  /** Moves a queued run; the reply lists the queued ids in their new order. */
+  moveRun: (id: number, place: QueuePlace) => call<{ queued: number[] }>('POST', `/api/runs/${id}/move`, place),
   /** A ComfyUI file (JSON of either form, or a ComfyUI PNG) converted by the server's importer. */
   importComfy: async (file: File): Promise<ImportedFile> => {
     const headers: Record<string, string> = { 'content-type': file.type || 'application/octet-stream' };

@@ -53,8 +53,9 @@ export function connect(): void {
   open();
 }
 
-/** Starts a run of the canvas as it is (saved or not); `target` runs only what that node needs. */
-export async function queueRun(target?: string): Promise<void> {
+/** Starts a run of the canvas as it is (saved or not); `target` runs only what that node needs;
+ * `front`: ahead of every waiting run. */
+export async function queueRun(target?: string, front = false): Promise<void> {
   const ed = useEditor.getState();
   // A library subgraph's interface goes with it, so the server says why it does not run alone.
   const doc = { ...ed.doc(), ...(ed.iface ?? {}) };
@@ -66,7 +67,7 @@ export async function queueRun(target?: string): Promise<void> {
     // A file with a `sweep:` section would be swept when named: Queue runs the canvas once, so it sends the canvas.
     const byName = !!ed.name && !ed.dirty && !ed.broken && ed.sweep.axes.length === 0;
     ranFile = byName;
-    const { id } = await api.run(byName ? ed.name! : doc, target);
+    const { id } = await api.run(byName ? ed.name! : doc, target, front);
     mine.add(id);
     useRunStore.setState({ run: id, status: 'queued', summary: target ? `run to ${target}` : null, nodes: fresh });
     // Say what ran when the file on disk is not what the canvas shows.

@@ -29,6 +29,7 @@ const cases: [string, ReturnType<typeof press>, string][] = [
   ['Ctrl+S', press('s', { ctrl: true }), 'save(false)'],
   ['Ctrl+S', press('S', { ctrl: true, shift: true }), 'save(true)'],
   ['Ctrl+Enter', press('Enter', { ctrl: true }), 'queue'],
+  ['Ctrl+Shift+Enter', press('Enter', { ctrl: true, shift: true }), 'queueFront'],
   ['Ctrl+Alt+Enter', press('Enter', { ctrl: true, alt: true }), 'cancel'],
   ['Ctrl+Z', press('z', { ctrl: true }), 'undo'],
   ['Ctrl+Y / Ctrl+Shift+Z', press('y', { ctrl: true }), 'redo'],

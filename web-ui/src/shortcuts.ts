@@ -6,6 +6,8 @@
 export interface ShortcutContext {
   save: (as: boolean) => void;
   queue: () => void;
+  /** Queues ahead of every waiting run (ComfyUI's Queue Front). */
+  queueFront: () => void;
   cancel: () => void;
   undo: () => void;
   redo: () => void;
@@ -40,7 +42,8 @@ const key = (e: KeyboardEvent) => e.key.toLowerCase();
 
 export const SHORTCUTS: Shortcut[] = [
   { keys: 'Ctrl+S', does: 'save (Ctrl+Shift+S: save as)', anywhere: true, match: (e) => ctrl(e) && key(e) === 's', run: (c, e) => c.save(e.shiftKey) },
-  { keys: 'Ctrl+Enter', does: 'queue a run', anywhere: true, match: (e) => ctrl(e) && e.key === 'Enter' && !e.altKey, run: (c) => c.queue() },
+  { keys: 'Ctrl+Enter', does: 'queue a run', anywhere: true, match: (e) => ctrl(e) && e.key === 'Enter' && !e.altKey && !e.shiftKey, run: (c) => c.queue() },
+  { keys: 'Ctrl+Shift+Enter', does: 'queue a run at the front of the queue (taken next)', anywhere: true, match: (e) => ctrl(e) && e.key === 'Enter' && !e.altKey && e.shiftKey, run: (c) => c.queueFront() },
   { keys: 'Ctrl+Alt+Enter', does: 'cancel the run', anywhere: true, match: (e) => ctrl(e) && e.key === 'Enter' && e.altKey, run: (c) => c.cancel() },
   { keys: 'Ctrl+Z', does: 'undo', match: (e) => ctrl(e) && !e.shiftKey && key(e) === 'z', run: (c) => c.undo() },
   { keys: 'Ctrl+Y / Ctrl+Shift+Z', does: 'redo', match: (e) => ctrl(e) && (key(e) === 'y' || (e.shiftKey && key(e) === 'z')), run: (c) => c.redo() },

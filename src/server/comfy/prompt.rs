@@ -236,7 +236,9 @@ pub(super) fn submit(
         outputs,
     };
     let origin = crate::server::runs::Origin::Comfy(&record);
-    let run = match crate::server::runs::submit(state, imported.workflow, origin) {
+    // ComfyUI's "Queue Front" (Ctrl+Shift+Enter) posts `front: true`.
+    let front = body.get("front").and_then(Json_::as_bool).unwrap_or(false);
+    let run = match crate::server::runs::submit(state, imported.workflow, origin, front) {
         Ok(run) => run,
         // Posted meanwhile by another server on the same store.
         Err(StoreError::DuplicatePromptId(_)) => return used(&prompt_id),

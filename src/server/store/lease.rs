@@ -121,8 +121,9 @@ impl PgStore {
                      AND w.seen_at > ",
                     db_now_ms!(),
                     " - $6::bigint AND r.needs <@ w.loaded)) \
-                     ORDER BY ($5::bigint > 0 AND needs <@ $4) DESC, id LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) RETURNING ",
+                     ORDER BY ($5::bigint > 0 AND needs <@ $4) DESC, ",
+                    queue_order_key!(),
+                    ", id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
                     run_columns!(),
                     ", attempts"
                 ),

@@ -85,6 +85,10 @@ CREATE TABLE workers (
     seen_at BIGINT NOT NULL
 );
 ",
+    // A moved run's place in the queue; null: its id (`reordered` in store.rs).
+    "
+ALTER TABLE runs ADD COLUMN queue_order BIGINT;
+",
 ];
 
 /// Any number: the key of the advisory lock that serialises migrations in one database.
@@ -449,7 +453,11 @@ impl RunStore for PgStore {
                 c.query("SELECT COUNT(*) FROM runs WHERE status = 'queued'", &[])?[0].get(0);
             let ids = c
                 .query(
-                    "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT $1",
+                    concat!(
+                        "SELECT id FROM runs WHERE status = 'queued' ORDER BY ",
+                        queue_order_key!(),
+                        ", id LIMIT $1"
+                    ),
                     &[&limit],
                 )?
                 .iter()
@@ -466,8 +474,9 @@ impl RunStore for PgStore {
             c.query_opt(
                 concat!(
                     "UPDATE runs SET status = 'running', started_at = $1 WHERE id = \
-                     (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) RETURNING ",
+                     (SELECT id FROM runs WHERE status = 'queued' ORDER BY ",
+                    queue_order_key!(),
+                    ", id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
                     run_columns!()
                 ),
                 &[&at],
@@ -475,6 +484,39 @@ impl RunStore for PgStore {
         })?
         .map(|r| run_row(&r).into_record())
         .transpose()
+    }
+
+    fn move_queued(&self, id: u64, place: QueuePlace) -> StoreResult<bool> {
+        self.with("moving a run in the queue", Some(id), |c| {
+            let mut tx = c.client.transaction()?;
+            // Locks the waiting rows: a concurrent move waits for this one; a claimer skips
+            // them (SKIP LOCKED) until it commits.
+            let queue: Vec<(u64, i64)> = tx
+                .query(
+                    concat!(
+                        "SELECT id, ",
+                        queue_order_key!(),
+                        " FROM runs WHERE status = 'queued' ORDER BY ",
+                        queue_order_key!(),
+                        ", id FOR UPDATE"
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1)))
+                .collect();
+            let Some(changes) = reordered(&queue, id, place) else {
+                return Ok(false);
+            };
+            for (run, key) in changes {
+                tx.execute(
+                    "UPDATE runs SET queue_order = $2 WHERE id = $1",
+                    &[&(run as i64), &key],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
     }
 
     fn finish(&self, id: u64, f: &Finished) -> StoreResult<bool> {

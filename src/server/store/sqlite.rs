@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at INTEGER,
     nodes TEXT NOT NULL DEFAULT '{}',
     outputs TEXT NOT NULL DEFAULT '[]',
-    error TEXT
+    error TEXT,
+    queue_order INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_queued ON runs (status, id);
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -90,6 +91,18 @@ fn prompt_row(r: &Row) -> rusqlite::Result<PromptRow> {
     })
 }
 
+/// A file made before runs could be moved has no `queue_order` column: it gets one (empty:
+/// every run keeps its place, its id).
+fn add_queue_order(conn: &Connection) -> rusqlite::Result<()> {
+    let has_it = conn
+        .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'queue_order'")?
+        .exists([])?;
+    if !has_it {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN queue_order INTEGER")?;
+    }
+    Ok(())
+}
+
 /// Runs one statement from the connection's statement cache; the number of rows it changed.
 fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute(params)
@@ -105,6 +118,7 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            add_queue_order(&conn)?;
             Ok(conn)
         };
         let conn = opened().map_err(|e| StoreError::Open {
@@ -248,9 +262,11 @@ impl RunStore for SqliteStore {
             let total: i64 = c
                 .prepare_cached("SELECT COUNT(*) FROM runs WHERE status = 'queued'")?
                 .query_row([], |r| r.get(0))?;
-            let mut stmt = c.prepare_cached(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT ?1",
-            )?;
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY ",
+                queue_order_key!(),
+                ", id LIMIT ?1"
+            ))?;
             let ids = stmt
                 .query_map(params![limit as i64], |r| {
                     r.get::<_, i64>(0).map(|i| i as u64)
@@ -266,7 +282,9 @@ impl RunStore for SqliteStore {
         self.with("claiming the next queued run", None, |c| {
             c.prepare_cached(concat!(
                 "UPDATE runs SET status = 'running', started_at = ?1 WHERE id = \
-                 (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) RETURNING ",
+                 (SELECT id FROM runs WHERE status = 'queued' ORDER BY ",
+                queue_order_key!(),
+                ", id LIMIT 1) RETURNING ",
                 run_columns!()
             ))?
             .query_row(params![at], run_row)
@@ -274,6 +292,40 @@ impl RunStore for SqliteStore {
         })?
         .map(RunRow::into_record)
         .transpose()
+    }
+
+    fn move_queued(&self, id: u64, place: QueuePlace) -> StoreResult<bool> {
+        const OPERATION: &str = "moving a run in the queue";
+        let mut conn = self.lock(OPERATION)?;
+        let mut moved = || -> rusqlite::Result<bool> {
+            // Immediate: no claim or move on another connection reads the queue in between.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let queue = tx
+                .prepare_cached(concat!(
+                    "SELECT id, ",
+                    queue_order_key!(),
+                    " FROM runs WHERE status = 'queued' ORDER BY ",
+                    queue_order_key!(),
+                    ", id"
+                ))?
+                .query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let Some(changes) = reordered(&queue, id, place) else {
+                return Ok(false);
+            };
+            for (run, key) in changes {
+                execute(
+                    &tx,
+                    "UPDATE runs SET queue_order = ?2 WHERE id = ?1",
+                    params![run as i64, key],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        };
+        moved().map_err(failed(OPERATION, Some(id)))
     }
 
     fn finish(&self, id: u64, f: &Finished) -> StoreResult<bool> {

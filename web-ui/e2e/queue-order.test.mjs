@@ -1,0 +1,87 @@
+// Reordering the queue from the panel: a waiting run moves one place up or down or to the
+// front, the panel shows the server's new order, and the scheduler takes the runs in it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { BASE, WORKFLOWS, launch, open, shot } from './lib.mjs';
+
+let browser;
+let page;
+const file = join(WORKFLOWS, 'queue-order.yaml');
+
+before(async () => {
+  const base = readFileSync(join(WORKFLOWS, 'txt2img.yaml'), 'utf8');
+  assert.match(base, /steps: 20/);
+  // Long runs: the copies wait behind the first while the test moves them.
+  writeFileSync(file, base.replace(/steps: 20/, 'steps: 5000'));
+  ({ browser, page } = await launch());
+});
+
+after(async () => {
+  const runs = await (await fetch(`${BASE}/api/runs?limit=50`)).json();
+  for (const r of runs.runs) if (['queued', 'running'].includes(r.status)) await fetch(`${BASE}/api/runs/${r.id}/cancel`, { method: 'POST' });
+  rmSync(file, { force: true });
+  await browser?.close();
+});
+
+const panelIds = () =>
+  page.$$eval('[data-testid="queue-panel"] [data-testid^="queue-run-"]', (rows) => rows.map((r) => Number(r.dataset.testid.replace('queue-run-', ''))));
+const status = (id) => page.evaluate(async (i) => (await (await fetch(`/api/runs/${i}`)).json()).status, id);
+async function panelShows(want) {
+  await page.waitForFunction(
+    (w) => JSON.stringify([...document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]')].map((r) => Number(r.dataset.testid.replace('queue-run-', '')))) === JSON.stringify(w),
+    want,
+    { timeout: 30_000 },
+  ).catch(async () => assert.fail(`the panel shows ${JSON.stringify(await panelIds())}, not ${JSON.stringify(want)}`));
+}
+const button = (id, which) => page.locator(`[data-testid="queue-run-${id}"] [data-testid="queue-${which}"]`);
+
+test('a waiting run moves up, down and to the front; Ctrl+Shift+Enter queues in front; runs are taken in that order', async () => {
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="copies-count"]').fill('4');
+  await page.locator('[data-testid="queue-copies"]').click();
+  await page.locator('[data-testid="toast"]', { hasText: 'queued 4 copies' }).waitFor();
+  await page.waitForFunction(() => window.__weftRun.getState().queue.queued.length === 3, null, { timeout: 60_000 });
+  const [running, a, b, c] = (await panelIds());
+  assert.equal(await status(running), 'running');
+  await panelShows([running, a, b, c]);
+  // The running run and the ends of the queue offer no move that would do nothing.
+  assert.equal(await page.locator(`[data-testid="queue-run-${running}"] [data-testid="queue-up"]`).count(), 0);
+  assert.ok(await button(a, 'up').isDisabled());
+  assert.ok(await button(a, 'front').isDisabled());
+  assert.ok(await button(c, 'down').isDisabled());
+
+  await button(a, 'down').click();
+  await panelShows([running, b, a, c]);
+  await button(c, 'up').click();
+  await panelShows([running, b, c, a]);
+  await button(a, 'front').click();
+  await panelShows([running, a, b, c]);
+  await button(b, 'down').click();
+  await panelShows([running, a, c, b]);
+  // The server holds the order: a reloaded page reads it back.
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await panelShows([running, a, c, b]);
+  await shot(page, 'queue-reordered');
+
+  // Ctrl+Shift+Enter (ComfyUI's Queue Front) queues the canvas ahead of the waiting runs.
+  await page.locator('[data-testid="canvas"]').click({ position: { x: 5, y: 300 } });
+  await page.keyboard.press('Control+Shift+Enter');
+  await page.waitForFunction(() => window.__weftRun.getState().queue.queued.length === 4, null, { timeout: 60_000 });
+  const front = await page.evaluate(() => window.__weftRun.getState().run);
+  assert.ok(![running, a, b, c].includes(front), `the new run is #${front}`);
+  await panelShows([running, front, a, c, b]);
+
+  // Cancel the running run: the scheduler takes the first waiting one, and then the next as moved.
+  await page.locator(`[data-testid="queue-run-${running}"] [data-testid="history-cancel"]`).click();
+  await page.waitForFunction((id) => window.__weftRun.getState().queue.running === id, front, { timeout: 60_000 });
+  await page.locator(`[data-testid="queue-run-${front}"] [data-testid="history-cancel"]`).click();
+  await page.waitForFunction((id) => window.__weftRun.getState().queue.running === id, a, { timeout: 60_000 });
+  assert.equal(await status(c), 'queued');
+  assert.equal(await status(b), 'queued');
+  for (const id of [a, c, b]) await page.locator(`[data-testid="queue-run-${id}"] [data-testid="history-cancel"]`).click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
+});
