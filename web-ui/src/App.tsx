@@ -18,6 +18,7 @@ import './app.css';
 import { api, type Diagnostic, type NodeType, type WorkflowDoc } from './api';
 import { linkProblem, nameForImport, type GEdge, type GNode } from './graph';
 import { hasClipboard, useEditor, type PendingLink } from './store';
+import { followOpenFile } from './address';
 import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
 import { MaskEditor } from './MaskEditor';
 import { ImageViewer } from './ImageViewer';
@@ -177,6 +178,9 @@ function Editor() {
   /** The files opened on the way into a library subgraph (double-click), for the breadcrumb. */
   const [trail, setTrail] = useState<string[]>([]);
   const closeMenu = useCallback(() => setMenu(null), []);
+
+  // The address and the tab's title follow the open file.
+  useEffect(() => followOpenFile(useEditor), []);
 
   // Catalogue, file list, the file named in the URL, the live connection.
   useEffect(() => {

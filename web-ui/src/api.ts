@@ -1,6 +1,6 @@
 // The HTTP side of docs/api.md: types and thin fetch wrappers.
 
-import { toJsonText } from './graph';
+import { toJsonText } from './jsontext';
 import { withoutServerPaths } from './paths';
 import type { SweepCell, SweepMode, SweepSection } from './sweep';
 
@@ -166,10 +166,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Token from `?token=` in the page URL, for a server listening beyond loopback. */
-const token = new URLSearchParams(location.search).get('token');
+/** Token from `?token=` in the page URL, for a server listening beyond loopback (read when
+ * needed, not at import: the module loads in unit tests where there is no page). */
+const pageToken = () => new URLSearchParams(location.search).get('token');
 
 export function withToken(url: string): string {
+  const token = pageToken();
   if (!token) return url;
   return url + (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
 }
@@ -177,6 +179,7 @@ export function withToken(url: string): string {
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
+  const token = pageToken();
   if (token) headers.authorization = `Bearer ${token}`;
   const res = await fetch(path, {
     method,
@@ -229,6 +232,7 @@ export const api = {
   /** A ComfyUI file (JSON of either form, or a ComfyUI PNG) converted by the server's importer. */
   importComfy: async (file: File): Promise<ImportedFile> => {
     const headers: Record<string, string> = { 'content-type': file.type || 'application/octet-stream' };
+    const token = pageToken();
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await fetch('/api/import', { method: 'POST', body: await file.arrayBuffer(), headers });
     const text = await res.text();
@@ -245,6 +249,7 @@ export const api = {
     const form = new FormData();
     form.append('image', file);
     const headers: Record<string, string> = {};
+    const token = pageToken();
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await fetch('/api/uploads', { method: 'POST', body: form, headers });
     const json = await res.json().catch(() => ({}));
