@@ -6,10 +6,15 @@ import type { SweepCell, SweepMode, SweepSection } from './sweep';
 
 export type Constant = string | number | boolean;
 
+/** How the editor draws an input's value: the catalogue says it per input (engine `Widget`). */
+export type WidgetHint = 'text' | 'multiline' | 'number' | 'slider' | 'seed' | 'toggle' | 'choice' | 'image_file';
+
 export interface InputDecl {
   name: string;
   type: string;
   doc: string;
+  /** The widget for a constant (absent for link-only inputs). */
+  widget?: WidgetHint;
   default?: Constant;
   min?: number;
   max?: number;
