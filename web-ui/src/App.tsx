@@ -22,13 +22,13 @@ import { ContextMenu, type CanvasActions, type MenuAt } from './ContextMenu';
 import { MaskEditor } from './MaskEditor';
 import { ImageViewer } from './ImageViewer';
 import { useRunStore, forgetShownRun } from './runstore';
-import { WeftNode, setAcceptClasses } from './WeftNode';
+import { WeftNode } from './WeftNode';
 import { GroupNode, groupChanges, groupNodes } from './groups';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
 import { useSweepStore } from './sweeprun';
-import { accepts, typeColour } from './types';
+import { dragStyles, typeColour } from './types';
 import { convertToSubgraph, importComfy, openDroppedFile } from './fileactions';
 import { fitSoon } from './fitview';
 import { useShortcuts, useStartup, type CanvasKeys } from './editorhooks';
@@ -103,24 +103,8 @@ function Editor() {
     }, [rf]),
   );
 
-  // Handle classes for dimming incompatible sockets while a link is dragged.
-  const dragCss = useMemo(() => {
-    const all = new Set<string>();
-    for (const t of types) {
-      for (const i of t.inputs) all.add(i.type);
-      for (const o of t.outputs) all.add(o.type);
-    }
-    const acc: Record<string, string> = {};
-    const rules: string[] = [];
-    for (const x of all) {
-      const ok = [...all].filter((t) => accepts(x, t));
-      acc[x] = ok.map((t) => `acc-${t}`).join(' ');
-      rules.push(`.drag-in-${x} .h-out${ok.map((t) => `:not(.t-${t})`).join('')}{opacity:.15}`);
-      rules.push(`.drag-out-${x} .h-in:not(.acc-${x}){opacity:.15}`);
-    }
-    setAcceptClasses(acc);
-    return rules.join('\n');
-  }, [types]);
+  // Handle classes for dimming incompatible sockets while a link is dragged (types.ts).
+  const dragCss = dragStyles(types).css;
 
   const handleType = useCallback((node: string, handle: string, kind: 'source' | 'target') => {
     const s = useEditor.getState();

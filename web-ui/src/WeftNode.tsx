@@ -5,7 +5,7 @@ import { api, withToken, type Constant, type Diagnostic, type InputDecl, type No
 import type { GEdge, GNode, WeftData } from './graph';
 import { useEditor } from './store';
 import { useRunStore, type NodeRunState } from './runstore';
-import { typeColour } from './types';
+import { dragStyles, typeColour } from './types';
 import { queueRun } from './live';
 import { openMaskEditor } from './maskstore';
 import { isImageFile, isMultiline } from './nodesize';
@@ -271,7 +271,7 @@ interface RowProps {
 }
 
 const InputRow = memo(function InputRow({ node, decl, value, link, far, diags }: RowProps) {
-  const acc = ACCEPTS[decl.type] ?? `t-${decl.type}`;
+  const acc = dragStyles(useEditor.getState().types).classes[decl.type] ?? `t-${decl.type}`;
   const block = !link && (isMultiline(decl) || isImageFile(decl));
   return (
     <div className="wn-in" data-input={decl.name} data-invalid={diags.length > 0 || undefined}>
@@ -315,12 +315,6 @@ const InputRow = memo(function InputRow({ node, decl, value, link, far, diags }:
     </div>
   );
 });
-
-/** CSS classes saying which output types an input accepts (for dimming while a link is dragged). */
-export const ACCEPTS: Record<string, string> = {};
-export function setAcceptClasses(map: Record<string, string>) {
-  Object.assign(ACCEPTS, map);
-}
 
 /** The widget the catalogue names for the input (`widget`, the engine's `Widget`). */
 function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: Constant | undefined }) {

@@ -190,3 +190,18 @@ describe('the tab title', () => {
     expect(titleFor({ name: null, suggest: null })).toBeNull();
   });
 });
+
+describe('sockets dimmed while a link is dragged', () => {
+  it('gives each input type the classes of the outputs it accepts, once per catalogue', async () => {
+    const { dragStyles } = await import('./types');
+    const types = [
+      { inputs: [{ type: 'float' }, { type: 'latent' }], outputs: [{ type: 'int' }] },
+      { inputs: [], outputs: [{ type: 'latent' }] },
+    ];
+    const s = dragStyles(types);
+    expect(s.classes.float.split(' ')).toEqual(expect.arrayContaining(['acc-float', 'acc-int']));
+    expect(s.classes.latent).toBe('acc-latent');
+    expect(s.css).toContain('.drag-out-latent .h-in:not(.acc-latent){opacity:.15}');
+    expect(dragStyles(types)).toBe(s);
+  });
+});
