@@ -299,6 +299,46 @@ fn nodes_json_lists_models_found_and_declared_multiples() {
     assert_eq!(input("Sampler", "latent")["link_only"], true);
 }
 
+/// The editor draws each input by the catalogue's `widget`, never by guessing from its name.
+#[test]
+fn nodes_json_names_the_widget_of_each_input() {
+    let out = weft(&["nodes", "--json"], &repo());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nodes: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let widget = |node: &str, name: &str| -> serde_json::Value {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == node)
+            .unwrap_or_else(|| panic!("no node {node}"))["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no input {node}.{name}"))
+            .get("widget")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let cases = [
+        ("PromptEncode", "text", "multiline"),
+        ("ShowText", "text", "multiline"),
+        ("Sampler", "seed", "seed"),
+        ("Sampler", "denoise", "slider"),
+        ("Sampler", "steps", "number"),
+        ("Sampler", "sampler", "choice"),
+        ("LoadCheckpoint", "name", "choice"),
+        ("LoadImage", "path", "image_file"),
+        ("SaveImage", "prefix", "text"),
+    ];
+    for (node, input, expected) in cases {
+        assert_eq!(widget(node, input), expected, "{node}.{input}");
+    }
+    // A link-only input has no widget at all.
+    assert_eq!(widget("Sampler", "latent"), serde_json::Value::Null);
+}
+
 #[test]
 fn unknown_model_name_lists_what_the_models_folder_holds() {
     let dir = tempfile::tempdir().unwrap();

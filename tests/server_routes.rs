@@ -830,8 +830,6 @@ async fn a_library_file_is_checked_as_a_subgraph_and_not_queued_on_its_own() {
     assert_eq!(runs["runs"], json!([]), "nothing was queued: {runs}");
 }
 
-/// An exposed enum input declared without `choices` offers the choices of the inner input it
-/// feeds, so the node shows the same dropdown as inside; its own `choices` win.
 /// A library file's `./x.yaml` types are files next to it in `lib/`, whether the file is
 /// checked alone (read, listed, validated, saved) or used as a node; and the catalogue names
 /// library files as the user does, `lib/NAME.yaml`, never by the server's path.
@@ -941,6 +939,9 @@ nodes:
     );
 }
 
+/// An exposed enum input declared without `choices` offers the choices of the inner input it
+/// feeds, so the node shows the same dropdown as inside; its own `choices` win. An exposed
+/// input's widget is the inner input's (a prompt's text box).
 #[tokio::test]
 async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
     let f = Fixture::new();
@@ -950,11 +951,13 @@ async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
             "op": {"type": "enum", "default": "add"},
             "narrowed": {"type": "enum", "default": "min", "choices": ["min", "max"]},
             "a": {"type": "float", "default": 1.0},
+            "words": {"type": "string", "default": ""},
         },
         "outputs": {"result": {"from": "$second.result"}},
         "nodes": {
             "first": {"type": "MathFloat", "a": "$inputs.a", "b": 2.0, "op": "$inputs.op"},
             "second": {"type": "MathFloat", "a": "$first.result", "b": 3.0, "op": "$inputs.narrowed"},
+            "show": {"type": "ShowText", "text": "$inputs.words"},
         },
     });
     let (status, created) = f
@@ -991,6 +994,10 @@ async fn a_subgraph_enum_input_offers_the_choices_of_what_it_feeds() {
         "{arith}"
     );
     assert!(input("a").get("choices").is_none(), "{arith}");
+    // The widgets too: a list for the enums, the inner text box for the text, a number box.
+    assert_eq!(input("op")["widget"], "choice", "{arith}");
+    assert_eq!(input("words")["widget"], "multiline", "{arith}");
+    assert_eq!(input("a")["widget"], "number", "{arith}");
 }
 
 #[tokio::test]

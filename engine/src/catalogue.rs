@@ -1,10 +1,10 @@
 //! The node catalogue as JSON: every node type with its inputs (type, default, range, step,
-//! multiple, choices, doc, optional, link-only) and outputs, straight from the declarations.
+//! multiple, choices, widget, doc, optional, link-only) and outputs, straight from the declarations.
 //! `weft nodes --json` prints it and `weft serve` answers `/api/nodes` with it.
 use serde_json::{json, Value as Json};
 
 use crate::model_folders::ModelFolders;
-use crate::node::InputSpec;
+use crate::node::{InputSpec, Widget};
 use crate::registry::Registry;
 
 /// The catalogue; with `models`, inputs that name models list those found there.
@@ -71,7 +71,36 @@ fn input_json(registry: &Registry, input: &InputSpec, models: Option<&ModelFolde
         _ if !input.choices.is_empty() => set("choices", json!(input.choices)),
         _ => {}
     }
+    let listed = value.get("choices").is_some();
+    if let Some(widget) = input
+        .widget_hint
+        .or_else(|| Widget::for_type(input.ty, listed))
+    {
+        value["widget"] = json!(widget.as_str());
+    }
     value
+}
+
+/// The widget hint of the first inner input that `$inputs.EXPOSED` feeds and that has one: an
+/// exposed prompt is the same text box as inside (Txt2Img's `prompt` is PromptEncode's `text`).
+fn inner_widget(
+    registry: &Registry,
+    workflow: &crate::workflow::Workflow,
+    exposed: &str,
+) -> Option<Widget> {
+    workflow.nodes.values().find_map(|node| {
+        let spec = &registry.get(&node.type_name)?.spec;
+        node.inputs
+            .iter()
+            .find_map(|(name, entry)| match &entry.value {
+                crate::workflow::InputValue::Link(link)
+                    if link.node == crate::workflow::INPUTS_NODE && link.output == exposed =>
+                {
+                    spec.input(name)?.1.widget_hint
+                }
+                _ => None,
+            })
+    })
 }
 
 /// The choices of the first inner input that `$inputs.EXPOSED` feeds and that lists fixed
@@ -134,6 +163,15 @@ pub fn subgraph_catalogue(registry: &Registry, library: &[std::path::PathBuf]) -
                         v["choices"] = json!(e.choices);
                     } else if let Some(inner) = inner_choices(registry, &workflow, input) {
                         v["choices"] = json!(inner);
+                    }
+                    let listed = v.get("choices").is_some();
+                    let widget = match inner_widget(registry, &workflow, input) {
+                        // The inner input's own type may differ (an exposed int feeding a seed).
+                        Some(hint) if e.ty.accepts_constant() => Some(hint),
+                        _ => Widget::for_type(e.ty, listed),
+                    };
+                    if let Some(widget) = widget {
+                        v["widget"] = json!(widget.as_str());
                     }
                     v
                 })

@@ -33,7 +33,7 @@ pub use file_access::FileAccess;
 pub use model_folders::{ModelFolder, ModelFolders};
 pub use node::{
     ConstantCheck, ConstantInputs, InputSpec, Inputs, Node, NodeContext, NodeError, NodeResult,
-    NodeSpec, OutputSpec,
+    NodeSpec, OutputSpec, Widget,
 };
 pub use plan::{CacheKey, Plan};
 pub use registry::Registry;

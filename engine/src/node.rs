@@ -32,6 +32,58 @@ pub struct InputSpec {
     /// the type, range and choices checks, so a value the node would refuse at run time is
     /// refused before anything runs.
     pub check: Option<ConstantCheck>,
+    /// How the editor draws the value, when the type alone does not say it (a prompt's text
+    /// box, a slider, an image file with an upload button); see [`InputSpec::widget`].
+    pub widget_hint: Option<Widget>,
+}
+
+/// The editor's widget for an input's constant, sent as the catalogue's `widget`. A hint for
+/// drawing only: validation and runs never read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Widget {
+    /// One line of text.
+    Text,
+    /// A text box of several lines under the input's row (prompts).
+    Multiline,
+    /// A number box.
+    Number,
+    /// A slider from `min` to `max` by `step`, beside a number box.
+    Slider,
+    /// A number box with a button for a random seed.
+    Seed,
+    /// A checkbox.
+    Toggle,
+    /// A list of the input's `choices`.
+    Choice,
+    /// An image file: its name (from the inputs folder's list), an upload button and a preview.
+    ImageFile,
+}
+
+impl Widget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Widget::Text => "text",
+            Widget::Multiline => "multiline",
+            Widget::Number => "number",
+            Widget::Slider => "slider",
+            Widget::Seed => "seed",
+            Widget::Toggle => "toggle",
+            Widget::Choice => "choice",
+            Widget::ImageFile => "image_file",
+        }
+    }
+
+    /// The widget for a constant of type `ty` with no hint: `choices` listed make a list.
+    pub fn for_type(ty: ValueType, has_choices: bool) -> Option<Widget> {
+        Some(match ty {
+            _ if !ty.accepts_constant() => return None,
+            _ if has_choices => Widget::Choice,
+            ValueType::Bool => Widget::Toggle,
+            ValueType::Seed => Widget::Seed,
+            ValueType::Int | ValueType::Float => Widget::Number,
+            _ => Widget::Text,
+        })
+    }
 }
 
 /// See [`InputSpec::check`]: `Err` is the diagnostic (message and hint) for the value.
@@ -52,6 +104,7 @@ impl InputSpec {
             listed_from: None,
             optional: false,
             check: None,
+            widget_hint: None,
         }
     }
     pub fn default(mut self, value: impl Into<Constant>) -> Self {
@@ -94,6 +147,33 @@ impl InputSpec {
     pub fn check(mut self, check: ConstantCheck) -> Self {
         self.check = Some(check);
         self
+    }
+    /// A text box of several lines for a string (a prompt).
+    pub fn multiline(mut self) -> Self {
+        self.widget_hint = Some(Widget::Multiline);
+        self
+    }
+    /// A slider between the input's range (set it with [`InputSpec::range`]).
+    pub fn slider(mut self) -> Self {
+        self.widget_hint = Some(Widget::Slider);
+        self
+    }
+    /// An image file name: the editor offers an upload button and shows the image.
+    pub fn image_file(mut self) -> Self {
+        self.widget_hint = Some(Widget::ImageFile);
+        self
+    }
+    /// The editor's widget: the hint given, else what the type says (none for a link-only type).
+    pub fn widget(&self) -> Option<Widget> {
+        if !self.ty.accepts_constant() {
+            return None;
+        }
+        self.widget_hint.or_else(|| {
+            Widget::for_type(
+                self.ty,
+                !self.choices.is_empty() || self.listed_from.is_some(),
+            )
+        })
     }
     pub fn is_required(&self) -> bool {
         self.default.is_none() && !self.optional

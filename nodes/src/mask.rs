@@ -118,7 +118,8 @@ impl Node for SolidMask {
                 In::new("value", T::Float, "the mask value")
                     .default(1.0)
                     .range(0.0, 1.0)
-                    .step(0.01),
+                    .step(0.01)
+                    .slider(),
                 In::new("width", T::Int, "width in pixels")
                     .default(512)
                     .range(1.0, MAX_RESOLUTION),
@@ -353,7 +354,8 @@ impl Node for ThresholdMask {
                 In::new("value", T::Float, "the threshold")
                     .default(0.5)
                     .range(0.0, 1.0)
-                    .step(0.01),
+                    .step(0.01)
+                    .slider(),
             ],
             outputs: vec![Out::new("mask", T::Mask, "the hard mask")],
             output_node: false,

@@ -143,7 +143,7 @@ impl Node for ShowText {
             category: "values",
             doc: "shows a text (an output node)",
             version: 1,
-            inputs: vec![In::new("text", T::String, "the text to show")],
+            inputs: vec![In::new("text", T::String, "the text to show").multiline()],
             outputs: vec![Out::new("text", T::String, "the same text")],
             output_node: true,
         }

@@ -19,7 +19,7 @@ impl Node for PromptFilter {
             doc: "passes a prompt on unchanged, or fails the run before sampling when it contains a blocked word or phrase",
             version: 1,
             inputs: vec![
-                In::new("text", T::String, "the prompt to check"),
+                In::new("text", T::String, "the prompt to check").multiline(),
                 In::new(
                     "blocklist",
                     T::String,

@@ -65,7 +65,8 @@ impl Node for SafetyFilter {
                     "P(unsafe) at or above which an image counts as unsafe",
                 )
                 .default(0.8)
-                .range(0.0, 1.0),
+                .range(0.0, 1.0)
+                .slider(),
                 In::new(
                     "action",
                     T::Enum,

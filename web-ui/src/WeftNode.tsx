@@ -5,10 +5,10 @@ import { api, withToken, type Constant, type Diagnostic, type InputDecl, type No
 import type { GEdge, GNode, WeftData } from './graph';
 import { useEditor } from './store';
 import { useRunStore, type NodeRunState } from './runstore';
-import { typeColour } from './types';
+import { dragStyles, typeColour } from './types';
 import { queueRun } from './live';
 import { openMaskEditor } from './maskstore';
-import { isImageFile, TEXTY } from './nodesize';
+import { isImageFile, isMultiline } from './nodesize';
 import { openCanvasImages } from './ImageViewer';
 import { inputsName } from './paths';
 
@@ -110,7 +110,6 @@ function WeftNodeView({ id, data, selected }: NodeProps<GNode>) {
               key={i.name}
               node={id}
               decl={i}
-              nodeType={decl}
               value={values[i.name]}
               link={linked.get(i.name)}
               far={far}
@@ -265,16 +264,15 @@ function DiagLine({ d }: { d: Diagnostic }) {
 interface RowProps {
   node: string;
   decl: InputDecl;
-  nodeType: NodeType;
   value: Constant | undefined;
   link?: string;
   far: boolean;
   diags: Diagnostic[];
 }
 
-const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, far, diags }: RowProps) {
-  const acc = ACCEPTS[decl.type] ?? `t-${decl.type}`;
-  const block = !link && ((decl.type === 'string' && TEXTY.test(decl.name)) || isImageFile(decl, nodeType));
+const InputRow = memo(function InputRow({ node, decl, value, link, far, diags }: RowProps) {
+  const acc = dragStyles(useEditor.getState().types).classes[decl.type] ?? `t-${decl.type}`;
+  const block = !link && (isMultiline(decl) || isImageFile(decl));
   return (
     <div className="wn-in" data-input={decl.name} data-invalid={diags.length > 0 || undefined}>
       <div className="wn-row" title={`${decl.type}${decl.optional ? ', optional' : ''}: ${decl.doc}`}>
@@ -306,7 +304,7 @@ const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, far
         )}
       </div>
       {block && far && <div className="w-far-block">{value === undefined ? '' : String(value)}</div>}
-      {block && !far && (isImageFile(decl, nodeType) ? (
+      {block && !far && (isImageFile(decl) ? (
         <ImageUpload node={node} decl={decl} value={value} />
       ) : (
         <Widget node={node} decl={decl} value={value} />
@@ -318,42 +316,50 @@ const InputRow = memo(function InputRow({ node, decl, nodeType, value, link, far
   );
 });
 
-/** CSS classes saying which output types an input accepts (for dimming while a link is dragged). */
-export const ACCEPTS: Record<string, string> = {};
-export function setAcceptClasses(map: Record<string, string>) {
-  Object.assign(ACCEPTS, map);
-}
-
+/** The widget the catalogue names for the input (`widget`, the engine's `Widget`). */
 function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: Constant | undefined }) {
   const set = (v: Constant) => useEditor.getState().setValue(node, decl.name, v);
-  const t = decl.type;
-  if (decl.choices && decl.choices.length > 0) {
-    const v = value === undefined ? '' : String(value);
-    const opts = decl.choices.includes(v) || v === '' ? decl.choices : [v, ...decl.choices];
-    return (
-      <select className="nodrag w" value={v} onChange={(e) => set(e.target.value)} aria-label={decl.name}>
-        {v === '' && <option value="">{decl.default !== undefined ? `${decl.default} (default)` : '—'}</option>}
-        {opts.map((c) => (
-          <option key={c} value={c}>
-            {decl.choices_from === 'inputs' ? inputsName(c, decl.choices!) : c}
-          </option>
-        ))}
-      </select>
-    );
-  }
-  if (t === 'bool') {
-    return (
-      <label className="nodrag toggle">
-        <input type="checkbox" checked={value === true} onChange={(e) => set(e.target.checked)} aria-label={decl.name} />
-        <span />
-      </label>
-    );
-  }
-  if (t === 'int' || t === 'float' || t === 'seed') {
-    return (
-      <span className="w-num">
-        <NumberField value={value} decl={decl} onChange={set} />
-        {t === 'seed' && (
+  const text = value === undefined ? '' : String(value);
+  const placeholder = decl.default !== undefined ? String(decl.default) : '';
+  switch (decl.widget) {
+    case 'choice':
+      return <ChoiceField decl={decl} value={text} onChange={set} />;
+    case 'image_file':
+      // The files in the inputs folder when the server lists them; the upload button sits beside.
+      return decl.choices?.length ? <ChoiceField decl={decl} value={text} onChange={set} /> : <TextField value={text} onChange={set} label={decl.name} placeholder={placeholder} />;
+    case 'toggle':
+      return (
+        <label className="nodrag toggle">
+          <input type="checkbox" checked={value === true} onChange={(e) => set(e.target.checked)} aria-label={decl.name} />
+          <span />
+        </label>
+      );
+    case 'number':
+      return (
+        <span className="w-num">
+          <NumberField value={value} decl={decl} onChange={set} />
+        </span>
+      );
+    case 'slider':
+      return (
+        <span className="w-num w-slider">
+          <input
+            type="range"
+            className="nodrag nowheel"
+            aria-label={`${decl.name} slider`}
+            min={decl.min}
+            max={decl.max}
+            step={decl.step ?? (decl.type === 'float' ? 0.01 : 1)}
+            value={typeof value === 'number' ? value : typeof decl.default === 'number' ? decl.default : (decl.min ?? 0)}
+            onChange={(e) => set(Number(e.target.value))}
+          />
+          <NumberField value={value} decl={decl} onChange={set} />
+        </span>
+      );
+    case 'seed':
+      return (
+        <span className="w-num">
+          <NumberField value={value} decl={decl} onChange={set} />
           <button
             className="nodrag dice"
             title="random seed"
@@ -366,28 +372,27 @@ function Widget({ node, decl, value }: { node: string; decl: InputDecl; value: C
               <circle cx="8.5" cy="8.5" r="1" fill="currentColor" />
             </svg>
           </button>
-        )}
-      </span>
-    );
+        </span>
+      );
+    case 'multiline':
+      return <TextField multiline value={text} onChange={set} label={decl.name} placeholder={placeholder} />;
+    default:
+      return <TextField value={text} onChange={set} label={decl.name} placeholder={placeholder} />;
   }
-  if (TEXTY.test(decl.name)) {
-    return (
-      <TextField
-        multiline
-        value={value === undefined ? '' : String(value)}
-        onChange={set}
-        label={decl.name}
-        placeholder={decl.default !== undefined ? String(decl.default) : ''}
-      />
-    );
-  }
+}
+
+function ChoiceField({ decl, value, onChange }: { decl: InputDecl; value: string; onChange: (v: string) => void }) {
+  const choices = decl.choices ?? [];
+  const opts = choices.includes(value) || value === '' ? choices : [value, ...choices];
   return (
-    <TextField
-      value={value === undefined ? '' : String(value)}
-      onChange={set}
-      label={decl.name}
-      placeholder={decl.default !== undefined ? String(decl.default) : ''}
-    />
+    <select className="nodrag w" value={value} onChange={(e) => onChange(e.target.value)} aria-label={decl.name}>
+      {value === '' && <option value="">{decl.default !== undefined ? `${decl.default} (default)` : '—'}</option>}
+      {opts.map((c) => (
+        <option key={c} value={c}>
+          {decl.choices_from === 'inputs' ? inputsName(c, choices) : c}
+        </option>
+      ))}
+    </select>
   );
 }
 

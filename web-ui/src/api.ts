@@ -1,16 +1,21 @@
 // The HTTP side of docs/api.md: types and thin fetch wrappers.
 
-import { toJsonText } from './graph';
+import { toJsonText } from './jsontext';
 import { withoutServerPaths } from './paths';
 import type { SweepCell, SweepMode, SweepSection } from './sweep';
 import type { QueuePlace } from './queueorder';
 
 export type Constant = string | number | boolean;
 
+/** How the editor draws an input's value: the catalogue says it per input (engine `Widget`). */
+export type WidgetHint = 'text' | 'multiline' | 'number' | 'slider' | 'seed' | 'toggle' | 'choice' | 'image_file';
+
 export interface InputDecl {
   name: string;
   type: string;
   doc: string;
+  /** The widget for a constant (absent for link-only inputs). */
+  widget?: WidgetHint;
   default?: Constant;
   min?: number;
   max?: number;
@@ -167,10 +172,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Token from `?token=` in the page URL, for a server listening beyond loopback. */
-const token = new URLSearchParams(location.search).get('token');
+/** Token from `?token=` in the page URL, for a server listening beyond loopback (read when
+ * needed, not at import: the module loads in unit tests where there is no page). */
+const pageToken = () => new URLSearchParams(location.search).get('token');
 
 export function withToken(url: string): string {
+  const token = pageToken();
   if (!token) return url;
   return url + (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
 }
@@ -178,6 +185,7 @@ export function withToken(url: string): string {
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
+  const token = pageToken();
   if (token) headers.authorization = `Bearer ${token}`;
   const res = await fetch(path, {
     method,
@@ -233,6 +241,7 @@ export const api = {
   /** A ComfyUI file (JSON of either form, or a ComfyUI PNG) converted by the server's importer. */
   importComfy: async (file: File): Promise<ImportedFile> => {
     const headers: Record<string, string> = { 'content-type': file.type || 'application/octet-stream' };
+    const token = pageToken();
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await fetch('/api/import', { method: 'POST', body: await file.arrayBuffer(), headers });
     const text = await res.text();
@@ -249,6 +258,7 @@ export const api = {
     const form = new FormData();
     form.append('image', file);
     const headers: Record<string, string> = {};
+    const token = pageToken();
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await fetch('/api/uploads', { method: 'POST', body: form, headers });
     const json = await res.json().catch(() => ({}));

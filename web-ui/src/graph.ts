@@ -33,18 +33,9 @@ export type NodeMode = 'bypass' | 'mute';
 /** The node keys beside `type` that are not inputs. */
 const MODE_KEYS = new Set(['bypass', 'mute']);
 
-/** A whole number in a float input: sent as `5.0` so the file keeps `cfg: 5.0` (JSON.stringify would write 5). */
-export class WholeFloat {
-  constructor(public value: number) {}
-  toJSON() {
-    return `\u0001float:${this.value}\u0001`;
-  }
-}
+import { WholeFloat } from './jsontext';
 
-/** JSON text of a document, with whole floats written as floats. */
-export function toJsonText(body: unknown): string {
-  return JSON.stringify(body).replace(/"\\u0001float:(-?\d+)\\u0001"/g, '$1.0');
-}
+export { WholeFloat, toJsonText } from './jsontext';
 
 export type GNode = Node<WeftData, 'weft'>;
 

@@ -1,11 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { merge3 } from './merge';
 import type { GNode } from './graph';
-
-// The store reads the page's address when loaded: a bare one for node.
-Object.assign(globalThis, { location: { search: '', pathname: '/', hash: '' }, history: { replaceState() {} }, document: { title: '' } });
-const { boxAround, membersOf } = await import('./groups');
-const { useEditor } = await import('./store');
+import { boxAround, membersOf } from './groups';
+import { useEditor } from './store';
 
 const n = (id: string, x: number, y: number, selected = false): GNode => ({
   id,

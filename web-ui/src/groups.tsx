@@ -5,33 +5,9 @@ import { memo, useState } from 'react';
 import type { NodeChange, NodeProps } from '@xyflow/react';
 import type { GNode } from './graph';
 import { useEditor } from './store';
+import { DEFAULT_GROUP_COLOUR, GROUP_PREFIX, type GroupBox } from './groupbox';
 
-export interface GroupBox {
-  title: string;
-  color?: string;
-  /** x, y, width, height in canvas units. */
-  box: [number, number, number, number];
-}
-
-export const GROUP_PREFIX = 'group:';
-export const DEFAULT_GROUP_COLOUR = '#3f789e';
-/** Room around the nodes a new group holds, and for its title bar. */
-const PAD = 24;
-const TITLE = 36;
-
-/** The box around some nodes (their measured size, or the usual node size before measuring). */
-export function boxAround(nodes: GNode[]): [number, number, number, number] {
-  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  for (const n of nodes) {
-    const w = n.measured?.width ?? 260;
-    const h = n.measured?.height ?? 200;
-    x0 = Math.min(x0, n.position.x);
-    y0 = Math.min(y0, n.position.y);
-    x1 = Math.max(x1, n.position.x + w);
-    y1 = Math.max(y1, n.position.y + h);
-  }
-  return [Math.round(x0 - PAD), Math.round(y0 - PAD - TITLE), Math.round(x1 - x0 + 2 * PAD), Math.round(y1 - y0 + 2 * PAD + TITLE)];
-}
+export { boxAround, DEFAULT_GROUP_COLOUR, GROUP_PREFIX, type GroupBox } from './groupbox';
 
 /** The nodes a group holds: those whose top-left corner is inside its box (as ComfyUI decides). */
 export function membersOf(g: GroupBox, nodes: GNode[]): string[] {

@@ -84,3 +84,13 @@ export function describeConflicts(conflicts: MergeConflict[]): string {
     .map((c) => `${c.input ? `${c.node}.${c.input}` : c.node} (file ${show(c.theirs)}, yours ${show(c.mine)})`)
     .join(', ');
 }
+
+/**
+ * The outcome of merging the canvas (`mine`) with the file on disk (`theirs`) from the revision the
+ * tab read (`base`): the merged document and what to tell the user (conflicts named per input).
+ */
+export function mergedWithDisk(name: string, base: WorkflowDoc | null, theirs: WorkflowDoc, mine: WorkflowDoc): { doc: WorkflowDoc; text: string; kind: 'info' | 'error' } {
+  const { doc, conflicts } = merge3(base, theirs, mine);
+  if (conflicts.length) return { doc, kind: 'error', text: `merged with ${name}.yaml on disk; changed on both sides, yours kept: ${describeConflicts(conflicts)}. Save to write it` };
+  return { doc, kind: 'info', text: `merged your edits with ${name}.yaml on disk; save to write both` };
+}

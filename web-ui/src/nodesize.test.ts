@@ -6,14 +6,14 @@ const prompt: NodeType = {
   type: 'PromptEncode', category: 'conditioning', doc: 'Encodes a prompt', version: 1, output_node: false,
   inputs: [
     { name: 'encoder', type: 'text_encoder', doc: '', optional: false, link_only: true },
-    { name: 'text', type: 'string', doc: '', optional: false, link_only: false },
+    { name: 'text', type: 'string', doc: '', optional: false, link_only: false, widget: 'multiline' },
   ],
   outputs: [{ name: 'conditioning', type: 'conditioning', doc: '' }],
 };
 
 const loadImage: NodeType = {
   type: 'LoadImage', category: 'image', doc: 'Loads an image file', version: 1, output_node: false,
-  inputs: [{ name: 'path', type: 'string', doc: 'the image file', optional: false, link_only: false }],
+  inputs: [{ name: 'path', type: 'string', doc: 'the image file', optional: false, link_only: false, widget: 'image_file' }],
   outputs: [{ name: 'image', type: 'image', doc: '' }],
 };
 
@@ -27,6 +27,13 @@ describe('estimateNodeSize', () => {
       ['encoder', 'target', -9, 54 + 11 - 5, 10],
       ['text', 'target', -8, 76 + 11 - 4, 8],
     ]);
+  });
+
+  it('draws a block only where the catalogue says so, whatever the input is called', () => {
+    const oneLine = { ...prompt, inputs: prompt.inputs.map((i) => (i.name === 'text' ? { ...i, widget: 'text' as const } : i)) };
+    expect(estimateNodeSize(oneLine, new Set())!.height).toBe(1 + 27 + 4 + 66 + 4 + 1);
+    const notes = { ...prompt, inputs: prompt.inputs.map((i) => (i.name === 'text' ? { ...i, name: 'notes' } : i)) };
+    expect(estimateNodeSize(notes, new Set())!.height).toBe(1 + 27 + 4 + 66 + 43 + 4 + 1);
   });
 
   it('a linked prompt has no block', () => {

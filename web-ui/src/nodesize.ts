@@ -7,12 +7,11 @@ import type { NodeHandle } from '@xyflow/react';
 import { Position } from '@xyflow/react';
 import type { InputDecl, NodeType } from './api';
 
-/** Inputs whose text widget is a block under the row (prompts). */
-export const TEXTY = /text|prompt/i;
+/** An input whose text widget is a block under the row (prompts): the catalogue's hint. */
+export const isMultiline = (i: InputDecl) => i.widget === 'multiline';
 
 /** An image file input: a block with an upload button and a preview (not estimated). */
-export const isImageFile = (i: InputDecl, t: NodeType) =>
-  i.type === 'string' && /^(path|image|file)$/.test(i.name) && t.outputs.some((o) => o.type === 'image') && /image/i.test(i.doc + t.doc);
+export const isImageFile = (i: InputDecl) => i.widget === 'image_file';
 
 export const NODE_WIDTH = 260;
 const BORDER = 1;
@@ -56,7 +55,7 @@ export function estimateNodeSize(t: NodeType | undefined, linked: Set<string>): 
   }
   for (const i of t.inputs) {
     const isLinked = linked.has(i.name);
-    if (!isLinked && isImageFile(i, t)) return null;
+    if (!isLinked && isImageFile(i)) return null;
     const size = i.link_only ? SOCKET : WIDGET_SOCKET;
     handles.push({
       id: i.name,
@@ -68,7 +67,7 @@ export function estimateNodeSize(t: NodeType | undefined, linked: Set<string>): 
       height: size,
     });
     y += ROW;
-    if (!isLinked && !i.link_only && TEXTY.test(i.name)) {
+    if (!isLinked && !i.link_only && isMultiline(i)) {
       if (i.type === 'string') y += BLOCK;
       // A texty input of another kind without a widget of its own gets a textarea in its row.
       else if (!i.choices?.length && !['bool', 'int', 'float', 'seed'].includes(i.type)) return null;

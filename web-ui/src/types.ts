@@ -43,3 +43,34 @@ export function accepts(input: string, found: string): boolean {
 export function acceptedTypes(input: string, all: Iterable<string>): string[] {
   return [...all].filter((t) => accepts(input, t));
 }
+
+interface Sockets {
+  inputs: { type: string }[];
+  outputs: { type: string }[];
+}
+const dragCache = new WeakMap<Sockets[], { classes: Record<string, string>; css: string }>();
+
+/**
+ * For dimming the sockets a dragged link cannot reach: each input type's classes (`acc-T` for
+ * every output type T it accepts) and the CSS rules that use them. Worked out once per catalogue.
+ */
+export function dragStyles(types: Sockets[]): { classes: Record<string, string>; css: string } {
+  const cached = dragCache.get(types);
+  if (cached) return cached;
+  const all = new Set<string>();
+  for (const t of types) {
+    for (const i of t.inputs) all.add(i.type);
+    for (const o of t.outputs) all.add(o.type);
+  }
+  const classes: Record<string, string> = {};
+  const rules: string[] = [];
+  for (const x of all) {
+    const ok = [...all].filter((t) => accepts(x, t));
+    classes[x] = ok.map((t) => `acc-${t}`).join(' ');
+    rules.push(`.drag-in-${x} .h-out${ok.map((t) => `:not(.t-${t})`).join('')}{opacity:.15}`);
+    rules.push(`.drag-out-${x} .h-in:not(.acc-${x}){opacity:.15}`);
+  }
+  const styles = { classes, css: rules.join('\n') };
+  dragCache.set(types, styles);
+  return styles;
+}

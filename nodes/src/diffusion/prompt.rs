@@ -29,7 +29,9 @@ impl Node for PromptEncode {
                     T::TextEncoder,
                     "the text encoder of the checkpoint",
                 ),
-                In::new("text", T::String, "the prompt").default(""),
+                In::new("text", T::String, "the prompt")
+                    .default("")
+                    .multiline(),
             ],
             outputs: vec![Out::new(
                 "conditioning",
@@ -101,8 +103,12 @@ impl Node for PromptEncodeSdxl {
                 pixels("crop_h", "the crop's top offset in pixels (0: not cropped)", 0),
                 pixels("target_width", "the target image width", 1024),
                 pixels("target_height", "the target image height", 1024),
-                In::new("text_g", T::String, "the prompt for OpenCLIP-bigG").default(""),
-                In::new("text_l", T::String, "the prompt for CLIP-L").default(""),
+                In::new("text_g", T::String, "the prompt for OpenCLIP-bigG")
+                    .default("")
+                    .multiline(),
+                In::new("text_l", T::String, "the prompt for CLIP-L")
+                    .default("")
+                    .multiline(),
             ],
             outputs: vec![Out::new(
                 "conditioning",
@@ -167,7 +173,7 @@ impl Node for PromptEncodeSdxlRefiner {
                     .step(0.01),
                 pixels("width", "the image width the refiner is told (size conditioning)"),
                 pixels("height", "the image height the refiner is told"),
-                In::new("text", T::String, "the prompt").default(""),
+                In::new("text", T::String, "the prompt").default("").multiline(),
             ],
             outputs: vec![Out::new(
                 "conditioning",

@@ -199,7 +199,8 @@ impl Node for Sampler {
                     "how much to change the latent (1 = from pure noise)",
                 )
                 .default(1.0)
-                .range(0.0, 1.0),
+                .range(0.0, 1.0)
+                .slider(),
             ],
             outputs: vec![Out::new("latent", T::Latent, "the denoised latent")],
             output_node: false,

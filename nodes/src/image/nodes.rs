@@ -133,7 +133,8 @@ impl Node for LoadImage {
                 "path",
                 T::String,
                 "the image file, relative to the working folder",
-            )],
+            )
+            .image_file()],
             outputs: vec![
                 Out::new("image", T::Image, "the image, [1, 3, height, width]"),
                 Out::new(
