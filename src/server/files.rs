@@ -56,7 +56,11 @@ fn content_type(name: &str) -> &'static str {
 
 fn serve_file(path: &std::path::Path, name: &str) -> ApiResult<Response> {
     let bytes = std::fs::read(path).map_err(|e| ApiError::internal("reading a file", e))?;
-    Ok((
+    Ok(serve_bytes(bytes.into(), name))
+}
+
+fn serve_bytes(bytes: Bytes, name: &str) -> Response {
+    (
         [
             (CONTENT_TYPE, content_type(name)),
             (X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -64,7 +68,7 @@ fn serve_file(path: &std::path::Path, name: &str) -> ApiResult<Response> {
         ],
         bytes,
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn output(
@@ -80,13 +84,28 @@ pub async fn output(
             .to_string()
     };
     // A SaveImage prefix may name a sub-folder (a/b): each part is a plain name.
-    let run_dir = state.roots.outputs.join(folder);
-    let parts: Vec<&str> = file.split('/').collect();
-    for part in &parts {
+    for part in file.split('/') {
         check_name(part, "output file")?;
     }
-    let real = file_inside(&run_dir, &parts, "output")?;
-    serve_file(&real, &file)
+    let bytes = state
+        .outputs
+        .get(&format!("{folder}/{file}"))
+        .await
+        .map_err(|e| output_error(e, &file))?;
+    Ok(serve_bytes(bytes, &file))
+}
+
+/// An output store's refusal as the API's: `shown` is the name the client asked for.
+pub fn output_error(e: super::outputs::OutputError, shown: &str) -> ApiError {
+    use super::outputs::OutputError;
+    match e {
+        OutputError::NotFound(_) => ApiError::NotFound(format!("no output '{shown}'")),
+        OutputError::Outside(_) => {
+            ApiError::Forbidden("that output points outside its folder".into())
+        }
+        OutputError::BadKey(_) => ApiError::BadRequest(e.to_string()),
+        OutputError::Storage { .. } => ApiError::internal("reading an output", e),
+    }
 }
 
 /// The file `parts` (plain names, checked by the caller) name below `folder`, resolved with

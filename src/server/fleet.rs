@@ -86,6 +86,10 @@ pub struct WorkerArgs {
     /// this many seconds before this worker takes it (0: plain oldest-first).
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub cache_affinity: f64,
+    /// Store each run's images in this S3-compatible bucket (s3://BUCKET/PREFIX, AWS_*
+    /// environment; docs/scaling.md) instead of the shared <data>/outputs folder.
+    #[arg(long, value_name = "URL")]
+    pub outputs: Option<String>,
 }
 
 /// The connection string from `--queue` or WEFT_QUEUE.
@@ -458,13 +462,10 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         hub: hub.clone(),
         forwarded,
     });
-    let queue = queue::start_scheduler(
-        store.clone(),
-        claims.clone(),
-        hub,
-        device,
-        roots.outputs.clone(),
-    );
+    let (scheduled, outputs_place) =
+        super::outputs::worker_claims(args.outputs.as_deref(), claims.clone(), &roots.outputs)?;
+    let queue =
+        queue::start_scheduler(store.clone(), scheduled, hub, device, roots.outputs.clone());
     {
         let (claims, queue) = (claims.clone(), queue.clone());
         std::thread::Builder::new()
@@ -515,7 +516,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         "weft worker: {name} takes runs from {} (models {}, outputs {}, lease {:.0} s)",
         store.place(),
         roots.models,
-        roots.outputs.display(),
+        outputs_place,
         lease_timeout.as_secs_f64()
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

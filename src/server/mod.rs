@@ -12,6 +12,7 @@ pub mod hub;
 pub mod import;
 pub mod listen;
 mod nodes;
+pub mod outputs;
 pub mod paths;
 pub mod queue;
 mod runs;
@@ -91,6 +92,9 @@ pub struct Config {
     /// An API server of a fleet: runs are enqueued into this PostgreSQL database and run by
     /// `weft worker`s (no device here); their events reach this server's clients.
     pub queue: Option<ConnectionString>,
+    /// A fleet API server's outputs in an S3-compatible bucket (`--outputs`); without it they
+    /// are served from `<data_dir>/outputs`.
+    pub outputs: Option<outputs::OutputsSetting>,
 }
 
 impl Config {
@@ -115,6 +119,7 @@ impl Config {
             comfy_frontend: None,
             postgres: None,
             queue: None,
+            outputs: None,
         }
     }
 }
@@ -135,6 +140,8 @@ pub struct Server {
     pub store: Arc<dyn RunStore>,
     pub hub: Arc<Hub>,
     pub queue: Arc<Queue>,
+    /// Where runs' images are read from (`/api/outputs`, ComfyUI's `/view`).
+    pub outputs: Arc<dyn outputs::OutputStore>,
     /// How the LoadImage node names a file in the inputs folder (relative to the working folder
     /// when the inputs folder is under it).
     pub inputs_ref: PathBuf,
@@ -201,7 +208,15 @@ impl Server {
         worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
-        Self::assemble(config, roots, registry, store, hub, queue, device)
+        let outputs = Arc::new(outputs::FolderOutputs::new(roots.outputs.clone()));
+        Self::assemble(
+            config,
+            roots,
+            registry,
+            store,
+            (hub, queue, outputs),
+            device,
+        )
     }
 
     /// An API server of a fleet: the store is the fleet's database; runs are left `running`
@@ -227,13 +242,17 @@ impl Server {
         let queue = fleet::api_server_queue(store.clone(), hub.clone());
         fleet::relay_events(&store, hub.clone(), queue.clone())?;
         let store: Arc<dyn RunStore> = store;
+        let outputs: Arc<dyn outputs::OutputStore> = match &config.outputs {
+            Some(setting) => Arc::new(setting.open()?),
+            None => Arc::new(outputs::FolderOutputs::new(roots.outputs.clone())),
+        };
+        eprintln!("weft serve: runs' images are read from {}", outputs.place());
         Self::assemble(
             config,
             roots,
             registry,
             store,
-            hub,
-            queue,
+            (hub, queue, outputs),
             "fleet".to_string(),
         )
     }
@@ -244,8 +263,7 @@ impl Server {
         roots: Roots,
         registry: Arc<Registry>,
         store: Arc<dyn RunStore>,
-        hub: Arc<Hub>,
-        queue: Arc<Queue>,
+        (hub, queue, outputs): (Arc<Hub>, Arc<Queue>, Arc<dyn outputs::OutputStore>),
         device: String,
     ) -> Result<AppState> {
         let comfy = comfy::Comfy::start(
@@ -278,6 +296,7 @@ impl Server {
             store,
             hub,
             queue,
+            outputs,
             inputs_ref,
             write_lock: Mutex::new(()),
             parsed: Mutex::new(std::collections::HashMap::new()),
@@ -394,6 +413,10 @@ pub struct ServeArgs {
     /// to run (nothing runs here). Default: WEFT_QUEUE. Password in WEFT_QUEUE or ~/.pgpass.
     #[arg(long, value_name = "URL", conflicts_with = "store")]
     pub queue: Option<String>,
+    /// With --queue: serve runs' images from this S3-compatible bucket (s3://BUCKET/PREFIX,
+    /// AWS_* environment; docs/scaling.md), where the workers store them.
+    #[arg(long, value_name = "URL")]
+    pub outputs: Option<String>,
 }
 
 /// The process's arguments as `/system_stats` shows them: a `--store` or `--queue`
@@ -506,6 +529,17 @@ pub fn run(args: ServeArgs, executor: ExecutorConfig) -> Result<()> {
         config.queue = fleet::queue_url(args.queue.as_deref());
         if config.queue.is_some() {
             config.postgres = None;
+        }
+        if let Some(text) = args.outputs.as_deref().filter(|t| !t.trim().is_empty()) {
+            if config.queue.is_none() {
+                bail!(
+                    "--outputs is for a fleet's API servers (with --queue) and workers; a lone \
+                     weft serve keeps its runs' images in <data>/outputs"
+                );
+            }
+            let setting = outputs::OutputsSetting::parse(text).map_err(anyhow::Error::msg)?;
+            setting.open()?.check().await?;
+            config.outputs = Some(setting);
         }
         config.allowed_hosts = loopback_hosts(local.port());
         let shown = listen::shown_addresses(local);

@@ -53,15 +53,31 @@ pub(super) async fn view(
         parts.push(part);
     }
     parts.push(name);
-    // weft's own resolution of output and input files (symlinks followed, kept inside).
-    let real = match crate::server::files::file_inside(root, &parts, "file") {
-        Ok(real) => real,
-        Err(crate::server::error::ApiError::Forbidden(_)) => return status(StatusCode::FORBIDDEN),
-        Err(_) => return status(StatusCode::NOT_FOUND),
-    };
-    let bytes = match tokio::fs::read(&real).await {
-        Ok(b) => b,
-        Err(_) => return status(StatusCode::NOT_FOUND),
+    let bytes = if kind == "output" {
+        // From the outputs' store: the shared folder, or the fleet's bucket.
+        match state.outputs.get(&parts.join("/")).await {
+            Ok(bytes) => bytes.to_vec(),
+            Err(crate::server::outputs::OutputError::Outside(_)) => {
+                return status(StatusCode::FORBIDDEN)
+            }
+            Err(crate::server::outputs::OutputError::Storage { .. }) => {
+                return status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Err(_) => return status(StatusCode::NOT_FOUND),
+        }
+    } else {
+        // weft's own resolution of input files (symlinks followed, kept inside).
+        let real = match crate::server::files::file_inside(root, &parts, "file") {
+            Ok(real) => real,
+            Err(crate::server::error::ApiError::Forbidden(_)) => {
+                return status(StatusCode::FORBIDDEN)
+            }
+            Err(_) => return status(StatusCode::NOT_FOUND),
+        };
+        match tokio::fs::read(&real).await {
+            Ok(b) => b,
+            Err(_) => return status(StatusCode::NOT_FOUND),
+        }
     };
     let lower = name.to_ascii_lowercase();
     let ty = if lower.ends_with(".png") {
