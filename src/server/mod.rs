@@ -5,6 +5,7 @@
 mod checking;
 pub mod comfy;
 pub mod error;
+pub mod events;
 mod files;
 pub mod fleet;
 mod guard;
