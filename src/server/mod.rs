@@ -17,6 +17,7 @@ pub mod paths;
 pub mod queue;
 mod runs;
 pub mod store;
+pub mod typescript;
 mod sweeps;
 mod ui;
 mod watcher;
