@@ -557,7 +557,7 @@ pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result
                 }
                 if let Some((channel, payload)) = notification {
                     if channel == EVENTS_CHANNEL {
-                        let message = match Broadcast::parse(&payload) {
+                        let message = match Broadcast::parse(payload) {
                             Ok(message) => message,
                             Err(e) => {
                                 eprintln!("weft serve: a worker's event does not read ({e}); is every machine of the fleet the same version? {payload:.200}");

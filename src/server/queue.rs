@@ -458,10 +458,8 @@ fn record(p: &mut Progress, event: &ServerEvent) {
             };
             p.nodes.insert(node.clone(), entry);
         }
-        ServerEvent::NodeStarted { node, why, .. } => {
-            if !why.is_empty() {
-                p.why.insert(node.clone(), json!(why));
-            }
+        ServerEvent::NodeStarted { node, why, .. } if !why.is_empty() => {
+            p.why.insert(node.clone(), json!(why));
         }
         ServerEvent::NodeFinished { node, micros, .. } => {
             let mut entry = json!({"state": "ran", "micros": micros});
