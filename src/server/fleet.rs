@@ -12,6 +12,7 @@
 //! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
 //! outputs folder is emptied first, so what a dead worker half wrote is not counted twice. A
 //! worker stopped by SIGTERM or Ctrl-C gives its run back to the queue at once.
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -542,9 +543,62 @@ pub fn api_server_queue(store: Arc<PgStore>, hub: Arc<Hub>) -> Arc<Queue> {
 /// not seen by its clients; it starts anyway, and says so).
 const RELAY_READY_WAIT: Duration = Duration::from_secs(30);
 
-/// Relays the workers' events to this API server's hub, and notes queue changes; returns once
-/// it listens (or after `RELAY_READY_WAIT`).
-pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+/// The `run_queued` events an API server passes to the others, so that every API server's
+/// clients see every run queued (the workers send the rest of a run's events).
+#[derive(Default)]
+struct Queued {
+    /// Runs this server queued and announced: their echo from the database is not relayed.
+    mine: HashSet<u64>,
+    /// Runs another server queued, relayed here: not announced again.
+    theirs: HashSet<u64>,
+}
+
+/// Entries `Queued` keeps at most (an echo lost with a dropped connection is never removed).
+const QUEUED_KEPT: usize = 10_000;
+
+fn queued_ids(queued: &Mutex<Queued>) -> std::sync::MutexGuard<'_, Queued> {
+    let mut ids = queued.lock().unwrap_or_else(|e| e.into_inner());
+    if ids.mine.len() + ids.theirs.len() > QUEUED_KEPT {
+        *ids = Queued::default();
+    }
+    ids
+}
+
+/// Announces the runs queued through this API server to the other API servers (NOTIFY on
+/// `EVENTS_CHANNEL`).
+fn announce_queued(store: Arc<PgStore>, hub: &Hub, queued: Arc<Mutex<Queued>>) {
+    let mut messages = hub.subscribe();
+    std::thread::Builder::new()
+        .name("weft-announce-queued".into())
+        .spawn(move || loop {
+            let message = match messages.blocking_recv() {
+                Ok(message) => message,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("weft serve: {n} events were not looked at for the other API servers (they fell behind)");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let ServerEvent::RunQueued { run } = message.event() else {
+                continue;
+            };
+            if queued_ids(&queued).theirs.remove(run) {
+                continue;
+            }
+            queued_ids(&queued).mine.insert(*run);
+            if let Err(e) = store.notify(EVENTS_CHANNEL, message.json()) {
+                queued_ids(&queued).mine.remove(run);
+                eprintln!("weft serve: announcing run {run} to the other API servers: {e}");
+            }
+        })
+        .expect("spawning the run_queued announcer thread");
+}
+
+/// Relays the workers' events (and the other API servers' `run_queued`) to this API server's
+/// hub, and notes queue changes; returns once it listens (or after `RELAY_READY_WAIT`).
+pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+    let queued = Arc::new(Mutex::new(Queued::default()));
+    announce_queued(store.clone(), &hub, queued.clone());
     let (ready_tx, ready) = mpsc::channel();
     let mut ready_tx = Some(ready_tx);
     store
@@ -564,6 +618,14 @@ pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result
                                 return;
                             }
                         };
+                        if let ServerEvent::RunQueued { run } = message.event() {
+                            let mut ids = queued_ids(&queued);
+                            if ids.mine.remove(run) {
+                                // Sent to this server's clients when it was queued here.
+                                return;
+                            }
+                            ids.theirs.insert(*run);
+                        }
                         if matches!(
                             message.event(),
                             ServerEvent::RunStarted { .. } | ServerEvent::RunFinished { .. }
