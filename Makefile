@@ -1,5 +1,5 @@
 # The two commands of the README. Both do all set-up first (idempotent, quick when done).
-.PHONY: demo test setup bench serve schema
+.PHONY: demo test setup bench serve schema event-types
 
 setup:
 	@scripts/setup.sh
@@ -19,3 +19,7 @@ serve: setup
 # workflows/schema.json, suggesting only the models the repository ships (tests/cli.rs checks it).
 schema:
 	@scripts/schema.sh
+
+# web-ui/src/generated/events.ts from the server's event types (tests/event_types.rs checks it).
+event-types:
+	@scripts/event-types.sh

@@ -58,6 +58,10 @@ enum Command {
         #[command(flatten)]
         options: RunOptions,
     },
+    /// Print the TypeScript types of the /ws events, generated from the server's Rust types
+    /// (`make event-types` writes web-ui/src/generated/events.ts).
+    #[command(hide = true)]
+    EventTypes,
     /// Print the JSON Schema of workflow files (for editor completion and checks).
     Schema {
         /// Write to this file instead of standard output.
@@ -239,6 +243,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EventTypes => {
+            print!("{}", weft::server::typescript::event_types());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use weft::server::events::ServerEvent;
 use weft::server::{app, listen, loopback_hosts, Config};
 
 #[allow(dead_code)] // each test file uses part of it
@@ -174,8 +175,11 @@ async fn a_websocket_client_that_never_reads_is_dropped_after_its_byte_bound() {
     let filler = "x".repeat(1000);
     let message_count = 8000;
     for i in 0..message_count {
-        let message = json!({"event": "progress", "run": 1, "step": i, "pad": filler});
-        f.state.hub.send(message.to_string().into());
+        f.state.hub.send(ServerEvent::Notice {
+            run: 1,
+            node: format!("n{i}"),
+            message: filler.clone(),
+        });
         if i % 200 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

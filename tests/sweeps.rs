@@ -475,7 +475,7 @@ async fn an_api_sweep_queues_a_run_per_cell_composes_the_grid_and_outlives_a_res
     let mut messages: Vec<Value> = Vec::new();
     for _ in 0..100 {
         while let Ok(m) = socket.try_recv() {
-            messages.push(serde_json::from_str(&m).unwrap());
+            messages.push(serde_json::from_str(m.json()).unwrap());
         }
         if messages.iter().any(|m| m["event"] == "sweep_finished") {
             break;

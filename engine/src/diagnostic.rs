@@ -1,13 +1,14 @@
 //! Located errors about a workflow: node id, input, line:column, message and a hint.
 use std::fmt;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::yaml::Pos;
 
 /// What kind of problem a diagnostic reports, set where the problem is found, so that a client
 /// (the ComfyUI API's error types) tells problems apart without reading their messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
     /// The workflow file cannot be read: not YAML or JSON, or not shaped as a workflow.
@@ -42,22 +43,24 @@ pub enum Code {
     NoOutput,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A problem found in a workflow, where it is and what to do (read back where a server's
+/// events cross machines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Diagnostic {
     /// What kind of problem this is; `None` where no check named it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Code>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pos: Option<Pos>,
     /// The file `pos` is in, when it is not the workflow's own (a subgraph's file).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<Box<str>>,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 

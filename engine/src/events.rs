@@ -88,6 +88,10 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         node: Option<String>,
         message: String,
+        /// The run was cancelled (the error that ends a cancelled run): a client tells a
+        /// cancellation from a failure by this, not by the message.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cancelled: bool,
     },
     RunFinished {
         run: u64,

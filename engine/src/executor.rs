@@ -411,6 +411,7 @@ impl Executor {
                 run,
                 node: None,
                 message: "run cancelled".into(),
+                cancelled: true,
             });
         }
         finish(report, started, on_event)
@@ -729,6 +730,7 @@ impl Executor {
                     run,
                     node: Some(step.id.clone()),
                     message: message.clone(),
+                    cancelled: false,
                 });
                 report
                     .errors

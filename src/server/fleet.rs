@@ -12,6 +12,7 @@
 //! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
 //! outputs folder is emptied first, so what a dead worker half wrote is not counted twice. A
 //! worker stopped by SIGTERM or Ctrl-C gives its run back to the queue at once.
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 use weft_engine::worker::DeviceWorker;
 use weft_engine::ExecutorConfig;
 
+use super::events::{Broadcast, ServerEvent};
 use super::hub::Hub;
 use super::paths::Roots;
 use super::queue::{self, Claims, Queue};
@@ -136,9 +138,6 @@ struct Forwarded {
     moved: Condvar,
 }
 
-/// The hub message a flush marker starts with (never forwarded).
-const FLUSH_MARK: &str = "{\"event\":\"fleet_flush\",\"upto\":";
-
 /// The longest a finishing run waits for its events to be sent before its record.
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
 
@@ -154,7 +153,7 @@ impl LeaseClaims {
                 .unwrap_or_else(|e| e.into_inner());
             *upto + 1
         };
-        self.hub.send(format!("{FLUSH_MARK}{mark}}}").into());
+        self.hub.send(ServerEvent::FleetFlush { upto: mark });
         let upto = self
             .forwarded
             .upto
@@ -223,15 +222,15 @@ impl Claims for LeaseClaims {
         Ok(Some(leased.run))
     }
 
-    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool> {
+    fn finish(&self, id: u64, finished: &Finished, announce: &Broadcast) -> StoreResult<bool> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         match held {
             Some(held) if held.id == id => {
                 self.flush();
-                let payload = fit_payload(announce);
+                let payload = announce.fit(MAX_PAYLOAD);
                 let recorded =
                     self.store
-                        .finish_leased(id, &held.token, finished, Some(&payload))?;
+                        .finish_leased(id, &held.token, finished, Some(&*payload))?;
                 if recorded && finished.status == weft_engine::RunStatus::Succeeded {
                     self.note_loaded(held.needs);
                 }
@@ -321,20 +320,17 @@ fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
-                if let Some(mark) = message.strip_prefix(FLUSH_MARK) {
-                    if let Ok(mark) = mark.trim_end_matches('}').parse::<u64>() {
-                        *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = mark;
+                match message.event() {
+                    ServerEvent::FleetFlush { upto } => {
+                        *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = *upto;
                         forwarded.moved.notify_all();
+                        continue;
                     }
-                    continue;
+                    // Each API server sends its own `queue` messages.
+                    ServerEvent::Queue { .. } | ServerEvent::RunFinished { .. } => continue,
+                    _ => {}
                 }
-                // Each API server sends its own `queue` messages.
-                if message.starts_with("{\"event\":\"queue\"")
-                    || message.starts_with("{\"event\":\"run_finished\"")
-                {
-                    continue;
-                }
-                let payload = fit_payload(&message);
+                let payload = message.fit(MAX_PAYLOAD);
                 match store.notify(EVENTS_CHANNEL, &payload) {
                     Ok(()) => failing = false,
                     Err(e) => {
@@ -346,30 +342,6 @@ fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
             }
         })
         .expect("spawning the event forwarder thread");
-}
-
-/// `message` when it fits a NOTIFY payload; else its event name and run with where the API
-/// has it whole.
-fn fit_payload(message: &str) -> String {
-    if message.len() <= MAX_PAYLOAD {
-        return message.to_string();
-    }
-    let parsed: serde_json::Value = serde_json::from_str(message).unwrap_or_default();
-    let run = parsed.get("run").cloned().unwrap_or_default();
-    let mut small = serde_json::json!({
-        "event": parsed.get("event").cloned().unwrap_or_else(|| "omitted".into()),
-        "run": run,
-        "omitted": {"bytes": message.len()},
-    });
-    if let Some(run) = run.as_u64() {
-        small["omitted"]["url"] = format!("/api/runs/{run}").into();
-    }
-    for key in ["node", "status", "ran", "cached", "micros", "step", "steps"] {
-        if let Some(value) = parsed.get(key) {
-            small[key] = value.clone();
-        }
-    }
-    small.to_string()
 }
 
 /// How deep below a models folder `model_inventory` looks (`loras/x.safetensors` is 2;
@@ -572,9 +544,62 @@ pub fn api_server_queue(store: Arc<PgStore>, hub: Arc<Hub>) -> Arc<Queue> {
 /// not seen by its clients; it starts anyway, and says so).
 const RELAY_READY_WAIT: Duration = Duration::from_secs(30);
 
-/// Relays the workers' events to this API server's hub, and notes queue changes; returns once
-/// it listens (or after `RELAY_READY_WAIT`).
-pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+/// The `run_queued` events an API server passes to the others, so that every API server's
+/// clients see every run queued (the workers send the rest of a run's events).
+#[derive(Default)]
+struct Queued {
+    /// Runs this server queued and announced: their echo from the database is not relayed.
+    mine: HashSet<u64>,
+    /// Runs another server queued, relayed here: not announced again.
+    theirs: HashSet<u64>,
+}
+
+/// Entries `Queued` keeps at most (an echo lost with a dropped connection is never removed).
+const QUEUED_KEPT: usize = 10_000;
+
+fn queued_ids(queued: &Mutex<Queued>) -> std::sync::MutexGuard<'_, Queued> {
+    let mut ids = queued.lock().unwrap_or_else(|e| e.into_inner());
+    if ids.mine.len() + ids.theirs.len() > QUEUED_KEPT {
+        *ids = Queued::default();
+    }
+    ids
+}
+
+/// Announces the runs queued through this API server to the other API servers (NOTIFY on
+/// `EVENTS_CHANNEL`).
+fn announce_queued(store: Arc<PgStore>, hub: &Hub, queued: Arc<Mutex<Queued>>) {
+    let mut messages = hub.subscribe();
+    std::thread::Builder::new()
+        .name("weft-announce-queued".into())
+        .spawn(move || loop {
+            let message = match messages.blocking_recv() {
+                Ok(message) => message,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("weft serve: {n} events were not looked at for the other API servers (they fell behind)");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let ServerEvent::RunQueued { run } = message.event() else {
+                continue;
+            };
+            if queued_ids(&queued).theirs.remove(run) {
+                continue;
+            }
+            queued_ids(&queued).mine.insert(*run);
+            if let Err(e) = store.notify(EVENTS_CHANNEL, message.json()) {
+                queued_ids(&queued).mine.remove(run);
+                eprintln!("weft serve: announcing run {run} to the other API servers: {e}");
+            }
+        })
+        .expect("spawning the run_queued announcer thread");
+}
+
+/// Relays the workers' events (and the other API servers' `run_queued`) to this API server's
+/// hub, and notes queue changes; returns once it listens (or after `RELAY_READY_WAIT`).
+pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> Result<()> {
+    let queued = Arc::new(Mutex::new(Queued::default()));
+    announce_queued(store.clone(), &hub, queued.clone());
     let (ready_tx, ready) = mpsc::channel();
     let mut ready_tx = Some(ready_tx);
     store
@@ -587,12 +612,28 @@ pub fn relay_events(store: &PgStore, hub: Arc<Hub>, queue: Arc<Queue>) -> Result
                 }
                 if let Some((channel, payload)) = notification {
                     if channel == EVENTS_CHANNEL {
-                        if payload.contains("\"event\":\"run_started\"")
-                            || payload.contains("\"event\":\"run_finished\"")
-                        {
+                        let message = match Broadcast::parse(payload) {
+                            Ok(message) => message,
+                            Err(e) => {
+                                eprintln!("weft serve: a worker's event does not read ({e}); is every machine of the fleet the same version? {payload:.200}");
+                                return;
+                            }
+                        };
+                        if let ServerEvent::RunQueued { run } = message.event() {
+                            let mut ids = queued_ids(&queued);
+                            if ids.mine.remove(run) {
+                                // Sent to this server's clients when it was queued here.
+                                return;
+                            }
+                            ids.theirs.insert(*run);
+                        }
+                        if matches!(
+                            message.event(),
+                            ServerEvent::RunStarted { .. } | ServerEvent::RunFinished { .. }
+                        ) {
                             queue.changed();
                         }
-                        hub.send(payload.into());
+                        hub.send_broadcast(message);
                         return;
                     }
                 }
@@ -612,18 +653,19 @@ mod tests {
 
     #[test]
     fn a_message_too_large_for_notify_keeps_its_event_and_run() {
-        let big = serde_json::json!({"event": "node_finished", "run": 7, "node": "save",
-            "diagnostics": "x".repeat(20_000)})
-        .to_string();
-        let small = fit_payload(&big);
+        let big = Broadcast::new(ServerEvent::Notice {
+            run: 7,
+            node: "save".into(),
+            message: "x".repeat(20_000),
+        });
+        let small = big.fit(MAX_PAYLOAD);
         assert!(small.len() <= MAX_PAYLOAD);
-        let v: serde_json::Value = serde_json::from_str(&small).unwrap();
-        assert_eq!(v["event"], "node_finished");
-        assert_eq!(v["run"], 7);
-        assert_eq!(v["node"], "save");
-        assert_eq!(v["omitted"]["url"], "/api/runs/7");
-        let short = r#"{"event":"run_started","run":1}"#;
-        assert_eq!(fit_payload(short), short);
+        let back = Broadcast::parse(&small).unwrap();
+        assert_eq!(back.event().run(), Some(7));
+        assert_eq!(back.event().node(), Some("save"));
+        assert_eq!(back.omitted().unwrap().url.as_deref(), Some("/api/runs/7"));
+        let short = Broadcast::new(ServerEvent::RunQueued { run: 1 });
+        assert!(Arc::ptr_eq(&short.fit(MAX_PAYLOAD), short.json()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod checking;
 pub mod comfy;
 pub mod error;
+pub mod events;
 mod files;
 pub mod fleet;
 mod guard;
@@ -18,6 +19,7 @@ pub mod queue;
 mod runs;
 pub mod store;
 mod sweeps;
+pub mod typescript;
 mod ui;
 mod watcher;
 mod workflows;

@@ -15,6 +15,7 @@ use weft_engine::device_memory::MemoryReport;
 use weft_engine::worker::{DeviceWorker, Job, WorkerRemote};
 use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 
+use super::events::{Broadcast, ServerEvent};
 use super::hub::Hub;
 use super::now_ms;
 use super::store::{Finished, RunRecord, RunState, RunStore, StoreResult};
@@ -55,7 +56,7 @@ pub trait Claims: Send + Sync {
     /// Records the outcome; false when the run is no longer this scheduler's to finish (then
     /// nothing of it is announced as finished). `announce` is the run's `run_finished`
     /// message, sent to the hub after this returns.
-    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool>;
+    fn finish(&self, id: u64, finished: &Finished, announce: &Broadcast) -> StoreResult<bool>;
 }
 
 /// `weft serve` alone: the oldest queued run of its own store.
@@ -66,7 +67,7 @@ impl Claims for LocalClaims {
         self.0.claim_next(now_ms())
     }
 
-    fn finish(&self, id: u64, finished: &Finished, _announce: &str) -> StoreResult<bool> {
+    fn finish(&self, id: u64, finished: &Finished, _announce: &Broadcast) -> StoreResult<bool> {
         self.0.finish(id, finished)
     }
 }
@@ -161,13 +162,13 @@ impl Queue {
 }
 
 /// The `queue` message: what runs now and what waits.
-pub fn queue_message(store: &dyn RunStore, queue: &Queue) -> Option<Arc<str>> {
-    let (ids, total) = store.queued(QUEUE_LISTED).ok()?;
-    Some(
-        json!({"event": "queue", "running": queue.running(), "queued": ids, "queued_total": total})
-            .to_string()
-            .into(),
-    )
+pub fn queue_message(store: &dyn RunStore, queue: &Queue) -> Option<ServerEvent> {
+    let (queued, queued_total) = store.queued(QUEUE_LISTED).ok()?;
+    Some(ServerEvent::Queue {
+        running: queue.running(),
+        queued,
+        queued_total: queued_total as u64,
+    })
 }
 
 /// Starts the scheduler thread over the local store; it lives as long as the process.
@@ -272,7 +273,7 @@ struct Progress {
     error: Option<Json>,
     /// `run_finished` waits until the run's record is written, so a client that reads the
     /// run on that event sees it finished.
-    finished_message: Option<Arc<str>>,
+    finished_message: Option<Arc<Broadcast>>,
 }
 
 /// What a run executes with.
@@ -326,9 +327,13 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
         }
     };
     let message = message.unwrap_or_else(|| {
-        json!({"event": "run_finished", "run": id, "status": RunState::from(finished.status), "ran": 0, "cached": 0, "micros": 0})
-            .to_string()
-            .into()
+        Broadcast::new(ServerEvent::RunFinished {
+            run: id,
+            status: RunState::from(finished.status),
+            ran: 0,
+            cached: 0,
+            micros: 0,
+        })
     });
     let recorded = match claims.finish(id, &finished, &message) {
         Ok(recorded) => recorded,
@@ -347,7 +352,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
         queue.changed();
         return;
     }
-    hub.send(message);
+    hub.send_broadcast(message);
     queue.changed();
     super::sweeps::run_finished(store, hub, outputs_root, id);
 }
@@ -360,7 +365,7 @@ fn run_on_worker(
     run: &RunRecord,
     cancel: CancelToken,
     outputs_root: &std::path::Path,
-) -> (Finished, Option<Arc<str>>, Option<MemoryReport>) {
+) -> (Finished, Option<Arc<Broadcast>>, Option<MemoryReport>) {
     let id = run.id;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let (done_tx, done_rx) = mpsc::channel();
@@ -376,31 +381,28 @@ fn run_on_worker(
         batch,
         cancel,
         events: Box::new(move |event: &Event| {
-            let Ok(mut message) = serde_json::to_value(event) else {
-                return;
-            };
+            let mut message =
+                ServerEvent::from_engine(event, |path| output_path(path, id, &run_dir));
             if let Ok(mut p) = events_progress.lock() {
-                record(&mut p, event, &mut message, id, &run_dir);
+                record(&mut p, &message);
             }
             // Previews (kilobytes each) travel in their own small, lossy ring, so the main
             // ring's memory stays that of small messages; the step's progress goes in both.
-            if let Event::Progress {
-                preview: Some(_), ..
-            } = event
-            {
-                let _ = events_previews.send(message.to_string().into());
-                if let Some(o) = message.as_object_mut() {
-                    o.remove("preview");
+            if let ServerEvent::Progress { preview, .. } = &mut message {
+                if preview.is_some() {
+                    let _ = events_previews.send(Broadcast::new(message.clone()));
+                    if let ServerEvent::Progress { preview, .. } = &mut message {
+                        *preview = None;
+                    }
                 }
             }
-            let text: Arc<str> = message.to_string().into();
-            if matches!(event, Event::RunFinished { .. }) {
+            if matches!(message, ServerEvent::RunFinished { .. }) {
                 if let Ok(mut p) = events_progress.lock() {
-                    p.finished_message = Some(text);
+                    p.finished_message = Some(Broadcast::new(message));
                     return;
                 }
             }
-            events_hub.send(text);
+            events_hub.send(message);
         }),
         done: Box::new(move |report| {
             let _ = done_tx.send(report);
@@ -443,17 +445,10 @@ fn failed(message: &str) -> Finished {
     }
 }
 
-/// Folds one event into the run's record and rewrites what a client must not see (server
-/// paths become the output's URL).
-fn record(
-    p: &mut Progress,
-    event: &Event,
-    message: &mut Json,
-    run: u64,
-    run_dir: &std::path::Path,
-) {
+/// Folds one event into the run's record.
+fn record(p: &mut Progress, event: &ServerEvent) {
     match event {
-        Event::NodeCached {
+        ServerEvent::NodeCached {
             node, from_disk, ..
         } => {
             let entry = if *from_disk {
@@ -463,51 +458,44 @@ fn record(
             };
             p.nodes.insert(node.clone(), entry);
         }
-        Event::NodeStarted { node, .. } => {
-            if let Some(why) = message.get("why") {
-                p.why.insert(node.clone(), why.clone());
-            }
+        ServerEvent::NodeStarted { node, why, .. } if !why.is_empty() => {
+            p.why.insert(node.clone(), json!(why));
         }
-        Event::NodeFinished { node, micros, .. } => {
+        ServerEvent::NodeFinished { node, micros, .. } => {
             let mut entry = json!({"state": "ran", "micros": micros});
             if let Some(why) = p.why.remove(node) {
                 entry["why"] = why;
             }
             p.nodes.insert(node.clone(), entry);
         }
-        Event::Error {
-            node,
-            message: text,
-            ..
-        } => {
+        ServerEvent::Error { node, message, .. } => {
             if let Some(node) = node {
                 p.nodes.insert(node.clone(), json!({"state": "failed"}));
             }
-            p.error = Some(json!({"node": node, "message": text}));
+            p.error = Some(json!({"node": node, "message": message}));
         }
-        Event::Invalid { errors, .. } => {
+        ServerEvent::Invalid { errors, .. } => {
             p.error = Some(json!({"message": "the workflow is not valid", "diagnostics": errors}));
         }
-        Event::Output { node, path, .. } => {
-            // Relative to the outputs folder: the run's folder, or for a cached node the
-            // folder of the earlier run that wrote the file (a SaveImage prefix may name a
-            // sub-folder).
-            let outputs_root = run_dir.parent().unwrap_or(run_dir);
-            let relative = path
-                .strip_prefix(outputs_root)
-                .ok()
-                .and_then(|p| p.to_str())
-                .map(str::to_string)
-                .or_else(|| {
-                    path.file_name()
-                        .map(|f| format!("{run}/{}", f.to_string_lossy()))
-                })
-                .unwrap_or_default();
-            let url = format!("/api/outputs/{relative}");
+        ServerEvent::Output { node, url, .. } => {
             p.outputs.push(json!({"node": node, "url": url}));
-            message["path"] = json!(relative);
-            message["url"] = json!(url);
         }
         _ => {}
     }
+}
+
+/// An output's path as clients see it (a server path must not reach them): relative to the
+/// outputs folder, which is the run's folder, or for a cached node the folder of the earlier
+/// run that wrote the file (a SaveImage prefix may name a sub-folder).
+fn output_path(path: &std::path::Path, run: u64, run_dir: &std::path::Path) -> String {
+    let outputs_root = run_dir.parent().unwrap_or(run_dir);
+    path.strip_prefix(outputs_root)
+        .ok()
+        .and_then(|p| p.to_str())
+        .map(str::to_string)
+        .or_else(|| {
+            path.file_name()
+                .map(|f| format!("{run}/{}", f.to_string_lossy()))
+        })
+        .unwrap_or_default()
 }

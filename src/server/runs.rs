@@ -137,7 +137,7 @@ pub(super) fn submit(
     }
     state
         .hub
-        .send(json!({"event": "run_queued", "run": id}).to_string().into());
+        .send(super::events::ServerEvent::RunQueued { run: id });
     state.queue.hand_over(id, workflow);
     state.queue.changed();
     state.queue.wake();

@@ -89,7 +89,9 @@ pub(crate) fn failed<E: fmt::Display>(
 
 /// Where a run stands. Finished runs end in the engine's outcome (`RunStatus`), or
 /// `Interrupted` when the process running them stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,

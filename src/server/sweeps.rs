@@ -121,11 +121,9 @@ pub fn enqueue(
         }
     }
     for (run, workflow) in runs.iter().zip(cells) {
-        state.hub.send(
-            json!({"event": "run_queued", "run": run})
-                .to_string()
-                .into(),
-        );
+        state
+            .hub
+            .send(super::events::ServerEvent::RunQueued { run: *run });
         state.queue.hand_over(*run, workflow);
     }
     state.queue.changed();
@@ -394,11 +392,11 @@ pub fn finish_if_done(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, id
             None
         }
     };
-    hub.send(
-        json!({"event": "sweep_finished", "sweep": id, "status": sweep_status(&record), "grid": grid})
-            .to_string()
-            .into(),
-    );
+    hub.send(super::events::ServerEvent::SweepFinished {
+        sweep: id,
+        status: sweep_status(&record).to_string(),
+        grid,
+    });
 }
 
 /// `"sweep"` of a run's detail: the sweep it is a cell of, which cell, and its values.

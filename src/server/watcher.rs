@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::ServerEvent;
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
-use serde_json::json;
 use weft_engine::{Registry, Workflow};
 
 use crate::file_watch::{read_settled, watch_key};
@@ -98,9 +98,16 @@ fn workflow_name(path: &Path) -> Option<String> {
     Some(stem.to_string())
 }
 
-/// The message for a workflow's current bytes: changed (valid) or invalid with diagnostics.
-fn announcement(registry: &Registry, dir: &Path, name: &str, bytes: &[u8]) -> serde_json::Value {
-    let rev = revision(bytes);
+/// The message for a workflow's current bytes: changed (valid) or invalid with diagnostics;
+/// `because`: the subgraph files whose change it is.
+fn announcement(
+    registry: &Registry,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    because: Option<Vec<String>>,
+) -> ServerEvent {
+    let revision = revision(bytes);
     let diagnostics = match Workflow::parse(bytes) {
         Ok(w) => super::workflows::validate_expanded(
             registry,
@@ -110,10 +117,20 @@ fn announcement(registry: &Registry, dir: &Path, name: &str, bytes: &[u8]) -> se
         ),
         Err(d) => d,
     };
+    let name = name.to_string();
     if diagnostics.is_empty() {
-        json!({"event": "workflow_changed", "name": name, "revision": rev})
+        ServerEvent::WorkflowChanged {
+            name,
+            revision,
+            because,
+        }
     } else {
-        json!({"event": "workflow_invalid", "name": name, "revision": rev, "diagnostics": diagnostics})
+        ServerEvent::WorkflowInvalid {
+            name,
+            revision,
+            diagnostics,
+            because,
+        }
     }
 }
 
@@ -161,7 +178,7 @@ impl Watcher {
                             if announced.insert(name.clone(), None) == Some(None) {
                                 continue;
                             }
-                            json!({"event": "workflow_deleted", "name": name})
+                            ServerEvent::WorkflowDeleted { name: name.clone() }
                         }
                         Some(bytes) => {
                             let rev = revision(&bytes);
@@ -170,10 +187,10 @@ impl Watcher {
                             {
                                 continue;
                             }
-                            announcement(&registry, &dir, name, &bytes)
+                            announcement(&registry, &dir, name, &bytes, None)
                         }
                     };
-                    hub.send(message.to_string().into());
+                    hub.send(message);
                     sent.insert(name.clone());
                 }
                 if touched.is_empty() {
@@ -189,9 +206,8 @@ impl Watcher {
                         // Announced above, from its own save, with these files already read.
                         continue;
                     }
-                    let mut message = announcement(&registry, &dir, &name, &bytes);
-                    message["because"] = json!(because);
-                    hub.send(message.to_string().into());
+                    let message = announcement(&registry, &dir, &name, &bytes, Some(because));
+                    hub.send(message);
                 }
             },
         )?;

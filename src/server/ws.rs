@@ -1,4 +1,5 @@
-//! `/ws`: every message of the hub, as text frames. The first frame is the current `queue`.
+//! `/ws`: every message of the hub, as text frames of the JSON each event was serialised to
+//! once when sent (server::events). The first frame is the current `queue`.
 //! A client that falls behind the hub's ring (in messages or in bytes) is sent a close frame
 //! and dropped; its kernel send buffer is bounded, so a client that never reads is found out.
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -7,6 +8,7 @@ use axum::response::Response;
 use axum::Extension;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::events::{Broadcast, ServerEvent};
 use super::listen::ConnectionSocket;
 use super::queue::queue_message;
 use super::ws_send::{client_left, close_too_slow, deliver, Delivery, SEND_BUFFER};
@@ -37,7 +39,8 @@ async fn client(state: AppState, mut socket: WebSocket) {
     let mut previews = state.hub.subscribe_previews();
     let bound = state.config.client_bytes as u64;
     if let Some(m) = queue_message(&*state.store, &state.queue) {
-        if socket.send(Message::Text(m.as_ref().into())).await.is_err() {
+        let first = Broadcast::new(m);
+        if socket.send(text_frame(&first)).await.is_err() {
             return;
         }
     }
@@ -47,19 +50,25 @@ async fn client(state: AppState, mut socket: WebSocket) {
             // A preview is sent before whatever came after it on the main ring.
             biased;
             preview = previews.recv() => match preview {
-                Ok(text) => vec![Message::Text(text.as_ref().into())],
+                Ok(event) => vec![text_frame(&event)],
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
             message = messages.recv() => match message {
-                Ok(text) => {
+                Ok(event) => {
                     // Whatever else is already waiting goes out in the same write.
-                    let mut batch = vec![Message::Text(text.as_ref().into())];
-                    while batch.len() < 256 {
-                        match messages.try_recv() {
-                            Ok(more) => batch.push(Message::Text(more.as_ref().into())),
-                            Err(_) => break,
+                    let mut batch = Vec::new();
+                    let mut next = Some(event);
+                    while let Some(event) = next.take() {
+                        if !is_internal(&event) {
+                            batch.push(text_frame(&event));
                         }
+                        if batch.len() < 256 {
+                            next = messages.try_recv().ok();
+                        }
+                    }
+                    if batch.is_empty() {
+                        continue;
                     }
                     batch
                 }
@@ -84,4 +93,13 @@ async fn client(state: AppState, mut socket: WebSocket) {
             }
         }
     }
+}
+
+fn text_frame(event: &Broadcast) -> Message {
+    Message::Text(event.json().as_ref().into())
+}
+
+/// Markers a process sends itself through its hub, not news for clients.
+fn is_internal(event: &Broadcast) -> bool {
+    matches!(event.event(), ServerEvent::FleetFlush { .. })
 }

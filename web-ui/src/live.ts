@@ -7,10 +7,17 @@ import { useEditor } from './store';
 import { forgetStale, groupDiagnostics, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { cancelSweep, cellIndex, followingSweep, refreshSweep, sweepFinishedEvent, sweepRunEvent, useSweepStore } from './sweeprun';
 
-type Ev = Record<string, unknown> & { event: string; run?: number };
+import type { WireEvent } from './generated/events';
+
+/** A /ws message: the server's event types, generated from its Rust declarations. */
+type Ev = WireEvent;
+/** The events of one run. */
+type RunEv = Extract<Ev, { run: number }>;
+/** A workflow file's news from the server's watcher. */
+type FileEv = Extract<Ev, { event: 'workflow_changed' | 'workflow_invalid' | 'workflow_deleted' }>;
 
 /** Events of runs whose id the POST has not returned yet (a run can start before the 202 is read). */
-const early = new Map<number, Ev[]>();
+const early = new Map<number, RunEv[]>();
 const mine = new Set<number>();
 const seenOutput = new Set<string>();
 /** The followed run's inner nodes of subgraphs, whose news make their canvas node's state. */
@@ -200,12 +207,18 @@ function handle(ev: Ev): void {
     case 'workflow_deleted':
       return fileEvent(ev);
     case 'queue':
-      useRunStore.setState({ queue: { running: (ev.running as number) ?? null, queued: (ev.queued as number[]) ?? [] } });
+      useRunStore.setState({ queue: { running: ev.running, queued: ev.queued } });
       return;
     case 'sweep_finished':
       return sweepFinishedEvent(ev);
+    case 'omitted':
+      // Too large to send and nothing of it kept: the next event or a reload tells.
+      return;
   }
-  if (typeof ev.run !== 'number') return;
+  runEvent(ev);
+}
+
+function runEvent(ev: RunEv): void {
   if (ev.event === 'run_finished') useRunStore.setState((s) => ({ historyTick: s.historyTick + 1 }));
   sweepRunEvent(ev);
   if (ev.event === 'run_started' && ev.run !== useRunStore.getState().run) {
@@ -223,14 +236,14 @@ function handle(ev: Ev): void {
   const rs = useRunStore.getState();
   if (ev.run !== rs.run) return;
   const onCanvas = new Set(useEditor.getState().nodes.map((n) => n.id));
-  const engineNode = ev.node as string | undefined;
+  const engineNode = 'node' in ev ? (ev.node ?? undefined) : undefined;
   const node = engineNode === undefined ? undefined : canvasNode(engineNode, onCanvas);
   const inner = node !== engineNode;
   if (ev.event === 'run_started' || subRun?.run !== ev.run) {
-    const planned = Array.isArray(ev.nodes) ? (ev.nodes as string[]) : [];
+    const planned = ev.event === 'run_started' ? ev.nodes : [];
     subRun = { run: ev.run, agg: new SubgraphRun(planned, (id) => canvasNode(id, onCanvas)) };
   }
-  const why = (ev.why as string[] | undefined)?.map((w) => userText(w, onCanvas));
+  const why = ev.event === 'node_started' ? ev.why?.map((w) => userText(w, onCanvas)) : undefined;
   if (inner && node) {
     // An inner node of a subgraph: its news counts toward its canvas node's state.
     const agg = subRun!.agg;
@@ -242,11 +255,11 @@ function handle(ev: Ev): void {
         rs.patch(node, { ...agg.update(node, engineNode!, { state: 'running', why }), step: undefined, total: undefined, preview: undefined, error: undefined });
         return;
       case 'node_finished':
-        rs.patch(node, { ...agg.update(node, engineNode!, { state: 'done', micros: ev.micros as number }), step: undefined, total: undefined });
+        rs.patch(node, { ...agg.update(node, engineNode!, { state: 'done', micros: ev.micros }), step: undefined, total: undefined });
         return;
       case 'error':
         agg.update(node, engineNode!, { state: 'failed' });
-        rs.patch(node, { state: 'failed', error: userText(String(ev.message), onCanvas) });
+        rs.patch(node, { state: 'failed', error: userText(ev.message, onCanvas) });
         return;
     }
   }
@@ -262,7 +275,7 @@ function handle(ev: Ev): void {
         why: undefined,
         error: undefined,
         micros: undefined,
-        ...(ev.value !== undefined ? { value: ev.value as string | number | boolean } : {}),
+        ...(ev.value !== undefined ? { value: ev.value } : {}),
       });
       break;
     case 'node_started':
@@ -277,16 +290,16 @@ function handle(ev: Ev): void {
       });
       break;
     case 'progress':
-      document.title = `${Math.round(((ev.step as number) / (ev.total as number)) * 100)}% · ${useEditor.getState().name ?? 'weft'}`;
+      document.title = `${Math.round((ev.step / ev.total) * 100)}% · ${useEditor.getState().name ?? 'weft'}`;
       rs.patch(node!, {
-        step: ev.step as number,
-        total: ev.total as number,
-        ...(ev.preview ? { preview: ev.preview as string } : {}),
+        step: ev.step,
+        total: ev.total,
+        ...(ev.preview ? { preview: ev.preview } : {}),
       });
       break;
     case 'output': {
       const key = `${ev.run}:${node}`;
-      const url = (ev.url as string) ?? '';
+      const url = ev.url;
       const prev = seenOutput.has(key) ? (rs.nodes[node!]?.images ?? []) : [];
       seenOutput.add(key);
       if (url) rs.patch(node!, { images: [...prev, url] });
@@ -295,28 +308,28 @@ function handle(ev: Ev): void {
     case 'node_finished':
       rs.patch(node!, {
         state: 'done',
-        micros: ev.micros as number,
+        micros: ev.micros,
         step: undefined,
         total: undefined,
-        ...(ev.value !== undefined ? { value: ev.value as string | number | boolean } : {}),
+        ...(ev.value !== undefined ? { value: ev.value } : {}),
       });
       break;
     case 'error':
-      if (node) rs.patch(node, { state: 'failed', error: userText(String(ev.message), onCanvas) });
-      else useEditor.getState().say(userText(String(ev.message), onCanvas), 'error');
+      if (node) rs.patch(node, { state: 'failed', error: userText(ev.message, onCanvas) });
+      else useEditor.getState().say(userText(ev.message, onCanvas), 'error');
       break;
     case 'invalid':
-      useRunStore.setState({ diagnostics: groupDiagnostics((ev.errors as Diagnostic[]) ?? [], ranFile) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(ev.errors, ranFile) });
       break;
     case 'run_finished': {
-      const status = ev.status as string;
+      const status = ev.status;
       // Nodes the plan did not need lose their "queued" mark.
       const nodes: Record<string, NodeRunState> = {};
       for (const [id, st] of Object.entries(useRunStore.getState().nodes)) {
         if (st.state === 'running') nodes[id] = { images: st.images, state: status === 'cancelled' ? 'cancelled' : 'idle' };
         else nodes[id] = st.state === 'queued' ? { images: st.images, state: 'idle' } : st;
       }
-      const secs = ((ev.micros as number) / 1e6).toFixed(2);
+      const secs = (ev.micros / 1e6).toFixed(2);
       document.title = `${useEditor.getState().name ?? 'weft'} · weft`;
       useRunStore.setState({
         status,
@@ -330,7 +343,7 @@ function handle(ev: Ev): void {
 
 let pending: ReturnType<typeof setTimeout> | null = null;
 
-function fileEvent(ev: Ev): void {
+function fileEvent(ev: FileEv): void {
   const ed = useEditor.getState();
   void ed.refreshList();
   if (ev.name !== ed.name) return;
@@ -339,21 +352,21 @@ function fileEvent(ev: Ev): void {
     useEditor.setState({ dirty: true });
     return;
   }
-  const revision = ev.revision as string;
-  if (Array.isArray(ev.because)) {
+  const revision = ev.revision;
+  if (ev.because) {
     // A subgraph file it includes changed, not the workflow: the subgraph types' inputs and
     // the diagnostics may differ, the text does not.
     void api.nodes().then((types) => useEditor.getState().setCatalogue(types), () => undefined);
     if (ev.event === 'workflow_invalid') {
-      useRunStore.setState({ diagnostics: groupDiagnostics((ev.diagnostics as Diagnostic[]) ?? [], true) });
+      useRunStore.setState({ diagnostics: groupDiagnostics(ev.diagnostics, true) });
     } else if (!ed.dirty) {
       // The nodes of the subgraphs that changed will re-run: they lose the last run's marks.
-      const stems = new Set((ev.because as string[]).map((f) => f.replace(/^.*[\\/]/, '').replace(/\.(ya?ml|json)$/, '')));
+      const stems = new Set(ev.because.map((f) => f.replace(/^.*[\\/]/, '').replace(/\.(ya?ml|json)$/, '')));
       const doc = ed.doc();
       forgetStale(staleNodes(doc, doc, stems));
       void ed.load(ed.name!);
     }
-    ed.say(`${(ev.because as string[]).join(', ')} changed on disk`, 'info');
+    ed.say(`${ev.because.join(', ')} changed on disk`, 'info');
     return;
   }
   // Our own save, or (with the file unreadable, whose revision the page never took) the text

@@ -1,6 +1,7 @@
-//! The translator: weft's events from the hub, read once, become ComfyUI's messages for the
-//! prompts posted here, with ComfyUI's node ids; step previews become its binary frames.
+//! The translator: weft's typed events from the hub become ComfyUI's messages for the prompts
+//! posted here, with ComfyUI's node ids; step previews become its binary frames.
 use super::*;
+use crate::server::events::{Broadcast, ServerEvent};
 
 /// What the translator knows of a prompt while it runs.
 pub(super) struct Live {
@@ -17,24 +18,21 @@ pub(super) struct Live {
 
 pub(super) fn translate_loop(
     comfy: Arc<Comfy>,
-    mut events: Subscriber<Arc<str>>,
+    mut events: Subscriber<Arc<Broadcast>>,
     store: Arc<dyn RunStore>,
     queue: Arc<Queue>,
 ) {
     let mut live: HashMap<u64, Live> = HashMap::new();
     loop {
-        let text = match events.blocking_recv() {
-            Ok(t) => t,
+        let message = match events.blocking_recv() {
+            Ok(m) => m,
             Err(RecvError::Lagged(n)) => {
                 eprintln!("weft serve: the ComfyUI translator missed {n} events");
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
-        let Ok(event) = serde_json::from_str::<Json_>(&text) else {
-            continue;
-        };
-        comfy.translate(&event, &mut live, &*store, &queue);
+        comfy.translate(message.event(), &mut live, &*store, &queue);
     }
 }
 
@@ -46,25 +44,30 @@ pub(super) const WORKFLOW_FILE_MESSAGE: &str = "weft.workflow_file";
 /// The watcher's `workflow_changed`, `workflow_invalid` or `workflow_deleted` as the data of a
 /// [`WORKFLOW_FILE_MESSAGE`]: the event, the workflow's name and its path among the
 /// frontend's user files (`workflows/NAME.json`, what its workflow tabs are keyed by).
-pub(super) fn workflow_file_message(event: &Json_) -> Option<Json_> {
-    let kind = event["event"].as_str()?;
-    if !matches!(
-        kind,
-        "workflow_changed" | "workflow_invalid" | "workflow_deleted"
-    ) {
-        return None;
-    }
-    let name = event["name"].as_str()?;
+pub(super) fn workflow_file_message(event: &ServerEvent) -> Option<Json_> {
+    let (kind, name, revision, diagnostics) = match event {
+        ServerEvent::WorkflowChanged { name, revision, .. } => {
+            ("workflow_changed", name, Some(revision), None)
+        }
+        ServerEvent::WorkflowInvalid {
+            name,
+            revision,
+            diagnostics,
+            ..
+        } => ("workflow_invalid", name, Some(revision), Some(diagnostics)),
+        ServerEvent::WorkflowDeleted { name } => ("workflow_deleted", name, None, None),
+        _ => return None,
+    };
     let mut data = json!({
         "event": kind,
         "name": name,
         "path": format!("workflows/{name}.json"),
     });
-    if let Some(revision) = event.get("revision") {
-        data["revision"] = revision.clone();
+    if let Some(revision) = revision {
+        data["revision"] = json!(revision);
     }
-    if let Some(diagnostics) = event.get("diagnostics") {
-        data["diagnostics"] = diagnostics.clone();
+    if let Some(diagnostics) = diagnostics {
+        data["diagnostics"] = json!(diagnostics);
     }
     Some(data)
 }
@@ -80,24 +83,25 @@ pub(super) fn image_frame(png: &[u8]) -> Vec<u8> {
 
 /// Step previews travel in the hub's own lossy ring (a slow reader skips some): each goes to
 /// the client of its prompt as ComfyUI's binary frame, when that prompt asked for previews.
-pub(super) fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<str>>) {
+pub(super) fn preview_loop(comfy: Arc<Comfy>, mut previews: broadcast::Receiver<Arc<Broadcast>>) {
     loop {
-        let text = match previews.blocking_recv() {
-            Ok(t) => t,
+        let message = match previews.blocking_recv() {
+            Ok(m) => m,
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
         };
-        let Ok(event) = serde_json::from_str::<Json_>(&text) else {
-            continue;
-        };
-        let Some(prompt) = event["run"]
-            .as_u64()
-            .and_then(|run| comfy.prompt_of_run(run))
+        let ServerEvent::Progress {
+            run,
+            preview: Some(preview),
+            ..
+        } = message.event()
         else {
             continue;
         };
-        let png = event["preview"]
-            .as_str()
+        let Some(prompt) = comfy.prompt_of_run(*run) else {
+            continue;
+        };
+        let png = Some(preview.as_str())
             .filter(|_| prompt.wants_previews())
             .and_then(|p| p.strip_prefix("data:image/png;base64,"))
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
@@ -158,15 +162,18 @@ impl Comfy {
 
     pub(super) fn translate(
         &self,
-        event: &Json_,
+        event: &ServerEvent,
         live: &mut HashMap<u64, Live>,
         store: &dyn RunStore,
         queue: &Queue,
     ) {
-        let kind = event["event"].as_str().unwrap_or("");
-        if kind == "queue" {
-            let remaining = usize::from(!event["running"].is_null())
-                + event["queued_total"].as_u64().unwrap_or(0) as usize;
+        if let ServerEvent::Queue {
+            running,
+            queued_total,
+            ..
+        } = event
+        {
+            let remaining = usize::from(running.is_some()) + *queued_total as usize;
             self.send(
                 None,
                 "status",
@@ -178,10 +185,15 @@ impl Comfy {
             self.send(None, WORKFLOW_FILE_MESSAGE, message);
             return;
         }
-        let Some(run) = event["run"].as_u64() else {
+        let Some(run) = event.run() else {
             return;
         };
-        let starts = matches!(kind, "run_started" | "invalid" | "run_finished");
+        let starts = matches!(
+            event,
+            ServerEvent::RunStarted { .. }
+                | ServerEvent::Invalid { .. }
+                | ServerEvent::RunFinished { .. }
+        );
         if starts && !self.begin(run, live) {
             return;
         }
@@ -191,11 +203,9 @@ impl Comfy {
         let to = l.prompt.client_id.clone();
         let to = to.as_deref();
         let pid = l.prompt.prompt_id.clone();
-        let node = event["node"]
-            .as_str()
-            .map(|n| l.prompt.comfy_id(n).to_string());
-        match kind {
-            "node_cached" => {
+        let node = event.node().map(|n| l.prompt.comfy_id(n).to_string());
+        match event {
+            ServerEvent::NodeCached { .. } => {
                 if let Some(n) = node {
                     if !l.cached_sent {
                         l.cached.push(n.clone());
@@ -203,7 +213,7 @@ impl Comfy {
                     l.all_cached.push(n);
                 }
             }
-            "node_started" => {
+            ServerEvent::NodeStarted { .. } => {
                 self.flush_cached(l);
                 self.send(
                     to,
@@ -215,16 +225,16 @@ impl Comfy {
                     *now = Some((client.to_string(), pid.clone(), n));
                 }
             }
-            "progress" => {
+            ServerEvent::Progress { step, total, .. } => {
                 self.flush_cached(l);
                 self.send(
                     to,
                     "progress",
-                    json!({"value": event["step"], "max": event["total"], "prompt_id": pid, "node": node}),
+                    json!({"value": step, "max": total, "prompt_id": pid, "node": node}),
                 );
             }
-            "output" => {
-                if let (Some(n), Some(path)) = (node, event["path"].as_str()) {
+            ServerEvent::Output { path, .. } => {
+                if let Some(n) = node {
                     if l.prompt.class(&n) == Some("SaveImageWebsocket") {
                         self.send_image(to, path);
                     } else {
@@ -232,7 +242,7 @@ impl Comfy {
                     }
                 }
             }
-            "node_finished" => {
+            ServerEvent::NodeFinished { .. } => {
                 if let Some(n) = node {
                     l.executed.push(n.clone());
                     if let Some(images) = l.images.remove(&n) {
@@ -247,33 +257,30 @@ impl Comfy {
                     }
                 }
             }
-            "error" => {
+            ServerEvent::Error {
+                message, cancelled, ..
+            } => {
                 self.flush_cached(l);
-                // A cancelled run ends with an error without a node: interrupted, below.
-                if event["node"].is_null() && event["message"] == "run cancelled" {
+                // A cancelled run's error: interrupted, below, on its `run_finished`.
+                if *cancelled {
                     return;
                 }
                 let at = node.or_else(|| l.current.clone());
-                let message = event["message"].as_str().unwrap_or("").to_string();
-                self.error(l, at, &message, "weft.NodeError");
+                self.error(l, at, message, "weft.NodeError");
             }
-            "invalid" => {
+            ServerEvent::Invalid { errors, .. } => {
                 self.flush_cached(l);
-                let errors = event["errors"].as_array().cloned().unwrap_or_default();
                 let at = errors
                     .iter()
-                    .find_map(|e| e["node"].as_str())
+                    .find_map(|e| e.node.as_deref())
                     .map(|n| l.prompt.comfy_id(n).to_string());
-                let message: Vec<&str> = errors
-                    .iter()
-                    .filter_map(|e| e["message"].as_str())
-                    .collect();
+                let message: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
                 self.error(l, at, &message.join("\n"), "weft.InvalidWorkflow");
             }
-            "run_finished" => {
+            ServerEvent::RunFinished { status, .. } => {
                 self.flush_cached(l);
-                match event["status"].as_str().unwrap_or("") {
-                    "succeeded" => {
+                match status {
+                    RunState::Succeeded => {
                         // Cached output nodes: the images saved when they last ran.
                         for out in &l.prompt.outputs {
                             if !l.all_cached.contains(out) {
@@ -295,7 +302,7 @@ impl Comfy {
                             json!({"prompt_id": pid, "timestamp": ts()}),
                         )
                     }
-                    "cancelled" => {
+                    RunState::Cancelled => {
                         let at = l.current.clone();
                         let ty = at
                             .as_deref()
@@ -311,7 +318,8 @@ impl Comfy {
                     status => {
                         if !l.error_sent {
                             let at = l.current.clone();
-                            self.error(l, at, &format!("the run {status}"), "weft.RunFailed");
+                            let message = format!("the run {}", status.as_str());
+                            self.error(l, at, &message, "weft.RunFailed");
                         }
                     }
                 }

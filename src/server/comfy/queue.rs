@@ -67,18 +67,37 @@ pub(super) async fn post_queue(State(state): State<AppState>, body: Bytes) -> St
 }
 
 /// Stops the running prompt (any run on the device, as ComfyUI's global interrupt), or only
-/// `{"prompt_id": ...}` when that one is running.
+/// `{"prompt_id": ...}` when that one is running. On a fleet's API server, whose runs execute
+/// on workers, the oldest running run (or that prompt's), through the cross-machine cancel.
 pub(super) async fn post_interrupt(State(state): State<AppState>, body: Bytes) -> StatusCode {
     let body: Json_ = serde_json::from_slice(&body).unwrap_or(Json_::Null);
-    let Some(running) = state.queue.running() else {
-        return StatusCode::OK;
-    };
-    if let Some(id) = body.get("prompt_id").and_then(Json_::as_str) {
-        match state.comfy.prompt_of_run(running) {
-            Some(p) if p.prompt_id == id => {}
-            _ => return StatusCode::OK,
-        }
+    let prompt_id = body.get("prompt_id").and_then(Json_::as_str);
+    if let Some(running) = run_to_interrupt(&state, prompt_id) {
+        state.queue.cancel_running(running);
     }
-    state.queue.cancel_running(running);
     StatusCode::OK
+}
+
+/// Runs a fleet's API server looks through for the oldest running one (newest first).
+const RUNS_LOOKED_AT: usize = 1000;
+
+/// The run `/interrupt` stops, if any runs.
+fn run_to_interrupt(state: &AppState, prompt_id: Option<&str>) -> Option<u64> {
+    if let Some(prompt_id) = prompt_id {
+        let run = state.store.prompt_by_id(prompt_id).ok()??.run;
+        let record = state.store.get(run).ok()??;
+        return (record.status == RunState::Running).then_some(run);
+    }
+    if let Some(running) = state.queue.running() {
+        return Some(running);
+    }
+    // Nothing runs in this process: on a fleet's API server the runs are the workers'.
+    state
+        .store
+        .list(None, RUNS_LOOKED_AT)
+        .ok()?
+        .into_iter()
+        .filter(|r| r.status == RunState::Running)
+        .map(|r| r.id)
+        .min()
 }

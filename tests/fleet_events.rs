@@ -1,0 +1,230 @@
+//! Events and ComfyUI's interrupt across a fleet, on a real PostgreSQL (the throwaway server
+//! `make test` starts, scripts/postgres.sh): a run queued through one `weft serve --queue` is
+//! announced to the /ws clients of every API server, once each; ComfyUI's `POST /interrupt` on
+//! an API server cancels the run a `weft worker` runs.
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{repo, ServerProcess, Ws};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// A schema of its own in the test server's database (WEFT_TEST_POSTGRES), dropped afterwards.
+struct Schema {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+impl Schema {
+    fn new(case: &str) -> Self {
+        let admin = std::env::var("WEFT_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| {
+                panic!("WEFT_TEST_POSTGRES is not set: `make test` (scripts/test.sh) starts a throwaway PostgreSQL with scripts/postgres.sh")
+            });
+        let name = format!("fleet_events_{case}_{}", std::process::id());
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        let options = format!("-c search_path={name}");
+        let url = if admin.contains("://") {
+            let join = if admin.contains('?') { '&' } else { '?' };
+            format!(
+                "{admin}{join}options={}",
+                options.replace(' ', "%20").replace('=', "%3D")
+            )
+        } else {
+            format!("{admin} options='{options}'")
+        };
+        Self { url, admin, name }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    std::fs::copy(
+        repo().join("workflows/txt2img.yaml"),
+        workflows.join("txt2img.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+/// A /ws client past its first message (the queue: it is subscribed from then on).
+fn subscribed(server: &ServerProcess) -> Ws {
+    let mut ws = server.ws();
+    let first = ws
+        .next(Duration::from_secs(60))
+        .expect("a queue message on connect");
+    assert_eq!(first["event"], "queue");
+    ws
+}
+
+/// The `run_queued` events `ws` gets for `runs` until each has come or `deadline`; with what
+/// else it saw, for the failure message.
+fn queued_seen(ws: &mut Ws, runs: &[u64], deadline: Instant) -> (Vec<u64>, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut other = Vec::new();
+    while Instant::now() < deadline && !runs.iter().all(|r| seen.contains(r)) {
+        if let Some(m) = ws.next(Duration::from_millis(200)) {
+            if m["event"] == "run_queued" {
+                seen.push(m["run"].as_u64().unwrap());
+            } else {
+                other.push(m.to_string());
+            }
+        }
+    }
+    // Late duplicates would come right after.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < settle {
+        if let Some(m) = ws.next(Duration::from_millis(100)) {
+            if m["event"] == "run_queued" {
+                seen.push(m["run"].as_u64().unwrap());
+            }
+        }
+    }
+    (seen, other)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn a_run_queued_on_one_api_server_is_announced_once_on_every_api_server() {
+    let schema = Schema::new("queued");
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
+    let first = ServerProcess::start(bin(), dir.path(), &args);
+    let second = ServerProcess::start(bin(), dir.path(), &args);
+    let mut on_first = subscribed(&first);
+    let mut on_second = subscribed(&second);
+
+    let a = first
+        .http()
+        .queue_run(&json!({"workflow": "txt2img", "set": {"sample.seed": 1}}));
+    let b = second
+        .http()
+        .queue_run(&json!({"workflow": "txt2img", "set": {"sample.seed": 2}}));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (name, ws) in [("first", &mut on_first), ("second", &mut on_second)] {
+        let (mut seen, other) = queued_seen(ws, &[a, b], deadline);
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            vec![a, b],
+            "the {name} API server's client saw run_queued for {seen:?} (runs {a} and {b} were queued, each once); other events: {other:?}"
+        );
+    }
+}
+
+/// A `weft worker` on the repository's models, CPU, killed when dropped.
+struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    fn start(dir: &Path, url: &str) -> Self {
+        let models = repo().join("models");
+        let mut child = Command::new(bin())
+            .arg("worker")
+            .args(["--queue", url, "--name", "w1", "--device", "cpu"])
+            .arg("--models")
+            .arg(&models)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weft worker starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("takes runs from") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        if ready.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = child.kill();
+            panic!("weft worker did not start: {:#?}", log.lock().unwrap());
+        }
+        Self { child }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls run `id` on `server` until its status is `want` or `timeout`; the last status seen.
+fn wait_status(server: &ServerProcess, id: u64, want: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = server.http().get(&format!("/api/runs/{id}")).json()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if last == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    last
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn comfyuis_interrupt_on_a_fleet_api_server_cancels_the_run_a_worker_runs() {
+    let schema = Schema::new("interrupt");
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api = ServerProcess::start(
+        bin(),
+        dir.path(),
+        &["--queue", schema.url.as_str(), "--models", models.as_str()],
+    );
+    let _worker = Worker::start(dir.path(), &schema.url);
+    // Long enough to be caught running on any machine.
+    let id = api
+        .http()
+        .queue_run(&json!({"workflow": "txt2img", "set": {"sample.steps": 2000}}));
+    let status = wait_status(&api, id, "running", Duration::from_secs(300));
+    assert_eq!(status, "running", "run {id} never ran on the worker");
+    let reply = api.http().post("/interrupt", &json!({}));
+    assert_eq!(reply.status, 200);
+    let status = wait_status(&api, id, "cancelled", Duration::from_secs(120));
+    assert_eq!(
+        status, "cancelled",
+        "ComfyUI's /interrupt on the API server did not cancel run {id}"
+    );
+}
