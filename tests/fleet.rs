@@ -956,7 +956,7 @@ fn cache_aware_claims_compared_with_oldest_first() {
             // Each worker loads each model at most once in either order (the cache holds all
             // three), and cache-aware claims can do no better than one load per model.
             assert!(
-                fifo >= RUNS - 6 && aware >= RUNS - 6 && aware <= RUNS - 3,
+                fifo >= RUNS - 6 && (RUNS - 6..=RUNS - 3).contains(&aware),
                 "fifo {fifo}, aware {aware}"
             );
         }
