@@ -215,54 +215,79 @@ impl Claims for LeaseClaims {
     }
 
     fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match held {
-            Some(held) if held.id == id && held.stopped_for_lease => {
-                // Not the run's outcome: it goes back to the queue (a no-op when it was already
-                // re-queued), and this worker announces nothing.
-                let started = Instant::now();
-                loop {
-                    match self.store.release(id, &held.token) {
-                        Ok(given_back) => {
-                            if given_back {
-                                eprintln!("weft worker: run {id}: gave it back to the queue");
-                            }
-                            return Ok(false);
-                        }
-                        Err(e) if started.elapsed() < self.lease_timeout / 2 => {
-                            eprintln!("weft worker: run {id}: giving it back: {e} (trying again)");
-                            std::thread::sleep(Duration::from_millis(250));
-                        }
-                        Err(e) => return Err(e),
+        // The lease stays held, and renewed, until the run is recorded (the flush and a
+        // database restart may take a while); only then does this worker let go of it.
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|h| h.id == id)
+            .map(|h| (h.token.clone(), h.stopped_for_lease));
+        let result = match held {
+            Some((token, true)) => self.give_back(id, &token),
+            Some((token, false)) => self.record(id, &token, finished, announce),
+            None => Ok(false),
+        };
+        let mut slot = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|h| h.id == id) {
+            *slot = None;
+        }
+        result
+    }
+}
+
+impl LeaseClaims {
+    /// A run this worker stopped for lack of a lease is not finished: it goes back to the
+    /// queue (a no-op when it was already re-queued), and this worker announces nothing.
+    fn give_back(&self, id: u64, token: &str) -> StoreResult<bool> {
+        let started = Instant::now();
+        loop {
+            match self.store.release(id, token) {
+                Ok(given_back) => {
+                    if given_back {
+                        eprintln!("weft worker: run {id}: gave it back to the queue");
                     }
+                    return Ok(false);
                 }
+                Err(e) if started.elapsed() < self.lease_timeout / 2 => {
+                    eprintln!("weft worker: run {id}: giving it back: {e} (trying again)");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
             }
-            Some(held) if held.id == id => {
-                self.flush();
-                // Before the record: whoever sees the run finished sees this worker's cache
-                // as the run left it.
-                self.publish_holds(&finished.cache_holds);
-                let payload = fit_payload(announce);
-                // The database may be restarting: keep trying while the lease still holds
-                // (nobody re-queues it before `lease_timeout`), rather than leave the run to
-                // expire and run again elsewhere.
-                let started = Instant::now();
-                let recorded = loop {
-                    match self
-                        .store
-                        .finish_leased(id, &held.token, finished, Some(&payload))
-                    {
-                        Ok(recorded) => break recorded,
-                        Err(e) if started.elapsed() < self.lease_timeout / 2 => {
-                            eprintln!("weft worker: run {id}: recording it: {e} (trying again)");
-                            std::thread::sleep(Duration::from_millis(250));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                };
-                Ok(recorded)
+        }
+    }
+
+    /// Records the finished run under its lease, with its announcement.
+    fn record(
+        &self,
+        id: u64,
+        token: &str,
+        finished: &Finished,
+        announce: &str,
+    ) -> StoreResult<bool> {
+        self.flush();
+        // Before the record: whoever sees the run finished sees this worker's cache as the
+        // run left it.
+        self.publish_holds(&finished.cache_holds);
+        let payload = fit_payload(announce);
+        // The database may be restarting: keep trying while the lease still holds (nobody
+        // re-queues it before `lease_timeout`), rather than leave the run to expire and run
+        // again elsewhere.
+        let started = Instant::now();
+        loop {
+            match self
+                .store
+                .finish_leased(id, token, finished, Some(&payload))
+            {
+                Ok(recorded) => return Ok(recorded),
+                Err(e) if started.elapsed() < self.lease_timeout / 2 => {
+                    eprintln!("weft worker: run {id}: recording it: {e} (trying again)");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
             }
-            _ => Ok(false),
         }
     }
 }
