@@ -6,11 +6,12 @@
 The workflow is a chain of 100 trivial nodes (Int, 98 AddInt, ShowInt). Each setup runs it once
 (every node executes), then `--reruns` more times with nothing changed: every node is cached,
 so the figure is the queue's and the process boundaries' cost. Per rerun: the wall time from
-POST /api/runs to the run read back finished (polled every millisecond), and the record's
-finished_at - queued_at (both millisecond clocks; on a fleet the API server's and the worker's).
+POST /api/runs to the run's `run_finished` on a /ws socket, and the record's finished_at -
+queued_at (both millisecond clocks; on a fleet the API server's and the worker's).
 
 Run it next to a throwaway PostgreSQL, after `cargo build --release`:
-    scripts/postgres.sh scripts/bench/fleet.py [--reruns 30] [--routing]
+    scripts/postgres.sh .venv/bin/python scripts/bench/fleet.py [--reruns 30] [--routing]
+(the set-up's .venv has the `websockets` client).
 `--routing` also runs the cache-aware vs oldest-first comparison (tests/fleet.rs,
 cache_aware_claims_compared_with_oldest_first) and prints its figure line.
 A figure a person reads, not a test.
@@ -78,29 +79,41 @@ def wait_ready(port, process, what):
     sys.exit(f"{what} did not answer on port {port} within 120 s")
 
 
-def run_once(port):
-    """(wall seconds POST -> finished, finished_at - queued_at ms, the record)."""
+def run_once(port, socket):
+    """(wall seconds from POST to the run's `run_finished` on the /ws `socket`,
+    finished_at - queued_at ms, the record)."""
     began = time.perf_counter()
     run = request(port, "POST", "/api/runs", {"workflow": "chain"})["id"]
     deadline = time.time() + 300
     while True:
-        record = request(port, "GET", f"/api/runs/{run}")
-        if record["status"] not in ("queued", "running"):
+        left = deadline - time.time()
+        if left <= 0:
+            sys.exit(f"no run_finished for run {run} within 300 s")
+        try:
+            message = json.loads(socket.recv(timeout=left))
+        except TimeoutError:
+            continue
+        if message.get("event") == "run_finished" and message.get("run") == run:
             break
-        if time.time() > deadline:
-            sys.exit(f"run {run} did not finish within 300 s: {record['status']}")
-        time.sleep(0.001)
     wall = time.perf_counter() - began
+    record = request(port, "GET", f"/api/runs/{run}")
     if record["status"] != "succeeded":
         sys.exit(f"run {run}: {json.dumps(record)[:2000]}")
     return wall, record.get("finished_at", 0) - record.get("queued_at", 0), record
 
 
 def measure(name, port, reruns):
-    _, _, first = run_once(port)
+    from websockets.sync.client import connect  # in the set-up's .venv
+
+    with connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as socket:
+        return measure_on(name, port, reruns, socket)
+
+
+def measure_on(name, port, reruns, socket):
+    _, _, first = run_once(port, socket)
     walls, inside = [], []
     for _ in range(reruns):
-        wall, ms, record = run_once(port)
+        wall, ms, record = run_once(port, socket)
         states = {n.get("state") for n in record.get("nodes", {}).values()}
         if states != {"cached"}:
             sys.exit(f"{name}: a rerun was not fully cached: {sorted(map(str, states))}")
