@@ -173,6 +173,14 @@ enum Lost {
     Unknown,
 }
 
+/// The driver's error with the server's message (its own text is only "db error").
+fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// Whether `e` (with the connection now `closed` or not) means the connection is gone, and
 /// what is known of the statement.
 fn connection_lost(e: &postgres::Error, closed: bool) -> Option<Lost> {
@@ -457,7 +465,7 @@ impl PgStore {
                     None => false,
                 };
                 if !again || tries > 1 {
-                    return result.map_err(failed(operation, run));
+                    return result.map_err(|e| failed(operation, run)(error_text(&e)));
                 }
             }
         })
