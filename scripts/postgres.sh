@@ -2,7 +2,8 @@
 # Runs a command next to a throwaway PostgreSQL: `scripts/postgres.sh CMD ARGS...`.
 # Debian's PostgreSQL (installed with apt-get when missing) gets a fresh cluster in a temporary
 # folder, listening only on a Unix socket in that folder (no TCP port, so it never collides
-# with another server); CMD runs with WEFT_TEST_POSTGRES naming it, and the cluster is stopped
+# with another server); CMD runs with WEFT_TEST_POSTGRES naming it (and
+# WEFT_TEST_POSTGRES_RESTART a script that restarts it), and the cluster is stopped
 # and removed when CMD ends, however it ends. PostgreSQL refuses to run as root, so as root
 # the cluster belongs to an unprivileged user (postgres, else nobody).
 # Example: scripts/postgres.sh cargo test --release --test store -- --include-ignored
@@ -57,5 +58,16 @@ trap 'exit 143' TERM
   -o "-c listen_addresses='' -k $dir -c max_connections=200" start >/dev/null ||
   { cat "$dir/server.log" >&2; echo "postgres: the server did not start (log above)" >&2; exit 1; }
 export WEFT_TEST_POSTGRES="host=$dir user=weft dbname=postgres"
+# A test restarts the server (stop, start again on the same data folder and socket: what an
+# operator's restart or upgrade does to a fleet) by running this script.
+cat >"$dir/restart" <<RESTART
+#!/usr/bin/env bash
+set -euo pipefail
+${as_owner[*]} "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+${as_owner[*]} "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 \\
+  -o "-c listen_addresses='' -k $dir -c max_connections=200" start >/dev/null
+RESTART
+chmod 755 "$dir/restart"
+export WEFT_TEST_POSTGRES_RESTART="$dir/restart"
 echo "postgres: a throwaway PostgreSQL $("$bin/postgres" --version | awk '{print $3}') server on $dir (WEFT_TEST_POSTGRES)"
 "$@"

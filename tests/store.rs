@@ -99,6 +99,7 @@ fn finished(status: RunStatus, at: i64) -> Finished {
         nodes: json!({"seed": {"state": "cached"}, "sample": {"state": "ran", "micros": 12}}),
         outputs: json!([{"node": "save", "url": "/api/outputs/1/save.png"}]),
         error: None,
+        cache_holds: Vec::new(),
     }
 }
 

@@ -195,6 +195,19 @@ impl Cache {
         }
     }
 
+    /// The keys of the largest entries (at least `min_bytes` each), largest first, at most
+    /// `limit`: what a fleet's worker tells the others its memory holds (loaded models first).
+    pub fn largest_keys(&self, min_bytes: u64, limit: usize) -> Vec<CacheKey> {
+        let mut large: Vec<(&CacheKey, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.bytes >= min_bytes)
+            .map(|(k, e)| (k, e.bytes))
+            .collect();
+        large.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        large.into_iter().take(limit).map(|(k, _)| *k).collect()
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
         self.used = 0;
@@ -230,6 +243,22 @@ mod tests {
             crate::value::ValueType::Latent,
             tch::Tensor::zeros([elements], (tch::Kind::Float, tch::Device::Cpu)),
         )])
+    }
+
+    #[test]
+    fn lists_its_largest_entries_first_within_the_limit() {
+        let mut cache = Cache::new(10_000);
+        cache.insert(key(1), tensor_value(10), Duration::from_secs(1)); // 40 B
+        cache.insert(key(2), tensor_value(300), Duration::from_secs(1)); // 1200 B
+        cache.insert(key(3), tensor_value(100), Duration::from_secs(1)); // 400 B
+        assert_eq!(
+            cache.largest_keys(100, 8),
+            [key(2), key(3)],
+            "40 B is below 100"
+        );
+        assert_eq!(cache.largest_keys(0, 1), [key(2)]);
+        cache.clear();
+        assert!(cache.largest_keys(0, 8).is_empty());
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct RunReport {
     /// What the cache and the device held when the run ended (set by the device worker).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::device_memory::MemoryReport>,
+    /// The keys of the largest values the cache holds when the run ended, largest first (set
+    /// by the device worker; a fleet's worker publishes them for cache-aware claims).
+    #[serde(skip)]
+    pub cache_holds: Vec<CacheKey>,
 }
 
 impl RunReport {
@@ -101,6 +105,7 @@ impl RunReport {
             results: Vec::new(),
             micros: 0,
             memory: None,
+            cache_holds: Vec::new(),
         }
     }
     pub fn ran(&self) -> usize {
@@ -239,6 +244,11 @@ impl Executor {
     /// Entries and bytes of the disk tier, when it is on.
     pub fn disk_cache_stats(&self) -> Option<DiskCacheStats> {
         self.cache.disk_stats()
+    }
+
+    /// See [`Cache::largest_keys`].
+    pub fn cache_largest_keys(&self, min_bytes: u64, limit: usize) -> Vec<CacheKey> {
+        self.cache.largest_keys(min_bytes, limit)
     }
 
     /// Cached outputs of a node key (for tests and previews).

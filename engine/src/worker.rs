@@ -41,6 +41,12 @@ enum Message {
 /// How long the worker waits without a job before it returns free heap pages to the kernel.
 const IDLE_BEFORE_TRIM: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A run's report lists the cache's largest entries, at most this many (a fleet's worker
+/// publishes them: a bounded list, its loaded models and conditioning first)...
+const CACHE_HOLDS_LIMIT: usize = 64;
+/// ...of at least this size (scalars and strings say nothing about what is worth routing to).
+const CACHE_HOLDS_MIN_BYTES: u64 = 1024;
+
 pub struct DeviceWorker {
     sender: mpsc::Sender<Message>,
     thread: Option<JoinHandle<()>>,
@@ -100,6 +106,8 @@ impl DeviceWorker {
                                 cache_budget: cache.budget,
                                 device: crate::device_memory::device_memory(device),
                             });
+                            report.cache_holds = executor
+                                .cache_largest_keys(CACHE_HOLDS_MIN_BYTES, CACHE_HOLDS_LIMIT);
                             if let Some(dir) = previous_dir {
                                 executor.set_output_dir(dir);
                             }

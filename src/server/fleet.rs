@@ -36,10 +36,6 @@ pub const MAX_ATTEMPTS: i32 = 3;
 /// How often an idle worker looks at the queue without being woken (a safety net for a lost
 /// notification; NOTIFY wakes it at once otherwise), and how often expired leases are looked for.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
-/// How many of its latest runs' model sets a worker publishes as loaded. An estimate of
-/// what its cache holds: the cache keeps what the budget allows and says nothing about
-/// which models it evicted, so the last two runs' models stand for it.
-const LOADED_KEEP: usize = 2;
 
 /// `weft worker` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -84,8 +80,9 @@ pub struct WorkerArgs {
     /// stay on the worker: they are not sent across machines.
     #[arg(long, default_value_t = 0)]
     pub preview_every: u32,
-    /// Cache-aware claiming: a run whose models another worker has loaded is left to it for
-    /// this many seconds before this worker takes it (0: plain oldest-first).
+    /// Cache-aware claiming: this worker takes first the runs whose heavy nodes (models,
+    /// prompt encodes, samplers) its cache holds, and leaves a run that another worker's cache
+    /// suits better to it for this many seconds (0: plain oldest-first).
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub cache_affinity: f64,
     /// Store each run's images in this S3-compatible bucket (s3://BUCKET/PREFIX, AWS_*
@@ -107,8 +104,9 @@ struct Held {
     id: u64,
     token: String,
     renewed: Instant,
-    /// The run's needed models: loaded in this worker's cache once it ran.
-    needs: Vec<String>,
+    /// Set when this worker stopped the run itself because its lease was lost or could not
+    /// be renewed: the run is given back, not recorded as cancelled.
+    stopped_for_lease: bool,
 }
 
 /// Claims under a lease, and finishes only while holding it.
@@ -119,10 +117,13 @@ struct LeaseClaims {
     /// The model names this worker has (`model_inventory`, refreshed every fallback tick):
     /// only runs needing none other are claimed.
     models: Mutex<Vec<String>>,
-    /// Model sets of this worker's latest runs, newest first (at most `LOADED_KEEP`).
-    loaded: Mutex<Vec<Vec<String>>>,
+    /// The keys of what this worker's memory cache held when its last run ended (the
+    /// largest entries, bounded: `Finished::cache_holds`), as published.
+    holds: Mutex<Vec<String>>,
     /// See `WorkerArgs::cache_affinity`.
     affinity: Duration,
+    /// See `WorkerArgs::lease_timeout`.
+    lease_timeout: Duration,
     held: Mutex<Option<Held>>,
     /// Set when the worker is stopping: nothing more is claimed.
     stopping: std::sync::atomic::AtomicBool,
@@ -183,16 +184,10 @@ impl Claims for LeaseClaims {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let loaded: Vec<String> = {
-            let sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
-            names.sort_unstable();
-            names.dedup();
-            names
-        };
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(leased) =
             self.store
-                .claim_leased(&self.worker, &token, &models, &loaded, self.affinity)?
+                .claim_leased(&self.worker, &token, &models, &holds, self.affinity)?
         else {
             return Ok(None);
         };
@@ -217,56 +212,123 @@ impl Claims for LeaseClaims {
             id,
             token,
             renewed: Instant::now(),
-            needs: super::store::needed_models(&leased.run.workflow),
+            stopped_for_lease: false,
         });
         Ok(Some(leased.run))
     }
 
     fn finish(&self, id: u64, finished: &Finished, announce: &Broadcast) -> StoreResult<bool> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match held {
-            Some(held) if held.id == id => {
-                self.flush();
-                let payload = announce.fit(MAX_PAYLOAD);
-                let recorded =
-                    self.store
-                        .finish_leased(id, &held.token, finished, Some(&*payload))?;
-                if recorded && finished.status == weft_engine::RunStatus::Succeeded {
-                    self.note_loaded(held.needs);
+        // The lease stays held, and renewed, until the run is recorded (the flush and a
+        // database restart may take a while); only then does this worker let go of it.
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|h| h.id == id)
+            .map(|h| (h.token.clone(), h.stopped_for_lease));
+        let result = match held {
+            Some((token, true)) => self.give_back(id, &token),
+            Some((token, false)) => self.record(id, &token, finished, announce),
+            None => Ok(false),
+        };
+        let mut slot = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|h| h.id == id) {
+            *slot = None;
+        }
+        result
+    }
+}
+
+impl LeaseClaims {
+    /// A run this worker stopped for lack of a lease is not finished: it goes back to the
+    /// queue (a no-op when it was already re-queued), and this worker announces nothing.
+    fn give_back(&self, id: u64, token: &str) -> StoreResult<bool> {
+        let started = Instant::now();
+        loop {
+            match self.store.release(id, token) {
+                Ok(given_back) => {
+                    if given_back {
+                        eprintln!("weft worker: run {id}: gave it back to the queue");
+                    }
+                    return Ok(false);
                 }
-                Ok(recorded)
+                Err(e) if started.elapsed() < self.lease_timeout / 2 => {
+                    eprintln!("weft worker: run {id}: giving it back: {e} (trying again)");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
             }
-            _ => Ok(false),
+        }
+    }
+
+    /// Records the finished run under its lease, with its announcement.
+    fn record(
+        &self,
+        id: u64,
+        token: &str,
+        finished: &Finished,
+        announce: &Broadcast,
+    ) -> StoreResult<bool> {
+        self.flush();
+        // Before the record: whoever sees the run finished sees this worker's cache as the
+        // run left it.
+        self.publish_holds(&finished.cache_holds);
+        let payload = announce.fit(MAX_PAYLOAD);
+        // The database may be restarting: keep trying while the lease still holds (nobody
+        // re-queues it before `lease_timeout`), rather than leave the run to expire and run
+        // again elsewhere.
+        let started = Instant::now();
+        loop {
+            match self
+                .store
+                .finish_leased(id, token, finished, Some(&*payload))
+            {
+                Ok(recorded) => return Ok(recorded),
+                Err(e) if started.elapsed() < self.lease_timeout / 2 => {
+                    eprintln!("weft worker: run {id}: recording it: {e} (trying again)");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }
 
 impl LeaseClaims {
-    /// A run that succeeded left its models in this worker's cache: published for
-    /// cache-aware claims (a failure to publish only costs the preference).
-    fn note_loaded(&self, needs: Vec<String>) {
-        if needs.is_empty() {
+    /// Publishes what this worker's cache holds after a run (whatever its outcome: a failed
+    /// run may still have loaded its model); the database matches the runs' heavy keys
+    /// against it. A failure to publish only costs the preference.
+    fn publish_holds(&self, holds: &[String]) {
+        let mut published = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        if holds.is_empty() || *published == holds {
             return;
         }
-        let names: Vec<String> = {
-            let mut sets = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            sets.retain(|set| *set != needs);
-            sets.insert(0, needs);
-            sets.truncate(LOADED_KEEP);
-            let mut names: Vec<String> = sets.iter().flatten().cloned().collect();
-            names.sort_unstable();
-            names.dedup();
-            names
-        };
-        if let Err(e) = self.store.publish_loaded(&self.worker, &names) {
+        published.clear();
+        published.extend_from_slice(holds);
+        drop(published);
+        if let Err(e) = self.store.publish_holds(&self.worker, holds) {
             eprintln!("weft worker: {e}");
         }
     }
 }
 
-/// Renews the held lease; stops the run when the lease is lost or cannot be renewed in time.
+/// Renews the held lease; stops the run when the lease is lost or cannot be renewed in time
+/// (marked, so that it is given back rather than recorded cancelled).
 fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
     let every = timeout / 6;
+    let stop = |id: u64| {
+        if let Some(h) = claims
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .filter(|h| h.id == id)
+        {
+            h.stopped_for_lease = true;
+        }
+        queue.cancel_running(id);
+    };
     loop {
         std::thread::sleep(every);
         let Some((id, token, renewed)) = claims
@@ -274,6 +336,7 @@ fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
+            .filter(|h| !h.stopped_for_lease)
             .map(|h| (h.id, h.token.clone(), h.renewed))
         else {
             continue;
@@ -292,11 +355,11 @@ fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
             }
             Ok(false) => {
                 eprintln!("weft worker: run {id}: lost its lease (re-queued for another worker or finished): stopping it");
-                queue.cancel_running(id);
+                stop(id);
             }
             Err(e) if renewed.elapsed() > timeout / 2 => {
                 eprintln!("weft worker: run {id}: cannot renew its lease ({e}); stopping it before another worker takes it over");
-                queue.cancel_running(id);
+                stop(id);
             }
             Err(e) => eprintln!("weft worker: run {id}: renewing its lease: {e}"),
         }
@@ -427,8 +490,9 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         worker: name.clone(),
         outputs: roots.outputs.clone(),
         models: Mutex::new(model_inventory(&roots.models)),
-        loaded: Mutex::new(Vec::new()),
+        holds: Mutex::new(Vec::new()),
         affinity: Duration::from_secs_f64(args.cache_affinity.max(0.0)),
+        lease_timeout,
         held: Mutex::new(None),
         stopping: Default::default(),
         hub: hub.clone(),
@@ -521,6 +585,29 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     std::process::exit(0);
 }
 
+/// How far back an API server's relay looks for finished runs it may have missed (the
+/// longest database outage it bridges without a client missing a `run_finished`).
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+/// The runs whose `run_finished` this API server relayed lately (each goes out once, whether
+/// it came by NOTIFY or by catching up).
+#[derive(Default)]
+struct RelayedFinishes {
+    seen: std::collections::HashMap<u64, Instant>,
+}
+
+impl RelayedFinishes {
+    /// True the first time `run` is seen; forgets runs older than twice `CATCH_UP`.
+    fn first_time(&mut self, run: u64) -> bool {
+        let now = Instant::now();
+        if self.seen.len() > 1024 {
+            self.seen
+                .retain(|_, at| now.duration_since(*at) < 2 * CATCH_UP);
+        }
+        self.seen.insert(run, now).is_none()
+    }
+}
+
 /// An API server's queue: enqueue only; cancel of a running run goes to its worker.
 pub fn api_server_queue(store: Arc<PgStore>, hub: Arc<Hub>) -> Arc<Queue> {
     let asking = store.clone();
@@ -602,6 +689,8 @@ pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> R
     announce_queued(store.clone(), &hub, queued.clone());
     let (ready_tx, ready) = mpsc::channel();
     let mut ready_tx = Some(ready_tx);
+    let reader = store.another()?;
+    let mut finishes = RelayedFinishes::default();
     store
         .listen(
             &[EVENTS_CHANNEL, QUEUED_CHANNEL],
@@ -619,22 +708,45 @@ pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> R
                                 return;
                             }
                         };
-                        if let ServerEvent::RunQueued { run } = message.event() {
-                            let mut ids = queued_ids(&queued);
-                            if ids.mine.remove(run) {
-                                // Sent to this server's clients when it was queued here.
-                                return;
+                        match message.event() {
+                            ServerEvent::RunQueued { run } => {
+                                let mut ids = queued_ids(&queued);
+                                if ids.mine.remove(run) {
+                                    // Sent to this server's clients when it was queued here.
+                                    return;
+                                }
+                                ids.theirs.insert(*run);
                             }
-                            ids.theirs.insert(*run);
-                        }
-                        if matches!(
-                            message.event(),
-                            ServerEvent::RunStarted { .. } | ServerEvent::RunFinished { .. }
-                        ) {
-                            queue.changed();
+                            ServerEvent::RunFinished { run, .. } => {
+                                if !finishes.first_time(*run) {
+                                    return;
+                                }
+                                queue.changed();
+                            }
+                            ServerEvent::RunStarted { .. } => {
+                                queue.changed();
+                            }
+                            _ => {}
                         }
                         hub.send_broadcast(message);
                         return;
+                    }
+                } else {
+                    // After a reconnection (and on idle ticks): the runs that finished while
+                    // this listener was away (a database restart) were announced to nobody here.
+                    match reader.recent_announcements(CATCH_UP) {
+                        Ok(recent) => {
+                            for (run, announcement) in recent {
+                                if !finishes.first_time(run) {
+                                    continue;
+                                }
+                                match Broadcast::parse(&announcement) {
+                                    Ok(message) => hub.send_broadcast(message),
+                                    Err(e) => eprintln!("weft serve: run {run}'s stored announcement does not read ({e})"),
+                                }
+                            }
+                        }
+                        Err(e) => eprintln!("weft serve: {e}"),
                     }
                 }
                 queue.changed();

@@ -16,6 +16,7 @@ mod nodes;
 pub mod outputs;
 pub mod paths;
 pub mod queue;
+pub mod routing;
 mod runs;
 pub mod store;
 mod sweeps;
@@ -240,6 +241,11 @@ impl Server {
             store.place()
         );
         let registry = Arc::new(weft_nodes::registry());
+        let planner =
+            routing::KeyPlanner::new(registry.clone(), roots.models.clone(), roots.files.clone());
+        store.set_key_planner(Box::new(move |workflow, target| {
+            planner.heavy_keys(workflow, target)
+        }));
         let hub = Arc::new(Hub::new(config.client_buffer));
         let queue = fleet::api_server_queue(store.clone(), hub.clone());
         fleet::relay_events(&store, hub.clone(), queue.clone())?;

@@ -314,6 +314,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
                 error: Some(
                     json!({"message": "the stored workflow does not parse", "diagnostics": errors}),
                 ),
+                cache_holds: Vec::new(),
             },
             None,
         ),
@@ -431,6 +432,11 @@ fn run_on_worker(
         nodes: Json::Object(p.nodes),
         outputs: Json::Array(p.outputs),
         error: p.error,
+        cache_holds: report
+            .cache_holds
+            .iter()
+            .map(super::routing::key_text)
+            .collect(),
     };
     (finished, message, report.memory)
 }
@@ -442,6 +448,7 @@ fn failed(message: &str) -> Finished {
         nodes: json!({}),
         outputs: json!([]),
         error: Some(json!({"message": message})),
+        cache_holds: Vec::new(),
     }
 }
 

@@ -14,8 +14,8 @@ mod pg;
 mod sqlite;
 
 pub use self::lease::{
-    needed_models, Expired, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL,
-    WORKER_ALIVE,
+    needed_models, Expired, HeavyKeys, KeyPlanner, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL,
+    MAX_PAYLOAD, QUEUED_CHANNEL, WORKER_ALIVE,
 };
 pub use self::pg::PgStore;
 pub use self::sqlite::SqliteStore;
@@ -191,6 +191,9 @@ pub struct Finished {
     pub nodes: Json,
     pub outputs: Json,
     pub error: Option<Json>,
+    /// The keys of the largest values the worker's cache held when the run ended (64 hex
+    /// digits each, largest first; empty when unknown): a fleet's worker publishes them.
+    pub cache_holds: Vec<String>,
 }
 
 /// A sweep to queue: its description and one workflow document per cell.

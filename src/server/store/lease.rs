@@ -65,6 +65,18 @@ pub fn needed_models(workflow: &str) -> Vec<String> {
     names
 }
 
+/// The Merkle keys (`CacheKey`s, as 64 hex digits) of a run's costly nodes, computed when it
+/// is queued by planning it as a worker will: the keys of its loaded weights (checkpoints,
+/// LoRAs, upscale models) and of its other heavy nodes (prompt encodes, samplers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeavyKeys {
+    pub models: Vec<String>,
+    pub others: Vec<String>,
+}
+
+/// Gives a workflow's (and target's) heavy keys; empty when it cannot be planned here.
+pub type KeyPlanner = dyn Fn(&str, Option<&str>) -> HeavyKeys + Send + Sync;
+
 /// A worker not heard from for this long (it publishes its models every 5 s) no longer
 /// counts as one that can take a run needing its models, nor one a run is left for.
 pub const WORKER_ALIVE: Duration = Duration::from_secs(20);
@@ -92,21 +104,41 @@ const GAVE_UP_ERROR: &str =
 impl PgStore {
     /// Takes a queued run for `worker` under the lease `token` (`FOR UPDATE SKIP LOCKED`:
     /// claimers never wait for each other nor take the same run), of the runs whose needed
-    /// models are all in `models` (the worker's `model_inventory`). With `affinity` above
-    /// zero the claim is cache-aware: a run whose models are all in `loaded` (what this
-    /// worker's cache holds) comes first, and a run whose models another live worker holds
-    /// loaded is left to that worker until it has waited `affinity`; otherwise oldest first.
+    /// models are all in `models` (the worker's `model_inventory`). With `affinity` zero,
+    /// oldest first. Above zero the claim is cache-aware: each run scores, for a worker, 100 per
+    /// heavy model key of the run the worker's cache `holds`, 1 per other heavy key (prompt
+    /// encodes, samplers), and 50 when the worker ran the latest claimed run of the same
+    /// workflow name (an editing session stays where its previous revision's results are,
+    /// unless another worker holds a model of the run that this one lacks).
+    /// This worker takes its best-scoring run first, and leaves a run that another live worker
+    /// scores higher to that one until the run has waited `affinity`.
     pub fn claim_leased(
         &self,
         worker: &str,
         token: &str,
         models: &[String],
-        loaded: &[String],
+        holds: &[String],
         affinity: Duration,
     ) -> StoreResult<Option<LeasedRun>> {
         let affinity_ms = affinity.as_millis().min(i64::MAX as u128) as i64;
         let alive_ms = WORKER_ALIVE.as_millis() as i64;
         let row = self.with("claiming the next queued run", None, |c| {
+            if affinity_ms == 0 {
+                return c.query_opt(
+                    concat!(
+                        "UPDATE runs SET status = 'running', started_at = ",
+                        db_now_ms!(),
+                        ", heartbeat_at = ",
+                        db_now_ms!(),
+                        ", worker = $1, lease = $2, waiting = NULL WHERE id = \
+                         (SELECT id FROM runs WHERE status = 'queued' AND needs <@ $3 \
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
+                        run_columns!(),
+                        ", attempts"
+                    ),
+                    &[&worker, &token, &models],
+                );
+            }
             c.query_opt(
                 concat!(
                     "UPDATE runs SET status = 'running', started_at = ",
@@ -114,20 +146,26 @@ impl PgStore {
                     ", heartbeat_at = ",
                     db_now_ms!(),
                     ", worker = $1, lease = $2, waiting = NULL WHERE id = \
-                     (SELECT id FROM runs AS r WHERE status = 'queued' AND needs <@ $3 \
-                     AND ($5::bigint = 0 OR needs <@ $4 OR queued_at < ",
+                     (SELECT r.id FROM runs AS r LEFT JOIN LATERAL \
+                     (SELECT p.worker FROM runs AS p WHERE p.workflow_name = r.workflow_name \
+                     AND p.id < r.id AND p.worker IS NOT NULL ORDER BY p.id DESC LIMIT 1) \
+                     AS session ON true \
+                     WHERE r.status = 'queued' AND r.needs <@ $3 AND (r.queued_at < ",
                     db_now_ms!(),
-                    " - $5::bigint OR NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.name <> $1 \
-                     AND w.seen_at > ",
+                    " - $5::bigint OR weft_affinity(r.model_keys, r.heavy_keys, $4) \
+                     + CASE WHEN session.worker = $1 THEN 50 ELSE 0 END >= COALESCE(\
+                     (SELECT max(weft_affinity(r.model_keys, r.heavy_keys, w.holds) \
+                     + CASE WHEN session.worker = w.name THEN 50 ELSE 0 END) \
+                     FROM workers AS w WHERE w.name <> $1 AND w.seen_at > ",
                     db_now_ms!(),
-                    " - $6::bigint AND r.needs <@ w.loaded)) \
-                     ORDER BY ($5::bigint > 0 AND needs <@ $4) DESC, ",
-                    queue_order_key!(),
-                    ", id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
+                    " - $6::bigint), 0)) \
+                     ORDER BY weft_affinity(r.model_keys, r.heavy_keys, $4) \
+                     + CASE WHEN session.worker = $1 THEN 50 ELSE 0 END DESC, COALESCE(r.queue_order, r.id), r.id \
+                     LIMIT 1 FOR UPDATE OF r SKIP LOCKED) RETURNING ",
                     run_columns!(),
                     ", attempts"
                 ),
-                &[&worker, &token, &models, &loaded, &affinity_ms, &alive_ms],
+                &[&worker, &token, &models, &holds, &affinity_ms, &alive_ms],
             )
         })?;
         row.map(|r| {
@@ -171,10 +209,13 @@ impl PgStore {
         let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
         let status = RunState::from(f.status).as_str();
         self.with("recording a finished run", Some(id), |c| {
-            let update = c.prepared(
+            let update = c.prepared(concat!(
                 "UPDATE runs SET status = $2, finished_at = $3, nodes = $4, outputs = $5, \
-                 error = $6, lease = NULL WHERE id = $1 AND status = 'running' AND lease = $7",
-            )?;
+                 error = $6, lease = NULL, announcement = $8::text, announced_at = CASE WHEN \
+                 $8::text IS NULL THEN NULL ELSE ",
+                db_now_ms!(),
+                " END WHERE id = $1 AND status = 'running' AND lease = $7"
+            ))?;
             let mut tx = c.client.transaction()?;
             let recorded = tx.execute(
                 &update,
@@ -186,6 +227,7 @@ impl PgStore {
                     &outputs,
                     &error,
                     &token,
+                    &announce,
                 ],
             )? == 1;
             if let (true, Some(payload)) = (recorded, announce) {
@@ -194,6 +236,32 @@ impl PgStore {
             tx.commit()?;
             Ok(recorded)
         })
+    }
+
+    /// The announcements (`run_finished`) of the runs finished within `within` (database
+    /// clock), oldest first: an API server whose listener was disconnected (a database
+    /// restart) sends those it missed.
+    pub fn recent_announcements(&self, within: Duration) -> StoreResult<Vec<(u64, String)>> {
+        let within_ms = within.as_millis().min(i64::MAX as u128) as i64;
+        self.with(
+            "reading the latest finished runs' announcements",
+            None,
+            |c| {
+                c.query(
+                    concat!(
+                        "SELECT id, announcement FROM runs WHERE announced_at > ",
+                        db_now_ms!(),
+                        " - $1 ORDER BY announced_at, id"
+                    ),
+                    &[&within_ms],
+                )
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                        .collect()
+                })
+            },
+        )
     }
 
     /// Gives a held run back to the queue at once (a worker stopping), without counting a
@@ -260,12 +328,13 @@ impl PgStore {
         })
     }
 
-    /// Records the model names `worker`'s cache holds loaded (cache-aware claims read them).
-    pub fn publish_loaded(&self, worker: &str, loaded: &[String]) -> StoreResult<()> {
-        self.with("publishing the worker's loaded models", None, |c| {
+    /// Records the keys of what `worker`'s memory cache holds (`HeavyKeys` are matched
+    /// against them by cache-aware claims).
+    pub fn publish_holds(&self, worker: &str, holds: &[String]) -> StoreResult<()> {
+        self.with("publishing what the worker's cache holds", None, |c| {
             c.execute(
-                "UPDATE workers SET loaded = $2 WHERE name = $1",
-                &[&worker, &loaded],
+                "UPDATE workers SET holds = $2 WHERE name = $1",
+                &[&worker, &holds],
             )
             .map(|_| ())
         })
@@ -307,7 +376,8 @@ impl PgStore {
     /// Sends `payload` to every session listening on `channel` (delivered in the order sent
     /// from this connection).
     pub fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
-        self.with("notifying the fleet", None, |c| {
+        // Once: a repeated notification would be a repeated event.
+        self.with_once("notifying the fleet", None, |c| {
             c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
                 .map(|_| ())
         })

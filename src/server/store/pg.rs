@@ -2,7 +2,8 @@
 //! migrated when a store opens (under an advisory lock, so processes starting together migrate
 //! once); the next queued run is claimed with `FOR UPDATE SKIP LOCKED`, so claimers on other
 //! connections never wait for each other or take the same run. A dropped connection (the
-//! server restarted) is opened again on the next call.
+//! server restarted) is opened again, and a statement that found it lost runs once more on the
+//! new one (`PgStore::with`), so API servers and workers ride through a database restart.
 //! The driver runs a small runtime of its own on every call, which tokio forbids on a thread
 //! already inside a runtime (an async handler): there each call runs on a short-lived thread
 //! of its own (`outside_async`).
@@ -13,7 +14,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 use serde_json::Value as Json;
 
-use super::lease::needed_models;
+use super::lease::{needed_models, HeavyKeys, KeyPlanner};
 use super::*;
 
 /// Each migration takes the schema from version `i` to `i + 1`; never edit one that shipped.
@@ -85,6 +86,19 @@ CREATE TABLE workers (
     seen_at BIGINT NOT NULL
 );
 ",
+    "
+ALTER TABLE runs ADD COLUMN model_keys TEXT[] NOT NULL DEFAULT '{}',
+    ADD COLUMN heavy_keys TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE workers ADD COLUMN holds TEXT[] NOT NULL DEFAULT '{}';
+CREATE INDEX runs_session ON runs (workflow_name, id) WHERE worker IS NOT NULL;
+ALTER TABLE runs ADD COLUMN announcement TEXT, ADD COLUMN announced_at BIGINT;
+CREATE INDEX runs_announced ON runs (announced_at) WHERE announced_at IS NOT NULL;
+CREATE FUNCTION weft_affinity(model_keys TEXT[], heavy_keys TEXT[], holds TEXT[])
+    RETURNS INTEGER LANGUAGE sql IMMUTABLE AS $$
+    SELECT 100 * (SELECT count(*) FROM unnest(model_keys) AS k WHERE k = ANY(holds))::integer
+        + (SELECT count(*) FROM unnest(heavy_keys) AS k WHERE k = ANY(holds))::integer
+$$;
+",
     // A moved run's place in the queue; null: its id (`reordered` in store.rs).
     "
 ALTER TABLE runs ADD COLUMN queue_order BIGINT;
@@ -95,10 +109,11 @@ ALTER TABLE runs ADD COLUMN queue_order BIGINT;
 const MIGRATION_LOCK: i64 = 0x7765_6674_0001;
 
 /// `$5`: the model names the run's workflow loads (`needed_models`): a fleet's worker claims
-/// it only when it has them all.
+/// it only when it has them all. `$6`, `$7`: its heavy nodes' keys (`HeavyKeys`), for
+/// cache-aware claims.
 const INSERT_RUN: &str =
-    "INSERT INTO runs (status, workflow_name, workflow, target, queued_at, needs) \
-     VALUES ('queued', $1, $2, $3, $4, $5) RETURNING id";
+    "INSERT INTO runs (status, workflow_name, workflow, target, queued_at, needs, model_keys, \
+     heavy_keys) VALUES ('queued', $1, $2, $3, $4, $5, $6, $7) RETURNING id";
 
 pub(super) struct Connection {
     pub(super) client: Client,
@@ -144,7 +159,59 @@ impl Connection {
     }
 }
 
+/// When a statement whose connection was lost may run again (`PgStore::with_retry`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Repeat {
+    IfLost,
+    IfNotRun,
+}
+
+/// How a statement's connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// The server ended the session before running it: it shut down (a restart) or an
+    /// administrator ended the session (`pg_terminate_backend`). Its FATAL message arrives
+    /// when the client next reads, ahead of the statement's answer.
+    BeforeRunning,
+    /// The connection broke: the statement may or may not have run.
+    Unknown,
+}
+
+/// The driver's error with the server's message (its own text is only "db error").
+fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// Whether `e` (with the connection now `closed` or not) means the connection is gone, and
+/// what is known of the statement.
+fn connection_lost(e: &postgres::Error, closed: bool) -> Option<Lost> {
+    use postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        if [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
+        {
+            return Some(Lost::BeforeRunning);
+        }
+        // Class 08: connection exceptions.
+        if code.code().starts_with("08") {
+            return Some(Lost::Unknown);
+        }
+        return None;
+    }
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    (closed || e.is_closed() || io).then_some(Lost::Unknown)
+}
+
 pub struct PgStore {
+    /// Plans a queued run's heavy keys (an API server of a fleet sets it); none: no keys.
+    key_planner: std::sync::OnceLock<Box<KeyPlanner>>,
     config: Config,
     /// Where the database is, for messages: hosts, port, database and user, never the password.
     place: String,
@@ -266,8 +333,37 @@ impl PgStore {
             cause: e.to_string(),
         })?;
         let store = Self {
+            key_planner: std::sync::OnceLock::new(),
             place: describe(&config),
             config,
+            conn: Mutex::new(None),
+        };
+        let connection = outside_async(|| store.connect())?;
+        *store.lock("opening the store")? = Some(connection);
+        Ok(store)
+    }
+
+    /// Runs queued from now on record the keys `planner` gives for their workflow and target
+    /// (set once; later calls are ignored).
+    pub fn set_key_planner(&self, planner: Box<KeyPlanner>) {
+        let _ = self.key_planner.set(planner);
+    }
+
+    /// A workflow's heavy keys, when a planner is set (computed before the connection is
+    /// taken: planning may hash a model file the first time).
+    fn heavy_keys(&self, workflow: &str, target: Option<&str>) -> HeavyKeys {
+        self.key_planner
+            .get()
+            .map(|plan| plan(workflow, target))
+            .unwrap_or_default()
+    }
+
+    /// Another store on the same database, with a connection of its own (no key planner).
+    pub fn another(&self) -> StoreResult<Self> {
+        let store = Self {
+            key_planner: std::sync::OnceLock::new(),
+            place: self.place.clone(),
+            config: self.config.clone(),
             conn: Mutex::new(None),
         };
         let connection = outside_async(|| store.connect())?;
@@ -311,28 +407,71 @@ impl PgStore {
     }
 
     /// Runs `f` on the connection, opening it again first when the server dropped it; its
-    /// error is reported as `operation` on run `run`.
+    /// error is reported as `operation` on run `run`. When the connection turns out lost
+    /// (the server restarted or ended it), `f` runs once more on a new connection: for the
+    /// statements here, which are safe to repeat (reads; updates conditional on the state they
+    /// change, so a second run after a lost answer changes nothing more). Inserts use
+    /// `with_once`.
     pub(super) fn with<T: Send>(
         &self,
         operation: &'static str,
         run: Option<u64>,
-        f: impl FnOnce(&mut Connection) -> Result<T, postgres::Error> + Send,
+        f: impl FnMut(&mut Connection) -> Result<T, postgres::Error> + Send,
+    ) -> StoreResult<T> {
+        self.with_retry(operation, run, Repeat::IfLost, f)
+    }
+
+    /// As `with`, for a statement that must not run twice (an insert): it runs again only
+    /// when the server certainly did not run it (it said it was shutting down or ending the
+    /// connection before the statement arrived), not when the connection broke while waiting
+    /// for its answer.
+    pub(super) fn with_once<T: Send>(
+        &self,
+        operation: &'static str,
+        run: Option<u64>,
+        f: impl FnMut(&mut Connection) -> Result<T, postgres::Error> + Send,
+    ) -> StoreResult<T> {
+        self.with_retry(operation, run, Repeat::IfNotRun, f)
+    }
+
+    fn with_retry<T: Send>(
+        &self,
+        operation: &'static str,
+        run: Option<u64>,
+        repeat: Repeat,
+        mut f: impl FnMut(&mut Connection) -> Result<T, postgres::Error> + Send,
     ) -> StoreResult<T> {
         let mut slot = self.lock(operation)?;
         let slot = &mut *slot;
         outside_async(move || {
-            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-                *slot = None;
-                *slot = Some(self.connect()?);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+                    *slot = None;
+                    *slot = Some(self.connect()?);
+                }
+                let Some(conn) = slot.as_mut() else {
+                    unreachable!("the connection was just opened");
+                };
+                let result = f(conn);
+                let lost = match &result {
+                    Err(e) => connection_lost(e, conn.client.is_closed()),
+                    Ok(_) => None,
+                };
+                if lost.is_some() {
+                    // Whatever happened, this connection is done: the next call opens another.
+                    *slot = None;
+                }
+                let again = match lost {
+                    Some(Lost::BeforeRunning) => true,
+                    Some(Lost::Unknown) => repeat == Repeat::IfLost,
+                    None => false,
+                };
+                if !again || tries > 1 {
+                    return result.map_err(|e| failed(operation, run)(error_text(&e)));
+                }
             }
-            let Some(conn) = slot.as_mut() else {
-                unreachable!("the connection was just opened");
-            };
-            let result = f(conn);
-            if conn.client.is_closed() {
-                *slot = None;
-            }
-            result.map_err(failed(operation, run))
         })
     }
 
@@ -367,11 +506,20 @@ impl RunStore for PgStore {
         target: Option<&str>,
         at: i64,
     ) -> StoreResult<u64> {
-        self.with("queueing a run", None, |c| {
-            let needs = needed_models(workflow);
+        let needs = needed_models(workflow);
+        let keys = self.heavy_keys(workflow, target);
+        self.with_once("queueing a run", None, |c| {
             let row = c.query(
                 INSERT_RUN,
-                &[&workflow_name, &workflow, &target, &at, &needs],
+                &[
+                    &workflow_name,
+                    &workflow,
+                    &target,
+                    &at,
+                    &needs,
+                    &keys.models,
+                    &keys.others,
+                ],
             )?;
             Ok(row[0].get::<_, i64>(0) as u64)
         })
@@ -380,8 +528,9 @@ impl RunStore for PgStore {
     fn enqueue_prompt(&self, workflow: &str, at: i64, prompt: &ComfyPrompt) -> StoreResult<u64> {
         const OPERATION: &str = "queueing a ComfyUI prompt";
         let (text, extra, ids, outputs) = prompt_texts(prompt);
+        let (needs, keys) = (needed_models(workflow), self.heavy_keys(workflow, None));
         let queued =
-            self.with(OPERATION, None, |c| {
+            self.with_once(OPERATION, None, |c| {
                 let insert_run = c.prepared(INSERT_RUN)?;
                 let mut tx = c.client.transaction()?;
                 let run: i64 = tx
@@ -392,7 +541,9 @@ impl RunStore for PgStore {
                             &workflow,
                             &None::<&str>,
                             &at,
-                            &needed_models(workflow),
+                            &needs,
+                            &keys.models,
+                            &keys.others,
                         ],
                     )?
                     .get(0);
@@ -574,7 +725,12 @@ impl RunStore for PgStore {
         sweep: &NewSweep,
         at: i64,
     ) -> StoreResult<(u64, Vec<u64>)> {
-        self.with("queueing a sweep", None, |c| {
+        let cell_keys: Vec<(Vec<String>, HeavyKeys)> = sweep
+            .cells
+            .iter()
+            .map(|(_, workflow)| (needed_models(workflow), self.heavy_keys(workflow, target)))
+            .collect();
+        self.with_once("queueing a sweep", None, |c| {
             let insert_run = c.prepared(INSERT_RUN)?;
             let mut tx = c.client.transaction()?;
             let sweep_id: i64 = tx
@@ -595,7 +751,9 @@ impl RunStore for PgStore {
                 "INSERT INTO sweep_cells (run, sweep, cell, cell_values) VALUES ($1, $2, $3, $4)",
             )?;
             let mut runs = Vec::with_capacity(sweep.cells.len());
-            for (cell, (values, workflow)) in sweep.cells.iter().enumerate() {
+            for (cell, ((values, workflow), (needs, keys))) in
+                sweep.cells.iter().zip(&cell_keys).enumerate()
+            {
                 let run: i64 = tx
                     .query_one(
                         &insert_run,
@@ -604,7 +762,9 @@ impl RunStore for PgStore {
                             workflow,
                             &target,
                             &at,
-                            &needed_models(workflow),
+                            needs,
+                            &keys.models,
+                            &keys.others,
                         ],
                     )?
                     .get(0);
