@@ -13,6 +13,7 @@ use futures_util::stream::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
+use super::events::{Broadcast, ServerEvent};
 use super::queue::Claims;
 use super::store::{Finished, RunRecord, RunState, StoreResult};
 
@@ -454,7 +455,7 @@ impl Claims for PublishingClaims {
         Ok(run)
     }
 
-    fn finish(&self, id: u64, finished: &Finished, announce: &str) -> StoreResult<bool> {
+    fn finish(&self, id: u64, finished: &Finished, announce: &Broadcast) -> StoreResult<bool> {
         match self.publish(id) {
             Ok(_) => self.inner.finish(id, finished, announce),
             Err(e) => {
@@ -467,13 +468,20 @@ impl Claims for PublishingClaims {
                     error: Some(serde_json::json!({ "message": message })),
                     ..finished.clone()
                 };
-                let mut announce: serde_json::Value =
-                    serde_json::from_str(announce).unwrap_or_else(|_| serde_json::json!({}));
-                announce["event"] = "run_finished".into();
-                announce["run"] = id.into();
-                announce["status"] = serde_json::to_value(RunState::from(failed.status))
-                    .unwrap_or_else(|_| "failed".into());
-                self.inner.finish(id, &failed, &announce.to_string())
+                let (ran, cached, micros) = match announce.event() {
+                    ServerEvent::RunFinished {
+                        ran, cached, micros, ..
+                    } => (*ran, *cached, *micros),
+                    _ => (0, 0, 0),
+                };
+                let announce = Broadcast::new(ServerEvent::RunFinished {
+                    run: id,
+                    status: RunState::from(failed.status),
+                    ran,
+                    cached,
+                    micros,
+                });
+                self.inner.finish(id, &failed, &announce)
             }
         }
     }
