@@ -32,6 +32,12 @@ towers' configs from theirs.
 tiny_sdxl_refiner_ldm_shapes.json (names and shapes of the two small files), which the
 `weft run` two-stage test (tests/sdxl_two_stage.rs) fills with pseudo-random values at test time.
 
+--conditioning compares the conditioning itself, tensor by tensor: ComfyUI's CLIPTextEncodeSDXL
+output (CLIP-L states, bigG states, bigG pooled) for a long weighted prompt (text_g over 75
+tokens, a shorter text_l: window padding of the shorter side) on the small base, against weft's
+(examples/sdxl_conditioning.rs, the towers loaded as LoadCheckpoint's `auto` loads them on the
+CPU); control: the same without the `(word:1.2)` weights, which moves ComfyUI's own tensors.
+
 --full-size FILE runs the 128x128 4-step euler case on a full-size random SDXL base file
 (examples/write_sdxl_checkpoint.rs), ComfyUI first then weft, one after the other, with peak
 RSS, load time and s/step of each (ComfyUI's with stock SDXL detection: no registration).
@@ -376,6 +382,8 @@ def main():
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--full-size", default="", help="a full-size SDXL base file: run that case only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--conditioning", action="store_true",
+                    help="compare CLIPTextEncodeSDXL's tensors with weft's (max abs difference)")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
@@ -383,6 +391,8 @@ def main():
 
     if args.full_size:
         return full_size(args, work)
+    if args.conditioning:
+        return conditioning(args, work)
 
     if not os.path.exists(os.path.join(work, "checkpoints", "small_sdxl_refiner.safetensors")) or args.shapes:
         shapes = write_checkpoints(work)
@@ -424,6 +434,78 @@ def main():
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.4f} | {r[3]} | {r[4]:.4f} | `{r[5]}` | {r[6]} | {r[7]:.2f} | {r[8]:.1f} | {r[9]:.1f} |")
     if any(r[1] > 2 for r in rows):
+        sys.exit(1)
+
+
+def comfy_node(nodes, class_type, **kwargs):
+    """One ComfyUI node's outputs (a v1 or a v3 node)."""
+    cls = nodes.NODE_CLASS_MAPPINGS[class_type]
+    if hasattr(cls, "FUNCTION"):
+        out = getattr(cls(), cls.FUNCTION)(**kwargs)
+    else:
+        out = cls.execute(**kwargs)
+        out = out.result if hasattr(out, "result") else out
+    return out["result"] if isinstance(out, dict) else out
+
+
+# bigG's text over two 75-token windows, with weights in both; a short CLIP-L text beside it
+# (ComfyUI pads the shorter side with empty windows).
+# No `[text]`: weft reads it as A1111's de-emphasis (weight / 1.1), ComfyUI as literal brackets.
+TEXT_G = LONG + ", a second (storm:0.8) rolling in from the west, (rain:1.1) on the glass, " + LONG.replace("(lighthouse:1.2)", "((lighthouse))")
+TEXT_L = "a (red:1.3) lighthouse, ((oil painting))"
+
+
+def unweighted(text):
+    """The text with its weighting syntax taken out (the control)."""
+    import re
+    return re.sub(r"\(([^():]+):[\d.]+\)", r"\1", text).replace("((", "").replace("))", "")
+
+
+def conditioning(args, work):
+    """CLIPTextEncodeSDXL's tensors, ComfyUI's against weft's, on the small base."""
+    from safetensors.torch import load_file
+    if not os.path.exists(os.path.join(work, "checkpoints", "small_sdxl.safetensors")):
+        write_checkpoints(work)
+    nodes = comfy_setup(args.comfyui, work)
+    register_small_models()
+    width_l = CLIP_L["hidden_size"]
+    with torch.inference_mode():
+        clip = comfy_node(nodes, "CheckpointLoaderSimple", ckpt_name="small_sdxl.safetensors")[1]
+
+        def comfy_encode(text_g, text_l):
+            cond = comfy_node(nodes, "CLIPTextEncodeSDXL", clip=clip, text_g=text_g, text_l=text_l,
+                              **SDXL_ENCODE)[0]
+            return cond[0][0].float().clone(), cond[0][1]["pooled_output"].float().clone()
+        comfy_cond, comfy_pooled = comfy_encode(TEXT_G, TEXT_L)
+        plain_cond, plain_pooled = comfy_encode(unweighted(TEXT_G), unweighted(TEXT_L))
+    out = os.path.join(work, "weft_conditioning.safetensors")
+    example = os.path.join(REPO, "target", "release", "examples", "sdxl_conditioning")
+    vocab = os.path.join(REPO, "models", "converted", "clip", "bpe_simple_vocab_16e6.txt.gz")
+    subprocess.run([example, os.path.join(work, "checkpoints", "small_sdxl.safetensors"), vocab, out, TEXT_G, TEXT_L],
+                   check=True)
+    weft = load_file(out)
+    weft_cond, weft_pooled = weft["context"], weft["pooled"]
+    if weft_cond.shape != comfy_cond.shape or weft_pooled.shape != comfy_pooled.shape:
+        raise SystemExit(f"shapes: weft {tuple(weft_cond.shape)} {tuple(weft_pooled.shape)}, "
+                         f"ComfyUI {tuple(comfy_cond.shape)} {tuple(comfy_pooled.shape)}")
+    parts = [
+        ("CLIP-L states", weft_cond[..., :width_l], comfy_cond[..., :width_l], plain_cond[..., :width_l]),
+        ("bigG states", weft_cond[..., width_l:], comfy_cond[..., width_l:], plain_cond[..., width_l:]),
+        ("bigG pooled (projected)", weft_pooled, comfy_pooled, plain_pooled),
+    ]
+    print(f"CLIPTextEncodeSDXL on the small base, text_g {len(TEXT_G)} chars with (word:w) weights, "
+          f"text_l {TEXT_L!r}; context {tuple(comfy_cond.shape)} (77 per window); control: "
+          f"{unweighted(TEXT_L)!r} and text_g likewise (pooled comes before weighting: it moves only where the windows break otherwise)")
+    print("| tensor | max abs weft - ComfyUI | ComfyUI's max abs value | control: unweighted moves ComfyUI's by |")
+    print("|---|---|---|---|")
+    worst = 0.0
+    for name, w, c, plain in parts:
+        d = (w - c).abs().max().item()
+        worst = max(worst, d)
+        n = min(plain.shape[1], c.shape[1]) if c.dim() == 3 else c.shape[0]  # the control may have fewer windows
+        moved = (plain[:, :n] - c[:, :n]).abs().max().item()
+        print(f"| {name} | {d:.3g} | {c.abs().max().item():.3g} | {moved:.3g} |")
+    if worst > 1e-4:
         sys.exit(1)
 
 

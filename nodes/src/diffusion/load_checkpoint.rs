@@ -61,11 +61,15 @@ impl Node for LoadCheckpoint {
 
     fn run(&self, inputs: &Inputs, ctx: &mut NodeContext) -> NodeResult<Vec<Value>> {
         let path = resolve_model(inputs.string("name")?, ctx.models)?;
-        let kind = precision(inputs.string("precision")?, ctx.device)?;
+        let precision_name = inputs.string("precision")?;
+        let kind = precision(precision_name, ctx.device)?;
         let options = LoadOptions {
             device: ctx.device,
             kind,
             files: ctx.files.clone(),
+            // auto on the CPU: SDXL's text towers in fp16, computed in fp32 (ComfyUI's way).
+            sdxl_text_kind: (precision_name == "auto" && kind == tch::Kind::Float)
+                .then_some(tch::Kind::Half),
             ..LoadOptions::default()
         };
         let ((unet, vae, encoder), text_encoder_bytes) = if path.is_dir()

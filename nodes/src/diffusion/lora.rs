@@ -271,6 +271,7 @@ fn shared_clip(clip: &ClipTextModel) -> NodeResult<ClipTextModel> {
     let weights = Weights::new("text encoder (shared with its input)", tensors);
     let mut model = ClipTextModel::new(&weights, "text_model", clip.config().clone())?;
     model.set_source(source);
+    model.set_compute_kind(clip.compute_kind());
     Ok(model)
 }
 
@@ -316,6 +317,7 @@ fn clip_from_source(
     let weights = Weights::new(label.to_string(), tensors);
     let mut patched = ClipTextModel::new(&weights, "text_model", original.config().clone())?;
     patched.set_source(source);
+    patched.set_compute_kind(original.compute_kind());
     Ok(patched)
 }
 

@@ -371,6 +371,9 @@ pub struct ClipTextModel {
     config: ClipTextConfig,
     /// The weights it was built from and the LoRAs on them (shared storage).
     source: SourceWeights,
+    /// The kind it computes in when its weights are stored narrower (fp16 weights, fp32
+    /// arithmetic); `None`: the weights' kind.
+    compute_kind: Option<Kind>,
 }
 
 impl WeightedModel for ClipTextModel {
@@ -406,6 +409,7 @@ impl WeightedModel for ClipTextModel {
             ),
             config,
             source: SourceWeights::new(weights.tensors_under(prefix)),
+            compute_kind: None,
         })
     }
 }
@@ -427,6 +431,19 @@ impl ClipTextModel {
 
     pub fn device(&self) -> tch::Device {
         self.token_embedding.device()
+    }
+
+    /// Computes in `kind` whatever kind its weights are stored in: each layer widens its
+    /// weights for the call (ComfyUI keeps its text encoders in fp16 on the CPU and runs them
+    /// in fp32). An fp16 file's tower then gives exactly what it gives loaded in fp32, in half
+    /// the memory. `None` computes in the weights' kind.
+    pub fn set_compute_kind(&mut self, kind: Option<Kind>) {
+        self.compute_kind = kind.filter(|k| *k != self.token_embedding.kind());
+    }
+
+    /// The kind it computes in, when that is not its weights' ([`Self::set_compute_kind`]).
+    pub fn compute_kind(&self) -> Option<Kind> {
+        self.compute_kind
     }
 
     /// `last_hidden_state` `[batch, seq, hidden]` of token ids `[batch, seq]` (or `[seq]`).
@@ -453,7 +470,11 @@ impl ClipTextModel {
             .f_narrow(0, 0, seq)
             .context(|| "CLIP position embedding".into())?;
         let mut x = Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)
-            .and_then(|t| t.f_add(&positions))
+            .and_then(|t| match self.compute_kind {
+                // Widened before the sum, as ComfyUI's embeddings cast each table.
+                Some(kind) => t.f_to_kind(kind)?.f_add(&positions.f_to_kind(kind)?),
+                None => t.f_add(&positions),
+            })
             .context(|| "CLIP embeddings".into())?;
         let wanted = match layer {
             ClipLayer::Last => None,
@@ -624,6 +645,12 @@ impl ClipTextModelWithProjection {
             text_model,
             text_projection: self.text_projection.shallow_clone(),
         }
+    }
+
+    /// [`ClipTextModel::set_compute_kind`] of its text transformer (the projection follows
+    /// its input's kind).
+    pub fn set_compute_kind(&mut self, kind: Option<Kind>) {
+        self.text_model.set_compute_kind(kind);
     }
 
     /// [`ClipTextModel::forward_with`], the pooled output then projected (`text_embeds`).

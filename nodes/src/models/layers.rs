@@ -127,8 +127,20 @@ impl Linear {
         }
     }
 
+    /// `x` times the weight, in `x`'s kind: weights kept narrower than the input (a text
+    /// tower stored in fp16 and computed in fp32, as ComfyUI does on the CPU) are widened for
+    /// this call only, so the values are those of a model loaded wide.
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_linear(&self.weight, self.bias.as_ref())
+        if self.weight.kind() == x.kind() {
+            return x.f_linear(&self.weight, self.bias.as_ref());
+        }
+        let weight = self.weight.f_to_kind(x.kind())?;
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.f_to_kind(x.kind()))
+            .transpose()?;
+        x.f_linear(&weight, bias.as_ref())
     }
 
     /// The same layer on the same storage.
@@ -158,13 +170,21 @@ impl LayerNorm {
         }
     }
 
+    /// Normalised in `x`'s kind (narrower weights widened for the call, as [`Linear::forward`]).
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_layer_norm(
-            [self.dim],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        if self.weight.kind() == x.kind() {
+            return x.f_layer_norm(
+                [self.dim],
+                Some(&self.weight),
+                Some(&self.bias),
+                self.eps,
+                true,
+            );
+        }
+        let (weight, bias) = (
+            self.weight.f_to_kind(x.kind())?,
+            self.bias.f_to_kind(x.kind())?,
+        );
+        x.f_layer_norm([self.dim], Some(&weight), Some(&bias), self.eps, true)
     }
 }

@@ -67,7 +67,10 @@ pub fn sdxl_clip_g_config() -> ClipTextWithProjectionConfig {
     ClipTextWithProjectionConfig::open_clip_vit_bigg14()
 }
 
-/// `tensors` in `kind` (floating ones only) on `device`.
+/// `tensors` on `device`, floating ones in `kind` — except fp16/bf16 ones when `kind` is
+/// fp32: those stay as they are and the tower widens them per layer ([`computing_in`]), as
+/// ComfyUI keeps its text encoders in fp16 on the CPU (half the memory of the two towers,
+/// 1.6 GB for SDXL base, and the same values: an fp16 weight widens exactly).
 fn to_device_kind(
     tensors: HashMap<String, Tensor>,
     device: Device,
@@ -76,7 +79,9 @@ fn to_device_kind(
     tensors
         .into_iter()
         .map(|(name, t)| {
-            let moved = if t.is_floating_point() {
+            let kept_narrow =
+                kind == Kind::Float && matches!(t.kind(), Kind::Half | Kind::BFloat16);
+            let moved = if t.is_floating_point() && !kept_narrow {
                 t.f_to_device(device).and_then(|t| t.f_to_kind(kind))
             } else {
                 t.f_to_device(device)
@@ -84,6 +89,12 @@ fn to_device_kind(
             moved.context(|| name.clone()).map(|t| (name, t))
         })
         .collect()
+}
+
+/// The compute kind a tower built by [`to_device_kind`] needs: `kind`, set on the tower only
+/// where its weights were kept narrower.
+fn computing_in(kind: Kind) -> Option<Kind> {
+    (kind == Kind::Float).then_some(kind)
 }
 
 /// Refuses a tower that cannot take a 77-token window.
@@ -122,8 +133,10 @@ impl SdxlTextEncoders {
             "SDXL text encoder 1 (CLIP-L)",
             to_device_kind(clip_l, device, kind)?,
         );
+        let mut clip_l = ClipTextModel::new(&l_weights, "text_model", l_config)?;
+        clip_l.set_compute_kind(computing_in(kind));
         Ok(Self {
-            clip_l: ClipTextModel::new(&l_weights, "text_model", l_config)?,
+            clip_l,
             clip_g: build_clip_g(clip_g, clip_g_config, device, kind)?,
             tokenizer,
         })
@@ -293,7 +306,9 @@ fn build_clip_g(
         "SDXL text encoder 2 (OpenCLIP bigG)",
         to_device_kind(tensors, device, kind)?,
     );
-    ClipTextModelWithProjection::new(&weights, "", config)
+    let mut tower = ClipTextModelWithProjection::new(&weights, "", config)?;
+    tower.set_compute_kind(computing_in(kind));
+    Ok(tower)
 }
 
 #[cfg(test)]
@@ -349,18 +364,27 @@ mod tests {
     }
 
     fn tiny_encoders() -> SdxlTextEncoders {
+        tiny_encoders_as(|t| t, Kind::Float)
+    }
+
+    /// [`tiny_encoders`] with each tensor passed through `store` first (rounded to an fp16
+    /// file's values, say), built to compute in `kind`.
+    fn tiny_encoders_as(store: impl Fn(Tensor) -> Tensor, kind: Kind) -> SdxlTextEncoders {
         let l = random_weights::<ClipTextModel>(tiny_text(8, 2), 1);
         let l: HashMap<String, Tensor> = l
             .into_iter()
-            .map(|(k, v)| (format!("text_model.{k}"), v))
+            .map(|(k, v)| (format!("text_model.{k}"), store(v)))
             .collect();
-        let g = random_weights::<ClipTextModelWithProjection>(
+        let g: HashMap<String, Tensor> = random_weights::<ClipTextModelWithProjection>(
             ClipTextWithProjectionConfig {
                 text: tiny_text(12, 3),
                 projection_dim: 6,
             },
             2,
-        );
+        )
+        .into_iter()
+        .map(|(k, v)| (k, store(v)))
+        .collect();
         SdxlTextEncoders::from_weights(
             l,
             &tiny_config_json(8, 2, 8),
@@ -368,9 +392,35 @@ mod tests {
             &tiny_config_json(12, 3, 6),
             tokenizer(),
             Device::Cpu,
-            Kind::Float,
+            kind,
         )
         .unwrap()
+    }
+
+    /// LoadCheckpoint's `auto` on the CPU: fp16 weights are kept in fp16 and widened per layer,
+    /// which gives bit for bit what the same weights give loaded as fp32, in half the memory.
+    #[test]
+    fn fp16_towers_computed_in_fp32_equal_the_fp32_load_of_the_same_weights() {
+        let half = |t: Tensor| t.to_kind(Kind::Half);
+        let narrow = tiny_encoders_as(half, Kind::Float);
+        let wide = tiny_encoders_as(|t| half(t).to_kind(Kind::Float), Kind::Float);
+        let stored = |m: &ClipTextModel| {
+            m.source().tensors().unwrap()["text_model.embeddings.token_embedding.weight"].kind()
+        };
+        assert_eq!(stored(narrow.clip_l()), Kind::Half);
+        assert_eq!(stored(narrow.clip_g().text_model()), Kind::Half);
+        assert_eq!(stored(wide.clip_l()), Kind::Float);
+        let prompt = "a (lighthouse:1.2) at dusk, [fog], oil painting";
+        let (a, b) = (narrow.encode(prompt).unwrap(), wide.encode(prompt).unwrap());
+        assert_eq!(
+            (a.context.kind(), a.pooled.kind()),
+            (Kind::Float, Kind::Float)
+        );
+        assert!(a.context.equal(&b.context), "context differs");
+        assert!(a.pooled.equal(&b.pooled), "pooled differs");
+        // The comparison can fail: the same weights computed in fp16 give other values.
+        let fp16_arithmetic = tiny_encoders_as(half, Kind::Half).encode(prompt).unwrap();
+        assert!(!fp16_arithmetic.context.equal(&b.context));
     }
 
     #[test]

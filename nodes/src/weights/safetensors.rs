@@ -137,10 +137,20 @@ impl MappedFile {
         kind: Option<Kind>,
         mut select: impl FnMut(&str) -> Option<String>,
     ) -> Result<HashMap<String, Tensor>> {
+        self.read_each(device, |name| select(name).map(|new_name| (new_name, kind)))
+    }
+
+    /// [`Self::read`] with a kind per tensor: `select` gives each wanted tensor its new name
+    /// and the kind its floating-point values are converted to (`None`: the file's).
+    pub fn read_each(
+        &self,
+        device: Device,
+        mut select: impl FnMut(&str) -> Option<(String, Option<Kind>)>,
+    ) -> Result<HashMap<String, Tensor>> {
         let st = self.parse()?;
         let mut out = HashMap::new();
         for (name, view) in st.tensors() {
-            let Some(new_name) = select(&name) else {
+            let Some((new_name, kind)) = select(&name) else {
                 continue;
             };
             let file_kind = match view.dtype() {
