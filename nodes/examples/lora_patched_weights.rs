@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p weft-nodes --example lora_patched_weights -- \
-//!     CHECKPOINT OUT.safetensors LORA STRENGTH_MODEL STRENGTH_CLIP [LORA SM SC ...]
+//!     CHECKPOINT (OUT.safetensors | --compare DIR) LORA STRENGTH_MODEL STRENGTH_CLIP [LORA SM SC ...]
 //! ```
 //! The checkpoint is loaded in fp32; the LoRAs patch in the order given (a chain of LoadLora
-//! nodes). Every tensor some LoRA touches is written (fp32); the LoRA keys that match no layer
-//! are printed.
+//! nodes). Every tensor some LoRA touches is written (fp32), or with `--compare DIR` compared
+//! with the tensors of the `*.safetensors` files in DIR (the reference, same names): the last
+//! line is a JSON summary (tensors only one side patches, the largest difference, patched
+//! tensors equal to the base). The LoRA keys that match no layer are printed.
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,8 +25,17 @@ use weft_nodes::weights::MappedFile;
 type Error = Box<dyn std::error::Error>;
 
 fn run(args: &[String]) -> Result<(), Error> {
-    let [checkpoint_path, out, lora_args @ ..] = args else {
-        return Err("usage: CHECKPOINT OUT.safetensors LORA SM SC [LORA SM SC ...]".into());
+    let (checkpoint_path, target, lora_args) = match args {
+        [checkpoint, flag, dir, rest @ ..] if flag == "--compare" => {
+            (checkpoint, Target::Compare(dir), rest)
+        }
+        [checkpoint, out, rest @ ..] => (checkpoint, Target::Write(out), rest),
+        _ => {
+            return Err(
+                "usage: CHECKPOINT (OUT.safetensors | --compare DIR) LORA SM SC [LORA SM SC ...]"
+                    .into(),
+            )
+        }
     };
     if lora_args.is_empty() || lora_args.len() % 3 != 0 {
         return Err("give each LoRA as three arguments: FILE STRENGTH_MODEL STRENGTH_CLIP".into());
@@ -125,12 +136,82 @@ fn run(args: &[String]) -> Result<(), Error> {
             written.push((ldm.clone(), tensors[name].to_kind(Kind::Float)));
         }
     }
-    Tensor::write_safetensors(&written, out)?;
     println!(
-        "wrote {} patched tensors ({} UNet, {} text encoder) to {out}",
+        "weft patches {} tensors ({} UNet, {} text encoder)",
         written.len(),
         unet_touched.len(),
         clip_touched.len()
+    );
+    match target {
+        Target::Write(out) => Tensor::write_safetensors(&written, out)?,
+        Target::Compare(dir) => {
+            let base = [(Component::Unet, &unet_base), (Component::TextEncoder, clip_base)];
+            compare(&written, Path::new(dir), |ldm| {
+                base.iter().find_map(|(component, tensors)| {
+                    let weft_name = ldm_names.iter().find_map(|((c, w), l)| {
+                        (c == component && l == ldm).then_some(w)
+                    })?;
+                    tensors.get(weft_name)
+                })
+            })?
+        }
+    }
+    Ok(())
+}
+
+enum Target<'a> {
+    Write(&'a String),
+    Compare(&'a String),
+}
+
+/// Compares weft's patched tensors with every tensor of the safetensors files in `dir`.
+fn compare<'a>(
+    weft: &[(String, Tensor)],
+    dir: &Path,
+    base: impl Fn(&str) -> Option<&'a Tensor>,
+) -> Result<(), Error> {
+    let weft: HashMap<&str, &Tensor> = weft.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let (mut only_reference, mut unmoved) = (Vec::new(), Vec::new());
+    let (mut worst, mut worst_key) = (0.0f64, String::new());
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    for file in files {
+        for (name, reference) in Tensor::read_safetensors(&file)? {
+            let Some(got) = weft.get(name.as_str()) else {
+                only_reference.push(name);
+                continue;
+            };
+            seen.insert(name.clone());
+            let error = if got.size() == reference.size() {
+                (*got - &reference).abs().max().double_value(&[])
+            } else {
+                f64::INFINITY
+            };
+            if error > worst {
+                (worst, worst_key) = (error, name.clone());
+            }
+            if base(&name).is_some_and(|b| b.equal(got)) {
+                unmoved.push(name);
+            }
+        }
+    }
+    let mut only_weft: Vec<&str> = weft
+        .keys()
+        .filter(|k| !seen.contains(**k))
+        .copied()
+        .collect();
+    only_weft.sort_unstable();
+    only_reference.sort();
+    println!(
+        "{{\"compared\": {}, \"only_reference\": {:?}, \"only_weft\": {:?}, \"max_abs_diff\": {worst:e}, \"at\": {worst_key:?}, \"unmoved\": {:?}}}",
+        seen.len(),
+        only_reference,
+        only_weft,
+        unmoved
     );
     Ok(())
 }

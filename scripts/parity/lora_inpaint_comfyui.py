@@ -378,9 +378,12 @@ def checkpoint_name(comfy_key, file_keys):
 
 def comfy_weights_side(args, work):
     """In ComfyUI (text encoder in fp32, as weft loads it): the key map of the plain checkpoint,
-    a random LoRA per format on every >= 2-D weight the map reaches, each patched at
-    WEIGHT_STRENGTHS by load_lora_for_models, and the patched tensors written under the file's
-    names to WORK/weights_FORMAT.comfyui.safetensors."""
+    and for format --format a random LoRA on every >= 2-D weight the map reaches
+    (WORK/loras/all_FORMAT.safetensors), patched at WEIGHT_STRENGTHS by load_lora_for_models;
+    each patched tensor, computed by ComfyUI's own ModelPatcher.patch_weight_to_device one key at
+    a time (the whole patched model would not fit beside the base on this box), is written under
+    the file's name to WORK/weights_FORMAT/ in chunks."""
+    fmt = args.format
     sys.path.insert(0, args.comfyui)
     sys.argv = [sys.argv[0], "--cpu", "--fp32-text-enc"]
     import comfy.options
@@ -395,93 +398,97 @@ def comfy_weights_side(args, work):
     model, clip, _vae = comfy.sd.load_checkpoint_guess_config(ckpt)[:3]
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
-    unet_sd = model.model.state_dict()
-    clip_sd = clip.cond_stage_model.state_dict()
-    shapes = {k: v.shape for k, v in list(unet_sd.items()) + list(clip_sd.items())}
+    shapes = {k: v.shape for k, v in list(model.model.state_dict().items())
+              + list(clip.cond_stage_model.state_dict().items())}
     summary = {"key_map_entries": len(key_map), "other_formats": {}}
     for lora_key, model_key in key_map.items():
         if lora_format(lora_key, model_key) is None:
-            kind = lora_key.split("_")[0] if "_" in lora_key.split(".")[0] else lora_key.split(".")[0]
+            head = lora_key.split(".")[0]
+            kind = head.split("_")[0] + "_" if "_" in head else head + "."
             summary["other_formats"][kind] = summary["other_formats"].get(kind, 0) + 1
-    for index, fmt in enumerate(WEIGHT_FORMATS):
-        gen = torch.Generator().manual_seed(300 + index)
-        lora, targets = {}, set()
-        for lora_key, model_key in sorted(key_map.items()):
-            kind = lora_format(lora_key, model_key)
-            if not (kind == fmt or (kind == "kohya" and fmt.startswith("kohya"))):
-                continue
-            shape = shapes.get(model_key)
-            if shape is None or len(shape) < 2:
-                continue
-            out_dim, in_shape = shape[0], list(shape[1:])
-            down = 0.05 * torch.randn([RANK, *in_shape], generator=gen)
-            up = 0.05 * torch.randn([out_dim, RANK] + [1] * (len(shape) - 2), generator=gen)
-            if fmt == "peft":
-                lora[lora_key + ".lora_A.weight"], lora[lora_key + ".lora_B.weight"] = down, up
-            else:
-                lora[lora_key + ".lora_down.weight"], lora[lora_key + ".lora_up.weight"] = down, up
-                lora[lora_key + ".alpha"] = torch.tensor(float(RANK) / 2)
-            targets.add(model_key)
-        file = os.path.join(work, "loras", f"all_{fmt}.safetensors")
-        save_file({k: v.contiguous() for k, v in lora.items()}, file)
-        new_model, new_clip = comfy.sd.load_lora_for_models(model, clip, comfy.utils.load_torch_file(file),
-                                                            *WEIGHT_STRENGTHS)
-        patched_keys = set(new_model.patches) | set(new_clip.patcher.patches)
-        new_model.patch_model()
-        new_clip.patcher.patch_model()
-        patched = {}
-        for key in sorted(patched_keys):
-            sd = new_model.model if key.startswith("diffusion_model.") else new_clip.cond_stage_model
-            tensor = comfy.utils.get_attr(sd, key)
-            patched[checkpoint_name(key, file_keys)] = tensor.detach().float().contiguous().clone()
-        new_model.unpatch_model()
-        new_clip.patcher.unpatch_model()
-        save_file(patched, os.path.join(work, f"weights_{fmt}.comfyui.safetensors"))
-        summary[fmt] = {"lora_layers": len(lora) // (2 if fmt == "peft" else 3),
-                        "model_tensors": len(targets), "comfyui_patched": len(patched)}
-        print(f"ComfyUI weights {fmt}: {summary[fmt]}", flush=True)
-    with open(os.path.join(work, "comfyui_weights.json"), "w") as f:
+    gen = torch.Generator().manual_seed(300 + WEIGHT_FORMATS.index(fmt))
+    lora, targets = {}, set()
+    for lora_key, model_key in sorted(key_map.items()):
+        kind = lora_format(lora_key, model_key)
+        if not (kind == fmt or (kind == "kohya" and fmt.startswith("kohya"))):
+            continue
+        shape = shapes.get(model_key)
+        if shape is None or len(shape) < 2:
+            continue
+        down = 0.05 * torch.randn([RANK, *shape[1:]], generator=gen)
+        up = 0.05 * torch.randn([shape[0], RANK] + [1] * (len(shape) - 2), generator=gen)
+        if fmt == "peft":
+            lora[lora_key + ".lora_A.weight"], lora[lora_key + ".lora_B.weight"] = down, up
+        else:
+            lora[lora_key + ".lora_down.weight"], lora[lora_key + ".lora_up.weight"] = down, up
+            lora[lora_key + ".alpha"] = torch.tensor(float(RANK) / 2)
+        targets.add(model_key)
+    file = os.path.join(work, "loras", f"all_{fmt}.safetensors")
+    save_file({k: v.contiguous() for k, v in lora.items()}, file)
+    new_model, new_clip = comfy.sd.load_lora_for_models(model, clip, comfy.utils.load_torch_file(file),
+                                                        *WEIGHT_STRENGTHS)
+    out_dir = os.path.join(work, f"weights_{fmt}")
+    os.makedirs(out_dir, exist_ok=True)
+    chunk, chunk_bytes, written = {}, 0, 0
+    for patcher in [new_model, new_clip.patcher]:
+        for key in sorted(patcher.patches):
+            patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
+            chunk[checkpoint_name(key, file_keys)] = comfy.utils.get_attr(patcher.model, key).detach().float().clone()
+            # Put the loaded weight back (what unpatch_model does), so only one is patched at a time.
+            comfy.utils.set_attr_param(patcher.model, key, patcher.backup.pop(key).weight)
+            chunk_bytes += chunk[checkpoint_name(key, file_keys)].numel() * 4
+            written += 1
+            if chunk_bytes > 256 << 20:
+                save_file(chunk, os.path.join(out_dir, f"chunk_{written:04d}.safetensors"))
+                chunk, chunk_bytes = {}, 0
+    if chunk:
+        save_file(chunk, os.path.join(out_dir, f"chunk_{written:04d}.safetensors"))
+    summary.update(lora_layers=len(targets), comfyui_patched=written)
+    print(f"ComfyUI weights {fmt}: {summary}", flush=True)
+    with open(os.path.join(work, f"comfyui_weights_{fmt}.json"), "w") as f:
         json.dump(summary, f)
 
 
-def compare_weights(args, work):
-    """weft's patched tensors (the lora_patched_weights example) against ComfyUI's, per format."""
+def compare_weights(args, work, child):
+    """Per format: ComfyUI's patched tensors (comfy_weights_side) against weft's (the
+    lora_patched_weights example), then the large reference files deleted."""
     example = os.path.join(REPO, "target", "release", "examples", "lora_patched_weights")
     ckpt = os.path.join(work, "checkpoints", PLAIN)
-    with open(os.path.join(work, "comfyui_weights.json")) as f:
-        summary = json.load(f)
     rows = []
     for fmt in WEIGHT_FORMATS:
-        out = os.path.join(work, f"weights_{fmt}.weft.safetensors")
+        out_dir = os.path.join(work, f"weights_{fmt}")
+        if not (args.reuse_comfyui and os.path.isdir(out_dir)):
+            subprocess.run(child + ["--side", "comfyui-weights", "--format", fmt], check=True)
+        with open(os.path.join(work, f"comfyui_weights_{fmt}.json")) as f:
+            summary = json.load(f)
         lora = os.path.join(work, "loras", f"all_{fmt}.safetensors")
-        r = subprocess.run([example, ckpt, out, lora, *map(str, WEIGHT_STRENGTHS)], capture_output=True,
-                           text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+        # Examples have no rpath to libtorch: scripts/env.sh puts it on LD_LIBRARY_PATH.
+        cmd = f'source "{REPO}/scripts/env.sh" && exec "$@"'
+        r = subprocess.run(["bash", "-c", cmd, "bash", example, ckpt, "--compare", out_dir, lora,
+                            *map(str, WEIGHT_STRENGTHS)], capture_output=True, text=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
         if r.returncode != 0:
             raise SystemExit(f"lora_patched_weights {fmt} failed:\n{r.stdout}\n{r.stderr}")
-        unmatched = sum(1 for line in r.stdout.splitlines() if "matches no layer" in line)
-        with safe_open(os.path.join(work, f"weights_{fmt}.comfyui.safetensors"), "pt") as c, \
-                safe_open(out, "pt") as w, safe_open(ckpt, "pt") as base:
-            comfy_keys, weft_keys = set(c.keys()), set(w.keys())
-            worst, worst_key, unmoved = 0.0, "", 0
-            for key in sorted(comfy_keys & weft_keys):
-                a, b = c.get_tensor(key), w.get_tensor(key)
-                error = (a - b).abs().max().item() if a.shape == b.shape else float("inf")
-                if error > worst:
-                    worst, worst_key = error, key
-                if torch.equal(a, base.get_tensor(key).float()):
-                    unmoved += 1
-        rows.append((fmt, summary[fmt]["lora_layers"], len(comfy_keys), len(weft_keys),
-                     len(comfy_keys - weft_keys), len(weft_keys - comfy_keys), unmatched, worst, worst_key, unmoved))
+        for f in os.listdir(out_dir):  # 3.6 GB per format: not kept
+            os.remove(os.path.join(out_dir, f))
+        os.rmdir(out_dir)
+        result = json.loads(r.stdout.strip().splitlines()[-1])
+        unmatched = [line for line in r.stdout.splitlines() if "matches no layer" in line]
+        rows.append((fmt, summary["lora_layers"], summary["comfyui_patched"], result["compared"] + len(result["only_weft"]),
+                     len(result["only_reference"]), len(result["only_weft"]), len(unmatched),
+                     result["max_abs_diff"], result["at"], len(result["unmoved"])))
         print(rows[-1], flush=True)
-        for key in sorted(comfy_keys - weft_keys)[:10]:
+        for key in result["only_reference"][:10]:
             print(f"  {fmt}: ComfyUI patches {key}, weft does not")
-        for key in sorted(weft_keys - comfy_keys)[:10]:
+        for key in result["only_weft"][:10]:
             print(f"  {fmt}: weft patches {key}, ComfyUI does not")
+        for line in unmatched[:10]:
+            print(f"  {line}")
     print(f"\nPatched weights at strength_model/strength_clip {WEIGHT_STRENGTHS[0]}/{WEIGHT_STRENGTHS[1]}, "
-          f"fp32; ComfyUI's key map has {summary['key_map_entries']} entries; formats not written: "
-          f"{summary['other_formats']}")
+          f"fp32; ComfyUI's key map has {summary['key_map_entries']} entries; the other names it maps "
+          f"(formats not written here), by prefix: {summary['other_formats']}")
     print("| LoRA format | layers in the file | tensors ComfyUI patches | tensors weft patches | only ComfyUI "
-          "| only weft | keys weft reports unmatched | max abs diff | at | patched tensors equal to the base |")
+          "| only weft | LoRA keys weft reports unmatched | max abs diff | at | weft tensors equal to the base |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]} | {r[7]:.2e} | {r[8]} | {r[9]} |")
@@ -534,6 +541,7 @@ def main():
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--side", default="both", choices=["both", "comfyui", "comfyui-weights"])
+    ap.add_argument("--format", choices=WEIGHT_FORMATS, help="(--side comfyui-weights) the LoRA format")
     ap.add_argument("--reuse-comfyui", action="store_true",
                     help="compare with the ComfyUI results already in WORK (from an earlier run)")
     args = ap.parse_args()
@@ -560,9 +568,7 @@ def main():
     child = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
     weights_ok = True
     if weights:
-        if not args.reuse_comfyui:
-            subprocess.run(child + ["--side", "comfyui-weights"], check=True)
-        weights_ok = compare_weights(args, work)
+        weights_ok = compare_weights(args, work, child)
     if not names:
         sys.exit(0 if weights_ok else 1)
     if not args.reuse_comfyui:
