@@ -25,18 +25,17 @@ use weft_nodes::weights::MappedFile;
 type Error = Box<dyn std::error::Error>;
 
 fn run(args: &[String]) -> Result<(), Error> {
-    let (checkpoint_path, target, lora_args) = match args {
-        [checkpoint, flag, dir, rest @ ..] if flag == "--compare" => {
-            (checkpoint, Target::Compare(dir), rest)
-        }
-        [checkpoint, out, rest @ ..] => (checkpoint, Target::Write(out), rest),
-        _ => {
-            return Err(
+    let (checkpoint_path, target, lora_args) =
+        match args {
+            [checkpoint, flag, dir, rest @ ..] if flag == "--compare" => {
+                (checkpoint, Target::Compare(dir), rest)
+            }
+            [checkpoint, out, rest @ ..] => (checkpoint, Target::Write(out), rest),
+            _ => return Err(
                 "usage: CHECKPOINT (OUT.safetensors | --compare DIR) LORA SM SC [LORA SM SC ...]"
                     .into(),
-            )
-        }
-    };
+            ),
+        };
     if lora_args.is_empty() || lora_args.len() % 3 != 0 {
         return Err("give each LoRA as three arguments: FILE STRENGTH_MODEL STRENGTH_CLIP".into());
     }
@@ -109,8 +108,12 @@ fn run(args: &[String]) -> Result<(), Error> {
         names
     };
     let (unet_touched, clip_touched) = (touched(&unet), touched(&clip));
-    let unet = unet.tensors().map_err(|(k, e)| format!("patching {k}: {e}"))?;
-    let clip = clip.tensors().map_err(|(k, e)| format!("patching {k}: {e}"))?;
+    let unet = unet
+        .tensors()
+        .map_err(|(k, e)| format!("patching {k}: {e}"))?;
+    let clip = clip
+        .tensors()
+        .map_err(|(k, e)| format!("patching {k}: {e}"))?;
 
     // weft's (diffusers / transformers) name -> the checkpoint's name.
     let layout = LdmLayout {
@@ -119,7 +122,10 @@ fn run(args: &[String]) -> Result<(), Error> {
         open_clip_layers_kept: 23,
     };
     let mut ldm_names: HashMap<(Component, String), String> = HashMap::new();
-    for name in MappedFile::open(Path::new(checkpoint_path))?.shapes()?.keys() {
+    for name in MappedFile::open(Path::new(checkpoint_path))?
+        .shapes()?
+        .keys()
+    {
         if let Some((component, Mapped::Rename(weft_name))) = map_ldm_key(name, &layout) {
             ldm_names.insert((component, weft_name), name.clone());
         }
@@ -145,12 +151,15 @@ fn run(args: &[String]) -> Result<(), Error> {
     match target {
         Target::Write(out) => Tensor::write_safetensors(&written, out)?,
         Target::Compare(dir) => {
-            let base = [(Component::Unet, &unet_base), (Component::TextEncoder, clip_base)];
+            let base = [
+                (Component::Unet, &unet_base),
+                (Component::TextEncoder, clip_base),
+            ];
             compare(&written, Path::new(dir), |ldm| {
                 base.iter().find_map(|(component, tensors)| {
-                    let weft_name = ldm_names.iter().find_map(|((c, w), l)| {
-                        (c == component && l == ldm).then_some(w)
-                    })?;
+                    let weft_name = ldm_names
+                        .iter()
+                        .find_map(|((c, w), l)| (c == component && l == ldm).then_some(w))?;
                     tensors.get(weft_name)
                 })
             })?

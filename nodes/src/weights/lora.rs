@@ -249,8 +249,7 @@ pub fn layer_names<'a>(
             continue;
         };
         for style in styles {
-            if let Some(lora_name) = style.name_in(module, layers_per_block, &attention_up_levels)
-            {
+            if let Some(lora_name) = style.name_in(module, layers_per_block, &attention_up_levels) {
                 map.insert(lora_name, name.clone());
             }
         }
@@ -321,7 +320,11 @@ fn ldm_unet_module(
             let level = index(1)?;
             let k = level * per_level + layers_per_block;
             // The upsampler follows the level's last resnet and, where it has one, transformer.
-            let entry = if attention_up_levels.contains(&level) { 2 } else { 1 };
+            let entry = if attention_up_levels.contains(&level) {
+                2
+            } else {
+                1
+            };
             vec![format!("output_blocks.{k}.{entry}.conv")]
         }
         _ => return None,
