@@ -13,8 +13,10 @@ dir=${WEFT_BENCH_DIR:-$PWD/out/bench-sd15}
 weft=${WEFT_BIN:-target/release/weft} # another build to compare with
 # shellcheck source=scripts/sd15_bench_workflow.sh
 source scripts/sd15_bench_workflow.sh
+# Named from the checkpoint's own keys (no diffusers needed), CLIP layers as kohya names them
+# (lora_te_text_model_encoder_...): LoRAs written before that fix patched the UNet only.
 ls "$dir"/loras/random-r16-2.safetensors >/dev/null 2>&1 ||
-  .venv/bin/python scripts/write_sd15_loras.py "$dir/loras" 3 16 >/dev/null
+  .venv/bin/python scripts/write_sd15_loras.py "$dir/loras" 3 16 "$dir/sd15.safetensors" >/dev/null
 
 workflow() { # $1 = LoRA count, $2 = first LoRA's strength_model
   local model='$model.unet' encoder='$model.text_encoder'

@@ -59,20 +59,29 @@ impl KeyStyle {
     }
 
     /// The name a LoRA file of this style gives the layer `module` (`None`: this style has no
-    /// name for it). `layers_per_block` is the UNet's (for LDM names).
-    pub fn name_in(self, module: &str, layers_per_block: usize) -> Option<String> {
+    /// name for it). `layers_per_block` is the UNet's and `attention_up_levels` its up blocks
+    /// that have transformers (for LDM names).
+    pub fn name_in(
+        self,
+        module: &str,
+        layers_per_block: usize,
+        attention_up_levels: &[usize],
+    ) -> Option<String> {
         match self {
-            KeyStyle::FlatLdm(prefix) => ldm_unet_module(module, layers_per_block)
-                .map(|ldm| format!("{prefix}{}", ldm.replace('.', "_"))),
+            KeyStyle::FlatLdm(prefix) => {
+                ldm_unet_module(module, layers_per_block, attention_up_levels)
+                    .map(|ldm| format!("{prefix}{}", ldm.replace('.', "_")))
+            }
             other => Some(other.name(module)),
         }
     }
 
     /// The name a LoRA file of this style gives the layer `module` (diffusers names; an LDM
-    /// style names it as `name_in` with SD's 2 layers per block does).
+    /// style names it as `name_in` with SD 1.x/2.x's layout does: 2 layers per block,
+    /// transformers in up blocks 1 to 3).
     pub fn name(self, module: &str) -> String {
         match self {
-            KeyStyle::FlatLdm(_) => self.name_in(module, 2).unwrap_or_default(),
+            KeyStyle::FlatLdm(_) => self.name_in(module, 2, &[1, 2, 3]).unwrap_or_default(),
             KeyStyle::Flat(prefix) => format!("{prefix}{}", module.replace('.', "_")),
             KeyStyle::Dotted(prefix) => format!("{prefix}{module}"),
             KeyStyle::Processor(prefix) => {
@@ -221,13 +230,26 @@ pub fn layer_names<'a>(
         })
         .max()
         .map_or(2, |m| m + 1);
+    // Up blocks with transformers: LDM numbers their upsampler after the transformer.
+    let mut attention_up_levels: Vec<usize> = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("up_blocks.")?
+                .split_once(".attentions.")?
+                .0
+                .parse::<usize>()
+                .ok()
+        })
+        .collect();
+    attention_up_levels.sort_unstable();
+    attention_up_levels.dedup();
     let mut map = HashMap::new();
     for name in names {
         let Some(module) = name.strip_suffix(".weight") else {
             continue;
         };
         for style in styles {
-            if let Some(lora_name) = style.name_in(module, layers_per_block) {
+            if let Some(lora_name) = style.name_in(module, layers_per_block, &attention_up_levels) {
                 map.insert(lora_name, name.clone());
             }
         }
@@ -238,7 +260,11 @@ pub fn layer_names<'a>(
 /// The original LDM module path of a diffusers UNet module (`down_blocks.0.attentions.1` ->
 /// `input_blocks.2.1`), checked against the loader's own LDM -> diffusers map, so a name is
 /// only given where that map agrees; `None` for modules outside the UNet's layout.
-fn ldm_unet_module(module: &str, layers_per_block: usize) -> Option<String> {
+fn ldm_unet_module(
+    module: &str,
+    layers_per_block: usize,
+    attention_up_levels: &[usize],
+) -> Option<String> {
     use crate::weights::ldm_keymap::unet_key;
     let per_level = layers_per_block + 1;
     let resnet = |rest: &str| -> Option<String> {
@@ -291,11 +317,15 @@ fn ldm_unet_module(module: &str, layers_per_block: usize) -> Option<String> {
             vec![format!("output_blocks.{k}.1.{}", tail(4))]
         }
         ["up_blocks", _, "upsamplers", "0", "conv"] => {
-            let k = index(1)? * per_level + layers_per_block;
-            vec![
-                format!("output_blocks.{k}.1.conv"),
-                format!("output_blocks.{k}.2.conv"),
-            ]
+            let level = index(1)?;
+            let k = level * per_level + layers_per_block;
+            // The upsampler follows the level's last resnet and, where it has one, transformer.
+            let entry = if attention_up_levels.contains(&level) {
+                2
+            } else {
+                1
+            };
+            vec![format!("output_blocks.{k}.{entry}.conv")]
         }
         _ => return None,
     };
@@ -834,6 +864,36 @@ mod tests {
             .iter()
             .map(|(n, s)| (n.to_string(), Tensor::ones(*s, (Kind::Float, Device::Cpu))))
             .collect()
+    }
+
+    #[test]
+    fn kohya_ldm_names_number_an_upsampler_after_its_levels_transformer() {
+        // SD1's up block 0 has no transformers (its upsampler is LDM's output_blocks.2.1),
+        // up block 1 has (output_blocks.5.2): ComfyUI maps both, so weft must too.
+        let unet = names(&[
+            "down_blocks.0.resnets.1.conv1.weight",
+            "up_blocks.0.upsamplers.0.conv.weight",
+            "up_blocks.1.attentions.2.proj_in.weight",
+            "up_blocks.1.upsamplers.0.conv.weight",
+        ]);
+        let map = layer_names(unet.keys(), SD1_LORA_KEYS.unet);
+        for (lora, tensor) in [
+            (
+                "lora_unet_output_blocks_2_1_conv",
+                "up_blocks.0.upsamplers.0.conv.weight",
+            ),
+            (
+                "lora_unet_output_blocks_5_2_conv",
+                "up_blocks.1.upsamplers.0.conv.weight",
+            ),
+            (
+                "lora_unet_output_blocks_5_1_proj_in",
+                "up_blocks.1.attentions.2.proj_in.weight",
+            ),
+        ] {
+            assert_eq!(map.get(lora).map(String::as_str), Some(tensor), "{lora}");
+        }
+        assert!(!map.contains_key("lora_unet_output_blocks_5_1_conv"));
     }
 
     #[test]
