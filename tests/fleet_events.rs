@@ -228,3 +228,83 @@ fn comfyuis_interrupt_on_a_fleet_api_server_cancels_the_run_a_worker_runs() {
         "ComfyUI's /interrupt on the API server did not cancel run {id}"
     );
 }
+
+/// The node events of a run, as an API server's client sees them: `(event, node)` in order.
+fn node_events(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|m| m["node"].is_string())
+        .map(|m| {
+            (
+                m["event"].as_str().unwrap_or("").to_string(),
+                m["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A worker sends the events waiting for it in one statement (a cached rerun's hundred
+/// `node_cached` at once): every one still reaches the API server's clients, once and in
+/// order, before the run's `run_finished`.
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn a_workers_burst_of_node_events_reaches_the_api_servers_clients_once_each_in_order() {
+    let schema = Schema::new("burst");
+    let dir = project();
+    std::fs::write(
+        dir.path().join("workflows/chain.yaml"),
+        support::chain_yaml(100),
+    )
+    .unwrap();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api = ServerProcess::start(
+        bin(),
+        dir.path(),
+        &["--queue", schema.url.as_str(), "--models", models.as_str()],
+    );
+    let _worker = Worker::start(dir.path(), &schema.url);
+    let mut ws = subscribed(&api);
+    let nodes: Vec<String> = (0..99)
+        .map(|i| format!("n{i}"))
+        .chain(["show".to_string()])
+        .collect();
+
+    let first = api.http().queue_run(&json!({"workflow": "chain"}));
+    let events = ws.run(first, Duration::from_secs(120));
+    assert_eq!(
+        events.last().map(|m| m["status"].clone()),
+        Some(json!("succeeded")),
+        "{events:?}"
+    );
+    let seen = node_events(&events);
+    for node in &nodes {
+        let of_node: Vec<&str> = seen
+            .iter()
+            .filter(|(_, n)| n == node)
+            .map(|(e, _)| e.as_str())
+            .collect();
+        assert_eq!(
+            of_node,
+            ["node_started", "node_finished"],
+            "node {node}'s events on the API server (all: {seen:?})"
+        );
+    }
+
+    let rerun = api.http().queue_run(&json!({"workflow": "chain"}));
+    let events = ws.run(rerun, Duration::from_secs(120));
+    let cached: Vec<String> = node_events(&events)
+        .into_iter()
+        .map(|(event, node)| {
+            assert_eq!(event, "node_cached", "{events:?}");
+            node
+        })
+        .collect();
+    let mut sorted = cached.clone();
+    sorted.sort();
+    let mut expected = nodes.clone();
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "each node cached once in the rerun, as the API server's client saw it"
+    );
+}

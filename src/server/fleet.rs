@@ -373,9 +373,9 @@ fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
     std::thread::Builder::new()
         .name("weft-forward".into())
         .spawn(move || {
-            let mut failing = false;
+            let mut batch = NotifyBatch::new(store);
             loop {
-                let message = match messages.blocking_recv() {
+                let first = match messages.blocking_recv() {
                     Ok(message) => message,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         eprintln!("weft worker: {n} events were not sent to the API servers (they fell behind)");
@@ -383,28 +383,89 @@ fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
-                match message.event() {
-                    ServerEvent::FleetFlush { upto } => {
-                        *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = *upto;
-                        forwarded.moved.notify_all();
-                        continue;
-                    }
-                    // Each API server sends its own `queue` messages.
-                    ServerEvent::Queue { .. } | ServerEvent::RunFinished { .. } => continue,
-                    _ => {}
-                }
-                let payload = message.fit(MAX_PAYLOAD);
-                match store.notify(EVENTS_CHANNEL, &payload) {
-                    Ok(()) => failing = false,
-                    Err(e) => {
-                        if !std::mem::replace(&mut failing, true) {
-                            eprintln!("weft worker: sending events to the API servers: {e}");
+                // What is waiting goes in one round trip: a fully cached rerun's few hundred
+                // node events one NOTIFY each made its record wait ~10x the run (bench/fleet.py).
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match message.event() {
+                        ServerEvent::FleetFlush { upto } => {
+                            batch.send();
+                            *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = *upto;
+                            forwarded.moved.notify_all();
                         }
+                        // Each API server sends its own `queue` messages.
+                        ServerEvent::Queue { .. } | ServerEvent::RunFinished { .. } => {}
+                        _ => batch.push(message.fit(MAX_PAYLOAD)),
                     }
+                    if batch.len() >= NOTIFY_BATCH {
+                        batch.send();
+                    }
+                    next = match messages.try_recv() {
+                        Ok(message) => Some(message),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                            eprintln!("weft worker: {n} events were not sent to the API servers (they fell behind)");
+                            None
+                        }
+                        Err(_) => None,
+                    };
                 }
+                batch.send();
             }
         })
         .expect("spawning the event forwarder thread");
+}
+
+/// The most events one NOTIFY statement carries.
+const NOTIFY_BATCH: usize = 256;
+
+/// Events waiting to be sent with one statement, in order. PostgreSQL delivers a transaction's
+/// notifications in order but folds identical ones into one, so a payload already waiting
+/// sends the batch first (an event repeated is delivered twice, as it was sent).
+struct NotifyBatch {
+    store: PgStore,
+    payloads: Vec<Arc<str>>,
+    waiting: HashSet<Arc<str>>,
+    failing: bool,
+}
+
+impl NotifyBatch {
+    fn new(store: PgStore) -> Self {
+        Self {
+            store,
+            payloads: Vec::new(),
+            waiting: HashSet::new(),
+            failing: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    fn push(&mut self, payload: Arc<str>) {
+        if self.waiting.contains(&payload) {
+            self.send();
+        }
+        self.waiting.insert(payload.clone());
+        self.payloads.push(payload);
+    }
+
+    fn send(&mut self) {
+        if self.payloads.is_empty() {
+            return;
+        }
+        let texts: Vec<&str> = self.payloads.iter().map(|p| &**p).collect();
+        match self.store.notify_all(EVENTS_CHANNEL, &texts) {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    eprintln!("weft worker: sending events to the API servers: {e}");
+                }
+            }
+        }
+        self.payloads.clear();
+        self.waiting.clear();
+    }
 }
 
 /// How deep below a models folder `model_inventory` looks (`loras/x.safetensors` is 2;

@@ -470,7 +470,10 @@ impl Claims for PublishingClaims {
                 };
                 let (ran, cached, micros) = match announce.event() {
                     ServerEvent::RunFinished {
-                        ran, cached, micros, ..
+                        ran,
+                        cached,
+                        micros,
+                        ..
                     } => (*ran, *cached, *micros),
                     _ => (0, 0, 0),
                 };

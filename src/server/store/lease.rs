@@ -383,6 +383,21 @@ impl PgStore {
         })
     }
 
+    /// Sends each of `payloads`, in order, on `channel` with one statement (one round trip).
+    /// Identical payloads in one call are delivered once (PostgreSQL folds them): callers
+    /// split such a list.
+    pub fn notify_all(&self, channel: &str, payloads: &[&str]) -> StoreResult<()> {
+        // Once: a repeated notification would be a repeated event.
+        self.with_once("notifying the fleet", None, |c| {
+            c.execute(
+                "SELECT pg_notify($1, payload) FROM unnest($2::text[]) WITH ORDINALITY \
+                 AS sent(payload, position) ORDER BY position",
+                &[&channel, &payloads],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Runs in this database that are running, with the worker holding each.
     pub fn running_workers(&self) -> StoreResult<Vec<(u64, Option<String>)>> {
         self.with("listing running runs", None, |c| {
