@@ -304,6 +304,22 @@ pub fn export(
                         other => constant_json(&other),
                     })
                 }
+                (
+                    "CLIPTextEncode" | "CLIPTextEncodeSDXL" | "CLIPTextEncodeSDXLRefiner",
+                    "text" | "text_g" | "text_l",
+                ) => {
+                    let weft = weft_input(class, input.name).expect("prompt inputs are mapped");
+                    constant(weft).map(|c| match c {
+                        Constant::String(s) => {
+                            let (text, de_emphasis) = super::prompt_to_comfy(&s);
+                            if de_emphasis {
+                                notes.push(at("'[…]' lowers a word's weight in weft but ComfyUI reads square brackets as words: write (word:0.91) for the same weight in both".to_string()).input(weft));
+                            }
+                            json!(text)
+                        }
+                        other => constant_json(&other),
+                    })
+                }
                 ("VAEDecodeTiled", "temporal_size") => Some(json!(64)),
                 ("VAEDecodeTiled", "temporal_overlap") => Some(json!(8)),
                 _ => weft_input(class, input.name)

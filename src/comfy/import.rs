@@ -1148,7 +1148,7 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
         "CLIPTextEncode" => {
             cx.link("clip", "encoder");
             if let Some(text) = cx.string("text") {
-                cx.put("text", text.as_str());
+                cx.put("text", super::prompt_from_comfy(&text).as_str());
             }
         }
         "CLIPTextEncodeSDXL" => {
@@ -1165,7 +1165,7 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             }
             for text in ["text_g", "text_l"] {
                 if let Some(t) = cx.string(text) {
-                    cx.put(text, t.as_str());
+                    cx.put(text, super::prompt_from_comfy(&t).as_str());
                 }
             }
         }
@@ -1175,7 +1175,7 @@ fn convert_node(cx: &mut NodeCx, options: &ImportOptions, nodes: &HashMap<&str, 
             cx.put_int("width", "width");
             cx.put_int("height", "height");
             if let Some(text) = cx.string("text") {
-                cx.put("text", text.as_str());
+                cx.put("text", super::prompt_from_comfy(&text).as_str());
             }
         }
         "EmptyLatentImage" => {
@@ -1718,6 +1718,75 @@ mod tests {
         assert!(read_nodes[1..]
             .iter()
             .all(|n| n.get("samples") == Some(&from_the_latent)));
+    }
+
+    /// ComfyUI reads `[red]` as the words; weft would lower their weight. Imported, the
+    /// brackets are weft's literal ones, so both encode the same tokens at weight 1; exported,
+    /// they are ComfyUI's plain brackets again.
+    #[test]
+    fn comfyuis_square_brackets_stay_words_through_import_and_export() {
+        let prompt = json!({
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+                  "model": ["4", 0], "positive": ["6", 0], "negative": ["6", 0], "latent_image": ["5", 0]}},
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a [red] (cat:1.2) \\[x", "clip": ["4", 1]}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}}
+        });
+        let imported = import(&prompt, &ImportOptions::default()).unwrap();
+        let (id, node) = imported
+            .workflow
+            .nodes
+            .iter()
+            .find(|(_, n)| n.type_name == "PromptEncode")
+            .unwrap();
+        let InputValue::Constant(Constant::String(text)) = &node.inputs["text"].value else {
+            panic!("{id}: {:?}", node.inputs["text"]);
+        };
+        let segments = weft_nodes::models::prompt_weighting::parse_weighted(text);
+        assert_eq!(
+            segments,
+            vec![
+                ("a [red] ".to_string(), 1.0),
+                ("cat".to_string(), 1.2),
+                (" \\[x".to_string(), 1.0)
+            ],
+            "weft reads {text:?}"
+        );
+        let registry = weft_nodes::registry();
+        let exported =
+            super::super::export::export(&imported.workflow, &registry, "inputs").unwrap();
+        let texts: Vec<&Json> = exported
+            .json
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|n| n["class_type"] == "CLIPTextEncode")
+            .map(|n| &n["inputs"]["text"])
+            .collect();
+        assert_eq!(texts, [&json!("a [red] (cat:1.2) \\[x")]);
+        assert!(exported.notes.is_empty(), "{:?}", exported.notes);
+
+        // weft's own `[soft]` (a lower weight) has no ComfyUI spelling: said in a note.
+        let mut softened = imported.workflow.clone();
+        softened
+            .nodes
+            .get_mut(id)
+            .unwrap()
+            .inputs
+            .get_mut("text")
+            .unwrap()
+            .value = InputValue::Constant(Constant::String("a [soft] b".into()));
+        let exported = super::super::export::export(&softened, &registry, "inputs").unwrap();
+        assert!(
+            exported
+                .notes
+                .iter()
+                .any(|n| n.message.contains("square brackets")),
+            "{:?}",
+            exported.notes
+        );
     }
 
     #[test]

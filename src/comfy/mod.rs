@@ -787,6 +787,26 @@ pub fn weft_sampler_name(comfy: &str) -> Option<&'static str> {
         .copied()
 }
 
+/// A ComfyUI prompt text as weft reads the same words: ComfyUI takes square brackets as
+/// plain text, weft as A1111's de-emphasis, so they become weft's literal `\[` `\]`.
+pub fn prompt_from_comfy(text: &str) -> String {
+    text.replace('[', "\\[").replace(']', "\\]")
+}
+
+/// A weft prompt text as ComfyUI reads the same words: weft's literal `\[` `\]` are plain
+/// brackets there. The second value says the text has a weft `[…]` de-emphasis, which ComfyUI
+/// has no spelling for (it would read the brackets as words).
+pub fn prompt_to_comfy(text: &str) -> (String, bool) {
+    let plain = text.replace("\\[", "\u{E002}").replace("\\]", "\u{E003}");
+    let de_emphasis = plain
+        .find('[')
+        .is_some_and(|open| plain[open..].contains(']'));
+    (
+        plain.replace('\u{E002}', "[").replace('\u{E003}', "]"),
+        de_emphasis,
+    )
+}
+
 pub fn comfy_type(class: &str) -> Option<&'static ComfyType> {
     TYPES.iter().find(|t| t.class == class)
 }
