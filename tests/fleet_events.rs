@@ -140,6 +140,48 @@ fn a_run_queued_on_one_api_server_is_announced_once_on_every_api_server() {
     }
 }
 
+/// Two fleets in one database, each in its schema, hear only their own notifications: a run
+/// queued in one is announced to its clients and not to the other fleet's.
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn two_fleets_in_one_database_do_not_hear_each_other() {
+    let ours = Schema::new("ours");
+    let theirs = Schema::new("theirs");
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let start = |url: &str| {
+        ServerProcess::start(
+            bin(),
+            dir.path(),
+            &["--queue", url, "--models", models.as_str()],
+        )
+    };
+    let (first, second, other) = (start(&ours.url), start(&ours.url), start(&theirs.url));
+    let mut on_second = subscribed(&second);
+    let mut on_other = subscribed(&other);
+    let run = first
+        .http()
+        .queue_run(&json!({"workflow": "txt2img", "set": {"sample.seed": 3}}));
+    let (seen, _) = queued_seen(
+        &mut on_second,
+        &[run],
+        Instant::now() + Duration::from_secs(120),
+    );
+    assert_eq!(seen, vec![run], "the same fleet's other API server");
+    // The other fleet would have heard it by now (the same fleet's server did).
+    let listen_until = Instant::now() + Duration::from_secs(2);
+    let mut heard = Vec::new();
+    while Instant::now() < listen_until {
+        if let Some(m) = on_other.next(Duration::from_millis(200)) {
+            heard.push(m.to_string());
+        }
+    }
+    assert!(
+        !heard.iter().any(|m| m.contains("run_queued")),
+        "the other schema's API server heard a run_queued of a fleet it is not in: {heard:?}"
+    );
+}
+
 /// A `weft worker` on the repository's models, CPU, killed when dropped.
 struct Worker {
     child: Child,

@@ -208,6 +208,7 @@ impl PgStore {
         let error = f.error.as_ref().map(|e| e.to_string());
         let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
         let status = RunState::from(f.status).as_str();
+        let events_channel = self.channel(EVENTS_CHANNEL);
         self.with("recording a finished run", Some(id), |c| {
             let update = c.prepared(concat!(
                 "UPDATE runs SET status = $2, finished_at = $3, nodes = $4, outputs = $5, \
@@ -231,7 +232,7 @@ impl PgStore {
                 ],
             )? == 1;
             if let (true, Some(payload)) = (recorded, announce) {
-                tx.execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload])?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&events_channel, &payload])?;
             }
             tx.commit()?;
             Ok(recorded)
@@ -376,6 +377,7 @@ impl PgStore {
     /// Sends `payload` to every session listening on `channel` (delivered in the order sent
     /// from this connection).
     pub fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
+        let channel = self.channel(channel);
         // Once: a repeated notification would be a repeated event.
         self.with_once("notifying the fleet", None, |c| {
             c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
@@ -387,6 +389,7 @@ impl PgStore {
     /// Identical payloads in one call are delivered once (PostgreSQL folds them): callers
     /// split such a list.
     pub fn notify_all(&self, channel: &str, payloads: &[&str]) -> StoreResult<()> {
+        let channel = self.channel(channel);
         // Once: a repeated notification would be a repeated event.
         self.with_once("notifying the fleet", None, |c| {
             c.execute(
@@ -425,6 +428,8 @@ impl PgStore {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let config = self.config().clone();
         let place = self.place().to_string();
+        let named: Vec<(&'static str, String)> =
+            channels.iter().map(|c| (*c, self.channel(c))).collect();
         std::thread::Builder::new()
             .name("weft-listen".into())
             .spawn(move || {
@@ -440,8 +445,10 @@ impl PgStore {
                             continue;
                         }
                     };
-                    let listens: String =
-                        channels.iter().map(|c| format!("LISTEN {c};")).collect();
+                    let listens: String = named
+                        .iter()
+                        .map(|(_, full)| format!("LISTEN \"{full}\";"))
+                        .collect();
                     if let Err(e) = client.batch_execute(&listens) {
                         eprintln!("weft: LISTEN on {place}: {e}");
                         std::thread::sleep(Duration::from_secs(1));
@@ -460,7 +467,12 @@ impl PgStore {
                                 match batch.next() {
                                     Ok(Some(n)) => {
                                         got = true;
-                                        on(Some((n.channel(), n.payload())));
+                                        // Callers know the channels by their base names.
+                                        let base = named
+                                            .iter()
+                                            .find(|(_, full)| full == n.channel())
+                                            .map_or(n.channel(), |(base, _)| base);
+                                        on(Some((base, n.payload())));
                                     }
                                     Ok(None) => break,
                                     Err(e) => {

@@ -103,6 +103,19 @@ $$;
     "
 ALTER TABLE runs ADD COLUMN queue_order BIGINT;
 ",
+    // Notification channels per schema: two fleets in one database (each in its schema) must
+    // not wake each other. `public` keeps the plain names, so a fleet there upgrades in place.
+    "
+CREATE FUNCTION weft_channel_suffix() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN current_schema() = 'public' THEN ''
+        ELSE '_' || left(md5(current_schema()), 16) END
+$$;
+CREATE OR REPLACE FUNCTION weft_run_queued() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('weft_queued' || weft_channel_suffix(), '');
+    RETURN NULL;
+END $$;
+",
 ];
 
 /// Any number: the key of the advisory lock that serialises migrations in one database.
@@ -216,6 +229,8 @@ pub struct PgStore {
     /// Where the database is, for messages: hosts, port, database and user, never the password.
     place: String,
     conn: Mutex<Option<Connection>>,
+    /// Added to each notification channel's name: this schema's (`weft_channel_suffix()`).
+    channel_suffix: std::sync::OnceLock<String>,
 }
 
 /// Describes a connection's target without its password.
@@ -337,10 +352,26 @@ impl PgStore {
             place: describe(&config),
             config,
             conn: Mutex::new(None),
+            channel_suffix: std::sync::OnceLock::new(),
         };
         let connection = outside_async(|| store.connect())?;
         *store.lock("opening the store")? = Some(connection);
+        let suffix = outside_async(|| {
+            store.with("reading this schema's notification channels", None, |c| {
+                c.query("SELECT weft_channel_suffix()", &[])
+                    .map(|rows| rows.first().map(|r| r.get(0)).unwrap_or_default())
+            })
+        })?;
+        let _ = store.channel_suffix.set(suffix);
         Ok(store)
+    }
+
+    /// The name notification channel `base` (`QUEUED_CHANNEL`, …) has in this store's schema.
+    pub fn channel(&self, base: &str) -> String {
+        format!(
+            "{base}{}",
+            self.channel_suffix.get().map_or("", String::as_str)
+        )
     }
 
     /// Runs queued from now on record the keys `planner` gives for their workflow and target
@@ -365,6 +396,7 @@ impl PgStore {
             place: self.place.clone(),
             config: self.config.clone(),
             conn: Mutex::new(None),
+            channel_suffix: self.channel_suffix.clone(),
         };
         let connection = outside_async(|| store.connect())?;
         *store.lock("opening the store")? = Some(connection);
