@@ -70,7 +70,9 @@ describe('axis values', () => {
   it('counts a huge range without building it', () => {
     const t0 = performance.now();
     const r = axisValues('1..1000000000', sampler.seed);
-    expect(performance.now() - t0).toBeLessThan(50);
+    // Building a billion values would take tens of seconds (or run out of memory); the bound
+    // is loose so a loaded machine does not fail it (50 ms failed at load 10).
+    expect(performance.now() - t0).toBeLessThan(5000);
     expect(r).toMatchObject({ ok: false, error: expect.stringMatching(/1000000000 values, over the 10,000 cell limit/) });
   });
 
