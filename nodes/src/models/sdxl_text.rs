@@ -367,28 +367,45 @@ mod tests {
         tiny_encoders_as(|t| t, Kind::Float)
     }
 
-    /// [`tiny_encoders`] with each tensor passed through `store` first (rounded to an fp16
-    /// file's values, say), built to compute in `kind`.
-    fn tiny_encoders_as(store: impl Fn(Tensor) -> Tensor, kind: Kind) -> SdxlTextEncoders {
-        let l = random_weights::<ClipTextModel>(tiny_text(8, 2), 1);
-        let l: HashMap<String, Tensor> = l
+    /// The random weights of [`tiny_encoders`]' two towers, drawn from the global generator:
+    /// a test that builds several encoders draws once (tests beside it draw too).
+    type TinyWeights = (HashMap<String, Tensor>, HashMap<String, Tensor>);
+
+    fn tiny_weights() -> TinyWeights {
+        let l = random_weights::<ClipTextModel>(tiny_text(8, 2), 1)
             .into_iter()
-            .map(|(k, v)| (format!("text_model.{k}"), store(v)))
+            .map(|(k, v)| (format!("text_model.{k}"), v))
             .collect();
-        let g: HashMap<String, Tensor> = random_weights::<ClipTextModelWithProjection>(
+        let g = random_weights::<ClipTextModelWithProjection>(
             ClipTextWithProjectionConfig {
                 text: tiny_text(12, 3),
                 projection_dim: 6,
             },
             2,
-        )
-        .into_iter()
-        .map(|(k, v)| (k, store(v)))
-        .collect();
+        );
+        (l, g)
+    }
+
+    /// [`tiny_encoders`] with each tensor passed through `store` first (rounded to an fp16
+    /// file's values, say), built to compute in `kind`.
+    fn tiny_encoders_as(store: impl Fn(Tensor) -> Tensor, kind: Kind) -> SdxlTextEncoders {
+        encoders_from(&tiny_weights(), store, kind)
+    }
+
+    fn encoders_from(
+        (l, g): &TinyWeights,
+        store: impl Fn(Tensor) -> Tensor,
+        kind: Kind,
+    ) -> SdxlTextEncoders {
+        let pass = |w: &HashMap<String, Tensor>| -> HashMap<String, Tensor> {
+            w.iter()
+                .map(|(k, v)| (k.clone(), store(v.copy())))
+                .collect()
+        };
         SdxlTextEncoders::from_weights(
-            l,
+            pass(l),
             &tiny_config_json(8, 2, 8),
-            g,
+            pass(g),
             &tiny_config_json(12, 3, 6),
             tokenizer(),
             Device::Cpu,
@@ -402,8 +419,9 @@ mod tests {
     #[test]
     fn fp16_towers_computed_in_fp32_equal_the_fp32_load_of_the_same_weights() {
         let half = |t: Tensor| t.to_kind(Kind::Half);
-        let narrow = tiny_encoders_as(half, Kind::Float);
-        let wide = tiny_encoders_as(|t| half(t).to_kind(Kind::Float), Kind::Float);
+        let weights = tiny_weights();
+        let narrow = encoders_from(&weights, half, Kind::Float);
+        let wide = encoders_from(&weights, |t| half(t).to_kind(Kind::Float), Kind::Float);
         let stored = |m: &ClipTextModel| {
             m.source().tensors().unwrap()["text_model.embeddings.token_embedding.weight"].kind()
         };
@@ -419,7 +437,9 @@ mod tests {
         assert!(a.context.equal(&b.context), "context differs");
         assert!(a.pooled.equal(&b.pooled), "pooled differs");
         // The comparison can fail: the same weights computed in fp16 give other values.
-        let fp16_arithmetic = tiny_encoders_as(half, Kind::Half).encode(prompt).unwrap();
+        let fp16_arithmetic = encoders_from(&weights, half, Kind::Half)
+            .encode(prompt)
+            .unwrap();
         assert!(!fp16_arithmetic.context.equal(&b.context));
     }
 
