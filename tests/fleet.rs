@@ -14,19 +14,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{repo, ServerProcess};
+use support::{repo, PgSchema, ServerProcess};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weft"))
 }
 
-const NEEDS_POSTGRES: &str = "WEFT_TEST_POSTGRES is not set: this test needs a PostgreSQL \
-     server (a connection string, e.g. `host=/tmp/x user=weft dbname=postgres`); `make test` \
-     (scripts/test.sh) starts a throwaway one with scripts/postgres.sh";
-
-/// NOTIFY channels are per database, not per schema: fleets in two schemas of one database
-/// hear each other's events (and run ids repeat across schemas), so the tests that start a
-/// fleet take turns.
+/// The tests that start a fleet take turns: one restarts the PostgreSQL server every schema
+/// shares, and their kills and lease timings should not compete for a small machine's CPU.
 static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -36,43 +31,27 @@ fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A schema of its own in the test server's database, dropped afterwards.
-struct Schema {
-    url: String,
-    admin: String,
-    name: String,
+struct Schema(PgSchema);
+
+impl std::ops::Deref for Schema {
+    type Target = PgSchema;
+    fn deref(&self) -> &PgSchema {
+        &self.0
+    }
 }
 
 impl Schema {
     fn new(case: &str) -> Self {
-        let admin = std::env::var("WEFT_TEST_POSTGRES")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| panic!("{NEEDS_POSTGRES}"));
-        let name = format!("fleet_{case}_{}", std::process::id());
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-            ))
-            .unwrap();
-        let options = format!("-c search_path={name}");
-        let url = if admin.contains("://") {
-            let join = if admin.contains('?') { '&' } else { '?' };
-            format!(
-                "{admin}{join}options={}",
-                options.replace(' ', "%20").replace('=', "%3D")
-            )
-        } else {
-            format!("{admin} options='{options}'")
-        };
-        Self { url, admin, name }
+        Self(PgSchema::new(format!(
+            "fleet_{case}_{}",
+            std::process::id()
+        )))
     }
 
     /// This schema's fleet tags its connections `application_name = <schema>`, so that
     /// `drop_connections` ends exactly these (other tests share the server).
     fn tag_connections(&mut self) {
-        self.url = if self.url.contains("://") {
+        self.0.url = if self.url.contains("://") {
             format!("{}&application_name={}", self.url, self.name)
         } else {
             format!("{} application_name={}", self.url, self.name)
@@ -95,14 +74,6 @@ impl Schema {
 
     fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
-        }
     }
 }
 

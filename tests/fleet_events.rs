@@ -11,55 +11,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{repo, ServerProcess, Ws};
+use support::{repo, PgSchema, ServerProcess, Ws};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weft"))
 }
 
-/// A schema of its own in the test server's database (WEFT_TEST_POSTGRES), dropped afterwards.
-struct Schema {
-    url: String,
-    admin: String,
-    name: String,
-}
-
-impl Schema {
-    fn new(case: &str) -> Self {
-        let admin = std::env::var("WEFT_TEST_POSTGRES")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| {
-                panic!("WEFT_TEST_POSTGRES is not set: `make test` (scripts/test.sh) starts a throwaway PostgreSQL with scripts/postgres.sh")
-            });
-        let name = format!("fleet_events_{case}_{}", std::process::id());
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-            ))
-            .unwrap();
-        let options = format!("-c search_path={name}");
-        let url = if admin.contains("://") {
-            let join = if admin.contains('?') { '&' } else { '?' };
-            format!(
-                "{admin}{join}options={}",
-                options.replace(' ', "%20").replace('=', "%3D")
-            )
-        } else {
-            format!("{admin} options='{options}'")
-        };
-        Self { url, admin, name }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
-        }
-    }
+/// A schema of its own for one test of this file.
+fn own_schema(case: &str) -> PgSchema {
+    PgSchema::new(format!("fleet_events_{case}_{}", std::process::id()))
 }
 
 fn project() -> tempfile::TempDir {
@@ -113,7 +73,7 @@ fn queued_seen(ws: &mut Ws, runs: &[u64], deadline: Instant) -> (Vec<u64>, Vec<S
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn a_run_queued_on_one_api_server_is_announced_once_on_every_api_server() {
-    let schema = Schema::new("queued");
+    let schema = own_schema("queued");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
     let args = ["--queue", schema.url.as_str(), "--models", models.as_str()];
@@ -145,8 +105,8 @@ fn a_run_queued_on_one_api_server_is_announced_once_on_every_api_server() {
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn two_fleets_in_one_database_do_not_hear_each_other() {
-    let ours = Schema::new("ours");
-    let theirs = Schema::new("theirs");
+    let ours = own_schema("ours");
+    let theirs = own_schema("theirs");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
     let start = |url: &str| {
@@ -247,7 +207,7 @@ fn wait_status(server: &ServerProcess, id: u64, want: &str, timeout: Duration) -
 #[test]
 #[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
 fn comfyuis_interrupt_on_a_fleet_api_server_cancels_the_run_a_worker_runs() {
-    let schema = Schema::new("interrupt");
+    let schema = own_schema("interrupt");
     let dir = project();
     let models = repo().join("models").to_string_lossy().into_owned();
     let api = ServerProcess::start(
@@ -291,7 +251,7 @@ fn node_events(events: &[serde_json::Value]) -> Vec<(String, String)> {
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn a_workers_burst_of_node_events_reaches_the_api_servers_clients_once_each_in_order() {
-    let schema = Schema::new("burst");
+    let schema = own_schema("burst");
     let dir = project();
     std::fs::write(
         dir.path().join("workflows/chain.yaml"),

@@ -14,11 +14,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{repo, urlopen, ServerProcess};
-
-const NEEDS_POSTGRES: &str = "WEFT_TEST_POSTGRES is not set: this test needs a PostgreSQL \
-     server (a connection string, e.g. `host=/tmp/x user=weft dbname=postgres`); `make test` \
-     (scripts/test.sh) starts a throwaway one with scripts/postgres.sh";
+use support::{repo, urlopen, PgSchema, ServerProcess};
 
 const BUCKET: &str = "weft-outputs-test";
 
@@ -111,47 +107,9 @@ fn aws_environment(port: u16) {
     }
 }
 
-/// A schema of its own in the test server's database, dropped afterwards.
-struct Schema {
-    url: String,
-    admin: String,
-    name: String,
-}
-
-impl Schema {
-    fn new() -> Self {
-        let admin = std::env::var("WEFT_TEST_POSTGRES")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| panic!("{NEEDS_POSTGRES}"));
-        let name = format!("outputs_s3_{}", std::process::id());
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-            ))
-            .unwrap();
-        let options = format!("-c search_path={name}");
-        let url = if admin.contains("://") {
-            let join = if admin.contains('?') { '&' } else { '?' };
-            format!(
-                "{admin}{join}options={}",
-                options.replace(' ', "%20").replace('=', "%3D")
-            )
-        } else {
-            format!("{admin} options='{options}'")
-        };
-        Self { url, admin, name }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
-        }
-    }
+/// This test file's schema in the test server's database.
+fn own_schema() -> PgSchema {
+    PgSchema::new(format!("outputs_s3_{}", std::process::id()))
 }
 
 /// `weft worker` with `args`; its stderr lines go to the returned channel. Killed by the caller.
@@ -208,7 +166,7 @@ fn project() -> tempfile::TempDir {
 #[ignore = "needs PostgreSQL, moto and models/converted from set-up; `make test` runs it"]
 fn a_workers_images_in_a_bucket_are_served_by_an_api_server_that_never_saw_them() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let schema = Schema::new();
+    let schema = own_schema();
     let s3 = S3Server::start();
     aws_environment(s3.port);
     let (status, body) = s3.request("PUT", &format!("/{BUCKET}"), None);
@@ -359,7 +317,7 @@ fn a_workers_images_in_a_bucket_are_served_by_an_api_server_that_never_saw_them(
 #[ignore = "needs PostgreSQL, moto and models/converted from set-up; `make test` runs it"]
 fn a_bucket_that_cannot_be_reached_stops_a_worker_at_start_with_its_name() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let schema = Schema::new();
+    let schema = own_schema();
     let s3 = S3Server::start();
     aws_environment(s3.port);
     let dir = project();

@@ -365,3 +365,66 @@ pub fn start_comfy_server(bin: &Path, dir: &Path, comfy_model: &str) -> ServerPr
         ],
     )
 }
+
+/// The test PostgreSQL server (WEFT_TEST_POSTGRES, set by scripts/postgres.sh, which `make
+/// test` runs), or a panic saying how to get one.
+pub fn test_postgres() -> String {
+    std::env::var("WEFT_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!("WEFT_TEST_POSTGRES is not set: this test needs a PostgreSQL server; `make test` (scripts/test.sh) starts a throwaway one with scripts/postgres.sh")
+        })
+}
+
+/// `admin`'s connection string with every connection working in `schema` (libpq's `options`),
+/// in either spelling libpq takes (URL or `key=value`).
+pub fn postgres_url_in_schema(admin: &str, schema: &str) -> String {
+    let options = format!("-c search_path={schema}");
+    if admin.contains("://") {
+        let join = if admin.contains('?') { '&' } else { '?' };
+        format!(
+            "{admin}{join}options={}",
+            options.replace(' ', "%20").replace('=', "%3D")
+        )
+    } else {
+        format!("{admin} options='{options}'")
+    }
+}
+
+/// A schema of its own in the test server's database (so tests sharing the server do not see
+/// each other's runs), dropped afterwards.
+pub struct PgSchema {
+    /// The connection string that works in this schema.
+    pub url: String,
+    pub name: String,
+    /// The server's own connection string (outside the schema).
+    pub admin: String,
+}
+
+impl PgSchema {
+    /// `name` must be a plain identifier, unique among the tests running at once.
+    pub fn new(name: String) -> Self {
+        let admin = test_postgres();
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to WEFT_TEST_POSTGRES ({admin}): {e}"));
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .unwrap();
+        Self {
+            url: postgres_url_in_schema(&admin, &name),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
