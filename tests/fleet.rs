@@ -6,15 +6,14 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{repo, PgSchema, ServerProcess};
+use support::{repo, start_worker, PgSchema, ServerProcess, WorkerLog};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weft"))
@@ -81,7 +80,7 @@ impl Schema {
 struct Worker {
     name: String,
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: WorkerLog,
 }
 
 impl Worker {
@@ -97,53 +96,25 @@ impl Worker {
         models: &[PathBuf],
         more: &[&str],
     ) -> Self {
-        let mut child = Command::new(bin())
-            .arg("worker")
-            .args([
-                "--queue",
-                url,
-                "--name",
-                name,
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-            ])
-            .args(
-                models
-                    .iter()
-                    .flat_map(|m| [Path::new("--models"), m.as_path()]),
-            )
-            .args(if more.contains(&"--lease-timeout") {
-                &[][..]
-            } else {
-                &["--lease-timeout", "4"][..]
-            })
-            .args(more)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weft worker starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("takes runs from") {
-                    let _ = ready_tx.send(());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        if ready.recv_timeout(Duration::from_secs(120)).is_err() {
-            let _ = child.kill();
-            panic!(
-                "weft worker {name} did not start: {:#?}",
-                log.lock().unwrap()
-            );
+        let common = [
+            "--queue",
+            url,
+            "--name",
+            name,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ];
+        let mut args: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
+        for folder in models {
+            args.extend([std::ffi::OsStr::new("--models"), folder.as_os_str()]);
         }
+        if !more.contains(&"--lease-timeout") {
+            args.extend(["--lease-timeout", "4"].map(std::ffi::OsStr::new));
+        }
+        args.extend(more.iter().map(std::ffi::OsStr::new));
+        let (child, log) = start_worker(bin(), dir, args);
         Self {
             name: name.to_string(),
             child,

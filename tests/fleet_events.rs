@@ -4,14 +4,12 @@
 //! an API server cancels the run a `weft worker` runs.
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{repo, PgSchema, ServerProcess, Ws};
+use support::{repo, start_worker, PgSchema, ServerProcess, Ws};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weft"))
@@ -150,32 +148,16 @@ struct Worker {
 impl Worker {
     fn start(dir: &Path, url: &str) -> Self {
         let models = repo().join("models");
-        let mut child = Command::new(bin())
-            .arg("worker")
-            .args(["--queue", url, "--name", "w1", "--device", "cpu"])
-            .arg("--models")
-            .arg(&models)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weft worker starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("takes runs from") {
-                    let _ = ready_tx.send(());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        if ready.recv_timeout(Duration::from_secs(120)).is_err() {
-            let _ = child.kill();
-            panic!("weft worker did not start: {:#?}", log.lock().unwrap());
-        }
+        let args = [
+            "--queue", url, "--name", "w1", "--device", "cpu", "--models",
+        ];
+        let (child, _log) = start_worker(
+            bin(),
+            dir,
+            args.iter()
+                .map(std::ffi::OsStr::new)
+                .chain([models.as_os_str()]),
+        );
         Self { child }
     }
 }

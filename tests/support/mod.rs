@@ -428,3 +428,40 @@ impl Drop for PgSchema {
         }
     }
 }
+
+/// A started `weft worker` and the stderr lines it has written so far.
+pub type WorkerLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `bin worker ARGS` in `dir` and waits (two minutes at most) until it says it takes
+/// runs; panics with its log if it does not. Its stderr lines keep arriving in the log.
+pub fn start_worker<S: AsRef<std::ffi::OsStr>>(
+    bin: &Path,
+    dir: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> (Child, WorkerLog) {
+    let mut child = Command::new(bin)
+        .arg("worker")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weft worker starts");
+    let log = WorkerLog::default();
+    let (ready_tx, ready) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("takes runs from") {
+                let _ = ready_tx.send(());
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    if ready.recv_timeout(Duration::from_secs(120)).is_err() {
+        let _ = child.kill();
+        panic!("weft worker did not start: {:#?}", log.lock().unwrap());
+    }
+    (child, log)
+}
