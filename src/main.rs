@@ -369,6 +369,10 @@ pub fn load_unexpanded(
     for set in sets {
         overrides::apply_set(&mut workflow, &registry, set)?;
     }
+    // A reroute point is only drawing: one whose link is gone is said, not refused.
+    for warning in workflow.prune_reroutes() {
+        eprintln!("weft: {}: {warning}", file.display());
+    }
     Ok(Ok(workflow))
 }
 

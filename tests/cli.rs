@@ -409,3 +409,41 @@ fn a_notice_is_printed_by_a_plain_run_not_only_in_json() {
         "{stderr}"
     );
 }
+
+/// Reroute points are drawing only: txt2img plans to the same cache keys with a `reroutes:`
+/// section, and a stale point (its link gone) is a warning on stderr, not an error.
+#[test]
+fn reroute_points_change_no_cache_key_and_a_stale_one_is_a_warning() {
+    let plain = txt2img_keys(&[]);
+    let original = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rerouted.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{original}reroutes:\n  r1: {{at: [800, 200], from: model.vae, to: [decode.vae]}}\n  r2: {{at: [500, 100], from: positive.conditioning, to: [sample.negative]}}\n"
+        ),
+    )
+    .unwrap();
+    let out = weft(&["plan", file.to_str().unwrap(), "--json"], &repo());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rerouted: std::collections::BTreeMap<String, String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["node"].as_str().unwrap().to_string(),
+                v["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(rerouted, plain);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .contains("reroute point 'r2': sample.negative is not linked to positive.conditioning")
+            && stderr.contains("'r2' routes no link any more; dropped")
+            && !stderr.contains("'r1'"),
+        "{stderr}"
+    );
+}

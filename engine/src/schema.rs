@@ -157,6 +157,21 @@ pub fn workflow_schema_with_subgraphs(
                     },
                 },
             },
+            "reroutes": {
+                "type": "object",
+                "description": "editor reroute points: dots the links from `from` into each of `to` are drawn through (drawing only: no run or cache key changes)",
+                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["at", "from"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "at": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2, "description": "[x, y]"},
+                        "from": {"type": "string", "pattern": "^\\$?[A-Za-z0-9_-]+\\.[A-Za-z0-9_]+$", "description": "node.output"},
+                        "to": {"type": "array", "items": {"type": "string", "pattern": "^\\$?[A-Za-z0-9_-]+\\.[A-Za-z0-9_]+$"}, "description": "node.input, one per link drawn through the point"},
+                    },
+                },
+            },
         },
         "$defs": defs,
     });

@@ -156,6 +156,9 @@ pub struct Workflow {
     /// The editor's groups (`groups:` beside `layout`): boxes drawn behind the nodes; like the
     /// layout they change nothing a run computes.
     pub groups: Vec<Group>,
+    /// The editor's reroute points (`reroutes:` beside `layout`): dots a link is drawn through;
+    /// like the layout they change nothing a run computes (nor any cache key).
+    pub reroutes: IndexMap<String, Reroute>,
     /// How the editor draws each node (`appearance:` beside `layout`): a title, a colour,
     /// collapsed; like the layout it changes nothing a run computes (nor any cache key).
     pub appearance: IndexMap<String, Appearance>,
@@ -177,6 +180,17 @@ pub struct Group {
     pub color: Option<String>,
     /// x, y, width, height in canvas units.
     pub bounds: [f64; 4],
+}
+
+/// A reroute point (ComfyUI's Reroute node): a dot at `at` that the links from `from` into each
+/// of `to` are drawn through. Purely visual: the links themselves are the inputs' `$node.output`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reroute {
+    pub at: [f64; 2],
+    /// The output the links come from.
+    pub from: Link,
+    /// The inputs they go to, as (node, input).
+    pub to: Vec<(String, String)>,
 }
 
 /// How the editor draws one node: a title shown instead of its id, a header colour, and
@@ -272,6 +286,42 @@ impl Workflow {
 
     pub fn parse_str(text: &str) -> Result<Workflow, Vec<Diagnostic>> {
         Self::parse(text.as_bytes())
+    }
+
+    /// Drops from the reroute points every input that is no longer linked to the point's
+    /// `from` (or that an earlier point already routes), then the points left with no input.
+    /// Returns a warning for each drop: a point is only drawing, so a stale one is no error.
+    pub fn prune_reroutes(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut routed = std::collections::HashSet::new();
+        let nodes = &self.nodes;
+        self.reroutes.retain(|id, point| {
+            point.to.retain(|(node, input)| {
+                let linked = nodes
+                    .get(node)
+                    .and_then(|n| n.inputs.get(input))
+                    .is_some_and(|i| i.value == InputValue::Link(point.from.clone()));
+                let first = linked && routed.insert((node.clone(), input.clone()));
+                if !linked {
+                    warnings.push(format!(
+                        "reroute point '{id}': {node}.{input} is not linked to {}.{}; left out",
+                        point.from.node, point.from.output
+                    ));
+                } else if !first {
+                    warnings.push(format!(
+                        "reroute point '{id}': {node}.{input} goes through another point already; left out"
+                    ));
+                }
+                first
+            });
+            if point.to.is_empty() {
+                warnings.push(format!(
+                    "reroute point '{id}' routes no link any more; dropped"
+                ));
+            }
+            !point.to.is_empty()
+        });
+        warnings
     }
 }
 
@@ -371,6 +421,77 @@ groups:
         assert_eq!(wf.to_yaml(), WITH_MODES_AND_GROUPS);
         let from_json = Workflow::parse_str(&wf.to_json().to_string()).unwrap();
         assert_eq!(from_json.to_yaml(), WITH_MODES_AND_GROUPS);
+    }
+
+    #[test]
+    fn reroutes_round_trip_in_yaml_and_json_and_stale_ones_are_pruned() {
+        let text = format!(
+            "{SAMPLE}reroutes:\n  r1: {{at: [10, -20.5], from: noise.latent, to: [up.latent]}}\n  \"gone\": {{at: [0, 0], from: noise.latent, to: [up.method, nowhere.latent]}}\n"
+        );
+        let wf = Workflow::parse_str(&text).expect("parses");
+        assert_eq!(wf.reroutes.len(), 2);
+        let r1 = &wf.reroutes["r1"];
+        assert_eq!(r1.at, [10.0, -20.5]);
+        assert_eq!(
+            r1.from,
+            Link {
+                node: "noise".into(),
+                output: "latent".into()
+            }
+        );
+        assert_eq!(r1.to, vec![("up".to_string(), "latent".to_string())]);
+        // Byte-stable: the canonical text reads back to itself.
+        let yaml = wf.to_yaml();
+        assert!(
+            yaml.contains(
+                "reroutes:\n  r1: {at: [10, -20.5], from: noise.latent, to: [up.latent]}\n"
+            ),
+            "{yaml}"
+        );
+        assert_eq!(Workflow::parse_str(&yaml).unwrap().to_yaml(), yaml);
+        let json = serde_json::to_string(&wf.to_json()).unwrap();
+        assert_eq!(Workflow::parse_str(&json).unwrap().to_yaml(), yaml);
+
+        let mut pruned = wf.clone();
+        let warnings = pruned.prune_reroutes();
+        assert_eq!(pruned.reroutes.keys().collect::<Vec<_>>(), ["r1"]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("up.method is not linked to noise.latent"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[2].contains("'gone' routes no link"),
+            "{warnings:?}"
+        );
+        // Nothing else of the workflow changes.
+        pruned.reroutes = wf.reroutes.clone();
+        assert_eq!(pruned, wf);
+    }
+
+    #[test]
+    fn malformed_reroutes_are_located() {
+        let errors = Workflow::parse_str(&format!(
+            "{SAMPLE}reroutes:\n  a: {{at: [1], from: noise.latent, to: [up.latent]}}\n  b: {{at: [1, 2], from: noise, to: up.latent}}\n  c: {{at: [1, 2], form: noise.latent}}\n"
+        ))
+        .unwrap_err();
+        let messages: Vec<_> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "a reroute point's `at` must be [x, y]",
+                "a reroute point's `from` must be node.output",
+                "a reroute point's `to` must be a list of node.input",
+                "unknown reroute key 'form'",
+            ],
+            "{errors:?}"
+        );
+        assert_eq!(errors[0].pos.unwrap().line, 20);
+        assert!(errors[3]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("did you mean 'from'"));
     }
 
     #[test]

@@ -4,19 +4,20 @@ use indexmap::IndexMap;
 
 use super::{
     is_valid_id, Appearance, ExposedInput, ExposedOutput, Group, InputEntry, InputValue, Link,
-    NodeEntry, NodeMode, Workflow, FORMAT_VERSION, MAX_ID_CHARS,
+    NodeEntry, NodeMode, Reroute, Workflow, FORMAT_VERSION, MAX_ID_CHARS,
 };
 use crate::diagnostic::Diagnostic;
 use crate::sweep::{Axis, AxisValues, Sweep, SweepMode};
 use crate::value::{Constant, ValueType};
 use crate::yaml::{type_plain_scalar, PlainScalar, Pos, Yaml};
 
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "weft",
     "nodes",
     "layout",
     "appearance",
     "groups",
+    "reroutes",
     "inputs",
     "outputs",
     "sweep",
@@ -87,6 +88,7 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             }
             "layout" => read_layout(value, &mut wf, &mut errors),
             "groups" => read_groups(value, &mut wf, &mut errors),
+            "reroutes" => read_reroutes(value, &mut wf, &mut errors),
             "appearance" => read_appearance(value, &mut wf, &mut errors),
             "sweep" => wf.sweep = read_sweep(key.pos, value, &mut errors),
             "inputs" => {
@@ -100,8 +102,8 @@ pub(super) fn from_tree(root: Yaml) -> Result<Workflow, Vec<Diagnostic>> {
             other => {
                 let mut d = Diagnostic::at(key.pos, format!("unknown top-level key '{other}'"));
                 d.hint = Some(match crate::diagnostic::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, appearance, groups, sweep (and inputs, outputs in a subgraph)"),
-                    None => "the top-level keys are weft, nodes, layout, appearance, groups, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
+                    Some(s) => format!("did you mean '{s}'? The top-level keys are weft, nodes, layout, appearance, groups, reroutes, sweep (and inputs, outputs in a subgraph)"),
+                    None => "the top-level keys are weft, nodes, layout, appearance, groups, reroutes, sweep (and inputs, outputs in a subgraph); node inputs belong inside their node".into(),
                 });
                 errors.push(d);
             }
@@ -430,6 +432,118 @@ fn read_groups(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
             errors.push(Diagnostic::at(pos, "a group needs a box").hint(HINT));
         }
         errors.append(&mut bad_box);
+    }
+}
+
+/// `reroutes:`: point id -> `{at: [x, y], from: node.output, to: [node.input, ...]}`. Only
+/// the shape is checked here: a point whose links are gone is `Workflow::prune_reroutes`'s
+/// (a warning, not an error: the point is only drawing).
+fn read_reroutes(value: Yaml, wf: &mut Workflow, errors: &mut Vec<Diagnostic>) {
+    const HINT: &str =
+        "write one line a point: `r1: {at: [x, y], from: model.vae, to: [decode.vae]}`";
+    let entries = match value {
+        Yaml::Map { entries, .. } => entries,
+        Yaml::Scalar {
+            ref text,
+            quoted: false,
+            ..
+        } if text.is_empty() => return,
+        other => {
+            errors.push(
+                Diagnostic::at(other.pos(), "`reroutes` must map point ids to points").hint(HINT),
+            );
+            return;
+        }
+    };
+    // `node.output` / `node.input`, a leading `$` allowed (as the inputs write links).
+    let socket = |v: &Yaml| match v {
+        Yaml::Scalar { text, .. } => Link::parse(text.strip_prefix('$').unwrap_or(text)),
+        _ => None,
+    };
+    for (id, item) in entries {
+        if !is_valid_id(&id.text) {
+            errors.push(invalid_id(&id.text, id.pos));
+            continue;
+        }
+        let Yaml::Map {
+            entries: fields,
+            pos,
+        } = item
+        else {
+            errors.push(
+                Diagnostic::at(
+                    item.pos(),
+                    format!("reroute point '{}' must be a mapping", id.text),
+                )
+                .hint(HINT),
+            );
+            continue;
+        };
+        let (mut at, mut from, mut to) = (None, None, Vec::new());
+        let before = errors.len();
+        for (key, v) in fields {
+            match key.text.as_str() {
+                "at" => match numbers(&v) {
+                    Some(n) if n.len() == 2 => at = Some([n[0], n[1]]),
+                    _ => errors.push(
+                        Diagnostic::at(v.pos(), "a reroute point's `at` must be [x, y]").hint(HINT),
+                    ),
+                },
+                "from" => match socket(&v) {
+                    Some(link) => from = Some(link),
+                    None => errors.push(
+                        Diagnostic::at(v.pos(), "a reroute point's `from` must be node.output")
+                            .hint(HINT),
+                    ),
+                },
+                "to" => match &v {
+                    Yaml::Seq { items, .. } => {
+                        for item in items {
+                            match socket(item) {
+                                Some(l) => to.push((l.node, l.output)),
+                                None => errors.push(
+                                    Diagnostic::at(
+                                        item.pos(),
+                                        "each of a reroute point's `to` must be node.input",
+                                    )
+                                    .hint(HINT),
+                                ),
+                            }
+                        }
+                    }
+                    other => errors.push(
+                        Diagnostic::at(
+                            other.pos(),
+                            "a reroute point's `to` must be a list of node.input",
+                        )
+                        .hint(HINT),
+                    ),
+                },
+                other => {
+                    let mut d = Diagnostic::at(key.pos, format!("unknown reroute key '{other}'"));
+                    d.hint = Some(
+                        match crate::diagnostic::closest(other, ["at", "from", "to"]) {
+                            Some(s) => format!("did you mean '{s}'? The keys are at, from, to"),
+                            None => "the keys are at, from, to".into(),
+                        },
+                    );
+                    errors.push(d);
+                }
+            }
+        }
+        match (at, from) {
+            (Some(at), Some(from)) => {
+                wf.reroutes.insert(id.text, Reroute { at, from, to });
+            }
+            _ if errors.len() > before => {}
+            _ => errors.push(
+                Diagnostic::at(
+                    pos,
+                    format!("reroute point '{}' needs `at` and `from`", id.text),
+                )
+                .hint(HINT),
+            ),
+        }
     }
 }
 

@@ -82,6 +82,21 @@ impl Workflow {
                 ));
             }
         }
+        if !self.reroutes.is_empty() {
+            out.push_str("reroutes:\n");
+            for (id, r) in &self.reroutes {
+                let to: Vec<String> = r.to.iter().map(|(n, i)| format!("{n}.{i}")).collect();
+                out.push_str(&format!(
+                    "  {}: {{at: [{}, {}], from: {}.{}, to: [{}]}}\n",
+                    yaml_key(id),
+                    fmt_number(r.at[0]),
+                    fmt_number(r.at[1]),
+                    r.from.node,
+                    r.from.output,
+                    to.join(", ")
+                ));
+            }
+        }
         out
     }
 
@@ -163,6 +178,22 @@ impl Workflow {
                 })
                 .collect();
             root.insert("groups".into(), groups.into());
+        }
+        if !self.reroutes.is_empty() {
+            let reroutes: serde_json::Map<String, serde_json::Value> = self
+                .reroutes
+                .iter()
+                .map(|(id, r)| {
+                    let to: Vec<String> = r.to.iter().map(|(n, i)| format!("{n}.{i}")).collect();
+                    let point = serde_json::json!({
+                        "at": r.at,
+                        "from": format!("{}.{}", r.from.node, r.from.output),
+                        "to": to,
+                    });
+                    (id.clone(), point)
+                })
+                .collect();
+            root.insert("reroutes".into(), reroutes.into());
         }
         root.into()
     }
