@@ -59,7 +59,7 @@ fn class_for(node: &NodeEntry) -> Option<&'static str> {
 }
 
 /// weft input name of each ComfyUI input, per class (inputs not listed are computed).
-fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
+pub(super) fn weft_input(class: &str, comfy: &str) -> Option<&'static str> {
     Some(match (class, comfy) {
         (_, "model") => "model",
         (_, "positive") => "positive",

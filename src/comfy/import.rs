@@ -3,9 +3,10 @@
 //! each located by ComfyUI node id and input; unknown class types come in one error.
 use std::collections::{HashMap, HashSet};
 
+use indexmap::IndexMap;
 use serde_json::Value as Json;
 use weft_engine::workflow::{
-    Appearance, Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Workflow,
+    Appearance, Group, InputEntry, InputValue, Link, NodeEntry, NodeMode, Reroute, Workflow,
 };
 use weft_engine::{Constant, DiagnosticCode};
 use weft_nodes::samplers::{SamplerKind, ScheduleKind};
@@ -59,6 +60,9 @@ pub struct Imported {
     pub notes: Vec<Issue>,
     /// ComfyUI node id -> weft node id.
     pub ids: Vec<(String, String)>,
+    /// (ComfyUI node id, ComfyUI input name) -> (weft node id, weft input name), for each
+    /// input that became a link: where a Reroute node's links end in weft's terms.
+    pub linked_inputs: HashMap<(String, String), (String, String)>,
 }
 
 /// A node as ComfyUI's API format has it (the UI format is brought to this first).
@@ -98,8 +102,90 @@ pub fn import(root: &Json, options: &ImportOptions) -> Result<Imported, Vec<Issu
     imported.format = format;
     if format == Format::Ui {
         imported.workflow.groups = ui_groups(root);
+        imported.workflow.reroutes = ui_reroutes(root, &imported);
+        // A Reroute whose links all ended in a dropped input (or another Reroute only) draws
+        // nothing: leave it out quietly, as the Reroute nodes always were.
+        imported.workflow.prune_reroutes();
     }
     Ok(imported)
+}
+
+/// The UI format's Reroute nodes as reroute points: each at its `pos`, routing the weft inputs
+/// its output links reach directly (a chain of Reroutes keeps the last point before each input).
+fn ui_reroutes(root: &Json, imported: &Imported) -> IndexMap<String, Reroute> {
+    let empty = Vec::new();
+    let list = root.get("nodes").and_then(Json::as_array).unwrap_or(&empty);
+    // Link id -> (target node, target slot).
+    let mut targets: HashMap<String, (String, usize)> = HashMap::new();
+    for link in root.get("links").and_then(Json::as_array).unwrap_or(&empty) {
+        let (id, to, slot) = match link {
+            Json::Array(a) => (ui_id(a.first()), ui_id(a.get(3)), a.get(4)),
+            Json::Object(o) => (
+                ui_id(o.get("id")),
+                ui_id(o.get("target_id")),
+                o.get("target_slot"),
+            ),
+            _ => continue,
+        };
+        if let (Some(id), Some(to), Some(slot)) = (id, to, slot.and_then(Json::as_u64)) {
+            targets.insert(id, (to, slot as usize));
+        }
+    }
+    let by_id: HashMap<String, &Json> = list
+        .iter()
+        .filter_map(|n| ui_id(n.get("id")).map(|id| (id, n)))
+        .collect();
+    let mut reroutes = IndexMap::new();
+    for n in list {
+        if n.get("type").and_then(Json::as_str) != Some("Reroute") {
+            continue;
+        }
+        let (Some(id), Some(at)) = (ui_id(n.get("id")), ui_pos(n.get("pos"))) else {
+            continue;
+        };
+        let mut to = Vec::new();
+        let out_links = n
+            .get("outputs")
+            .and_then(|o| o.get(0))
+            .and_then(|o| o.get("links"))
+            .and_then(Json::as_array)
+            .unwrap_or(&empty);
+        for link in out_links {
+            let Some((target, slot)) = ui_id(Some(link)).and_then(|l| targets.get(&l)) else {
+                continue;
+            };
+            let Some(input) = by_id
+                .get(target)
+                .and_then(|t| t.get("inputs"))
+                .and_then(|i| i.get(*slot))
+            else {
+                continue;
+            };
+            let name = input
+                .get("widget")
+                .and_then(|w| w.get("name"))
+                .or_else(|| input.get("name"))
+                .and_then(Json::as_str)
+                .unwrap_or("");
+            if let Some(weft) = imported
+                .linked_inputs
+                .get(&(target.clone(), name.to_string()))
+            {
+                to.push(weft.clone());
+            }
+        }
+        // Where the links come from: what the weft input the first of them reaches holds.
+        let from = to.iter().find_map(|(node, input)| {
+            match &imported.workflow.nodes.get(node)?.inputs.get(input)?.value {
+                InputValue::Link(link) => Some(link.clone()),
+                InputValue::Constant(_) => None,
+            }
+        });
+        if let Some(from) = from {
+            reroutes.insert(format!("reroute_{id}"), Reroute { at, from, to });
+        }
+    }
+    reroutes
 }
 
 /// The UI format's groups (`{title, bounding: [x, y, w, h], color}`) as weft's; one without
@@ -953,6 +1039,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
     }
 
     let mut wf = Workflow::new();
+    let mut linked_inputs = HashMap::new();
     for (n, ty, inputs) in converted {
         let mut entry = NodeEntry::new(ty.weft).mode(n.mode);
         for (name, pending) in inputs {
@@ -1003,6 +1090,10 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
                         )));
                         continue;
                     };
+                    linked_inputs.insert(
+                        (n.id.clone(), comfy.clone()),
+                        (ids[n.id.as_str()].clone(), name.clone()),
+                    );
                     InputValue::Link(Link {
                         node: ids[node.as_str()].clone(),
                         output: weft_output.to_string(),
@@ -1037,6 +1128,7 @@ pub fn convert(nodes: &[ComfyNode], options: &ImportOptions) -> Result<Imported,
             format: Format::Api,
             notes,
             ids: id_list,
+            linked_inputs,
         })
     } else {
         Err(issues)

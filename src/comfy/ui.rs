@@ -1,19 +1,28 @@
 //! A weft workflow in ComfyUI's UI format (what its frontend opens and saves): the API-format
 //! export (export.rs) laid out as nodes with positions (from `layout`), sockets, a links array
 //! and `widgets_values` in ComfyUI's widget order, a seed's `control_after_generate` after it.
-//! What the UI format has and weft does not (groups, notes, colours, sizes) is not made up:
-//! nodes get ComfyUI's default size and no groups.
+//! Reroute points become Reroute nodes the links pass through. What the UI format has and weft
+//! does not (notes, sizes) is not made up: nodes get ComfyUI's default size.
 use serde_json::{json, Map, Value as Json};
 use weft_engine::workflow::Workflow;
 use weft_engine::Registry;
 
-use super::export::export;
+use super::export::{export, weft_input};
 use super::{comfy_type, Issue};
 
 /// Where a node without a layout position goes: a row, this far apart.
 const SPACING: f64 = 380.0;
 
 pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result<Json, Vec<Issue>> {
+    // Only the reroute points whose links are still there become Reroute nodes.
+    let mut own;
+    let wf = if wf.reroutes.is_empty() {
+        wf
+    } else {
+        own = wf.clone();
+        own.prune_reroutes();
+        &own
+    };
     let api = export(wf, registry, inputs_dir)?.json;
     let prompt = api.as_object().cloned().unwrap_or_default();
     // ComfyUI's ids are numbers in the UI format.
@@ -26,6 +35,21 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
     let mut links: Vec<Json> = Vec::new();
     let mut out_links: Map<String, Json> = Map::new();
     let mut nodes = Vec::new();
+    // The input each reroute point routes -> the point; a point's Reroute node gets an id after
+    // the real nodes' and the link from the source the first time an input through it is met.
+    let through: std::collections::HashMap<(&str, &str), &str> = wf
+        .reroutes
+        .iter()
+        .flat_map(|(id, r)| {
+            r.to.iter()
+                .map(move |(n, i)| ((n.as_str(), i.as_str()), id.as_str()))
+        })
+        .collect();
+    let mut next_id = ids.last().map_or(0, |(n, _, _)| *n);
+    // Point id -> (its ComfyUI id, its source node and slot, its output links, the type it
+    // carries).
+    let mut reroute_nodes: indexmap::IndexMap<&str, (u64, (u64, u64), Vec<u64>, Json)> =
+        indexmap::IndexMap::new();
     for (order, (n, _, node)) in ids.iter().enumerate() {
         let class = node["class_type"].as_str().unwrap_or("");
         let Some(ty) = comfy_type(class) else {
@@ -45,14 +69,43 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
                 let from_slot = l.get(1)?.as_u64()?;
                 Some((from, from_slot))
             });
+            let point = weft_input(class, input.name)
+                .and_then(|weft_name| through.get(&(weft_id, weft_name)).copied());
             let link_id = link.map(|(from, from_slot)| {
-                let link_id = links.len() as u64 + 1;
                 let from_ty = prompt
                     .get(&from.to_string())
                     .and_then(|f| f["class_type"].as_str())
                     .and_then(comfy_type)
                     .and_then(|t| t.outputs.get(from_slot as usize))
                     .map_or(input.ty, |o| o.ty);
+                // (A consumer whose prompt link comes from elsewhere than the point's first one,
+                // after bypasses were rewritten, is linked straight.)
+                let through_point = point.filter(|p| {
+                    reroute_nodes
+                        .get(p)
+                        .is_none_or(|(_, source, _, _)| *source == (from, from_slot))
+                });
+                if let Some(point) = through_point {
+                    let (reroute, _, outs, _) = reroute_nodes.entry(point).or_insert_with(|| {
+                        next_id += 1;
+                        let into = links.len() as u64 + 1;
+                        links.push(json!([into, from, from_slot, next_id, 0, from_ty]));
+                        let key = format!("{from}:{from_slot}");
+                        if let Some(list) = out_links
+                            .entry(key)
+                            .or_insert_with(|| json!([]))
+                            .as_array_mut()
+                        {
+                            list.push(json!(into));
+                        }
+                        (next_id, (from, from_slot), Vec::new(), json!(from_ty))
+                    });
+                    let link_id = links.len() as u64 + 1;
+                    links.push(json!([link_id, *reroute, 0, n, slot, from_ty]));
+                    outs.push(link_id);
+                    return link_id;
+                }
+                let link_id = links.len() as u64 + 1;
                 links.push(json!([link_id, from, from_slot, n, slot, from_ty]));
                 let key = format!("{from}:{from_slot}");
                 if let Some(list) = out_links
@@ -112,7 +165,30 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
             node
         })
         .collect();
-    let last_node = ids.last().map_or(0, |(n, _, _)| *n);
+    let mut nodes = nodes;
+    // The link into each point is the first link listed from its source.
+    let into_link = |id: u64| {
+        links
+            .iter()
+            .find(|l| l[3] == json!(id))
+            .map(|l| l[0].clone())
+    };
+    for (order, (point, (id, _, outs, ty))) in reroute_nodes.iter().enumerate() {
+        let into = into_link(*id);
+        nodes.push(json!({
+            "id": id,
+            "type": "Reroute",
+            "pos": wf.reroutes[*point].at,
+            "size": [75, 26],
+            "flags": {},
+            "order": ids.len() + order,
+            "mode": 0,
+            "inputs": [{"name": "", "type": "*", "link": into}],
+            "outputs": [{"name": "", "type": ty, "links": outs, "slot_index": 0}],
+            "properties": {"showOutputText": false, "horizontal": false},
+        }));
+    }
+    let last_node = next_id;
     Ok(json!({
         "last_node_id": last_node,
         "last_link_id": links.len(),
@@ -187,5 +263,84 @@ mod tests {
                 "the position of {id} is lost"
             );
         }
+    }
+
+    /// Reroute points go out as Reroute nodes the links pass through and come back as points:
+    /// txt2img with one point feeding two inputs and one feeding one.
+    #[test]
+    fn reroute_points_survive_the_ui_format_round_trip() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/workflows/txt2img.yaml"
+        ))
+        .expect("workflows/txt2img.yaml");
+        let text = format!(
+            "{text}reroutes:\n  enc: {{at: [200, 40], from: model.text_encoder, to: [positive.encoder, negative.encoder]}}\n  vae: {{at: [800, 200.5], from: model.vae, to: [decode.vae]}}\n"
+        );
+        let wf = Workflow::parse_str(&text).expect("parses");
+        let registry = weft_nodes::registry();
+        let ui = export_ui(&wf, &registry, "workflows/inputs").expect("exports");
+        let nodes = ui["nodes"].as_array().unwrap();
+        let reroutes: Vec<&Json> = nodes.iter().filter(|n| n["type"] == "Reroute").collect();
+        assert_eq!(reroutes.len(), 2, "{ui}");
+        let links = ui["links"].as_array().unwrap();
+        let link = |id: &Json| links.iter().find(|l| l[0] == *id).unwrap().clone();
+        let checkpoint = nodes
+            .iter()
+            .find(|n| n["type"] == "CheckpointLoaderSimple")
+            .unwrap();
+        let clip_text = |n: &Json| nodes.iter().find(|x| x["id"] == *n).unwrap()["type"].clone();
+        let enc = reroutes
+            .iter()
+            .find(|r| r["pos"] == json!([200.0, 40.0]))
+            .expect("the enc point");
+        // Into the point from the checkpoint's CLIP (slot 1), out of it into both encoders.
+        let into = link(&enc["inputs"][0]["link"]);
+        assert_eq!(
+            (into[1].clone(), into[2].clone(), into[3].clone()),
+            (checkpoint["id"].clone(), json!(1), enc["id"].clone())
+        );
+        let outs = enc["outputs"][0]["links"].as_array().unwrap();
+        assert_eq!(outs.len(), 2);
+        for out in outs {
+            let l = link(out);
+            assert_eq!(l[1], enc["id"]);
+            assert_eq!(clip_text(&l[3]), "CLIPTextEncode");
+        }
+        // The checkpoint's CLIP output lists the link into the point, not the encoders' links.
+        assert_eq!(checkpoint["outputs"][1]["links"], json!([into[0]]));
+        assert!(ui["last_node_id"].as_u64().unwrap() >= enc["id"].as_u64().unwrap());
+
+        let back = import(&ui, &ImportOptions::default())
+            .expect("imports")
+            .workflow;
+        assert_eq!(
+            back.nodes.len(),
+            wf.nodes.len(),
+            "Reroute nodes are no weft nodes"
+        );
+        let mut points: Vec<_> = back.reroutes.values().cloned().collect();
+        points.sort_by(|a, b| a.at[0].total_cmp(&b.at[0]));
+        assert_eq!(points.len(), 2, "{:?}", back.reroutes);
+        let name_of = |node: &str| back.nodes[node].type_name.clone();
+        assert_eq!(points[0].at, [200.0, 40.0]);
+        assert_eq!(name_of(&points[0].from.node), "LoadCheckpoint");
+        assert_eq!(points[0].from.output, "text_encoder");
+        let mut ends: Vec<_> = points[0]
+            .to
+            .iter()
+            .map(|(n, i)| (name_of(n), i.clone()))
+            .collect();
+        ends.sort();
+        assert_eq!(
+            ends,
+            vec![("PromptEncode".to_string(), "encoder".to_string()); 2]
+        );
+        assert_eq!(points[1].at, [800.0, 200.5]);
+        assert_eq!(points[1].from.output, "vae");
+        assert_eq!(points[1].to.len(), 1);
+        assert_eq!(name_of(&points[1].to[0].0), "VaeDecode");
+        // And the imported workflow's links are those of the original (the points changed none).
+        assert!(back.clone().prune_reroutes().is_empty());
     }
 }
