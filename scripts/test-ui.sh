@@ -41,7 +41,7 @@ done
 cd web-ui
 status=0
 WEFT_URL="http://127.0.0.1:$port" WEFT_WORKFLOWS="$tmp/workflows" \
-  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/menus.test.mjs e2e/mask.test.mjs e2e/nodesize.test.mjs e2e/viewer.test.mjs e2e/queue.test.mjs e2e/queue-order.test.mjs e2e/shortcuts.test.mjs e2e/perf.test.mjs} || status=$?
+  node --test --test-concurrency=1 ${WEFT_UI_TESTS:-e2e/editor.test.mjs e2e/import.test.mjs e2e/sweep.test.mjs e2e/merge.test.mjs e2e/reattach.test.mjs e2e/values.test.mjs e2e/subgraph-state.test.mjs e2e/stale.test.mjs e2e/modes.test.mjs e2e/groups.test.mjs e2e/reroutes.test.mjs e2e/menus.test.mjs e2e/mask.test.mjs e2e/nodesize.test.mjs e2e/viewer.test.mjs e2e/queue.test.mjs e2e/queue-order.test.mjs e2e/shortcuts.test.mjs e2e/perf.test.mjs} || status=$?
 # Files whose names sort before editor.test.mjs and that run a workflow go after the editor's
 # (node --test orders the files it is given by name, and their runs would leave the editor's
 # first txt2img with a cached checkpoint where it expects a load).

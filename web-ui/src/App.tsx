@@ -24,6 +24,9 @@ import { ImageViewer } from './ImageViewer';
 import { useRunStore, forgetShownRun } from './runstore';
 import { WeftNode } from './WeftNode';
 import { GroupNode, groupChanges, groupNodes } from './groups';
+import { RerouteNode, rerouteChanges } from './RerouteNode';
+import { RoutedEdge } from './RoutedEdge';
+import { REROUTE_PREFIX, rerouteNodes, routedEdges, viaReroute } from './reroutes';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
@@ -36,7 +39,8 @@ import { NameDialog } from './NameDialog';
 import { Toolbar } from './Toolbar';
 import { Breadcrumb, Broken, ConflictBar, Help, LooseDiagnostics, Toast } from './Notices';
 
-const nodeTypes = { weft: WeftNode, group: GroupNode };
+const nodeTypes = { weft: WeftNode, group: GroupNode, reroute: RerouteNode };
+const edgeTypes = { rerouted: RoutedEdge };
 
 const proOptions = { hideAttribution: true };
 const defaultEdgeOptions = { type: 'default' };
@@ -60,10 +64,17 @@ function Editor() {
   const onWeftNodesChange = useEditor((s) => s.onNodesChange);
   const groups = useEditor((s) => s.groups);
   const groupDrawn = useMemo(() => groupNodes(groups), [groups]);
-  const shown = useMemo(() => (groupDrawn.length ? [...groupDrawn, ...nodes] : nodes), [groupDrawn, nodes]);
+  const reroutes = useEditor((s) => s.reroutes);
+  const selectedReroute = useEditor((s) => s.selectedReroute);
+  const rerouteDrawn = useMemo(() => rerouteNodes(reroutes, selectedReroute), [reroutes, selectedReroute]);
+  const shown = useMemo(
+    () => (groupDrawn.length || rerouteDrawn.length ? [...groupDrawn, ...nodes, ...rerouteDrawn] : nodes),
+    [groupDrawn, nodes, rerouteDrawn],
+  );
+  const shownEdges = useMemo(() => routedEdges(edges, reroutes), [edges, reroutes]);
   const onNodesChange = useCallback(
     (changes: Parameters<typeof onWeftNodesChange>[0]) => {
-      const rest = groupChanges(changes);
+      const rest = rerouteChanges(groupChanges(changes));
       if (rest.length) onWeftNodesChange(rest);
     },
     [onWeftNodesChange],
@@ -106,8 +117,11 @@ function Editor() {
   // Handle classes for dimming incompatible sockets while a link is dragged (types.ts).
   const dragCss = dragStyles(types).css;
 
-  const handleType = useCallback((node: string, handle: string, kind: 'source' | 'target') => {
+  const handleType = useCallback((dragged: string, handleId: string, kind: 'source' | 'target') => {
     const s = useEditor.getState();
+    // A reroute point's socket carries its source output's type.
+    const { c } = viaReroute({ source: dragged, sourceHandle: handleId }, s.reroutes);
+    const [node, handle] = [c.source ?? dragged, c.sourceHandle ?? handleId];
     const n = s.nodes.find((x) => x.id === node);
     const t = n && s.catalogue.get(n.data.kind);
     return kind === 'source'
@@ -136,7 +150,7 @@ function Editor() {
           from.type === 'source'
             ? { source: from.nodeId, sourceHandle: from.id ?? null, target: to.nodeId, targetHandle: to.id ?? null }
             : { source: to.nodeId, sourceHandle: to.id ?? null, target: from.nodeId, targetHandle: from.id ?? null };
-        const why = linkProblem(s.catalogue, new Map(s.nodes.map((n) => [n.id, n])), s.edges, c);
+        const why = linkProblem(s.catalogue, new Map(s.nodes.map((n) => [n.id, n])), s.edges, viaReroute(c, s.reroutes).c);
         if (why) s.say(`link refused: ${why}`, 'error');
         return;
       }
@@ -154,8 +168,9 @@ function Editor() {
     [handleType, rf],
   );
 
-  const isValidConnection: IsValidConnection<GEdge> = useCallback((c) => {
+  const isValidConnection: IsValidConnection<GEdge> = useCallback((made) => {
     const s = useEditor.getState();
+    const { c } = viaReroute(made, s.reroutes);
     const byId = new Map<string, GNode>();
     for (const n of s.nodes) if (n.id === c.source || n.id === c.target) byId.set(n.id, n);
     // The cycle check needs every edge; the node map needs only the two ends.
@@ -223,6 +238,10 @@ function Editor() {
   );
   const onNodeContextMenu = useCallback((e: React.MouseEvent, n: GNode) => {
     e.preventDefault();
+    if (n.id.startsWith(REROUTE_PREFIX)) {
+      setMenu({ kind: 'reroute', x: e.clientX, y: e.clientY, reroute: n.id.slice(REROUTE_PREFIX.length) });
+      return;
+    }
     if (n.type !== 'weft') return;
     useEditor.getState().selectForMenu(n.id);
     setMenu({ kind: 'node', x: e.clientX, y: e.clientY, node: n.id });
@@ -249,10 +268,18 @@ function Editor() {
     },
     [trail, openFile],
   );
-  const onEdgeContextMenu = useCallback((e: React.MouseEvent, edge: GEdge) => {
-    e.preventDefault();
-    setMenu({ kind: 'edge', x: e.clientX, y: e.clientY, edge: edge.id });
-  }, []);
+  const onEdgeContextMenu = useCallback(
+    (e: React.MouseEvent, edge: GEdge) => {
+      e.preventDefault();
+      setMenu({ kind: 'edge', x: e.clientX, y: e.clientY, edge: edge.id, flow: rf.screenToFlowPosition({ x: e.clientX, y: e.clientY }) });
+    },
+    [rf],
+  );
+  // Double-click a link: a reroute point there (ComfyUI's habit).
+  const onEdgeDoubleClick = useCallback(
+    (e: React.MouseEvent, edge: GEdge) => useEditor.getState().addReroute(edge.id, rf.screenToFlowPosition({ x: e.clientX, y: e.clientY })),
+    [rf],
+  );
   const onSelectionContextMenu = useCallback((e: React.MouseEvent, chosen: GNode[]) => {
     e.preventDefault();
     const first = chosen.find((n) => n.type === 'weft');
@@ -294,8 +321,9 @@ function Editor() {
         >
           <ReactFlow<GNode, GEdge>
             nodes={shown}
-            edges={edges}
+            edges={shownEdges}
             nodeTypes={nodeTypes}
+            edgeTypes={edgeTypes}
             onNodesChange={onNodesChange}
             onEdgesChange={onEdgesChange}
             onConnect={onConnect}
@@ -307,6 +335,7 @@ function Editor() {
             onPaneContextMenu={onPaneContextMenu}
             onNodeContextMenu={onNodeContextMenu}
             onEdgeContextMenu={onEdgeContextMenu}
+            onEdgeDoubleClick={onEdgeDoubleClick}
             onNodeDoubleClick={(e, n) => void onNodeDoubleClick(e, n)}
             onSelectionContextMenu={onSelectionContextMenu}
             deleteKeyCode={null}

@@ -1,6 +1,6 @@
 // The right-click menus: on the canvas (add a node there, paste, select all, fit), on a node
 // (rename, colour, collapse, bypass, mute, duplicate, delete; the mask painter on LoadImage)
-// and on a link (delete). Actions on a node act on the selection it belongs to, as keys do.
+// on a link (add a reroute point, delete) and on a reroute point (delete it, the links stay). Actions on a node act on the selection it belongs to, as keys do.
 import { useEffect, useRef, useState } from 'react';
 import { useEditor } from './store';
 import { openMaskEditor } from './maskstore';
@@ -8,7 +8,8 @@ import { openMaskEditor } from './maskstore';
 export type MenuAt =
   | { kind: 'canvas'; x: number; y: number; flow: { x: number; y: number } }
   | { kind: 'node'; x: number; y: number; node: string }
-  | { kind: 'edge'; x: number; y: number; edge: string };
+  | { kind: 'edge'; x: number; y: number; edge: string; flow: { x: number; y: number } }
+  | { kind: 'reroute'; x: number; y: number; reroute: string };
 
 /** ComfyUI's node colours (its LGraphCanvas.node_colors' title colours), and none. */
 export const NODE_COLOURS: { name: string; color: string }[] = [
@@ -54,7 +55,13 @@ export function ContextMenu({ at, actions, onClose }: { at: MenuAt; actions: Can
       {at.kind === 'canvas' && <CanvasItems flow={at.flow} actions={actions} done={onClose} />}
       {at.kind === 'node' && <NodeItems node={at.node} done={onClose} actions={actions} />}
       {at.kind === 'edge' && (
-        <Item label="Delete link" testid="ctx-delete-link" onClick={() => (useEditor.getState().removeEdge(at.edge), onClose())} />
+        <>
+          <Item label="Add reroute point" keys="dbl-click" testid="ctx-add-reroute" onClick={() => (useEditor.getState().addReroute(at.edge, at.flow), onClose())} />
+          <Item label="Delete link" testid="ctx-delete-link" onClick={() => (useEditor.getState().removeEdge(at.edge), onClose())} />
+        </>
+      )}
+      {at.kind === 'reroute' && (
+        <Item label="Delete reroute point (links stay)" keys="Del" testid="ctx-delete-reroute" onClick={() => (useEditor.getState().removeReroute(at.reroute), onClose())} />
       )}
     </div>
   );

@@ -68,6 +68,15 @@ export interface WorkflowDoc {
   outputs?: Record<string, unknown>;
   /** The editor's groups: titled boxes behind the nodes. */
   groups?: { title: string; color?: string; box: [number, number, number, number] }[];
+  /** The editor's reroute points: dots the links from `from` into each of `to` are drawn through. */
+  reroutes?: Record<string, RerouteDoc>;
+}
+
+/** One reroute point as the file's `reroutes:` has it: `{at: [x, y], from: node.output, to: [node.input, ...]}`. */
+export interface RerouteDoc {
+  at: [number, number];
+  from: string;
+  to: string[];
 }
 
 /** One node's `appearance:` line (ComfyUI's node title, color and collapsed flag). */

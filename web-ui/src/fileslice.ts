@@ -5,6 +5,7 @@ import type { StateCreator } from 'zustand';
 import { api, ApiError, type Diagnostic, type WorkflowDoc, type WorkflowEntry } from './api';
 import { graphFromDoc, type GraphSlice } from './graphslice';
 import { mergedWithDisk } from './merge';
+import { prunedReroutes } from './reroutes';
 import { forgetStale, groupDiagnostics, staleNodes, useRunStore } from './runstore';
 import { draftFromSection, sweepSection } from './sweep';
 
@@ -60,12 +61,16 @@ export const createFileSlice: StateCreator<GraphSlice & FileSlice, [], [], FileS
     const sweep = sweepSection(get().sweep, get().sweepContext());
     const groups = get().groups;
     const iface = get().iface;
-    return { ...doc, ...(iface ?? {}), ...(sweep ? { sweep } : {}), ...(groups.length ? { groups } : {}) };
+    // Only the points whose links are still there (the canvas keeps the others for undo).
+    const reroutes = prunedReroutes(get().reroutes, get().edges).reroutes;
+    const rerouted = Object.keys(reroutes).length ? { reroutes } : {};
+    return { ...doc, ...(iface ?? {}), ...(sweep ? { sweep } : {}), ...(groups.length ? { groups } : {}), ...rerouted };
   },
 
   loadDoc: (doc, dirty) => {
     const cat = get().catalogue;
     const { nodes, edges } = graphFromDoc(doc, cat, get().nodes);
+    const pruned = prunedReroutes(doc.reroutes ?? {}, edges);
     const kindOf = new Map(nodes.map((n) => [n.id, n.data.kind]));
     const declOf = (node: string, input: string) => cat.get(kindOf.get(node) ?? '')?.inputs.find((i) => i.name === input);
     set({
@@ -73,12 +78,18 @@ export const createFileSlice: StateCreator<GraphSlice & FileSlice, [], [], FileS
       edges,
       sweep: draftFromSection(doc.sweep, declOf),
       groups: doc.groups ?? [],
+      reroutes: pruned.reroutes,
+      selectedReroute: null,
       iface: doc.inputs || doc.outputs ? { inputs: doc.inputs, outputs: doc.outputs } : null,
       selectedGroup: null,
       dirty,
       broken: null,
       conflict: null,
     });
+    if (pruned.dropped.length) {
+      const list = pruned.dropped.join(', ');
+      get().say(`reroute point${pruned.dropped.length > 1 ? 's' : ''} ${list} left out: ${pruned.dropped.length > 1 ? 'their links are' : 'its link is'} gone`);
+    }
   },
 
   openImported: (doc, diagnostics, suggest) => {

@@ -16,7 +16,7 @@ const node = (id: string, x: number, y: number, selected = false, kind = 'EmptyL
 });
 const link = (source: string, target: string, input: string): GEdge => ({ id: `${target}:${input}`, source, sourceHandle: 'latent', target, targetHandle: input });
 
-const start = (): Undoable => ({ nodes: [node('a', 0, 0)], edges: [], sweep: emptySweep(), groups: [], past: [], future: [], lastEditKey: null, lastEditAt: 0, edits: 0 });
+const start = (): Undoable => ({ nodes: [node('a', 0, 0)], edges: [], sweep: emptySweep(), groups: [], reroutes: {}, past: [], future: [], lastEditKey: null, lastEditAt: 0, edits: 0 });
 
 describe('undo history', () => {
   it('undoes and redoes an edit, each a step that bumps the edit count', () => {

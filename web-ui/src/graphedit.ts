@@ -3,6 +3,7 @@
 import type { NodeType } from './api';
 import { cloneNodes, defaultValues, freshId, type GEdge, type GNode, type NodeMode } from './graph';
 import type { GroupBox } from './groupbox';
+import type { Reroutes } from './reroutes';
 import type { SweepDraft } from './sweep';
 
 /** What one undo step restores: everything the file holds that the canvas edits. */
@@ -11,6 +12,7 @@ export interface Snapshot {
   edges: GEdge[];
   sweep: SweepDraft;
   groups: GroupBox[];
+  reroutes: Reroutes;
 }
 
 /** The graph with its undo history. */
@@ -34,7 +36,7 @@ export interface Clipboard {
   edges: GEdge[];
 }
 
-const snapshotOf = (s: Snapshot): Snapshot => ({ nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups });
+const snapshotOf = (s: Snapshot): Snapshot => ({ nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups, reroutes: s.reroutes });
 
 /** Records the state before an edit as an undo step (or extends the last one for the same key). */
 export function checkpointed(s: Undoable, key: string | undefined, now: number): Partial<Undoable> {

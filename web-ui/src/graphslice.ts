@@ -8,6 +8,7 @@ import { cleanLook, docToGraph, edgeId, graphToDoc, linkProblem, type GEdge, typ
 import { checkpointed, copied, duplicated, pasted, redone, undone, withModeToggled, withNodeAdded, withSelectionDeleted, type Clipboard, type Snapshot } from './graphedit';
 import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groupbox';
 import { estimateNodeSize } from './nodesize';
+import { viaReroute, withInputRouted, withRerouteAdded, withRerouteMoved, withRerouteRemoved, type Reroutes } from './reroutes';
 import { emptySweep, type SweepContext, type SweepDraft } from './sweep';
 import { accepts, typeColour } from './types';
 
@@ -45,6 +46,14 @@ export interface GraphSlice {
   moveGroup: (index: number, to: { x: number; y: number }, members: Set<string>) => void;
   editGroup: (index: number, patch: Partial<GroupBox>) => void;
   removeGroup: (index: number) => void;
+  /** The file's `reroutes:`: dots links are drawn through; one history with the graph. */
+  reroutes: Reroutes;
+  selectedReroute: string | null;
+  /** A reroute point on the link `edge` at `at` (double-click the link, or its menu). */
+  addReroute: (edge: string, at: { x: number; y: number }) => void;
+  moveReroute: (id: string, at: { x: number; y: number }) => void;
+  /** The point goes; its links stay, drawn straight. */
+  removeReroute: (id: string) => void;
 
   setCatalogue: (types: NodeType[]) => void;
   /** The graph alone (what validation and a single run take). */
@@ -136,6 +145,33 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
   sweep: emptySweep(),
   groups: [],
   selectedGroup: null,
+  reroutes: {},
+  selectedReroute: null,
+
+  addReroute: (edge, at) => {
+    const s = get();
+    const e = s.edges.find((x) => x.id === edge);
+    if (!e) return;
+    s.checkpoint();
+    const { reroutes, id } = withRerouteAdded(s.reroutes, e, at);
+    set({ reroutes, selectedReroute: id, dirty: true });
+    s.say('reroute point added: drag it to move the link, drag from its socket to feed another input');
+  },
+
+  moveReroute: (id, at) => {
+    const s = get();
+    const reroutes = withRerouteMoved(s.reroutes, id, at);
+    // (onNodeDragStart took the undo checkpoint.)
+    if (reroutes) set({ reroutes, dirty: true, edits: s.edits + 1 });
+  },
+
+  removeReroute: (id) => {
+    const s = get();
+    const reroutes = withRerouteRemoved(s.reroutes, id);
+    if (!reroutes) return;
+    s.checkpoint();
+    set({ reroutes, selectedReroute: s.selectedReroute === id ? null : s.selectedReroute, dirty: true });
+  },
 
   groupSelected: () => {
     const s = get();
@@ -251,8 +287,10 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
     set({ edges: applyEdgeChanges(changes, get().edges) });
   },
 
-  connect: (c) => {
+  connect: (made) => {
     const s = get();
+    // From a reroute point's socket: a link from the point's source, drawn through the point.
+    const { c, via } = viaReroute(made, s.reroutes);
     const byId = new Map(s.nodes.map((n) => [n.id, n]));
     const problem = linkProblem(s.catalogue, byId, s.edges, c);
     if (problem) {
@@ -269,7 +307,7 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
     };
     // One link per input: a new link replaces the old one.
     const edges = s.edges.filter((x) => x.id !== e.id);
-    set({ edges: [...edges, styled(e, byId, s.catalogue)], dirty: true });
+    set({ edges: [...edges, styled(e, byId, s.catalogue)], dirty: true, ...(via ? { reroutes: withInputRouted(s.reroutes, via, e) } : {}) });
   },
 
   addNode: (kind, at, link) => {
@@ -388,6 +426,10 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
 
   deleteSelected: () => {
     const s = get();
+    if (s.selectedReroute != null && s.reroutes[s.selectedReroute]) {
+      s.removeReroute(s.selectedReroute);
+      return;
+    }
     if (s.selectedGroup != null && s.groups[s.selectedGroup]) {
       s.removeGroup(s.selectedGroup);
       return;

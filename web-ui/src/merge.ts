@@ -74,6 +74,9 @@ export function merge3(base: WorkflowDoc | null, theirs: WorkflowDoc, mine: Work
   // Groups: whichever side changed them wins, mine when both did (no input is at stake).
   const groups = pick(b.groups, theirs.groups, mine.groups).value;
   if (groups?.length) doc.groups = groups;
+  // Reroute points too: drawing only, whichever side changed them.
+  const reroutes = pick(b.reroutes, theirs.reroutes, mine.reroutes).value;
+  if (reroutes && Object.keys(reroutes).length) doc.reroutes = reroutes;
   return { doc, conflicts };
 }
 
