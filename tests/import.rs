@@ -291,6 +291,18 @@ fn ui_and_api_forms_of_one_workflow_import_to_the_same_nodes() {
     assert_eq!(ui.layout["ksampler_3"], [863.0, 186.0]);
     assert_eq!(ui.layout.len(), 8);
     assert!(api.layout.is_empty());
+    // The Reroute (node 11, checkpoint VAE -> VAEDecode) is a reroute point at its position.
+    let points: Vec<_> = ui.reroutes.iter().collect();
+    assert_eq!(points.len(), 1, "{}", ui.to_yaml());
+    let (id, point) = points[0];
+    assert_eq!(id, "reroute_11");
+    assert_eq!(point.at, [1000.0, 480.0]);
+    assert_eq!(point.from.output, "vae");
+    assert_eq!(ui.nodes[&point.from.node].type_name, "LoadCheckpoint");
+    assert_eq!(point.to.len(), 1);
+    assert_eq!(ui.nodes[&point.to[0].0].type_name, "VaeDecode");
+    assert_eq!(point.to[0].1, "vae");
+    assert!(api.reroutes.is_empty());
 }
 
 /// `a` and `b` as ComfyUI reads them: numbers by value (8 and 8.0 are one cfg), `_meta` and
@@ -370,6 +382,8 @@ fn round_trip_through_comfyuis_api_format() {
         for wf in [&mut running, &mut imported_again] {
             wf.layout.clear();
             wf.groups.clear();
+            // Drawing only, and an API prompt has none.
+            wf.reroutes.clear();
         }
         assert_eq!(running.to_yaml(), imported_again.to_yaml(), "{name}");
         // One-to-one files: the export is the original API workflow.

@@ -1362,6 +1362,13 @@ async fn import_converts_comfyui_api_and_ui_json_and_pngs() {
         (scale - x("decode_8") / 1209.0).abs() < 0.01 && scale < 2.5,
         "{scale}"
     );
+    // The Reroute is a reroute point, spread with the nodes.
+    let point = &body["workflow"]["reroutes"]["reroute_11"];
+    assert_eq!(point["from"], "checkpoint_4.vae", "{body}");
+    assert_eq!(point["to"], json!(["decode_8.vae"]));
+    assert_eq!(point["at"][1], 480.0);
+    let point_x = point["at"][0].as_f64().unwrap();
+    assert!((point_x - 1000.0 * scale).abs() <= 2.0, "{point_x} {scale}");
 
     // A ComfyUI PNG: the UI workflow when it has one, else the API prompt.
     let both = png_with_text(&[("prompt", &api), ("workflow", &ui)]);

@@ -46,10 +46,7 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
         })
         .collect();
     let mut next_id = ids.last().map_or(0, |(n, _, _)| *n);
-    // Point id -> (its ComfyUI id, its source node and slot, its output links, the type it
-    // carries).
-    let mut reroute_nodes: indexmap::IndexMap<&str, (u64, (u64, u64), Vec<u64>, Json)> =
-        indexmap::IndexMap::new();
+    let mut reroute_nodes: indexmap::IndexMap<&str, RerouteNode> = indexmap::IndexMap::new();
     for (order, (n, _, node)) in ids.iter().enumerate() {
         let class = node["class_type"].as_str().unwrap_or("");
         let Some(ty) = comfy_type(class) else {
@@ -83,10 +80,10 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
                 let through_point = point.filter(|p| {
                     reroute_nodes
                         .get(p)
-                        .is_none_or(|(_, source, _, _)| *source == (from, from_slot))
+                        .is_none_or(|r| r.source == (from, from_slot))
                 });
                 if let Some(point) = through_point {
-                    let (reroute, _, outs, _) = reroute_nodes.entry(point).or_insert_with(|| {
+                    let reroute = reroute_nodes.entry(point).or_insert_with(|| {
                         next_id += 1;
                         let into = links.len() as u64 + 1;
                         links.push(json!([into, from, from_slot, next_id, 0, from_ty]));
@@ -98,11 +95,16 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
                         {
                             list.push(json!(into));
                         }
-                        (next_id, (from, from_slot), Vec::new(), json!(from_ty))
+                        RerouteNode {
+                            id: next_id,
+                            source: (from, from_slot),
+                            outs: Vec::new(),
+                            ty: json!(from_ty),
+                        }
                     });
                     let link_id = links.len() as u64 + 1;
-                    links.push(json!([link_id, *reroute, 0, n, slot, from_ty]));
-                    outs.push(link_id);
+                    links.push(json!([link_id, reroute.id, 0, n, slot, from_ty]));
+                    reroute.outs.push(link_id);
                     return link_id;
                 }
                 let link_id = links.len() as u64 + 1;
@@ -173,8 +175,9 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
             .find(|l| l[3] == json!(id))
             .map(|l| l[0].clone())
     };
-    for (order, (point, (id, _, outs, ty))) in reroute_nodes.iter().enumerate() {
-        let into = into_link(*id);
+    for (order, (point, r)) in reroute_nodes.iter().enumerate() {
+        let (id, outs, ty) = (r.id, &r.outs, &r.ty);
+        let into = into_link(id);
         nodes.push(json!({
             "id": id,
             "type": "Reroute",
@@ -199,6 +202,18 @@ pub fn export_ui(wf: &Workflow, registry: &Registry, inputs_dir: &str) -> Result
         "extra": {},
         "version": 0.4,
     }))
+}
+
+/// A reroute point on its way out as a Reroute node.
+struct RerouteNode {
+    /// Its ComfyUI id (after the real nodes').
+    id: u64,
+    /// The node and output slot its links come from.
+    source: (u64, u64),
+    /// The links out of it.
+    outs: Vec<u64>,
+    /// The ComfyUI type it carries.
+    ty: Json,
 }
 
 #[cfg(test)]

@@ -127,6 +127,10 @@ pub fn spread_for_editor(workflow: &mut Workflow, rows: impl Fn(&NodeEntry) -> u
             g.bounds[0] = (g.bounds[0] * scale).round();
             g.bounds[2] = (g.bounds[2] * scale).round();
         }
+        // And reroute points with the links they bend.
+        for point in workflow.reroutes.values_mut() {
+            point.at[0] = (point.at[0] * scale).round();
+        }
     }
 }
 

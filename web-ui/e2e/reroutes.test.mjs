@@ -105,14 +105,32 @@ test('a reroute point: added on a link, dragged, saved, read back, deleted with 
   assert.deepEqual((await reroutes()).r1.at, dragged);
   await dot.waitFor();
   assert.ok((await missBy('decode:vae', 'r1')) < 3, 'read back, the link goes through the dot');
+
+  // Drag from the dot's socket to empty canvas: the palette offers what takes a VAE; the new
+  // node is fed from model.vae through the same dot.
+  const socket = await page.locator('.react-flow__handle[data-nodeid="reroute:r1"]').boundingBox();
+  await page.mouse.move(socket.x + socket.width / 2, socket.y + socket.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(700, 900, { steps: 6 });
+  await page.mouse.move(800, 920, { steps: 6 });
+  await page.mouse.up();
+  await page.locator('.palette input').fill('decode');
+  await page.keyboard.press('Enter');
+  await page.locator('.palette').waitFor({ state: 'detached' });
+  await page.waitForFunction(() => window.__weft.getState().reroutes.r1.to.length === 2);
+  const fed = (await reroutes()).r1.to[1];
+  const newNode = fed.split('.')[0];
+  assert.ok((await links()).includes(`model.vae>${fed}`), `${fed} is fed from model.vae`);
+  assert.ok((await missBy(`${newNode}:vae`, 'r1')) < 3, 'the new link goes through the dot too');
   await shot(page, 'reroute');
+  const withNew = await links();
 
   // Del on the selected point: it goes, the link stays (drawn straight), one undo brings it back.
   await dot.click();
   await page.waitForFunction(() => window.__weft.getState().selectedReroute === 'r1');
   await page.keyboard.press('Delete');
   await page.waitForFunction(() => !window.__weft.getState().reroutes.r1);
-  assert.deepEqual(await links(), before, 'deleting the point kept every link');
+  assert.deepEqual(await links(), withNew, 'deleting the point kept every link');
   assert.equal(await page.locator(`.react-flow__edge[data-id="decode:vae"]`).count(), 1);
   await page.keyboard.press('Control+z');
   await page.waitForFunction(() => !!window.__weft.getState().reroutes.r1);

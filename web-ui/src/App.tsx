@@ -26,7 +26,7 @@ import { WeftNode } from './WeftNode';
 import { GroupNode, groupChanges, groupNodes } from './groups';
 import { RerouteNode, rerouteChanges } from './RerouteNode';
 import { RoutedEdge } from './RoutedEdge';
-import { REROUTE_PREFIX, rerouteNodes, routedEdges, viaReroute } from './reroutes';
+import { prunedReroutes, REROUTE_PREFIX, rerouteNodes, routedEdges, viaReroute } from './reroutes';
 import { Palette } from './Palette';
 import { History } from './History';
 import { SweepPanel } from './Sweep';
@@ -64,7 +64,9 @@ function Editor() {
   const onWeftNodesChange = useEditor((s) => s.onNodesChange);
   const groups = useEditor((s) => s.groups);
   const groupDrawn = useMemo(() => groupNodes(groups), [groups]);
-  const reroutes = useEditor((s) => s.reroutes);
+  const allReroutes = useEditor((s) => s.reroutes);
+  // Only the points whose links are there are drawn (the others stay in the state for undo).
+  const reroutes = useMemo(() => prunedReroutes(allReroutes, edges).reroutes, [allReroutes, edges]);
   const selectedReroute = useEditor((s) => s.selectedReroute);
   const rerouteDrawn = useMemo(() => rerouteNodes(reroutes, selectedReroute), [reroutes, selectedReroute]);
   const shown = useMemo(
