@@ -70,14 +70,16 @@ async function toast(re) {
   return page.locator('[data-testid="toast"]').innerText();
 }
 
-/** No two node boxes on screen overlap (the graph is laid out, not stacked). */
+/** No two node boxes on screen overlap (the graph is laid out, not stacked); reroute dots are
+ * no node boxes (they sit on links, which may pass under a node). */
 async function assertNoOverlap() {
-  const boxes = await page.locator('.react-flow__node').evaluateAll((els) =>
+  const boxes = await page.locator('.react-flow__node-weft').evaluateAll((els) =>
     els.map((e) => {
       const r = e.getBoundingClientRect();
       return { id: e.dataset.id, x: r.x, y: r.y, w: r.width, h: r.height };
     }),
   );
+  assert.ok(boxes.length > 1, `node boxes on screen: ${boxes.length}`);
   for (const a of boxes)
     for (const b of boxes)
       if (a.id < b.id) {
