@@ -85,3 +85,26 @@ test('a waiting run moves up, down and to the front; Ctrl+Shift+Enter queues in 
   for (const id of [a, c, b]) await page.locator(`[data-testid="queue-run-${id}"] [data-testid="history-cancel"]`).click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
 });
+
+test('a waiting run is dragged onto another waiting run: above or below it, as dropped', async () => {
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="copies-count"]').fill('4');
+  await page.locator('[data-testid="queue-copies"]').click();
+  await page.waitForFunction(() => window.__weftRun.getState().queue.queued.length === 3, null, { timeout: 60_000 });
+  const [running, a, b, c] = await panelIds();
+  await panelShows([running, a, b, c]);
+  const row = (id) => page.locator(`[data-testid="queue-run-${id}"]`);
+  // Onto the upper half of a's row: c goes before a.
+  await row(c).dragTo(row(a), { sourcePosition: { x: 30, y: 8 }, targetPosition: { x: 30, y: 2 } });
+  await panelShows([running, c, a, b]);
+  // Onto the lower half of b's row: c goes after b.
+  const box = await row(b).boundingBox();
+  await row(c).dragTo(row(b), { sourcePosition: { x: 30, y: 8 }, targetPosition: { x: 30, y: box.height - 2 } });
+  await panelShows([running, a, b, c]);
+  assert.deepEqual(await page.evaluate(() => window.__weftRun.getState().queue.queued), [a, b, c]);
+  // The running run is no drop target and cannot be dragged.
+  assert.equal(await row(running).getAttribute('draggable'), null);
+  for (const id of [running, a, b, c]) await row(id).locator('[data-testid="history-cancel"]').click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
+});

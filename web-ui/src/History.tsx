@@ -7,7 +7,7 @@ import { cancelRunById, queueCopies } from './live';
 import { forgetShownRun, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { useEditor } from './store';
 import { openRunImages } from './ImageViewer';
-import { QueueMove } from './QueueMove';
+import { QueueMove, queueDrag } from './QueueMove';
 import { inQueueOrder } from './queueorder';
 
 const LIVE = new Set(['queued', 'running']);
@@ -84,7 +84,14 @@ export function History({ onClose, openFile }: { onClose: () => void; openFile: 
       </div>
       <div data-testid="queue-panel">
         {waiting.map((r) => (
-          <div className="h-line h-live" key={r.id} data-testid={`queue-run-${r.id}`} data-status={r.status}>
+          <div
+            className="h-line h-live"
+            key={r.id}
+            data-testid={`queue-run-${r.id}`}
+            data-status={r.status}
+            title={r.status === 'queued' ? 'drag onto another waiting run to move it there' : undefined}
+            {...queueDrag(r.id, r.status === 'queued')}
+          >
             <span>#{r.id}</span>
             <span className={`st st-${r.status}`}>{r.status}</span>
             <span className="muted">{r.workflow_name ?? 'canvas'}</span>
