@@ -108,3 +108,25 @@ test('a waiting run is dragged onto another waiting run: above or below it, as d
   for (const id of [running, a, b, c]) await row(id).locator('[data-testid="history-cancel"]').click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
 });
+
+test('the sweep panel queues a sweep at the front: its cells ahead of the waiting runs, in cell order', async () => {
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="copies-count"]').fill('2');
+  await page.locator('[data-testid="queue-copies"]').click();
+  await page.waitForFunction(() => { const q = window.__weftRun.getState().queue; return q.running != null && q.queued.length === 1; }, null, { timeout: 60_000 });
+  const { running, queued: [waiting] } = await page.evaluate(() => window.__weftRun.getState().queue);
+  await panelShows([running, waiting]);
+  await page.locator('[data-testid="sweep-toggle"]').click();
+  await page.locator('[data-testid="sweep-add"]').click();
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-node"]').selectOption('sample');
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-input"]').selectOption('seed');
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-values"]').fill('1, 2, 3');
+  await page.locator('[data-testid="sweep-queue-front"]').click();
+  await page.waitForFunction(() => window.__weftSweep.getState().view?.cells.length === 3, null, { timeout: 60_000 });
+  const cells = await page.evaluate(() => window.__weftSweep.getState().view.cells.map((c) => c.run));
+  assert.equal(await status(running), 'running', 'the first copy still runs');
+  await panelShows([running, ...cells, waiting]);
+  for (const id of [running, ...cells, waiting]) await page.locator(`[data-testid="queue-run-${id}"] [data-testid="history-cancel"]`).click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
+});
