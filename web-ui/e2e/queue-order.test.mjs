@@ -92,6 +92,8 @@ test('a waiting run is dragged onto another waiting run: above or below it, as d
   await page.locator('[data-testid="copies-count"]').fill('4');
   await page.locator('[data-testid="queue-copies"]').click();
   await page.waitForFunction(() => window.__weftRun.getState().queue.queued.length === 3, null, { timeout: 60_000 });
+  // The panel lists the runs once it has read them (a moment after the queue event under load).
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 4, null, { timeout: 60_000 });
   const [running, a, b, c] = await panelIds();
   await panelShows([running, a, b, c]);
   const row = (id) => page.locator(`[data-testid="queue-run-${id}"]`);

@@ -192,6 +192,21 @@ test('Space+drag pans without opening the search; Space alone still opens it', a
   assert.equal(await page.locator('.palette').count(), 0, 'no search after Space+drag');
   const x1 = await viewport();
   assert.ok(Math.abs(x1 - x0 - 200) < 20, `panned by the drag: ${x0} -> ${x1}`);
+  // Started on a node, Space+drag pans too, and the node stays where it was in the file.
+  const at = (await graph()).at.latent;
+  const head = await page.locator(`${node('latent')} .wn-head`).boundingBox();
+  await page.keyboard.down('Space');
+  await page.mouse.move(head.x + 30, head.y + head.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(head.x + 130, head.y + head.height / 2, { steps: 5 });
+  await page.mouse.move(head.x + 230, head.y + head.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.keyboard.up('Space');
+  await page.waitForTimeout(200);
+  assert.deepEqual((await graph()).at.latent, at, 'the node did not move');
+  const x2 = await viewport();
+  assert.ok(Math.abs(x2 - x1 - 200) < 20, `panned from the node: ${x1} -> ${x2}`);
+  assert.equal(await page.locator('.palette').count(), 0, 'no search after Space+drag');
   await focusCanvas();
   await page.keyboard.press('Space');
   await page.locator('.palette input').waitFor({ timeout: 10_000 });

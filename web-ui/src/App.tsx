@@ -5,6 +5,7 @@ import {
   MiniMap,
   ReactFlow,
   ReactFlowProvider,
+  useKeyPress,
   useReactFlow,
   useStore,
   type ReactFlowState,
@@ -164,6 +165,9 @@ function Editor() {
 
   const onConnect = useCallback((c: Connection) => useEditor.getState().connect(c), []);
 
+  // While Space is held a drag pans from anywhere, a node too (React Flow's pan key pans from
+  // the canvas; a node that cannot be dragged lets the pan through).
+  const spaceHeld = useKeyPress('Space');
   // Alt+drag duplicates (ComfyUI): where the dragged nodes started, so that at the drop they go
   // back there and their copies stay where they were dropped.
   const altDrag = useRef<Map<string, { x: number; y: number }> | null>(null);
@@ -317,6 +321,7 @@ function Editor() {
             onConnectStart={onConnectStart}
             onConnectEnd={onConnectEnd}
             isValidConnection={isValidConnection}
+            nodesDraggable={!spaceHeld}
             onNodeDragStart={onNodeDragStart}
             onNodeDragStop={onNodeDragStop}
             onSelectionDragStart={onSelectionDragStart}
