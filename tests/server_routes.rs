@@ -448,11 +448,9 @@ async fn runs_queue_execute_list_and_refuse_deleting_finished_ones() {
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_workflow");
 }
 
-#[tokio::test]
-async fn a_queued_run_moves_in_the_queue_and_a_front_run_is_taken_first() {
-    let f = Fixture::new();
-    // A long run on the committed tiny model keeps the scheduler busy while runs queued
-    // behind it are moved.
+/// Starts a long run on the committed tiny model, which keeps the scheduler busy while runs
+/// queued behind it wait; returns its id once it runs.
+async fn start_long_run(f: &Fixture) -> u64 {
     std::fs::copy(
         weft_test_support::repo_root().join("workflows/txt2img.yaml"),
         f.path("workflows/txt2img.yaml"),
@@ -472,7 +470,7 @@ async fn a_queued_run_moves_in_the_queue_and_a_front_run_is_taken_first() {
             .call(Method::GET, &format!("/api/runs/{long}"), None)
             .await;
         if run["status"] == "running" {
-            break;
+            return long;
         }
         assert!(
             run["status"] == "queued" && std::time::Instant::now() < deadline,
@@ -480,6 +478,60 @@ async fn a_queued_run_moves_in_the_queue_and_a_front_run_is_taken_first() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_sweep_queued_at_the_front_goes_ahead_of_the_waiting_runs_in_cell_order() {
+    let f = Fixture::new();
+    let long = start_long_run(&f).await;
+    let mut waiting = Vec::new();
+    for value in [1, 2, 3] {
+        let (status, queued) = f
+            .post(
+                "/api/runs",
+                json!({"workflow": "chain", "set": {"a.value": value}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        waiting.push(queued["id"].as_u64().unwrap());
+    }
+    let sweep = |values: Vec<i64>, front: bool| {
+        let server = &f;
+        async move {
+            let (status, queued) = server
+                .post(
+                    "/api/runs",
+                    json!({"workflow": "chain", "sweep": {"axes": {"a.value": values}}, "front": front}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+            serde_json::from_value::<Vec<u64>>(queued["runs"].clone()).unwrap()
+        }
+    };
+    // More cells than runs waiting (the waiting runs move), then fewer (the cells move).
+    let first = sweep(vec![10, 20, 30, 40], true).await;
+    let queue = |f: &Fixture| f.state.store.queued(100).unwrap().0;
+    assert_eq!(queue(&f), [&first[..], &waiting[..]].concat());
+    let second = sweep(vec![50, 60], true).await;
+    assert_eq!(queue(&f), [&second[..], &first[..], &waiting[..]].concat());
+    // Without `front` a sweep goes to the back, as before.
+    let last = sweep(vec![70], false).await;
+    assert_eq!(
+        queue(&f),
+        [&second[..], &first[..], &waiting[..], &last[..]].concat()
+    );
+    for id in queue(&f).into_iter().chain([long]) {
+        let (status, cancelled) = f
+            .call(Method::POST, &format!("/api/runs/{id}/cancel"), None)
+            .await;
+        assert!(status.is_success(), "{status}: {cancelled}");
+    }
+}
+
+#[tokio::test]
+async fn a_queued_run_moves_in_the_queue_and_a_front_run_is_taken_first() {
+    let f = Fixture::new();
+    let long = start_long_run(&f).await;
     let mut waiting = Vec::new();
     for value in [1, 2, 3] {
         let (status, queued) = f

@@ -34,7 +34,7 @@ pub struct CreateBody {
     /// (default 4; 1: every cell alone). Each cell is still its own run.
     #[serde(default)]
     batch: Option<usize>,
-    /// Queued ahead of every waiting run (not for sweeps: their cells keep their order).
+    /// Queued ahead of every waiting run (a sweep's runs all of them, in their order).
     #[serde(default)]
     front: bool,
 }
@@ -325,7 +325,8 @@ fn checked_workflow(state: &AppState, body: CreateBody) -> ApiResult<Checked> {
             cells.push(workflow);
         }
         let batch = body.batch.unwrap_or(super::sweeps::DEFAULT_BATCH);
-        return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells, batch)
+        let front = body.front;
+        return super::sweeps::enqueue(state, name.as_deref(), target, &plan, cells, batch, front)
             .map(Checked::Sweep);
     }
     let workflow =

@@ -16,7 +16,7 @@ use weft_engine::{Diagnostic, Workflow};
 
 use super::error::{ApiError, ApiResult};
 use super::hub::Hub;
-use super::store::{NewSweep, RunStore, SweepRecord};
+use super::store::{NewSweep, QueuePlace, RunStore, StoreResult, SweepRecord};
 use super::{now_ms, AppState};
 
 /// Reads the `sweep` of a request (`{"mode"?, "axes": {...}}`) into the workflow's sweep
@@ -80,6 +80,7 @@ pub fn enqueue(
     plan: &SweepPlan,
     cells: Vec<Workflow>,
     batch: usize,
+    front: bool,
 ) -> ApiResult<Response> {
     let axes: serde_json::Map<String, Json_> = plan
         .axes
@@ -103,6 +104,9 @@ pub fn enqueue(
         .store
         .enqueue_sweep(name, target, &new, now_ms())
         .map_err(|e| ApiError::internal("queueing a sweep", e))?;
+    if front {
+        to_front(state, &runs).map_err(|e| ApiError::internal("queueing a sweep in front", e))?;
+    }
     for group in plan.batches(&state.registry, batch) {
         if let [first, others @ ..] = group.cells.as_slice() {
             if let (false, Some(run)) = (others.is_empty(), runs.get(*first)) {
@@ -145,6 +149,30 @@ pub fn enqueue(
     )
         .into_response())
 }
+
+/// Puts a sweep's runs (queued last, in cell order) ahead of the runs that were waiting,
+/// keeping their order. Before the scheduler is woken, as `runs::submit` does for one run; a
+/// run claimed or cancelled meanwhile is simply no longer moved. Whichever side is shorter
+/// moves: the waiting runs each to the back, or the sweep's runs, last first, each to the front
+/// (every move rewrites the keys of the runs it passes).
+fn to_front(state: &AppState, runs: &[u64]) -> StoreResult<()> {
+    let ours: std::collections::HashSet<u64> = runs.iter().copied().collect();
+    let (queue, _) = state.store.queued(runs.len() + MOVED_AHEAD_AT_MOST)?;
+    let waiting: Vec<u64> = queue.into_iter().filter(|id| !ours.contains(id)).collect();
+    if waiting.len() < runs.len() && waiting.len() < MOVED_AHEAD_AT_MOST {
+        for &id in &waiting {
+            state.store.move_queued(id, QueuePlace::Back)?;
+        }
+    } else {
+        for &id in runs.iter().rev() {
+            state.store.move_queued(id, QueuePlace::Front)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many waiting runs `to_front` reads to decide which side to move.
+const MOVED_AHEAD_AT_MOST: usize = 10_000;
 
 /// A sweep's status from its cells': running while any runs or waits (queued if none has
 /// started), then failed if any failed, cancelled if any was cancelled, else succeeded.

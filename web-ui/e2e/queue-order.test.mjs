@@ -85,3 +85,50 @@ test('a waiting run moves up, down and to the front; Ctrl+Shift+Enter queues in 
   for (const id of [a, c, b]) await page.locator(`[data-testid="queue-run-${id}"] [data-testid="history-cancel"]`).click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
 });
+
+test('a waiting run is dragged onto another waiting run: above or below it, as dropped', async () => {
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="copies-count"]').fill('4');
+  await page.locator('[data-testid="queue-copies"]').click();
+  await page.waitForFunction(() => window.__weftRun.getState().queue.queued.length === 3, null, { timeout: 60_000 });
+  // The panel lists the runs once it has read them (a moment after the queue event under load).
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 4, null, { timeout: 60_000 });
+  const [running, a, b, c] = await panelIds();
+  await panelShows([running, a, b, c]);
+  const row = (id) => page.locator(`[data-testid="queue-run-${id}"]`);
+  // Onto the upper half of a's row: c goes before a.
+  await row(c).dragTo(row(a), { sourcePosition: { x: 30, y: 8 }, targetPosition: { x: 30, y: 2 } });
+  await panelShows([running, c, a, b]);
+  // Onto the lower half of b's row: c goes after b.
+  const box = await row(b).boundingBox();
+  await row(c).dragTo(row(b), { sourcePosition: { x: 30, y: 8 }, targetPosition: { x: 30, y: box.height - 2 } });
+  await panelShows([running, a, b, c]);
+  assert.deepEqual(await page.evaluate(() => window.__weftRun.getState().queue.queued), [a, b, c]);
+  // The running run is no drop target and cannot be dragged.
+  assert.equal(await row(running).getAttribute('draggable'), null);
+  for (const id of [running, a, b, c]) await row(id).locator('[data-testid="history-cancel"]').click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
+});
+
+test('the sweep panel queues a sweep at the front: its cells ahead of the waiting runs, in cell order', async () => {
+  await open(page, 'queue-order');
+  await page.locator('[data-testid="history-toggle"]').click();
+  await page.locator('[data-testid="copies-count"]').fill('2');
+  await page.locator('[data-testid="queue-copies"]').click();
+  await page.waitForFunction(() => { const q = window.__weftRun.getState().queue; return q.running != null && q.queued.length === 1; }, null, { timeout: 60_000 });
+  const { running, queued: [waiting] } = await page.evaluate(() => window.__weftRun.getState().queue);
+  await panelShows([running, waiting]);
+  await page.locator('[data-testid="sweep-toggle"]').click();
+  await page.locator('[data-testid="sweep-add"]').click();
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-node"]').selectOption('sample');
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-input"]').selectOption('seed');
+  await page.locator('[data-testid="sweep-axis-0"] [data-testid="sweep-values"]').fill('1, 2, 3');
+  await page.locator('[data-testid="sweep-queue-front"]').click();
+  await page.waitForFunction(() => window.__weftSweep.getState().view?.cells.length === 3, null, { timeout: 60_000 });
+  const cells = await page.evaluate(() => window.__weftSweep.getState().view.cells.map((c) => c.run));
+  assert.equal(await status(running), 'running', 'the first copy still runs');
+  await panelShows([running, ...cells, waiting]);
+  for (const id of [running, ...cells, waiting]) await page.locator(`[data-testid="queue-run-${id}"] [data-testid="history-cancel"]`).click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue-panel"] [data-testid^="queue-run-"]').length === 0, null, { timeout: 60_000 });
+});

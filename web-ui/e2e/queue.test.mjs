@@ -102,6 +102,16 @@ test('a past run opens back onto the canvas as it ran, with its images; Ctrl+Z g
   const src = await page.locator(`${node('save')} img.wn-result`).first().getAttribute('src');
   assert.match(src, new RegExp(`/api/outputs/${run}/`));
   await shot(page, 'queue-open-past-run');
+  // Each past run's row is one line at the panel's 300 px: Open beside the run's number, not under it.
+  const rows = await page.$$eval('[data-testid^="history-run-"] > .h-line', (lines) =>
+    lines.map((l) => {
+      const id = l.querySelector('span').getBoundingClientRect();
+      const open = l.querySelector('[data-testid="history-open"]').getBoundingClientRect();
+      return { text: l.textContent, sameLine: open.top < id.bottom && open.bottom > id.top };
+    }),
+  );
+  assert.ok(rows.length > 0);
+  for (const r of rows) assert.ok(r.sameLine, `Open wrapped onto a second line: ${r.text}`);
   // Undo goes back to the file's values.
   await page.locator('[data-testid="canvas"]').click({ position: { x: 5, y: 300 } });
   await page.keyboard.press('Control+z');

@@ -97,3 +97,127 @@ test('Ctrl+Shift+S saves the canvas under a new name', async () => {
   assert.ok(existsSync(savedAs), 'keys-copy.yaml written');
   assert.match(readFileSync(savedAs, 'utf8'), /steps: 5000/);
 });
+
+/** The node's ids, links as `from.output>to.input`, and whether `id` is collapsed. */
+const graph = () => page.evaluate(() => {
+  const s = window.__weft.getState();
+  return {
+    ids: s.nodes.map((n) => n.id),
+    links: s.edges.map((e) => `${e.source}.${e.sourceHandle}>${e.target}.${e.targetHandle}`),
+    at: Object.fromEntries(s.nodes.map((n) => [n.id, [Math.round(n.position.x), Math.round(n.position.y)]])),
+    collapsed: s.nodes.filter((n) => n.data.look?.collapsed).map((n) => n.id),
+  };
+});
+const select = async (id) => {
+  await focusCanvas();
+  await page.locator(`${node(id)} .wn-head`).click();
+};
+
+test('Ctrl+Shift+V pastes keeping the links from nodes not copied; Ctrl+V does not', async () => {
+  await open(page, 'keys');
+  await select('positive');
+  await page.keyboard.press('Control+c');
+  const before = await graph();
+  await page.mouse.move(700, 700);
+  await page.keyboard.press('Control+Shift+V');
+  const kept = await graph();
+  const copy = kept.ids.find((id) => !before.ids.includes(id));
+  assert.ok(copy, `a pasted node (ids ${kept.ids})`);
+  assert.ok(kept.links.includes(`model.text_encoder>${copy}.encoder`), `the copy is fed by model: ${kept.links}`);
+  await page.mouse.move(900, 750);
+  await page.keyboard.press('Control+v');
+  const plain = await graph();
+  const second = plain.ids.find((id) => !kept.ids.includes(id));
+  assert.ok(second, 'Ctrl+V pasted too');
+  assert.ok(!plain.links.some((l) => l.endsWith(`>${second}.encoder`)), `Ctrl+V keeps no outside link: ${plain.links}`);
+});
+
+test('Ctrl+X deletes a node and joins the links through it where the types fit', async () => {
+  await open(page, 'keys');
+  assert.ok((await graph()).links.includes('sample.latent>decode.latent'));
+  await select('sample');
+  await page.keyboard.press('Control+x');
+  const g = await graph();
+  assert.ok(!g.ids.includes('sample'), 'sample deleted');
+  assert.ok(g.links.includes('latent.latent>decode.latent'), `decode is fed by the sampler's latent input: ${g.links}`);
+  await page.keyboard.press('Control+z');
+  assert.ok((await graph()).links.includes('sample.latent>decode.latent'), 'one undo brings it back');
+});
+
+test('Alt+drag leaves the original in place and drops a copy', async () => {
+  await open(page, 'keys');
+  const before = await graph();
+  const head = await page.locator(`${node('latent')} .wn-head`).boundingBox();
+  const x = head.x + 20;
+  const y = head.y + head.height / 2;
+  await page.keyboard.down('Alt');
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  await page.mouse.move(x + 60, y + 80, { steps: 4 });
+  await page.mouse.move(x + 120, y + 160, { steps: 6 });
+  await page.mouse.up();
+  await page.keyboard.up('Alt');
+  const g = await graph();
+  const copy = g.ids.find((id) => !before.ids.includes(id));
+  assert.ok(copy, `a copy was made (ids ${g.ids})`);
+  assert.deepEqual(g.at.latent, before.at.latent, 'the original stays where it was');
+  assert.ok(g.at[copy][1] > before.at.latent[1] + 40, `the copy is where it was dropped: ${g.at[copy]} vs ${before.at.latent}`);
+  assert.ok(g.links.includes('latent.latent>sample.latent'), 'the original keeps its link');
+  assert.ok(!g.links.some((l) => l.startsWith(`${copy}.`)), 'the copy has no outside link');
+  // Without Alt a drag only moves.
+  const moved = await page.locator(`${node('latent')} .wn-head`).boundingBox();
+  await page.mouse.move(moved.x + 20, moved.y + moved.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(moved.x + 20, moved.y + moved.height / 2 + 100, { steps: 6 });
+  await page.mouse.up();
+  const after = await graph();
+  assert.equal(after.ids.length, g.ids.length, 'a plain drag copies nothing');
+  assert.notDeepEqual(after.at.latent, before.at.latent);
+});
+
+test('Space+drag pans without opening the search; Space alone still opens it', async () => {
+  await open(page, 'keys');
+  const viewport = () => page.locator('.react-flow__viewport').evaluate((el) => new DOMMatrix(getComputedStyle(el).transform).e);
+  const x0 = await viewport();
+  await focusCanvas();
+  const pane = await page.locator('[data-testid="canvas"]').boundingBox();
+  await page.keyboard.down('Space');
+  await page.mouse.move(pane.x + 40, pane.y + 300);
+  await page.mouse.down();
+  await page.mouse.move(pane.x + 140, pane.y + 300, { steps: 5 });
+  await page.mouse.move(pane.x + 240, pane.y + 300, { steps: 5 });
+  await page.mouse.up();
+  await page.keyboard.up('Space');
+  await page.waitForTimeout(200);
+  assert.equal(await page.locator('.palette').count(), 0, 'no search after Space+drag');
+  const x1 = await viewport();
+  assert.ok(Math.abs(x1 - x0 - 200) < 20, `panned by the drag: ${x0} -> ${x1}`);
+  // Started on a node, Space+drag pans too, and the node stays where it was in the file.
+  const at = (await graph()).at.latent;
+  const head = await page.locator(`${node('latent')} .wn-head`).boundingBox();
+  await page.keyboard.down('Space');
+  await page.mouse.move(head.x + 30, head.y + head.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(head.x + 130, head.y + head.height / 2, { steps: 5 });
+  await page.mouse.move(head.x + 230, head.y + head.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.keyboard.up('Space');
+  await page.waitForTimeout(200);
+  assert.deepEqual((await graph()).at.latent, at, 'the node did not move');
+  const x2 = await viewport();
+  assert.ok(Math.abs(x2 - x1 - 200) < 20, `panned from the node: ${x1} -> ${x2}`);
+  assert.equal(await page.locator('.palette').count(), 0, 'no search after Space+drag');
+  await focusCanvas();
+  await page.keyboard.press('Space');
+  await page.locator('.palette input').waitFor({ timeout: 10_000 });
+  await page.keyboard.press('Escape');
+});
+
+test('H collapses the selected node and opens it again, as Alt+C', async () => {
+  await open(page, 'keys');
+  await select('latent');
+  await page.keyboard.press('h');
+  assert.deepEqual((await graph()).collapsed, ['latent']);
+  await page.keyboard.press('h');
+  assert.deepEqual((await graph()).collapsed, []);
+});

@@ -5,6 +5,7 @@ import {
   MiniMap,
   ReactFlow,
   ReactFlowProvider,
+  useKeyPress,
   useReactFlow,
   useStore,
   type ReactFlowState,
@@ -181,7 +182,22 @@ function Editor() {
 
   const onConnect = useCallback((c: Connection) => useEditor.getState().connect(c), []);
 
-  const onNodeDragStart = useCallback(() => useEditor.getState().checkpoint(), []);
+  // While Space is held a drag pans from anywhere, a node too (React Flow's pan key pans from
+  // the canvas; a node that cannot be dragged lets the pan through).
+  const spaceHeld = useKeyPress('Space');
+  // Alt+drag duplicates (ComfyUI): where the dragged nodes started, so that at the drop they go
+  // back there and their copies stay where they were dropped.
+  const altDrag = useRef<Map<string, { x: number; y: number }> | null>(null);
+  const onNodeDragStart = useCallback((e: { altKey: boolean }, _n: GNode, dragged: GNode[]) => {
+    useEditor.getState().checkpoint();
+    altDrag.current = e.altKey ? new Map(dragged.map((n) => [n.id, { ...n.position }])) : null;
+  }, []);
+  const onNodeDragStop = useCallback(() => {
+    const starts = altDrag.current;
+    altDrag.current = null;
+    if (starts) useEditor.getState().copyDragged(starts);
+  }, []);
+  const onSelectionDragStart = useCallback((e: React.MouseEvent, dragged: GNode[]) => onNodeDragStart(e, dragged[0], dragged), [onNodeDragStart]);
 
   const openPalette = useCallback(() => {
     const b = wrap.current?.getBoundingClientRect();
@@ -201,20 +217,23 @@ function Editor() {
     [palette],
   );
 
+  /** The mouse in flow coordinates when it is over the canvas (where a paste lands). */
+  const mouseOnCanvas = useCallback(() => {
+    const b = wrap.current?.getBoundingClientRect();
+    const p = mouse.current;
+    const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
+    return inside ? rf.screenToFlowPosition(p) : undefined;
+  }, [rf]);
   const canvasKeys: CanvasKeys = useMemo(
     () => ({
-      paste: () => {
-        const b = wrap.current?.getBoundingClientRect();
-        const p = mouse.current;
-        const inside = b && p.x >= b.left && p.x <= b.right && p.y >= b.top && p.y <= b.bottom;
-        useEditor.getState().paste(inside ? rf.screenToFlowPosition(p) : undefined);
-      },
+      paste: () => useEditor.getState().paste(mouseOnCanvas()),
+      pasteWithInputs: () => useEditor.getState().paste(mouseOnCanvas(), true),
       search: () => openPalette(),
       fit: () => rf.fitView({ padding: 0.15, maxZoom: 1, duration: 0 }),
       toggleHistory: () => setShowHistory((v) => !v),
       toggleHelp: () => setShowHelp((v) => !v),
     }),
-    [openPalette, rf],
+    [openPalette, rf, mouseOnCanvas],
   );
   useShortcuts(canvasKeys, !!palette);
 
@@ -332,8 +351,11 @@ function Editor() {
             onConnectStart={onConnectStart}
             onConnectEnd={onConnectEnd}
             isValidConnection={isValidConnection}
+            nodesDraggable={!spaceHeld}
             onNodeDragStart={onNodeDragStart}
-            onSelectionDragStart={onNodeDragStart}
+            onNodeDragStop={onNodeDragStop}
+            onSelectionDragStart={onSelectionDragStart}
+            onSelectionDragStop={onNodeDragStop}
             onPaneContextMenu={onPaneContextMenu}
             onNodeContextMenu={onNodeContextMenu}
             onEdgeContextMenu={onEdgeContextMenu}

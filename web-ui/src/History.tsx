@@ -7,7 +7,7 @@ import { cancelRunById, queueCopies } from './live';
 import { forgetShownRun, staleNodes, useRunStore, type NodeRunState } from './runstore';
 import { useEditor } from './store';
 import { openRunImages } from './ImageViewer';
-import { QueueMove } from './QueueMove';
+import { QueueMove, queueDrag } from './QueueMove';
 import { inQueueOrder } from './queueorder';
 
 const LIVE = new Set(['queued', 'running']);
@@ -84,7 +84,14 @@ export function History({ onClose, openFile }: { onClose: () => void; openFile: 
       </div>
       <div data-testid="queue-panel">
         {waiting.map((r) => (
-          <div className="h-line h-live" key={r.id} data-testid={`queue-run-${r.id}`} data-status={r.status}>
+          <div
+            className="h-line h-live"
+            key={r.id}
+            data-testid={`queue-run-${r.id}`}
+            data-status={r.status}
+            title={r.status === 'queued' ? 'drag onto another waiting run to move it there' : undefined}
+            {...queueDrag(r.id, r.status === 'queued')}
+          >
             <span>#{r.id}</span>
             <span className={`st st-${r.status}`}>{r.status}</span>
             <span className="muted">{r.workflow_name ?? 'canvas'}</span>
@@ -107,13 +114,17 @@ export function History({ onClose, openFile }: { onClose: () => void; openFile: 
           <div className="h-line">
             <span>#{r.id}</span>
             <span className={`st st-${r.status}`}>{r.status}</span>
-            <span className="muted">{r.workflow_name ?? ''}</span>
+            <span className="muted" title={r.workflow_name ?? undefined}>
+              {r.workflow_name ?? ''}
+            </span>
             {r.sweep && (
               <span className="muted" title={Object.entries(r.sweep.values).map(([k, v]) => `${k} = ${v}`).join('\n')} data-testid="history-sweep">
                 sweep {r.sweep.id} · cell {r.sweep.cell + 1}
               </span>
             )}
-            <span className="muted">{when(r.finished_at ?? r.queued_at)}</span>
+            <span className="muted h-when" title={when(r.finished_at ?? r.queued_at, true)}>
+              {when(r.finished_at ?? r.queued_at)}
+            </span>
             <span className="grow" />
             <button
               className="btn small"
@@ -198,8 +209,11 @@ function sameGraph(a: WorkflowDoc, b: WorkflowDoc): boolean {
   return ka.length === Object.keys(b.nodes).length && ka.every((k) => k in b.nodes) && staleNodes(a, b).size === 0;
 }
 
-function when(t?: string | number): string {
+/** A run's time: hours and minutes in the row (it must fit the 300 px panel beside the name and
+ * Open), the date and seconds too in its tooltip (`full`). */
+function when(t: string | number | undefined, full = false): string {
   if (t == null) return '';
   const d = typeof t === 'number' ? new Date(t < 1e12 ? t * 1000 : t) : new Date(t);
-  return Number.isNaN(d.getTime()) ? String(t) : d.toLocaleTimeString();
+  if (Number.isNaN(d.getTime())) return String(t);
+  return full ? d.toLocaleString() : d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
 }

@@ -4,7 +4,7 @@
 import { useEffect } from 'react';
 import type { Diagnostic } from './api';
 import { useRunStore } from './runstore';
-import { SHORTCUTS } from './shortcuts';
+import { GESTURES, SHORTCUTS } from './shortcuts';
 import { useEditor } from './store';
 
 /** Where a double-click on subgraph nodes led: each file before is a step back. */
@@ -143,7 +143,7 @@ export function Help({ onClose }: { onClose: () => void }) {
       <h3>Keys</h3>
       <table>
         <tbody>
-          {SHORTCUTS.map((s) => (
+          {[...SHORTCUTS, ...GESTURES].map((s) => (
             <tr key={s.keys}>
               <td>
                 <kbd>{s.keys}</kbd>
@@ -153,7 +153,7 @@ export function Help({ onClose }: { onClose: () => void }) {
           ))}
         </tbody>
       </table>
-      <p>Keys act on the canvas, not while you type in a field (save and run keys work anywhere). Shift+drag or Ctrl+click selects.</p>
+      <p>Keys act on the canvas, not while you type in a field (save and run keys work anywhere).</p>
     </div>
   );
 }

@@ -114,6 +114,15 @@ export function SweepPanel({ onClose }: { onClose: () => void }) {
       <button className="btn primary" data-testid="sweep-queue" disabled={check.cells == null} onClick={() => void queueSweep()}>
         ▶ Queue sweep{check.cells != null ? ` (${check.cells})` : ''}
       </button>
+      <button
+        className="btn"
+        data-testid="sweep-queue-front"
+        disabled={check.cells == null}
+        onClick={() => void queueSweep(true)}
+        title="queue the sweep ahead of the runs already waiting (its cells keep their order)"
+      >
+        ⤒ Front
+      </button>
       <SweepResults />
     </aside>
   );

@@ -238,8 +238,9 @@ export const api = {
   /** One run with `"node.input": value` overrides (the file by name keeps its name in the history). */
   runWith: (workflow: WorkflowDoc | string, set: Record<string, Constant>) =>
     call<{ id: number }>('POST', '/api/runs', { workflow, set }),
-  sweep: (workflow: WorkflowDoc | string, sweep: SweepSection) =>
-    call<SweepQueued>('POST', '/api/runs', { workflow, sweep }),
+  /** `front`: every cell ahead of the runs already waiting, in cell order. */
+  sweep: (workflow: WorkflowDoc | string, sweep: SweepSection, front = false) =>
+    call<SweepQueued>('POST', '/api/runs', { workflow, sweep, ...(front ? { front } : {}) }),
   sweepDetail: (id: string) => call<SweepDetail>('GET', `/api/sweeps/${encodeURIComponent(id)}`),
   cancelSweep: (id: string) => call<unknown>('POST', `/api/sweeps/${encodeURIComponent(id)}/cancel`),
   runs: (limit = 30) => call<{ runs: RunDetail[] }>('GET', `/api/runs?limit=${limit}`).then((r) => r.runs),

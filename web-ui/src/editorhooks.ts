@@ -65,6 +65,8 @@ export function useStartup(openFile: (name: string) => Promise<void>, opened: ()
 export interface CanvasKeys {
   /** Pastes at the mouse when it is over the canvas. */
   paste: () => void;
+  /** Ctrl+Shift+V: the same, keeping the pasted nodes' links from nodes not copied. */
+  pasteWithInputs: () => void;
   search: () => void;
   fit: () => void;
   toggleHistory: () => void;
@@ -79,6 +81,7 @@ export interface CanvasKeys {
 export function useShortcuts(canvas: CanvasKeys, blocked: boolean) {
   useEffect(() => {
     const ed = () => useEditor.getState();
+    let space: 'idle' | 'armed' | 'dragged' = 'idle';
     const ctx: ShortcutContext = {
       save: (as) => void (as ? saveAsAsk() : saveOrAsk()),
       queue: () => void queueRun(),
@@ -89,6 +92,12 @@ export function useShortcuts(canvas: CanvasKeys, blocked: boolean) {
       copy: () => ed().copy(),
       selectAll: () => ed().selectAll(),
       deleteSelected: () => ed().deleteSelected(),
+      dissolveSelected: () => ed().dissolveSelected(),
+      // Space opens the search when it is released, unless the mouse was pressed meanwhile
+      // (Space+drag pans: React Flow's pan key; ComfyUI's and Blender's habit).
+      searchOnRelease: () => {
+        if (space === 'idle') space = 'armed';
+      },
       bypass: () => ed().toggleMode('bypass'),
       mute: () => ed().toggleMode('mute'),
       group: () => ed().groupSelected(),
@@ -101,7 +110,21 @@ export function useShortcuts(canvas: CanvasKeys, blocked: boolean) {
       const typing = el.closest('input, textarea, select, [contenteditable]') !== null;
       runShortcut(e, ctx, typing || blocked || useMaskStore.getState().node !== null || viewerOpen());
     };
+    const onKeyUp = (e: KeyboardEvent) => {
+      if (e.key !== ' ') return;
+      if (space === 'armed') ctx.search();
+      space = 'idle';
+    };
+    const onPointerDown = () => {
+      if (space === 'armed') space = 'dragged';
+    };
     window.addEventListener('keydown', onKey);
-    return () => window.removeEventListener('keydown', onKey);
+    window.addEventListener('keyup', onKeyUp);
+    window.addEventListener('pointerdown', onPointerDown, true);
+    return () => {
+      window.removeEventListener('keydown', onKey);
+      window.removeEventListener('keyup', onKeyUp);
+      window.removeEventListener('pointerdown', onPointerDown, true);
+    };
   }, [canvas, blocked]);
 }

@@ -221,3 +221,25 @@ describe('bypass and mute', () => {
     expect(back.nodes.plain).toEqual({ type: 'Int', value: 1 });
   });
 });
+
+describe('a file without a layout', () => {
+  it('places its nodes in columns by depth, each right of what feeds it, below the nodes it placed', () => {
+    const d: WorkflowDoc = {
+      weft: 1,
+      nodes: {
+        show: { type: 'ShowInt', value: '$sum.sum' },
+        sum: { type: 'AddInt', a: '$a.value', b: '$b.value' },
+        a: { type: 'Int', value: 1 },
+        b: { type: 'Int', value: 2 },
+        placed: { type: 'Int', value: 3 },
+      },
+      layout: { placed: [100, 50] },
+    };
+    const at = Object.fromEntries(docToGraph(d).nodes.map((n) => [n.id, [n.position.x, n.position.y]]));
+    expect(at.placed).toEqual([100, 50]);
+    expect(at.a).toEqual([0, 350]);
+    expect(at.b).toEqual([0, 650]);
+    expect(at.sum).toEqual([320, 350]);
+    expect(at.show).toEqual([640, 350]);
+  });
+});

@@ -59,7 +59,7 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
   const nodes: GNode[] = [];
   const edges: GEdge[] = [];
   const ids = Object.keys(doc.nodes ?? {});
-  ids.forEach((id, i) => {
+  ids.forEach((id) => {
     const raw = doc.nodes[id] ?? {};
     const values: Record<string, Constant> = {};
     let mode: NodeMode | undefined;
@@ -89,7 +89,7 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
     nodes.push({
       id,
       type: 'weft',
-      position: at ? { x: at[0], y: at[1] } : { x: (i % 6) * 320, y: Math.floor(i / 6) * 260 },
+      position: at ? { x: at[0], y: at[1] } : { x: 0, y: 0 },
       data: {
         kind: String(raw.type ?? ''),
         values,
@@ -99,7 +99,43 @@ export function docToGraph(doc: WorkflowDoc): { nodes: GNode[]; edges: GEdge[] }
       },
     });
   });
+  placeUnlaid(nodes, edges, (id) => doc.layout?.[id] != null);
   return { nodes, edges };
+}
+
+/** Horizontal and vertical steps between nodes placed for a file without a layout. */
+const COLUMN_STEP = 320;
+const ROW_STEP = 300;
+
+/**
+ * Places the nodes a file gives no position (a library subgraph written by hand, say) in columns
+ * by depth, each after every node feeding it, so that links run left to right and not under
+ * the nodes of one long row; below any nodes the file did place.
+ */
+export function placeUnlaid(nodes: GNode[], edges: GEdge[], laid: (id: string) => boolean) {
+  const unlaid = nodes.filter((n) => !laid(n.id));
+  if (unlaid.length === 0) return;
+  const feeders = new Map<string, string[]>();
+  for (const e of edges) feeders.set(e.target, [...(feeders.get(e.target) ?? []), e.source]);
+  const depth = new Map<string, number>();
+  const depthOf = (id: string, seen: Set<string>): number => {
+    const known = depth.get(id);
+    if (known != null) return known;
+    if (seen.has(id)) return 0; // a cycle (refused elsewhere): stop here
+    seen.add(id);
+    const d = Math.max(-1, ...(feeders.get(id) ?? []).map((f) => depthOf(f, seen))) + 1;
+    depth.set(id, d);
+    return d;
+  };
+  const laidBottom = Math.max(-ROW_STEP, ...nodes.filter((n) => laid(n.id)).map((n) => n.position.y));
+  const top = laidBottom + ROW_STEP;
+  const rows = new Map<number, number>();
+  for (const n of unlaid) {
+    const column = depthOf(n.id, new Set());
+    const row = rows.get(column) ?? 0;
+    rows.set(column, row + 1);
+    n.position = { x: column * COLUMN_STEP, y: top + row * ROW_STEP };
+  }
 }
 
 export function graphToDoc(

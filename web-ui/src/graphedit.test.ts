@@ -3,7 +3,7 @@ import type { NodeType, WorkflowDoc } from './api';
 import { titleFor } from './address';
 import { mergedWithDisk } from './merge';
 import type { GEdge, GNode } from './graph';
-import { checkpointed, copied, HISTORY, MERGE_EDITS_MS, pasted, redone, undone, withModeToggled, withNodeAdded, withSelectionDeleted, type Undoable } from './graphedit';
+import { checkpointed, copied, HISTORY, MERGE_EDITS_MS, pasted, redone, undone, withDragCopied, withModeToggled, withNodeAdded, withSelectionDeleted, withSelectionDissolved, type Undoable } from './graphedit';
 import { graphFromDoc } from './graphslice';
 import { emptySweep } from './sweep';
 
@@ -96,6 +96,18 @@ describe('copy and paste', () => {
     expect(new Set(second.nodes.map((n) => n.id)).size).toBe(7);
   });
 
+  it('keeps the links from nodes not copied only when asked (Ctrl+Shift+V), while their source is there', () => {
+    const clip = copied(nodes, edges);
+    expect(clip.inputs!.map((e) => e.id)).toEqual(['a:latent']);
+    const plain = pasted(nodes, edges, clip, { x: 0, y: 0 })!;
+    expect(plain.edges).toHaveLength(2 + 1);
+    const kept = pasted(nodes, edges, clip, { x: 0, y: 0 }, true)!;
+    const copyOfA = kept.nodes[3].id;
+    expect(kept.edges.slice(2).map((e) => `${e.source}>${e.target}.${e.targetHandle}`)).toEqual([`${copyOfA}>${kept.nodes[4].id}.latent`, `c>${copyOfA}.latent`]);
+    const withoutC = pasted([nodes[0], nodes[1]], [edges[0]], clip, { x: 0, y: 0 }, true)!;
+    expect(withoutC.edges).toHaveLength(2);
+  });
+
   it('pastes nothing from an empty clipboard', () => {
     expect(pasted(nodes, edges, { nodes: [], edges: [] })).toBeNull();
   });
@@ -151,6 +163,43 @@ describe('delete the selection', () => {
     expect(left.nodes.map((n) => n.id)).toEqual(['b', 'c']);
     expect(left.edges.map((e) => e.id)).toEqual(['c:z']);
     expect(withSelectionDeleted([node('b', 0, 0)], [link('b', 'c', 'z')])).toBeNull();
+  });
+});
+
+describe('delete and reconnect (Ctrl+X)', () => {
+  // Types are the handles' names here: a link fits when its output and input have the same name.
+  const fits = (l: GEdge, sofar: GEdge[]) => l.sourceHandle === l.targetHandle && !sofar.some((e) => e.id === l.id);
+  const typed = (source: string, out: string, target: string, input: string): GEdge => ({ id: `${target}:${input}`, source, sourceHandle: out, target, targetHandle: input });
+
+  it('joins each link out of the deleted nodes to a link into them whose type fits, through chains', () => {
+    const nodes = [node('src', 0, 0), node('mid', 0, 0, true), node('mid2', 0, 0, true), node('dst', 0, 0), node('img', 0, 0)];
+    nodes[1].data.order = ['image', 'latent'];
+    const edges = [
+      typed('img', 'image', 'mid', 'image'),
+      typed('src', 'latent', 'mid', 'latent'),
+      typed('mid', 'latent', 'mid2', 'latent'),
+      typed('mid2', 'latent', 'dst', 'latent'),
+      typed('mid2', 'mask', 'dst', 'mask'),
+    ];
+    const d = withSelectionDissolved(nodes, edges, fits)!;
+    expect(d.nodes.map((n) => n.id)).toEqual(['src', 'dst', 'img']);
+    expect(d.edges.map((e) => `${e.source}.${e.sourceHandle}>${e.target}.${e.targetHandle}`)).toEqual(['src.latent>dst.latent']);
+    expect(d.joined).toHaveLength(1);
+    // Plain delete leaves dst unfed.
+    expect(withSelectionDeleted(nodes, edges)!.edges).toHaveLength(0);
+    expect(withSelectionDissolved([node('a', 0, 0)], [], fits)).toBeNull();
+  });
+});
+
+describe('Alt+drag', () => {
+  it('puts the dragged nodes back and leaves selected copies, with their inner links only, where they were dropped', () => {
+    const nodes = [node('a', 500, 500, true), node('b', 600, 500, true), node('c', 0, 0)];
+    const edges = [link('a', 'b', 'latent'), link('c', 'a', 'latent')];
+    const d = withDragCopied(nodes, edges, new Map([['a', { x: 100, y: 100 }], ['b', { x: 200, y: 100 }]]))!;
+    expect(d.nodes.slice(0, 3).map((n) => [n.id, n.position.x, !!n.selected])).toEqual([['a', 100, false], ['b', 200, false], ['c', 0, false]]);
+    expect(d.added.map((n) => [n.position.x, n.position.y, n.selected])).toEqual([[500, 500, true], [600, 500, true]]);
+    expect(d.edges.slice(2).map((e) => `${e.source}>${e.target}`)).toEqual([`${d.added[0].id}>${d.added[1].id}`]);
+    expect(withDragCopied(nodes, edges, new Map())).toBeNull();
   });
 });
 

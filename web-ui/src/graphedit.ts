@@ -1,7 +1,7 @@
 // The graph slice's edits as pure functions (state in, changes out): undo history, paste, add a
 // node, bypass/mute. The store (graphslice.ts) applies what they return; graphedit.test.ts tests them.
 import type { NodeType } from './api';
-import { cloneNodes, defaultValues, freshId, type GEdge, type GNode, type NodeMode } from './graph';
+import { cloneNodes, defaultValues, edgeId, freshId, type GEdge, type GNode, type NodeMode } from './graph';
 import type { GroupBox } from './groupbox';
 import type { Reroutes } from './reroutes';
 import type { SweepDraft } from './sweep';
@@ -34,6 +34,8 @@ export const MERGE_EDITS_MS = 1500;
 export interface Clipboard {
   nodes: GNode[];
   edges: GEdge[];
+  /** Links into the copied nodes from nodes not copied (Ctrl+Shift+V keeps them). */
+  inputs?: GEdge[];
 }
 
 const snapshotOf = (s: Snapshot): Snapshot => ({ nodes: s.nodes, edges: s.edges, sweep: s.sweep, groups: s.groups, reroutes: s.reroutes });
@@ -71,22 +73,97 @@ const deselected = (nodes: GNode[]) => nodes.map((n) => (n.selected ? { ...n, se
  * and right of the originals; the pasted nodes are the selection. Also the clipboard for the next
  * paste: without a point, the next lands a step further, not on top of this one.
  */
-export function pasted(nodes: GNode[], edges: GEdge[], clip: Clipboard, at?: { x: number; y: number }): { nodes: GNode[]; edges: GEdge[]; clipboard: Clipboard } | null {
+export function pasted(
+  nodes: GNode[],
+  edges: GEdge[],
+  clip: Clipboard,
+  at?: { x: number; y: number },
+  keepInputs = false,
+): { nodes: GNode[]; edges: GEdge[]; clipboard: Clipboard } | null {
   if (clip.nodes.length === 0) return null;
   const minX = Math.min(...clip.nodes.map((n) => n.position.x));
   const minY = Math.min(...clip.nodes.map((n) => n.position.y));
   const dx = at ? at.x - minX : 40;
   const dy = at ? at.y - minY : 40;
   const fresh = cloneNodes(clip.nodes, clip.edges, new Set(nodes.map((n) => n.id)), dx, dy);
+  // Ctrl+Shift+V: the copies are fed by the same outside nodes as the originals, where those are
+  // still on the canvas (cloneNodes keeps the clipboard's order, so the i-th copy is of the i-th node).
+  const kept: GEdge[] = [];
+  if (keepInputs) {
+    const copyOf = new Map(clip.nodes.map((n, i) => [n.id, fresh.nodes[i].id]));
+    const present = new Set(nodes.map((n) => n.id));
+    for (const e of clip.inputs ?? []) {
+      const target = copyOf.get(e.target);
+      if (target && present.has(e.source)) kept.push({ ...e, id: edgeId(target, e.targetHandle), target, selected: false });
+    }
+  }
   const clipboard = at ? clip : { ...clip, nodes: clip.nodes.map((n) => ({ ...n, position: { x: n.position.x + 40, y: n.position.y + 40 } })) };
-  return { nodes: [...deselected(nodes), ...fresh.nodes], edges: [...edges, ...fresh.edges], clipboard };
+  return { nodes: [...deselected(nodes), ...fresh.nodes], edges: [...edges, ...fresh.edges, ...kept], clipboard };
 }
 
 /** The selected nodes and the links between them (what Ctrl+C copies). */
 export function copied(nodes: GNode[], edges: GEdge[]): Clipboard {
   const chosen = nodes.filter((n) => n.selected);
   const ids = new Set(chosen.map((n) => n.id));
-  return { nodes: chosen, edges: edges.filter((e) => ids.has(e.source) && ids.has(e.target)) };
+  return {
+    nodes: chosen,
+    edges: edges.filter((e) => ids.has(e.source) && ids.has(e.target)),
+    inputs: edges.filter((e) => !ids.has(e.source) && ids.has(e.target)),
+  };
+}
+
+/**
+ * Alt+drag: the dragged nodes go back where the drag started (`starts`), and copies of them (with
+ * the links among them, none from outside, as ComfyUI's Alt+drag) stay where they were dropped,
+ * selected. Null when none of `starts` is on the canvas.
+ */
+export function withDragCopied(nodes: GNode[], edges: GEdge[], starts: Map<string, { x: number; y: number }>): { nodes: GNode[]; edges: GEdge[]; added: GNode[] } | null {
+  const dragged = nodes.filter((n) => starts.has(n.id) && n.type === 'weft');
+  if (dragged.length === 0) return null;
+  const fresh = cloneNodes(dragged, edges, new Set(nodes.map((n) => n.id)), 0, 0);
+  const back = nodes.map((n) => {
+    const at = starts.get(n.id);
+    return at ? { ...n, position: at, selected: false } : n.selected ? { ...n, selected: false } : n;
+  });
+  return { nodes: [...back, ...fresh.nodes], edges: [...edges, ...fresh.edges], added: fresh.nodes };
+}
+
+/**
+ * Ctrl+X: the selection deleted, and each link that left it joined to a link that entered it where
+ * `fits` allows (types, no cycle): the downstream input gets the first input of the deleted nodes
+ * (in their input order, through chains of deleted nodes) whose source fits. Null when nothing goes.
+ */
+export function withSelectionDissolved(
+  nodes: GNode[],
+  edges: GEdge[],
+  fits: (link: GEdge, edgesSoFar: GEdge[]) => boolean,
+): { nodes: GNode[]; edges: GEdge[]; joined: GEdge[] } | null {
+  const left = withSelectionDeleted(nodes, edges);
+  if (!left) return null;
+  const gone = new Set(nodes.filter((n) => n.selected).map((n) => n.id));
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const order = (e: GEdge) => byId.get(e.target)?.data.order?.indexOf(e.targetHandle) ?? 0;
+  /** The links from kept nodes that reach `id` through deleted nodes, nearest first. */
+  const feeding = (id: string, seen: Set<string>): GEdge[] => {
+    if (seen.has(id)) return [];
+    seen.add(id);
+    const into = edges.filter((e) => e.target === id).sort((a, b) => order(a) - order(b));
+    return into.flatMap((e) => (gone.has(e.source) ? feeding(e.source, seen) : [e]));
+  };
+  let kept = left.edges;
+  const joined: GEdge[] = [];
+  for (const out of edges) {
+    if (!gone.has(out.source) || gone.has(out.target)) continue;
+    for (const from of feeding(out.source, new Set())) {
+      const link: GEdge = { ...out, id: edgeId(out.target, out.targetHandle), source: from.source, sourceHandle: from.sourceHandle, selected: false };
+      if (fits(link, kept)) {
+        kept = [...kept, link];
+        joined.push(link);
+        break;
+      }
+    }
+  }
+  return { nodes: left.nodes, edges: kept, joined };
 }
 
 /** Copies of the selected nodes (and the links between them) beside them, selected. */

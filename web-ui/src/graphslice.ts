@@ -5,7 +5,7 @@ import type { StateCreator } from 'zustand';
 import { applyEdgeChanges, applyNodeChanges, type Connection, type EdgeChange, type NodeChange } from '@xyflow/react';
 import type { Appearance, Constant, NodeType, WorkflowDoc } from './api';
 import { cleanLook, docToGraph, edgeId, graphToDoc, linkProblem, type GEdge, type GNode, type NodeMode } from './graph';
-import { checkpointed, copied, duplicated, pasted, redone, undone, withModeToggled, withNodeAdded, withSelectionDeleted, type Clipboard, type Snapshot } from './graphedit';
+import { checkpointed, copied, duplicated, pasted, redone, undone, withDragCopied, withModeToggled, withNodeAdded, withSelectionDeleted, withSelectionDissolved, type Clipboard, type Snapshot } from './graphedit';
 import { boxAround, DEFAULT_GROUP_COLOUR, type GroupBox } from './groupbox';
 import { estimateNodeSize } from './nodesize';
 import { viaReroute, withInputRouted, withRerouteAdded, withRerouteMoved, withRerouteRemoved, type Reroutes } from './reroutes';
@@ -70,8 +70,13 @@ export interface GraphSlice {
   undo: () => void;
   redo: () => void;
   copy: () => void;
-  paste: (at?: { x: number; y: number }) => void;
+  /** `keepInputs` (Ctrl+Shift+V): the pasted nodes keep their links from nodes not copied. */
+  paste: (at?: { x: number; y: number }, keepInputs?: boolean) => void;
   deleteSelected: () => void;
+  /** Ctrl+X: deletes the selection and joins the links through it where the types fit. */
+  dissolveSelected: () => void;
+  /** Alt+drag ended: the dragged nodes go back to `starts`, their copies stay where dropped. */
+  copyDragged: (starts: Map<string, { x: number; y: number }>) => void;
   /** Sets a title, colour or collapse on nodes (an empty title or colour removes it). */
   setLook: (ids: string[], patch: Appearance) => void;
   /** Alt+C: collapses the selected nodes to their headers (opens them when all are collapsed). */
@@ -351,12 +356,31 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
     if (n) s.say(`copied ${n} node${n > 1 ? 's' : ''}`);
   },
 
-  paste: (at) => {
+  paste: (at, keepInputs) => {
     const s = get();
     if (!s.clipboard || s.clipboard.nodes.length === 0) return;
     s.checkpoint();
-    const p = pasted(s.nodes, s.edges, s.clipboard, at);
+    const p = pasted(s.nodes, s.edges, s.clipboard, at, keepInputs);
     if (p) set({ ...p, dirty: true });
+  },
+
+  copyDragged: (starts) => {
+    const s = get();
+    // The drag's start already made the undo step: undo takes back the move and the copy at once.
+    const d = withDragCopied(s.nodes, s.edges, starts);
+    if (!d) return;
+    set({ nodes: d.nodes, edges: d.edges, dirty: true });
+    s.say(`copied ${d.added.length} node${d.added.length > 1 ? 's' : ''}: ${d.added.map((x) => x.id).join(', ')}`);
+  },
+
+  dissolveSelected: () => {
+    const s = get();
+    const byId = new Map(s.nodes.map((n) => [n.id, n]));
+    const d = withSelectionDissolved(s.nodes, s.edges, (link, edgesSoFar) => linkProblem(s.catalogue, byId, edgesSoFar, link) === null);
+    if (!d) return;
+    s.checkpoint();
+    set({ nodes: d.nodes, edges: d.edges, dirty: true });
+    if (d.joined.length) s.say(`reconnected ${d.joined.map((e) => `${e.source}.${e.sourceHandle} → ${e.target}.${e.targetHandle}`).join(', ')}`);
   },
 
   duplicateSelected: () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { inQueueOrder, stepMove } from './queueorder';
+import { dropMove, inQueueOrder, stepMove } from './queueorder';
 
 describe('queue order', () => {
   const runs = [
@@ -25,5 +25,16 @@ describe('queue order', () => {
     expect(stepMove(order, 9, 'front')).toBeNull();
     expect(stepMove(order, 5, 1)).toBeNull();
     expect(stepMove(order, 4, 1)).toBeNull();
+  });
+
+  it('drops a run above or below another, and nowhere when it is there already', () => {
+    const order = [1, 2, 3, 4];
+    expect(dropMove(order, 4, 2, false)).toEqual({ before: 2 });
+    expect(dropMove(order, 1, 3, true)).toEqual({ after: 3 });
+    expect(dropMove(order, 2, 3, false)).toBeNull();
+    expect(dropMove(order, 3, 2, true)).toBeNull();
+    expect(dropMove(order, 2, 2, true)).toBeNull();
+    expect(dropMove(order, 9, 2, true)).toBeNull();
+    expect(dropMove(order, 2, 9, true)).toBeNull();
   });
 });

@@ -23,3 +23,14 @@ export function stepMove(order: number[], id: number, step: -1 | 1 | 'front'): Q
   if (next < 0 || next >= order.length) return null;
   return step < 0 ? { before: order[next] } : { after: order[next] };
 }
+
+/** The move that drops queued run `id` on the row of queued run `onto`, above it or (`below`)
+ * under it; null when that is where it is already, or either is not queued. */
+export function dropMove(order: number[], id: number, onto: number, below: boolean): QueuePlace | null {
+  const from = order.indexOf(id);
+  const at = order.indexOf(onto);
+  if (from < 0 || at < 0 || id === onto) return null;
+  // Where it lands among the others: it is there already when its neighbour on that side is `onto`.
+  if (below ? order[from - 1] === onto : order[from + 1] === onto) return null;
+  return below ? { after: onto } : { before: onto };
+}

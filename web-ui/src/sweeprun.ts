@@ -64,8 +64,9 @@ export function currentCheck() {
   return checkSweep(ed.sweep, ed.sweepContext());
 }
 
-/** Queues the panel's sweep of the canvas: one run a cell, in cell order. */
-export async function queueSweep(): Promise<boolean> {
+/** Queues the panel's sweep of the canvas: one run a cell, in cell order (`front`: all of them
+ * ahead of the runs already waiting). */
+export async function queueSweep(front = false): Promise<boolean> {
   const ed = useEditor.getState();
   const check = currentCheck();
   if (check.cells == null) {
@@ -76,7 +77,7 @@ export async function queueSweep(): Promise<boolean> {
   // The saved file by name when the canvas is the file (the history then names it); else the canvas.
   const workflow: WorkflowDoc | string = ed.name && !ed.dirty && !ed.broken ? ed.name : ed.doc();
   try {
-    const r = await api.sweep(workflow, sweep);
+    const r = await api.sweep(workflow, sweep, front);
     useSweepStore.setState({
       open: null,
       view: {
@@ -90,7 +91,7 @@ export async function queueSweep(): Promise<boolean> {
         workflow: ed.name,
       },
     });
-    ed.say(`queued a sweep of ${r.cells.length} cell${r.cells.length === 1 ? '' : 's'}`);
+    ed.say(`queued a sweep of ${r.cells.length} cell${r.cells.length === 1 ? '' : 's'}${front ? ' at the front of the queue' : ''}`);
     // A cell may have started (or finished) before this answer was read.
     replayEarly(r.cells.map((c) => c.run));
     void refreshSweep();
