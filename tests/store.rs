@@ -274,6 +274,34 @@ fn a_restart_interrupts_what_was_running(b: &dyn Backend) {
     assert!(s.interrupt_running(21).unwrap().is_empty());
 }
 
+fn the_running_runs_are_found_however_old(b: &dyn Backend) {
+    let s = b.open();
+    assert!(s.running(10).unwrap().is_empty());
+    let old = s.enqueue(None, "{}", None, 1).unwrap();
+    let second = s.enqueue(None, "{}", None, 2).unwrap();
+    let finishes = s.enqueue(None, "{}", None, 3).unwrap();
+    for _ in 0..3 {
+        s.claim_next(10).unwrap().unwrap();
+    }
+    assert!(s
+        .finish(finishes, &finished(RunStatus::Succeeded, 11))
+        .unwrap());
+    // More newer runs than ComfyUI's /interrupt used to look through (1,000), none running.
+    for i in 0..1_200 {
+        let id = s.enqueue(None, "{}", None, 20 + i).unwrap();
+        if i % 2 == 0 {
+            assert!(s.cancel_queued(id, 30).unwrap());
+        }
+    }
+    assert_eq!(s.running(10).unwrap(), vec![old, second], "oldest first");
+    assert_eq!(s.running(1).unwrap(), vec![old]);
+    assert_eq!(
+        b.open().running(10).unwrap(),
+        vec![old, second],
+        "another connection sees the same"
+    );
+}
+
 fn sweeps_queue_atomically_and_compose_once(b: &dyn Backend) {
     let s = b.open();
     let before = s.enqueue(None, "{}", None, 1).unwrap();
@@ -510,6 +538,7 @@ suite!(
     records_read_back_as_written,
     cancel_only_while_queued,
     a_restart_interrupts_what_was_running,
+    the_running_runs_are_found_however_old,
     sweeps_queue_atomically_and_compose_once,
     comfy_prompts_live_next_to_their_runs,
     concurrent_claims_take_each_run_once,

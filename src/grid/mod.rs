@@ -144,6 +144,11 @@ pub fn compose(layout: &GridLayout, images: &[Option<PathBuf>]) -> Result<RgbIma
             None => None,
         });
     }
+    compose_images(layout, &loaded)
+}
+
+/// Composes the sheet from images already read (a fleet's come from its outputs storage).
+pub fn compose_images(layout: &GridLayout, loaded: &[Option<RgbImage>]) -> Result<RgbImage> {
     let cell_w = loaded
         .iter()
         .flatten()
@@ -236,6 +241,19 @@ pub fn compose(layout: &GridLayout, images: &[Option<PathBuf>]) -> Result<RgbIma
         }
     }
     Ok(canvas)
+}
+
+/// The composed sheet as PNG bytes.
+pub fn png(layout: &GridLayout, loaded: &[Option<RgbImage>]) -> Result<Vec<u8>> {
+    let canvas = compose_images(layout, loaded)?;
+    let mut bytes = Vec::new();
+    canvas
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .context("encoding the grid as PNG")?;
+    Ok(bytes)
 }
 
 /// Composes the sheet and writes it as a PNG at `path` (its folder made if needed).

@@ -368,7 +368,12 @@ fn keep_leases(claims: Arc<LeaseClaims>, queue: Arc<Queue>, timeout: Duration) {
 
 /// Sends the worker's hub messages to every API server (NOTIFY on `EVENTS_CHANNEL`), but
 /// `run_finished`, which goes with the run's record (`PgStore::finish_leased`).
-fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
+fn forward_events(
+    store: PgStore,
+    hub: &Hub,
+    forwarded: Arc<Forwarded>,
+    outputs: Arc<super::outputs::WorkerOutputs>,
+) {
     let mut messages = hub.subscribe();
     std::thread::Builder::new()
         .name("weft-forward".into())
@@ -395,7 +400,10 @@ fn forward_events(store: PgStore, hub: &Hub, forwarded: Arc<Forwarded>) {
                         }
                         // Each API server sends its own `queue` messages.
                         ServerEvent::Queue { .. } | ServerEvent::RunFinished { .. } => {}
-                        _ => batch.push(message.fit(MAX_PAYLOAD)),
+                        event => {
+                            outputs.before_sending(event);
+                            batch.push(message.fit(MAX_PAYLOAD))
+                        }
                     }
                     if batch.len() >= NOTIFY_BATCH {
                         batch.send();
@@ -545,7 +553,16 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
     device.set_preview_every(args.preview_every);
     let hub = Arc::new(Hub::new(65_536));
     let forwarded = Arc::new(Forwarded::default());
-    forward_events(PgStore::open(url.reveal())?, &hub, forwarded.clone());
+    let outputs = Arc::new(super::outputs::WorkerOutputs::open(
+        args.outputs.as_deref(),
+        &roots.outputs,
+    )?);
+    forward_events(
+        PgStore::open(url.reveal())?,
+        &hub,
+        forwarded.clone(),
+        outputs.clone(),
+    );
     let claims = Arc::new(LeaseClaims {
         store: store.clone(),
         worker: name.clone(),
@@ -559,10 +576,14 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         hub: hub.clone(),
         forwarded,
     });
-    let (scheduled, outputs_place) =
-        super::outputs::worker_claims(args.outputs.as_deref(), claims.clone(), &roots.outputs)?;
-    let queue =
-        queue::start_scheduler(store.clone(), scheduled, hub, device, roots.outputs.clone());
+    let queue = queue::start_scheduler(
+        store.clone(),
+        outputs.claims(claims.clone()),
+        hub,
+        device,
+        roots.outputs.clone(),
+        outputs.shared.clone(),
+    );
     {
         let (claims, queue) = (claims.clone(), queue.clone());
         std::thread::Builder::new()
@@ -613,7 +634,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         "weft worker: {name} takes runs from {} (models {}, outputs {}, lease {:.0} s)",
         store.place(),
         roots.models,
-        outputs_place,
+        outputs.place,
         lease_timeout.as_secs_f64()
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -145,6 +145,8 @@ pub struct Server {
     pub queue: Arc<Queue>,
     /// Where runs' images are read from (`/api/outputs`, ComfyUI's `/view`).
     pub outputs: Arc<dyn outputs::OutputStore>,
+    /// The same store for blocking code (composing a sweep's grid after a cancel).
+    pub blocking_outputs: Arc<outputs::BlockingOutputs>,
     /// How the LoadImage node names a file in the inputs folder (relative to the working folder
     /// when the inputs folder is under it).
     pub inputs_ref: PathBuf,
@@ -210,8 +212,16 @@ impl Server {
         let worker = DeviceWorker::start(registry.clone(), executor);
         worker.set_preview_every(config.preview_every);
         let hub = Arc::new(Hub::new(config.client_buffer));
-        let queue = queue::start(store.clone(), hub.clone(), worker, roots.outputs.clone());
-        let outputs = Arc::new(outputs::FolderOutputs::new(roots.outputs.clone()));
+        let outputs = Arc::new(outputs::BlockingOutputs::new(Arc::new(
+            outputs::FolderOutputs::new(roots.outputs.clone()),
+        ))?);
+        let queue = queue::start(
+            store.clone(),
+            hub.clone(),
+            worker,
+            roots.outputs.clone(),
+            outputs.clone(),
+        );
         Self::assemble(
             config,
             roots,
@@ -255,6 +265,7 @@ impl Server {
             None => Arc::new(outputs::FolderOutputs::new(roots.outputs.clone())),
         };
         eprintln!("weft serve: runs' images are read from {}", outputs.place());
+        let outputs = Arc::new(outputs::BlockingOutputs::new(outputs)?);
         Self::assemble(
             config,
             roots,
@@ -271,12 +282,12 @@ impl Server {
         roots: Roots,
         registry: Arc<Registry>,
         store: Arc<dyn RunStore>,
-        (hub, queue, outputs): (Arc<Hub>, Arc<Queue>, Arc<dyn outputs::OutputStore>),
+        (hub, queue, blocking_outputs): (Arc<Hub>, Arc<Queue>, Arc<outputs::BlockingOutputs>),
         device: String,
     ) -> Result<AppState> {
         let comfy = comfy::Comfy::start(
             &config,
-            roots.outputs.clone(),
+            blocking_outputs.clone(),
             device,
             store.clone(),
             &hub,
@@ -304,7 +315,8 @@ impl Server {
             store,
             hub,
             queue,
-            outputs,
+            outputs: blocking_outputs.store().clone(),
+            blocking_outputs,
             inputs_ref,
             write_lock: Mutex::new(()),
             parsed: Mutex::new(std::collections::HashMap::new()),

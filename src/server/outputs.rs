@@ -3,9 +3,10 @@
 //! `object_store` crate (`--outputs s3://bucket/prefix` on a fleet's workers and API servers,
 //! docs/scaling.md). Files are named by a key relative to the outputs root, `<run>/<file>`
 //! (a SaveImage prefix may add folders) or `sweeps/<id>/grid.png`; every part is a plain name.
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -374,6 +375,45 @@ impl OutputsSetting {
     }
 }
 
+/// An output store for plain threads (the scheduler composing a sweep's grid, ComfyUI's
+/// translator reading a SaveImageWebsocket image, a worker storing its runs' files): each
+/// request runs to its end on a small runtime of its own.
+pub struct BlockingOutputs {
+    store: Arc<dyn OutputStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl BlockingOutputs {
+    pub fn new(store: Arc<dyn OutputStore>) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weft-outputs")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("starting the outputs' runtime: {e}"))?;
+        Ok(Self { store, runtime })
+    }
+
+    /// The store for async callers.
+    pub fn store(&self) -> &Arc<dyn OutputStore> {
+        &self.store
+    }
+
+    /// Runs one of the store's requests to its end. Not from inside an async task (a plain
+    /// thread or `spawn_blocking`).
+    pub fn wait<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(request)
+    }
+
+    pub fn get(&self, key: &str) -> OutputResult<Bytes> {
+        self.wait(self.store.get(key))
+    }
+
+    pub fn put(&self, key: &str, bytes: Bytes) -> OutputResult<()> {
+        self.wait(self.store.put(key, bytes))
+    }
+}
+
 /// The local files of run folder `run` under `root`, as keys (`<run>/<file>`) and paths.
 pub fn local_files(root: &Path, run: &str) -> OutputResult<Vec<(String, PathBuf)>> {
     let local = FolderOutputs::new(root.to_path_buf());
@@ -389,54 +429,58 @@ pub fn local_files(root: &Path, run: &str) -> OutputResult<Vec<(String, PathBuf)
         .collect())
 }
 
+/// What a fleet worker stored of its runs' files ahead of their end, so the end stores them
+/// once: each run's `output` files, stored before the event goes out (a SaveImageWebsocket
+/// image is read from the bucket by the API server that relays the event).
+#[derive(Default)]
+struct StoredEarly(Mutex<HashSet<String>>);
+
+impl StoredEarly {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A fleet worker's claims when its outputs go to an object store: the worker renders into
 /// its own outputs folder as always, and a run's files are stored when it finishes, before its
 /// record and its `run_finished` (so a client told it finished finds its images). A re-claimed
 /// run's stored files are deleted first, so what a dead worker stored never shows up beside
 /// the new run's files (runs are deterministic: the new files have the same names and bytes).
-pub struct PublishingClaims {
+struct PublishingClaims {
     inner: Arc<dyn Claims>,
     /// The worker's own outputs folder, where its runs write.
     local: PathBuf,
-    store: Arc<dyn OutputStore>,
-    /// Drives the store's requests from the (synchronous) scheduler thread.
-    runtime: tokio::runtime::Runtime,
+    bucket: Arc<BlockingOutputs>,
+    early: Arc<StoredEarly>,
+}
+
+/// Reads the file `key` of the worker's outputs folder `local`.
+fn read_local(local: &Path, key: &str) -> OutputResult<Bytes> {
+    let path = key_parts(key)?
+        .iter()
+        .fold(local.to_path_buf(), |p, part| p.join(part));
+    std::fs::read(&path)
+        .map(Bytes::from)
+        .map_err(|e| OutputError::Storage {
+            doing: format!("reading {}", path.display()),
+            place: local.display().to_string(),
+            cause: e.to_string(),
+        })
 }
 
 impl PublishingClaims {
-    pub fn new(
-        inner: Arc<dyn Claims>,
-        local: PathBuf,
-        store: Arc<dyn OutputStore>,
-    ) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("weft-outputs")
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow::anyhow!("starting the outputs' runtime: {e}"))?;
-        Ok(Self {
-            inner,
-            local,
-            store,
-            runtime,
-        })
-    }
-
-    /// Stores every file of the run's local folder; how many.
+    /// Stores every file of the run's local folder not stored yet; how many.
     fn publish(&self, id: u64) -> OutputResult<usize> {
         let files = local_files(&self.local, &id.to_string())?;
-        self.runtime.block_on(async {
-            for (key, path) in &files {
-                let bytes = std::fs::read(path).map_err(|e| OutputError::Storage {
-                    doing: format!("reading {}", path.display()),
-                    place: self.local.display().to_string(),
-                    cause: e.to_string(),
-                })?;
-                self.store.put(key, Bytes::from(bytes)).await?;
+        let early = std::mem::take(&mut *self.early.lock());
+        let mut stored = 0;
+        for (key, _) in &files {
+            if !early.contains(key) {
+                self.bucket.put(key, read_local(&self.local, key)?)?;
+                stored += 1;
             }
-            Ok(files.len())
-        })
+        }
+        Ok(stored)
     }
 }
 
@@ -444,8 +488,9 @@ impl Claims for PublishingClaims {
     fn claim(&self) -> StoreResult<Option<RunRecord>> {
         let run = self.inner.claim()?;
         if let Some(run) = &run {
+            self.early.lock().clear();
             let folder = run.id.to_string();
-            if let Err(e) = self.runtime.block_on(self.store.delete_run(&folder)) {
+            if let Err(e) = self.bucket.wait(self.bucket.store().delete_run(&folder)) {
                 eprintln!(
                     "weft worker: run {}: cannot delete what an earlier try stored: {e}",
                     run.id
@@ -490,23 +535,91 @@ impl Claims for PublishingClaims {
     }
 }
 
-/// What a fleet worker's scheduler claims through, and where its outputs go (for its log):
-/// with `--outputs s3://…`, its lease claims wrapped to store each run's files in the bucket
-/// (checked reachable now); without, the lease claims themselves and its outputs folder.
-pub fn worker_claims(
-    setting: Option<&str>,
-    leases: Arc<dyn Claims>,
-    local: &Path,
-) -> anyhow::Result<(Arc<dyn Claims>, String)> {
-    let Some(text) = setting.filter(|t| !t.trim().is_empty()) else {
-        return Ok((leases, local.display().to_string()));
-    };
-    let setting = OutputsSetting::parse(text).map_err(anyhow::Error::msg)?;
-    let bucket = Arc::new(setting.open()?);
-    let claims = PublishingClaims::new(leases, local.to_path_buf(), bucket.clone())?;
-    claims.runtime.block_on(bucket.check())?;
-    let place = format!("{} (rendered in {})", bucket.place(), local.display());
-    Ok((Arc::new(claims), place))
+/// A fleet worker's outputs: the storage every machine reads (the shared folder, which is the
+/// worker's own, or with `--outputs s3://…` a bucket its runs' files are copied to).
+pub struct WorkerOutputs {
+    /// Where every machine's finished runs are: sweeps' grids are composed from it.
+    pub shared: Arc<BlockingOutputs>,
+    /// The bucket, with `--outputs`.
+    bucket: Option<Arc<BlockingOutputs>>,
+    /// The worker's outputs folder, where its runs render.
+    local: PathBuf,
+    early: Arc<StoredEarly>,
+    /// For the worker's log.
+    pub place: String,
+}
+
+impl WorkerOutputs {
+    /// With `--outputs s3://…` (`setting`), the bucket, checked reachable now; without, the
+    /// worker's outputs folder `local`.
+    pub fn open(setting: Option<&str>, local: &Path) -> anyhow::Result<Self> {
+        let early = Arc::new(StoredEarly::default());
+        let Some(text) = setting.filter(|t| !t.trim().is_empty()) else {
+            let folder = Arc::new(FolderOutputs::new(local.to_path_buf()));
+            return Ok(Self {
+                shared: Arc::new(BlockingOutputs::new(folder)?),
+                bucket: None,
+                local: local.to_path_buf(),
+                early,
+                place: local.display().to_string(),
+            });
+        };
+        let setting = OutputsSetting::parse(text).map_err(anyhow::Error::msg)?;
+        let opened = Arc::new(setting.open()?);
+        let bucket = Arc::new(BlockingOutputs::new(opened.clone())?);
+        bucket.wait(opened.check())?;
+        Ok(Self {
+            shared: bucket.clone(),
+            bucket: Some(bucket),
+            local: local.to_path_buf(),
+            early,
+            place: format!("{} (rendered in {})", opened.place(), local.display()),
+        })
+    }
+
+    /// What the worker's scheduler claims through: with a bucket, the lease claims wrapped to
+    /// store each run's files in it; without, the lease claims themselves.
+    pub fn claims(&self, leases: Arc<dyn Claims>) -> Arc<dyn Claims> {
+        match &self.bucket {
+            Some(bucket) => Arc::new(PublishingClaims {
+                inner: leases,
+                local: self.local.clone(),
+                bucket: bucket.clone(),
+                early: self.early.clone(),
+            }),
+            None => leases,
+        }
+    }
+
+    /// Called with each event before it goes to the API servers: a run's new output file is
+    /// stored in the bucket first, so an API server that reads it on the event (ComfyUI's
+    /// SaveImageWebsocket frame) finds it. Images travel through the storage, not NOTIFY.
+    pub fn before_sending(&self, event: &ServerEvent) {
+        let Some(bucket) = &self.bucket else {
+            // A shared folder: the file is there already.
+            return;
+        };
+        let ServerEvent::Output {
+            run,
+            path,
+            cached: false,
+            ..
+        } = event
+        else {
+            return;
+        };
+        // A cached node's file is an earlier run's, stored when that run finished.
+        if !path.starts_with(&format!("{run}/")) {
+            return;
+        }
+        match read_local(&self.local, path).and_then(|bytes| bucket.put(path, bytes)) {
+            Ok(()) => {
+                self.early.lock().insert(path.clone());
+            }
+            // Stored at the run's end instead (or the run fails saying why).
+            Err(e) => eprintln!("weft worker: run {run}: storing {path} early: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

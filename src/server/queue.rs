@@ -18,6 +18,7 @@ use weft_engine::{CancelToken, Event, RunStatus, Workflow};
 use super::events::{Broadcast, ServerEvent};
 use super::hub::Hub;
 use super::now_ms;
+use super::outputs::BlockingOutputs;
 use super::store::{Finished, RunRecord, RunState, RunStore, StoreResult};
 
 /// How many queued ids a `queue` message lists (the count is always given in full).
@@ -177,9 +178,10 @@ pub fn start(
     hub: Arc<Hub>,
     worker: DeviceWorker,
     outputs_root: std::path::PathBuf,
+    outputs: Arc<BlockingOutputs>,
 ) -> Arc<Queue> {
     let claims = Arc::new(LocalClaims(store.clone()));
-    start_scheduler(store, claims, hub, worker, outputs_root)
+    start_scheduler(store, claims, hub, worker, outputs_root, outputs)
 }
 
 /// A queue whose runs execute elsewhere (a fleet's API server): handlers enqueue into the
@@ -224,12 +226,15 @@ fn spawn_notifier(store: Arc<dyn RunStore>, hub: Arc<Hub>, queue: Arc<Queue>) {
 }
 
 /// Starts the scheduler thread taking runs through `claims`; it lives as long as the process.
+/// Runs render into `outputs_root`; sweeps' grids are composed from `outputs`, where every
+/// machine's finished runs are (the same folder, or a fleet's bucket).
 pub fn start_scheduler(
     store: Arc<dyn RunStore>,
     claims: Arc<dyn Claims>,
     hub: Arc<Hub>,
     worker: DeviceWorker,
     outputs_root: std::path::PathBuf,
+    outputs: Arc<BlockingOutputs>,
 ) -> Arc<Queue> {
     let (queue, rx) = new_queue(None, Some(worker.remote()));
     spawn_notifier(store.clone(), hub.clone(), queue.clone());
@@ -245,6 +250,7 @@ pub fn start_scheduler(
                         hub: &hub,
                         worker: &worker,
                         queue: &shared,
+                        outputs: &outputs,
                     };
                     execute(place, &outputs_root, run)
                 }
@@ -283,6 +289,7 @@ struct Place<'a> {
     hub: &'a Hub,
     worker: &'a DeviceWorker,
     queue: &'a Queue,
+    outputs: &'a BlockingOutputs,
 }
 
 fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
@@ -292,6 +299,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
         hub,
         worker,
         queue,
+        outputs,
     } = place;
     let id = run.id;
     let cancel = CancelToken::new();
@@ -355,7 +363,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
     }
     hub.send_broadcast(message);
     queue.changed();
-    super::sweeps::run_finished(store, hub, outputs_root, id);
+    super::sweeps::run_finished(store, hub, outputs, id);
 }
 
 fn run_on_worker(

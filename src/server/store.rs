@@ -351,6 +351,9 @@ pub trait RunStore: Send + Sync {
     fn get(&self, id: u64) -> StoreResult<Option<RunRecord>>;
     /// Newest first, ids below `before` when given.
     fn list(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<RunRecord>>;
+    /// Running ids, oldest first (at most `limit`): what a fleet's API server, which runs
+    /// nothing itself, looks at for ComfyUI's `/interrupt` without a prompt id.
+    fn running(&self, limit: usize) -> StoreResult<Vec<u64>>;
     /// Queued ids in run order (at most `limit`) and how many are queued in all.
     fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)>;
     /// Moves a queued run to `place` (see `reordered`), in one transaction; false when the run,

@@ -1,11 +1,9 @@
 //! Sweeps over HTTP: `POST /api/runs` with a `sweep` (or a document with a `sweep:` section)
 //! queues one run per cell in cell order; `GET /api/sweeps/{id}` tells where the cells stand;
 //! `POST /api/sweeps/{id}/cancel` cancels every cell still to finish. When the last cell
-//! finishes, the contact sheet is composed under the outputs folder (`sweeps/{id}/grid.png`)
+//! finishes, the contact sheet is composed from the outputs' storage into it (`sweeps/{id}/grid.png`)
 //! and `sweep_finished` goes out on /ws. `GET /api/sweeps?workflow=NAME` finds the newest
 //! sweep of a workflow file, so a reloaded editor re-attaches its grid viewer.
-use std::path::Path as FsPath;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +14,7 @@ use weft_engine::{Diagnostic, Workflow};
 
 use super::error::{ApiError, ApiResult};
 use super::hub::Hub;
+use super::outputs::{BlockingOutputs, OutputError};
 use super::store::{NewSweep, QueuePlace, RunStore, StoreResult, SweepRecord};
 use super::{now_ms, AppState};
 
@@ -352,7 +351,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         let (store, hub, outputs) = (
             state.store.clone(),
             state.hub.clone(),
-            state.roots.outputs.clone(),
+            state.blocking_outputs.clone(),
         );
         let _ =
             tokio::task::spawn_blocking(move || finish_if_done(&*store, &hub, &outputs, id)).await;
@@ -370,16 +369,20 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
 }
 
 /// After run `run` finished: if it is the last cell of its sweep to finish, composes the grid.
-pub fn run_finished(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, run: u64) {
+pub fn run_finished(store: &dyn RunStore, hub: &Hub, outputs: &BlockingOutputs, run: u64) {
     match store.sweep_of_run(run) {
-        Ok(Some((sweep, _, _))) => finish_if_done(store, hub, outputs_root, sweep),
+        Ok(Some((sweep, _, _))) => finish_if_done(store, hub, outputs, sweep),
         Ok(None) => {}
         Err(e) => eprintln!("weft serve: {e}"),
     }
 }
 
 /// Composes sweep `id`'s grid once every cell has finished, records it and says so on /ws.
-pub fn finish_if_done(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, id: u64) {
+/// The cells' images are read from the outputs' storage, where every machine's finished runs
+/// are (a fleet's cells ran on several workers), and the grid is stored there, so any API
+/// server serves it. Whoever records the last cell composes: a fleet's worker just after its
+/// run's record (its files are stored before it), an API server when a cancel ends a sweep.
+pub fn finish_if_done(store: &dyn RunStore, hub: &Hub, outputs: &BlockingOutputs, id: u64) {
     let record = match store.get_sweep(id) {
         Ok(Some(r)) => r,
         Ok(None) => return,
@@ -391,20 +394,38 @@ pub fn finish_if_done(store: &dyn RunStore, hub: &Hub, outputs_root: &FsPath, id
     if record.grid.is_some() || !is_done(&record) {
         return;
     }
-    let images: Vec<Option<std::path::PathBuf>> = record
+    let images: Vec<Option<image::RgbImage>> = record
         .cells
         .iter()
         .map(|c| {
             let url = first_image(&c.outputs)?;
-            let relative = url.strip_prefix("/api/outputs/")?;
-            let path = outputs_root.join(relative);
-            path.is_file().then_some(path)
+            let key = url.strip_prefix("/api/outputs/")?;
+            match outputs.get(key) {
+                Ok(bytes) => match image::load_from_memory(&bytes) {
+                    Ok(image) => Some(image.to_rgb8()),
+                    Err(e) => {
+                        eprintln!("weft serve: sweep {id}: reading cell image {key}: {e}");
+                        None
+                    }
+                },
+                // A cell whose image is gone is drawn as a grey box, as one that made none.
+                Err(OutputError::NotFound(_)) => None,
+                Err(e) => {
+                    eprintln!("weft serve: sweep {id}: {e}");
+                    None
+                }
+            }
         })
         .collect();
     let relative = format!("sweeps/{id}/grid.png");
     let composed = serde_json::from_value::<crate::grid::GridLayout>(record.layout.clone())
         .map_err(|e| anyhow::anyhow!("the stored layout of sweep {id} does not read: {e}"))
-        .and_then(|layout| crate::grid::write(&layout, &images, &outputs_root.join(&relative)));
+        .and_then(|layout| crate::grid::png(&layout, &images))
+        .and_then(|png| {
+            outputs
+                .put(&relative, png.into())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
     let grid = match composed {
         Ok(()) => match store.set_sweep_grid(id, &relative) {
             Ok(true) => Some(grid_url(&relative)),

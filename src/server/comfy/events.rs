@@ -347,20 +347,15 @@ impl Comfy {
     }
 
     /// A SaveImageWebsocket image to its client, as ComfyUI's node sends it: a binary frame
-    /// while the node is the one executing (the image saved under the outputs is read back).
+    /// while the node is the one executing. The image saved under the outputs is read back
+    /// from their storage (a fleet's worker stores it before its `output` event goes out).
     pub(super) fn send_image(&self, to: Option<&str>, path: &str) {
-        let file = path
-            .split('/')
-            .fold(self.outputs.clone(), |p, part| p.join(part));
-        match std::fs::read(&file) {
+        match self.outputs.get(path) {
             Ok(png) => self.out.send(Arc::new(Outgoing {
                 to: to.map(str::to_string),
                 frame: Frame::Binary(image_frame(&png).into()),
             })),
-            Err(e) => eprintln!(
-                "weft serve: reading {} for SaveImageWebsocket: {e}",
-                file.display()
-            ),
+            Err(e) => eprintln!("weft serve: reading {path} for SaveImageWebsocket: {e}"),
         }
     }
 

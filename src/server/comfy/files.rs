@@ -174,7 +174,9 @@ pub(super) async fn upload_image(State(state): State<AppState>, request: Request
 }
 
 /// `POST /upload/mask`, the mask editor's: the `image` field holds the mask in its alpha; the
-/// image stored is the original (`original_ref`, an input) with that alpha, as ComfyUI does.
+/// image stored is the original (`original_ref`: an input, or an output, which the mask editor
+/// opens from a run's results and which is read from the outputs' storage, a fleet's bucket
+/// included) with that alpha, as ComfyUI does.
 pub(super) async fn upload_mask(State(state): State<AppState>, request: Request) -> Response {
     let form = match read_form(&state, request).await {
         Ok(form) => form,
@@ -186,16 +188,6 @@ pub(super) async fn upload_mask(State(state): State<AppState>, request: Request)
     let name = original["filename"].as_str().unwrap_or("");
     let sub = original["subfolder"].as_str().unwrap_or("");
     let kind = original["type"].as_str().unwrap_or("input");
-    let root = match kind {
-        "input" => &state.roots.inputs,
-        "output" => &state.roots.outputs,
-        _ => {
-            return upload_refused(
-                StatusCode::BAD_REQUEST,
-                "the original must be an input or an output",
-            )
-        }
-    };
     let parts: Vec<&str> = sub
         .split('/')
         .filter(|p| !p.is_empty())
@@ -204,18 +196,45 @@ pub(super) async fn upload_mask(State(state): State<AppState>, request: Request)
     if parts.iter().any(|p| !plain_part(p)) {
         return upload_refused(StatusCode::BAD_REQUEST, "the original needs plain names");
     }
-    let path = parts.iter().fold(root.clone(), |p, part| p.join(part));
-    match path.canonicalize() {
-        Ok(real) if real.starts_with(root) && real.is_file() => {
-            store_form(&state, form, Some(real)).await
+    let no_original = || upload_refused(StatusCode::NOT_FOUND, "no such original image");
+    let original = match kind {
+        "input" => {
+            let root = &state.roots.inputs;
+            let path = parts.iter().fold(root.clone(), |p, part| p.join(part));
+            match path.canonicalize() {
+                Ok(real) if real.starts_with(root) && real.is_file() => {
+                    match tokio::fs::read(&real).await {
+                        Ok(bytes) => Bytes::from(bytes),
+                        Err(_) => return no_original(),
+                    }
+                }
+                _ => return no_original(),
+            }
         }
-        _ => upload_refused(StatusCode::NOT_FOUND, "no such original image"),
-    }
+        "output" => match state.outputs.get(&parts.join("/")).await {
+            Ok(bytes) => bytes,
+            Err(crate::server::outputs::OutputError::Storage { .. }) => {
+                return upload_refused(
+                    StatusCode::BAD_GATEWAY,
+                    "the outputs' storage did not answer; try again",
+                )
+            }
+            Err(_) => return no_original(),
+        },
+        _ => {
+            return upload_refused(
+                StatusCode::BAD_REQUEST,
+                "the original must be an input or an output",
+            )
+        }
+    };
+    store_form(&state, form, Some(original)).await
 }
 
 /// The original image with the mask's alpha (the mask resized to it), as PNG bytes.
-fn apply_mask(original: &FsPath, mask: &[u8]) -> Result<Vec<u8>, String> {
-    let base = image::open(original).map_err(|e| format!("reading the original: {e}"))?;
+fn apply_mask(original: &[u8], mask: &[u8]) -> Result<Vec<u8>, String> {
+    let base =
+        image::load_from_memory(original).map_err(|e| format!("reading the original: {e}"))?;
     let mask = image::load_from_memory(mask).map_err(|e| format!("reading the mask: {e}"))?;
     let mut base = base.to_rgba8();
     let mask = mask
@@ -235,7 +254,7 @@ fn apply_mask(original: &FsPath, mask: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Checks and stores the form's image (masked onto `original` when given).
-async fn store_form(state: &AppState, form: UploadForm, original: Option<PathBuf>) -> Response {
+async fn store_form(state: &AppState, form: UploadForm, original: Option<Bytes>) -> Response {
     let UploadForm {
         image,
         overwrite,

@@ -12,9 +12,11 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, X_CONTENT_TYPE_O
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value as Json_};
 use std::collections::HashMap;
 
+use super::errors::internal;
 use super::files::plain_part;
 use super::userdata;
 use crate::server::AppState;
@@ -527,14 +529,20 @@ pub(super) async fn folder_paths(State(state): State<AppState>) -> Json<Json_> {
     Json(Json_::Object(out))
 }
 
-/// `/internal/files/{input|output}`: the file names there, newest first (as ComfyUI).
+/// Runs whose files `/internal/files/output` lists, newest first.
+const RUNS_LISTED: usize = 100;
+
+/// `/internal/files/{input|output}`: the file names there, newest first (as ComfyUI). weft's
+/// outputs are in one folder per run, so the output names are `RUN/FILE` (the newest
+/// `RUNS_LISTED` runs, newest first), read from the outputs' storage: the folder, or a
+/// fleet's bucket, whose runs an API server's own folder never holds.
 pub(super) async fn internal_files(
     State(state): State<AppState>,
     Path(kind): Path<String>,
 ) -> Response {
     let dir = match kind.as_str() {
         "input" => &state.roots.inputs,
-        "output" => &state.roots.outputs,
+        "output" => return output_files(&state).await,
         _ => return not_found("no such folder"),
     };
     let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
@@ -550,4 +558,30 @@ pub(super) async fn internal_files(
         .collect();
     files.sort_by(|a, b| b.cmp(a));
     Json(json!(files.into_iter().map(|(_, n)| n).collect::<Vec<_>>())).into_response()
+}
+
+async fn output_files(state: &AppState) -> Response {
+    let store = state.store.clone();
+    let runs = match tokio::task::spawn_blocking(move || store.list(None, RUNS_LISTED)).await {
+        Ok(Ok(runs)) => runs,
+        Ok(Err(e)) => return internal(&e.to_string()),
+        Err(e) => return internal(&e.to_string()),
+    };
+    // A few listings at a time: each is a request to a bucket.
+    let folders: Vec<String> = runs.iter().map(|run| run.id.to_string()).collect();
+    let listed: Vec<_> = futures_util::stream::iter(folders.into_iter().map(|folder| {
+        let outputs = state.outputs.clone();
+        async move { outputs.list(&folder).await }
+    }))
+    .buffered(8)
+    .collect()
+    .await;
+    let mut names = Vec::new();
+    for keys in listed {
+        match keys {
+            Ok(keys) => names.extend(keys),
+            Err(e) => return internal(&e.to_string()),
+        }
+    }
+    Json(json!(names)).into_response()
 }

@@ -129,8 +129,9 @@ pub struct Comfy {
     executing: Mutex<Option<(String, String, String)>>,
     /// Serialises the frontend's settings writes (read, merge, write).
     settings_lock: tokio::sync::Mutex<()>,
-    /// The runs' outputs folder (SaveImageWebsocket's images are read back from it).
-    outputs: PathBuf,
+    /// The runs' outputs (SaveImageWebsocket's images are read back from them: on a fleet's
+    /// API server, from the storage the worker put them in before announcing them).
+    outputs: Arc<crate::server::outputs::BlockingOutputs>,
 }
 
 impl Comfy {
@@ -138,7 +139,7 @@ impl Comfy {
     /// socket ring's capacity); prompts are kept in `store`, next to their runs.
     pub fn start(
         config: &super::Config,
-        outputs: PathBuf,
+        outputs: Arc<crate::server::outputs::BlockingOutputs>,
         device: String,
         store: Arc<dyn RunStore>,
         hub: &Hub,

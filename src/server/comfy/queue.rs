@@ -78,9 +78,6 @@ pub(super) async fn post_interrupt(State(state): State<AppState>, body: Bytes) -
     StatusCode::OK
 }
 
-/// Runs a fleet's API server looks through for the oldest running one (newest first).
-const RUNS_LOOKED_AT: usize = 1000;
-
 /// The run `/interrupt` stops, if any runs.
 fn run_to_interrupt(state: &AppState, prompt_id: Option<&str>) -> Option<u64> {
     if let Some(prompt_id) = prompt_id {
@@ -91,13 +88,7 @@ fn run_to_interrupt(state: &AppState, prompt_id: Option<&str>) -> Option<u64> {
     if let Some(running) = state.queue.running() {
         return Some(running);
     }
-    // Nothing runs in this process: on a fleet's API server the runs are the workers'.
-    state
-        .store
-        .list(None, RUNS_LOOKED_AT)
-        .ok()?
-        .into_iter()
-        .filter(|r| r.status == RunState::Running)
-        .map(|r| r.id)
-        .min()
+    // Nothing runs in this process: on a fleet's API server the runs are the workers', and
+    // the store knows which run (a partial index on running runs), however many runs are old.
+    state.store.running(1).ok()?.first().copied()
 }

@@ -629,6 +629,21 @@ impl RunStore for PgStore {
         .collect()
     }
 
+    fn running(&self, limit: usize) -> StoreResult<Vec<u64>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.with("reading the running runs", None, |c| {
+            let ids = c
+                .query(
+                    "SELECT id FROM runs WHERE status = 'running' ORDER BY id LIMIT $1",
+                    &[&limit],
+                )?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect();
+            Ok(ids)
+        })
+    }
+
     fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)> {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.with("reading the queue", None, |c| {

@@ -257,6 +257,20 @@ impl RunStore for SqliteStore {
         rows.into_iter().map(RunRow::into_record).collect()
     }
 
+    fn running(&self, limit: usize) -> StoreResult<Vec<u64>> {
+        self.with("reading the running runs", None, |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM runs WHERE status = 'running' ORDER BY id LIMIT ?1",
+            )?;
+            let ids = stmt
+                .query_map(params![limit.min(i64::MAX as usize) as i64], |r| {
+                    r.get::<_, i64>(0).map(|i| i as u64)
+                })?
+                .collect::<rusqlite::Result<Vec<u64>>>()?;
+            Ok(ids)
+        })
+    }
+
     fn queued(&self, limit: usize) -> StoreResult<(Vec<u64>, usize)> {
         self.with("reading the queue", None, |c| {
             let total: i64 = c
