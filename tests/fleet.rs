@@ -1013,6 +1013,75 @@ fn an_editing_session_stays_on_the_worker_that_ran_its_previous_revision() {
     );
 }
 
+/// A run that an idle worker left to a better-suited one (whose cache holds its model) that
+/// is busy is taken by the idle worker when the run's affinity window ends: a timer wakes it
+/// then, rather than its next look at the queue (a notification or the 5 s tick).
+#[test]
+#[ignore = "needs PostgreSQL and models/converted from set-up; `make test` runs it"]
+fn a_run_left_to_a_busy_worker_is_taken_when_its_affinity_window_ends() {
+    let _turn = one_fleet_at_a_time();
+    let schema = Schema::new("window");
+    let dir = project();
+    let models = repo().join("models");
+    let models_arg = models.to_string_lossy().into_owned();
+    let api_args = [
+        "--queue",
+        schema.url.as_str(),
+        "--models",
+        models_arg.as_str(),
+    ];
+    let api = ServerProcess::start(bin(), dir.path(), &api_args);
+    let folders = [models];
+    let more = ["--cache-affinity", "1"];
+    let holder = Worker::start_with_models(dir.path(), &schema.url, "holder", &folders, &more);
+    let mut db = schema.client();
+    let http = api.http();
+    let record =
+        |db: &mut postgres::Client, id: u64| -> (String, Option<String>, i64, Option<i64>) {
+            let row = db
+                .query_one(
+                    "SELECT status, worker, queued_at, started_at FROM runs WHERE id = $1",
+                    &[&(id as i64)],
+                )
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2), row.get(3))
+        };
+    let first = http.queue_run(&json!({"workflow": "circles"}));
+    wait_for("the holder's run", Duration::from_secs(240), || {
+        let now = record(&mut db, first);
+        ((now.0 == "succeeded").then_some(()), format!("{now:?}"))
+    });
+    let latecomer =
+        Worker::start_with_models(dir.path(), &schema.url, "latecomer", &folders, &more);
+    // The holder stays alive for the fleet (it published itself within WORKER_ALIVE) but
+    // takes nothing while frozen; its cache holds the next run's model, encodes and sampler,
+    // and it ran the workflow's previous revision, so the latecomer leaves the run to it.
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+    unsafe { libc::kill(holder.child.id() as libc::pid_t, libc::SIGSTOP) };
+    let id = http.queue_run(&json!({"workflow": "circles", "set": {"sample.seed": 9}}));
+    let taken = wait_for("the run to be claimed", Duration::from_secs(240), || {
+        let now = record(&mut db, id);
+        (
+            now.3.map(|started| (now.1.clone(), started - now.2)),
+            format!("{now:?}"),
+        )
+    });
+    unsafe { libc::kill(holder.child.id() as libc::pid_t, libc::SIGCONT) };
+    let (worker, waited_ms) = taken;
+    assert_eq!(worker.as_deref(), Some(latecomer.name.as_str()));
+    assert!(
+        waited_ms >= 900,
+        "the run was left to the holder for its 1 s window first, not taken after {waited_ms} ms"
+    );
+    // Without the timer the latecomer looks again only at its next tick, 5 s after the run's
+    // notification; the bound leaves 3 s for a slow machine.
+    assert!(
+        waited_ms < 4000,
+        "taken when its 1 s window ended, not at the worker's next 5 s look: {waited_ms} ms"
+    );
+    println!("figure: a run left to a busy worker for a 1 s window was taken after {waited_ms} ms");
+}
+
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn a_store_rides_through_a_postgres_restart() {
@@ -1024,7 +1093,7 @@ fn a_store_rides_through_a_postgres_restart() {
     let worker = PgStore::open(&schema.url).unwrap();
     let queued = api.enqueue(None, "{}", None, 1).unwrap();
     let held = worker
-        .claim_leased("w", "token", &[], &[], Duration::ZERO)
+        .claim_leased("w", "token", &[], &[], Duration::ZERO, false)
         .unwrap()
         .expect("the queued run");
     assert_eq!(held.run.id, queued);
@@ -1064,14 +1133,87 @@ fn a_store_rides_through_a_postgres_restart() {
         cache_holds: Vec::new(),
     };
     assert!(worker
-        .finish_leased(queued, "token", &finished, None)
+        .finish_leased(queued, "token", &finished, &[], None)
         .expect("the first finish after a restart"));
     let next = worker
-        .claim_leased("w", "token-2", &[], &[], Duration::ZERO)
+        .claim_leased("w", "token-2", &[], &[], Duration::ZERO, false)
         .unwrap()
         .expect("the second run");
     assert_eq!(next.run.id, second);
     println!("figure: a PostgreSQL restart (pg_ctl stop -m fast; start) took {took:?}");
+}
+
+/// The claims a fleet makes by default (cache-aware: each queued run scored against the
+/// claimer's and the other live workers' cache contents) take each run once; their rate.
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn cache_aware_claims_take_each_run_once_and_report_their_rate() {
+    // Its 2,000 enqueues NOTIFY every fleet in the database.
+    let _turn = one_fleet_at_a_time();
+    use weft::server::store::{HeavyKeys, PgStore, RunStore};
+    let schema = Schema::new("aware_rate");
+    let store = PgStore::open(&schema.url).unwrap();
+    // Keys as an API server plans them for a txt2img run: a checkpoint, two encodes, a sampler.
+    let key = |n: u8| format!("{n:02x}").repeat(32);
+    let keys = HeavyKeys {
+        models: vec![key(1)],
+        others: vec![key(2), key(3), key(4)],
+    };
+    let planned = keys.clone();
+    store.set_key_planner(Box::new(move |_, _| planned.clone()));
+    const RUNS: usize = 2000;
+    const CLAIMERS: usize = 4;
+    for i in 0..RUNS {
+        store
+            .enqueue(Some("txt2img"), "{}", None, i as i64)
+            .unwrap();
+    }
+    // Every claimer is a live worker whose cache holds the model and one encode (equal
+    // scores: nobody leaves a run to another, so the figure is the statement's cost).
+    let holds = vec![key(1), key(2)];
+    for c in 0..CLAIMERS {
+        store.publish_worker(&format!("c{c}"), &[]).unwrap();
+        store.publish_holds(&format!("c{c}"), &holds).unwrap();
+    }
+    let started = Instant::now();
+    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLAIMERS)
+            .map(|c| {
+                let (url, holds) = (schema.url.clone(), holds.clone());
+                scope.spawn(move || {
+                    let store = PgStore::open(&url).unwrap();
+                    let mut ids = Vec::new();
+                    while let Some(leased) = store
+                        .claim_leased(
+                            &format!("c{c}"),
+                            &format!("t{c}-{}", ids.len()),
+                            &[],
+                            &holds,
+                            Duration::from_secs(2),
+                            false,
+                        )
+                        .unwrap()
+                    {
+                        ids.push(leased.run.id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut all: Vec<u64> = claimed.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=RUNS as u64).collect::<Vec<_>>(),
+        "each run claimed once"
+    );
+    println!(
+        "figure: {RUNS} cache-aware leased claims by {CLAIMERS} claimers in {seconds:.2} s: {:.0} claims/s",
+        RUNS as f64 / seconds
+    );
 }
 
 #[test]
@@ -1096,7 +1238,14 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
                     let store = PgStore::open(&url).unwrap();
                     let mut ids = Vec::new();
                     while let Some(leased) = store
-                        .claim_leased(&format!("c{c}"), &format!("t{c}"), &[], &[], Duration::ZERO)
+                        .claim_leased(
+                            &format!("c{c}"),
+                            &format!("t{c}"),
+                            &[],
+                            &[],
+                            Duration::ZERO,
+                            false,
+                        )
                         .unwrap()
                     {
                         ids.push(leased.run.id);
@@ -1134,17 +1283,17 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
         .find_map(|(c, ids)| ids.first().map(|id| (c, *id)))
         .unwrap();
     assert!(!store
-        .finish_leased(first_id, "not-the-token", &finished, None)
+        .finish_leased(first_id, "not-the-token", &finished, &[], None)
         .unwrap());
     assert!(store
         .heartbeat(first_id, &format!("t{first_claimer}"))
         .unwrap());
     assert!(store
-        .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+        .finish_leased(first_id, &format!("t{first_claimer}"), &finished, &[], None)
         .unwrap());
     assert!(
         !store
-            .finish_leased(first_id, &format!("t{first_claimer}"), &finished, None)
+            .finish_leased(first_id, &format!("t{first_claimer}"), &finished, &[], None)
             .unwrap(),
         "finished once"
     );
@@ -1153,7 +1302,7 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
     assert_eq!(expired.requeued.len(), RUNS - 1);
     assert!(expired.interrupted.is_empty());
     let again = store
-        .claim_leased("late", "t-late", &[], &[], Duration::ZERO)
+        .claim_leased("late", "t-late", &[], &[], Duration::ZERO, false)
         .unwrap()
         .unwrap();
     assert_eq!(again.attempts, 1);

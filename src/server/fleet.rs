@@ -130,22 +130,68 @@ struct LeaseClaims {
     /// The worker's hub, whose messages the forwarder sends on.
     hub: Arc<Hub>,
     forwarded: Arc<Forwarded>,
+    recheck: Recheck,
+    /// The token of the last claim that failed (see `claim`).
+    unanswered: Mutex<Option<String>>,
 }
 
-/// How far the forwarder got: the last flush marker it passed.
+/// When an idle worker looks at the queue again though nothing woke it: when the run it left
+/// to a better-suited worker (cache-aware claims) becomes anyone's. Without it the run would
+/// wait for the next notification or `FALLBACK_POLL` tick, up to 5 s more.
+#[derive(Default)]
+struct Recheck {
+    at: Mutex<Option<Instant>>,
+    changed: Condvar,
+}
+
+impl Recheck {
+    fn set(&self, at: Option<Instant>) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        self.changed.notify_all();
+    }
+
+    /// Wakes `queue` whenever the instant set comes; runs on a thread of its own.
+    fn keep(&self, queue: &Queue) {
+        let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            at = match *at {
+                None => self.changed.wait(at).unwrap_or_else(|e| e.into_inner()),
+                Some(due) => match due.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        self.changed
+                            .wait_timeout(at, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    _ => {
+                        *at = None;
+                        drop(at);
+                        queue.wake();
+                        self.at.lock().unwrap_or_else(|e| e.into_inner())
+                    }
+                },
+            };
+        }
+    }
+}
+
+/// How far the forwarder got: the last flush marker it passed, and the events it had not
+/// sent yet when it passed it (they go with the run's record, in the same statement).
 #[derive(Default)]
 struct Forwarded {
     upto: Mutex<u64>,
     moved: Condvar,
+    handed: Mutex<Vec<Arc<str>>>,
 }
 
 /// The longest a finishing run waits for its events to be sent before its record.
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
 
 impl LeaseClaims {
-    /// Waits until every hub message sent before now has been NOTIFYed (bounded), so a run's
-    /// `run_finished`, sent with its record, comes after the run's other events.
-    fn flush(&self) {
+    /// Waits until every hub message sent before now has been NOTIFYed or handed back
+    /// (bounded), so a run's `run_finished`, sent with its record, comes after the run's other
+    /// events; gives the events handed back, to send with the record (one round trip less).
+    fn flush(&self) -> Vec<Arc<str>> {
         let mark = {
             let upto = self
                 .forwarded
@@ -168,13 +214,30 @@ impl LeaseClaims {
         if waited.timed_out() {
             eprintln!("weft worker: the run's events did not reach the database within {FLUSH_WAIT:?}; recording it anyway");
         }
+        std::mem::take(
+            &mut *self
+                .forwarded
+                .handed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 }
 
 impl Claims for LeaseClaims {
     fn claim(&self) -> StoreResult<Option<RunRecord>> {
-        let token = super::random_token().unwrap_or_else(|_| {
-            format!("{}-{}-{}", self.worker, std::process::id(), super::now_ms())
+        // A claim that failed without an answer (the database restarting) may have committed:
+        // the next one goes under its token and takes the run held under it first.
+        let unanswered = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let maybe_used = unanswered.is_some();
+        let token = unanswered.unwrap_or_else(|| {
+            super::random_token().unwrap_or_else(|_| {
+                format!("{}-{}-{}", self.worker, std::process::id(), super::now_ms())
+            })
         });
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
@@ -185,12 +248,28 @@ impl Claims for LeaseClaims {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(leased) =
-            self.store
-                .claim_leased(&self.worker, &token, &models, &holds, self.affinity)?
-        else {
+        let claimed = self.store.claim_leased(
+            &self.worker,
+            &token,
+            &models,
+            &holds,
+            self.affinity,
+            maybe_used,
+        );
+        if claimed.is_err() {
+            *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        }
+        let Some(leased) = claimed? else {
+            if !self.affinity.is_zero() {
+                // Runs it left to other workers become this one's when their window ends.
+                match self.store.next_chance(&models, self.affinity) {
+                    Ok(after) => self.recheck.set(after.map(|after| Instant::now() + after)),
+                    Err(e) => eprintln!("weft worker: {e}"),
+                }
+            }
             return Ok(None);
         };
+        self.recheck.set(None);
         let id = leased.run.id;
         let folder = self.outputs.join(id.to_string());
         if folder.exists() {
@@ -270,19 +349,21 @@ impl LeaseClaims {
         finished: &Finished,
         announce: &Broadcast,
     ) -> StoreResult<bool> {
-        self.flush();
+        let events = self.flush();
+        let events: Vec<&str> = events.iter().map(|e| &**e).collect();
         // Before the record: whoever sees the run finished sees this worker's cache as the
         // run left it.
         self.publish_holds(&finished.cache_holds);
         let payload = announce.fit(MAX_PAYLOAD);
         // The database may be restarting: keep trying while the lease still holds (nobody
         // re-queues it before `lease_timeout`), rather than leave the run to expire and run
-        // again elsewhere.
+        // again elsewhere. The run's last events go only with its record: when it is not
+        // recorded (no longer this worker's), whoever records it sends its own.
         let started = Instant::now();
         loop {
             match self
                 .store
-                .finish_leased(id, token, finished, Some(&*payload))
+                .finish_leased(id, token, finished, &events, Some(&*payload))
             {
                 Ok(recorded) => return Ok(recorded),
                 Err(e) if started.elapsed() < self.lease_timeout / 2 => {
@@ -394,7 +475,12 @@ fn forward_events(
                 while let Some(message) = next.take() {
                     match message.event() {
                         ServerEvent::FleetFlush { upto } => {
-                            batch.send();
+                            // The finishing run's record sends these (one round trip less).
+                            forwarded
+                                .handed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(batch.take());
                             *forwarded.upto.lock().unwrap_or_else(|e| e.into_inner()) = *upto;
                             forwarded.moved.notify_all();
                         }
@@ -456,6 +542,12 @@ impl NotifyBatch {
         }
         self.waiting.insert(payload.clone());
         self.payloads.push(payload);
+    }
+
+    /// The waiting events, for someone else to send.
+    fn take(&mut self) -> Vec<Arc<str>> {
+        self.waiting.clear();
+        std::mem::take(&mut self.payloads)
     }
 
     fn send(&mut self) {
@@ -575,6 +667,8 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         stopping: Default::default(),
         hub: hub.clone(),
         forwarded,
+        recheck: Recheck::default(),
+        unanswered: Mutex::new(None),
     });
     let queue = queue::start_scheduler(
         store.clone(),
@@ -590,6 +684,13 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
             .name("weft-lease".into())
             .spawn(move || keep_leases(claims, queue, lease_timeout))
             .context("starting the lease thread")?;
+    }
+    {
+        let (claims, queue) = (claims.clone(), queue.clone());
+        std::thread::Builder::new()
+            .name("weft-recheck".into())
+            .spawn(move || claims.recheck.keep(&queue))
+            .context("starting the recheck thread")?;
     }
     let listen_queue = queue.clone();
     let maintenance = store.clone();

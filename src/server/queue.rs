@@ -34,6 +34,9 @@ pub struct Queue {
     /// Workflows handed over already parsed by the handler that queued them (a run read back
     /// from the store after a restart is parsed again).
     pending: Mutex<HashMap<u64, Workflow>>,
+    /// The stored workflow text the scheduler parsed last, and its parse: a fleet's worker
+    /// reads each run from the database, and a rerun's text is the same.
+    last_parsed: Mutex<Option<(String, Workflow)>>,
     /// The sweep cells a queued run samples in its batch (lost on a restart: the cells then
     /// sample alone, with the same images).
     batches: Mutex<HashMap<u64, weft_engine::Batch>>,
@@ -87,6 +90,19 @@ impl Queue {
                 pending.insert(id, workflow);
             }
         }
+    }
+
+    /// A run's stored workflow, parsed (the last one parsed is remembered).
+    fn parse_stored(&self, text: &str) -> Result<Workflow, Vec<weft_engine::Diagnostic>> {
+        let mut last = self.last_parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, workflow)) = last.as_ref() {
+            if known == text {
+                return Ok(workflow.clone());
+            }
+        }
+        let workflow = Workflow::parse(text.as_bytes())?;
+        *last = Some((text.to_string(), workflow.clone()));
+        Ok(workflow)
     }
 
     /// The cache's and the device's memory when the last run ended.
@@ -202,6 +218,7 @@ fn new_queue(
         running: Mutex::new(None),
         changed: AtomicBool::new(false),
         pending: Mutex::new(HashMap::new()),
+        last_parsed: Mutex::new(None),
         batches: Mutex::new(HashMap::new()),
         last_memory: Mutex::new(None),
         remote_cancel,
@@ -310,7 +327,7 @@ fn execute(place: Place<'_>, outputs_root: &std::path::Path, run: RunRecord) {
     let batch = queue.take_batch(id);
     let parsed = match queue.take_pending(id) {
         Some(workflow) => Ok(workflow),
-        None => Workflow::parse(run.workflow.as_bytes()),
+        None => queue.parse_stored(&run.workflow),
     };
     let (finished, message) = match parsed {
         Err(errors) => (

@@ -45,12 +45,31 @@ struct Hashed {
     hash: [u8; 32],
 }
 
+/// A workflow planned lately: its keys hold while the files it read keep their size and
+/// modification time (a rerun is not parsed, validated and planned again on enqueue).
+struct Planned {
+    workflow: String,
+    target: Option<String>,
+    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    keys: HeavyKeys,
+}
+
+/// How many planned workflows `KeyPlanner` remembers.
+const PLANNED_KEPT: usize = 16;
+
 /// Plans queued runs for their heavy keys.
 pub struct KeyPlanner {
     registry: Arc<Registry>,
     models: ModelFolders,
     files: FileAccess,
     hashed: Mutex<HashMap<PathBuf, Hashed>>,
+    planned: Mutex<std::collections::VecDeque<Planned>>,
+}
+
+/// A file's size and modification time now (None when it cannot be read).
+fn stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
 }
 
 impl KeyPlanner {
@@ -60,12 +79,45 @@ impl KeyPlanner {
             models,
             files,
             hashed: Mutex::new(HashMap::new()),
+            planned: Mutex::new(Default::default()),
         }
     }
 
     /// The heavy keys of `workflow` run for `target`; empty when it does not validate or plan
     /// here (a file this server lacks): such a run is claimed by model names only.
     pub fn heavy_keys(&self, workflow: &str, target: Option<&str>) -> HeavyKeys {
+        let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        let known = planned.iter().position(|p| {
+            p.workflow == workflow
+                && p.target.as_deref() == target
+                && p.files.iter().all(|(path, len, modified)| {
+                    stamp(path).is_some_and(|now| now == (*len, *modified) && modified.is_some())
+                })
+        });
+        if let Some(known) = known {
+            return planned[known].keys.clone();
+        }
+        let mut files = Vec::new();
+        let keys = self.plan_keys(workflow, target, &mut files);
+        if planned.len() >= PLANNED_KEPT {
+            planned.pop_front();
+        }
+        planned.push_back(Planned {
+            workflow: workflow.to_string(),
+            target: target.map(str::to_string),
+            files,
+            keys: keys.clone(),
+        });
+        keys
+    }
+
+    /// `heavy_keys` without the memory; `files`: the files it read, with their stamps.
+    fn plan_keys(
+        &self,
+        workflow: &str,
+        target: Option<&str>,
+        files: &mut Vec<(PathBuf, u64, Option<SystemTime>)>,
+    ) -> HeavyKeys {
         let Ok(parsed) = Workflow::parse(workflow.as_bytes()) else {
             return HeavyKeys::default();
         };
@@ -78,7 +130,13 @@ impl KeyPlanner {
             &self.registry,
             target,
             &self.models,
-            &mut |path: &Path| self.hash_file(&mut hashed, path),
+            &mut |path: &Path| {
+                let hash = self.hash_file(&mut hashed, path)?;
+                if let Some((len, modified)) = stamp(path) {
+                    files.push((path.to_path_buf(), len, modified));
+                }
+                Ok(hash)
+            },
         );
         let Ok(plan) = planned else {
             return HeavyKeys::default();

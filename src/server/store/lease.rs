@@ -2,6 +2,7 @@
 //! heartbeat), finished only by the lease's holder, re-queued when a lease expires; and the
 //! NOTIFY channels that wake workers, reach a running run's worker and carry a run's events to
 //! every API server. Times here are the database's clock, so machines need not agree on theirs.
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -40,6 +41,20 @@ const MODEL_INPUTS: &[(&str, &str)] = &[
 /// absolute path, a linked one, or one inside a subgraph file is not listed (not known here,
 /// and any worker may try it, as before).
 pub fn needed_models(workflow: &str) -> Vec<String> {
+    // The last workflow's answer: a rerun (the common case) is not parsed again.
+    static LAST: Mutex<Option<(String, Vec<String>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((known, names)) = last.as_ref() {
+        if known == workflow {
+            return names.clone();
+        }
+    }
+    let names = parse_needed_models(workflow);
+    *last = Some((workflow.to_string(), names.clone()));
+    names
+}
+
+fn parse_needed_models(workflow: &str) -> Vec<String> {
     let Ok(parsed) = weft_engine::Workflow::parse(workflow.as_bytes()) else {
         return Vec::new();
     };
@@ -81,6 +96,11 @@ pub type KeyPlanner = dyn Fn(&str, Option<&str>) -> HeavyKeys + Send + Sync;
 /// counts as one that can take a run needing its models, nor one a run is left for.
 pub const WORKER_ALIVE: Duration = Duration::from_secs(20);
 
+/// How many of the queued runs a worker can take, from the front of the queue, a cache-aware
+/// claim scores: scoring every one made each claim cost as much as the queue is long (2,000
+/// queued: 57 claims/s); a run further back is scored once these are taken.
+const CANDIDATES: i64 = 64;
+
 /// A run a worker holds: the run and how many earlier holders lost it.
 pub struct LeasedRun {
     pub run: RunRecord,
@@ -110,8 +130,10 @@ impl PgStore {
     /// encodes, samplers), and 50 when the worker ran the latest claimed run of the same
     /// workflow name (an editing session stays where its previous revision's results are,
     /// unless another worker holds a model of the run that this one lacks).
-    /// This worker takes its best-scoring run first, and leaves a run that another live worker
-    /// scores higher to that one until the run has waited `affinity`.
+    /// This worker takes its best-scoring run of the first `CANDIDATES` it can take (in queue
+    /// order), and leaves a run that another live worker scores higher to that one until the
+    /// run has waited `affinity`. `maybe_used`: an earlier call with this `token` failed
+    /// without an answer (it may have committed): the run held under it, if any, comes first.
     pub fn claim_leased(
         &self,
         worker: &str,
@@ -119,10 +141,29 @@ impl PgStore {
         models: &[String],
         holds: &[String],
         affinity: Duration,
+        maybe_used: bool,
     ) -> StoreResult<Option<LeasedRun>> {
         let affinity_ms = affinity.as_millis().min(i64::MAX as u128) as i64;
         let alive_ms = WORKER_ALIVE.as_millis() as i64;
+        let mut tries = 0;
         let row = self.with("claiming the next queued run", None, |c| {
+            tries += 1;
+            if tries > 1 || maybe_used {
+                // An earlier try's answer was lost with its connection (a database restart):
+                // it may have committed, and the run it took is held under this token. Take
+                // that one, rather than a second run and leave the first to expire.
+                let taken = c.query_opt(
+                    concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        ", attempts FROM runs WHERE lease = $1 AND status = 'running'"
+                    ),
+                    &[&token],
+                )?;
+                if taken.is_some() {
+                    return Ok(taken);
+                }
+            }
             if affinity_ms == 0 {
                 return c.query_opt(
                     concat!(
@@ -150,7 +191,9 @@ impl PgStore {
                      (SELECT p.worker FROM runs AS p WHERE p.workflow_name = r.workflow_name \
                      AND p.id < r.id AND p.worker IS NOT NULL ORDER BY p.id DESC LIMIT 1) \
                      AS session ON true \
-                     WHERE r.status = 'queued' AND r.needs <@ $3 AND (r.queued_at < ",
+                     WHERE r.status = 'queued' AND r.needs <@ $3 AND r.id IN \
+                     (SELECT id FROM runs WHERE status = 'queued' AND needs <@ $3 \
+                     ORDER BY COALESCE(queue_order, id), id LIMIT $7) AND (r.queued_at < ",
                     db_now_ms!(),
                     " - $5::bigint OR weft_affinity(r.model_keys, r.heavy_keys, $4) \
                      + CASE WHEN session.worker = $1 THEN 50 ELSE 0 END >= COALESCE(\
@@ -165,7 +208,15 @@ impl PgStore {
                     run_columns!(),
                     ", attempts"
                 ),
-                &[&worker, &token, &models, &holds, &affinity_ms, &alive_ms],
+                &[
+                    &worker,
+                    &token,
+                    &models,
+                    &holds,
+                    &affinity_ms,
+                    &alive_ms,
+                    &CANDIDATES,
+                ],
             )
         })?;
         row.map(|r| {
@@ -175,6 +226,33 @@ impl PgStore {
                 .map(|run| LeasedRun { run, attempts })
         })
         .transpose()
+    }
+
+    /// After a claim found nothing for a worker with `models`: how long until the earliest
+    /// queued run it can take has waited `affinity` (then it is anyone's, `claim_leased`);
+    /// None when no such run waits, or it is due already (another claimer holds it).
+    pub fn next_chance(
+        &self,
+        models: &[String],
+        affinity: Duration,
+    ) -> StoreResult<Option<Duration>> {
+        let affinity_ms = affinity.as_millis().min(i64::MAX as u128) as i64;
+        let row = self.with("looking for runs left to other workers", None, |c| {
+            c.query_opt(
+                concat!(
+                    "SELECT min(queued_at) + $2::bigint - ",
+                    db_now_ms!(),
+                    " FROM runs WHERE status = 'queued' AND needs <@ $1"
+                ),
+                &[&models, &affinity_ms],
+            )
+        })?;
+        let left_ms = row.and_then(|row| row.get::<_, Option<i64>>(0));
+        // `claim_leased` takes a run once it has waited longer than `affinity`: a millisecond
+        // after, and a little more for the clocks' rounding.
+        Ok(left_ms
+            .filter(|ms| *ms >= 0)
+            .map(|ms| Duration::from_millis(ms as u64 + 5)))
     }
 
     /// Renews the lease; false when it is no longer this holder's (expired and re-queued, or
@@ -195,31 +273,38 @@ impl PgStore {
 
     /// running -> finished, only for the holder of lease `token` (one conditional UPDATE, so
     /// of two workers that both ran the run, at most one records it); false otherwise. When
-    /// recorded, `announce` is NOTIFYed on `EVENTS_CHANNEL` in the same transaction: the
-    /// record and its announcement exist together or not at all (a worker killed between the
-    /// two cannot leave a finished run nobody heard of).
+    /// recorded, `events` and then `announce` are NOTIFYed on `EVENTS_CHANNEL` by the same
+    /// statement (one transaction, one round trip): the record and its events exist together
+    /// or not at all (a worker killed between the two cannot leave a finished run nobody
+    /// heard of), and a statement repeated after a lost answer records and sends nothing more.
+    /// `events` must hold no payload twice (PostgreSQL folds identical notifications of a
+    /// transaction), nor `announce`.
     pub fn finish_leased(
         &self,
         id: u64,
         token: &str,
         f: &Finished,
+        events: &[&str],
         announce: Option<&str>,
     ) -> StoreResult<bool> {
         let error = f.error.as_ref().map(|e| e.to_string());
         let (nodes, outputs) = (f.nodes.to_string(), f.outputs.to_string());
         let status = RunState::from(f.status).as_str();
         let events_channel = self.channel(EVENTS_CHANNEL);
+        let sent: Vec<&str> = events.iter().copied().chain(announce).collect();
         self.with("recording a finished run", Some(id), |c| {
-            let update = c.prepared(concat!(
-                "UPDATE runs SET status = $2, finished_at = $3, nodes = $4, outputs = $5, \
-                 error = $6, lease = NULL, announcement = $8::text, announced_at = CASE WHEN \
-                 $8::text IS NULL THEN NULL ELSE ",
-                db_now_ms!(),
-                " END WHERE id = $1 AND status = 'running' AND lease = $7"
-            ))?;
-            let mut tx = c.client.transaction()?;
-            let recorded = tx.execute(
-                &update,
+            let row = c.query_opt(
+                concat!(
+                    "WITH finished AS (UPDATE runs SET status = $2, finished_at = $3, nodes = $4, \
+                     outputs = $5, error = $6, lease = NULL, announcement = $8::text, \
+                     announced_at = CASE WHEN $8::text IS NULL THEN NULL ELSE ",
+                    db_now_ms!(),
+                    " END WHERE id = $1 AND status = 'running' AND lease = $7 RETURNING id), \
+                     sent AS (SELECT pg_notify($9, payload) FROM finished, \
+                     unnest($10::text[]) WITH ORDINALITY AS events(payload, position) \
+                     ORDER BY position) \
+                     SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM sent)"
+                ),
                 &[
                     &(id as i64),
                     &status,
@@ -229,13 +314,11 @@ impl PgStore {
                     &error,
                     &token,
                     &announce,
+                    &events_channel,
+                    &sent,
                 ],
-            )? == 1;
-            if let (true, Some(payload)) = (recorded, announce) {
-                tx.execute("SELECT pg_notify($1, $2)", &[&events_channel, &payload])?;
-            }
-            tx.commit()?;
-            Ok(recorded)
+            )?;
+            Ok(row.is_some_and(|row| row.get::<_, i64>(0) == 1))
         })
     }
 
