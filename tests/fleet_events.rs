@@ -292,3 +292,73 @@ fn a_workers_burst_of_node_events_reaches_the_api_servers_clients_once_each_in_o
         "each node cached once in the rerun, as the API server's client saw it"
     );
 }
+
+/// A worker's sampler previews reach an API server's /ws clients (through the `previews`
+/// table, not NOTIFY): at least one per run, each step once, PNG data URLs.
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn a_workers_previews_reach_the_api_servers_clients() {
+    let schema = own_schema("previews");
+    let dir = project();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let api = ServerProcess::start(
+        bin(),
+        dir.path(),
+        &["--queue", schema.url.as_str(), "--models", models.as_str()],
+    );
+    let _worker = Worker::start(dir.path(), &schema.url);
+    let mut ws = subscribed(&api);
+
+    let id = api.http().queue_run(&json!({"workflow": "txt2img"}));
+    // Each message with when it came: the previews travel apart from the run's other events,
+    // so the last may come just after its run_finished.
+    let mut timed: Vec<(Instant, serde_json::Value)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settle: Option<Instant> = None;
+    while Instant::now() < settle.unwrap_or(deadline) {
+        if let Some(m) = ws.next(Duration::from_millis(200)) {
+            if m["event"] == "run_finished" && m["run"] == id {
+                assert_eq!(m["status"], "succeeded", "{m}");
+                settle = Some(Instant::now() + Duration::from_secs(3));
+            }
+            timed.push((Instant::now(), m));
+        }
+    }
+    assert!(settle.is_some(), "run {id} did not finish: {timed:?}");
+    let events: Vec<serde_json::Value> = timed.iter().map(|(_, m)| m.clone()).collect();
+    // How much later than the step's plain progress event (through NOTIFY) its preview came.
+    let behind_ms: Vec<u128> = timed
+        .iter()
+        .filter(|(_, m)| m["event"] == "progress" && m["preview"].is_string())
+        .filter_map(|(at, m)| {
+            let plain = timed.iter().find(|(_, p)| {
+                p["event"] == "progress" && p["step"] == m["step"] && p["preview"].is_null()
+            })?;
+            Some(at.saturating_duration_since(plain.0).as_millis())
+        })
+        .collect();
+    eprintln!("figure: previews after their step's progress event (ms): {behind_ms:?}");
+    let steps: Vec<u64> = events
+        .iter()
+        .filter(|m| m["event"] == "progress" && m["run"] == id)
+        .filter_map(|m| {
+            let preview = m["preview"].as_str()?;
+            assert!(
+                preview.starts_with("data:image/png;base64,iVBORw0KGgo"),
+                "a PNG data URL: {preview:.60}"
+            );
+            m["step"].as_u64()
+        })
+        .collect();
+    assert!(
+        !steps.is_empty(),
+        "no preview of run {id} reached the API server's client: {events:?}"
+    );
+    let mut distinct = steps.clone();
+    distinct.dedup();
+    assert_eq!(distinct, steps, "each preview once, in step order");
+    assert!(
+        steps.iter().all(|s| s % 4 == 0 && *s <= 20),
+        "the worker's default: a preview every 4 of the 20 steps ({steps:?})"
+    );
+}

@@ -12,7 +12,7 @@
 //! token AND status = 'running'`, so of two workers at most one records it. A re-claimed run's
 //! outputs folder is emptied first, so what a dead worker half wrote is not counted twice. A
 //! worker stopped by SIGTERM or Ctrl-C gives its run back to the queue at once.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use super::paths::Roots;
 use super::queue::{self, Claims, Queue};
 use super::store::{
     ConnectionString, Finished, PgStore, RunRecord, RunState, RunStore, StoreResult,
-    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, QUEUED_CHANNEL, WORKER_ALIVE,
+    CANCEL_CHANNEL, EVENTS_CHANNEL, MAX_PAYLOAD, PREVIEWS_CHANNEL, QUEUED_CHANNEL, WORKER_ALIVE,
 };
 
 /// A run whose lease expires this many times is marked interrupted instead of re-queued.
@@ -76,9 +76,10 @@ pub struct WorkerArgs {
     /// A run whose worker has not renewed its lease for this many seconds is re-queued.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub lease_timeout: f64,
-    /// A `progress` event carries a preview image every this many steps (0: never). Previews
-    /// stay on the worker: they are not sent across machines.
-    #[arg(long, default_value_t = 0)]
+    /// A `progress` event carries a preview image every this many steps (0: never). The
+    /// image reaches the API servers' clients through the `previews` table (the newest per
+    /// run), not through NOTIFY.
+    #[arg(long, default_value_t = 4)]
     pub preview_every: u32,
     /// Cache-aware claiming: this worker takes first the runs whose heavy nodes (models,
     /// prompt encodes, samplers) its cache holds, and leaves a run that another worker's cache
@@ -509,6 +510,55 @@ fn forward_events(
         .expect("spawning the event forwarder thread");
 }
 
+/// Stores the worker's previews for the API servers (`PgStore::put_preview`): the newest of
+/// each run, one statement each; a preview that a newer one of the same run overtook while
+/// the last was being stored is skipped (previews are lossy, as on a lone server's hub).
+fn forward_previews(store: PgStore, hub: &Hub) {
+    let mut previews = hub.subscribe_previews();
+    std::thread::Builder::new()
+        .name("weft-previews".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                let mut newest: Vec<Arc<Broadcast>> = Vec::new();
+                let mut next = match previews.blocking_recv() {
+                    Ok(message) => Some(message),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                while let Some(message) = next.take() {
+                    if let ServerEvent::Progress { run, .. } = message.event() {
+                        let run = *run;
+                        newest.retain(|m| !matches!(m.event(), ServerEvent::Progress { run: r, .. } if *r == run));
+                        newest.push(message);
+                    }
+                    next = previews.try_recv().ok();
+                }
+                for message in newest {
+                    let ServerEvent::Progress {
+                        run,
+                        node,
+                        step,
+                        total,
+                        preview: Some(image),
+                    } = message.event()
+                    else {
+                        continue;
+                    };
+                    match store.put_preview(*run, node, *step, *total, image) {
+                        Ok(()) => failing = false,
+                        Err(e) => {
+                            if !std::mem::replace(&mut failing, true) {
+                                eprintln!("weft worker: sending a preview to the API servers: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawning the preview forwarder thread");
+}
+
 /// The most events one NOTIFY statement carries.
 const NOTIFY_BATCH: usize = 256;
 
@@ -655,6 +705,7 @@ pub fn run_worker(args: WorkerArgs, executor: ExecutorConfig) -> Result<()> {
         forwarded.clone(),
         outputs.clone(),
     );
+    forward_previews(PgStore::open(url.reveal())?, &hub);
     let claims = Arc::new(LeaseClaims {
         store: store.clone(),
         worker: name.clone(),
@@ -874,15 +925,20 @@ pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> R
     let mut ready_tx = Some(ready_tx);
     let reader = store.another()?;
     let mut finishes = RelayedFinishes::default();
+    let mut previews_sent = HashMap::new();
     store
         .listen(
-            &[EVENTS_CHANNEL, QUEUED_CHANNEL],
+            &[EVENTS_CHANNEL, QUEUED_CHANNEL, PREVIEWS_CHANNEL],
             FALLBACK_POLL,
             move |notification| {
                 if let Some(tx) = ready_tx.take() {
                     let _ = tx.send(());
                 }
                 if let Some((channel, payload)) = notification {
+                    if channel == PREVIEWS_CHANNEL {
+                        relay_preview(&reader, &hub, payload, &mut previews_sent);
+                        return;
+                    }
                     if channel == EVENTS_CHANNEL {
                         let message = match Broadcast::parse(payload) {
                             Ok(message) => message,
@@ -940,6 +996,47 @@ pub fn relay_events(store: &Arc<PgStore>, hub: Arc<Hub>, queue: Arc<Queue>) -> R
         eprintln!("weft serve: not yet listening for the workers' events (the database is unreachable?); serving anyway");
     }
     Ok(())
+}
+
+/// Runs whose preview an API server sent last, with its step: one notification may announce
+/// a preview another already fetched. Kept small: the oldest half goes past this many runs.
+const PREVIEWS_REMEMBERED: usize = 256;
+
+/// Fetches run `payload`'s newest preview and puts it on the hub's preview ring, unless it
+/// is the one sent last for that run.
+fn relay_preview(reader: &PgStore, hub: &Hub, payload: &str, sent: &mut HashMap<u64, u32>) {
+    let Ok(run) = payload.parse::<u64>() else {
+        eprintln!("weft serve: a preview notification does not name a run: {payload:.100}");
+        return;
+    };
+    let (node, step, total, image) = match reader.preview(run) {
+        Ok(Some(preview)) => preview,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("weft serve: {e}");
+            return;
+        }
+    };
+    if sent.get(&run) == Some(&step) {
+        return;
+    }
+    if sent.len() >= PREVIEWS_REMEMBERED {
+        let mut runs: Vec<u64> = sent.keys().copied().collect();
+        runs.sort_unstable();
+        for old in &runs[..runs.len() / 2] {
+            sent.remove(old);
+        }
+    }
+    sent.insert(run, step);
+    let _ = hub
+        .preview_sender()
+        .send(Broadcast::new(ServerEvent::Progress {
+            run,
+            node,
+            step,
+            total,
+            preview: Some(image),
+        }));
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod sqlite;
 
 pub use self::lease::{
     needed_models, Expired, HeavyKeys, KeyPlanner, LeasedRun, CANCEL_CHANNEL, EVENTS_CHANNEL,
-    MAX_PAYLOAD, QUEUED_CHANNEL, WORKER_ALIVE,
+    MAX_PAYLOAD, PREVIEWS_CHANNEL, QUEUED_CHANNEL, WORKER_ALIVE,
 };
 pub use self::pg::PgStore;
 pub use self::sqlite::SqliteStore;

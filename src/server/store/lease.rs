@@ -24,6 +24,11 @@ pub const QUEUED_CHANNEL: &str = "weft_queued";
 pub const CANCEL_CHANNEL: &str = "weft_cancel";
 /// Payload: one hub message (JSON text) of a run on some worker.
 pub const EVENTS_CHANNEL: &str = "weft_events";
+/// A run's newest preview image is in the `previews` table (payload: the run id).
+pub const PREVIEWS_CHANNEL: &str = "weft_previews";
+/// A preview row older than this (its run long finished or its worker gone) is deleted by
+/// the next preview stored.
+const PREVIEW_KEPT_MS: i64 = 10 * 60 * 1000;
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 pub const MAX_PAYLOAD: usize = 7999;
 
@@ -481,6 +486,64 @@ impl PgStore {
                 &[&channel, &payloads],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Stores run `run`'s newest preview (replacing its last) and tells the API servers on
+    /// `PREVIEWS_CHANNEL`, in one statement; old rows of other runs go with it.
+    pub fn put_preview(
+        &self,
+        run: u64,
+        node: &str,
+        step: u32,
+        total: u32,
+        image: &str,
+    ) -> StoreResult<()> {
+        let channel = self.channel(PREVIEWS_CHANNEL);
+        // Once: a repeated notification is only a repeated fetch, but nothing needs it.
+        self.with_once("storing a preview for the API servers", Some(run), |c| {
+            c.execute(
+                concat!(
+                    "WITH gone AS (DELETE FROM previews WHERE at < ",
+                    db_now_ms!(),
+                    " - $7), stored AS (INSERT INTO previews (run, node, step, total, image, at) \
+                     VALUES ($1, $2, $3, $4, $5, ",
+                    db_now_ms!(),
+                    ") ON CONFLICT (run) DO UPDATE SET node = excluded.node, step = excluded.step, \
+                     total = excluded.total, image = excluded.image, at = excluded.at \
+                     RETURNING run) SELECT pg_notify($6, run::text) FROM stored"
+                ),
+                &[
+                    &(run as i64),
+                    &node,
+                    &(step as i32),
+                    &(total as i32),
+                    &image,
+                    &channel,
+                    &PREVIEW_KEPT_MS,
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Run `run`'s newest preview: (node, step, total, `data:` URL).
+    pub fn preview(&self, run: u64) -> StoreResult<Option<(String, u32, u32, String)>> {
+        self.with("reading a run's preview", Some(run), |c| {
+            c.query_opt(
+                "SELECT node, step, total, image FROM previews WHERE run = $1",
+                &[&(run as i64)],
+            )
+            .map(|row| {
+                row.map(|r| {
+                    (
+                        r.get(0),
+                        r.get::<_, i32>(1) as u32,
+                        r.get::<_, i32>(2) as u32,
+                        r.get(3),
+                    )
+                })
+            })
         })
     }
 

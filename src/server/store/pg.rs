@@ -116,6 +116,19 @@ BEGIN
     RETURN NULL;
 END $$;
 ",
+    // The latest preview image of each running run, for the API servers to fetch when told
+    // (`PREVIEWS_CHANNEL`): kilobytes each, so not through NOTIFY. Unlogged: a preview is
+    // worth nothing after a crash, and its commit waits for no disk.
+    "
+CREATE UNLOGGED TABLE previews (
+    run BIGINT PRIMARY KEY,
+    node TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    image TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+",
 ];
 
 /// Any number: the key of the advisory lock that serialises migrations in one database.
