@@ -150,6 +150,68 @@ fn wait_line(
     Err(seen)
 }
 
+/// A moto server with the test bucket made, named in the AWS_* environment.
+fn bucket() -> S3Server {
+    let s3 = S3Server::start();
+    aws_environment(s3.port);
+    let (status, body) = s3.request("PUT", &format!("/{BUCKET}"), None);
+    assert_eq!(
+        status,
+        200,
+        "creating the bucket: {}",
+        String::from_utf8_lossy(&body)
+    );
+    s3
+}
+
+/// `weft serve` as a fleet API server on `queue`, its outputs in `s3://BUCKET/prefix`, the
+/// repository's models, its own data folder, then `extra`.
+fn api_on_bucket(dir: &Path, queue: &str, prefix: &str, extra: &[&str]) -> ServerProcess {
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let outputs = format!("s3://{BUCKET}/{prefix}");
+    let mut args = vec![
+        "--queue",
+        queue,
+        "--outputs",
+        &outputs,
+        "--data",
+        "api-data",
+        "--models",
+        &models,
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start(bin(), dir, &args)
+}
+
+/// `weft worker` NAME on `queue`, its outputs in `s3://BUCKET/prefix`, its own data folder,
+/// then `extra`; waits (two minutes at most) until it takes runs, and drains its log after.
+fn worker_on_bucket(dir: &Path, queue: &str, prefix: &str, name: &str, extra: &[&str]) -> Child {
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let outputs = format!("s3://{BUCKET}/{prefix}");
+    let data = format!("{name}-data");
+    let mut args = vec![
+        "--queue",
+        queue,
+        "--outputs",
+        &outputs,
+        "--data",
+        &data,
+        "--models",
+        &models,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    let (mut child, log) = worker(dir, &args);
+    if let Err(seen) = wait_line(&log, "takes runs from", Duration::from_secs(120)) {
+        let _ = child.kill();
+        panic!("weft worker {name} did not start: {seen:#?}");
+    }
+    // Its log keeps flowing: drained so the worker never blocks on a full pipe.
+    std::thread::spawn(move || while log.recv().is_ok() {});
+    child
+}
+
 /// A temp project with one small tiny-shapes workflow (64x64, 3 steps).
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -167,15 +229,7 @@ fn project() -> tempfile::TempDir {
 fn a_workers_images_in_a_bucket_are_served_by_an_api_server_that_never_saw_them() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let schema = own_schema();
-    let s3 = S3Server::start();
-    aws_environment(s3.port);
-    let (status, body) = s3.request("PUT", &format!("/{BUCKET}"), None);
-    assert_eq!(
-        status,
-        200,
-        "creating the bucket: {}",
-        String::from_utf8_lossy(&body)
-    );
+    let s3 = bucket();
     // What a dead worker's earlier try of runs 1-3 stored: gone once the runs are claimed.
     for run in 1..=3 {
         let (status, _) = s3.request(
@@ -187,41 +241,8 @@ fn a_workers_images_in_a_bucket_are_served_by_an_api_server_that_never_saw_them(
     }
 
     let dir = project();
-    let models = repo().join("models").to_string_lossy().into_owned();
-    let outputs = format!("s3://{BUCKET}/fleet");
-    let api = ServerProcess::start(
-        bin(),
-        dir.path(),
-        &[
-            "--queue",
-            &schema.url,
-            "--outputs",
-            &outputs,
-            "--data",
-            "api-data",
-            "--models",
-            &models,
-        ],
-    );
-    let (mut worker_child, worker_log) = worker(
-        dir.path(),
-        &[
-            "--queue",
-            &schema.url,
-            "--outputs",
-            &outputs,
-            "--data",
-            "worker-data",
-            "--models",
-            &models,
-            "--name",
-            "w-s3",
-        ],
-    );
-    if let Err(seen) = wait_line(&worker_log, "takes runs from", Duration::from_secs(120)) {
-        let _ = worker_child.kill();
-        panic!("weft worker did not start: {seen:#?}");
-    }
+    let api = api_on_bucket(dir.path(), &schema.url, "fleet", &[]);
+    let mut worker_child = worker_on_bucket(dir.path(), &schema.url, "fleet", "worker", &[]);
 
     let http = api.http();
     let ids: Vec<u64> = (0..2)
@@ -428,63 +449,27 @@ fn find_in(sheet: &image::RgbImage, cell: &image::RgbImage) -> Option<(u32, u32)
 fn a_sweeps_grid_a_mask_of_an_output_the_file_list_and_websocket_images_come_from_the_bucket() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let schema = PgSchema::new(format!("outputs_s3_more_{}", std::process::id()));
-    let s3 = S3Server::start();
-    aws_environment(s3.port);
-    let (status, body) = s3.request("PUT", &format!("/{BUCKET}"), None);
-    assert_eq!(
-        status,
-        200,
-        "creating the bucket: {}",
-        String::from_utf8_lossy(&body)
-    );
+    let s3 = bucket();
 
     let dir = project();
-    let models = repo().join("models").to_string_lossy().into_owned();
-    let outputs = format!("s3://{BUCKET}/fleet");
-    let api = ServerProcess::start(
-        bin(),
+    let api = api_on_bucket(
         dir.path(),
-        &[
-            "--queue",
-            &schema.url,
-            "--outputs",
-            &outputs,
-            "--data",
-            "api-data",
-            "--models",
-            &models,
-            "--comfy-model",
-            "v1-5-pruned-emaonly.ckpt=tiny-shapes",
-        ],
+        &schema.url,
+        "fleet",
+        &["--comfy-model", "v1-5-pruned-emaonly.ckpt=tiny-shapes"],
     );
-    let mut workers = Vec::new();
-    for name in ["w-a", "w-b"] {
-        let data = format!("{name}-data");
-        let (child, log) = worker(
-            dir.path(),
-            &[
-                "--queue",
+    let workers: Vec<Child> = ["w-a", "w-b"]
+        .into_iter()
+        .map(|name| {
+            worker_on_bucket(
+                dir.path(),
                 &schema.url,
-                "--outputs",
-                &outputs,
-                "--data",
-                &data,
-                "--models",
-                &models,
-                "--name",
+                "fleet",
                 name,
-                "--cache-affinity",
-                "0",
-            ],
-        );
-        workers.push(child);
-        if let Err(seen) = wait_line(&log, "takes runs from", Duration::from_secs(120)) {
-            workers.iter_mut().for_each(|w| drop(w.kill()));
-            panic!("weft worker {name} did not start: {seen:#?}");
-        }
-        // Its log keeps flowing: drained so the worker never blocks on a full pipe.
-        std::thread::spawn(move || while log.recv().is_ok() {});
-    }
+                &["--cache-affinity", "0"],
+            )
+        })
+        .collect();
     let http = api.http();
 
     // 1. A sweep of four cells; its sheet is composed from the bucket and stored in it.
@@ -692,29 +677,11 @@ fn images_of_several_sizes_round_trip_through_the_bucket_and_an_api_server() {
     use weft::server::outputs::{BlockingOutputs, OutputsSetting};
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let schema = PgSchema::new(format!("outputs_s3_sizes_{}", std::process::id()));
-    let s3 = S3Server::start();
-    aws_environment(s3.port);
-    let (status, _) = s3.request("PUT", &format!("/{BUCKET}"), None);
-    assert_eq!(status, 200);
+    let _s3 = bucket();
     let setting = OutputsSetting::parse(&format!("s3://{BUCKET}/bench")).unwrap();
     let bucket = BlockingOutputs::new(std::sync::Arc::new(setting.open().unwrap())).unwrap();
     let dir = project();
-    let models = repo().join("models").to_string_lossy().into_owned();
-    let outputs = format!("s3://{BUCKET}/bench");
-    let api = ServerProcess::start(
-        bin(),
-        dir.path(),
-        &[
-            "--queue",
-            &schema.url,
-            "--outputs",
-            &outputs,
-            "--data",
-            "api-data",
-            "--models",
-            &models,
-        ],
-    );
+    let api = api_on_bucket(dir.path(), &schema.url, "bench", &[]);
     let http = api.http();
     // PNGs do not compress further: random bytes stand for them.
     let mut state = 0x2545_f491_4f6c_dd1du64;
