@@ -1145,6 +1145,46 @@ fn a_store_rides_through_a_postgres_restart() {
 
 /// The claims a fleet makes by default (cache-aware: each queued run scored against the
 /// claimer's and the other live workers' cache contents) take each run once; their rate.
+/// Claims every queued run of the schema at `url` with `claimers` threads, each on its own
+/// connection as worker `cN` whose cache holds `holds`, the N-th claim with `token(c, N)`:
+/// the ids each claimer took, in order, and the seconds it took.
+fn claim_everything(
+    url: &str,
+    claimers: usize,
+    holds: &[String],
+    affinity: Duration,
+    token: fn(usize, usize) -> String,
+) -> (Vec<Vec<u64>>, f64) {
+    use weft::server::store::PgStore;
+    let started = Instant::now();
+    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..claimers)
+            .map(|c| {
+                scope.spawn(move || {
+                    let store = PgStore::open(url).unwrap();
+                    let mut ids = Vec::new();
+                    while let Some(leased) = store
+                        .claim_leased(
+                            &format!("c{c}"),
+                            &token(c, ids.len()),
+                            &[],
+                            holds,
+                            affinity,
+                            false,
+                        )
+                        .unwrap()
+                    {
+                        ids.push(leased.run.id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    (claimed, started.elapsed().as_secs_f64())
+}
+
 #[test]
 #[ignore = "needs PostgreSQL; make test starts one"]
 fn cache_aware_claims_take_each_run_once_and_report_their_rate() {
@@ -1175,35 +1215,14 @@ fn cache_aware_claims_take_each_run_once_and_report_their_rate() {
         store.publish_worker(&format!("c{c}"), &[]).unwrap();
         store.publish_holds(&format!("c{c}"), &holds).unwrap();
     }
-    let started = Instant::now();
-    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..CLAIMERS)
-            .map(|c| {
-                let (url, holds) = (schema.url.clone(), holds.clone());
-                scope.spawn(move || {
-                    let store = PgStore::open(&url).unwrap();
-                    let mut ids = Vec::new();
-                    while let Some(leased) = store
-                        .claim_leased(
-                            &format!("c{c}"),
-                            &format!("t{c}-{}", ids.len()),
-                            &[],
-                            &holds,
-                            Duration::from_secs(2),
-                            false,
-                        )
-                        .unwrap()
-                    {
-                        ids.push(leased.run.id);
-                    }
-                    ids
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let seconds = started.elapsed().as_secs_f64();
-    let mut all: Vec<u64> = claimed.concat();
+    let (claimed, seconds) = claim_everything(
+        &schema.url,
+        CLAIMERS,
+        &holds,
+        Duration::from_secs(2),
+        |c, n| format!("t{c}-{n}"),
+    );
+    let mut all = claimed.concat();
     all.sort_unstable();
     assert_eq!(
         all,
@@ -1229,35 +1248,11 @@ fn leased_claims_take_each_run_once_and_report_their_rate() {
     for i in 0..RUNS {
         store.enqueue(None, "{}", None, i as i64).unwrap();
     }
-    let started = Instant::now();
-    let claimed: Vec<Vec<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..CLAIMERS)
-            .map(|c| {
-                let url = schema.url.clone();
-                scope.spawn(move || {
-                    let store = PgStore::open(&url).unwrap();
-                    let mut ids = Vec::new();
-                    while let Some(leased) = store
-                        .claim_leased(
-                            &format!("c{c}"),
-                            &format!("t{c}"),
-                            &[],
-                            &[],
-                            Duration::ZERO,
-                            false,
-                        )
-                        .unwrap()
-                    {
-                        ids.push(leased.run.id);
-                    }
-                    ids
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let seconds = started.elapsed().as_secs_f64();
-    let mut all: Vec<u64> = claimed.concat();
+    let (claimed, seconds) =
+        claim_everything(&schema.url, CLAIMERS, &[], Duration::ZERO, |c, _| {
+            format!("t{c}")
+        });
+    let mut all = claimed.concat();
     all.sort_unstable();
     assert_eq!(
         all,
