@@ -422,13 +422,24 @@ mod tests {
             let t = float(name);
             let std = t.std(true).double_value(&[]);
             let expected = 1.0 / fan_in.sqrt();
-            assert!((std / expected - 1.0).abs() < 0.03, "{name}: std {std}, expected {expected}");
+            assert!(
+                (std / expected - 1.0).abs() < 0.03,
+                "{name}: std {std}, expected {expected}"
+            );
             let bound = (3.0 / fan_in).sqrt();
             let largest = t.abs().max().double_value(&[]);
-            assert!(largest <= bound * 1.001 && largest > bound * 0.95, "{name}: {largest} vs {bound}");
+            assert!(
+                largest <= bound * 1.001 && largest > bound * 0.95,
+                "{name}: {largest} vs {bound}"
+            );
             assert!(t.mean(tch::Kind::Double).double_value(&[]).abs() < 0.05 * expected);
         }
-        for (name, value) in [("norm.weight", 1.0), ("logit_scale", 1.0), ("conv.bias", 0.0), ("attn.in_proj_bias", 0.0)] {
+        for (name, value) in [
+            ("norm.weight", 1.0),
+            ("logit_scale", 1.0),
+            ("conv.bias", 0.0),
+            ("attn.in_proj_bias", 0.0),
+        ] {
             let t = float(name);
             assert_eq!(t.min().double_value(&[]), value, "{name}");
             assert_eq!(t.max().double_value(&[]), value, "{name}");
