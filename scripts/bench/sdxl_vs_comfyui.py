@@ -21,7 +21,7 @@ start from the same cache state. Extra sides: `weft_128` (weft on the graph with
 Needs what scripts/parity/sdxl_comfyui.py needs (a ComfyUI checkout on --comfyui and its
 packages on PYTHONPATH; a built target/release/weft; set-up's CLIP vocabulary) and a full-size
 SDXL base file, for example the random one of
-`cargo run --release --example write_sdxl_checkpoint -- /tmp/full_sdxl.safetensors` (6.9 GB
+`cargo run --release --example write_sdxl_checkpoint -- --fan-in-scaled /tmp/full_sdxl.safetensors` (6.9 GB
 fp16; nothing to download). ComfyUI runs with `--cpu` (UNet and VAE in fp32, text encoders in
 fp16 computing in fp32); weft with `precision: auto` (the same on the CPU).
 
