@@ -151,6 +151,14 @@ pub fn write_sdxl_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
     write_shaped_checkpoint(path, &sdxl_ldm_shapes())
 }
 
+/// Writes an SDXL-base-sized fp16 single-file checkpoint (6.9 GB) whose values are scaled as a
+/// default initialisation scales them ([`ShapedValues::FanInScaled`]), so that activations keep
+/// their size through the 70 UNet blocks and a full-size image has structure (the small values
+/// of [`write_sdxl_shaped_checkpoint`] give a flat grey image).
+pub fn write_sdxl_shaped_checkpoint_fan_in_scaled(path: &Path) -> std::io::Result<()> {
+    write_shaped_checkpoint_with(path, &sdxl_ldm_shapes(), ShapedValues::FanInScaled)
+}
+
 /// Writes an SDXL-refiner-sized fp16 single-file checkpoint (6.1 GB) the same way.
 pub fn write_sdxl_refiner_shaped_checkpoint(path: &Path) -> std::io::Result<()> {
     write_shaped_checkpoint(path, &sdxl_refiner_ldm_shapes())
@@ -170,9 +178,32 @@ pub fn write_tiny_sdxl_checkpoints(dir: &Path) -> std::io::Result<(PathBuf, Path
     Ok((base, refiner))
 }
 
+/// The values a shaped checkpoint is filled with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapedValues {
+    /// fp16 values of magnitude 2^-7 .. 2^-6 with random sign and mantissa: finite everywhere,
+    /// enough to measure loading time and memory (the values the reduced-width tests expect).
+    Small,
+    /// Per tensor, as a default initialisation: a matrix or convolution kernel uniform with
+    /// standard deviation 1/sqrt(fan-in) (fan-in = the product of every dimension after the
+    /// first), a 1-D or scalar `*weight` (every one is a norm's scale in these layouts) 1, a
+    /// 1-D bias 0.
+    FanInScaled,
+}
+
 fn write_shaped_checkpoint(
     path: &Path,
     shapes: &std::collections::BTreeMap<String, Vec<u64>>,
+) -> std::io::Result<()> {
+    write_shaped_checkpoint_with(path, shapes, ShapedValues::Small)
+}
+
+/// Writes `shapes` as an fp16 safetensors file of pseudo-random values of the kind `values`
+/// says (the same bytes on every run: a fixed xorshift seed).
+pub fn write_shaped_checkpoint_with(
+    path: &Path,
+    shapes: &std::collections::BTreeMap<String, Vec<u64>>,
+    values: ShapedValues,
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
@@ -194,23 +225,90 @@ fn write_shaped_checkpoint(
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     out.write_all(&(header.len() as u64).to_le_bytes())?;
     out.write_all(header.as_bytes())?;
-    // fp16 values of magnitude 2^-7 .. 2^-6 with random sign and mantissa: finite everywhere.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
     let mut chunk = vec![0u8; 1 << 20];
-    let mut left = offset;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        for pair in chunk[..n].chunks_exact_mut(2) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let bits = ((state as u16) & 0x83FF) | 0x2000;
-            pair.copy_from_slice(&bits.to_le_bytes());
+    if values == ShapedValues::Small {
+        // fp16 values of magnitude 2^-7 .. 2^-6 with random sign and mantissa: finite everywhere.
+        let mut left = offset;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            for pair in chunk[..n].chunks_exact_mut(2) {
+                let bits = ((next() as u16) & 0x83FF) | 0x2000;
+                pair.copy_from_slice(&bits.to_le_bytes());
+            }
+            out.write_all(&chunk[..n])?;
+            left -= n as u64;
         }
-        out.write_all(&chunk[..n])?;
-        left -= n as u64;
+        return out.flush();
+    }
+    for (name, shape) in shapes {
+        let fill = fan_in_scaled_fill(name, shape);
+        let mut left = shape.iter().product::<u64>() * 2;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            for pair in chunk[..n].chunks_exact_mut(2) {
+                let value = match fill {
+                    Fill::Constant(c) => c,
+                    // 53 random bits to a uniform draw in [-bound, bound).
+                    Fill::Uniform(bound) => {
+                        let unit = (next() >> 11) as f64 / (1u64 << 53) as f64;
+                        ((2.0 * unit - 1.0) * bound) as f32
+                    }
+                };
+                pair.copy_from_slice(&f32_to_f16_bits(value).to_le_bytes());
+            }
+            out.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
     }
     out.flush()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fill {
+    Constant(f32),
+    Uniform(f64),
+}
+
+/// What [`ShapedValues::FanInScaled`] writes into one tensor.
+fn fan_in_scaled_fill(name: &str, shape: &[u64]) -> Fill {
+    if shape.len() <= 1 {
+        return if name.ends_with("weight") || shape.is_empty() {
+            Fill::Constant(1.0)
+        } else {
+            Fill::Constant(0.0)
+        };
+    }
+    let fan_in = shape[1..].iter().product::<u64>().max(1) as f64;
+    // A uniform draw on [-b, b] has standard deviation b / sqrt(3).
+    Fill::Uniform((3.0 / fan_in).sqrt())
+}
+
+/// The IEEE half-precision bits nearest `value` (round half to even), for values below
+/// 65504 in magnitude; magnitudes under fp16's smallest normal (6.1e-5) become zero, which a
+/// uniform draw reaches rarely enough not to change its spread.
+fn f32_to_f16_bits(value: f32) -> u16 {
+    let bits = value.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exponent = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+    if exponent <= 0 {
+        return sign;
+    }
+    assert!(exponent < 31, "{value} is out of fp16's range");
+    let mantissa = bits & 0x7f_ffff;
+    let mut half = ((exponent as u32) << 10) | (mantissa >> 13);
+    let rest = mantissa & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && half & 1 == 1) {
+        // A carry out of the mantissa steps the exponent, which is the right rounding.
+        half += 1;
+    }
+    sign | half as u16
 }
 
 /// Peak resident memory (bytes) of the children this process has waited for, from getrusage.
@@ -294,7 +392,74 @@ pub fn ssim(a: &[f64], b: &[f64], width: usize, height: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::ssim;
+    use super::{ssim, write_shaped_checkpoint_with, ShapedValues};
+
+    #[test]
+    fn fan_in_scaled_values_are_norms_of_one_zero_biases_and_kernels_of_std_one_over_sqrt_fan_in() {
+        let shapes: std::collections::BTreeMap<String, Vec<u64>> = [
+            ("conv.weight", vec![64, 32, 3, 3]),
+            ("conv.bias", vec![64]),
+            ("linear.weight", vec![256, 1280]),
+            ("attn.in_proj_bias", vec![96]),
+            ("norm.weight", vec![64]),
+            ("logit_scale", vec![]),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let dir = std::env::temp_dir().join(format!("weft-fan-in-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("scaled.safetensors");
+        write_shaped_checkpoint_with(&path, &shapes, ShapedValues::FanInScaled).unwrap();
+        let tensors: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(&path)
+                .unwrap()
+                .into_iter()
+                .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let float = |name: &str| tensors[name].to_kind(tch::Kind::Double);
+        for (name, fan_in) in [("conv.weight", 32.0 * 9.0), ("linear.weight", 1280.0f64)] {
+            let t = float(name);
+            let std = t.std(true).double_value(&[]);
+            let expected = 1.0 / fan_in.sqrt();
+            assert!(
+                (std / expected - 1.0).abs() < 0.03,
+                "{name}: std {std}, expected {expected}"
+            );
+            let bound = (3.0 / fan_in).sqrt();
+            let largest = t.abs().max().double_value(&[]);
+            assert!(
+                largest <= bound * 1.001 && largest > bound * 0.95,
+                "{name}: {largest} vs {bound}"
+            );
+            assert!(t.mean(tch::Kind::Double).double_value(&[]).abs() < 0.05 * expected);
+        }
+        for (name, value) in [
+            ("norm.weight", 1.0),
+            ("logit_scale", 1.0),
+            ("conv.bias", 0.0),
+            ("attn.in_proj_bias", 0.0),
+        ] {
+            let t = float(name);
+            assert_eq!(t.min().double_value(&[]), value, "{name}");
+            assert_eq!(t.max().double_value(&[]), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn f16_bits_round_to_nearest_even() {
+        use super::f32_to_f16_bits;
+        assert_eq!(f32_to_f16_bits(1.0), 0x3c00);
+        assert_eq!(f32_to_f16_bits(-2.0), 0xc000);
+        assert_eq!(f32_to_f16_bits(0.0), 0);
+        assert_eq!(f32_to_f16_bits(1e-6), 0);
+        // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: to even (1); 1 + 3 * 2^-11 rounds up.
+        assert_eq!(f32_to_f16_bits(1.0 + 2f32.powi(-11)), 0x3c00);
+        assert_eq!(f32_to_f16_bits(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        // A carry out of the mantissa: just under 2 rounds to 2.
+        assert_eq!(f32_to_f16_bits(2.0 - 2f32.powi(-13)), 0x4000);
+        assert_eq!(f32_to_f16_bits(0.1), 0x2e66);
+    }
 
     /// A 32x32 test card: a gradient with a bright square.
     fn card() -> Vec<f64> {
