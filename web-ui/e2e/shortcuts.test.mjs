@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { BASE, WORKFLOWS, launch, open, node, shot } from './lib.mjs';
+import { BASE, WORKFLOWS, launch, open, node, handle, shot } from './lib.mjs';
 
 let browser;
 let page;
@@ -220,4 +220,73 @@ test('H collapses the selected node and opens it again, as Alt+C', async () => {
   assert.deepEqual((await graph()).collapsed, ['latent']);
   await page.keyboard.press('h');
   assert.deepEqual((await graph()).collapsed, []);
+});
+
+/** The middle of link `id`'s grip: its last pixels before the input. */
+const grip = async (id) => {
+  const box = await page.locator(`[data-testid="rf__edge-${id}"] .react-flow__edgeupdater-target`).boundingBox();
+  assert.ok(box, `link ${id} has a grip at its input`);
+  return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+};
+
+test('a link end dragged off its input: onto another input it moves there, onto the canvas it goes; a click removes nothing', async () => {
+  await open(page, 'keys');
+  const before = (await graph()).links;
+  assert.ok(before.includes('model.vae>decode.vae'));
+
+  // A click on the grip (no drag) leaves the link.
+  const at = await grip('decode:vae');
+  await page.mouse.click(at.x, at.y);
+  assert.deepEqual((await graph()).links, before, 'a click removes nothing');
+
+  // Dropped on the canvas below the nodes: removed; Ctrl+Z brings it back.
+  await page.mouse.move(at.x, at.y);
+  await page.mouse.down();
+  await page.mouse.move(at.x - 40, at.y + 120, { steps: 5 });
+  await page.mouse.move(at.x - 80, at.y + 260, { steps: 5 });
+  await page.mouse.up();
+  const off = (await graph()).links;
+  assert.ok(!off.includes('model.vae>decode.vae'), `the link is gone: ${off}`);
+  assert.equal(off.length, before.length - 1, 'only that link');
+  assert.equal(await page.locator('.palette').count(), 0, 'no node search opens for a link pulled off');
+  await focusCanvas();
+  await page.keyboard.press('Control+z');
+  assert.ok((await graph()).links.includes('model.vae>decode.vae'), 'one undo brings it back');
+
+  // Dropped on another input of its type: moved there (the input's old link replaced).
+  const from = await grip('sample:positive');
+  const to = await page.locator(handle('sample', 'negative', 'target')).boundingBox();
+  await page.mouse.move(from.x, from.y);
+  await page.mouse.down();
+  await page.mouse.move(from.x, (from.y + to.y) / 2, { steps: 5 });
+  await page.mouse.move(to.x + to.width / 2, to.y + to.height / 2, { steps: 5 });
+  await page.mouse.up();
+  const moved = (await graph()).links;
+  assert.ok(moved.includes('positive.conditioning>sample.negative'), `moved to sample.negative: ${moved}`);
+  assert.ok(!moved.some((l) => l.endsWith('>sample.positive')), `sample.positive is free: ${moved}`);
+  assert.ok(!moved.includes('negative.conditioning>sample.negative'), 'the old link of sample.negative was replaced');
+  await shot(page, 'link-moved');
+});
+
+test('Ctrl+drag on the canvas box-selects, as Shift+drag', async () => {
+  await open(page, 'keys');
+  await focusCanvas();
+  const a = await page.locator(node('positive')).boundingBox();
+  const b = await page.locator(node('negative')).boundingBox();
+  const start = { x: Math.min(a.x, b.x) - 12, y: Math.min(a.y, b.y) - 12 };
+  const end = { x: Math.max(a.x + a.width, b.x + b.width) + 12, y: Math.max(a.y + a.height, b.y + b.height) + 12 };
+  const onPane = await page.evaluate(({ x, y }) => !!document.elementFromPoint(x, y)?.closest('.react-flow__pane'), start);
+  assert.ok(onPane, 'the drag starts on empty canvas');
+  for (const key of ['Control', 'Shift']) {
+    await focusCanvas();
+    assert.deepEqual((await state()).selected, [], 'nothing selected first');
+    await page.keyboard.down(key);
+    await page.mouse.move(start.x, start.y);
+    await page.mouse.down();
+    await page.mouse.move((start.x + end.x) / 2, (start.y + end.y) / 2, { steps: 5 });
+    await page.mouse.move(end.x, end.y, { steps: 5 });
+    await page.mouse.up();
+    await page.keyboard.up(key);
+    assert.deepEqual((await state()).selected, ['negative', 'positive'], `${key}+drag selects the boxed nodes`);
+  }
 });

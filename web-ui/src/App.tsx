@@ -45,6 +45,8 @@ const edgeTypes = { rerouted: RoutedEdge };
 
 const proOptions = { hideAttribution: true };
 const defaultEdgeOptions = { type: 'default' };
+// Box select: Shift+drag, or Ctrl+drag as in ComfyUI (Ctrl+click still adds to the selection).
+const selectionKeys = ['Shift', 'Control', 'Meta'];
 
 export function App() {
   return (
@@ -132,6 +134,8 @@ function Editor() {
       : t?.inputs.find((i) => i.name === handle)?.type;
   }, []);
 
+  // Set while a link's end is dragged off its input (onReconnectStart below).
+  const reconnecting = useRef<{ x: number; y: number; moved: boolean } | null>(null);
   const onConnectStart = useCallback(
     (_: unknown, p: OnConnectStartParams) => {
       if (!p.nodeId || !p.handleId || !p.handleType) return;
@@ -157,7 +161,7 @@ function Editor() {
         if (why) s.say(`link refused: ${why}`, 'error');
         return;
       }
-      if (state.isValid === null && !state.toNode && state.fromHandle?.id && state.fromNode) {
+      if (state.isValid === null && !state.toNode && state.fromHandle?.id && state.fromNode && !reconnecting.current) {
         // Dropped on empty canvas: pick a node that fits, it lands here, wired.
         const pt = 'changedTouches' in e ? e.changedTouches[0] : e;
         const t = handleType(state.fromNode.id, state.fromHandle.id, state.fromHandle.type);
@@ -181,6 +185,25 @@ function Editor() {
   }, []);
 
   const onConnect = useCallback((c: Connection) => useEditor.getState().connect(c), []);
+
+  // A link's end dragged off its input (ComfyUI; the grip is the link's last few pixels
+  // before the input): dropped on another input the link moves there; dropped anywhere else
+  // at least 5 px away it is removed (a click on the grip removes nothing).
+  const onReconnectStart = useCallback((e: React.MouseEvent) => {
+    reconnecting.current = { x: e.clientX, y: e.clientY, moved: false };
+  }, []);
+  const onReconnect = useCallback((old: GEdge, made: Connection) => {
+    if (reconnecting.current) reconnecting.current.moved = true;
+    useEditor.getState().moveLink(old.id, made);
+  }, []);
+  const onReconnectEnd = useCallback((e: MouseEvent | TouchEvent, edge: GEdge) => {
+    const from = reconnecting.current;
+    reconnecting.current = null;
+    if (!from || from.moved) return;
+    const pt = 'changedTouches' in e ? e.changedTouches[0] : e;
+    if (Math.hypot(pt.clientX - from.x, pt.clientY - from.y) < 5) return;
+    useEditor.getState().removeEdge(edge.id);
+  }, []);
 
   // While Space is held a drag pans from anywhere, a node too (React Flow's pan key pans from
   // the canvas; a node that cannot be dragged lets the pan through).
@@ -360,10 +383,13 @@ function Editor() {
             onNodeContextMenu={onNodeContextMenu}
             onEdgeContextMenu={onEdgeContextMenu}
             onEdgeDoubleClick={onEdgeDoubleClick}
+            onReconnectStart={onReconnectStart}
+            onReconnect={onReconnect}
+            onReconnectEnd={onReconnectEnd}
             onNodeDoubleClick={(e, n) => void onNodeDoubleClick(e, n)}
             onSelectionContextMenu={onSelectionContextMenu}
             deleteKeyCode={null}
-            selectionKeyCode="Shift"
+            selectionKeyCode={selectionKeys}
             multiSelectionKeyCode={['Meta', 'Control']}
             zoomOnDoubleClick={false}
             minZoom={0.05}

@@ -87,6 +87,8 @@ export interface GraphSlice {
   /** Selects only `id` unless it is selected already (what a right-click on a node does first). */
   selectForMenu: (id: string) => void;
   removeEdge: (id: string) => void;
+  /** A link's end dragged off its input onto another input: one undo step. */
+  moveLink: (id: string, made: Connection) => void;
   /** Ctrl+B / Ctrl+M: toggles the mode on the selected nodes (all on unless all have it already). */
   toggleMode: (mode: NodeMode) => void;
   say: (text: string, kind?: 'info' | 'error') => void;
@@ -135,164 +137,9 @@ export function graphFromDoc(doc: WorkflowDoc, cat: Map<string, NodeType>, onCan
   return { nodes, edges: edges.map((e) => styled(e, byId, cat)) };
 }
 
-export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (set, get) => ({
-  catalogue: new Map(),
-  types: [],
-  nodes: [],
-  edges: [],
-  past: [],
-  future: [],
-  lastEditKey: null,
-  lastEditAt: 0,
-  edits: 0,
-  clipboard: null,
-  message: null,
-  sweep: emptySweep(),
-  groups: [],
-  selectedGroup: null,
-  reroutes: {},
-  selectedReroute: null,
-
-  addReroute: (edge, at) => {
-    const s = get();
-    const e = s.edges.find((x) => x.id === edge);
-    if (!e) return;
-    s.checkpoint();
-    const { reroutes, id } = withRerouteAdded(s.reroutes, e, at);
-    set({ reroutes, selectedReroute: id, dirty: true });
-    s.say('reroute point added: drag it to move the link, drag from its socket to feed another input');
-  },
-
-  moveReroute: (id, at) => {
-    const s = get();
-    const reroutes = withRerouteMoved(s.reroutes, id, at);
-    // (onNodeDragStart took the undo checkpoint.)
-    if (reroutes) set({ reroutes, dirty: true, edits: s.edits + 1 });
-  },
-
-  removeReroute: (id) => {
-    const s = get();
-    const reroutes = withRerouteRemoved(s.reroutes, id);
-    if (!reroutes) return;
-    s.checkpoint();
-    set({ reroutes, selectedReroute: s.selectedReroute === id ? null : s.selectedReroute, dirty: true });
-  },
-
-  groupSelected: () => {
-    const s = get();
-    const chosen = s.nodes.filter((n) => n.selected);
-    if (chosen.length === 0) {
-      s.say('select the nodes to group first (Shift+drag or Ctrl+click)', 'error');
-      return;
-    }
-    s.checkpoint();
-    set({ groups: [...s.groups, { title: 'Group', color: DEFAULT_GROUP_COLOUR, box: boxAround(chosen) }], dirty: true });
-    s.say(`grouped ${chosen.length} node${chosen.length > 1 ? 's' : ''}: drag its title to move them, double-click it to rename`);
-  },
-
-  moveGroup: (index, to, members) => {
-    const s = get();
-    const g = s.groups[index];
-    if (!g) return;
-    const dx = to.x - g.box[0];
-    const dy = to.y - g.box[1];
-    if (dx === 0 && dy === 0) return;
-    const groups = s.groups.slice();
-    groups[index] = { ...g, box: [to.x, to.y, g.box[2], g.box[3]] };
-    set({
-      groups,
-      nodes: s.nodes.map((n) => (members.has(n.id) ? { ...n, position: { x: n.position.x + dx, y: n.position.y + dy } } : n)),
-      dirty: true,
-      edits: s.edits + 1,
-    });
-  },
-
-  editGroup: (index, patch) => {
-    const s = get();
-    const g = s.groups[index];
-    if (!g) return;
-    s.checkpoint(`group${index}.${Object.keys(patch).join()}`);
-    const groups = s.groups.slice();
-    groups[index] = { ...g, ...patch };
-    set({ groups, dirty: true });
-  },
-
-  removeGroup: (index) => {
-    const s = get();
-    if (!s.groups[index]) return;
-    s.checkpoint();
-    set({ groups: s.groups.filter((_, i) => i !== index), selectedGroup: null, dirty: true });
-  },
-
-  setCatalogue: (types) => set({ types, catalogue: new Map(types.map((t) => [t.type, t])) }),
-
-  say: (text, kind = 'info') => set({ message: { text, kind } }),
-
-  doc: () => {
-    const cat = get().catalogue;
-    return graphToDoc(get().nodes, get().edges, (kind, input) => cat.get(kind)?.inputs.find((i) => i.name === input)?.type === 'float');
-  },
-
-  setSweep: (sweep, key) => {
-    get().checkpoint(key);
-    set({ sweep, dirty: true });
-  },
-
-  sweepContext: () => {
-    const s = get();
-    const kinds = new Map(s.nodes.map((n) => [n.id, n.data.kind]));
-    const linked = new Set(s.edges.map((e) => edgeId(e.target, e.targetHandle)));
-    return {
-      kindOf: (node) => kinds.get(node),
-      declOf: (kind, input) => s.catalogue.get(kind)?.inputs.find((i) => i.name === input),
-      isLinked: (node, input) => linked.has(edgeId(node, input)),
-    };
-  },
-
-  checkpoint: (key) => set(checkpointed(get(), key, Date.now())),
-
-  undo: () => {
-    const prev = undone(get());
-    if (prev) set({ ...prev, dirty: true });
-  },
-
-  redo: () => {
-    const next = redone(get());
-    if (next) set({ ...next, dirty: true });
-  },
-
-  onNodesChange: (changes) => {
-    let edits = false;
-    for (const c of changes) if (c.type === 'remove' || c.type === 'add') edits = true;
-    if (edits) get().checkpoint();
-    let moved = false;
-    for (const c of changes) if (c.type === 'position' && c.position) moved = true;
-    let nodes = applyNodeChanges(changes, get().nodes);
-    // Measured for real: the estimated sockets give way to the drawn ones for good (React Flow
-    // would otherwise take a node's `handles` again whenever the node object changes).
-    const drawn = new Set(changes.filter((c) => c.type === 'dimensions').map((c) => c.id));
-    if (drawn.size) nodes = nodes.map((n) => (drawn.has(n.id) && n.handles ? { ...n, handles: undefined } : n));
-    const patch: Partial<GraphStore> = { nodes };
-    if (edits) {
-      const ids = new Set(nodes.map((n) => n.id));
-      patch.edges = get().edges.filter((e) => ids.has(e.source) && ids.has(e.target));
-    }
-    if (edits || moved) {
-      patch.dirty = true;
-      patch.edits = get().edits + 1;
-    }
-    set(patch);
-  },
-
-  onEdgesChange: (changes) => {
-    if (changes.some((c) => c.type === 'remove')) {
-      get().checkpoint();
-      set({ dirty: true });
-    }
-    set({ edges: applyEdgeChanges(changes, get().edges) });
-  },
-
-  connect: (made) => {
+export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (set, get) => {
+  /** Links `made` (from a reroute point's socket: from the point's source, drawn through it); `checkpoint`: as its own undo step. */
+  const linkUp = (made: Connection, checkpoint: boolean) => {
     const s = get();
     // From a reroute point's socket: a link from the point's source, drawn through the point.
     const { c, via } = viaReroute(made, s.reroutes);
@@ -302,7 +149,7 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
       s.say(problem, 'error');
       return;
     }
-    s.checkpoint();
+    if (checkpoint) s.checkpoint();
     const e: GEdge = {
       id: edgeId(c.target, c.targetHandle!),
       source: c.source,
@@ -313,154 +160,334 @@ export const createGraphSlice: StateCreator<GraphStore, [], [], GraphSlice> = (s
     // One link per input: a new link replaces the old one.
     const edges = s.edges.filter((x) => x.id !== e.id);
     set({ edges: [...edges, styled(e, byId, s.catalogue)], dirty: true, ...(via ? { reroutes: withInputRouted(s.reroutes, via, e) } : {}) });
-  },
+  };
 
-  addNode: (kind, at, link) => {
-    const s = get();
-    const t = s.catalogue.get(kind);
-    if (!t) return null;
-    s.checkpoint();
-    const { nodes, id } = withNodeAdded(s.nodes, t, at);
-    set({ nodes, dirty: true });
-    if (link) {
-      if (link.from === 'source') {
-        const inp = t.inputs.find((i) => accepts(i.type, link.type));
-        if (inp) get().connect({ source: link.node, sourceHandle: link.handle, target: id, targetHandle: inp.name });
-      } else {
-        const out = t.outputs.find((o) => accepts(link.type, o.type));
-        if (out) get().connect({ source: id, sourceHandle: out.name, target: link.node, targetHandle: link.handle });
+  return {
+    catalogue: new Map(),
+    types: [],
+    nodes: [],
+    edges: [],
+    past: [],
+    future: [],
+    lastEditKey: null,
+    lastEditAt: 0,
+    edits: 0,
+    clipboard: null,
+    message: null,
+    sweep: emptySweep(),
+    groups: [],
+    selectedGroup: null,
+    reroutes: {},
+    selectedReroute: null,
+
+    addReroute: (edge, at) => {
+      const s = get();
+      const e = s.edges.find((x) => x.id === edge);
+      if (!e) return;
+      s.checkpoint();
+      const { reroutes, id } = withRerouteAdded(s.reroutes, e, at);
+      set({ reroutes, selectedReroute: id, dirty: true });
+      s.say('reroute point added: drag it to move the link, drag from its socket to feed another input');
+    },
+
+    moveReroute: (id, at) => {
+      const s = get();
+      const reroutes = withRerouteMoved(s.reroutes, id, at);
+      // (onNodeDragStart took the undo checkpoint.)
+      if (reroutes) set({ reroutes, dirty: true, edits: s.edits + 1 });
+    },
+
+    removeReroute: (id) => {
+      const s = get();
+      const reroutes = withRerouteRemoved(s.reroutes, id);
+      if (!reroutes) return;
+      s.checkpoint();
+      set({ reroutes, selectedReroute: s.selectedReroute === id ? null : s.selectedReroute, dirty: true });
+    },
+
+    groupSelected: () => {
+      const s = get();
+      const chosen = s.nodes.filter((n) => n.selected);
+      if (chosen.length === 0) {
+        s.say('select the nodes to group first (Shift+drag or Ctrl+click)', 'error');
+        return;
       }
-      set({ past: get().past.slice(0, -1) }); // the node and its link are one undo step
-    }
-    return id;
-  },
+      s.checkpoint();
+      set({ groups: [...s.groups, { title: 'Group', color: DEFAULT_GROUP_COLOUR, box: boxAround(chosen) }], dirty: true });
+      s.say(`grouped ${chosen.length} node${chosen.length > 1 ? 's' : ''}: drag its title to move them, double-click it to rename`);
+    },
 
-  setValue: (node, input, value) => {
-    get().checkpoint(`${node}.${input}`);
-    set({
-      nodes: get().nodes.map((n) => (n.id === node ? { ...n, data: { ...n.data, values: { ...n.data.values, [input]: value } } } : n)),
-      dirty: true,
-    });
-  },
+    moveGroup: (index, to, members) => {
+      const s = get();
+      const g = s.groups[index];
+      if (!g) return;
+      const dx = to.x - g.box[0];
+      const dy = to.y - g.box[1];
+      if (dx === 0 && dy === 0) return;
+      const groups = s.groups.slice();
+      groups[index] = { ...g, box: [to.x, to.y, g.box[2], g.box[3]] };
+      set({
+        groups,
+        nodes: s.nodes.map((n) => (members.has(n.id) ? { ...n, position: { x: n.position.x + dx, y: n.position.y + dy } } : n)),
+        dirty: true,
+        edits: s.edits + 1,
+      });
+    },
 
-  unlink: (node, input) => {
-    get().checkpoint();
-    set({ edges: get().edges.filter((e) => e.id !== edgeId(node, input)), dirty: true });
-  },
+    editGroup: (index, patch) => {
+      const s = get();
+      const g = s.groups[index];
+      if (!g) return;
+      s.checkpoint(`group${index}.${Object.keys(patch).join()}`);
+      const groups = s.groups.slice();
+      groups[index] = { ...g, ...patch };
+      set({ groups, dirty: true });
+    },
 
-  copy: () => {
-    const s = get();
-    const clipboard = copied(s.nodes, s.edges);
-    set({ clipboard });
-    const n = clipboard.nodes.length;
-    if (n) s.say(`copied ${n} node${n > 1 ? 's' : ''}`);
-  },
+    removeGroup: (index) => {
+      const s = get();
+      if (!s.groups[index]) return;
+      s.checkpoint();
+      set({ groups: s.groups.filter((_, i) => i !== index), selectedGroup: null, dirty: true });
+    },
 
-  paste: (at, keepInputs) => {
-    const s = get();
-    if (!s.clipboard || s.clipboard.nodes.length === 0) return;
-    s.checkpoint();
-    const p = pasted(s.nodes, s.edges, s.clipboard, at, keepInputs);
-    if (p) set({ ...p, dirty: true });
-  },
+    setCatalogue: (types) => set({ types, catalogue: new Map(types.map((t) => [t.type, t])) }),
 
-  copyDragged: (starts) => {
-    const s = get();
-    // The drag's start already made the undo step: undo takes back the move and the copy at once.
-    const d = withDragCopied(s.nodes, s.edges, starts);
-    if (!d) return;
-    set({ nodes: d.nodes, edges: d.edges, dirty: true });
-    s.say(`copied ${d.added.length} node${d.added.length > 1 ? 's' : ''}: ${d.added.map((x) => x.id).join(', ')}`);
-  },
+    say: (text, kind = 'info') => set({ message: { text, kind } }),
 
-  dissolveSelected: () => {
-    const s = get();
-    const byId = new Map(s.nodes.map((n) => [n.id, n]));
-    const d = withSelectionDissolved(s.nodes, s.edges, (link, edgesSoFar) => linkProblem(s.catalogue, byId, edgesSoFar, link) === null);
-    if (!d) return;
-    s.checkpoint();
-    set({ nodes: d.nodes, edges: d.edges, dirty: true });
-    if (d.joined.length) s.say(`reconnected ${d.joined.map((e) => `${e.source}.${e.sourceHandle} → ${e.target}.${e.targetHandle}`).join(', ')}`);
-  },
+    doc: () => {
+      const cat = get().catalogue;
+      return graphToDoc(get().nodes, get().edges, (kind, input) => cat.get(kind)?.inputs.find((i) => i.name === input)?.type === 'float');
+    },
 
-  duplicateSelected: () => {
-    const s = get();
-    if (!s.nodes.some((n) => n.selected)) return;
-    s.checkpoint();
-    const d = duplicated(s.nodes, s.edges);
-    if (!d) return;
-    set({ nodes: d.nodes, edges: d.edges, dirty: true });
-    const n = d.added.length;
-    s.say(`duplicated ${n} node${n > 1 ? 's' : ''}: ${d.added.map((x) => x.id).join(', ')}`);
-  },
+    setSweep: (sweep, key) => {
+      get().checkpoint(key);
+      set({ sweep, dirty: true });
+    },
 
-  selectAll: () => set((s) => ({ nodes: s.nodes.map((n) => (n.selected ? n : { ...n, selected: true })) })),
+    sweepContext: () => {
+      const s = get();
+      const kinds = new Map(s.nodes.map((n) => [n.id, n.data.kind]));
+      const linked = new Set(s.edges.map((e) => edgeId(e.target, e.targetHandle)));
+      return {
+        kindOf: (node) => kinds.get(node),
+        declOf: (kind, input) => s.catalogue.get(kind)?.inputs.find((i) => i.name === input),
+        isLinked: (node, input) => linked.has(edgeId(node, input)),
+      };
+    },
 
-  selectForMenu: (id) => {
-    const s = get();
-    if (s.nodes.find((n) => n.id === id)?.selected) return;
-    set({ nodes: s.nodes.map((n) => (n.id === id ? { ...n, selected: true } : n.selected ? { ...n, selected: false } : n)) });
-  },
+    checkpoint: (key) => set(checkpointed(get(), key, Date.now())),
 
-  removeEdge: (id) => {
-    const s = get();
-    if (!s.edges.some((e) => e.id === id)) return;
-    s.checkpoint();
-    set({ edges: s.edges.filter((e) => e.id !== id), dirty: true });
-  },
+    undo: () => {
+      const prev = undone(get());
+      if (prev) set({ ...prev, dirty: true });
+    },
 
-  setLook: (ids, patch) => {
-    const s = get();
-    const chosen = new Set(ids);
-    s.checkpoint(`look:${ids.join()}:${Object.keys(patch).join()}`);
-    set({
-      nodes: s.nodes.map((n) => {
-        if (!chosen.has(n.id)) return n;
-        const look = cleanLook({ ...n.data.look, ...patch });
-        const data = { ...n.data };
-        if (look) data.look = look;
-        else delete data.look;
-        return { ...n, data };
-      }),
-      dirty: true,
-    });
-  },
+    redo: () => {
+      const next = redone(get());
+      if (next) set({ ...next, dirty: true });
+    },
 
-  toggleCollapse: () => {
-    const s = get();
-    const chosen = s.nodes.filter((n) => n.selected);
-    if (chosen.length === 0) return;
-    const collapse = !chosen.every((n) => n.data.look?.collapsed);
-    s.setLook(
-      chosen.map((n) => n.id),
-      { collapsed: collapse },
-    );
-  },
+    onNodesChange: (changes) => {
+      let edits = false;
+      for (const c of changes) if (c.type === 'remove' || c.type === 'add') edits = true;
+      if (edits) get().checkpoint();
+      let moved = false;
+      for (const c of changes) if (c.type === 'position' && c.position) moved = true;
+      let nodes = applyNodeChanges(changes, get().nodes);
+      // Measured for real: the estimated sockets give way to the drawn ones for good (React Flow
+      // would otherwise take a node's `handles` again whenever the node object changes).
+      const drawn = new Set(changes.filter((c) => c.type === 'dimensions').map((c) => c.id));
+      if (drawn.size) nodes = nodes.map((n) => (drawn.has(n.id) && n.handles ? { ...n, handles: undefined } : n));
+      const patch: Partial<GraphStore> = { nodes };
+      if (edits) {
+        const ids = new Set(nodes.map((n) => n.id));
+        patch.edges = get().edges.filter((e) => ids.has(e.source) && ids.has(e.target));
+      }
+      if (edits || moved) {
+        patch.dirty = true;
+        patch.edits = get().edits + 1;
+      }
+      set(patch);
+    },
 
-  toggleMode: (mode) => {
-    const s = get();
-    if (!s.nodes.some((n) => n.selected)) return;
-    s.checkpoint();
-    const t = withModeToggled(s.nodes, mode);
-    if (!t) return;
-    set({ nodes: t.nodes, dirty: true });
-    const names = t.chosen.join(', ');
-    s.say(`${t.on ? (mode === 'bypass' ? 'bypassed' : 'muted') : mode === 'bypass' ? 'no longer bypassed' : 'no longer muted'}: ${names}`);
-  },
+    onEdgesChange: (changes) => {
+      if (changes.some((c) => c.type === 'remove')) {
+        get().checkpoint();
+        set({ dirty: true });
+      }
+      set({ edges: applyEdgeChanges(changes, get().edges) });
+    },
 
-  deleteSelected: () => {
-    const s = get();
-    if (s.selectedReroute != null && s.reroutes[s.selectedReroute]) {
-      s.removeReroute(s.selectedReroute);
-      return;
-    }
-    if (s.selectedGroup != null && s.groups[s.selectedGroup]) {
-      s.removeGroup(s.selectedGroup);
-      return;
-    }
-    const left = withSelectionDeleted(s.nodes, s.edges);
-    if (!left) return;
-    s.checkpoint();
-    set({ ...left, dirty: true });
-  },
-});
+    connect: (made) => {
+      linkUp(made, true);
+    },
+
+    moveLink: (id, made) => {
+      const s = get();
+      const old = s.edges.find((e) => e.id === id);
+      if (!old) return;
+      const without = s.edges.filter((e) => e.id !== id);
+      const byId = new Map(s.nodes.map((n) => [n.id, n]));
+      const { c } = viaReroute(made, s.reroutes);
+      // Checked without the link being moved: it may come back to the same input.
+      const problem = linkProblem(s.catalogue, byId, without, c);
+      if (problem) {
+        s.say(problem, 'error');
+        return;
+      }
+      s.checkpoint();
+      set({ edges: without });
+      linkUp(made, false);
+    },
+
+    addNode: (kind, at, link) => {
+      const s = get();
+      const t = s.catalogue.get(kind);
+      if (!t) return null;
+      s.checkpoint();
+      const { nodes, id } = withNodeAdded(s.nodes, t, at);
+      set({ nodes, dirty: true });
+      if (link) {
+        if (link.from === 'source') {
+          const inp = t.inputs.find((i) => accepts(i.type, link.type));
+          if (inp) get().connect({ source: link.node, sourceHandle: link.handle, target: id, targetHandle: inp.name });
+        } else {
+          const out = t.outputs.find((o) => accepts(link.type, o.type));
+          if (out) get().connect({ source: id, sourceHandle: out.name, target: link.node, targetHandle: link.handle });
+        }
+        set({ past: get().past.slice(0, -1) }); // the node and its link are one undo step
+      }
+      return id;
+    },
+
+    setValue: (node, input, value) => {
+      get().checkpoint(`${node}.${input}`);
+      set({
+        nodes: get().nodes.map((n) => (n.id === node ? { ...n, data: { ...n.data, values: { ...n.data.values, [input]: value } } } : n)),
+        dirty: true,
+      });
+    },
+
+    unlink: (node, input) => {
+      get().checkpoint();
+      set({ edges: get().edges.filter((e) => e.id !== edgeId(node, input)), dirty: true });
+    },
+
+    copy: () => {
+      const s = get();
+      const clipboard = copied(s.nodes, s.edges);
+      set({ clipboard });
+      const n = clipboard.nodes.length;
+      if (n) s.say(`copied ${n} node${n > 1 ? 's' : ''}`);
+    },
+
+    paste: (at, keepInputs) => {
+      const s = get();
+      if (!s.clipboard || s.clipboard.nodes.length === 0) return;
+      s.checkpoint();
+      const p = pasted(s.nodes, s.edges, s.clipboard, at, keepInputs);
+      if (p) set({ ...p, dirty: true });
+    },
+
+    copyDragged: (starts) => {
+      const s = get();
+      // The drag's start already made the undo step: undo takes back the move and the copy at once.
+      const d = withDragCopied(s.nodes, s.edges, starts);
+      if (!d) return;
+      set({ nodes: d.nodes, edges: d.edges, dirty: true });
+      s.say(`copied ${d.added.length} node${d.added.length > 1 ? 's' : ''}: ${d.added.map((x) => x.id).join(', ')}`);
+    },
+
+    dissolveSelected: () => {
+      const s = get();
+      const byId = new Map(s.nodes.map((n) => [n.id, n]));
+      const d = withSelectionDissolved(s.nodes, s.edges, (link, edgesSoFar) => linkProblem(s.catalogue, byId, edgesSoFar, link) === null);
+      if (!d) return;
+      s.checkpoint();
+      set({ nodes: d.nodes, edges: d.edges, dirty: true });
+      if (d.joined.length) s.say(`reconnected ${d.joined.map((e) => `${e.source}.${e.sourceHandle} → ${e.target}.${e.targetHandle}`).join(', ')}`);
+    },
+
+    duplicateSelected: () => {
+      const s = get();
+      if (!s.nodes.some((n) => n.selected)) return;
+      s.checkpoint();
+      const d = duplicated(s.nodes, s.edges);
+      if (!d) return;
+      set({ nodes: d.nodes, edges: d.edges, dirty: true });
+      const n = d.added.length;
+      s.say(`duplicated ${n} node${n > 1 ? 's' : ''}: ${d.added.map((x) => x.id).join(', ')}`);
+    },
+
+    selectAll: () => set((s) => ({ nodes: s.nodes.map((n) => (n.selected ? n : { ...n, selected: true })) })),
+
+    selectForMenu: (id) => {
+      const s = get();
+      if (s.nodes.find((n) => n.id === id)?.selected) return;
+      set({ nodes: s.nodes.map((n) => (n.id === id ? { ...n, selected: true } : n.selected ? { ...n, selected: false } : n)) });
+    },
+
+    removeEdge: (id) => {
+      const s = get();
+      if (!s.edges.some((e) => e.id === id)) return;
+      s.checkpoint();
+      set({ edges: s.edges.filter((e) => e.id !== id), dirty: true });
+    },
+
+    setLook: (ids, patch) => {
+      const s = get();
+      const chosen = new Set(ids);
+      s.checkpoint(`look:${ids.join()}:${Object.keys(patch).join()}`);
+      set({
+        nodes: s.nodes.map((n) => {
+          if (!chosen.has(n.id)) return n;
+          const look = cleanLook({ ...n.data.look, ...patch });
+          const data = { ...n.data };
+          if (look) data.look = look;
+          else delete data.look;
+          return { ...n, data };
+        }),
+        dirty: true,
+      });
+    },
+
+    toggleCollapse: () => {
+      const s = get();
+      const chosen = s.nodes.filter((n) => n.selected);
+      if (chosen.length === 0) return;
+      const collapse = !chosen.every((n) => n.data.look?.collapsed);
+      s.setLook(
+        chosen.map((n) => n.id),
+        { collapsed: collapse },
+      );
+    },
+
+    toggleMode: (mode) => {
+      const s = get();
+      if (!s.nodes.some((n) => n.selected)) return;
+      s.checkpoint();
+      const t = withModeToggled(s.nodes, mode);
+      if (!t) return;
+      set({ nodes: t.nodes, dirty: true });
+      const names = t.chosen.join(', ');
+      s.say(`${t.on ? (mode === 'bypass' ? 'bypassed' : 'muted') : mode === 'bypass' ? 'no longer bypassed' : 'no longer muted'}: ${names}`);
+    },
+
+    deleteSelected: () => {
+      const s = get();
+      if (s.selectedReroute != null && s.reroutes[s.selectedReroute]) {
+        s.removeReroute(s.selectedReroute);
+        return;
+      }
+      if (s.selectedGroup != null && s.groups[s.selectedGroup]) {
+        s.removeGroup(s.selectedGroup);
+        return;
+      }
+      const left = withSelectionDeleted(s.nodes, s.edges);
+      if (!left) return;
+      s.checkpoint();
+      set({ ...left, dirty: true });
+    },
+  };
+};

@@ -80,7 +80,9 @@ export const SHORTCUTS: Shortcut[] = [
 export const GESTURES: { keys: string; does: string }[] = [
   { keys: 'Space+drag / drag the canvas', does: 'pan' },
   { keys: 'Alt+drag a node', does: 'duplicate: the original stays, the copy goes where you drop' },
-  { keys: 'Shift+drag / Ctrl+click', does: 'select' },
+  { keys: 'Shift+drag / Ctrl+drag / Ctrl+click', does: 'select (a box, or one more node)' },
+  { keys: "drag a link's end off its input", does: 'onto another input: the link moves there; onto the canvas: it is removed' },
+  { keys: 'double-click a link', does: 'put a reroute point on it' },
 ];
 
 /** Runs the shortcut for a key press, if any; `typing`: the focus is in a text field. */
