@@ -362,3 +362,145 @@ fn a_workers_previews_reach_the_api_servers_clients() {
         "the worker's default: a preview every 4 of the 20 steps ({steps:?})"
     );
 }
+
+/// One request with exactly these headers (`Host` included), as a browser or a script on
+/// another site would send it; (status, body).
+fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// A fleet's API server keeps a lone server's rules (the token, Host and Origin checks), and
+/// the database password in `--queue` shows nowhere: not in `/system_stats`, not in the API
+/// server's or a worker's log.
+#[test]
+#[ignore = "needs PostgreSQL; make test starts one"]
+fn an_api_server_keeps_the_token_host_and_origin_rules_and_never_shows_the_database_password() {
+    const PASSWORD: &str = "Pw-never-shown-7f3a";
+    const TOKEN: &str = "fleet-test-token-0123456789abcdef";
+    let schema = own_schema("guard");
+    // The test server trusts local connections: a password is accepted and not needed.
+    let url = if schema.url.contains("://") {
+        schema
+            .url
+            .replacen("://", &format!("://weft:{PASSWORD}@"), 1)
+    } else {
+        format!("{} password={PASSWORD}", schema.url)
+    };
+    let dir = project();
+    std::fs::write(dir.path().join("token.txt"), TOKEN).unwrap();
+    let models = repo().join("models").to_string_lossy().into_owned();
+    let mut api = ServerProcess::start(
+        bin(),
+        dir.path(),
+        &[
+            "--queue",
+            url.as_str(),
+            "--models",
+            models.as_str(),
+            "--token-file",
+            "token.txt",
+        ],
+    );
+    let (mut worker, worker_log) = start_worker(
+        bin(),
+        dir.path(),
+        [
+            "--queue", &url, "--name", "w1", "--device", "cpu", "--models", &models,
+        ],
+    );
+    api.token = Some(TOKEN.into());
+    let host = format!("127.0.0.1:{}", api.port);
+    let bearer = format!("Bearer {TOKEN}");
+
+    let (status, _) = raw_get(api.port, "/api/runs", &[("Host", &host)]);
+    assert_eq!(status, 401, "no token");
+    let (status, _) = raw_get(
+        api.port,
+        "/api/runs",
+        &[
+            ("Host", &host),
+            ("Authorization", "Bearer wrong-token-0123456789"),
+        ],
+    );
+    assert_eq!(status, 401, "a wrong token");
+    let (status, body) = raw_get(
+        api.port,
+        "/api/runs",
+        &[("Host", &host), ("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "the token: {body}");
+    let (status, _) = raw_get(
+        api.port,
+        "/api/runs",
+        &[
+            ("Host", &format!("rebound.example:{}", api.port)),
+            ("Authorization", &bearer),
+        ],
+    );
+    assert_eq!(status, 403, "another Host (DNS rebinding)");
+    let (status, _) = raw_get(
+        api.port,
+        "/api/runs",
+        &[
+            ("Host", &host),
+            ("Origin", "http://other-site.example"),
+            ("Authorization", &bearer),
+        ],
+    );
+    assert_eq!(status, 403, "a page on another site");
+
+    let (status, stats) = raw_get(
+        api.port,
+        "/system_stats",
+        &[("Host", &host), ("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{stats}");
+    assert!(
+        stats.contains("<hidden>"),
+        "the --queue value is shown hidden: {stats}"
+    );
+    assert!(!stats.contains(PASSWORD), "{stats}");
+
+    // A run through the fleet, so that both logs have said what they do.
+    let id = api
+        .http()
+        .queue_run(&json!({"workflow": "txt2img", "set": {"sample.steps": 2}}));
+    assert_eq!(
+        wait_status(&api, id, "succeeded", Duration::from_secs(300)),
+        "succeeded"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let api_log: Vec<String> = api.log.try_iter().collect();
+    let worker_log = worker_log.lock().unwrap().clone();
+    assert!(!api_log.is_empty() && !worker_log.is_empty());
+    for line in api_log.iter().chain(&worker_log) {
+        assert!(
+            !line.contains(PASSWORD),
+            "a log line shows the password: {line}"
+        );
+    }
+}
