@@ -16,7 +16,10 @@ resident). ComfyUI loads the checkpoint through a memory map and its RSS counts 
 pages while they stay resident, so its VmHWM swings with the machine's free memory; RssAnon does
 not. With --warm-cache the checkpoint is read once into the page cache before each side, so both
 start from the same cache state. Extra sides: `weft_128` (weft on the graph without 512x512: its
-128x128 peak alone) and `weft_bf16` (`precision: bf16`; its images compared with weft's fp32).
+128x128 peak alone), `weft_bf16` (`precision: bf16`; its images compared with weft's fp32) and
+`weft_fp16s` (`precision: fp16-storage`: the UNet kept in fp16, computed in fp32; its images must
+equal weft's). Each side's memory samples are also written to WORK/SIDE.rss.tsv (seconds since
+its start, RssAnon, RssFile in KiB), to tell which stage holds the peak.
 
 Needs what scripts/parity/sdxl_comfyui.py needs (a ComfyUI checkout on --comfyui and its
 packages on PYTHONPATH; a built target/release/weft; set-up's CLIP vocabulary) and a full-size
@@ -117,7 +120,8 @@ UNITS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}
 
 def child_weft(args, work, side):
     """`weft import` then `weft run` of the same graph; node times from its summary. Side
-    `weft_128` runs it without the 512x512 part, `weft_bf16` with `precision: bf16`."""
+    `weft_128` runs it without the 512x512 part, `weft_bf16` with `precision: bf16`,
+    `weft_fp16s` with `precision: fp16-storage`."""
     from PIL import Image
     weft = os.path.join(REPO, "target", "release", "weft")
     with_512 = side != "weft_128"
@@ -132,10 +136,11 @@ def child_weft(args, work, side):
         os.remove(os.path.join(out, f))
     cmd = [weft, "run", yaml_path, "--models", work, "--models", os.path.join(REPO, "models"),
            "--device", "cpu", "--threads", str(args.threads), "--output", out]
-    if side == "weft_bf16":
+    precision = {"weft_bf16": "bf16", "weft_fp16s": "fp16-storage"}.get(side)
+    if precision:
         with open(yaml_path) as f:
             loader = next(m.group(1) for m in re.finditer(r"^  (\S+_4):", f.read(), re.M))
-        cmd += ["--set", f"{loader}.precision=bf16"]
+        cmd += ["--set", f"{loader}.precision={precision}"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     sys.stderr.write(r.stdout + r.stderr)
     if r.returncode != 0:
@@ -196,12 +201,14 @@ def run_side(side, args, work):
     started = time.time()
     out_path, err_path = os.path.join(work, f"{side}.stdout"), os.path.join(work, f"{side}.stderr")
     peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
-    with open(out_path, "w") as out, open(err_path, "w") as err:
+    trace_path = os.path.join(work, f"{side}.rss.tsv")
+    with open(out_path, "w") as out, open(err_path, "w") as err, open(trace_path, "w") as trace:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
         while proc.poll() is None:
             now = tree_memory_kib(proc.pid)
             for k in peak:
                 peak[k] = max(peak[k], now[k])
+            trace.write(f"{time.time() - started:.1f}\t{now['RssAnon']}\t{now['RssFile']}\n")
             time.sleep(0.2)
     wall = time.time() - started
 
@@ -233,9 +240,9 @@ def main():
     ap.add_argument("--work", default="/tmp/sdxl-bench-work")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps-512", type=int, default=2)
-    ap.add_argument("--child", choices=["comfyui", "weft", "weft_128", "weft_bf16"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s"], help=argparse.SUPPRESS)
     ap.add_argument("--sides", default="comfyui,weft",
-                    help="which sides to run, of comfyui, weft, weft_128, weft_bf16 (a side run before keeps its result file)")
+                    help="which sides to run, of comfyui, weft, weft_128, weft_bf16, weft_fp16s (a side run before keeps its result file)")
     ap.add_argument("--warm-cache", action="store_true", help="read the checkpoint into the page cache before each side")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
@@ -255,7 +262,7 @@ def main():
         results[side] = run_side(side, args, work)
         with open(os.path.join(work, f"{side}.result.json"), "w") as f:
             json.dump(results[side], f)
-    for side in ["comfyui", "weft", "weft_128", "weft_bf16"]:
+    for side in ["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s"]:
         path = os.path.join(work, f"{side}.result.json")
         if side not in results and os.path.exists(path):
             with open(path) as f:
@@ -293,7 +300,7 @@ def main():
     print(f"| peak RssFile (sampled) | {c['peak_rss_file_kib'] * gib:.2f} GiB | {w['peak_rss_file_kib'] * gib:.2f} GiB | |")
     print(f"| CPU share (time -v) | {c['cpu_percent']} | {w['cpu_percent']} | |")
     print(f"| load average before → after | {c['load_before']} → {c['load_after']} | {w['load_before']} → {w['load_after']} | |")
-    for side in ["weft_128", "weft_bf16"]:
+    for side in ["weft_128", "weft_bf16", "weft_fp16s"]:
         if side in results:
             r = results[side]
             print(f"\n{side}: peak RSS {r['peak_rss_kib'] * gib:.2f} GiB, RssAnon {r['peak_rss_anon_kib'] * gib:.2f} GiB, "
@@ -305,12 +312,14 @@ def main():
     for name, mx, mean, rmx, rmean, lo, hi, std in rows:
         print(f"| {name} | {mx} | {mean:.4f} | {rmx} | {rmean:.4f} | {lo:.1f}..{hi:.1f} ({std:.2f}) |")
     print(f"\ncontrol: ComfyUI's 128×128 image with scheduler normal instead of karras moves by max {cmx}/255, mean {cmean:.3f}/255")
-    if "weft_bf16" in results:
+    for side, name in [("weft_bf16", "bf16"), ("weft_fp16s", "fp16-storage")]:
+        if side not in results:
+            continue
         for prefix in ["img128", "euler128", "img512"]:
-            path = os.path.join(work, f"weft_bf16_{prefix}.npy")
+            path = os.path.join(work, f"{side}_{prefix}.npy")
             if os.path.exists(path):
                 mx, mean = parity.diff(np.load(path), np.load(os.path.join(work, f"weft_{prefix}.npy")))
-                print(f"bf16 vs weft's fp32 ({prefix}): max {mx}/255, mean {mean:.3f}/255")
+                print(f"{name} vs weft's fp32 ({prefix}): max {mx}/255, mean {mean:.3f}/255")
     if any(r[1] > 2 for r in rows):
         sys.exit(1)
 

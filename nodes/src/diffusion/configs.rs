@@ -9,7 +9,8 @@ use crate::models::clip_text_model::ClipTextConfig;
 pub(super) fn precision(name: &str, device: Device) -> NodeResult<Kind> {
     Ok(match name {
         "auto" if device.is_cuda() => Kind::Half,
-        "auto" | "fp32" => Kind::Float,
+        // fp16-storage computes in fp32; LoadCheckpoint keeps the UNet's weights in fp16.
+        "auto" | "fp32" | "fp16-storage" => Kind::Float,
         "fp16" => Kind::Half,
         "bf16" => Kind::BFloat16,
         other => return Err(NodeError::msg(format!("unknown precision '{other}'"))),

@@ -29,6 +29,8 @@ pub struct DiffusionModel {
     /// What the weights are, for errors.
     label: String,
     unet: OnceCell<UNet2DConditionModel>,
+    /// The kind the UNet computes in (a patched UNet is rebuilt to compute in it too).
+    compute_kind: tch::Kind,
     pub graphs: UNetGraphs,
 }
 
@@ -38,6 +40,7 @@ impl DiffusionModel {
             config: unet.config().clone(),
             source: unet.source().shallow_clone(),
             label: "UNet".to_string(),
+            compute_kind: unet.kind(),
             unet: OnceCell::from(unet),
             graphs: UNetGraphs::default(),
         }
@@ -51,6 +54,7 @@ impl DiffusionModel {
             source: self.source.with_patch(patch),
             label,
             unet: OnceCell::new(),
+            compute_kind: self.compute_kind,
             graphs: UNetGraphs::default(),
         }
     }
@@ -69,6 +73,7 @@ impl DiffusionModel {
         let weights = Weights::new(self.label.clone(), tensors);
         let mut unet = UNet2DConditionModel::new(&weights, "", self.config.clone())?;
         unet.set_source(self.source.shallow_clone());
+        unet.set_compute_kind(self.compute_kind);
         Ok(self.unet.get_or_init(|| unet))
     }
 

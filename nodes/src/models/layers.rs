@@ -21,6 +21,16 @@ pub fn embedding_table(w: &Weights, prefix: &str, rows: i64, dim: i64) -> Tensor
     w.get(&join(prefix, "weight"), &[rows, dim])
 }
 
+/// `weight` and `bias` in `x`'s kind: the same tensors when the kinds agree, else copies
+/// widened for one call (widening fp16 or bf16 to fp32 is exact, so the result is that of a
+/// model loaded wide, while only the narrow weights stay resident).
+fn widened_pair(weight: &Tensor, bias: &Tensor, x: &Tensor) -> TchResult<(Tensor, Tensor)> {
+    if weight.kind() == x.kind() && bias.kind() == x.kind() {
+        return Ok((weight.shallow_clone(), bias.shallow_clone()));
+    }
+    Ok((weight.f_to_kind(x.kind())?, bias.f_to_kind(x.kind())?))
+}
+
 /// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding (shared by the UNet, the
 /// VAE, the upscalers and open_nsfw).
 #[derive(Debug)]
@@ -72,10 +82,13 @@ impl Conv2d {
         self.weight.kind()
     }
 
+    /// Convolved in `x`'s kind: weights kept narrower than the input (a UNet stored in fp16
+    /// and computed in fp32) are widened for this call only, as [`Linear::forward`] does.
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+        let (weight, bias) = widened_pair(&self.weight, &self.bias, x)?;
         x.f_conv2d(
-            &self.weight,
-            Some(&self.bias),
+            &weight,
+            Some(&bias),
             [self.stride, self.stride],
             [self.padding, self.padding],
             [1, 1],
@@ -102,14 +115,10 @@ impl GroupNorm {
         }
     }
 
+    /// Normalised in `x`'s kind (narrower weights widened for the call, as [`Linear::forward`]).
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        x.f_group_norm(
-            self.groups,
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        let (weight, bias) = widened_pair(&self.weight, &self.bias, x)?;
+        x.f_group_norm(self.groups, Some(&weight), Some(&bias), self.eps, true)
     }
 }
 

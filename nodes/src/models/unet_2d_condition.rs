@@ -474,7 +474,11 @@ pub struct UNet2DConditionModel {
     up_blocks: Vec<UNetUpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// The kind it computes in (inputs are cast to it); the weights' own kind unless
+    /// [`Self::set_compute_kind`] widened it.
     kind: Kind,
+    /// The kind its weights are kept in.
+    weight_kind: Kind,
     /// The weights it was built from and the LoRAs on them (shared storage).
     source: SourceWeights,
 }
@@ -570,6 +574,7 @@ impl WeightedModel for UNet2DConditionModel {
             conv_norm_out,
             conv_out,
             kind,
+            weight_kind: kind,
             source: SourceWeights::new(w.tensors_under(prefix)),
         })
     }
@@ -580,9 +585,22 @@ impl UNet2DConditionModel {
         &self.config
     }
 
-    /// The dtype of the weights; inputs are cast to it and the output has it.
+    /// The dtype it computes in; inputs are cast to it and the output has it.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The dtype its weights are kept in (narrower than [`Self::kind`] for a UNet stored in
+    /// fp16 and computed in fp32).
+    pub fn weight_kind(&self) -> Kind {
+        self.weight_kind
+    }
+
+    /// Computes in `kind` while the weights stay as stored: each layer widens its weights for
+    /// the call only (LoadCheckpoint's `fp16-storage`: fp16 weights, fp32 activations, the
+    /// values of a model loaded in fp32 from the same fp16 file, in half the resident memory).
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.kind = kind;
     }
 
     /// The weights it was built from, as loaded, and the LoRA patches on them.

@@ -43,6 +43,11 @@ pub struct LoadOptions {
     /// does, which for an fp16 file gives the fp32 load's values in 1.6 GB less memory.
     /// `None`: `kind`. SD 1.x/2.x towers are always loaded in `kind`.
     pub sdxl_text_kind: Option<Kind>,
+    /// The kind the UNet keeps its weights in when it is not `kind` (it still computes in
+    /// `kind`, each layer widening its weights per call): LoadCheckpoint's `fp16-storage`
+    /// keeps an fp16 file's UNet in fp16 and computes in fp32 — the fp32 load's values in
+    /// half its memory. `None`: `kind`. Any family.
+    pub unet_kind: Option<Kind>,
 }
 
 impl Default for LoadOptions {
@@ -55,6 +60,7 @@ impl Default for LoadOptions {
             prediction_type: None,
             files: FileAccess::anywhere(),
             sdxl_text_kind: None,
+            unet_kind: None,
         }
     }
 }
@@ -165,6 +171,7 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
         plan.get(name).map(|(component, _)| {
             let kind = match component {
                 Component::TextEncoder | Component::TextEncoder2 => text_kind,
+                Component::Unet => options.unet_kind.unwrap_or(options.kind),
                 _ => options.kind,
             };
             (name.to_string(), Some(kind))
@@ -237,8 +244,10 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
     };
     let unet_weights = Weights::new(format!("{} (UNet)", path.display()), unet_tensors);
     let vae_weights = Weights::new(format!("{} (VAE)", path.display()), vae_tensors);
+    let mut unet = UNet2DConditionModel::new(&unet_weights, "", unet_config)?;
+    unet.set_compute_kind(options.kind);
     Ok(assemble(
-        UNet2DConditionModel::new(&unet_weights, "", unet_config)?,
+        unet,
         AutoencoderKL::new(&vae_weights, "", vae_config)?,
         text_encoder_weights,
         None,
@@ -566,8 +575,16 @@ pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2D
         config.prediction_type = p;
     }
     let path = weights_file(unet_dir, &MODEL_FILES)?;
-    let weights = Weights::new(path.display().to_string(), read_all(&path, options)?);
-    UNet2DConditionModel::new(&weights, "", config)
+    let stored_kind = options.unet_kind.unwrap_or(options.kind);
+    let tensors = MappedFile::open_with(&path, &options.files)?.read(
+        options.device,
+        Some(stored_kind),
+        |n| Some(n.to_string()),
+    )?;
+    let weights = Weights::new(path.display().to_string(), tensors);
+    let mut unet = UNet2DConditionModel::new(&weights, "", config)?;
+    unet.set_compute_kind(options.kind);
+    Ok(unet)
 }
 
 /// Loads a diffusers `vae/` folder (`config.json` unless `options.vae_config` is given).
@@ -671,6 +688,122 @@ fn load_text_folder(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_test_support::fixtures;
+
+    /// The UNet's output for fixed random inputs (SDXL's added conditioning when it takes one).
+    fn unet_output(unet: &UNet2DConditionModel) -> Tensor {
+        tch::manual_seed(7);
+        let c = unet.config();
+        let sample = Tensor::randn([2, c.in_channels, 16, 16], (Kind::Float, Device::Cpu));
+        let context = Tensor::randn([2, 9, c.cross_attention_dim], (Kind::Float, Device::Cpu));
+        let added = c
+            .addition_embed
+            .map(|a| Tensor::randn([2, a.input_dim], (Kind::Float, Device::Cpu)));
+        let t = Tensor::from(601.0f64);
+        unet.forward_with_added(&sample, &t, &context, added.as_ref(), None)
+            .unwrap()
+    }
+
+    /// fp16-storage's UNet keeps every weight in fp16 (so every layer runs on widened weights:
+    /// one that did not widen would meet fp32 activations with fp16 weights and fail), computes
+    /// in fp32, and gives bit for bit `reference`'s output.
+    fn assert_fp16_storage_is_fp32_compute(
+        stored: &UNet2DConditionModel,
+        reference: &UNet2DConditionModel,
+    ) {
+        assert_eq!(
+            (stored.weight_kind(), stored.kind()),
+            (Kind::Half, Kind::Float)
+        );
+        let wide: Vec<&String> = stored
+            .source()
+            .base()
+            .iter()
+            .filter(|(_, t)| t.kind() != Kind::Half)
+            .map(|(name, _)| name)
+            .collect();
+        assert!(wide.is_empty(), "UNet tensors not kept in fp16: {wide:?}");
+        assert_eq!(reference.weight_kind(), Kind::Float);
+        let (out, expected) = (unet_output(stored), unet_output(reference));
+        assert_eq!(out.kind(), Kind::Float);
+        assert!(
+            out.equal(&expected),
+            "max abs difference {}",
+            weft_test_support::max_abs_diff(&out, &expected)
+        );
+    }
+
+    fn fp16_storage(options: LoadOptions) -> LoadOptions {
+        LoadOptions {
+            unet_kind: Some(Kind::Half),
+            ..options
+        }
+    }
+
+    #[test]
+    fn an_fp16_sd1_file_stored_in_fp16_computes_the_fp32_loads_values() {
+        let file = fixtures("unet_vae").join("sd1.safetensors");
+        let options = LoadOptions {
+            unet_config: Some(UNetConfig::tiny_sd1()),
+            vae_config: Some(VaeConfig::tiny()),
+            ..LoadOptions::default()
+        };
+        let stored = load_single_file(&file, &fp16_storage(options.clone())).unwrap();
+        let fp32 = load_single_file(&file, &options).unwrap();
+        assert_fp16_storage_is_fp32_compute(&stored.unet, &fp32.unet);
+    }
+
+    #[test]
+    fn a_reduced_width_fp16_sdxl_file_stored_in_fp16_computes_the_fp32_loads_values() {
+        let dir = std::env::temp_dir().join(format!("weft-fp16-storage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, refiner) = weft_test_support::write_tiny_sdxl_checkpoints(&dir).unwrap();
+        std::fs::remove_file(refiner).unwrap();
+        let stored = load_single_file(&base, &fp16_storage(LoadOptions::default()));
+        let fp32 = load_single_file(&base, &LoadOptions::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (stored, fp32) = (stored.unwrap(), fp32.unwrap());
+        assert!(stored.unet.config().addition_embed.is_some());
+        assert_fp16_storage_is_fp32_compute(&stored.unet, &fp32.unet);
+    }
+
+    /// A diffusers folder of fp32 weights (fp16-exact values): fp16-storage narrows them on
+    /// load and computes as an fp32 UNet built on the narrowed weights, which here is the fp32
+    /// load itself. Control: computing in fp16 does change the output, so bit equality is a
+    /// claim the comparison can refuse.
+    #[test]
+    fn an_fp32_unet_folder_stored_in_fp16_computes_as_fp32_on_the_narrowed_weights() {
+        let unet_dir = fixtures("unet_vae").join("sd1").join("unet");
+        let stored = load_unet_folder(&unet_dir, &fp16_storage(LoadOptions::default())).unwrap();
+        let narrowed: HashMap<String, Tensor> = stored
+            .source()
+            .base()
+            .iter()
+            .map(|(name, t)| (name.clone(), t.to_kind(Kind::Float)))
+            .collect();
+        let reference = UNet2DConditionModel::new(
+            &Weights::new("narrowed", narrowed),
+            "",
+            stored.config().clone(),
+        )
+        .unwrap();
+        assert_fp16_storage_is_fp32_compute(&stored, &reference);
+        let fp32 = load_unet_folder(&unet_dir, &LoadOptions::default()).unwrap();
+        assert!(unet_output(&stored).equal(&unet_output(&fp32)));
+
+        let half = LoadOptions {
+            kind: Kind::Half,
+            ..LoadOptions::default()
+        };
+        let mut fp16_compute = load_unet_folder(&unet_dir, &half).unwrap();
+        assert_eq!(fp16_compute.kind(), Kind::Half);
+        fp16_compute.set_compute_kind(Kind::Half);
+        let out = unet_output(&fp16_compute).to_kind(Kind::Float);
+        assert!(
+            !out.equal(&unet_output(&stored)),
+            "fp16 compute gave the fp32 values"
+        );
+    }
 
     #[test]
     fn an_sdxl_file_without_its_text_towers_names_the_family_and_the_part() {
