@@ -224,6 +224,9 @@ test('H collapses the selected node and opens it again, as Alt+C', async () => {
 
 /** The middle of link `id`'s grip: its last pixels before the input. */
 const grip = async (id) => {
+  // Diagnostics arriving from the server change node heights (a link removed, then put back):
+  // measure once they have landed, as drag() in lib.mjs does.
+  await page.waitForFunction(() => window.__weftValidating === 0);
   const box = await page.locator(`[data-testid="rf__edge-${id}"] .react-flow__edgeupdater-target`).boundingBox();
   assert.ok(box, `link ${id} has a grip at its input`);
   return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
@@ -260,6 +263,7 @@ test('a link end dragged off its input: onto another input it moves there, onto 
   await page.mouse.down();
   await page.mouse.move(from.x, (from.y + to.y) / 2, { steps: 5 });
   await page.mouse.move(to.x + to.width / 2, to.y + to.height / 2, { steps: 5 });
+  await page.waitForTimeout(60);
   await page.mouse.up();
   const moved = (await graph()).links;
   assert.ok(moved.includes('positive.conditioning>sample.negative'), `moved to sample.negative: ${moved}`);

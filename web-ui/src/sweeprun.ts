@@ -173,12 +173,20 @@ export function sweepRunEvent(ev: Record<string, unknown> & { event: string; run
   }
 }
 
-/** `sweep_finished`: the status and the composed grid. */
+/**
+ * `sweep_finished`: the composed grid at once; the status with the cells' statuses, read
+ * together (a sweep cancelled while cells waited sends no `run_finished` for those: shown
+ * `cancelled` beside cells still `queued`, the page would contradict itself until the read came
+ * back). The event's status is taken only if that read did not bring a finished one.
+ */
 export function sweepFinishedEvent(ev: Record<string, unknown>): void {
   const v = useSweepStore.getState().view;
   if (!v || String(ev.sweep) !== v.id) return;
-  useSweepStore.setState({ view: { ...v, status: String(ev.status), grid: typeof ev.grid === 'string' ? ev.grid : v.grid } });
-  void refreshSweep();
+  if (typeof ev.grid === 'string') useSweepStore.setState({ view: { ...v, grid: ev.grid } });
+  void refreshSweep().then(() => {
+    const now = useSweepStore.getState().view;
+    if (now && now.id === v.id && !sweepFinished(now.status)) useSweepStore.setState({ view: { ...now, status: String(ev.status) } });
+  });
 }
 
 export async function cancelSweep(): Promise<void> {
