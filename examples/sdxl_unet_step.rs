@@ -1,9 +1,11 @@
 //! Times weft's UNet forward on a full-size SDXL file as the sampler calls it (batch 2: the
 //! prompt and the negative; the context's cross-attention keys and values remembered between
 //! steps), for scripts/bench/sdxl_unet_step.py to set beside ComfyUI's UNet on the same shapes:
-//! `cargo run --release --example sdxl_unet_step -- CHECKPOINT [--fp16-storage] [--threads N]
-//! [--steps N] SIZE...` (SIZE: image side in pixels, e.g. 128 512). Prints one line per size:
-//! `size SIZE forward_s S1 S2 ...` after one untimed warm-up forward.
+//! `cargo run --release --example sdxl_unet_step -- CHECKPOINT [--fp32] [--threads N]
+//! [--steps N] SIZE...` (SIZE: image side in pixels, e.g. 128 512). The UNet is loaded as
+//! LoadCheckpoint's `precision: auto` loads it on the CPU (an fp16 file's weights kept fp16,
+//! computed in fp32), or with `--fp32` converted to fp32 (`precision: fp32`). Prints one line
+//! per size: `size SIZE forward_s S1 S2 ...` after one untimed warm-up forward.
 use std::path::Path;
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use weft_nodes::weights::checkpoint::{load_checkpoint, LoadOptions};
 
 struct Args {
     checkpoint: String,
-    fp16_storage: bool,
+    fp32: bool,
     threads: Option<i32>,
     steps: usize,
     sizes: Vec<i64>,
@@ -22,7 +24,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         checkpoint: String::new(),
-        fp16_storage: false,
+        fp32: false,
         threads: None,
         steps: 3,
         sizes: Vec::new(),
@@ -31,7 +33,7 @@ fn parse() -> Result<Args, String> {
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
-            "--fp16-storage" => args.fp16_storage = true,
+            "--fp32" => args.fp32 = true,
             "--threads" => {
                 args.threads = Some(value("--threads")?.parse().map_err(|e| format!("{e}"))?)
             }
@@ -44,9 +46,11 @@ fn parse() -> Result<Args, String> {
         }
     }
     if args.checkpoint.is_empty() || args.sizes.is_empty() || args.steps == 0 {
-        return Err("usage: sdxl_unet_step CHECKPOINT [--fp16-storage] [--threads N] \
+        return Err(
+            "usage: sdxl_unet_step CHECKPOINT [--fp32] [--threads N] \
                     [--steps N] SIZE..."
-            .into());
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -71,18 +75,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let options = LoadOptions {
         sdxl_text_kind: Some(Kind::Half),
-        unet_kind: args.fp16_storage.then_some(Kind::Half),
+        sdxl_unet_as_stored: !args.fp32,
         ..LoadOptions::default()
     };
     let started = Instant::now();
     let loaded = load_checkpoint(Path::new(&args.checkpoint), &options)?;
     println!("load_s {:.2}", started.elapsed().as_secs_f64());
-    let mut unet = loaded.unet;
-    if args.fp16_storage {
-        unet.set_compute_kind(Kind::Float);
-    }
+    let unet = loaded.unet;
+    println!("weights {:?} compute {:?}", unet.weight_kind(), unet.kind());
     // Only the UNet is timed: the rest would hold memory the comparison does not count.
-    drop((loaded.vae, loaded.text_encoder_weights, loaded.text_encoder_2));
+    drop((
+        loaded.vae,
+        loaded.text_encoder_weights,
+        loaded.text_encoder_2,
+    ));
     let cpu = (Kind::Float, Device::Cpu);
     tch::manual_seed(0);
     let context = Tensor::randn([2, 77, 2048], cpu);

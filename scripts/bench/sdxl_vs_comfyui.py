@@ -18,7 +18,8 @@ not. With --warm-cache the checkpoint is read once into the page cache before ea
 start from the same cache state. Extra sides: `weft_128` (weft on the graph without 512x512: its
 128x128 peak alone), `weft_bf16` (`precision: bf16`; its images compared with weft's fp32) and
 `weft_fp16s` (`precision: fp16-storage`: the UNet kept in fp16, computed in fp32; its images must
-equal weft's). Each side's memory samples are also written to WORK/SIDE.rss.tsv (seconds since
+equal weft's) and `weft_fp32` (`precision: fp32`: the UNet converted to fp32 on load, as weft's
+`auto` did before it kept an fp16 SDXL UNet as stored; its images must equal weft's). Each side's memory samples are also written to WORK/SIDE.rss.tsv (seconds since
 its start, RssAnon, RssFile in KiB), to tell which stage holds the peak.
 
 Needs what scripts/parity/sdxl_comfyui.py needs (a ComfyUI checkout on --comfyui and its
@@ -26,7 +27,8 @@ packages on PYTHONPATH; a built target/release/weft; set-up's CLIP vocabulary) a
 SDXL base file, for example the random one of
 `cargo run --release --example write_sdxl_checkpoint -- --fan-in-scaled /tmp/full_sdxl.safetensors` (6.9 GB
 fp16; nothing to download). ComfyUI runs with `--cpu` (UNet and VAE in fp32, text encoders in
-fp16 computing in fp32); weft with `precision: auto` (the same on the CPU).
+fp16 computing in fp32); weft with `precision: auto` (on the CPU: the same values, its fp16 SDXL
+UNet kept in fp16 and widened per layer).
 
   PYTHONPATH=/tmp/comfy-lib .venv/bin/python scripts/bench/sdxl_vs_comfyui.py \\
       --comfyui /tmp/ComfyUI --checkpoint /tmp/full_sdxl.safetensors [--threads 2] [--steps-512 2]
@@ -121,7 +123,7 @@ UNITS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}
 def child_weft(args, work, side):
     """`weft import` then `weft run` of the same graph; node times from its summary. Side
     `weft_128` runs it without the 512x512 part, `weft_bf16` with `precision: bf16`,
-    `weft_fp16s` with `precision: fp16-storage`."""
+    `weft_fp16s` with `precision: fp16-storage`, `weft_fp32` with `precision: fp32`."""
     from PIL import Image
     weft = os.path.join(REPO, "target", "release", "weft")
     with_512 = side != "weft_128"
@@ -136,7 +138,7 @@ def child_weft(args, work, side):
         os.remove(os.path.join(out, f))
     cmd = [weft, "run", yaml_path, "--models", work, "--models", os.path.join(REPO, "models"),
            "--device", "cpu", "--threads", str(args.threads), "--output", out]
-    precision = {"weft_bf16": "bf16", "weft_fp16s": "fp16-storage"}.get(side)
+    precision = {"weft_bf16": "bf16", "weft_fp16s": "fp16-storage", "weft_fp32": "fp32"}.get(side)
     if precision:
         with open(yaml_path) as f:
             loader = next(m.group(1) for m in re.finditer(r"^  (\S+_4):", f.read(), re.M))
@@ -240,9 +242,9 @@ def main():
     ap.add_argument("--work", default="/tmp/sdxl-bench-work")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps-512", type=int, default=2)
-    ap.add_argument("--child", choices=["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s", "weft_fp32"], help=argparse.SUPPRESS)
     ap.add_argument("--sides", default="comfyui,weft",
-                    help="which sides to run, of comfyui, weft, weft_128, weft_bf16, weft_fp16s (a side run before keeps its result file)")
+                    help="which sides to run, of comfyui, weft, weft_128, weft_bf16, weft_fp16s, weft_fp32 (a side run before keeps its result file)")
     ap.add_argument("--warm-cache", action="store_true", help="read the checkpoint into the page cache before each side")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
@@ -262,7 +264,7 @@ def main():
         results[side] = run_side(side, args, work)
         with open(os.path.join(work, f"{side}.result.json"), "w") as f:
             json.dump(results[side], f)
-    for side in ["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s"]:
+    for side in ["comfyui", "weft", "weft_128", "weft_bf16", "weft_fp16s", "weft_fp32"]:
         path = os.path.join(work, f"{side}.result.json")
         if side not in results and os.path.exists(path):
             with open(path) as f:
@@ -300,7 +302,7 @@ def main():
     print(f"| peak RssFile (sampled) | {c['peak_rss_file_kib'] * gib:.2f} GiB | {w['peak_rss_file_kib'] * gib:.2f} GiB | |")
     print(f"| CPU share (time -v) | {c['cpu_percent']} | {w['cpu_percent']} | |")
     print(f"| load average before → after | {c['load_before']} → {c['load_after']} | {w['load_before']} → {w['load_after']} | |")
-    for side in ["weft_128", "weft_bf16", "weft_fp16s"]:
+    for side in ["weft_128", "weft_bf16", "weft_fp16s", "weft_fp32"]:
         if side in results:
             r = results[side]
             print(f"\n{side}: peak RSS {r['peak_rss_kib'] * gib:.2f} GiB, RssAnon {r['peak_rss_anon_kib'] * gib:.2f} GiB, "
@@ -312,14 +314,14 @@ def main():
     for name, mx, mean, rmx, rmean, lo, hi, std in rows:
         print(f"| {name} | {mx} | {mean:.4f} | {rmx} | {rmean:.4f} | {lo:.1f}..{hi:.1f} ({std:.2f}) |")
     print(f"\ncontrol: ComfyUI's 128×128 image with scheduler normal instead of karras moves by max {cmx}/255, mean {cmean:.3f}/255")
-    for side, name in [("weft_bf16", "bf16"), ("weft_fp16s", "fp16-storage")]:
+    for side, name in [("weft_bf16", "bf16"), ("weft_fp16s", "fp16-storage"), ("weft_fp32", "fp32")]:
         if side not in results:
             continue
         for prefix in ["img128", "euler128", "img512"]:
             path = os.path.join(work, f"{side}_{prefix}.npy")
             if os.path.exists(path):
                 mx, mean = parity.diff(np.load(path), np.load(os.path.join(work, f"weft_{prefix}.npy")))
-                print(f"{name} vs weft's fp32 ({prefix}): max {mx}/255, mean {mean:.3f}/255")
+                print(f"{name} vs weft's auto ({prefix}): max {mx}/255, mean {mean:.3f}/255")
     if any(r[1] > 2 for r in rows):
         sys.exit(1)
 

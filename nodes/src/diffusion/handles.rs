@@ -51,7 +51,7 @@ impl DiffusionModel {
     pub fn with_patch(&self, patch: WeightPatch, label: String) -> Self {
         Self {
             config: self.config.clone(),
-            source: self.source.with_patch(patch),
+            source: self.source.with_patch_kept_in(patch, self.compute_kind),
             label,
             unet: OnceCell::new(),
             compute_kind: self.compute_kind,

@@ -48,6 +48,11 @@ pub struct LoadOptions {
     /// keeps an fp16 file's UNet in fp16 and computes in fp32 — the fp32 load's values in
     /// half its memory. `None`: `kind`. Any family.
     pub unet_kind: Option<Kind>,
+    /// An SDXL UNet's weights stored in fp16 or bf16 in the file stay so (still computing in
+    /// `kind`, each layer widening per call — the values of the fp32 load in half its memory);
+    /// fp32 ones are converted to `kind` as usual. LoadCheckpoint's `auto` on the CPU, where an
+    /// fp32 SDXL UNet takes 10.3 GB. Ignored when `unet_kind` is given.
+    pub sdxl_unet_as_stored: bool,
 }
 
 impl Default for LoadOptions {
@@ -61,6 +66,7 @@ impl Default for LoadOptions {
             files: FileAccess::anywhere(),
             sdxl_text_kind: None,
             unet_kind: None,
+            sdxl_unet_as_stored: false,
         }
     }
 }
@@ -166,15 +172,17 @@ pub fn load_single_file(path: &Path, options: &LoadOptions) -> Result<StableDiff
     };
     let plan = copy_plan(&shapes, &layout);
     let text_kind = text_tower_kind(family, options);
+    let is_sdxl = matches!(family, ModelFamily::Sdxl | ModelFamily::SdxlRefiner);
+    let unet_kind = unet_stored_kind(is_sdxl, options);
     // Each tensor is converted once, straight from the file into the kind it is kept in.
     let tensors = file.read_each(options.device, |name| {
         plan.get(name).map(|(component, _)| {
             let kind = match component {
-                Component::TextEncoder | Component::TextEncoder2 => text_kind,
-                Component::Unet => options.unet_kind.unwrap_or(options.kind),
-                _ => options.kind,
+                Component::TextEncoder | Component::TextEncoder2 => Some(text_kind),
+                Component::Unet => unet_kind,
+                _ => Some(options.kind),
             };
-            (name.to_string(), Some(kind))
+            (name.to_string(), kind)
         })
     })?;
     let mut parts = split_components(tensors, &plan).map_err(not_sd)?;
@@ -263,6 +271,17 @@ fn text_tower_kind(family: ModelFamily, options: &LoadOptions) -> Kind {
             options.sdxl_text_kind.unwrap_or(options.kind)
         }
         _ => options.kind,
+    }
+}
+
+/// The kind a UNet's weights are read into: `options.unet_kind`, else `None` (as the file
+/// stores them) for an SDXL UNet under `sdxl_unet_as_stored` when the file's are narrower than
+/// `kind`, else `kind`. `None` keeps an fp32 file's weights fp32, which is `kind` there.
+fn unet_stored_kind(is_sdxl: bool, options: &LoadOptions) -> Option<Kind> {
+    match options.unet_kind {
+        Some(kind) => Some(kind),
+        None if is_sdxl && options.sdxl_unet_as_stored && options.kind == Kind::Float => None,
+        None => Some(options.kind),
     }
 }
 
@@ -575,12 +594,10 @@ pub fn load_unet_folder(unet_dir: &Path, options: &LoadOptions) -> Result<UNet2D
         config.prediction_type = p;
     }
     let path = weights_file(unet_dir, &MODEL_FILES)?;
-    let stored_kind = options.unet_kind.unwrap_or(options.kind);
-    let tensors = MappedFile::open_with(&path, &options.files)?.read(
-        options.device,
-        Some(stored_kind),
-        |n| Some(n.to_string()),
-    )?;
+    let stored_kind = unet_stored_kind(config.addition_embed.is_some(), options);
+    let tensors =
+        MappedFile::open_with(&path, &options.files)?
+            .read(options.device, stored_kind, |n| Some(n.to_string()))?;
     let weights = Weights::new(path.display().to_string(), tensors);
     let mut unet = UNet2DConditionModel::new(&weights, "", config)?;
     unet.set_compute_kind(options.kind);
@@ -765,6 +782,37 @@ mod tests {
         let (stored, fp32) = (stored.unwrap(), fp32.unwrap());
         assert!(stored.unet.config().addition_embed.is_some());
         assert_fp16_storage_is_fp32_compute(&stored.unet, &fp32.unet);
+    }
+
+    /// LoadCheckpoint's `auto` on the CPU: an fp16 SDXL file's UNet stays fp16 and computes
+    /// the fp32 load's values; an SD 1.x file's is loaded in fp32 as before.
+    #[test]
+    fn auto_on_the_cpu_keeps_an_fp16_sdxl_unet_as_stored_and_only_sdxl() {
+        let as_stored = LoadOptions {
+            sdxl_unet_as_stored: true,
+            ..LoadOptions::default()
+        };
+        let dir = std::env::temp_dir().join(format!("weft-sdxl-as-stored-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, refiner) = weft_test_support::write_tiny_sdxl_checkpoints(&dir).unwrap();
+        let stored = load_single_file(&base, &as_stored);
+        let stored_refiner = load_single_file(&refiner, &as_stored);
+        let fp32 = load_single_file(&base, &LoadOptions::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (stored, fp32) = (stored.unwrap(), fp32.unwrap());
+        assert_fp16_storage_is_fp32_compute(&stored.unet, &fp32.unet);
+        assert_eq!(stored_refiner.unwrap().unet.weight_kind(), Kind::Half);
+
+        let sd1 = LoadOptions {
+            unet_config: Some(UNetConfig::tiny_sd1()),
+            vae_config: Some(VaeConfig::tiny()),
+            ..as_stored
+        };
+        let sd1 = load_single_file(&fixtures("unet_vae").join("sd1.safetensors"), &sd1).unwrap();
+        assert_eq!(
+            (sd1.unet.weight_kind(), sd1.unet.kind()),
+            (Kind::Float, Kind::Float)
+        );
     }
 
     /// A diffusers folder of fp32 weights (fp16-exact values): fp16-storage narrows them on

@@ -671,6 +671,8 @@ impl WeightPatch {
 pub struct SourceWeights {
     base: HashMap<String, Tensor>,
     patches: Vec<WeightPatch>,
+    /// The kind patched tensors are kept in; `None`: each base tensor's.
+    patched_kind: Option<Kind>,
     /// The tensors the patches made, once a model was built from these weights.
     patched: OnceCell<HashMap<String, Tensor>>,
 }
@@ -686,6 +688,7 @@ impl SourceWeights {
         Self {
             base,
             patches: Vec::new(),
+            patched_kind: None,
             patched: OnceCell::new(),
         }
     }
@@ -703,6 +706,7 @@ impl SourceWeights {
                 .iter()
                 .map(WeightPatch::shallow_clone)
                 .collect(),
+            patched_kind: self.patched_kind,
             patched,
         }
     }
@@ -737,7 +741,8 @@ impl SourceWeights {
             .into_iter()
             .map(|name| {
                 let t = &self.base[name];
-                (t.numel() * t.kind().elt_size_in_bytes()) as u64
+                let kind = self.patched_kind.unwrap_or(t.kind());
+                (t.numel() * kind.elt_size_in_bytes()) as u64
             })
             .sum()
     }
@@ -747,6 +752,15 @@ impl SourceWeights {
         let mut next = self.shallow_clone();
         next.patched = OnceCell::new();
         next.patches.push(patch);
+        next
+    }
+
+    /// [`Self::with_patch`], the patched tensors kept in `kind` rather than their base's: a
+    /// UNet stored in fp16 and computing in fp32 keeps what a LoRA made in fp32, as the fp32
+    /// load (and ComfyUI on the CPU) does, so its images do not depend on how it is stored.
+    pub fn with_patch_kept_in(&self, patch: WeightPatch, kind: Kind) -> Self {
+        let mut next = self.with_patch(patch);
+        next.patched_kind = Some(kind);
         next
     }
 
@@ -781,7 +795,7 @@ impl SourceWeights {
                         adapter.add_to(&mut weight, patch.strength)?;
                     }
                 }
-                weight.f_to_kind(base.kind())
+                weight.f_to_kind(self.patched_kind.unwrap_or(base.kind()))
             })()
             .map_err(|e| (name.clone(), e))?;
             made.insert(name.clone(), patched);
@@ -1040,6 +1054,17 @@ mod tests {
             half.equal(&base_w.to_kind(Kind::Half)),
             "the base is never written"
         );
+        // Kept in fp32 (a UNet stored in fp16 computing in fp32): the fp32 load's tensor, not
+        // rounded back to fp16; its bytes counted in fp32.
+        let kept = SourceWeights::new([("w.weight".to_string(), half.shallow_clone())].into())
+            .with_patch_kept_in(patch(0.3), Kind::Float);
+        let wide = SourceWeights::new([("w.weight".to_string(), half.to_kind(Kind::Float))].into())
+            .with_patch(patch(0.3));
+        assert_eq!(kept.patched_bytes(), 4 * 24);
+        let kept = kept.tensors().unwrap();
+        assert_eq!(kept["w.weight"].kind(), Kind::Float);
+        assert!(kept["w.weight"].equal(&wide.tensors().unwrap()["w.weight"]));
+        assert!(!kept["w.weight"].equal(&one.tensors().unwrap()["w.weight"].to_kind(Kind::Float)));
     }
 
     #[test]
