@@ -46,11 +46,9 @@ fn parse() -> Result<Args, String> {
         }
     }
     if args.checkpoint.is_empty() || args.sizes.is_empty() || args.steps == 0 {
-        return Err(
-            "usage: sdxl_unet_step CHECKPOINT [--fp32] [--threads N] \
+        return Err("usage: sdxl_unet_step CHECKPOINT [--fp32] [--threads N] \
                     [--steps N] SIZE..."
-                .into(),
-        );
+            .into());
     }
     Ok(args)
 }
