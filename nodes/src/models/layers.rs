@@ -321,7 +321,9 @@ impl Linear {
             .transpose()?;
         let rows = x.numel() as i64 / in_dim.max(1);
         let chunk = widening_chunk_rows(in_dim);
-        if rows > CHUNKED_WIDENING_MAX_ROWS || chunk >= out_dim {
+        // An input of the wrong width goes whole, for libtorch's shape error.
+        let fits = x.size().last() == Some(&in_dim);
+        if rows > CHUNKED_WIDENING_MAX_ROWS || chunk >= out_dim || !fits {
             return with_rows_widened(&self.weight, 0, out_dim, |w| x.f_linear(w, bias.as_ref()));
         }
         let flat = x.f_reshape([rows, in_dim])?;
@@ -484,6 +486,9 @@ mod tests {
             assert_eq!(got.size(), [shape[0], shape[1], 10240]);
             assert!(got.equal(&want), "{shape:?}: differs from the fp32 layer");
         }
+        // Flattening must not make a wrong width fit: [2, 640] is 1 x 1280 values.
+        let narrow = Tensor::randn([2, 640], (Kind::Float, Device::Cpu));
+        assert!(stored.forward(&narrow).is_err());
     }
 
     #[test]
