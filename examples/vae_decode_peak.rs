@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use weft_nodes::models::autoencoder_kl::{AutoencoderKL, VaeConfig};
 use weft_nodes::weights::ldm_keymap::{vae_key, Mapped, VAE_PREFIX};
-use weft_nodes::weights::{MappedFile, Weights};
+use weft_nodes::weights::{MappedFile, WeightedModel, Weights};
 
 struct Args {
     checkpoint: String,
