@@ -49,9 +49,11 @@ fn parse() -> Result<Args, String> {
         }
     }
     if args.checkpoint.is_empty() || args.size <= 0 || args.size % 8 != 0 {
-        return Err("usage: vae_decode_peak CHECKPOINT [--size PIXELS (multiple of 8)] \
+        return Err(
+            "usage: vae_decode_peak CHECKPOINT [--size PIXELS (multiple of 8)] \
                     [--seed N] [--threads N] [--out FILE] [--reference FILE]"
-            .into());
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -111,7 +113,10 @@ fn load_vae(path: &Path) -> Result<AutoencoderKL, Box<dyn std::error::Error>> {
 
 /// 8-bit pixels as the image nodes make them from a decode in [-1, 1].
 fn to_8bit(decoded: &Tensor) -> Tensor {
-    ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).multiply_scalar(255.0).round()
+    ((decoded + 1.0) / 2.0)
+        .clamp(0.0, 1.0)
+        .multiply_scalar(255.0)
+        .round()
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {

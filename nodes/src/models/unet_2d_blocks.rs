@@ -306,8 +306,10 @@ fn plain_resnets(
         .collect()
 }
 
-fn run_plain_resnets(resnets: &[ResnetBlock2D], x: &Tensor) -> TchResult<Tensor> {
-    let mut h = x.shallow_clone();
+/// Takes `x` by value so that, when the caller hands over its last handle, each resnet's
+/// input is freed as soon as its output exists.
+fn run_plain_resnets(resnets: &[ResnetBlock2D], x: Tensor) -> TchResult<Tensor> {
+    let mut h = x;
     for resnet in resnets {
         h = resnet.forward(&h, None)?;
     }
@@ -334,7 +336,7 @@ impl DownEncoderBlock2D {
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        let h = run_plain_resnets(&self.resnets, x)?;
+        let h = run_plain_resnets(&self.resnets, x.shallow_clone())?;
         match &self.downsampler {
             Some(down) => down.forward(&h),
             None => Ok(h),
@@ -361,7 +363,9 @@ impl UpDecoderBlock2D {
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
+    /// Takes `x` by value: the decoder hands over its only handle, so the block's input (at
+    /// the last block 256 MiB for a 512x512 image) is freed after the first resnet.
+    pub fn forward(&self, x: Tensor) -> TchResult<Tensor> {
         let h = run_plain_resnets(&self.resnets, x)?;
         match &self.upsampler {
             Some(up) => up.forward(&h, None),
