@@ -88,6 +88,25 @@ impl ResnetBlock2D {
         };
         Ok(h)
     }
+
+    /// [`Self::forward`] without a time embedding (the VAE's) on an input that nothing else
+    /// reads: a block that changes channels convolves its shortcut first and then normalises
+    /// the input in place, so the input and its normalised copy are not held together (at the
+    /// SDXL decoder's last block 256 MiB each at 512x512, and the decode's peak).
+    pub fn forward_overwriting(&self, mut x: Tensor) -> TchResult<Tensor> {
+        let Some(conv_shortcut) = &self.conv_shortcut else {
+            return self.forward(&x, None);
+        };
+        let shortcut = conv_shortcut.forward(&x)?;
+        self.norm1.forward_in_place(&mut x)?;
+        let _ = x.f_silu_()?;
+        let mut h = self.conv1.forward(&x)?;
+        drop(x);
+        h = norm_silu(&self.norm2, &h)?;
+        let mut h = self.conv2.forward(&h)?;
+        let _ = h.f_add_(&shortcut)?;
+        Ok(h)
+    }
 }
 
 /// `silu(norm(x))`, the SiLU in place on the fresh normalised tensor.
@@ -139,6 +158,16 @@ impl Upsample2D {
         let size = x.size();
         let output_size = output_size.unwrap_or([size[2] * 2, size[3] * 2]);
         let up = x.f_upsample_nearest2d(output_size, None, None)?;
+        self.conv.forward(&up)
+    }
+
+    /// [`Self::forward`] at twice the size, letting go of `x` before the convolution: when
+    /// the caller handed over its last handle, the input is freed while the upsampled tensor
+    /// is convolved.
+    pub fn forward_consuming(&self, x: Tensor) -> TchResult<Tensor> {
+        let size = x.size();
+        let up = x.f_upsample_nearest2d([size[2] * 2, size[3] * 2], None, None)?;
+        drop(x);
         self.conv.forward(&up)
     }
 }

@@ -306,10 +306,8 @@ fn plain_resnets(
         .collect()
 }
 
-/// Takes `x` by value so that, when the caller hands over its last handle, each resnet's
-/// input is freed as soon as its output exists.
-fn run_plain_resnets(resnets: &[ResnetBlock2D], x: Tensor) -> TchResult<Tensor> {
-    let mut h = x;
+fn run_plain_resnets(resnets: &[ResnetBlock2D], x: &Tensor) -> TchResult<Tensor> {
+    let mut h = x.shallow_clone();
     for resnet in resnets {
         h = resnet.forward(&h, None)?;
     }
@@ -336,7 +334,7 @@ impl DownEncoderBlock2D {
     }
 
     pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        let h = run_plain_resnets(&self.resnets, x.shallow_clone())?;
+        let h = run_plain_resnets(&self.resnets, x)?;
         match &self.downsampler {
             Some(down) => down.forward(&h),
             None => Ok(h),
@@ -363,12 +361,16 @@ impl UpDecoderBlock2D {
         }
     }
 
-    /// Takes `x` by value: the decoder hands over its only handle, so the block's input (at
-    /// the last block 256 MiB for a 512x512 image) is freed after the first resnet.
+    /// Takes `x` by value, and may write over it: the decoder hands over a tensor nothing
+    /// else reads, so each resnet's input (at the last block 256 MiB for a 512x512 image) is
+    /// reused or freed as soon as it has been read.
     pub fn forward(&self, x: Tensor) -> TchResult<Tensor> {
-        let h = run_plain_resnets(&self.resnets, x)?;
+        let mut h = x;
+        for resnet in &self.resnets {
+            h = resnet.forward_overwriting(h)?;
+        }
         match &self.upsampler {
-            Some(up) => up.forward(&h, None),
+            Some(up) => up.forward_consuming(h),
             None => Ok(h),
         }
     }

@@ -169,20 +169,15 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::models::autoencoder_kl::VaeConfig;
+    use crate::models::resnet::ResnetBlock2D;
     use std::collections::HashMap;
     use tch::{Device, Kind};
 
-    /// A decoder of `config`'s shape with seeded random weights (each kernel scaled by its
-    /// fan-in so activations stay near unit size through the stack).
-    fn random_decoder(config: &VaeConfig) -> Decoder {
-        let shape = StackShape {
-            latent_channels: config.latent_channels,
-            block_out_channels: &config.block_out_channels,
-            layers_per_block: config.layers_per_block,
-            groups: config.norm_num_groups,
-        };
+    /// Seeded random weights for whatever `build` asks of a [`Weights`] (each kernel scaled
+    /// by its fan-in so activations stay near unit size through a stack).
+    fn random_weights(build: impl Fn(&Weights)) -> Weights {
         let probe = Weights::new("probe", HashMap::new());
-        let _ = Decoder::new(&probe, "", config.out_channels, &shape);
+        build(&probe);
         tch::manual_seed(11);
         let tensors = probe
             .requested()
@@ -194,8 +189,71 @@ mod tests {
                 (name, t)
             })
             .collect();
-        let weights = Weights::new("random decoder", tensors);
+        Weights::new("random", tensors)
+    }
+
+    /// A decoder of `config`'s shape with seeded random weights.
+    fn random_decoder(config: &VaeConfig) -> Decoder {
+        let shape = StackShape {
+            latent_channels: config.latent_channels,
+            block_out_channels: &config.block_out_channels,
+            layers_per_block: config.layers_per_block,
+            groups: config.norm_num_groups,
+        };
+        let weights = random_weights(|w| {
+            let _ = Decoder::new(w, "", config.out_channels, &shape);
+        });
         Decoder::new(&weights, "", config.out_channels, &shape)
+    }
+
+    fn max_error(got: &Tensor, want: &Tensor) -> (f64, f64) {
+        let scale = want.abs().max().double_value(&[]);
+        (
+            (got - want).abs().max().double_value(&[]),
+            scale.max(f64::MIN_POSITIVE),
+        )
+    }
+
+    #[test]
+    fn group_norm_in_place_equals_group_norm_in_either_layout() {
+        let weights = random_weights(|w| {
+            let _ = GroupNorm::new(w, "norm", 4, 16, VAE_EPS);
+        });
+        let norm = GroupNorm::new(&weights, "norm", 4, 16, VAE_EPS);
+        // Off-centre values: the shift must use the group's mean.
+        let x = Tensor::randn([2, 16, 9, 7], (Kind::Float, Device::Cpu)) * 3.0 + 5.0;
+        let want = norm.forward(&x).unwrap();
+        for layout in [x.copy(), to_channels_last(&x).unwrap()] {
+            let mut got = layout.shallow_clone();
+            norm.forward_in_place(&mut got).unwrap();
+            assert_eq!(got.data_ptr(), layout.data_ptr(), "written over the input");
+            let (err, scale) = max_error(&got, &want);
+            assert!(err <= 1e-5 * scale, "max error {err}, scale {scale}");
+        }
+        // Another kind takes the out-of-place norm.
+        let mut double = x.to_kind(Kind::Double);
+        let want = norm.forward(&double).unwrap();
+        norm.forward_in_place(&mut double).unwrap();
+        assert_eq!(max_error(&double, &want).0, 0.0);
+    }
+
+    #[test]
+    fn the_overwriting_resnet_equals_the_resnet() {
+        for (cin, cout) in [(16, 8), (8, 8)] {
+            let weights = random_weights(|w| {
+                let _ = ResnetBlock2D::new(w, "r", cin, cout, None, 4, VAE_EPS);
+            });
+            let resnet = ResnetBlock2D::new(&weights, "r", cin, cout, None, 4, VAE_EPS);
+            let x = to_channels_last(&Tensor::randn([1, cin, 10, 6], (Kind::Float, Device::Cpu)))
+                .unwrap();
+            let want = resnet.forward(&x, None).unwrap();
+            let got = resnet.forward_overwriting(x.copy()).unwrap();
+            let (err, scale) = max_error(&got, &want);
+            assert!(
+                err <= 1e-5 * scale,
+                "{cin}->{cout}: max error {err}, scale {scale}"
+            );
+        }
     }
 
     /// A named op on a tensor, for the layout test.
