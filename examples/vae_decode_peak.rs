@@ -2,9 +2,12 @@
 //! VAE tensors of a single-file SDXL checkpoint, decodes one seeded random latent and prints
 //! the decode seconds and how far resident anonymous memory rose above its level before the
 //! decode: `cargo run --release --example vae_decode_peak -- CHECKPOINT [--size PIXELS]
-//! [--seed N] [--threads N] [--out FILE] [--reference FILE]`. `--out` writes the decoded
-//! tensor (to compare another build's decode against); `--reference` reads such a file and
-//! prints the largest difference in 8-bit pixels, rounded as the image nodes round.
+//! [--seed N] [--threads N] [--out FILE] [--reference FILE] [--glibc-defaults]`. `--out`
+//! writes the decoded tensor (to compare another build's decode against); `--reference` reads
+//! such a file and prints the largest difference in 8-bit pixels, rounded as the image nodes
+//! round. The allocator is set up as `weft` sets it up (freed buffers stay in the heap, no
+//! `mmap` per buffer), so the peak is the heap's high-water mark as in a `weft` run;
+//! `--glibc-defaults` keeps glibc's defaults instead (buffers over 32 MB mapped and unmapped).
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +25,7 @@ struct Args {
     threads: Option<i32>,
     out: Option<String>,
     reference: Option<String>,
+    glibc_defaults: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -32,6 +36,7 @@ fn parse() -> Result<Args, String> {
         threads: None,
         out: None,
         reference: None,
+        glibc_defaults: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -43,6 +48,7 @@ fn parse() -> Result<Args, String> {
             "--threads" => args.threads = Some(number(value("--threads")?)? as i32),
             "--out" => args.out = Some(value("--out")?),
             "--reference" => args.reference = Some(value("--reference")?),
+            "--glibc-defaults" => args.glibc_defaults = true,
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s if args.checkpoint.is_empty() => args.checkpoint = s.to_string(),
             s => return Err(format!("unexpected argument {s}")),
@@ -51,7 +57,7 @@ fn parse() -> Result<Args, String> {
     if args.checkpoint.is_empty() || args.size <= 0 || args.size % 8 != 0 {
         return Err(
             "usage: vae_decode_peak CHECKPOINT [--size PIXELS (multiple of 8)] \
-                    [--seed N] [--threads N] [--out FILE] [--reference FILE]"
+                    [--seed N] [--threads N] [--out FILE] [--reference FILE] [--glibc-defaults]"
                 .into(),
         );
     }
@@ -66,6 +72,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Before any thread exists, as weft's main does.
+    if !args.glibc_defaults {
+        weft_engine::host_memory::keep_freed_memory_for_reuse();
+    }
     if let Err(e) = run(&args) {
         eprintln!("vae_decode_peak: {e}");
         std::process::exit(1);

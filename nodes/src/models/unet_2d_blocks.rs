@@ -370,7 +370,14 @@ impl UpDecoderBlock2D {
             h = resnet.forward_overwriting(h)?;
         }
         match &self.upsampler {
-            Some(up) => up.forward_consuming(h),
+            Some(up) => {
+                if h.device() == tch::Device::Cpu {
+                    // The upsampler's two buffers are 4x the resnets' and fit none of the
+                    // holes they left; see `Decoder::forward` in vae.rs.
+                    weft_engine::host_memory::release_free_memory();
+                }
+                up.forward_consuming(h)
+            }
             None => Ok(h),
         }
     }
