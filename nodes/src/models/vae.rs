@@ -154,18 +154,9 @@ impl Decoder {
         } else {
             z.shallow_clone()
         };
-        let on_cpu = z.device() == tch::Device::Cpu;
         let mut h = self.conv_in.forward(&z)?;
         h = self.mid_block.forward(&h)?;
         for block in &self.up_blocks {
-            if on_cpu {
-                // weft keeps freed buffers in the heap (weft_engine::host_memory), where the
-                // sampler's and the previous block's stay resident; each block's buffers are
-                // larger, rarely fit those holes and would add to them (a 512x512 SDXL decode
-                // rose 1.1 GiB where 0.5 GiB was alive at once). Giving the free pages back
-                // first bounds the rise by what is alive (a few ms per block).
-                weft_engine::host_memory::release_free_memory();
-            }
             // Handing over the only handle frees each block's input inside the block.
             h = block.forward(h)?;
         }
