@@ -66,22 +66,54 @@ impl ResnetBlock2D {
         }
     }
 
+    /// Each intermediate is dropped as soon as the next exists and SiLU and the residual add
+    /// run in place (on tensors made here), so at most the input, one normalised tensor and
+    /// one convolution output are alive at once: at a VAE's full resolution each is
+    /// 128-256 MiB. The values are those of the out-of-place expression, bit for bit.
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> TchResult<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
+        let mut h = norm_silu(&self.norm1, x)?;
+        h = self.conv1.forward(&h)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj
                 .forward(&temb.f_silu()?)?
                 .f_unsqueeze(-1)?
                 .f_unsqueeze(-1)?;
-            h = h.f_add(&t)?;
+            let _ = h.f_add_(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;
-        let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x)?,
-            None => x.shallow_clone(),
+        h = norm_silu(&self.norm2, &h)?;
+        let mut h = self.conv2.forward(&h)?;
+        let _ = match &self.conv_shortcut {
+            Some(conv) => h.f_add_(&conv.forward(x)?)?,
+            None => h.f_add_(x)?,
         };
-        shortcut.f_add(&h)
+        Ok(h)
     }
+
+    /// [`Self::forward`] without a time embedding (the VAE's) on an input that nothing else
+    /// reads: a block that changes channels convolves its shortcut first and then normalises
+    /// the input in place, so the input and its normalised copy are not held together (at the
+    /// SDXL decoder's last block 256 MiB each at 512x512, and the decode's peak).
+    pub fn forward_overwriting(&self, mut x: Tensor) -> TchResult<Tensor> {
+        let Some(conv_shortcut) = &self.conv_shortcut else {
+            return self.forward(&x, None);
+        };
+        let shortcut = conv_shortcut.forward(&x)?;
+        self.norm1.forward_in_place(&mut x)?;
+        let _ = x.f_silu_()?;
+        let mut h = self.conv1.forward(&x)?;
+        drop(x);
+        h = norm_silu(&self.norm2, &h)?;
+        let mut h = self.conv2.forward(&h)?;
+        let _ = h.f_add_(&shortcut)?;
+        Ok(h)
+    }
+}
+
+/// `silu(norm(x))`, the SiLU in place on the fresh normalised tensor.
+pub fn norm_silu(norm: &GroupNorm, x: &Tensor) -> TchResult<Tensor> {
+    let mut h = norm.forward(x)?;
+    let _ = h.f_silu_()?;
+    Ok(h)
 }
 
 /// diffusers `Downsample2D` with a 3x3 stride-2 conv. The UNet pads by 1 on every side; the
@@ -126,6 +158,16 @@ impl Upsample2D {
         let size = x.size();
         let output_size = output_size.unwrap_or([size[2] * 2, size[3] * 2]);
         let up = x.f_upsample_nearest2d(output_size, None, None)?;
+        self.conv.forward(&up)
+    }
+
+    /// [`Self::forward`] at twice the size, letting go of `x` before the convolution: when
+    /// the caller handed over its last handle, the input is freed while the upsampled tensor
+    /// is convolved.
+    pub fn forward_consuming(&self, x: Tensor) -> TchResult<Tensor> {
+        let size = x.size();
+        let up = x.f_upsample_nearest2d([size[2] * 2, size[3] * 2], None, None)?;
+        drop(x);
         self.conv.forward(&up)
     }
 }

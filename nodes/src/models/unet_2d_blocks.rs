@@ -361,12 +361,34 @@ impl UpDecoderBlock2D {
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> TchResult<Tensor> {
-        let h = run_plain_resnets(&self.resnets, x)?;
+    /// Takes `x` by value, and may write over it: the decoder hands over a tensor nothing
+    /// else reads, so each resnet's input (at the last block 256 MiB for a 512x512 image) is
+    /// reused or freed as soon as it has been read.
+    pub fn forward(&self, x: Tensor) -> TchResult<Tensor> {
+        let mut h = x;
+        for resnet in &self.resnets {
+            give_back_free_pages(&h);
+            h = resnet.forward_overwriting(h)?;
+        }
         match &self.upsampler {
-            Some(up) => up.forward(&h, None),
+            Some(up) => {
+                give_back_free_pages(&h);
+                up.forward_consuming(h)
+            }
             None => Ok(h),
         }
+    }
+}
+
+/// On the CPU, hands the heap's free pages back to the kernel before a decoder step. weft keeps
+/// freed buffers in the heap (`weft_engine::host_memory`), where they stay resident; a step's
+/// buffers often fit none of the holes the last ones left (the upsampler's are 4x a resnet's)
+/// and were added on top: a 512x512 SDXL decode rose by 1.1 GiB where 0.5 GiB was alive at
+/// once, by 0.63 GiB with this before each resnet and upsampler. The pages the next buffers
+/// reuse are faulted in again: the decode took about 7% longer than without it.
+fn give_back_free_pages(h: &Tensor) {
+    if h.device() == tch::Device::Cpu {
+        weft_engine::host_memory::release_free_memory();
     }
 }
 
