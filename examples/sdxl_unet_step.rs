@@ -68,6 +68,8 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator as `weft` sets it up: freed memory stays in the heap for reuse.
+    weft_engine::host_memory::keep_freed_memory_for_reuse();
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }

@@ -34,9 +34,16 @@ fn widened_pair(weight: &Tensor, bias: &Tensor, x: &Tensor) -> TchResult<(Tensor
 }
 
 thread_local! {
-    /// The fp32 buffer this thread widens narrow weights into ([`with_rows_widened`]).
-    static WIDENING_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+    /// The fp32 buffers this thread widens narrow weights into ([`with_rows_widened`]): one for
+    /// chunks and small weights, one for large weights. Chunks kept in the first megabytes of a
+    /// buffer grown to the largest kernel (118 MB) ran a 128x128 step 60% slower after a
+    /// 512x512 one had grown it, so they have their own.
+    static SMALL_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+    static LARGE_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
 }
+
+/// Values (fp32) up to which a widened weight goes into the small buffer: 8 MiB.
+const SMALL_SCRATCH_VALUES: i64 = 2 << 20;
 
 /// Whether `weight` is kept narrower than `x` on the CPU, where widening it per call into a
 /// reused buffer pays: a fresh fp32 tensor per call costs its page faults (34 ms for the
@@ -49,8 +56,8 @@ fn widens_into_scratch(weight: &Tensor, x: &Tensor) -> bool {
         && x.device() == Device::Cpu
 }
 
-/// Calls `compute` with rows `start..start + rows` of `weight` widened to fp32 in this thread's
-/// reused buffer (grown to the largest request). The view is valid only during `compute`,
+/// Calls `compute` with rows `start..start + rows` of `weight` widened to fp32 in one of this
+/// thread's reused buffers (each grown to the largest request it took). The view is valid only during `compute`,
 /// which must not widen again (a nested call widens into a fresh tensor instead).
 fn with_rows_widened<R>(
     weight: &Tensor,
@@ -62,7 +69,12 @@ fn with_rows_widened<R>(
     let mut shape = weight.size();
     shape[0] = rows;
     let needed: i64 = shape.iter().product();
-    WIDENING_SCRATCH.with(|cell| {
+    let scratch = if needed <= SMALL_SCRATCH_VALUES {
+        &SMALL_SCRATCH
+    } else {
+        &LARGE_SCRATCH
+    };
+    scratch.with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return compute(&rows_of.f_to_kind(Kind::Float)?);
         };
