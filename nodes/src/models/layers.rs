@@ -80,9 +80,15 @@ fn with_rows_widened<R>(
         };
         let big_enough = slot.as_ref().is_some_and(|t| t.numel() as i64 >= needed);
         if !big_enough {
-            // Dropped before the larger one is made: the two never coexist.
+            // Dropped before the larger one is made: the two never coexist. The small buffer
+            // is made at its full size at once, so that it is not regrown step by step.
             *slot = None;
-            *slot = Some(Tensor::f_empty([needed], (Kind::Float, Device::Cpu))?);
+            let size = needed.max(if needed <= SMALL_SCRATCH_VALUES {
+                SMALL_SCRATCH_VALUES
+            } else {
+                0
+            });
+            *slot = Some(Tensor::f_empty([size], (Kind::Float, Device::Cpu))?);
         }
         let Some(scratch) = slot.as_ref() else {
             return compute(&rows_of.f_to_kind(Kind::Float)?);
