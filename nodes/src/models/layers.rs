@@ -242,10 +242,14 @@ impl Conv2d {
             )?;
             for start in (0..out_channels).step_by(chunk as usize) {
                 let n = chunk.min(out_channels - start);
-                let part = with_rows_widened(&self.weight, start, n, |w| {
-                    product(w, &bias.f_narrow(0, start, n)?)
+                // Written straight into its rows of the output: no temporary, no copy.
+                with_rows_widened(&self.weight, start, n, |w| {
+                    bias.f_narrow(0, start, n)?.f_addmm_out(
+                        &out.f_narrow(0, start, n)?,
+                        &w.f_reshape([n, -1])?,
+                        &patches,
+                    )
                 })?;
-                out.f_narrow(0, start, n)?.f_copy_(&part)?;
             }
             out
         } else {
@@ -377,16 +381,23 @@ impl Linear {
         if rows > CHUNKED_WIDENING_MAX_ROWS || chunk >= out_dim || !fits {
             return with_rows_widened(&self.weight, 0, out_dim, |w| x.f_linear(w, bias.as_ref()));
         }
-        let flat = x.f_reshape([rows, in_dim])?;
-        let out = Tensor::f_empty([rows, out_dim], (x.kind(), x.device()))?;
+        // The product transposed, `W x^T`, so that each chunk of output features is a run of
+        // whole rows written in place (no temporary and copy per chunk: each is one more
+        // parallel region, and on a small box the spinning threads between them cost).
+        let flat_t = x.f_reshape([rows, in_dim])?.f_transpose(0, 1)?;
+        let out_t = Tensor::f_empty([out_dim, rows], (x.kind(), x.device()))?;
+        let zeros = Tensor::f_zeros([out_dim, 1], (x.kind(), x.device()))?;
         for start in (0..out_dim).step_by(chunk as usize) {
             let n = chunk.min(out_dim - start);
-            let bias_part = bias.as_ref().map(|b| b.f_narrow(0, start, n)).transpose()?;
-            let part = with_rows_widened(&self.weight, start, n, |w| {
-                flat.f_linear(w, bias_part.as_ref())
+            let bias_part = match &bias {
+                Some(b) => b.f_narrow(0, start, n)?.f_unsqueeze(1)?,
+                None => zeros.f_narrow(0, start, n)?,
+            };
+            with_rows_widened(&self.weight, start, n, |w| {
+                bias_part.f_addmm_out(&out_t.f_narrow(0, start, n)?, w, &flat_t)
             })?;
-            out.f_narrow(1, start, n)?.f_copy_(&part)?;
         }
+        let out = out_t.f_transpose(0, 1)?.f_contiguous()?;
         let mut shape = x.size();
         let Some(features) = shape.last_mut() else {
             return Err(TchError::Shape(format!(
@@ -537,6 +548,14 @@ mod tests {
             assert_eq!(got.size(), [shape[0], shape[1], 10240]);
             assert!(got.equal(&want), "{shape:?}: differs from the fp32 layer");
         }
+        // Without a bias (SDXL's attention projections).
+        let unbiased = Linear {
+            weight: stored.weight.shallow_clone(),
+            bias: None,
+        };
+        let x = Tensor::randn([2, 16, 1280], (Kind::Float, Device::Cpu));
+        let want = x.linear::<Tensor>(&wide.weight, None);
+        assert!(unbiased.forward(&x).unwrap().equal(&want), "no bias");
         // Flattening must not make a wrong width fit: [2, 640] is 1 x 1280 values.
         let narrow = Tensor::randn([2, 640], (Kind::Float, Device::Cpu));
         assert!(stored.forward(&narrow).is_err());
