@@ -243,7 +243,7 @@ impl Conv2d {
             for start in (0..out_channels).step_by(chunk as usize) {
                 let n = chunk.min(out_channels - start);
                 // Written straight into its rows of the output: no temporary, no copy.
-                with_rows_widened(&self.weight, start, n, |w| {
+                let _written = with_rows_widened(&self.weight, start, n, |w| {
                     bias.f_narrow(0, start, n)?.f_addmm_out(
                         &out.f_narrow(0, start, n)?,
                         &w.f_reshape([n, -1])?,
@@ -393,7 +393,7 @@ impl Linear {
                 Some(b) => b.f_narrow(0, start, n)?.f_unsqueeze(1)?,
                 None => zeros.f_narrow(0, start, n)?,
             };
-            with_rows_widened(&self.weight, start, n, |w| {
+            let _written = with_rows_widened(&self.weight, start, n, |w| {
                 bias_part.f_addmm_out(&out_t.f_narrow(0, start, n)?, w, &flat_t)
             })?;
         }
