@@ -34,16 +34,10 @@ fn widened_pair(weight: &Tensor, bias: &Tensor, x: &Tensor) -> TchResult<(Tensor
 }
 
 thread_local! {
-    /// The fp32 buffers this thread widens narrow weights into ([`with_rows_widened`]): one for
-    /// chunks and small weights, one for large weights. Chunks kept in the first megabytes of a
-    /// buffer grown to the largest kernel (118 MB) ran a 128x128 step 60% slower after a
-    /// 512x512 one had grown it, so they have their own.
-    static SMALL_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
-    static LARGE_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+    /// The fp32 buffer this thread widens narrow weights into ([`with_rows_widened`]), grown
+    /// to the largest request (118 MB for SDXL's largest kernel widened whole).
+    static WIDENING_SCRATCH: RefCell<Option<Tensor>> = const { RefCell::new(None) };
 }
-
-/// Values (fp32) up to which a widened weight goes into the small buffer: 8 MiB.
-const SMALL_SCRATCH_VALUES: i64 = 2 << 20;
 
 /// Whether `weight` is kept narrower than `x` on the CPU, where widening it per call into a
 /// reused buffer pays: a fresh fp32 tensor per call costs its page faults (34 ms for the
@@ -56,9 +50,9 @@ fn widens_into_scratch(weight: &Tensor, x: &Tensor) -> bool {
         && x.device() == Device::Cpu
 }
 
-/// Calls `compute` with rows `start..start + rows` of `weight` widened to fp32 in one of this
-/// thread's reused buffers (each grown to the largest request it took). The view is valid only during `compute`,
-/// which must not widen again (a nested call widens into a fresh tensor instead).
+/// Calls `compute` with rows `start..start + rows` of `weight` widened to fp32 in this
+/// thread's reused buffer. The view is valid only during `compute`, which must not widen again
+/// (a nested call widens into a fresh tensor instead).
 fn with_rows_widened<R>(
     weight: &Tensor,
     start: i64,
@@ -69,32 +63,17 @@ fn with_rows_widened<R>(
     let mut shape = weight.size();
     shape[0] = rows;
     let needed: i64 = shape.iter().product();
-    let scratch = if needed <= SMALL_SCRATCH_VALUES {
-        &SMALL_SCRATCH
-    } else {
-        &LARGE_SCRATCH
-    };
-    scratch.with(|cell| {
+    WIDENING_SCRATCH.with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return compute(&rows_of.f_to_kind(Kind::Float)?);
         };
-        let big_enough = slot.as_ref().is_some_and(|t| t.numel() as i64 >= needed);
-        if !big_enough {
-            // Dropped before the larger one is made: the two never coexist. The small buffer
-            // is made at its full size at once, so that it is not regrown step by step.
-            *slot = None;
-            let size = needed.max(if needed <= SMALL_SCRATCH_VALUES {
-                SMALL_SCRATCH_VALUES
-            } else {
-                0
-            });
-            *slot = Some(Tensor::f_empty([size], (Kind::Float, Device::Cpu))?);
-        }
-        let Some(scratch) = slot.as_ref() else {
-            return compute(&rows_of.f_to_kind(Kind::Float)?);
+        // A buffer too small is dropped before the larger is made: the two never coexist.
+        let scratch = match slot.take().filter(|t| t.numel() as i64 >= needed) {
+            Some(t) => t,
+            None => Tensor::f_empty([needed], (Kind::Float, Device::Cpu))?,
         };
-        let wide = scratch.f_narrow(0, 0, needed)?.f_view(shape.as_slice())?;
-        let mut wide = wide;
+        let mut wide = scratch.f_narrow(0, 0, needed)?.f_view(shape.as_slice())?;
+        *slot = Some(scratch);
         wide.f_copy_(&rows_of)?;
         compute(&wide)
     })
@@ -386,15 +365,15 @@ impl Linear {
         // parallel region, and on a small box the spinning threads between them cost).
         let flat_t = x.f_reshape([rows, in_dim])?.f_transpose(0, 1)?;
         let out_t = Tensor::f_empty([out_dim, rows], (x.kind(), x.device()))?;
-        let zeros = Tensor::f_zeros([out_dim, 1], (x.kind(), x.device()))?;
         for start in (0..out_dim).step_by(chunk as usize) {
             let n = chunk.min(out_dim - start);
-            let bias_part = match &bias {
-                Some(b) => b.f_narrow(0, start, n)?.f_unsqueeze(1)?,
-                None => zeros.f_narrow(0, start, n)?,
-            };
-            let _written = with_rows_widened(&self.weight, start, n, |w| {
-                bias_part.f_addmm_out(&out_t.f_narrow(0, start, n)?, w, &flat_t)
+            let rows_out = out_t.f_narrow(0, start, n)?;
+            let _written = with_rows_widened(&self.weight, start, n, |w| match &bias {
+                Some(b) => b
+                    .f_narrow(0, start, n)?
+                    .f_unsqueeze(1)?
+                    .f_addmm_out(&rows_out, w, &flat_t),
+                None => w.f_mm_out(&rows_out, &flat_t),
             })?;
         }
         let out = out_t.f_transpose(0, 1)?.f_contiguous()?;
