@@ -311,7 +311,7 @@ impl Transformer2DModel {
         let to_image = |t: &Tensor| t.f_reshape([b, h, wd, c])?.f_permute([0, 3, 1, 2]);
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_image(&tokens)?.f_contiguous()?)?,
-            Projection::Linear(lin) => to_image(&lin.forward(&tokens)?)?,
+            Projection::Linear(lin) => to_image(&lin.forward(&tokens)?)?.f_contiguous()?,
         };
         out.f_add(x)
     }
