@@ -385,12 +385,19 @@ impl UpDecoderBlock2D {
 /// buffers often fit none of the holes the last ones left (the upsampler's are 4x a resnet's)
 /// and were added on top: a 512x512 SDXL decode rose by 1.1 GiB where 0.5 GiB was alive at
 /// once, by 0.63 GiB with this before each resnet and upsampler. The pages the next buffers
-/// reuse are faulted in again: the decode took about 7% longer than without it.
+/// reuse are faulted in again: the decode took about 7% longer than without it. Small
+/// feature maps skip it ([`GIVE_BACK_MIN_ELEMENTS`]).
 fn give_back_free_pages(h: &Tensor) {
-    if h.device() == tch::Device::Cpu {
+    if h.device() == tch::Device::Cpu && h.numel() >= GIVE_BACK_MIN_ELEMENTS {
         weft_engine::host_memory::release_free_memory();
     }
 }
+
+/// Feature-map elements (16 MiB in fp32) below which a decoder step does not give free pages
+/// back: the holes such steps leave are small, and the trims and refaults were 11% of a 128x128
+/// SDXL decode (0.95 -> 0.85 s; its resident rise 45 -> 65 MB; the 512x512 decode's rise the
+/// same 0.63 GiB; `examples/vae_decode_peak`, 2026-12-06).
+const GIVE_BACK_MIN_ELEMENTS: usize = 4 << 20;
 
 /// VAE `UNetMidBlock2D`: resnet, single-head spatial self-attention, resnet.
 pub struct UNetMidBlock2D {
