@@ -92,6 +92,14 @@ fn widening_chunk_rows(row_len: i64) -> i64 {
 /// whole widening is simpler.
 const CHUNKED_WIDENING_MAX_ROWS: i64 = 256;
 
+/// Input rows from which a narrow Linear widens chunk by chunk. Fewer (the time and pooled-text
+/// embeddings: 2 rows for a prompt and its negative) go through the whole widened weight, as
+/// the fp32 layer does: MKL sums the chunks' transposed products `W x^T` for 2 to 11 rows in
+/// another order than `x W^T` (1e-6 apart, enough to move a few pixels by 1/255), and those
+/// layers are small. From 12 rows the two agree bit for bit at 1 and 2 threads; at 4 threads
+/// some counts (17-27, 33-39 in a sweep, 2026-12-06) still sum in another order.
+const CHUNKED_WIDENING_MIN_ROWS: i64 = 12;
+
 /// `torch.nn.Conv2d` with a bias, square kernel, symmetric padding (shared by the UNet, the
 /// VAE, the upscalers and open_nsfw).
 #[derive(Debug)]
@@ -357,7 +365,8 @@ impl Linear {
         let chunk = widening_chunk_rows(in_dim);
         // An input of the wrong width goes whole, for libtorch's shape error.
         let fits = x.size().last() == Some(&in_dim);
-        if rows > CHUNKED_WIDENING_MAX_ROWS || chunk >= out_dim || !fits {
+        let chunked = (CHUNKED_WIDENING_MIN_ROWS..=CHUNKED_WIDENING_MAX_ROWS).contains(&rows);
+        if !chunked || chunk >= out_dim || !fits {
             return with_rows_widened(&self.weight, 0, out_dim, |w| x.f_linear(w, bias.as_ref()));
         }
         // The product transposed, `W x^T`, so that each chunk of output features is a run of
@@ -519,8 +528,15 @@ mod tests {
             weight: stored.weight.to_kind(Kind::Float),
             bias: stored.bias.as_ref().map(|b| b.to_kind(Kind::Float)),
         };
-        // 2 x 16 tokens (chunked) and 2 x 256 (widened whole).
-        for shape in [[2, 16, 1280], [2, 256, 1280]] {
+        // 2 x 16 tokens (chunked), 2 x 256 (widened whole) and the few rows of the time and
+        // pooled-text embeddings (widened whole: chunked, MKL summed 2 to 11 rows otherwise).
+        for shape in [
+            [2, 16, 1280],
+            [2, 256, 1280],
+            [1, 2, 1280],
+            [1, 5, 1280],
+            [1, 11, 1280],
+        ] {
             let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
             let got = stored.forward(&x).unwrap();
             let want = wide.forward(&x).unwrap();
@@ -532,9 +548,14 @@ mod tests {
             weight: stored.weight.shallow_clone(),
             bias: None,
         };
-        let x = Tensor::randn([2, 16, 1280], (Kind::Float, Device::Cpu));
-        let want = x.linear::<Tensor>(&wide.weight, None);
-        assert!(unbiased.forward(&x).unwrap().equal(&want), "no bias");
+        for rows in [2, 8, 32] {
+            let x = Tensor::randn([rows, 1280], (Kind::Float, Device::Cpu));
+            let want = x.linear::<Tensor>(&wide.weight, None);
+            assert!(
+                unbiased.forward(&x).unwrap().equal(&want),
+                "no bias, {rows} rows"
+            );
+        }
         // Flattening must not make a wrong width fit: [2, 640] is 1 x 1280 values.
         let narrow = Tensor::randn([2, 640], (Kind::Float, Device::Cpu));
         assert!(stored.forward(&narrow).is_err());
