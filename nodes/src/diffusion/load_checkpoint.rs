@@ -75,8 +75,8 @@ impl Node for LoadCheckpoint {
                 .then_some(tch::Kind::Half),
             unet_kind: fp16_storage.then_some(tch::Kind::Half),
             // auto on the CPU: an fp16 SDXL file's UNet stays fp16 too (the fp32 images in
-            // 5 GB less; the widening costs each step, at 2 threads about 18% at 128x128 and
-            // 10% at 512x512 against precision fp32 — README).
+            // 5 GB less; the widening costs each step, at 2 threads about 4% at 128x128 and
+            // 3% at 512x512 against precision fp32 — README).
             sdxl_unet_as_stored: precision_name == "auto" && kind == tch::Kind::Float,
             ..LoadOptions::default()
         };
