@@ -870,6 +870,27 @@ impl UNet2DConditionModel {
     }
 }
 
+/// Latent positions (batch x height x width) from which a CPU forward starts by giving the
+/// heap's free pages back to the kernel: 2 x 64 x 64 is a 512x512 SDXL or SD1.5 step with its
+/// negative prompt.
+const TRIM_BEFORE_STEP_MIN_POSITIONS: i64 = 8192;
+
+/// weft keeps freed buffers in the heap (`weft_engine::host_memory`), so the pages a step
+/// touched stay resident; the next step's buffers land partly in other holes, and across a
+/// sampler run the resident set creeps by the union of them all (a 512x512 SDXL run: +0.6 GiB
+/// over two steps, measured 2026-12-06). Returned before each large step, the resident set
+/// holds one step's pages; the refault is about 1% of such a step. Small steps skip it: their
+/// pages are few and the step short.
+fn give_back_free_pages_before_large_step(sample: &Tensor) {
+    if sample.device() != tch::Device::Cpu || sample.dim() != 4 {
+        return;
+    }
+    let s = sample.size();
+    if s[0] * s[2] * s[3] >= TRIM_BEFORE_STEP_MIN_POSITIONS {
+        weft_engine::host_memory::release_free_memory();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1032,26 +1053,5 @@ mod tests {
                 key: "cross_attention_dim"
             })
         );
-    }
-}
-
-/// Latent positions (batch x height x width) from which a CPU forward starts by giving the
-/// heap's free pages back to the kernel: 2 x 64 x 64 is a 512x512 SDXL or SD1.5 step with its
-/// negative prompt.
-const TRIM_BEFORE_STEP_MIN_POSITIONS: i64 = 8192;
-
-/// weft keeps freed buffers in the heap (`weft_engine::host_memory`), so the pages a step
-/// touched stay resident; the next step's buffers land partly in other holes, and across a
-/// sampler run the resident set creeps by the union of them all (a 512x512 SDXL run: +0.6 GiB
-/// over two steps, measured 2026-12-06). Returned before each large step, the resident set
-/// holds one step's pages; the refault is about 1% of such a step. Small steps skip it: their
-/// pages are few and the step short.
-fn give_back_free_pages_before_large_step(sample: &Tensor) {
-    if sample.device() != tch::Device::Cpu || sample.dim() != 4 {
-        return;
-    }
-    let s = sample.size();
-    if s[0] * s[2] * s[3] >= TRIM_BEFORE_STEP_MIN_POSITIONS {
-        weft_engine::host_memory::release_free_memory();
     }
 }
