@@ -367,6 +367,46 @@ fn unknown_model_name_lists_what_the_models_folder_holds() {
 }
 
 #[test]
+fn a_missing_clip_vocabulary_names_the_folders_searched_and_the_flag_to_add() {
+    // A checkpoint in a folder of the user's own, named with --models, where set-up's
+    // vocabulary (in the repository's models/) is not: the error says where it looked and how
+    // to add the folder, and nothing of the checkpoint is read.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("my-models");
+    let from = weft_test_support::fixtures("unet_vae").join("sd1");
+    for part in ["unet", "vae", "scheduler", "text_encoder"] {
+        std::fs::create_dir_all(models.join("sd1").join(part)).unwrap();
+        for entry in std::fs::read_dir(from.join(part)).unwrap().flatten() {
+            std::fs::copy(
+                entry.path(),
+                models.join("sd1").join(part).join(entry.file_name()),
+            )
+            .unwrap();
+        }
+    }
+    let file = dir.path().join("flow.yaml");
+    let workflow = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
+    std::fs::write(&file, workflow.replace("name: tiny-shapes", "name: sd1")).unwrap();
+    let out = weft(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("the CLIP vocabulary converted/clip/bpe_simple_vocab_16e6.txt.gz is in none")
+            && all.contains(models.to_str().unwrap())
+            && all.contains("--models models"),
+        "{all}"
+    );
+}
+
+#[test]
 #[ignore = "needs models/loras and models/converted from set-up; `make test` runs it"]
 fn a_notice_is_printed_by_a_plain_run_not_only_in_json() {
     // The demo LoRA with two tensors of a layer the model lacks: LoadLora names them in a

@@ -143,8 +143,15 @@ fn load_with_clip(path: &Path, options: &LoadOptions, models: &ModelFolders) -> 
     // The vocabulary first: without it the gigabytes of weights would be read for nothing.
     let vocab = models.whole_folder_file(CLIP_VOCAB);
     let tokenizer = ClipTokenizer::from_file(&vocab).map_err(|e| {
+        if vocab.exists() {
+            return NodeError::msg(format!(
+                "CLIP vocabulary: {e}; run the set-up (make setup) to make it again"
+            ));
+        }
         NodeError::msg(format!(
-            "CLIP vocabulary: {e}; run the set-up (make setup) to fetch it"
+            "the CLIP vocabulary {CLIP_VOCAB} is in none of the model folders ({models}); \
+             the set-up (make setup) makes it in the repository's models/ folder: run it, or \
+             when --models names other folders, name that one too (--models models)"
         ))
     })?;
     let mut checkpoint = load_checkpoint(path, options)?;
