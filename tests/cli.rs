@@ -339,22 +339,28 @@ fn nodes_json_names_the_widget_of_each_input() {
     assert_eq!(widget("Sampler", "latent"), serde_json::Value::Null);
 }
 
-#[test]
-fn unknown_model_name_lists_what_the_models_folder_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flow.yaml");
+/// `weft run` of workflows/txt2img.yaml, copied into `dir` with its checkpoint renamed to
+/// `checkpoint`, with `--models` naming `models`.
+fn run_txt2img_with_checkpoint(checkpoint: &str, models: &Path, dir: &Path) -> Output {
+    let file = dir.join("flow.yaml");
     let workflow = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
-    std::fs::write(&file, workflow.replace("name: tiny-shapes", "name: sd15")).unwrap();
-    let models = repo().join("models");
-    let out = weft(
+    let renamed = workflow.replace("name: tiny-shapes", &format!("name: {checkpoint}"));
+    std::fs::write(&file, renamed).unwrap();
+    weft(
         &[
             "run",
             file.to_str().unwrap(),
             "--models",
             models.to_str().unwrap(),
         ],
-        dir.path(),
-    );
+        dir,
+    )
+}
+
+#[test]
+fn unknown_model_name_lists_what_the_models_folder_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_txt2img_with_checkpoint("sd15", &repo().join("models"), dir.path());
     // Found while planning (the loader hashes its files), so nothing ran: exit code 2.
     assert_eq!(out.status.code(), Some(2));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -384,18 +390,7 @@ fn a_missing_clip_vocabulary_names_the_folders_searched_and_the_flag_to_add() {
             .unwrap();
         }
     }
-    let file = dir.path().join("flow.yaml");
-    let workflow = std::fs::read_to_string(repo().join("workflows/txt2img.yaml")).unwrap();
-    std::fs::write(&file, workflow.replace("name: tiny-shapes", "name: sd1")).unwrap();
-    let out = weft(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--models",
-            models.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let out = run_txt2img_with_checkpoint("sd1", &models, dir.path());
     assert!(!out.status.success());
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(

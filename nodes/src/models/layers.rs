@@ -217,9 +217,6 @@ impl Conv2d {
             .f_transpose(0, 1)?
             .f_reshape([channels * kernel * kernel, batch * height * width])?;
         let bias = self.bias.f_to_kind(x.kind())?.f_unsqueeze(1)?;
-        let product = |weight: &Tensor, bias: &Tensor| {
-            bias.f_addmm(&weight.f_reshape([weight.size()[0], -1])?, &patches)
-        };
         let rows = if widens_into_scratch(&self.weight, x) {
             let row_len = channels * kernel * kernel;
             let chunk = widening_chunk_rows(row_len);
@@ -240,7 +237,8 @@ impl Conv2d {
             }
             out
         } else {
-            product(&self.weight.f_to_kind(x.kind())?, &bias)?
+            let weight = self.weight.f_to_kind(x.kind())?;
+            bias.f_addmm(&weight.f_reshape([out_channels, -1])?, &patches)?
         };
         rows.f_reshape([out_channels, batch, height, width])?
             .f_transpose(0, 1)?
